@@ -1,0 +1,1 @@
+"""Wire formats → canonical columns (see schemas.decode.api)."""

@@ -1,0 +1,65 @@
+"""What a detector says about one (model, window), and the alert built from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["ok", "alert", "insufficient_data"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Detection(BaseModel):
+    """The verdict of one detector on one window, with the numbers behind it.
+
+    `verdict == "insufficient_data"` means the detector refused to judge (no baseline yet, or
+    fewer calls than its minimum sample); `reason` says which, in words an SRE can act on.
+    `condition` names what was tested (e.g. "block_rate_above_baseline"); together with model
+    and detector it is the alert's dedup key, so it must not contain numbers that change.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    detector: str
+    model: str
+    window_start: datetime
+    window_end: datetime
+    verdict: Verdict
+    condition: str
+    severity: Severity = "warning"
+    value: float | None = None
+    threshold: float | None = None
+    baseline: float | None = None
+    p_value: float | None = None
+    sample_size: int = 0
+    reason: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def firing(self) -> bool:
+        return self.verdict == "alert"
+
+
+AlertStatus = Literal["firing", "resolved"]
+
+
+class Alert(BaseModel):
+    """A state change of one incident, as notifiers and `--alerts-out` receive it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dedup_key: str
+    status: AlertStatus
+    severity: Severity
+    detector: str
+    model: str
+    condition: str
+    window_start: datetime
+    window_end: datetime
+    value: float | None
+    threshold: float | None
+    baseline: float | None
+    sample_size: int
+    summary: str
