@@ -1,0 +1,219 @@
+"""Where alerts leave the process: the `Notifier` protocol, its failure policy, two notifiers.
+
+A notifier gets a batch of alerts and either delivers all of them or raises a
+`NotifierError`. Whether a failure is worth retrying is decided here, once, for every
+notifier (`notifier_error`, `status_error`): a timeout, a dropped connection, HTTP 429 or a
+5xx is retryable; a rejected payload, a bad credential or a closed stream is terminal. Alerts
+carry stable dedup keys, so re-sending after a retryable failure cannot open a second incident
+at a receiver that dedups (PagerDuty, Alertmanager).
+
+Nothing secret leaves through here: summaries and error messages pass through
+`redact_secrets`, which keeps a URL's scheme and host and hides its path, query and userinfo
+(a Slack webhook's secret is its path) and masks `token=...`-style pairs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.text import Text
+
+from schemas.detection import Alert
+
+# -- failure policy ----------------------------------------------------------------------------
+
+
+class NotifierError(Exception):
+    """A batch of alerts was not delivered. `retryable` says whether sending again may work."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, receiver: str, message: str) -> None:
+        self.receiver = receiver
+        super().__init__(f"receiver {receiver!r}: {redact_secrets(message)}")
+
+
+class RetryableNotifierError(NotifierError):
+    """Transient: the receiver was unreachable, slow, rate-limiting or briefly broken."""
+
+    retryable = True
+
+
+class TerminalNotifierError(NotifierError):
+    """Permanent until someone changes something: bad payload, credential, path or config."""
+
+    retryable = False
+
+
+#: checked first: these never get better by retrying (BrokenPipeError is a ConnectionError)
+TERMINAL_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    BrokenPipeError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileNotFoundError,
+    httpx.UnsupportedProtocol,
+    httpx.InvalidURL,
+)
+#: transient transport trouble; any other OSError (disk full, I/O error) counts as well
+RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    ConnectionError,
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    OSError,
+)
+#: HTTP answers worth retrying: timeouts, too early, rate limits and server errors
+RETRYABLE_STATUS: frozenset[int] = frozenset({408, 425, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+def notifier_error(receiver: str, step: str, exc: BaseException) -> NotifierError:
+    """The typed error for `exc` raised while `step`; raise it `from exc` to keep the cause."""
+    if isinstance(exc, NotifierError):
+        return exc
+    message = f"{step} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return status_error(receiver, step, exc.response.status_code)
+    if isinstance(exc, TERMINAL_EXCEPTIONS):
+        return TerminalNotifierError(receiver, message)
+    if isinstance(exc, RETRYABLE_EXCEPTIONS):
+        return RetryableNotifierError(receiver, message)
+    return TerminalNotifierError(receiver, message)  # a bug does not fix itself on retry
+
+
+def status_error(receiver: str, step: str, status: int) -> NotifierError:
+    """The typed error for an HTTP answer that was not a success."""
+    message = f"{step} failed: HTTP {status}, expected 2xx"
+    if is_retryable_status(status):
+        return RetryableNotifierError(receiver, message)
+    return TerminalNotifierError(receiver, message)
+
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/@]+@)?([^\s/?#]+)([^\s]*)")
+_SECRET_PAIR = re.compile(
+    r"(?i)\b(token|secret|password|passwd|api[_-]?key|routing[_-]?key|authorization)"
+    r"(\s*[=:]\s*)(\S+)"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`https://hooks.slack.com/services/T0/B0/xyz` → `https://hooks.slack.com/…`."""
+    text = _URL.sub(lambda m: m[1] + m[2] + ("/…" if m[3] else ""), text)
+    return _SECRET_PAIR.sub(lambda m: m[1] + m[2] + "***", text)
+
+
+# -- the protocol and the built-in notifiers ---------------------------------------------------
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Delivers alerts somewhere. Raises `NotifierError` (and nothing else) on failure."""
+
+    def send(self, alerts: Sequence[Alert]) -> None: ...
+
+
+def alert_record(alert: Alert) -> dict[str, Any]:
+    """An alert as one JSON object: exactly the Alert fields, summary redacted."""
+    record = alert.model_dump(mode="json")
+    record["summary"] = redact_secrets(alert.summary)
+    return record
+
+
+_STYLES = {
+    ("firing", "critical"): "bold red",
+    ("firing", "warning"): "yellow",
+    ("firing", "info"): "cyan",
+}
+
+
+class ConsoleNotifier:
+    """One line per alert to a text stream: `<window end> <SEVERITY> <summary>`.
+
+    Coloured only when `color` is True, or when it is None and the stream is a terminal, so
+    logs and pipes get plain text.
+    """
+
+    def __init__(self, stream: TextIO, *, color: bool | None = None, name: str = "console") -> None:
+        self._stream = stream
+        self._name = name
+        self._color = stream.isatty() if color is None else color
+        self._console = (
+            Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
+            if self._color
+            else None
+        )
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        try:
+            for alert in alerts:
+                line = format_line(alert)
+                if self._console is None:
+                    self._stream.write(line + "\n")
+                else:
+                    style = _STYLES.get((alert.status, alert.severity), "green")
+                    self._console.print(Text(line, style=style))
+            self._stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed (terminal)
+            raise notifier_error(self._name, "writing to the console", exc) from exc
+
+
+def format_line(alert: Alert) -> str:
+    """`2024-05-01T12:05:00Z CRITICAL [FIRING] gemini-1.5-flash safety: ...`."""
+    when = alert.window_end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{when} {alert.severity.upper():<8} {redact_secrets(alert.summary)}"
+
+
+class JsonLinesNotifier:
+    """Appends one JSON object per alert to `path` (the `--alerts-out` file), flushing each.
+
+    The file is opened per batch, so log rotation and a deleted file are picked up, and the
+    parent directory is created on first use.
+    """
+
+    def __init__(self, path: Path | str, *, name: str = "jsonl") -> None:
+        self._path = Path(path)
+        self._name = name
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("ab") as out:
+                for alert in alerts:
+                    out.write(orjson.dumps(alert_record(alert)) + b"\n")
+                    out.flush()
+        except OSError as exc:
+            raise notifier_error(self._name, f"appending to {self._path}", exc) from exc
+
+
+class RecordingNotifier:
+    """A fake for tests: remembers every batch; raises `fail_with` instead when it is set."""
+
+    def __init__(self, fail_with: NotifierError | None = None) -> None:
+        self.batches: list[list[Alert]] = []
+        self.fail_with = fail_with
+
+    @property
+    def sent(self) -> list[Alert]:
+        return [alert for batch in self.batches for alert in batch]
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.batches.append(list(alerts))

@@ -1,0 +1,343 @@
+"""Alert state: detections in, incident state changes out. One incident, one page.
+
+Pure and clock-free: the only time is event time, taken from the detections' windows, so a
+replay, a restart and a second evaluator all reach the same decisions.
+
+The machine, per dedup key `lookout:{model}:{detector}:{condition}`::
+
+    idle --alert--> pending --(fire_after_alert_windows alerts in a row)--> firing   [page]
+    pending --ok--> idle                          (it never paged, so nothing to resolve)
+    firing --(resolve_after_ok_windows ok in a row)--> idle                          [resolve]
+    firing --alert--> firing    (restarts the ok count: a flicker stays one incident)
+
+Rules that make it safe to call from anywhere:
+
+- A detector yields one detection per (model, window), so (model, detector) is a *stream*
+  with a watermark: a detection whose window does not end after the last one seen for its
+  stream is a replay or arrived out of order, and changes nothing. Re-evaluating a window
+  can therefore never page twice.
+- An `ok` detection, or an `alert` on another condition of the same detector, counts as an
+  ok window for every open incident of that stream.
+- `insufficient_data` neither fires nor resolves: it holds every count. If it lasts
+  `resolve_after_insufficient_windows` windows in a row, an open incident is resolved with a
+  summary that says the data vanished (a page that can never close hides the next one); if
+  the condition is still there when data returns, that is a new incident.
+- The incident's severity is the highest seen while it was open. When it rises after the
+  page, one more firing alert with the same dedup key goes out (`notify_on_escalation`),
+  so receivers that dedup by key update the incident and severity-gated routes hear of it.
+- Cooldown: a recurrence within `cooldown` of the key's last resolve is tracked but
+  *suppressed*: it pages only if still alerting when the cooldown ends, and if it clears
+  first it closes silently. Every page still gets exactly one firing and one resolve.
+- `to_rows()` / `from_rows()` carry the whole state (open incidents, per-key last fire and
+  resolve times, stream watermarks) through the sink as JSON-ready dicts, so a restarted or
+  second evaluator continues the same incidents instead of paging again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.alert_config import SEVERITY_RANK, AlertingConfig
+from schemas.detection import Alert, Detection, Severity
+
+Phase = Literal["pending", "firing", "suppressed"]
+
+
+def dedup_key(model: str, detector: str, condition: str) -> str:
+    """The incident identity: stable across windows, replicas and restarts (no numbers)."""
+    return f"lookout:{model}:{detector}:{condition}"
+
+
+class Incident(BaseModel):
+    """What the tracker knows about one dedup key; also its persisted row.
+
+    `phase` None means nothing is open; the row is kept only for `last_fired_at` /
+    `last_resolved_at` (cooldowns). Counters count windows observed, not wall time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["incident"] = "incident"
+    dedup_key: str
+    model: str
+    detector: str
+    condition: str
+    phase: Phase | None = None
+    severity: Severity = "info"
+    notified_severity: Severity | None = None
+    started_at: datetime | None = None
+    windows: int = 0
+    alert_windows: int = 0
+    ok_windows: int = 0
+    insufficient_windows: int = 0
+    last_fired_at: datetime | None = None
+    last_resolved_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.phase is not None
+
+
+class _StreamRow(BaseModel):
+    """The watermark of one (model, detector): the end of the last window it judged."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["stream"] = "stream"
+    model: str
+    detector: str
+    last_window_end: datetime
+
+
+_Row = Annotated[Incident | _StreamRow, Field(discriminator="kind")]
+_ROWS: TypeAdapter[list[_Row]] = TypeAdapter(list[_Row])
+
+
+class AlertTracker:
+    """Turns each stream's detections into firing / resolved alerts. See the module docstring."""
+
+    def __init__(self, config: AlertingConfig) -> None:
+        self._config = config
+        self._incidents: dict[str, Incident] = {}
+        self._watermarks: dict[tuple[str, str], datetime] = {}
+
+    @property
+    def config(self) -> AlertingConfig:
+        return self._config
+
+    def observe(self, detection: Detection) -> list[Alert]:
+        """The state changes this detection causes (usually none); replays cause none."""
+        stream = (detection.model, detection.detector)
+        watermark = self._watermarks.get(stream)
+        if watermark is not None and detection.window_end <= watermark:
+            return []
+        self._watermarks[stream] = detection.window_end
+
+        alerts: list[Alert] = []
+        alerting_key = None
+        if detection.verdict == "alert":
+            alerting_key = dedup_key(detection.model, detection.detector, detection.condition)
+            current = self._incidents.get(alerting_key) or Incident(
+                dedup_key=alerting_key,
+                model=detection.model,
+                detector=detection.detector,
+                condition=detection.condition,
+            )
+            self._store(self._on_alert(current, detection, alerts))
+        for incident in list(self._incidents.values()):
+            if (
+                incident.is_open
+                and incident.dedup_key != alerting_key
+                and (incident.model, incident.detector) == stream
+            ):
+                if detection.verdict == "insufficient_data":
+                    self._store(self._on_insufficient(incident, detection, alerts))
+                else:
+                    self._store(self._on_ok(incident, detection, alerts))
+        return alerts
+
+    def observe_many(self, detections: Iterable[Detection]) -> list[Alert]:
+        """Observe a batch in window order, so a batch's own order cannot drop a window."""
+        ordered = sorted(detections, key=lambda d: (d.window_end, d.model, d.detector))
+        return [alert for d in ordered for alert in self.observe(d)]
+
+    def open_incidents(self) -> list[Incident]:
+        """Incidents pending, firing or suppressed, by dedup key."""
+        return sorted((i for i in self._incidents.values() if i.is_open), key=lambda i: i.dedup_key)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The whole state as JSON-ready dicts (datetimes as ISO strings), in a stable order."""
+        rows = [i.model_dump(mode="json") for _, i in sorted(self._incidents.items())]
+        rows += [
+            _StreamRow(model=m, detector=d, last_window_end=end).model_dump(mode="json")
+            for (m, d), end in sorted(self._watermarks.items())
+        ]
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], config: AlertingConfig) -> AlertTracker:
+        """A tracker continuing from `to_rows()` output; raises ValueError on a malformed row."""
+        tracker = cls(config)
+        for row in _ROWS.validate_python([dict(r) for r in rows]):
+            if isinstance(row, Incident):
+                tracker._incidents[row.dedup_key] = row
+            else:
+                stream = (row.model, row.detector)
+                previous = tracker._watermarks.get(stream)
+                if previous is None or row.last_window_end > previous:
+                    tracker._watermarks[stream] = row.last_window_end
+        return tracker
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _store(self, incident: Incident) -> None:
+        if (
+            incident.is_open
+            or incident.last_fired_at is not None
+            or incident.last_resolved_at is not None
+        ):
+            self._incidents[incident.dedup_key] = incident
+        else:
+            self._incidents.pop(incident.dedup_key, None)
+
+    def _in_cooldown(self, incident: Incident, at: datetime) -> bool:
+        last = incident.last_resolved_at
+        return last is not None and at < last + self._config.cooldown
+
+    def _on_alert(self, incident: Incident, d: Detection, out: list[Alert]) -> Incident:
+        if not incident.is_open:
+            incident = incident.model_copy(
+                update={"phase": "pending", "severity": d.severity, "started_at": d.window_start}
+            )
+        severity = max(incident.severity, d.severity, key=SEVERITY_RANK.__getitem__)
+        incident = incident.model_copy(
+            update={
+                "severity": severity,
+                "windows": incident.windows + 1,
+                "alert_windows": incident.alert_windows + 1,
+                "ok_windows": 0,
+                "insufficient_windows": 0,
+            }
+        )
+        if incident.phase == "pending":
+            if incident.alert_windows < self._config.fire_after_alert_windows:
+                return incident
+            if self._in_cooldown(incident, d.window_end):
+                return incident.model_copy(update={"phase": "suppressed"})
+            return self._fire(incident, d, out, note="")
+        if incident.phase == "suppressed":
+            if self._in_cooldown(incident, d.window_end):
+                return incident
+            return self._fire(incident, d, out, note="held back by cooldown until now")
+        notified = incident.notified_severity or "info"
+        if self._config.notify_on_escalation and SEVERITY_RANK[severity] > SEVERITY_RANK[notified]:
+            return self._fire(incident, d, out, note=f"escalated from {notified}")
+        return incident
+
+    def _on_ok(self, incident: Incident, d: Detection, out: list[Alert]) -> Incident:
+        counted = incident.model_copy(
+            update={
+                "windows": incident.windows + 1,
+                "alert_windows": 0,
+                "ok_windows": incident.ok_windows + 1,
+                "insufficient_windows": 0,
+            }
+        )
+        if incident.phase == "pending":
+            return _closed(incident)
+        if counted.ok_windows < self._config.resolve_after_ok_windows:
+            return counted
+        note = "" if d.verdict == "ok" else f"now alerting on {d.condition} instead"
+        return self._resolve(counted, d, out, numbers=d.verdict == "ok", note=note)
+
+    def _on_insufficient(self, incident: Incident, d: Detection, out: list[Alert]) -> Incident:
+        counted = incident.model_copy(
+            update={
+                "windows": incident.windows + 1,
+                "insufficient_windows": incident.insufficient_windows + 1,
+            }
+        )
+        limit = self._config.resolve_after_insufficient_windows
+        if limit is None or counted.insufficient_windows < limit:
+            return counted
+        if incident.phase == "pending":
+            return _closed(incident)
+        note = f"no judgeable data for {limit} windows ({d.reason}); condition unknown"
+        return self._resolve(counted, d, out, numbers=False, note=note)
+
+    def _fire(self, incident: Incident, d: Detection, out: list[Alert], note: str) -> Incident:
+        fired = incident.model_copy(
+            update={
+                "phase": "firing",
+                "notified_severity": incident.severity,
+                "last_fired_at": d.window_end,
+            }
+        )
+        summary = _summary("FIRING", fired, d, numbers=True, tail=_join(d.reason, note))
+        out.append(_alert(fired, d, "firing", summary, numbers=True))
+        return fired
+
+    def _resolve(
+        self, incident: Incident, d: Detection, out: list[Alert], *, numbers: bool, note: str
+    ) -> Incident:
+        if incident.phase == "suppressed":
+            return _closed(incident)  # never paged, so nothing to resolve
+        windows = f"after {incident.windows} windows"
+        summary = _summary("RESOLVED", incident, d, numbers=numbers, tail=_join(windows, note))
+        out.append(_alert(incident, d, "resolved", summary, numbers=numbers))
+        return _closed(incident).model_copy(update={"last_resolved_at": d.window_end})
+
+
+def _closed(incident: Incident) -> Incident:
+    """The key with nothing open, keeping only its fire/resolve history."""
+    return Incident(
+        dedup_key=incident.dedup_key,
+        model=incident.model,
+        detector=incident.detector,
+        condition=incident.condition,
+        last_fired_at=incident.last_fired_at,
+        last_resolved_at=incident.last_resolved_at,
+    )
+
+
+def _alert(
+    incident: Incident,
+    d: Detection,
+    status: Literal["firing", "resolved"],
+    summary: str,
+    *,
+    numbers: bool,
+) -> Alert:
+    """The incident's span so far: from its first alerting window to the deciding one."""
+    return Alert(
+        dedup_key=incident.dedup_key,
+        status=status,
+        severity=incident.severity,
+        detector=incident.detector,
+        model=incident.model,
+        condition=incident.condition,
+        window_start=incident.started_at or d.window_start,
+        window_end=d.window_end,
+        value=d.value if numbers else None,
+        threshold=d.threshold if numbers else None,
+        baseline=d.baseline if numbers else None,
+        sample_size=d.sample_size if numbers else 0,
+        summary=summary,
+    )
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _summary(status: str, incident: Incident, d: Detection, *, numbers: bool, tail: str) -> str:
+    """`[FIRING] gemini-1.5-flash safety: block rate 6.1% (baseline 2.0%, ...) — reason`.
+
+    Detectors may name their metric and its unit in `details["metric"]` / `details["unit"]`
+    (`ratio` prints as a percentage); otherwise the condition name and a plain number show.
+    """
+    metric = d.details.get("metric")
+    label = metric if isinstance(metric, str) and metric else incident.condition.replace("_", " ")
+    head = f"[{status}] {incident.model} {incident.detector}: {label}"
+    if numbers and d.value is not None:
+        unit = d.details.get("unit")
+        unit = unit if isinstance(unit, str) else None
+        extras = [
+            f"{name} {_number(v, unit)}"
+            for name, v in (("baseline", d.baseline), ("threshold", d.threshold))
+            if v is not None
+        ]
+        extras.append(f"n={d.sample_size:,}")
+        head += f" {_number(d.value, unit)} ({', '.join(extras)})"
+    return f"{head} — {tail}" if tail else head
+
+
+def _number(value: float, unit: str | None) -> str:
+    if unit == "ratio":
+        return f"{value * 100:.1f}%"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return f"{text} {unit}" if unit else text
