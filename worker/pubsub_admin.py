@@ -1,0 +1,202 @@
+"""Create Lookout's topic, subscription and dead-letter topic, idempotently.
+
+Why idempotent: `lookout pubsub init` runs from deploy scripts and Helm hooks on every release.
+A resource that already exists is checked against what was asked and reported ("exists",
+or "mismatch" with the differing fields); it is never silently changed, because changing the
+ack deadline or dead-letter policy of a live subscription under running workers is a decision
+for a human. A dead-letter topic also gets a subscription of its own: Pub/Sub drops messages
+published to a topic nobody subscribes to, so without it dead-lettered records would be lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.protobuf import duration_pb2
+
+from worker.failure_policy import InvalidSetting, PubSubError, describe
+from worker.grpc_channel import ChannelFactory, channel_factory, publisher_client, subscriber_client
+
+Action = Literal["created", "exists", "mismatch"]
+_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ResourceStatus:
+    """What `init` found or did for one topic or subscription."""
+
+    kind: Literal["topic", "subscription"]
+    path: str
+    action: Action
+    detail: str = ""
+
+    def line(self) -> str:
+        text = f"{self.kind} {self.path}: {self.action}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """Every resource `init` touched; `ok` is False when an existing one differs from the ask."""
+
+    resources: tuple[ResourceStatus, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(r.action != "mismatch" for r in self.resources)
+
+    def lines(self) -> list[str]:
+        return [r.line() for r in self.resources] + [f"note: {n}" for n in self.notes]
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        msg = f"{name} must be between {low} and {high} (got {value})"
+        raise InvalidSetting(msg)
+
+
+def _ensure_topic(publisher: pubsub_v1.PublisherClient, path: str) -> ResourceStatus:
+    try:
+        publisher.create_topic(name=path, timeout=_TIMEOUT_SECONDS)
+    except gexc.AlreadyExists:
+        return ResourceStatus("topic", path, "exists")
+    except gexc.GoogleAPICallError as e:
+        msg = f"creating topic {path} failed: {describe(e)}"
+        raise PubSubError(msg) from e
+    return ResourceStatus("topic", path, "created")
+
+
+def _differences(existing: pubsub_v1.types.Subscription, wanted: dict[str, object]) -> list[str]:
+    """Human-readable `field is X, asked Y` for each setting that differs."""
+    found: dict[str, object] = {
+        "topic": existing.topic,
+        "ack_deadline_seconds": existing.ack_deadline_seconds,
+        "dead_letter_topic": existing.dead_letter_policy.dead_letter_topic or None,
+        "max_delivery_attempts": (
+            existing.dead_letter_policy.max_delivery_attempts
+            if existing.dead_letter_policy.dead_letter_topic
+            else None
+        ),
+        "retry_min_backoff_seconds": int(existing.retry_policy.minimum_backoff.total_seconds())
+        if existing.retry_policy.minimum_backoff
+        else None,
+        "retry_max_backoff_seconds": int(existing.retry_policy.maximum_backoff.total_seconds())
+        if existing.retry_policy.maximum_backoff
+        else None,
+        "exactly_once": existing.enable_exactly_once_delivery,
+    }
+    return [
+        f"{key} is {found[key]!r}, asked {value!r}"
+        for key, value in wanted.items()
+        if found[key] != value
+    ]
+
+
+def _ensure_subscription(
+    subscriber: pubsub_v1.SubscriberClient, request: dict[str, object], wanted: dict[str, object]
+) -> ResourceStatus:
+    path = str(request["name"])
+    try:
+        subscriber.create_subscription(request=request, timeout=_TIMEOUT_SECONDS)
+    except gexc.AlreadyExists:
+        existing = subscriber.get_subscription(subscription=path, timeout=_TIMEOUT_SECONDS)
+        diffs = _differences(existing, wanted)
+        if diffs:
+            return ResourceStatus("subscription", path, "mismatch", "; ".join(diffs))
+        return ResourceStatus("subscription", path, "exists")
+    except gexc.GoogleAPICallError as e:
+        msg = f"creating subscription {path} failed: {describe(e)}"
+        raise PubSubError(msg) from e
+    return ResourceStatus("subscription", path, "created")
+
+
+def init_pubsub(
+    project: str,
+    topic: str,
+    subscription: str,
+    dead_letter_topic: str | None = None,
+    *,
+    ack_deadline_seconds: int = 60,
+    max_delivery_attempts: int = 10,
+    exactly_once: bool = False,
+    retry_min_backoff_seconds: int = 10,
+    retry_max_backoff_seconds: int = 600,
+    dead_letter_subscription: str | None = None,
+    channels: ChannelFactory | None = None,
+) -> InitReport:
+    """Create (or check) topic, subscription with retry and dead-letter policy, and the DLQ.
+
+    `dead_letter_subscription` defaults to `<dead_letter_topic>-sub`. `channels` defaults to the
+    production endpoint; pass `channel_factory(emulator_host)` for the emulator.
+    """
+    _check_range("ack_deadline_seconds", ack_deadline_seconds, 10, 600)
+    _check_range("max_delivery_attempts", max_delivery_attempts, 5, 100)
+    _check_range("retry_min_backoff_seconds", retry_min_backoff_seconds, 0, 600)
+    _check_range("retry_max_backoff_seconds", retry_max_backoff_seconds, 0, 600)
+    if retry_min_backoff_seconds > retry_max_backoff_seconds:
+        msg = (
+            f"retry_min_backoff_seconds ({retry_min_backoff_seconds}) must not exceed "
+            f"retry_max_backoff_seconds ({retry_max_backoff_seconds})"
+        )
+        raise InvalidSetting(msg)
+    factory = channels or channel_factory(None)
+    publisher = publisher_client(factory)
+    subscriber = subscriber_client(factory)
+    topic_path = publisher.topic_path(project, topic)
+    sub_path = subscriber.subscription_path(project, subscription)
+    statuses = [_ensure_topic(publisher, topic_path)]
+    notes: list[str] = []
+    request: dict[str, object] = {
+        "name": sub_path,
+        "topic": topic_path,
+        "ack_deadline_seconds": ack_deadline_seconds,
+        "enable_exactly_once_delivery": exactly_once,
+        "retry_policy": {
+            "minimum_backoff": duration_pb2.Duration(seconds=retry_min_backoff_seconds),
+            "maximum_backoff": duration_pb2.Duration(seconds=retry_max_backoff_seconds),
+        },
+    }
+    wanted: dict[str, object] = {
+        "topic": topic_path,
+        "ack_deadline_seconds": ack_deadline_seconds,
+        "dead_letter_topic": None,
+        "max_delivery_attempts": None,
+        "retry_min_backoff_seconds": retry_min_backoff_seconds,
+        "retry_max_backoff_seconds": retry_max_backoff_seconds,
+        "exactly_once": exactly_once,
+    }
+    try:
+        if dead_letter_topic:
+            dlq_path = publisher.topic_path(project, dead_letter_topic)
+            statuses.append(_ensure_topic(publisher, dlq_path))
+            dlq_sub = subscriber.subscription_path(
+                project, dead_letter_subscription or f"{dead_letter_topic}-sub"
+            )
+            statuses.append(
+                _ensure_subscription(
+                    subscriber,
+                    {"name": dlq_sub, "topic": dlq_path, "ack_deadline_seconds": 60},
+                    {"topic": dlq_path},
+                )
+            )
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": dlq_path,
+                "max_delivery_attempts": max_delivery_attempts,
+            }
+            wanted["dead_letter_topic"] = dlq_path
+            wanted["max_delivery_attempts"] = max_delivery_attempts
+            notes.append(
+                "in production the Pub/Sub service account "
+                "(service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com) needs "
+                f"roles/pubsub.publisher on {dlq_path} and roles/pubsub.subscriber on {sub_path} "
+                "for the dead-letter policy to work"
+            )
+        statuses.append(_ensure_subscription(subscriber, request, wanted))
+    finally:
+        subscriber.close()
+        publisher.transport.close()
+    return InitReport(tuple(statuses), tuple(notes))
