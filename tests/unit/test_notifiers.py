@@ -1,0 +1,153 @@
+"""Notifiers: what lands in the alerts file and on the console, and how failures are typed."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from alerts.notifiers import (
+    ConsoleNotifier,
+    JsonLinesNotifier,
+    Notifier,
+    NotifierError,
+    RecordingNotifier,
+    TerminalNotifierError,
+    notifier_error,
+    redact_secrets,
+    status_error,
+)
+from schemas.detection import Alert
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+WEBHOOK = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
+
+
+def alert(status: str = "firing", summary: str = "[FIRING] m safety: block rate 6.1%") -> Alert:
+    return Alert.model_validate(
+        {
+            "dedup_key": "lookout:m:safety:block_rate_above_baseline",
+            "status": status,
+            "severity": "critical",
+            "detector": "safety",
+            "model": "m",
+            "condition": "block_rate_above_baseline",
+            "window_start": T0,
+            "window_end": T0 + timedelta(minutes=5),
+            "value": 0.061,
+            "threshold": 0.031,
+            "baseline": 0.02,
+            "sample_size": 2013,
+            "summary": summary,
+        }
+    )
+
+
+def test_json_lines_hold_exactly_the_alert_fields_one_object_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "alerts.jsonl"
+    notifier = JsonLinesNotifier(path)
+    notifier.send([alert()])
+    notifier.send([alert("resolved", "[RESOLVED] m safety: block rate 2.0% — after 3 windows")])
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 2
+    records = [orjson.loads(line) for line in lines]
+    assert all(set(r) == set(Alert.model_fields) for r in records)
+    assert [Alert.model_validate(r) for r in records] == [
+        alert(),
+        alert("resolved", "[RESOLVED] m safety: block rate 2.0% — after 3 windows"),
+    ]
+    assert records[0]["window_end"] == "2024-05-01T00:05:00Z"
+
+
+def test_json_lines_failure_is_a_typed_terminal_error(tmp_path: Path) -> None:
+    notifier = JsonLinesNotifier(tmp_path, name="alerts-out")  # a directory, not a file
+    with pytest.raises(TerminalNotifierError, match="alerts-out") as info:
+        notifier.send([alert()])
+    assert isinstance(info.value.__cause__, IsADirectoryError)
+
+
+def test_no_secret_reaches_the_file_or_the_console(tmp_path: Path) -> None:
+    leaky = alert(summary=f"[FIRING] m safety: x — posted to {WEBHOOK}?token=abc")
+    JsonLinesNotifier(tmp_path / "a.jsonl").send([leaky])
+    stream = io.StringIO()
+    ConsoleNotifier(stream).send([leaky])
+    for text in ((tmp_path / "a.jsonl").read_text(), stream.getvalue()):
+        assert "XXXXsecretXXXX" not in text
+        assert "abc" not in text
+        assert "hooks.slack.com" in text  # where it went stays readable
+
+
+def test_console_prints_one_plain_line_per_alert_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    ConsoleNotifier(stream).send([alert(), alert("resolved", "[RESOLVED] m safety: ok")])
+    assert stream.getvalue().splitlines() == [
+        "2024-05-01T00:05:00Z CRITICAL [FIRING] m safety: block rate 6.1%",
+        "2024-05-01T00:05:00Z CRITICAL [RESOLVED] m safety: ok",
+    ]
+
+
+def test_console_colours_only_when_asked_or_on_a_terminal() -> None:
+    stream = io.StringIO()
+    ConsoleNotifier(stream, color=True).send([alert()])
+    assert "\x1b[" in stream.getvalue()
+    assert "[FIRING] m safety" in stream.getvalue()  # brackets are text, not markup
+
+
+def test_console_on_a_closed_stream_raises_a_terminal_error() -> None:
+    stream = io.StringIO()
+    notifier = ConsoleNotifier(stream)
+    stream.close()
+    with pytest.raises(TerminalNotifierError, match="console"):
+        notifier.send([alert()])
+
+
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (TimeoutError("read"), True),
+        (ConnectionResetError("reset"), True),
+        (OSError(28, "No space left on device"), True),
+        (BrokenPipeError("pipe"), False),
+        (PermissionError("denied"), False),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (ValueError("bad payload"), False),
+    ],
+)
+def test_failure_policy_says_what_is_worth_retrying(exc: BaseException, retryable: bool) -> None:
+    error = notifier_error("pagerduty", "posting an event", exc)
+    assert error.retryable is retryable
+    assert "pagerduty" in str(error)
+    assert "posting an event" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(429, True), (503, True), (500, True), (400, False), (401, False)]
+)
+def test_http_statuses_are_classified_in_one_place(status: int, retryable: bool) -> None:
+    assert status_error("slack", "posting", status).retryable is retryable
+    response = httpx.Response(status, request=httpx.Request("POST", WEBHOOK))
+    exc = httpx.HTTPStatusError("x", request=response.request, response=response)
+    assert notifier_error("slack", "posting", exc).retryable is retryable
+
+
+def test_error_messages_never_carry_the_webhook_secret() -> None:
+    error = notifier_error(
+        "slack", f"POST {WEBHOOK}", httpx.ConnectError(f"cannot reach {WEBHOOK}")
+    )
+    assert "XXXXsecretXXXX" not in str(error)
+    assert redact_secrets("routing_key=R0UT1NG key") == "routing_key=*** key"
+
+
+def test_builtin_notifiers_satisfy_the_protocol(tmp_path: Path) -> None:
+    notifiers: list[Notifier] = [
+        ConsoleNotifier(io.StringIO()),
+        JsonLinesNotifier(tmp_path / "a.jsonl"),
+        RecordingNotifier(),
+    ]
+    assert all(isinstance(n, Notifier) for n in notifiers)
+    assert issubclass(TerminalNotifierError, NotifierError)
