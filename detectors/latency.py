@@ -1,0 +1,259 @@
+"""Latency detector: a fixed log-bucket histogram per window, p95 regressions and SLO burn rate.
+
+Lifecycle (a Beam CombineFn): ``empty()`` → ``add(state, batch)`` per batch → ``merge`` (adds
+bucket counts, so quantiles merge exactly) → ``evaluate(state, baseline, window)``.
+
+Conditions, most urgent first (one detection per window):
+
+* ``slo_burn_rate_page`` / ``slo_burn_rate_ticket`` when an SLO is configured: the multiwindow,
+  multi-burn-rate rules of the Google SRE Workbook (14.4× over 1 h and 5 min pages; 6× over 6 h
+  and 30 min is a ticket). The long and short windows are built by merging the history.
+* ``p95_above_baseline``: more calls than expected are slower than the baseline's p95 (the exact
+  conditional test on exceedance counts), and the window's p95 is at least `min_ratio` times the
+  baseline's. The baseline is the merged histogram of the last `baseline_windows` windows.
+
+Row layout for SQL: ``buckets`` maps a bucket index (as a string) to its count; with
+``gamma = bucket_gamma`` and ``m = bucket_min_ms``, bucket k ≥ 1 covers (m·gamma^(k−1), m·gamma^k]
+and reports 2·m·gamma^k/(1+gamma); bucket 0 covers [0, m]; the last bucket also holds everything
+slower than the configured max. Sort buckets by index, accumulate counts, and the quantile q is
+the bucket where the running count first exceeds floor(q·(count−1)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors._math import (
+    BURN_RATE_RULES,
+    IntArray,
+    LogBuckets,
+    burn_rate,
+    rate_increase_pvalue,
+)
+from detectors.base import Baseline, WindowRef
+from schemas.batch import LogBatch
+from schemas.detection import Detection
+from schemas.detector_config import LatencyConfig
+
+QUANTILES = np.array([0.5, 0.95, 0.99])
+
+
+def _frozen(counts: IntArray) -> IntArray:
+    counts.flags.writeable = False
+    return counts
+
+
+@dataclass(frozen=True, eq=False)
+class LatencyState:
+    """Bucket counts (read-only array, fixed length) and the sum of latencies for the mean."""
+
+    counts: IntArray
+    sum_ms: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LatencyState):
+            return NotImplemented
+        return self.sum_ms == other.sum_ms and bool(np.array_equal(self.counts, other.counts))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class LatencyDetector:
+    """Latency detector; see the module docstring."""
+
+    name: ClassVar[str] = "latency"
+    config_type: ClassVar[type[LatencyConfig]] = LatencyConfig
+
+    def __init__(self, config: LatencyConfig) -> None:
+        self.config = config
+        self.buckets = LogBuckets(config.min_ms, config.max_ms, config.relative_accuracy)
+        self._n = self.buckets.n_buckets
+        slo_windows = max(r.long_seconds for r in BURN_RATE_RULES) // config.expected_window_seconds
+        self.history_windows = max(config.baseline_windows, slo_windows if config.slo else 0)
+
+    def empty(self) -> LatencyState:
+        return LatencyState(_frozen(np.zeros(self._n, dtype=np.int64)))
+
+    def add(self, state: LatencyState, batch: LogBatch) -> LatencyState:
+        values = batch.latency_ms[~np.isnan(batch.latency_ms)]
+        if len(values) == 0:
+            return state
+        counts = np.bincount(self.buckets.index(values), minlength=self._n)
+        return LatencyState(_frozen(state.counts + counts), state.sum_ms + float(values.sum()))
+
+    def merge(self, a: LatencyState, b: LatencyState) -> LatencyState:
+        return LatencyState(_frozen(a.counts + b.counts), a.sum_ms + b.sum_ms)
+
+    def quantiles(self, state: LatencyState) -> dict[str, float]:
+        """p50/p95/p99 in milliseconds (NaN when the window had no latency)."""
+        p50, p95, p99 = self.buckets.quantiles(state.counts, QUANTILES).tolist()
+        return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+    def to_row(self, state: LatencyState) -> dict[str, Any]:
+        nz = np.flatnonzero(state.counts)
+        return {
+            "count": state.count,
+            "sum_ms": state.sum_ms,
+            "buckets": dict(zip(map(str, nz.tolist()), state.counts[nz].tolist(), strict=True)),
+            "bucket_gamma": self.buckets.gamma,
+            "bucket_min_ms": self.buckets.min_value,
+        }
+
+    def from_row(self, row: Mapping[str, Any]) -> LatencyState:
+        gamma, low = float(row["bucket_gamma"]), float(row["bucket_min_ms"])
+        if not (math.isclose(gamma, self.buckets.gamma) and math.isclose(low, self.config.min_ms)):
+            msg = (
+                f"latency row has bucket mapping gamma={gamma}, min_ms={low}; this detector "
+                f"uses gamma={self.buckets.gamma}, min_ms={self.config.min_ms}"
+            )
+            raise ValueError(msg)
+        counts = np.zeros(self._n, dtype=np.int64)
+        for k, v in row["buckets"].items():
+            counts[int(k)] = int(v)
+        return LatencyState(_frozen(counts), float(row["sum_ms"]))
+
+    def update_reference(self, reference: LatencyState | None, state: LatencyState) -> None:
+        return None
+
+    def evaluate(
+        self, state: LatencyState, baseline: Baseline[LatencyState], window: WindowRef
+    ) -> Detection:
+        cfg = self.config
+        n = state.count
+        q = self.quantiles(state)
+        details: dict[str, Any] = {k: (None if math.isnan(v) else v) for k, v in q.items()}
+        details["mean_ms"] = state.sum_ms / n if n else None
+
+        def detection(**kw: Any) -> Detection:
+            p95 = q["p95_ms"]
+            kw.setdefault("value", None if math.isnan(p95) else p95)
+            return Detection(
+                detector=self.name,
+                model=window.model,
+                window_start=window.start,
+                window_end=window.end,
+                sample_size=n,
+                details=details,
+                **kw,
+            )
+
+        if cfg.slo is not None:
+            burn = self._burn(state, baseline.history, window, details)
+            if burn is not None:
+                return detection(**burn)
+        return self._p95(state, baseline, detection, details)
+
+    def _burn(
+        self,
+        state: LatencyState,
+        history: tuple[LatencyState, ...],
+        window: WindowRef,
+        details: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """The first burn-rate rule that fires, as Detection fields; None when none does."""
+        slo = self.config.slo
+        assert slo is not None
+        length = max((window.end - window.start).total_seconds(), 1.0)
+        # calls in buckets entirely above the threshold's bucket are "bad" (within 1% of exact)
+        first_bad = int(self.buckets.index(np.array([slo.threshold_ms]))[0]) + 1
+        states = [*history, state]
+        bad = np.array([s.counts[first_bad:].sum() for s in states], dtype=np.float64)
+        total = np.array([s.count for s in states], dtype=np.float64)
+        rates: dict[str, float] = {}
+        for rule in BURN_RATE_RULES:
+            spans = {}
+            for label, seconds in (("long", rule.long_seconds), ("short", rule.short_seconds)):
+                k = min(len(states), max(1, math.ceil(seconds / length)))
+                spans[label] = (bad[-k:].sum(), total[-k:].sum(), k)
+            long_rate = burn_rate(spans["long"][0], spans["long"][1], slo.objective)
+            short_rate = burn_rate(spans["short"][0], spans["short"][1], slo.objective)
+            rates[f"{rule.name}_long"], rates[f"{rule.name}_short"] = long_rate, short_rate
+            enough = spans["long"][1] >= self.config.slo_min_calls
+            if enough and long_rate >= rule.factor and short_rate >= rule.factor:
+                details["burn_rates"] = rates
+                covered = spans["long"][2] * length / 3600
+                return {
+                    "verdict": "alert",
+                    "condition": f"slo_burn_rate_{rule.name}",
+                    "severity": rule.severity,
+                    "threshold": rule.factor,
+                    "baseline": 1.0,
+                    "value": long_rate,
+                    "reason": (
+                        f"latency SLO ({slo.objective:.2%} of calls under {slo.threshold_ms:g} ms) "
+                        f"is burning its error budget {long_rate:.1f}× over the last "
+                        f"{covered:.2g} h ({int(spans['long'][0])} of {int(spans['long'][1])} "
+                        f"calls slower) and {short_rate:.1f}× over the last "
+                        f"{spans['short'][2] * length / 60:.3g} min; the rule fires at "
+                        f"{rule.factor:g}×."
+                    ),
+                }
+        details["burn_rates"] = rates
+        return None
+
+    def _p95(
+        self,
+        state: LatencyState,
+        baseline: Baseline[LatencyState],
+        detection: Callable[..., Detection],
+        details: dict[str, Any],
+    ) -> Detection:
+        cfg = self.config
+        condition = "p95_above_baseline"
+        n = state.count
+        ref = self.empty()
+        for h in baseline.history[-cfg.baseline_windows :]:
+            ref = self.merge(ref, h)
+        n0 = ref.count
+        if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
+            return detection(
+                verdict="insufficient_data",
+                condition=condition,
+                reason=(
+                    f"not judged: {n} calls with a latency in the window (minimum "
+                    f"{cfg.min_calls}) and {n0} in the past {len(baseline.history)} windows "
+                    f"(minimum {cfg.min_baseline_calls} for a baseline)."
+                ),
+            )
+        cur95 = self.buckets.quantiles(state.counts, QUANTILES[1:2])[0]
+        base95 = self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0]
+        k95 = int(self.buckets.index(np.array([base95]))[0])
+        x, x0 = int(state.counts[k95 + 1 :].sum()), int(ref.counts[k95 + 1 :].sum())
+        p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))
+        ratio = cur95 / base95
+        fired = p < cfg.alpha and ratio >= cfg.min_ratio
+        details.update({"ratio": ratio, "slower_than_baseline_p95": x, "baseline_calls": n0})
+        compared = (
+            f"p95 {cur95:.0f} ms vs {base95:.0f} ms over the past {n0} calls (×{ratio:.2f}); "
+            f"{x} of {n} calls ({x / n:.1%}) were slower than the baseline p95, "
+            f"expected {x0 / n0:.1%} (one-sided p={p:.2g})"
+        )
+        common = {
+            "condition": condition,
+            "threshold": base95 * cfg.min_ratio,
+            "baseline": base95,
+            "p_value": p,
+        }
+        if fired:
+            return detection(
+                verdict="alert",
+                severity="critical" if ratio >= cfg.critical_ratio else "warning",
+                reason=f"latency regression: {compared}.",
+                **common,
+            )
+        return detection(
+            verdict="ok",
+            reason=(
+                f"latency normal: {compared}; alerts need p<{cfg.alpha:g} and ×{cfg.min_ratio:g}."
+            ),
+            **common,
+        )

@@ -1,0 +1,49 @@
+"""The one list of detectors Lookout runs, and how they are built from configuration.
+
+Adding a detector is one line in `DETECTORS`. Each class there takes its frozen config as its
+only constructor argument and names the config's type in a `config_type` class attribute whose
+no-argument construction is a valid default (so the shared contract test can build every one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from detectors.base import Detector
+from detectors.latency import LatencyDetector
+from detectors.safety import SafetyDetector
+from detectors.tokens import TokensDetector
+
+DETECTORS: dict[str, type[Any]] = {
+    "safety": SafetyDetector,
+    "latency": LatencyDetector,
+    "tokens": TokensDetector,
+}
+
+
+class UnknownDetectorError(ValueError):
+    """A configuration names a detector that is not in `DETECTORS`, or gives it the wrong config."""
+
+
+def build_detectors(configs: Mapping[str, BaseModel | None]) -> dict[str, Detector[Any]]:
+    """One detector per configured name; a None config means that detector's defaults.
+
+    Rejects unknown names and configs of the wrong type instead of silently skipping them.
+    """
+    built: dict[str, Detector[Any]] = {}
+    for name, config in configs.items():
+        cls = DETECTORS.get(name)
+        if cls is None:
+            msg = f"unknown detector {name!r}; known detectors: {sorted(DETECTORS)}"
+            raise UnknownDetectorError(msg)
+        expected = cls.config_type
+        if config is None:
+            config = expected()
+        elif not isinstance(config, expected):
+            msg = f"detector {name!r} needs a {expected.__name__}, got {type(config).__name__}"
+            raise UnknownDetectorError(msg)
+        built[name] = cls(config)
+    return built

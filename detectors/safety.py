@@ -1,0 +1,272 @@
+"""Safety-block detector: is the block rate significantly above this model's own past?
+
+Lifecycle (a Beam CombineFn): ``empty()`` → ``add(state, batch)`` per batch → ``merge`` of
+partial states → ``evaluate(state, baseline, window)``.
+
+Two conditions, one detection per window:
+
+* ``block_rate_above_ceiling`` (critical): the Wilson lower bound of the block rate is above
+  `ceiling`; needs no baseline, because a model blocking a quarter of its calls is broken
+  whatever it did yesterday.
+* ``block_rate_above_baseline``: the rate of the window (and of the last two windows together,
+  to catch smaller shifts at low traffic) against the pooled rate of the history, with the exact
+  conditional test for two Poisson rates and a minimum effect size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors._math import rate_increase_pvalue, wilson_interval
+from detectors.base import Baseline, WindowRef
+from schemas.batch import LogBatch
+from schemas.detection import Detection
+from schemas.detector_config import SafetyConfig
+
+Counts = tuple[tuple[str, int], ...]
+OTHER = "other"
+_MAX_LABEL = 64
+
+
+@dataclass(frozen=True)
+class SafetyState:
+    calls: int = 0
+    blocked: int = 0
+    prompt_blocks: int = 0
+    response_blocks: int = 0
+    #: block reason → count, sorted by name; bounded by `max_reasons` plus "other"
+    reasons: Counts = ()
+    #: score category → calls with a score ≥ `high_score`; bounded the same way
+    high_scores: Counts = ()
+
+
+def _label_key(label: str) -> tuple[int, str]:
+    """Order in which labels are kept when there are too many: a stable hash, not the count.
+
+    Keeping the k labels with the smallest hash ("bottom-k") makes truncation commute with
+    merging: a label kept in the final state was kept in every partial state, so its count is
+    exact, and the same labels survive whatever order replicas merge in. Keeping the k most
+    frequent would not be associative.
+    """
+    return zlib.crc32(label.encode()), label
+
+
+def _bounded(counts: Mapping[str, int], limit: int) -> Counts:
+    """Counts with at most `limit` named labels; the rest (and any "other") summed as "other"."""
+    named = sorted((k for k, v in counts.items() if k != OTHER and v), key=_label_key)
+    other = counts.get(OTHER, 0) + sum(counts[k] for k in named[limit:])
+    out = {k: counts[k] for k in named[:limit]}
+    if other:
+        out[OTHER] = other
+    return tuple(sorted(out.items()))
+
+
+def _sum_counts(a: Counts, b: Counts) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b:
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _reason_counts(reasons: np.ndarray[Any, Any]) -> dict[str, int]:
+    """Counts of each distinct reason; one Python step per distinct value, not per record."""
+    if len(reasons) == 0:
+        return {}
+    values, counts = np.unique(reasons.astype(str), return_counts=True)
+    out: dict[str, int] = {}
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        label = "unspecified" if value in ("None", "") else value.strip()[:_MAX_LABEL]
+        out[label] = out.get(label, 0) + int(count)
+    return out
+
+
+class SafetyDetector:
+    """Block-rate detector; see the module docstring."""
+
+    name: ClassVar[str] = "safety"
+    config_type: ClassVar[type[SafetyConfig]] = SafetyConfig
+
+    def __init__(self, config: SafetyConfig) -> None:
+        self.config = config
+        self.history_windows = config.history_windows
+
+    def empty(self) -> SafetyState:
+        return SafetyState()
+
+    def add(self, state: SafetyState, batch: LogBatch) -> SafetyState:
+        if len(batch) == 0:
+            return state
+        blocked = batch.blocked
+        stage = batch.block_stage
+        part = SafetyState(
+            calls=len(batch),
+            blocked=int(blocked.sum()),
+            prompt_blocks=int((blocked & (stage == "prompt")).sum()),
+            response_blocks=int((blocked & (stage == "response")).sum()),
+            reasons=_bounded(_reason_counts(batch.block_reason[blocked]), self.config.max_reasons),
+            high_scores=_bounded(
+                {
+                    cat: int((scores >= self.config.high_score).sum())
+                    for cat, scores in batch.safety_scores.items()
+                },
+                self.config.max_reasons,
+            ),
+        )
+        return self.merge(state, part)
+
+    def merge(self, a: SafetyState, b: SafetyState) -> SafetyState:
+        limit = self.config.max_reasons
+        return SafetyState(
+            calls=a.calls + b.calls,
+            blocked=a.blocked + b.blocked,
+            prompt_blocks=a.prompt_blocks + b.prompt_blocks,
+            response_blocks=a.response_blocks + b.response_blocks,
+            reasons=_bounded(_sum_counts(a.reasons, b.reasons), limit),
+            high_scores=_bounded(_sum_counts(a.high_scores, b.high_scores), limit),
+        )
+
+    def to_row(self, state: SafetyState) -> dict[str, Any]:
+        return {
+            "calls": state.calls,
+            "blocked": state.blocked,
+            "prompt_blocks": state.prompt_blocks,
+            "response_blocks": state.response_blocks,
+            "block_reasons": dict(state.reasons),
+            "high_scores": dict(state.high_scores),
+        }
+
+    def from_row(self, row: Mapping[str, Any]) -> SafetyState:
+        return SafetyState(
+            calls=int(row["calls"]),
+            blocked=int(row["blocked"]),
+            prompt_blocks=int(row["prompt_blocks"]),
+            response_blocks=int(row["response_blocks"]),
+            reasons=tuple(sorted((str(k), int(v)) for k, v in row["block_reasons"].items())),
+            high_scores=tuple(sorted((str(k), int(v)) for k, v in row["high_scores"].items())),
+        )
+
+    def update_reference(self, reference: SafetyState | None, state: SafetyState) -> None:
+        return None
+
+    def evaluate(
+        self, state: SafetyState, baseline: Baseline[SafetyState], window: WindowRef
+    ) -> Detection:
+        cfg = self.config
+        n, x = state.calls, state.blocked
+        rate = x / n if n else 0.0
+        details: dict[str, Any] = {
+            "block_rate": rate,
+            "prompt_blocks": state.prompt_blocks,
+            "response_blocks": state.response_blocks,
+            "top_reasons": dict(sorted(state.reasons, key=lambda kv: -kv[1])[:5]),
+            "high_scores": dict(state.high_scores),
+        }
+
+        def detection(**kw: Any) -> Detection:
+            return Detection(
+                detector=self.name,
+                model=window.model,
+                window_start=window.start,
+                window_end=window.end,
+                sample_size=n,
+                value=rate,
+                details=details,
+                **kw,
+            )
+
+        if n >= cfg.min_calls:
+            low, _ = wilson_interval(x, n, cfg.ceiling_z)
+            details["wilson_lower"] = low
+            if low > cfg.ceiling:
+                return detection(
+                    verdict="alert",
+                    condition="block_rate_above_ceiling",
+                    severity="critical",
+                    threshold=cfg.ceiling,
+                    reason=(
+                        f"{x} of {n} calls blocked ({rate:.1%}); even the lower confidence bound "
+                        f"{low:.1%} is above the {cfg.ceiling:.0%} ceiling. "
+                        f"Top reasons: {_top(state.reasons)}."
+                    ),
+                )
+        return self._against_baseline(state, baseline, detection, details)
+
+    def _against_baseline(
+        self,
+        state: SafetyState,
+        baseline: Baseline[SafetyState],
+        detection: Callable[..., Detection],
+        details: dict[str, Any],
+    ) -> Detection:
+        cfg = self.config
+        condition = "block_rate_above_baseline"
+        history = baseline.history
+        prev = history[-1] if history else SafetyState()
+        # span 1: this window against all history; span 2: this + previous window against the
+        # history before them (so a slow rise is not absorbed into its own baseline)
+        spans = [
+            (state.calls, state.blocked, history),
+            (state.calls + prev.calls, state.blocked + prev.blocked, history[:-1]),
+        ]
+        tested: list[tuple[float, int, int, int, int, float, float]] = []
+        for span, (n, x, hist) in enumerate(spans, start=1):
+            n0 = sum(h.calls for h in hist)
+            x0 = sum(h.blocked for h in hist)
+            if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
+                continue
+            base = max(x0 / n0, cfg.min_baseline_rate)
+            p = rate_increase_pvalue(float(x), float(n), base * n0, float(n0))
+            ratio = (x / n) / base
+            tested.append((p, span, n, x, n0, base, ratio))
+        if not tested:
+            n0 = sum(h.calls for h in history)
+            return detection(
+                verdict="insufficient_data",
+                condition=condition,
+                reason=(
+                    f"not judged: {state.calls} calls in the window (minimum {cfg.min_calls}) "
+                    f"and {n0} calls in the {len(history)} past windows "
+                    f"(minimum {cfg.min_baseline_calls} for a baseline)."
+                ),
+            )
+        p, span, n, x, n0, base, ratio = min(tested)
+        alpha = cfg.alpha / 2
+        fired = p < alpha and ratio >= cfg.min_ratio
+        details.update({"span_windows": span, "span_calls": n, "span_blocked": x, "ratio": ratio})
+        where = "this window" if span == 1 else "the last 2 windows"
+        compared = (
+            f"{x} of {n} calls blocked in {where} ({x / n:.2%}) vs a baseline of {base:.2%} "
+            f"over {n0} calls in the past windows (×{ratio:.2f}, one-sided p={p:.2g})"
+        )
+        if fired:
+            return detection(
+                verdict="alert",
+                condition=condition,
+                severity="critical" if ratio >= cfg.critical_ratio else "warning",
+                threshold=base * cfg.min_ratio,
+                baseline=base,
+                p_value=p,
+                reason=f"block rate up: {compared}. Top reasons: {_top(state.reasons)}.",
+            )
+        return detection(
+            verdict="ok",
+            condition=condition,
+            threshold=base * cfg.min_ratio,
+            baseline=base,
+            p_value=p,
+            reason=(
+                f"block rate normal: {compared}; alerts need p<{alpha:.1g} and ×{cfg.min_ratio:g}."
+            ),
+        )
+
+
+def _top(counts: Counts) -> str:
+    if not counts:
+        return "none recorded"
+    ranked = sorted(counts, key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{k} ({v})" for k, v in ranked)
