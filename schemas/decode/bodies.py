@@ -1,0 +1,345 @@
+"""Provider response bodies (PaLM, Gemini, OpenAI/Azure, errors, streams) → canonical facts.
+
+A stream (a JSON array of chunks, a list of parsed SSE events, or an SSE string) becomes one
+record: text concatenated in order, the last finish reason, the last usage present (Gemini and
+OpenAI both report cumulative usage), and the maximum safety score per category.
+
+Several choices/candidates (OpenAI `n`, Gemini `candidateCount`, several PaLM predictions) are
+still one call, so still one record: latency and usage belong to the call. The record describes
+the primary answer (index 0: its text, finish reason, citations), while a block of *any* answer
+marks the call blocked and safety scores are the maximum over all answers — a monitor should
+not miss a blocked second answer because the first was fine.
+
+Tokens: output tokens include Gemini's `thoughtsTokenCount`, as OpenAI's `completion_tokens`
+includes reasoning tokens, so both mean "output billed". Proto3 JSON omits zero counts, so a
+Gemini usage block that has a prompt or total count reads a missing count as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import msgspec
+
+from schemas.decode.safety import (
+    VERTEX_BLOCK_REASON,
+    VERTEX_FINISH_REASON,
+    band_score,
+    enum_name,
+    is_response_block,
+    normalise_category,
+    put_max,
+)
+from schemas.decode.wire import (
+    BODY_DECODER,
+    Body,
+    ErrorInfo,
+    FilterResults,
+    PalmSafetyAttributes,
+    SafetyRating,
+)
+
+PROVIDER_KINDS = ("gemini", "palm", "openai")
+
+
+class BodyError(Exception):
+    """A body that cannot become a record; `field` is a path below the record."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def fail(field: str, reason: str) -> NoReturn:
+    fail(field, reason)
+
+
+@dataclass(slots=True)
+class BodyFacts:
+    """What a response body says about the call; None = the body does not say."""
+
+    model_version: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    blocked: bool = False
+    block_stage: str | None = None
+    block_reason: str | None = None
+    safety_scores: dict[str, float] = field(default_factory=dict)
+    finish_reason: str | None = None
+    citation_count: int | None = None
+    response: str | None = None
+    error: str | None = None
+
+
+def body_kind(body: Body) -> str | None:
+    """Which provider shape a body (or chunk) has, or "error", or None if none fits."""
+    if body.predictions is not None:
+        return "palm"
+    if (
+        body.candidates is not None
+        or body.promptFeedback is not None
+        or body.usageMetadata is not None
+        or body.modelVersion is not None
+    ):
+        return "gemini"
+    if (
+        body.choices is not None
+        or body.prompt_filter_results is not None
+        or (body.object or "").startswith("chat.completion")
+    ):
+        return "openai"
+    if body.error is not None:
+        return "error"
+    return None
+
+
+def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyFacts:
+    """The facts of one call's response body; raises BodyError when it has no known shape."""
+    if isinstance(body, str):
+        chunks = parse_sse(body)
+    else:
+        chunks = body if isinstance(body, list) else [body]
+    if not chunks:
+        fail("response_body", "a stream must hold at least one chunk, got []")
+    kinds = {body_kind(c) for c in chunks}
+    for i, chunk in enumerate(chunks):
+        if chunk.error is not None and body_kind(chunk) == "error":
+            return error_facts(chunk.error)
+        if body_kind(chunk) is None:
+            where = "response_body" if len(chunks) == 1 else f"response_body[{i}]"
+            fail(
+                where,
+                "unrecognised response shape: expected a PaLM predict, Gemini generateContent, "
+                'OpenAI chat completion or {"error": ...} body',
+            )
+    if len(kinds) > 1:
+        fail("response_body", f"stream mixes response shapes {sorted(map(str, kinds))}")
+    (kind,) = kinds
+    if expected_kind is not None and kind != expected_kind:
+        fail("response_body", f"format {expected_kind} expected, got a {kind} body")
+    if kind == "gemini":
+        return gemini_facts(chunks)
+    if kind == "openai":
+        return openai_facts(chunks)
+    if len(chunks) > 1:
+        fail("response_body", "a PaLM predict response is one document, not a stream")
+    return palm_facts(chunks[0])
+
+
+def parse_sse(text: str) -> list[Body]:
+    """Server-sent events: `data:` lines of one event are joined; `[DONE]` and others skipped."""
+    chunks: list[Body] = []
+    data: list[str] = []
+
+    def flush() -> None:
+        payload = "\n".join(data).strip()
+        data.clear()
+        if not payload or payload == "[DONE]":
+            return
+        try:
+            chunks.append(BODY_DECODER.decode(payload))
+        except msgspec.DecodeError as e:
+            where = f"response_body (SSE event {len(chunks) + 1})"
+            raise BodyError(where, str(e)) from e
+
+    for line in text.splitlines():
+        if not line.strip():
+            flush()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    flush()
+    if not chunks:
+        fail(
+            "response_body",
+            "a string body must be server-sent events (`data: {...}` lines), found no events",
+        )
+    return chunks
+
+
+def _add_ratings(scores: dict[str, float], ratings: list[SafetyRating] | None) -> None:
+    for r in ratings or ():
+        if r.category is None:
+            continue
+        score = r.probabilityScore if r.probabilityScore is not None else band_score(r.probability)
+        if score is not None:
+            put_max(scores, normalise_category(r.category), score)
+
+
+def gemini_facts(chunks: list[Body]) -> BodyFacts:
+    facts = BodyFacts()
+    texts: list[str] = []
+    saw_candidate = False
+    citations = 0
+    prompt_block: str | None = None
+    response_block: str | None = None
+    for chunk in chunks:
+        facts.model_version = facts.model_version or chunk.modelVersion
+        feedback = chunk.promptFeedback
+        if feedback is not None:
+            if feedback.blockReason is not None:
+                prompt_block = enum_name(feedback.blockReason, VERTEX_BLOCK_REASON, "BLOCK_REASON")
+            _add_ratings(facts.safety_scores, feedback.safetyRatings)
+        usage = chunk.usageMetadata
+        if usage is not None and (
+            usage.promptTokenCount is not None or usage.totalTokenCount is not None
+        ):
+            facts.input_tokens = usage.promptTokenCount or 0
+            facts.output_tokens = (usage.candidatesTokenCount or 0) + (
+                usage.thoughtsTokenCount or 0
+            )
+        for candidate in chunk.candidates or ():
+            primary = not candidate.index
+            saw_candidate = saw_candidate or primary
+            if candidate.finishReason is not None:
+                reason = enum_name(candidate.finishReason, VERTEX_FINISH_REASON, "FINISH_REASON")
+                if primary:
+                    facts.finish_reason = reason
+                if is_response_block(reason):
+                    response_block = response_block or reason
+            _add_ratings(facts.safety_scores, candidate.safetyRatings)
+            if not primary:
+                continue
+            meta = candidate.citationMetadata
+            if meta is not None:
+                citations += len(meta.citations or ()) + len(meta.citationSources or ())
+            if candidate.content is not None:
+                parts = candidate.content.parts or ()
+                texts.extend(p.text for p in parts if p.text is not None and not p.thought)
+    if saw_candidate:
+        facts.citation_count = citations
+        facts.response = "".join(texts) if texts else None
+    if prompt_block is not None:
+        facts.blocked, facts.block_stage, facts.block_reason = True, "prompt", prompt_block
+    elif response_block is not None:
+        facts.blocked, facts.block_stage, facts.block_reason = True, "response", response_block
+    return facts
+
+
+def _add_filters(scores: dict[str, float], results: FilterResults | None) -> list[str]:
+    """Azure content-filter results into scores; returns the categories that were filtered."""
+    filtered: list[str] = []
+    for name, result in (results or {}).items():
+        if isinstance(result, list):
+            continue
+        category = normalise_category(name)
+        if result.severity is not None:
+            score = band_score(result.severity)
+            if score is not None:
+                put_max(scores, category, score)
+        elif result.detected is not None:
+            put_max(scores, category, 1.0 if result.detected else 0.0)
+        if result.filtered:
+            filtered.append(category)
+    return filtered
+
+
+def _filter_reason(categories: list[str]) -> str:
+    cats = sorted(set(categories))
+    return "content_filter:" + ",".join(cats) if cats else "content_filter"
+
+
+def openai_facts(chunks: list[Body]) -> BodyFacts:
+    facts = BodyFacts()
+    texts: list[str] = []
+    citations: int | None = None
+    prompt_filtered: list[str] = []
+    response_filtered: list[str] = []
+    response_block = False
+    for chunk in chunks:
+        facts.model_version = facts.model_version or chunk.model or None
+        for pf in chunk.prompt_filter_results or ():
+            prompt_filtered += _add_filters(facts.safety_scores, pf.content_filter_results)
+        if chunk.usage is not None:
+            facts.input_tokens = chunk.usage.prompt_tokens
+            facts.output_tokens = chunk.usage.completion_tokens
+        for choice in chunk.choices or ():
+            primary = not choice.index
+            if choice.finish_reason is not None:
+                if primary:
+                    facts.finish_reason = choice.finish_reason
+                response_block = response_block or is_response_block(choice.finish_reason)
+            response_filtered += _add_filters(facts.safety_scores, choice.content_filter_results)
+            if not primary:
+                continue
+            message = choice.message
+            if message is not None:
+                if message.content is not None:
+                    texts.append(message.content)
+                if message.annotations is not None:
+                    citations = (citations or 0) + sum(
+                        a.type == "url_citation" for a in message.annotations
+                    )
+            if choice.delta is not None and choice.delta.content is not None:
+                texts.append(choice.delta.content)
+    facts.citation_count = citations
+    facts.response = "".join(texts) if texts else None
+    if prompt_filtered:
+        facts.blocked, facts.block_stage = True, "prompt"
+        facts.block_reason = _filter_reason(prompt_filtered)
+    elif response_block or response_filtered:
+        facts.blocked, facts.block_stage = True, "response"
+        facts.block_reason = _filter_reason(response_filtered)
+    return facts
+
+
+def _whole(value: float | None, path: str) -> int | None:
+    if value is None:
+        return None
+    if not float(value).is_integer():
+        fail(path, f"must be a whole number of tokens, got {value!r}")
+    return int(value)
+
+
+def palm_facts(body: Body) -> BodyFacts:
+    facts = BodyFacts()
+    for i, prediction in enumerate(body.predictions or ()):
+        attrs = prediction.safetyAttributes
+        attr_list: list[PalmSafetyAttributes] = (
+            attrs if isinstance(attrs, list) else [] if attrs is None else [attrs]
+        )
+        for a in attr_list:
+            categories, scores = a.categories or [], a.scores or []
+            if len(categories) != len(scores):
+                fail(
+                    f"response_body.predictions[{i}].safetyAttributes",
+                    f"categories and scores must pair up, got {len(categories)} categories "
+                    f"and {len(scores)} scores",
+                )
+            for category, score in zip(categories, scores, strict=True):
+                put_max(facts.safety_scores, normalise_category(category), score)
+            _add_ratings(facts.safety_scores, a.safetyRatings)
+            if a.blocked:
+                facts.blocked, facts.block_stage, facts.block_reason = True, "response", "SAFETY"
+        if i == 0:
+            facts.response = prediction.content
+            meta = prediction.citationMetadata
+            facts.citation_count = (
+                0 if meta is None else len(meta.citations or ()) + len(meta.citationSources or ())
+            )
+    tokens = body.metadata.tokenMetadata if body.metadata is not None else None
+    if tokens is not None:
+        path = "response_body.metadata.tokenMetadata"
+        if tokens.inputTokenCount is not None:
+            facts.input_tokens = _whole(
+                tokens.inputTokenCount.totalTokens, f"{path}.inputTokenCount.totalTokens"
+            )
+        if tokens.outputTokenCount is not None:
+            facts.output_tokens = _whole(
+                tokens.outputTokenCount.totalTokens, f"{path}.outputTokenCount.totalTokens"
+            )
+    return facts
+
+
+def error_facts(error: ErrorInfo) -> BodyFacts:
+    """A failed call. Azure's prompt filter answers with an error coded `content_filter`."""
+    head = " ".join(str(p) for p in (error.code, error.status or error.type) if p not in (None, ""))
+    message = error.message or "no message"
+    facts = BodyFacts(error=f"{head}: {message}" if head else message)
+    if error.code == "content_filter":
+        inner = error.innererror.content_filter_result if error.innererror is not None else None
+        filtered = _add_filters(facts.safety_scores, inner)
+        facts.blocked, facts.block_stage = True, "prompt"
+        facts.block_reason = _filter_reason(filtered)
+    return facts

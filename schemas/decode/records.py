@@ -1,0 +1,250 @@
+"""A message's bytes → records in input order, each a `Wire` row or a `DecodeError`.
+
+This is the part both decode paths share (the columnar hot path and the pydantic slow path), so
+the two accept and reject the same records by construction: splitting into records, one msgspec
+decode per record, telling the format, reading provider bodies and filling in what an envelope
+or LogEntry leaves out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import orjson
+
+from schemas.decode.bodies import PROVIDER_KINDS, BodyError, interpret
+from schemas.decode.otlp import otlp_records
+from schemas.decode.wire import ARRAY_DECODER, DOCUMENT_DECODER, WIRE_DECODER, Wire
+from schemas.errors import DecodeError
+from schemas.prediction_log import deterministic_request_id
+
+#: the accepted format hints; the provider names mean "an envelope with that body"
+FORMATS: tuple[str, ...] = ("native", "envelope", "logentry", "otlp", *PROVIDER_KINDS)
+
+Item = tuple[int, bytes, Wire | DecodeError]
+
+_FACT_FIELDS = (
+    "model_version",
+    "input_tokens",
+    "output_tokens",
+    "blocked",
+    "block_stage",
+    "block_reason",
+    "safety_scores",
+    "finish_reason",
+    "citation_count",
+    "response",
+    "error",
+)
+
+
+def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """(line, bytes) of each record: one JSON document, or NDJSON with blank lines skipped.
+
+    A body spanning several lines is first tried as one (pretty-printed) document; only if that
+    does not parse is it read as NDJSON.
+    """
+    lines = data.split(b"\n")
+    if len(lines) > 1:
+        start = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if start is None:
+            return
+        head = lines[start].strip()
+        if head[:1] in (b"{", b"["):
+            body = data.strip()
+            try:
+                DOCUMENT_DECODER.decode(body)
+            except msgspec.DecodeError:
+                if head in (b"{", b"["):  # a pretty-printed document that is broken
+                    yield first_line + start, body
+                    return
+            else:
+                yield first_line + start, body
+                return
+    for i, line in enumerate(lines):
+        record = line.strip()
+        if record:
+            yield first_line + i, record
+
+
+def decode_items(
+    data: bytes, format_hint: str | None, first_line: int, max_bytes: int
+) -> list[Item]:
+    """Every record of a message in input order (an OTLP document may give several)."""
+    items: list[Item] = []
+    if format_hint is not None and format_hint not in FORMATS:
+        reason = f"unknown format {format_hint!r}, expected one of {', '.join(FORMATS)}"
+        for line, raw in split_records(data, first_line):
+            items.append((line, raw, DecodeError(line, reason, raw, None, "unknown_format")))
+        return items
+    for line, raw in split_records(data, first_line):
+        if len(raw) > max_bytes:
+            reason = f"record is {len(raw)} bytes, over the limit of {max_bytes} bytes"
+            items.append((line, raw, DecodeError(line, reason, raw, None, "too_large")))
+        elif raw[:1] == b"[":
+            try:
+                elements = ARRAY_DECODER.decode(raw)
+            except msgspec.DecodeError as e:
+                items.append((line, raw, _msgspec_error(e, line, raw)))
+                continue
+            for element in elements:
+                items.extend(_decode_one(bytes(element), line, format_hint))
+        else:
+            items.extend(_decode_one(raw, line, format_hint))
+    return items
+
+
+def _decode_one(raw: bytes, line: int, hint: str | None) -> list[Item]:
+    try:
+        wire = WIRE_DECODER.decode(raw)
+    except msgspec.DecodeError as e:
+        return [(line, raw, _msgspec_error(e, line, raw))]
+    fmt = _format_of(wire)
+    if hint is not None and fmt != ("envelope" if hint in PROVIDER_KINDS else hint):
+        reason = f"format {hint} expected, but the record looks like {fmt}"
+        return [(line, raw, DecodeError(line, reason, raw, None, "wrong_format"))]
+    kind = hint if hint in PROVIDER_KINDS else None
+    if fmt == "otlp":
+        out: list[Item] = []
+        for record, _path in otlp_records(wire):
+            if isinstance(record, BodyError):
+                out.append((line, raw, DecodeError(line, record.reason, raw, record.field)))
+            else:
+                out.append((line, raw, record))
+        return out
+    if fmt == "bare_response":
+        reason = (
+            "a bare provider response: wrap it in an envelope "
+            "{timestamp, model, latency_ms, response_body}"
+        )
+        return [(line, raw, DecodeError(line, reason, raw, None, "unknown_format"))]
+    if fmt == "logentry":
+        entry, payload = wire, wire.jsonPayload
+        assert payload is not None
+        inner = _format_of(payload)
+        if inner not in ("native", "envelope"):
+            reason = f"a LogEntry jsonPayload must be a native record or an envelope, got {inner}"
+            return [(line, raw, DecodeError(line, reason, raw, "jsonPayload", "unknown_format"))]
+        if payload.timestamp is None:
+            payload.timestamp = entry.timestamp
+        if payload.request_id is None:
+            payload.request_id = entry.insertId or None
+        if payload.labels is None:
+            payload.labels = entry.labels
+        return [(line, raw, _complete(payload, raw, line, kind, "jsonPayload."))]
+    return [(line, raw, _complete(wire, raw, line, kind, ""))]
+
+
+def _format_of(wire: Wire) -> str:
+    if wire.resourceSpans is not None:
+        return "otlp"
+    if wire.jsonPayload is not None:
+        return "logentry"
+    if wire.response_body is not None:
+        return "envelope"
+    if wire.candidates is not None or wire.choices is not None or wire.predictions is not None:
+        return "bare_response"
+    return "native"
+
+
+def _complete(
+    wire: Wire, raw: bytes, line: int, kind: str | None, prefix: str
+) -> Wire | DecodeError:
+    """Fill what the body says and the envelope did not; check the fields every record needs."""
+    if wire.response_body is not None:
+        try:
+            facts = interpret(wire.response_body, kind)
+        except BodyError as e:
+            return DecodeError(line, e.reason, raw, prefix + e.field)
+        for name in _FACT_FIELDS:
+            if getattr(wire, name) is None:
+                setattr(wire, name, getattr(facts, name))
+        wire.response_body = None
+    if wire.timestamp is None and wire.model is None and wire.request_id is None and not prefix:
+        reason = "no field of a known format (native, envelope, logentry, otlp) was found"
+        return DecodeError(line, reason, raw, None, "unknown_format")
+    if wire.timestamp is None:
+        return DecodeError(line, "required, got nothing", raw, prefix + "timestamp")
+    if wire.timestamp.tzinfo is None:
+        reason = f"must carry a timezone (e.g. a trailing 'Z'), got '{wire.timestamp.isoformat()}'"
+        return DecodeError(line, reason, raw, prefix + "timestamp")
+    if wire.model is None:
+        return DecodeError(line, "required, got nothing", raw, prefix + "model")
+    if wire.request_id is None:
+        wire.request_id = deterministic_request_id(raw)
+    return wire
+
+
+# ---------------------------------------------------------------- readable msgspec errors
+
+_EXPECTED = re.compile(
+    r"Expected `(?P<type>[^`]+)`(?: (?P<op>>=|<=|>|<) (?P<bound>\S+))?"
+    r"(?: of length (?P<lop>>=|<=) (?P<len>\d+))?(?:, got `(?P<got>[^`]+)`)?"
+)
+_TYPE_WORDS = {
+    "str": "a string",
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "object": "an object",
+    "array": "an array",
+    "datetime": "an RFC 3339 timestamp",
+}
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _expected_words(m: re.Match[str]) -> str:
+    names = [t for t in m["type"].split(" | ") if t != "null"]
+    words = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
+    if m["op"] == ">=" and float(m["bound"]) == 0:
+        words = words.replace("a number", "a non-negative number").replace(
+            "an integer", "a non-negative integer"
+        )
+    elif m["op"]:
+        words += f" {m['op']} {m['bound']}"
+    if m["lop"] == ">=" and m["len"] == "1":
+        words = "a non-empty string"
+    elif m["lop"]:
+        words += f" of at most {m['len']} characters" if m["lop"] == "<=" else ""
+    return words
+
+
+def _value_at(raw: bytes, path: str) -> tuple[bool, Any]:
+    try:
+        value: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False, None
+    for key, index in _PATH_TOKEN.findall(path):
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index.isdigit() and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return False, None
+    return True, value
+
+
+def _msgspec_error(e: msgspec.DecodeError, line: int, raw: bytes) -> DecodeError:
+    message = str(e)
+    if not isinstance(e, msgspec.ValidationError):
+        return DecodeError(line, f"malformed JSON: {message}", raw, None, "malformed_json")
+    text, _, at = message.partition(" - at `")
+    path = at.rstrip("`")
+    field = path.removeprefix("$").removeprefix(".").replace("[...]", "") or None
+    m = _EXPECTED.match(text)
+    if m:
+        reason = f"must be {_expected_words(m)}"
+    elif text.startswith("Invalid RFC3339"):
+        reason = "must be an RFC 3339 timestamp with a timezone"
+    elif text.startswith("Number out of range"):
+        reason = "must be a finite number"
+    else:
+        reason = text
+    found, value = _value_at(raw, path.removeprefix("$")) if path else (False, None)
+    if found:
+        shown = orjson.dumps(value).decode()
+        reason += f", got {shown[:80] + '…' if len(shown) > 80 else shown}"
+    return DecodeError(line, reason, raw, field)
