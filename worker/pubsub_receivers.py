@@ -1,0 +1,392 @@
+"""The two ways `PubSubSource` receives messages: unary pull and streaming pull.
+
+Both hand out `Received` messages, keep their leases alive until `ack`/`nack`, and bound what
+they hold (promise 3). They differ in who drives delivery:
+- `UnaryReceiver`: the engine's `poll` issues a `Pull`; a lease thread extends the ack deadline
+  of held messages (`ModifyAckDeadline`) until they are acked or `max_lease_duration` passes.
+- `StreamingReceiver`: `SubscriberClient.subscribe` with `FlowControl`; the client extends
+  leases; the callback only queues. A stream that ends unexpectedly is reopened with backoff.
+Acks and nacks of messages from a stream that is gone go through unary calls, so a reopen or
+`stop` never strands an ack the engine already decided on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.message import Message
+
+from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe
+
+log = logging.getLogger(__name__)
+
+#: Pub/Sub accepts up to 2,500 ack ids per request; stay well below the 512 KB request limit
+_ACK_CHUNK = 1000
+_CALL_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class Received:
+    """One delivered message and what keeps its lease alive."""
+
+    ack_id: str
+    message_id: str
+    data: bytes
+    attributes: dict[str, str]
+    received_at: float
+    message: Message | None = None  # streaming only: acks go through the stream while it lives
+    generation: int = 0
+    next_extension: float = field(default=0.0)
+
+
+@dataclass
+class Counters:
+    """Shared, monotonically increasing counts the source exposes as stats."""
+
+    callback_errors: int = 0
+    stream_restarts: int = 0
+    lease_extensions: int = 0
+    ack_failures: int = 0
+    lease_expired: int = 0
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + _ACK_CHUNK] for i in range(0, len(items), _ACK_CHUNK)]
+
+
+def unary_modify(
+    client: pubsub_v1.SubscriberClient,
+    subscription: str,
+    ack_ids: Sequence[str],
+    deadline: int,
+    counters: Counters,
+) -> None:
+    """ModifyAckDeadline (0 = nack) in chunks; failures are counted and logged, not raised.
+
+    A failed nack or extension only means Pub/Sub redelivers later than hoped: nothing is lost.
+    """
+    for chunk in _chunks(ack_ids):
+        try:
+            client.modify_ack_deadline(
+                subscription=subscription,
+                ack_ids=list(chunk),
+                ack_deadline_seconds=deadline,
+                timeout=_CALL_TIMEOUT_SECONDS,
+            )
+        except gexc.GoogleAPICallError as e:
+            counters.ack_failures += 1
+            log.warning(
+                "modify_ack_deadline(%ss) of %d messages failed: %s",
+                deadline,
+                len(chunk),
+                describe(e),
+            )
+
+
+def unary_ack(
+    client: pubsub_v1.SubscriberClient,
+    subscription: str,
+    ack_ids: Sequence[str],
+    counters: Counters,
+    attempts: int = 3,
+) -> None:
+    """Acknowledge in chunks, retrying transient errors; a lost ack means a redelivery."""
+    for chunk in _chunks(ack_ids):
+        for attempt in range(attempts):
+            try:
+                client.acknowledge(
+                    subscription=subscription, ack_ids=list(chunk), timeout=_CALL_TIMEOUT_SECONDS
+                )
+                break
+            except RETRYABLE_EXCEPTIONS as e:
+                if attempt + 1 == attempts:
+                    counters.ack_failures += 1
+                    log.warning(
+                        "ack of %d messages failed, they will be redelivered: %s",
+                        len(chunk),
+                        describe(e),
+                    )
+                else:
+                    time.sleep(0.2 * 2**attempt)
+            except gexc.GoogleAPICallError as e:
+                counters.ack_failures += 1
+                log.warning(
+                    "ack of %d messages failed, they will be redelivered: %s",
+                    len(chunk),
+                    describe(e),
+                )
+                break
+
+
+class UnaryReceiver:
+    """Pull on demand; a daemon thread extends the deadlines of held messages."""
+
+    def __init__(
+        self,
+        client: pubsub_v1.SubscriberClient,
+        subscription: str,
+        *,
+        ack_deadline_seconds: int,
+        max_lease_duration_seconds: float,
+        counters: Counters,
+        held: Callable[[], list[Received]],
+    ) -> None:
+        self._client = client
+        self._subscription = subscription
+        self._deadline = ack_deadline_seconds
+        self._max_lease = max_lease_duration_seconds
+        self._counters = counters
+        self._held = held
+        self._stopped = threading.Event()
+        self._last_ok = time.monotonic()
+        self._healthy = True
+        self._thread = threading.Thread(target=self._extend_loop, name="lookout-lease", daemon=True)
+        self._thread.start()
+
+    def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        deadline = time.monotonic() + timeout_seconds
+        while not self._stopped.is_set():
+            remaining = deadline - time.monotonic()
+            try:
+                response = self._client.pull(
+                    subscription=self._subscription,
+                    max_messages=max_messages,
+                    timeout=max(remaining, 1.0),
+                )
+            except (gexc.DeadlineExceeded, gexc.RetryError):
+                response = None
+            except gexc.GoogleAPICallError as e:
+                self._healthy = False
+                log.warning("pull from %s failed: %s", self._subscription, describe(e))
+                time.sleep(min(max(remaining, 0.0), 1.0))
+                if time.monotonic() >= deadline:
+                    return []
+                continue
+            self._healthy, self._last_ok = True, time.monotonic()
+            if response is not None and response.received_messages:
+                now = time.monotonic()
+                # the first extension must land before the subscription's own deadline
+                # (10 s at the least), whatever it is
+                return [
+                    Received(
+                        ack_id=m.ack_id,
+                        message_id=m.message.message_id,
+                        data=m.message.data,
+                        attributes=dict(m.message.attributes),
+                        received_at=now,
+                        next_extension=now + 5.0,
+                    )
+                    for m in response.received_messages
+                ]
+            if time.monotonic() >= deadline:
+                return []
+            self._stopped.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        return []
+
+    def _extend_loop(self) -> None:
+        while not self._stopped.wait(1.0):
+            now = time.monotonic()
+            due: list[str] = []
+            for item in self._held():
+                if item.next_extension > now:
+                    continue
+                if now - item.received_at > self._max_lease:
+                    if item.next_extension != float("inf"):
+                        self._counters.lease_expired += 1
+                        item.next_extension = float("inf")
+                    continue
+                due.append(item.ack_id)
+                item.next_extension = now + self._deadline / 2
+            if due:
+                unary_modify(self._client, self._subscription, due, self._deadline, self._counters)
+                self._counters.lease_extensions += len(due)
+
+    def ack(self, items: Sequence[Received]) -> None:
+        unary_ack(self._client, self._subscription, [i.ack_id for i in items], self._counters)
+
+    def nack(self, items: Sequence[Received]) -> None:
+        unary_modify(self._client, self._subscription, [i.ack_id for i in items], 0, self._counters)
+
+    def ready(self) -> bool:
+        return self._healthy and not self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Stop pulling; keep extending leases of held messages until `close`."""
+        self._stopped.set()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+
+class StreamingReceiver:
+    """`subscribe()` with flow control; the callback only queues, `receive` drains the queue."""
+
+    def __init__(
+        self,
+        client: pubsub_v1.SubscriberClient,
+        subscription: str,
+        *,
+        flow_control: pubsub_v1.types.FlowControl,
+        ack_deadline_seconds: int,
+        counters: Counters,
+        held: Callable[[], list[Received]],
+    ) -> None:
+        self._client = client
+        self._subscription = subscription
+        self._flow_control = flow_control
+        self._deadline = ack_deadline_seconds
+        self._counters = counters
+        self._held = held
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._generation = 0
+        self._future: Any = None
+        self._stream_alive = False
+        self._open()
+
+    def _open(self) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._future = self._client.subscribe(
+                self._subscription,
+                callback=lambda m: self._on_message(m, generation),
+                flow_control=self._flow_control,
+                await_callbacks_on_shutdown=True,
+            )
+            self._stream_alive = True
+            self._future.add_done_callback(lambda f: self._on_done(f, generation))
+
+    def _on_message(self, message: Message, generation: int) -> None:
+        try:
+            self._queue.put(
+                Received(
+                    ack_id=message.ack_id,
+                    message_id=message.message_id,
+                    data=message.data,
+                    attributes=dict(message.attributes),
+                    received_at=time.monotonic(),
+                    message=message,
+                    generation=generation,
+                )
+            )
+        except Exception as e:  # never let a message vanish inside the client's executor
+            self._counters.callback_errors += 1
+            log.error(
+                "callback failed for message %s, nacking: %s",
+                getattr(message, "message_id", "?"),
+                describe(e),
+            )
+            message.nack()
+
+    def _on_done(self, future: Any, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._stream_alive = False
+        if self._stopping.is_set():
+            return
+        error = future.exception() if not future.cancelled() else None
+        log.warning(
+            "streaming pull on %s ended (%s); reopening",
+            self._subscription,
+            describe(error) if error else "cancelled",
+        )
+        threading.Thread(target=self._reopen, name="lookout-reopen", daemon=True).start()
+
+    def _reopen(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._open()
+            except Exception as e:  # keep trying: /readyz reports not ready meanwhile
+                log.warning("reopening streaming pull failed: %s", describe(e))
+                delay = min(delay * 2, 30.0)
+                continue
+            self._counters.stream_restarts += 1
+            return
+
+    def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        try:
+            first = self._queue.get(timeout=max(timeout_seconds, 0.0))
+        except queue.Empty:
+            return []
+        items = [first]
+        while len(items) < max_messages:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _live(self, item: Received) -> bool:
+        return (
+            item.message is not None
+            and item.generation == self._generation
+            and (self._stream_alive and not self._stopping.is_set())
+        )
+
+    def ack(self, items: Sequence[Received]) -> None:
+        stale = []
+        for item in items:
+            if self._live(item):
+                assert item.message is not None
+                item.message.ack()
+            else:
+                stale.append(item.ack_id)
+        if stale:
+            unary_ack(self._client, self._subscription, stale, self._counters)
+
+    def nack(self, items: Sequence[Received]) -> None:
+        stale = []
+        for item in items:
+            if self._live(item):
+                assert item.message is not None
+                item.message.nack()
+            else:
+                stale.append(item.ack_id)
+        if stale:
+            unary_modify(self._client, self._subscription, stale, 0, self._counters)
+
+    def ready(self) -> bool:
+        return self._stream_alive and not self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Close the stream (draining callbacks), nack what was never polled, and give held
+        messages one more full deadline so the final checkpoint can still ack them."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        future = self._future
+        if future is not None:
+            future.cancel()
+            try:
+                future.result(timeout=30)
+            except Exception as e:  # a stream that died on its own is already stopped
+                log.debug("streaming pull ended with %s", describe(e))
+        unpolled: list[str] = []
+        while True:
+            try:
+                unpolled.append(self._queue.get_nowait().ack_id)
+            except queue.Empty:
+                break
+        if unpolled:
+            unary_modify(self._client, self._subscription, unpolled, 0, self._counters)
+        held = [item.ack_id for item in self._held()]
+        if held:
+            unary_modify(self._client, self._subscription, held, self._deadline, self._counters)
+
+    def close(self) -> None:
+        self.stop()
