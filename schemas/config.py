@@ -1,0 +1,183 @@
+"""Lookout's configuration: one YAML file, every value overridable by `LOOKOUT_…` variables.
+
+Read once at the edge (the CLI) and passed down; nothing reads the environment at import time.
+Unknown keys are errors naming the key's path, so a typo never silently falls back to a default.
+Nested values are overridden with a double underscore: `LOOKOUT_ENGINE__WINDOW_SECONDS=30`.
+Secrets (webhook URLs, routing keys) never live here: receivers name the environment variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from schemas.alert_config import AlertingConfig
+from schemas.detector_config import LatencyConfig, SafetyConfig, TokensConfig
+from schemas.drift_config import DescriptorDriftConfig, EmbeddingDriftConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSourceConfig(_Strict):
+    kind: Literal["file"] = "file"
+    #: an NDJSON file, or "-" for standard input
+    path: str = "-"
+    format: str | None = None
+    lines_per_message: int = Field(default=2000, ge=1)
+
+
+class PubSubSourceConfig(_Strict):
+    kind: Literal["pubsub"] = "pubsub"
+    project: str
+    subscription: str
+    dead_letter_topic: str | None = None
+    #: "unary" pull measured faster for this workload (see worker/pubsub_source.py)
+    mode: Literal["unary", "streaming"] = "unary"
+    #: flow control: messages and bytes held un-acked at once (bounds memory)
+    max_messages: int = Field(default=2000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: above window + lateness + checkpoint, so a held message is never redelivered early
+    max_lease_duration_seconds: int = Field(default=900, ge=60)
+    ack_deadline_seconds: int = Field(default=60, ge=10, le=600)
+
+
+class SimulatorSourceConfig(_Strict):
+    kind: Literal["simulator"] = "simulator"
+    hours: float = Field(default=3.0, gt=0)
+    calls_per_minute: float = Field(default=700.0, gt=0)
+    incidents: tuple[str, ...] = ()
+    seed: int = 7
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | PubSubSourceConfig | SimulatorSourceConfig, Field(discriminator="kind")
+]
+
+
+class DuckDBSinkConfig(_Strict):
+    kind: Literal["duckdb"] = "duckdb"
+    path: str = "./lookout.duckdb"
+
+
+SinkConfig = DuckDBSinkConfig
+
+
+class EngineConfig(_Strict):
+    window_seconds: int = Field(default=60, ge=1, le=86_400)
+    allowed_lateness_seconds: float = Field(default=30.0, ge=0)
+    checkpoint_seconds: float = Field(default=5.0, gt=0)
+    max_open_windows: int = Field(default=512, ge=4)
+    #: identifies this replica's partial rows; defaults to host name and process id
+    writer_id: str | None = None
+    #: Kubernetes terminationGracePeriodSeconds minus a margin
+    grace_period_seconds: float = Field(default=25.0, gt=0)
+    role: Literal["all", "ingest"] = "all"
+
+
+class DecodeConfig(_Strict):
+    max_record_bytes: int = Field(default=1_048_576, ge=256)
+    #: reject embeddings of another dimension; None accepts any (one per model)
+    embedding_dim: int | None = Field(default=None, ge=1)
+
+
+class DetectorsConfig(_Strict):
+    enabled: tuple[str, ...] = (
+        "safety",
+        "latency",
+        "tokens",
+        "embedding_drift",
+        "descriptor_drift",
+    )
+    safety: SafetyConfig = SafetyConfig()
+    latency: LatencyConfig = LatencyConfig()
+    tokens: TokensConfig = TokensConfig()
+    embedding_drift: EmbeddingDriftConfig = EmbeddingDriftConfig()
+    descriptor_drift: DescriptorDriftConfig = DescriptorDriftConfig()
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=9464, ge=0, le=65_535)
+    #: label values for `model`; others are reported as "other". Empty: first `max_models` seen.
+    models: tuple[str, ...] = ()
+    max_models: int = Field(default=20, ge=1, le=1000)
+
+
+class LookoutConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LOOKOUT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    source: SourceConfig = FileSourceConfig()
+    sink: SinkConfig = DuckDBSinkConfig()
+    engine: EngineConfig = EngineConfig()
+    decode: DecodeConfig = DecodeConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    alerting: AlertingConfig = AlertingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    #: append every alert state change as a JSON line here
+    alerts_out: str | None = None
+    #: write an HTML report here at the end of a finite run
+    report: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment beats the file, so a Deployment can override one value of a ConfigMap
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; `problems` holds one readable line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+_SECRET_HINTS = ("url", "key", "token", "secret", "password")
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif not any(hint in location.lower() for hint in _SECRET_HINTS):
+        value = error.get("input")
+        if isinstance(value, str | int | float | bool) and len(repr(value)) < 60:
+            message += f" (got {value!r})"
+    return f"{location}: {message}"
+
+
+def load_config(path: Path | None) -> LookoutConfig:
+    """The configuration from a YAML file (or defaults), with environment overrides."""
+    source = str(path) if path is not None else "defaults"
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error
+        except yaml.YAMLError as error:
+            raise ConfigError(source, [f"not valid YAML: {error}"]) from error
+        if not isinstance(data, dict):
+            raise ConfigError(source, ["the top level must be a mapping of sections"])
+    try:
+        return LookoutConfig(**data)
+    except ValidationError as error:
+        raise ConfigError(source, [_describe(e) for e in error.errors()]) from error

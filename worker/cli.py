@@ -1,0 +1,126 @@
+"""The `lookout` command line. Each command's --help explains it; errors are one readable line.
+
+Exit codes: 0 success; 1 bad input reported (decode) or the run could not finish cleanly;
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from schemas.config import ConfigError, LookoutConfig, load_config
+
+app = typer.Typer(
+    name="lookout",
+    help=(
+        "Lookout: production monitoring and drift detection for LLMs.\n\n"
+        "Reads prediction logs (one JSON record per model call), folds them into time windows "
+        "per model, checks safety-block rates, latency, token usage and embedding drift, lands "
+        "window aggregates in DuckDB (or BigQuery), exports Prometheus metrics and fires "
+        "alerts.\n\n"
+        "Start with `lookout demo`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (see README: Configuration).",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One readable line on stderr and a non-zero exit; never a traceback."""
+    typer.echo(f"lookout: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def configured(path: Path | None, **overrides: object) -> LookoutConfig:
+    """Load the config, apply command-line overrides, or exit 2 with one line per problem."""
+    try:
+        config = load_config(path)
+        data = config.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition("__")
+            if key:
+                data[section] = {**data[section], key: value}
+            else:
+                data[section] = value
+        return LookoutConfig.model_validate(data) if overrides else config
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(f"{error.source}: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set an event the loop checks: stop reading, flush, ack, exit 0."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def setup_logging() -> None:
+    level = os.environ.get("LOOKOUT_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[Path, typer.Argument(help="The YAML file to validate.", dir_okay=False)],
+) -> None:
+    """Validate a configuration file (with LOOKOUT_… environment overrides applied).
+
+    Prints the effective configuration with secrets left out, or one line per problem
+    (the key's path and what is wrong) and exit status 2.
+    """
+    import yaml
+
+    config = configured(path)
+    typer.echo(f"{path}: ok")
+    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+# the commands live in their own modules; importing them registers them on `app`
+from worker import cli_commands as _cli_commands  # noqa: E402,F401
+
+
+def main() -> None:
+    setup_logging()
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,317 @@
+"""`lookout demo | replay | simulate | decode | run`: thin wrappers over the worker modules."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas.errors import DecodeError
+from worker.cli import ConfigOption, app, configured, fail, stop_on_signals
+
+stderr = Console(stderr=True)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+@app.command()
+def demo(
+    hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
+    db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(
+        "lookout-demo.duckdb"
+    ),
+    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
+        "lookout-demo-report.html"
+    ),
+    alerts_out: Annotated[
+        Path | None, typer.Option("--alerts-out", help="Also append alerts here as JSON lines.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
+) -> None:
+    """Simulate a few hours of LLM traffic with one incident of each kind, end to end.
+
+    Three models, diurnal load, safety blocks, latency, tokens and topic-clustered embeddings;
+    a safety-block spike, a latency regression, a token explosion and a topic shift are injected.
+    Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
+    the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
+    """
+    from worker.demo import DEMO_START, match_incidents, run_simulation
+    from worker.pipeline import build_pipeline
+    from worker.report import write_report
+    from worker.simulator import SimulationConfig, default_demo_incidents
+
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    config = configured(
+        None,
+        sink={"kind": "duckdb", "path": str(db)},
+        alerts_out=str(alerts_out) if alerts_out else None,
+    )
+    sim = SimulationConfig(
+        start=DEMO_START, hours=hours, incidents=default_demo_incidents(), seed=seed
+    )
+    started = time.monotonic()
+    pipeline = build_pipeline(config, alert_stream=sys.stdout, keep_detections=True)
+    total = hours * 3600.0
+    with _progress(sys.stderr.isatty()) as progress:
+        task = progress.add_task("simulating", total=total, detail="")
+
+        def advance(simulated_seconds: float) -> None:
+            engine = pipeline.engine
+            progress.update(
+                task,
+                completed=simulated_seconds,
+                detail=f"{engine.stats.records:,} records, "
+                f"{len(engine.stats.alerts)} alert changes",
+            )
+
+        run_simulation(pipeline.engine, sim, progress=advance)
+    stats = pipeline.engine.stats
+    outcome = match_incidents(
+        sim.incidents,
+        sim.models,
+        stats.alerts,
+        start=sim.start,
+        window_seconds=config.engine.window_seconds,
+    )
+    write_report(pipeline.sink, report, title="Lookout demo")
+    pipeline.close()
+
+    table = Table(
+        title=f"lookout demo: {hours:g} simulated hours, {stats.records:,} records, "
+        f"{stats.windows_evaluated:,} windows"
+    )
+    for column in ("incident", "model", "start", "fired", "resolved", "verdict"):
+        table.add_column(column)
+    for o in outcome.incidents:
+        offset = o.start - sim.start
+        table.add_row(
+            o.incident.kind,
+            o.model,
+            f"+{_fmt(offset)}",
+            f"after {o.windows_to_fire} window(s)" if o.fired_at else "never",
+            f"+{_fmt(o.resolved_at - sim.start)}" if o.resolved_at else "never",
+            "ok" if o.caught and o.resolved else "MISSED",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"unexpected alerts: {len(outcome.unexpected)}")
+    for alert in outcome.unexpected:
+        console.print(f"  {alert.summary}")
+    console.print(
+        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts)"
+    )
+    console.print(f"HTML report:  {report.resolve()}")
+    console.print(f"took {time.monotonic() - started:.1f} s")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def _fmt(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+@app.command()
+def replay(
+    file: Annotated[str, typer.Argument(help="NDJSON file of prediction logs, or - for stdin.")],
+    config_path: ConfigOption = None,
+    alerts_out: Annotated[
+        Path | None, typer.Option("--alerts-out", help="Append alert changes here as JSON lines.")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default from config).")] = None,
+    format_hint: Annotated[
+        str | None, typer.Option("--format", help="Wire format of every line (default: detect).")
+    ] = None,
+    dead_letter: Annotated[
+        Path | None, typer.Option(help="Append bad records with their reason here (NDJSON).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+) -> None:
+    """Replay a file of prediction logs through the whole pipeline into DuckDB.
+
+    Every wire format Lookout knows is detected per line. Bad records are reported on stderr
+    (one line each: line number, field, reason) and skipped; everything good is counted. Replaying
+    the same file again does not double-count (records are keyed by request_id per window).
+    SIGTERM/Ctrl-C stops reading, writes a final checkpoint and exits 0.
+    """
+    from worker.file_source import FileSource
+    from worker.pipeline import build_pipeline
+    from worker.runner import RunSettings, run
+
+    config = configured(
+        config_path,
+        sink={"kind": "duckdb", "path": str(db)} if db else None,
+        alerts_out=str(alerts_out) if alerts_out else None,
+    )
+    path = None if file == "-" else Path(file)
+    if path is not None and not path.is_file():
+        fail(f"replay: no such file: {file}")
+
+    def report_invalid(error: DecodeError) -> None:
+        typer.echo(f"{file}: {error.describe()}", err=True)
+
+    source = FileSource(
+        path, format_hint=format_hint, on_invalid=report_invalid, dead_letter_path=dead_letter
+    )
+    pipeline = build_pipeline(config, alert_stream=sys.stdout)
+    pipeline.engine.set_ack_handler(source.ack)
+    size = path.stat().st_size if path is not None else None
+    with stop_on_signals() as stop, _progress(sys.stderr.isatty()) as progress:
+        task = progress.add_task("replaying", total=None, detail="")
+
+        def advance(records: int) -> None:
+            progress.update(
+                task, advance=records, detail=f"{pipeline.engine.stats.records:,} records"
+            )
+
+        result = run(
+            source,
+            pipeline.engine,
+            limits=pipeline.limits,
+            stop=stop,
+            settings=RunSettings(grace_period_seconds=config.engine.grace_period_seconds),
+            metrics=pipeline.metrics,
+            progress=advance,
+        )
+    del size
+    stats = pipeline.engine.stats
+    if report is not None or config.report:
+        from worker.report import write_report
+
+        write_report(
+            pipeline.sink, report or Path(str(config.report)), title=f"Lookout replay of {file}"
+        )
+    pipeline.close()
+    typer.echo(
+        f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
+        f"{result.invalid_records} invalid, {stats.late} late, {stats.windows_evaluated} windows "
+        f"evaluated, {len(stats.alerts)} alert changes"
+        + (" (stopped by signal)" if result.stopped_by_signal else ""),
+        err=True,
+    )
+    if not result.clean_exit:
+        raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="NDJSON file to write (- for stdout).")],
+    hours: Annotated[float, typer.Option(help="Simulated hours.", min=0.01)] = 1.0,
+    incident: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND@OFFSET[:DURATION], repeatable; kinds: safety_spike, "
+            "latency_regression, token_explosion, topic_shift. E.g. safety_spike@45m"
+        ),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Mean calls per minute per model.", min=1)] = 700.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same stream).")] = 7,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="mixed, or one of native|gemini|palm|openai|logentry|otlp."),
+    ] = "mixed",
+) -> None:
+    """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish."""
+    from worker.demo import DEMO_START
+    from worker.simulator import SimulationConfig, parse_incident, simulate_logs
+    from worker.wire_encode import FORMATS, encode, encode_mixed
+
+    try:
+        incidents = tuple(parse_incident(text) for text in incident or ())
+        sim = SimulationConfig(
+            start=DEMO_START,
+            hours=hours,
+            calls_per_minute=rate,
+            incidents=incidents,
+            seed=seed,
+            with_text=True,
+        )
+    except ValueError as error:
+        fail(f"simulate: {error}")
+    if fmt != "mixed" and fmt not in FORMATS:
+        known = ", ".join(FORMATS)
+        fail(f"simulate: unknown --format {fmt!r}; expected mixed or one of {known}")
+    logs = simulate_logs(sim)
+    lines = encode_mixed(logs, seed=seed) if fmt == "mixed" else (encode(log, fmt) for log in logs)
+    count = 0
+    with sys.stdout.buffer if str(out) == "-" else out.open("wb") as sink:
+        for line in lines:
+            sink.write(line + b"\n")
+            count += 1
+    typer.echo(f"wrote {count} records to {out}", err=True)
+
+
+@app.command()
+def decode(
+    file: Annotated[str, typer.Argument(help="NDJSON file (or - for stdin) in any wire format.")],
+    format_hint: Annotated[str | None, typer.Option("--format", help="Wire format hint.")] = None,
+    embedding_dim: Annotated[
+        int | None, typer.Option(help="Reject embeddings of any other dimension.")
+    ] = None,
+) -> None:
+    """Print each record as a canonical prediction log (one JSON per line).
+
+    Bad records are reported on stderr with their line number, field and reason, and the exit
+    status is 1 if there was any.
+    """
+    from schemas.decode.api import DecodeLimits, decode_records
+
+    data = sys.stdin.buffer.read() if file == "-" else _read(file)
+    records = decode_records(
+        data, format_hint=format_hint, limits=DecodeLimits(expected_embedding_dim=embedding_dim)
+    )
+    bad = 0
+    out = sys.stdout.buffer
+    for record in records:
+        if isinstance(record, DecodeError):
+            bad += 1
+            typer.echo(f"{file}: {record.describe()}", err=True)
+        else:
+            out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
+    out.flush()
+    if bad:
+        typer.echo(f"{file}: {bad} bad record(s)", err=True)
+        raise typer.Exit(1)
+
+
+def _read(file: str) -> bytes:
+    try:
+        return Path(file).read_bytes()
+    except OSError as error:
+        fail(f"cannot read {file}: {error.strerror}")
+
+
+@app.command()
+def run(
+    config_path: Annotated[
+        Path, typer.Option("--config", "-c", help="YAML configuration file.", dir_okay=False)
+    ],
+) -> None:
+    """The long-running worker: source, sink and receivers come from the configuration.
+
+    Serves /metrics, /healthz and /readyz on metrics.port. SIGTERM stops pulling, writes a final
+    checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds.
+    """
+    from worker.serve import serve
+
+    config = configured(config_path)
+    raise typer.Exit(serve(config))

@@ -1,0 +1,314 @@
+"""The streaming engine: fold decoded batches into windows, checkpoint, then ack, then evaluate.
+
+Order of effects, which is what makes "nothing is lost" hold:
+1. `feed` folds a batch into the open windows' deltas and remembers the batch's ack ids;
+2. `checkpoint` writes every delta, the request ids, new detections, alerts and alert state to
+   the sink in one transaction, and only after it succeeded acks the source's messages and sends
+   the alerts to the notifiers. A failed write keeps everything pending for the next attempt.
+3. Windows are evaluated once, when the watermark passes their end; their detections travel in
+   the next checkpoint. Records later than that still land in the aggregates (counted as late)
+   but do not re-fire alerts.
+
+The engine never reads a clock itself: `now` is injected, so tests drive checkpoint timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Detector
+from schemas.batch import LogBatch
+from schemas.detection import Alert, Detection
+from worker.evaluator import WindowEvaluator
+from worker.metrics import EngineMetrics
+from worker.sink import Checkpoint, Sink
+from worker.window_state import OpenWindow
+from worker.windows import Watermark, window_starts
+
+log = logging.getLogger("lookout.engine")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    window_seconds: int = 60
+    allowed_lateness_seconds: float = 30.0
+    checkpoint_seconds: float = 5.0
+    max_open_windows: int = 512
+    writer_id: str = "worker"
+    #: evaluate windows in this process (False for an ingest-only replica)
+    evaluate: bool = True
+
+
+@dataclass
+class EngineStats:
+    records: int = 0
+    duplicates: int = 0
+    late: int = 0
+    invalid: int = 0
+    windows_evaluated: int = 0
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        detectors: Mapping[str, Detector[Any]],
+        sink: Sink,
+        evaluator: WindowEvaluator,
+        *,
+        notify: Callable[[Sequence[Alert]], None] | None = None,
+        metrics: EngineMetrics | None = None,
+        on_ack: Callable[[Sequence[str]], None] | None = None,
+        now: Callable[[], float] = time.monotonic,
+        keep_detections: bool = False,
+    ) -> None:
+        self.settings = settings
+        self._detectors = detectors
+        self._sink = sink
+        self._evaluator = evaluator
+        self._notify_hook = notify
+        self._metrics = metrics
+        self._on_ack = on_ack
+        self._now = now
+        self._keep_detections = keep_detections
+        self._watermark = Watermark(settings.allowed_lateness_seconds)
+        self._windows: dict[tuple[str, int], OpenWindow] = {}
+        self._newest_stored: dict[str, int | None] = {}
+        self._pending_acks: list[str] = []
+        self._pending_detections: list[Detection] = []
+        self._pending_alerts: list[Alert] = []
+        self._pending_references: dict[tuple[str, str], Any] = {}
+        self._alert_state_dirty = False
+        self._last_checkpoint = now()
+        self._sequence = 0
+        self.stats = EngineStats()
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def feed(self, batch: LogBatch, ack_ids: Sequence[str] = ()) -> None:
+        """Fold a decoded batch; its messages are acked after the next successful checkpoint."""
+        self._pending_acks.extend(ack_ids)
+        if len(batch) == 0:
+            return
+        window = self.settings.window_seconds
+        starts = window_starts(batch.timestamp, window)
+        for (model, start), rows in _group_rows(batch.model, starts):
+            part = batch if rows is None else batch.take(rows)
+            state = self._window_for(model, start)
+            added, duplicates = state.fold(part, self._detectors)
+            self.stats.records += added
+            self.stats.duplicates += duplicates
+            if state.evaluated:
+                self.stats.late += added
+            if self._metrics is not None:
+                self._metrics.folded(model, added, duplicates, added if state.evaluated else 0)
+        self._watermark.observe(float(np.max(batch.timestamp)))
+
+    def set_ack_handler(self, on_ack: Callable[[Sequence[str]], None]) -> None:
+        """Where acks go once a checkpoint is durable (the source, once it exists)."""
+        self._on_ack = on_ack
+
+    @property
+    def pending_messages(self) -> int:
+        return len(self._pending_acks)
+
+    def _window_for(self, model: str, start: int) -> OpenWindow:
+        key = (model, start)
+        state = self._windows.get(key)
+        if state is not None:
+            return state
+        end = start + self.settings.window_seconds
+        state = OpenWindow.fresh(model, start, end, self._detectors)
+        if model not in self._newest_stored:
+            self._newest_stored[model] = self._sink.newest_window_start(model)
+        newest = self._newest_stored[model]
+        if newest is not None and start <= newest:
+            stored = self._sink.load_window(model, start)
+            for row in stored.partial_states:
+                for name, detector in self._detectors.items():
+                    if name in row:
+                        state.durable[name] = detector.merge(
+                            state.durable[name], detector.from_row(row[name])
+                        )
+            state.seen_ids.update(stored.request_ids)
+            state.durable_records = stored.records
+            state.evaluated = stored.evaluated
+        self._windows[key] = state
+        return state
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
+        if self.settings.evaluate:
+            self._evaluate_closed(final=False)
+        if self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds:
+            self.checkpoint()
+        if len(self._windows) > self.settings.max_open_windows:
+            self._shed_windows()
+
+    def finish(self, *, end_of_input: bool) -> bool:
+        """Final checkpoint. At the end of a finite input, every window is evaluated first."""
+        if self.settings.evaluate:
+            self._evaluate_closed(final=end_of_input)
+        return self.checkpoint()
+
+    def _evaluate_closed(self, *, final: bool) -> None:
+        window = self.settings.window_seconds
+        closable = sorted(
+            (
+                key
+                for key, w in self._windows.items()
+                if not w.evaluated and (final or self._watermark.closes(w.start, window))
+            ),
+            key=lambda key: (key[1], key[0]),
+        )
+        for key in closable:
+            state = self._windows[key]
+            result = self._evaluator.evaluate(
+                state.model, state.start, state.current(self._detectors)
+            )
+            state.evaluated = True
+            self.stats.windows_evaluated += 1
+            self._pending_detections.extend(result.detections)
+            self._pending_alerts.extend(result.alerts)
+            self._pending_references.update(result.references)
+            self._alert_state_dirty = True
+            if self._metrics is not None:
+                self._metrics.evaluated(result.detections)
+            if self._keep_detections:
+                self.stats.detections.extend(result.detections)
+
+    # -- durability ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write everything pending, then ack and notify. Returns False if the sink failed."""
+        self._last_checkpoint = self._now()
+        dirty = [w for w in self._windows.values() if w.dirty]
+        request_ids = [(w.model, w.start, rid) for w in dirty for rid in w.delta_ids]
+        checkpoint = Checkpoint(
+            writer_id=self.settings.writer_id,
+            sequence=self._sequence,
+            partials=[w.partial_row(self._detectors) for w in dirty],
+            request_ids=request_ids,
+            detections=list(self._pending_detections),
+            alerts=list(self._pending_alerts),
+            alert_state=self._evaluator.tracker.to_rows() if self._alert_state_dirty else None,
+            references={
+                key: self._detectors[key[1]].to_row(ref)
+                for key, ref in self._pending_references.items()
+            },
+        )
+        if checkpoint.empty and not self._pending_acks:
+            return True
+        started = time.perf_counter()
+        try:
+            if not checkpoint.empty:
+                self._sink.write_checkpoint(checkpoint)
+        except Exception as error:
+            self.stats.checkpoint_failures += 1
+            if self._metrics is not None:
+                self._metrics.checkpoint_failed()
+            log.warning(
+                "checkpoint %d to %s failed, will retry: %s", self._sequence, self._sink.name, error
+            )
+            return False
+        self._sequence += 1
+        self.stats.checkpoints += 1
+        for w in dirty:
+            w.committed(self._detectors)
+            self._newest_stored[w.model] = max(self._newest_stored.get(w.model) or w.start, w.start)
+        if self._metrics is not None:
+            self._metrics.checkpointed(time.perf_counter() - started, len(self._windows))
+        acks, self._pending_acks = self._pending_acks, []
+        if acks and self._on_ack is not None:
+            self._on_ack(acks)
+        alerts, self._pending_alerts = self._pending_alerts, []
+        self._pending_detections = []
+        self._pending_references = {}
+        self._alert_state_dirty = False
+        self.stats.alerts.extend(alerts)
+        self._notify(alerts)
+        self._drop_finished_windows()
+        return True
+
+    def _notify(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        if self._notify_hook is not None:
+            try:
+                self._notify_hook(alerts)
+            except Exception as error:
+                log.error("sending %d alert(s) failed: %s", len(alerts), error)
+        if self._metrics is not None:
+            self._metrics.alerts_sent(alerts)
+
+    def _drop_finished_windows(self) -> None:
+        """Forget evaluated, fully durable windows well behind the watermark (memory bound)."""
+        horizon = self._watermark.value - self.settings.window_seconds
+        for key in [
+            k for k, w in self._windows.items() if w.evaluated and not w.dirty and w.end <= horizon
+        ]:
+            del self._windows[key]
+
+    def _shed_windows(self) -> None:
+        """Too many open windows (unsorted input): evaluate and persist the oldest early."""
+        excess = len(self._windows) - self.settings.max_open_windows
+        oldest = sorted(self._windows, key=lambda key: key[1])[: max(excess, 0)]
+        log.warning(
+            "more than %d open windows: closing the %d oldest early",
+            self.settings.max_open_windows,
+            len(oldest),
+        )
+        for key in oldest:
+            state = self._windows[key]
+            if not state.evaluated and self.settings.evaluate:
+                result = self._evaluator.evaluate(
+                    state.model, state.start, state.current(self._detectors)
+                )
+                state.evaluated = True
+                self._pending_detections.extend(result.detections)
+                self._pending_alerts.extend(result.alerts)
+                self._pending_references.update(result.references)
+                self._alert_state_dirty = True
+        if self.checkpoint():
+            for key in oldest:
+                self._windows.pop(key, None)
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._windows)
+
+    @property
+    def watermark(self) -> float:
+        return self._watermark.value
+
+
+def _group_rows(
+    models: np.ndarray[Any, np.dtype[np.object_]], starts: np.ndarray[Any, np.dtype[np.int64]]
+) -> list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]]:
+    """Row indices per (model, window start); None means "every row" (the common case)."""
+    first_model, first_start = models[0], starts[0]
+    if (starts == first_start).all() and (models == first_model).all():
+        return [((str(first_model), int(first_start)), None)]
+    uniques, codes = np.unique(models.astype(str), return_inverse=True)
+    key = codes.astype(np.int64) * (1 << 40) + (starts - starts.min())
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    bounds = np.flatnonzero(np.diff(sorted_key)) + 1
+    groups: list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]] = []
+    for chunk in np.split(order, bounds):
+        row = int(chunk[0])
+        groups.append(((str(models[row]), int(starts[row])), chunk.astype(np.int64)))
+    del uniques
+    return groups

@@ -1,0 +1,83 @@
+"""/metrics, /healthz and /readyz on one port, for Prometheus and Kubernetes probes.
+
+/healthz answers while the process is alive (the liveness probe restarts a wedged worker);
+/readyz answers 200 only when the source is connected and the sink accepts writes, with the
+failing part named in the body, so `kubectl describe` shows why a pod is not ready.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+ReadinessCheck = Callable[[], bool]
+
+
+class HealthServer:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        checks: Mapping[str, ReadinessCheck],
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9464,
+    ) -> None:
+        self._registry = registry
+        self._checks = checks
+        handler = self._handler()
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        registry, checks = self._registry, self._checks
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    failing = [name for name, check in checks.items() if not _safe(check)]
+                    if failing:
+                        self._send(503, ("not ready: " + ", ".join(failing) + "\n").encode())
+                    else:
+                        self._send(200, b"ready\n")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+            def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Probes every few seconds would drown the worker's own log."""
+
+        return Handler
+
+
+def _safe(check: ReadinessCheck) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False

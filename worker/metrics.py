@@ -1,0 +1,150 @@
+"""Prometheus metrics of a worker, on an explicit registry (tests pass a fresh one).
+
+Label values are bounded (promise 6): model names come from the configured set, or the first
+`max_models` seen when none is configured; everything else is reported as `other`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.detection import Alert, Detection
+
+OTHER = "other"
+
+
+class ModelLabels:
+    """Folds unbounded model names into a bounded label set."""
+
+    def __init__(self, configured: Iterable[str] = (), max_models: int = 20) -> None:
+        self._fixed = frozenset(configured)
+        self._seen: set[str] = set()
+        self._max = max_models
+
+    def __call__(self, model: str) -> str:
+        if self._fixed:
+            return model if model in self._fixed else OTHER
+        if model in self._seen:
+            return model
+        if len(self._seen) < self._max:
+            self._seen.add(model)
+            return model
+        return OTHER
+
+
+class EngineMetrics:
+    def __init__(self, registry: CollectorRegistry, labels: ModelLabels) -> None:
+        self.registry = registry
+        self._label = labels
+        self.records = Counter(
+            "lookout_records", "Records folded into windows.", ["model"], registry=registry
+        )
+        self.duplicates = Counter(
+            "lookout_records_duplicate",
+            "Records dropped because their request_id was already counted in the window.",
+            ["model"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "lookout_records_late",
+            "Records that arrived after their window was evaluated (counted, no re-alert).",
+            ["model"],
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "lookout_records_invalid",
+            "Records that could not be decoded and were dead-lettered or reported.",
+            ["reason"],
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "lookout_checkpoint_duration_seconds",
+            "Time to write one checkpoint to the sink.",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.checkpoint_failures = Counter(
+            "lookout_checkpoint_failures", "Checkpoints the sink refused.", registry=registry
+        )
+        self.windows_open = Gauge(
+            "lookout_windows_open", "(model, window) states held in memory.", registry=registry
+        )
+        self.block_rate = Gauge(
+            "lookout_block_rate_ratio",
+            "Share of calls blocked by safety filters in the last evaluated window.",
+            ["model"],
+            registry=registry,
+        )
+        self.latency = Gauge(
+            "lookout_latency_seconds",
+            "Latency quantiles of the last evaluated window.",
+            ["model", "quantile"],
+            registry=registry,
+        )
+        self.tokens = Gauge(
+            "lookout_output_tokens_per_call",
+            "Mean output tokens per call in the last evaluated window.",
+            ["model"],
+            registry=registry,
+        )
+        self.drift = Gauge(
+            "lookout_embedding_drift_score",
+            "Embedding drift statistic of the last evaluated window against the reference.",
+            ["model"],
+            registry=registry,
+        )
+        self.detections = Counter(
+            "lookout_detections",
+            "Window verdicts by detector and verdict.",
+            ["model", "detector", "verdict"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "lookout_alerts",
+            "Alert state changes sent to receivers.",
+            ["model", "detector", "status", "severity"],
+            registry=registry,
+        )
+
+    def folded(self, model: str, added: int, duplicates: int, late: int) -> None:
+        label = self._label(model)
+        if added:
+            self.records.labels(label).inc(added)
+        if duplicates:
+            self.duplicates.labels(label).inc(duplicates)
+        if late:
+            self.late.labels(label).inc(late)
+
+    def invalid_records(self, reason: str, count: int = 1) -> None:
+        self.invalid.labels(reason).inc(count)
+
+    def checkpointed(self, seconds: float, windows_open: int) -> None:
+        self.checkpoint_seconds.observe(seconds)
+        self.windows_open.set(windows_open)
+
+    def checkpoint_failed(self) -> None:
+        self.checkpoint_failures.inc()
+
+    def evaluated(self, detections: Sequence[Detection]) -> None:
+        for d in detections:
+            label = self._label(d.model)
+            self.detections.labels(label, d.detector, d.verdict).inc()
+            if d.value is None:
+                continue
+            if d.detector == "safety":
+                self.block_rate.labels(label).set(d.value)
+            elif d.detector == "latency":
+                for q in ("p50", "p95", "p99"):
+                    ms = d.details.get(f"{q}_ms")
+                    if isinstance(ms, int | float):
+                        self.latency.labels(label, q.replace("p", "0.")).set(ms / 1000.0)
+            elif d.detector == "tokens":
+                self.tokens.labels(label).set(d.value)
+            elif d.detector == "embedding_drift":
+                self.drift.labels(label).set(d.value)
+
+    def alerts_sent(self, alerts: Sequence[Alert]) -> None:
+        for a in alerts:
+            self.alerts.labels(self._label(a.model), a.detector, a.status, a.severity).inc()

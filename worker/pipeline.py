@@ -1,0 +1,162 @@
+"""Builds a running pipeline (detectors, sink, alert state, engine) from one configuration.
+
+Everything that survives a restart is loaded here from the sink: alert state (so an open
+incident does not page again), detector references, and recent windows as baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry
+
+from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
+from alerts.routing import Router
+from alerts.state import AlertTracker
+from detectors.base import Detector
+from detectors.registry import build_detectors
+from schemas.config import LookoutConfig
+from schemas.decode.api import DecodeLimits
+from schemas.detection import Alert
+from worker.duckdb_sink import DuckDBSink
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.metrics import EngineMetrics, ModelLabels
+
+log = logging.getLogger("lookout.alerts")
+
+
+class LogNotifier:
+    """The receiver for info-severity changes: a log line, never a page."""
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            log.info("%s", alert.summary)
+
+
+@dataclass
+class Pipeline:
+    config: LookoutConfig
+    detectors: Mapping[str, Detector[Any]]
+    sink: DuckDBSink
+    evaluator: WindowEvaluator
+    engine: Engine
+    metrics: EngineMetrics
+    registry: CollectorRegistry
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_record_bytes=self.config.decode.max_record_bytes,
+            expected_embedding_dim=self.config.decode.embedding_dim,
+        )
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def default_writer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _seed_history(
+    sink: DuckDBSink,
+    evaluator: WindowEvaluator,
+    detectors: Mapping[str, Detector[Any]],
+    window: int,
+) -> None:
+    depth = evaluator.history_depth
+    if depth == 0:
+        return
+    for model in sink.models():
+        newest = sink.newest_window_start(model)
+        if newest is None:
+            continue
+        rows = sink.load_recent_windows(model, newest - depth * window, newest + window)
+        for start in sorted(rows):
+            merged = {name: d.empty() for name, d in detectors.items()}
+            for partial in rows[start]:
+                for name, d in detectors.items():
+                    if name in partial:
+                        merged[name] = d.merge(merged[name], d.from_row(partial[name]))
+            evaluator.remember(model, start, merged)
+
+
+def build_pipeline(
+    config: LookoutConfig,
+    *,
+    alert_stream: TextIO | None,
+    registry: CollectorRegistry | None = None,
+    now: Callable[[], float] = time.monotonic,
+    on_ack: Callable[[Sequence[str]], None] | None = None,
+    keep_detections: bool = False,
+    extra_notifiers: Mapping[str, Notifier] | None = None,
+) -> Pipeline:
+    detectors = build_detectors(
+        {name: getattr(config.detectors, name) for name in config.detectors.enabled}
+    )
+    sink = DuckDBSink(Path(config.sink.path))
+    tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+    references = {
+        key: detectors[key[1]].from_row(row)
+        for key, row in sink.load_references().items()
+        if key[1] in detectors
+    }
+    window = config.engine.window_seconds
+    evaluator = WindowEvaluator(detectors, window, tracker, references)
+    _seed_history(sink, evaluator, detectors, window)
+
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
+
+    notifiers: dict[str, Notifier] = {"log": LogNotifier()}
+    if alert_stream is not None:
+        notifiers["console"] = ConsoleNotifier(alert_stream)
+    else:
+        notifiers["console"] = LogNotifier()
+    notifiers.update(extra_notifiers or {})
+    router = Router(config.alerting)
+    missing = router.receiver_names() - notifiers.keys()
+    if missing:
+        log.warning("alert routes name receivers with no notifier: %s", sorted(missing))
+    record = JsonLinesNotifier(Path(config.alerts_out)) if config.alerts_out else None
+
+    def notify(alerts: Sequence[Alert]) -> None:
+        if record is not None:
+            record.send(alerts)
+        result = router.dispatch(alerts, notifiers)
+        for failure in result.failures:
+            log.error(
+                "receiver %s did not get %d alert(s): %s",
+                failure.receiver,
+                len(failure.alerts),
+                failure.error,
+            )
+
+    settings = EngineSettings(
+        window_seconds=window,
+        allowed_lateness_seconds=config.engine.allowed_lateness_seconds,
+        checkpoint_seconds=config.engine.checkpoint_seconds,
+        max_open_windows=config.engine.max_open_windows,
+        writer_id=config.engine.writer_id or default_writer_id(),
+        evaluate=config.engine.role == "all",
+    )
+    engine = Engine(
+        settings,
+        detectors,
+        sink,
+        evaluator,
+        notify=notify,
+        metrics=metrics,
+        on_ack=on_ack,
+        now=now,
+        keep_detections=keep_detections,
+    )
+    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)

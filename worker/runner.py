@@ -1,0 +1,112 @@
+"""The ingest loop: poll → decode → fold → tick, until the input ends or a signal arrives.
+
+Sources hand over plain bytes (a Pub/Sub source gunzips `Content-Encoding: gzip` bodies and
+dead-letters the ones that are not gzip). Bad records are handed back to the source to
+dead-letter; if that fails the whole message is nacked and none of it is folded, so its
+redelivery counts it exactly once. While the sink is refusing checkpoints the loop stops polling
+(memory stays bounded by what is already held) and retries with backoff; nothing is acked until
+a checkpoint succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.decode.api import DecodeLimits, decode_message
+from worker.engine import Engine
+from worker.metrics import EngineMetrics
+from worker.source import Source
+
+log = logging.getLogger("lookout.runner")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    poll_max_messages: int = 16
+    poll_timeout_seconds: float = 0.5
+    grace_period_seconds: float = 25.0
+    #: stop polling while this many messages wait for a checkpoint that keeps failing
+    max_pending_messages: int = 10_000
+
+
+@dataclass
+class RunResult:
+    messages: int = 0
+    invalid_records: int = 0
+    nacked_messages: int = 0
+    stopped_by_signal: bool = False
+    clean_exit: bool = True
+    seconds: float = 0.0
+
+
+def run(
+    source: Source,
+    engine: Engine,
+    *,
+    limits: DecodeLimits,
+    stop: threading.Event,
+    settings: RunSettings = RunSettings(),
+    metrics: EngineMetrics | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    result = RunResult()
+    started = time.monotonic()
+    backoff = 0.5
+    while not stop.is_set():
+        if (
+            engine.stats.checkpoint_failures
+            and engine.pending_messages > settings.max_pending_messages
+        ):
+            # the sink is down and we hold a lot: stop pulling, keep retrying the checkpoint
+            if engine.checkpoint():
+                backoff = 0.5
+            else:
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            continue
+        messages = source.poll(settings.poll_max_messages, settings.poll_timeout_seconds)
+        for message in messages:
+            result.messages += 1
+            decoded = decode_message(
+                message.data,
+                format_hint=message.attributes.get("format"),
+                first_line=message.first_line,
+                limits=limits,
+            )
+            decoded_errors, batch = decoded.errors, decoded.batch
+            if decoded_errors:
+                result.invalid_records += len(decoded_errors)
+                if metrics is not None:
+                    for error in decoded_errors:
+                        metrics.invalid_records(error.error_type)
+                if not source.dead_letter(message, decoded_errors):
+                    source.nack([message.ack_id])
+                    result.nacked_messages += 1
+                    continue
+            engine.feed(batch, [message.ack_id])
+            if progress is not None:
+                progress(len(batch) + len(decoded_errors))
+        if not messages and source.exhausted:
+            break
+        engine.tick()
+    result.stopped_by_signal = stop.is_set()
+    source.stop()
+    deadline = time.monotonic() + settings.grace_period_seconds
+    end_of_input = source.exhausted and not result.stopped_by_signal
+    ok = engine.finish(end_of_input=end_of_input)
+    while not ok and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        ok = engine.checkpoint()
+    result.clean_exit = ok
+    if not ok:
+        log.error(
+            "could not write the final checkpoint within the grace period; "
+            "un-acked messages will be redelivered"
+        )
+    source.close()
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,99 @@
+"""`lookout run`: the long-running worker with its metrics/health server and signal handling."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
+from worker.health import HealthServer
+from worker.pipeline import Pipeline, build_pipeline
+from worker.runner import RunSettings, run
+from worker.source import Source
+
+log = logging.getLogger("lookout.serve")
+
+
+def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
+    source = config.source
+    if isinstance(source, FileSourceConfig):
+        from worker.file_source import FileSource
+
+        def report(error: object) -> None:
+            print(f"{source.path}: {error.describe()}", file=sys.stderr)
+
+        path = None if source.path == "-" else Path(source.path)
+        return FileSource(
+            path,
+            lines_per_message=source.lines_per_message,
+            format_hint=source.format,
+            on_invalid=report,
+        )
+    if isinstance(source, PubSubSourceConfig):
+        from worker.pubsub_source import PubSubSource, PubSubSourceSettings
+
+        return PubSubSource(
+            PubSubSourceSettings(
+                project=source.project,
+                subscription=source.subscription,
+                dead_letter_topic=source.dead_letter_topic,
+                mode=source.mode,
+                max_messages=source.max_messages,
+                max_bytes=source.max_bytes,
+                max_lease_duration_seconds=float(source.max_lease_duration_seconds),
+                ack_deadline_seconds=source.ack_deadline_seconds,
+            )
+        )
+    msg = f"source kind {source.kind!r} cannot be used with `lookout run`; use `lookout demo`"
+    raise ValueError(msg)
+
+
+def serve(config: LookoutConfig) -> int:
+    pipeline = build_pipeline(config, alert_stream=sys.stdout)
+    try:
+        source = build_source(config, pipeline)
+    except ValueError as error:
+        print(f"lookout run: {error}", file=sys.stderr)
+        return 2
+    pipeline.engine.set_ack_handler(source.ack)
+    health = None
+    if config.metrics.enabled:
+        health = HealthServer(
+            pipeline.registry,
+            {"source": source.ready, "sink": pipeline.sink.writable},
+            host=config.metrics.host,
+            port=config.metrics.port,
+        ).start()
+        log.warning(
+            "serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port
+        )
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)
+    try:
+        result = run(
+            source,
+            pipeline.engine,
+            limits=pipeline.limits,
+            stop=stop,
+            settings=RunSettings(grace_period_seconds=config.engine.grace_period_seconds),
+            metrics=pipeline.metrics,
+        )
+    finally:
+        if health is not None:
+            health.stop()
+        pipeline.close()
+    stats = pipeline.engine.stats
+    print(
+        f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "
+        f"{result.invalid_records} invalid, {stats.windows_evaluated} windows evaluated",
+        file=sys.stderr,
+    )
+    return 0 if result.clean_exit else 1

@@ -1,0 +1,99 @@
+"""Where window states, detections and alerts become durable: the engine's sink contract.
+
+A checkpoint is written atomically: either every partial row, request id, detection, alert and
+alert-state row in it is durable, or none is and the engine retries (its messages stay un-acked).
+Partial rows are deltas: each holds only what one writer folded since its previous checkpoint, so
+any number of writers and restarts merge to the same window state (detectors' merge is
+associative and commutative). DuckDB (embedded default) and BigQuery implement this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.detection import Alert, Detection
+
+#: one detector's state as its `to_row` returned it
+DetectorRow = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PartialRow:
+    """What one writer folded into one (model, window) since its previous checkpoint."""
+
+    model: str
+    window_start: int
+    window_end: int
+    records: int
+    late_records: int
+    states: Mapping[str, DetectorRow]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    writer_id: str
+    sequence: int
+    partials: Sequence[PartialRow] = ()
+    #: (model, window_start, request_id) of every record folded into `partials`
+    request_ids: Sequence[tuple[str, int, str]] = ()
+    detections: Sequence[Detection] = ()
+    alerts: Sequence[Alert] = ()
+    #: the alert tracker's full state, replacing what the sink held
+    alert_state: Sequence[Mapping[str, Any]] | None = None
+    #: (model, detector) → reference state row, upserted
+    references: Mapping[tuple[str, str], DetectorRow] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.partials
+            or self.request_ids
+            or self.detections
+            or self.alerts
+            or self.alert_state is not None
+            or self.references
+        )
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """Everything the sink already holds for one (model, window), from any writer."""
+
+    partial_states: Sequence[Mapping[str, DetectorRow]]
+    request_ids: frozenset[str]
+    records: int
+    evaluated: bool
+
+
+class Sink(Protocol):
+    name: str
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Make the whole checkpoint durable, atomically; raise on failure."""
+        ...
+
+    def newest_window_start(self, model: str) -> int | None:
+        """The newest window start with any partial row for `model` (skip lookups past it)."""
+        ...
+
+    def load_window(self, model: str, window_start: int) -> StoredWindow: ...
+
+    def load_recent_windows(
+        self, model: str, since: int, until: int
+    ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:
+        """Partial states of windows with since <= start < until, for baselines after a restart."""
+        ...
+
+    def models(self) -> Sequence[str]: ...
+
+    def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def load_references(self) -> Mapping[tuple[str, str], DetectorRow]: ...
+
+    def writable(self) -> bool:
+        """For /readyz: a cheap check that the sink accepts writes."""
+        ...
+
+    def close(self) -> None: ...

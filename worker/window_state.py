@@ -1,0 +1,99 @@
+"""One open (model, window) in a worker: what is durable, what is not yet, and which ids it saw.
+
+`durable` is the merged state of every row the sink held when the window was opened plus every
+checkpoint this worker has written since; `delta` is what was folded after the last successful
+checkpoint. A failed checkpoint leaves the delta in place, so the next attempt writes it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detectors.base import Detector
+from schemas.batch import LogBatch
+from worker.sink import PartialRow
+
+
+@dataclass
+class OpenWindow:
+    model: str
+    start: int
+    end: int
+    durable: dict[str, Any]
+    delta: dict[str, Any]
+    seen_ids: set[str] = field(default_factory=set)
+    durable_records: int = 0
+    delta_records: int = 0
+    delta_late: int = 0
+    delta_ids: list[str] = field(default_factory=list)
+    evaluated: bool = False
+
+    @classmethod
+    def fresh(
+        cls, model: str, start: int, end: int, detectors: Mapping[str, Detector[Any]]
+    ) -> OpenWindow:
+        return cls(
+            model=model,
+            start=start,
+            end=end,
+            durable={name: d.empty() for name, d in detectors.items()},
+            delta={name: d.empty() for name, d in detectors.items()},
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return self.delta_records > 0
+
+    def fold(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> tuple[int, int]:
+        """Add the rows not seen before; returns (added, duplicates)."""
+        ids = batch.request_id
+        fresh = ~pd.Series(ids, copy=False).duplicated().to_numpy()
+        seen = self.seen_ids
+        if seen:
+            fresh &= np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
+        added = int(fresh.sum())
+        duplicates = len(ids) - added
+        if added == 0:
+            return 0, duplicates
+        if duplicates:
+            batch = batch.take(fresh)
+            ids = batch.request_id
+        new_ids = ids.tolist()
+        seen.update(new_ids)
+        self.delta_ids.extend(new_ids)
+        for name, detector in detectors.items():
+            self.delta[name] = detector.add(self.delta[name], batch)
+        self.delta_records += added
+        if self.evaluated:
+            self.delta_late += added
+        return added, duplicates
+
+    def current(self, detectors: Mapping[str, Detector[Any]]) -> dict[str, Any]:
+        """Everything known about the window: durable merged with the pending delta."""
+        if not self.dirty:
+            return dict(self.durable)
+        return {n: d.merge(self.durable[n], self.delta[n]) for n, d in detectors.items()}
+
+    def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
+        return PartialRow(
+            model=self.model,
+            window_start=self.start,
+            window_end=self.end,
+            records=self.delta_records,
+            late_records=self.delta_late,
+            states={n: d.to_row(self.delta[n]) for n, d in detectors.items()},
+        )
+
+    def committed(self, detectors: Mapping[str, Detector[Any]]) -> None:
+        """The delta is durable now: move it into `durable` and start a new delta."""
+        self.durable = self.current(detectors)
+        self.durable_records += self.delta_records
+        self.delta = {n: d.empty() for n, d in detectors.items()}
+        self.delta_records = 0
+        self.delta_late = 0
+        self.delta_ids = []
