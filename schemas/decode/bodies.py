@@ -53,7 +53,7 @@ class BodyError(Exception):
 
 
 def fail(field: str, reason: str) -> NoReturn:
-    fail(field, reason)
+    raise BodyError(field, reason)
 
 
 @dataclass(slots=True)

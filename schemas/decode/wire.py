@@ -150,7 +150,7 @@ class InnerError(Struct):
 class ErrorInfo(Struct):
     code: int | str | None = None
     message: str | None = None
-    status: str | None = None
+    status: str | int | None = None
     type: str | None = None
     innererror: InnerError | None = None
 
