@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
+from schemas.errors import DecodeError
 from worker.health import HealthServer
 from worker.pipeline import Pipeline, build_pipeline
 from worker.runner import RunSettings, run
@@ -22,7 +23,7 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
     if isinstance(source, FileSourceConfig):
         from worker.file_source import FileSource
 
-        def report(error: object) -> None:
+        def report(error: DecodeError) -> None:
             print(f"{source.path}: {error.describe()}", file=sys.stderr)
 
         path = None if source.path == "-" else Path(source.path)

@@ -288,7 +288,8 @@ class _ModelStream:
         else:
             cited = rng.random(n) < p.citation_rate
             citations = np.where(cited, 1 + rng.poisson(0.8, n), 0).astype(np.float64)
-            citations[blocked] = 0
+            citations[response_block] = 0
+            citations[prompt_block] = np.nan  # no answer, so nothing the API could cite
         response_length = np.round(output_tokens * rng.uniform(3.6, 4.4, n))
         response_length[blocked] = np.nan
 
