@@ -23,6 +23,8 @@ from typing import NoReturn
 import msgspec
 
 from schemas.decode.safety import (
+    CATEGORY_CACHE,
+    SEVERITY_SCORES,
     VERTEX_BLOCK_REASON,
     VERTEX_FINISH_REASON,
     band_score,
@@ -103,11 +105,12 @@ def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyF
         chunks = body if isinstance(body, list) else [body]
     if not chunks:
         fail("response_body", "a stream must hold at least one chunk, got []")
-    kinds = {body_kind(c) for c in chunks}
-    for i, chunk in enumerate(chunks):
-        if chunk.error is not None and body_kind(chunk) == "error":
+    chunk_kinds = [body_kind(c) for c in chunks]
+    kinds = set(chunk_kinds)
+    for i, (chunk, chunk_kind) in enumerate(zip(chunks, chunk_kinds, strict=True)):
+        if chunk_kind == "error" and chunk.error is not None:
             return error_facts(chunk.error)
-        if body_kind(chunk) is None:
+        if chunk_kind is None:
             where = "response_body" if len(chunks) == 1 else f"response_body[{i}]"
             fail(
                 where,
@@ -218,18 +221,28 @@ def gemini_facts(chunks: list[Body]) -> BodyFacts:
 
 
 def _add_filters(scores: dict[str, float], results: FilterResults | None) -> list[str]:
-    """Azure content-filter results into scores; returns the categories that were filtered."""
+    """Azure content-filter results into scores; returns the categories that were filtered.
+
+    Streams repeat these in every chunk, so this is written for speed: dict lookups first.
+    """
     filtered: list[str] = []
-    for name, result in (results or {}).items():
+    if not results:
+        return filtered
+    for name, result in results.items():
         if isinstance(result, list):
             continue
-        category = normalise_category(name)
+        category = CATEGORY_CACHE.get(name) or normalise_category(name)
+        score: float | None = None
         if result.severity is not None:
-            score = band_score(result.severity)
-            if score is not None:
-                put_max(scores, category, score)
+            score = SEVERITY_SCORES.get(result.severity)
+            if score is None:
+                score = band_score(result.severity)
         elif result.detected is not None:
-            put_max(scores, category, 1.0 if result.detected else 0.0)
+            score = 1.0 if result.detected else 0.0
+        if score is not None:
+            old = scores.get(category)
+            if old is None or score > old:
+                scores[category] = score
         if result.filtered:
             filtered.append(category)
     return filtered

@@ -74,7 +74,10 @@ RESPONSE_BLOCK_REASONS: frozenset[str] = frozenset(
 
 _PREFIXES = ("HARM_CATEGORY_",)
 _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")
-_category_cache: dict[str, str] = {}
+#: raw category name → normalised; bounded (see normalise_category), read directly on hot loops
+CATEGORY_CACHE: dict[str | int, str] = {}
+#: Azure severities as sent, for a lookup without normalising case
+SEVERITY_SCORES: Mapping[str, float] = {"safe": 0.0, "low": 0.25, "medium": 0.5, "high": 0.75}
 
 
 def enum_name(value: str | int, names: Mapping[int, str], kind: str) -> str:
@@ -86,18 +89,16 @@ def enum_name(value: str | int, names: Mapping[int, str], kind: str) -> str:
 
 def normalise_category(raw: str | int) -> str:
     """`HARM_CATEGORY_HATE_SPEECH` → `hate_speech`, `Illicit Drugs` → `illicit_drugs`."""
-    if isinstance(raw, int):
-        raw = VERTEX_HARM_CATEGORY.get(raw, f"harm_category_{raw}")
-    cached = _category_cache.get(raw)
+    cached = CATEGORY_CACHE.get(raw)
     if cached is not None:
         return cached
-    name = raw
+    name = VERTEX_HARM_CATEGORY.get(raw, f"harm_category_{raw}") if isinstance(raw, int) else raw
     for prefix in _PREFIXES:
         if name.upper().startswith(prefix):
             name = name[len(prefix) :]
     out = _NON_WORD.sub("_", name).strip("_").lower()
-    if len(_category_cache) < 4096:  # bounded: category names come from the input
-        _category_cache[raw] = out
+    if len(CATEGORY_CACHE) < 4096:  # bounded: category names come from the input
+        CATEGORY_CACHE[raw] = out
     return out
 
 
