@@ -1,0 +1,133 @@
+"""A bounded, mergeable uniform sample of rows: bottom-k by a hash of the request id.
+
+Every row gets a 64-bit key hashed from its `request_id`; the sample is the k rows with the
+smallest keys (a "bottom-k sketch": Cohen & Kaplan, "Summarizing data using bottom-k
+sketches", PODC 2007). Because the keys look uniformly random, that is a uniform sample
+without replacement, and the bottom k of a union is the bottom k of the union of bottom-k's,
+so `merge` is exact, associative and commutative. The same record always gets the same key, so
+a redelivered record is kept once rather than biasing the sample.
+
+Rows are kept sorted by key: two samples of the same rows are then equal element for
+element, whatever order they were built in. Two different request ids sharing a 64-bit key
+are treated as one record (probability about k²/2⁶⁵ per window).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+KeyArray = npt.NDArray[np.uint64]
+
+
+def hash_ids(request_ids: npt.NDArray[np.object_], seed: int) -> KeyArray:
+    """64-bit keys of request ids, vectorised (SipHash keyed by the seed, stable across runs)."""
+    hash_key = f"{seed:016d}"[-16:]
+    as_str = pd.Series(request_ids, dtype=object).astype(str).to_numpy(dtype=object)
+    return pd.util.hash_array(as_str, hash_key=hash_key, categorize=False).astype(np.uint64)
+
+
+@dataclass(frozen=True, eq=False)
+class Reservoir:
+    """Up to `capacity` rows with the smallest keys, sorted by key. Never mutated."""
+
+    keys: KeyArray
+    rows: npt.NDArray[Any]  # (len(keys), width), one dtype for all rows
+    capacity: int
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != len(self.rows):
+            msg = f"Reservoir has {len(self.keys)} keys but {len(self.rows)} rows"
+            raise ValueError(msg)
+        if len(self.keys) > self.capacity:
+            msg = f"Reservoir holds {len(self.keys)} rows, over its capacity {self.capacity}"
+            raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reservoir):
+            return NotImplemented
+        return (
+            self.capacity == other.capacity
+            and self.rows.dtype == other.rows.dtype
+            and self.rows.shape == other.rows.shape
+            and np.array_equal(self.keys, other.keys)
+            and np.array_equal(self.rows, other.rows, equal_nan=self.rows.dtype.kind == "f")
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def empty(cls, capacity: int, width: int, dtype: npt.DTypeLike) -> Reservoir:
+        return cls(np.zeros(0, np.uint64), np.zeros((0, width), dtype=dtype), capacity)
+
+    @property
+    def width(self) -> int:
+        return int(self.rows.shape[1])
+
+    def with_capacity(self, capacity: int) -> Reservoir:
+        """The same sample allowed to hold `capacity` rows (trimmed if it holds more)."""
+        return Reservoir(self.keys[:capacity], self.rows[:capacity], capacity)
+
+
+def bottom_k(keys: KeyArray, rows: npt.NDArray[Any], capacity: int) -> Reservoir:
+    """The reservoir of a set of keyed rows: unique keys, the `capacity` smallest, sorted."""
+    if len(keys) > 4 * capacity:  # cut the sort down to the candidates first
+        cut = np.argpartition(keys, 4 * capacity)[: 4 * capacity]
+        keys, rows = keys[cut], rows[cut]
+    unique_keys, first = np.unique(keys, return_index=True)
+    take = first[:capacity]
+    return Reservoir(unique_keys[:capacity], rows[take], capacity)
+
+
+def merge(a: Reservoir, b: Reservoir) -> Reservoir:
+    """The reservoir of the union; capacity is the larger of the two."""
+    if a.width != b.width or a.rows.dtype != b.rows.dtype:
+        msg = (
+            f"cannot merge reservoirs of rows {a.width}×{a.rows.dtype} and {b.width}×{b.rows.dtype}"
+        )
+        raise ValueError(msg)
+    capacity = max(a.capacity, b.capacity)
+    if not len(b) and len(a) <= capacity:
+        return Reservoir(a.keys, a.rows, capacity)
+    if not len(a) and len(b) <= capacity:
+        return Reservoir(b.keys, b.rows, capacity)
+    return bottom_k(np.concatenate([a.keys, b.keys]), np.concatenate([a.rows, b.rows]), capacity)
+
+
+def add(reservoir: Reservoir, keys: KeyArray, rows: npt.NDArray[Any]) -> Reservoir:
+    """`reservoir` with new keyed rows folded in."""
+    fresh = bottom_k(keys, np.asarray(rows), reservoir.capacity)
+    converted = Reservoir(fresh.keys, fresh.rows.astype(reservoir.rows.dtype), fresh.capacity)
+    return merge(reservoir, converted)
+
+
+def to_row(reservoir: Reservoir) -> dict[str, Any]:
+    """JSON-safe form: keys and rows as base64 of little-endian bytes (NaN survives)."""
+    return {
+        "capacity": reservoir.capacity,
+        "width": reservoir.width,
+        "dtype": reservoir.rows.dtype.str.lstrip("<>|="),
+        "keys": base64.b64encode(reservoir.keys.astype("<u8").tobytes()).decode("ascii"),
+        "rows": base64.b64encode(
+            reservoir.rows.astype(reservoir.rows.dtype.newbyteorder("<")).tobytes()
+        ).decode("ascii"),
+    }
+
+
+def from_row(row: Mapping[str, Any]) -> Reservoir:
+    """Inverse of `to_row`."""
+    dtype = np.dtype("<" + str(row["dtype"]))
+    width = int(row["width"])
+    keys = np.frombuffer(base64.b64decode(row["keys"]), dtype="<u8").astype(np.uint64)
+    flat = np.frombuffer(base64.b64decode(row["rows"]), dtype=dtype)
+    rows = flat.astype(dtype.newbyteorder("=")).reshape(len(keys), width)
+    return Reservoir(keys, rows, int(row["capacity"]))
