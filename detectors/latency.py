@@ -177,7 +177,10 @@ class LatencyDetector:
             long_rate = burn_rate(spans["long"][0], spans["long"][1], slo.objective)
             short_rate = burn_rate(spans["short"][0], spans["short"][1], slo.objective)
             rates[f"{rule.name}_long"], rates[f"{rule.name}_short"] = long_rate, short_rate
-            enough = spans["long"][1] >= self.config.slo_min_calls
+            # the history must cover the whole long window: a new model's first 5 minutes
+            # say nothing about an hour of budget
+            covered_long = len(states) * length >= rule.long_seconds
+            enough = covered_long and spans["long"][1] >= self.config.slo_min_calls
             if enough and long_rate >= rule.factor and short_rate >= rule.factor:
                 details["burn_rates"] = rates
                 covered = spans["long"][2] * length / 3600

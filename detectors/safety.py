@@ -102,12 +102,13 @@ class SafetyDetector:
         if len(batch) == 0:
             return state
         blocked = batch.blocked
-        stage = batch.block_stage
+        # string comparisons on object arrays are the slow part: do them on blocked rows only
+        stage = batch.block_stage[blocked]
         part = SafetyState(
             calls=len(batch),
-            blocked=int(blocked.sum()),
-            prompt_blocks=int((blocked & (stage == "prompt")).sum()),
-            response_blocks=int((blocked & (stage == "response")).sum()),
+            blocked=len(stage),
+            prompt_blocks=int((stage == "prompt").sum()),
+            response_blocks=int((stage == "response").sum()),
             reasons=_bounded(_reason_counts(batch.block_reason[blocked]), self.config.max_reasons),
             high_scores=_bounded(
                 {
