@@ -171,7 +171,9 @@ class UnaryReceiver:
                     return []
                 continue
             self._healthy, self._last_ok = True, time.monotonic()
-            if response is not None and response.received_messages:
+            # the raw protobuf: proto-plus attribute access cost half the loop's time
+            raw = None if response is None else type(response).pb(response)
+            if raw is not None and raw.received_messages:
                 now = time.monotonic()
                 # the first extension must land before the subscription's own deadline
                 # (10 s at the least), whatever it is
@@ -184,7 +186,7 @@ class UnaryReceiver:
                         received_at=now,
                         next_extension=now + 5.0,
                     )
-                    for m in response.received_messages
+                    for m in raw.received_messages
                 ]
             if time.monotonic() >= deadline:
                 return []
