@@ -227,8 +227,8 @@ class LatencyDetector:
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )
-        cur95 = self.buckets.quantiles(state.counts, QUANTILES[1:2])[0]
-        base95 = self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0]
+        cur95 = float(self.buckets.quantiles(state.counts, QUANTILES[1:2])[0])
+        base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
         k95 = int(self.buckets.index(np.array([base95]))[0])
         x, x0 = int(state.counts[k95 + 1 :].sum()), int(ref.counts[k95 + 1 :].sum())
         p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))

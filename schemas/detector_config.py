@@ -70,7 +70,7 @@ class LatencyConfig(BaseModel):
     alpha: float = Field(default=1e-4, gt=0, lt=0.5)
     #: and the window's p95 must be at least this multiple of the baseline p95
     min_ratio: float = Field(default=1.3, ge=1)
-    critical_ratio: float = Field(default=2.0, ge=1)
+    critical_ratio: float = Field(default=1.75, ge=1)
     slo: SloConfig | None = None
     #: calls the long burn-rate window must hold before a burn-rate alert
     slo_min_calls: int = Field(default=100, ge=1)
