@@ -72,6 +72,8 @@ class EngineConfig(_Strict):
     window_seconds: int = Field(default=60, ge=1, le=86_400)
     allowed_lateness_seconds: float = Field(default=30.0, ge=0)
     checkpoint_seconds: float = Field(default=5.0, gt=0)
+    #: also checkpoint when this many messages are waiting for their ack
+    checkpoint_max_messages: int = Field(default=1000, ge=1)
     max_open_windows: int = Field(default=512, ge=4)
     #: identifies this replica's partial rows; defaults to host name and process id
     writer_id: str | None = None

@@ -119,8 +119,15 @@ from worker import cli_commands as _cli_commands  # noqa: E402,F401
 
 
 def main() -> None:
+    """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
     setup_logging()
     try:
-        app()
+        app(standalone_mode=True)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as error:
+        if os.environ.get("LOOKOUT_DEBUG") == "1":
+            raise
+        name = type(error).__name__
+        typer.echo(f"lookout: {name}: {error} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
+        raise SystemExit(1) from None

@@ -39,6 +39,9 @@ class EngineSettings:
     window_seconds: int = 60
     allowed_lateness_seconds: float = 30.0
     checkpoint_seconds: float = 5.0
+    #: also checkpoint when this many messages wait for an ack (a Pub/Sub source stops handing
+    #: out messages once it holds its flow-control maximum, so time alone would throttle it)
+    checkpoint_max_messages: int = 1000
     max_open_windows: int = 512
     writer_id: str = "worker"
     #: evaluate windows in this process (False for an ingest-only replica)
@@ -152,7 +155,8 @@ class Engine:
         """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
         if self.settings.evaluate:
             self._evaluate_closed(final=False)
-        if self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds:
+        due = self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds
+        if due or len(self._pending_acks) >= self.settings.checkpoint_max_messages:
             self.checkpoint()
         if len(self._windows) > self.settings.max_open_windows:
             self._shed_windows()

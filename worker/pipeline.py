@@ -144,6 +144,7 @@ def build_pipeline(
         window_seconds=window,
         allowed_lateness_seconds=config.engine.allowed_lateness_seconds,
         checkpoint_seconds=config.engine.checkpoint_seconds,
+        checkpoint_max_messages=config.engine.checkpoint_max_messages,
         max_open_windows=config.engine.max_open_windows,
         writer_id=config.engine.writer_id or default_writer_id(),
         evaluate=config.engine.role == "all",

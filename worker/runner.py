@@ -90,8 +90,13 @@ def run(
             engine.feed(batch, [message.ack_id])
             if progress is not None:
                 progress(len(batch) + len(decoded_errors))
-        if not messages and source.exhausted:
-            break
+        if not messages:
+            if source.exhausted:
+                break
+            # idle (or the source holds its flow-control maximum): make what we hold durable
+            # and ack it now rather than at the next interval
+            if engine.pending_messages:
+                engine.checkpoint()
         engine.tick()
     result.stopped_by_signal = stop.is_set()
     source.stop()

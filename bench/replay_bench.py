@@ -1,0 +1,97 @@
+"""`lookout replay` end to end against a bare `orjson.loads` loop over the same NDJSON lines.
+
+TARGETS.md: replay (read, decode, window, detect, dedup, write DuckDB) ≥ 1.0× the bare parse,
+i.e. monitoring costs no more than parsing the logs. Both are measured in this process, on the
+same file, interleaved, best of N, so a noisy shared machine affects both alike.
+
+    .venv/bin/python -m bench.replay_bench [--hours 0.5] [--rate 700] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from schemas.config import LookoutConfig
+from worker.demo import DEMO_START
+from worker.file_source import FileSource
+from worker.pipeline import build_pipeline
+from worker.runner import run
+from worker.simulator import SimulationConfig, simulate_logs
+from worker.wire_encode import encode_mixed
+
+
+def write_stream(path: Path, hours: float, rate: float, embedding_fraction: float) -> int:
+    sim = SimulationConfig(
+        start=DEMO_START,
+        hours=hours,
+        calls_per_minute=rate,
+        embedding_fraction=embedding_fraction,
+        with_text=True,
+    )
+    count = 0
+    with path.open("wb") as out:
+        for line in encode_mixed(simulate_logs(sim), seed=7):
+            out.write(line + b"\n")
+            count += 1
+    return count
+
+
+def bare_parse(path: Path) -> float:
+    started = time.perf_counter()
+    with path.open("rb") as stream:
+        for line in stream:
+            orjson.loads(line)
+    return time.perf_counter() - started
+
+
+def replay(path: Path, workdir: Path, run_number: int) -> tuple[float, int]:
+    db = workdir / f"replay-{run_number}.duckdb"
+    config = LookoutConfig.model_validate(
+        {"sink": {"path": str(db)}, "metrics": {"enabled": False}}
+    )
+    started = time.perf_counter()
+    pipeline = build_pipeline(config, alert_stream=None)
+    source = FileSource(path)
+    pipeline.engine.set_ack_handler(source.ack)
+    run(source, pipeline.engine, limits=pipeline.limits, stop=threading.Event())
+    pipeline.close()
+    return time.perf_counter() - started, pipeline.engine.stats.records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=0.5)
+    parser.add_argument("--rate", type=float, default=350.0, help="calls/min per model")
+    parser.add_argument("--embedding-fraction", type=float, default=0.2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        stream = workdir / "stream.ndjson"
+        lines = write_stream(stream, args.hours, args.rate, args.embedding_fraction)
+        size_mb = stream.stat().st_size / 1e6
+        base, ours = [], []
+        records = 0
+        for i in range(args.repeat):
+            base.append(bare_parse(stream))
+            seconds, records = replay(stream, workdir, i)
+            ours.append(seconds)
+        if records != lines:
+            raise SystemExit(f"replay counted {records} of {lines} records")
+        b, o = min(base), min(ours)
+        print(
+            f"input: {lines} lines, {size_mb:.1f} MB, embeddings on {args.embedding_fraction:.0%}"
+        )
+        print(f"bare orjson.loads loop : {lines / b:10,.0f} lines/s  (best of {args.repeat})")
+        print(f"lookout replay         : {lines / o:10,.0f} lines/s  (best of {args.repeat})")
+        print(f"ratio replay / bare parse: {b / o:.2f}x  (target >= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()
