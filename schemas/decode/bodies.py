@@ -13,6 +13,10 @@ not miss a blocked second answer because the first was fine.
 Tokens: output tokens include Gemini's `thoughtsTokenCount`, as OpenAI's `completion_tokens`
 includes reasoning tokens, so both mean "output billed". Proto3 JSON omits zero counts, so a
 Gemini usage block that has a prompt or total count reads a missing count as 0.
+
+Finish reasons come out in one canonical lowercase vocabulary and `block_reason` as the
+provider's upper-case word (the table is in `schemas.decode.finish`); every Azure/OpenAI filter
+block says `CONTENT_FILTER`, PaLM's `blocked` says `SAFETY`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import NoReturn
 
 import msgspec
 
+from schemas.decode.finish import canonical_finish_reason, response_block_reason
 from schemas.decode.safety import (
     CATEGORY_CACHE,
     SEVERITY_SCORES,
@@ -29,7 +34,6 @@ from schemas.decode.safety import (
     VERTEX_FINISH_REASON,
     band_score,
     enum_name,
-    is_response_block,
     normalise_category,
     put_max,
 )
@@ -43,6 +47,9 @@ from schemas.decode.wire import (
 )
 
 PROVIDER_KINDS = ("gemini", "palm", "openai")
+#: `block_reason` of every Azure/OpenAI content-filter block, prompt or response stage; which
+#: categories tripped it shows in `safety_scores`
+CONTENT_FILTER = "CONTENT_FILTER"
 
 
 class BodyError(Exception):
@@ -182,7 +189,8 @@ def gemini_facts(chunks: list[Body]) -> BodyFacts:
         feedback = chunk.promptFeedback
         if feedback is not None:
             if feedback.blockReason is not None:
-                prompt_block = enum_name(feedback.blockReason, VERTEX_BLOCK_REASON, "BLOCK_REASON")
+                name = enum_name(feedback.blockReason, VERTEX_BLOCK_REASON, "BLOCK_REASON")
+                prompt_block = name.upper()
             _add_ratings(facts.safety_scores, feedback.safetyRatings)
         usage = chunk.usageMetadata
         if usage is not None and (
@@ -198,9 +206,8 @@ def gemini_facts(chunks: list[Body]) -> BodyFacts:
             if candidate.finishReason is not None:
                 reason = enum_name(candidate.finishReason, VERTEX_FINISH_REASON, "FINISH_REASON")
                 if primary:
-                    facts.finish_reason = reason
-                if is_response_block(reason):
-                    response_block = response_block or reason
+                    facts.finish_reason = canonical_finish_reason(reason)
+                response_block = response_block or response_block_reason(reason)
             _add_ratings(facts.safety_scores, candidate.safetyRatings)
             if not primary:
                 continue
@@ -248,11 +255,6 @@ def _add_filters(scores: dict[str, float], results: FilterResults | None) -> lis
     return filtered
 
 
-def _filter_reason(categories: list[str]) -> str:
-    cats = sorted(set(categories))
-    return "content_filter:" + ",".join(cats) if cats else "content_filter"
-
-
 def openai_facts(chunks: list[Body]) -> BodyFacts:
     facts = BodyFacts()
     texts: list[str] = []
@@ -271,8 +273,10 @@ def openai_facts(chunks: list[Body]) -> BodyFacts:
             primary = not choice.index
             if choice.finish_reason is not None:
                 if primary:
-                    facts.finish_reason = choice.finish_reason
-                response_block = response_block or is_response_block(choice.finish_reason)
+                    facts.finish_reason = canonical_finish_reason(choice.finish_reason)
+                response_block = response_block or (
+                    response_block_reason(choice.finish_reason) is not None
+                )
             response_filtered += _add_filters(facts.safety_scores, choice.content_filter_results)
             if not primary:
                 continue
@@ -289,11 +293,9 @@ def openai_facts(chunks: list[Body]) -> BodyFacts:
     facts.citation_count = citations
     facts.response = "".join(texts) if texts else None
     if prompt_filtered:
-        facts.blocked, facts.block_stage = True, "prompt"
-        facts.block_reason = _filter_reason(prompt_filtered)
+        facts.blocked, facts.block_stage, facts.block_reason = True, "prompt", CONTENT_FILTER
     elif response_block or response_filtered:
-        facts.blocked, facts.block_stage = True, "response"
-        facts.block_reason = _filter_reason(response_filtered)
+        facts.blocked, facts.block_stage, facts.block_reason = True, "response", CONTENT_FILTER
     return facts
 
 
@@ -346,13 +348,18 @@ def palm_facts(body: Body) -> BodyFacts:
 
 
 def error_facts(error: ErrorInfo) -> BodyFacts:
-    """A failed call. Azure's prompt filter answers with an error coded `content_filter`."""
+    """A failed call, or Azure's prompt filter, which answers HTTP 400 coded `content_filter`.
+
+    The prompt filter is a block at the prompt stage, not an error: the service worked and
+    refused, just as Gemini's `promptFeedback.blockReason` does with HTTP 200. Counting it as an
+    error would make the same refusal an error on Azure and a block on Gemini, and page the
+    on-call for a policy decision. The HTTP error carries no usage, so tokens stay unknown.
+    """
+    if error.code == "content_filter":
+        facts = BodyFacts(blocked=True, block_stage="prompt", block_reason=CONTENT_FILTER)
+        inner = error.innererror.content_filter_result if error.innererror is not None else None
+        _add_filters(facts.safety_scores, inner)
+        return facts
     head = " ".join(str(p) for p in (error.code, error.status or error.type) if p not in (None, ""))
     message = error.message or "no message"
-    facts = BodyFacts(error=f"{head}: {message}" if head else message)
-    if error.code == "content_filter":
-        inner = error.innererror.content_filter_result if error.innererror is not None else None
-        filtered = _add_filters(facts.safety_scores, inner)
-        facts.blocked, facts.block_stage = True, "prompt"
-        facts.block_reason = _filter_reason(filtered)
-    return facts
+    return BodyFacts(error=f"{head}: {message}" if head else message)

@@ -3,6 +3,8 @@
 One OTLP document may carry many spans; each span with GenAI semantic-convention attributes
 (`gen_ai.*`) is one call. Spans without any `gen_ai.` attribute (HTTP, database, the app's own
 spans) are skipped silently: a collector exports whole traces, and those spans are not errors.
+Finish reasons are the provider's words, so they are normalised by the same table as response
+bodies (`schemas.decode.finish`); a blocking one sets `block_reason` to its upper-case word.
 
 A span has no bytes of its own in the document, so a span without `gen_ai.response.id` gets a
 request id derived from its trace and span ids, which are just as stable across redeliveries.
@@ -13,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from schemas.decode.bodies import BodyError, fail
-from schemas.decode.safety import is_response_block
+from schemas.decode.finish import canonical_finish_reason, response_block_reason
 from schemas.decode.wire import AnyValue, Span, Wire, WireBase
 from schemas.prediction_log import deterministic_request_id
 
@@ -79,7 +81,8 @@ def span_record(span: Span, path: str) -> Wire | None:
     if isinstance(reasons, str):
         reasons = [reasons]
     finish = [r for r in reasons or () if isinstance(r, str)] if isinstance(reasons, list) else []
-    blocked_by = next((r for r in finish if is_response_block(r)), None)
+    # a span lists one finish reason per choice: a block of any choice blocks the call
+    blocked_by = next((b for b in map(response_block_reason, finish) if b is not None), None)
     error = None
     if span.status is not None and span.status.code in (2, "STATUS_CODE_ERROR"):
         error = span.status.message or _str_attr(attrs, "error.type") or "span status ERROR"
@@ -103,7 +106,7 @@ def span_record(span: Span, path: str) -> Wire | None:
         blocked=blocked_by is not None,
         block_stage="response" if blocked_by is not None else None,
         block_reason=blocked_by,
-        finish_reason=finish[0] if finish else None,
+        finish_reason=canonical_finish_reason(finish[0]) if finish else None,
         error=error,
     )
     return record

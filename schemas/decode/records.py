@@ -16,6 +16,7 @@ import msgspec
 import orjson
 
 from schemas.decode.bodies import PROVIDER_KINDS, BodyError, interpret
+from schemas.decode.finish import canonical_finish_reason
 from schemas.decode.otlp import otlp_records
 from schemas.decode.wire import ARRAY_DECODER, DOCUMENT_DECODER, WIRE_DECODER, Wire
 from schemas.errors import DecodeError
@@ -175,6 +176,9 @@ def _complete(
         return DecodeError(line, "required, got nothing", raw, prefix + "model")
     if wire.request_id is None:
         wire.request_id = deterministic_request_id(raw)
+    if wire.finish_reason is not None:
+        # an envelope or a native record may carry a provider's word too (`STOP`)
+        wire.finish_reason = canonical_finish_reason(wire.finish_reason)
     return wire
 
 

@@ -53,25 +53,6 @@ VERTEX_BLOCK_REASON: Mapping[int, str] = {
     4: "PROHIBITED_CONTENT",
 }
 
-#: finish reasons meaning the service withheld the response. RECITATION is included: the
-#: service stopped the answer because it reproduced protected material, so the user got no (or a
-#: cut) answer, exactly like a safety block; `block_reason` keeps it apart from harm blocks for
-#: anyone who wants to count only those. OpenAI/Azure say `content_filter`.
-RESPONSE_BLOCK_REASONS: frozenset[str] = frozenset(
-    {
-        "SAFETY",
-        "RECITATION",
-        "BLOCKLIST",
-        "PROHIBITED_CONTENT",
-        "SPII",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_RECITATION",
-        "MODEL_ARMOR",
-        "CONTENT_FILTER",
-    }
-)
-
 _PREFIXES = ("HARM_CATEGORY_",)
 _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")
 #: raw category name → normalised; bounded (see normalise_category), read directly on hot loops
@@ -112,10 +93,6 @@ def band_score(band: str | int | None) -> float | None:
     if key.startswith("HARM_SEVERITY_"):
         key = key[len("HARM_SEVERITY_") :]
     return BAND_SCORES.get(key)
-
-
-def is_response_block(finish_reason: str | None) -> bool:
-    return finish_reason is not None and finish_reason.upper() in RESPONSE_BLOCK_REASONS
 
 
 def put_max(scores: dict[str, float], category: str, score: float) -> None:

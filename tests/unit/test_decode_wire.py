@@ -51,7 +51,9 @@ def test_otlp_document_gives_one_record_per_genai_span_and_skips_others() -> Non
     assert list(message.batch.input_tokens) == [12, 30]
     assert message.batch.request_id[0] == "chatcmpl-abc123"
     assert list(message.batch.blocked) == [False, True]
-    assert message.batch.error[1] == "response blocked"
+    assert list(message.batch.finish_reason) == ["stop", "safety"]
+    assert list(message.batch.block_reason) == [None, "CONTENT_FILTER"]
+    assert message.batch.error[1] == "response blocked"  # the span's own status says ERROR
     assert message.batch.timestamp[0] == 1717236000.0
 
 
@@ -128,12 +130,18 @@ def test_provider_hint_rejects_a_body_of_another_provider() -> None:
 def test_sse_string_body_and_azure_filters() -> None:
     sse = one("openai_sse_string.json")
     assert (sse.response, sse.finish_reason, sse.input_tokens) == ("Hello world", "length", 9)
+    # the prompt filter's HTTP 400 is a block, not a service failure (as Gemini's promptFeedback)
     denied = one("azure_prompt_filtered_error.json")
-    assert (denied.blocked, denied.block_stage) == (True, "prompt")
-    assert denied.block_reason == "content_filter:jailbreak,violence"
-    assert denied.safety_scores["violence"] == 0.75 and denied.error is not None
+    assert (denied.blocked, denied.block_stage, denied.block_reason) == (
+        True,
+        "prompt",
+        "CONTENT_FILTER",
+    )
+    assert denied.safety_scores["violence"] == 0.75 and denied.safety_scores["jailbreak"] == 1.0
+    assert (denied.error, denied.input_tokens, denied.finish_reason) == (None, None, None)
     cf = one("azure_content_filter_finish.json")
     assert (cf.blocked, cf.block_stage, cf.safety_scores["violence"]) == (True, "response", 0.5)
+    assert (cf.block_reason, cf.finish_reason, cf.error) == ("CONTENT_FILTER", "safety", None)
 
 
 @pytest.mark.parametrize(
