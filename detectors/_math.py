@@ -85,7 +85,7 @@ def burn_rate(bad: float, total: float, objective: float) -> float:
     """
     if total <= 0:
         return 0.0
-    return (bad / total) / (1.0 - objective)
+    return float((bad / total) / (1.0 - objective))
 
 
 @dataclass(frozen=True)

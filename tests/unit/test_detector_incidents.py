@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from detectors.base import Baseline, WindowRef
@@ -197,3 +198,20 @@ def test_no_judgement_on_too_few_calls() -> None:
         (detection,) = evaluate_stream(name, batches, start=HISTORY)
         assert detection.verdict == "insufficient_data", name
         assert "10 calls" in detection.reason
+
+
+def test_every_detection_reaches_the_sink_and_notifiers_as_plain_json() -> None:
+    """numpy scalars in a detection would make orjson (and so the sink) raise mid-stream."""
+    rng = np.random.default_rng(8)
+    batches = window_batches(rng, 500, HISTORY) + window_batches(
+        rng, 500, 13, block_rate=0.3, latency_scale=4.0, token_scale=2.0
+    )
+    verdicts = set()
+    for name in ("safety", "latency", "tokens"):
+        for d in evaluate_stream(name, batches, start=0):
+            restored = Detection.model_validate(orjson.loads(orjson.dumps(d.model_dump())))
+            assert restored == d
+            verdicts.add((name, d.verdict, d.condition))
+    assert ("latency", "alert", "slo_burn_rate_page") in verdicts
+    assert ("safety", "alert", "block_rate_above_ceiling") in verdicts
+    assert ("tokens", "insufficient_data", "output_tokens_above_baseline") in verdicts
