@@ -1,14 +1,15 @@
 """The one list of detectors Lookout runs, and how they are built from configuration.
 
 Adding a detector is one line in `DETECTORS`. Each class there takes its frozen config as its
-only constructor argument and names the config's type in a `config_type` class attribute whose
-no-argument construction is a valid default (so the shared contract test can build every one).
+only constructor argument (`__init__(self, config: SomeConfig)`), and `SomeConfig()` must be a
+valid default so the shared contract test can build every detector. The config type is the
+class's `config_type` attribute when it has one, else the annotation of that argument.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_type_hints
 
 from pydantic import BaseModel
 
@@ -22,6 +23,17 @@ DETECTORS: dict[str, type[Any]] = {
     "latency": LatencyDetector,
     "tokens": TokensDetector,
 }
+
+
+def config_type_of(cls: type[Any]) -> type[BaseModel]:
+    """The pydantic config class a detector class is built from."""
+    declared = getattr(cls, "config_type", None)
+    if declared is None:
+        declared = get_type_hints(cls.__init__).get("config")
+    if not (isinstance(declared, type) and issubclass(declared, BaseModel)):
+        msg = f"detector class {cls.__name__} must take a pydantic config as `config`"
+        raise TypeError(msg)
+    return declared
 
 
 class UnknownDetectorError(ValueError):
@@ -39,7 +51,7 @@ def build_detectors(configs: Mapping[str, BaseModel | None]) -> dict[str, Detect
         if cls is None:
             msg = f"unknown detector {name!r}; known detectors: {sorted(DETECTORS)}"
             raise UnknownDetectorError(msg)
-        expected = cls.config_type
+        expected = config_type_of(cls)
         if config is None:
             config = expected()
         elif not isinstance(config, expected):
