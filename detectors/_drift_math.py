@@ -39,10 +39,19 @@ PANELS_PER_PERIOD = 1.0
 
 @dataclass(frozen=True)
 class RandomFeatures:
-    """W (D × d) and b (D) of a random Fourier feature map; the same seed gives the same map."""
+    """W (D × d) and b (D) of a random Fourier feature map; the same seed gives the same map.
 
-    weights: npt.NDArray[np.float32]
+    W is stored as integers (in float32) times 2^-weight_exponent, and inputs are rounded to
+    multiples of 2^-input_exponent, with exponents chosen so that every partial sum of W·x is
+    an integer below 2²⁴ in those units. float32 BLAS then computes W·x exactly, so a row's
+    features do not depend on which other rows share its batch (BLAS blocking otherwise
+    changes the last bits, and merged states would differ from a one-pass state).
+    """
+
+    weights: npt.NDArray[np.float32]  # integer-valued
     offsets: npt.NDArray[np.float32]
+    weight_exponent: int
+    input_exponent: int
 
     @property
     def n_features(self) -> int:
@@ -53,22 +62,67 @@ class RandomFeatures:
         return int(self.weights.shape[1])
 
 
+#: bits kept of each weight of W (relative to the kernel scale)
+WEIGHT_BITS = 8
+
+
 def random_features(dimension: int, n_features: int, bandwidth: float, seed: int) -> RandomFeatures:
     """The RFF map of a Gaussian kernel of width `bandwidth` (Rahimi & Recht 2007)."""
     rng = np.random.default_rng(seed)
-    weights = rng.standard_normal((n_features, dimension)) / bandwidth
+    raw = rng.standard_normal((n_features, dimension)) / bandwidth
     offsets = rng.uniform(0.0, 2.0 * math.pi, n_features)
-    return RandomFeatures(weights.astype(np.float32), offsets.astype(np.float32))
+    weight_exponent = WEIGHT_BITS - math.ceil(math.log2(1.0 / bandwidth))
+    weights = np.rint(np.ldexp(raw, weight_exponent))
+    # |Σ q_w q_x| ≤ ‖q_w‖ ‖q_x‖ (Cauchy–Schwarz) and ‖q_x‖ ≤ 2^e + √d/2 for a unit row
+    max_norm = float(np.sqrt((weights**2).sum(axis=1)).max())
+    input_exponent = math.floor(math.log2(2.0**24 / max_norm - math.sqrt(dimension) / 2 - 1))
+    if input_exponent < 6:
+        msg = (
+            f"random features with bandwidth {bandwidth} in dimension {dimension} leave "
+            f"only {input_exponent} bits for the inputs; use a larger bandwidth"
+        )
+        raise ValueError(msg)
+    return RandomFeatures(
+        weights.astype(np.float32), offsets.astype(np.float32), weight_exponent, input_exponent
+    )
+
+
+def unit_rows_on_grid(
+    x: npt.NDArray[np.floating[Any]], norms: npt.NDArray[np.floating[Any]], rf: RandomFeatures
+) -> npt.NDArray[np.float32]:
+    """Rows scaled to unit norm and rounded to the input grid, as integers in float32."""
+    scale = (np.ldexp(1.0, rf.input_exponent) / np.asarray(norms, np.float64)).astype(np.float32)
+    grid: npt.NDArray[np.float32] = np.asarray(x, dtype=np.float32) * scale[:, None]
+    np.rint(grid, out=grid)
+    return grid
+
+
+def grid_to_unit(grid: npt.NDArray[np.float32], rf: RandomFeatures) -> npt.NDArray[np.float32]:
+    """Grid integers back to the (unit-norm, rounded) vectors they stand for."""
+    out: npt.NDArray[np.float32] = grid * np.float32(np.ldexp(1.0, -rf.input_exponent))
+    return out
+
+
+def grid_cosine_features(
+    grid: npt.NDArray[np.float32], rf: RandomFeatures
+) -> npt.NDArray[np.float32]:
+    """cos(Wx + b) per row for rows already on the input grid; in [-1, 1]."""
+    projected: npt.NDArray[np.float32] = grid @ rf.weights.T  # exact, see RandomFeatures
+    projected *= np.float32(np.ldexp(1.0, -(rf.weight_exponent + rf.input_exponent)))
+    projected += rf.offsets
+    np.cos(projected, out=projected)
+    return projected
 
 
 def cosine_features(
     x: npt.NDArray[np.floating[Any]], rf: RandomFeatures
 ) -> npt.NDArray[np.float32]:
-    """cos(Wx + b) per row, in [-1, 1]; multiply by √(2/D) for φ(x)."""
-    projected: npt.NDArray[np.float32] = np.asarray(x, dtype=np.float32) @ rf.weights.T
-    projected += rf.offsets
-    np.cos(projected, out=projected)
-    return projected
+    """cos(Wx + b) per row of unit vectors (e.g. a stored sample); √(2/D) times it is φ(x)."""
+    grid: npt.NDArray[np.float32] = np.asarray(x, dtype=np.float32) * np.float32(
+        np.ldexp(1.0, rf.input_exponent)
+    )
+    np.rint(grid, out=grid)
+    return grid_cosine_features(grid, rf)
 
 
 def fixed_point_sum(cos_features: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:

@@ -15,7 +15,7 @@ are treated as one record (probability about k²/2⁶⁵ per window).
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,10 +103,16 @@ def merge(a: Reservoir, b: Reservoir) -> Reservoir:
     return bottom_k(np.concatenate([a.keys, b.keys]), np.concatenate([a.rows, b.rows]), capacity)
 
 
-def add(reservoir: Reservoir, keys: KeyArray, rows: npt.NDArray[Any]) -> Reservoir:
-    """`reservoir` with new keyed rows folded in."""
+def add(
+    reservoir: Reservoir,
+    keys: KeyArray,
+    rows: npt.NDArray[Any],
+    transform: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
+) -> Reservoir:
+    """`reservoir` with new keyed rows folded in; `transform` maps only the rows kept."""
     fresh = bottom_k(keys, np.asarray(rows), reservoir.capacity)
-    converted = Reservoir(fresh.keys, fresh.rows.astype(reservoir.rows.dtype), fresh.capacity)
+    kept = fresh.rows if transform is None else transform(fresh.rows)
+    converted = Reservoir(fresh.keys, kept.astype(reservoir.rows.dtype), fresh.capacity)
     return merge(reservoir, converted)
 
 

@@ -36,11 +36,11 @@ class EmbeddingDriftConfig(BaseModel):
     bandwidth: float = Field(default=1.0, gt=0)
     seed: int = Field(default=20_240_917, ge=0)
     sample_size: int = Field(default=1_000, ge=0)
-    reference_sample_size: int = Field(default=2_000, ge=50)
+    reference_sample_size: int = Field(default=2_000, ge=2)
     reference_min_calls: int = Field(default=2_000, ge=1)
     min_sample: int = Field(default=50, ge=2)
     alpha: float = Field(default=1e-3, gt=0, lt=1)
-    min_effect: float = Field(default=2e-3, ge=0)
+    min_effect: float = Field(default=1e-3, ge=0)
 
     @model_validator(mode="after")
     def _reference_sample_holds_a_window(self) -> EmbeddingDriftConfig:

@@ -1,0 +1,349 @@
+"""Embedding drift: has the distribution of prompt embeddings moved away from a reference?
+
+Lifecycle (Beam CombineFn): ``empty()`` → ``add(state, batch)`` → ``merge(a, b)`` … →
+``evaluate(state, baseline, window)``; ``update_reference`` after each window.
+
+The verdict comes from a compact mergeable statistic, not from raw vectors: the exact
+fixed-point sum of D random Fourier features of the (L2-normalised) embeddings, plus a count.
+That is 2 KB for D = 256 however many calls a window has, so partial states of many replicas
+cost little in the sink, and integer sums make merges exact in any order. A bounded
+bottom-k sample of the raw embeddings (float16) rides along for evidently's second opinion,
+the report, and the reference's feature covariance.
+
+The test (see `_drift_math`): T = nm/(n+m)‖mean φ(cur) − mean φ(ref)‖², an RFF estimate of the
+kernel two-sample MMD, against its asymptotic null law Σ λᵢ χ²₁, with λᵢ the eigenvalues of
+the reference feature covariance (estimated on the reference sample) and the tail computed
+exactly with Imhof's formula. A detection also needs the bias-corrected MMD² to exceed
+`min_effect`, so a 20,000-call window does not page on a negligible change. A permutation
+test on the samples was the alternative; it needs the raw vectors of the whole window in
+one place and ~1,000 permutations to resolve α = 10⁻³, which the mergeable statistic avoids.
+
+Reference: pinned per model. The first windows are merged into it until it holds
+`reference_min_calls` embeddings; from then on it no longer changes (a change of model
+version should start a new reference: the engine keys references by model). Until then the
+detector answers ``insufficient_data``. Embeddings whose dimension is not the configured one,
+or that are not finite or have zero norm, are counted and ignored, and the detection says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors import _drift_math as dm
+from detectors import reservoir as rs
+from detectors.base import Baseline, WindowRef
+from schemas.batch import LogBatch
+from schemas.detection import Detection
+from schemas.drift_config import EmbeddingDriftConfig
+
+CONDITION = "embedding_distribution_shift"
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingDriftState:
+    """Count and fixed-point feature sum of accepted embeddings, rejections, and a sample."""
+
+    count: int
+    feature_sum: npt.NDArray[np.int64]
+    sample: rs.Reservoir
+    rejected: tuple[tuple[str, int], ...] = field(default=())  # (reason, count), sorted
+    #: eigenvalues of the feature covariance, set once a reference is pinned, so the null
+    #: distribution is computed once per reference and is the same on every replica
+    null_eigenvalues: npt.NDArray[np.float64] | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.count == 0 and not len(self.sample) and not self.rejected
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingDriftState):
+            return NotImplemented
+        return (
+            self.count == other.count
+            and np.array_equal(self.feature_sum, other.feature_sum)
+            and self.sample == other.sample
+            and self.rejected == other.rejected
+            and _same_optional(self.null_eigenvalues, other.null_eigenvalues)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _merge_counts(
+    a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, int], ...]:
+    merged: dict[str, int] = dict(a)
+    for reason, n in b:
+        merged[reason] = merged.get(reason, 0) + n
+    return tuple(sorted(merged.items()))
+
+
+class EmbeddingDriftDetector:
+    """RFF-MMD drift of prompt embeddings against a pinned per-model reference."""
+
+    name = "embedding_drift"
+    history_windows = 0
+
+    def __init__(self, config: EmbeddingDriftConfig) -> None:
+        self.config = config
+        self.features = dm.random_features(
+            config.dimension, config.n_features, config.bandwidth, config.seed
+        )
+
+    # -- accumulator -----------------------------------------------------------------------
+
+    def empty(self) -> EmbeddingDriftState:
+        return EmbeddingDriftState(
+            count=0,
+            feature_sum=np.zeros(self.config.n_features, dtype=np.int64),
+            sample=rs.Reservoir.empty(self.config.sample_size, self.config.dimension, np.float16),
+        )
+
+    def add(self, state: EmbeddingDriftState, batch: LogBatch) -> EmbeddingDriftState:
+        if not len(batch.embedding_rows):
+            return state
+        emb = batch.embeddings
+        if batch.embedding_dim != self.config.dimension:
+            reason = f"dimension_{batch.embedding_dim}"
+            return EmbeddingDriftState(
+                state.count,
+                state.feature_sum,
+                state.sample,
+                _merge_counts(state.rejected, ((reason, len(emb)),)),
+            )
+        x = np.asarray(emb, dtype=np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        good = np.isfinite(norms) & (norms > 0)
+        n_bad = int(len(good) - np.count_nonzero(good))
+        rejected = state.rejected
+        if n_bad:
+            rejected = _merge_counts(rejected, (("not_finite_or_zero", n_bad),))
+            x, norms = x[good], norms[good]
+        if not len(x):
+            return EmbeddingDriftState(state.count, state.feature_sum, state.sample, rejected)
+        # unit-normalised and rounded to the feature map's grid in one pass, so a row's
+        # features are bit-identical whichever batch it arrives in
+        grid = dm.unit_rows_on_grid(x, norms, self.features)
+        feature_sum = state.feature_sum + dm.fixed_point_sum(
+            dm.grid_cosine_features(grid, self.features)
+        )
+        sample = state.sample
+        if self.config.sample_size:
+            ids = batch.request_id[batch.embedding_rows[good]]
+            keys = rs.hash_ids(ids, self.config.seed)
+            sample = rs.add(sample, keys, grid, lambda rows: dm.grid_to_unit(rows, self.features))
+        return EmbeddingDriftState(state.count + len(x), feature_sum, sample, rejected)
+
+    def merge(self, a: EmbeddingDriftState, b: EmbeddingDriftState) -> EmbeddingDriftState:
+        """Sum of two partial states; a pinned reference merged with anything stops being one."""
+        if b.is_empty:
+            return a
+        if a.is_empty:
+            return b
+        return EmbeddingDriftState(
+            a.count + b.count,
+            a.feature_sum + b.feature_sum,
+            rs.merge(a.sample, b.sample),
+            _merge_counts(a.rejected, b.rejected),
+        )
+
+    def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
+        """JSON-safe row: the feature sum as base64 int64 (2 KB at D = 256), sample as float16."""
+        return {
+            "count": state.count,
+            "feature_sum": base64.b64encode(state.feature_sum.astype("<i8").tobytes()).decode(),
+            "sample": rs.to_row(state.sample),
+            "rejected": [[reason, n] for reason, n in state.rejected],
+            "null_eigenvalues": None
+            if state.null_eigenvalues is None
+            else [float(v) for v in state.null_eigenvalues],
+        }
+
+    def from_row(self, row: Mapping[str, Any]) -> EmbeddingDriftState:
+        feature_sum = np.frombuffer(base64.b64decode(row["feature_sum"]), dtype="<i8")
+        if len(feature_sum) != self.config.n_features:
+            msg = (
+                f"embedding_drift row has {len(feature_sum)} features, the configuration "
+                f"{self.config.n_features}: rows were written with a different configuration"
+            )
+            raise ValueError(msg)
+        return EmbeddingDriftState(
+            count=int(row["count"]),
+            feature_sum=feature_sum.astype(np.int64),
+            sample=rs.from_row(row["sample"]),
+            rejected=tuple((str(r), int(n)) for r, n in row["rejected"]),
+            null_eigenvalues=None
+            if row.get("null_eigenvalues") is None
+            else np.asarray(row["null_eigenvalues"], dtype=np.float64),
+        )
+
+    # -- reference ---------------------------------------------------------------------------
+
+    def update_reference(
+        self, reference: EmbeddingDriftState | None, state: EmbeddingDriftState
+    ) -> EmbeddingDriftState | None:
+        """Grow the reference from closed windows until it is full, then keep it pinned."""
+        if reference is not None and reference.count >= self.config.reference_min_calls:
+            return reference if reference.null_eigenvalues is not None else self._pin(reference)
+        if state.count == 0:
+            return reference
+        base = reference if reference is not None else self.empty()
+        merged = self.merge(base, state)
+        grown = EmbeddingDriftState(
+            merged.count,
+            merged.feature_sum,
+            merged.sample.with_capacity(self.config.reference_sample_size),
+            merged.rejected,
+        )
+        return self._pin(grown) if grown.count >= self.config.reference_min_calls else grown
+
+    def _pin(self, reference: EmbeddingDriftState) -> EmbeddingDriftState:
+        eig = dm.feature_covariance_eigenvalues(
+            dm.cosine_features(reference.sample.rows, self.features)
+        )
+        return EmbeddingDriftState(
+            reference.count, reference.feature_sum, reference.sample, reference.rejected, eig
+        )
+
+    # -- verdict -----------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        state: EmbeddingDriftState,
+        baseline: Baseline[EmbeddingDriftState],
+        window: WindowRef,
+    ) -> Detection:
+        cfg = self.config
+        reference = baseline.reference
+        details: dict[str, Any] = {
+            "rejected": dict(state.rejected),
+            "n_features": cfg.n_features,
+            "dimension": cfg.dimension,
+        }
+
+        def refuse(reason: str) -> Detection:
+            return self._detection(window, "insufficient_data", reason, state.count, details)
+
+        rejected_note = _rejection_note(state, cfg.dimension)
+        if reference is None or reference.count < cfg.reference_min_calls:
+            have = 0 if reference is None else reference.count
+            return refuse(
+                f"no reference yet: it holds {have} of the {cfg.reference_min_calls} "
+                f"embeddings it needs{rejected_note}"
+            )
+        if len(reference.sample) < 2 * cfg.min_sample:
+            return refuse(
+                f"the reference sample holds {len(reference.sample)} embeddings, fewer than "
+                f"{2 * cfg.min_sample} needed to estimate the null distribution"
+            )
+        if state.count < cfg.min_sample:
+            return refuse(
+                f"{state.count} embeddings in the window, fewer than the minimum "
+                f"{cfg.min_sample}{rejected_note}"
+            )
+
+        n_feat = cfg.n_features
+        mean_cur = dm.feature_mean(state.feature_sum, state.count, n_feat)
+        mean_ref = dm.feature_mean(reference.feature_sum, reference.count, n_feat)
+        eig = reference.null_eigenvalues
+        if eig is None:
+            eig = self._pin(reference).null_eigenvalues
+            assert eig is not None
+        test = dm.mean_embedding_test(mean_cur, state.count, mean_ref, reference.count, eig)
+        drifted = test.p_value < cfg.alpha and test.mmd2 >= cfg.min_effect
+        details.update(
+            statistic=test.statistic,
+            mmd2_null_sd=test.mmd2_null_sd,
+            reference_calls=reference.count,
+            reference_sample=len(reference.sample),
+            alpha=cfg.alpha,
+        )
+        if drifted:
+            reason = (
+                f"prompt embeddings moved: MMD² {test.mmd2:.4f} ≥ {cfg.min_effect} and "
+                f"p = {test.p_value:.2g} < {cfg.alpha} over {state.count} calls"
+            )
+        elif test.p_value < cfg.alpha:
+            reason = (
+                f"a significant but small change (MMD² {test.mmd2:.4f} < {cfg.min_effect}) "
+                f"over {state.count} calls"
+            )
+        else:
+            reason = f"no significant change over {state.count} calls (p = {test.p_value:.2g})"
+        return self._detection(
+            window,
+            "alert" if drifted else "ok",
+            reason + rejected_note,
+            state.count,
+            details,
+            value=test.mmd2,
+            p_value=test.p_value,
+        )
+
+    def _detection(
+        self,
+        window: WindowRef,
+        verdict: str,
+        reason: str,
+        sample_size: int,
+        details: dict[str, Any],
+        value: float | None = None,
+        p_value: float | None = None,
+    ) -> Detection:
+        return Detection.model_validate(
+            {
+                "detector": self.name,
+                "model": window.model,
+                "window_start": window.start,
+                "window_end": window.end,
+                "verdict": verdict,
+                "condition": CONDITION,
+                "severity": "warning",
+                "value": value,
+                "threshold": self.config.min_effect,
+                "baseline": 0.0,
+                "p_value": p_value,
+                "sample_size": sample_size,
+                "reason": reason,
+                "details": details,
+            }
+        )
+
+
+def _same_optional(a: npt.NDArray[np.float64] | None, b: npt.NDArray[np.float64] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return np.array_equal(a, b)
+
+
+def _rejection_note(state: EmbeddingDriftState, dimension: int) -> str:
+    if not state.rejected:
+        return ""
+    parts = []
+    for reason, n in state.rejected:
+        if reason.startswith("dimension_"):
+            got = reason.removeprefix("dimension_")
+            parts.append(f"{n} embeddings of dimension {got} (expected {dimension})")
+        else:
+            parts.append(f"{n} embeddings not finite or of zero norm")
+    return "; ignored " + ", ".join(parts)
+
+
+def row_size_bytes(row: Mapping[str, Any]) -> int:
+    """Size of a row as compact JSON, for sizing the sink."""
+    return len(json.dumps(row, separators=(",", ":")))
+
+
+__all__ = [
+    "CONDITION",
+    "EmbeddingDriftDetector",
+    "EmbeddingDriftState",
+    "row_size_bytes",
+]
