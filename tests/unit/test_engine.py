@@ -1,0 +1,441 @@
+"""The engine as the people running it see it: acks, counts, shards, memory and restarts.
+
+Every assertion is on something a user can observe: what the source was told (acks), what the
+sink holds (the merged view, detections, alerts) and what the engine reports (stats). Time is a
+FakeClock; sink outages are the MemorySink's switch; restarts are a new engine (or a new
+pipeline) on the same sink.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+
+from alerts.state import AlertTracker
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
+from schemas.batch import LogBatch
+from schemas.config import (
+    DetectorsConfig,
+    DuckDBSinkConfig,
+    EngineConfig,
+    LookoutConfig,
+)
+from schemas.detection import Alert, Detection
+from schemas.prediction_log import PredictionLog
+from worker.duckdb_sink import DuckDBSink
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.pipeline import Pipeline, build_pipeline
+from worker.simulator import Incident, SimulationConfig, simulate_batches
+from worker.sink import Sink
+from worker.testing import FakeClock, MemorySink
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+S0 = int(T0.timestamp())
+NAMES = ("safety", "latency", "tokens")
+
+
+def logs(prefix: str, second: float, n: int, *, model: str = "a", blocked: int = 0) -> LogBatch:
+    return LogBatch.from_logs(
+        PredictionLog(
+            request_id=f"{prefix}-{i}",
+            timestamp=T0 + timedelta(seconds=second),
+            model=model,
+            latency_ms=150.0 + i,
+            input_tokens=200,
+            output_tokens=100 + i,
+            blocked=i < blocked,
+            block_stage="prompt" if i < blocked else None,
+        )
+        for i in range(n)
+    )
+
+
+def make_engine(sink: Sink, clock: FakeClock | None = None, **settings: Any) -> Engine:
+    detectors = build_detectors(dict.fromkeys(NAMES))
+    evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+    return Engine(EngineSettings(**settings), detectors, sink, evaluator, now=clock or FakeClock())
+
+
+def simulated(
+    minutes: float, *, models: Sequence[str] = ("gemini-1.5-flash", "text-bison"), rate: float = 60
+) -> list[LogBatch]:
+    config = SimulationConfig(
+        start=T0,
+        hours=minutes / 60,
+        models=tuple(models),
+        calls_per_minute=rate,
+        embedding_fraction=0.0,
+    )
+    return list(simulate_batches(config, seconds_per_batch=20))
+
+
+def records_per_window(sink: MemorySink) -> dict[tuple[str, int], int]:
+    return {key: w.records for key, w in sink.merged().items()}
+
+
+# -- 1. acks only after durability ---------------------------------------------------------------
+
+
+def test_nothing_is_acked_before_the_checkpoint_that_holds_it_is_durable() -> None:
+    sink = MemorySink()
+    acked: list[str] = []
+    durable_when_acked: list[bool] = []
+    sent: dict[str, list[str]] = {}
+
+    def on_ack(ack_ids: Sequence[str]) -> None:
+        stored = set(sink.request_ids())
+        durable_when_acked.extend(set(sent[a]) <= stored for a in ack_ids)
+        acked.extend(ack_ids)
+
+    engine = make_engine(sink)
+    engine.set_ack_handler(on_ack)
+    for i in range(3):
+        batch = logs(f"m{i}", 10 * i, 5)
+        sent[f"m{i}"] = batch.request_id.tolist()
+        engine.feed(batch, [f"m{i}"])
+    assert acked == []
+    assert engine.pending_messages == 3
+    assert sink.total_records() == 0
+
+    assert engine.checkpoint()
+    assert acked == ["m0", "m1", "m2"]
+    assert all(durable_when_acked)
+    assert engine.pending_messages == 0
+    assert engine.checkpoint()  # nothing new: nothing acked twice
+    assert acked == ["m0", "m1", "m2"]
+
+
+def test_while_the_sink_refuses_writes_nothing_is_acked_and_nothing_is_lost() -> None:
+    sink = MemorySink()
+    acked: list[str] = []
+    engine = make_engine(sink)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("before", 5, 4), ["before"])
+    assert engine.checkpoint()
+
+    sink.fail_writes()
+    for i in range(5):
+        engine.feed(logs(f"down{i}", 20 + 30 * i, 10), [f"down{i}"])
+        engine.tick()
+        assert not engine.checkpoint()
+    assert acked == ["before"]
+    assert sink.total_records() == 4
+    assert engine.stats.checkpoint_failures == 5
+    assert engine.pending_messages == 5
+
+    sink.heal()  # the same process carries on: no restart
+    assert engine.checkpoint()
+    assert acked == ["before"] + [f"down{i}" for i in range(5)]
+    assert sink.total_records() == 54
+    assert len(sink.request_ids()) == len(set(sink.request_ids())) == 54
+    assert engine.stats.records == 54
+
+
+def test_a_failed_checkpoint_holds_back_alerts_and_verdicts_until_it_succeeds() -> None:
+    sink = MemorySink()
+    sent: list[Alert] = []
+    detectors = build_detectors(dict.fromkeys(NAMES))
+    evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+    engine = Engine(EngineSettings(), detectors, sink, evaluator, notify=sent.extend)
+    engine.feed(logs("spike", 10, 200, blocked=200))  # above the ceiling: pages at once
+    engine.feed(logs("after", 100, 5))
+    sink.fail_writes(count=2)
+    engine.tick()
+    assert not engine.checkpoint()
+    assert not engine.checkpoint()
+    assert sent == [] and sink.alerts() == [] and sink.detections() == []
+
+    assert engine.checkpoint()
+    assert [(a.status, a.condition) for a in sent] == [("firing", "block_rate_above_ceiling")]
+    assert sink.alerts() == sent
+    assert len(sink.detections()) == 3
+
+
+def test_tick_checkpoints_on_the_injected_clock() -> None:
+    sink = MemorySink()
+    clock = FakeClock()
+    acked: list[str] = []
+    engine = make_engine(sink, clock, checkpoint_seconds=5.0)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("a", 1, 3), ["a"])
+    clock.advance(4.9)
+    engine.tick()
+    assert acked == [] and sink.checkpoints_written == 0
+    clock.advance(0.1)
+    engine.tick()
+    assert acked == ["a"] and sink.checkpoints_written == 1
+    engine.feed(logs("b", 2, 3), ["b"])
+    clock.advance(3)
+    engine.tick()
+    assert acked == ["a"]
+    clock.advance(2)
+    engine.tick()
+    assert acked == ["a", "b"]
+
+
+# -- 2. dedup --------------------------------------------------------------------------------------
+
+
+def test_the_same_records_count_once_within_a_batch_and_across_checkpoints() -> None:
+    sink = MemorySink()
+    engine = make_engine(sink)
+    batch = logs("r", 10, 8)
+    engine.feed(LogBatch.concat([batch, batch.take(np.array([1, 3]))]))
+    assert engine.checkpoint()
+    engine.feed(batch)
+    engine.feed(batch.take(np.array([0, 7])))
+    assert engine.checkpoint()
+    assert records_per_window(sink) == {("a", S0): 8}
+    assert sink.merged()[("a", S0)].calls == 8
+    assert (engine.stats.records, engine.stats.duplicates) == (8, 12)
+
+
+def test_a_restarted_engine_on_the_same_sink_does_not_count_replayed_records_again() -> None:
+    sink = MemorySink()
+    first = make_engine(sink, writer_id="before")
+    batches = simulated(6)
+    for b in batches[:12]:
+        first.feed(b)
+        first.tick()
+    assert first.checkpoint()  # then the process dies: no finish
+    before = records_per_window(sink)
+
+    second = make_engine(sink, writer_id="after")
+    for b in batches:  # the source redelivers from the start
+        second.feed(b)
+        second.tick()
+    assert second.finish(end_of_input=True)
+    total = sum(len(b) for b in batches)
+    assert sink.total_records() == total
+    assert second.stats.duplicates == sum(before.values())
+    assert len(sink.request_ids()) == len(set(sink.request_ids())) == total
+
+
+# -- 3. shards -------------------------------------------------------------------------------------
+
+
+def split_rows(batch: LogBatch) -> tuple[LogBatch, LogBatch]:
+    """Rows to two replicas by a hash of the request id (Pub/Sub hands messages out anyhow)."""
+    mask = np.array([zlib.crc32(r.encode()) % 2 == 0 for r in batch.request_id], dtype=bool)
+    return batch.take(mask), batch.take(~mask)
+
+
+def feed_all(engine: Engine, batches: Sequence[LogBatch], checkpoint_every: int) -> None:
+    for i, b in enumerate(batches):
+        if len(b):
+            engine.feed(b)
+        if i % checkpoint_every == 0:
+            assert engine.checkpoint()
+    assert engine.finish(end_of_input=True)
+
+
+def merged_states(sink: Sink, model: str, start: int) -> dict[str, dict[str, Any]]:
+    detectors = build_detectors(dict.fromkeys(NAMES))
+    stored = sink.load_window(model, start)
+    out = {n: d.empty() for n, d in detectors.items()}
+    for row in stored.partial_states:
+        for n, d in detectors.items():
+            out[n] = d.merge(out[n], d.from_row(row[n]))
+    return {n: detectors[n].to_row(s) for n, s in out.items()}
+
+
+def open_sink(kind: str, path: Path) -> Sink:
+    return DuckDBSink(path) if kind == "duckdb" else MemorySink()
+
+
+@pytest.mark.parametrize("kind", ["memory", "duckdb"])
+def test_two_replicas_sharing_a_sink_merge_to_the_numbers_of_one(kind: str, tmp_path: Path) -> None:
+    batches = simulated(7, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=90)
+    one_sink = open_sink(kind, tmp_path / "one.duckdb")
+    feed_all(make_engine(one_sink, writer_id="solo", evaluate=False), batches, checkpoint_every=4)
+
+    shared = open_sink(kind, tmp_path / "shared.duckdb")
+    halves = [split_rows(b) for b in batches]
+    left = make_engine(shared, writer_id="replica-0", evaluate=False)
+    right = make_engine(shared, writer_id="replica-1", evaluate=False)
+    # the replicas interleave their checkpoints at different cadences
+    for i, (a, b) in enumerate(halves):
+        left.feed(a)
+        right.feed(b)
+        if i % 2 == 0:
+            assert left.checkpoint()
+        if i % 5 == 0:
+            assert right.checkpoint()
+    assert left.finish(end_of_input=True) and right.finish(end_of_input=True)
+    assert left.stats.records > 0 and right.stats.records > 0
+
+    windows = [(m, s) for m in sorted(one_sink.models()) for s in range(S0, S0 + 7 * 60, 60)]
+    assert list(shared.models()) == list(one_sink.models())
+    for model, start in windows:
+        expected = merged_states(one_sink, model, start)
+        # a float sum depends on the order it was added in; everything else must match exactly
+        expected["latency"]["sum_ms"] = pytest.approx(expected["latency"]["sum_ms"], rel=1e-12)
+        assert merged_states(shared, model, start) == expected
+        assert (
+            shared.load_window(model, start).records == one_sink.load_window(model, start).records
+        )
+        assert shared.load_window(model, start).request_ids == (
+            one_sink.load_window(model, start).request_ids
+        )
+    one_sink.close()
+    shared.close()
+    if kind == "duckdb":
+        view = (
+            "SELECT model, window_start, records, late_records, calls, blocked, prompt_blocks, "
+            "response_blocks, latency_count, round(latency_sum_ms, 6), token_calls "
+            "FROM window_metrics_merged ORDER BY 1, 2"
+        )
+        with (
+            duckdb.connect(str(tmp_path / "one.duckdb"), read_only=True) as one,
+            duckdb.connect(str(tmp_path / "shared.duckdb"), read_only=True) as two,
+        ):
+            assert two.execute(view).fetchall() == one.execute(view).fetchall()
+            assert two.execute(
+                "SELECT count(DISTINCT writer_id) FROM window_metrics"
+            ).fetchall() == [(2,)]
+
+
+# -- 5. memory -------------------------------------------------------------------------------------
+
+
+def test_open_windows_stay_bounded_over_a_long_stream_and_judged_windows_are_dropped() -> None:
+    sink = MemorySink()
+    clock = FakeClock()
+    engine = make_engine(sink, clock, allowed_lateness_seconds=30)
+    config = SimulationConfig(
+        start=T0, hours=2, calls_per_minute=20, embedding_fraction=0.0
+    )  # three models, 120 windows each
+    most = 0
+    for batch in simulate_batches(config, seconds_per_batch=30):
+        engine.feed(batch)
+        clock.advance(5)
+        engine.tick()
+        most = max(most, engine.open_windows)
+    assert engine.finish(end_of_input=True)
+    # per model: the window being filled, the one within lateness, the one judged last
+    assert most <= 3 * 4
+    windows = Counter((d.model, d.window_start) for d in sink.detections())
+    assert len(windows) == 3 * 120 and set(windows.values()) == {3}
+    assert sink.total_records() == engine.stats.records
+
+
+def test_out_of_order_input_is_held_to_max_open_windows() -> None:
+    sink = MemorySink()
+    engine = make_engine(sink, max_open_windows=8)
+    batches = simulated(30, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=30)
+    random.Random(5).shuffle(batches)
+    for batch in batches:
+        engine.feed(batch)
+        engine.tick()
+        assert engine.open_windows <= 8
+    assert engine.finish(end_of_input=True)
+    total = sum(len(b) for b in batches)
+    assert sink.total_records() == total == engine.stats.records
+    verdicts = Counter((d.model, d.window_start) for d in sink.detections())
+    assert len(verdicts) == 3 * 30 and set(verdicts.values()) == {3}  # each window judged once
+
+
+# -- 6. restarts keep baselines and alert state ------------------------------------------------
+
+
+def pipeline(path: Path, writer: str, **kwargs: Any) -> Pipeline:
+    config = LookoutConfig(
+        sink=DuckDBSinkConfig(path=str(path)),
+        engine=EngineConfig(writer_id=writer),
+        detectors=DetectorsConfig(enabled=NAMES),
+        alerting=AlertingConfig(notify_on_escalation=False),
+    )
+    return build_pipeline(config, alert_stream=None, keep_detections=True, **kwargs)
+
+
+MODEL = "gemini-1.5-flash"
+CUT = T0 + timedelta(minutes=15, seconds=10)
+
+
+def incident_stream() -> tuple[list[LogBatch], list[LogBatch]]:
+    """28 minutes of one model; its block rate ×5 from minute 10 to 20. Split at CUT."""
+    config = SimulationConfig(
+        start=T0,
+        hours=28 / 60,
+        models=(MODEL,),
+        calls_per_minute=400,
+        embedding_fraction=0.0,
+        incidents=(
+            Incident("safety_spike", timedelta(minutes=10), timedelta(minutes=10), magnitude=5),
+        ),
+    )
+    batches = list(simulate_batches(config, seconds_per_batch=20))
+    cut = CUT.timestamp()
+    return [b for b in batches if b.timestamp[0] < cut], [
+        b for b in batches if b.timestamp[0] >= cut
+    ]
+
+
+def run(
+    p: Pipeline, batches: Sequence[LogBatch], *, end: bool
+) -> tuple[list[Alert], list[Detection]]:
+    for b in batches:
+        p.engine.feed(b)
+        p.engine.tick()
+    assert p.engine.finish(end_of_input=end)
+    p.close()
+    return list(p.engine.stats.alerts), list(p.engine.stats.detections)
+
+
+SAFETY_KEY = f"lookout:{MODEL}:safety:block_rate_above_baseline"
+
+
+def pages(alerts: Sequence[Alert], status: str = "firing") -> list[Alert]:
+    return [a for a in alerts if a.dedup_key == SAFETY_KEY and a.status == status]
+
+
+def test_restart_mid_incident_does_not_page_again_and_resolves_once(tmp_path: Path) -> None:
+    path = tmp_path / "lookout.duckdb"
+    before, after = incident_stream()
+    first_alerts, _ = run(pipeline(path, "pod-1"), before, end=False)
+    assert len(pages(first_alerts)) == 1  # the incident is open when the pod is replaced
+    shutil.copy(path, tmp_path / "forgetful.duckdb")
+
+    second_alerts, _ = run(pipeline(path, "pod-2"), after, end=True)
+    assert pages(second_alerts) == []
+    assert len(pages(second_alerts, "resolved")) == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT status, count(*) FROM alerts WHERE dedup_key = ? GROUP BY 1 ORDER BY 1",
+            [SAFETY_KEY],
+        ).fetchall()
+    assert rows == [("firing", 1), ("resolved", 1)]
+
+    # control: the same restart without the persisted alert state pages a second time
+    with duckdb.connect(str(tmp_path / "forgetful.duckdb")) as con:
+        con.execute("DELETE FROM alert_state")
+    forgetful_alerts, _ = run(pipeline(tmp_path / "forgetful.duckdb", "pod-2"), after, end=True)
+    assert len(pages(forgetful_alerts)) == 1
+
+
+def test_detectors_have_their_baseline_right_after_a_restart(tmp_path: Path) -> None:
+    before, after = incident_stream()
+    run(pipeline(tmp_path / "lookout.duckdb", "pod-1"), before, end=False)
+    _, detections = run(pipeline(tmp_path / "lookout.duckdb", "pod-2"), after, end=True)
+    first_window = min(d.window_start for d in detections)
+    first = {d.detector: d for d in detections if d.window_start == first_window}
+    assert set(first) == set(NAMES)
+    for d in first.values():
+        assert d.verdict != "insufficient_data", d.reason
+
+    # control: a worker that never saw the history cannot judge its first window
+    _, cold = run(pipeline(tmp_path / "cold.duckdb", "pod-3"), after, end=True)
+    cold_first = min(d.window_start for d in cold)
+    assert {d.verdict for d in cold if d.window_start == cold_first} == {"insufficient_data"}
