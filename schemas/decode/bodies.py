@@ -35,7 +35,6 @@ from schemas.decode.safety import (
     band_score,
     enum_name,
     normalise_category,
-    put_max,
 )
 from schemas.decode.wire import (
     BODY_DECODER,
@@ -45,6 +44,7 @@ from schemas.decode.wire import (
     PalmSafetyAttributes,
     SafetyRating,
 )
+from schemas.prediction_log import BlockStage
 
 PROVIDER_KINDS = ("gemini", "palm", "openai")
 #: `block_reason` of every Azure/OpenAI content-filter block, prompt or response stage; which
@@ -73,7 +73,7 @@ class BodyFacts:
     input_tokens: int | None = None
     output_tokens: int | None = None
     blocked: bool = False
-    block_stage: str | None = None
+    block_stage: BlockStage | None = None
     block_reason: str | None = None
     safety_scores: dict[str, float] = field(default_factory=dict)
     finish_reason: str | None = None
@@ -106,10 +106,19 @@ def body_kind(body: Body) -> str | None:
 
 def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyFacts:
     """The facts of one call's response body; raises BodyError when it has no known shape."""
-    if isinstance(body, str):
+    if isinstance(body, Body):  # the common case, one document: no stream bookkeeping
+        kind = body_kind(body)
+        if kind == "error" and body.error is not None:
+            return error_facts(body.error)
+        if kind is not None and (expected_kind is None or kind == expected_kind):
+            if kind == "palm":
+                return palm_facts(body)
+            return gemini_facts([body]) if kind == "gemini" else openai_facts([body])
+        chunks = [body]  # not a known shape, or not the expected one: reported below
+    elif isinstance(body, str):
         chunks = parse_sse(body)
     else:
-        chunks = body if isinstance(body, list) else [body]
+        chunks = body
     if not chunks:
         fail("response_body", "a stream must hold at least one chunk, got []")
     chunk_kinds = [body_kind(c) for c in chunks]
@@ -169,12 +178,22 @@ def parse_sse(text: str) -> list[Body]:
 
 
 def _add_ratings(scores: dict[str, float], ratings: list[SafetyRating] | None) -> None:
-    for r in ratings or ():
-        if r.category is None:
+    """Ratings into scores, the highest per category; on every record, so lookups are inlined."""
+    if not ratings:
+        return
+    for r in ratings:
+        raw = r.category
+        if raw is None:
             continue
-        score = r.probabilityScore if r.probabilityScore is not None else band_score(r.probability)
-        if score is not None:
-            put_max(scores, normalise_category(r.category), score)
+        score = r.probabilityScore
+        if score is None:
+            score = band_score(r.probability)
+            if score is None:
+                continue
+        category = CATEGORY_CACHE.get(raw) or normalise_category(raw)
+        old = scores.get(category)
+        if old is None or score > old:
+            scores[category] = score
 
 
 def gemini_facts(chunks: list[Body]) -> BodyFacts:
@@ -299,10 +318,11 @@ def openai_facts(chunks: list[Body]) -> BodyFacts:
     return facts
 
 
-def _whole(value: float | None, path: str) -> int | None:
+def _whole(value: float | None, which: str) -> int | None:
     if value is None:
         return None
     if not float(value).is_integer():
+        path = f"response_body.metadata.tokenMetadata.{which}.totalTokens"
         fail(path, f"must be a whole number of tokens, got {value!r}")
     return int(value)
 
@@ -322,9 +342,13 @@ def palm_facts(body: Body) -> BodyFacts:
                     f"categories and scores must pair up, got {len(categories)} categories "
                     f"and {len(scores)} scores",
                 )
-            for category, score in zip(categories, scores, strict=True):
-                put_max(facts.safety_scores, normalise_category(category), score)
-            _add_ratings(facts.safety_scores, a.safetyRatings)
+            out = facts.safety_scores
+            for raw, score in zip(categories, scores, strict=True):
+                category = CATEGORY_CACHE.get(raw) or normalise_category(raw)
+                old = out.get(category)
+                if old is None or score > old:
+                    out[category] = score
+            _add_ratings(out, a.safetyRatings)
             if a.blocked:
                 facts.blocked, facts.block_stage, facts.block_reason = True, "response", "SAFETY"
         if i == 0:
@@ -335,15 +359,10 @@ def palm_facts(body: Body) -> BodyFacts:
             )
     tokens = body.metadata.tokenMetadata if body.metadata is not None else None
     if tokens is not None:
-        path = "response_body.metadata.tokenMetadata"
         if tokens.inputTokenCount is not None:
-            facts.input_tokens = _whole(
-                tokens.inputTokenCount.totalTokens, f"{path}.inputTokenCount.totalTokens"
-            )
+            facts.input_tokens = _whole(tokens.inputTokenCount.totalTokens, "inputTokenCount")
         if tokens.outputTokenCount is not None:
-            facts.output_tokens = _whole(
-                tokens.outputTokenCount.totalTokens, f"{path}.outputTokenCount.totalTokens"
-            )
+            facts.output_tokens = _whole(tokens.outputTokenCount.totalTokens, "outputTokenCount")
     return facts
 
 

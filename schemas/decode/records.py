@@ -27,20 +27,6 @@ FORMATS: tuple[str, ...] = ("native", "envelope", "logentry", "otlp", *PROVIDER_
 
 Item = tuple[int, bytes, Wire | DecodeError]
 
-_FACT_FIELDS = (
-    "model_version",
-    "input_tokens",
-    "output_tokens",
-    "blocked",
-    "block_stage",
-    "block_reason",
-    "safety_scores",
-    "finish_reason",
-    "citation_count",
-    "response",
-    "error",
-)
-
 
 def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
     """(line, bytes) of each record: one JSON document, or NDJSON with blank lines skipped.
@@ -160,9 +146,29 @@ def _complete(
             facts = interpret(wire.response_body, kind)
         except BodyError as e:
             return DecodeError(line, e.reason, raw, prefix + e.field)
-        for name in _FACT_FIELDS:
-            if getattr(wire, name) is None:
-                setattr(wire, name, getattr(facts, name))
+        # the envelope's own values win; written out field by field, as this runs per record
+        if wire.model_version is None:
+            wire.model_version = facts.model_version
+        if wire.input_tokens is None:
+            wire.input_tokens = facts.input_tokens
+        if wire.output_tokens is None:
+            wire.output_tokens = facts.output_tokens
+        if wire.blocked is None:
+            wire.blocked = facts.blocked
+        if wire.block_stage is None:
+            wire.block_stage = facts.block_stage
+        if wire.block_reason is None:
+            wire.block_reason = facts.block_reason
+        if wire.safety_scores is None:
+            wire.safety_scores = facts.safety_scores
+        if wire.finish_reason is None:
+            wire.finish_reason = facts.finish_reason
+        if wire.citation_count is None:
+            wire.citation_count = facts.citation_count
+        if wire.response is None:
+            wire.response = facts.response
+        if wire.error is None:
+            wire.error = facts.error
         wire.response_body = None
     if wire.timestamp is None and wire.model is None and wire.request_id is None and not prefix:
         reason = "no field of a known format (native, envelope, logentry, otlp) was found"

@@ -29,7 +29,7 @@ NonNegInt = Annotated[int, Meta(ge=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]
 
 
-class SafetyRating(Struct):
+class SafetyRating(Struct, gc=False):
     """Gemini `safetyRatings[]` and PaLM `safetyAttributes.safetyRatings[]` (ints: enum codes)."""
 
     category: str | int | None = None
@@ -38,23 +38,23 @@ class SafetyRating(Struct):
     blocked: bool | None = None
 
 
-class CitationMetadata(Struct):
+class CitationMetadata(Struct, gc=False):
     """Vertex names the list `citations`, the Gemini API `citationSources`; only counted."""
 
     citations: list[Raw] | None = None
     citationSources: list[Raw] | None = None
 
 
-class Part(Struct):
+class Part(Struct, gc=False):
     text: str | None = None
     thought: bool | None = None
 
 
-class Content(Struct):
+class Content(Struct, gc=False):
     parts: list[Part] | None = None
 
 
-class Candidate(Struct):
+class Candidate(Struct, gc=False):
     index: int | None = None
     content: Content | None = None
     finishReason: str | int | None = None
@@ -62,46 +62,46 @@ class Candidate(Struct):
     citationMetadata: CitationMetadata | None = None
 
 
-class PromptFeedback(Struct):
+class PromptFeedback(Struct, gc=False):
     blockReason: str | int | None = None
     safetyRatings: list[SafetyRating] | None = None
 
 
-class GeminiUsage(Struct):
+class GeminiUsage(Struct, gc=False):
     promptTokenCount: NonNegInt | None = None
     candidatesTokenCount: NonNegInt | None = None
     thoughtsTokenCount: NonNegInt | None = None
     totalTokenCount: NonNegInt | None = None
 
 
-class PalmSafetyAttributes(Struct):
+class PalmSafetyAttributes(Struct, gc=False):
     categories: list[str] | None = None
     scores: list[float] | None = None
     blocked: bool | None = None
     safetyRatings: list[SafetyRating] | None = None
 
 
-class PalmPrediction(Struct):
+class PalmPrediction(Struct, gc=False):
     content: str | None = None
     safetyAttributes: PalmSafetyAttributes | list[PalmSafetyAttributes] | None = None
     citationMetadata: CitationMetadata | None = None
 
 
-class PalmTokenCount(Struct):
+class PalmTokenCount(Struct, gc=False):
     # floats: the Vertex SDK hands these over as protobuf Struct numbers (448.0)
     totalTokens: NonNegFloat | None = None
 
 
-class PalmTokenMetadata(Struct):
+class PalmTokenMetadata(Struct, gc=False):
     inputTokenCount: PalmTokenCount | None = None
     outputTokenCount: PalmTokenCount | None = None
 
 
-class PalmMetadata(Struct):
+class PalmMetadata(Struct, gc=False):
     tokenMetadata: PalmTokenMetadata | None = None
 
 
-class FilterResult(Struct):
+class FilterResult(Struct, gc=False):
     """One Azure content-filter category: `severity` for harm classes, `detected` for others."""
 
     filtered: bool | None = None
@@ -113,20 +113,20 @@ class FilterResult(Struct):
 FilterResults = dict[str, FilterResult | list[Raw]]
 
 
-class Annotation(Struct):
+class Annotation(Struct, gc=False):
     type: str | None = None
 
 
-class Message(Struct):
+class Message(Struct, gc=False):
     content: str | None = None
     annotations: list[Annotation] | None = None
 
 
-class Delta(Struct):
+class Delta(Struct, gc=False):
     content: str | None = None
 
 
-class Choice(Struct):
+class Choice(Struct, gc=False):
     index: int | None = None
     message: Message | None = None
     delta: Delta | None = None
@@ -134,20 +134,20 @@ class Choice(Struct):
     content_filter_results: FilterResults | None = None
 
 
-class PromptFilter(Struct):
+class PromptFilter(Struct, gc=False):
     content_filter_results: FilterResults | None = None
 
 
-class OpenAIUsage(Struct):
+class OpenAIUsage(Struct, gc=False):
     prompt_tokens: NonNegInt | None = None
     completion_tokens: NonNegInt | None = None
 
 
-class InnerError(Struct):
+class InnerError(Struct, gc=False):
     content_filter_result: FilterResults | None = None
 
 
-class ErrorInfo(Struct):
+class ErrorInfo(Struct, gc=False):
     code: int | str | None = None
     message: str | None = None
     status: str | int | None = None
@@ -155,7 +155,7 @@ class ErrorInfo(Struct):
     innererror: InnerError | None = None
 
 
-class Body(Struct):
+class Body(Struct, gc=False):
     """Any provider response (or one stream chunk); which fields are set tells the provider."""
 
     # Vertex AI PaLM predict
@@ -179,11 +179,11 @@ class Body(Struct):
 # ---------------------------------------------------------------- OTLP JSON traces
 
 
-class ArrayValue(Struct):
+class ArrayValue(Struct, gc=False):
     values: list[AnyValue] | None = None
 
 
-class AnyValue(Struct):
+class AnyValue(Struct, gc=False):
     stringValue: str | None = None
     # proto3 JSON writes int64 as a string; exporters differ, so accept both
     intValue: int | str | None = None
@@ -192,17 +192,17 @@ class AnyValue(Struct):
     arrayValue: ArrayValue | None = None
 
 
-class KeyValue(Struct):
+class KeyValue(Struct, gc=False):
     key: str
     value: AnyValue | None = None
 
 
-class SpanStatus(Struct):
+class SpanStatus(Struct, gc=False):
     code: int | str | None = None
     message: str | None = None
 
 
-class Span(Struct):
+class Span(Struct, gc=False):
     traceId: str = ""
     spanId: str = ""
     startTimeUnixNano: int | str | None = None
@@ -211,18 +211,18 @@ class Span(Struct):
     status: SpanStatus | None = None
 
 
-class ScopeSpans(Struct):
+class ScopeSpans(Struct, gc=False):
     spans: list[Span] | None = None
 
 
-class ResourceSpans(Struct):
+class ResourceSpans(Struct, gc=False):
     scopeSpans: list[ScopeSpans] | None = None
 
 
 # ---------------------------------------------------------------- the record
 
 
-class WireBase(Struct, kw_only=True):
+class WireBase(Struct, kw_only=True, gc=False):
     """Fields that are not canonical: envelope body, LogEntry wrapper, OTLP, bare responses."""
 
     response_body: Body | list[Body] | str | None = None
@@ -279,7 +279,7 @@ CANONICAL_FIELDS: tuple[str, ...] = tuple(PredictionLog.model_fields)
 
 if TYPE_CHECKING:
 
-    class Wire(WireBase, kw_only=True):
+    class Wire(WireBase, kw_only=True, gc=False):
         """Static view of the derived struct below, for the type checker only."""
 
         request_id: str | None = None
@@ -315,6 +315,7 @@ else:
         ],
         bases=(WireBase,),
         kw_only=True,
+        gc=False,
         module=__name__,
     )
 
