@@ -116,6 +116,7 @@ def config_check(
 
 # the commands live in their own modules; importing them registers them on `app`
 from worker import cli_commands as _cli_commands  # noqa: E402,F401
+from worker import cli_pubsub as _cli_pubsub  # noqa: E402,F401
 
 
 def main() -> None:

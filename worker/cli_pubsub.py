@@ -1,0 +1,250 @@
+"""`lookout pubsub init` and `lookout publish`: set up a subscription, feed it a log stream.
+
+Thin wrappers over `worker.pubsub_admin.init_pubsub` and `worker.pubsub_publish.publish_lines`.
+`PUBSUB_EMULATOR_HOST` is read here, once, at the edge (`emulator_host_from_env`) and passed
+down as a channel factory. Every expected failure (a `LookoutError`, a Google API error, an
+unreadable file) is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Annotated, NoReturn, TypeVar
+
+import typer
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from schemas.decode import FORMATS
+from worker.cli import app
+from worker.failure_policy import LookoutError, describe
+from worker.grpc_channel import ChannelFactory, channel_factory, emulator_host_from_env
+
+pubsub_app = typer.Typer(
+    help="Set up Cloud Pub/Sub resources for Lookout (honours PUBSUB_EMULATOR_HOST).",
+    no_args_is_help=True,
+)
+app.add_typer(pubsub_app, name="pubsub")
+
+_stderr = Console(stderr=True)
+T = TypeVar("T")
+
+ProjectOption = Annotated[
+    str, typer.Option("--project", "-p", help="Google Cloud project id (any id on the emulator).")
+]
+TopicOption = Annotated[str, typer.Option("--topic", "-t", help="Topic the logs are published to.")]
+
+
+def _die(step: str, message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"lookout {step}: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _channels() -> ChannelFactory:
+    """The emulator when PUBSUB_EMULATOR_HOST is set, else pubsub.googleapis.com."""
+    return channel_factory(emulator_host_from_env())
+
+
+def _run_guarded(step: str, call: Callable[[], T]) -> T:
+    """Run `call`, turning expected failures into one readable line and exit status 1."""
+    try:
+        return call()
+    except LookoutError as e:
+        _die(step, str(e))
+    except gexc.GoogleAPIError as e:
+        _die(step, describe(e))
+    except auth_exceptions.GoogleAuthError as e:
+        _die(
+            step,
+            f"no Google credentials ({describe(e)}); run `gcloud auth application-default "
+            "login` or set PUBSUB_EMULATOR_HOST for the emulator",
+        )
+
+
+@pubsub_app.command("init")
+def pubsub_init(
+    project: ProjectOption,
+    topic: TopicOption,
+    subscription: Annotated[
+        str, typer.Option("--subscription", "-s", help="Subscription the workers share.")
+    ],
+    dead_letter_topic: Annotated[
+        str | None,
+        typer.Option(
+            "--dead-letter-topic",
+            "-d",
+            help="Topic for bad records and for messages past --max-delivery-attempts; a "
+            "subscription '<topic>-sub' is created on it so nothing published there is dropped.",
+        ),
+    ] = None,
+    ack_deadline: Annotated[
+        int,
+        typer.Option(
+            "--ack-deadline",
+            help="Subscription ack deadline in seconds (10-600); workers extend leases.",
+        ),
+    ] = 60,
+    max_delivery_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-delivery-attempts",
+            help="Deliveries before Pub/Sub moves a message to the dead-letter topic (5-100).",
+        ),
+    ] = 10,
+    exactly_once: Annotated[
+        bool,
+        typer.Option(
+            "--exactly-once/--no-exactly-once",
+            help="Enable exactly-once delivery on the subscription.",
+        ),
+    ] = False,
+    retry_min_backoff: Annotated[
+        int,
+        typer.Option(
+            "--retry-min-backoff",
+            help="Seconds before a nacked or expired message is redelivered, at first (0-600).",
+        ),
+    ] = 10,
+    retry_max_backoff: Annotated[
+        int,
+        typer.Option(
+            "--retry-max-backoff",
+            help="Longest redelivery backoff in seconds (0-600, at least --retry-min-backoff).",
+        ),
+    ] = 600,
+) -> None:
+    """Create the topic, the subscription (ack deadline, retry policy, dead-letter policy,
+    optional exactly-once delivery) and the dead-letter topic, idempotently.
+
+    Resources that exist are checked, never changed: one line per resource says created,
+    exists, or mismatch with the differing settings. Exit status 0 when everything matches,
+    1 on a mismatch or error. Uses the emulator when PUBSUB_EMULATOR_HOST is set.
+    """
+    from worker.pubsub_admin import init_pubsub
+
+    channels = _channels()
+    report = _run_guarded(
+        "pubsub init",
+        lambda: init_pubsub(
+            project,
+            topic,
+            subscription,
+            dead_letter_topic,
+            ack_deadline_seconds=ack_deadline,
+            max_delivery_attempts=max_delivery_attempts,
+            exactly_once=exactly_once,
+            retry_min_backoff_seconds=retry_min_backoff,
+            retry_max_backoff_seconds=retry_max_backoff,
+            channels=channels,
+        ),
+    )
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        _die(
+            "pubsub init",
+            "an existing resource differs from what was asked; change it by hand or pick "
+            "another name",
+        )
+
+
+def _read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a binary stream, one at a time (a 10 GB file is never held in memory)."""
+    yield from iter(stream.readline, b"")
+
+
+@app.command()
+def publish(
+    file: Annotated[
+        str, typer.Argument(help="NDJSON file of prediction logs, or - for standard input.")
+    ],
+    project: ProjectOption,
+    topic: TopicOption,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            "-b",
+            min=1,
+            help="Lines per message: 1 publishes one record per message, N > 1 NDJSON batches "
+            "(cut early to stay under Pub/Sub's 10 MB message limit).",
+        ),
+    ] = 1,
+    gzip: Annotated[
+        bool,
+        typer.Option(
+            "--gzip/--no-gzip", help="Compress bodies, with attribute Content-Encoding: gzip."
+        ),
+    ] = False,
+    format_hint: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"Set the `format` attribute (one of {', '.join(FORMATS)}); default: workers "
+            "detect the format per record.",
+        ),
+    ] = None,
+) -> None:
+    """Publish a stream of prediction logs (e.g. from `lookout simulate`) to a topic.
+
+    Blank lines are skipped. Waits for every publish to be confirmed by Pub/Sub, shows a
+    progress bar on stderr when it is a terminal, then prints how many lines and messages were
+    published. Exit status 1 if any message failed (the failures are summarised). Uses the
+    emulator when PUBSUB_EMULATOR_HOST is set.
+    """
+    from worker.pubsub_publish import publish_lines
+
+    if format_hint is not None and format_hint not in FORMATS:
+        known = ", ".join(FORMATS)
+        _die("publish", f"unknown --format {format_hint!r}; expected one of {known}", 2)
+    if file == "-":
+        stream: IO[bytes] = sys.stdin.buffer
+    else:
+        try:
+            stream = Path(file).open("rb")  # noqa: SIM115 - closed in the finally below
+        except OSError as e:
+            _die("publish", f"cannot read {file}: {e.strerror}", 2)
+    channels = _channels()
+    progress = Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lines confirmed"),
+        TimeElapsedColumn(),
+        console=_stderr,
+        disable=not sys.stderr.isatty(),
+    )
+    try:
+        with progress:
+            task = progress.add_task("publish", total=None)
+            report = _run_guarded(
+                "publish",
+                lambda: publish_lines(
+                    _read_lines(stream),
+                    project,
+                    topic,
+                    batch=batch,
+                    gzip=gzip,
+                    format_hint=format_hint,
+                    progress=lambda n: progress.advance(task, n),
+                    channels=channels,
+                ),
+            )
+    except OSError as e:
+        _die("publish", f"reading {file} failed: {e.strerror or e}", 2)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
