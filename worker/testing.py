@@ -126,8 +126,8 @@ class MemorySink:
     come back from JSON, never as the objects that were written, exactly as from a file.
 
     `fail_writes()` makes writes raise `SinkUnavailable` (for `count` attempts, while a clock is
-    before a deadline, or until `heal()`); reads keep working, as they do when only the write
-    path of a warehouse is refusing.
+    before a deadline, or until `heal()`). Reads keep working, as they do when only the write
+    path of a warehouse is refusing, unless `reads=True` takes the whole sink down.
     """
 
     def __init__(self, name: str = "memory") -> None:
@@ -143,6 +143,7 @@ class MemorySink:
         self._fail_count: int | None = None
         self._fail_forever = False
         self._fail_until: tuple[Callable[[], float], float] | None = None
+        self._fail_reads = False
         self.write_attempts = 0
         self.failed_writes = 0
         self.checkpoints_written = 0
@@ -155,8 +156,12 @@ class MemorySink:
         count: int | None = None,
         until: float | None = None,
         clock: Callable[[], float] | None = None,
+        reads: bool = False,
     ) -> None:
-        """Refuse writes: the next `count` attempts, or while `clock() < until`, or until `heal`."""
+        """Refuse writes: the next `count` attempts, or while `clock() < until`, or until `heal`.
+
+        With `reads`, reads fail too for as long as writes do (the whole sink is unreachable).
+        """
         if (until is None) != (clock is None):
             msg = "MemorySink.fail_writes: `until` and `clock` go together"
             raise ValueError(msg)
@@ -166,12 +171,25 @@ class MemorySink:
         self._fail_count = count
         self._fail_until = (clock, until) if clock is not None and until is not None else None
         self._fail_forever = count is None and until is None
+        self._fail_reads = reads
 
     def heal(self) -> None:
-        """Accept writes again."""
+        """Accept writes (and reads) again."""
         self._fail_count = None
         self._fail_until = None
         self._fail_forever = False
+        self._fail_reads = False
+
+    def _down(self) -> bool:
+        """Whether an outage is on now (without using up a `count`)."""
+        if self._fail_forever or self._fail_count is not None:
+            return True
+        return self._fail_until is not None and self._fail_until[0]() < self._fail_until[1]
+
+    def _check_read(self) -> None:
+        if self._closed or (self._fail_reads and self._down()):
+            msg = f"{self.name} cannot be read (test outage)"
+            raise SinkUnavailable(msg)
 
     def _refusing(self) -> bool:
         if self._fail_forever:
@@ -255,11 +273,13 @@ class MemorySink:
     # -- the Sink reads ------------------------------------------------------------------------
 
     def newest_window_start(self, model: str) -> int | None:
+        self._check_read()
         with self._lock:
             starts = [p.window_start for p in self._partials if p.model == model]
         return max(starts) if starts else None
 
     def load_window(self, model: str, window_start: int) -> StoredWindow:
+        self._check_read()
         with self._lock:
             rows = [
                 p for p in self._partials if p.model == model and p.window_start == window_start
@@ -276,6 +296,7 @@ class MemorySink:
     def load_recent_windows(
         self, model: str, since: int, until: int
     ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:
+        self._check_read()
         with self._lock:
             rows = sorted(
                 (p for p in self._partials if p.model == model and since <= p.window_start < until),
@@ -287,22 +308,23 @@ class MemorySink:
         return out
 
     def models(self) -> Sequence[str]:
+        self._check_read()
         with self._lock:
             return sorted({p.model for p in self._partials})
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
+        self._check_read()
         with self._lock:
             rows: list[Mapping[str, Any]] = orjson.loads(self._alert_state)
         return rows
 
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]:
+        self._check_read()
         with self._lock:
             return {key: orjson.loads(row) for key, row in self._references.items()}
 
     def writable(self) -> bool:
-        if self._closed or self._fail_forever or self._fail_count is not None:
-            return False
-        return self._fail_until is None or self._fail_until[0]() >= self._fail_until[1]
+        return not (self._closed or self._down())
 
     def close(self) -> None:
         with self._lock:

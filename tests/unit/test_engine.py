@@ -13,6 +13,7 @@ import shutil
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,7 @@ def open_sink(kind: str, path: Path) -> Sink:
 
 @pytest.mark.parametrize("kind", ["memory", "duckdb"])
 def test_two_replicas_sharing_a_sink_merge_to_the_numbers_of_one(kind: str, tmp_path: Path) -> None:
-    batches = simulated(7, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=90)
+    batches = simulated(5, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=90)
     one_sink = open_sink(kind, tmp_path / "one.duckdb")
     feed_all(make_engine(one_sink, writer_id="solo", evaluate=False), batches, checkpoint_every=4)
 
@@ -276,7 +277,7 @@ def test_two_replicas_sharing_a_sink_merge_to_the_numbers_of_one(kind: str, tmp_
     assert left.finish(end_of_input=True) and right.finish(end_of_input=True)
     assert left.stats.records > 0 and right.stats.records > 0
 
-    windows = [(m, s) for m in sorted(one_sink.models()) for s in range(S0, S0 + 7 * 60, 60)]
+    windows = [(m, s) for m in sorted(one_sink.models()) for s in range(S0, S0 + 5 * 60, 60)]
     assert list(shared.models()) == list(one_sink.models())
     for model, start in windows:
         expected = merged_states(one_sink, model, start)
@@ -401,14 +402,33 @@ def pages(alerts: Sequence[Alert], status: str = "firing") -> list[Alert]:
     return [a for a in alerts if a.dedup_key == SAFETY_KEY and a.status == status]
 
 
-def test_restart_mid_incident_does_not_page_again_and_resolves_once(tmp_path: Path) -> None:
-    path = tmp_path / "lookout.duckdb"
-    before, after = incident_stream()
-    first_alerts, _ = run(pipeline(path, "pod-1"), before, end=False)
-    assert len(pages(first_alerts)) == 1  # the incident is open when the pod is replaced
-    shutil.copy(path, tmp_path / "forgetful.duckdb")
+@dataclass(frozen=True)
+class Replaced:
+    """A DuckDB file left by pod-1, stopped by SIGTERM mid-incident, and what pod-1 sent."""
 
-    second_alerts, _ = run(pipeline(path, "pod-2"), after, end=True)
+    path: Path
+    alerts: list[Alert]
+    after: list[LogBatch]
+
+
+@pytest.fixture(scope="module")
+def replaced(tmp_path_factory: pytest.TempPathFactory) -> Replaced:
+    path = tmp_path_factory.mktemp("pod-1") / "lookout.duckdb"
+    before, after = incident_stream()
+    alerts, _ = run(pipeline(path, "pod-1"), before, end=False)
+    return Replaced(path, alerts, after)
+
+
+def copy_of(replaced: Replaced, tmp_path: Path) -> Path:
+    return Path(shutil.copy(replaced.path, tmp_path / "lookout.duckdb"))
+
+
+def test_restart_mid_incident_does_not_page_again_and_resolves_once(
+    replaced: Replaced, tmp_path: Path
+) -> None:
+    assert len(pages(replaced.alerts)) == 1  # the incident is open when the pod is replaced
+    path = copy_of(replaced, tmp_path)
+    second_alerts, _ = run(pipeline(path, "pod-2"), replaced.after, end=True)
     assert pages(second_alerts) == []
     assert len(pages(second_alerts, "resolved")) == 1
     with duckdb.connect(str(path), read_only=True) as con:
@@ -418,17 +438,21 @@ def test_restart_mid_incident_does_not_page_again_and_resolves_once(tmp_path: Pa
         ).fetchall()
     assert rows == [("firing", 1), ("resolved", 1)]
 
-    # control: the same restart without the persisted alert state pages a second time
-    with duckdb.connect(str(tmp_path / "forgetful.duckdb")) as con:
+
+def test_control_without_the_persisted_alert_state_a_restart_would_page_again(
+    replaced: Replaced, tmp_path: Path
+) -> None:
+    path = copy_of(replaced, tmp_path)
+    with duckdb.connect(str(path)) as con:
         con.execute("DELETE FROM alert_state")
-    forgetful_alerts, _ = run(pipeline(tmp_path / "forgetful.duckdb", "pod-2"), after, end=True)
+    forgetful_alerts, _ = run(pipeline(path, "pod-2"), replaced.after, end=True)
     assert len(pages(forgetful_alerts)) == 1
 
 
-def test_detectors_have_their_baseline_right_after_a_restart(tmp_path: Path) -> None:
-    before, after = incident_stream()
-    run(pipeline(tmp_path / "lookout.duckdb", "pod-1"), before, end=False)
-    _, detections = run(pipeline(tmp_path / "lookout.duckdb", "pod-2"), after, end=True)
+def test_detectors_have_their_baseline_right_after_a_restart(
+    replaced: Replaced, tmp_path: Path
+) -> None:
+    _, detections = run(pipeline(copy_of(replaced, tmp_path), "pod-2"), replaced.after, end=True)
     first_window = min(d.window_start for d in detections)
     first = {d.detector: d for d in detections if d.window_start == first_window}
     assert set(first) == set(NAMES)
@@ -436,6 +460,6 @@ def test_detectors_have_their_baseline_right_after_a_restart(tmp_path: Path) -> 
         assert d.verdict != "insufficient_data", d.reason
 
     # control: a worker that never saw the history cannot judge its first window
-    _, cold = run(pipeline(tmp_path / "cold.duckdb", "pod-3"), after, end=True)
+    _, cold = run(pipeline(tmp_path / "cold.duckdb", "pod-3"), replaced.after, end=True)
     cold_first = min(d.window_start for d in cold)
     assert {d.verdict for d in cold if d.window_start == cold_first} == {"insufficient_data"}
