@@ -81,6 +81,7 @@ class DescriptorDriftDetector:
 
     name = "descriptor_drift"
     history_windows = 0
+    config_type = DescriptorDriftConfig
 
     def __init__(self, config: DescriptorDriftConfig) -> None:
         self.config = config

@@ -5,7 +5,7 @@ Lifecycle (Beam CombineFn): ``empty()`` → ``add(state, batch)`` → ``merge(a,
 
 The verdict comes from a compact mergeable statistic, not from raw vectors: the exact
 fixed-point sum of D random Fourier features of the (L2-normalised) embeddings, plus a count.
-That is 2 KB for D = 256 however many calls a window has, so partial states of many replicas
+That is 1 KB for D = 128 however many calls a window has, so partial states of many replicas
 cost little in the sink, and integer sums make merges exact in any order. A bounded
 bottom-k sample of the raw embeddings (float16) rides along for evidently's second opinion,
 the report, and the reference's feature covariance.
@@ -23,6 +23,14 @@ Reference: pinned per model. The first windows are merged into it until it holds
 version should start a new reference: the engine keys references by model). Until then the
 detector answers ``insufficient_data``. Embeddings whose dimension is not the configured one,
 or that are not finite or have zero norm, are counted and ignored, and the detection says so.
+
+Calibration is over references as well as windows: a pinned reference carries its own
+sampling noise, shared by every window judged against it, so keep `reference_min_calls` at
+least as large as a typical window. Redelivered records are counted twice in the sum (the
+sample keeps them once); at most one checkpoint's worth, which the test tolerates.
+
+Sizes: a window row is ~1.04 MB at the default 1,000-embedding sample (384-d float16 in
+base64) and ~1.3 KB without it (`sample_size=0`); the pinned reference row ~2 MB.
 """
 
 from __future__ import annotations
@@ -90,6 +98,7 @@ class EmbeddingDriftDetector:
 
     name = "embedding_drift"
     history_windows = 0
+    config_type = EmbeddingDriftConfig
 
     def __init__(self, config: EmbeddingDriftConfig) -> None:
         self.config = config
@@ -155,7 +164,7 @@ class EmbeddingDriftDetector:
         )
 
     def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
-        """JSON-safe row: the feature sum as base64 int64 (2 KB at D = 256), sample as float16."""
+        """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""
         return {
             "count": state.count,
             "feature_sum": base64.b64encode(state.feature_sum.astype("<i8").tobytes()).decode(),

@@ -8,8 +8,8 @@ so `merge` is exact, associative and commutative. The same record always gets th
 a redelivered record is kept once rather than biasing the sample.
 
 Rows are kept sorted by key: two samples of the same rows are then equal element for
-element, whatever order they were built in. Two different request ids sharing a 64-bit key
-are treated as one record (probability about k²/2⁶⁵ per window).
+element, whatever order they were built in. Rows sharing a key (a redelivered record, a reused
+request id, or a 64-bit hash collision) are kept once: the lexicographically smallest row.
 """
 
 from __future__ import annotations
@@ -84,8 +84,18 @@ def bottom_k(keys: KeyArray, rows: npt.NDArray[Any], capacity: int) -> Reservoir
         cut = np.argpartition(keys, 4 * capacity)[: 4 * capacity]
         keys, rows = keys[cut], rows[cut]
     unique_keys, first = np.unique(keys, return_index=True)
-    take = first[:capacity]
-    return Reservoir(unique_keys[:capacity], rows[take], capacity)
+    if len(unique_keys) == len(keys):
+        take = first[:capacity]
+        return Reservoir(unique_keys[:capacity], rows[take], capacity)
+    # A key seen twice is one record delivered twice, normally with identical rows. Should the
+    # rows differ (a reused request id), keep the lexicographically smallest, so the result
+    # does not depend on the order partial samples were merged in.
+    columns = rows.reshape(len(rows), -1)
+    order = np.lexsort((*(columns[:, j] for j in range(columns.shape[1] - 1, -1, -1)), keys))
+    sorted_keys = keys[order]
+    first_of_key = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
+    take = order[first_of_key][:capacity]
+    return Reservoir(keys[take], rows[take], capacity)
 
 
 def merge(a: Reservoir, b: Reservoir) -> Reservoir:

@@ -32,7 +32,7 @@ class EmbeddingDriftConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dimension: int = Field(default=384, ge=1)
-    n_features: int = Field(default=256, ge=8, le=4096)
+    n_features: int = Field(default=128, ge=8, le=4096)
     bandwidth: float = Field(default=1.0, gt=0)
     seed: int = Field(default=20_240_917, ge=0)
     sample_size: int = Field(default=1_000, ge=0)

@@ -66,3 +66,11 @@ def test_row_round_trips_through_json_with_nan():
     back = rs.from_row(orjson.loads(orjson.dumps(rs.to_row(res))))
     assert back == res
     assert np.isnan(back.rows).sum() == 2
+
+
+def test_a_reused_request_id_keeps_the_same_row_whatever_the_merge_order():
+    keys = rs.hash_ids(np.array(["same"], dtype=object), SEED)
+    empty = rs.Reservoir.empty(3, 1, np.float32)
+    low = rs.add(empty, keys, np.array([[1.0]], dtype=np.float32))
+    high = rs.add(empty, keys, np.array([[2.0]], dtype=np.float32))
+    assert rs.merge(low, high) == rs.merge(high, low) == low
