@@ -36,7 +36,6 @@ base64) and ~1.3 KB without it (`sample_size=0`); the pinned reference row ~2 MB
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,14 +344,8 @@ def _rejection_note(state: EmbeddingDriftState, dimension: int) -> str:
     return "; ignored " + ", ".join(parts)
 
 
-def row_size_bytes(row: Mapping[str, Any]) -> int:
-    """Size of a row as compact JSON, for sizing the sink."""
-    return len(json.dumps(row, separators=(",", ":")))
-
-
 __all__ = [
     "CONDITION",
     "EmbeddingDriftDetector",
     "EmbeddingDriftState",
-    "row_size_bytes",
 ]

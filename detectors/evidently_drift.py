@@ -65,8 +65,7 @@ def _quiet_evidently() -> Iterator[None]:
     The test suite turns warnings into errors; a library's deprecation notices must not fail
     a second opinion, but our own code's warnings outside this block still do.
     """
-    # a dependency of scikit-learn, hence of evidently
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
