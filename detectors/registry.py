@@ -14,6 +14,8 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel
 
 from detectors.base import Detector
+from detectors.descriptor_drift import DescriptorDriftDetector
+from detectors.embedding_drift import EmbeddingDriftDetector
 from detectors.latency import LatencyDetector
 from detectors.safety import SafetyDetector
 from detectors.tokens import TokensDetector
@@ -22,6 +24,8 @@ DETECTORS: dict[str, type[Any]] = {
     "safety": SafetyDetector,
     "latency": LatencyDetector,
     "tokens": TokensDetector,
+    "embedding_drift": EmbeddingDriftDetector,
+    "descriptor_drift": DescriptorDriftDetector,
 }
 
 

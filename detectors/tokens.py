@@ -103,6 +103,10 @@ class TokensDetector:
             + state.output_tokens * price.output_per_million
         ) / 1e6
 
+    def analyst_values(self, state: TokensState, model: str) -> dict[str, float]:
+        """Numbers for the analyst tables that the state alone does not hold."""
+        return {"cost_usd": self.cost_usd(state, model)}
+
     def evaluate(
         self, state: TokensState, baseline: Baseline[TokensState], window: WindowRef
     ) -> Detection:

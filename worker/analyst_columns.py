@@ -32,17 +32,22 @@ _SOURCES: tuple[tuple[str, str, str], ...] = (
     ("response_blocks", "safety", "response_blocks"),
     ("latency_count", "latency", "count"),
     ("latency_sum_ms", "latency", "sum_ms"),
-    ("token_calls", "tokens", "calls"),
-    ("input_tokens", "tokens", "input_sum"),
-    ("output_tokens", "tokens", "output_sum"),
-    ("cost_usd", "tokens", "cost_usd"),
+    ("token_calls", "tokens", "output_calls"),
+    ("input_tokens", "tokens", "input_tokens"),
+    ("output_tokens", "tokens", "output_tokens"),
+    # not in the detector's state (it depends on the price table): see PartialRow.extras
+    ("cost_usd", "", "cost_usd"),
 )
 
 
-def analyst_values(states: Mapping[str, Mapping[str, Any]]) -> dict[str, float | int | None]:
+def analyst_values(
+    states: Mapping[str, Mapping[str, Any]], extras: Mapping[str, float] | None = None
+) -> dict[str, float | int | None]:
+    """The flat columns of a partial row. `extras` holds values a detector derives for analysts
+    from its state and the model (`analyst_values(state, model)`, e.g. the tokens cost)."""
     out: dict[str, float | int | None] = {}
     for column, detector, key in _SOURCES:
-        row = states.get(detector)
+        row = states.get(detector) if detector else extras
         value = row.get(key) if row is not None else None
         out[column] = value if isinstance(value, int | float) else None
     return out

@@ -119,7 +119,7 @@ class DuckDBSink:
         if cp.partials:
             rows = []
             for p in cp.partials:
-                flat = analyst_values(p.states)
+                flat = analyst_values(p.states, p.extras)
                 rows.append(
                     [
                         p.model,
@@ -267,6 +267,17 @@ class DuckDBSink:
                 "SELECT DISTINCT model FROM window_metrics ORDER BY 1"
             ).fetchall()
         return [r for (r,) in rows]
+
+    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT DISTINCT w.model, epoch(w.window_start)::BIGINT AS start "
+                "FROM window_metrics w ANTI JOIN detections d "
+                "ON d.model = w.model AND d.window_start = w.window_start "
+                "ORDER BY start DESC LIMIT ?",
+                [limit],
+            ).fetchall()
+        return [(str(m), int(s)) for m, s in rows]
 
     def latest_window_start(self) -> int | None:
         with self._lock:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from worker.evaluator import WindowEvaluator
 from worker.metrics import EngineMetrics
 from worker.sink import Checkpoint, Sink
 from worker.window_state import OpenWindow
-from worker.windows import Watermark, window_starts
+from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
 
@@ -44,6 +45,8 @@ class EngineSettings:
     checkpoint_max_messages: int = 1000
     max_open_windows: int = 512
     writer_id: str = "worker"
+    #: undelivered alerts kept for retry (oldest dropped beyond this, with an error log)
+    max_outbox_alerts: int = 10_000
     #: evaluate windows in this process (False for an ingest-only replica)
     evaluate: bool = True
 
@@ -53,11 +56,11 @@ class EngineStats:
     records: int = 0
     duplicates: int = 0
     late: int = 0
-    invalid: int = 0
     windows_evaluated: int = 0
     checkpoints: int = 0
     checkpoint_failures: int = 0
-    alerts: list[Alert] = field(default_factory=list)
+    #: the most recent alert changes (bounded, so a long-running worker does not grow)
+    alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=10_000))
     detections: list[Detection] = field(default_factory=list)
 
 
@@ -69,7 +72,7 @@ class Engine:
         sink: Sink,
         evaluator: WindowEvaluator,
         *,
-        notify: Callable[[Sequence[Alert]], None] | None = None,
+        notify: Callable[[Sequence[Alert]], Sequence[Alert] | None] | None = None,
         metrics: EngineMetrics | None = None,
         on_ack: Callable[[Sequence[str]], None] | None = None,
         now: Callable[[], float] = time.monotonic,
@@ -94,20 +97,46 @@ class Engine:
         self._alert_state_dirty = False
         self._last_checkpoint = now()
         self._sequence = 0
+        #: batches whose window could not be opened because the sink could not be read
+        self._deferred: list[tuple[LogBatch, list[str]]] = []
+        #: alerts made durable but not yet delivered to every receiver
+        self._outbox: list[Alert] = []
         self.stats = EngineStats()
 
     # -- ingest --------------------------------------------------------------------------------
 
     def feed(self, batch: LogBatch, ack_ids: Sequence[str] = ()) -> None:
-        """Fold a decoded batch; its messages are acked after the next successful checkpoint."""
-        self._pending_acks.extend(ack_ids)
-        if len(batch) == 0:
+        """Fold a decoded batch; its messages are acked after the next successful checkpoint.
+
+        If the sink cannot be read to open a window (an outage), the rows of that window wait
+        in memory with their messages' ack ids held back, and are folded on a later tick.
+        """
+        if self._deferred:
+            self._deferred.append((batch, list(ack_ids)))
             return
+        self._fold(batch, list(ack_ids))
+
+    def _fold(self, batch: LogBatch, ack_ids: list[str]) -> bool:
+        if len(batch) == 0:
+            self._pending_acks.extend(ack_ids)
+            return True
         window = self.settings.window_seconds
         starts = window_starts(batch.timestamp, window)
-        for (model, start), rows in _group_rows(batch.model, starts):
+        groups = group_by_window(batch.model, starts)
+        try:
+            for (model, start), _ in groups:
+                self._window_for(model, start)
+        except Exception as error:
+            if not self._deferred:
+                log.warning(
+                    "cannot read %s to open a window, holding the batch: %s", self._sink.name, error
+                )
+            self._deferred.insert(0, (batch, ack_ids))
+            return False
+        self._pending_acks.extend(ack_ids)
+        for (model, start), rows in groups:
             part = batch if rows is None else batch.take(rows)
-            state = self._window_for(model, start)
+            state = self._windows[(model, start)]
             added, duplicates = state.fold(part, self._detectors)
             self.stats.records += added
             self.stats.duplicates += duplicates
@@ -116,6 +145,13 @@ class Engine:
             if self._metrics is not None:
                 self._metrics.folded(model, added, duplicates, added if state.evaluated else 0)
         self._watermark.observe(float(np.max(batch.timestamp)))
+        return True
+
+    def _retry_deferred(self) -> None:
+        while self._deferred:
+            batch, ack_ids = self._deferred.pop(0)
+            if not self._fold(batch, ack_ids):
+                return
 
     def set_ack_handler(self, on_ack: Callable[[Sequence[str]], None]) -> None:
         """Where acks go once a checkpoint is durable (the source, once it exists)."""
@@ -123,9 +159,10 @@ class Engine:
 
     @property
     def pending_messages(self) -> int:
-        return len(self._pending_acks)
+        """Messages held un-acked: waiting for a checkpoint, or for the sink to be readable."""
+        return len(self._pending_acks) + sum(len(ids) for _, ids in self._deferred)
 
-    def _window_for(self, model: str, start: int) -> OpenWindow:
+    def _window_for(self, model: str, start: int, *, stored_known: bool = False) -> OpenWindow:
         key = (model, start)
         state = self._windows.get(key)
         if state is not None:
@@ -135,7 +172,7 @@ class Engine:
         if model not in self._newest_stored:
             self._newest_stored[model] = self._sink.newest_window_start(model)
         newest = self._newest_stored[model]
-        if newest is not None and start <= newest:
+        if stored_known or (newest is not None and start <= newest):
             stored = self._sink.load_window(model, start)
             for row in stored.partial_states:
                 for name, detector in self._detectors.items():
@@ -149,10 +186,23 @@ class Engine:
         self._windows[key] = state
         return state
 
+    def resume(self, windows: Sequence[tuple[str, int]]) -> None:
+        """Reopen stored windows a stopped worker left unjudged, so they are judged once.
+
+        Without this, a window made durable just before a SIGTERM or a crash, and receiving no
+        further records, would never be evaluated after the restart.
+        """
+        for model, start in windows:
+            state = self._window_for(model, start, stored_known=True)
+            self._watermark.observe(float(start))
+            del state
+
     # -- time ----------------------------------------------------------------------------------
 
     def tick(self) -> None:
         """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
+        if self._deferred:
+            self._retry_deferred()
         if self.settings.evaluate:
             self._evaluate_closed(final=False)
         due = self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds
@@ -178,26 +228,30 @@ class Engine:
             key=lambda key: (key[1], key[0]),
         )
         for key in closable:
-            state = self._windows[key]
-            result = self._evaluator.evaluate(
-                state.model, state.start, state.current(self._detectors)
-            )
-            state.evaluated = True
-            self.stats.windows_evaluated += 1
-            self._pending_detections.extend(result.detections)
-            self._pending_alerts.extend(result.alerts)
-            self._pending_references.update(result.references)
-            self._alert_state_dirty = True
-            if self._metrics is not None:
-                self._metrics.evaluated(result.detections)
-            if self._keep_detections:
-                self.stats.detections.extend(result.detections)
+            self._evaluate(self._windows[key])
+
+    def _evaluate(self, state: OpenWindow) -> None:
+        result = self._evaluator.evaluate(state.model, state.start, state.current(self._detectors))
+        state.evaluated = True
+        self.stats.windows_evaluated += 1
+        self._pending_detections.extend(result.detections)
+        self._pending_alerts.extend(result.alerts)
+        self._pending_references.update(result.references)
+        self._alert_state_dirty = True
+        if self._metrics is not None:
+            self._metrics.evaluated(result.detections)
+        if self._keep_detections:
+            self.stats.detections.extend(result.detections)
 
     # -- durability ----------------------------------------------------------------------------
 
     def checkpoint(self) -> bool:
         """Write everything pending, then ack and notify. Returns False if the sink failed."""
         self._last_checkpoint = self._now()
+        if self._deferred:
+            self._retry_deferred()
+            if self._deferred:
+                return False
         dirty = [w for w in self._windows.values() if w.dirty]
         request_ids = [(w.model, w.start, rid) for w in dirty for rid in w.delta_ids]
         checkpoint = Checkpoint(
@@ -232,8 +286,7 @@ class Engine:
         for w in dirty:
             w.committed(self._detectors)
             self._newest_stored[w.model] = max(self._newest_stored.get(w.model) or w.start, w.start)
-        if self._metrics is not None:
-            self._metrics.checkpointed(time.perf_counter() - started, len(self._windows))
+        seconds = time.perf_counter() - started
         acks, self._pending_acks = self._pending_acks, []
         if acks and self._on_ack is not None:
             self._on_ack(acks)
@@ -242,26 +295,46 @@ class Engine:
         self._pending_references = {}
         self._alert_state_dirty = False
         self.stats.alerts.extend(alerts)
+        if self._metrics is not None:
+            self._metrics.alerts_sent(alerts)
         self._notify(alerts)
         self._drop_finished_windows()
+        if self._metrics is not None:
+            self._metrics.checkpointed(seconds, len(self._windows))
         return True
 
     def _notify(self, alerts: Sequence[Alert]) -> None:
-        if not alerts:
+        """Deliver new alerts and retry earlier undelivered ones (they are durable already).
+
+        The alert state already counts them as sent, so a receiver outage must not lose a page:
+        undelivered alerts wait in a bounded outbox and go out again after the next checkpoint
+        (receivers dedup on the stable dedup_key, so a repeat is harmless). The hook returns
+        the alerts to retry; None means all were delivered.
+        """
+        outbox = [*self._outbox, *alerts]
+        if not outbox or self._notify_hook is None:
+            self._outbox = []
             return
-        if self._notify_hook is not None:
-            try:
-                self._notify_hook(alerts)
-            except Exception as error:
-                log.error("sending %d alert(s) failed: %s", len(alerts), error)
-        if self._metrics is not None:
-            self._metrics.alerts_sent(alerts)
+        try:
+            undelivered = list(self._notify_hook(outbox) or ())
+        except Exception as error:
+            log.error("sending %d alert(s) failed, will retry: %s", len(outbox), error)
+            undelivered = outbox
+        if len(undelivered) > self.settings.max_outbox_alerts:
+            dropped = len(undelivered) - self.settings.max_outbox_alerts
+            log.error("alert outbox full: dropping the %d oldest undelivered alerts", dropped)
+            undelivered = undelivered[dropped:]
+        self._outbox = undelivered
 
     def _drop_finished_windows(self) -> None:
-        """Forget evaluated, fully durable windows well behind the watermark (memory bound)."""
+        """Forget fully durable windows well behind the watermark (memory bound): evaluated
+        ones, or any on an ingest-only replica, which never evaluates."""
         horizon = self._watermark.value - self.settings.window_seconds
+        judged_elsewhere = not self.settings.evaluate
         for key in [
-            k for k, w in self._windows.items() if w.evaluated and not w.dirty and w.end <= horizon
+            k
+            for k, w in self._windows.items()
+            if (w.evaluated or judged_elsewhere) and not w.dirty and w.end <= horizon
         ]:
             del self._windows[key]
 
@@ -277,14 +350,7 @@ class Engine:
         for key in oldest:
             state = self._windows[key]
             if not state.evaluated and self.settings.evaluate:
-                result = self._evaluator.evaluate(
-                    state.model, state.start, state.current(self._detectors)
-                )
-                state.evaluated = True
-                self._pending_detections.extend(result.detections)
-                self._pending_alerts.extend(result.alerts)
-                self._pending_references.update(result.references)
-                self._alert_state_dirty = True
+                self._evaluate(state)
         if self.checkpoint():
             for key in oldest:
                 self._windows.pop(key, None)
@@ -296,23 +362,3 @@ class Engine:
     @property
     def watermark(self) -> float:
         return self._watermark.value
-
-
-def _group_rows(
-    models: np.ndarray[Any, np.dtype[np.object_]], starts: np.ndarray[Any, np.dtype[np.int64]]
-) -> list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]]:
-    """Row indices per (model, window start); None means "every row" (the common case)."""
-    first_model, first_start = models[0], starts[0]
-    if (starts == first_start).all() and (models == first_model).all():
-        return [((str(first_model), int(first_start)), None)]
-    uniques, codes = np.unique(models.astype(str), return_inverse=True)
-    key = codes.astype(np.int64) * (1 << 40) + (starts - starts.min())
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    bounds = np.flatnonzero(np.diff(sorted_key)) + 1
-    groups: list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]] = []
-    for chunk in np.split(order, bounds):
-        row = int(chunk[0])
-        groups.append(((str(models[row]), int(starts[row])), chunk.astype(np.int64)))
-    del uniques
-    return groups

@@ -2,8 +2,11 @@
 
 Baselines come from the merged states of the preceding windows of the same model, kept here in
 bounded deques (the longest `history_windows` of any detector) and re-seeded from the sink after
-a restart, so a restart does not forget them. References (embedding drift) are persisted through
-the checkpoint.
+a restart, so a restart does not forget them. A window a detector alerted on is kept out of that
+detector's baseline (an empty state stands in for it), so a long incident does not become its
+own baseline and resolve while it is still going on; after `max_withheld_windows` alerting
+windows in a row the new level is accepted as normal. References (embedding drift) are
+persisted through the checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class WindowEvaluator:
         window_seconds: int,
         tracker: AlertTracker,
         references: Mapping[tuple[str, str], Any] | None = None,
+        *,
+        max_withheld_windows: int = 30,
     ) -> None:
         self._detectors = detectors
         self._window = window_seconds
@@ -41,6 +46,8 @@ class WindowEvaluator:
         self._references: dict[tuple[str, str], Any] = dict(references or {})
         self._depth = max((d.history_windows for d in detectors.values()), default=0)
         self._history: dict[str, deque[tuple[int, Mapping[str, Any]]]] = {}
+        self._max_withheld = max_withheld_windows
+        self._withheld: dict[tuple[str, str], int] = {}
 
     @property
     def history_depth(self) -> int:
@@ -91,14 +98,21 @@ class WindowEvaluator:
             end=datetime.fromtimestamp(end, tz=UTC),
         )
         result = Evaluation()
+        remembered = dict(states)
         for name, detector in self._detectors.items():
             detection = detector.evaluate(states[name], self._baseline(model, name, start), window)
             result.detections.append(detection)
+            streak = self._withheld.get((model, name), 0)
+            if detection.firing and streak < self._max_withheld:
+                remembered[name] = detector.empty()
+                self._withheld[(model, name)] = streak + 1
+            else:
+                self._withheld[(model, name)] = 0
             result.alerts.extend(self._tracker.observe(detection))
             key = (model, name)
             reference = detector.update_reference(self._references.get(key), states[name])
             if reference is not None and reference is not self._references.get(key):
                 self._references[key] = reference
                 result.references[key] = reference
-        self.remember(model, start, states)
+        self.remember(model, start, remembered)
         return result

@@ -136,10 +136,10 @@ class EngineMetrics:
             if d.detector == "safety":
                 self.block_rate.labels(label).set(d.value)
             elif d.detector == "latency":
-                for q in ("p50", "p95", "p99"):
+                for q, quantile in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
                     ms = d.details.get(f"{q}_ms")
                     if isinstance(ms, int | float):
-                        self.latency.labels(label, q.replace("p", "0.")).set(ms / 1000.0)
+                        self.latency.labels(label, quantile).set(ms / 1000.0)
             elif d.detector == "tokens":
                 self.tokens.labels(label).set(d.value)
             elif d.detector == "embedding_drift":

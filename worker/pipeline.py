@@ -128,17 +128,23 @@ def build_pipeline(
         log.warning("alert routes name receivers with no notifier: %s", sorted(missing))
     record = JsonLinesNotifier(Path(config.alerts_out)) if config.alerts_out else None
 
-    def notify(alerts: Sequence[Alert]) -> None:
+    def notify(alerts: Sequence[Alert]) -> list[Alert]:
+        """Send to every routed receiver; return what should be retried later."""
         if record is not None:
             record.send(alerts)
         result = router.dispatch(alerts, notifiers)
+        retry: list[Alert] = []
         for failure in result.failures:
             log.error(
-                "receiver %s did not get %d alert(s): %s",
+                "receiver %s did not get %d alert(s)%s: %s",
                 failure.receiver,
                 len(failure.alerts),
+                ", will retry" if failure.retryable else "",
                 failure.error,
             )
+            if failure.retryable:
+                retry.extend(a for a in failure.alerts if a not in retry)
+        return retry
 
     settings = EngineSettings(
         window_seconds=window,
@@ -160,4 +166,6 @@ def build_pipeline(
         now=now,
         keep_detections=keep_detections,
     )
+    if settings.evaluate:
+        engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
     return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)

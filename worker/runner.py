@@ -52,9 +52,11 @@ def run(
     settings: RunSettings = RunSettings(),
     metrics: EngineMetrics | None = None,
     progress: Callable[[int], None] | None = None,
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> RunResult:
     result = RunResult()
-    started = time.monotonic()
+    started = now()
     backoff = 0.5
     while not stop.is_set():
         if (
@@ -100,11 +102,11 @@ def run(
         engine.tick()
     result.stopped_by_signal = stop.is_set()
     source.stop()
-    deadline = time.monotonic() + settings.grace_period_seconds
+    deadline = now() + settings.grace_period_seconds
     end_of_input = source.exhausted and not result.stopped_by_signal
     ok = engine.finish(end_of_input=end_of_input)
-    while not ok and time.monotonic() < deadline:
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    while not ok and now() < deadline:
+        sleep(min(1.0, max(0.0, deadline - now())))
         ok = engine.checkpoint()
     result.clean_exit = ok
     if not ok:
@@ -113,5 +115,5 @@ def run(
             "un-acked messages will be redelivered"
         )
     source.close()
-    result.seconds = time.monotonic() - started
+    result.seconds = now() - started
     return result

@@ -29,6 +29,8 @@ class PartialRow:
     records: int
     late_records: int
     states: Mapping[str, DetectorRow]
+    #: derived numbers for analysts only (e.g. cost_usd from the price table)
+    extras: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class Sink(Protocol):
         ...
 
     def models(self) -> Sequence[str]: ...
+
+    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+        """(model, window start) of stored windows without any detection, newest first."""
+        ...
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...
 

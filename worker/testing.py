@@ -54,6 +54,10 @@ class FakeClock:
         self._now += seconds
         return self._now
 
+    def sleep(self, seconds: float) -> None:
+        """A `sleep` for code under test that takes one: spends fake time, returns at once."""
+        self.advance(seconds)
+
 
 class ClockedEvent(threading.Event):
     """A stop event whose `wait` spends fake time: it advances the clock and returns at once."""
@@ -240,7 +244,7 @@ class MemorySink:
                 window_end=p.window_end,
                 records=p.records,
                 late_records=p.late_records,
-                analyst=analyst_values(p.states),
+                analyst=analyst_values(p.states, p.extras),
                 states_json=_json(p.states, f"partial state of {p.model}@{p.window_start}"),
             )
             for p in cp.partials
@@ -311,6 +315,13 @@ class MemorySink:
         self._check_read()
         with self._lock:
             return sorted({p.model for p in self._partials})
+
+    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+        self._check_read()
+        with self._lock:
+            judged = {(m, s) for m, _, s in self._detections}
+            windows = {(p.model, p.window_start) for p in self._partials} - judged
+        return sorted(windows, key=lambda w: (-w[1], w[0]))[:limit]
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         self._check_read()

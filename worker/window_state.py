@@ -80,7 +80,13 @@ class OpenWindow:
         return {n: d.merge(self.durable[n], self.delta[n]) for n, d in detectors.items()}
 
     def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
+        extras: dict[str, float] = {}
+        for name, detector in detectors.items():
+            derive = getattr(detector, "analyst_values", None)
+            if derive is not None:
+                extras.update(derive(self.delta[name], self.model))
         return PartialRow(
+            extras=extras,
             model=self.model,
             window_start=self.start,
             window_end=self.end,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,3 +49,23 @@ class Watermark:
     def closes(self, window_start: int, window_seconds: int) -> bool:
         """True when the window [start, start + length) can be evaluated."""
         return self.value >= window_start + window_seconds
+
+
+def group_by_window(
+    models: np.ndarray[Any, np.dtype[np.object_]], starts: np.ndarray[Any, np.dtype[np.int64]]
+) -> list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]]:
+    """Row indices per (model, window start); None means "every row" (the common case)."""
+    first_model, first_start = models[0], starts[0]
+    if (starts == first_start).all() and (models == first_model).all():
+        return [((str(first_model), int(first_start)), None)]
+    uniques, codes = np.unique(models.astype(str), return_inverse=True)
+    key = codes.astype(np.int64) * (1 << 40) + (starts - starts.min())
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    bounds = np.flatnonzero(np.diff(sorted_key)) + 1
+    groups: list[tuple[tuple[str, int], np.ndarray[Any, np.dtype[np.int64]] | None]] = []
+    for chunk in np.split(order, bounds):
+        row = int(chunk[0])
+        groups.append(((str(models[row]), int(starts[row])), chunk.astype(np.int64)))
+    del uniques
+    return groups
