@@ -1,0 +1,362 @@
+"""`lookout replay` as a user runs it: bad records, replays, SIGTERM, and the alerts file.
+
+Inputs are small seeded `lookout simulate` streams (see conftest). Every count is checked against
+the stream itself, down to the request ids: the good records are exactly the untouched lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import (
+    INCIDENT_OFFSET_MINUTES,
+    REPLAY_TIMEOUT,
+    SIMULATED_MODELS,
+    Result,
+    RunningLookout,
+    Stream,
+    assert_no_traceback,
+    calls_per_model,
+    counted_request_ids,
+    lookout,
+    query,
+    total_calls,
+)
+
+#: a bad record's report: `FILE: line N: [field F: ]reason`
+REPORT = re.compile(r"^(?P<file>\S+): line (?P<line>\d+): (?P<reason>.+)$")
+SUMMARY = re.compile(
+    r"^replayed (?P<file>\S+): (?P<records>\d+) records counted, (?P<duplicates>\d+) duplicates "
+    r"skipped, (?P<invalid>\d+) invalid, (?P<late>\d+) late, (?P<windows>\d+) windows evaluated, "
+    r"(?P<alerts>\d+) alert changes(?P<signal> \(stopped by signal\))?$"
+)
+#: what each kind of bad record's reason must mention (the field, or why the line is not JSON)
+REASON_MENTIONS = {
+    "truncated_json": ("json",),
+    "string_latency": ("latency_ms",),
+    "negative_tokens": ("token",),
+    "nan_embedding": ("json", "embedding"),  # NaN is not JSON; either report is right
+    "infinite_embedding": ("embedding",),
+    "unknown_shape": ("",),
+}
+#: `--alerts-out` lines: the issue's keys, plus `condition` (documented on `Alert`: what was
+#: tested; with model and detector it makes the dedup key)
+ALERT_KEYS = {
+    "dedup_key",
+    "status",
+    "severity",
+    "detector",
+    "model",
+    "window_start",
+    "window_end",
+    "value",
+    "threshold",
+    "baseline",
+    "sample_size",
+    "summary",
+    "condition",
+}
+WINDOW = timedelta(seconds=60)
+INCIDENT_OFFSET = timedelta(minutes=INCIDENT_OFFSET_MINUTES)
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def summary_of(result: Result) -> re.Match[str]:
+    matches = [m for m in map(SUMMARY.match, result.stderr.splitlines()) if m]
+    assert len(matches) == 1, f"expected one summary line\n{result.describe()}"
+    return matches[0]
+
+
+def merged_snapshot(db: Path) -> list[tuple[Any, ...]]:
+    return query(
+        db,
+        "SELECT model, window_start, records, late_records, calls, blocked, prompt_blocks, "
+        "response_blocks, latency_count, input_tokens, output_tokens "
+        "FROM window_metrics_merged ORDER BY model, window_start",
+    )
+
+
+def assert_counts_match(db: Path, stream: Stream) -> None:
+    """Every good record counted once, per model and by request id; nothing else."""
+    assert total_calls(db) == stream.good_count
+    assert calls_per_model(db) == stream.good_per_model()
+    counted = counted_request_ids(db)
+    expected = stream.good_ids()
+    missing = expected - counted
+    extra = counted - expected
+    assert not missing and not extra, (
+        f"{sum(missing.values())} good records not counted (e.g. {list(missing)[:5]}), "
+        f"{sum(extra.values())} counted that should not be (e.g. {list(extra)[:5]})"
+    )
+
+
+# -- one stream replayed twice: bad records, no double counting, no second page ---------------
+
+
+@dataclass(frozen=True)
+class TwoReplays:
+    stream: Stream
+    db: Path
+    first: Result
+    second: Result
+    alerts_first: Path
+    alerts_second: Path
+    dead_letters: Path
+    after_first: list[tuple[Any, ...]]
+    alert_rows_after_first: list[tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def two_replays(corrupted_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> TwoReplays:
+    """The corrupted incident stream replayed twice into one DuckDB file, each run with its own
+    alerts file; the tests below read what each run left behind."""
+    where = tmp_path_factory.mktemp("twice")
+    db = where / "lookout.duckdb"
+    alerts = (where / "alerts-1.jsonl", where / "alerts-2.jsonl")
+    dead = where / "dead-letters.ndjson"
+    first = lookout(
+        "replay", corrupted_stream.path, "--db", db, "--alerts-out", alerts[0],
+        "--dead-letter", dead, cwd=where, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert first.returncode == 0, first.describe()
+    snapshot = merged_snapshot(db)
+    alert_rows = query(db, "SELECT dedup_key, status, window_start FROM alerts ORDER BY ALL")
+    second = lookout(
+        "replay", corrupted_stream.path, "--db", db, "--alerts-out", alerts[1],
+        cwd=where, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    return TwoReplays(
+        corrupted_stream, db, first, second, alerts[0], alerts[1], dead, snapshot, alert_rows
+    )
+
+
+def bad_record_reports(result: Result, stream: Stream) -> tuple[dict[int, list[str]], list[str]]:
+    """{line: [reason, …]} of the bad-record reports on stderr, and every other stderr line
+    except the summary."""
+    reports: dict[int, list[str]] = {}
+    others: list[str] = []
+    for text in result.stderr.splitlines():
+        match = REPORT.match(text)
+        if match and match["file"] == str(stream.path):
+            reports.setdefault(int(match["line"]), []).append(match["reason"])
+        elif not SUMMARY.match(text):
+            others.append(text)
+    return reports, others
+
+
+def test_replay_reports_each_bad_record_once_and_counts_every_good_one(
+    two_replays: TwoReplays,
+) -> None:
+    """~1% malformed records: exit 0, one stderr line per bad record naming its line and reason,
+    every good record counted, nothing else lost."""
+    result, stream = two_replays.first, two_replays.stream
+    assert result.returncode == 0, result.describe()
+    assert_no_traceback(result)
+    reports, others = bad_record_reports(result, stream)
+    assert sorted(reports) == sorted(stream.bad), "reported lines != malformed lines"
+    assert all(len(r) == 1 for r in reports.values()), "a bad record reported more than once"
+    for number, kind in stream.bad.items():
+        (reason,) = reports[number]
+        assert any(word in reason.lower() for word in REASON_MENTIONS[kind]), (
+            f"line {number} ({kind}): reason {reason!r} names neither the field nor the problem"
+        )
+    assert others == [], "stderr holds more than bad-record reports and the summary"
+
+    summary = summary_of(result)
+    assert int(summary["records"]) == stream.good_count
+    assert int(summary["invalid"]) == len(stream.bad)
+    assert int(summary["duplicates"]) == 0
+    assert not summary["signal"]
+    # nothing else lost: the DuckDB file holds exactly the good records (checked after a second
+    # replay below, too)
+    assert sum(row[4] for row in two_replays.after_first) == stream.good_count
+
+
+def test_replaying_the_same_file_twice_does_not_double_count(two_replays: TwoReplays) -> None:
+    r = two_replays
+    assert r.second.returncode == 0, r.second.describe()
+    assert_no_traceback(r.second)
+    n = r.stream.good_count
+    first, second = summary_of(r.first), summary_of(r.second)
+    assert (int(first["records"]), int(first["duplicates"])) == (n, 0)
+    assert (int(second["records"]), int(second["duplicates"])) == (0, n)
+    assert int(second["invalid"]) == len(r.stream.bad)
+    assert merged_snapshot(r.db) == r.after_first, "the second replay changed the windows"
+    assert_counts_match(r.db, r.stream)
+
+
+def test_replaying_again_pages_nobody_again(two_replays: TwoReplays) -> None:
+    """One incident, one page: a replay of windows already evaluated sends no alert."""
+    r = two_replays
+    assert r.second.returncode == 0, r.second.describe()
+    assert not r.alerts_second.exists() or r.alerts_second.read_text() == ""
+    assert "[FIRING]" not in r.second.stdout
+    rows = query(r.db, "SELECT dedup_key, status, window_start FROM alerts ORDER BY ALL")
+    assert rows == r.alert_rows_after_first
+
+
+def test_dead_letter_file_keeps_every_bad_record_with_its_line(two_replays: TwoReplays) -> None:
+    """`--dead-letter` (README): the bad records themselves, byte for byte, with their line."""
+    stream = two_replays.stream
+    entries = [json.loads(line) for line in two_replays.dead_letters.read_bytes().splitlines()]
+    assert sorted(e["line"] for e in entries) == sorted(stream.bad)
+    for entry in entries:
+        original = stream.lines[entry["line"] - 1].rstrip(b"\n")
+        assert entry["raw"].encode() == original, f"line {entry['line']}: raw bytes changed"
+        assert entry["error_detail"], entry
+
+
+# -- the alerts file --------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_alerts_out_has_the_documented_keys_and_one_incident_per_model(
+    two_replays: TwoReplays,
+) -> None:
+    r = two_replays
+    assert r.first.returncode == 0, r.first.describe()
+    lines = r.alerts_first.read_text().splitlines()
+    alerts = [json.loads(line) for line in lines]
+    assert alerts, f"no alerts written\n{r.first.describe()}"
+    for alert in alerts:
+        assert set(alert) == ALERT_KEYS, alert
+        assert alert["status"] in ("firing", "resolved")
+        assert alert["severity"] in ("info", "warning", "critical")
+        assert _parse_time(alert["window_start"]) < _parse_time(alert["window_end"])
+        assert isinstance(alert["sample_size"], int) and alert["sample_size"] > 0
+        for key in ("value", "threshold", "baseline"):
+            assert alert[key] is None or isinstance(alert[key], int | float), (key, alert)
+        assert alert["summary"].strip()
+        assert alert["model"] in alert["dedup_key"] and alert["detector"] in alert["dedup_key"]
+
+    (first_window,) = query(r.db, "SELECT min(window_start) FROM window_metrics_merged")[0]
+    incident_start = first_window + INCIDENT_OFFSET
+    for model in SIMULATED_MODELS:
+        safety = [a for a in alerts if a["model"] == model and a["detector"] == "safety"]
+        firing = [a for a in safety if a["status"] == "firing"]
+        resolved = [a for a in safety if a["status"] == "resolved"]
+        assert firing, f"{model}: the safety spike did not page"
+        assert len({a["dedup_key"] for a in firing}) == 1, f"{model}: one incident, two keys"
+        # a second firing is allowed only as an escalation of the same incident (documented:
+        # alerting.notify_on_escalation), never a repeat at the same severity
+        ranks = [SEVERITY_RANK[a["severity"]] for a in firing]
+        assert ranks == sorted(set(ranks)), f"{model}: paged again without escalating: {firing}"
+        page = firing[0]
+        assert page["severity"] in ("warning", "critical")
+        assert page["value"] > page["threshold"] >= page["baseline"]
+        caught = _parse_time(page["window_start"])
+        assert incident_start <= caught < incident_start + 2 * WINDOW, (
+            f"{model}: safety alert for the window at {caught}, incident began {incident_start}"
+        )
+        assert [a["dedup_key"] for a in resolved] == [page["dedup_key"]], (
+            f"{model}: the incident did not resolve exactly once"
+        )
+        assert alerts.index(resolved[0]) > alerts.index(firing[-1])
+    pages = [a for a in alerts if a["status"] == "firing" and a["severity"] != "info"]
+    assert {a["detector"] for a in pages} == {"safety"}, "a detector paged with no incident"
+
+    # the console shows one line per page (info-severity changes go to the log receiver by
+    # default: alerting.info_receiver), and the alerts table holds every change
+    console = [line for line in r.first.stdout.splitlines() if "[FIRING]" in line]
+    assert len(console) == len(pages)
+    rows = query(r.db, "SELECT dedup_key, status FROM alerts")
+    assert Counter(rows) == Counter((a["dedup_key"], a["status"]) for a in alerts)
+
+
+# -- SIGTERM mid-replay -----------------------------------------------------------------------
+
+GRACE_SECONDS = 6.0
+PROGRESS = re.compile(r"([\d,]+) records")
+
+
+def test_sigterm_mid_replay_exits_in_grace_and_a_rerun_completes_the_counts(
+    corrupted_stream: Stream, workdir: Path
+) -> None:
+    """SIGTERM once the progress display (stderr on a terminal) shows records folded.
+
+    The run stops, writes a final checkpoint and exits 0 within the grace period; what it wrote
+    is consistent (every window's counts agree with the request ids it holds); a rerun of the
+    same file counts exactly the records the first run did not and evaluates what it left open.
+    """
+    stream = corrupted_stream
+    db = workdir / "lookout.duckdb"
+    env = {
+        "LOOKOUT_ENGINE__GRACE_PERIOD_SECONDS": str(GRACE_SECONDS),
+        "LOOKOUT_ENGINE__CHECKPOINT_SECONDS": "0.5",
+        "TERM": "xterm-256color",
+    }
+    replay = RunningLookout(
+        "replay", stream.path, "--db", db, cwd=workdir, env=env, stderr_on_terminal=True
+    )
+    try:
+
+        def folding(out: str, err: str) -> bool:
+            shown = [int(n.replace(",", "")) for n in PROGRESS.findall(err)]
+            return bool(shown) and max(shown) > 0
+
+        replay.wait_for("progress on the terminal", folding, timeout=REPLAY_TIMEOUT)
+        replay.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        result = replay.wait(timeout=GRACE_SECONDS + 60)
+        took = time.monotonic() - sent
+    finally:
+        replay.kill()
+
+    assert result.returncode == 0, result.describe()
+    assert took <= GRACE_SECONDS, f"exited {took:.1f} s after SIGTERM (grace {GRACE_SECONDS} s)"
+    assert_no_traceback(result)
+    summary = summary_of_terminal(result)
+    assert summary["signal"], "the summary does not say the replay was stopped"
+    counted = int(summary["records"])
+    assert 0 < counted <= stream.good_count
+
+    # consistent: the aggregates and the dedup ids of every window were written together
+    assert total_calls(db) == counted
+    ids = counted_request_ids(db)
+    assert sum(ids.values()) == counted and max(ids.values()) == 1
+    assert set(ids) <= set(stream.good_ids())
+    disagree = query(
+        db,
+        "SELECT m.model, m.window_start, m.calls, count(i.request_id) FROM window_metrics_merged m "
+        "LEFT JOIN window_request_ids i USING (model, window_start) GROUP BY ALL "
+        "HAVING m.calls != count(i.request_id)",
+    )
+    assert disagree == [], "windows whose counts disagree with their request ids"
+
+    rerun = lookout("replay", stream.path, "--db", db, cwd=workdir, timeout=REPLAY_TIMEOUT)
+    assert rerun.returncode == 0, rerun.describe()
+    assert_no_traceback(rerun)
+    again = summary_of(rerun)
+    assert int(again["duplicates"]) == counted
+    assert int(again["records"]) == stream.good_count - counted
+    assert_counts_match(db, stream)
+    unevaluated = query(
+        db,
+        "SELECT model, window_start FROM window_metrics_merged m WHERE NOT EXISTS "
+        "(SELECT 1 FROM detections d WHERE d.model = m.model AND d.window_start = m.window_start)",
+    )
+    assert unevaluated == [], "windows the rerun left without a verdict"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def summary_of_terminal(result: Result) -> re.Match[str]:
+    """The summary line of a run whose stderr was a terminal (progress redraws stripped)."""
+    lines = ANSI.sub("\n", result.stderr).splitlines()
+    matches = [m for m in map(SUMMARY.match, (line.strip() for line in lines)) if m]
+    assert len(matches) == 1, f"expected one summary line\n{result.describe()}"
+    return matches[0]
