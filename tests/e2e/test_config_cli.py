@@ -1,0 +1,153 @@
+"""`lookout config check`: ok for a good file, exit 2 naming the key's path for a bad one,
+`LOOKOUT_…` overrides in the effective configuration, and no secret value in any output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Result, assert_no_traceback, lookout
+
+GOOD = """\
+source:
+  kind: file
+  path: logs.ndjson
+sink:
+  kind: duckdb
+  path: ./lookout.duckdb
+engine:
+  window_seconds: 60
+  allowed_lateness_seconds: 30
+  checkpoint_seconds: 5
+  grace_period_seconds: 25
+decode:
+  embedding_dim: 384
+detectors:
+  safety: {min_calls: 100, alpha: 0.0001}
+  latency: {slo: {threshold_ms: 3000, objective: 0.99}}
+alerting:
+  resolve_after_ok_windows: 2
+  routes:
+    - receivers: [pagerduty]
+      detector: safety
+      min_severity: critical
+metrics:
+  port: 9464
+  models: [gemini-1.5-flash, text-bison, gpt-4o-mini]
+alerts_out: alerts.jsonl
+"""
+
+#: values shaped like the secrets Lookout's receivers use; none may ever be printed
+SLACK_WEBHOOK = "https://hooks.slack.com/services/T0A1B2C3D/B0E1F2G3H/Zq8s3cr3tW3bh00kT0k3n"
+ROUTING_KEY = "R0UT1NGK3Ys3cr3t0123456789abcdef"
+
+
+def check(tmp_path: Path, text: str | None, env: dict[str, str] | None = None) -> Result:
+    path = tmp_path / "lookout.yaml"
+    if text is not None:
+        path.write_text(text)
+    result = lookout(
+        "config", "check", path if text is not None else "/dev/null", cwd=tmp_path, env=env
+    )
+    assert_no_traceback(result)
+    return result
+
+
+def effective(result: Result) -> dict[str, Any]:
+    """The configuration `config check` printed after its `…: ok` line."""
+    first, _, rest = result.stdout.partition("\n")
+    assert first.endswith(": ok"), result.describe()
+    data = yaml.safe_load(rest)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_a_good_file_is_ok_and_prints_the_effective_configuration(tmp_path: Path) -> None:
+    result = check(tmp_path, GOOD)
+    assert result.returncode == 0, result.describe()
+    assert result.stdout.startswith(f"{tmp_path / 'lookout.yaml'}: ok\n")
+    assert result.stderr == ""
+    config = effective(result)
+    assert config["engine"]["window_seconds"] == 60
+    assert config["metrics"]["models"] == ["gemini-1.5-flash", "text-bison", "gpt-4o-mini"]
+    assert config["alerting"]["routes"][0]["receivers"] == ["pagerduty"]
+    assert config["detectors"]["latency"]["slo"]["threshold_ms"] == 3000
+
+
+def test_an_unknown_key_exits_2_naming_its_path(tmp_path: Path) -> None:
+    result = check(tmp_path, "engine:\n  windw_seconds: 30\n")
+    assert result.returncode == 2, result.describe()
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "engine.windw_seconds" in line and "unknown key" in line, line
+
+
+#: (YAML, the key path its error must name): one file holding all of them, so this also shows
+#: that every problem is reported, not just the first
+BAD_VALUES = [
+    ("engine:\n  window_seconds: -5\n", "engine.window_seconds"),
+    ("metrics:\n  port: abc\n", "metrics.port"),
+    ("detectors:\n  safety:\n    alpha: 2\n", "detectors.safety.alpha"),
+    ("alerting:\n  routes:\n    - receivers: []\n", "alerting.routes.0.receivers"),
+    ("source:\n  kind: kafka\n", "source"),
+]
+
+
+def test_bad_values_exit_2_naming_each_key_path(tmp_path: Path) -> None:
+    result = check(tmp_path, "".join(text for text, _ in BAD_VALUES))
+    assert result.returncode == 2, result.describe()
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    for _, key_path in BAD_VALUES:
+        named = [line for line in lines if f": {key_path}:" in line]
+        assert len(named) == 1, f"{key_path} not reported once:\n{result.stderr}"
+    assert len(lines) == len(BAD_VALUES), "one line per problem"
+
+
+def test_an_environment_override_shows_in_the_effective_configuration(tmp_path: Path) -> None:
+    result = check(tmp_path, GOOD, env={"LOOKOUT_ENGINE__WINDOW_SECONDS": "30"})
+    assert result.returncode == 0, result.describe()
+    config = effective(result)
+    assert config["engine"]["window_seconds"] == 30  # the environment beats the file
+    assert config["engine"]["grace_period_seconds"] == 25  # the rest of the file still holds
+    assert config["metrics"]["port"] == 9464
+
+
+def test_a_bad_environment_override_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = check(tmp_path, GOOD, env={"LOOKOUT_ENGINE__WINDOW_SECONDS": "half a minute"})
+    assert result.returncode == 2, result.describe()
+    assert "engine.window_seconds" in result.stderr
+
+
+def test_a_missing_file_exits_2_in_one_line(tmp_path: Path) -> None:
+    result = lookout("config", "check", tmp_path / "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.describe()
+    assert_no_traceback(result)
+    assert len(result.stderr.splitlines()) == 1 and "nope.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        # a webhook URL pasted into the file under a key that does not exist, and as a value
+        # of the wrong type
+        (
+            f"alerting:\n  slack_webhook_url: {SLACK_WEBHOOK}\n"
+            f"sink:\n  path: {{url: '{SLACK_WEBHOOK}'}}\n",
+            {},
+        ),
+        # a routing key set through an override that names no setting
+        (GOOD, {"LOOKOUT_ALERTING__PAGERDUTY_ROUTING_KEY": ROUTING_KEY}),
+        # the secrets where they belong, in the environment of a valid configuration
+        (GOOD, {"SLACK_WEBHOOK_URL": SLACK_WEBHOOK, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY}),
+    ],
+    ids=["in-the-file", "unknown-env-override", "valid-with-env-secrets"],
+)
+def test_no_secret_value_in_the_output(tmp_path: Path, text: str, env: dict[str, str]) -> None:
+    result = check(tmp_path, text, env=env)
+    assert result.returncode == (0 if text == GOOD and not any("LOOKOUT" in k for k in env) else 2)
+    for secret in (SLACK_WEBHOOK, ROUTING_KEY, "s3cr3t"):
+        assert secret not in result.stdout and secret not in result.stderr, result.describe()
