@@ -26,7 +26,7 @@ then it is pinned.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,20 @@ class DescriptorDriftDetector:
             citations_present=a.citations_present + b.citations_present,
             sample=rs.merge(a.sample, b.sample),
         )
+
+    def split_sample(
+        self, state: DescriptorDriftState
+    ) -> tuple[DescriptorDriftState, DescriptorDriftState]:
+        """(exact counts, the sample alone); see EmbeddingDriftDetector.split_sample."""
+        body = replace(state, sample=state.sample.emptied())
+        sample_only = DescriptorDriftState(
+            count=0,
+            finish_counts=np.zeros_like(state.finish_counts),
+            citations_reported=0,
+            citations_present=0,
+            sample=state.sample,
+        )
+        return body, sample_only
 
     def to_row(self, state: DescriptorDriftState) -> dict[str, Any]:
         """JSON-safe row; finish reasons by name so a changed reason list still reads back."""

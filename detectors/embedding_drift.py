@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -161,6 +161,19 @@ class EmbeddingDriftDetector:
             rs.merge(a.sample, b.sample),
             _merge_counts(a.rejected, b.rejected),
         )
+
+    def split_sample(
+        self, state: EmbeddingDriftState
+    ) -> tuple[EmbeddingDriftState, EmbeddingDriftState]:
+        """(everything but the sample, the sample alone); their merge is `state`.
+
+        The verdict needs only the count and feature sum; the sample (up to ~1 MB a window) is
+        for the reference and the report. The engine writes it once per window, when the window
+        closes, instead of in every checkpoint's partial row.
+        """
+        body = replace(state, sample=state.sample.emptied())
+        sample_only = EmbeddingDriftState(0, np.zeros_like(state.feature_sum), state.sample)
+        return body, sample_only
 
     def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
         """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""

@@ -69,6 +69,10 @@ class Reservoir:
     def empty(cls, capacity: int, width: int, dtype: npt.DTypeLike) -> Reservoir:
         return cls(np.zeros(0, np.uint64), np.zeros((0, width), dtype=dtype), capacity)
 
+    def emptied(self) -> Reservoir:
+        """An empty reservoir of the same shape (capacity, width, dtype)."""
+        return Reservoir.empty(self.capacity, self.width, self.rows.dtype)
+
     @property
     def width(self) -> int:
         return int(self.rows.shape[1])

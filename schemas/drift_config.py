@@ -35,7 +35,7 @@ class EmbeddingDriftConfig(BaseModel):
     n_features: int = Field(default=128, ge=8, le=4096)
     bandwidth: float = Field(default=1.0, gt=0)
     seed: int = Field(default=20_240_917, ge=0)
-    sample_size: int = Field(default=1_000, ge=0)
+    sample_size: int = Field(default=250, ge=0)
     reference_sample_size: int = Field(default=2_000, ge=2)
     reference_min_calls: int = Field(default=2_000, ge=1)
     min_sample: int = Field(default=50, ge=2)

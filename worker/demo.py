@@ -71,7 +71,8 @@ def run_simulation(
     """Feed the simulated stream through the engine, then close every window."""
     total = config.hours * 3600.0
     start = config.start.timestamp()
-    for batch in simulate_batches(config):
+    # one batch per simulated minute: each (model, window) gets one vectorised add per batch
+    for batch in simulate_batches(config, seconds_per_batch=60.0):
         engine.feed(batch)
         engine.tick()
         if progress is not None and len(batch):

@@ -182,7 +182,7 @@ class Engine:
                         )
             state.seen_ids.update(stored.request_ids)
             state.durable_records = stored.records
-            state.evaluated = stored.evaluated
+            state.evaluated = state.closed = stored.evaluated
         self._windows[key] = state
         return state
 
@@ -205,6 +205,11 @@ class Engine:
             self._retry_deferred()
         if self.settings.evaluate:
             self._evaluate_closed(final=False)
+        else:
+            window = self.settings.window_seconds
+            for state in self._windows.values():
+                if not state.closed and self._watermark.closes(state.start, window):
+                    state.closed = True
         due = self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds
         if due or len(self._pending_acks) >= self.settings.checkpoint_max_messages:
             self.checkpoint()
@@ -212,9 +217,12 @@ class Engine:
             self._shed_windows()
 
     def finish(self, *, end_of_input: bool) -> bool:
-        """Final checkpoint. At the end of a finite input, every window is evaluated first."""
+        """Final checkpoint. At the end of a finite input, every window is evaluated first;
+        held samples of windows still open are written too, so a stop loses none."""
         if self.settings.evaluate:
             self._evaluate_closed(final=end_of_input)
+        for state in self._windows.values():
+            state.closed = True
         return self.checkpoint()
 
     def _evaluate_closed(self, *, final: bool) -> None:
@@ -232,7 +240,7 @@ class Engine:
 
     def _evaluate(self, state: OpenWindow) -> None:
         result = self._evaluator.evaluate(state.model, state.start, state.current(self._detectors))
-        state.evaluated = True
+        state.evaluated = state.closed = True
         self.stats.windows_evaluated += 1
         self._pending_detections.extend(result.detections)
         self._pending_alerts.extend(result.alerts)

@@ -3,6 +3,11 @@
 `durable` is the merged state of every row the sink held when the window was opened plus every
 checkpoint this worker has written since; `delta` is what was folded after the last successful
 checkpoint. A failed checkpoint leaves the delta in place, so the next attempt writes it all.
+
+Detectors that keep a raw sample (`split_sample`) would otherwise write up to a sample's worth of
+rows in every checkpoint's partial row, i.e. nearly every embedding. Their sample parts are held
+here (`held`) and written once, in the first checkpoint after the window closes on this worker
+(or at shutdown); counts and statistics are written at every checkpoint as usual.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ class OpenWindow:
     delta_late: int = 0
     delta_ids: list[str] = field(default_factory=list)
     evaluated: bool = False
+    #: the watermark passed the end here (or the worker is stopping): write held samples
+    closed: bool = False
+    held: dict[str, Any] = field(default_factory=dict)
+    holding: bool = False
 
     @classmethod
     def fresh(
@@ -47,7 +56,7 @@ class OpenWindow:
 
     @property
     def dirty(self) -> bool:
-        return self.delta_records > 0
+        return self.delta_records > 0 or (self.closed and self.holding)
 
     def fold(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> tuple[int, int]:
         """Add the rows not seen before; returns (added, duplicates)."""
@@ -79,6 +88,16 @@ class OpenWindow:
             return dict(self.durable)
         return {n: d.merge(self.durable[n], self.delta[n]) for n, d in detectors.items()}
 
+    def _written_state(self, name: str, detector: Detector[Any]) -> Any:
+        split = getattr(detector, "split_sample", None)
+        if split is None:
+            return self.delta[name]
+        if self.closed:
+            held = self.held.get(name)
+            return self.delta[name] if held is None else detector.merge(held, self.delta[name])
+        body, _ = split(self.delta[name])
+        return body
+
     def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
         extras: dict[str, float] = {}
         for name, detector in detectors.items():
@@ -92,11 +111,24 @@ class OpenWindow:
             window_end=self.end,
             records=self.delta_records,
             late_records=self.delta_late,
-            states={n: d.to_row(self.delta[n]) for n, d in detectors.items()},
+            states={n: d.to_row(self._written_state(n, d)) for n, d in detectors.items()},
         )
 
     def committed(self, detectors: Mapping[str, Detector[Any]]) -> None:
         """The delta is durable now: move it into `durable` and start a new delta."""
+        for name, detector in detectors.items():
+            split = getattr(detector, "split_sample", None)
+            if split is None:
+                continue
+            if self.closed:
+                self.held.pop(name, None)
+            elif self.delta_records:
+                _, sample = split(self.delta[name])
+                held = self.held.get(name)
+                self.held[name] = sample if held is None else detector.merge(held, sample)
+                self.holding = True
+        if self.closed:
+            self.holding = False
         self.durable = self.current(detectors)
         self.durable_records += self.delta_records
         self.delta = {n: d.empty() for n, d in detectors.items()}
