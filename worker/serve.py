@@ -60,6 +60,11 @@ def serve(config: LookoutConfig) -> int:
         print(f"lookout run: {error}", file=sys.stderr)
         return 2
     pipeline.engine.set_ack_handler(source.ack)
+    stats = getattr(source, "stats", None)
+    if stats is not None:
+        from worker.source_metrics import PubSubSourceCollector
+
+        pipeline.registry.register(PubSubSourceCollector(stats))
     health = None
     if config.metrics.enabled:
         health = HealthServer(
@@ -74,6 +79,7 @@ def serve(config: LookoutConfig) -> int:
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
+        # later signals while flushing change nothing: the flush finishes, the exit status is 0
         stop.set()
 
     for s in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +97,10 @@ def serve(config: LookoutConfig) -> int:
         if health is not None:
             health.stop()
         pipeline.close()
+        # everything is durable and acked: a repeated SIGTERM during interpreter shutdown
+        # (when Python restores default handlers) must not turn a clean exit into -15
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
     stats = pipeline.engine.stats
     print(
         f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "
