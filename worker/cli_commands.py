@@ -92,7 +92,11 @@ def demo(
         start=sim.start,
         window_seconds=config.engine.window_seconds,
     )
-    write_report(pipeline.sink, report, title="Lookout demo")
+    from worker.report_evidently import evidently_second_opinion
+
+    write_report(
+        pipeline.sink, report, title="Lookout demo", second_opinion=evidently_second_opinion
+    )
     pipeline.close()
 
     table = Table(
@@ -174,7 +178,6 @@ def replay(
     )
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     pipeline.engine.set_ack_handler(source.ack)
-    size = path.stat().st_size if path is not None else None
     with stop_on_signals() as stop, _progress(sys.stderr.isatty()) as progress:
         task = progress.add_task("replaying", total=None, detail="")
 
@@ -192,13 +195,16 @@ def replay(
             metrics=pipeline.metrics,
             progress=advance,
         )
-    del size
     stats = pipeline.engine.stats
     if report is not None or config.report:
         from worker.report import write_report
+        from worker.report_evidently import evidently_second_opinion
 
         write_report(
-            pipeline.sink, report or Path(str(config.report)), title=f"Lookout replay of {file}"
+            pipeline.sink,
+            report or Path(str(config.report)),
+            title=f"Lookout replay of {file}",
+            second_opinion=evidently_second_opinion,
         )
     pipeline.close()
     typer.echo(

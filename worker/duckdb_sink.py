@@ -298,6 +298,15 @@ class DuckDBSink:
             ).fetchall()
         return {(m, d): orjson.loads(s) for m, d, s in rows}
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL for reports, on the sink's own connection (it is not thread-safe)."""
+        with self._lock:
+            return self._con.execute(sql, list(params)).fetchall()
+
+    def query_frame(self, sql: str) -> pd.DataFrame:
+        with self._lock:
+            return self._con.execute(sql).df()
+
     def writable(self) -> bool:
         try:
             with self._lock:
