@@ -67,8 +67,9 @@ class Detector(Protocol[StateT]):
 
     def from_row(self, row: Mapping[str, Any]) -> StateT: ...
 
-    def evaluate(self, state: StateT, baseline: Baseline[StateT], window: WindowRef) -> Detection:
-        ...
+    def evaluate(
+        self, state: StateT, baseline: Baseline[StateT], window: WindowRef
+    ) -> Detection: ...
 
     def update_reference(self, reference: StateT | None, state: StateT) -> StateT | None:
         """The reference after a window closed; detectors without one return None."""

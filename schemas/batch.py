@@ -143,8 +143,11 @@ class LogBatch:
         if with_emb:
             columns["embeddings"] = np.concatenate([b.embeddings for b in with_emb])
             columns["embedding_rows"] = np.concatenate(
-                [b.embedding_rows + off for b, off in zip(batches, offsets, strict=True)
-                 if len(b.embedding_rows)]
+                [
+                    b.embedding_rows + off
+                    for b, off in zip(batches, offsets, strict=True)
+                    if len(b.embedding_rows)
+                ]
             )
         else:
             columns["embeddings"] = np.zeros((0, 0), dtype=np.float32)
