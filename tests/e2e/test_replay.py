@@ -280,18 +280,39 @@ def test_alerts_out_has_the_documented_keys_and_one_incident_per_model(
 
 GRACE_SECONDS = 6.0
 PROGRESS = re.compile(r"([\d,]+) records")
+#: `lookout replay` reads a file 16 chunks of 2,000 lines at a time and looks for a stop signal
+#: between reads, so a stream longer than one read is what leaves input unread at a SIGTERM
+ONE_READ = 16 * 2000
+
+
+@pytest.fixture(scope="module")
+def long_stream(corrupted_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> Stream:
+    """The corrupted stream, then a copy of its first lines under other request ids (a second
+    gateway replica's traffic for the same minutes): just longer than one read."""
+    base = corrupted_stream.lines
+    extra = ONE_READ + 1000 - len(base)
+    assert 0 < extra <= len(base)
+    copies = [line.replace(b'"sim-', b'"replica2-sim-') for line in base[:extra]]
+    assert all(b'"replica2-sim-' in line for line in copies[:50] if b'"sim-' in line)
+    bad = {**corrupted_stream.bad}
+    bad.update({len(base) + n: kind for n, kind in corrupted_stream.bad.items() if n <= extra})
+    path = tmp_path_factory.mktemp("long") / "long.ndjson"
+    lines = (*base, *copies)
+    path.write_bytes(b"".join(lines))
+    return Stream(path, lines, bad)
 
 
 def test_sigterm_mid_replay_exits_in_grace_and_a_rerun_completes_the_counts(
-    corrupted_stream: Stream, workdir: Path
+    long_stream: Stream, workdir: Path
 ) -> None:
     """SIGTERM once the progress display (stderr on a terminal) shows records folded.
 
-    The run stops, writes a final checkpoint and exits 0 within the grace period; what it wrote
-    is consistent (every window's counts agree with the request ids it holds); a rerun of the
-    same file counts exactly the records the first run did not and evaluates what it left open.
+    The run finishes the read in hand, writes a final checkpoint and exits 0 within the grace
+    period, leaving the rest of the file unread; what it wrote is consistent (every window's
+    counts agree with the request ids it holds); a rerun of the same file counts exactly the
+    records the first run did not, and evaluates the windows it left open.
     """
-    stream = corrupted_stream
+    stream = long_stream
     db = workdir / "lookout.duckdb"
     env = {
         "LOOKOUT_ENGINE__GRACE_PERIOD_SECONDS": str(GRACE_SECONDS),
@@ -321,13 +342,16 @@ def test_sigterm_mid_replay_exits_in_grace_and_a_rerun_completes_the_counts(
     summary = summary_of_terminal(result)
     assert summary["signal"], "the summary does not say the replay was stopped"
     counted = int(summary["records"])
-    assert 0 < counted <= stream.good_count
+    assert 0 < counted < stream.good_count, "the replay was not stopped mid-way"
 
     # consistent: the aggregates and the dedup ids of every window were written together
     assert total_calls(db) == counted
     ids = counted_request_ids(db)
     assert sum(ids.values()) == counted and max(ids.values()) == 1
-    assert set(ids) <= set(stream.good_ids())
+    # … and they are a prefix of the file: the replay read in order and stopped reading
+    in_order = [i[0] for i in stream.identities if i is not None]
+    first_unread = next(n for n, rid in enumerate(in_order) if rid not in ids)
+    assert set(ids) == set(in_order[:first_unread]), "counted records are not a prefix"
     disagree = query(
         db,
         "SELECT m.model, m.window_start, m.calls, count(i.request_id) FROM window_metrics_merged m "
