@@ -28,9 +28,17 @@ FORMATS: tuple[str, ...] = ("native", "envelope", "logentry", "otlp", *PROVIDER_
 Item = tuple[int, bytes, Wire | DecodeError]
 
 
-def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
-    """(line, bytes) of each record: one JSON document, or NDJSON with blank lines skipped.
+def _without_terminator(line: bytes) -> bytes:
+    """A line as it was sent, minus the `\r` of a `\r\n` terminator (not part of the record)."""
+    return line[:-1] if line[-1:] == b"\r" else line
 
+
+def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """(line, raw, record) of each record: one JSON document, or NDJSON with blank lines skipped.
+
+    `raw` is the record's original bytes (what a dead-letter topic must get back), `record`
+    the same stripped of surrounding whitespace: it is what is parsed and what a missing
+    request id is hashed from, so an id does not change when a sender pads a line differently.
     A body spanning several lines is first tried as one (pretty-printed) document; only if that
     does not parse is it read as NDJSON.
     """
@@ -42,51 +50,63 @@ def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:
         head = lines[start].strip()
         if head[:1] in (b"{", b"["):
             body = data.strip()
+            raw = _without_terminator(b"\n".join(lines[start:]).removesuffix(b"\n"))
             try:
                 DOCUMENT_DECODER.decode(body)
             except msgspec.DecodeError:
                 if head in (b"{", b"["):  # a pretty-printed document that is broken
-                    yield first_line + start, body
+                    yield first_line + start, raw, body
                     return
             else:
-                yield first_line + start, body
+                yield first_line + start, raw, body
                 return
     for i, line in enumerate(lines):
         record = line.strip()
         if record:
-            yield first_line + i, record
+            yield first_line + i, _without_terminator(line), record
+
+
+def iter_items(
+    data: bytes, format_hint: str | None, first_line: int, max_bytes: int
+) -> Iterator[Item]:
+    """Every record of a message in input order (an OTLP document may give several), lazily.
+
+    Lazily, so the hot path can turn a few hundred records at a time into columns: holding a
+    whole message of decoded records at once costs about twice as much (memory traffic).
+    """
+    if format_hint is not None and format_hint not in FORMATS:
+        reason = f"unknown format {format_hint!r}, expected one of {', '.join(FORMATS)}"
+        for line, raw, _record in split_records(data, first_line):
+            yield line, raw, DecodeError(line, reason, raw, None, "unknown_format")
+        return
+    for line, raw, record in split_records(data, first_line):
+        if len(record) > max_bytes:
+            reason = f"record is {len(record)} bytes, over the limit of {max_bytes} bytes"
+            yield line, raw, DecodeError(line, reason, raw, None, "too_large")
+        elif record[:1] == b"[":
+            try:
+                elements = ARRAY_DECODER.decode(record)
+            except msgspec.DecodeError as e:
+                yield line, raw, _msgspec_error(e, line, raw)
+                continue
+            for element in elements:
+                one = bytes(element)
+                yield from _decode_one(one, one, line, format_hint)
+        else:
+            yield from _decode_one(record, raw, line, format_hint)
 
 
 def decode_items(
     data: bytes, format_hint: str | None, first_line: int, max_bytes: int
 ) -> list[Item]:
-    """Every record of a message in input order (an OTLP document may give several)."""
-    items: list[Item] = []
-    if format_hint is not None and format_hint not in FORMATS:
-        reason = f"unknown format {format_hint!r}, expected one of {', '.join(FORMATS)}"
-        for line, raw in split_records(data, first_line):
-            items.append((line, raw, DecodeError(line, reason, raw, None, "unknown_format")))
-        return items
-    for line, raw in split_records(data, first_line):
-        if len(raw) > max_bytes:
-            reason = f"record is {len(raw)} bytes, over the limit of {max_bytes} bytes"
-            items.append((line, raw, DecodeError(line, reason, raw, None, "too_large")))
-        elif raw[:1] == b"[":
-            try:
-                elements = ARRAY_DECODER.decode(raw)
-            except msgspec.DecodeError as e:
-                items.append((line, raw, _msgspec_error(e, line, raw)))
-                continue
-            for element in elements:
-                items.extend(_decode_one(bytes(element), line, format_hint))
-        else:
-            items.extend(_decode_one(raw, line, format_hint))
-    return items
+    """`iter_items` as a list (the slow path wants random access to every record)."""
+    return list(iter_items(data, format_hint, first_line, max_bytes))
 
 
-def _decode_one(raw: bytes, line: int, hint: str | None) -> list[Item]:
+def _decode_one(record: bytes, raw: bytes, line: int, hint: str | None) -> list[Item]:
+    """One JSON document → its record(s); `record` is parsed and hashed, `raw` is reported."""
     try:
-        wire = WIRE_DECODER.decode(raw)
+        wire = WIRE_DECODER.decode(record)
     except msgspec.DecodeError as e:
         return [(line, raw, _msgspec_error(e, line, raw))]
     fmt = _format_of(wire)
@@ -96,11 +116,11 @@ def _decode_one(raw: bytes, line: int, hint: str | None) -> list[Item]:
     kind = hint if hint in PROVIDER_KINDS else None
     if fmt == "otlp":
         out: list[Item] = []
-        for record, _path in otlp_records(wire):
-            if isinstance(record, BodyError):
-                out.append((line, raw, DecodeError(line, record.reason, raw, record.field)))
+        for span, _path in otlp_records(wire):
+            if isinstance(span, BodyError):
+                out.append((line, raw, DecodeError(line, span.reason, raw, span.field)))
             else:
-                out.append((line, raw, record))
+                out.append((line, raw, span))
         return out
     if fmt == "bare_response":
         reason = (
@@ -121,8 +141,8 @@ def _decode_one(raw: bytes, line: int, hint: str | None) -> list[Item]:
             payload.request_id = entry.insertId or None
         if payload.labels is None:
             payload.labels = entry.labels
-        return [(line, raw, _complete(payload, raw, line, kind, "jsonPayload."))]
-    return [(line, raw, _complete(wire, raw, line, kind, ""))]
+        return [(line, raw, _complete(payload, record, raw, line, kind, "jsonPayload."))]
+    return [(line, raw, _complete(wire, record, raw, line, kind, ""))]
 
 
 def _format_of(wire: Wire) -> str:
@@ -138,7 +158,7 @@ def _format_of(wire: Wire) -> str:
 
 
 def _complete(
-    wire: Wire, raw: bytes, line: int, kind: str | None, prefix: str
+    wire: Wire, record: bytes, raw: bytes, line: int, kind: str | None, prefix: str
 ) -> Wire | DecodeError:
     """Fill what the body says and the envelope did not; check the fields every record needs."""
     if wire.response_body is not None:
@@ -181,7 +201,7 @@ def _complete(
     if wire.model is None:
         return DecodeError(line, "required, got nothing", raw, prefix + "model")
     if wire.request_id is None:
-        wire.request_id = deterministic_request_id(raw)
+        wire.request_id = deterministic_request_id(record)
     if wire.finish_reason is not None:
         # an envelope or a native record may carry a provider's word too (`STOP`)
         wire.finish_reason = canonical_finish_reason(wire.finish_reason)

@@ -83,8 +83,19 @@ def test_bad_ndjson_lines_are_reported_with_line_field_and_raw_bytes() -> None:
     assert "whole number of tokens, got 12.5" in described[113]
     lines = data.split(b"\n")
     for e in message.errors:
-        assert e.raw == lines[e.line - 100].strip()
+        assert e.raw == lines[e.line - 100]  # the original bytes, for the dead-letter topic
     assert len(message.errors) == 11
+
+
+def test_dead_letter_raw_keeps_surrounding_whitespace() -> None:
+    # the first line of the second message is a good record, so only the last line is dead
+    good = b'{"request_id":"r","timestamp":"2024-01-01T00:00:00Z","model":"m"}'
+    for data in (b'{"a": "x ', good + b'\n{"a": "x \t\n'):
+        errors = decode_message(data, limits=DecodeLimits()).errors
+        assert [e.raw for e in errors] == [data.split(b"\n")[-2 if data.endswith(b"\n") else -1]]
+    # only the line terminator is not part of the record, `\r\n` included
+    errors = decode_message(good + b"\r\n {\r\n").errors
+    assert [(e.line, e.raw) for e in errors] == [(2, b" {")]
 
 
 def test_missing_request_id_is_derived_from_the_record_bytes() -> None:
