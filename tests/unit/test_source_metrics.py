@@ -31,8 +31,7 @@ def test_every_source_counter_is_exported_and_follows_the_scrape() -> None:
     assert registry.get_sample_value("lookout_pubsub_stream_restarts_total") == 1
 
     exported = {
-        family.name
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        family.name for family in text_string_to_metric_families(generate_latest(registry).decode())
     }
     counters = {f.name for f in fields(PubSubSourceStats)} - {"held"}
     assert {f"lookout_pubsub_{name}" for name in counters} <= exported
