@@ -54,7 +54,7 @@ def write_report(
     )
     merged = _frame(
         sink,
-        "SELECT model, count(*) AS windows, sum(records) AS records, "
+        "SELECT model, count(*) AS windows, sum(records)::BIGINT AS records, "
         "sum(blocked) / nullif(sum(calls), 0) AS block_rate FROM window_metrics_merged "
         "GROUP BY model ORDER BY model",
     )
