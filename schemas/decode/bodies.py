@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import msgspec
 
-from schemas.decode.finish import canonical_finish_reason, response_block_reason
+from schemas.decode.finish import finish_facts
 from schemas.decode.safety import (
     CATEGORY_CACHE,
     SEVERITY_SCORES,
@@ -222,11 +222,14 @@ def gemini_facts(chunks: list[Body]) -> BodyFacts:
         for candidate in chunk.candidates or ():
             primary = not candidate.index
             saw_candidate = saw_candidate or primary
-            if candidate.finishReason is not None:
-                reason = enum_name(candidate.finishReason, VERTEX_FINISH_REASON, "FINISH_REASON")
+            reason = candidate.finishReason
+            if reason is not None:
+                if type(reason) is not str:
+                    reason = enum_name(reason, VERTEX_FINISH_REASON, "FINISH_REASON")
+                canonical, block = finish_facts(reason)
                 if primary:
-                    facts.finish_reason = canonical_finish_reason(reason)
-                response_block = response_block or response_block_reason(reason)
+                    facts.finish_reason = canonical
+                response_block = response_block or block
             _add_ratings(facts.safety_scores, candidate.safetyRatings)
             if not primary:
                 continue
@@ -291,11 +294,10 @@ def openai_facts(chunks: list[Body]) -> BodyFacts:
         for choice in chunk.choices or ():
             primary = not choice.index
             if choice.finish_reason is not None:
+                canonical, block = finish_facts(choice.finish_reason)
                 if primary:
-                    facts.finish_reason = canonical_finish_reason(choice.finish_reason)
-                response_block = response_block or (
-                    response_block_reason(choice.finish_reason) is not None
-                )
+                    facts.finish_reason = canonical
+                response_block = response_block or block is not None
             response_filtered += _add_filters(facts.safety_scores, choice.content_filter_results)
             if not primary:
                 continue
@@ -327,6 +329,23 @@ def _whole(value: float | None, which: str) -> int | None:
     return int(value)
 
 
+#: PaLM category lists as sent → their normalised names, or None when two names coincide (then
+#: the highest score must win, category by category); bounded, PaLM sends few distinct lists
+_PALM_NAMES: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+
+
+def _palm_names(categories: list[str]) -> tuple[str, ...] | None:
+    key = tuple(categories)
+    try:
+        return _PALM_NAMES[key]
+    except KeyError:
+        names = tuple(CATEGORY_CACHE.get(c) or normalise_category(c) for c in key)
+        out = names if len(set(names)) == len(names) else None
+        if len(_PALM_NAMES) < 256:
+            _PALM_NAMES[key] = out
+        return out
+
+
 def palm_facts(body: Body) -> BodyFacts:
     facts = BodyFacts()
     for i, prediction in enumerate(body.predictions or ()):
@@ -343,11 +362,15 @@ def palm_facts(body: Body) -> BodyFacts:
                     f"and {len(scores)} scores",
                 )
             out = facts.safety_scores
-            for raw, score in zip(categories, scores, strict=True):
-                category = CATEGORY_CACHE.get(raw) or normalise_category(raw)
-                old = out.get(category)
-                if old is None or score > old:
-                    out[category] = score
+            names = _palm_names(categories)
+            if names is not None and not out:  # the common case: a dict built in C
+                out.update(zip(names, scores, strict=True))
+            else:
+                for raw, score in zip(categories, scores, strict=True):
+                    category = CATEGORY_CACHE.get(raw) or normalise_category(raw)
+                    old = out.get(category)
+                    if old is None or score > old:
+                        out[category] = score
             _add_ratings(out, a.safetyRatings)
             if a.blocked:
                 facts.blocked, facts.block_stage, facts.block_reason = True, "response", "SAFETY"

@@ -75,3 +75,20 @@ def response_block_reason(raw: str) -> str | None:
     if canonical_finish_reason(raw) in BLOCKING_FINISH:
         return raw.strip().upper()
     return None
+
+
+#: raw word → (canonical word, block reason or None); bounded like `_CACHE`
+_FACTS: dict[str, tuple[str, str | None]] = {}
+
+
+def finish_facts(raw: str) -> tuple[str, str | None]:
+    """`canonical_finish_reason` and `response_block_reason` of one word in one cached lookup.
+
+    Every Gemini and OpenAI record needs both; one dict hit instead of two calls.
+    """
+    facts = _FACTS.get(raw)
+    if facts is None:
+        facts = (canonical_finish_reason(raw), response_block_reason(raw))
+        if len(_FACTS) < 1024:
+            _FACTS[raw] = facts
+    return facts

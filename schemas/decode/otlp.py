@@ -68,7 +68,8 @@ def span_record(span: Span, path: str) -> Wire | None:
     """The record of one span, or None when it is not a GenAI span."""
     attrs: dict[str, AttrValue] = {}
     for kv in span.attributes or ():
-        attrs[kv.key] = _value(kv.value)
+        v = kv.value  # most attributes are strings: no call for those
+        attrs[kv.key] = v.stringValue if v is not None and v.stringValue is not None else _value(v)
     if not any(k.startswith("gen_ai.") for k in attrs):
         return None
     attr_path = f"{path}.attributes"

@@ -49,21 +49,30 @@ def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes, by
             return
         head = lines[start].strip()
         if head[:1] in (b"{", b"["):
-            body = data.strip()
-            raw = _without_terminator(b"\n".join(lines[start:]).removesuffix(b"\n"))
             try:
-                DOCUMENT_DECODER.decode(body)
+                DOCUMENT_DECODER.decode(data)  # surrounding whitespace is fine: no copy
             except msgspec.DecodeError:
                 if head in (b"{", b"["):  # a pretty-printed document that is broken
-                    yield first_line + start, raw, body
+                    yield first_line + start, _document_raw(lines, start), data.strip()
                     return
             else:
-                yield first_line + start, raw, body
+                yield first_line + start, _document_raw(lines, start), data.strip()
                 return
-    for i, line in enumerate(lines):
+    if b"\r" in data:
+        for i, line in enumerate(lines):
+            record = line.strip()
+            if record:
+                yield first_line + i, _without_terminator(line), record
+        return
+    # the common case, written for speed: no `\r`, so a line is its record's raw bytes
+    for i, line in enumerate(lines, first_line):
         record = line.strip()
         if record:
-            yield first_line + i, _without_terminator(line), record
+            yield i, line, record
+
+
+def _document_raw(lines: list[bytes], start: int) -> bytes:
+    return _without_terminator(b"\n".join(lines[start:]).removesuffix(b"\n"))
 
 
 def iter_items(
@@ -79,6 +88,7 @@ def iter_items(
         for line, raw, _record in split_records(data, first_line):
             yield line, raw, DecodeError(line, reason, raw, None, "unknown_format")
         return
+    decode = WIRE_DECODER.decode
     for line, raw, record in split_records(data, first_line):
         if len(record) > max_bytes:
             reason = f"record is {len(record)} bytes, over the limit of {max_bytes} bytes"
@@ -92,6 +102,28 @@ def iter_items(
             for element in elements:
                 one = bytes(element)
                 yield from _decode_one(one, one, line, format_hint)
+        elif format_hint is None:
+            # the common case inlined (one envelope or native record per line, no hint)
+            try:
+                wire = decode(record)
+            except msgspec.DecodeError as e:
+                yield line, raw, _msgspec_error(e, line, raw)
+                continue
+            if (
+                wire.resourceSpans is None
+                and wire.jsonPayload is None
+                and (
+                    wire.response_body is not None
+                    or (
+                        wire.candidates is None
+                        and wire.choices is None
+                        and wire.predictions is None
+                    )
+                )
+            ):
+                yield line, raw, _complete(wire, record, raw, line, None, "")
+                continue
+            yield from _records_of(wire, record, raw, line, None)
         else:
             yield from _decode_one(record, raw, line, format_hint)
 
@@ -109,6 +141,11 @@ def _decode_one(record: bytes, raw: bytes, line: int, hint: str | None) -> list[
         wire = WIRE_DECODER.decode(record)
     except msgspec.DecodeError as e:
         return [(line, raw, _msgspec_error(e, line, raw))]
+    return _records_of(wire, record, raw, line, hint)
+
+
+def _records_of(wire: Wire, record: bytes, raw: bytes, line: int, hint: str | None) -> list[Item]:
+    """The record(s) of one decoded document, whatever its format."""
     fmt = _format_of(wire)
     if hint is not None and fmt != ("envelope" if hint in PROVIDER_KINDS else hint):
         reason = f"format {hint} expected, but the record looks like {fmt}"

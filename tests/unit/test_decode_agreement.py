@@ -7,6 +7,8 @@ so any column check that drifts from the model's bounds shows up here.
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,10 @@ import orjson
 
 from schemas.batch import LogBatch
 from schemas.decode import decode_message, decode_records
+from schemas.decode.api import CHUNK_RECORDS
 from schemas.prediction_log import PredictionLog
+from worker.simulator import SimulationConfig, simulate_logs
+from worker.wire_encode import encode_mixed
 
 WIRE = Path(__file__).parents[1] / "fixtures" / "wire"
 CORPUS = Path("../shared/payloads/responses.ndjson")
@@ -59,9 +64,39 @@ EDGES = [
 ]
 
 
+def simulated_traffic(n: int, embedding_fraction: float) -> list[bytes]:
+    """`lookout simulate` lines in every wire format (blocks, errors, OTLP spans included)."""
+    config = SimulationConfig(
+        start=datetime(2025, 1, 1, tzinfo=UTC),
+        hours=0.05,
+        embedding_dim=8,
+        embedding_fraction=embedding_fraction,
+        seed=3,
+        with_text=True,
+    )
+    return list(islice(encode_mixed(simulate_logs(config), seed=3), n))
+
+
+def chunk_crossing_messages() -> list[bytes]:
+    """Messages longer than the hot path's chunk, so rules that span a message are exercised."""
+    lines = simulated_traffic(3 * CHUNK_RECORDS + 17, 0.3)
+    head = b'{"timestamp": "2024-01-01T00:00:00Z", "model": "m", '
+    # scores a body computed are checked with the columns (a native record's, while parsing)
+    palm = {"predictions": [{"safetyAttributes": {"categories": ["Z", "A"], "scores": [1.5, -1]}}]}
+    bad_scores = head + b'"response_body": ' + orjson.dumps(palm) + b"}"
+    with_dim = [head + b'"embedding": ' + orjson.dumps([0.5] * d) + b"}" for d in (3, 4)]
+    return [
+        b"\n".join(lines),
+        # a bad row in a later chunk, a bad line in the first, CRLF terminators
+        b"\r\n".join([lines[0], b"{", *lines[1:300], bad_scores, *lines[300:]]),
+        # embeddings of 3 dimensions in the first chunk, more of 4 after: the message decides
+        b"\n".join([with_dim[0]] * 5 + [head[:-2] + b"}"] * CHUNK_RECORDS + [with_dim[1]] * 9),
+    ]
+
+
 def messages() -> list[bytes]:
     fixtures = [p.read_bytes() for p in sorted(WIRE.iterdir())]
-    return [*fixtures, *corpus_envelopes(), b"\n".join(EDGES)]
+    return [*fixtures, *corpus_envelopes(), b"\n".join(EDGES), *chunk_crossing_messages()]
 
 
 def assert_same_columns(a: LogBatch, b: LogBatch) -> None:
@@ -87,7 +122,23 @@ def test_fast_and_slow_paths_agree_on_every_fixture_and_corpus_record() -> None:
             (e.line, e.field) for e in slow_errors
         ], data[:200]
         assert [e.error_type for e in slow_errors] == [e.error_type for e in fast.errors]
+        assert [e.raw for e in fast.errors] == [e.raw for e in slow_errors], data[:200]
         assert_same_columns(fast.batch, LogBatch.from_logs(logs))
+
+
+def test_chunk_crossing_messages_keep_every_record_and_rule() -> None:
+    whole, crlf, dims = (decode_message(m) for m in chunk_crossing_messages())
+    assert not whole.errors and len(whole.batch) == 3 * CHUNK_RECORDS + 17
+    assert len(set(whole.batch.model)) == 3 and whole.batch.blocked.any()
+    assert [(e.line, e.field, e.raw) for e in crlf.errors] == [
+        (2, None, b"{"),
+        (302, "safety_scores.z", crlf.errors[1].raw),
+    ]
+    assert crlf.errors[1].reason == "must be a probability between 0 and 1, got 1.5"
+    assert not crlf.errors[1].raw.endswith(b"\r")
+    # 9 embeddings of 4 dimensions outvote the 5 of 3, although the 3s came first
+    assert [e.line for e in dims.errors] == [1, 2, 3, 4, 5]
+    assert dims.batch.embeddings.shape == (9, 4)
 
 
 def test_edge_records_are_judged_as_the_model_judges_them() -> None:
