@@ -203,28 +203,29 @@ def _complete(
             facts = interpret(wire.response_body, kind)
         except BodyError as e:
             return DecodeError(line, e.reason, raw, prefix + e.field)
-        # the envelope's own values win; written out field by field, as this runs per record
-        if wire.model_version is None:
+        # the envelope's own values win; written out field by field, as this runs per record,
+        # and the body's value is looked at first: most are None (no block, no error)
+        if facts.model_version is not None and wire.model_version is None:
             wire.model_version = facts.model_version
-        if wire.input_tokens is None:
+        if facts.input_tokens is not None and wire.input_tokens is None:
             wire.input_tokens = facts.input_tokens
-        if wire.output_tokens is None:
+        if facts.output_tokens is not None and wire.output_tokens is None:
             wire.output_tokens = facts.output_tokens
         if wire.blocked is None:
             wire.blocked = facts.blocked
-        if wire.block_stage is None:
+        if facts.block_stage is not None and wire.block_stage is None:
             wire.block_stage = facts.block_stage
-        if wire.block_reason is None:
+        if facts.block_reason is not None and wire.block_reason is None:
             wire.block_reason = facts.block_reason
         if wire.safety_scores is None:
             wire.safety_scores = facts.safety_scores
-        if wire.finish_reason is None:
+        if facts.finish_reason is not None and wire.finish_reason is None:
             wire.finish_reason = facts.finish_reason
-        if wire.citation_count is None:
+        if facts.citation_count is not None and wire.citation_count is None:
             wire.citation_count = facts.citation_count
-        if wire.response is None:
+        if facts.response is not None and wire.response is None:
             wire.response = facts.response
-        if wire.error is None:
+        if facts.error is not None and wire.error is None:
             wire.error = facts.error
         wire.response_body = None
     if wire.timestamp is None and wire.model is None and wire.request_id is None and not prefix:

@@ -229,10 +229,11 @@ class WireBase(Struct, kw_only=True, gc=False):
     jsonPayload: Wire | None = None
     insertId: str | None = None
     resourceSpans: list[ResourceSpans] | None = None
-    # present only on a bare provider response (no envelope): recognised, then rejected
-    candidates: Raw | None = None
-    choices: Raw | None = None
-    predictions: Raw | None = None
+    # present only on a bare provider response (no envelope): recognised, then rejected.
+    # Lists of Raw, not `Raw | None`: msgspec reads that union as "null only"
+    candidates: list[Raw] | None = None
+    choices: list[Raw] | None = None
+    predictions: list[Raw] | None = None
 
 
 def _meta_of(constraints: list[Any]) -> Meta | None:

@@ -163,3 +163,9 @@ def test_unusable_stream_bodies_are_rejected_with_a_reason(body: bytes) -> None:
     data = b'{"timestamp": "2024-01-01T00:00:00Z", "model": "m", "response_body": ' + body + b"}"
     (err,) = decode_message(data).errors
     assert err.field == "response_body" and err.reason
+
+
+@pytest.mark.parametrize("key", ["candidates", "choices", "predictions"])
+def test_bare_provider_response_is_named_as_such(key: str) -> None:
+    (err,) = decode_message(b'{"%s": [{"index": 0}]}' % key.encode()).errors
+    assert err.error_type == "unknown_format" and "bare provider response" in err.reason
