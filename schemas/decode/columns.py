@@ -90,7 +90,7 @@ def build_batch(
 ) -> tuple[LogBatch, npt.NDArray[np.int64], list[DecodeError]]:
     """The good rows as columns, their lines, and an error for each row that broke a bound.
 
-    Written for the common case of a chunk with no bad row: each check is one numpy expression
+    Written for the common case of a message with no bad row: each check is one numpy expression
     over a whole 2-d block, and rows are only looked at one by one when a check fails.
     """
     n = len(rows)
@@ -148,7 +148,7 @@ def build_batch(
         for row, reason in embedding_problems(embeddings, expected_dim).items():
             problems.setdefault(row, ("embedding", reason))
     # msgspec already refused non-finite numbers while parsing (and bodies and spans carry no
-    # embeddings), so no finiteness pass here; one float32 conversion for the whole chunk
+    # embeddings), so no finiteness pass here; one float32 conversion for the whole message
     scores = dict(zip(categories, score_block, strict=True))
     if not problems:
         batch = _columns(rows, numeric, scores, embeddings, emb_rows)

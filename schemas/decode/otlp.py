@@ -12,7 +12,7 @@ request id derived from its trace and span ids, which are just as stable across 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from schemas.decode.bodies import BodyError, fail
 from schemas.decode.finish import canonical_finish_reason, response_block_reason
@@ -38,23 +38,27 @@ def _value(v: AnyValue | None) -> AttrValue:
     return None
 
 
-def _nanos(value: int | str | None, path: str) -> int:
+def _nanos(value: int | str | None, field: str) -> int:
+    if type(value) is int:
+        return value
     if value is None:
-        fail(path, "required for a GenAI span, got nothing")
+        fail(field, "required for a GenAI span, got nothing")
     try:
         return int(value)
     except ValueError as e:
         reason = f"must be an integer of nanoseconds, got {value!r}"
-        raise BodyError(path, reason) from e
+        raise BodyError(field, reason) from e
 
 
-def _int_attr(attrs: dict[str, AttrValue], keys: tuple[str, ...], path: str) -> int | None:
+def _int_attr(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> int | None:
     for key in keys:
         value = attrs.get(key)
         if value is None:
             continue
+        if type(value) is int:
+            return value
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            fail(f"{path}.{key}", f"must be a whole number, got {value!r}")
+            fail(f"attributes.{key}", f"must be a whole number, got {value!r}")
         return int(value)
     return None
 
@@ -64,20 +68,28 @@ def _str_attr(attrs: dict[str, AttrValue], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def span_record(span: Span, path: str) -> Wire | None:
-    """The record of one span, or None when it is not a GenAI span."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+_OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+
+
+def span_record(span: Span) -> Wire | None:
+    """The record of one span, or None when it is not a GenAI span.
+
+    Runs once per span on the hot path, so a `BodyError` names its field below the span only
+    (`otlp_records` puts the span's path in front) and no path string is built unless needed.
+    """
     attrs: dict[str, AttrValue] = {}
     for kv in span.attributes or ():
         v = kv.value  # most attributes are strings: no call for those
         attrs[kv.key] = v.stringValue if v is not None and v.stringValue is not None else _value(v)
-    if not any(k.startswith("gen_ai.") for k in attrs):
+    if "gen_ai.request.model" not in attrs and not any(k.startswith("gen_ai.") for k in attrs):
         return None
-    attr_path = f"{path}.attributes"
     model = _str_attr(attrs, "gen_ai.request.model") or _str_attr(attrs, "gen_ai.response.model")
     if model is None:
-        fail(attr_path, "a GenAI span needs gen_ai.request.model or gen_ai.response.model")
-    start = _nanos(span.startTimeUnixNano, f"{path}.startTimeUnixNano")
-    end = _nanos(span.endTimeUnixNano, f"{path}.endTimeUnixNano")
+        fail("attributes", "a GenAI span needs gen_ai.request.model or gen_ai.response.model")
+    start = _nanos(span.startTimeUnixNano, "startTimeUnixNano")
+    end = _nanos(span.endTimeUnixNano, "endTimeUnixNano")
     reasons = attrs.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, str):
         reasons = [reasons]
@@ -92,18 +104,13 @@ def span_record(span: Span, path: str) -> Wire | None:
     )
     record = Wire(
         request_id=request_id,
-        timestamp=datetime.fromtimestamp(start // 1_000_000_000, tz=UTC).replace(
-            microsecond=(start % 1_000_000_000) // 1000
-        ),
+        # integer arithmetic: exact to the microsecond, as `fromtimestamp` of whole seconds is
+        timestamp=_EPOCH + timedelta(microseconds=start // 1000),
         model=model,
         model_version=_str_attr(attrs, "gen_ai.response.model"),
         latency_ms=(end - start) / 1e6,
-        input_tokens=_int_attr(
-            attrs, ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"), attr_path
-        ),
-        output_tokens=_int_attr(
-            attrs, ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"), attr_path
-        ),
+        input_tokens=_int_attr(attrs, _INPUT_KEYS),
+        output_tokens=_int_attr(attrs, _OUTPUT_KEYS),
         blocked=blocked_by is not None,
         block_stage="response" if blocked_by is not None else None,
         block_reason=blocked_by,
@@ -113,18 +120,21 @@ def span_record(span: Span, path: str) -> Wire | None:
     return record
 
 
-def otlp_records(doc: WireBase) -> list[tuple[Wire | BodyError, str]]:
-    """Every GenAI span of a document, in order, each a record or the reason it is bad."""
-    out: list[tuple[Wire | BodyError, str]] = []
+def otlp_records(doc: WireBase) -> list[Wire | BodyError]:
+    """Every GenAI span of a document, in order, each a record or the reason it is bad.
+
+    A `BodyError`'s field is the whole path from the document (`resourceSpans[0]...`).
+    """
+    out: list[Wire | BodyError] = []
     for r, resource in enumerate(doc.resourceSpans or ()):
         for s, scope in enumerate(resource.scopeSpans or ()):
             for k, span in enumerate(scope.spans or ()):
-                path = f"resourceSpans[{r}].scopeSpans[{s}].spans[{k}]"
                 try:
-                    record = span_record(span, path)
+                    record = span_record(span)
                 except BodyError as e:
-                    out.append((e, path))
+                    path = f"resourceSpans[{r}].scopeSpans[{s}].spans[{k}].{e.field}"
+                    out.append(BodyError(path, e.reason))
                     continue
                 if record is not None:
-                    out.append((record, path))
+                    out.append(record)
     return out

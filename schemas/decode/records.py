@@ -80,8 +80,7 @@ def iter_items(
 ) -> Iterator[Item]:
     """Every record of a message in input order (an OTLP document may give several), lazily.
 
-    Lazily, so the hot path can turn a few hundred records at a time into columns: holding a
-    whole message of decoded records at once costs about twice as much (memory traffic).
+    Lazily, so the hot path sorts records from errors as they come, with no list in between.
     """
     if format_hint is not None and format_hint not in FORMATS:
         reason = f"unknown format {format_hint!r}, expected one of {', '.join(FORMATS)}"
@@ -153,7 +152,7 @@ def _records_of(wire: Wire, record: bytes, raw: bytes, line: int, hint: str | No
     kind = hint if hint in PROVIDER_KINDS else None
     if fmt == "otlp":
         out: list[Item] = []
-        for span, _path in otlp_records(wire):
+        for span in otlp_records(wire):
             if isinstance(span, BodyError):
                 out.append((line, raw, DecodeError(line, span.reason, raw, span.field)))
             else:

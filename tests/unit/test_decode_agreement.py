@@ -16,7 +16,6 @@ import orjson
 
 from schemas.batch import LogBatch
 from schemas.decode import decode_message, decode_records
-from schemas.decode.api import CHUNK_RECORDS
 from schemas.prediction_log import PredictionLog
 from worker.simulator import SimulationConfig, simulate_logs
 from worker.wire_encode import encode_mixed
@@ -77,9 +76,13 @@ def simulated_traffic(n: int, embedding_fraction: float) -> list[bytes]:
     return list(islice(encode_mixed(simulate_logs(config), seed=3), n))
 
 
-def chunk_crossing_messages() -> list[bytes]:
-    """Messages longer than the hot path's chunk, so rules that span a message are exercised."""
-    lines = simulated_traffic(3 * CHUNK_RECORDS + 17, 0.3)
+#: more records than any batching inside the decoder would take at once
+LONG = 256
+
+
+def long_messages() -> list[bytes]:
+    """Long messages, so rules that span a message (embedding dimensions) are exercised."""
+    lines = simulated_traffic(3 * LONG + 17, 0.3)
     head = b'{"timestamp": "2024-01-01T00:00:00Z", "model": "m", '
     # scores a body computed are checked with the columns (a native record's, while parsing)
     palm = {"predictions": [{"safetyAttributes": {"categories": ["Z", "A"], "scores": [1.5, -1]}}]}
@@ -87,16 +90,16 @@ def chunk_crossing_messages() -> list[bytes]:
     with_dim = [head + b'"embedding": ' + orjson.dumps([0.5] * d) + b"}" for d in (3, 4)]
     return [
         b"\n".join(lines),
-        # a bad row in a later chunk, a bad line in the first, CRLF terminators
+        # a bad row late in the message, a bad line early, CRLF terminators
         b"\r\n".join([lines[0], b"{", *lines[1:300], bad_scores, *lines[300:]]),
-        # embeddings of 3 dimensions in the first chunk, more of 4 after: the message decides
-        b"\n".join([with_dim[0]] * 5 + [head[:-2] + b"}"] * CHUNK_RECORDS + [with_dim[1]] * 9),
+        # embeddings of 3 dimensions first, more of 4 far after: the whole message decides
+        b"\n".join([with_dim[0]] * 5 + [head[:-2] + b"}"] * LONG + [with_dim[1]] * 9),
     ]
 
 
 def messages() -> list[bytes]:
     fixtures = [p.read_bytes() for p in sorted(WIRE.iterdir())]
-    return [*fixtures, *corpus_envelopes(), b"\n".join(EDGES), *chunk_crossing_messages()]
+    return [*fixtures, *corpus_envelopes(), b"\n".join(EDGES), *long_messages()]
 
 
 def assert_same_columns(a: LogBatch, b: LogBatch) -> None:
@@ -126,9 +129,9 @@ def test_fast_and_slow_paths_agree_on_every_fixture_and_corpus_record() -> None:
         assert_same_columns(fast.batch, LogBatch.from_logs(logs))
 
 
-def test_chunk_crossing_messages_keep_every_record_and_rule() -> None:
-    whole, crlf, dims = (decode_message(m) for m in chunk_crossing_messages())
-    assert not whole.errors and len(whole.batch) == 3 * CHUNK_RECORDS + 17
+def test_long_messages_keep_every_record_and_rule() -> None:
+    whole, crlf, dims = (decode_message(m) for m in long_messages())
+    assert not whole.errors and len(whole.batch) == 3 * LONG + 17
     assert len(set(whole.batch.model)) == 3 and whole.batch.blocked.any()
     assert [(e.line, e.field, e.raw) for e in crlf.errors] == [
         (2, None, b"{"),
