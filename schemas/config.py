@@ -155,15 +155,26 @@ _SECRET_HINTS = ("url", "key", "token", "secret", "password")
 
 
 def _describe(error: Any) -> str:
+    """`key.path: what is wrong (got value)`; strings are never echoed, since a misplaced
+    secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log."""
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
-        if isinstance(value, str | int | float | bool) and len(repr(value)) < 60:
+        if isinstance(value, int | float | bool):
             message += f" (got {value!r})"
     return f"{location}: {message}"
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where the YAML is broken, without quoting the line (it may hold a secret)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "syntax error"
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def load_config(path: Path | None) -> LookoutConfig:
@@ -176,7 +187,7 @@ def load_config(path: Path | None) -> LookoutConfig:
         except OSError as error:
             raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error
         except yaml.YAMLError as error:
-            raise ConfigError(source, [f"not valid YAML: {error}"]) from error
+            raise ConfigError(source, [_yaml_problem(error)]) from None
         if not isinstance(data, dict):
             raise ConfigError(source, ["the top level must be a mapping of sections"])
     try:

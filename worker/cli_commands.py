@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
 from worker.cli import ConfigOption, app, configured, fail, stop_on_signals
 
@@ -167,14 +168,19 @@ def replay(
         alerts_out=str(alerts_out) if alerts_out else None,
     )
     path = None if file == "-" else Path(file)
-    if path is not None and not path.is_file():
+    if path is not None and (not path.exists() or path.is_dir()):
         fail(f"replay: no such file: {file}")
 
     def report_invalid(error: DecodeError) -> None:
         typer.echo(f"{file}: {error.describe()}", err=True)
 
+    file_config = config.source if isinstance(config.source, FileSourceConfig) else None
     source = FileSource(
-        path, format_hint=format_hint, on_invalid=report_invalid, dead_letter_path=dead_letter
+        path,
+        lines_per_message=file_config.lines_per_message if file_config else 2000,
+        format_hint=format_hint or (file_config.format if file_config else None),
+        on_invalid=report_invalid,
+        dead_letter_path=dead_letter,
     )
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     pipeline.engine.set_ack_handler(source.ack)

@@ -71,7 +71,11 @@ def run(
                 backoff = min(backoff * 2, 10.0)
             continue
         messages = source.poll(settings.poll_max_messages, settings.poll_timeout_seconds)
-        for message in messages:
+        for index, message in enumerate(messages):
+            if stop.is_set():
+                # answer SIGTERM within the grace period: hand the rest back unprocessed
+                source.nack([m.ack_id for m in messages[index:]])
+                break
             result.messages += 1
             decoded = decode_message(
                 message.data,

@@ -231,6 +231,9 @@ class _ModelStream:
             if inc.kind == "topic_shift"
         }
         self.sequence = 0
+        # the seed is part of the id: two different simulated streams never share request ids
+        # (dedup would silently drop the second one's records)
+        self.id_prefix = f"sim{config.seed}-{model}-"
 
     def _factor(self, kind: str, us: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         out = np.ones(len(us))
@@ -297,7 +300,7 @@ class _ModelStream:
         embeddings = self._embeddings(rng, us[emb_rows])
 
         ids = np.empty(n, dtype=object)
-        ids[:] = [f"sim-{self.model}-{self.sequence + i}" for i in range(n)]
+        ids[:] = [f"{self.id_prefix}{self.sequence + i}" for i in range(n)]
         self.sequence += n
         return {
             "us": us, "request_id": ids, "model": np.full(n, self.model, dtype=object),

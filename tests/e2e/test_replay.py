@@ -296,8 +296,8 @@ def long_stream(corrupted_stream: Stream, tmp_path_factory: pytest.TempPathFacto
     base = corrupted_stream.lines
     extra = ONE_READ + 1000 - len(base)
     assert 0 < extra <= len(base)
-    copies = [line.replace(b'"sim-', b'"replica2-sim-') for line in base[:extra]]
-    assert all(b'"replica2-sim-' in line for line in copies[:50] if b'"sim-' in line)
+    copies = [line.replace(b'"sim', b'"replica2-sim') for line in base[:extra]]
+    assert all(b'"replica2-sim' in line for line in copies[:50] if b'"sim' in line)
     bad = {**corrupted_stream.bad}
     bad.update({len(base) + n: kind for n, kind in corrupted_stream.bad.items() if n <= extra})
     path = tmp_path_factory.mktemp("long") / "long.ndjson"
@@ -388,3 +388,35 @@ def summary_of_terminal(result: Result) -> re.Match[str]:
     matches = [m for m in map(SUMMARY.match, (line.strip() for line in lines)) if m]
     assert len(matches) == 1, f"expected one summary line\n{result.describe()}"
     return matches[0]
+
+
+GRACE = 4.0  # the rest of the read is handed back, not decoded first
+
+
+def test_sigterm_early_in_a_read_exits_within_the_grace_period(
+    long_stream: Stream, workdir: Path
+) -> None:
+    env = {"LOOKOUT_ENGINE__GRACE_PERIOD_SECONDS": str(GRACE), "TERM": "xterm-256color"}
+    replay = RunningLookout(
+        "replay",
+        long_stream.path,
+        "--db",
+        workdir / "g.duckdb",
+        cwd=workdir,
+        env=env,
+        stderr_on_terminal=True,
+    )
+    try:
+        replay.wait_for(
+            "first records folded",
+            lambda out, err: any(int(n.replace(",", "")) > 0 for n in PROGRESS.findall(err)),
+            REPLAY_TIMEOUT,
+        )
+        replay.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        result = replay.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        replay.kill()
+    assert result.returncode == 0, result.describe()
+    assert took <= GRACE, f"exited {took:.1f} s after SIGTERM; grace period {GRACE} s"

@@ -90,7 +90,10 @@ def test_batches_are_time_ordered_windows_with_unique_ids() -> None:
         assert np.all((b.timestamp - t0) // 10 == i), "each batch covers one 10 s interval"
     ids = np.concatenate([b.request_id for b in batches])
     assert len(set(ids)) == len(ids)
-    assert {"sim-gemini-1.5-flash-0", "sim-text-bison-0", "sim-gpt-4o-mini-0"} <= set(ids)
+    assert {"sim7-gemini-1.5-flash-0", "sim7-text-bison-0", "sim7-gpt-4o-mini-0"} <= set(ids)
+    other_seed = SimulationConfig(start=START, hours=0.1, seed=8)
+    other_ids = {i for b in simulate_batches(other_seed) for i in b.request_id}
+    assert not other_ids & set(ids), "two seeds must never share request ids"
 
 
 def test_traffic_looks_like_three_distinct_production_models(incident_run: LogBatch) -> None:
