@@ -12,7 +12,7 @@ dimension mid-message, so the minority rows are the broken ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from itertools import repeat
 
 import numpy as np
@@ -25,15 +25,18 @@ from schemas.errors import DecodeError
 
 
 def embedding_problems(
-    embeddings: Sequence[list[float] | None], expected_dim: int | None
+    embeddings: Sequence[Sized | None], expected_dim: int | None
 ) -> dict[int, str]:
-    """Row → reason, for the embeddings that break the rules above (shared by both paths)."""
+    """Row → reason, for the embeddings that break the rules above (shared by both paths).
+
+    An embedding is a list (slow path) or a float32 vector (hot path): only lengths are read.
+    """
     problems: dict[int, str] = {}
     counts: dict[int, int] = {}
     for i, emb in enumerate(embeddings):
         if emb is None:
             continue
-        if not emb:
+        if not len(emb):
             problems[i] = "must be null or a non-empty list of numbers, got []"
         else:
             counts[len(emb)] = counts.get(len(emb), 0) + 1
@@ -41,7 +44,7 @@ def embedding_problems(
         return problems
     want = expected_dim if expected_dim is not None else max(counts, key=counts.__getitem__)
     for i, emb in enumerate(embeddings):
-        if emb and len(emb) != want:
+        if emb is not None and len(emb) and len(emb) != want:
             if expected_dim is not None:
                 problems[i] = f"must have {want} dimensions (expected), got {len(emb)}"
             else:
@@ -85,10 +88,22 @@ _CHECKED = (
 )
 
 
+#: one record's embedding, converted as soon as the record is decoded
+Vector = npt.NDArray[np.float32]
+
+
 def build_batch(
-    rows: list[Wire], lines: list[int], raws: list[bytes], expected_dim: int | None
+    rows: list[Wire],
+    lines: list[int],
+    raws: list[bytes],
+    expected_dim: int | None,
+    embeddings: list[Vector | None],
 ) -> tuple[LogBatch, npt.NDArray[np.int64], list[DecodeError]]:
     """The good rows as columns, their lines, and an error for each row that broke a bound.
+
+    `embeddings[i]` is row i's embedding as float32 (the rows' own `embedding` is not read):
+    converting each list while its floats are fresh in cache, and letting them go at once,
+    measured 3-4× cheaper than keeping a message's floats alive for one conversion at the end.
 
     Written for the common case of a message with no bad row: each check is one numpy expression
     over a whole 2-d block, and rows are only looked at one by one when a check fails.
@@ -142,13 +157,12 @@ def build_batch(
                 ),
             )
 
-    embeddings = [r.embedding for r in rows]
     emb_rows = [i for i, e in enumerate(embeddings) if e is not None]
     if emb_rows:
         for row, reason in embedding_problems(embeddings, expected_dim).items():
             problems.setdefault(row, ("embedding", reason))
     # msgspec already refused non-finite numbers while parsing (and bodies and spans carry no
-    # embeddings), so no finiteness pass here; one float32 conversion for the whole message
+    # embeddings), so no finiteness pass here
     scores = dict(zip(categories, score_block, strict=True))
     if not problems:
         batch = _columns(rows, numeric, scores, embeddings, emb_rows)
@@ -177,7 +191,7 @@ def _columns(
     rows: list[Wire],
     numeric: FloatArray,
     scores: dict[str, FloatArray],
-    embeddings: Sequence[list[float] | None],
+    embeddings: Sequence[Vector | None],
     emb_rows: list[int],
 ) -> LogBatch:
     """Rows known to be good → a batch (`embeddings[i]` belongs to row `emb_rows[i]`)."""
