@@ -63,6 +63,8 @@ SourceConfig = Annotated[
 class DuckDBSinkConfig(_Strict):
     kind: Literal["duckdb"] = "duckdb"
     path: str = "./lookout.duckdb"
+    #: DuckDB's buffer cache limit (it defaults to 80% of RAM)
+    memory_limit: str = "256MB"
 
 
 SinkConfig = DuckDBSinkConfig

@@ -91,10 +91,12 @@ def _ts(seconds: int) -> datetime:
 
 
 class DuckDBSink:
-    def __init__(self, path: Path | str, *, clock: Any = None) -> None:
+    def __init__(self, path: Path | str, *, clock: Any = None, memory_limit: str = "256MB") -> None:
         self.name = f"duckdb:{path}"
         self.path = Path(path)
-        self._con = duckdb.connect(str(path))
+        # DuckDB's buffer cache defaults to 80% of RAM and grows with the file; a worker's
+        # memory must follow its configuration, not the size of what it has written
+        self._con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
         self._lock = threading.Lock()
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         with self._lock:

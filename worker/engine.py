@@ -45,6 +45,8 @@ class EngineSettings:
     checkpoint_max_messages: int = 1000
     max_open_windows: int = 512
     writer_id: str = "worker"
+    #: checkpoint early once this many judged windows wait to be written and dropped
+    max_judged_windows_held: int = 8
     #: undelivered alerts kept for retry (oldest dropped beyond this, with an error log)
     max_outbox_alerts: int = 10_000
     #: evaluate windows in this process (False for an ingest-only replica)
@@ -211,7 +213,15 @@ class Engine:
                 if not state.closed and self._watermark.closes(state.start, window):
                     state.closed = True
         due = self._now() - self._last_checkpoint >= self.settings.checkpoint_seconds
-        if due or len(self._pending_acks) >= self.settings.checkpoint_max_messages:
+        # judged windows are dropped only after a checkpoint; on a fast replay many can close
+        # within one interval, so also checkpoint when they pile up (memory follows config,
+        # not processing speed)
+        judged_held = sum(1 for w in self._windows.values() if w.evaluated and w.dirty)
+        if (
+            due
+            or len(self._pending_acks) >= self.settings.checkpoint_max_messages
+            or judged_held >= self.settings.max_judged_windows_held
+        ):
             self.checkpoint()
         if len(self._windows) > self.settings.max_open_windows:
             self._shed_windows()

@@ -102,7 +102,7 @@ def build_pipeline(
     detectors = build_detectors(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
-    sink = DuckDBSink(Path(config.sink.path))
+    sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
     tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
     references = {
         key: detectors[key[1]].from_row(row)
