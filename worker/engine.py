@@ -99,6 +99,7 @@ class Engine:
         self._alert_state_dirty = False
         self._last_checkpoint = now()
         self._sequence = 0
+        self._last_checkpoint_failed = False
         #: batches whose window could not be opened because the sink could not be read
         self._deferred: list[tuple[LogBatch, list[str]]] = []
         #: alerts made durable but not yet delivered to every receiver
@@ -217,11 +218,12 @@ class Engine:
         # within one interval, so also checkpoint when they pile up (memory follows config,
         # not processing speed)
         judged_held = sum(1 for w in self._windows.values() if w.evaluated and w.dirty)
-        if (
-            due
-            or len(self._pending_acks) >= self.settings.checkpoint_max_messages
+        early = (
+            len(self._pending_acks) >= self.settings.checkpoint_max_messages
             or judged_held >= self.settings.max_judged_windows_held
-        ):
+        )
+        # after a failure, retry only on the interval: a down sink is not hammered every tick
+        if due or (early and not self._last_checkpoint_failed):
             self.checkpoint()
         if len(self._windows) > self.settings.max_open_windows:
             self._shed_windows()
@@ -292,6 +294,7 @@ class Engine:
             if not checkpoint.empty:
                 self._sink.write_checkpoint(checkpoint)
         except Exception as error:
+            self._last_checkpoint_failed = True
             self.stats.checkpoint_failures += 1
             if self._metrics is not None:
                 self._metrics.checkpoint_failed()
@@ -300,6 +303,7 @@ class Engine:
             )
             return False
         self._sequence += 1
+        self._last_checkpoint_failed = False
         self.stats.checkpoints += 1
         for w in dirty:
             w.committed(self._detectors)
