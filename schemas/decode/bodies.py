@@ -181,17 +181,20 @@ def _add_ratings(scores: dict[str, float], ratings: list[SafetyRating] | None) -
     """Ratings into scores, the highest per category; on every record, so lookups are inlined."""
     if not ratings:
         return
-    if not scores:
-        # the common case (every rating scored, each category once, names seen before):
-        # one dict built in C, no per-rating max to take
-        try:
-            fresh = {CATEGORY_CACHE[r.category]: r.probabilityScore for r in ratings}  # type: ignore[index]
-        except KeyError:
-            pass
-        else:
-            if len(fresh) == len(ratings) and None not in fresh.values():
-                scores.update(fresh)  # type: ignore[arg-type]
-                return
+    # the common case (every rating scored, each category once and not yet in `scores`, names
+    # seen before): one dict built in C, no per-rating max to take
+    try:
+        fresh = {CATEGORY_CACHE[r.category]: r.probabilityScore for r in ratings}  # type: ignore[index]
+    except KeyError:
+        pass
+    else:
+        if (
+            len(fresh) == len(ratings)
+            and None not in fresh.values()
+            and scores.keys().isdisjoint(fresh)
+        ):
+            scores.update(fresh)  # type: ignore[arg-type]
+            return
     for r in ratings:
         raw = r.category
         if raw is None:

@@ -169,3 +169,21 @@ def test_unusable_stream_bodies_are_rejected_with_a_reason(body: bytes) -> None:
 def test_bare_provider_response_is_named_as_such(key: str) -> None:
     (err,) = decode_message(b'{"%s": [{"index": 0}]}' % key.encode()).errors
     assert err.error_type == "unknown_format" and "bare provider response" in err.reason
+
+
+@pytest.mark.parametrize(("attribute", "rating"), [(0.2, 0.9), (0.9, 0.2)])
+def test_a_category_scored_twice_keeps_its_highest_score(attribute: float, rating: float) -> None:
+    attrs = {
+        "categories": ["Harassment", "Toxic"],
+        "scores": [attribute, 0.1],
+        "safetyRatings": [
+            {"category": "Harassment", "probabilityScore": rating},
+            {"category": "HARM_CATEGORY_HARASSMENT", "probabilityScore": 0.5},
+        ],
+    }
+    body = {"predictions": [{"safetyAttributes": attrs}]}
+    data = orjson.dumps({"timestamp": "2024-01-01T00:00:00Z", "model": "m", "response_body": body})
+    (record,) = decode_records(data)
+    assert isinstance(record, PredictionLog)
+    assert record.safety_scores == {"harassment": 0.9, "toxic": 0.1}
+    assert decode_message(data).batch.safety_scores["harassment"][0] == 0.9
