@@ -1,6 +1,6 @@
 """Decode throughput of `decode_message` against a bare `orjson.loads` loop, same run, same lines.
 
-Two inputs, each decoded in messages of 1,000 lines as the engine receives them:
+Three inputs, each decoded in messages of 1,000 lines as the engine receives them:
 
 - `corpus`: ~30,000 mixed lines built from the wire fixtures and the recorded provider corpus
   (each wrapped in an envelope), a few percent carrying 384-float embeddings. Long stream
