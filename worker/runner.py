@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from schemas.batch import LogBatch
 from schemas.decode.api import DecodeLimits, decode_message
 from worker.engine import Engine
 from worker.metrics import EngineMetrics
@@ -41,6 +42,18 @@ class RunResult:
     stopped_by_signal: bool = False
     clean_exit: bool = True
     seconds: float = 0.0
+
+
+def _feed(engine: Engine, batches: list[LogBatch], ack_ids: list[str]) -> None:
+    if not ack_ids:
+        return
+    try:
+        combined = LogBatch.concat(batches)
+    except ValueError:  # embeddings of different dimensions in one poll: fold them apart
+        for batch, ack_id in zip(batches, ack_ids, strict=True):
+            engine.feed(batch, [ack_id])
+        return
+    engine.feed(combined, ack_ids)
 
 
 def run(
@@ -71,6 +84,10 @@ def run(
                 backoff = min(backoff * 2, 10.0)
             continue
         messages = source.poll(settings.poll_max_messages, settings.poll_timeout_seconds)
+        # one vectorised fold per poll, not per message: single-record Pub/Sub messages
+        # would otherwise pay every detector's per-call overhead for each record
+        batches: list[LogBatch] = []
+        ack_ids: list[str] = []
         for index, message in enumerate(messages):
             if stop.is_set():
                 # answer SIGTERM within the grace period: hand the rest back unprocessed
@@ -93,9 +110,11 @@ def run(
                     source.nack([message.ack_id])
                     result.nacked_messages += 1
                     continue
-            engine.feed(batch, [message.ack_id])
+            batches.append(batch)
+            ack_ids.append(message.ack_id)
             if progress is not None:
                 progress(len(batch) + len(decoded_errors))
+        _feed(engine, batches, ack_ids)
         if not messages:
             if source.exhausted:
                 break
