@@ -90,7 +90,8 @@ def main() -> None:
 
     window = det.add(det.empty(), embedding_batch(cur_x[:1_000], ids_from=next(ids) * 100_000))
     row = orjson.dumps(det.to_row(window))
-    print(f"  window row at sample 1,000 x 384: {len(row):,} bytes (float16 base64 sample)")
+    kept = det.config.sample_size
+    print(f"  window row, {kept} x 384 sample kept: {len(row):,} bytes (float16 base64 sample)")
     print(f"  reference row: {len(orjson.dumps(det.to_row(ref))):,} bytes")
 
     if args.report:
