@@ -74,3 +74,14 @@ class Detector(Protocol[StateT]):
     def update_reference(self, reference: StateT | None, state: StateT) -> StateT | None:
         """The reference after a window closed; detectors without one return None."""
         ...
+
+
+def window_detection(detector: str, window: WindowRef, **fields: Any) -> Detection:
+    """A Detection of `detector` for `window`: the identifying fields filled in in one place."""
+    return Detection(
+        detector=detector,
+        model=window.model,
+        window_start=window.start,
+        window_end=window.end,
+        **fields,
+    )

@@ -35,7 +35,7 @@ import pandas as pd
 
 from detectors import _drift_math as dm
 from detectors import reservoir as rs
-from detectors.base import Baseline, WindowRef
+from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.drift_config import DescriptorDriftConfig
@@ -308,21 +308,17 @@ class DescriptorDriftDetector:
         value: float | None = None,
         p_value: float | None = None,
     ) -> Detection:
-        return Detection.model_validate(
-            {
-                "detector": self.name,
-                "model": window.model,
-                "window_start": window.start,
-                "window_end": window.end,
-                "verdict": verdict,
-                "condition": CONDITION,
-                "severity": "info",
-                "value": value,
-                "threshold": self.config.min_effect,
-                "baseline": 0.0,
-                "p_value": p_value,
-                "sample_size": sample_size,
-                "reason": reason,
-                "details": details,
-            }
+        return window_detection(
+            self.name,
+            window,
+            verdict=verdict,
+            condition=CONDITION,
+            severity="info",
+            value=value,
+            threshold=self.config.min_effect,
+            baseline=0.0,
+            p_value=p_value,
+            sample_size=sample_size,
+            reason=reason,
+            details=details,
         )

@@ -35,7 +35,7 @@ from detectors._math import (
     burn_rate,
     rate_increase_pvalue,
 )
-from detectors.base import Baseline, WindowRef
+from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import LatencyConfig
@@ -136,11 +136,9 @@ class LatencyDetector:
         def detection(**kw: Any) -> Detection:
             p95 = q["p95_ms"]
             kw.setdefault("value", None if math.isnan(p95) else p95)
-            return Detection(
-                detector=self.name,
-                model=window.model,
-                window_start=window.start,
-                window_end=window.end,
+            return window_detection(
+                self.name,
+                window,
                 sample_size=n,
                 details=details,
                 **kw,

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors._math import rate_increase_pvalue, wilson_interval
-from detectors.base import Baseline, WindowRef
+from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import SafetyConfig
@@ -169,11 +169,9 @@ class SafetyDetector:
         }
 
         def detection(**kw: Any) -> Detection:
-            return Detection(
-                detector=self.name,
-                model=window.model,
-                window_start=window.start,
-                window_end=window.end,
+            return window_detection(
+                self.name,
+                window,
                 sample_size=n,
                 value=rate,
                 details=details,

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors._math import ewma_mean_and_variance, mean_and_variance, normal_sf
-from detectors.base import Baseline, WindowRef
+from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import TokensConfig
@@ -127,11 +127,9 @@ class TokensDetector:
 
         def detection(**kw: Any) -> Detection:
             kw.setdefault("value", mean if state.output_calls else None)
-            return Detection(
-                detector=self.name,
-                model=window.model,
-                window_start=window.start,
-                window_end=window.end,
+            return window_detection(
+                self.name,
+                window,
                 sample_size=state.output_calls,
                 details=details,
                 **kw,
