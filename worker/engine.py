@@ -46,7 +46,7 @@ class EngineSettings:
     max_open_windows: int = 512
     writer_id: str = "worker"
     #: checkpoint early once this many judged windows wait to be written and dropped
-    max_judged_windows_held: int = 8
+    max_judged_windows_held: int = 32
     #: undelivered alerts kept for retry (oldest dropped beyond this, with an error log)
     max_outbox_alerts: int = 10_000
     #: evaluate windows in this process (False for an ingest-only replica)
