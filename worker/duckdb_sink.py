@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, analyst_values
 from worker.sink import Checkpoint, DetectorRow, StoredWindow
@@ -90,6 +91,29 @@ def _ts(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
+    """Each table's columns as an Arrow schema, read from DuckDB itself so the two cannot
+    drift apart (a column of ints and floats, or of None only, is then typed correctly)."""
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    fields: dict[str, list[pa.Field]] = {}
+    for table, column, sql_type in rows:
+        if sql_type in _ARROW_TYPES:
+            fields.setdefault(table, []).append(pa.field(column, _ARROW_TYPES[sql_type]))
+    return {table: pa.schema(f) for table, f in fields.items()}
+
+
 class DuckDBSink:
     def __init__(self, path: Path | str, *, clock: Any = None, memory_limit: str = "256MB") -> None:
         self.name = f"duckdb:{path}"
@@ -102,6 +126,7 @@ class DuckDBSink:
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")
             self._con.execute(_SCHEMA)
+            self._schemas = _arrow_schemas(self._con)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -119,102 +144,124 @@ class DuckDBSink:
 
     def _write(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, now: datetime) -> None:
         if cp.partials:
-            rows = []
-            for p in cp.partials:
-                flat = analyst_values(p.states, p.extras)
-                rows.append(
-                    [
-                        p.model,
-                        _ts(p.window_start),
-                        _ts(p.window_end),
-                        cp.writer_id,
-                        cp.sequence,
-                        now,
-                        p.records,
-                        p.late_records,
-                        *(flat[name] for name, _ in ANALYST_COLUMNS),
-                        orjson.dumps(p.states).decode(),
-                    ]
-                )
-            placeholders = ", ".join(["?"] * len(rows[0]))
-            con.executemany(f"INSERT INTO window_metrics VALUES ({placeholders})", rows)
+            flats = [analyst_values(p.states, p.extras) for p in cp.partials]
+            self._append(
+                con,
+                "window_metrics",
+                {
+                    "model": [p.model for p in cp.partials],
+                    "window_start": [_ts(p.window_start) for p in cp.partials],
+                    "window_end": [_ts(p.window_end) for p in cp.partials],
+                    "writer_id": [cp.writer_id] * len(cp.partials),
+                    "checkpoint_seq": [cp.sequence] * len(cp.partials),
+                    "written_at": [now] * len(cp.partials),
+                    "records": [p.records for p in cp.partials],
+                    "late_records": [p.late_records for p in cp.partials],
+                    **{name: [f[name] for f in flats] for name, _ in ANALYST_COLUMNS},
+                    "states": [orjson.dumps(p.states).decode() for p in cp.partials],
+                },
+            )
         if cp.request_ids:
             models, starts, ids = zip(*cp.request_ids, strict=True)
-            frame = pd.DataFrame({"model": models, "window_start": starts, "request_id": ids})
-            con.register("_lookout_ids", frame)
-            con.execute(
-                "INSERT INTO window_request_ids "
-                "SELECT model, to_timestamp(window_start), request_id FROM _lookout_ids"
-            )
-            con.unregister("_lookout_ids")
-        for d in cp.detections:
-            con.execute(
-                "DELETE FROM detections WHERE model = ? AND detector = ? AND window_start = ?",
-                [d.model, d.detector, d.window_start],
+            self._append(
+                con,
+                "window_request_ids",
+                {"model": models, "window_start": [_ts(s) for s in starts], "request_id": ids},
             )
         if cp.detections:
-            con.executemany(
-                "INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        d.model,
-                        d.detector,
-                        d.window_start,
-                        d.window_end,
-                        d.verdict,
-                        d.condition,
-                        d.severity,
-                        d.value,
-                        d.threshold,
-                        d.baseline,
-                        d.p_value,
-                        d.sample_size,
-                        d.reason,
-                        orjson.dumps(d.details, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                        now,
-                    ]
-                    for d in cp.detections
+            ds = cp.detections
+            rows: dict[str, Sequence[Any]] = {
+                "model": [d.model for d in ds],
+                "detector": [d.detector for d in ds],
+                "window_start": [d.window_start for d in ds],
+                "window_end": [d.window_end for d in ds],
+                "verdict": [d.verdict for d in ds],
+                "condition": [d.condition for d in ds],
+                "severity": [d.severity for d in ds],
+                "value": [d.value for d in ds],
+                "threshold": [d.threshold for d in ds],
+                "baseline": [d.baseline for d in ds],
+                "p_value": [d.p_value for d in ds],
+                "sample_size": [d.sample_size for d in ds],
+                "reason": [d.reason for d in ds],
+                "details": [
+                    orjson.dumps(d.details, option=orjson.OPT_SERIALIZE_NUMPY).decode() for d in ds
                 ],
+                "evaluated_at": [now] * len(ds),
+            }
+            # a window judged again (after a restart) replaces its verdict, never adds a second
+            self._append(
+                con,
+                "detections",
+                rows,
+                replace_on=("model", "detector", "window_start"),
             )
         if cp.alerts:
-            con.executemany(
-                "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        a.dedup_key,
-                        a.status,
-                        a.severity,
-                        a.detector,
-                        a.model,
-                        a.condition,
-                        a.window_start,
-                        a.window_end,
-                        a.value,
-                        a.threshold,
-                        a.baseline,
-                        a.sample_size,
-                        a.summary,
-                        now,
-                    ]
-                    for a in cp.alerts
-                ],
+            alerts = cp.alerts
+            self._append(
+                con,
+                "alerts",
+                {
+                    "dedup_key": [a.dedup_key for a in alerts],
+                    "status": [a.status for a in alerts],
+                    "severity": [a.severity for a in alerts],
+                    "detector": [a.detector for a in alerts],
+                    "model": [a.model for a in alerts],
+                    "condition": [a.condition for a in alerts],
+                    "window_start": [a.window_start for a in alerts],
+                    "window_end": [a.window_end for a in alerts],
+                    "value": [a.value for a in alerts],
+                    "threshold": [a.threshold for a in alerts],
+                    "baseline": [a.baseline for a in alerts],
+                    "sample_size": [a.sample_size for a in alerts],
+                    "summary": [a.summary for a in alerts],
+                    "emitted_at": [now] * len(alerts),
+                },
             )
         if cp.alert_state is not None:
             con.execute("DELETE FROM alert_state")
             if cp.alert_state:
-                con.executemany(
-                    "INSERT INTO alert_state VALUES (?)",
-                    [[orjson.dumps(row).decode()] for row in cp.alert_state],
+                self._append(
+                    con,
+                    "alert_state",
+                    {"row": [orjson.dumps(row).decode() for row in cp.alert_state]},
                 )
-        for (model, detector), state in cp.references.items():
-            con.execute(
-                "DELETE FROM detector_references WHERE model = ? AND detector = ?",
-                [model, detector],
+        if cp.references:
+            keys = list(cp.references)
+            self._append(
+                con,
+                "detector_references",
+                {
+                    "model": [m for m, _ in keys],
+                    "detector": [d for _, d in keys],
+                    "state": [orjson.dumps(cp.references[k]).decode() for k in keys],
+                    "updated_at": [now] * len(keys),
+                },
+                replace_on=("model", "detector"),
             )
-            con.execute(
-                "INSERT INTO detector_references VALUES (?, ?, ?, ?)",
-                [model, detector, orjson.dumps(state).decode(), now],
-            )
+
+    def _append(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        replace_on: Sequence[str] = (),
+    ) -> None:
+        """Insert many rows in one statement: DuckDB's `executemany` costs about a millisecond per
+        row (225 detections took 0.3 s of a 1.7 s replay). With `replace_on`, rows matching on
+        those columns are deleted first. Arrow, not pandas, carries the rows: a pandas float
+        column turns None into NaN, which DuckDB would store as NaN instead of NULL."""
+        schema = self._schemas[table]
+        rows = pa.table({f.name: pa.array(list(columns[f.name]), f.type) for f in schema}, schema)
+        # no try/finally: after a failed statement the transaction is aborted and even
+        # `unregister` fails; the next `register` under this name replaces the view anyway
+        con.register("_lookout_rows", rows)
+        if replace_on:
+            match = " AND ".join(f"t.{c} = r.{c}" for c in replace_on)
+            con.execute(f"DELETE FROM {table} t USING _lookout_rows r WHERE {match}")
+        con.execute(f"INSERT INTO {table} SELECT * FROM _lookout_rows")
+        con.unregister("_lookout_rows")
 
     # -- reads ---------------------------------------------------------------------------------
 
