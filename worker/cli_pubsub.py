@@ -11,11 +11,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
-from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exceptions
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,7 +26,9 @@ from rich.progress import (
 from schemas.decode import FORMATS
 from worker.cli import app
 from worker.failure_policy import LookoutError, describe
-from worker.grpc_channel import ChannelFactory, channel_factory, emulator_host_from_env
+
+if TYPE_CHECKING:
+    from worker.grpc_channel import ChannelFactory
 
 pubsub_app = typer.Typer(
     help="Set up Cloud Pub/Sub resources for Lookout (honours PUBSUB_EMULATOR_HOST).",
@@ -51,11 +51,20 @@ def _die(step: str, message: str, code: int = 1) -> NoReturn:
 
 
 def _channels() -> ChannelFactory:
-    """The emulator when PUBSUB_EMULATOR_HOST is set, else pubsub.googleapis.com."""
+    """The emulator when PUBSUB_EMULATOR_HOST is set, else pubsub.googleapis.com.
+
+    The Google client libraries are imported here, not at module level: they cost about a
+    second of start-up that every other command (`--help`, `replay`, `demo`) would pay.
+    """
+    from worker.grpc_channel import channel_factory, emulator_host_from_env
+
     return channel_factory(emulator_host_from_env())
 
 
 def _run_guarded(step: str, call: Callable[[], T]) -> T:
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exceptions
+
     """Run `call`, turning expected failures into one readable line and exit status 1."""
     try:
         return call()
@@ -122,6 +131,14 @@ def pubsub_init(
             help="Longest redelivery backoff in seconds (0-600, at least --retry-min-backoff).",
         ),
     ] = 600,
+    immediate_redelivery: Annotated[
+        bool,
+        typer.Option(
+            "--immediate-redelivery",
+            help="No retry policy: Pub/Sub redelivers nacked or expired messages at once "
+            "(its own default); the --retry-* backoffs are not used.",
+        ),
+    ] = False,
 ) -> None:
     """Create the topic, the subscription (ack deadline, retry policy, dead-letter policy,
     optional exactly-once delivery) and the dead-letter topic, idempotently.
@@ -145,6 +162,7 @@ def pubsub_init(
             exactly_once=exactly_once,
             retry_min_backoff_seconds=retry_min_backoff,
             retry_max_backoff_seconds=retry_max_backoff,
+            retry_policy=not immediate_redelivery,
             channels=channels,
         ),
     )

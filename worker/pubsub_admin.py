@@ -125,11 +125,14 @@ def init_pubsub(
     exactly_once: bool = False,
     retry_min_backoff_seconds: int = 10,
     retry_max_backoff_seconds: int = 600,
+    retry_policy: bool = True,
     dead_letter_subscription: str | None = None,
     channels: ChannelFactory | None = None,
 ) -> InitReport:
     """Create (or check) topic, subscription with retry and dead-letter policy, and the DLQ.
 
+    `retry_policy=False` leaves the subscription without one: Pub/Sub then redelivers a nacked
+    or expired message at once (its own default) and the backoff arguments are ignored.
     `dead_letter_subscription` defaults to `<dead_letter_topic>-sub`. `channels` defaults to the
     production endpoint; pass `channel_factory(emulator_host)` for the emulator.
     """
@@ -155,20 +158,23 @@ def init_pubsub(
         "topic": topic_path,
         "ack_deadline_seconds": ack_deadline_seconds,
         "enable_exactly_once_delivery": exactly_once,
-        "retry_policy": {
-            "minimum_backoff": duration_pb2.Duration(seconds=retry_min_backoff_seconds),
-            "maximum_backoff": duration_pb2.Duration(seconds=retry_max_backoff_seconds),
-        },
     }
     wanted: dict[str, object] = {
         "topic": topic_path,
         "ack_deadline_seconds": ack_deadline_seconds,
         "dead_letter_topic": None,
         "max_delivery_attempts": None,
-        "retry_min_backoff_seconds": retry_min_backoff_seconds,
-        "retry_max_backoff_seconds": retry_max_backoff_seconds,
+        "retry_min_backoff_seconds": None,
+        "retry_max_backoff_seconds": None,
         "exactly_once": exactly_once,
     }
+    if retry_policy:
+        request["retry_policy"] = {
+            "minimum_backoff": duration_pb2.Duration(seconds=retry_min_backoff_seconds),
+            "maximum_backoff": duration_pb2.Duration(seconds=retry_max_backoff_seconds),
+        }
+        wanted["retry_min_backoff_seconds"] = retry_min_backoff_seconds
+        wanted["retry_max_backoff_seconds"] = retry_max_backoff_seconds
     try:
         if dead_letter_topic:
             dlq_path = publisher.topic_path(project, dead_letter_topic)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from google.cloud import pubsub_v1
 from typer.testing import CliRunner
 
 from tests.integration.pubsub_emulator import PubSubEmulator
@@ -87,6 +88,14 @@ def test_init_creates_then_reports_exists_and_a_mismatch_exits_1(
     assert_one_line(changed.stderr)
 
 
+def get_subscription(channels: ChannelFactory, name: str) -> pubsub_v1.types.Subscription:
+    client = subscriber_client(channels)
+    try:
+        return client.get_subscription(subscription=client.subscription_path(PROJECT, name))
+    finally:
+        client.close()
+
+
 def test_init_with_exactly_once_and_delivery_attempts_sets_the_subscription(
     pubsub_emulator: PubSubEmulator, pubsub_channels: ChannelFactory, unique_name: str
 ) -> None:
@@ -96,16 +105,29 @@ def test_init_with_exactly_once_and_delivery_attempts_sets_the_subscription(
         *("-d", f"{unique_name}-dlq", "--max-delivery-attempts", "5", "--exactly-once"),
     )
     assert result.exit_code == 0, result.output
-    client = subscriber_client(pubsub_channels)
-    try:
-        sub = client.get_subscription(
-            subscription=client.subscription_path(PROJECT, f"{unique_name}-s")
-        )
-    finally:
-        client.close()
+    sub = get_subscription(pubsub_channels, f"{unique_name}-s")
     assert sub.enable_exactly_once_delivery
     assert sub.dead_letter_policy.max_delivery_attempts == 5
     assert sub.retry_policy.minimum_backoff.seconds == 10
+
+
+def test_init_with_immediate_redelivery_sets_no_retry_policy_and_is_idempotent(
+    pubsub_emulator: PubSubEmulator, pubsub_channels: ChannelFactory, unique_name: str
+) -> None:
+    args = (
+        *("pubsub", "init", "-p", PROJECT, "-t", f"{unique_name}-logs", "-s", f"{unique_name}-s"),
+        "--immediate-redelivery",
+    )
+    first = invoke(pubsub_emulator, *args)
+    assert first.exit_code == 0, first.output
+    sub = get_subscription(pubsub_channels, f"{unique_name}-s")
+    assert "retry_policy" not in sub, sub
+    again = invoke(pubsub_emulator, *args)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count(": exists") == 2, again.stdout
+    with_backoff = invoke(pubsub_emulator, *args[:-1])
+    assert with_backoff.exit_code == 1
+    assert "retry_min_backoff_seconds is None, asked 10" in with_backoff.stdout
 
 
 @pytest.mark.parametrize(
@@ -210,6 +232,7 @@ def test_help_explains_every_option() -> None:
     for option in (
         "--project", "--topic", "--subscription", "--dead-letter-topic", "--ack-deadline",
         "--max-delivery-attempts", "--exactly-once", "--retry-min-backoff",
+        "--immediate-redelivery",
     ):  # fmt: skip
         assert option in init_help.stdout, option
     for option in ("--project", "--topic", "--batch", "--gzip", "--format"):
