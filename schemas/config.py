@@ -42,6 +42,9 @@ class PubSubSourceConfig(_Strict):
     #: flow control: messages and bytes held un-acked at once (bounds memory)
     max_messages: int = Field(default=2000, ge=1)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: messages asked for per pull and folded together (Pub/Sub returns at most 1,000); small
+    #: pulls of single-record messages pay the per-fold cost for a handful of records
+    pull_max_messages: int = Field(default=1000, ge=1, le=1000)
     #: above window + lateness + checkpoint, so a held message is never redelivered early
     max_lease_duration_seconds: int = Field(default=900, ge=60)
     ack_deadline_seconds: int = Field(default=60, ge=10, le=600)

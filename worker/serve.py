@@ -52,6 +52,16 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
     raise ValueError(msg)
 
 
+def run_settings(config: LookoutConfig) -> RunSettings:
+    """Pub/Sub pulls up to `pull_max_messages` per poll; files poll a few large chunks."""
+    if isinstance(config.source, PubSubSourceConfig):
+        return RunSettings(
+            poll_max_messages=config.source.pull_max_messages,
+            grace_period_seconds=config.engine.grace_period_seconds,
+        )
+    return RunSettings(grace_period_seconds=config.engine.grace_period_seconds)
+
+
 def serve(config: LookoutConfig) -> int:
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     try:
@@ -90,7 +100,7 @@ def serve(config: LookoutConfig) -> int:
             pipeline.engine,
             limits=pipeline.limits,
             stop=stop,
-            settings=RunSettings(grace_period_seconds=config.engine.grace_period_seconds),
+            settings=run_settings(config),
             metrics=pipeline.metrics,
         )
     finally:
