@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas.batch import LogBatch
-from schemas.decode.api import DecodeLimits, decode_message
+from schemas.decode.api import DecodeLimits, MessageBytes, decode_messages
 from worker.engine import Engine
 from worker.metrics import EngineMetrics
 from worker.source import Source
@@ -45,15 +45,13 @@ class RunResult:
 
 
 def _feed(engine: Engine, batches: list[LogBatch], ack_ids: list[str]) -> None:
+    """Fold the kept rows; the ack ids travel with the last batch, so a batch the engine must
+    hold back (sink unreadable) keeps every message of the poll un-acked with it."""
     if not ack_ids:
         return
-    try:
-        combined = LogBatch.concat(batches)
-    except ValueError:  # embeddings of different dimensions in one poll: fold them apart
-        for batch, ack_id in zip(batches, ack_ids, strict=True):
-            engine.feed(batch, [ack_id])
-        return
-    engine.feed(combined, ack_ids)
+    for batch in batches[:-1]:
+        engine.feed(batch, [])
+    engine.feed(batches[-1] if batches else LogBatch.empty(), ack_ids)
 
 
 def run(
@@ -84,9 +82,15 @@ def run(
                 backoff = min(backoff * 2, 10.0)
             continue
         messages = source.poll(settings.poll_max_messages, settings.poll_timeout_seconds)
-        # one vectorised fold per poll, not per message: single-record Pub/Sub messages
-        # would otherwise pay every detector's per-call overhead for each record
-        batches: list[LogBatch] = []
+        # one decode and one vectorised fold per poll, not per message: single-record Pub/Sub
+        # messages would otherwise pay the column building and every detector's per-call
+        # overhead for each record
+        decoded = decode_messages(
+            [MessageBytes(m.data, m.attributes.get("format"), m.first_line) for m in messages],
+            limits=limits,
+        )
+        counts = decoded.record_counts(len(messages)) if progress is not None else None
+        kept: list[int] = []
         ack_ids: list[str] = []
         for index, message in enumerate(messages):
             if stop.is_set():
@@ -94,13 +98,7 @@ def run(
                 source.nack([m.ack_id for m in messages[index:]])
                 break
             result.messages += 1
-            decoded = decode_message(
-                message.data,
-                format_hint=message.attributes.get("format"),
-                first_line=message.first_line,
-                limits=limits,
-            )
-            decoded_errors, batch = decoded.errors, decoded.batch
+            decoded_errors = decoded.errors[index]
             if decoded_errors:
                 result.invalid_records += len(decoded_errors)
                 if metrics is not None:
@@ -110,11 +108,12 @@ def run(
                     source.nack([message.ack_id])
                     result.nacked_messages += 1
                     continue
-            batches.append(batch)
+            kept.append(index)
             ack_ids.append(message.ack_id)
-            if progress is not None:
-                progress(len(batch) + len(decoded_errors))
-        _feed(engine, batches, ack_ids)
+            if progress is not None and counts is not None:
+                progress(int(counts[index]) + len(decoded_errors))
+        if ack_ids:
+            _feed(engine, decoded.rows_of(kept), ack_ids)
         if not messages:
             if source.exhausted:
                 break

@@ -9,7 +9,8 @@ Bad input never raises: it comes back as `DecodeError`s carrying the original by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,16 @@ from schemas.decode.wire import CANONICAL_FIELDS, Wire
 from schemas.errors import DecodeError
 from schemas.prediction_log import PredictionLog
 
-__all__ = ["FORMATS", "DecodeLimits", "DecodedMessage", "decode_message", "decode_records"]
+__all__ = [
+    "FORMATS",
+    "DecodeLimits",
+    "DecodedMessage",
+    "DecodedPoll",
+    "MessageBytes",
+    "decode_message",
+    "decode_messages",
+    "decode_records",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,51 @@ class DecodedMessage:
     lines: npt.NDArray[np.int64]
 
 
+@dataclass(frozen=True)
+class MessageBytes:
+    """One message as the decoder needs it: its bytes, its `format` hint, its first line."""
+
+    data: bytes
+    format_hint: str | None = None
+    first_line: int = 1
+
+
+@dataclass(frozen=True)
+class DecodedPoll:
+    """The good records of several messages as columns, and each message's bad records.
+
+    Usually one batch; one per embedding width when messages of a poll carry embeddings of
+    different widths (a batch holds one 2-d block), since each message is judged on its own.
+    """
+
+    batches: tuple[LogBatch, ...]
+    #: per batch, for each row, the index of the message it came from
+    origins: tuple[npt.NDArray[np.int64], ...]
+    #: per batch, for each row, the 1-based line within its message
+    lines: tuple[npt.NDArray[np.int64], ...]
+    #: per message, its bad records in line order
+    errors: tuple[tuple[DecodeError, ...], ...]
+
+    def rows_of(self, messages: Sequence[int]) -> list[LogBatch]:
+        """The non-empty batches restricted to rows of `messages` (all rows if it is all)."""
+        wanted = np.asarray(messages, dtype=np.int64)
+        out: list[LogBatch] = []
+        for batch, origin in zip(self.batches, self.origins, strict=True):
+            keep = np.isin(origin, wanted)
+            if keep.all():
+                out.append(batch)
+            elif keep.any():
+                out.append(batch.take(np.flatnonzero(keep)))
+        return out
+
+    def record_counts(self, messages: int) -> npt.NDArray[np.int64]:
+        """Good records per message, for the first `messages` messages."""
+        counts = np.zeros(messages, dtype=np.int64)
+        for origin in self.origins:
+            counts += np.bincount(origin, minlength=messages)[:messages]
+        return counts
+
+
 def _internal_error(data: bytes, first_line: int, exc: Exception) -> DecodeError:
     # a bug of ours must still not stop the stream: the message is dead-lettered with the reason
     reason = f"internal decoder error ({type(exc).__name__}: {exc})"
@@ -56,42 +111,148 @@ def decode_message(
     first_line: int = 1,
     limits: DecodeLimits = DecodeLimits(),
 ) -> DecodedMessage:
-    """Decode one message (one record or NDJSON) into columns; never raises on bad input.
+    """Decode one message (one record or NDJSON) into columns; never raises on bad input."""
+    poll = decode_messages([MessageBytes(data, format_hint, first_line)], limits=limits)
+    if not poll.batches:
+        return DecodedMessage(LogBatch.empty(), poll.errors[0], np.zeros(0, dtype=np.int64))
+    # one message is one embedding width (the others are its bad records): one batch
+    return DecodedMessage(poll.batches[0], poll.errors[0], poll.lines[0])
 
-    The whole message is turned into columns at once: building them a few hundred records at
-    a time measured no faster, and the embedding rule needs the whole message anyway.
-    """
-    try:
-        rows: list[Wire] = []
-        lines: list[int] = []
-        raws: list[bytes] = []
-        errors: list[DecodeError] = []
-        embeddings: list[Vector | None] = []
-        add_row, add_line, add_raw = rows.append, lines.append, raws.append
-        add_embedding = embeddings.append
-        for line, raw, item in iter_items(data, format_hint, first_line, limits.max_record_bytes):
-            if isinstance(item, DecodeError):
-                errors.append(item)
-                continue
-            add_row(item)
+
+class _Rows:
+    """Good rows of a poll so far, kept as parallel lists until the columns are built."""
+
+    def __init__(self) -> None:
+        self.wires: list[Wire] = []
+        self.lines: list[int] = []
+        self.raws: list[bytes] = []
+        self.embeddings: list[Vector | None] = []
+        self.origins: list[int] = []
+
+    def truncate(self, n: int) -> None:
+        for column in (self.wires, self.lines, self.raws, self.embeddings, self.origins):
+            del column[n:]
+
+
+def _read_message(
+    rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits
+) -> list[DecodeError]:
+    """Append a message's good rows to `rows`; its bad records, embedding rule included."""
+    errors: list[DecodeError] = []
+    start = len(rows.wires)
+    add_row, add_line, add_raw = rows.wires.append, rows.lines.append, rows.raws.append
+    add_embedding, add_origin = rows.embeddings.append, rows.origins.append
+    for line, raw, item in iter_items(
+        message.data, message.format_hint, message.first_line, limits.max_record_bytes
+    ):
+        if isinstance(item, DecodeError):
+            errors.append(item)
+            continue
+        add_row(item)
+        add_line(line)
+        add_raw(raw)
+        add_origin(index)
+        emb = item.embedding
+        if emb is None:
+            add_embedding(None)
+        else:  # to float32 now, while its floats are in cache (see build_batch); fromiter
+            # gives the same values as np.array of the list, at half the cost
+            add_embedding(np.fromiter(emb, np.float32, len(emb)))
+            item.embedding = None
+    # the width rule is the message's own (its majority, or the configured width)
+    problems = embedding_problems(rows.embeddings[start:], limits.expected_embedding_dim)
+    if problems:
+        for offset, reason in problems.items():
+            i = start + offset
+            errors.append(DecodeError(rows.lines[i], reason, rows.raws[i], "embedding"))
+        keep = [start + k for k in range(len(rows.wires) - start) if k not in problems]
+        kept = [
+            (rows.wires[i], rows.lines[i], rows.raws[i], rows.embeddings[i], rows.origins[i])
+            for i in keep
+        ]
+        rows.truncate(start)
+        for wire, line, raw, vector, origin in kept:
+            add_row(wire)
             add_line(line)
             add_raw(raw)
-            emb = item.embedding
-            if emb is None:
-                add_embedding(None)
-            else:  # to float32 now, while its floats are in cache (see build_batch); fromiter
-                # gives the same values as np.array of the list, at half the cost
-                add_embedding(np.fromiter(emb, np.float32, len(emb)))
-                item.embedding = None
-        batch, line_array, bad = build_batch(
-            rows, lines, raws, limits.expected_embedding_dim, embeddings
-        )
-    except Exception as e:
-        empty = np.zeros(0, dtype=np.int64)
-        return DecodedMessage(LogBatch.empty(), (_internal_error(data, first_line, e),), empty)
-    if bad:
-        errors = sorted([*errors, *bad], key=lambda err: err.line)
-    return DecodedMessage(batch, tuple(errors), line_array)
+            add_embedding(vector)
+            add_origin(origin)
+    return errors
+
+
+def _width_groups(embeddings: list[Vector | None]) -> list[list[int]]:
+    """Row indices per embedding width; rows without one join the first group."""
+    by_width: dict[int, list[int]] = {}
+    plain: list[int] = []
+    for i, emb in enumerate(embeddings):
+        if emb is None:
+            plain.append(i)
+        else:
+            by_width.setdefault(len(emb), []).append(i)
+    if len(by_width) <= 1:
+        return [list(range(len(embeddings)))]
+    groups = list(by_width.values())
+    groups[0] = sorted(groups[0] + plain)
+    return groups
+
+
+def decode_messages(
+    messages: Sequence[MessageBytes], *, limits: DecodeLimits = DecodeLimits()
+) -> DecodedPoll:
+    """Decode the messages of one poll into columns at once; never raises on bad input.
+
+    Each message is split and judged on its own (line numbers, the embedding width rule, an
+    internal error dead-letters only its message), but the columns are built once for all:
+    building them per message cost ~110 µs each, which capped single-record Pub/Sub
+    messages at ~9k/s (`decode_message` per message) against ~200k/s built together.
+    """
+    rows = _Rows()
+    errors: list[list[DecodeError]] = []
+    for index, message in enumerate(messages):
+        start = len(rows.wires)
+        try:
+            errors.append(_read_message(rows, index, message, limits))
+        except Exception as e:
+            rows.truncate(start)
+            errors.append([_internal_error(message.data, message.first_line, e)])
+    batches: list[LogBatch] = []
+    origins: list[npt.NDArray[np.int64]] = []
+    lines: list[npt.NDArray[np.int64]] = []
+    failed: set[int] = set()
+    origin_all = np.array(rows.origins, dtype=np.int64)
+    line_all = np.array(rows.lines, dtype=np.int64)
+    for group in _width_groups(rows.embeddings) if rows.wires else []:
+        try:
+            # row positions stand in for line numbers, to map bad rows to their message
+            batch, kept, bad = build_batch(
+                [rows.wires[i] for i in group],
+                group,
+                [rows.raws[i] for i in group],
+                limits.expected_embedding_dim,
+                [rows.embeddings[i] for i in group],
+            )
+        except Exception as e:
+            for m in {rows.origins[i] for i in group}:
+                failed.add(m)
+                errors[m] = [_internal_error(messages[m].data, messages[m].first_line, e)]
+            continue
+        for error in bad:
+            errors[rows.origins[error.line]].append(replace(error, line=rows.lines[error.line]))
+        batches.append(batch)
+        origins.append(origin_all[kept])
+        lines.append(line_all[kept])
+    if failed:  # a message that failed in one group must not leave rows in another
+        keeps = [np.flatnonzero(~np.isin(o, sorted(failed))) for o in origins]
+        batches = [b.take(k) for b, k in zip(batches, keeps, strict=True)]
+        origins = [o[k] for o, k in zip(origins, keeps, strict=True)]
+        lines = [ln[k] for ln, k in zip(lines, keeps, strict=True)]
+    nonempty = [i for i, b in enumerate(batches) if len(b)]
+    return DecodedPoll(
+        tuple(batches[i] for i in nonempty),
+        tuple(origins[i] for i in nonempty),
+        tuple(lines[i] for i in nonempty),
+        tuple(tuple(sorted(errs, key=lambda err: err.line)) for errs in errors),
+    )
 
 
 def _to_log(wire: Wire, line: int, raw: bytes) -> PredictionLog | DecodeError:
