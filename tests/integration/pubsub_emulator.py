@@ -9,6 +9,12 @@ Why a helper of our own instead of `gcloud beta emulators pubsub start`:
 - we run `java` ourselves (not the wrapper script) so the JVM is our direct child: it gets its
   own process group, is killed when this process dies (PR_SET_PDEATHSIG) or exits (atexit),
   and its output goes to a log file, never to an unread pipe that would freeze it when full.
+
+Not patched (tests avoid it instead): on a subscription with a retry policy the emulator stops
+redelivering expired messages once some have expired twice (its bytecode suggests why: the
+redelivery timer can schedule one ack id twice, and the second nack then fails and ends the
+timer). Tests that kill workers create subscriptions with `lookout pubsub init
+--immediate-redelivery` (no retry policy, Pub/Sub's own default).
 """
 
 from __future__ import annotations
