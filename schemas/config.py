@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.alert_config import AlertingConfig
@@ -134,6 +134,23 @@ class LookoutConfig(BaseSettings):
     #: write an HTML report here at the end of a finite run
     report: str | None = None
 
+    @model_validator(mode="after")
+    def _lease_outlives_a_window(self) -> LookoutConfig:
+        """A Pub/Sub message must stay leased until the checkpoint that holds its records, or
+        Pub/Sub hands it to another worker while this one still counts it."""
+        source, engine = self.source, self.engine
+        if isinstance(source, PubSubSourceConfig):
+            needed = engine.window_seconds + engine.allowed_lateness_seconds
+            needed += engine.checkpoint_seconds
+            if source.max_lease_duration_seconds <= needed:
+                msg = (
+                    f"source.max_lease_duration_seconds ({source.max_lease_duration_seconds}) "
+                    "must exceed engine.window_seconds + allowed_lateness_seconds + "
+                    f"checkpoint_seconds ({needed:g})"
+                )
+                raise ValueError(msg)
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -164,6 +181,9 @@ def _describe(error: Any) -> str:
     secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log."""
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"])
+    if error["type"] == "value_error" and not error["loc"]:
+        # a rule across sections (our own message names every key it involves)
+        return message.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif not any(hint in location.lower() for hint in _SECRET_HINTS):

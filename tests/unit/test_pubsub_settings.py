@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from pathlib import Path
 
 import pytest
 
+from schemas.config import ConfigError, load_config
 from worker.failure_policy import InvalidSetting, LookoutError, is_retryable
 from worker.pubsub_admin import init_pubsub
 from worker.pubsub_publish import publish_lines
@@ -145,3 +147,20 @@ def test_publish_rejects_bad_settings_before_connecting(
 ) -> None:
     with pytest.raises(InvalidSetting, match=message):
         publish_lines([b"{}"], "p", "t", channels=_no_channel, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_lease_shorter_than_window_lateness_and_checkpoint_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lookout.yaml"
+    path.write_text(
+        "source: {kind: pubsub, project: p, subscription: s, max_lease_duration_seconds: 90}\n"
+        "engine: {window_seconds: 60, allowed_lateness_seconds: 30, checkpoint_seconds: 5}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert problem.startswith("source.max_lease_duration_seconds (90) must exceed"), problem
+    assert "(95)" in problem
+    path.write_text(path.read_text().replace("90}", "96}"))
+    assert load_config(path).source.kind == "pubsub"
