@@ -23,6 +23,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
+from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest
 
 from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe
 
@@ -62,6 +63,13 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + _ACK_CHUNK] for i in range(0, len(items), _ACK_CHUNK)]
 
 
+def _ack_request(subscription: str, ack_ids: Sequence[str]) -> AcknowledgeRequest:
+    """Built as raw protobuf and wrapped: proto-plus copied ack ids one by one, 2 µs each."""
+    raw = AcknowledgeRequest.pb()(subscription=subscription, ack_ids=ack_ids)
+    request: AcknowledgeRequest = AcknowledgeRequest.wrap(raw)
+    return request
+
+
 def unary_modify(
     client: pubsub_v1.SubscriberClient,
     subscription: str,
@@ -75,11 +83,11 @@ def unary_modify(
     """
     for chunk in _chunks(ack_ids):
         try:
+            request = ModifyAckDeadlineRequest.pb()(
+                subscription=subscription, ack_ids=chunk, ack_deadline_seconds=deadline
+            )
             client.modify_ack_deadline(
-                subscription=subscription,
-                ack_ids=list(chunk),
-                ack_deadline_seconds=deadline,
-                timeout=_CALL_TIMEOUT_SECONDS,
+                request=ModifyAckDeadlineRequest.wrap(request), timeout=_CALL_TIMEOUT_SECONDS
             )
         except gexc.GoogleAPICallError as e:
             counters.ack_failures += 1
@@ -100,11 +108,10 @@ def unary_ack(
 ) -> None:
     """Acknowledge in chunks, retrying transient errors; a lost ack means a redelivery."""
     for chunk in _chunks(ack_ids):
+        request = _ack_request(subscription, chunk)
         for attempt in range(attempts):
             try:
-                client.acknowledge(
-                    subscription=subscription, ack_ids=list(chunk), timeout=_CALL_TIMEOUT_SECONDS
-                )
+                client.acknowledge(request=request, timeout=_CALL_TIMEOUT_SECONDS)
                 break
             except RETRYABLE_EXCEPTIONS as e:
                 if attempt + 1 == attempts:
