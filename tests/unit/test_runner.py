@@ -18,7 +18,7 @@ import pytest
 from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
-from schemas.decode.api import DecodeLimits
+from schemas.decode.api import DecodedPoll, DecodeLimits, MessageBytes, decode_messages
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.runner import RunResult, RunSettings, run
@@ -326,3 +326,93 @@ def test_sigterm_stops_pulling_writes_a_final_checkpoint_and_acks_what_it_holds(
     assert judged  # the windows the watermark passed were judged before exiting
     newest = max(start for _, start in sink.merged())
     assert all(start.timestamp() < newest for start in judged)  # the open one waits
+
+
+# -- how much one cycle takes -----------------------------------------------------------------
+
+
+class Trickle(FakeSource):
+    """A subscription where each pull finds one message (messages trickle in)."""
+
+    def poll(self, max_messages: int, timeout_seconds: float) -> Sequence[SourceMessage]:
+        return super().poll(min(max_messages, 1), timeout_seconds)
+
+
+def ticking_by(clock: FakeClock, seconds: float) -> Callable[[FakeSource], None]:
+    def on_poll(_: FakeSource) -> None:
+        clock.advance(seconds)
+
+    return on_poll
+
+
+def spy_on_decode(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """The bodies of the messages each decode call was given."""
+    calls: list[list[bytes]] = []
+    real = decode_messages
+
+    def spy(messages: Sequence[MessageBytes], *, limits: DecodeLimits) -> DecodedPoll:
+        calls.append([m.data for m in messages])
+        return real(messages, limits=limits)
+
+    monkeypatch.setattr("worker.runner.decode_messages", spy)
+    return calls
+
+
+def test_a_trickle_is_folded_every_poll_timeout_not_held_for_a_full_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    sink = MemorySink()
+    messages = stream(minutes=3)
+    source = Trickle(messages, on_poll=ticking_by(clock, 0.1))
+    calls = spy_on_decode(monkeypatch)
+    engine = make_engine(sink, clock)
+    engine.set_ack_handler(source.ack)
+    settings = RunSettings(poll_max_messages=1000, poll_timeout_seconds=0.5)
+    run(source, engine, limits=DecodeLimits(), stop=threading.Event(), settings=settings, now=clock)
+    # one poll waits, then at most 0.5 s of fake time (5 polls) more is collected
+    assert max(len(c) for c in calls) <= 6
+    assert sum(len(c) for c in calls) == len(messages)
+    assert_counted_exactly_once(sink, messages)
+
+
+def test_sigterm_during_a_trickle_stops_collecting_and_decodes_nothing_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    sink = MemorySink()
+    stop = threading.Event()
+
+    def on_poll(source: FakeSource) -> None:
+        clock.advance(0.001)  # fast polls: only the stop ends the collection
+        if source.polls == 5:
+            stop.set()
+
+    source = Trickle(stream(minutes=3), finite=False, on_poll=on_poll)
+    calls = spy_on_decode(monkeypatch)
+    engine = make_engine(sink, clock)
+    engine.set_ack_handler(source.ack)
+    settings = RunSettings(poll_max_messages=1000, poll_timeout_seconds=60)
+    result = run(source, engine, limits=DecodeLimits(), stop=stop, settings=settings, now=clock)
+    assert result.stopped_by_signal and result.clean_exit
+    assert source.polls == 5  # not a thousand
+    assert sorted(source.nacked) == sorted(m.ack_id for m in source.delivered)
+    assert calls == []  # handed back without being decoded
+
+
+def test_a_large_poll_is_decoded_in_slices_of_the_configured_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    sink = MemorySink()
+    messages = stream(minutes=3, per_message=40)
+    size = max(len(m.data) for m in messages)
+    source = FakeSource(messages, on_poll=ticking(clock))
+    calls = spy_on_decode(monkeypatch)
+    result = go(
+        source, make_engine(sink, clock), poll_max_messages=1000, decode_slice_bytes=3 * size
+    )
+    assert result.clean_exit
+    assert len(calls) > 1 and max(len(c) for c in calls) <= 3
+    assert [d for c in calls for d in c] == [m.data for m in messages]  # in order, once
+    assert_counted_exactly_once(sink, messages)
