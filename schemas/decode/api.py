@@ -221,7 +221,9 @@ def decode_messages(
     failed: set[int] = set()
     origin_all = np.array(rows.origins, dtype=np.int64)
     line_all = np.array(rows.lines, dtype=np.int64)
-    for group in _width_groups(rows.embeddings) if rows.wires else []:
+    pending = _width_groups(rows.embeddings) if rows.wires else []
+    while pending:
+        group = pending.pop(0)
         try:
             # row positions stand in for line numbers, to map bad rows to their message
             batch, kept, bad = build_batch(
@@ -232,9 +234,13 @@ def decode_messages(
                 [rows.embeddings[i] for i in group],
             )
         except Exception as e:
-            for m in {rows.origins[i] for i in group}:
-                failed.add(m)
-                errors[m] = [_internal_error(messages[m].data, messages[m].first_line, e)]
+            owners = sorted({rows.origins[i] for i in group})
+            if len(owners) > 1:  # find the message that breaks it: build each one alone
+                pending.extend([i for i in group if rows.origins[i] == m] for m in owners)
+                continue
+            failed.add(owners[0])
+            message = messages[owners[0]]
+            errors[owners[0]] = [_internal_error(message.data, message.first_line, e)]
             continue
         for error in bad:
             errors[rows.origins[error.line]].append(replace(error, line=rows.lines[error.line]))

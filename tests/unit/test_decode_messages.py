@@ -20,6 +20,7 @@ import pytest
 
 from schemas.batch import LogBatch
 from schemas.decode.api import DecodeLimits, MessageBytes, decode_message, decode_messages
+from schemas.decode.columns import build_batch
 from schemas.decode.records import iter_items
 from worker.simulator import SimulationConfig, simulate_logs
 from worker.wire_encode import encode_mixed
@@ -156,3 +157,35 @@ def test_an_empty_poll_and_blank_messages_give_no_rows_and_no_errors() -> None:
     poll = decode_messages([MessageBytes(b""), MessageBytes(b"\n  \n")])
     assert poll.batches == ()
     assert poll.errors == ((), ())
+
+
+def test_a_column_building_bug_dead_letters_only_the_message_that_hit_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = build_batch
+
+    def failing(wires: list[Any], *args: Any) -> Any:
+        if any(w.model_version == "boom" for w in wires):
+            msg = "simulated bug"
+            raise RuntimeError(msg)
+        return real(wires, *args)
+
+    monkeypatch.setattr("schemas.decode.api.build_batch", failing)
+    messages = [
+        MessageBytes(b"\n".join([record(1), record(2)])),
+        MessageBytes(record(3, model_version="boom")),
+        MessageBytes(record(4)),
+    ]
+    poll = decode_messages(messages)
+    assert sorted(r for b in poll.batches for r in b.request_id) == ["r1", "r2", "r4"]
+    assert list(poll.record_counts(3)) == [2, 0, 1]
+    (error,) = poll.errors[1]
+    assert error.error_type == "internal_error" and "simulated bug" in error.reason
+    assert poll.errors[0] == poll.errors[2] == ()
+
+
+def test_rows_of_keeps_each_embedding_width_batch() -> None:
+    narrow = MessageBytes(record(1, embedding=[0.1, 0.2]))
+    wide = MessageBytes(record(2, embedding=[0.1, 0.2, 0.3]))
+    poll = decode_messages([narrow, wide, MessageBytes(record(3, embedding=[0.5, 0.5]))])
+    assert [list(b.request_id) for b in poll.rows_of([1, 2])] == [["r3"], ["r2"]]
