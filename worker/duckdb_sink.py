@@ -104,13 +104,17 @@ def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
     """Each table's columns as an Arrow schema, read from DuckDB itself so the two cannot
     drift apart (a column of ints and floats, or of None only, is then typed correctly)."""
     rows = con.execute(
-        "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
+        "JOIN information_schema.tables t USING (table_schema, table_name) "
+        "WHERE c.table_schema = 'main' AND t.table_type = 'BASE TABLE' "
+        "ORDER BY c.table_name, c.ordinal_position"
     ).fetchall()
     fields: dict[str, list[pa.Field]] = {}
     for table, column, sql_type in rows:
-        if sql_type in _ARROW_TYPES:
-            fields.setdefault(table, []).append(pa.field(column, _ARROW_TYPES[sql_type]))
+        if sql_type not in _ARROW_TYPES:  # a schema change that forgot this mapping
+            msg = f"{table}.{column} has type {sql_type}, which the sink cannot write"
+            raise TypeError(msg)
+        fields.setdefault(table, []).append(pa.field(column, _ARROW_TYPES[sql_type]))
     return {table: pa.schema(f) for table, f in fields.items()}
 
 
@@ -260,7 +264,7 @@ class DuckDBSink:
         if replace_on:
             match = " AND ".join(f"t.{c} = r.{c}" for c in replace_on)
             con.execute(f"DELETE FROM {table} t USING _lookout_rows r WHERE {match}")
-        con.execute(f"INSERT INTO {table} SELECT * FROM _lookout_rows")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _lookout_rows")
         con.unregister("_lookout_rows")
 
     # -- reads ---------------------------------------------------------------------------------
