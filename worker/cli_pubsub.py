@@ -62,10 +62,10 @@ def _channels() -> ChannelFactory:
 
 
 def _run_guarded(step: str, call: Callable[[], T]) -> T:
+    """Run `call`, turning expected failures into one readable line and exit status 1."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exceptions
 
-    """Run `call`, turning expected failures into one readable line and exit status 1."""
     try:
         return call()
     except LookoutError as e:
@@ -118,19 +118,23 @@ def pubsub_init(
         ),
     ] = False,
     retry_min_backoff: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--retry-min-backoff",
-            help="Seconds before a nacked or expired message is redelivered, at first (0-600).",
+            help="Seconds before a nacked or expired message is redelivered, at first (0-600; "
+            "default 10).",
+            show_default=False,
         ),
-    ] = 10,
+    ] = None,
     retry_max_backoff: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--retry-max-backoff",
-            help="Longest redelivery backoff in seconds (0-600, at least --retry-min-backoff).",
+            help="Longest redelivery backoff in seconds (0-600, at least --retry-min-backoff; "
+            "default 600).",
+            show_default=False,
         ),
-    ] = 600,
+    ] = None,
     immediate_redelivery: Annotated[
         bool,
         typer.Option(
@@ -149,6 +153,13 @@ def pubsub_init(
     """
     from worker.pubsub_admin import init_pubsub
 
+    if immediate_redelivery and (retry_min_backoff is not None or retry_max_backoff is not None):
+        _die(
+            "pubsub init",
+            "--immediate-redelivery makes a subscription without a retry policy; "
+            "drop --retry-min-backoff / --retry-max-backoff",
+            code=2,
+        )
     channels = _channels()
     report = _run_guarded(
         "pubsub init",
@@ -160,8 +171,8 @@ def pubsub_init(
             ack_deadline_seconds=ack_deadline,
             max_delivery_attempts=max_delivery_attempts,
             exactly_once=exactly_once,
-            retry_min_backoff_seconds=retry_min_backoff,
-            retry_max_backoff_seconds=retry_max_backoff,
+            retry_min_backoff_seconds=10 if retry_min_backoff is None else retry_min_backoff,
+            retry_max_backoff_seconds=600 if retry_max_backoff is None else retry_max_backoff,
             retry_policy=not immediate_redelivery,
             channels=channels,
         ),

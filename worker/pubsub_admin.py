@@ -72,6 +72,7 @@ def _ensure_topic(publisher: pubsub_v1.PublisherClient, path: str) -> ResourceSt
 
 def _differences(existing: pubsub_v1.types.Subscription, wanted: dict[str, object]) -> list[str]:
     """Human-readable `field is X, asked Y` for each setting that differs."""
+    retry = "retry_policy" in existing  # a 0 s minimum backoff is falsy but still set
     found: dict[str, object] = {
         "topic": existing.topic,
         "ack_deadline_seconds": existing.ack_deadline_seconds,
@@ -82,10 +83,10 @@ def _differences(existing: pubsub_v1.types.Subscription, wanted: dict[str, objec
             else None
         ),
         "retry_min_backoff_seconds": int(existing.retry_policy.minimum_backoff.total_seconds())
-        if existing.retry_policy.minimum_backoff
+        if retry
         else None,
         "retry_max_backoff_seconds": int(existing.retry_policy.maximum_backoff.total_seconds())
-        if existing.retry_policy.maximum_backoff
+        if retry
         else None,
         "exactly_once": existing.enable_exactly_once_delivery,
     }

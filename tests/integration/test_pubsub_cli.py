@@ -128,6 +128,23 @@ def test_init_with_immediate_redelivery_sets_no_retry_policy_and_is_idempotent(
     with_backoff = invoke(pubsub_emulator, *args[:-1])
     assert with_backoff.exit_code == 1
     assert "retry_min_backoff_seconds is None, asked 10" in with_backoff.stdout
+    both = invoke(pubsub_emulator, *args, "--retry-min-backoff", "5")
+    assert both.exit_code == 2
+    assert "drop --retry-min-backoff" in both.stderr
+    assert_one_line(both.stderr)
+
+
+def test_init_twice_with_a_zero_minimum_backoff_reports_exists(
+    pubsub_emulator: PubSubEmulator, unique_name: str
+) -> None:
+    args = (
+        *("pubsub", "init", "-p", PROJECT, "-t", f"{unique_name}-logs", "-s", f"{unique_name}-s"),
+        *("--retry-min-backoff", "0", "--retry-max-backoff", "10"),
+    )
+    assert invoke(pubsub_emulator, *args).exit_code == 0
+    again = invoke(pubsub_emulator, *args)
+    assert again.exit_code == 0, again.stdout
+    assert again.stdout.count(": exists") == 2, again.stdout
 
 
 @pytest.mark.parametrize(
