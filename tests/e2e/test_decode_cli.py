@@ -205,7 +205,8 @@ def check_help(path: tuple[str, ...], result: Result) -> None:
     assert f"Usage: {' '.join(('lookout', *path))}" in text
     docstring = (command.help or "").strip()
     assert len(docstring) >= 20, f"`lookout {' '.join(path)}` has no docstring to explain it"
-    first_paragraph = normalized(docstring.split("\n\n")[0])
+    # the help is rendered as markdown: `code` shows without its backticks
+    first_paragraph = normalized(docstring.split("\n\n")[0]).replace("`", "")
     assert first_paragraph in text, "the help does not show the docstring"
     for param in command.params:
         if getattr(param, "help", None) or param.name == "help":
