@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -17,6 +19,19 @@ from rich.table import Table
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
 from worker.cli import ConfigOption, app, configured, fail, stop_on_signals
+
+if TYPE_CHECKING:
+    from schemas.decode.api import DecodeLimits
+    from schemas.prediction_log import PredictionLog
+
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Wire format of every line: native, envelope, logentry, otlp, gemini, palm or "
+        "openai (default: detected per line).",
+    ),
+]
 
 stderr = Console(stderr=True)
 
@@ -143,9 +158,7 @@ def replay(
         Path | None, typer.Option("--alerts-out", help="Append alert changes here as JSON lines.")
     ] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default from config).")] = None,
-    format_hint: Annotated[
-        str | None, typer.Option("--format", help="Wire format of every line (default: detect).")
-    ] = None,
+    format_hint: FormatOption = None,
     dead_letter: Annotated[
         Path | None, typer.Option(help="Append bad records with their reason here (NDJSON).")
     ] = None,
@@ -170,6 +183,7 @@ def replay(
     path = None if file == "-" else Path(file)
     if path is not None and (not path.exists() or path.is_dir()):
         fail(f"replay: no such file: {file}")
+    _check_format("replay", format_hint)
 
     def report_invalid(error: DecodeError) -> None:
         typer.echo(f"{file}: {error.describe()}", err=True)
@@ -239,7 +253,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same stream).")] = 7,
     fmt: Annotated[
         str,
-        typer.Option("--format", help="mixed, or one of native|gemini|palm|openai|logentry|otlp."),
+        typer.Option(
+            "--format", help="mixed, or one of: native, gemini, palm, openai, logentry, otlp."
+        ),
     ] = "mixed",
 ) -> None:
     """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish."""
@@ -275,7 +291,7 @@ def simulate(
 @app.command()
 def decode(
     file: Annotated[str, typer.Argument(help="NDJSON file (or - for stdin) in any wire format.")],
-    format_hint: Annotated[str | None, typer.Option("--format", help="Wire format hint.")] = None,
+    format_hint: FormatOption = None,
     embedding_dim: Annotated[
         int | None, typer.Option(help="Reject embeddings of any other dimension.")
     ] = None,
@@ -283,31 +299,82 @@ def decode(
     """Print each record as a canonical prediction log (one JSON per line).
 
     Bad records are reported on stderr with their line number, field and reason, and the exit
-    status is 1 if there was any.
+    status is 1 if there was any. Output starts at once and stops quietly when the reader goes
+    away (`| head`).
     """
-    from schemas.decode.api import DecodeLimits, decode_records
+    from schemas.decode.api import DecodeLimits
 
-    data = sys.stdin.buffer.read() if file == "-" else _read(file)
-    records = decode_records(
-        data, format_hint=format_hint, limits=DecodeLimits(expected_embedding_dim=embedding_dim)
-    )
+    _check_format("decode", format_hint)
+    limits = DecodeLimits(expected_embedding_dim=embedding_dim)
+    stream = sys.stdin.buffer if file == "-" else _open(file)
     bad = 0
     out = sys.stdout.buffer
-    for record in records:
-        if isinstance(record, DecodeError):
-            bad += 1
-            typer.echo(f"{file}: {record.describe()}", err=True)
-        else:
-            out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
-    out.flush()
+    try:
+        for record in _decoded_records(stream, format_hint, limits):
+            if isinstance(record, DecodeError):
+                bad += 1
+                typer.echo(f"{file}: {record.describe()}", err=True)
+            else:
+                out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
+        out.flush()
+    except BrokenPipeError:
+        # the reader stopped (`| head -1`): not an error; keep Python from reporting the pipe
+        # again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1 if bad else 0) from None
     if bad:
         typer.echo(f"{file}: {bad} bad record(s)", err=True)
         raise typer.Exit(1)
 
 
-def _read(file: str) -> bytes:
+#: lines decoded at a time by `lookout decode`, so output starts before a large file is read
+_DECODE_CHUNK_LINES = 1000
+
+
+def _decoded_records(
+    stream: IO[bytes], format_hint: str | None, limits: DecodeLimits
+) -> Iterator[PredictionLog | DecodeError]:
+    """Records in input order, a chunk of lines at a time.
+
+    A file whose first line opens a JSON document that does not close on it (a pretty-printed
+    record) is decoded whole, as one document may span many lines.
+    """
+    from schemas.decode.api import decode_records
+
+    first = stream.readline()
+    if not first:
+        return
+    head = first.strip()
+    if head in (b"{", b"["):
+        yield from decode_records(first + stream.read(), format_hint=format_hint, limits=limits)
+        return
+    line_number = 1
+    chunk = [first]
+    for line in stream:
+        chunk.append(line)
+        if len(chunk) == _DECODE_CHUNK_LINES:
+            yield from decode_records(
+                b"".join(chunk), format_hint=format_hint, first_line=line_number, limits=limits
+            )
+            line_number += len(chunk)
+            chunk = []
+    if chunk:
+        yield from decode_records(
+            b"".join(chunk), format_hint=format_hint, first_line=line_number, limits=limits
+        )
+
+
+def _check_format(command: str, format_hint: str | None) -> None:
+    """An unknown --format is one line at the start, not one error per record."""
+    from schemas.decode.api import FORMATS
+
+    if format_hint is not None and format_hint not in FORMATS:
+        fail(f"{command}: unknown --format {format_hint!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _open(file: str) -> IO[bytes]:
     try:
-        return Path(file).read_bytes()
+        return Path(file).open("rb")
     except OSError as error:
         fail(f"cannot read {file}: {error.strerror}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,15 @@ from typer.testing import CliRunner
 
 from tests.e2e.conftest import (
     MUTATIONS,
+    SHORT_TIMEOUT,
     Result,
     Stream,
     assert_no_traceback,
+    clean_env,
     corrupt,
     line_identity,
     lookout,
+    lookout_executable,
     wire_format,
 )
 from worker.cli import app
@@ -147,6 +151,39 @@ def test_decode_of_a_missing_file_is_one_line_and_not_a_traceback(tmp_path: Path
     assert result.returncode != 0
     assert_no_traceback(result)
     assert "nope.ndjson" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_decode_stops_quietly_when_its_reader_goes_away(tmp_path: Path) -> None:
+    """`lookout decode big.ndjson | head -1`: the first record, then exit 0 and no noise."""
+    record = b'{"timestamp": "2026-01-05T06:00:00Z", "model": "m", "latency_ms": 5}\n'
+    path = tmp_path / "big.ndjson"
+    path.write_bytes(record * 20_000)
+    with subprocess.Popen(
+        [lookout_executable(), "decode", str(path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # what `head -1` does after its line
+        stderr = process.stderr.read()
+        assert process.wait(timeout=SHORT_TIMEOUT) == 0, stderr.decode()
+    assert orjson.loads(first)["model"] == "m"
+    assert stderr == b""
+
+
+def test_decode_with_an_unknown_format_is_one_line_not_one_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "logs.ndjson"
+    path.write_bytes(b'{"timestamp": "2026-01-05T06:00:00Z", "model": "m"}\n' * 50)
+    result = lookout("decode", "--format", "bogus", path, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert result.stderr.splitlines() == [
+        "lookout: decode: unknown --format 'bogus'; expected one of native, envelope, "
+        "logentry, otlp, gemini, palm, openai"
+    ]
 
 
 # -- --help of every command ------------------------------------------------------------------
