@@ -323,6 +323,9 @@ def _summary(status: str, incident: Incident, d: Detection, *, numbers: bool, ta
     metric = d.details.get("metric")
     label = metric if isinstance(metric, str) and metric else incident.condition.replace("_", " ")
     head = f"[{status}] {incident.model} {incident.detector}: {label}"
+    if status == "RESOLVED":
+        # the label names the firing condition ("block rate above baseline"): say it is over
+        head += " cleared" + (", now" if numbers and d.value is not None else "")
     if numbers and d.value is not None:
         unit = d.details.get("unit")
         unit = unit if isinstance(unit, str) else None

@@ -203,7 +203,9 @@ def test_summaries_read_as_one_line_with_the_numbers_and_the_duration() -> None:
         "[FIRING] gemini-1.5-flash safety: block rate 6.1% (baseline 2.0%, threshold 3.1%, "
         "n=2,013) — block rate above its baseline's 99.9% Wilson bound"
     )
-    assert alerts[1].summary.startswith("[RESOLVED] gemini-1.5-flash safety: block rate")
+    assert alerts[1].summary.startswith(
+        "[RESOLVED] gemini-1.5-flash safety: block rate cleared, now "
+    )
     assert alerts[1].summary.endswith("— after 4 windows")
     assert "\n" not in alerts[0].summary + alerts[1].summary
 
