@@ -8,6 +8,8 @@ Secrets (webhook URLs, routing keys) never live here: receivers name the environ
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -215,7 +217,27 @@ def load_config(path: Path | None) -> LookoutConfig:
             raise ConfigError(source, [_yaml_problem(error)]) from None
         if not isinstance(data, dict):
             raise ConfigError(source, ["the top level must be a mapping of sections"])
+    unknown = _unknown_env_sections(os.environ)
+    if unknown:
+        raise ConfigError(source, unknown)
     try:
         return LookoutConfig(**data)
     except ValidationError as error:
         raise ConfigError(source, [_describe(e) for e in error.errors()]) from error
+
+
+def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
+    """`LOOKOUT_ENGIN__WINDOW_SECONDS` names no section: say so, instead of ignoring it (the
+    settings library skips variables it cannot place, so a typo would silently do nothing)."""
+    sections = sorted(LookoutConfig.model_fields)
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith("LOOKOUT_") or "__" not in name:
+            continue
+        section = name.removeprefix("LOOKOUT_").split("__", 1)[0].lower()
+        if section not in LookoutConfig.model_fields:
+            problems.append(
+                f"environment {name}: unknown section {section!r} "
+                f"(expected one of {', '.join(sections)})"
+            )
+    return problems

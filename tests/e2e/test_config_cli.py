@@ -122,6 +122,14 @@ def test_a_bad_environment_override_exits_2_naming_the_key(tmp_path: Path) -> No
     assert "engine.window_seconds" in result.stderr
 
 
+def test_an_environment_override_naming_no_section_exits_2_naming_it(tmp_path: Path) -> None:
+    secret = "s3cr3t-value-never-printed"
+    result = check(tmp_path, GOOD, env={"LOOKOUT_ENGIN__WINDOW_SECONDS": secret})
+    assert result.returncode == 2, result.describe()
+    assert "LOOKOUT_ENGIN__WINDOW_SECONDS: unknown section 'engin'" in result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
 def test_a_missing_file_exits_2_in_one_line(tmp_path: Path) -> None:
     result = lookout("config", "check", tmp_path / "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2, result.describe()
