@@ -24,6 +24,12 @@ def _sample(exposition: str, name: str) -> float:
     )
 
 
+def _scraped(url: str, name: str) -> float:
+    """A metric's value, or -1 while the server does not answer yet (it is still starting)."""
+    status, body = get(url)
+    return _sample(body, name) if status == 200 else -1.0
+
+
 def test_run_on_an_open_stdin_checkpoints_and_stops_on_sigterm(
     incident_stream: Stream, tmp_path: Path
 ) -> None:
@@ -44,9 +50,8 @@ def test_run_on_an_open_stdin_checkpoints_and_stops_on_sigterm(
             "a checkpoint of the 100 records",
             worker,
             lambda: (
-                _sample(get(f"{base}/metrics")[1], "lookout_records_total") == 100
-                and _sample(get(f"{base}/metrics")[1], "lookout_checkpoint_duration_seconds_count")
-                > 0
+                _scraped(f"{base}/metrics", "lookout_records_total") == 100
+                and _scraped(f"{base}/metrics", "lookout_checkpoint_duration_seconds_count") > 0
             ),
             SHORT_TIMEOUT,
         )
