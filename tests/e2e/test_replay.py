@@ -38,7 +38,8 @@ REPORT = re.compile(r"^(?P<file>\S+): line (?P<line>\d+): (?P<reason>.+)$")
 SUMMARY = re.compile(
     r"^replayed (?P<file>\S+): (?P<records>\d+) records counted, (?P<duplicates>\d+) duplicates "
     r"skipped, (?P<invalid>\d+) invalid, (?P<late>\d+) late, (?P<windows>\d+) windows evaluated, "
-    r"(?P<alerts>\d+) alert changes(?P<signal> \(stopped by signal\))?$"
+    r"(?P<alerts>\d+) alert changes(?: \((?P<info>\d+) info, in --alerts-out and the report\))?"
+    r"(?P<signal> \(stopped by signal\))?$"
 )
 #: what each kind of bad record's reason must mention (the field, or why the line is not JSON)
 REASON_MENTIONS = {
@@ -231,6 +232,10 @@ def test_alerts_out_has_the_documented_keys_and_one_incident_per_model(
     lines = r.alerts_first.read_text().splitlines()
     alerts = [json.loads(line) for line in lines]
     assert alerts, f"no alerts written\n{r.first.describe()}"
+    # the summary counts every change and says how many are info (not printed, only here)
+    summary = summary_of(r.first)
+    assert int(summary["alerts"]) == len(alerts)
+    assert int(summary["info"] or 0) == sum(a["severity"] == "info" for a in alerts)
     for alert in alerts:
         assert set(alert) == ALERT_KEYS, alert
         assert alert["status"] in ("firing", "resolved")
