@@ -33,12 +33,12 @@ import orjson
 
 from schemas.decode import decode_message
 from schemas.decode.wire import WIRE_DECODER
-from worker.simulator import SimulationConfig, simulate_logs
-from worker.wire_encode import encode_mixed
+from worker.sources.simulator import SimulationConfig, simulate_logs
+from worker.sources.wire_encode import encode_mixed
 
 ROOT = Path(__file__).resolve().parents[1]
 WIRE = ROOT / "tests" / "fixtures" / "wire"
-CORPUS = ROOT.parent / "shared" / "payloads" / "responses.ndjson"
+CORPUS = ROOT / "tests" / "fixtures" / "payloads" / "responses.ndjson"
 N_LINES = 30_000
 SIMULATED_LINES = 20_000
 MESSAGE_LINES = 1_000

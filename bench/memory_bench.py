@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from schemas.config import LookoutConfig
-from worker.demo import DEMO_START
-from worker.pipeline import build_pipeline
-from worker.simulator import SimulationConfig, simulate_batches
+from worker.cli.demo import DEMO_START
+from worker.cli.pipeline import build_pipeline
+from worker.sources.simulator import SimulationConfig, simulate_batches
 
 
 def rss_mb() -> float:

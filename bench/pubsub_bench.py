@@ -22,10 +22,10 @@ import orjson
 from google.pubsub_v1.types import AcknowledgeRequest
 
 from tests.integration.pubsub_emulator import running_emulator
-from worker.grpc_channel import ChannelFactory, channel_factory, subscriber_client
-from worker.pubsub_admin import init_pubsub
-from worker.pubsub_publish import publish_lines
-from worker.pubsub_source import PubSubSource, PubSubSourceSettings, PullMode
+from worker.sources.grpc_channel import ChannelFactory, channel_factory, subscriber_client
+from worker.sources.pubsub_admin import init_pubsub
+from worker.sources.pubsub_publish import publish_lines
+from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings, PullMode
 
 PROJECT = "lookout-bench"
 
@@ -97,7 +97,7 @@ def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: 
     import threading
 
     from schemas.config import LookoutConfig
-    from worker.pipeline import build_pipeline
+    from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
 
     db = workdir / f"e2e-{time.monotonic_ns()}.duckdb"

@@ -18,12 +18,12 @@ from pathlib import Path
 import orjson
 
 from schemas.config import LookoutConfig
-from worker.demo import DEMO_START
-from worker.file_source import FileSource
-from worker.pipeline import build_pipeline
+from worker.cli.demo import DEMO_START
+from worker.cli.pipeline import build_pipeline
 from worker.runner import run
-from worker.simulator import SimulationConfig, simulate_logs
-from worker.wire_encode import encode_mixed
+from worker.sources.file_source import FileSource
+from worker.sources.simulator import SimulationConfig, simulate_logs
+from worker.sources.wire_encode import encode_mixed
 
 
 def write_stream(path: Path, hours: float, rate: float, embedding_fraction: float) -> int:

@@ -39,7 +39,7 @@ class PubSubSourceConfig(_Strict):
     project: str
     subscription: str
     dead_letter_topic: str | None = None
-    #: "unary" pull measured faster for this workload (see worker/pubsub_source.py)
+    #: "unary" pull measured faster for this workload (see worker/sources/pubsub_source.py)
     mode: Literal["unary", "streaming"] = "unary"
     #: flow control: messages and bytes held un-acked at once (bounds memory)
     max_messages: int = Field(default=2000, ge=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pubsub_emulator import EmulatorUnavailable, PubSubEmulator, start_emulator
-from worker.grpc_channel import ChannelFactory, channel_factory
+from worker.sources.grpc_channel import ChannelFactory, channel_factory
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker.failure_policy import InvalidSetting
-from worker.grpc_channel import ChannelFactory, subscriber_client
-from worker.pubsub_admin import init_pubsub
+from worker.sources.grpc_channel import ChannelFactory, subscriber_client
+from worker.sources.pubsub_admin import init_pubsub
 
 PROJECT = "lookout-test"
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tests.integration.pubsub_emulator import PubSubEmulator
 from worker.cli import app
-from worker.grpc_channel import ChannelFactory, subscriber_client
+from worker.sources.grpc_channel import ChannelFactory, subscriber_client
 
 PROJECT = "lookout-cli"
 LOOKOUT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "lookout")

@@ -35,8 +35,8 @@ from schemas.decode.api import decode_records
 from schemas.errors import DecodeError
 from tests.integration.pubsub_emulator import PubSubEmulator
 from worker.analyst_columns import ANALYST_COLUMNS
-from worker.grpc_channel import ChannelFactory, subscriber_client
-from worker.pubsub_publish import publish_lines
+from worker.sources.grpc_channel import ChannelFactory, subscriber_client
+from worker.sources.pubsub_publish import publish_lines
 
 PROJECT = "lookout-e2e"
 LOOKOUT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "lookout")

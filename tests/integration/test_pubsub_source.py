@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from schemas.errors import DecodeError
-from worker.grpc_channel import ChannelFactory, publisher_client, subscriber_client
-from worker.pubsub_admin import init_pubsub
-from worker.pubsub_publish import publish_lines
-from worker.pubsub_source import PubSubSource, PubSubSourceSettings, PullMode
 from worker.source import SourceMessage
+from worker.sources.grpc_channel import ChannelFactory, publisher_client, subscriber_client
+from worker.sources.pubsub_admin import init_pubsub
+from worker.sources.pubsub_publish import publish_lines
+from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings, PullMode
 
 PROJECT = "lookout-test"
 MODES: list[PullMode] = ["unary", "streaming"]

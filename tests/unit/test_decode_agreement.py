@@ -17,11 +17,11 @@ import orjson
 from schemas.batch import LogBatch
 from schemas.decode import decode_message, decode_records
 from schemas.prediction_log import PredictionLog
-from worker.simulator import SimulationConfig, simulate_logs
-from worker.wire_encode import encode_mixed
+from worker.sources.simulator import SimulationConfig, simulate_logs
+from worker.sources.wire_encode import encode_mixed
 
 WIRE = Path(__file__).parents[1] / "fixtures" / "wire"
-CORPUS = Path("../shared/payloads/responses.ndjson")
+CORPUS = Path(__file__).parents[1] / "fixtures" / "payloads" / "responses.ndjson"
 
 
 def corpus_envelopes() -> list[bytes]:

@@ -12,7 +12,7 @@ import pytest
 from schemas.decode import decode_message, decode_records
 from schemas.prediction_log import PredictionLog
 
-CORPUS = Path("../shared/payloads/responses.ndjson")
+CORPUS = Path(__file__).parents[1] / "fixtures" / "payloads" / "responses.ndjson"
 ENTRIES: dict[str, dict[str, Any]] = {
     e["id"]: e for e in map(orjson.loads, CORPUS.read_bytes().splitlines()) if e
 }

@@ -22,8 +22,8 @@ from schemas.batch import LogBatch
 from schemas.decode.api import DecodeLimits, MessageBytes, decode_message, decode_messages
 from schemas.decode.columns import build_batch
 from schemas.decode.records import iter_items
-from worker.simulator import SimulationConfig, simulate_logs
-from worker.wire_encode import encode_mixed
+from worker.sources.simulator import SimulationConfig, simulate_logs
+from worker.sources.wire_encode import encode_mixed
 
 T0 = "2026-01-05T06:00:00Z"
 

@@ -24,10 +24,10 @@ from schemas.batch import LogBatch
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
 from schemas.detection import Detection
 from schemas.prediction_log import PredictionLog
-from worker.duckdb_sink import DuckDBSink
-from worker.pipeline import build_pipeline
-from worker.simulator import SimulationConfig, simulate_batches
+from worker.cli.pipeline import build_pipeline
 from worker.sink import Checkpoint, PartialRow, Sink
+from worker.sinks.duckdb_sink import DuckDBSink
+from worker.sources.simulator import SimulationConfig, simulate_batches
 from worker.testing import MemorySink
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)

@@ -34,12 +34,12 @@ from schemas.config import (
 )
 from schemas.detection import Alert, Detection
 from schemas.prediction_log import PredictionLog
-from worker.duckdb_sink import DuckDBSink
+from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
-from worker.pipeline import Pipeline, build_pipeline
-from worker.simulator import Incident, SimulationConfig, simulate_batches
 from worker.sink import Sink
+from worker.sinks.duckdb_sink import DuckDBSink
+from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 from worker.testing import FakeClock, MemorySink
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)

@@ -19,11 +19,11 @@ from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
 from schemas.prediction_log import PredictionLog
-from worker.duckdb_sink import DuckDBSink
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.metrics import EngineMetrics, ModelLabels
 from worker.sink import Checkpoint, PartialRow, Sink
+from worker.sinks.duckdb_sink import DuckDBSink
 from worker.testing import FakeClock, MemorySink
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -145,7 +145,7 @@ def test_a_whole_sink_outage_is_ridden_out_when_a_record_needs_a_sink_lookup() -
 
     from schemas.decode.api import DecodeLimits
     from worker.runner import RunSettings, run
-    from worker.simulator import SimulationConfig, simulate_logs
+    from worker.sources.simulator import SimulationConfig, simulate_logs
     from worker.testing import FakeSource, ndjson_messages, request_ids_of
 
     clock = FakeClock()
@@ -196,7 +196,7 @@ def test_a_whole_sink_outage_is_ridden_out_when_a_record_needs_a_sink_lookup() -
 
 
 def test_windows_open_gauge_matches_the_windows_held_after_a_checkpoint() -> None:
-    from worker.simulator import SimulationConfig, simulate_batches
+    from worker.sources.simulator import SimulationConfig, simulate_batches
 
     registry = CollectorRegistry()
     engine = make_engine(MemorySink(), EngineMetrics(registry, ModelLabels()))
@@ -231,7 +231,7 @@ def test_latency_quantile_labels_follow_prometheus_convention() -> None:
 
 
 def test_an_ingest_only_replica_drops_durable_windows_behind_the_watermark() -> None:
-    from worker.simulator import SimulationConfig, simulate_batches
+    from worker.sources.simulator import SimulationConfig, simulate_batches
 
     sink = MemorySink()
     engine = make_engine(sink, evaluate=False)

@@ -27,13 +27,13 @@ from schemas.config import (
 )
 from schemas.decode.api import DecodeLimits
 from schemas.prediction_log import PredictionLog
+from worker.cli.pipeline import build_pipeline
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.metrics import OTHER, EngineMetrics, ModelLabels
-from worker.pipeline import build_pipeline
 from worker.runner import RunSettings, run
-from worker.simulator import SimulationConfig, simulate_batches
 from worker.source import SourceMessage
+from worker.sources.simulator import SimulationConfig, simulate_batches
 from worker.testing import FakeClock, FakeSource, MemorySink, ndjson_messages
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)

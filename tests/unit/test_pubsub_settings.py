@@ -14,9 +14,9 @@ import pytest
 
 from schemas.config import ConfigError, load_config
 from worker.failure_policy import InvalidSetting, LookoutError, is_retryable
-from worker.pubsub_admin import init_pubsub
-from worker.pubsub_publish import publish_lines
-from worker.pubsub_source import InflateError, PubSubSourceSettings, inflate
+from worker.sources.pubsub_admin import init_pubsub
+from worker.sources.pubsub_publish import publish_lines
+from worker.sources.pubsub_source import InflateError, PubSubSourceSettings, inflate
 
 
 def settings(**overrides: object) -> PubSubSourceSettings:

@@ -22,8 +22,8 @@ from schemas.decode.api import DecodedPoll, DecodeLimits, MessageBytes, decode_m
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.runner import RunResult, RunSettings, run
-from worker.simulator import SimulationConfig, simulate_logs
 from worker.source import SourceMessage
+from worker.sources.simulator import SimulationConfig, simulate_logs
 from worker.testing import (
     ClockedEvent,
     FakeClock,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from schemas.batch import LogBatch
-from worker.simulator import (
+from worker.sources.simulator import (
     INCIDENT_KINDS,
     Incident,
     SimulationConfig,

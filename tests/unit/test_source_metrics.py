@@ -7,8 +7,8 @@ from dataclasses import fields, replace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.pubsub_source import PubSubSourceStats
-from worker.source_metrics import PubSubSourceCollector
+from worker.sources.pubsub_source import PubSubSourceStats
+from worker.sources.source_metrics import PubSubSourceCollector
 
 
 def _stats(**values: int) -> PubSubSourceStats:

@@ -10,8 +10,8 @@ import pytest
 
 from schemas.decode.api import decode_records
 from schemas.prediction_log import PredictionLog
-from worker.simulator import Incident, SimulationConfig, simulate_logs
-from worker.wire_encode import FORMATS, encode, encode_mixed
+from worker.sources.simulator import Incident, SimulationConfig, simulate_logs
+from worker.sources.wire_encode import FORMATS, encode, encode_mixed
 
 START = datetime(2024, 5, 1, 12, tzinfo=UTC)
 

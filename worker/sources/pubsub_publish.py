@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from google.cloud import pubsub_v1
 
 from worker.failure_policy import InvalidSetting, describe
-from worker.grpc_channel import ChannelFactory, channel_factory, publisher_client
+from worker.sources.grpc_channel import ChannelFactory, channel_factory, publisher_client
 
 #: Pub/Sub's hard limit is 10 MB per message; stay under it with room for attributes
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

@@ -1,6 +1,7 @@
 """`lookout pubsub init` and `lookout publish`: set up a subscription, feed it a log stream.
 
-Thin wrappers over `worker.pubsub_admin.init_pubsub` and `worker.pubsub_publish.publish_lines`.
+Thin wrappers over `worker.sources.pubsub_admin.init_pubsub` and
+`worker.sources.pubsub_publish.publish_lines`.
 `PUBSUB_EMULATOR_HOST` is read here, once, at the edge (`emulator_host_from_env`) and passed
 down as a channel factory. Every expected failure (a `LookoutError`, a Google API error, an
 unreadable file) is one line on stderr and a non-zero exit, never a traceback.
@@ -24,11 +25,11 @@ from rich.progress import (
 )
 
 from schemas.decode import FORMATS
-from worker.cli import app
+from worker.cli.app import app
 from worker.failure_policy import LookoutError, describe
 
 if TYPE_CHECKING:
-    from worker.grpc_channel import ChannelFactory
+    from worker.sources.grpc_channel import ChannelFactory
 
 pubsub_app = typer.Typer(
     help="Set up Cloud Pub/Sub resources for Lookout (honours PUBSUB_EMULATOR_HOST).",
@@ -56,7 +57,7 @@ def _channels() -> ChannelFactory:
     The Google client libraries are imported here, not at module level: they cost about a
     second of start-up that every other command (`--help`, `replay`, `demo`) would pay.
     """
-    from worker.grpc_channel import channel_factory, emulator_host_from_env
+    from worker.sources.grpc_channel import channel_factory, emulator_host_from_env
 
     return channel_factory(emulator_host_from_env())
 
@@ -151,7 +152,7 @@ def pubsub_init(
     exists, or mismatch with the differing settings. Exit status 0 when everything matches,
     1 on a mismatch or error. Uses the emulator when PUBSUB_EMULATOR_HOST is set.
     """
-    from worker.pubsub_admin import init_pubsub
+    from worker.sources.pubsub_admin import init_pubsub
 
     if immediate_redelivery and (retry_min_backoff is not None or retry_max_backoff is not None):
         _die(
@@ -231,7 +232,7 @@ def publish(
     published. Exit status 1 if any message failed (the failures are summarised). Uses the
     emulator when PUBSUB_EMULATOR_HOST is set.
     """
-    from worker.pubsub_publish import publish_lines
+    from worker.sources.pubsub_publish import publish_lines
 
     if format_hint is not None and format_hint not in FORMATS:
         known = ", ".join(FORMATS)

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from detectors import reservoir as rs
-from worker.duckdb_sink import DuckDBSink
+from worker.sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("lookout.report")
 

@@ -18,7 +18,12 @@ from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2
 
 from worker.failure_policy import InvalidSetting, PubSubError, describe
-from worker.grpc_channel import ChannelFactory, channel_factory, publisher_client, subscriber_client
+from worker.sources.grpc_channel import (
+    ChannelFactory,
+    channel_factory,
+    publisher_client,
+    subscriber_client,
+)
 
 Action = Literal["created", "exists", "mismatch"]
 _TIMEOUT_SECONDS = 30.0

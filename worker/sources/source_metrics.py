@@ -12,7 +12,7 @@ from dataclasses import asdict
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.pubsub_source import PubSubSourceStats
+from worker.sources.pubsub_source import PubSubSourceStats
 
 _HELP = {
     "received": "Messages received from the subscription.",

@@ -25,10 +25,10 @@ from detectors.registry import build_detectors
 from schemas.config import LookoutConfig
 from schemas.decode.api import DecodeLimits
 from schemas.detection import Alert
-from worker.duckdb_sink import DuckDBSink
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.metrics import EngineMetrics, ModelLabels
+from worker.sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("lookout.alerts")
 

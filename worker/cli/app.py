@@ -115,33 +115,3 @@ def config_check(
     config = configured(path)
     typer.echo(f"{path}: ok")
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
-
-
-# the commands live in their own modules; importing them registers them on `app`
-from worker import cli_commands as _cli_commands  # noqa: E402,F401
-from worker import cli_pubsub as _cli_pubsub  # noqa: E402,F401
-
-
-def limit_blas_threads() -> None:
-    """One BLAS thread: a worker is one single-threaded engine per core, and its matrices are
-    small (a window's embeddings), where OpenBLAS's thread hand-off costs more than the product;
-    on a busy two-core machine it was 13x slower per call than one thread."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=int(os.environ.get("LOOKOUT_BLAS_THREADS", "1")), user_api="blas")
-
-
-def main() -> None:
-    """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
-    setup_logging()
-    limit_blas_threads()
-    try:
-        app(standalone_mode=True)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    except Exception as error:
-        if os.environ.get("LOOKOUT_DEBUG") == "1":
-            raise
-        name = type(error).__name__
-        typer.echo(f"lookout: {name}: {error} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
-        raise SystemExit(1) from None

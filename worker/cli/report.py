@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from worker.duckdb_sink import DuckDBSink
+from worker.sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("lookout.report")
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
-from worker.cli import ConfigOption, app, configured, fail, stop_on_signals
+from worker.cli.app import ConfigOption, app, configured, fail, stop_on_signals
 
 if TYPE_CHECKING:
     from schemas.decode.api import DecodeLimits
@@ -69,10 +69,10 @@ def demo(
     Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
     the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
     """
-    from worker.demo import DEMO_START, match_incidents, run_simulation
-    from worker.pipeline import build_pipeline
-    from worker.report import write_report
-    from worker.simulator import SimulationConfig, default_demo_incidents
+    from worker.cli.demo import DEMO_START, match_incidents, run_simulation
+    from worker.cli.pipeline import build_pipeline
+    from worker.cli.report import write_report
+    from worker.sources.simulator import SimulationConfig, default_demo_incidents
 
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
@@ -108,7 +108,7 @@ def demo(
         start=sim.start,
         window_seconds=config.engine.window_seconds,
     )
-    from worker.report_evidently import evidently_second_opinion
+    from worker.cli.report_evidently import evidently_second_opinion
 
     write_report(
         pipeline.sink, report, title="Lookout demo", second_opinion=evidently_second_opinion
@@ -171,9 +171,9 @@ def replay(
     the same file again does not double-count (records are keyed by request_id per window).
     SIGTERM/Ctrl-C stops reading, writes a final checkpoint and exits 0.
     """
-    from worker.file_source import FileSource
-    from worker.pipeline import build_pipeline
+    from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
+    from worker.sources.file_source import FileSource
 
     config = configured(
         config_path,
@@ -217,8 +217,8 @@ def replay(
         )
     stats = pipeline.engine.stats
     if report is not None or config.report:
-        from worker.report import write_report
-        from worker.report_evidently import evidently_second_opinion
+        from worker.cli.report import write_report
+        from worker.cli.report_evidently import evidently_second_opinion
 
         write_report(
             pipeline.sink,
@@ -262,9 +262,9 @@ def simulate(
     ] = "mixed",
 ) -> None:
     """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish."""
-    from worker.demo import DEMO_START
-    from worker.simulator import SimulationConfig, parse_incident, simulate_logs
-    from worker.wire_encode import FORMATS, encode, encode_mixed
+    from worker.cli.demo import DEMO_START
+    from worker.sources.simulator import SimulationConfig, parse_incident, simulate_logs
+    from worker.sources.wire_encode import FORMATS, encode, encode_mixed
 
     try:
         incidents = tuple(parse_incident(text) for text in incident or ())
@@ -393,7 +393,7 @@ def run(
     Serves /metrics, /healthz and /readyz on metrics.port. SIGTERM stops pulling, writes a final
     checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds.
     """
-    from worker.serve import serve
+    from worker.cli.serve import serve
 
     config = configured(config_path)
     raise typer.Exit(serve(config))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.detection import Alert
 from worker.engine import Engine
-from worker.simulator import Incident, SimulationConfig, simulate_batches
+from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
 #: which detector should catch each kind of incident
 EXPECTED_DETECTOR = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
 from schemas.errors import DecodeError
+from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.health import HealthServer
-from worker.pipeline import Pipeline, build_pipeline
 from worker.runner import RunSettings, run
 from worker.source import Source
 
@@ -21,7 +21,7 @@ log = logging.getLogger("lookout.serve")
 def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
     source = config.source
     if isinstance(source, FileSourceConfig):
-        from worker.file_source import FileSource
+        from worker.sources.file_source import FileSource
 
         def report(error: DecodeError) -> None:
             print(f"{source.path}: {error.describe()}", file=sys.stderr)
@@ -34,7 +34,7 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
             on_invalid=report,
         )
     if isinstance(source, PubSubSourceConfig):
-        from worker.pubsub_source import PubSubSource, PubSubSourceSettings
+        from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings
 
         return PubSubSource(
             PubSubSourceSettings(
@@ -72,7 +72,7 @@ def serve(config: LookoutConfig) -> int:
     pipeline.engine.set_ack_handler(source.ack)
     stats = getattr(source, "stats", None)
     if stats is not None:
-        from worker.source_metrics import PubSubSourceCollector
+        from worker.sources.source_metrics import PubSubSourceCollector
 
         pipeline.registry.register(PubSubSourceCollector(stats))
     health = None

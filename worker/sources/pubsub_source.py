@@ -37,15 +37,15 @@ from google.cloud import pubsub_v1
 
 from schemas.errors import DecodeError
 from worker.failure_policy import InvalidSetting, describe
-from worker.grpc_channel import (
+from worker.source import SourceMessage
+from worker.sources.grpc_channel import (
     ChannelFactory,
     channel_factory,
     emulator_host_from_env,
     publisher_client,
     subscriber_client,
 )
-from worker.pubsub_receivers import Counters, Received, StreamingReceiver, UnaryReceiver
-from worker.source import SourceMessage
+from worker.sources.pubsub_receivers import Counters, Received, StreamingReceiver, UnaryReceiver
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,43 @@
+"""The `lookout` command line: `main` is the entry point.
+
+The commands live in modules of their own (`commands`, `pubsub`, ...) that import the shared
+`app` from `worker.cli.app`; importing them here registers them, so no CLI module imports
+another's commands and there is no import circle.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
+from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
+from worker.cli.app import app, setup_logging
+
+__all__ = ["app", "main"]
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread: a worker is one single-threaded engine per core, and its matrices are
+    small (a window's embeddings), where OpenBLAS's thread hand-off costs more than the product;
+    on a busy two-core machine it was 13x slower per call than one thread."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(os.environ.get("LOOKOUT_BLAS_THREADS", "1")), user_api="blas")
+
+
+def main() -> None:
+    """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
+    setup_logging()
+    limit_blas_threads()
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as error:
+        if os.environ.get("LOOKOUT_DEBUG") == "1":
+            raise
+        name = type(error).__name__
+        typer.echo(f"lookout: {name}: {error} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
+        raise SystemExit(1) from None

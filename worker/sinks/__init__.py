@@ -1,0 +1,1 @@
+"""Where window states land: the DuckDB (embedded) and BigQuery sinks (the I/O shell)."""
