@@ -87,6 +87,13 @@ class EngineConfig(_Strict):
     #: Kubernetes terminationGracePeriodSeconds minus a margin
     grace_period_seconds: float = Field(default=25.0, gt=0)
     role: Literal["all", "ingest"] = "all"
+    #: a record further ahead than this of the stream's event time (or of the wall clock) is
+    #: quarantined, not folded: one broken producer clock must not move the watermark
+    max_future_skew_seconds: float = Field(default=3600.0, gt=0)
+    #: a record further behind the stream's event time than this is quarantined, not late
+    max_past_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    #: admitted records that must agree before the watermark moves (1 = the plain maximum)
+    watermark_quorum: int = Field(default=5, ge=1, le=1000)
 
 
 class DecodeConfig(_Strict):

@@ -21,14 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from detectors.base import Detector
 from schemas.batch import LogBatch
 from schemas.detection import Alert, Detection
 from worker.evaluator import WindowEvaluator
+from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
-from worker.sink import Checkpoint, Sink
+from worker.sink import Checkpoint, QuarantinedRecord, Sink
 from worker.window_state import OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
 
@@ -51,6 +50,8 @@ class EngineSettings:
     max_outbox_alerts: int = 10_000
     #: evaluate windows in this process (False for an ingest-only replica)
     evaluate: bool = True
+    #: which event times may be folded and move the watermark (see worker/event_time.py)
+    event_time: EventTimeLimits = field(default_factory=EventTimeLimits)
 
 
 @dataclass
@@ -61,6 +62,9 @@ class EngineStats:
     windows_evaluated: int = 0
     checkpoints: int = 0
     checkpoint_failures: int = 0
+    #: records not folded because of their event time (a broken producer clock)
+    quarantined: int = 0
+    quarantine_examples: deque[QuarantinedRecord] = field(default_factory=lambda: deque(maxlen=20))
     #: the most recent alert changes (bounded, so a long-running worker does not grow)
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=10_000))
     detections: list[Detection] = field(default_factory=list)
@@ -78,6 +82,7 @@ class Engine:
         metrics: EngineMetrics | None = None,
         on_ack: Callable[[Sequence[str]], None] | None = None,
         now: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] | None = time.time,
         keep_detections: bool = False,
     ) -> None:
         self.settings = settings
@@ -90,6 +95,8 @@ class Engine:
         self._now = now
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
+        self._guard = EventTimeGuard(settings.event_time, wall_clock)
+        self._pending_quarantine: list[QuarantinedRecord] = []
         self._windows: dict[tuple[str, int], OpenWindow] = {}
         self._newest_stored: dict[str, int | None] = {}
         self._pending_acks: list[str] = []
@@ -113,7 +120,14 @@ class Engine:
 
         If the sink cannot be read to open a window (an outage), the rows of that window wait
         in memory with their messages' ack ids held back, and are folded on a later tick.
+        Records whose event time a broken clock wrote are quarantined first (never folded,
+        never moving the watermark) and written with the next checkpoint, before the ack.
         """
+        if len(batch):
+            admission = self._guard.admit(batch.timestamp)
+            if admission.quarantined:
+                self._quarantine(batch, admission)
+                batch = batch.take(admission.admitted)
         if self._deferred:
             self._deferred.append((batch, list(ack_ids)))
             return
@@ -147,8 +161,31 @@ class Engine:
                 self.stats.late += added
             if self._metrics is not None:
                 self._metrics.folded(model, added, duplicates, added if state.evaluated else 0)
-        self._watermark.observe(float(np.max(batch.timestamp)))
+        self._watermark.observe(self._guard.frontier)
         return True
+
+    def _quarantine(self, batch: LogBatch, admission: Admission) -> None:
+        for q in admission.quarantined:
+            record = QuarantinedRecord(
+                model=str(batch.model[q.row]),
+                request_id=str(batch.request_id[q.row]),
+                event_time=q.event_time,
+                reason=q.reason,
+            )
+            self._pending_quarantine.append(record)
+            self.stats.quarantined += 1
+            self.stats.quarantine_examples.append(record)
+            if self._metrics is not None:
+                self._metrics.quarantined(record.model, q.kind)
+            # every one while they are rare; then every 1,000th, so a flood cannot flood logs
+            if self.stats.quarantined <= 20 or self.stats.quarantined % 1000 == 0:
+                log.warning(
+                    "quarantined record %s of model %s (%d so far): %s",
+                    record.request_id,
+                    record.model,
+                    self.stats.quarantined,
+                    record.reason,
+                )
 
     def _retry_deferred(self) -> None:
         while self._deferred:
@@ -286,6 +323,7 @@ class Engine:
                 key: self._detectors[key[1]].to_row(ref)
                 for key, ref in self._pending_references.items()
             },
+            quarantined=list(self._pending_quarantine),
         )
         if checkpoint.empty and not self._pending_acks:
             return True
@@ -315,6 +353,7 @@ class Engine:
         alerts, self._pending_alerts = self._pending_alerts, []
         self._pending_detections = []
         self._pending_references = {}
+        self._pending_quarantine = []
         self._alert_state_dirty = False
         self.stats.alerts.extend(alerts)
         if self._metrics is not None:

@@ -53,6 +53,13 @@ class EngineMetrics:
             ["model"],
             registry=registry,
         )
+        self.quarantined_records = Counter(
+            "lookout_records_quarantined",
+            "Records not folded because their event time was too far ahead of (future) or "
+            "behind (past) the stream's: a producer with a broken clock.",
+            ["model", "kind"],
+            registry=registry,
+        )
         self.invalid = Counter(
             "lookout_records_invalid",
             "Records that could not be decoded and were dead-lettered or reported.",
@@ -116,6 +123,9 @@ class EngineMetrics:
             self.duplicates.labels(label).inc(duplicates)
         if late:
             self.late.labels(label).inc(late)
+
+    def quarantined(self, model: str, kind: str) -> None:
+        self.quarantined_records.labels(self._label(model), kind).inc()
 
     def invalid_records(self, reason: str, count: int = 1) -> None:
         self.invalid.labels(reason).inc(count)

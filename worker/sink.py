@@ -34,6 +34,16 @@ class PartialRow:
 
 
 @dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record whose event time was too far from the stream's to fold (a broken clock)."""
+
+    model: str
+    request_id: str
+    event_time: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     writer_id: str
     sequence: int
@@ -46,6 +56,8 @@ class Checkpoint:
     alert_state: Sequence[Mapping[str, Any]] | None = None
     #: (model, detector) → reference state row, upserted
     references: Mapping[tuple[str, str], DetectorRow] = field(default_factory=dict)
+    #: records not folded because of their event time, kept with the reason
+    quarantined: Sequence[QuarantinedRecord] = ()
 
     @property
     def empty(self) -> bool:
@@ -56,6 +68,7 @@ class Checkpoint:
             or self.alerts
             or self.alert_state is not None
             or self.references
+            or self.quarantined
         )
 
 

@@ -31,7 +31,7 @@ from schemas.errors import DecodeError
 from schemas.prediction_log import PredictionLog, canonical_json
 from worker.analyst_columns import ANALYST_COLUMNS, analyst_values
 from worker.failure_policy import LookoutError
-from worker.sink import Checkpoint, DetectorRow, StoredWindow
+from worker.sink import Checkpoint, DetectorRow, QuarantinedRecord, StoredWindow
 from worker.source import SourceMessage
 
 # -- time ------------------------------------------------------------------------------------
@@ -143,6 +143,8 @@ class MemorySink:
         self._alerts: list[Alert] = []
         self._alert_state: bytes = b"[]"
         self._references: dict[tuple[str, str], bytes] = {}
+        #: records the engine quarantined for their event time, as written
+        self.quarantined: list[QuarantinedRecord] = []
         self._closed = False
         self._fail_count: int | None = None
         self._fail_forever = False
@@ -270,6 +272,7 @@ class MemorySink:
         for d in detections:
             self._detections[(d.model, d.detector, int(d.window_start.timestamp()))] = d
         self._alerts.extend(cp.alerts)
+        self.quarantined.extend(cp.quarantined)
         if alert_state is not None:
             self._alert_state = alert_state
         self._references.update(references)

@@ -37,7 +37,8 @@ from tests.e2e.conftest import (
 REPORT = re.compile(r"^(?P<file>\S+): line (?P<line>\d+): (?P<reason>.+)$")
 SUMMARY = re.compile(
     r"^replayed (?P<file>\S+): (?P<records>\d+) records counted, (?P<duplicates>\d+) duplicates "
-    r"skipped, (?P<invalid>\d+) invalid, (?P<late>\d+) late, (?P<windows>\d+) windows evaluated, "
+    r"skipped, (?P<invalid>\d+) invalid, (?P<quarantined>\d+) quarantined \(event time\), "
+    r"(?P<late>\d+) late, (?P<windows>\d+) windows evaluated, "
     r"(?P<alerts>\d+) alert changes(?: \((?P<info>\d+) info, in --alerts-out and the report\))?"
     r"(?P<signal> \(stopped by signal\))?$"
 )

@@ -21,6 +21,7 @@ from schemas.batch import LogBatch
 from schemas.prediction_log import PredictionLog
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
+from worker.event_time import EventTimeLimits
 from worker.testing import FakeClock, MemorySink
 from worker.windows import Watermark, WindowKey, window_starts
 
@@ -209,7 +210,8 @@ def test_finish_at_end_of_input_judges_every_remaining_window() -> None:
 
 def test_finish_without_end_of_input_judges_only_windows_the_watermark_passed() -> None:
     sink = MemorySink()
-    engine = make_engine(sink, allowed_lateness_seconds=30)
+    # four records a minute: the plain maximum moves the watermark (no quorum)
+    engine = make_engine(sink, allowed_lateness_seconds=30, event_time=EventTimeLimits(quorum=1))
     for minute in range(3):
         engine.feed(logs(f"r{minute}", minute * 60 + 5, 4))
     assert engine.finish(end_of_input=False)  # SIGTERM: the stream goes on elsewhere

@@ -227,10 +227,13 @@ def replay(
             second_opinion=evidently_second_opinion,
         )
     pipeline.close()
+    for q in stats.quarantine_examples:
+        typer.echo(f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}", err=True)
     info = sum(1 for a in stats.alerts if a.severity == "info")
     typer.echo(
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
-        f"{result.invalid_records} invalid, {stats.late} late, {stats.windows_evaluated} windows "
+        f"{result.invalid_records} invalid, {stats.quarantined} quarantined (event time), "
+        f"{stats.late} late, {stats.windows_evaluated} windows "
         f"evaluated, {len(stats.alerts)} alert changes"
         # info changes (descriptor drift) explain incidents; they are logged, not printed
         + (f" ({info} info, in --alerts-out and the report)" if info else "")

@@ -27,6 +27,7 @@ from schemas.decode.api import DecodeLimits
 from schemas.detection import Alert
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
+from worker.event_time import EventTimeLimits
 from worker.metrics import EngineMetrics, ModelLabels
 from worker.sinks.duckdb_sink import DuckDBSink
 
@@ -154,6 +155,12 @@ def build_pipeline(
         max_open_windows=config.engine.max_open_windows,
         writer_id=config.engine.writer_id or default_writer_id(),
         evaluate=config.engine.role == "all",
+        event_time=EventTimeLimits(
+            max_future_skew_seconds=config.engine.max_future_skew_seconds,
+            max_past_seconds=config.engine.max_past_seconds,
+            quorum=config.engine.watermark_quorum,
+            live=config.source.kind == "pubsub",
+        ),
     )
     engine = Engine(
         settings,

@@ -6,7 +6,8 @@ Tables (same names and columns as the BigQuery sink):
 - `window_request_ids`: which request ids each window counted (replays and redeliveries dedup);
 - `detections`: one row per (model, window, detector) verdict;
 - `alerts`: every alert state change (firing/resolved) as sent to receivers;
-- `alert_state`, `detector_references`: what a restart needs to not re-page and not forget.
+- `alert_state`, `detector_references`: what a restart needs to not re-page and not forget;
+- `quarantined_records`: records whose event time was too far from the stream's to fold.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     emitted_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alert_state (row JSON NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantined_records (
+    model VARCHAR NOT NULL,
+    request_id VARCHAR NOT NULL,
+    event_time_unix DOUBLE NOT NULL,
+    reason VARCHAR NOT NULL,
+    writer_id VARCHAR NOT NULL,
+    quarantined_at TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS detector_references (
     model VARCHAR NOT NULL,
     detector VARCHAR NOT NULL,
@@ -230,6 +239,20 @@ class DuckDBSink:
                     "alert_state",
                     {"row": [orjson.dumps(row).decode() for row in cp.alert_state]},
                 )
+        if cp.quarantined:
+            q = cp.quarantined
+            self._append(
+                con,
+                "quarantined_records",
+                {
+                    "model": [r.model for r in q],
+                    "request_id": [r.request_id for r in q],
+                    "event_time_unix": [r.event_time for r in q],
+                    "reason": [r.reason for r in q],
+                    "writer_id": [cp.writer_id] * len(q),
+                    "quarantined_at": [now] * len(q),
+                },
+            )
         if cp.references:
             keys = list(cp.references)
             self._append(

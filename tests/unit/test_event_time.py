@@ -1,0 +1,158 @@
+"""One record with a broken clock changes nothing: it is quarantined, reported, and the
+watermark follows the stream, not the record (issue: a 2099 record judged 15–18 windows early
+and made 2,865 records late)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from alerts.state import AlertTracker
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
+from schemas.batch import LogBatch
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.event_time import EventTimeGuard, EventTimeLimits
+from worker.sources.simulator import SimulationConfig, simulate_batches
+from worker.testing import FakeClock, MemorySink
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC).timestamp()
+YEAR_2099 = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+YEAR_1970 = 86_400.0
+
+
+def guard(wall: float | None = None, **limits: Any) -> EventTimeGuard:
+    return EventTimeGuard(EventTimeLimits(**limits), (lambda: wall) if wall is not None else None)
+
+
+def times(*values: float) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.array(values, dtype=np.float64)
+
+
+# -- the guard itself ----------------------------------------------------------------------------
+
+
+def test_a_lone_far_future_record_is_quarantined_and_does_not_move_the_frontier() -> None:
+    g = guard()
+    first = g.admit(T0 + np.arange(100, dtype=np.float64))
+    assert first.admitted.all() and first.quarantined == []
+    frontier = g.frontier
+    assert frontier == T0 + 95  # the 5th largest, not the maximum
+
+    second = g.admit(times(T0 + 100, YEAR_2099, T0 + 101))
+    assert second.admitted.tolist() == [True, False, True]
+    [q] = second.quarantined
+    assert q.row == 1 and q.kind == "future"
+    assert "2099-01-01T00:00:00Z" in q.reason and "ahead of the stream" in q.reason
+    assert g.frontier == T0 + 97
+
+
+def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_does() -> None:
+    g = guard(quorum=5, max_future_skew_seconds=3600)
+    g.admit(T0 + np.arange(50, dtype=np.float64))
+    later = T0 + 5 * 3600  # five hours later: beyond the skew
+    few = g.admit(np.full(4, later))
+    assert not few.admitted.any() and len(few.quarantined) == 4
+    # a batch that carries a quorum of newer records is a stream catching up, not a broken clock
+    burst = g.admit(later + np.arange(200, dtype=np.float64))
+    assert burst.admitted.all()
+    assert g.frontier == later + 195
+
+
+def test_a_far_past_record_is_quarantined_not_late() -> None:
+    g = guard(max_past_seconds=86_400)
+    g.admit(T0 + np.arange(20, dtype=np.float64))
+    result = g.admit(times(YEAR_1970, T0 - 3600, T0 + 30))
+    assert result.admitted.tolist() == [False, True, True]  # an hour behind is only late
+    [q] = result.quarantined
+    assert q.kind == "past" and "behind the stream" in q.reason
+
+
+def test_nothing_may_come_from_the_future_of_the_wall_clock_even_first() -> None:
+    g = guard(wall=T0, max_future_skew_seconds=600)
+    result = g.admit(times(T0 - 5, T0 + 300, T0 + 601, YEAR_2099))
+    assert result.admitted.tolist() == [True, True, False, False]
+    assert all("ahead of the wall clock" in q.reason for q in result.quarantined)
+
+
+def test_a_live_source_after_a_quiet_night_follows_the_wall_clock() -> None:
+    """Pub/Sub: the first record after eight silent hours is new traffic, not a broken clock."""
+    morning = T0 + 8 * 3600
+    g = guard(wall=morning + 1, live=True)
+    g.admit(T0 + np.arange(50, dtype=np.float64))
+    assert g.admit(times(morning)).admitted.tolist() == [True]
+    replay = guard(wall=morning + 1, live=False)  # a file: the stream itself is the clock
+    replay.admit(T0 + np.arange(50, dtype=np.float64))
+    assert replay.admit(times(morning)).admitted.tolist() == [False]
+
+
+def test_a_quorum_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="quorum must be at least 1"):
+        guard(quorum=0)
+
+
+# -- through the engine --------------------------------------------------------------------------
+
+
+def one_record(batch: LogBatch, at: float, request_id: str) -> LogBatch:
+    row = batch.take(np.array([0]))
+    return dataclasses.replace(
+        row, timestamp=np.array([at]), request_id=np.array([request_id], dtype=object)
+    )
+
+
+def replay(batches: list[LogBatch]) -> tuple[Engine, MemorySink]:
+    sink = MemorySink()
+    detectors = build_detectors({"safety": None, "latency": None, "tokens": None})
+    evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+    engine = Engine(
+        EngineSettings(allowed_lateness_seconds=30),
+        detectors,
+        sink,
+        evaluator,
+        now=FakeClock(),
+        wall_clock=lambda: T0 + 2 * 3600,
+    )
+    for batch in batches:
+        engine.feed(batch)
+        engine.tick()
+    assert engine.finish(end_of_input=True)
+    return engine, sink
+
+
+def verdicts(sink: MemorySink) -> Counter[tuple[str, str, float, int]]:
+    return Counter(
+        (d.model, d.detector, d.window_start.timestamp(), d.sample_size) for d in sink.detections()
+    )
+
+
+def test_a_2099_and_a_1970_record_change_no_window_s_sample_and_no_late_count() -> None:
+    sim = SimulationConfig(
+        start=datetime.fromtimestamp(T0, tz=UTC),
+        hours=1.0,
+        calls_per_minute=120,
+        embedding_fraction=0.0,
+    )
+    clean = list(simulate_batches(sim, seconds_per_batch=10))
+    poisoned = list(clean)
+    # the 2099 record arrives inside a poll with its neighbours; the 1970 one on its own
+    poisoned[40] = LogBatch.concat([clean[40], one_record(clean[40], YEAR_2099, "clock-2099")])
+    poisoned.insert(200, one_record(clean[200], YEAR_1970, "clock-1970"))
+
+    reference, reference_sink = replay(clean)
+    engine, sink = replay(poisoned)
+
+    assert verdicts(sink) == verdicts(reference_sink)
+    assert engine.stats.late == reference.stats.late
+    assert engine.stats.records == reference.stats.records
+    assert engine.stats.quarantined == 2
+    assert {q.request_id for q in sink.quarantined} == {"clock-2099", "clock-1970"}
+    reasons = {q.request_id: q.reason for q in sink.quarantined}
+    assert "2099-01-01" in reasons["clock-2099"] and "ahead" in reasons["clock-2099"]
+    assert "behind the stream" in reasons["clock-1970"]

@@ -1,0 +1,161 @@
+"""Event time a broken clock cannot hijack: which records may move the watermark.
+
+A watermark that follows the maximum event time seen is poisoned by a single record from a
+gateway whose clock says 2099: every open window is judged at once on part of its data and
+every later record counts as late (Flink's bounded-out-of-orderness watermarks fail the same
+way). So event time is guarded in two ways before a batch is folded:
+
+- **The frontier is corroborated, not a maximum.** It is the `quorum`-th largest event time
+  admitted so far (5 by default): one record, or four, cannot move it; a replay catching up,
+  whose every batch carries hundreds of newer records, moves it at once, because the
+  quorum-th largest of that batch is already new.
+- **Records too far from it are quarantined**, never folded, and never move it: more than
+  `max_future_skew_seconds` ahead of the frontier (a live source, whose frontier trails the
+  wall clock, bounds by the wall clock instead: new data after a quiet night is not
+  suspicious there), or ahead of the wall clock by that much whatever the source (nothing
+  real comes from the future), or more than `max_past_seconds` behind the frontier.
+
+Until `quorum` records have been admitted there is no frontier: nothing closes early and the
+relative bounds do not apply, only the wall clock's. Pure computation: the wall clock is
+injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class EventTimeLimits:
+    #: how far ahead of the frontier (and of the wall clock) an event time may be
+    max_future_skew_seconds: float = 3600.0
+    #: how far behind the frontier an event time may be before it is quarantined, not late
+    max_past_seconds: float = 7 * 86_400.0
+    #: admitted records that must agree before the frontier moves
+    quorum: int = 5
+    #: a live source (Pub/Sub): bound new records by the wall clock, not by the frontier
+    live: bool = False
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One record that was not folded, and why (kept with the checkpoint that acks it)."""
+
+    row: int
+    event_time: float
+    reason: str
+    #: "future" or "past", the metric label
+    kind: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: npt.NDArray[np.bool_]
+    quarantined: list[Quarantined]
+
+
+def _when(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.0f} s since the epoch"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("days", 86_400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:,.0f} s"
+
+
+class EventTimeGuard:
+    """Decides, batch by batch, which event times are admitted; keeps the frontier."""
+
+    def __init__(
+        self, limits: EventTimeLimits, wall_clock: Callable[[], float] | None = None
+    ) -> None:
+        if limits.quorum < 1:
+            msg = f"event-time quorum must be at least 1, got {limits.quorum}"
+            raise ValueError(msg)
+        self.limits = limits
+        self._wall_clock = wall_clock
+        #: the `quorum` largest admitted event times, ascending
+        self._top = np.zeros(0, dtype=np.float64)
+
+    @property
+    def frontier(self) -> float:
+        """The quorum-th largest admitted event time; -inf until `quorum` were admitted."""
+        if len(self._top) < self.limits.quorum:
+            return float("-inf")
+        return float(self._top[0])
+
+    def _with(self, timestamps: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The `quorum` largest of what is known plus `timestamps`, ascending."""
+        k = self.limits.quorum
+        pool = np.concatenate((self._top, timestamps))
+        if len(pool) > k:
+            pool = np.partition(pool, len(pool) - k)[len(pool) - k :]
+        return np.sort(pool)
+
+    def admit(self, timestamps: npt.NDArray[np.float64]) -> Admission:
+        limits = self.limits
+        admitted = np.ones(len(timestamps), dtype=bool)
+        quarantined: list[Quarantined] = []
+        skew = limits.max_future_skew_seconds
+        wall = self._wall_clock() if self._wall_clock is not None else None
+        if wall is not None:
+            ahead = admitted & (timestamps > wall + skew)
+            for row in np.flatnonzero(ahead):
+                t = float(timestamps[row])
+                quarantined.append(
+                    Quarantined(
+                        int(row),
+                        t,
+                        f"event time {_when(t)} is {_span(t - wall)} ahead of the wall clock "
+                        f"(limit {_span(skew)}): a producer clock is wrong",
+                        "future",
+                    )
+                )
+            admitted &= ~ahead
+        # the frontier this batch would give if it all counted: a quorum of the batch itself
+        # may move it (a replay catching up), a lone outlier cannot
+        top = self._with(timestamps[admitted]) if admitted.any() else self._top
+        frontier = float(top[0]) if len(top) >= limits.quorum else float("-inf")
+        if np.isfinite(frontier):
+            if not limits.live:
+                ahead = admitted & (timestamps > frontier + skew)
+                for row in np.flatnonzero(ahead):
+                    t = float(timestamps[row])
+                    quarantined.append(
+                        Quarantined(
+                            int(row),
+                            t,
+                            f"event time {_when(t)} is {_span(t - frontier)} ahead of the "
+                            f"stream ({_when(frontier)}; limit {_span(skew)}) and no other "
+                            "record agrees: a producer clock is wrong",
+                            "future",
+                        )
+                    )
+                admitted &= ~ahead
+            behind = admitted & (timestamps < frontier - limits.max_past_seconds)
+            for row in np.flatnonzero(behind):
+                t = float(timestamps[row])
+                quarantined.append(
+                    Quarantined(
+                        int(row),
+                        t,
+                        f"event time {_when(t)} is {_span(frontier - t)} behind the stream "
+                        f"({_when(frontier)}; limit {_span(limits.max_past_seconds)})",
+                        "past",
+                    )
+                )
+            admitted &= ~behind
+        if admitted.any():
+            self._top = self._with(timestamps[admitted])
+        quarantined.sort(key=lambda q: q.row)
+        return Admission(admitted, quarantined)
