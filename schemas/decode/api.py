@@ -196,7 +196,29 @@ def _width_groups(embeddings: list[Vector | None]) -> list[list[int]]:
     return groups
 
 
+# ---- compiled fast path (issue 15; schemas/decode/compiled.py) -----------------------------
+# The compiled scan writes columns for the lines it fully understands and hands every other
+# line back to `reference_decode_messages` below, the reference and only source of errors.
+# LOOKOUT_DECODER=python forces the reference.
 def decode_messages(
+    messages: Sequence[MessageBytes], *, limits: DecodeLimits = DecodeLimits()
+) -> DecodedPoll:
+    """Decode the messages of one poll into columns at once; never raises on bad input."""
+    from schemas.decode import compiled
+
+    if compiled.enabled():
+        return compiled.decode_messages(messages, limits, _reference)
+    return reference_decode_messages(messages, limits=limits)
+
+
+def _reference(messages: Sequence[MessageBytes], limits: DecodeLimits) -> DecodedPoll:
+    return reference_decode_messages(messages, limits=limits)
+
+
+# ---- end of the compiled fast path hook ------------------------------------------------------
+
+
+def reference_decode_messages(
     messages: Sequence[MessageBytes], *, limits: DecodeLimits = DecodeLimits()
 ) -> DecodedPoll:
     """Decode the messages of one poll into columns at once; never raises on bad input.

@@ -138,6 +138,7 @@ def test_a_decoder_bug_dead_letters_only_the_message_that_hit_it(
         return real(data, *args)
 
     monkeypatch.setattr("schemas.decode.api.iter_items", failing)
+    monkeypatch.setenv("LOOKOUT_DECODER", "python")  # the bug is in the Python decoder
     messages = [
         MessageBytes(record(1)),
         MessageBytes(record(2, model_version="boom"), first_line=7),
@@ -171,6 +172,7 @@ def test_a_column_building_bug_dead_letters_only_the_message_that_hit_it(
         return real(wires, *args)
 
     monkeypatch.setattr("schemas.decode.api.build_batch", failing)
+    monkeypatch.setenv("LOOKOUT_DECODER", "python")  # the bug is in the Python decoder
     messages = [
         MessageBytes(b"\n".join([record(1), record(2)])),
         MessageBytes(record(3, model_version="boom")),

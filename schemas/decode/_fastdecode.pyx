@@ -1,0 +1,770 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled fast path of the decoder: a whole poll of messages → columns, in one call.
+
+A FAST PATH only. It reads the lines it fully understands (native records whose every field is
+of the expected type, inside its bounds, written in the plain forms the Python decoder reads
+the same way) and writes their columns directly, embeddings as float32. Every other line (any
+doubt at all: a wire format it does not read yet, malformed JSON, a value out of range, a
+timestamp in an unusual spelling, a duplicated key) is handed back by position, and the
+Python decoder (`schemas.decode`), the reference and the only source of errors, decodes it.
+When a line's fate depends on the rest of its message (a pretty-printed document, the
+embedding width rule), the whole message is handed back. `schemas.decode.compiled` merges both.
+
+Phase 1 (scan) walks every line with the GIL released: yyjson parses a private copy of each
+record in place, so strings stay valid in that copy and only offsets are kept. Phase 2 turns
+the kept values into numpy columns and Python strings, with the GIL.
+"""
+
+from libc.math cimport NAN, signbit
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+import numpy as np
+
+from schemas.decode.finish import canonical_finish_reason
+from schemas.prediction_log import deterministic_request_id
+
+
+cdef extern from "yyjson.h" nogil:
+    ctypedef struct yyjson_doc:
+        pass
+    ctypedef struct yyjson_val:
+        pass
+    ctypedef struct yyjson_alc:
+        pass
+    ctypedef uint32_t yyjson_read_flag
+    ctypedef struct yyjson_read_err:
+        pass
+    ctypedef struct yyjson_obj_iter:
+        pass
+    ctypedef struct yyjson_arr_iter:
+        pass
+    const yyjson_read_flag YYJSON_READ_INSITU
+    yyjson_doc *yyjson_read_opts(char *dat, size_t len, yyjson_read_flag flg,
+                                 const yyjson_alc *alc, yyjson_read_err *err)
+    void yyjson_doc_free(yyjson_doc *doc)
+    yyjson_val *yyjson_doc_get_root(yyjson_doc *doc)
+    bint yyjson_is_null(yyjson_val *val)
+    bint yyjson_is_true(yyjson_val *val)
+    bint yyjson_is_false(yyjson_val *val)
+    bint yyjson_is_uint(yyjson_val *val)
+    bint yyjson_is_sint(yyjson_val *val)
+    bint yyjson_is_real(yyjson_val *val)
+    bint yyjson_is_str(yyjson_val *val)
+    bint yyjson_is_arr(yyjson_val *val)
+    bint yyjson_is_obj(yyjson_val *val)
+    const char *yyjson_get_str(yyjson_val *val)
+    size_t yyjson_get_len(yyjson_val *val)
+    uint64_t yyjson_get_uint(yyjson_val *val)
+    int64_t yyjson_get_sint(yyjson_val *val)
+    double yyjson_get_real(yyjson_val *val)
+    bint yyjson_obj_iter_init(yyjson_val *obj, yyjson_obj_iter *it)
+    yyjson_val *yyjson_obj_iter_next(yyjson_obj_iter *it)
+    yyjson_val *yyjson_obj_iter_get_val(yyjson_val *key)
+    bint yyjson_arr_iter_init(yyjson_val *arr, yyjson_arr_iter *it)
+    yyjson_val *yyjson_arr_iter_next(yyjson_arr_iter *it)
+    yyjson_alc *yyjson_alc_dyn_new()
+    void yyjson_alc_dyn_free(yyjson_alc *alc)
+
+DEF PAD = 4  # YYJSON_PADDING_SIZE: zero bytes after each record for in-place parsing
+DEF EXACT = 9007199254740992.0  # 2**53: integers above it are left to the reference
+
+# ---------------------------------------------------------------- what phase 1 keeps
+
+cdef struct Span:
+    Py_ssize_t off  # into the private copy; -1 = absent / null
+    Py_ssize_t len
+
+cdef enum:
+    S_REQUEST_ID, S_MODEL, S_MODEL_VERSION, S_BLOCK_REASON, S_FINISH, S_ERROR, N_SPANS
+
+cdef enum:
+    D_TS, D_LATENCY, D_TTFT, D_TIN, D_TOUT, D_CITATIONS, D_RESPLEN, N_DOUBLES
+
+cdef struct Row:
+    int64_t msg
+    int64_t line
+    double d[N_DOUBLES]
+    Span s[N_SPANS]
+    uint8_t blocked
+    uint8_t stage  # 0 none, 1 prompt, 2 response
+    Py_ssize_t rec_off  # the stripped record in the message's own bytes (for hashed ids)
+    Py_ssize_t rec_len
+    Py_ssize_t emb_off  # into the float buffer; emb_len 0 = no embedding
+    Py_ssize_t emb_len
+    Py_ssize_t sc_off  # into the score buffer
+    Py_ssize_t sc_n
+
+cdef struct Score:
+    Span key
+    double value
+
+cdef struct Fallback:
+    int64_t msg
+    int64_t line
+    Py_ssize_t start  # the raw line in the message's bytes
+    Py_ssize_t end
+    int kind  # LINE_OTHER (valid JSON on its own) or LINE_UNREAD
+
+cdef struct Out:
+    Row *rows
+    Py_ssize_t n_rows, cap_rows
+    Score *scores
+    Py_ssize_t n_scores, cap_scores
+    float *floats
+    Py_ssize_t n_floats, cap_floats
+    Fallback *falls
+    Py_ssize_t n_falls, cap_falls
+    char *copy  # every record, each followed by PAD zero bytes
+    Py_ssize_t n_copy, cap_copy
+
+cdef int grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t item) noexcept nogil:
+    cdef Py_ssize_t new_cap
+    cdef void *p
+    if need <= cap[0]:
+        return 0
+    new_cap = max(need, cap[0] * 2, 64)
+    p = realloc(buf[0], new_cap * item)
+    if p == NULL:
+        return -1
+    buf[0] = p
+    cap[0] = new_cap
+    return 0
+
+# ---------------------------------------------------------------- field names
+
+cdef enum:
+    F_UNKNOWN = -1
+    F_REQUEST_ID, F_TIMESTAMP, F_MODEL, F_MODEL_VERSION, F_ENDPOINT, F_TENANT, F_LABELS,
+    F_LATENCY, F_TTFT, F_TIN, F_TOUT, F_BLOCKED, F_BLOCK_STAGE, F_BLOCK_REASON,
+    F_SAFETY, F_FINISH, F_CITATIONS, F_PROMPT, F_RESPONSE, F_EMBEDDING, F_ERROR,
+    F_OTHER_FORMAT  # a field of another wire format: not read here
+
+cdef inline bint is_key(const char *k, size_t n, const char *name, size_t m) noexcept nogil:
+    return n == m and memcmp(k, name, m) == 0
+
+cdef int field_of(const char *k, size_t n) noexcept nogil:
+    if is_key(k, n, b"request_id", 10): return F_REQUEST_ID
+    if is_key(k, n, b"timestamp", 9): return F_TIMESTAMP
+    if is_key(k, n, b"model", 5): return F_MODEL
+    if is_key(k, n, b"model_version", 13): return F_MODEL_VERSION
+    if is_key(k, n, b"endpoint", 8): return F_ENDPOINT
+    if is_key(k, n, b"tenant", 6): return F_TENANT
+    if is_key(k, n, b"labels", 6): return F_LABELS
+    if is_key(k, n, b"latency_ms", 10): return F_LATENCY
+    if is_key(k, n, b"time_to_first_token_ms", 22): return F_TTFT
+    if is_key(k, n, b"input_tokens", 12): return F_TIN
+    if is_key(k, n, b"output_tokens", 13): return F_TOUT
+    if is_key(k, n, b"blocked", 7): return F_BLOCKED
+    if is_key(k, n, b"block_stage", 11): return F_BLOCK_STAGE
+    if is_key(k, n, b"block_reason", 12): return F_BLOCK_REASON
+    if is_key(k, n, b"safety_scores", 13): return F_SAFETY
+    if is_key(k, n, b"finish_reason", 13): return F_FINISH
+    if is_key(k, n, b"citation_count", 14): return F_CITATIONS
+    if is_key(k, n, b"prompt", 6): return F_PROMPT
+    if is_key(k, n, b"response", 8): return F_RESPONSE
+    if is_key(k, n, b"embedding", 9): return F_EMBEDDING
+    if is_key(k, n, b"error", 5): return F_ERROR
+    if (is_key(k, n, b"response_body", 13) or is_key(k, n, b"jsonPayload", 11)
+            or is_key(k, n, b"insertId", 8) or is_key(k, n, b"resourceSpans", 13)
+            or is_key(k, n, b"candidates", 10) or is_key(k, n, b"choices", 7)
+            or is_key(k, n, b"predictions", 11)):
+        return F_OTHER_FORMAT
+    return F_UNKNOWN
+
+# ---------------------------------------------------------------- values
+
+cdef Py_ssize_t chars_of(const char *p, size_t n) noexcept nogil:
+    """Characters of a UTF-8 string, or -1 if it holds an encoded surrogate (left to Python)."""
+    cdef size_t i
+    cdef Py_ssize_t count = 0
+    cdef unsigned char c
+    for i in range(n):
+        c = <unsigned char>p[i]
+        if (c & 0xC0) != 0x80:
+            count += 1
+            if c == 0xED and i + 1 < n and (<unsigned char>p[i + 1]) >= 0xA0:
+                return -1
+    return count
+
+cdef inline int span_of(yyjson_val *v, const char *base, Span *out, bint nullable) noexcept nogil:
+    """A string (or null) → its span in the copy; -1 if it is anything else."""
+    if yyjson_is_str(v):
+        if chars_of(yyjson_get_str(v), yyjson_get_len(v)) < 0:
+            return -1
+        out.off = yyjson_get_str(v) - base
+        out.len = <Py_ssize_t>yyjson_get_len(v)
+        return 0
+    if nullable and yyjson_is_null(v):
+        out.off = -1
+        return 0
+    return -1
+
+cdef inline int number_of(yyjson_val *v, double *out) noexcept nogil:
+    """A non-negative JSON number as msgspec reads a float field; -1 when in any doubt."""
+    cdef double x
+    if yyjson_is_uint(v):
+        if <double>yyjson_get_uint(v) > EXACT:
+            return -1
+        out[0] = <double>yyjson_get_uint(v)
+        return 0
+    if yyjson_is_real(v):
+        x = yyjson_get_real(v)
+        if not (x >= 0.0) or (x == 0.0 and signbit(x)):
+            return -1
+        out[0] = x
+        return 0
+    return -1
+
+cdef inline int count_of(yyjson_val *v, double *out) noexcept nogil:
+    """A non-negative JSON integer (null → NaN); -1 when in any doubt."""
+    if yyjson_is_null(v):
+        out[0] = NAN
+        return 0
+    if yyjson_is_uint(v) and <double>yyjson_get_uint(v) <= EXACT:
+        out[0] = <double>yyjson_get_uint(v)
+        return 0
+    return -1
+
+cdef inline int digits(const char *p, int n, int *out) noexcept nogil:
+    cdef int i, v = 0
+    for i in range(n):
+        if p[i] < 48 or p[i] > 57:
+            return -1
+        v = v * 10 + (p[i] - 48)
+    out[0] = v
+    return 0
+
+cdef int64_t days_from_civil(int64_t y, int64_t m, int64_t d) noexcept nogil:
+    # Howard Hinnant's days_from_civil: days since 1970-01-01 of a proleptic Gregorian date
+    y -= m <= 2
+    cdef int64_t era = (y if y >= 0 else y - 399) // 400
+    cdef int64_t yoe = y - era * 400
+    cdef int64_t doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    cdef int64_t doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+cdef int timestamp_of(const char *p, size_t n, double *out) noexcept nogil:
+    """`YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|±HH:MM)` → seconds since the epoch, as
+    `datetime.timestamp()` computes them (microseconds / 10**6, one correctly rounded division).
+    Any other spelling, and any date msgspec might judge differently, is left to the reference.
+    """
+    cdef int y, mo, d, h, mi, s, us = 0, oh, om, k, i
+    cdef int64_t total
+    cdef int mdays[13]
+    if n < 20 or digits(p, 4, &y) or p[4] != 45 or digits(p + 5, 2, &mo) or p[7] != 45:
+        return -1
+    if digits(p + 8, 2, &d) or p[10] != 84 or digits(p + 11, 2, &h) or p[13] != 58:
+        return -1
+    if digits(p + 14, 2, &mi) or p[16] != 58 or digits(p + 17, 2, &s):
+        return -1
+    i = 19
+    if p[i] == 46:  # '.'
+        k = 0
+        i += 1
+        while i < <int>n and 48 <= p[i] <= 57:
+            if k == 6:
+                return -1
+            us = us * 10 + (p[i] - 48)
+            k += 1
+            i += 1
+        if k == 0:
+            return -1
+        while k < 6:
+            us *= 10
+            k += 1
+    if i == <int>n - 1 and p[i] == 90:  # 'Z'
+        oh = 0
+        om = 0
+    elif i == <int>n - 6 and (p[i] == 43 or p[i] == 45) and p[i + 3] == 58:
+        if digits(p + i + 1, 2, &oh) or digits(p + i + 4, 2, &om) or oh > 23 or om > 59:
+            return -1
+        if p[i] == 45:
+            oh = -oh
+            om = -om
+    else:
+        return -1
+    if y < 1971 or y > 9998 or mo < 1 or mo > 12 or h > 23 or mi > 59 or s > 59:
+        return -1
+    mdays[:] = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0:
+        mdays[2] = 29
+    if d < 1 or d > mdays[mo]:
+        return -1
+    total = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - oh * 3600 - om * 60
+    out[0] = <double>(total * 1000000 + us) / 1e6
+    return 0
+
+# ---------------------------------------------------------------- one record
+
+cdef int read_embedding(yyjson_val *v, Out *o, Row *row) noexcept nogil:
+    cdef yyjson_arr_iter it
+    cdef yyjson_val *x
+    cdef double f
+    cdef Py_ssize_t start = o.n_floats
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
+        return -1
+    while True:
+        x = yyjson_arr_iter_next(&it)
+        if x == NULL:
+            break
+        if yyjson_is_real(x):
+            f = yyjson_get_real(x)
+        elif yyjson_is_uint(x):
+            f = <double>yyjson_get_uint(x)
+            if f > EXACT:
+                return -1
+        elif yyjson_is_sint(x):
+            f = <double>yyjson_get_sint(x)
+            if f < -EXACT:
+                return -1
+        else:
+            return -1
+        if f == 0.0 and (signbit(f) or yyjson_is_sint(x)):
+            return -1  # how each side spells a negative zero is not worth the doubt
+        if o.n_floats == o.cap_floats and grow(<void **>&o.floats, &o.cap_floats,
+                                               o.n_floats + 1, sizeof(float)):
+            return -1
+        o.floats[o.n_floats] = <float>f
+        o.n_floats += 1
+    if o.n_floats == start:
+        return -1  # `[]` is an error the reference words
+    row.emb_off = start
+    row.emb_len = o.n_floats - start
+    return 0
+
+cdef int read_scores(yyjson_val *v, Out *o, Row *row, const char *base) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef double f
+    cdef Py_ssize_t j
+    cdef Score *sc
+    row.sc_off = o.n_scores
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        x = yyjson_obj_iter_get_val(k)
+        if number_of(x, &f) or f > 1.0:
+            return -1
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        sc = &o.scores[o.n_scores]
+        if span_of(k, base, &sc.key, False):
+            return -1
+        for j in range(row.sc_off, o.n_scores):  # a repeated category: left to the reference
+            if o.scores[j].key.len == sc.key.len and memcmp(
+                base + o.scores[j].key.off, base + sc.key.off, sc.key.len
+            ) == 0:
+                return -1
+        sc.value = f
+        o.n_scores += 1
+    row.sc_n = o.n_scores - row.sc_off
+    return 0
+
+cdef int read_labels(yyjson_val *v) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        x = yyjson_obj_iter_get_val(k)
+        if not yyjson_is_str(x) or chars_of(yyjson_get_str(x), yyjson_get_len(x)) < 0:
+            return -1
+        if chars_of(yyjson_get_str(k), yyjson_get_len(k)) < 0:
+            return -1
+
+cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base) noexcept nogil:
+    """A native record → `row`; -1 (nothing kept) if anything is not plainly fine."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *v
+    cdef int f, i
+    cdef uint32_t seen = 0
+    cdef Span tmp
+    cdef Py_ssize_t n
+    cdef const char *p
+    for i in range(N_DOUBLES):
+        row.d[i] = NAN
+    for i in range(N_SPANS):
+        row.s[i].off = -1
+    row.blocked = 0
+    row.stage = 0
+    row.emb_len = 0
+    row.sc_n = 0
+    row.sc_off = o.n_scores
+    if not yyjson_is_obj(root) or not yyjson_obj_iter_init(root, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        f = field_of(yyjson_get_str(k), yyjson_get_len(k))
+        if f == F_UNKNOWN:
+            continue
+        if f == F_OTHER_FORMAT or seen & ((<uint32_t>1) << f):
+            return -1
+        seen |= (<uint32_t>1) << f
+        v = yyjson_obj_iter_get_val(k)
+        if f == F_REQUEST_ID or f == F_MODEL:
+            i = S_REQUEST_ID if f == F_REQUEST_ID else S_MODEL
+            if span_of(v, base, &row.s[i], f == F_REQUEST_ID):
+                return -1
+            if row.s[i].off >= 0:
+                n = chars_of(base + row.s[i].off, row.s[i].len)
+                if n < 1 or n > 256:
+                    return -1
+        elif f == F_TIMESTAMP:
+            if not yyjson_is_str(v) or timestamp_of(
+                yyjson_get_str(v), yyjson_get_len(v), &row.d[D_TS]
+            ):
+                return -1
+        elif f == F_MODEL_VERSION:
+            if span_of(v, base, &row.s[S_MODEL_VERSION], True):
+                return -1
+        elif f == F_BLOCK_REASON:
+            if span_of(v, base, &row.s[S_BLOCK_REASON], True):
+                return -1
+        elif f == F_FINISH:
+            if span_of(v, base, &row.s[S_FINISH], True):
+                return -1
+        elif f == F_ERROR:
+            if span_of(v, base, &row.s[S_ERROR], True):
+                return -1
+        elif f == F_ENDPOINT or f == F_TENANT or f == F_PROMPT:
+            if span_of(v, base, &tmp, True):
+                return -1
+        elif f == F_RESPONSE:
+            if span_of(v, base, &tmp, True):
+                return -1
+            if tmp.off >= 0:
+                row.d[D_RESPLEN] = <double>chars_of(base + tmp.off, tmp.len)
+        elif f == F_LABELS:
+            if read_labels(v):
+                return -1
+        elif f == F_LATENCY or f == F_TTFT:
+            i = D_LATENCY if f == F_LATENCY else D_TTFT
+            if not yyjson_is_null(v) and number_of(v, &row.d[i]):
+                return -1
+        elif f == F_TIN or f == F_TOUT or f == F_CITATIONS:
+            i = D_TIN if f == F_TIN else (D_TOUT if f == F_TOUT else D_CITATIONS)
+            if count_of(v, &row.d[i]):
+                return -1
+        elif f == F_BLOCKED:
+            if yyjson_is_true(v):
+                row.blocked = 1
+            elif not (yyjson_is_false(v) or yyjson_is_null(v)):
+                return -1
+        elif f == F_BLOCK_STAGE:
+            if yyjson_is_null(v):
+                pass
+            elif yyjson_is_str(v) and is_key(yyjson_get_str(v), yyjson_get_len(v), b"prompt", 6):
+                row.stage = 1
+            elif yyjson_is_str(v) and is_key(yyjson_get_str(v), yyjson_get_len(v), b"response", 8):
+                row.stage = 2
+            else:
+                return -1
+        elif f == F_SAFETY:
+            if read_scores(v, o, row, base):
+                return -1
+        elif f == F_EMBEDDING:
+            if read_embedding(v, o, row):
+                return -1
+    # required: a timestamp and a model (their absence is an error the reference words)
+    if row.d[D_TS] != row.d[D_TS] or row.s[S_MODEL].off < 0:
+        return -1
+    return 0
+
+# ---------------------------------------------------------------- lines and messages
+
+cdef inline bint blank(char c) noexcept nogil:
+    # the bytes `bytes.strip()` removes
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+cdef enum:
+    LINE_FAST, LINE_OTHER, LINE_UNREAD
+
+cdef int read_line(Out *o, Row *row, const char *rec, Py_ssize_t n, yyjson_alc *alc) noexcept nogil:
+    """LINE_FAST (kept in `row`), LINE_OTHER (valid JSON, not read here) or LINE_UNREAD."""
+    cdef yyjson_doc *doc
+    cdef char *copy
+    cdef Py_ssize_t scores = o.n_scores, floats = o.n_floats
+    cdef int ok
+    if grow(<void **>&o.copy, &o.cap_copy, o.n_copy + n + PAD, 1):
+        return -1
+    copy = o.copy + o.n_copy
+    memcpy(copy, rec, n)
+    memset(copy + n, 0, PAD)
+    doc = yyjson_read_opts(copy, n, YYJSON_READ_INSITU, alc, NULL)
+    if doc == NULL:
+        return LINE_UNREAD
+    ok = read_native(yyjson_doc_get_root(doc), o, row, o.copy)
+    yyjson_doc_free(doc)
+    if ok != 0:
+        o.n_scores = scores
+        o.n_floats = floats
+        return LINE_OTHER
+    o.n_copy += n + PAD  # the row's strings live in this copy
+    return LINE_FAST
+
+cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64_t first_line,
+                      Py_ssize_t max_bytes, Py_ssize_t want_dim, yyjson_alc *alc) noexcept nogil:
+    """Append a message's fast rows and other lines; 1 = the whole message goes to Python."""
+    cdef Py_ssize_t rows = o.n_rows, falls = o.n_falls, scores = o.n_scores
+    cdef Py_ssize_t floats = o.n_floats, copied = o.n_copy
+    cdef Py_ssize_t pos = 0, end, a, b, nonblank = 0, width = want_dim
+    cdef int64_t line = first_line
+    cdef const char *nl
+    cdef int kind
+    cdef Row *row
+    cdef bint whole = False
+    while pos <= n and not whole:
+        nl = <const char *>memchr(data + pos, 10, n - pos)
+        end = n if nl == NULL else nl - data
+        a = pos
+        b = end
+        while a < b and blank(data[a]):
+            a += 1
+        while b > a and blank(data[b - 1]):
+            b -= 1
+        if a < b:
+            nonblank += 1
+            if data[a] == 91:  # '[': several records on one line, each judged with the rest
+                whole = True
+                break
+            if b - a > max_bytes:
+                kind = LINE_UNREAD
+            else:
+                if grow(<void **>&o.rows, &o.cap_rows, o.n_rows + 1, sizeof(Row)):
+                    return -1
+                row = &o.rows[o.n_rows]
+                kind = read_line(o, row, data + a, b - a, alc)
+                if kind < 0:
+                    return -1
+            if kind == LINE_UNREAD and nonblank == 1:
+                whole = True  # it may start a pretty-printed document
+                break
+            if kind == LINE_FAST:
+                if row.emb_len:
+                    if width < 0:
+                        width = row.emb_len
+                    elif width != row.emb_len:
+                        whole = True  # the width rule is the message's: the reference's job
+                        break
+                row.msg = msg
+                row.line = line
+                row.rec_off = a
+                row.rec_len = b - a
+                o.n_rows += 1
+            else:
+                if grow(<void **>&o.falls, &o.cap_falls, o.n_falls + 1, sizeof(Fallback)):
+                    return -1
+                o.falls[o.n_falls].msg = msg
+                o.falls[o.n_falls].line = line
+                o.falls[o.n_falls].start = pos
+                o.falls[o.n_falls].end = end
+                o.falls[o.n_falls].kind = kind
+                o.n_falls += 1
+        line += 1
+        pos = end + 1
+    if nonblank == 1 and o.n_falls > falls:
+        whole = True  # a lone record is read as a whole document, raw bytes and all
+    if whole:
+        o.n_rows = rows
+        o.n_falls = falls
+        o.n_scores = scores
+        o.n_floats = floats
+        o.n_copy = copied
+        return 1
+    return 0
+
+# ---------------------------------------------------------------- phase 2: Python columns
+
+_STAGES = (None, "prompt", "response")
+#: provider word → canonical finish reason, bounded like the reference's own cache
+_FINISH: dict = {}
+
+
+cdef object text(Out *o, Span s):
+    if s.off < 0:
+        return None
+    return PyUnicode_DecodeUTF8(o.copy + s.off, s.len, NULL)
+
+
+cdef object finish_word(Out *o, Span s):
+    cdef object raw, word
+    if s.off < 0:
+        return None
+    raw = PyUnicode_DecodeUTF8(o.copy + s.off, s.len, NULL)
+    word = _FINISH.get(raw)
+    if word is None:
+        word = canonical_finish_reason(raw)
+        if len(_FINISH) < 1024:
+            _FINISH[raw] = word
+    return word
+
+
+cdef dict columns(Out *o, list datas):
+    cdef Py_ssize_t n = o.n_rows, i, j
+    cdef Row *r
+    origin = np.empty(n, dtype=np.int64)
+    line = np.empty(n, dtype=np.int64)
+    doubles = np.empty((N_DOUBLES, n), dtype=np.float64)
+    blocked = np.empty(n, dtype=np.bool_)
+    width = np.zeros(n, dtype=np.int64)
+    cdef int64_t[::1] origin_v = origin, line_v = line, width_v = width
+    cdef double[:, ::1] doubles_v = doubles
+    cdef uint8_t[::1] blocked_v = blocked.view(np.uint8)
+    names = ("request_id", "model", "model_version", "block_reason", "finish_reason", "error")
+    lists = [[None] * n for _ in names]
+    stages = [None] * n
+    ids, models, versions, reasons, finishes, errors = lists
+    for i in range(n):
+        r = &o.rows[i]
+        origin_v[i] = r.msg
+        line_v[i] = r.line
+        for j in range(N_DOUBLES):
+            doubles_v[j, i] = r.d[j]
+        blocked_v[i] = r.blocked
+        width_v[i] = r.emb_len
+        if r.s[S_REQUEST_ID].off >= 0:
+            ids[i] = text(o, r.s[S_REQUEST_ID])
+        else:
+            ids[i] = deterministic_request_id(datas[r.msg][r.rec_off : r.rec_off + r.rec_len])
+        models[i] = text(o, r.s[S_MODEL])
+        if r.s[S_MODEL_VERSION].off >= 0:
+            versions[i] = text(o, r.s[S_MODEL_VERSION])
+        if r.s[S_BLOCK_REASON].off >= 0:
+            reasons[i] = text(o, r.s[S_BLOCK_REASON])
+        if r.s[S_FINISH].off >= 0:
+            finishes[i] = finish_word(o, r.s[S_FINISH])
+        if r.s[S_ERROR].off >= 0:
+            errors[i] = text(o, r.s[S_ERROR])
+        if r.stage:
+            stages[i] = _STAGES[r.stage]
+    out = {"origin": origin, "line": line, "blocked": blocked, "width": width}
+    for j, name in enumerate(
+        ("timestamp", "latency_ms", "time_to_first_token_ms", "input_tokens", "output_tokens",
+         "citation_count", "response_length")
+    ):
+        out[name] = doubles[j]
+    for name, values in zip(names, lists):
+        column = np.empty(n, dtype=object)
+        column[:] = values
+        out[name] = column
+    column = np.empty(n, dtype=object)
+    column[:] = stages
+    out["block_stage"] = column
+    out["safety_scores"] = score_columns(o, n)
+    flat = np.empty(o.n_floats, dtype=np.float32)
+    cdef float[::1] flat_v = flat
+    if o.n_floats:
+        memcpy(&flat_v[0], o.floats, o.n_floats * sizeof(float))
+    out["embedding_values"] = flat
+    return out
+
+
+cdef dict score_columns(Out *o, Py_ssize_t n):
+    """category → float64 column (NaN where a row had no score for it)."""
+    cdef Py_ssize_t i, j, m = o.n_scores
+    cdef Row *r
+    category = np.empty(m, dtype=np.int64)
+    rows = np.empty(m, dtype=np.int64)
+    values = np.empty(m, dtype=np.float64)
+    cdef int64_t[::1] category_v = category, rows_v = rows
+    cdef double[::1] values_v = values
+    index: dict = {}
+    cdef Py_ssize_t k = 0
+    for i in range(n):
+        r = &o.rows[i]
+        for j in range(r.sc_off, r.sc_off + r.sc_n):
+            key = PyUnicode_DecodeUTF8(o.copy + o.scores[j].key.off, o.scores[j].key.len, NULL)
+            category_v[k] = index.setdefault(key, len(index))
+            rows_v[k] = i
+            values_v[k] = o.scores[j].value
+            k += 1
+    out = {}
+    for key, c in sorted(index.items()):
+        column = np.full(n, np.nan, dtype=np.float64)
+        pick = category[:k] == c
+        column[rows[:k][pick]] = values[:k][pick]
+        out[key] = column
+    return out
+
+
+def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_ssize_t want_dim):
+    """Phase 1 over a poll (GIL released), then its columns.
+
+    Returns (columns of the fast rows, [(message, line, start, end, valid JSON) of each other
+    line],
+    [messages left whole to the reference]). `eligible[i]` false: message i is left whole.
+    """
+    cdef Py_ssize_t m = len(datas), i
+    cdef Out o
+    memset(&o, 0, sizeof(Out))
+    cdef const char **ptrs = <const char **>malloc(max(m, 1) * sizeof(char *))
+    cdef Py_ssize_t *lens = <Py_ssize_t *>malloc(max(m, 1) * sizeof(Py_ssize_t))
+    cdef int64_t *firsts = <int64_t *>malloc(max(m, 1) * sizeof(int64_t))
+    cdef uint8_t *whole = <uint8_t *>malloc(max(m, 1))
+    cdef int status = 0
+    cdef yyjson_alc *alc = NULL
+    cdef bytes data
+    try:
+        if ptrs == NULL or lens == NULL or firsts == NULL or whole == NULL:
+            raise MemoryError
+        for i in range(m):
+            data = datas[i]
+            ptrs[i] = data
+            lens[i] = len(data)
+            firsts[i] = first_lines[i]
+            whole[i] = 0 if eligible[i] else 1
+        with nogil:
+            alc = yyjson_alc_dyn_new()
+            if alc == NULL:
+                status = -1
+            else:
+                for i in range(m):
+                    if whole[i]:
+                        continue
+                    status = scan_message(&o, i, ptrs[i], lens[i], firsts[i], max_bytes,
+                                          want_dim, alc)
+                    if status < 0:
+                        break
+                    whole[i] = status
+                    status = 0
+                yyjson_alc_dyn_free(alc)
+        if status < 0:
+            raise MemoryError
+        fast = columns(&o, datas)
+        others = [
+            (o.falls[i].msg, o.falls[i].line, o.falls[i].start, o.falls[i].end,
+             o.falls[i].kind == LINE_OTHER)
+            for i in range(o.n_falls)
+        ]
+        left = [i for i in range(m) if whole[i]]
+        return fast, others, left
+    finally:
+        free(ptrs)
+        free(lens)
+        free(firsts)
+        free(whole)
+        free(o.rows)
+        free(o.scores)
+        free(o.floats)
+        free(o.falls)
+        free(o.copy)

@@ -1,0 +1,285 @@
+"""The compiled fast path decodes exactly as the Python reference: same columns, same errors.
+
+`decode_messages` takes the compiled path (Cython over yyjson) for the lines it fully
+understands and hands every other line to `reference_decode_messages`. Both are fed every
+fixture, long simulated streams in every wire format, hand-made edge lines and fuzzed lines,
+and must give bit-identical columns (floats compared by their bits), the same request ids,
+rows in the same order from the same messages and lines, and the same `DecodeError`s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.batch import LogBatch
+from schemas.decode import compiled
+from schemas.decode.api import (
+    DecodedPoll,
+    DecodeLimits,
+    MessageBytes,
+    decode_messages,
+    reference_decode_messages,
+)
+from worker.sources.simulator import SimulationConfig, simulate_logs
+from worker.sources.wire_encode import FORMATS, encode, encode_mixed
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+START = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def test_compiled_decoder_is_built() -> None:
+    """`make test` (CI=true) fails when the install could not compile the fast path."""
+    if os.environ.get("CI") == "true" or compiled.compiled_module() is not None:
+        assert compiled.compiled_module() is not None, "schemas.decode._fastdecode not built"
+        assert compiled.enabled()
+
+
+def _same_floats(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    assert np.array_equal(nan_a, nan_b), what
+    assert np.where(nan_a, 0, a).tobytes() == np.where(nan_b, 0, b).tobytes(), what
+
+
+def assert_same_batch(a: LogBatch, b: LogBatch) -> None:
+    for f in fields(LogBatch):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "safety_scores":
+            assert list(x) == list(y)
+            for category in x:
+                _same_floats(x[category], y[category], f"safety_scores.{category}")
+        elif x.dtype == object:
+            assert x.tolist() == y.tolist(), f.name
+            assert [type(v) for v in x] == [type(v) for v in y], f.name
+        elif x.dtype.kind == "f":
+            _same_floats(x, y, f.name)
+        else:
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), f.name
+    assert a.embeddings.shape == b.embeddings.shape
+
+
+DEFAULT = DecodeLimits()
+
+
+def assert_agree(messages: Sequence[MessageBytes], limits: DecodeLimits = DEFAULT) -> DecodedPoll:
+    assert compiled.enabled(), "the compiled decoder is not built"
+    fast = decode_messages(messages, limits=limits)
+    ref = reference_decode_messages(messages, limits=limits)
+    assert len(fast.batches) == len(ref.batches)
+    for a, b in zip(fast.batches, ref.batches, strict=True):
+        assert_same_batch(a, b)
+    for x, y in zip(fast.origins, ref.origins, strict=True):
+        assert x.tolist() == y.tolist()
+    for x, y in zip(fast.lines, ref.lines, strict=True):
+        assert x.tolist() == y.tolist()
+    assert fast.errors == ref.errors
+    return fast
+
+
+def chunks(lines: list[bytes], size: int, sep: bytes = b"\n") -> list[MessageBytes]:
+    return [
+        MessageBytes(sep.join(lines[i : i + size]) + sep, None, 1 + i)
+        for i in range(0, len(lines), size)
+    ]
+
+
+def simulated(n: int, embedding_fraction: float, seed: int = 3) -> list[bytes]:
+    config = SimulationConfig(
+        start=START,
+        hours=n / (3 * 700 * 60) * 1.3 + 0.01,
+        embedding_fraction=embedding_fraction,
+        seed=seed,
+        with_text=True,
+    )
+    out = []
+    for line in encode_mixed(simulate_logs(config), seed=seed):
+        out.append(line)
+        if len(out) == n:
+            break
+    return out
+
+
+# ---------------------------------------------------------------- fixtures and streams
+
+
+def test_wire_fixtures_each_and_together() -> None:
+    paths = sorted((FIXTURES / "wire").iterdir())
+    messages = [MessageBytes(p.read_bytes(), None, 1) for p in paths]
+    for message in messages:
+        assert_agree([message])
+    assert_agree(messages)
+
+
+def test_recorded_payload_corpus() -> None:
+    lines = (FIXTURES / "payloads" / "responses.ndjson").read_bytes().splitlines()
+    assert_agree(chunks(lines, 50))
+    wrapped = []
+    for line in lines:
+        entry = orjson.loads(line)
+        envelope = {"timestamp": "2025-01-01T00:00:00Z", "model": "m", "latency_ms": 3}
+        wrapped.append(orjson.dumps({**envelope, "response_body": entry["response_body"]}))
+    assert_agree(chunks(wrapped, 37))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 1.0])
+def test_long_mixed_stream(fraction: float) -> None:
+    lines = simulated(6000, fraction)
+    poll = assert_agree(chunks(lines, 1000))
+    assert sum(len(b) for b in poll.batches) == len(lines)
+    # the fast path really ran: its scan read the native lines itself
+    module = compiled.compiled_module()
+    assert module is not None
+    columns, _others, _left = module.scan([b"\n".join(lines)], [1], [True], 1 << 20, -1)
+    assert len(columns["origin"]) > len(lines) // 10
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_wire_format_in_small_and_single_record_messages(fmt: str) -> None:
+    config = SimulationConfig(start=START, hours=0.02, seed=11, with_text=True)
+    lines = [encode(log, fmt) for log in simulate_logs(config)][:1500]
+    assert_agree(chunks(lines, 1, sep=b""))  # Pub/Sub: one record per message, no newline
+    assert_agree(chunks(lines, 7))
+    assert_agree(chunks(lines, 500, sep=b"\r\n"), DecodeLimits(expected_embedding_dim=384))
+
+
+# ---------------------------------------------------------------- edges and fuzz
+
+T = '"timestamp": "2024-05-06T07:08:09.123456Z"'
+EDGES = [
+    b"{" + T.encode() + b', "model": "m", "latency_ms": 0}',
+    b"{" + T.encode() + b', "model": "m", "latency_ms": -0.0}',
+    b"{" + T.encode() + b', "model": "m", "latency_ms": -0}',
+    b"{" + T.encode() + b', "model": "m", "latency_ms": 1e308}',
+    b"{" + T.encode() + b', "model": "m", "latency_ms": 1e400}',
+    b"{" + T.encode() + b', "model": "m", "input_tokens": 9007199254740993}',
+    b"{" + T.encode() + b', "model": "m", "input_tokens": 18446744073709551616}',
+    b"{" + T.encode() + b', "model": "m", "input_tokens": 3.0}',
+    b"{" + T.encode() + b', "model": "m", "model": "n"}',
+    b"{" + T.encode() + b', "model": "m", "safety_scores": {"a": 0.5, "a": 0.7}}',
+    b"{" + T.encode() + b', "model": "m", "safety_scores": {"a": 1, "b": 0}}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [1, -2, 0.5, 1e-50, -0.0]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [1, null]}',
+    b"{" + T.encode() + b', "model": "m", "request_id": "\\ud800"}',
+    b"{" + T.encode() + b', "model": "m\\u00e9\\ud83d\\ude00", "response": "\\u0000\\n\xc3\xa9"}',
+    b"{" + T.encode() + b', "model": "m", "finish_reason": " Max_Tokens "}',
+    b"{" + T.encode() + b', "model": "m", "response_body": null}',
+    b"{" + T.encode() + b', "model": "m", "insertId": "x"}',
+    b'{"timestamp": "2024-02-30T00:00:00Z", "model": "m"}',
+    b'{"timestamp": "2024-02-29T23:59:59.5+05:30", "model": "m"}',
+    b'{"timestamp": "2024-02-29T23:59:59-00:00", "model": "m"}',
+    b'{"timestamp": "2024-02-29 23:59:59Z", "model": "m"}',
+    b'{"timestamp": "2024-02-29T23:59:59.1234567Z", "model": "m"}',
+    b'{"timestamp": "2024-02-29T23:59:59", "model": "m"}',
+    b'{"timestamp": "1969-12-31T23:59:59Z", "model": "m"}',
+    b'{"model": "m"}',
+    b'{"timestamp": "2024-02-29T23:59:59Z"}',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "labels": {"a": "b", "c": 1}}',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "block_stage": "prompt", "blocked": 1}',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "", "request_id": null}',
+    b'  {"timestamp": "2024-02-29T23:59:59Z", "model": "m"}\x0c ',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "embedding": [1, 2]}',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "embedding": [1, 2, 3]}',
+    b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "embedding": []}',
+    b"[{" + T.encode() + b', "model": "m"}]',
+    b"{",
+    b"}",
+    b"not json",
+    b"",
+    b'"just a string"',
+]
+
+
+def test_edge_lines_alone_in_pairs_and_all_together() -> None:
+    for line in EDGES:
+        assert_agree([MessageBytes(line)])
+        assert_agree([MessageBytes(line + b"\n\n")])
+    for a in EDGES:
+        assert_agree([MessageBytes(a + b"\n" + b + b"\n", None, 5) for b in EDGES])
+    assert_agree([MessageBytes(b"\n".join(EDGES))])
+    assert_agree([MessageBytes(b"\n".join(EDGES))], DecodeLimits(expected_embedding_dim=2))
+    assert_agree([MessageBytes(b"\n".join(EDGES), "native")])
+    assert_agree([MessageBytes(b"\n".join(EDGES))], DecodeLimits(max_record_bytes=60))
+
+
+def test_a_pretty_printed_document_is_read_as_one() -> None:
+    record = {"timestamp": "2024-01-01T00:00:00Z", "model": "m", "latency_ms": 4}
+    inner = orjson.dumps(record)
+    assert_agree([MessageBytes(orjson.dumps([record, record], option=orjson.OPT_INDENT_2))])
+    assert_agree([MessageBytes(b'{"x":\n' + inner + b"\n}")])
+    assert_agree([MessageBytes(b"[\n" + inner + b"\n]")])
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**65), 2**65),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(0, 1),
+    st.text(max_size=6),
+    st.sampled_from(["prompt", "response", "STOP", "2024-01-01T00:00:00Z", ""]),
+    st.lists(st.floats(-2, 2, width=32), max_size=4),
+    st.dictionaries(st.sampled_from(["a", "b", "hate"]), st.floats(-0.5, 1.5), max_size=3),
+)
+_fields = st.sampled_from(
+    [
+        "request_id", "timestamp", "model", "model_version", "endpoint", "labels",
+        "latency_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "blocked",
+        "block_stage", "block_reason", "safety_scores", "finish_reason", "citation_count",
+        "response", "embedding", "error", "extra", "response_body", "choices",
+    ]
+)  # fmt: skip
+_timestamps = st.datetimes(
+    min_value=datetime(1960, 1, 1),  # noqa: DTZ001 (hypothesis wants naive bounds)
+    max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
+).map(lambda d: d.isoformat().replace("+00:00", "Z"))
+
+
+@st.composite
+def fuzzed_line(draw: st.DrawFn) -> bytes:
+    record: dict[str, object] = {
+        "timestamp": draw(_timestamps),
+        "model": draw(st.text(min_size=1, max_size=5)),
+    }
+    for _ in range(draw(st.integers(0, 5))):
+        record[draw(_fields)] = draw(_values)
+    if draw(st.booleans()):
+        width = draw(st.integers(1, 3))
+        record["embedding"] = [draw(st.floats(-1e6, 1e6)) for _ in range(width)]
+    ascii_only = draw(st.booleans())
+    line = json.dumps(record, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:  # break it somewhere
+        cut = draw(st.integers(0, len(line)))
+        line = line[:cut] + draw(st.sampled_from([b"", b",", b"\xff", b"}", b" "])) + line[cut:]
+    return draw(st.sampled_from([b"", b" ", b"\t"])) + line + draw(st.sampled_from([b"", b"\r"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(fuzzed_line(), min_size=0, max_size=8), min_size=1, max_size=4),
+    st.sampled_from([None, 2, 3]),
+)
+def test_fuzzed_messages(messages: list[list[bytes]], dim: int | None) -> None:
+    polls = [MessageBytes(b"\n".join(lines), None, 1 + 10 * i) for i, lines in enumerate(messages)]
+    assert_agree(polls, DecodeLimits(expected_embedding_dim=dim))
+
+
+def test_random_interleavings_of_good_and_bad_lines() -> None:
+    rng = random.Random(5)
+    good = simulated(400, 0.5, seed=9)
+    bad = [line for line in EDGES if line]
+    lines = [rng.choice(bad) if rng.random() < 0.2 else rng.choice(good) for _ in range(3000)]
+    assert_agree(chunks(lines, 250))
+    assert_agree(chunks(lines, 250), DecodeLimits(expected_embedding_dim=384))
