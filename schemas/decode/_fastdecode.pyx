@@ -23,7 +23,8 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 
 import numpy as np
 
-from schemas.decode.finish import canonical_finish_reason
+from schemas.decode.finish import canonical_finish_reason, finish_facts
+from schemas.decode.safety import CATEGORY_CACHE, normalise_category
 from schemas.prediction_log import deterministic_request_id
 
 
@@ -90,6 +91,7 @@ cdef struct Row:
     Span s[N_SPANS]
     uint8_t blocked
     uint8_t stage  # 0 none, 1 prompt, 2 response
+    uint8_t provider  # 0 none, 1 Gemini, 2 OpenAI body: its finish reason may mean a block
     Py_ssize_t rec_off  # the stripped record in the message's own bytes (for hashed ids)
     Py_ssize_t rec_len
     Py_ssize_t emb_off  # into the float buffer; emb_len 0 = no embedding
@@ -100,6 +102,7 @@ cdef struct Row:
 cdef struct Score:
     Span key
     double value
+    uint8_t provider  # a provider's category name, normalised in phase 2 (max per category)
 
 cdef struct Fallback:
     int64_t msg
@@ -140,7 +143,15 @@ cdef enum:
     F_REQUEST_ID, F_TIMESTAMP, F_MODEL, F_MODEL_VERSION, F_ENDPOINT, F_TENANT, F_LABELS,
     F_LATENCY, F_TTFT, F_TIN, F_TOUT, F_BLOCKED, F_BLOCK_STAGE, F_BLOCK_REASON,
     F_SAFETY, F_FINISH, F_CITATIONS, F_PROMPT, F_RESPONSE, F_EMBEDDING, F_ERROR,
-    F_OTHER_FORMAT  # a field of another wire format: not read here
+    F_OTHER_FORMAT,  # a field of another wire format: not read here
+    F_BODY  # an envelope's response_body
+
+#: envelope fields a body also supplies (the envelope's win): with a body, left to Python
+cdef uint32_t BODY_FACTS = (
+    (1 << F_TIN) | (1 << F_TOUT) | (1 << F_BLOCKED) | (1 << F_BLOCK_STAGE)
+    | (1 << F_BLOCK_REASON) | (1 << F_SAFETY) | (1 << F_FINISH) | (1 << F_CITATIONS)
+    | (1 << F_RESPONSE) | (1 << F_ERROR)
+)
 
 cdef inline bint is_key(const char *k, size_t n, const char *name, size_t m) noexcept nogil:
     return n == m and memcmp(k, name, m) == 0
@@ -167,7 +178,9 @@ cdef int field_of(const char *k, size_t n) noexcept nogil:
     if is_key(k, n, b"response", 8): return F_RESPONSE
     if is_key(k, n, b"embedding", 9): return F_EMBEDDING
     if is_key(k, n, b"error", 5): return F_ERROR
-    if (is_key(k, n, b"response_body", 13) or is_key(k, n, b"jsonPayload", 11)
+    if is_key(k, n, b"response_body", 13):
+        return F_BODY
+    if (is_key(k, n, b"jsonPayload", 11)
             or is_key(k, n, b"insertId", 8) or is_key(k, n, b"resourceSpans", 13)
             or is_key(k, n, b"candidates", 10) or is_key(k, n, b"choices", 7)
             or is_key(k, n, b"predictions", 11)):
@@ -367,6 +380,7 @@ cdef int read_scores(yyjson_val *v, Out *o, Row *row, const char *base) noexcept
             ) == 0:
                 return -1
         sc.value = f
+        sc.provider = 0
         o.n_scores += 1
     row.sc_n = o.n_scores - row.sc_off
     return 0
@@ -389,8 +403,12 @@ cdef int read_labels(yyjson_val *v) noexcept nogil:
         if chars_of(yyjson_get_str(k), yyjson_get_len(k)) < 0:
             return -1
 
-cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base) noexcept nogil:
-    """A native record → `row`; -1 (nothing kept) if anything is not plainly fine."""
+cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
+                     double entry_ts, Span entry_id) noexcept nogil:
+    """A native record or an envelope → `row`; -1 if anything is not plainly fine.
+
+    `entry_ts` and `entry_id` are what a LogEntry around it supplies (NaN / off -1: none).
+    """
     cdef yyjson_obj_iter it
     cdef yyjson_val *k
     cdef yyjson_val *v
@@ -398,13 +416,14 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base) noexc
     cdef uint32_t seen = 0
     cdef Span tmp
     cdef Py_ssize_t n
-    cdef const char *p
+    cdef yyjson_val *body = NULL
     for i in range(N_DOUBLES):
         row.d[i] = NAN
     for i in range(N_SPANS):
         row.s[i].off = -1
     row.blocked = 0
     row.stage = 0
+    row.provider = 0
     row.emb_len = 0
     row.sc_n = 0
     row.sc_off = o.n_scores
@@ -417,7 +436,10 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base) noexc
         f = field_of(yyjson_get_str(k), yyjson_get_len(k))
         if f == F_UNKNOWN:
             continue
-        if f == F_OTHER_FORMAT or seen & ((<uint32_t>1) << f):
+        if f == F_BODY and body == NULL:
+            body = yyjson_obj_iter_get_val(k)
+            continue
+        if f == F_OTHER_FORMAT or f == F_BODY or seen & ((<uint32_t>1) << f):
             return -1
         seen |= (<uint32_t>1) << f
         v = yyjson_obj_iter_get_val(k)
@@ -485,9 +507,541 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base) noexc
         elif f == F_EMBEDDING:
             if read_embedding(v, o, row):
                 return -1
+    if row.d[D_TS] != row.d[D_TS]:
+        row.d[D_TS] = entry_ts
+    if row.s[S_REQUEST_ID].off < 0:
+        row.s[S_REQUEST_ID] = entry_id
     # required: a timestamp and a model (their absence is an error the reference words)
     if row.d[D_TS] != row.d[D_TS] or row.s[S_MODEL].off < 0:
         return -1
+    if body != NULL:
+        # the envelope's own values win over the body's: only the plain case is read here
+        if seen & BODY_FACTS:
+            return -1
+        if read_gemini(body, o, row, base) == 0:
+            return 0
+        o.n_scores = row.sc_off
+        return read_openai(body, row, base)
+    return 0
+
+# ---------------------------------------------------------------- a Cloud Logging LogEntry
+
+cdef int read_record(yyjson_val *root, Out *o, Row *row, const char *base) noexcept nogil:
+    """A top-level record: a LogEntry around a native record or envelope, or one of those."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *payload = NULL
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Span none, insert_id
+    cdef double ts = NAN
+    none.off = -1
+    insert_id.off = -1
+    if not yyjson_is_obj(root) or not yyjson_obj_iter_init(root, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        if is_key(name, n, b"jsonPayload", 11):
+            if not known(&seen, 0):
+                return -1
+            payload = yyjson_obj_iter_get_val(k)
+    if payload == NULL or yyjson_is_null(payload):
+        return read_native(root, o, row, base, NAN, none)
+    # a LogEntry: besides its payload it may carry only its id, time and labels (all checked)
+    yyjson_obj_iter_init(root, &it)
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"jsonPayload", 11):
+            continue
+        if is_key(name, n, b"insertId", 8):
+            if not known(&seen, 1) or span_of(x, base, &insert_id, True):
+                return -1
+        elif is_key(name, n, b"timestamp", 9):
+            if not known(&seen, 2) or not yyjson_is_str(x):
+                return -1
+            if timestamp_of(yyjson_get_str(x), yyjson_get_len(x), &ts):
+                return -1
+        elif is_key(name, n, b"labels", 6):
+            if not known(&seen, 3) or read_labels(x):
+                return -1
+        elif field_of(name, n) != F_UNKNOWN:
+            return -1
+    if insert_id.off >= 0 and insert_id.len == 0:
+        insert_id.off = -1  # `insertId or None`
+    return read_native(payload, o, row, base, ts, insert_id)
+
+# ---------------------------------------------------------------- a Gemini body
+
+cdef inline bint known(uint32_t *seen, int bit) noexcept nogil:
+    """Mark a struct field seen; False if it was already (a repeated key: left to Python)."""
+    if seen[0] & ((<uint32_t>1) << bit):
+        return False
+    seen[0] |= (<uint32_t>1) << bit
+    return True
+
+cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
+    """Gemini `safetyRatings[]`, every one with a category name and a score in 0..1."""
+    cdef yyjson_arr_iter it
+    cdef yyjson_obj_iter fit
+    cdef yyjson_val *r
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen
+    cdef const char *name
+    cdef size_t n
+    cdef Score sc
+    cdef double score
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
+        return -1
+    while True:
+        r = yyjson_arr_iter_next(&it)
+        if r == NULL:
+            return 0
+        if not yyjson_is_obj(r) or not yyjson_obj_iter_init(r, &fit):
+            return -1
+        seen = 0
+        score = -1.0
+        sc.key.off = -1
+        while True:
+            k = yyjson_obj_iter_next(&fit)
+            if k == NULL:
+                break
+            name = yyjson_get_str(k)
+            n = yyjson_get_len(k)
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(name, n, b"category", 8):
+                if not known(&seen, 0) or not yyjson_is_str(x) or span_of(x, base, &sc.key, False):
+                    return -1
+            elif is_key(name, n, b"probability", 11):
+                if not known(&seen, 1) or not (
+                    yyjson_is_str(x) or yyjson_is_uint(x) or yyjson_is_sint(x) or yyjson_is_null(x)
+                ):
+                    return -1
+            elif is_key(name, n, b"probabilityScore", 16):
+                if not known(&seen, 2) or number_of(x, &score) or score > 1.0:
+                    return -1
+            elif is_key(name, n, b"blocked", 7):
+                if not known(&seen, 3) or not (
+                    yyjson_is_true(x) or yyjson_is_false(x) or yyjson_is_null(x)
+                ):
+                    return -1
+        if sc.key.off < 0 or score < 0.0:
+            return -1  # a band instead of a score, or no category: left to Python
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        sc.value = score
+        sc.provider = 1
+        o.scores[o.n_scores] = sc
+        o.n_scores += 1
+
+cdef Py_ssize_t array_len(yyjson_val *v) noexcept nogil:
+    """Elements of an array (0 for null), -1 for anything else."""
+    cdef yyjson_arr_iter it
+    cdef Py_ssize_t n = 0
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
+        return -1
+    while yyjson_arr_iter_next(&it) != NULL:
+        n += 1
+    return n
+
+cdef int read_citations(yyjson_val *v, double *count) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef uint32_t seen = 0
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"citations", 9):
+            if not known(&seen, 0):
+                return -1
+        elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"citationSources", 15):
+            if not known(&seen, 1):
+                return -1
+        else:
+            continue
+        n = array_len(yyjson_obj_iter_get_val(k))
+        if n < 0:
+            return -1
+        count[0] += n
+
+cdef int read_content(yyjson_val *v, double *chars, const char *base) noexcept nogil:
+    """`content.parts[]`: the characters of the texts that are not thoughts (NaN: none)."""
+    cdef yyjson_obj_iter it, pit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *parts = NULL
+    cdef yyjson_val *part
+    cdef yyjson_val *text
+    cdef yyjson_val *x
+    cdef bint thought
+    cdef uint32_t seen
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"parts", 5):
+            if parts != NULL:
+                return -1
+            parts = yyjson_obj_iter_get_val(k)
+    if parts == NULL or yyjson_is_null(parts):
+        return 0
+    if not yyjson_is_arr(parts) or not yyjson_arr_iter_init(parts, &ait):
+        return -1
+    while True:
+        part = yyjson_arr_iter_next(&ait)
+        if part == NULL:
+            return 0
+        if not yyjson_is_obj(part) or not yyjson_obj_iter_init(part, &pit):
+            return -1
+        seen = 0
+        text = NULL
+        thought = False
+        while True:
+            k = yyjson_obj_iter_next(&pit)
+            if k == NULL:
+                break
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(yyjson_get_str(k), yyjson_get_len(k), b"text", 4):
+                if not known(&seen, 0) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                    return -1
+                text = x
+            elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"thought", 7):
+                if not known(&seen, 1) or not (
+                    yyjson_is_true(x) or yyjson_is_false(x) or yyjson_is_null(x)
+                ):
+                    return -1
+                thought = yyjson_is_true(x)
+        if text != NULL and yyjson_is_str(text) and not thought:
+            n = chars_of(yyjson_get_str(text), yyjson_get_len(text))
+            if n < 0:
+                return -1
+            chars[0] = (0.0 if chars[0] != chars[0] else chars[0]) + n
+
+cdef int read_candidate(yyjson_val *c, Out *o, Row *row, const char *base) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
+        return -1
+    row.d[D_CITATIONS] = 0.0
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"index", 5):
+            # the primary answer only (index 0 or none): several answers are left to Python
+            if not known(&seen, 0) or not (
+                yyjson_is_null(x) or (yyjson_is_uint(x) and yyjson_get_uint(x) == 0)
+            ):
+                return -1
+        elif is_key(name, n, b"content", 7):
+            if not known(&seen, 1) or read_content(x, &row.d[D_RESPLEN], base):
+                return -1
+        elif is_key(name, n, b"finishReason", 12):
+            if not known(&seen, 2) or span_of(x, base, &row.s[S_FINISH], True):
+                return -1
+        elif is_key(name, n, b"safetyRatings", 13):
+            if not known(&seen, 3) or read_ratings(x, o, base):
+                return -1
+        elif is_key(name, n, b"citationMetadata", 16):
+            if not known(&seen, 4) or read_citations(x, &row.d[D_CITATIONS]):
+                return -1
+
+cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef uint32_t seen = 0
+    cdef int i
+    cdef double counts[4]
+    cdef const char *name
+    cdef size_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    for i in range(4):
+        counts[i] = NAN
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        if is_key(name, n, b"promptTokenCount", 16):
+            i = 0
+        elif is_key(name, n, b"candidatesTokenCount", 20):
+            i = 1
+        elif is_key(name, n, b"thoughtsTokenCount", 18):
+            i = 2
+        elif is_key(name, n, b"totalTokenCount", 15):
+            i = 3
+        else:
+            continue
+        if not known(&seen, i) or count_of(yyjson_obj_iter_get_val(k), &counts[i]):
+            return -1
+    # as the reference: a usage block with a prompt or total count reads missing ones as 0
+    if counts[0] == counts[0] or counts[3] == counts[3]:
+        row.d[D_TIN] = counts[0] if counts[0] == counts[0] else 0.0
+        row.d[D_TOUT] = (counts[1] if counts[1] == counts[1] else 0.0) + (
+            counts[2] if counts[2] == counts[2] else 0.0
+        )
+    return 0
+
+cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """One Gemini `generateContent` response with one answer, not a prompt block, not an
+    error; anything else (PaLM, OpenAI, streams, several answers) is left to Python."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *candidates = NULL
+    cdef yyjson_val *c
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Span version
+    version.off = -1
+    row.sc_off = o.n_scores
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"candidates", 10):
+            if not known(&seen, 0):
+                return -1
+            candidates = x
+        elif is_key(name, n, b"usageMetadata", 13):
+            if not known(&seen, 1) or read_usage(x, row):
+                return -1
+        elif is_key(name, n, b"modelVersion", 12):
+            if not known(&seen, 2) or span_of(x, base, &version, True):
+                return -1
+        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+              or is_key(name, n, b"promptFeedback", 14) or is_key(name, n, b"choices", 7)
+              or is_key(name, n, b"usage", 5) or is_key(name, n, b"model", 5)
+              or is_key(name, n, b"object", 6) or is_key(name, n, b"prompt_filter_results", 21)
+              or is_key(name, n, b"error", 5)):
+            return -1
+    if candidates == NULL or not yyjson_is_arr(candidates):
+        return -1
+    if not yyjson_arr_iter_init(candidates, &ait):
+        return -1
+    c = yyjson_arr_iter_next(&ait)
+    if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1  # no answer, or several: left to Python
+    if read_candidate(c, o, row, base):
+        return -1
+    if row.s[S_MODEL_VERSION].off < 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = o.n_scores - row.sc_off
+    row.provider = 1
+    return 0
+
+# ---------------------------------------------------------------- an OpenAI body
+
+cdef int read_message(yyjson_val *v, double *chars, double *citations) noexcept nogil:
+    """`message` or `delta`: its text's characters added to `chars`; url citations counted."""
+    cdef yyjson_obj_iter it, ait
+    cdef yyjson_arr_iter lit
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *a
+    cdef yyjson_val *t
+    cdef uint32_t seen = 0
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"content", 7):
+            if not known(&seen, 0) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                return -1
+            if yyjson_is_str(x):
+                n = chars_of(yyjson_get_str(x), yyjson_get_len(x))
+                if n < 0:
+                    return -1
+                chars[0] = (0.0 if chars[0] != chars[0] else chars[0]) + n
+        elif citations != NULL and is_key(yyjson_get_str(k), yyjson_get_len(k), b"annotations", 11):
+            if not known(&seen, 1):
+                return -1
+            if yyjson_is_null(x):
+                continue
+            if not yyjson_is_arr(x) or not yyjson_arr_iter_init(x, &lit):
+                return -1
+            if citations[0] != citations[0]:
+                citations[0] = 0.0
+            while True:
+                a = yyjson_arr_iter_next(&lit)
+                if a == NULL:
+                    break
+                if not yyjson_is_obj(a) or not yyjson_obj_iter_init(a, &ait):
+                    return -1
+                t = NULL
+                while True:
+                    k = yyjson_obj_iter_next(&ait)
+                    if k == NULL:
+                        break
+                    if is_key(yyjson_get_str(k), yyjson_get_len(k), b"type", 4):
+                        if t != NULL:
+                            return -1
+                        t = yyjson_obj_iter_get_val(k)
+                        if not (yyjson_is_str(t) or yyjson_is_null(t)):
+                            return -1
+                if t != NULL and yyjson_is_str(t) and is_key(
+                    yyjson_get_str(t), yyjson_get_len(t), b"url_citation", 12
+                ):
+                    citations[0] += 1
+
+cdef int read_choice(yyjson_val *c, Row *row, const char *base) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"index", 5):
+            if not known(&seen, 0) or not (
+                yyjson_is_null(x) or (yyjson_is_uint(x) and yyjson_get_uint(x) == 0)
+            ):
+                return -1
+        elif is_key(name, n, b"message", 7):
+            if not known(&seen, 1) or read_message(x, &row.d[D_RESPLEN], &row.d[D_CITATIONS]):
+                return -1
+        elif is_key(name, n, b"delta", 5):
+            if not known(&seen, 2) or read_message(x, &row.d[D_RESPLEN], NULL):
+                return -1
+        elif is_key(name, n, b"finish_reason", 13):
+            if not known(&seen, 3) or span_of(x, base, &row.s[S_FINISH], True):
+                return -1
+        elif is_key(name, n, b"content_filter_results", 22):
+            return -1  # Azure's filters: left to Python
+
+cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogil:
+    """One OpenAI chat completion with one answer and no Azure filter results."""
+    cdef yyjson_obj_iter it, uit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *choices = NULL
+    cdef yyjson_val *c
+    cdef uint32_t seen = 0, useen
+    cdef const char *name
+    cdef size_t n
+    cdef Span version
+    cdef int i
+    version.off = -1
+    row.s[S_FINISH].off = -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    row.d[D_CITATIONS] = NAN
+    row.d[D_RESPLEN] = NAN
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"choices", 7):
+            if not known(&seen, 0):
+                return -1
+            choices = x
+        elif is_key(name, n, b"usage", 5):
+            if not known(&seen, 1):
+                return -1
+            if yyjson_is_null(x):
+                continue
+            if not yyjson_is_obj(x) or not yyjson_obj_iter_init(x, &uit):
+                return -1
+            useen = 0
+            while True:
+                k = yyjson_obj_iter_next(&uit)
+                if k == NULL:
+                    break
+                if is_key(yyjson_get_str(k), yyjson_get_len(k), b"prompt_tokens", 13):
+                    i = D_TIN
+                elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"completion_tokens", 17):
+                    i = D_TOUT
+                else:
+                    continue
+                if not known(&useen, i) or count_of(yyjson_obj_iter_get_val(k), &row.d[i]):
+                    return -1
+        elif is_key(name, n, b"model", 5):
+            if not known(&seen, 2) or span_of(x, base, &version, True):
+                return -1
+        elif is_key(name, n, b"object", 6):
+            if not known(&seen, 3) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                return -1
+        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+              or is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
+              or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
+              or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5)):
+            return -1
+    if choices == NULL or not yyjson_is_arr(choices) or not yyjson_arr_iter_init(choices, &ait):
+        return -1
+    c = yyjson_arr_iter_next(&ait)
+    if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1
+    if read_choice(c, row, base):
+        return -1
+    # `chunk.model or None`: an empty name says nothing
+    if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0 and version.len > 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = 0
+    row.provider = 2
     return 0
 
 # ---------------------------------------------------------------- lines and messages
@@ -513,7 +1067,7 @@ cdef int read_line(Out *o, Row *row, const char *rec, Py_ssize_t n, yyjson_alc *
     doc = yyjson_read_opts(copy, n, YYJSON_READ_INSITU, alc, NULL)
     if doc == NULL:
         return LINE_UNREAD
-    ok = read_native(yyjson_doc_get_root(doc), o, row, o.copy)
+    ok = read_record(yyjson_doc_get_root(doc), o, row, o.copy)
     yyjson_doc_free(doc)
     if ok != 0:
         o.n_scores = scores
@@ -651,7 +1205,15 @@ cdef dict columns(Out *o, list datas):
             versions[i] = text(o, r.s[S_MODEL_VERSION])
         if r.s[S_BLOCK_REASON].off >= 0:
             reasons[i] = text(o, r.s[S_BLOCK_REASON])
-        if r.s[S_FINISH].off >= 0:
+        if r.provider:
+            if r.s[S_FINISH].off >= 0:
+                word, block = finish_facts(text(o, r.s[S_FINISH]))
+                finishes[i] = canonical_finish_reason(word)
+                if block is not None:
+                    blocked_v[i] = 1
+                    stages[i] = "response"
+                    reasons[i] = block if r.provider == 1 else "CONTENT_FILTER"
+        elif r.s[S_FINISH].off >= 0:
             finishes[i] = finish_word(o, r.s[S_FINISH])
         if r.s[S_ERROR].off >= 0:
             errors[i] = text(o, r.s[S_ERROR])
@@ -694,6 +1256,8 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
         r = &o.rows[i]
         for j in range(r.sc_off, r.sc_off + r.sc_n):
             key = PyUnicode_DecodeUTF8(o.copy + o.scores[j].key.off, o.scores[j].key.len, NULL)
+            if o.scores[j].provider:
+                key = CATEGORY_CACHE.get(key) or normalise_category(key)
             category_v[k] = index.setdefault(key, len(index))
             rows_v[k] = i
             values_v[k] = o.scores[j].value
@@ -702,7 +1266,8 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
     for key, c in sorted(index.items()):
         column = np.full(n, np.nan, dtype=np.float64)
         pick = category[:k] == c
-        column[rows[:k][pick]] = values[:k][pick]
+        # a provider may rate one category twice (two spellings): the highest score wins
+        np.fmax.at(column, rows[:k][pick], values[:k][pick])
         out[key] = column
     return out
 

@@ -283,3 +283,43 @@ def test_random_interleavings_of_good_and_bad_lines() -> None:
     lines = [rng.choice(bad) if rng.random() < 0.2 else rng.choice(good) for _ in range(3000)]
     assert_agree(chunks(lines, 250))
     assert_agree(chunks(lines, 250), DecodeLimits(expected_embedding_dim=384))
+
+
+def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every place inside a JSON value (dict keys and list positions)."""
+    out: list[tuple[object, ...]] = [prefix]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            out += _paths(inner, (*prefix, i))
+    return out
+
+
+def _mutated(record: dict[str, object], path: tuple[object, ...], new: object) -> object:
+    if not path:
+        return new
+    out: object = orjson.loads(orjson.dumps(record))
+    target: object = out
+    for step in path[:-1]:
+        target = target[step]  # type: ignore[index]
+    target[path[-1]] = new  # type: ignore[index]
+    return out
+
+
+_TEMPLATES = simulated(300, 0.05, seed=21)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_records_of_every_format(data: st.DataObject) -> None:
+    """A simulated record of any wire format with one value somewhere replaced."""
+    lines = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        record = orjson.loads(data.draw(st.sampled_from(_TEMPLATES)))
+        path = data.draw(st.sampled_from(_paths(record)))
+        new = data.draw(_values)
+        lines.append(json.dumps(_mutated(record, path, new)).encode())
+    lines += data.draw(st.lists(st.sampled_from(_TEMPLATES), max_size=3))
+    assert_agree([MessageBytes(b"\n".join(lines), None, 3)])
