@@ -15,7 +15,7 @@ record in place, so strings stay valid in that copy and only offsets are kept. P
 the kept values into numpy columns and Python strings, with the GIL.
 """
 
-from libc.math cimport NAN, signbit
+from libc.math cimport NAN, isinf, signbit
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -91,7 +91,7 @@ cdef struct Row:
     Span s[N_SPANS]
     uint8_t blocked
     uint8_t stage  # 0 none, 1 prompt, 2 response
-    uint8_t provider  # 0 none, 1 Gemini, 2 OpenAI body: its finish reason may mean a block
+    uint8_t provider  # 0 none, 1 Gemini, 2 OpenAI, 3 PaLM body (each words blocks its way)
     Py_ssize_t rec_off  # the stripped record in the message's own bytes (for hashed ids)
     Py_ssize_t rec_len
     Py_ssize_t emb_off  # into the float buffer; emb_len 0 = no embedding
@@ -343,6 +343,8 @@ cdef int read_embedding(yyjson_val *v, Out *o, Row *row) noexcept nogil:
                                                o.n_floats + 1, sizeof(float)):
             return -1
         o.floats[o.n_floats] = <float>f
+        if isinf(o.floats[o.n_floats]):
+            return -1  # too large for float32: numpy warns there, so the reference decides
         o.n_floats += 1
     if o.n_floats == start:
         return -1  # `[]` is an error the reference words
@@ -521,7 +523,9 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
         if read_gemini(body, o, row, base) == 0:
             return 0
         o.n_scores = row.sc_off
-        return read_openai(body, row, base)
+        if read_openai(body, row, base) == 0:
+            return 0
+        return read_palm(body, o, row, base)
     return 0
 
 # ---------------------------------------------------------------- a Cloud Logging LogEntry
@@ -1044,6 +1048,203 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
     row.provider = 2
     return 0
 
+# ---------------------------------------------------------------- a PaLM body
+
+cdef int read_attributes(yyjson_val *v, Out *o, Row *row, const char *base) noexcept nogil:
+    """`safetyAttributes` (one object): category scores paired up, ratings, `blocked`."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_arr_iter cit, sit
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *categories = NULL
+    cdef yyjson_val *scores = NULL
+    cdef yyjson_val *c
+    cdef yyjson_val *f
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Score sc
+    cdef double score
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"categories", 10):
+            if not known(&seen, 0):
+                return -1
+            categories = x
+        elif is_key(name, n, b"scores", 6):
+            if not known(&seen, 1):
+                return -1
+            scores = x
+        elif is_key(name, n, b"blocked", 7):
+            if not known(&seen, 2):
+                return -1
+            if yyjson_is_true(x):
+                row.blocked = 1
+                row.stage = 2
+            elif not (yyjson_is_false(x) or yyjson_is_null(x)):
+                return -1
+        elif is_key(name, n, b"safetyRatings", 13):
+            if not known(&seen, 3) or read_ratings(x, o, base):
+                return -1
+    if categories == NULL or scores == NULL:
+        return -1
+    if not yyjson_is_arr(categories) or not yyjson_arr_iter_init(categories, &cit):
+        return -1
+    if not yyjson_is_arr(scores) or not yyjson_arr_iter_init(scores, &sit):
+        return -1
+    while True:
+        c = yyjson_arr_iter_next(&cit)
+        f = yyjson_arr_iter_next(&sit)
+        if c == NULL and f == NULL:
+            return 0
+        if c == NULL or f == NULL:
+            return -1  # unpaired: an error the reference words
+        if span_of(c, base, &sc.key, False) or number_of(f, &score) or score > 1.0:
+            return -1
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        sc.value = score
+        sc.provider = 1
+        o.scores[o.n_scores] = sc
+        o.n_scores += 1
+
+cdef int read_token_count(yyjson_val *v, double *out) noexcept nogil:
+    """`{"totalTokens": n}`: a whole, non-negative number (null: unknown)."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x = NULL
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"totalTokens", 11):
+            if x != NULL:
+                return -1
+            x = yyjson_obj_iter_get_val(k)
+    if x == NULL or yyjson_is_null(x):
+        return 0
+    if number_of(x, out) or out[0] != <double>(<int64_t>out[0]):
+        return -1
+    return 0
+
+cdef int read_palm_metadata(yyjson_val *v, Row *row) noexcept nogil:
+    cdef yyjson_obj_iter it, tit
+    cdef yyjson_val *k
+    cdef yyjson_val *tokens = NULL
+    cdef uint32_t seen = 0
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"tokenMetadata", 13):
+            if tokens != NULL:
+                return -1
+            tokens = yyjson_obj_iter_get_val(k)
+    if tokens == NULL or yyjson_is_null(tokens):
+        return 0
+    if not yyjson_is_obj(tokens) or not yyjson_obj_iter_init(tokens, &tit):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&tit)
+        if k == NULL:
+            return 0
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"inputTokenCount", 15):
+            if not known(&seen, 0) or read_token_count(yyjson_obj_iter_get_val(k), &row.d[D_TIN]):
+                return -1
+        elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"outputTokenCount", 16):
+            if not known(&seen, 1) or read_token_count(
+                yyjson_obj_iter_get_val(k), &row.d[D_TOUT]
+            ):
+                return -1
+
+cdef int read_palm(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """One Vertex AI PaLM `predict` response with one prediction."""
+    cdef yyjson_obj_iter it, pit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *predictions = NULL
+    cdef yyjson_val *p
+    cdef uint32_t seen = 0, pseen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Span content
+    row.s[S_FINISH].off = -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    row.d[D_CITATIONS] = 0.0
+    row.d[D_RESPLEN] = NAN
+    row.sc_off = o.n_scores
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"predictions", 11):
+            if not known(&seen, 0):
+                return -1
+            predictions = x
+        elif is_key(name, n, b"metadata", 8):
+            if not known(&seen, 1) or read_palm_metadata(x, row):
+                return -1
+        elif (is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
+              or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
+              or is_key(name, n, b"choices", 7) or is_key(name, n, b"usage", 5)
+              or is_key(name, n, b"model", 5) or is_key(name, n, b"object", 6)
+              or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5)):
+            return -1
+    if predictions == NULL or not yyjson_is_arr(predictions):
+        return -1
+    if not yyjson_arr_iter_init(predictions, &ait):
+        return -1
+    p = yyjson_arr_iter_next(&ait)
+    if p == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1
+    if not yyjson_is_obj(p) or not yyjson_obj_iter_init(p, &pit):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&pit)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"content", 7):
+            if not known(&pseen, 0) or span_of(x, base, &content, True):
+                return -1
+            if content.off >= 0:
+                row.d[D_RESPLEN] = <double>chars_of(base + content.off, content.len)
+        elif is_key(name, n, b"safetyAttributes", 16):
+            if not known(&pseen, 1) or read_attributes(x, o, row, base):
+                return -1
+        elif is_key(name, n, b"citationMetadata", 16):
+            if not known(&pseen, 2) or read_citations(x, &row.d[D_CITATIONS]):
+                return -1
+    row.sc_n = o.n_scores - row.sc_off
+    row.provider = 3
+    return 0
+
 # ---------------------------------------------------------------- lines and messages
 
 cdef inline bint blank(char c) noexcept nogil:
@@ -1205,7 +1406,10 @@ cdef dict columns(Out *o, list datas):
             versions[i] = text(o, r.s[S_MODEL_VERSION])
         if r.s[S_BLOCK_REASON].off >= 0:
             reasons[i] = text(o, r.s[S_BLOCK_REASON])
-        if r.provider:
+        if r.provider == 3:
+            if r.blocked:
+                reasons[i] = "SAFETY"
+        elif r.provider:
             if r.s[S_FINISH].off >= 0:
                 word, block = finish_facts(text(o, r.s[S_FINISH]))
                 finishes[i] = canonical_finish_reason(word)
