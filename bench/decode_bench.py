@@ -11,8 +11,10 @@ Three inputs, each decoded in messages of 1,000 lines as the engine receives the
 - `simulated, no embeddings`: the same traffic with no embeddings, to separate the cost of
   parsing 384 numbers per embedding (paid alike by orjson and msgspec) from the rest.
 
-Each input also prints a ceiling: msgspec decoding every line into the `Wire` structs and
-nothing else, which no decoder built on those structs can beat.
+Each input is decoded twice: by the compiled fast path (`schemas.decode.compiled`, the
+default) and by the Python reference alone (`LOOKOUT_DECODER=python`), so the ratio before and
+after the compiled decoder comes out of one run. Each input also prints a ceiling: msgspec
+decoding every line into the `Wire` structs and nothing else.
 
 The three loops run interleaved, round after round, and each keeps its best round (7 by default):
 on these shared, noisy machines a load spike then hits all of them alike, and the ratio is what
@@ -23,6 +25,7 @@ to compare.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -132,12 +135,19 @@ def measure(name: str, lines: list[bytes], rounds: int = 7) -> float:
         for message in messages:
             decode_message(message)
 
+    def decode_python() -> None:
+        os.environ["LOOKOUT_DECODER"] = "python"
+        try:
+            decode_all()
+        finally:
+            del os.environ["LOOKOUT_DECODER"]
+
     def msgspec_only() -> None:
         for line in lines:
             WIRE_DECODER.decode(line)
 
-    t_orjson, t_decode, t_msgspec = best_of_interleaved(
-        rounds, parse_only, decode_all, msgspec_only
+    t_orjson, t_decode, t_python, t_msgspec = best_of_interleaved(
+        rounds, parse_only, decode_all, decode_python, msgspec_only
     )
     ratio = t_orjson / t_decode
     print(
@@ -145,8 +155,9 @@ def measure(name: str, lines: list[bytes], rounds: int = 7) -> float:
         f"{sum(map(len, lines)) / 1e6:.1f} MB"
     )
     print(f"  orjson.loads loop  : {n / t_orjson:>10,.0f} lines/s")
-    print(f"  decode_message     : {n / t_decode:>10,.0f} lines/s")
-    print(f"  ratio decode/orjson: {ratio:.2f}x")
+    print(f"  decode_message     : {n / t_decode:>10,.0f} lines/s  (compiled fast path)")
+    print(f"  ... Python only    : {n / t_python:>10,.0f} lines/s  (LOOKOUT_DECODER=python)")
+    print(f"  ratio decode/orjson: {ratio:.2f}x  (Python only: {t_orjson / t_python:.2f}x)")
     # the ceiling: parsing each record into the wire structs, nothing else
     print(f"  ceiling (msgspec Wire decode alone)/orjson: {t_orjson / t_msgspec:.2f}x")
     return ratio

@@ -47,6 +47,7 @@ cdef extern from "yyjson.h" nogil:
                                  const yyjson_alc *alc, yyjson_read_err *err)
     void yyjson_doc_free(yyjson_doc *doc)
     yyjson_val *yyjson_doc_get_root(yyjson_doc *doc)
+    yyjson_val *yyjson_obj_getn(yyjson_val *obj, const char *key, size_t key_len)
     bint yyjson_is_null(yyjson_val *val)
     bint yyjson_is_true(yyjson_val *val)
     bint yyjson_is_false(yyjson_val *val)
@@ -1269,13 +1270,33 @@ cdef int read_line(Out *o, Row *row, const char *rec, Py_ssize_t n, yyjson_alc *
     if doc == NULL:
         return LINE_UNREAD
     ok = read_record(yyjson_doc_get_root(doc), o, row, o.copy)
-    yyjson_doc_free(doc)
     if ok != 0:
+        row.emb_len = width_hint(yyjson_doc_get_root(doc))
+        yyjson_doc_free(doc)
         o.n_scores = scores
         o.n_floats = floats
         return LINE_OTHER
+    yyjson_doc_free(doc)
     o.n_copy += n + PAD  # the row's strings live in this copy
     return LINE_FAST
+
+cdef Py_ssize_t width_hint(yyjson_val *root) noexcept nogil:
+    """The length of a record's `embedding` array (or its LogEntry payload's), else 0: a line
+    left to Python whose embedding is wider or narrower than the fast rows' makes the width
+    rule the whole message's, so the message goes whole at once instead of being redone."""
+    cdef yyjson_val *v
+    cdef Py_ssize_t n
+    if not yyjson_is_obj(root):
+        return 0
+    v = yyjson_obj_getn(root, b"jsonPayload", 11)
+    if v != NULL and yyjson_is_obj(v):
+        root = v
+    v = yyjson_obj_getn(root, b"embedding", 9)
+    if v == NULL:
+        return 0
+    n = array_len(v)
+    return n if n > 0 else 0
+
 
 cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64_t first_line,
                       Py_ssize_t max_bytes, Py_ssize_t want_dim, yyjson_alc *alc) noexcept nogil:
@@ -1314,13 +1335,14 @@ cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64
             if kind == LINE_UNREAD and nonblank == 1:
                 whole = True  # it may start a pretty-printed document
                 break
-            if kind == LINE_FAST:
+            if kind != LINE_UNREAD:
                 if row.emb_len:
                     if width < 0:
                         width = row.emb_len
                     elif width != row.emb_len:
                         whole = True  # the width rule is the message's: the reference's job
                         break
+            if kind == LINE_FAST:
                 row.msg = msg
                 row.line = line
                 row.rec_off = a
