@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit tools bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+# the editable install also compiles the decoder's fast path (setup.py): rebuild when it changes
+$(STAMP): pyproject.toml requirements.lock setup.py schemas/decode/_fastdecode.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
