@@ -323,3 +323,26 @@ def test_mutated_records_of_every_format(data: st.DataObject) -> None:
         lines.append(json.dumps(_mutated(record, path, new)).encode())
     lines += data.draw(st.lists(st.sampled_from(_TEMPLATES), max_size=3))
     assert_agree([MessageBytes(b"\n".join(lines), None, 3)])
+
+
+def test_otlp_span_variants() -> None:
+    config = SimulationConfig(start=START, hours=0.01, seed=4)
+    line = encode(next(iter(simulate_logs(config))), "otlp").decode()
+    start = line.split('"startTimeUnixNano":"')[1].split('"')[0]
+    variants = [
+        line,
+        line.replace(f'"startTimeUnixNano":"{start}"', f'"startTimeUnixNano":{start}'),
+        line.replace(f'"startTimeUnixNano":"{start}"', '"startTimeUnixNano":"+1"'),
+        line.replace('"status":{}', '"status":{"code":2,"message":"boom"}'),
+        line.replace('"status":{}', '"status":5'),
+        line.replace('"intValue":"', '"intValue":"-'),
+        line.replace('{"stringValue":"stop"}', '{"stringValue":"SAFETY"},{"stringValue":"x"}'),
+        line.replace('{"stringValue":"stop"}', ""),
+        line.replace('"gen_ai.response.id"', '"gen_ai.request.model"'),
+        line.replace('"gen_ai.', '"genai.'),
+        line.replace('"spans":[', '"spans":[{"traceId":"a","spanId":"b"},'),
+        line.replace('"resourceSpans":', '"model":"m","resourceSpans":'),
+    ]
+    messages = [MessageBytes(v.encode(), None, 1) for v in variants]
+    assert_agree(messages)
+    assert_agree([MessageBytes("\n".join(variants).encode())])
