@@ -140,10 +140,13 @@ def _fast_widths(columns: dict[str, Any], whole: set[int]) -> dict[int, set[int]
     """Per message, the embedding widths of its fast rows (one, by the scan's own rule)."""
     out: dict[int, set[int]] = {}
     width, origin = columns["width"], columns["origin"]
-    for i in np.flatnonzero(width).tolist():
-        msg = int(origin[i])
+    has = width > 0
+    if not has.any():
+        return out
+    pairs = np.unique(np.stack([origin[has], width[has]]), axis=1)
+    for msg, w in pairs.T.tolist():
         if msg not in whole:
-            out.setdefault(msg, set()).add(int(width[i]))
+            out.setdefault(msg, set()).add(w)
     return out
 
 
@@ -257,6 +260,7 @@ def _fast_pieces(columns: dict[str, Any], keep: npt.NDArray[np.bool_]) -> list[_
     for mask, dim in groups:
         if not mask.any():
             continue
+        everything = len(groups) == 1 and bool(mask.all())
         rows = np.flatnonzero(mask)
         emb_at = np.flatnonzero(has[rows])
         if dim is None or not len(emb_at):
@@ -266,15 +270,19 @@ def _fast_pieces(columns: dict[str, Any], keep: npt.NDArray[np.bool_]) -> list[_
         else:
             take = starts[rows[emb_at]][:, None] + np.arange(dim)
             embeddings = values[take]
-        scores = {c: col[rows] for c, col in columns["safety_scores"].items()}
+
+        def pick(column: Any, rows: IntArray = rows, everything: bool = everything) -> Any:
+            return column if everything else column[rows]  # no copy in the common case
+
+        scores = {c: pick(col) for c, col in columns["safety_scores"].items()}
         batch = LogBatch(
-            **{name: columns[name][rows] for name in (*_OBJECT_COLUMNS, *_FLOAT_COLUMNS)},
-            blocked=columns["blocked"][rows],
+            **{name: pick(columns[name]) for name in (*_OBJECT_COLUMNS, *_FLOAT_COLUMNS)},
+            blocked=pick(columns["blocked"]),
             safety_scores={c: col for c, col in scores.items() if not np.isnan(col).all()},
             embeddings=embeddings,
             embedding_rows=emb_at.astype(np.int64),
         )
-        pieces.append(_Piece(batch, columns["origin"][rows], columns["line"][rows]))
+        pieces.append(_Piece(batch, pick(columns["origin"]), pick(columns["line"])))
     return pieces
 
 
