@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck unit tools bench clean
 
 # the editable install also compiles the decoder's fast path (setup.py): rebuild when it changes
-$(STAMP): pyproject.toml requirements.lock setup.py schemas/decode/_fastdecode.pyx
+$(STAMP): pyproject.toml requirements.lock setup.py $(wildcard schemas/decode/_fast*.pyx schemas/decode/_fast*.pxi)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock

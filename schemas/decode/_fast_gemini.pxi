@@ -1,0 +1,294 @@
+# Included by _fastdecode.pyx (one Cython module, split for reading): A Gemini generateContent body (one answer).
+
+# ---------------------------------------------------------------- a Gemini body
+
+cdef inline bint known(uint32_t *seen, int bit) noexcept nogil:
+    """Mark a struct field seen; False if it was already (a repeated key: left to Python)."""
+    if seen[0] & ((<uint32_t>1) << bit):
+        return False
+    seen[0] |= (<uint32_t>1) << bit
+    return True
+
+cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
+    """Gemini `safetyRatings[]`, every one with a category name and a score in 0..1."""
+    cdef yyjson_arr_iter it
+    cdef yyjson_obj_iter fit
+    cdef yyjson_val *r
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen
+    cdef const char *name
+    cdef size_t n
+    cdef Score sc
+    cdef double score
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
+        return -1
+    while True:
+        r = yyjson_arr_iter_next(&it)
+        if r == NULL:
+            return 0
+        if not yyjson_is_obj(r) or not yyjson_obj_iter_init(r, &fit):
+            return -1
+        seen = 0
+        score = -1.0
+        sc.key.off = -1
+        while True:
+            k = yyjson_obj_iter_next(&fit)
+            if k == NULL:
+                break
+            name = yyjson_get_str(k)
+            n = yyjson_get_len(k)
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(name, n, b"category", 8):
+                if not known(&seen, 0) or not yyjson_is_str(x) or span_of(x, base, &sc.key, False):
+                    return -1
+            elif is_key(name, n, b"probability", 11):
+                if not known(&seen, 1) or not (
+                    yyjson_is_str(x) or yyjson_is_uint(x) or yyjson_is_sint(x) or yyjson_is_null(x)
+                ):
+                    return -1
+            elif is_key(name, n, b"probabilityScore", 16):
+                if not known(&seen, 2) or number_of(x, &score) or score > 1.0:
+                    return -1
+            elif is_key(name, n, b"blocked", 7):
+                if not known(&seen, 3) or not (
+                    yyjson_is_true(x) or yyjson_is_false(x) or yyjson_is_null(x)
+                ):
+                    return -1
+        if sc.key.off < 0 or score < 0.0:
+            return -1  # a band instead of a score, or no category: left to Python
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        sc.value = score
+        sc.provider = 1
+        o.scores[o.n_scores] = sc
+        o.n_scores += 1
+
+cdef Py_ssize_t array_len(yyjson_val *v) noexcept nogil:
+    """Elements of an array (0 for null), -1 for anything else."""
+    cdef yyjson_arr_iter it
+    cdef Py_ssize_t n = 0
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
+        return -1
+    while yyjson_arr_iter_next(&it) != NULL:
+        n += 1
+    return n
+
+cdef int read_citations(yyjson_val *v, double *count) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef uint32_t seen = 0
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"citations", 9):
+            if not known(&seen, 0):
+                return -1
+        elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"citationSources", 15):
+            if not known(&seen, 1):
+                return -1
+        else:
+            continue
+        n = array_len(yyjson_obj_iter_get_val(k))
+        if n < 0:
+            return -1
+        count[0] += n
+
+cdef int read_content(yyjson_val *v, double *chars, const char *base) noexcept nogil:
+    """`content.parts[]`: the characters of the texts that are not thoughts (NaN: none)."""
+    cdef yyjson_obj_iter it, pit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *parts = NULL
+    cdef yyjson_val *part
+    cdef yyjson_val *text
+    cdef yyjson_val *x
+    cdef bint thought
+    cdef uint32_t seen
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"parts", 5):
+            if parts != NULL:
+                return -1
+            parts = yyjson_obj_iter_get_val(k)
+    if parts == NULL or yyjson_is_null(parts):
+        return 0
+    if not yyjson_is_arr(parts) or not yyjson_arr_iter_init(parts, &ait):
+        return -1
+    while True:
+        part = yyjson_arr_iter_next(&ait)
+        if part == NULL:
+            return 0
+        if not yyjson_is_obj(part) or not yyjson_obj_iter_init(part, &pit):
+            return -1
+        seen = 0
+        text = NULL
+        thought = False
+        while True:
+            k = yyjson_obj_iter_next(&pit)
+            if k == NULL:
+                break
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(yyjson_get_str(k), yyjson_get_len(k), b"text", 4):
+                if not known(&seen, 0) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                    return -1
+                text = x
+            elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"thought", 7):
+                if not known(&seen, 1) or not (
+                    yyjson_is_true(x) or yyjson_is_false(x) or yyjson_is_null(x)
+                ):
+                    return -1
+                thought = yyjson_is_true(x)
+        if text != NULL and yyjson_is_str(text) and not thought:
+            n = chars_of(yyjson_get_str(text), yyjson_get_len(text))
+            if n < 0:
+                return -1
+            chars[0] = (0.0 if chars[0] != chars[0] else chars[0]) + n
+
+cdef int read_candidate(yyjson_val *c, Out *o, Row *row, const char *base) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
+        return -1
+    row.d[D_CITATIONS] = 0.0
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"index", 5):
+            # the primary answer only (index 0 or none): several answers are left to Python
+            if not known(&seen, 0) or not (
+                yyjson_is_null(x) or (yyjson_is_uint(x) and yyjson_get_uint(x) == 0)
+            ):
+                return -1
+        elif is_key(name, n, b"content", 7):
+            if not known(&seen, 1) or read_content(x, &row.d[D_RESPLEN], base):
+                return -1
+        elif is_key(name, n, b"finishReason", 12):
+            if not known(&seen, 2) or span_of(x, base, &row.s[S_FINISH], True):
+                return -1
+        elif is_key(name, n, b"safetyRatings", 13):
+            if not known(&seen, 3) or read_ratings(x, o, base):
+                return -1
+        elif is_key(name, n, b"citationMetadata", 16):
+            if not known(&seen, 4) or read_citations(x, &row.d[D_CITATIONS]):
+                return -1
+
+cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef uint32_t seen = 0
+    cdef int i
+    cdef double counts[4]
+    cdef const char *name
+    cdef size_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    for i in range(4):
+        counts[i] = NAN
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        if is_key(name, n, b"promptTokenCount", 16):
+            i = 0
+        elif is_key(name, n, b"candidatesTokenCount", 20):
+            i = 1
+        elif is_key(name, n, b"thoughtsTokenCount", 18):
+            i = 2
+        elif is_key(name, n, b"totalTokenCount", 15):
+            i = 3
+        else:
+            continue
+        if not known(&seen, i) or count_of(yyjson_obj_iter_get_val(k), &counts[i]):
+            return -1
+    # as the reference: a usage block with a prompt or total count reads missing ones as 0
+    if counts[0] == counts[0] or counts[3] == counts[3]:
+        row.d[D_TIN] = counts[0] if counts[0] == counts[0] else 0.0
+        row.d[D_TOUT] = (counts[1] if counts[1] == counts[1] else 0.0) + (
+            counts[2] if counts[2] == counts[2] else 0.0
+        )
+    return 0
+
+cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """One Gemini `generateContent` response with one answer, not a prompt block, not an
+    error; anything else (PaLM, OpenAI, streams, several answers) is left to Python."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *candidates = NULL
+    cdef yyjson_val *c
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Span version
+    version.off = -1
+    row.sc_off = o.n_scores
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"candidates", 10):
+            if not known(&seen, 0):
+                return -1
+            candidates = x
+        elif is_key(name, n, b"usageMetadata", 13):
+            if not known(&seen, 1) or read_usage(x, row):
+                return -1
+        elif is_key(name, n, b"modelVersion", 12):
+            if not known(&seen, 2) or span_of(x, base, &version, True):
+                return -1
+        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+              or is_key(name, n, b"promptFeedback", 14) or is_key(name, n, b"choices", 7)
+              or is_key(name, n, b"usage", 5) or is_key(name, n, b"model", 5)
+              or is_key(name, n, b"object", 6) or is_key(name, n, b"prompt_filter_results", 21)
+              or is_key(name, n, b"error", 5)):
+            return -1
+    if candidates == NULL or not yyjson_is_arr(candidates):
+        return -1
+    if not yyjson_arr_iter_init(candidates, &ait):
+        return -1
+    c = yyjson_arr_iter_next(&ait)
+    if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1  # no answer, or several: left to Python
+    if read_candidate(c, o, row, base):
+        return -1
+    if row.s[S_MODEL_VERSION].off < 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = o.n_scores - row.sc_off
+    row.provider = 1
+    return 0

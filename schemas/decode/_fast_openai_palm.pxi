@@ -1,0 +1,368 @@
+# Included by _fastdecode.pyx (one Cython module, split for reading): An OpenAI chat completion body and a Vertex AI PaLM predict body (one answer each).
+
+# ---------------------------------------------------------------- an OpenAI body
+
+cdef int read_message(yyjson_val *v, double *chars, double *citations) noexcept nogil:
+    """`message` or `delta`: its text's characters added to `chars`; url citations counted."""
+    cdef yyjson_obj_iter it, ait
+    cdef yyjson_arr_iter lit
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *a
+    cdef yyjson_val *t
+    cdef uint32_t seen = 0
+    cdef Py_ssize_t n
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"content", 7):
+            if not known(&seen, 0) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                return -1
+            if yyjson_is_str(x):
+                n = chars_of(yyjson_get_str(x), yyjson_get_len(x))
+                if n < 0:
+                    return -1
+                chars[0] = (0.0 if chars[0] != chars[0] else chars[0]) + n
+        elif citations != NULL and is_key(yyjson_get_str(k), yyjson_get_len(k), b"annotations", 11):
+            if not known(&seen, 1):
+                return -1
+            if yyjson_is_null(x):
+                continue
+            if not yyjson_is_arr(x) or not yyjson_arr_iter_init(x, &lit):
+                return -1
+            if citations[0] != citations[0]:
+                citations[0] = 0.0
+            while True:
+                a = yyjson_arr_iter_next(&lit)
+                if a == NULL:
+                    break
+                if not yyjson_is_obj(a) or not yyjson_obj_iter_init(a, &ait):
+                    return -1
+                t = NULL
+                while True:
+                    k = yyjson_obj_iter_next(&ait)
+                    if k == NULL:
+                        break
+                    if is_key(yyjson_get_str(k), yyjson_get_len(k), b"type", 4):
+                        if t != NULL:
+                            return -1
+                        t = yyjson_obj_iter_get_val(k)
+                        if not (yyjson_is_str(t) or yyjson_is_null(t)):
+                            return -1
+                if t != NULL and yyjson_is_str(t) and is_key(
+                    yyjson_get_str(t), yyjson_get_len(t), b"url_citation", 12
+                ):
+                    citations[0] += 1
+
+cdef int read_choice(yyjson_val *c, Row *row, const char *base) noexcept nogil:
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"index", 5):
+            if not known(&seen, 0) or not (
+                yyjson_is_null(x) or (yyjson_is_uint(x) and yyjson_get_uint(x) == 0)
+            ):
+                return -1
+        elif is_key(name, n, b"message", 7):
+            if not known(&seen, 1) or read_message(x, &row.d[D_RESPLEN], &row.d[D_CITATIONS]):
+                return -1
+        elif is_key(name, n, b"delta", 5):
+            if not known(&seen, 2) or read_message(x, &row.d[D_RESPLEN], NULL):
+                return -1
+        elif is_key(name, n, b"finish_reason", 13):
+            if not known(&seen, 3) or span_of(x, base, &row.s[S_FINISH], True):
+                return -1
+        elif is_key(name, n, b"content_filter_results", 22):
+            return -1  # Azure's filters: left to Python
+
+cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogil:
+    """One OpenAI chat completion with one answer and no Azure filter results."""
+    cdef yyjson_obj_iter it, uit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *choices = NULL
+    cdef yyjson_val *c
+    cdef uint32_t seen = 0, useen
+    cdef const char *name
+    cdef size_t n
+    cdef Span version
+    cdef int i
+    version.off = -1
+    row.s[S_FINISH].off = -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    row.d[D_CITATIONS] = NAN
+    row.d[D_RESPLEN] = NAN
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"choices", 7):
+            if not known(&seen, 0):
+                return -1
+            choices = x
+        elif is_key(name, n, b"usage", 5):
+            if not known(&seen, 1):
+                return -1
+            if yyjson_is_null(x):
+                continue
+            if not yyjson_is_obj(x) or not yyjson_obj_iter_init(x, &uit):
+                return -1
+            useen = 0
+            while True:
+                k = yyjson_obj_iter_next(&uit)
+                if k == NULL:
+                    break
+                if is_key(yyjson_get_str(k), yyjson_get_len(k), b"prompt_tokens", 13):
+                    i = D_TIN
+                elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"completion_tokens", 17):
+                    i = D_TOUT
+                else:
+                    continue
+                if not known(&useen, i) or count_of(yyjson_obj_iter_get_val(k), &row.d[i]):
+                    return -1
+        elif is_key(name, n, b"model", 5):
+            if not known(&seen, 2) or span_of(x, base, &version, True):
+                return -1
+        elif is_key(name, n, b"object", 6):
+            if not known(&seen, 3) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                return -1
+        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+              or is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
+              or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
+              or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5)):
+            return -1
+    if choices == NULL or not yyjson_is_arr(choices) or not yyjson_arr_iter_init(choices, &ait):
+        return -1
+    c = yyjson_arr_iter_next(&ait)
+    if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1
+    if read_choice(c, row, base):
+        return -1
+    # `chunk.model or None`: an empty name says nothing
+    if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0 and version.len > 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = 0
+    row.provider = 2
+    return 0
+
+# ---------------------------------------------------------------- a PaLM body
+
+cdef int read_attributes(yyjson_val *v, Out *o, Row *row, const char *base) noexcept nogil:
+    """`safetyAttributes` (one object): category scores paired up, ratings, `blocked`."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_arr_iter cit, sit
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *categories = NULL
+    cdef yyjson_val *scores = NULL
+    cdef yyjson_val *c
+    cdef yyjson_val *f
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Score sc
+    cdef double score
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"categories", 10):
+            if not known(&seen, 0):
+                return -1
+            categories = x
+        elif is_key(name, n, b"scores", 6):
+            if not known(&seen, 1):
+                return -1
+            scores = x
+        elif is_key(name, n, b"blocked", 7):
+            if not known(&seen, 2):
+                return -1
+            if yyjson_is_true(x):
+                row.blocked = 1
+                row.stage = 2
+            elif not (yyjson_is_false(x) or yyjson_is_null(x)):
+                return -1
+        elif is_key(name, n, b"safetyRatings", 13):
+            if not known(&seen, 3) or read_ratings(x, o, base):
+                return -1
+    if categories == NULL or scores == NULL:
+        return -1
+    if not yyjson_is_arr(categories) or not yyjson_arr_iter_init(categories, &cit):
+        return -1
+    if not yyjson_is_arr(scores) or not yyjson_arr_iter_init(scores, &sit):
+        return -1
+    while True:
+        c = yyjson_arr_iter_next(&cit)
+        f = yyjson_arr_iter_next(&sit)
+        if c == NULL and f == NULL:
+            return 0
+        if c == NULL or f == NULL:
+            return -1  # unpaired: an error the reference words
+        if span_of(c, base, &sc.key, False) or number_of(f, &score) or score > 1.0:
+            return -1
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        sc.value = score
+        sc.provider = 1
+        o.scores[o.n_scores] = sc
+        o.n_scores += 1
+
+cdef int read_token_count(yyjson_val *v, double *out) noexcept nogil:
+    """`{"totalTokens": n}`: a whole, non-negative number (null: unknown)."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x = NULL
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"totalTokens", 11):
+            if x != NULL:
+                return -1
+            x = yyjson_obj_iter_get_val(k)
+    if x == NULL or yyjson_is_null(x):
+        return 0
+    if number_of(x, out) or out[0] != <double>(<int64_t>out[0]):
+        return -1
+    return 0
+
+cdef int read_palm_metadata(yyjson_val *v, Row *row) noexcept nogil:
+    cdef yyjson_obj_iter it, tit
+    cdef yyjson_val *k
+    cdef yyjson_val *tokens = NULL
+    cdef uint32_t seen = 0
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"tokenMetadata", 13):
+            if tokens != NULL:
+                return -1
+            tokens = yyjson_obj_iter_get_val(k)
+    if tokens == NULL or yyjson_is_null(tokens):
+        return 0
+    if not yyjson_is_obj(tokens) or not yyjson_obj_iter_init(tokens, &tit):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&tit)
+        if k == NULL:
+            return 0
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"inputTokenCount", 15):
+            if not known(&seen, 0) or read_token_count(yyjson_obj_iter_get_val(k), &row.d[D_TIN]):
+                return -1
+        elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"outputTokenCount", 16):
+            if not known(&seen, 1) or read_token_count(
+                yyjson_obj_iter_get_val(k), &row.d[D_TOUT]
+            ):
+                return -1
+
+cdef int read_palm(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """One Vertex AI PaLM `predict` response with one prediction."""
+    cdef yyjson_obj_iter it, pit
+    cdef yyjson_arr_iter ait
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *predictions = NULL
+    cdef yyjson_val *p
+    cdef uint32_t seen = 0, pseen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef Span content
+    row.s[S_FINISH].off = -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    row.d[D_CITATIONS] = 0.0
+    row.d[D_RESPLEN] = NAN
+    row.sc_off = o.n_scores
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"predictions", 11):
+            if not known(&seen, 0):
+                return -1
+            predictions = x
+        elif is_key(name, n, b"metadata", 8):
+            if not known(&seen, 1) or read_palm_metadata(x, row):
+                return -1
+        elif (is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
+              or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
+              or is_key(name, n, b"choices", 7) or is_key(name, n, b"usage", 5)
+              or is_key(name, n, b"model", 5) or is_key(name, n, b"object", 6)
+              or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5)):
+            return -1
+    if predictions == NULL or not yyjson_is_arr(predictions):
+        return -1
+    if not yyjson_arr_iter_init(predictions, &ait):
+        return -1
+    p = yyjson_arr_iter_next(&ait)
+    if p == NULL or yyjson_arr_iter_next(&ait) != NULL:
+        return -1
+    if not yyjson_is_obj(p) or not yyjson_obj_iter_init(p, &pit):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&pit)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"content", 7):
+            if not known(&pseen, 0) or span_of(x, base, &content, True):
+                return -1
+            if content.off >= 0:
+                row.d[D_RESPLEN] = <double>chars_of(base + content.off, content.len)
+        elif is_key(name, n, b"safetyAttributes", 16):
+            if not known(&pseen, 1) or read_attributes(x, o, row, base):
+                return -1
+        elif is_key(name, n, b"citationMetadata", 16):
+            if not known(&pseen, 2) or read_citations(x, &row.d[D_CITATIONS]):
+                return -1
+    row.sc_n = o.n_scores - row.sc_off
+    row.provider = 3
+    return 0
