@@ -128,6 +128,11 @@ def test_secrets_referenced_are_exactly_the_receivers(name: str) -> None:
         # every {env: NAME} in the config is a secretKeyRef variable of the pod, and vice versa
         assert named == set(refs)
         assert [r["name"] for r in receivers] == [r["name"] for r in values.get("receivers", [])]
+        if receivers:
+            # undelivered notifications wait on the data volume, not the read-only root
+            mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+            outbox = Path(config["alerting"]["outbox_path"])
+            assert outbox.parent == Path(mounts["data"])
 
 
 def test_no_secret_value_is_inline_anywhere() -> None:

@@ -61,6 +61,7 @@ def test_full_values_render_every_feature() -> None:
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "PersistentVolumeClaim",
         "PodDisruptionBudget",
         "PrometheusRule",
         "ScaledObject",
@@ -196,3 +197,16 @@ def test_notes_tell_how_to_check_the_install() -> None:
     full = render(load_values("full-values")).notes
     assert "oncall-pagerduty (pagerduty)" in full
     assert "logs deployment/lookout-evaluate" in full
+
+
+def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
+    """The evaluator's alert outbox (and, in mode all, the DuckDB file) on a claimed volume."""
+    full = render(load_values("full-values"))
+    (claim,) = full.of_kind("PersistentVolumeClaim")
+    evaluate = full.one("Deployment", "lookout-evaluate")
+    volumes = {v["name"]: v for v in evaluate["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    ingest = full.one("Deployment", "lookout-ingest")
+    ingest_volumes = {v["name"]: v for v in ingest["spec"]["template"]["spec"]["volumes"]}
+    assert ingest_volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert render({}).of_kind("PersistentVolumeClaim") == []

@@ -161,7 +161,13 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- end -}}
 {{- $receivers = append $receivers $r -}}
 {{- end -}}
-{{- if $receivers -}}{{- $_ := set $alerting "receivers" $receivers -}}{{- end -}}
+{{- if $receivers -}}
+{{- $_ := set $alerting "receivers" $receivers -}}
+{{- /* undelivered notifications wait on the data volume (a PVC with persistence.enabled) */ -}}
+{{- if not (hasKey $alerting "outbox_path") -}}
+{{- $_ := set $alerting "outbox_path" "/var/lib/lookout/outbox.sqlite" -}}
+{{- end -}}
+{{- end -}}
 {{- if $v.routes -}}{{- $_ := set $alerting "routes" $v.routes -}}{{- end -}}
 {{- $_ := set $cfg "alerting" $alerting -}}
 {{- end -}}
