@@ -46,6 +46,11 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
                 max_bytes=source.max_bytes,
                 max_lease_duration_seconds=float(source.max_lease_duration_seconds),
                 ack_deadline_seconds=source.ack_deadline_seconds,
+                max_inflated_bytes=source.max_inflated_bytes,
+                dead_letter_overflow_path=source.dead_letter_overflow_path,
+                max_dead_letter_failures=source.max_dead_letter_failures,
+                max_backoff_seconds=source.max_backoff_seconds,
+                close_timeout_seconds=min(5.0, config.engine.grace_period_seconds / 5),
             )
         )
     msg = f"source kind {source.kind!r} cannot be used with `lookout run`; use `lookout demo`"
@@ -82,6 +87,7 @@ def serve(config: LookoutConfig) -> int:
             {"source": source.ready, "sink": pipeline.sink.writable},
             host=config.metrics.host,
             port=config.metrics.port,
+            details={"source": status} if (status := getattr(source, "status", None)) else None,
         ).start()
         log.warning(
             "serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port

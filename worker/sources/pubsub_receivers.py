@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,16 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest
 
-from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe
+from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe, reason_of
+from worker.sources.pubsub_pull_health import PullHealth
 
 log = logging.getLogger(__name__)
 
 #: Pub/Sub accepts up to 2,500 ack ids per request; stay well below the 512 KB request limit
 _ACK_CHUNK = 1000
-_CALL_TIMEOUT_SECONDS = 30.0
+#: every call is bounded and made with `retry=None` (we retry ourselves): the library's default
+#: retry keeps a call to a dead endpoint going for a minute, past any shutdown grace period
+CALL_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Received:
     attributes: dict[str, str]
     received_at: float
     message: Message | None = None  # streaming only: acks go through the stream while it lives
+    #: Pub/Sub's count of deliveries (set when the subscription has a dead-letter policy), or 0
+    delivery_attempt: int = 0
     generation: int = 0
     next_extension: float = field(default=0.0)
 
@@ -57,6 +63,8 @@ class Counters:
     lease_extensions: int = 0
     ack_failures: int = 0
     lease_expired: int = 0
+    #: ack/nack/extension failures by `failure_policy.reason_of` label
+    call_errors: Counter[str] = field(default_factory=Counter)
 
 
 def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
@@ -76,6 +84,7 @@ def unary_modify(
     ack_ids: Sequence[str],
     deadline: int,
     counters: Counters,
+    timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> None:
     """ModifyAckDeadline (0 = nack) in chunks; failures are counted and logged, not raised.
 
@@ -87,10 +96,11 @@ def unary_modify(
                 subscription=subscription, ack_ids=chunk, ack_deadline_seconds=deadline
             )
             client.modify_ack_deadline(
-                request=ModifyAckDeadlineRequest.wrap(request), timeout=_CALL_TIMEOUT_SECONDS
+                request=ModifyAckDeadlineRequest.wrap(request), timeout=timeout, retry=None
             )
         except gexc.GoogleAPICallError as e:
             counters.ack_failures += 1
+            counters.call_errors[reason_of(e)] += 1
             log.warning(
                 "modify_ack_deadline(%ss) of %d messages failed: %s",
                 deadline,
@@ -105,26 +115,32 @@ def unary_ack(
     ack_ids: Sequence[str],
     counters: Counters,
     attempts: int = 3,
+    timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> None:
-    """Acknowledge in chunks, retrying transient errors; a lost ack means a redelivery."""
+    """Acknowledge in chunks, retrying transient errors, all within `timeout` seconds; a lost
+    ack only means a redelivery."""
+    deadline = time.monotonic() + timeout  # all attempts of all chunks together
     for chunk in _chunks(ack_ids):
         request = _ack_request(subscription, chunk)
         for attempt in range(attempts):
             try:
-                client.acknowledge(request=request, timeout=_CALL_TIMEOUT_SECONDS)
+                left = max(deadline - time.monotonic(), 0.1)
+                client.acknowledge(request=request, timeout=left, retry=None)
                 break
             except RETRYABLE_EXCEPTIONS as e:
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or time.monotonic() >= deadline:
                     counters.ack_failures += 1
+                    counters.call_errors[reason_of(e)] += 1
                     log.warning(
                         "ack of %d messages failed, they will be redelivered: %s",
                         len(chunk),
                         describe(e),
                     )
-                else:
-                    time.sleep(0.2 * 2**attempt)
+                    break
+                time.sleep(min(0.2 * 2**attempt, max(deadline - time.monotonic(), 0.0)))
             except gexc.GoogleAPICallError as e:
                 counters.ack_failures += 1
+                counters.call_errors[reason_of(e)] += 1
                 log.warning(
                     "ack of %d messages failed, they will be redelivered: %s",
                     len(chunk),
@@ -145,6 +161,8 @@ class UnaryReceiver:
         max_lease_duration_seconds: float,
         counters: Counters,
         held: Callable[[], list[Received]],
+        health: PullHealth,
+        connected: Callable[[], bool],
     ) -> None:
         self._client = client
         self._subscription = subscription
@@ -152,32 +170,42 @@ class UnaryReceiver:
         self._max_lease = max_lease_duration_seconds
         self._counters = counters
         self._held = held
+        self._health = health
+        self._connected = connected
         self._stopped = threading.Event()
-        self._last_ok = time.monotonic()
-        self._healthy = True
+        #: seconds allowed per ack/nack call; the source lowers it for the final nack at close
+        self.call_timeout = CALL_TIMEOUT_SECONDS
         self._thread = threading.Thread(target=self._extend_loop, name="lookout-lease", daemon=True)
         self._thread.start()
 
     def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        """Pull until messages come or `timeout_seconds` pass; failures back off (PullHealth)."""
         deadline = time.monotonic() + timeout_seconds
         while not self._stopped.is_set():
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now < self._health.retry_at:  # backing off after a failure
+                if now >= deadline:
+                    return []
+                self._stopped.wait(min(self._health.retry_at, deadline) - now)
+                continue
+            remaining = deadline - now
             try:
                 response = self._client.pull(
                     subscription=self._subscription,
                     max_messages=max_messages,
                     timeout=max(remaining, 1.0),
+                    retry=None,
                 )
-            except (gexc.DeadlineExceeded, gexc.RetryError):
+            except gexc.DeadlineExceeded as e:
+                # an idle subscription on a live connection; a dead endpoint if not connected
+                if not self._connected():
+                    self._health.failed(e)
+                    continue
                 response = None
             except gexc.GoogleAPICallError as e:
-                self._healthy = False
-                log.warning("pull from %s failed: %s", self._subscription, describe(e))
-                time.sleep(min(max(remaining, 0.0), 1.0))
-                if time.monotonic() >= deadline:
-                    return []
+                self._health.failed(e)
                 continue
-            self._healthy, self._last_ok = True, time.monotonic()
+            self._health.succeeded()
             # the raw protobuf: proto-plus attribute access cost half the loop's time
             raw = None if response is None else type(response).pb(response)
             if raw is not None and raw.received_messages:
@@ -192,6 +220,7 @@ class UnaryReceiver:
                         attributes=dict(m.message.attributes),
                         received_at=now,
                         next_extension=now + 5.0,
+                        delivery_attempt=m.delivery_attempt,
                     )
                     for m in raw.received_messages
                 ]
@@ -219,13 +248,26 @@ class UnaryReceiver:
                 self._counters.lease_extensions += len(due)
 
     def ack(self, items: Sequence[Received]) -> None:
-        unary_ack(self._client, self._subscription, [i.ack_id for i in items], self._counters)
+        unary_ack(
+            self._client,
+            self._subscription,
+            [i.ack_id for i in items],
+            self._counters,
+            timeout=self.call_timeout,
+        )
 
     def nack(self, items: Sequence[Received]) -> None:
-        unary_modify(self._client, self._subscription, [i.ack_id for i in items], 0, self._counters)
+        unary_modify(
+            self._client,
+            self._subscription,
+            [i.ack_id for i in items],
+            0,
+            self._counters,
+            timeout=self.call_timeout,
+        )
 
     def ready(self) -> bool:
-        return self._healthy and not self._stopped.is_set()
+        return self._health.ready and not self._stopped.is_set()
 
     def stop(self) -> None:
         """Stop pulling; keep extending leases of held messages until `close`."""
@@ -233,7 +275,7 @@ class UnaryReceiver:
 
     def close(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=2)
 
 
 class StreamingReceiver:
@@ -248,9 +290,15 @@ class StreamingReceiver:
         ack_deadline_seconds: int,
         counters: Counters,
         held: Callable[[], list[Received]],
+        health: PullHealth,
+        connected: Callable[[], bool],
     ) -> None:
         self._client = client
         self._subscription = subscription
+        self._health = health
+        self._connected = connected
+        self._opened_at = time.monotonic()
+        self.call_timeout = CALL_TIMEOUT_SECONDS
         self._flow_control = flow_control
         self._deadline = ack_deadline_seconds
         self._counters = counters
@@ -274,6 +322,7 @@ class StreamingReceiver:
                 await_callbacks_on_shutdown=True,
             )
             self._stream_alive = True
+            self._opened_at = time.monotonic()
             self._future.add_done_callback(lambda f: self._on_done(f, generation))
 
     def _on_message(self, message: Message, generation: int) -> None:
@@ -287,8 +336,11 @@ class StreamingReceiver:
                     received_at=time.monotonic(),
                     message=message,
                     generation=generation,
+                    delivery_attempt=message.delivery_attempt or 0,
                 )
             )
+            if not self._health.ready:
+                self._health.succeeded()
         except Exception as e:  # never let a message vanish inside the client's executor
             self._counters.callback_errors += 1
             log.error(
@@ -306,15 +358,16 @@ class StreamingReceiver:
         if self._stopping.is_set():
             return
         error = future.exception() if not future.cancelled() else None
-        log.warning(
-            "streaming pull on %s ended (%s); reopening",
-            self._subscription,
-            describe(error) if error else "cancelled",
-        )
-        threading.Thread(target=self._reopen, name="lookout-reopen", daemon=True).start()
+        if error is None:
+            error = ConnectionError("the stream ended without an error")
+        if time.monotonic() - self._opened_at > 60:
+            self._health.succeeded()  # it worked for a while: start the backoff afresh
+        delay = self._health.failed(error)
+        threading.Thread(
+            target=self._reopen, args=(delay,), name="lookout-reopen", daemon=True
+        ).start()
 
-    def _reopen(self) -> None:
-        delay = 0.5
+    def _reopen(self, delay: float) -> None:
         while not self._stopping.is_set():
             if self._stopping.wait(delay):
                 return
@@ -356,7 +409,9 @@ class StreamingReceiver:
             else:
                 stale.append(item.ack_id)
         if stale:
-            unary_ack(self._client, self._subscription, stale, self._counters)
+            unary_ack(
+                self._client, self._subscription, stale, self._counters, timeout=self.call_timeout
+            )
 
     def nack(self, items: Sequence[Received]) -> None:
         stale = []
@@ -367,10 +422,25 @@ class StreamingReceiver:
             else:
                 stale.append(item.ack_id)
         if stale:
-            unary_modify(self._client, self._subscription, stale, 0, self._counters)
+            unary_modify(
+                self._client,
+                self._subscription,
+                stale,
+                0,
+                self._counters,
+                timeout=self.call_timeout,
+            )
 
     def ready(self) -> bool:
-        return self._stream_alive and not self._stopping.is_set()
+        """An open stream on a connected channel, or one that has delivered since it failed."""
+        if not self._stream_alive or self._stopping.is_set():
+            return False
+        if self._health.ready:
+            return True
+        if self._connected() and time.monotonic() - self._opened_at > 2.0:
+            self._health.succeeded()  # open for 2 s on a live connection: the stream holds
+            return True
+        return False
 
     def stop(self) -> None:
         """Close the stream (draining callbacks), nack what was never polled, and give held
@@ -382,7 +452,7 @@ class StreamingReceiver:
         if future is not None:
             future.cancel()
             try:
-                future.result(timeout=30)
+                future.result(timeout=CALL_TIMEOUT_SECONDS)
             except Exception as e:  # a stream that died on its own is already stopped
                 log.debug("streaming pull ended with %s", describe(e))
         unpolled: list[str] = []

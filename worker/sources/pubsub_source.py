@@ -10,7 +10,12 @@ What it adds on top of receiving (see `pubsub_receivers`):
   duplicate of a message the engine still holds is held with it and acked or nacked with it
   (acking it early would ack the original too, and a crash before the checkpoint would lose it);
 - `dead_letter` publishes each bad record's original bytes with the reason as attributes and
-  waits for Pub/Sub to confirm.
+  waits for Pub/Sub to confirm (see `pubsub_dead_letter`: a body too large for Pub/Sub goes
+  as a finder record, nothing on that path raises, and a message whose bad records cannot be
+  dead-lettered `max_dead_letter_failures` times is given up on, logged with its finder facts,
+  rather than redelivered forever);
+- pulls that fail back off and say why once (see `pubsub_pull_health`); `ready` is False until
+  a pull has worked.
 
 Why unary pull is the default (`mode="unary"`): the engine already polls in batches and holds
 messages until its checkpoint, which is exactly unary pull's shape; memory is bounded by what we
@@ -28,29 +33,40 @@ import logging
 import threading
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from google.cloud import pubsub_v1
 
 from schemas.errors import DecodeError
-from worker.failure_policy import InvalidSetting, describe
+from worker.failure_policy import ERROR_REASONS, InvalidSetting
 from worker.source import SourceMessage
 from worker.sources.grpc_channel import (
     ChannelFactory,
+    ConnectivityWatch,
     channel_factory,
+    describe_endpoint,
     emulator_host_from_env,
     publisher_client,
     subscriber_client,
+    what_to_check,
 )
+from worker.sources.pubsub_dead_letter import (
+    DeadLetterer,
+    FailureMemory,
+    check_overflow_path,
+    publisher_options,
+)
+from worker.sources.pubsub_pull_health import PullHealth, PullTarget
 from worker.sources.pubsub_receivers import Counters, Received, StreamingReceiver, UnaryReceiver
 
 log = logging.getLogger(__name__)
 
 PullMode = Literal["unary", "streaming"]
-_DEAD_LETTER_TIMEOUT_SECONDS = 30.0
+#: the steps `lookout_source_errors_total` counts failures of (a closed set, like the reasons)
+ERROR_STEPS: tuple[str, ...] = ("pull", "ack", "dead_letter")
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,16 @@ class PubSubSourceSettings:
     ack_deadline_seconds: int = 60
     max_inflated_bytes: int = 64 * 1024 * 1024
     recent_ids: int = 100_000
+    #: the whole body of a record too large to publish is written here (a local directory)
+    dead_letter_overflow_path: str | None = None
+    #: after this many failed dead-letter attempts of one message (counted here, or Pub/Sub's
+    #: delivery_attempt when larger) it is given up on: logged and acked, not redelivered
+    max_dead_letter_failures: int = 5
+    dead_letter_timeout_seconds: float = 10.0
+    #: longest wait between pulls while pulling fails (exponential from 0.5 s)
+    max_backoff_seconds: float = 30.0
+    #: time allowed at close to hand un-acked messages back, whatever the network does
+    close_timeout_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -77,6 +103,10 @@ class PubSubSourceSettings:
             "max_lease_duration_seconds": (self.max_lease_duration_seconds, 10, 86_400),
             "max_inflated_bytes": (self.max_inflated_bytes, 1024, 1 << 34),
             "recent_ids": (self.recent_ids, 0, 10_000_000),
+            "max_dead_letter_failures": (self.max_dead_letter_failures, 1, 1000),
+            "dead_letter_timeout_seconds": (self.dead_letter_timeout_seconds, 1, 600),
+            "max_backoff_seconds": (self.max_backoff_seconds, 0.5, 3600),
+            "close_timeout_seconds": (self.close_timeout_seconds, 0.5, 600),
         }
         for name, (value, low, high) in checks.items():
             if not low <= value <= high:
@@ -103,6 +133,10 @@ class PubSubSourceStats:
     lease_expired: int
     ack_failures: int
     held: int
+    dead_letter_oversized: int = 0
+    dead_letter_given_up: int = 0
+    #: ((step, reason), count) for `lookout_source_errors_total{step,reason}`
+    errors: tuple[tuple[tuple[str, str], int], ...] = field(default=())
 
 
 class InflateError(ValueError):
@@ -140,10 +174,26 @@ class PubSubSource:
         self, settings: PubSubSourceSettings, *, channel_factory: ChannelFactory | None = None
     ) -> None:
         self.settings = settings
+        self._overflow = check_overflow_path(settings.dead_letter_overflow_path)
         self._channels = channel_factory or _default_channels()
-        self._client = subscriber_client(self._channels)
+        channel = self._channels()
+        self._watch = ConnectivityWatch(channel)
+        self._client = subscriber_client(self._channels, channel)
         self._path = self._client.subscription_path(settings.project, settings.subscription)
         self.name = f"pubsub:{self._path}"
+        self.health = PullHealth(
+            PullTarget(
+                project=settings.project,
+                subscription=settings.subscription,
+                path=self._path,
+                endpoint=describe_endpoint(self._channels),
+                what_to_check=what_to_check(self._channels),
+            ),
+            max_backoff=settings.max_backoff_seconds,
+        )
+        self._failures = FailureMemory()
+        self._dead_letter_errors: Counter[str] = Counter()
+        self._topic_problem_logged = False
         self._lock = threading.Lock()
         self._held: dict[str, Received] = {}  # ack_id -> message the engine holds
         self._holder: dict[str, str] = {}  # message_id -> ack_id handed to the engine
@@ -157,8 +207,10 @@ class PubSubSource:
             "bad_encoding": 0,
             "dead_lettered_records": 0,
             "dead_letter_failures": 0,
+            "dead_letter_oversized": 0,
+            "dead_letter_given_up": 0,
         }
-        self._publisher: pubsub_v1.PublisherClient | None = None
+        self._dlq: DeadLetterer | None = None
         self._receiver: UnaryReceiver | StreamingReceiver
         if settings.mode == "streaming":
             self._receiver = StreamingReceiver(
@@ -172,6 +224,8 @@ class PubSubSource:
                 ack_deadline_seconds=settings.ack_deadline_seconds,
                 counters=self._counters,
                 held=self._held_snapshot,
+                health=self.health,
+                connected=lambda: self._watch.connected,
             )
         else:
             self._receiver = UnaryReceiver(
@@ -181,6 +235,8 @@ class PubSubSource:
                 max_lease_duration_seconds=settings.max_lease_duration_seconds,
                 counters=self._counters,
                 held=self._held_snapshot,
+                health=self.health,
+                connected=lambda: self._watch.connected,
             )
 
     @property
@@ -272,15 +328,19 @@ class PubSubSource:
             self._receiver.nack(items)
 
     def dead_letter(self, message: SourceMessage, errors: Sequence[DecodeError]) -> bool:
-        """Publish each bad record to the dead-letter topic and wait; False if any publish failed.
+        """Publish each bad record to the dead-letter topic and wait; False if it failed.
 
-        Without a dead-letter topic the errors are logged (message id, line, field, reason) and
-        True is returned: the records are reported, and nacking would only loop them forever.
+        Never raises. Without a dead-letter topic the errors are logged (message id, line,
+        field, reason) and True is returned: the records are reported, and nacking would only
+        loop them forever. A failure returns False (the caller nacks; Pub/Sub redelivers)
+        until the message has failed `max_dead_letter_failures` times (our count, or Pub/Sub's
+        delivery_attempt when larger): then it is given up on — logged with each record's
+        size and sha256, its body kept in the overflow directory if set — and True returned.
         """
         if not errors:
             return True
-        topic = self.settings.dead_letter_topic
-        if topic is None:
+        dlq = self._dead_letterer()
+        if dlq is None:
             for error in errors:
                 log.warning(
                     "bad record in message %s on %s (no dead-letter topic): %s",
@@ -289,49 +349,80 @@ class PubSubSource:
                     error.describe(),
                 )
             return True
-        if self._publisher is None:
-            self._publisher = publisher_client(
+        outcome = dlq.send(message, errors)
+        with self._lock:
+            self._counts["dead_letter_oversized"] += outcome.oversized
+            if outcome.ok:
+                self._counts["dead_lettered_records"] += len(errors)
+                self._failures.forget(message.message_id)
+                return True
+            self._counts["dead_letter_failures"] += 1
+            self._dead_letter_errors[outcome.error_reason] += 1
+            held = self._held.get(message.ack_id)
+            attempts = max(
+                self._failures.add(message.message_id), held.delivery_attempt if held else 0
+            )
+        limit = self.settings.max_dead_letter_failures
+        if attempts >= limit:
+            dlq.give_up(message, errors, f"{attempts} attempts failed, the last: {outcome.reason}")
+            with self._lock:
+                self._counts["dead_letter_given_up"] += len(errors)
+                self._failures.forget(message.message_id)
+            return True
+        if not outcome.retryable and not self._topic_problem_logged:
+            self._topic_problem_logged = True
+            log.error(
+                "the dead-letter topic %s refuses publishes (%s): create it with `lookout pubsub "
+                "init --project %s --topic TOPIC --subscription %s --dead-letter-topic %s` or "
+                "grant roles/pubsub.publisher on it; messages with bad records are nacked and "
+                "given up on after %d attempts each",
+                dlq.topic_path,
+                outcome.reason,
+                self.settings.project,
+                self.settings.subscription,
+                self.settings.dead_letter_topic,
+                limit,
+            )
+        log.warning(
+            "dead-lettering the bad records of message %s to %s failed (attempt %d of %d, "
+            "nacked for redelivery): %s",
+            message.message_id,
+            dlq.topic_path,
+            attempts,
+            limit,
+            outcome.reason,
+        )
+        return False
+
+    def _dead_letterer(self) -> DeadLetterer | None:
+        topic = self.settings.dead_letter_topic
+        if topic is None:
+            return None
+        if self._dlq is None:
+            timeout = self.settings.dead_letter_timeout_seconds
+            publisher = publisher_client(
                 self._channels,
                 pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
+                publisher_options(timeout),
             )
-        topic_path = self._publisher.topic_path(self.settings.project, topic)
-        futures = []
-        for error in errors:
-            attributes = {
-                "error": error.error_type,
-                "error_detail": error.describe()[:1024],
-                "source_message_id": message.message_id,
-                "source_subscription": self._path,
-            }
-            if "format" in message.attributes:
-                attributes["format"] = message.attributes["format"]
-            futures.append(self._publisher.publish(topic_path, error.raw, **attributes))
-        failed = 0
-        reason = ""
-        for future in futures:
-            try:
-                future.result(timeout=_DEAD_LETTER_TIMEOUT_SECONDS)
-            except Exception as e:  # any failure means: do not ack, let Pub/Sub redeliver
-                failed += 1
-                reason = describe(e)
-        with self._lock:
-            self._counts["dead_lettered_records"] += len(futures) - failed
-            self._counts["dead_letter_failures"] += 1 if failed else 0
-        if failed:
-            log.error(
-                "dead-lettering %d of %d bad records of message %s to %s failed: %s",
-                failed,
-                len(futures),
-                message.message_id,
-                topic_path,
-                reason,
+            self._dlq = DeadLetterer(
+                publisher,
+                publisher.topic_path(self.settings.project, topic),
+                self._path,
+                overflow=self._overflow,
+                timeout_seconds=timeout,
             )
-            return False
-        return True
+        return self._dlq
 
     def stats(self) -> PubSubSourceStats:
         with self._lock:
             c = self._counters
+            errors = {("pull", reason): self.health.errors[reason] for reason in ERROR_REASONS}
+            errors |= {("ack", reason): c.call_errors[reason] for reason in ERROR_REASONS}
+            errors |= {
+                ("dead_letter", reason): self._dead_letter_errors[reason]
+                for reason in ERROR_REASONS
+            }
             return PubSubSourceStats(
                 **self._counts,
                 callback_errors=c.callback_errors,
@@ -340,24 +431,38 @@ class PubSubSource:
                 lease_expired=c.lease_expired,
                 ack_failures=c.ack_failures,
                 held=len(self._held),
+                errors=tuple(errors.items()),
             )
 
     def ready(self) -> bool:
+        """Connected: a pull has worked and none has failed since (see `PullHealth`)."""
         return self._receiver.ready()
 
+    def status(self) -> str:
+        """Why not ready, for the /readyz body."""
+        return self.health.status()
+
     def stop(self) -> None:
+        """Stop pulling; from now on every call is bounded by `close_timeout_seconds`, so the
+        final checkpoint's ack and the nacks at close fit in the grace period."""
+        self._receiver.call_timeout = self.settings.close_timeout_seconds
         self._receiver.stop()
 
     def close(self) -> None:
-        """Nack whatever is still held (it was never made durable), then drop connections."""
+        """Nack whatever is still held (it was never made durable), then drop connections.
+
+        Bounded by `close_timeout_seconds` per call whatever the network does: a nack that
+        does not arrive only means Pub/Sub redelivers after the ack deadline.
+        """
         self._receiver.stop()
         with self._lock:
             leftover = list(self._held)
+        self._receiver.call_timeout = self.settings.close_timeout_seconds
         self.nack(leftover)
         self._receiver.close()
-        if self._publisher is not None:
-            self._publisher.stop()
-            self._publisher.transport.close()
+        if self._dlq is not None:
+            self._dlq.close()
+        self._watch.close()
         self._client.close()
 
 
