@@ -9,9 +9,13 @@ subscription logged the same warning every 0.5 s forever; a changed `pubsub init
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,48 @@ SLACK = 6.0
 def dead_env() -> dict[str, str]:
     """PUBSUB_EMULATOR_HOST at a loopback port nobody listens on."""
     return {**os.environ, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{free_port()}"}
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers (a wedged proxy or a
+    firewall that black-holes): the case where a client waits rather than fails."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_init_at_a_port_that_never_answers_exits_1_in_seconds(silent_port: int) -> None:
+    host = f"127.0.0.1:{silent_port}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [LOOKOUT, "pubsub", "init", "-p", PROJECT, "-t", "l", "-s", "s", "--timeout", str(TIMEOUT)],
+        env={**os.environ, "PUBSUB_EMULATOR_HOST": host},
+        capture_output=True,
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    line = one_line(result.stderr.decode())
+    print(f"pubsub init at a port that never answers: exit {result.returncode} in {took:.1f} s")
+    assert result.returncode == 1 and took < TIMEOUT + SLACK, (took, line)
+    assert f"cannot reach Pub/Sub at {host} (PUBSUB_EMULATOR_HOST) within 3 s" in line, line
 
 
 def one_line(text: str) -> str:
