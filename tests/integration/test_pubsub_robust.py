@@ -51,7 +51,7 @@ def big_line() -> bytes:
 
 
 def pull_all(
-    channels: ChannelFactory, subscription: str, *, quiet_seconds: float = 2.0
+    channels: ChannelFactory, subscription: str, *, quiet_seconds: float = 1.0
 ) -> list[tuple[bytes, dict[str, str]]]:
     """Pull and ack until nothing came for `quiet_seconds` (60 s at most)."""
     client = subscriber_client(channels)
