@@ -109,3 +109,8 @@ def describe(error: BaseException) -> str:
 
 class InvalidSetting(LookoutError, ValueError):
     """A setting is out of the range Pub/Sub accepts; names the setting, value and range."""
+
+
+class SetupError(LookoutError, ValueError):
+    """The source cannot start (no credentials, say); says what to do. A ValueError so that
+    `lookout run` reports it as one line with exit status 2, as it does a bad setting."""

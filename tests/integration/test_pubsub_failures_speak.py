@@ -276,3 +276,23 @@ def test_streaming_pull_on_a_missing_subscription_backs_off_and_is_not_ready(
     print(f"streaming, missing subscription: 4 failed opens in {took:.1f} s; ready {ready}")
     assert not ready and "does not exist" in status, status
     assert took >= 0.5 + 1.0 + 1.0, f"4 attempts in {took:.1f} s: no backoff"
+
+
+def test_run_without_emulator_or_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "w.yaml",
+        {"project": PROJECT, "subscription": "s", "dead_letter_topic": "d"},
+        tmp_path / "sink.duckdb",
+    )
+    env = {
+        **os.environ,
+        "PUBSUB_EMULATOR_HOST": "",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json"),
+    }
+    result = subprocess.run(
+        [LOOKOUT, "run", "--config", str(config)], env=env, capture_output=True, timeout=60
+    )
+    line = one_line(result.stderr.decode())
+    assert result.returncode == 2, line
+    assert line.startswith("lookout run: no Google credentials for Pub/Sub"), line
+    assert "Workload Identity" in line and "PUBSUB_EMULATOR_HOST" in line, line

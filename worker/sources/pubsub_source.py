@@ -35,10 +35,11 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
+from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
 
 from schemas.errors import DecodeError
-from worker.failure_policy import ERROR_REASONS
+from worker.failure_policy import ERROR_REASONS, SetupError, describe
 from worker.source import SourceMessage
 from worker.sources.grpc_channel import (
     ChannelFactory,
@@ -90,7 +91,14 @@ class PubSubSource:
         self.settings = settings
         self._overflow = check_overflow_path(settings.dead_letter_overflow_path)
         self._channels = channel_factory or _default_channels()
-        channel = self._channels()
+        try:
+            channel = self._channels()
+        except google_auth_exceptions.GoogleAuthError as e:
+            msg = (
+                f"no Google credentials for Pub/Sub ({describe(e)}): use Workload Identity or "
+                "`gcloud auth application-default login`, or set PUBSUB_EMULATOR_HOST"
+            )
+            raise SetupError(msg) from e
         self._watch = ConnectivityWatch(channel)
         self._client = subscriber_client(self._channels, channel)
         self._path = self._client.subscription_path(settings.project, settings.subscription)
@@ -124,7 +132,8 @@ class PubSubSource:
             "dead_letter_oversized": 0,
             "dead_letter_given_up": 0,
         }
-        self._dlq: DeadLetterer | None = None
+        #: made now, not at the first bad record: nothing on the dead-letter path may fail late
+        self._dlq = self._dead_letterer()
         self._receiver: UnaryReceiver | StreamingReceiver
         if settings.mode == "streaming":
             self._receiver = StreamingReceiver(
@@ -253,7 +262,7 @@ class PubSubSource:
         """
         if not errors:
             return True
-        dlq = self._dead_letterer()
+        dlq = self._dlq
         if dlq is None:
             for error in errors:
                 log.warning(
@@ -312,21 +321,19 @@ class PubSubSource:
         topic = self.settings.dead_letter_topic
         if topic is None:
             return None
-        if self._dlq is None:
-            timeout = self.settings.dead_letter_timeout_seconds
-            publisher = publisher_client(
-                self._channels,
-                pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
-                publisher_options(timeout),
-            )
-            self._dlq = DeadLetterer(
-                publisher,
-                publisher.topic_path(self.settings.project, topic),
-                self._path,
-                overflow=self._overflow,
-                timeout_seconds=timeout,
-            )
-        return self._dlq
+        timeout = self.settings.dead_letter_timeout_seconds
+        publisher = publisher_client(
+            self._channels,
+            pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
+            publisher_options(timeout),
+        )
+        return DeadLetterer(
+            publisher,
+            publisher.topic_path(self.settings.project, topic),
+            self._path,
+            overflow=self._overflow,
+            timeout_seconds=timeout,
+        )
 
     def stats(self) -> PubSubSourceStats:
         with self._lock:
