@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import time
 import zlib
 from concurrent.futures import Future
 from pathlib import Path
@@ -382,3 +383,27 @@ def test_reasons_and_descriptions_of_errors() -> None:
     assert reason_of(api_error(gexc.PermissionDenied, "no")) == "permission_denied"
     assert describe(TimeoutError()) == "TimeoutError: no answer in time"
     assert set(ERROR_REASONS) >= {reason_of(api_error(gexc.NotFound, "x")), reason_of(OSError())}
+
+
+def test_a_topic_that_does_not_answer_is_waited_for_once_then_skipped_for_a_while() -> None:
+    """All records of a message share one timeout, and the next message does not wait again:
+    a poll of bad messages cannot hold the worker (or its SIGTERM) for minutes."""
+
+    class Silent(FakePublisher):
+        def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
+            return Future()  # never resolves
+
+    dlq = DeadLetterer(
+        Silent(), "projects/p/topics/dlq", "projects/p/subscriptions/s", timeout_seconds=1.0
+    )
+    errors = [DecodeError(i, "bad", b"{") for i in range(1, 6)]
+    started = time.monotonic()
+    first = dlq.send(MESSAGE, errors)
+    waited = time.monotonic() - started
+    second = dlq.send(MESSAGE, errors)
+    both = time.monotonic() - started
+
+    assert not first.ok and first.attempted and first.error_reason == "deadline_exceeded"
+    assert "5 of 5 records" in first.reason
+    assert not second.ok and not second.attempted
+    assert 1.0 <= waited < 2.0 and both - waited < 0.1, (waited, both)

@@ -13,7 +13,10 @@ What it promises:
   act on (nack and retry later, classified by `worker.failure_policy`);
 - `FailureMemory` counts failures per message id (bounded), so a message whose bad records
   cannot be dead-lettered N times is given up on — logged with its finder facts and written to
-  the overflow path when there is one — instead of being redelivered forever.
+  the overflow path when there is one — instead of being redelivered forever;
+- waiting is bounded: all records of one message share one `timeout_seconds`, and after a
+  publish timed out, `send` fails at once (uncounted) for the next `timeout_seconds`, so a
+  poll full of bad messages cannot hold the worker (and its SIGTERM) for minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -113,6 +117,8 @@ class Outcome:
     retryable: bool = True
     error_reason: str = ""  # a `failure_policy.ERROR_REASONS` label
     oversized: int = 0  # records sent as finders
+    #: False when nothing was tried (the topic timed out moments ago): not a failed attempt
+    attempted: bool = True
 
 
 class FailureMemory:
@@ -153,6 +159,7 @@ class DeadLetterer:
         self._subscription = subscription_path
         self._overflow = overflow
         self._timeout = timeout_seconds
+        self._quiet_until = float("-inf")  # after a timeout, do not wait again before this
 
     def _attributes(self, message: SourceMessage, error: DecodeError) -> dict[str, str]:
         attributes = {
@@ -220,6 +227,15 @@ class DeadLetterer:
 
     def send(self, message: SourceMessage, errors: Sequence[DecodeError]) -> Outcome:
         """Publish every bad record of `message` and wait for all; never raises."""
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return Outcome(
+                False,
+                f"not tried: the topic did not answer within {self._timeout:g} s moments ago",
+                retryable=True,
+                error_reason="deadline_exceeded",
+                attempted=False,
+            )
         futures: list[Future[str]] = []
         oversized = 0
         try:
@@ -231,14 +247,17 @@ class DeadLetterer:
             return self._failed(e, oversized)
         first: BaseException | None = None
         failed = 0
+        deadline = now + self._timeout
         for future in futures:
             try:
-                future.result(timeout=self._timeout)
+                future.result(timeout=max(deadline - time.monotonic(), 0.0))
             except Exception as e:  # any failure means: not dead-lettered, decide below
                 failed += 1
                 first = first or e
         if first is not None:
             outcome = self._failed(first, oversized)
+            if outcome.error_reason == "deadline_exceeded":
+                self._quiet_until = time.monotonic() + self._timeout
             return Outcome(
                 False,
                 f"{failed} of {len(futures)} records: {outcome.reason}",

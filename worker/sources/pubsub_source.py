@@ -282,9 +282,8 @@ class PubSubSource:
             self._counts["dead_letter_failures"] += 1
             self._dead_letter_errors[outcome.error_reason] += 1
             held = self._held.get(message.ack_id)
-            attempts = max(
-                self._failures.add(message.message_id), held.delivery_attempt if held else 0
-            )
+            ours = self._failures.add(message.message_id) if outcome.attempted else 0
+            attempts = max(ours, held.delivery_attempt if held else 0)
         limit = self.settings.max_dead_letter_failures
         if attempts >= limit:
             dlq.give_up(message, errors, f"{attempts} attempts failed, the last: {outcome.reason}")
@@ -306,7 +305,8 @@ class PubSubSource:
                 self.settings.dead_letter_topic,
                 limit,
             )
-        log.warning(
+        log.log(
+            logging.WARNING if outcome.attempted else logging.DEBUG,
             "dead-lettering the bad records of message %s to %s failed (attempt %d of %d, "
             "nacked for redelivery): %s",
             message.message_id,
