@@ -50,11 +50,16 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
                 dead_letter_overflow_path=source.dead_letter_overflow_path,
                 max_dead_letter_failures=source.max_dead_letter_failures,
                 max_backoff_seconds=source.max_backoff_seconds,
-                close_timeout_seconds=min(5.0, config.engine.grace_period_seconds / 5),
+                close_timeout_seconds=_close_timeout(config),
             )
         )
     msg = f"source kind {source.kind!r} cannot be used with `lookout run`; use `lookout demo`"
     raise ValueError(msg)
+
+
+def _close_timeout(config: LookoutConfig) -> float:
+    """Seconds each Pub/Sub call may take once stopping: a fifth of the grace period, <= 5 s."""
+    return max(0.5, min(5.0, config.engine.grace_period_seconds / 5))
 
 
 def run_settings(config: LookoutConfig) -> RunSettings:
@@ -63,6 +68,8 @@ def run_settings(config: LookoutConfig) -> RunSettings:
         return RunSettings(
             poll_max_messages=config.source.pull_max_messages,
             grace_period_seconds=config.engine.grace_period_seconds,
+            # the source's close: nacks bounded by close_timeout_seconds, and a thread join
+            close_reserve_seconds=_close_timeout(config) + 2.0,
         )
     return RunSettings(grace_period_seconds=config.engine.grace_period_seconds)
 
