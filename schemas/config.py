@@ -98,7 +98,9 @@ class EngineConfig(_Strict):
     writer_id: str | None = None
     #: Kubernetes terminationGracePeriodSeconds minus a margin
     grace_period_seconds: float = Field(default=25.0, gt=0)
-    role: Literal["all", "ingest"] = "all"
+    #: all: one process does everything; ingest: decode, fold, checkpoint, ack (N replicas,
+    #: never alerting); evaluate: judge closed windows from the sink and alert (one replica)
+    role: Literal["all", "ingest", "evaluate"] = "all"
     #: a record further ahead than this of the stream's event time (or of the wall clock) is
     #: quarantined, not folded: one broken producer clock must not move the watermark
     max_future_skew_seconds: float = Field(default=3600.0, gt=0)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from detectors.base import Detector
 from schemas.batch import LogBatch
 from schemas.detection import Alert, Detection
@@ -97,6 +99,8 @@ class Engine:
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)
         self._pending_quarantine: list[QuarantinedRecord] = []
+        #: evaluate role: windows found closable by the previous `judge_stored`
+        self._closable_before: set[tuple[str, int]] = set()
         self._windows: dict[tuple[str, int], OpenWindow] = {}
         self._newest_stored: dict[str, int | None] = {}
         self._pending_acks: list[str] = []
@@ -324,6 +328,7 @@ class Engine:
                 for key, ref in self._pending_references.items()
             },
             quarantined=list(self._pending_quarantine),
+            frontier=self._frontier_with(dirty),
         )
         if checkpoint.empty and not self._pending_acks:
             return True
@@ -363,6 +368,38 @@ class Engine:
         if self._metrics is not None:
             self._metrics.checkpointed(seconds, len(self._windows))
         return True
+
+    def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
+        """The frontier travels with the partial rows it covers, never ahead of them."""
+        frontier = self._guard.frontier
+        return frontier if dirty and np.isfinite(frontier) else None
+
+    # -- the evaluate role ---------------------------------------------------------------------
+
+    def judge_stored(self, frontier: float | None, *, limit: int = 4096) -> int:
+        """Evaluate role: judge windows ingest replicas made durable, once their frontier
+        passed them, from the merged partial rows in the sink. Returns how many were judged.
+
+        A window is judged one call after it first became closable, so every ingest replica has
+        had a checkpoint interval to make what it folded for it durable (their frontiers move
+        independently). Windows are always read afresh from the sink, oldest first.
+        """
+        if frontier is not None:
+            self._watermark.observe(frontier)
+        window = self.settings.window_seconds
+        closable = {
+            (model, start)
+            for model, start in self._sink.unevaluated_windows(limit)
+            if self._watermark.closes(start, window)
+        }
+        ready = sorted(closable & self._closable_before, key=lambda key: (key[1], key[0]))
+        self._closable_before = closable - set(ready)
+        for model, start in ready:
+            self._windows.pop((model, start), None)
+            state = self._window_for(model, start, stored_known=True)
+            if not state.evaluated:
+                self._evaluate(state)
+        return len(ready)
 
     def _notify(self, alerts: Sequence[Alert]) -> None:
         """Deliver new alerts and retry earlier undelivered ones (they are durable already).

@@ -58,6 +58,9 @@ class Checkpoint:
     references: Mapping[tuple[str, str], DetectorRow] = field(default_factory=dict)
     #: records not folded because of their event time, kept with the reason
     quarantined: Sequence[QuarantinedRecord] = ()
+    #: the writer's event-time frontier once `partials` are durable (what an evaluator waits
+    #: for in split mode); None until the writer has one
+    frontier: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -108,6 +111,10 @@ class Sink(Protocol):
         ...
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def load_frontier(self) -> float | None:
+        """The newest event-time frontier any writer reported with a durable checkpoint."""
+        ...
 
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]: ...
 

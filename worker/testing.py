@@ -145,6 +145,7 @@ class MemorySink:
         self._references: dict[tuple[str, str], bytes] = {}
         #: records the engine quarantined for their event time, as written
         self.quarantined: list[QuarantinedRecord] = []
+        self._frontiers: dict[str, float] = {}
         self._closed = False
         self._fail_count: int | None = None
         self._fail_forever = False
@@ -273,6 +274,8 @@ class MemorySink:
             self._detections[(d.model, d.detector, int(d.window_start.timestamp()))] = d
         self._alerts.extend(cp.alerts)
         self.quarantined.extend(cp.quarantined)
+        if cp.frontier is not None:
+            self._frontiers[cp.writer_id] = cp.frontier
         if alert_state is not None:
             self._alert_state = alert_state
         self._references.update(references)
@@ -325,6 +328,11 @@ class MemorySink:
             judged = {(m, s) for m, _, s in self._detections}
             windows = {(p.model, p.window_start) for p in self._partials} - judged
         return sorted(windows, key=lambda w: (-w[1], w[0]))[:limit]
+
+    def load_frontier(self) -> float | None:
+        self._check_read()
+        with self._lock:
+            return max(self._frontiers.values(), default=None)
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         self._check_read()

@@ -390,13 +390,25 @@ def run(
     config_path: Annotated[
         Path, typer.Option("--config", "-c", help="YAML configuration file.", dir_okay=False)
     ],
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="all (default: one process does everything), ingest (decode, fold, "
+            "checkpoint, ack; N replicas, never alerts) or evaluate (judge closed windows "
+            "from the sink and alert; exactly one replica). Overrides engine.role."
+        ),
+    ] = None,
 ) -> None:
     """The long-running worker: source, sink and receivers come from the configuration.
 
     Serves /metrics, /healthz and /readyz on metrics.port. SIGTERM stops pulling, writes a final
-    checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds.
+    checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds. Split mode:
+    any number of `--role ingest` replicas on one subscription plus one `--role evaluate`,
+    sharing one sink, give the same detections and alerts as one `--role all` process.
     """
     from worker.cli.serve import serve
 
-    config = configured(config_path)
+    if role is not None and role not in ("all", "ingest", "evaluate"):
+        fail(f"run: unknown --role {role!r}; expected all, ingest or evaluate")
+    config = configured(config_path, engine__role=role)
     raise typer.Exit(serve(config))

@@ -29,6 +29,7 @@ from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.event_time import EventTimeLimits
 from worker.metrics import EngineMetrics, ModelLabels
+from worker.sink import Sink
 from worker.sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("lookout.alerts")
@@ -67,20 +68,27 @@ def default_writer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _seed_history(
-    sink: DuckDBSink,
+def seed_history(
+    sink: Sink,
     evaluator: WindowEvaluator,
     detectors: Mapping[str, Detector[Any]],
     window: int,
 ) -> None:
+    """Give a restarted evaluator the baseline history it had: the judged windows before the
+    first window still waiting for a verdict (a window not judged yet is not history; seeding
+    it would also push the windows before it out of the bounded history)."""
     depth = evaluator.history_depth
     if depth == 0:
         return
+    first_pending: dict[str, int] = {}
+    for model, start in sink.unevaluated_windows(limit=1_000_000):
+        first_pending[model] = min(start, first_pending.get(model, start))
     for model in sink.models():
         newest = sink.newest_window_start(model)
         if newest is None:
             continue
-        rows = sink.load_recent_windows(model, newest - depth * window, newest + window)
+        until = first_pending.get(model, newest + window)
+        rows = sink.load_recent_windows(model, until - depth * window, until)
         for start in sorted(rows):
             merged = {name: d.empty() for name, d in detectors.items()}
             for partial in rows[start]:
@@ -112,7 +120,8 @@ def build_pipeline(
     }
     window = config.engine.window_seconds
     evaluator = WindowEvaluator(detectors, window, tracker, references)
-    _seed_history(sink, evaluator, detectors, window)
+    if config.engine.role != "ingest":
+        seed_history(sink, evaluator, detectors, window)
 
     registry = registry if registry is not None else CollectorRegistry()
     metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
@@ -154,7 +163,7 @@ def build_pipeline(
         checkpoint_max_messages=config.engine.checkpoint_max_messages,
         max_open_windows=config.engine.max_open_windows,
         writer_id=config.engine.writer_id or default_writer_id(),
-        evaluate=config.engine.role == "all",
+        evaluate=config.engine.role != "ingest",
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,
@@ -173,6 +182,7 @@ def build_pipeline(
         now=now,
         keep_detections=keep_detections,
     )
-    if settings.evaluate:
+    if config.engine.role == "all":
+        # windows a stopped worker left unjudged (an evaluator finds them by itself)
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
     return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
@@ -74,7 +75,75 @@ def run_settings(config: LookoutConfig) -> RunSettings:
     return RunSettings(grace_period_seconds=config.engine.grace_period_seconds)
 
 
+def _start_health(
+    config: LookoutConfig,
+    pipeline: Pipeline,
+    checks: dict[str, Callable[[], bool]],
+    details: dict[str, Callable[[], str]] | None = None,
+) -> HealthServer | None:
+    if not config.metrics.enabled:
+        return None
+    health = HealthServer(
+        pipeline.registry,
+        checks,
+        host=config.metrics.host,
+        port=config.metrics.port,
+        details=details,
+    ).start()
+    log.warning("serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port)
+    return health
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        # later signals while flushing change nothing: the flush finishes, the exit status is 0
+        stop.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)
+    return stop
+
+
+def _ignore_late_signals() -> None:
+    # everything is durable and acked: a repeated SIGTERM during interpreter shutdown
+    # (when Python restores default handlers) must not turn a clean exit into -15
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def serve_evaluator(config: LookoutConfig) -> int:
+    """`lookout run --role evaluate`: no source. Every checkpoint interval, read the frontier
+    the ingest replicas reported, judge the windows it closed from their merged partial rows,
+    write detections and alert state, then notify. Run exactly one (the chart's evaluate
+    Deployment has one replica and the Recreate strategy)."""
+    pipeline = build_pipeline(config, alert_stream=sys.stdout)
+    engine, sink = pipeline.engine, pipeline.sink
+    health = _start_health(config, pipeline, {"sink": sink.writable})
+    stop = _stop_event()
+    judged = 0
+    try:
+        while not stop.is_set():
+            try:
+                judged += engine.judge_stored(sink.load_frontier())
+            except Exception as error:  # the sink is down: keep going, judge when it is back
+                log.warning("cannot read %s to judge windows, will retry: %s", sink.name, error)
+            engine.tick()
+            stop.wait(config.engine.checkpoint_seconds)
+        clean = engine.finish(end_of_input=False)
+    finally:
+        if health is not None:
+            health.stop()
+        pipeline.close()
+        _ignore_late_signals()
+    print(f"lookout run --role evaluate: {judged} windows evaluated", file=sys.stderr)
+    return 0 if clean else 1
+
+
 def serve(config: LookoutConfig) -> int:
+    if config.engine.role == "evaluate":
+        return serve_evaluator(config)
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     try:
         source = build_source(config, pipeline)
@@ -87,26 +156,14 @@ def serve(config: LookoutConfig) -> int:
         from worker.sources.source_metrics import PubSubSourceCollector
 
         pipeline.registry.register(PubSubSourceCollector(stats))
-    health = None
-    if config.metrics.enabled:
-        health = HealthServer(
-            pipeline.registry,
-            {"source": source.ready, "sink": pipeline.sink.writable},
-            host=config.metrics.host,
-            port=config.metrics.port,
-            details={"source": status} if (status := getattr(source, "status", None)) else None,
-        ).start()
-        log.warning(
-            "serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port
-        )
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        # later signals while flushing change nothing: the flush finishes, the exit status is 0
-        stop.set()
-
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, handler)
+    status = getattr(source, "status", None)  # why the source is not ready, for /readyz
+    health = _start_health(
+        config,
+        pipeline,
+        {"source": source.ready, "sink": pipeline.sink.writable},
+        details={"source": status} if status is not None else None,
+    )
+    stop = _stop_event()
     try:
         result = run(
             source,
@@ -120,10 +177,7 @@ def serve(config: LookoutConfig) -> int:
         if health is not None:
             health.stop()
         pipeline.close()
-        # everything is durable and acked: a repeated SIGTERM during interpreter shutdown
-        # (when Python restores default handlers) must not turn a clean exit into -15
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)
+        _ignore_late_signals()
     stats = pipeline.engine.stats
     print(
         f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "

@@ -7,7 +7,8 @@ Tables (same names and columns as the BigQuery sink):
 - `detections`: one row per (model, window, detector) verdict;
 - `alerts`: every alert state change (firing/resolved) as sent to receivers;
 - `alert_state`, `detector_references`: what a restart needs to not re-page and not forget;
-- `quarantined_records`: records whose event time was too far from the stream's to fold.
+- `quarantined_records`: records whose event time was too far from the stream's to fold;
+- `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     emitted_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alert_state (row JSON NOT NULL);
+CREATE TABLE IF NOT EXISTS writer_progress (
+    writer_id VARCHAR NOT NULL,
+    frontier_unix DOUBLE NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantined_records (
     model VARCHAR NOT NULL,
     request_id VARCHAR NOT NULL,
@@ -239,6 +245,17 @@ class DuckDBSink:
                     "alert_state",
                     {"row": [orjson.dumps(row).decode() for row in cp.alert_state]},
                 )
+        if cp.frontier is not None:
+            self._append(
+                con,
+                "writer_progress",
+                {
+                    "writer_id": [cp.writer_id],
+                    "frontier_unix": [cp.frontier],
+                    "updated_at": [now],
+                },
+                replace_on=("writer_id",),
+            )
         if cp.quarantined:
             q = cp.quarantined
             self._append(
@@ -361,6 +378,10 @@ class DuckDBSink:
                 "SELECT max(epoch(window_start))::BIGINT FROM window_metrics"
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def load_frontier(self) -> float | None:
+        (row,) = self.query("SELECT max(frontier_unix) FROM writer_progress")
+        return None if row[0] is None else float(row[0])
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         with self._lock:
