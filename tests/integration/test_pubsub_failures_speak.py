@@ -30,9 +30,9 @@ from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings
 
 PROJECT = "lookout-speak"
 #: the one-shot commands' --timeout in these tests, and what they may take beyond it
-#: (interpreter start and imports, ~2 s on a busy machine)
+#: (interpreter start and imports: 1-3 s, more on a loaded machine; the bound stays < 15 s)
 TIMEOUT = 3.0
-SLACK = 6.0
+SLACK = 9.0
 
 
 def dead_env() -> dict[str, str]:
@@ -123,7 +123,7 @@ def test_run_at_a_dead_endpoint_is_not_ready_says_why_once_and_stops_within_grac
     tmp_path: Path,
 ) -> None:
     env = dead_env()
-    grace = 5.0
+    grace = 8.0
     config = write_config(
         tmp_path / "w.yaml",
         {"project": PROJECT, "subscription": "sub", "max_backoff_seconds": 1},
