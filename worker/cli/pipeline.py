@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
+from alerts.receivers import Dispatcher, build_dispatcher
 from alerts.routing import Router
 from alerts.state import AlertTracker
 from detectors.base import Detector
@@ -50,6 +51,8 @@ class Pipeline:
     engine: Engine
     metrics: EngineMetrics
     registry: CollectorRegistry
+    #: Slack / PagerDuty / Alertmanager / webhook receivers from `alerting.receivers`
+    dispatcher: Dispatcher | None = None
 
     @property
     def limits(self) -> DecodeLimits:
@@ -59,7 +62,17 @@ class Pipeline:
         )
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.sink.close()
+
+
+def outbox_path(config: LookoutConfig) -> str:
+    """Receivers' persisted outbox: configured, else a SQLite file beside the DuckDB sink."""
+    if config.alerting.outbox_path:
+        return config.alerting.outbox_path
+    sink = config.sink.path
+    return ":memory:" if sink == ":memory:" else f"{sink}.outbox.sqlite"
 
 
 def default_writer_id() -> str:
@@ -122,6 +135,13 @@ def build_pipeline(
     else:
         notifiers["console"] = LogNotifier()
     notifiers.update(extra_notifiers or {})
+    dispatcher = None
+    if config.alerting.receivers and config.engine.role != "ingest":
+        dispatcher = build_dispatcher(
+            config.alerting, outbox_path=outbox_path(config), registry=registry
+        )
+        notifiers.update(dispatcher.notifiers())
+        dispatcher.start()
     router = Router(config.alerting)
     missing = router.receiver_names() - notifiers.keys()
     if missing:
@@ -168,4 +188,4 @@ def build_pipeline(
     )
     if settings.evaluate:
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
-    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)
+    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry, dispatcher)
