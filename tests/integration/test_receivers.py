@@ -14,12 +14,19 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.receivers import build_dispatcher
+from alerts.receivers.payloads import pagerduty_event, slack_message
 from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
 from schemas.detection import Alert
 from tests.integration import receiver_stand_ins as stand_ins
-from tests.integration.receiver_stand_ins import StandIn, wait_for
+from tests.integration.receiver_stand_ins import (
+    Received,
+    StandIn,
+    pagerduty_problems,
+    slack_problems,
+    wait_for,
+)
 from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
@@ -267,3 +274,15 @@ def test_no_secret_reaches_logs_metrics_errors_or_the_outbox_file(
         assert secret not in caplog.text
         assert secret not in exposition
         assert secret.encode() not in stored
+
+
+def test_payloads_match_the_published_formats() -> None:
+    long = sample_alert().model_copy(
+        update={"summary": "x" * 5000, "links": {"report": "https://r.example/1"}}
+    )
+    for a in (sample_alert(), sample_alert("resolved"), long):
+        event = pagerduty_event(a, routing_key="k" * 32, source=None, group="lookout")
+        assert pagerduty_problems(Received("/v2/enqueue", {}, b"", event, 0, 202)) == []
+    message = slack_message([long, sample_alert("resolved")])
+    assert slack_problems(Received("/", {}, b"", message, 0, 200)) == []
+    assert message["blocks"][-1]["type"] == "actions"
