@@ -330,4 +330,6 @@ class Dispatcher:
         for thread in self._threads:
             thread.join(timeout=15)
         self._threads = []
+        for runtime in self._receivers.values():
+            runtime.sender.close()
         self._outbox.close()

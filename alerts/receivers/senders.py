@@ -76,6 +76,17 @@ class Sender(Protocol):
 
     def send(self, notification: Notification) -> None: ...
 
+    def close(self) -> None: ...
+
+
+class _HttpSender:
+    """Owns its httpx client (connection pool), closed with the dispatcher."""
+
+    _client: httpx.Client
+
+    def close(self) -> None:
+        self._client.close()
+
 
 def post_json(
     client: httpx.Client,
@@ -113,7 +124,7 @@ def _without_url(exc: httpx.HTTPError) -> httpx.HTTPError:
         return httpx.TransportError(reason)
 
 
-class SlackSender:
+class SlackSender(_HttpSender):
     kind = "slack"
     per_alert = False
 
@@ -127,7 +138,7 @@ class SlackSender:
         post_json(self._client, self.name, self._url, body)
 
 
-class PagerDutySender:
+class PagerDutySender(_HttpSender):
     kind = "pagerduty"
     per_alert = True
 
@@ -145,7 +156,7 @@ class PagerDutySender:
             post_json(self._client, self.name, self._config.url, event)
 
 
-class AlertmanagerSender:
+class AlertmanagerSender(_HttpSender):
     kind = "alertmanager"
     per_alert = False
 
@@ -171,7 +182,7 @@ class AlertmanagerSender:
         post_json(self._client, self.name, self._url, body)
 
 
-class WebhookSender:
+class WebhookSender(_HttpSender):
     kind = "webhook"
     per_alert = False
 

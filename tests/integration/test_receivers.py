@@ -19,6 +19,7 @@ from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
 from schemas.detection import Alert
+from tests.e2e.conftest import assert_no_traceback, lookout
 from tests.integration import receiver_stand_ins as stand_ins
 from tests.integration.receiver_stand_ins import (
     Received,
@@ -286,3 +287,61 @@ def test_payloads_match_the_published_formats() -> None:
     message = slack_message([long, sample_alert("resolved")])
     assert slack_problems(Received("/", {}, b"", message, 0, 200)) == []
     assert message["blocks"][-1]["type"] == "actions"
+
+
+CONTRACT_CONFIG = """\
+source: {kind: file, path: logs.ndjson}
+sink: {kind: duckdb, path: ./lookout.duckdb}
+alerting:
+  receivers:
+    - name: oncall-pagerduty
+      kind: pagerduty
+      routing_key: {env: LOOKOUT_PAGERDUTY_ROUTING_KEY}
+    - name: team-slack
+      kind: slack
+      webhook_url: {env: LOOKOUT_SLACK_WEBHOOK_URL}
+    - name: platform-alertmanager
+      kind: alertmanager
+      url: http://alertmanager.monitoring:9093
+    - name: audit-hook
+      kind: webhook
+      url: {env: LOOKOUT_WEBHOOK_URL}
+      hmac_secret: {file: /var/run/secrets/lookout/hmac}
+  routes:
+    - {receivers: [oncall-pagerduty], severity: critical}
+"""
+SECRET_ENV = {
+    "LOOKOUT_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+    "LOOKOUT_SLACK_WEBHOOK_URL": "https://hooks.slack.com" + SLACK_PATH,
+    "LOOKOUT_WEBHOOK_URL": "https://audit.example" + HOOK_PATH,
+}
+
+
+def test_config_check_shows_where_secrets_live_never_their_values(tmp_path: Path) -> None:
+    (tmp_path / "lookout.yaml").write_text(CONTRACT_CONFIG)
+    result = lookout("config", "check", "lookout.yaml", cwd=tmp_path, env=SECRET_ENV)
+    assert result.returncode == 0, result.describe()
+    assert "env: LOOKOUT_PAGERDUTY_ROUTING_KEY" in result.stdout
+    assert "file: /var/run/secrets/lookout/hmac" in result.stdout
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
+
+    literal = CONTRACT_CONFIG.replace("{env: LOOKOUT_PAGERDUTY_ROUTING_KEY}", ROUTING_KEY)
+    (tmp_path / "literal.yaml").write_text(literal)
+    result = lookout("config", "check", "literal.yaml", cwd=tmp_path, env=SECRET_ENV)
+    assert result.returncode == 2, result.describe()
+    assert "secrets come from env or a mounted file" in result.stderr
+    assert ROUTING_KEY not in result.stdout + result.stderr
+    assert_no_traceback(result)
+
+
+def test_run_with_a_missing_secret_says_which_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "lookout.yaml").write_text(CONTRACT_CONFIG)
+    (tmp_path / "logs.ndjson").write_text("")
+    env = {k: v for k, v in SECRET_ENV.items() if k != "LOOKOUT_SLACK_WEBHOOK_URL"}
+    result = lookout("run", "--config", "lookout.yaml", cwd=tmp_path, env=env)
+    assert result.returncode != 0, result.describe()
+    assert "team-slack" in result.stderr and "env LOOKOUT_SLACK_WEBHOOK_URL" in result.stderr
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
+    assert_no_traceback(result)

@@ -61,6 +61,9 @@ class Recording:
             raise self.failures.pop(0)
         self.sent.append(notification)
 
+    def close(self) -> None:
+        return
+
 
 def dispatcher(
     tmp_path: Path, clock: FakeClock, sender: Recording, **config: Any
