@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.receivers import build_dispatcher
@@ -345,3 +346,18 @@ def test_run_with_a_missing_secret_says_which_in_one_line(tmp_path: Path) -> Non
     for secret in SECRETS:
         assert secret not in result.stdout + result.stderr
     assert_no_traceback(result)
+
+
+def test_the_readme_receivers_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Alert receivers", 1)[1]
+    example = section.split("```text\n", 1)[1].split("```", 1)[0]
+    config = LookoutConfig.model_validate(yaml.safe_load(example))
+    names = {r.name for r in config.alerting.receivers}
+    assert {r for route in config.alerting.routes for r in route.receivers} <= names
+    assert {r.kind for r in config.alerting.receivers} == {
+        "pagerduty",
+        "slack",
+        "alertmanager",
+        "webhook",
+    }
