@@ -18,36 +18,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.alert_types import Duration, ReceiverName, not_negative
 from schemas.detection import Severity
+from schemas.retune_config import RetuneConfig
 
 #: severities in increasing order; routing thresholds and "max seen" compare by this rank
 SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
 
-ReceiverName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _parse_duration(value: Any) -> Any:
-    """Alertmanager-style `30s`, `5m`, `4h` (also plain seconds, or ISO 8601 via pydantic)."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-    return value
-
-
-def _not_negative(value: timedelta) -> timedelta:
-    if value < timedelta(0):
-        msg = f"must be zero or positive, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 #: the alert fields a route may group by (labels Alertmanager would see)
 GroupLabel = Literal[
     "dedup_key", "model", "detector", "condition", "severity", "model_version", "tenant"
@@ -92,8 +71,8 @@ class Route(BaseModel):
 
     @field_validator("group_wait", "group_interval", "repeat_interval")
     @classmethod
-    def _durations_not_negative(cls, value: timedelta | None) -> timedelta | None:
-        return None if value is None else _not_negative(value)
+    def _durationsnot_negative(cls, value: timedelta | None) -> timedelta | None:
+        return None if value is None else not_negative(value)
 
 
 class SecretRef(BaseModel):
@@ -259,10 +238,12 @@ class AlertingConfig(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
     #: where undelivered notifications and group state persist (SQLite); None: beside the sink
     outbox_path: str | None = None
+    #: retune actions routes can name (`retune: <name>`), and the dataset export
+    retune: RetuneConfig = RetuneConfig()
 
     @field_validator("cooldown")
     @classmethod
-    def _cooldown_not_negative(cls, value: timedelta) -> timedelta:
+    def _cooldownnot_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):
             msg = f"cooldown must be zero or positive, got {value}"
             raise ValueError(msg)
@@ -270,8 +251,8 @@ class AlertingConfig(BaseModel):
 
     @field_validator("group_wait", "group_interval", "repeat_interval")
     @classmethod
-    def _durations_not_negative(cls, value: timedelta) -> timedelta:
-        return _not_negative(value)
+    def _durationsnot_negative(cls, value: timedelta) -> timedelta:
+        return not_negative(value)
 
     @field_validator("links")
     @classmethod
@@ -294,6 +275,11 @@ class AlertingConfig(BaseModel):
         )
         if doubled:
             msg = f"alerting.receivers: names used twice or reserved: {doubled}"
+            raise ValueError(msg)
+        actions = {a.name for a in self.retune.actions}
+        unknown = sorted({r.retune for r in self.routes if r.retune} - actions)
+        if unknown:
+            msg = f"alerting.routes name retune actions not in alerting.retune.actions: {unknown}"
             raise ValueError(msg)
         return self
 

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
 from alerts.receivers import Dispatcher, build_dispatcher
+from alerts.retune import RetuneTracker, RetuneTrigger
+from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
 from alerts.state import AlertTracker
 from detectors.base import Detector
@@ -53,6 +55,8 @@ class Pipeline:
     registry: CollectorRegistry
     #: Slack / PagerDuty / Alertmanager / webhook receivers from `alerting.receivers`
     dispatcher: Dispatcher | None = None
+    #: retune actions named by routes (`alerting.retune`)
+    retune: RetuneTrigger | None = None
 
     @property
     def limits(self) -> DecodeLimits:
@@ -64,6 +68,8 @@ class Pipeline:
     def close(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if self.retune is not None:
+            self.retune.close()
         self.sink.close()
 
 
@@ -116,7 +122,17 @@ def build_pipeline(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
     sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
-    tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+    registry = registry if registry is not None else CollectorRegistry()
+    retune = None
+    tracker_type = AlertTracker
+    if config.alerting.retune.actions and config.engine.role != "ingest":
+        log_path = outbox_path(config)
+        retune = RetuneTrigger(config.alerting, RetuneLog(log_path), registry=registry)
+        retune.start()
+        tracker_type = RetuneTracker
+    tracker = tracker_type.from_rows(sink.load_alert_state(), config.alerting)
+    if isinstance(tracker, RetuneTracker):
+        tracker.trigger = retune
     references = {
         key: detectors[key[1]].from_row(row)
         for key, row in sink.load_references().items()
@@ -126,7 +142,6 @@ def build_pipeline(
     evaluator = WindowEvaluator(detectors, window, tracker, references)
     _seed_history(sink, evaluator, detectors, window)
 
-    registry = registry if registry is not None else CollectorRegistry()
     metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
 
     notifiers: dict[str, Notifier] = {"log": LogNotifier()}
@@ -188,4 +203,6 @@ def build_pipeline(
     )
     if settings.evaluate:
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
-    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry, dispatcher)
+    return Pipeline(
+        config, detectors, sink, evaluator, engine, metrics, registry, dispatcher, retune
+    )
