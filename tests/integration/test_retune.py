@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from google.cloud import pubsub_v1
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +19,7 @@ from alerts.retune.request import RetuneRequest
 from schemas.alert_config import AlertingConfig
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
 from schemas.retune_config import RetuneExport
+from tests.e2e.conftest import assert_no_traceback, lookout
 from tests.integration.pubsub_emulator import PubSubEmulator
 from worker.cli.pipeline import build_pipeline
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
@@ -197,3 +199,58 @@ def test_the_exported_dataset_has_the_lines_the_split_and_the_template(tmp_path:
         end=end,
     )
     assert read_jsonl(other.eval_uri) != evaluation
+
+
+def test_lookout_retune_export_writes_the_dataset_by_hand(tmp_path: Path) -> None:
+    config = export_config(tmp_path)
+    (tmp_path / "lookout.yaml").write_text(
+        yaml.safe_dump({"alerting": {"retune": {"export": config.model_dump()}}})
+    )
+    result = lookout(
+        "retune",
+        "export",
+        "--config",
+        "lookout.yaml",
+        "--model",
+        MODEL,
+        "--from",
+        "2026-01-05T06:10:00Z",
+        "--to",
+        "2026-01-05T06:50:00Z",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.describe()
+    train = tmp_path / "datasets" / MODEL / "20260105T061000Z" / "train.jsonl"
+    assert f"train: {train} (22 lines)" in result.stdout
+    assert len(read_jsonl(str(train))) == 22
+
+    bad = lookout(
+        "retune",
+        "export",
+        "--config",
+        "lookout.yaml",
+        "--model",
+        MODEL,
+        "--from",
+        "yesterday",
+        "--to",
+        "2026-01-05T06:50:00Z",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "--from 'yesterday' is not an ISO 8601 time" in bad.stderr
+    assert_no_traceback(bad)
+    empty = lookout(
+        "retune",
+        "export",
+        "--config",
+        "lookout.yaml",
+        "--model",
+        "nobody",
+        "--from",
+        "2026-01-05T06:10:00Z",
+        "--to",
+        "2026-01-05T06:50:00Z",
+        cwd=tmp_path,
+    )
+    assert empty.returncode == 1 and "returned no samples for nobody" in empty.stderr
+    assert_no_traceback(empty)
