@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from typing import Any
 
 from alerts.retune.request import RetuneRequest
@@ -57,7 +59,10 @@ def render_parameters(
 def submit_vertex_pipeline(action: VertexPipelineRetune, request: RetuneRequest) -> str:
     """Submit a Vertex AI PipelineJob from `template_path` (does not wait for it to run)."""
     try:
-        from google.cloud import aiplatform
+        # by name: a static import would make mypy analyse the typed aiplatform package and
+        # with it the google.cloud namespace, hiding the untyped Pub/Sub client beside it
+        aiplatform: Any = importlib.import_module("google.cloud.aiplatform")
+        credentials: Any = importlib.import_module("google.auth.credentials")
     except ImportError as error:
         msg = "the vertex_pipeline action needs the retune extra: pip install 'lookout[retune]'"
         raise RetuneActionError(msg) from error
@@ -65,6 +70,9 @@ def submit_vertex_pipeline(action: VertexPipelineRetune, request: RetuneRequest)
     init: dict[str, Any] = {"project": action.project, "location": action.location}
     if action.api_endpoint is not None:
         init.update(api_endpoint=action.api_endpoint, api_transport="rest")
+        if action.api_endpoint.startswith("http://"):
+            # plain HTTP is only ever a local stand-in or emulator: send no credentials there
+            init["credentials"] = credentials.AnonymousCredentials()
     try:
         aiplatform.init(**init)
         job = aiplatform.PipelineJob(
@@ -91,7 +99,10 @@ def create_kfp_run(action: KfpRetune, request: RetuneRequest) -> str:
         msg = "the kfp action needs the retune extra: pip install 'lookout[retune]'"
         raise RetuneActionError(msg) from error
     try:
-        client = kfp.Client(host=action.host, namespace=action.namespace)
+        with warnings.catch_warnings():
+            # the client warns on every construction that it needs a KFP v2 backend
+            warnings.simplefilter("ignore", FutureWarning)
+            client = kfp.Client(host=action.host, namespace=action.namespace)
         run = client.create_run_from_pipeline_package(
             action.package_path,
             arguments=render_parameters(action.parameters, request),
