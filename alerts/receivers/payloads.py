@@ -66,6 +66,25 @@ def render_links(alert: Alert, templates: Mapping[str, str]) -> dict[str, str]:
     return {name: template.format_map(quoted) for name, template in templates.items()}
 
 
+#: detector details that explain an alert at a glance: (key in details, label)
+EXPLAINING_DETAILS = (("top_reasons", "Top block reasons"), ("finish_reasons", "Finish reasons"))
+
+
+def explaining(alert: Alert) -> list[tuple[str, str]]:
+    """`[("Top block reasons", "SAFETY 41 · RECITATION 3")]` from the alert's details."""
+    out = []
+    for key, label in EXPLAINING_DETAILS:
+        counts = alert.details.get(key)
+        if isinstance(counts, dict) and counts:
+            top = sorted(counts.items(), key=lambda kv: -float(kv[1]) if _is_number(kv[1]) else 0)
+            out.append((label, " · ".join(f"{name} {value}" for name, value in top[:5])))
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def evidence(alert: Alert) -> dict[str, Any]:
     """What a responder needs to judge the alert without opening anything."""
     out: dict[str, Any] = {
@@ -120,6 +139,7 @@ def slack_message(alerts: Sequence[Alert], *, repeat: bool = False) -> dict[str,
             f"*Baseline*\n{_num(alert.baseline)}",
             f"*Sample size*\n{alert.sample_size:,}",
             f"*Window*\n{_iso(alert.window_start)} – {_iso(alert.window_end)}",
+            *(f"*{label}*\n{text}" for label, text in explaining(alert)),
         ]
         blocks.append(
             {
@@ -228,6 +248,7 @@ def alertmanager_alerts(
                 "baseline": _num(alert.baseline),
                 "sample_size": str(alert.sample_size),
                 "window": f"{_iso(alert.window_start)}/{_iso(alert.window_end)}",
+                **{label.lower().replace(" ", "_"): text for label, text in explaining(alert)},
                 **{f"link_{name}": url for name, url in alert.links.items()},
             },
             "startsAt": _iso(starts),

@@ -3,6 +3,6 @@ detectors, N consecutive alerting windows, a cooldown per model, dry run), optio
 exporting a tuning dataset, and is handed to an action (Pub/Sub, Vertex AI, Kubeflow)."""
 
 from alerts.retune.request import RetuneRequest
-from alerts.retune.trigger import RetuneTracker, RetuneTrigger
+from alerts.retune.trigger import RetuneTrigger
 
-__all__ = ["RetuneRequest", "RetuneTracker", "RetuneTrigger"]
+__all__ = ["RetuneRequest", "RetuneTrigger"]

@@ -1,11 +1,11 @@
 """Sustained incidents become retune requests, off the evaluator's thread.
 
-`RetuneTracker` is the alert tracker with one addition: after each alerting detection it
-shows the trigger the incident it belongs to (its consecutive alerting windows, its start).
-`RetuneTrigger.consider` asks the routes which actions apply (`retune:` on the first matching
-route, or several with `continue`), the guard whether to go (`alerts.retune.guard`), records
-the decision durably, then queues the work — the dataset export, then the action — for a
-worker thread, so a slow Vertex AI or Pub/Sub call never holds up evaluation.
+The engine's tracker (`alerts.tracking.EvidenceTracker`) shows `consider` each alerting window
+with its incident (consecutive alerting windows, start). `consider` asks the routes which
+actions apply (`retune:` on the first matching route, or several with `continue`), the guard
+whether to go (`alerts.retune.guard`), records the decision durably, then queues the work —
+the dataset export, then the action — for a worker thread, so a slow Vertex AI or Pub/Sub
+call never holds up evaluation.
 `lookout_retune_requests_total{action,outcome}` counts sent, dry_run, failed and cooldown.
 """
 
@@ -25,7 +25,7 @@ from alerts.retune.export import ExportResult, export_dataset
 from alerts.retune.guard import RetuneLog
 from alerts.retune.request import RetuneRequest, TimeRange
 from alerts.routing import Router
-from alerts.state import AlertTracker, Incident, dedup_key
+from alerts.state import Incident
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Alert, Detection
 from schemas.retune_config import RetuneAction, RetuneExport
@@ -181,18 +181,3 @@ class RetuneTrigger:
             self._thread.join(timeout=120)
             self._thread = None
         self._log.close()
-
-
-class RetuneTracker(AlertTracker):
-    """The alert tracker, also telling `trigger` about each alerting window of an incident."""
-
-    trigger: RetuneTrigger | None = None
-
-    def observe(self, detection: Detection) -> list[Alert]:
-        alerts = super().observe(detection)
-        if self.trigger is not None and detection.verdict == "alert":
-            key = dedup_key(detection.model, detection.detector, detection.condition)
-            for incident in self.open_incidents():
-                if incident.dedup_key == key:
-                    self.trigger.consider(detection, incident)
-        return alerts

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -174,6 +175,11 @@ def test_an_incident_pages_once_and_resolves_once_across_a_restart(
     details = trigger["payload"]["custom_details"]  # type: ignore[index]
     assert details["value"] > details["threshold"] > 0 and details["sample_size"] > 100
     assert details["baseline"] is not None and details["reason"]
+    assert details["details"]["top_reasons"]["SAFETY"] > 0  # why: the blocks' own reasons
+    fired_message = slack_messages(slack, "[FIRING")[0]
+    blocks: list[dict[str, Any]] = fired_message["blocks"]  # type: ignore[assignment]
+    fields = [f["text"] for b in blocks for f in b.get("fields", [])]
+    assert any(f.startswith("*Top block reasons*\nSAFETY ") for f in fields), fields
     assert details["links"]["console"].startswith(f"https://lookout.example/m/{MODEL}/safety?at=")
     assert trigger["routing_key"] == ROUTING_KEY
     assert len(slack_messages(slack, "[FIRING")) == len(slack_messages(slack, "[RESOLVED")) == 1

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
 from alerts.receivers import Dispatcher, build_dispatcher
-from alerts.retune import RetuneTracker, RetuneTrigger
+from alerts.retune import RetuneTrigger
 from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
-from alerts.state import AlertTracker
+from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
 from detectors.registry import build_detectors
 from schemas.config import LookoutConfig
@@ -123,16 +123,12 @@ def build_pipeline(
     )
     sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
     registry = registry if registry is not None else CollectorRegistry()
+    tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
     retune = None
-    tracker_type = AlertTracker
     if config.alerting.retune.actions and config.engine.role != "ingest":
-        log_path = outbox_path(config)
-        retune = RetuneTrigger(config.alerting, RetuneLog(log_path), registry=registry)
+        retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
         retune.start()
-        tracker_type = RetuneTracker
-    tracker = tracker_type.from_rows(sink.load_alert_state(), config.alerting)
-    if isinstance(tracker, RetuneTracker):
-        tracker.trigger = retune
+        tracker.on_alerting = retune.consider
     references = {
         key: detectors[key[1]].from_row(row)
         for key, row in sink.load_references().items()
