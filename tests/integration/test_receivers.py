@@ -4,6 +4,7 @@ formats; receivers that fail, rate-limit or stay down; and no secret anywhere it
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from tests.integration.receiver_stand_ins import (
     wait_for,
 )
 from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.cli.report import write_report
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -166,7 +168,11 @@ def test_an_incident_pages_once_and_resolves_once_across_a_restart(
     assert [a.status for a in resolved if a.dedup_key == SAFETY_KEY] == ["resolved"]
     wait_for(lambda: len(pd_events(servers["pd"], "resolve")) == 1, what="the resolve")
     wait_for(lambda: len(slack_messages(servers["slack"], "[RESOLVED")) == 1, what="Slack")
+    report = write_report(second.sink, tmp_path / "report.html", title="incident")
     second.close()
+    html = report.read_text()
+    assert "safety" in html  # the incident is in the report
+    assert not [secret for secret in SECRETS if secret in html]
 
     pd, slack, hook = servers["pd"], servers["slack"], servers["hook"]
     assert pd.problems == slack.problems == hook.problems == []
@@ -367,3 +373,36 @@ def test_the_readme_receivers_example_is_a_valid_config() -> None:
         "alertmanager",
         "webhook",
     }
+
+
+def test_repeat_interval_renotifies_on_schedule_while_firing(
+    servers: dict[str, StandIn], secrets_env: None, tmp_path: Path
+) -> None:
+    config = alerting(servers, routes=[{"receivers": ["team-slack"], "repeat_interval": "1s"}])
+    dispatcher = build_dispatcher(
+        config, outbox_path=tmp_path / "outbox.sqlite", registry=CollectorRegistry()
+    )
+    notifier = dispatcher.notifiers()["team-slack"]
+    dispatcher.start()
+    slack = servers["slack"]
+    try:
+        notifier.send([sample_alert()])
+        wait_for(lambda: len(slack.accepted()) >= 4, what="three repeats")
+        notifier.send([sample_alert("resolved")])
+        wait_for(
+            lambda: "[RESOLVED" in slack.accepted()[-1].body["blocks"][0]["text"]["text"],
+            what="the resolve",
+        )
+        sent = len(slack.accepted())
+        time.sleep(1.5)  # a resolved incident must not repeat: nothing may arrive meanwhile
+        assert len(slack.accepted()) == sent
+    finally:
+        dispatcher.close(drain_seconds=0)
+    messages = slack.accepted()
+    headers = [m.body["blocks"][0]["text"]["text"] for m in messages]
+    assert headers[0].startswith("[FIRING]") and not headers[0].endswith("(still firing)")
+    repeats = [m for m, h in zip(messages, headers, strict=True) if h.endswith("(still firing)")]
+    assert len(repeats) >= 3
+    gaps = [b.at - a.at for a, b in itertools.pairwise(messages)][: len(repeats)]
+    assert all(0.95 <= gap <= 1.6 for gap in gaps), gaps  # every repeat_interval, +tick
+    assert slack.problems == []
