@@ -362,9 +362,13 @@ def test_run_with_a_missing_secret_says_which_in_one_line(tmp_path: Path) -> Non
 
 def test_the_readme_receivers_example_is_a_valid_config() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Alert receivers", 1)[1]
-    example = section.split("```text\n", 1)[1].split("```", 1)[0]
-    config = LookoutConfig.model_validate(yaml.safe_load(example))
+    section = readme.split("## Alert receivers", 1)[1].split("\n## ", 1)[0]
+    examples = [part.split("```", 1)[0] for part in section.split("```text\n")[1:]]
+    assert len(examples) == 2
+    config = LookoutConfig.model_validate(yaml.safe_load(examples[0]))
+    retune = LookoutConfig.model_validate(yaml.safe_load(examples[1])).alerting.retune
+    assert [a.kind for a in retune.actions] == ["pubsub", "vertex_pipeline", "kfp"]
+    assert retune.export is not None and "$model" in retune.export.query
     names = {r.name for r in config.alerting.receivers}
     assert {r for route in config.alerting.routes for r in route.receivers} <= names
     assert {r.kind for r in config.alerting.receivers} == {
