@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -233,8 +236,21 @@ def test_failing_and_rate_limiting_receivers_deliver_once_and_never_block_the_wo
         wait_for(lambda: count("audit-hook", "retried") >= 2, what="retries to the down hook")
         assert count("audit-hook", "delivered") == 0
         assert dispatcher.pending("audit-hook") == 1  # kept, bounded, persisted
+        assert_promtool_clean(generate_latest(registry))
     finally:
         dispatcher.close(drain_seconds=0)
+
+
+def assert_promtool_clean(exposition: bytes) -> None:
+    """`promtool check metrics`: names, types and help as Prometheus expects."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        assert os.environ.get("CI") != "true", "promtool required with CI=true"
+        return
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
 
 
 def sample_alert(status: str = "firing") -> Alert:
@@ -410,3 +426,66 @@ def test_repeat_interval_renotifies_on_schedule_while_firing(
     gaps = [b.at - a.at for a, b in itertools.pairwise(messages)][: len(repeats)]
     assert all(0.95 <= gap <= 1.6 for gap in gaps), gaps  # every repeat_interval, +tick
     assert slack.problems == []
+
+
+def test_lookout_run_pages_pagerduty_and_slack_once_per_incident(
+    servers: dict[str, StandIn], tmp_path: Path
+) -> None:
+    """As a user runs it: simulated logs with a safety spike, `lookout run --config`, receivers
+    from the config file; a second run over the same database pages nobody again."""
+    simulated = lookout(
+        "simulate",
+        "--out",
+        "logs.ndjson",
+        "--hours",
+        "0.6",
+        "--rate",
+        "300",
+        "--incident",
+        "safety_spike@15m:10m",
+        "--format",
+        "native",
+        cwd=tmp_path,
+    )
+    assert simulated.returncode == 0, simulated.describe()
+    config = {
+        "source": {"kind": "file", "path": "logs.ndjson"},
+        "sink": {"kind": "duckdb", "path": "lookout.duckdb"},
+        "detectors": {"enabled": ["safety"]},
+        "metrics": {"enabled": False},
+        "alerting": {
+            "receivers": [
+                {
+                    "name": "oncall-pagerduty",
+                    "kind": "pagerduty",
+                    "routing_key": {"env": "LOOKOUT_PAGERDUTY_ROUTING_KEY"},
+                    "url": servers["pd"].url + "/v2/enqueue",
+                },
+                {
+                    "name": "team-slack",
+                    "kind": "slack",
+                    "webhook_url": {"file": str(tmp_path / "slack-url")},
+                },
+            ],
+            "routes": [{"receivers": ["oncall-pagerduty", "team-slack"], "detector": "safety"}],
+        },
+    }
+    (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "slack-url").write_text(servers["slack"].url + SLACK_PATH + "\n")
+    env = {"LOOKOUT_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "LOOKOUT_LOG_LEVEL": "DEBUG"}
+    run = lookout("run", "--config", "lookout.yaml", cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 0, run.describe()
+    pd, slack = servers["pd"], servers["slack"]
+    triggers = [r.body for r in pd.accepted() if r.body["event_action"] == "trigger"]
+    resolves = [r.body for r in pd.accepted() if r.body["event_action"] == "resolve"]
+    keys = sorted(e["dedup_key"] for e in triggers)
+    assert keys and len(keys) == len(set(keys)), run.describe()  # one trigger per incident
+    assert all(":safety:" in k for k in keys)
+    assert sorted(e["dedup_key"] for e in resolves) == keys  # each resolved once, same key
+    assert len(slack.accepted()) == 2 * len(keys)
+    assert pd.problems == slack.problems == []
+    assert not [s for s in SECRETS if s in run.stdout + run.stderr]  # even at DEBUG
+
+    again = lookout("run", "--config", "lookout.yaml", cwd=tmp_path, env=env, timeout=300)
+    assert again.returncode == 0, again.describe()
+    assert len(pd.accepted()) == len(triggers) + len(resolves)  # a restart re-pages nobody

@@ -67,7 +67,9 @@ class Pipeline:
 
     def close(self) -> None:
         if self.dispatcher is not None:
-            self.dispatcher.close()
+            # a share of the shutdown grace period for in-flight pages; the rest stays in the
+            # persisted outbox and goes out after the next start
+            self.dispatcher.close(drain_seconds=self.config.engine.grace_period_seconds / 3)
         if self.retune is not None:
             self.retune.close()
         self.sink.close()
