@@ -116,6 +116,9 @@ class Dispatcher:
         }
         self.metrics = NotificationMetrics(registry, list(self._receivers))
         self._lock = threading.Lock()
+        forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
+        if forgotten:
+            log.warning("dropped %d notifications for receivers no longer configured", forgotten)
         self._groups = outbox.groups()
         self._stop = threading.Event()
         self._wake = threading.Event()

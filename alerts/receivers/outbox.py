@@ -162,6 +162,15 @@ class Outbox:
                 (attempts, next_at, entry_id),
             )
 
+    def forget_receivers_except(self, names: frozenset[str]) -> int:
+        """Drop what waits for receivers no longer configured; returns how many."""
+        marks = ",".join("?" * len(names)) or "''"
+        with self._lock:
+            cursor = self._con.execute(
+                f"DELETE FROM notifications WHERE receiver NOT IN ({marks})", tuple(names)
+            )
+        return max(cursor.rowcount, 0)
+
     def depth(self, receiver: str) -> int:
         with self._lock:
             (count,) = self._con.execute(

@@ -265,3 +265,17 @@ def test_a_missing_secret_names_where_it_should_be_not_what(tmp_path: Path) -> N
     path = tmp_path / "key"
     path.write_text("s3cr3t\n")
     assert resolve_secret(SecretRef(file=str(path)), receiver="p", field="k") == "s3cr3t"
+
+
+def test_notifications_for_a_receiver_no_longer_configured_are_dropped(tmp_path: Path) -> None:
+    clock, old = FakeClock(0), Recording("old")
+    d, _ = dispatcher(tmp_path, clock, old)
+    old.failures = [RetryableNotifierError("old", "down")]
+    d.submit("old", [alert()])
+    drain(d, "old")
+    assert d.pending("old") == 1
+    d.close(drain_seconds=0)
+    new = Recording("new")
+    again, _ = dispatcher(tmp_path, clock, new)
+    assert again.pending("old") == 0  # not kept forever for a receiver nobody configures
+    again.close(drain_seconds=0)
