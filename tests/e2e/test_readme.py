@@ -42,6 +42,7 @@ NOT_RUN = {
     "lookout pubsub init": "needs the Pub/Sub emulator; tests/integration run it",
     "lookout publish": "needs the Pub/Sub emulator; tests/integration run it",
     ".venv/bin/python -m bench.": "benchmarks take minutes; `make bench` runs them",
+    "LOOKOUT_FUZZ_EXAMPLES=": "the long fuzz run for a release; `make test` runs tests/fuzz short",
 }
 
 

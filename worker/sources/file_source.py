@@ -81,6 +81,11 @@ class BoundedLines:
             self.cut += 1
         return out
 
+    @property
+    def held(self) -> int:
+        """Bytes kept between calls (the start of a line not yet ended)."""
+        return len(self._rest)
+
     def finish(self) -> bytes:
         """What is left after the last newline (a last line without one), possibly empty."""
         rest, self._rest, self._skipping = self._rest, b"", False
