@@ -5,7 +5,7 @@ wire formats and the known bad cases (see `tests.fuzz.corpus`), then mutated: tr
 flipped or inserted, nested past the depth limit, canonical fields given any JSON value
 (NaN, infinities and 400-digit integers included), random JSON and random bytes.
 
-`make test` runs a short pass (LOOKOUT_FUZZ_EXAMPLES inputs per property, 300 by default);
+`make test` runs a short pass (LOOKOUT_FUZZ_EXAMPLES inputs per property, 1,000 by default);
 before a release run a long one, e.g. `LOOKOUT_FUZZ_EXAMPLES=200000 .venv/bin/pytest
 tests/fuzz -p no:cacheprovider` (README, "Fuzzing the decoders"). The terminal summary says
 how many inputs each property ran.
@@ -27,7 +27,7 @@ from tests.fuzz.corpus import GOOD_RECORD, KNOWN_BAD, LIMITS, good_lines
 from tests.fuzz.isolation import assert_every_line_accounted, assert_isolated
 from tests.fuzz.stats import record
 
-DEFAULT_EXAMPLES = 300
+DEFAULT_EXAMPLES = 1000
 
 
 def examples() -> int:
