@@ -70,8 +70,8 @@ def deep_line_candidates(
             return None
         return np.ones(len(lines), dtype=bool)
     codes = np.frombuffer(data, dtype=np.uint8)
-    openers = codes == _OPEN_CURLY
-    openers |= codes == _OPEN_SQUARE
+    # `{` (0x7B) and `[` (0x5B) differ only in bit 0x20, and no other byte masks to 0x5B
+    openers = (codes & 0xDF) == _OPEN_SQUARE
     packed = np.packbits(openers)  # bit i of the message is byte i's opener flag
     padding = -len(packed) % 8
     if padding:

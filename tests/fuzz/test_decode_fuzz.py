@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.decode.guards import nesting_depth, too_deep
+from schemas.decode.guards import deep_line_candidates, nesting_depth, too_deep
 from schemas.prediction_log import PredictionLog
 from tests.fuzz.corpus import GOOD_RECORD, KNOWN_BAD, LIMITS, good_lines
 from tests.fuzz.isolation import assert_every_line_accounted, assert_isolated
@@ -121,7 +121,7 @@ def test_a_bad_line_between_good_lines_changes_nothing_in_their_decoding() -> No
         return len(good) + 1
 
     run_counted(
-        "bad line between good lines (columns and records unchanged)",
+        "a bad line between good lines changes nothing (both decode paths)",
         check,
         good=st.lists(st.sampled_from(good_lines()), min_size=2, max_size=5),
         bad=bad_lines,
@@ -135,7 +135,7 @@ def test_every_line_is_records_or_an_error_and_nothing_raises() -> None:
         return len(lines)
 
     run_counted(
-        "every line is records or a DecodeError with a reason",
+        "every line is records or a DecodeError with a reason (both decode paths)",
         check,
         lines=st.lists(st.one_of(st.sampled_from(good_lines()), bad_lines), min_size=1, max_size=8),
     )
@@ -168,4 +168,34 @@ def test_the_depth_scan_agrees_with_the_parsed_structure() -> None:
 
     run_counted(
         "depth scan equals the parsed nesting", check, value=values, limit=st.integers(1, 8)
+    )
+
+
+def test_the_message_gate_never_misses_a_line_with_too_many_brackets() -> None:
+    """The vectorised gate may flag a line that is fine (it is then scanned exactly), never
+    pass one that has more opening brackets than the limit."""
+    bracket_lines = st.builds(
+        lambda line, n, at: line[:at] + b"[" * n + line[at:],
+        st.sampled_from(good_lines()),
+        st.integers(0, 200),
+        st.integers(0, 50),
+    )
+
+    def check(lines: list[bytes], limit: int) -> int:
+        while sum(map(len, lines)) < 20_000:  # large enough for the vectorised pass
+            lines = lines + lines
+        data = b"\n".join(lines)
+        flagged = deep_line_candidates(data, data.split(b"\n"), limit)
+        for i, line in enumerate(lines):
+            if line.count(b"{") + line.count(b"[") > limit:
+                assert flagged is not None and flagged[i], (i, limit)
+        return len(lines)
+
+    run_counted(
+        "message gate flags every line with more brackets than the limit",
+        check,
+        lines=st.lists(
+            st.one_of(st.sampled_from(good_lines()), bracket_lines), min_size=1, max_size=6
+        ),
+        limit=st.integers(2, 256),
     )
