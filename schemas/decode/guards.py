@@ -9,8 +9,11 @@ before the record is parsed, and every reason says the step, what was found and 
 expected, once.
 
 The depth check is written for the common case: a record with no more than `max_depth`
-brackets cannot nest deeper than that, and counting two bytes is all most records cost. Only a
-record with more brackets is scanned exactly (strings removed, then the running depth).
+opening brackets cannot nest deeper than that. A message's lines are gated together in one
+vectorised pass over its bytes (`deep_line_candidates`); only a line with more brackets than
+the limit is scanned exactly (`too_deep`: strings removed, then the running depth). Counting
+brackets line by line with `bytes.count` measured about 11% of the whole decode; the exact scan
+of every line far more.
 """
 
 from __future__ import annotations
