@@ -17,7 +17,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from schemas.batch import LogBatch
-from schemas.decode.columns import Vector, build_batch, embedding_problems
+from schemas.decode.columns import Vector, beyond_float32, build_batch, embedding_problems
 from schemas.decode.records import FORMATS, decode_items, iter_items
 from schemas.decode.wire import CANONICAL_FIELDS, Wire
 from schemas.errors import DecodeError
@@ -136,12 +136,10 @@ class _Rows:
             del column[n:]
 
 
-def _read_message(
-    rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits
-) -> list[DecodeError]:
-    """Append a message's good rows to `rows`; its bad records, embedding rule included."""
-    errors: list[DecodeError] = []
-    start = len(rows.wires)
+def _read_rows(
+    rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits, errors: list[DecodeError]
+) -> None:
+    """Each record of a message appended to `rows` (embedding as float32), or to `errors`."""
     add_row, add_line, add_raw = rows.wires.append, rows.lines.append, rows.raws.append
     add_embedding, add_origin = rows.embeddings.append, rows.origins.append
     for line, raw, item in iter_items(
@@ -158,8 +156,7 @@ def _read_message(
         vector: Vector | None = None
         if emb is not None:
             # to float32 now, while its floats are in cache (see build_batch); fromiter gives
-            # the same values as np.array of the list, at half the cost. The wire type keeps
-            # every value within float32, so this cannot overflow
+            # the same values as np.array of the list, at half the cost
             vector = np.fromiter(emb, np.float32, len(emb))
             item.embedding = None
         add_row(item)
@@ -167,8 +164,28 @@ def _read_message(
         add_raw(raw)
         add_origin(index)
         add_embedding(vector)
+
+
+def _read_message(
+    rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits
+) -> list[DecodeError]:
+    """Append a message's good rows to `rows`; its bad records, embedding rule included."""
+    errors: list[DecodeError] = []
+    start = len(rows.wires)
+    add_row, add_line, add_raw = rows.wires.append, rows.lines.append, rows.raws.append
+    add_embedding, add_origin = rows.embeddings.append, rows.origins.append
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below
+        _read_rows(rows, index, message, limits, errors)
+    vectors = rows.embeddings[start:]
+    present = [v for v in vectors if v is not None]
+    beyond: dict[int, str] = {}
+    if present and not np.isfinite(np.concatenate(present)).all():
+        for offset, vector in enumerate(vectors):
+            if vector is not None and (reason := beyond_float32(vector)) is not None:
+                beyond[offset] = reason
+                vectors[offset] = None  # refused: not counted by the width rule
     # the width rule is the message's own (its majority, or the configured width)
-    problems = embedding_problems(rows.embeddings[start:], limits.expected_embedding_dim)
+    problems = beyond | embedding_problems(vectors, limits.expected_embedding_dim)
     if problems:
         for offset, reason in problems.items():
             i = start + offset

@@ -31,7 +31,6 @@ from schemas.decode.otlp import otlp_records
 from schemas.decode.wire import (
     ARRAY_DECODER,
     DOCUMENT_DECODER,
-    FLOAT32_MAX,
     WIRE_DECODER,
     Wire,
 )
@@ -397,8 +396,6 @@ def _expected_words(m: re.Match[str]) -> str:
         words = words.replace("a number", "a non-negative number").replace(
             "an integer", "a non-negative integer"
         )
-    elif m["op"] and abs(float(m["bound"])) == FLOAT32_MAX:
-        words += " within the float32 range (±3.4e38)"
     elif m["op"]:
         words += f" {m['op']} {m['bound']}"
     if m["lop"] == ">=" and m["len"] == "1":
