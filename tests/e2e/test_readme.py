@@ -45,6 +45,7 @@ NOT_RUN = {
     "docker build": "no Docker engine here; tests/chart/test_image.py checks the Dockerfile",
     "kubectl": "no cluster here",
     "helm install": "no cluster here; tests/chart renders and validates these values",
+    "LOOKOUT_FUZZ_EXAMPLES=": "the long fuzz run for a release; `make test` runs tests/fuzz short",
 }
 
 

@@ -64,6 +64,7 @@ class Pipeline:
     def limits(self) -> DecodeLimits:
         return DecodeLimits(
             max_record_bytes=self.config.decode.max_record_bytes,
+            max_depth=self.config.decode.max_depth,
             expected_embedding_dim=self.config.decode.embedding_dim,
         )
 
