@@ -96,11 +96,12 @@ class EmbeddingDriftDetector:
     """RFF-MMD drift of prompt embeddings against a pinned per-model reference."""
 
     name = "embedding_drift"
-    history_windows = 0
     config_type = EmbeddingDriftConfig
 
     def __init__(self, config: EmbeddingDriftConfig) -> None:
         self.config = config
+        #: the windows pooled with the current one come from the history
+        self.history_windows = config.spans[-1] - 1
         self.features = dm.random_features(
             config.dimension, config.n_features, config.bandwidth, config.seed
         )
@@ -271,14 +272,34 @@ class EmbeddingDriftDetector:
             )
 
         n_feat = cfg.n_features
-        mean_cur = dm.feature_mean(state.feature_sum, state.count, n_feat)
         mean_ref = dm.feature_mean(reference.feature_sum, reference.count, n_feat)
         eig = reference.null_eigenvalues
         if eig is None:
             eig = self._pin(reference).null_eigenvalues
             assert eig is not None
-        test = dm.mean_embedding_test(mean_cur, state.count, mean_ref, reference.count, eig)
-        drifted = test.p_value < cfg.alpha and test.mmd2 >= cfg.min_effect
+        # pool the window with the k - 1 before it (their feature sums add), each span at
+        # alpha / len(spans); during an open incident the window alone decides
+        spans = (1,) if baseline.in_incident else cfg.spans
+        alpha = cfg.alpha / len(cfg.spans)
+        tests = []
+        for k in spans:
+            pooled, _ = baseline.span(k)
+            if len(pooled) < k - 1:
+                continue
+            count = state.count + sum(p.count for p in pooled)
+            feature_sum = state.feature_sum + sum(
+                (p.feature_sum for p in pooled), np.zeros_like(state.feature_sum)
+            )
+            mean_cur = dm.feature_mean(feature_sum, count, n_feat)
+            result = dm.mean_embedding_test(mean_cur, count, mean_ref, reference.count, eig)
+            tests.append((result.p_value, k, count, result))
+        firing = [t for t in tests if t[0] < alpha and t[3].mmd2 >= cfg.min_effect]
+        _, span, pooled_count, test = (
+            min(firing, key=lambda t: (t[0], t[1])) if firing else tests[0]
+        )
+        drifted = bool(firing)
+        details["span_windows"] = span
+        over = f"{pooled_count} calls" + ("" if span == 1 else f" in the last {span} windows")
         details.update(
             statistic=test.statistic,
             mmd2_null_sd=test.mmd2_null_sd,
@@ -289,15 +310,15 @@ class EmbeddingDriftDetector:
         if drifted:
             reason = (
                 f"prompt embeddings moved: MMD² {test.mmd2:.4f} ≥ {cfg.min_effect} and "
-                f"p = {test.p_value:.2g} < {cfg.alpha} over {state.count} calls"
+                f"p = {test.p_value:.2g} < {alpha:.2g} over {over}"
             )
-        elif test.p_value < cfg.alpha:
+        elif test.p_value < alpha:
             reason = (
                 f"a significant but small change (MMD² {test.mmd2:.4f} < {cfg.min_effect}) "
-                f"over {state.count} calls"
+                f"over {over}"
             )
         else:
-            reason = f"no significant change over {state.count} calls (p = {test.p_value:.2g})"
+            reason = f"no significant change over {over} (p = {test.p_value:.2g})"
         return self._detection(
             window,
             "alert" if drifted else "ok",

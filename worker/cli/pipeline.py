@@ -119,7 +119,9 @@ def build_pipeline(
         if key[1] in detectors
     }
     window = config.engine.window_seconds
-    evaluator = WindowEvaluator(detectors, window, tracker, references)
+    evaluator = WindowEvaluator(
+        detectors, window, tracker, references, baseline_accepts=sink.load_baseline_accepts
+    )
     if config.engine.role != "ingest":
         seed_history(sink, evaluator, detectors, window)
 
