@@ -143,6 +143,21 @@ class WindowEvaluator:
             self._streams[key] = stream
         return stream
 
+    def seed_ranges(self, model: str, until: int) -> list[tuple[int, int]]:
+        """[since, until) ranges of window starts a restarted evaluator needs for `model`:
+        the last `history_depth` windows, and, for an incident still open, the windows before
+        it began (its frozen baseline) and its latest windows."""
+        depth = self._depth * self._window
+        ranges = [(until - depth, until)]
+        for name in self._detectors:
+            incident = self._tracker.open_incident(model, name)
+            if incident is None or incident.started_at is None:
+                continue
+            began = int(incident.started_at.timestamp())
+            if began - depth < ranges[0][0]:
+                ranges.append((began - depth, min(began, ranges[0][0])))
+        return sorted(set(ranges))
+
     def remember(self, model: str, start: int, states: Mapping[str, Any]) -> None:
         """Record a closed window's merged states as history (used to re-seed after a restart):
         a window of an incident still open goes to that incident, not to the baseline."""

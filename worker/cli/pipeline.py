@@ -88,7 +88,9 @@ def seed_history(
         if newest is None:
             continue
         until = first_pending.get(model, newest + window)
-        rows = sink.load_recent_windows(model, until - depth * window, until)
+        rows: dict[int, Any] = {}
+        for since, before in evaluator.seed_ranges(model, until):
+            rows.update(sink.load_recent_windows(model, since, before))
         for start in sorted(rows):
             merged = {name: d.empty() for name, d in detectors.items()}
             for partial in rows[start]:
