@@ -240,6 +240,25 @@ class LatencyDetector:
             tested.append((p, k, n, x, n0, x0, cur95, base95, cur95 / base95))
         if not tested:
             n0 = sum(h.count for h in baseline.history[-cfg.baseline_windows :])
+            if baseline.in_incident and state.count and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone; they still count as evidence
+                ref = self.empty()
+                for h in baseline.history[-cfg.baseline_windows :]:
+                    ref = self.merge(ref, h)
+                base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
+                k95 = int(self.buckets.index(np.array([base95]))[0])
+                share = int(ref.counts[k95 + 1 :].sum()) / n0
+                cleared, evidence = self._cleared(state, baseline, base95, share)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base95,
+                    reason=(
+                        f"{state.count} calls, too few to test alone; evidence that the "
+                        f"incident ended {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,

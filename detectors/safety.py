@@ -230,6 +230,22 @@ class SafetyDetector:
             tested.append((p, k, n, x, n0, base, ratio))
         if not tested:
             n0 = sum(h.calls for h in baseline.history)
+            if baseline.in_incident and state.calls and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone, but they still count as evidence
+                # for (or against) the incident having ended
+                base = max(sum(h.blocked for h in baseline.history) / n0, cfg.min_baseline_rate)
+                cleared, evidence = self._cleared(state, baseline, base)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base,
+                    reason=(
+                        f"{state.blocked} of {state.calls} calls blocked, too few to test "
+                        f"alone; evidence that the incident ended {evidence:.1f} of "
+                        f"{seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,

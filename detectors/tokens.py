@@ -184,6 +184,20 @@ class TokensDetector:
             tested.append((normal_sf(z), k, cur.output_calls, mean, base, z, n0, len(hist)))
         if not tested:
             n0 = sum(h.output_calls for h in baseline.history)
+            if baseline.in_incident and state.output_calls and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone; they still count as evidence
+                base, _, _ = self._ewma(baseline.history)
+                cleared, evidence = self._cleared(state, baseline, base)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base,
+                    reason=(
+                        f"{state.output_calls} calls, too few to test alone; evidence that the "
+                        f"incident ended {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,

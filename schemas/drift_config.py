@@ -50,6 +50,9 @@ class EmbeddingDriftConfig(BaseModel):
     #: alpha / len(spans), so a small shift at low traffic is seen within a few windows while
     #: the false-alarm rate per window stays at most alpha
     spans: tuple[int, ...] = (1, 2, 4, 8)
+    #: CUSUM evidence (nats) that an open drift incident is back to the reference before a
+    #: window counts as cleared (log 1,000; see detectors._sequential)
+    clear_threshold: float = Field(default=6.9, gt=0)
 
     @model_validator(mode="after")
     def _reference_sample_holds_a_window(self) -> EmbeddingDriftConfig:
