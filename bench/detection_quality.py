@@ -345,13 +345,14 @@ def evidently_flags(
     start: int,
     end: int,
 ) -> list[bool | None]:
-    """evidently's default (model) verdict per window, on the incident and 12 windows either
-    side (evidently is slow; the other windows are not judged)."""
+    """evidently's default (model) verdict per window: on an incident and the 12 windows either
+    side (evidently is slow; the other windows are not judged), on every window of a control
+    stream."""
     from detectors.evidently_drift import evidently_embedding_drift
 
     out: list[bool | None] = []
-    lo = start - 12
-    hi = (end if end > start else start + 24) + 12
+    # control streams: every window from the 12th (false alarms per judged window)
+    lo, hi = (start - 12, end + 12) if end > start else (12, len(rows))
     for i, r in enumerate(rows):
         if not lo <= i < hi:
             out.append(None)
@@ -389,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-evidently", action="store_true")
+    parser.add_argument("--only", help="one detector (safety, latency, tokens, embedding_drift)")
     args = parser.parse_args(argv)
     traffic = (100, 500, 2_000) if args.quick else (50, 100, 500, 2_000, 20_000)
     seeds = 3 if args.quick else args.seeds
@@ -408,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("| detector | incident | calls/window (peak) | Lookout | baseline |")
     print("|---|---|---|---|---|")
     for case in cases(traffic, args.quick):
+        if args.only and case.detector != args.only:
+            continue
         use_evidently = (
             not args.no_evidently
             and case.detector == "embedding_drift"
