@@ -18,8 +18,11 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
+from alerts.receivers import Dispatcher, build_dispatcher
+from alerts.retune import RetuneTrigger
+from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
-from alerts.state import AlertTracker
+from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
 from detectors.registry import build_detectors
 from schemas.config import LookoutConfig
@@ -52,16 +55,35 @@ class Pipeline:
     engine: Engine
     metrics: EngineMetrics
     registry: CollectorRegistry
+    #: Slack / PagerDuty / Alertmanager / webhook receivers from `alerting.receivers`
+    dispatcher: Dispatcher | None = None
+    #: retune actions named by routes (`alerting.retune`)
+    retune: RetuneTrigger | None = None
 
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(
             max_record_bytes=self.config.decode.max_record_bytes,
+            max_depth=self.config.decode.max_depth,
             expected_embedding_dim=self.config.decode.embedding_dim,
         )
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            # a share of the shutdown grace period for in-flight pages; the rest stays in the
+            # persisted outbox and goes out after the next start
+            self.dispatcher.close(drain_seconds=self.config.engine.grace_period_seconds / 3)
+        if self.retune is not None:
+            self.retune.close()
         self.sink.close()
+
+
+def outbox_path(config: LookoutConfig) -> str:
+    """Receivers' persisted outbox: configured, else a SQLite file beside the DuckDB sink."""
+    if config.alerting.outbox_path:
+        return config.alerting.outbox_path
+    sink = config.sink.path
+    return ":memory:" if sink == ":memory:" else f"{sink}.outbox.sqlite"
 
 
 def default_writer_id() -> str:
@@ -88,7 +110,9 @@ def seed_history(
         if newest is None:
             continue
         until = first_pending.get(model, newest + window)
-        rows = sink.load_recent_windows(model, until - depth * window, until)
+        rows: dict[int, Any] = {}
+        for since, before in evaluator.seed_ranges(model, until):
+            rows.update(sink.load_recent_windows(model, since, before))
         for start in sorted(rows):
             merged = {name: d.empty() for name, d in detectors.items()}
             for partial in rows[start]:
@@ -112,18 +136,25 @@ def build_pipeline(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
     sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
-    tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+    registry = registry if registry is not None else CollectorRegistry()
+    tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
+    retune = None
+    if config.alerting.retune.actions and config.engine.role != "ingest":
+        retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
+        retune.start()
+        tracker.on_alerting = retune.consider
     references = {
         key: detectors[key[1]].from_row(row)
         for key, row in sink.load_references().items()
         if key[1] in detectors
     }
     window = config.engine.window_seconds
-    evaluator = WindowEvaluator(detectors, window, tracker, references)
+    evaluator = WindowEvaluator(
+        detectors, window, tracker, references, baseline_accepts=sink.load_baseline_accepts
+    )
     if config.engine.role != "ingest":
         seed_history(sink, evaluator, detectors, window)
 
-    registry = registry if registry is not None else CollectorRegistry()
     metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
 
     notifiers: dict[str, Notifier] = {"log": LogNotifier()}
@@ -132,6 +163,13 @@ def build_pipeline(
     else:
         notifiers["console"] = LogNotifier()
     notifiers.update(extra_notifiers or {})
+    dispatcher = None
+    if config.alerting.receivers and config.engine.role != "ingest":
+        dispatcher = build_dispatcher(
+            config.alerting, outbox_path=outbox_path(config), registry=registry
+        )
+        notifiers.update(dispatcher.notifiers())
+        dispatcher.start()
     router = Router(config.alerting)
     missing = router.receiver_names() - notifiers.keys()
     if missing:
@@ -185,4 +223,6 @@ def build_pipeline(
     if config.engine.role == "all":
         # windows a stopped worker left unjudged (an evaluator finds them by itself)
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
-    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)
+    return Pipeline(
+        config, detectors, sink, evaluator, engine, metrics, registry, dispatcher, retune
+    )

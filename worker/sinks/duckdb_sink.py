@@ -8,7 +8,8 @@ Tables (same names and columns as the BigQuery sink):
 - `alerts`: every alert state change (firing/resolved) as sent to receivers;
 - `alert_state`, `detector_references`: what a restart needs to not re-page and not forget;
 - `quarantined_records`: records whose event time was too far from the stream's to fold;
-- `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for.
+- `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for;
+- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, analyst_values
-from worker.sink import Checkpoint, DetectorRow, StoredWindow
+from worker.sink import BaselineAccept, Checkpoint, DetectorRow, StoredWindow
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS window_metrics (
@@ -91,6 +92,13 @@ CREATE TABLE IF NOT EXISTS quarantined_records (
     reason VARCHAR NOT NULL,
     writer_id VARCHAR NOT NULL,
     quarantined_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS baseline_accepts (
+    model VARCHAR NOT NULL,
+    detector VARCHAR NOT NULL,
+    incident_started_at TIMESTAMPTZ NOT NULL,
+    accepted_at TIMESTAMPTZ NOT NULL,
+    accepted_by VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS detector_references (
     model VARCHAR NOT NULL,
@@ -162,6 +170,8 @@ class DuckDBSink:
                 raise
 
     def _write(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, now: datetime) -> None:
+        if cp.baseline_accepts:
+            _write_baseline_accepts(con, cp.baseline_accepts)
         if cp.partials:
             flats = [analyst_values(p.states, p.extras) for p in cp.partials]
             self._append(
@@ -395,6 +405,10 @@ class DuckDBSink:
             ).fetchall()
         return {(m, d): orjson.loads(s) for m, d, s in rows}
 
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        with self._lock:
+            return _read_baseline_accepts(self._con)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports, on the sink's own connection (it is not thread-safe)."""
         with self._lock:
@@ -415,3 +429,31 @@ class DuckDBSink:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+# -- baseline acceptances (`lookout baseline accept`): their own small table -------------------
+
+
+def _write_baseline_accepts(
+    con: duckdb.DuckDBPyConnection, accepts: Sequence[BaselineAccept]
+) -> None:
+    con.executemany(
+        "INSERT INTO baseline_accepts VALUES (?, ?, ?, ?, ?)",
+        [
+            [a.model, a.detector, a.incident_started_at, a.accepted_at, a.accepted_by]
+            for a in accepts
+        ],
+    )
+
+
+def _read_baseline_accepts(con: duckdb.DuckDBPyConnection) -> list[BaselineAccept]:
+    rows = con.execute(
+        "SELECT model, detector, epoch(incident_started_at), epoch(accepted_at), accepted_by "
+        "FROM baseline_accepts ORDER BY accepted_at"
+    ).fetchall()
+    return [
+        BaselineAccept(
+            m, d, datetime.fromtimestamp(started, UTC), datetime.fromtimestamp(at, UTC), by
+        )
+        for m, d, started, at, by in rows
+    ]
