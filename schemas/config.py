@@ -72,7 +72,21 @@ class DuckDBSinkConfig(_Strict):
     memory_limit: str = "256MB"
 
 
-SinkConfig = DuckDBSinkConfig
+class BigQuerySinkConfig(_Strict):
+    """Window aggregates, detections and alerts in BigQuery, for analysts. Credentials are
+    Application Default Credentials (Workload Identity on GKE); create the tables with
+    `lookout bq init`. BIGQUERY_EMULATOR_HOST (host:port) points the client at an emulator."""
+
+    kind: Literal["bigquery"] = "bigquery"
+    project: str = Field(min_length=1)
+    dataset: str = Field(default="llm_monitoring", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    location: str | None = None
+    #: how long one write retries transient errors before the checkpoint fails (and the engine
+    #: keeps its messages un-acked and tries again at the next checkpoint)
+    write_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+SinkConfig = Annotated[DuckDBSinkConfig | BigQuerySinkConfig, Field(discriminator="kind")]
 
 
 class EngineConfig(_Strict):

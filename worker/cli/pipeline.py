@@ -47,7 +47,7 @@ class LogNotifier:
 class Pipeline:
     config: LookoutConfig
     detectors: Mapping[str, Detector[Any]]
-    sink: DuckDBSink
+    sink: Sink
     evaluator: WindowEvaluator
     engine: Engine
     metrics: EngineMetrics
@@ -62,6 +62,29 @@ class Pipeline:
 
     def close(self) -> None:
         self.sink.close()
+
+    def report_sink(self) -> DuckDBSink:
+        """The sink an HTML report reads: reports are built from the DuckDB file."""
+        if not isinstance(self.sink, DuckDBSink):
+            msg = f"reports read a DuckDB sink; this pipeline writes to {self.sink.name}"
+            raise TypeError(msg)
+        return self.sink
+
+
+def build_sink(config: LookoutConfig) -> Sink:
+    """The configured sink. BigQuery's client library is imported only when it is chosen;
+    BIGQUERY_EMULATOR_HOST (host:port, read here at the edge) points it at an emulator."""
+    if config.sink.kind == "bigquery":
+        from worker.sinks.bigquery_sink import BigQuerySink
+
+        return BigQuerySink(
+            config.sink.project,
+            config.sink.dataset,
+            location=config.sink.location,
+            emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
+            write_timeout=config.sink.write_timeout_seconds,
+        )
+    return DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
 
 
 def default_writer_id() -> str:
@@ -111,7 +134,7 @@ def build_pipeline(
     detectors = build_detectors(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
-    sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+    sink = build_sink(config)
     tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
     references = {
         key: detectors[key[1]].from_row(row)
