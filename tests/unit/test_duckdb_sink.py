@@ -12,8 +12,10 @@ import duckdb
 import numpy as np
 import pytest
 
+from detectors.latency import LatencyDetector
 from schemas.batch import LogBatch
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
+from schemas.detector_config import LatencyConfig
 from tests.sink_cases import (
     S0,
     T0,
@@ -172,3 +174,63 @@ def test_replaying_the_same_stream_into_the_same_file_changes_no_number(tmp_path
 
     assert replay(path, batches[3:7]) == (0, sum(len(b) for b in batches[3:7]))
     assert query(path, MERGED) == merged
+
+
+def test_an_analysts_own_tables_in_the_file_do_not_stop_the_sink(tmp_path: Path) -> None:
+    """Issue 9: a table of the analyst's with an INTEGER column made the sink refuse to start."""
+    path = tmp_path / "lookout.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE my_notes (id INTEGER, note VARCHAR, seen_on DATE)")
+        con.execute("INSERT INTO my_notes VALUES (1, 'latency looked odd', DATE '2026-01-05')")
+    sink = DuckDBSink(path)
+    logs = batch("r", 4)
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(logs)], ids(logs)))
+    sink.close()
+    assert query(path, "SELECT id, note FROM my_notes") == [(1, "latency looked odd")]
+    assert query(path, "SELECT sum(records) FROM window_metrics") == [(4,)]
+
+
+def test_a_file_from_before_the_latency_columns_gains_them_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lookout.duckdb"
+    sink = DuckDBSink(path)
+    old = batch("old", 5)
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(old)], ids(old)))
+    sink.close()
+    with duckdb.connect(str(path)) as con:  # the file as the previous release left it
+        con.execute("DROP VIEW model_daily")
+        con.execute("DROP VIEW window_metrics_merged")
+        for column in ("latency_histogram", "latency_bucket_gamma", "latency_bucket_min_ms"):
+            con.execute(f"ALTER TABLE window_metrics DROP COLUMN {column}")
+    reopened = DuckDBSink(path)
+    new = batch("new", 3, second=70)
+    reopened.write_checkpoint(Checkpoint("w1", 0, [partial(new, start=S0 + 60)], ids(new)))
+    reopened.close()
+    rows = query(
+        path,
+        "SELECT epoch(window_start)::BIGINT, records, latency_p95_ms IS NOT NULL "
+        "FROM window_metrics_merged ORDER BY 1",
+    )
+    assert rows == [(S0, 5, False), (S0 + 60, 3, True)]
+
+
+def test_merged_view_p95_is_the_detectors_p95_and_model_daily_sums_windows(tmp_path: Path) -> None:
+    path = tmp_path / "lookout.duckdb"
+    sink = DuckDBSink(path)
+    whole = batch("r", 40, blocked=6)
+    first, second = whole.take(np.arange(25)), whole.take(np.arange(25, 40))
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(first)], ids(first)))
+    sink.write_checkpoint(Checkpoint("w2", 0, [partial(second)], ids(second)))
+    sink.close()
+    latency = states_of(whole)["latency"]
+    expected = LatencyDetector(LatencyConfig()).quantiles(latency)
+    [(p50, p95, p99)] = query(
+        path, "SELECT latency_p50_ms, latency_p95_ms, latency_p99_ms FROM window_metrics_merged"
+    )
+    assert (p50, p95, p99) == pytest.approx(
+        (expected["p50_ms"], expected["p95_ms"], expected["p99_ms"]), rel=1e-12
+    )
+    [(calls, blocked, rate)] = query(path, "SELECT calls, blocked, block_rate FROM model_daily")
+    assert (calls, blocked) == (40, 6)
+    assert rate == pytest.approx(0.15)
