@@ -153,10 +153,11 @@ class BigQuerySink:
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Every row is built (and serialised) before the first insert, so bad data stores
         nothing; then one insert per table, `writer_progress` last."""
-        for table, rows, insert_ids in self._stage(checkpoint):
+        for table, rows, insert_ids in self.stage(checkpoint):
             self._insert(table, rows, insert_ids)
 
-    def _stage(self, checkpoint: Checkpoint) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
+    def stage(self, checkpoint: Checkpoint) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
+        """(table, JSON rows, insert ids) for each table the checkpoint touches, in write order."""
         staged: list[tuple[str, list[dict[str, Any]], list[str]]] = []
         now = _iso(self._clock())
         # insert ids: BigQuery drops a row whose id it saw in the last minute (a retried write)
@@ -322,7 +323,8 @@ class BigQuerySink:
     # -- reads ---------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run SQL (`{ds}` is replaced by `project.dataset`) with named @parameters."""
+        """Run SQL with named @parameters; `{ds}` is replaced by `project.dataset`, and
+        unqualified table names are the sink's dataset's."""
         from google.api_core import exceptions
         from google.cloud import bigquery
 
@@ -339,7 +341,10 @@ class BigQuerySink:
             else:
                 kind = "STRING"
             query_params.append(bigquery.ScalarQueryParameter(name, kind, value))
-        config = bigquery.QueryJobConfig(query_parameters=query_params)
+        # unqualified table names resolve in the sink's dataset (as in the README's examples)
+        config = bigquery.QueryJobConfig(
+            query_parameters=query_params, default_dataset=f"{self.project}.{self.dataset}"
+        )
         text = sql.replace("{ds}", f"`{self.project}.{self.dataset}`")
         try:
             rows = self._client.query_and_wait(
