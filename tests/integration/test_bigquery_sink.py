@@ -261,3 +261,22 @@ def test_bigquery_down_for_20_seconds_mid_stream_loses_nothing(
     [row] = sink.query("SELECT SUM(records) AS n, SUM(calls) AS c FROM {ds}.window_metrics_merged")
     assert (row["n"], row["c"]) == (total, total)
     pipeline.close()
+
+
+def test_a_table_without_a_column_the_sink_writes_stops_it_at_start_naming_both(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    from worker.sinks.bigquery_sink import BigQuerySinkError
+
+    project, dataset = bigquery_emulator.project, "llm_monitoring_short"
+    client = bigquery_emulator.client()
+    client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    with pytest.raises(BigQuerySinkError, match=r"window_metrics does not exist: run `lookout"):
+        BigQuerySink(project, dataset, client=client)
+    client.query_and_wait(f"CREATE TABLE `{dataset}.window_metrics` (row_id STRING, model STRING)")
+    with pytest.raises(
+        BigQuerySinkError,
+        match=rf"{project}\.{dataset}\.window_metrics has no column window_start \(TIMESTAMP\)",
+    ):
+        BigQuerySink(project, dataset, client=client)
+    client.close()
