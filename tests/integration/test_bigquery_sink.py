@@ -32,6 +32,7 @@ from schemas.config import (
 from schemas.detector_config import LatencyConfig
 from tests.integration.bigquery_emulator import BigQueryEmulator
 from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.sink import Checkpoint
 from worker.sinks.bigquery_sink import BigQuerySink
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
@@ -280,3 +281,41 @@ def test_a_table_without_a_column_the_sink_writes_stops_it_at_start_naming_both(
     ):
         BigQuerySink(project, dataset, client=client)
     client.close()
+
+
+def test_a_retry_after_a_half_written_checkpoint_counts_each_record_once(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """A checkpoint is one insert per table, so a failure can land part of it. The engine
+    retries with the same sequence and at least the same deltas: the newest row of each
+    row_id is what counts, in the views and for the evaluator."""
+    from tests.sink_cases import S0, batch, ids, partial
+
+    project = bigquery_emulator.project
+    client = bigquery_emulator.client()
+    sink = BigQuerySink(project, bigquery_dataset, client=client)
+    first = batch("x", 6, blocked=1)
+    more = batch("y", 4, second=30)
+    attempt = Checkpoint("w1", 0, [partial(first)], ids(first), frontier=S0 + 10.0)
+    # the first attempt: window_metrics landed, then the connection broke
+    for table, rows, insert_ids in sink.stage(attempt):
+        if table == "window_metrics":
+            ref = f"{project}.{bigquery_dataset}.{table}"
+            assert not client.insert_rows_json(ref, rows, row_ids=insert_ids)
+    both = LogBatch.concat([first, more])
+    retry = Checkpoint("w1", 0, [partial(both)], ids(both), frontier=S0 + 40.0)
+    sink.write_checkpoint(retry)
+    [row] = sink.query("SELECT records, calls, blocked, partial_rows FROM window_metrics_merged")
+    assert (row["records"], row["calls"], row["blocked"], row["partial_rows"]) == (10, 10, 1, 1)
+    stored = sink.load_window("a", S0)
+    assert (stored.records, len(stored.partial_states)) == (10, 1)
+    assert stored.request_ids == frozenset(both.request_id.tolist())
+
+    # a restarted writer reusing writer id and sequence numbers (a new sink object) adds rows
+    restarted = BigQuerySink(project, bigquery_dataset, client=bigquery_emulator.client())
+    late = batch("z", 3, second=50)
+    restarted.write_checkpoint(Checkpoint("w1", 0, [partial(late)], ids(late)))
+    [row] = sink.query("SELECT records, partial_rows FROM window_metrics_merged")
+    assert (row["records"], row["partial_rows"]) == (13, 2)
+    restarted.close()
+    sink.close()
