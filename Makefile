@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RETUNE := $(VENV)/.retune-installed
 
 .PHONY: demo test lint typecheck unit tools bench clean
 
@@ -12,6 +13,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# the `retune` extra (Vertex AI / Kubeflow clients): the suite tests those actions
+$(RETUNE): $(STAMP) requirements-retune.lock
+	$(BIN)/pip install --quiet -r requirements-retune.lock
+	touch $(RETUNE)
 
 demo: $(STAMP)
 	$(BIN)/lookout demo
@@ -28,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy schemas detectors worker alerts tests bench
 
-test: $(STAMP) tools lint typecheck
+test: $(STAMP) $(RETUNE) tools lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -123,9 +123,13 @@ class Notifier(Protocol):
     def send(self, alerts: Sequence[Alert]) -> None: ...
 
 
+#: optional evidence fields receivers show; `--alerts-out` keeps its documented record shape
+EVIDENCE_FIELDS = frozenset({"model_version", "tenant", "reason", "details", "links"})
+
+
 def alert_record(alert: Alert) -> dict[str, Any]:
-    """An alert as one JSON object: exactly the Alert fields, summary redacted."""
-    record = alert.model_dump(mode="json")
+    """An alert as one JSON object: the Alert's core fields, summary redacted."""
+    record = alert.model_dump(mode="json", exclude=set(EVIDENCE_FIELDS))
     record["summary"] = redact_secrets(alert.summary)
     return record
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from fnmatch import fnmatchcase
 
 from alerts.notifiers import Notifier, NotifierError, TerminalNotifierError, notifier_error
-from schemas.alert_config import SEVERITY_RANK, AlertingConfig, Route
+from schemas.alert_config import SEVERITY_RANK, AlertingConfig, GroupLabel, Route
 from schemas.detection import Alert
 
 
@@ -47,26 +48,87 @@ class DispatchResult:
         return not self.failures
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """How one receiver's notifications for an alert are batched and repeated (Alertmanager's
+    group_by / group_wait / group_interval / repeat_interval), resolved from the matching route
+    with the `alerting:` section as the root route's defaults."""
+
+    group_by: tuple[GroupLabel, ...]
+    group_wait: timedelta
+    group_interval: timedelta
+    repeat_interval: timedelta
+
+    def key(self, alert: Alert) -> str:
+        """The group an alert belongs to, e.g. `model=gemini,detector=safety`."""
+        return ",".join(f"{label}={alert_label(alert, label)}" for label in self.group_by)
+
+
+def alert_label(alert: Alert, label: GroupLabel) -> str:
+    value = getattr(alert, label)
+    return "" if value is None else str(value)
+
+
 class Router:
     """Routes alerts to receiver names and delivers them through named notifiers."""
 
     def __init__(self, config: AlertingConfig) -> None:
         self._config = config
 
+    @property
+    def config(self) -> AlertingConfig:
+        return self._config
+
     def receivers_for(self, alert: Alert) -> tuple[str, ...]:
         """The receivers of `alert`, in rule order, each once."""
-        chosen: list[str] = []
+        return tuple(name for name, _ in self.routes_for(alert))
+
+    def routes_for(self, alert: Alert) -> tuple[tuple[str, Route | None], ...]:
+        """Each receiver of `alert` with the first rule that chose it (None: the default)."""
+        chosen: dict[str, Route | None] = {}
         for route in self._config.routes:
             if not _matches(route, alert):
                 continue
-            chosen.extend(r for r in route.receivers if r not in chosen)
+            for receiver in route.receivers:
+                chosen.setdefault(receiver, route)
             if not route.continue_:
                 break
         if chosen:
-            return tuple(chosen)
+            return tuple(chosen.items())
         if alert.severity == "info":
-            return (self._config.info_receiver,)
-        return (self._config.default_receiver,)
+            return ((self._config.info_receiver, None),)
+        return ((self._config.default_receiver, None),)
+
+    def grouping(self, alert: Alert, receiver: str) -> Grouping:
+        """The grouping for `receiver`'s copy of `alert`: its route's, else the root's."""
+        route = dict(self.routes_for(alert)).get(receiver)
+        root = self._config
+        if route is None:
+            return Grouping(
+                root.group_by, root.group_wait, root.group_interval, root.repeat_interval
+            )
+
+        def pick(own: timedelta | None, default: timedelta) -> timedelta:
+            return default if own is None else own
+
+        return Grouping(
+            group_by=root.group_by if route.group_by is None else route.group_by,
+            group_wait=pick(route.group_wait, root.group_wait),
+            group_interval=pick(route.group_interval, root.group_interval),
+            repeat_interval=pick(route.repeat_interval, root.repeat_interval),
+        )
+
+    def retune_actions_for(self, alert: Alert) -> tuple[str, ...]:
+        """Retune actions named by the rules that match `alert` (first match / continue)."""
+        actions: list[str] = []
+        for route in self._config.routes:
+            if not _matches(route, alert):
+                continue
+            if route.retune is not None and route.retune not in actions:
+                actions.append(route.retune)
+            if not route.continue_:
+                break
+        return tuple(actions)
 
     def receiver_names(self) -> frozenset[str]:
         """Every receiver the config can route to: check at start-up that each has a notifier."""
@@ -104,8 +166,20 @@ class Router:
 
 
 def _matches(route: Route, alert: Alert) -> bool:
-    if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[route.min_severity]:
+    """Every pattern the rule sets must match; an alert without the field (no model_version
+    known) matches only the pattern `*`."""
+    if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[route.effective_min_severity]:
         return False
-    if route.detector is not None and not fnmatchcase(alert.detector, route.detector):
-        return False
-    return route.model is None or fnmatchcase(alert.model, route.model)
+    patterns = (
+        (route.detector, alert.detector),
+        (route.model, alert.model),
+        (route.model_version, alert.model_version),
+        (route.tenant, alert.tenant),
+        (route.severity, alert.severity),
+    )
+    return all(
+        pattern is None
+        or (value is None and pattern == "*")
+        or (value is not None and fnmatchcase(value, pattern))
+        for pattern, value in patterns
+    )

@@ -50,6 +50,18 @@ class PubSubSourceConfig(_Strict):
     #: above window + lateness + checkpoint, so a held message is never redelivered early
     max_lease_duration_seconds: int = Field(default=900, ge=60)
     ack_deadline_seconds: int = Field(default=60, ge=10, le=600)
+    #: a gzip body that inflates past this is one bad message (DecodeError), never an OOM
+    max_inflated_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1 << 34)
+    #: a local directory (e.g. a mounted volume) for whole bodies too large for the
+    #: dead-letter topic (Pub/Sub's 10 MB limit) — the topic then gets a finder record.
+    #: gs:// is not built: mount the bucket (Cloud Storage FUSE) and give the mount path
+    dead_letter_overflow_path: str | None = None
+    #: a message whose bad records cannot be dead-lettered this many times (or that Pub/Sub
+    #: delivered this many times) is given up on — logged, kept in the overflow path — and
+    #: acked, instead of being redelivered forever
+    max_dead_letter_failures: int = Field(default=5, ge=1, le=1000)
+    #: longest wait between pulls while the subscription is missing or unreachable
+    max_backoff_seconds: float = Field(default=30.0, ge=0.5, le=3600)
 
 
 class SimulatorSourceConfig(_Strict):

@@ -63,3 +63,11 @@ class Alert(BaseModel):
     baseline: float | None
     sample_size: int
     summary: str
+    #: optional context (additive; receivers show what is set): what the model is, whose it is,
+    #: the deciding window's one-line reason and its supporting numbers (top block reasons,
+    #: finish reasons), links a receiver shows as buttons
+    model_version: str | None = None
+    tenant: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict)

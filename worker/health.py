@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], bool]
+#: why a part is not ready, for the body ("subscription ... does not exist (3 failed attempts)")
+ReadinessDetail = Callable[[], str]
 
 
 class HealthServer:
@@ -24,9 +26,11 @@ class HealthServer:
         *,
         host: str = "0.0.0.0",
         port: int = 9464,
+        details: Mapping[str, ReadinessDetail] | None = None,
     ) -> None:
         self._registry = registry
         self._checks = checks
+        self._details = dict(details or {})
         handler = self._handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -45,7 +49,7 @@ class HealthServer:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        registry, checks = self._registry, self._checks
+        registry, checks, details = self._registry, self._checks, self._details
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -55,9 +59,13 @@ class HealthServer:
                 elif path == "/healthz":
                     self._send(200, b"ok\n")
                 elif path == "/readyz":
-                    failing = [name for name, check in checks.items() if not _safe(check)]
+                    failing = [
+                        _explained(name, details.get(name))
+                        for name, check in checks.items()
+                        if not _safe(check)
+                    ]
                     if failing:
-                        self._send(503, ("not ready: " + ", ".join(failing) + "\n").encode())
+                        self._send(503, ("not ready: " + "; ".join(failing) + "\n").encode())
                     else:
                         self._send(200, b"ready\n")
                 else:
@@ -81,3 +89,14 @@ def _safe(check: ReadinessCheck) -> bool:
         return bool(check())
     except Exception:
         return False
+
+
+def _explained(name: str, detail: ReadinessDetail | None) -> str:
+    """`source` or `source (subscription ... does not exist)` when the part says why."""
+    if detail is None:
+        return name
+    try:
+        why = detail()
+    except Exception:
+        return name
+    return f"{name} ({why})" if why else name

@@ -32,6 +32,9 @@ class RunSettings:
     #: messages are decoded and folded in slices of about this many bytes (bounds memory)
     decode_slice_bytes: int = 8 * 1024 * 1024
     grace_period_seconds: float = 25.0
+    #: the part of the grace period kept for `source.close()` (handing messages back), so a
+    #: final checkpoint that keeps failing still leaves the exit inside the grace period
+    close_reserve_seconds: float = 0.0
     #: stop polling while this many messages wait for a checkpoint that keeps failing
     max_pending_messages: int = 10_000
 
@@ -182,7 +185,7 @@ def run(
         engine.tick()
     result.stopped_by_signal = stop.is_set()
     source.stop()
-    deadline = now() + settings.grace_period_seconds
+    deadline = now() + max(settings.grace_period_seconds - settings.close_reserve_seconds, 0.0)
     end_of_input = source.exhausted and not result.stopped_by_signal
     ok = engine.finish(end_of_input=end_of_input)
     while not ok and now() < deadline:

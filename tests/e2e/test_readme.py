@@ -43,6 +43,9 @@ NOT_RUN = {
     "lookout pubsub init": "needs the Pub/Sub emulator; tests/integration run it",
     "lookout publish": "needs the Pub/Sub emulator; tests/integration run it",
     ".venv/bin/python -m bench.": "benchmarks take minutes; `make bench` runs them",
+    "docker build": "no Docker engine here; tests/chart/test_image.py checks the Dockerfile",
+    "kubectl": "no cluster here",
+    "helm install": "no cluster here; tests/chart renders and validates these values",
 }
 
 

@@ -84,7 +84,7 @@ def test_init_creates_then_reports_exists_and_a_mismatch_exits_1(
 
     changed = invoke(pubsub_emulator, *args, "--ack-deadline", "90")
     assert changed.exit_code == 1
-    assert "mismatch (ack_deadline_seconds is 30, asked 90)" in changed.stdout
+    assert "mismatch (ack_deadline_seconds is 30, asked 90; --update changes it)" in changed.stdout
     assert_one_line(changed.stderr)
 
 

@@ -7,15 +7,33 @@ value and the accepted range instead of surfacing as a Pub/Sub error later.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import logging
+import time
 import zlib
+from concurrent.futures import Future
 from pathlib import Path
 
+import orjson
 import pytest
+from google.api_core import exceptions as gexc
+from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 
-from schemas.config import ConfigError, load_config
-from worker.failure_policy import InvalidSetting, LookoutError, is_retryable
+from schemas.config import ConfigError, PubSubSourceConfig, load_config
+from schemas.errors import DecodeError
+from worker.failure_policy import (
+    ERROR_REASONS,
+    InvalidSetting,
+    LookoutError,
+    describe,
+    is_retryable,
+    reason_of,
+)
+from worker.source import SourceMessage
 from worker.sources.pubsub_admin import init_pubsub
+from worker.sources.pubsub_dead_letter import DeadLetterer, FailureMemory, check_overflow_path
 from worker.sources.pubsub_publish import publish_lines
+from worker.sources.pubsub_pull_health import PullHealth, PullTarget
 from worker.sources.pubsub_source import InflateError, PubSubSourceSettings, inflate
 
 
@@ -94,6 +112,9 @@ def test_default_source_settings_are_valid_and_lease_longer_than_a_window() -> N
         ("max_lease_duration_seconds", 5, "between 10 and 86400"),
         ("max_inflated_bytes", 10, "between 1024 and"),
         ("recent_ids", -1, "between 0 and 10000000"),
+        ("max_dead_letter_failures", 0, "between 1 and 1000"),
+        ("close_timeout_seconds", 0.1, "between 0.5 and 600"),
+        ("max_backoff_seconds", 0, "between 0.5 and 3600"),
     ],
 )
 def test_out_of_range_source_settings_name_the_setting_value_and_range(
@@ -164,3 +185,225 @@ def test_a_lease_shorter_than_window_lateness_and_checkpoint_is_a_config_error(
     assert "(95)" in problem
     path.write_text(path.read_text().replace("90}", "96}"))
     assert load_config(path).source.kind == "pubsub"
+
+
+def test_the_robustness_keys_are_read_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "lookout.yaml"
+    path.write_text(
+        "source: {kind: pubsub, project: p, subscription: s, max_dead_letter_failures: 3,\n"
+        f"  dead_letter_overflow_path: {tmp_path / 'overflow'}, max_backoff_seconds: 10,\n"
+        "  max_inflated_bytes: 2048}\n"
+    )
+    source = load_config(path).source
+    assert isinstance(source, PubSubSourceConfig)
+    assert (source.max_dead_letter_failures, source.max_backoff_seconds) == (3, 10)
+    assert source.dead_letter_overflow_path == str(tmp_path / "overflow")
+    assert source.max_inflated_bytes == 2048
+
+
+# -- the dead-letter path: nothing raises, oversized bodies go as finders ---------------------
+
+
+def api_error(kind: type[gexc.GoogleAPICallError], message: str) -> gexc.GoogleAPICallError:
+    return kind(message)
+
+
+class FakePublisher:
+    """Records publishes; refuses bodies over Pub/Sub's 10 MB as the real client does, or
+    fails every future with `error`."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.published: list[tuple[bytes, dict[str, str]]] = []
+        self._error = error
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
+        if len(data) > 10_000_000:
+            msg = "The message being published would produce too large a publish request"
+            raise MessageTooLargeError(msg)
+        self.published.append((data, attributes))
+        future: Future[str] = Future()
+        if self._error is not None:
+            future.set_exception(self._error)
+        else:
+            future.set_result(str(len(self.published)))
+        return future
+
+
+def _dead_letterer(publisher: FakePublisher, overflow: Path | None = None) -> DeadLetterer:
+    return DeadLetterer(
+        publisher,
+        "projects/p/topics/dlq",
+        "projects/p/subscriptions/s",
+        overflow=overflow,
+    )
+
+
+MESSAGE = SourceMessage("m-1", b"", "ack-1", {"Content-Encoding": "gzip", "format": "native"})
+
+
+def test_a_record_too_large_for_pubsub_goes_as_a_finder_and_whole_to_the_overflow(
+    tmp_path: Path,
+) -> None:
+    big = b'{"request_id":"big","response":"' + b"x" * 12_000_000 + b'"}'
+    publisher = FakePublisher()
+    error = DecodeError(1, "record is 12000034 bytes, over the limit", big, None, "too_large")
+
+    outcome = _dead_letterer(publisher, tmp_path).send(MESSAGE, [error])
+
+    assert outcome.ok and outcome.oversized == 1
+    ((body, attributes),) = publisher.published
+    finder = orjson.loads(body)
+    digest = hashlib.sha256(big).hexdigest()
+    assert (finder["sha256"], finder["size"]) == (digest, len(big))
+    assert finder["first_bytes"] == big[:1024].decode()
+    assert finder["source_message_id"] == "m-1" and finder["attributes"]["format"] == "native"
+    assert attributes["body"] == "finder" and attributes["original_size"] == str(len(big))
+    assert Path(attributes["overflow_file"]).read_bytes() == big
+    assert orjson.loads((tmp_path / f"{digest}.json").read_bytes())["source_message_id"] == "m-1"
+
+
+def test_a_small_record_goes_as_it_is_and_long_details_fit_an_attribute() -> None:
+    publisher = FakePublisher()
+    error = DecodeError(3, "é" * 2000, b"{bad", "latency_ms")
+
+    assert _dead_letterer(publisher).send(MESSAGE, [error]).ok
+    ((body, attributes),) = publisher.published
+    assert body == b"{bad" and "body" not in attributes
+    assert len(attributes["error_detail"].encode()) <= 1024
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable", "reason"),
+    [
+        (api_error(gexc.NotFound, "Topic not found"), False, "not_found"),
+        (api_error(gexc.ServiceUnavailable, "connection refused"), True, "unavailable"),
+        (TimeoutError(), True, "deadline_exceeded"),
+        (RuntimeError("anything else"), False, "other"),
+    ],
+)
+def test_a_failed_publish_is_an_outcome_never_an_exception(
+    error: BaseException, retryable: bool, reason: str
+) -> None:
+    outcome = _dead_letterer(FakePublisher(error)).send(MESSAGE, [DecodeError(1, "bad", b"{")])
+
+    assert not outcome.ok
+    assert (outcome.retryable, outcome.error_reason) == (retryable, reason)
+    assert "1 of 1 records" in outcome.reason
+
+
+def test_a_publish_refused_before_sending_is_an_outcome_too() -> None:
+    class Refusing(FakePublisher):
+        def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
+            raise ValueError("the client is stopped")
+
+    outcome = _dead_letterer(Refusing()).send(MESSAGE, [DecodeError(1, "bad", b"{")])
+    assert not outcome.ok and "the client is stopped" in outcome.reason
+
+
+def test_giving_up_logs_the_finder_facts_not_the_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = b'{"prompt":"my card is 4111"'
+    with caplog.at_level(logging.ERROR):
+        _dead_letterer(FakePublisher(), tmp_path).give_up(
+            MESSAGE, [DecodeError(1, "invalid JSON", secret)], "3 attempts failed"
+        )
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert hashlib.sha256(secret).hexdigest() in text and "m-1" in text and "4111" not in text
+    assert (tmp_path / f"{hashlib.sha256(secret).hexdigest()}.body").read_bytes() == secret
+
+
+def test_the_failure_memory_is_bounded_and_forgets_the_oldest() -> None:
+    memory = FailureMemory(capacity=2)
+    assert [memory.add("a"), memory.add("a"), memory.add("b"), memory.add("c")] == [1, 2, 1, 1]
+    assert len(memory) == 2
+    assert memory.add("a") == 1  # forgotten: the oldest went first
+
+
+@pytest.mark.parametrize("path", ["gs://bucket/dead", "s3://x"])
+def test_an_overflow_url_is_refused_with_what_to_do_instead(path: str) -> None:
+    with pytest.raises(InvalidSetting, match=r"only a local directory .*mount the bucket as a"):
+        check_overflow_path(path)
+
+
+def test_an_overflow_directory_is_created(tmp_path: Path) -> None:
+    assert check_overflow_path(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+# -- pull health: earned readiness, one line per failure kind, capped backoff -----------------
+
+
+TARGET = PullTarget("p", "s", "projects/p/subscriptions/s", "127.0.0.1:1 (X)", "is it running?")
+
+
+def test_not_ready_until_a_pull_works_and_again_from_the_first_failure() -> None:
+    health = PullHealth(TARGET)
+
+    def ready() -> bool:
+        return health.ready
+
+    assert not ready() and health.status() == "no pull has succeeded yet"
+    health.succeeded()
+    assert ready() and health.status() == ""
+    health.failed(api_error(gexc.NotFound, "Subscription does not exist"))
+    assert not ready()
+    assert "projects/p/subscriptions/s does not exist" in health.status()
+    assert "lookout pubsub init --project p --topic TOPIC --subscription s" in health.status()
+
+
+def test_one_line_per_kind_of_failure_and_the_backoff_doubles_to_its_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    health = PullHealth(TARGET, max_backoff=4.0, reminder_seconds=300, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="lookout.pubsub"):
+        delays = []
+        for _ in range(6):
+            delays.append(health.failed(api_error(gexc.ServiceUnavailable, "refused")))
+            now[0] += delays[-1]
+        health.failed(api_error(gexc.NotFound, "gone"))
+        now[0] += 400
+        health.failed(api_error(gexc.NotFound, "gone"))  # a reminder after reminder_seconds
+        health.succeeded()
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4, messages
+    assert (
+        "cannot reach Pub/Sub at 127.0.0.1:1 (X)" in messages[0] and "is it running?" in messages[0]
+    )
+    assert "does not exist" in messages[1] and "attempts so far" in messages[2]
+    assert "works again after 8 failed attempts" in messages[3]
+    assert health.errors == {"unavailable": 6, "not_found": 2}
+
+
+def test_reasons_and_descriptions_of_errors() -> None:
+    assert reason_of(MessageTooLargeError("big")) == "too_large"
+    assert reason_of(api_error(gexc.PermissionDenied, "no")) == "permission_denied"
+    assert describe(TimeoutError()) == "TimeoutError: no answer in time"
+    assert set(ERROR_REASONS) >= {reason_of(api_error(gexc.NotFound, "x")), reason_of(OSError())}
+
+
+def test_a_topic_that_does_not_answer_is_waited_for_once_then_skipped_for_a_while() -> None:
+    """All records of a message share one timeout, and the next message does not wait again:
+    a poll of bad messages cannot hold the worker (or its SIGTERM) for minutes."""
+
+    class Silent(FakePublisher):
+        def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
+            return Future()  # never resolves
+
+    dlq = DeadLetterer(
+        Silent(), "projects/p/topics/dlq", "projects/p/subscriptions/s", timeout_seconds=1.0
+    )
+    errors = [DecodeError(i, "bad", b"{") for i in range(1, 6)]
+    started = time.monotonic()
+    first = dlq.send(MESSAGE, errors)
+    waited = time.monotonic() - started
+    second = dlq.send(MESSAGE, errors)
+    both = time.monotonic() - started
+
+    assert not first.ok and first.attempted and first.error_reason == "deadline_exceeded"
+    assert "5 of 5 records" in first.reason
+    assert not second.ok and not second.attempted
+    assert 1.0 <= waited < 2.0 and both - waited < 0.1, (waited, both)

@@ -113,3 +113,83 @@ def test_a_failing_or_missing_receiver_does_not_stop_the_others() -> None:
 def test_receiver_names_must_be_plain_names() -> None:
     with pytest.raises(ValueError, match="receivers"):
         Route(receivers=("https://hooks.slack.com/services/T0/B0/secret",))
+
+
+def test_routes_match_model_version_tenant_and_severity_globs() -> None:
+    routes = (
+        Route(receivers=("canary",), model_version="*-canary"),
+        Route(receivers=("acme",), tenant="acme-*"),
+        Route(receivers=("pager",), severity="crit*"),
+        Route(receivers=("info-log",), severity="info"),
+    )
+    r = router(*routes)
+    canary = alert().model_copy(update={"model_version": "002-canary"})
+    assert r.receivers_for(canary) == ("canary",)
+    assert r.receivers_for(alert().model_copy(update={"tenant": "acme-eu"})) == ("acme",)
+    assert r.receivers_for(alert(severity="critical")) == ("pager",)
+    assert r.receivers_for(alert(severity="info")) == ("info-log",)  # `severity` opts info in
+    assert r.receivers_for(alert()) == ("slack",)  # no version or tenant known: no match
+    star = router(Route(receivers=("any-version",), model_version="*"))
+    assert star.receivers_for(alert()) == ("any-version",)
+
+
+def test_grouping_comes_from_the_matching_route_else_the_root() -> None:
+    config = AlertingConfig.model_validate(
+        {
+            "group_by": ["model"],
+            "group_wait": "10s",
+            "repeat_interval": "2h",
+            "routes": [
+                {"receivers": ["pager"], "severity": "critical", "repeat_interval": "30m"},
+                {"receivers": ["team"], "group_by": ["model", "detector"], "group_wait": "1m"},
+            ],
+        }
+    )
+    r = Router(config)
+    paging = r.grouping(alert(severity="critical"), "pager")
+    assert (paging.group_by, paging.group_wait, paging.repeat_interval) == (
+        ("model",),
+        timedelta(seconds=10),
+        timedelta(minutes=30),
+    )
+    team = r.grouping(alert(), "team")
+    assert team.group_by == ("model", "detector") and team.group_wait == timedelta(minutes=1)
+    assert team.key(alert()) == "model=gemini-1.5-flash,detector=safety"
+    assert r.grouping(alert(), "unrouted").repeat_interval == timedelta(hours=2)
+
+
+def test_retune_actions_follow_first_match_and_continue() -> None:
+    config = AlertingConfig.model_validate(
+        {
+            "routes": [
+                {"receivers": ["pager"], "detector": "safety", "retune": "a", "continue": True},
+                {"receivers": ["team"], "model": "gemini-*", "retune": "b"},
+                {"receivers": ["other"], "retune": "c"},
+            ],
+            "retune": {
+                "actions": [
+                    {"name": n, "kind": "pubsub", "project": "p", "topic": "t"}
+                    for n in ("a", "b", "c")
+                ]
+            },
+        }
+    )
+    r = Router(config)
+    assert r.retune_actions_for(alert()) == ("a", "b")
+    assert r.retune_actions_for(alert("latency", model="gpt-4o")) == ("c",)
+    with pytest.raises(ValueError, match=r"retune actions not in alerting.retune.actions: \['x'\]"):
+        AlertingConfig.model_validate({"routes": [{"receivers": ["r"], "retune": "x"}]})
+
+
+def test_receiver_names_are_unique_and_not_the_builtin_ones() -> None:
+    hook = {"kind": "webhook", "url": {"env": "U"}}
+    with pytest.raises(ValueError, match=r"used twice or reserved: \['console', 'h'\]"):
+        AlertingConfig.model_validate(
+            {
+                "receivers": [
+                    {"name": "h", **hook},
+                    {"name": "h", **hook},
+                    {"name": "console", **hook},
+                ]
+            }
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+import grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,9 +12,11 @@ from worker.sources.pubsub_source import PubSubSourceStats
 from worker.sources.source_metrics import PubSubSourceCollector
 
 
-def _stats(**values: int) -> PubSubSourceStats:
-    zero = PubSubSourceStats(**{f.name: 0 for f in fields(PubSubSourceStats)})
-    return replace(zero, **values)
+def _stats(**values: object) -> PubSubSourceStats:
+    zero = PubSubSourceStats(
+        **{f.name: 0 for f in fields(PubSubSourceStats) if f.name != "errors"}  # type: ignore[arg-type]
+    )
+    return replace(zero, **values)  # type: ignore[arg-type]
 
 
 def test_every_source_counter_is_exported_and_follows_the_scrape() -> None:
@@ -33,5 +36,45 @@ def test_every_source_counter_is_exported_and_follows_the_scrape() -> None:
     exported = {
         family.name for family in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    counters = {f.name for f in fields(PubSubSourceStats)} - {"held"}
+    counters = {f.name for f in fields(PubSubSourceStats)} - {"held", "errors"}
     assert {f"lookout_pubsub_{name}" for name in counters} <= exported
+
+
+def test_source_errors_are_one_family_labelled_by_step_and_reason() -> None:
+    """`lookout_source_errors_total{step,reason}`: what an alert on a broken setup keys on."""
+    errors = (
+        (("pull", "not_found"), 7),
+        (("dead_letter", "unavailable"), 2),
+        (("ack", "other"), 0),
+    )
+    registry = CollectorRegistry()
+    registry.register(PubSubSourceCollector(lambda: _stats(errors=errors)))
+
+    def value(step: str, reason: str) -> float | None:
+        labels = {"step": step, "reason": reason}
+        return registry.get_sample_value("lookout_source_errors_total", labels)
+
+    assert value("pull", "not_found") == 7
+    assert value("dead_letter", "unavailable") == 2
+    assert value("ack", "other") == 0
+    assert value("pull", "unavailable") is None
+
+
+def test_every_pull_failure_reason_is_exported_from_a_real_source_before_any_failure() -> None:
+    """Stable series: every (step, reason) pair exists at 0, so rate() works from the start."""
+    from worker.failure_policy import ERROR_REASONS
+    from worker.sources.pubsub_source import ERROR_STEPS, PubSubSource, PubSubSourceSettings
+
+    source = PubSubSource(
+        PubSubSourceSettings(project="p", subscription="s"),
+        channel_factory=_dead_channel,
+    )
+    try:
+        pairs = {pair for pair, count in source.stats().errors if count == 0}
+    finally:
+        source.close()
+    assert pairs == {(step, reason) for step in ERROR_STEPS for reason in ERROR_REASONS}
+
+
+def _dead_channel() -> grpc.Channel:
+    return grpc.insecure_channel("127.0.0.1:9")

@@ -14,6 +14,7 @@ import typer
 from worker.cli import bq as _bq  # noqa: F401  (registers the commands)
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
+from worker.cli import retune as _retune  # noqa: F401  (registers the commands)
 from worker.cli.app import app, setup_logging
 
 __all__ = ["app", "main"]

@@ -18,8 +18,11 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
+from alerts.receivers import Dispatcher, build_dispatcher
+from alerts.retune import RetuneTrigger
+from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
-from alerts.state import AlertTracker
+from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
 from detectors.registry import build_detectors
 from schemas.config import LookoutConfig
@@ -52,6 +55,10 @@ class Pipeline:
     engine: Engine
     metrics: EngineMetrics
     registry: CollectorRegistry
+    #: Slack / PagerDuty / Alertmanager / webhook receivers from `alerting.receivers`
+    dispatcher: Dispatcher | None = None
+    #: retune actions named by routes (`alerting.retune`)
+    retune: RetuneTrigger | None = None
 
     @property
     def limits(self) -> DecodeLimits:
@@ -61,6 +68,12 @@ class Pipeline:
         )
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            # a share of the shutdown grace period for in-flight pages; the rest stays in the
+            # persisted outbox and goes out after the next start
+            self.dispatcher.close(drain_seconds=self.config.engine.grace_period_seconds / 3)
+        if self.retune is not None:
+            self.retune.close()
         self.sink.close()
 
     def report_sink(self) -> DuckDBSink:
@@ -85,6 +98,16 @@ def build_sink(config: LookoutConfig) -> Sink:
             write_timeout=config.sink.write_timeout_seconds,
         )
     return DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+
+
+def outbox_path(config: LookoutConfig) -> str:
+    """Receivers' persisted outbox: configured, else a SQLite file beside the DuckDB sink."""
+    if config.alerting.outbox_path:
+        return config.alerting.outbox_path
+    if config.sink.kind != "duckdb":
+        return "lookout.outbox.sqlite"  # in the working directory (a volume on Kubernetes)
+    sink = config.sink.path
+    return ":memory:" if sink == ":memory:" else f"{sink}.outbox.sqlite"
 
 
 def default_writer_id() -> str:
@@ -135,7 +158,13 @@ def build_pipeline(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
     sink = build_sink(config)
-    tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+    registry = registry if registry is not None else CollectorRegistry()
+    tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
+    retune = None
+    if config.alerting.retune.actions and config.engine.role != "ingest":
+        retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
+        retune.start()
+        tracker.on_alerting = retune.consider
     references = {
         key: detectors[key[1]].from_row(row)
         for key, row in sink.load_references().items()
@@ -146,7 +175,6 @@ def build_pipeline(
     if config.engine.role != "ingest":
         seed_history(sink, evaluator, detectors, window)
 
-    registry = registry if registry is not None else CollectorRegistry()
     metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
 
     notifiers: dict[str, Notifier] = {"log": LogNotifier()}
@@ -155,6 +183,13 @@ def build_pipeline(
     else:
         notifiers["console"] = LogNotifier()
     notifiers.update(extra_notifiers or {})
+    dispatcher = None
+    if config.alerting.receivers and config.engine.role != "ingest":
+        dispatcher = build_dispatcher(
+            config.alerting, outbox_path=outbox_path(config), registry=registry
+        )
+        notifiers.update(dispatcher.notifiers())
+        dispatcher.start()
     router = Router(config.alerting)
     missing = router.receiver_names() - notifiers.keys()
     if missing:
@@ -208,4 +243,6 @@ def build_pipeline(
     if config.engine.role == "all":
         # windows a stopped worker left unjudged (an evaluator finds them by itself)
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
-    return Pipeline(config, detectors, sink, evaluator, engine, metrics, registry)
+    return Pipeline(
+        config, detectors, sink, evaluator, engine, metrics, registry, dispatcher, retune
+    )

@@ -5,6 +5,11 @@ Thin wrappers over `worker.sources.pubsub_admin.init_pubsub` and
 `PUBSUB_EMULATOR_HOST` is read here, once, at the edge (`emulator_host_from_env`) and passed
 down as a channel factory. Every expected failure (a `LookoutError`, a Google API error, an
 unreadable file) is one line on stderr and a non-zero exit, never a traceback.
+
+Both commands first check that Pub/Sub answers at all, within `--timeout` (15 s): measured
+before, a dead PUBSUB_EMULATOR_HOST left `pubsub init` silent for 400 s and more and `publish`
+for 240 s ending in `TimeoutError: no detail`; now one line names the endpoint and what to
+check, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ ProjectOption = Annotated[
     str, typer.Option("--project", "-p", help="Google Cloud project id (any id on the emulator).")
 ]
 TopicOption = Annotated[str, typer.Option("--topic", "-t", help="Topic the logs are published to.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.5,
+        help="Seconds to wait for Pub/Sub to answer (connecting, and each call with its "
+        "retries) before giving up with exit status 1.",
+    ),
+]
 
 
 def _die(step: str, message: str, code: int = 1) -> NoReturn:
@@ -62,12 +76,16 @@ def _channels() -> ChannelFactory:
     return channel_factory(emulator_host_from_env())
 
 
-def _run_guarded(step: str, call: Callable[[], T]) -> T:
-    """Run `call`, turning expected failures into one readable line and exit status 1."""
+def _run_guarded(step: str, call: Callable[[], T], channels: ChannelFactory, timeout: float) -> T:
+    """Check Pub/Sub answers within `timeout`, then run `call`; expected failures become one
+    readable line and exit status 1."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exceptions
 
+    from worker.sources.grpc_channel import check_reachable
+
     try:
+        check_reachable(channels, timeout)
         return call()
     except LookoutError as e:
         _die(step, str(e))
@@ -144,13 +162,33 @@ def pubsub_init(
             "(its own default); the --retry-* backoffs are not used.",
         ),
     ] = False,
+    message_retention: Annotated[
+        int | None,
+        typer.Option(
+            "--message-retention",
+            help="Seconds the subscription keeps un-acked messages (600-604800; default: "
+            "Pub/Sub's 7 days, and an existing subscription's value is not checked).",
+            show_default=False,
+        ),
+    ] = None,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Change an existing subscription whose settings differ, where Pub/Sub allows "
+            "it: ack deadline, retry policy, dead-letter policy, exactly-once, retention. "
+            "Its topic, filter and message ordering cannot be changed.",
+        ),
+    ] = False,
+    timeout: TimeoutOption = 15.0,
 ) -> None:
     """Create the topic, the subscription (ack deadline, retry policy, dead-letter policy,
     optional exactly-once delivery) and the dead-letter topic, idempotently.
 
-    Resources that exist are checked, never changed: one line per resource says created,
-    exists, or mismatch with the differing settings. Exit status 0 when everything matches,
-    1 on a mismatch or error. Uses the emulator when PUBSUB_EMULATOR_HOST is set.
+    Resources that exist are checked, and changed only with --update: one line per resource
+    says created, exists, updated, or mismatch with the differing settings and how to
+    reconcile them. Exit status 0 when everything matches (or was updated), 1 on a mismatch
+    or error. Uses the emulator when PUBSUB_EMULATOR_HOST is set.
     """
     from worker.sources.pubsub_admin import init_pubsub
 
@@ -175,16 +213,27 @@ def pubsub_init(
             retry_min_backoff_seconds=10 if retry_min_backoff is None else retry_min_backoff,
             retry_max_backoff_seconds=600 if retry_max_backoff is None else retry_max_backoff,
             retry_policy=not immediate_redelivery,
+            message_retention_seconds=message_retention,
             channels=channels,
+            update=update,
+            timeout_seconds=timeout,
         ),
+        channels,
+        timeout,
     )
     for line in report.lines():
         typer.echo(line)
     if not report.ok:
+        if report.updatable:
+            _die(
+                "pubsub init",
+                "an existing subscription differs from what was asked; re-run with --update "
+                "to change it in place (running workers keep working)",
+            )
         _die(
             "pubsub init",
-            "an existing resource differs from what was asked; change it by hand or pick "
-            "another name",
+            "an existing resource differs in a setting Pub/Sub cannot change; see the "
+            "mismatch line for what to do",
         )
 
 
@@ -224,6 +273,7 @@ def publish(
             "detect the format per record.",
         ),
     ] = None,
+    timeout: TimeoutOption = 15.0,
 ) -> None:
     """Publish a stream of prediction logs (e.g. from `lookout simulate`) to a topic.
 
@@ -268,7 +318,10 @@ def publish(
                     format_hint=format_hint,
                     progress=lambda n: progress.advance(task, n),
                     channels=channels,
+                    timeout_seconds=timeout,
                 ),
+                channels,
+                timeout,
             )
     except OSError as e:
         _die("publish", f"reading {file} failed: {e.strerror or e}", 2)

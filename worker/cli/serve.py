@@ -47,10 +47,20 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
                 max_bytes=source.max_bytes,
                 max_lease_duration_seconds=float(source.max_lease_duration_seconds),
                 ack_deadline_seconds=source.ack_deadline_seconds,
+                max_inflated_bytes=source.max_inflated_bytes,
+                dead_letter_overflow_path=source.dead_letter_overflow_path,
+                max_dead_letter_failures=source.max_dead_letter_failures,
+                max_backoff_seconds=source.max_backoff_seconds,
+                close_timeout_seconds=_close_timeout(config),
             )
         )
     msg = f"source kind {source.kind!r} cannot be used with `lookout run`; use `lookout demo`"
     raise ValueError(msg)
+
+
+def _close_timeout(config: LookoutConfig) -> float:
+    """Seconds each Pub/Sub call may take once stopping: a fifth of the grace period, <= 5 s."""
+    return max(0.5, min(5.0, config.engine.grace_period_seconds / 5))
 
 
 def run_settings(config: LookoutConfig) -> RunSettings:
@@ -59,17 +69,26 @@ def run_settings(config: LookoutConfig) -> RunSettings:
         return RunSettings(
             poll_max_messages=config.source.pull_max_messages,
             grace_period_seconds=config.engine.grace_period_seconds,
+            # the source's close: nacks bounded by close_timeout_seconds, and a thread join
+            close_reserve_seconds=_close_timeout(config) + 2.0,
         )
     return RunSettings(grace_period_seconds=config.engine.grace_period_seconds)
 
 
 def _start_health(
-    config: LookoutConfig, pipeline: Pipeline, checks: dict[str, Callable[[], bool]]
+    config: LookoutConfig,
+    pipeline: Pipeline,
+    checks: dict[str, Callable[[], bool]],
+    details: dict[str, Callable[[], str]] | None = None,
 ) -> HealthServer | None:
     if not config.metrics.enabled:
         return None
     health = HealthServer(
-        pipeline.registry, checks, host=config.metrics.host, port=config.metrics.port
+        pipeline.registry,
+        checks,
+        host=config.metrics.host,
+        port=config.metrics.port,
+        details=details,
     ).start()
     log.warning("serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port)
     return health
@@ -137,8 +156,12 @@ def serve(config: LookoutConfig) -> int:
         from worker.sources.source_metrics import PubSubSourceCollector
 
         pipeline.registry.register(PubSubSourceCollector(stats))
+    status = getattr(source, "status", None)  # why the source is not ready, for /readyz
     health = _start_health(
-        config, pipeline, {"source": source.ready, "sink": pipeline.sink.writable}
+        config,
+        pipeline,
+        {"source": source.ready, "sink": pipeline.sink.writable},
+        details={"source": status} if status is not None else None,
     )
     stop = _stop_event()
     try:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from functools import partial
+from dataclasses import dataclass
 
 import grpc
 from google.api_core import grpc_helpers
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+from worker.failure_policy import LookoutError
 
 PRODUCTION_ENDPOINT = "pubsub.googleapis.com:443"
 PUBSUB_SCOPES = (
@@ -57,21 +59,121 @@ def open_channel(emulator_host: str | None = None) -> grpc.Channel:
     )
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A channel factory that knows where it points, so errors can name the endpoint.
+
+    Calling it opens a fresh channel: each client gets its own (closing one spares others).
+    """
+
+    emulator_host: str | None = None
+
+    def __call__(self) -> grpc.Channel:
+        return open_channel(self.emulator_host)
+
+    def describe(self) -> str:
+        """`127.0.0.1:8085 (PUBSUB_EMULATOR_HOST)` or `pubsub.googleapis.com:443`."""
+        if self.emulator_host:
+            return f"{self.emulator_host} (PUBSUB_EMULATOR_HOST)"
+        return PRODUCTION_ENDPOINT
+
+    def what_to_check(self) -> str:
+        """The first things an operator should look at when the endpoint does not answer."""
+        if self.emulator_host:
+            return (
+                f"is the emulator running on {self.emulator_host}? "
+                "(or unset PUBSUB_EMULATOR_HOST to use Google Cloud)"
+            )
+        return (
+            "check network access to pubsub.googleapis.com (firewall, proxy, DNS, "
+            "Private Google Access) and the credentials"
+        )
+
+
 def channel_factory(emulator_host: str | None = None) -> ChannelFactory:
     """A zero-argument factory: each client gets its own channel (closing one spares others)."""
-    return partial(open_channel, emulator_host)
+    return Endpoint(emulator_host)
 
 
-def subscriber_client(factory: ChannelFactory) -> pubsub_v1.SubscriberClient:
-    """A SubscriberClient on a fresh unlimited-size channel from `factory`."""
-    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=factory()))
+def describe_endpoint(factory: ChannelFactory) -> str:
+    """Where `factory` points, for error messages (`a custom channel` when unknown)."""
+    return factory.describe() if isinstance(factory, Endpoint) else "a custom channel"
+
+
+def what_to_check(factory: ChannelFactory) -> str:
+    if isinstance(factory, Endpoint):
+        return factory.what_to_check()
+    return "check the endpoint the channel factory points at"
+
+
+class Unreachable(LookoutError):
+    """Pub/Sub did not answer within the time allowed; names the endpoint and what to check."""
+
+
+def check_reachable(factory: ChannelFactory, timeout_seconds: float) -> None:
+    """Wait until a channel from `factory` is connected, or raise `Unreachable` in time.
+
+    Why: with a dead endpoint every Pub/Sub call is retried silently by the client library
+    for a minute or more; one-shot commands check first and say so within seconds.
+    """
+    channel = factory()
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_seconds)
+    except grpc.FutureTimeoutError as e:
+        msg = (
+            f"cannot reach Pub/Sub at {describe_endpoint(factory)} within "
+            f"{timeout_seconds:g} s: {what_to_check(factory)}"
+        )
+        raise Unreachable(msg) from e
+    finally:
+        channel.close()
+
+
+def subscriber_client(
+    factory: ChannelFactory, channel: grpc.Channel | None = None
+) -> pubsub_v1.SubscriberClient:
+    """A SubscriberClient on `channel`, or on a fresh unlimited-size channel from `factory`."""
+    return pubsub_v1.SubscriberClient(
+        transport=SubscriberGrpcTransport(channel=channel or factory())
+    )
+
+
+class ConnectivityWatch:
+    """Whether a channel is connected right now, from gRPC's own connectivity callbacks.
+
+    Why: a pull that ends in DEADLINE_EXCEEDED means "no messages" on a live connection and
+    "nobody there" on a dead one; readiness must tell them apart.
+    """
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+        self._state = grpc.ChannelConnectivity.IDLE
+        channel.subscribe(self._update, try_to_connect=True)
+
+    def _update(self, state: grpc.ChannelConnectivity) -> None:
+        self._state = state
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._state == grpc.ChannelConnectivity.READY)
+
+    def close(self) -> None:
+        self._channel.unsubscribe(self._update)
 
 
 def publisher_client(
-    factory: ChannelFactory, batch_settings: pubsub_v1.types.BatchSettings | None = None
+    factory: ChannelFactory,
+    batch_settings: pubsub_v1.types.BatchSettings | None = None,
+    publisher_options: pubsub_v1.types.PublisherOptions | None = None,
 ) -> pubsub_v1.PublisherClient:
-    """A PublisherClient on a fresh unlimited-size channel from `factory`."""
+    """A PublisherClient on a fresh unlimited-size channel from `factory`.
+
+    Pass `publisher_options` with a bounded retry and timeout wherever a caller has a
+    deadline: the library's default retries a dead endpoint for minutes.
+    """
     transport = PublisherGrpcTransport(channel=factory())
-    if batch_settings is None:
-        return pubsub_v1.PublisherClient(transport=transport)
-    return pubsub_v1.PublisherClient(batch_settings=batch_settings, transport=transport)
+    return pubsub_v1.PublisherClient(
+        batch_settings=batch_settings or pubsub_v1.types.BatchSettings(),
+        publisher_options=publisher_options or pubsub_v1.types.PublisherOptions(),
+        transport=transport,
+    )

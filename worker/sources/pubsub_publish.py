@@ -17,12 +17,16 @@ from dataclasses import dataclass
 
 from google.cloud import pubsub_v1
 
-from worker.failure_policy import InvalidSetting, describe
-from worker.sources.grpc_channel import ChannelFactory, channel_factory, publisher_client
+from worker.failure_policy import InvalidSetting, bounded_retry, describe
+from worker.sources.grpc_channel import (
+    ChannelFactory,
+    channel_factory,
+    describe_endpoint,
+    publisher_client,
+)
 
 #: Pub/Sub's hard limit is 10 MB per message; stay under it with room for attributes
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-_RESULT_TIMEOUT_SECONDS = 120.0
 _MAX_ERRORS_KEPT = 5
 
 
@@ -78,11 +82,14 @@ def publish_lines(
     progress: Callable[[int], None] | None = None,
     channels: ChannelFactory | None = None,
     max_in_flight: int = 1000,
+    timeout_seconds: float = 60.0,
 ) -> PublishReport:
     """Publish `lines` (blank ones skipped), `batch` lines per NDJSON message, and wait for all.
 
     `progress(n)` is called with the number of lines just confirmed. Attributes: `format` when
-    `format_hint` is given, `Content-Encoding: gzip` when `gzip`.
+    `format_hint` is given, `Content-Encoding: gzip` when `gzip`. A message Pub/Sub has not
+    confirmed within `timeout_seconds` (retries included) counts as failed, with the endpoint
+    named in the report.
     """
     if batch < 1:
         msg = f"batch must be at least 1 (got {batch})"
@@ -95,9 +102,13 @@ def publish_lines(
         attributes["format"] = format_hint
     if gzip:
         attributes["Content-Encoding"] = "gzip"
+    factory = channels or channel_factory(None)
     publisher = publisher_client(
-        channels or channel_factory(None),
+        factory,
         pubsub_v1.types.BatchSettings(max_messages=100, max_bytes=9_000_000, max_latency=0.01),
+        pubsub_v1.types.PublisherOptions(
+            retry=bounded_retry(timeout_seconds), timeout=timeout_seconds
+        ),
     )
     topic_path = publisher.topic_path(project, topic)
     pending: deque[tuple[Future[str], int]] = deque()
@@ -106,11 +117,17 @@ def publish_lines(
 
     def settle(future: Future[str], n_lines: int) -> None:
         try:
-            future.result(timeout=_RESULT_TIMEOUT_SECONDS)
+            # the publish retries for up to `timeout_seconds`; allow it that, and a margin
+            future.result(timeout=timeout_seconds + 5.0)
         except Exception as e:  # every failure is counted and reported, never dropped
             counts["failed_lines"] += n_lines
             counts["failed_messages"] += 1
             error = describe(e)
+            if isinstance(e, TimeoutError):
+                error = (
+                    f"no confirmation from Pub/Sub at {describe_endpoint(factory)} "
+                    f"within {timeout_seconds:g} s"
+                )
             if error not in errors and len(errors) < _MAX_ERRORS_KEPT:
                 errors.append(error)
             return

@@ -1,37 +1,38 @@
-"""The two ways `PubSubSource` receives messages: unary pull and streaming pull.
+"""Unary pull for `PubSubSource`, and the ack / deadline calls both receivers share.
 
-Both hand out `Received` messages, keep their leases alive until `ack`/`nack`, and bound what
-they hold (promise 3). They differ in who drives delivery:
+Both receivers (`UnaryReceiver` here, `StreamingReceiver` in `pubsub_streaming`) hand out
+`Received` messages, keep their leases alive until `ack`/`nack`, and bound what they hold
+(promise 3). They differ in who drives delivery:
 - `UnaryReceiver`: the engine's `poll` issues a `Pull`; a lease thread extends the ack deadline
   of held messages (`ModifyAckDeadline`) until they are acked or `max_lease_duration` passes.
-- `StreamingReceiver`: `SubscriberClient.subscribe` with `FlowControl`; the client extends
-  leases; the callback only queues. A stream that ends unexpectedly is reopened with backoff.
-Acks and nacks of messages from a stream that is gone go through unary calls, so a reopen or
-`stop` never strands an ack the engine already decided on.
+  Failed pulls back off and are reported through `PullHealth`.
+- `StreamingReceiver`: `SubscriberClient.subscribe` with `FlowControl`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest
 
-from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe
+from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe, reason_of
+from worker.sources.pubsub_pull_health import PullHealth
 
 log = logging.getLogger(__name__)
 
 #: Pub/Sub accepts up to 2,500 ack ids per request; stay well below the 512 KB request limit
 _ACK_CHUNK = 1000
-_CALL_TIMEOUT_SECONDS = 30.0
+#: every call is bounded and made with `retry=None` (we retry ourselves): the library's default
+#: retry keeps a call to a dead endpoint going for a minute, past any shutdown grace period
+CALL_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Received:
     attributes: dict[str, str]
     received_at: float
     message: Message | None = None  # streaming only: acks go through the stream while it lives
+    #: Pub/Sub's count of deliveries (set when the subscription has a dead-letter policy), or 0
+    delivery_attempt: int = 0
     generation: int = 0
     next_extension: float = field(default=0.0)
 
@@ -57,6 +60,8 @@ class Counters:
     lease_extensions: int = 0
     ack_failures: int = 0
     lease_expired: int = 0
+    #: ack/nack/extension failures by `failure_policy.reason_of` label
+    call_errors: Counter[str] = field(default_factory=Counter)
 
 
 def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
@@ -76,6 +81,7 @@ def unary_modify(
     ack_ids: Sequence[str],
     deadline: int,
     counters: Counters,
+    timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> None:
     """ModifyAckDeadline (0 = nack) in chunks; failures are counted and logged, not raised.
 
@@ -87,10 +93,11 @@ def unary_modify(
                 subscription=subscription, ack_ids=chunk, ack_deadline_seconds=deadline
             )
             client.modify_ack_deadline(
-                request=ModifyAckDeadlineRequest.wrap(request), timeout=_CALL_TIMEOUT_SECONDS
+                request=ModifyAckDeadlineRequest.wrap(request), timeout=timeout, retry=None
             )
         except gexc.GoogleAPICallError as e:
             counters.ack_failures += 1
+            counters.call_errors[reason_of(e)] += 1
             log.warning(
                 "modify_ack_deadline(%ss) of %d messages failed: %s",
                 deadline,
@@ -105,26 +112,32 @@ def unary_ack(
     ack_ids: Sequence[str],
     counters: Counters,
     attempts: int = 3,
+    timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> None:
-    """Acknowledge in chunks, retrying transient errors; a lost ack means a redelivery."""
+    """Acknowledge in chunks, retrying transient errors, all within `timeout` seconds; a lost
+    ack only means a redelivery."""
+    deadline = time.monotonic() + timeout  # all attempts of all chunks together
     for chunk in _chunks(ack_ids):
         request = _ack_request(subscription, chunk)
         for attempt in range(attempts):
             try:
-                client.acknowledge(request=request, timeout=_CALL_TIMEOUT_SECONDS)
+                left = max(deadline - time.monotonic(), 0.1)
+                client.acknowledge(request=request, timeout=left, retry=None)
                 break
             except RETRYABLE_EXCEPTIONS as e:
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or time.monotonic() >= deadline:
                     counters.ack_failures += 1
+                    counters.call_errors[reason_of(e)] += 1
                     log.warning(
                         "ack of %d messages failed, they will be redelivered: %s",
                         len(chunk),
                         describe(e),
                     )
-                else:
-                    time.sleep(0.2 * 2**attempt)
+                    break
+                time.sleep(min(0.2 * 2**attempt, max(deadline - time.monotonic(), 0.0)))
             except gexc.GoogleAPICallError as e:
                 counters.ack_failures += 1
+                counters.call_errors[reason_of(e)] += 1
                 log.warning(
                     "ack of %d messages failed, they will be redelivered: %s",
                     len(chunk),
@@ -145,6 +158,8 @@ class UnaryReceiver:
         max_lease_duration_seconds: float,
         counters: Counters,
         held: Callable[[], list[Received]],
+        health: PullHealth,
+        connected: Callable[[], bool],
     ) -> None:
         self._client = client
         self._subscription = subscription
@@ -152,32 +167,42 @@ class UnaryReceiver:
         self._max_lease = max_lease_duration_seconds
         self._counters = counters
         self._held = held
+        self._health = health
+        self._connected = connected
         self._stopped = threading.Event()
-        self._last_ok = time.monotonic()
-        self._healthy = True
+        #: seconds allowed per ack/nack call; the source lowers it for the final nack at close
+        self.call_timeout = CALL_TIMEOUT_SECONDS
         self._thread = threading.Thread(target=self._extend_loop, name="lookout-lease", daemon=True)
         self._thread.start()
 
     def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        """Pull until messages come or `timeout_seconds` pass; failures back off (PullHealth)."""
         deadline = time.monotonic() + timeout_seconds
         while not self._stopped.is_set():
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now < self._health.retry_at:  # backing off after a failure
+                if now >= deadline:
+                    return []
+                self._stopped.wait(min(self._health.retry_at, deadline) - now)
+                continue
+            remaining = deadline - now
             try:
                 response = self._client.pull(
                     subscription=self._subscription,
                     max_messages=max_messages,
                     timeout=max(remaining, 1.0),
+                    retry=None,
                 )
-            except (gexc.DeadlineExceeded, gexc.RetryError):
+            except gexc.DeadlineExceeded as e:
+                # an idle subscription on a live connection; a dead endpoint if not connected
+                if not self._connected():
+                    self._health.failed(e)
+                    continue
                 response = None
             except gexc.GoogleAPICallError as e:
-                self._healthy = False
-                log.warning("pull from %s failed: %s", self._subscription, describe(e))
-                time.sleep(min(max(remaining, 0.0), 1.0))
-                if time.monotonic() >= deadline:
-                    return []
+                self._health.failed(e)
                 continue
-            self._healthy, self._last_ok = True, time.monotonic()
+            self._health.succeeded()
             # the raw protobuf: proto-plus attribute access cost half the loop's time
             raw = None if response is None else type(response).pb(response)
             if raw is not None and raw.received_messages:
@@ -192,6 +217,7 @@ class UnaryReceiver:
                         attributes=dict(m.message.attributes),
                         received_at=now,
                         next_extension=now + 5.0,
+                        delivery_attempt=m.delivery_attempt,
                     )
                     for m in raw.received_messages
                 ]
@@ -219,13 +245,26 @@ class UnaryReceiver:
                 self._counters.lease_extensions += len(due)
 
     def ack(self, items: Sequence[Received]) -> None:
-        unary_ack(self._client, self._subscription, [i.ack_id for i in items], self._counters)
+        unary_ack(
+            self._client,
+            self._subscription,
+            [i.ack_id for i in items],
+            self._counters,
+            timeout=self.call_timeout,
+        )
 
     def nack(self, items: Sequence[Received]) -> None:
-        unary_modify(self._client, self._subscription, [i.ack_id for i in items], 0, self._counters)
+        unary_modify(
+            self._client,
+            self._subscription,
+            [i.ack_id for i in items],
+            0,
+            self._counters,
+            timeout=self.call_timeout,
+        )
 
     def ready(self) -> bool:
-        return self._healthy and not self._stopped.is_set()
+        return self._health.ready and not self._stopped.is_set()
 
     def stop(self) -> None:
         """Stop pulling; keep extending leases of held messages until `close`."""
@@ -233,169 +272,4 @@ class UnaryReceiver:
 
     def close(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
-
-
-class StreamingReceiver:
-    """`subscribe()` with flow control; the callback only queues, `receive` drains the queue."""
-
-    def __init__(
-        self,
-        client: pubsub_v1.SubscriberClient,
-        subscription: str,
-        *,
-        flow_control: pubsub_v1.types.FlowControl,
-        ack_deadline_seconds: int,
-        counters: Counters,
-        held: Callable[[], list[Received]],
-    ) -> None:
-        self._client = client
-        self._subscription = subscription
-        self._flow_control = flow_control
-        self._deadline = ack_deadline_seconds
-        self._counters = counters
-        self._held = held
-        self._queue: queue.Queue[Received] = queue.Queue()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._generation = 0
-        self._future: Any = None
-        self._stream_alive = False
-        self._open()
-
-    def _open(self) -> None:
-        with self._lock:
-            self._generation += 1
-            generation = self._generation
-            self._future = self._client.subscribe(
-                self._subscription,
-                callback=lambda m: self._on_message(m, generation),
-                flow_control=self._flow_control,
-                await_callbacks_on_shutdown=True,
-            )
-            self._stream_alive = True
-            self._future.add_done_callback(lambda f: self._on_done(f, generation))
-
-    def _on_message(self, message: Message, generation: int) -> None:
-        try:
-            self._queue.put(
-                Received(
-                    ack_id=message.ack_id,
-                    message_id=message.message_id,
-                    data=message.data,
-                    attributes=dict(message.attributes),
-                    received_at=time.monotonic(),
-                    message=message,
-                    generation=generation,
-                )
-            )
-        except Exception as e:  # never let a message vanish inside the client's executor
-            self._counters.callback_errors += 1
-            log.error(
-                "callback failed for message %s, nacking: %s",
-                getattr(message, "message_id", "?"),
-                describe(e),
-            )
-            message.nack()
-
-    def _on_done(self, future: Any, generation: int) -> None:
-        with self._lock:
-            if generation != self._generation:
-                return
-            self._stream_alive = False
-        if self._stopping.is_set():
-            return
-        error = future.exception() if not future.cancelled() else None
-        log.warning(
-            "streaming pull on %s ended (%s); reopening",
-            self._subscription,
-            describe(error) if error else "cancelled",
-        )
-        threading.Thread(target=self._reopen, name="lookout-reopen", daemon=True).start()
-
-    def _reopen(self) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            if self._stopping.wait(delay):
-                return
-            try:
-                self._open()
-            except Exception as e:  # keep trying: /readyz reports not ready meanwhile
-                log.warning("reopening streaming pull failed: %s", describe(e))
-                delay = min(delay * 2, 30.0)
-                continue
-            self._counters.stream_restarts += 1
-            return
-
-    def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
-        try:
-            first = self._queue.get(timeout=max(timeout_seconds, 0.0))
-        except queue.Empty:
-            return []
-        items = [first]
-        while len(items) < max_messages:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _live(self, item: Received) -> bool:
-        return (
-            item.message is not None
-            and item.generation == self._generation
-            and (self._stream_alive and not self._stopping.is_set())
-        )
-
-    def ack(self, items: Sequence[Received]) -> None:
-        stale = []
-        for item in items:
-            if self._live(item):
-                assert item.message is not None
-                item.message.ack()
-            else:
-                stale.append(item.ack_id)
-        if stale:
-            unary_ack(self._client, self._subscription, stale, self._counters)
-
-    def nack(self, items: Sequence[Received]) -> None:
-        stale = []
-        for item in items:
-            if self._live(item):
-                assert item.message is not None
-                item.message.nack()
-            else:
-                stale.append(item.ack_id)
-        if stale:
-            unary_modify(self._client, self._subscription, stale, 0, self._counters)
-
-    def ready(self) -> bool:
-        return self._stream_alive and not self._stopping.is_set()
-
-    def stop(self) -> None:
-        """Close the stream (draining callbacks), nack what was never polled, and give held
-        messages one more full deadline so the final checkpoint can still ack them."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        future = self._future
-        if future is not None:
-            future.cancel()
-            try:
-                future.result(timeout=30)
-            except Exception as e:  # a stream that died on its own is already stopped
-                log.debug("streaming pull ended with %s", describe(e))
-        unpolled: list[str] = []
-        while True:
-            try:
-                unpolled.append(self._queue.get_nowait().ack_id)
-            except queue.Empty:
-                break
-        if unpolled:
-            unary_modify(self._client, self._subscription, unpolled, 0, self._counters)
-        held = [item.ack_id for item in self._held()]
-        if held:
-            unary_modify(self._client, self._subscription, held, self._deadline, self._counters)
-
-    def close(self) -> None:
-        self.stop()
+        self._thread.join(timeout=2)

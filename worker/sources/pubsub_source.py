@@ -10,7 +10,12 @@ What it adds on top of receiving (see `pubsub_receivers`):
   duplicate of a message the engine still holds is held with it and acked or nacked with it
   (acking it early would ack the original too, and a crash before the checkpoint would lose it);
 - `dead_letter` publishes each bad record's original bytes with the reason as attributes and
-  waits for Pub/Sub to confirm.
+  waits for Pub/Sub to confirm (see `pubsub_dead_letter`: a body too large for Pub/Sub goes
+  as a finder record, nothing on that path raises, and a message whose bad records cannot be
+  dead-lettered `max_dead_letter_failures` times is given up on, logged with its finder facts,
+  rather than redelivered forever);
+- pulls that fail back off and say why once (see `pubsub_pull_health`); `ready` is False until
+  a pull has worked.
 
 Why unary pull is the default (`mode="unary"`): the engine already polls in batches and holds
 messages until its checkpoint, which is exactly unary pull's shape; memory is bounded by what we
@@ -27,110 +32,54 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
+from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
 
 from schemas.errors import DecodeError
-from worker.failure_policy import InvalidSetting, describe
+from worker.failure_policy import ERROR_REASONS, SetupError, describe
 from worker.source import SourceMessage
 from worker.sources.grpc_channel import (
     ChannelFactory,
+    ConnectivityWatch,
     channel_factory,
+    describe_endpoint,
     emulator_host_from_env,
     publisher_client,
     subscriber_client,
+    what_to_check,
 )
-from worker.sources.pubsub_receivers import Counters, Received, StreamingReceiver, UnaryReceiver
+from worker.sources.pubsub_dead_letter import (
+    DeadLetterer,
+    FailureMemory,
+    check_overflow_path,
+    publisher_options,
+)
+from worker.sources.pubsub_pull_health import PullHealth, PullTarget
+from worker.sources.pubsub_receivers import Counters, Received, UnaryReceiver
+from worker.sources.pubsub_settings import (
+    ERROR_STEPS,
+    InflateError,
+    PubSubSourceSettings,
+    PubSubSourceStats,
+    PullMode,
+    inflate,
+)
+from worker.sources.pubsub_streaming import StreamingReceiver
+
+__all__ = [
+    "ERROR_STEPS",
+    "InflateError",
+    "PubSubSource",
+    "PubSubSourceSettings",
+    "PubSubSourceStats",
+    "PullMode",
+    "inflate",
+]
 
 log = logging.getLogger(__name__)
-
-PullMode = Literal["unary", "streaming"]
-_DEAD_LETTER_TIMEOUT_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class PubSubSourceSettings:
-    """Where to read and how much to hold. `max_lease_duration_seconds` must exceed the window
-    length plus checkpoint interval, or messages are redelivered while still being counted."""
-
-    project: str
-    subscription: str
-    dead_letter_topic: str | None = None
-    mode: PullMode = "unary"
-    max_messages: int = 2000
-    max_bytes: int = 256 * 1024 * 1024
-    max_lease_duration_seconds: float = 900.0
-    ack_deadline_seconds: int = 60
-    max_inflated_bytes: int = 64 * 1024 * 1024
-    recent_ids: int = 100_000
-
-    def __post_init__(self) -> None:
-        checks = {
-            "max_messages": (self.max_messages, 1, 1_000_000),
-            "max_bytes": (self.max_bytes, 1024, 1 << 40),
-            "ack_deadline_seconds": (self.ack_deadline_seconds, 10, 600),
-            "max_lease_duration_seconds": (self.max_lease_duration_seconds, 10, 86_400),
-            "max_inflated_bytes": (self.max_inflated_bytes, 1024, 1 << 34),
-            "recent_ids": (self.recent_ids, 0, 10_000_000),
-        }
-        for name, (value, low, high) in checks.items():
-            if not low <= value <= high:
-                msg = f"pubsub source setting {name} must be between {low} and {high} (got {value})"
-                raise InvalidSetting(msg)
-        if self.mode not in ("unary", "streaming"):
-            msg = f"pubsub source mode must be 'unary' or 'streaming' (got {self.mode!r})"
-            raise InvalidSetting(msg)
-
-
-@dataclass(frozen=True)
-class PubSubSourceStats:
-    """A snapshot of counters for /metrics; every field only grows."""
-
-    received: int
-    redelivered_acked: int
-    redelivered_held: int
-    bad_encoding: int
-    dead_lettered_records: int
-    dead_letter_failures: int
-    callback_errors: int
-    stream_restarts: int
-    lease_extensions: int
-    lease_expired: int
-    ack_failures: int
-    held: int
-
-
-class InflateError(ValueError):
-    """A gzip body that is corrupt, truncated, or inflates past the configured limit."""
-
-
-def inflate(data: bytes, limit: int) -> bytes:
-    """Gunzip all members of `data`, refusing to produce more than `limit` bytes."""
-    out: list[bytes] = []
-    size = 0
-    rest = data
-    try:
-        while rest:
-            decoder = zlib.decompressobj(wbits=31)
-            chunk = decoder.decompress(rest, limit - size + 1)
-            size += len(chunk)
-            if size > limit or decoder.unconsumed_tail:
-                msg = f"gzip body inflates past {limit} bytes"
-                raise InflateError(msg)
-            if not decoder.eof:
-                msg = "gzip body is truncated"
-                raise InflateError(msg)
-            out.append(chunk)
-            rest = decoder.unused_data.lstrip(b"\0")
-    except zlib.error as e:
-        msg = f"gzip body is corrupt ({e})"
-        raise InflateError(msg) from e
-    return b"".join(out)
 
 
 class PubSubSource:
@@ -140,10 +89,33 @@ class PubSubSource:
         self, settings: PubSubSourceSettings, *, channel_factory: ChannelFactory | None = None
     ) -> None:
         self.settings = settings
+        self._overflow = check_overflow_path(settings.dead_letter_overflow_path)
         self._channels = channel_factory or _default_channels()
-        self._client = subscriber_client(self._channels)
+        try:
+            channel = self._channels()
+        except google_auth_exceptions.GoogleAuthError as e:
+            msg = (
+                f"no Google credentials for Pub/Sub ({describe(e)}): use Workload Identity or "
+                "`gcloud auth application-default login`, or set PUBSUB_EMULATOR_HOST"
+            )
+            raise SetupError(msg) from e
+        self._watch = ConnectivityWatch(channel)
+        self._client = subscriber_client(self._channels, channel)
         self._path = self._client.subscription_path(settings.project, settings.subscription)
         self.name = f"pubsub:{self._path}"
+        self.health = PullHealth(
+            PullTarget(
+                project=settings.project,
+                subscription=settings.subscription,
+                path=self._path,
+                endpoint=describe_endpoint(self._channels),
+                what_to_check=what_to_check(self._channels),
+            ),
+            max_backoff=settings.max_backoff_seconds,
+        )
+        self._failures = FailureMemory()
+        self._dead_letter_errors: Counter[str] = Counter()
+        self._topic_problem_logged = False
         self._lock = threading.Lock()
         self._held: dict[str, Received] = {}  # ack_id -> message the engine holds
         self._holder: dict[str, str] = {}  # message_id -> ack_id handed to the engine
@@ -157,8 +129,11 @@ class PubSubSource:
             "bad_encoding": 0,
             "dead_lettered_records": 0,
             "dead_letter_failures": 0,
+            "dead_letter_oversized": 0,
+            "dead_letter_given_up": 0,
         }
-        self._publisher: pubsub_v1.PublisherClient | None = None
+        #: made now, not at the first bad record: nothing on the dead-letter path may fail late
+        self._dlq = self._dead_letterer()
         self._receiver: UnaryReceiver | StreamingReceiver
         if settings.mode == "streaming":
             self._receiver = StreamingReceiver(
@@ -172,6 +147,8 @@ class PubSubSource:
                 ack_deadline_seconds=settings.ack_deadline_seconds,
                 counters=self._counters,
                 held=self._held_snapshot,
+                health=self.health,
+                connected=lambda: self._watch.connected,
             )
         else:
             self._receiver = UnaryReceiver(
@@ -181,6 +158,8 @@ class PubSubSource:
                 max_lease_duration_seconds=settings.max_lease_duration_seconds,
                 counters=self._counters,
                 held=self._held_snapshot,
+                health=self.health,
+                connected=lambda: self._watch.connected,
             )
 
     @property
@@ -272,15 +251,19 @@ class PubSubSource:
             self._receiver.nack(items)
 
     def dead_letter(self, message: SourceMessage, errors: Sequence[DecodeError]) -> bool:
-        """Publish each bad record to the dead-letter topic and wait; False if any publish failed.
+        """Publish each bad record to the dead-letter topic and wait; False if it failed.
 
-        Without a dead-letter topic the errors are logged (message id, line, field, reason) and
-        True is returned: the records are reported, and nacking would only loop them forever.
+        Never raises. Without a dead-letter topic the errors are logged (message id, line,
+        field, reason) and True is returned: the records are reported, and nacking would only
+        loop them forever. A failure returns False (the caller nacks; Pub/Sub redelivers)
+        until the message has failed `max_dead_letter_failures` times (our count, or Pub/Sub's
+        delivery_attempt when larger): then it is given up on — logged with each record's
+        size and sha256, its body kept in the overflow directory if set — and True returned.
         """
         if not errors:
             return True
-        topic = self.settings.dead_letter_topic
-        if topic is None:
+        dlq = self._dlq
+        if dlq is None:
             for error in errors:
                 log.warning(
                     "bad record in message %s on %s (no dead-letter topic): %s",
@@ -289,49 +272,78 @@ class PubSubSource:
                     error.describe(),
                 )
             return True
-        if self._publisher is None:
-            self._publisher = publisher_client(
-                self._channels,
-                pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
-            )
-        topic_path = self._publisher.topic_path(self.settings.project, topic)
-        futures = []
-        for error in errors:
-            attributes = {
-                "error": error.error_type,
-                "error_detail": error.describe()[:1024],
-                "source_message_id": message.message_id,
-                "source_subscription": self._path,
-            }
-            if "format" in message.attributes:
-                attributes["format"] = message.attributes["format"]
-            futures.append(self._publisher.publish(topic_path, error.raw, **attributes))
-        failed = 0
-        reason = ""
-        for future in futures:
-            try:
-                future.result(timeout=_DEAD_LETTER_TIMEOUT_SECONDS)
-            except Exception as e:  # any failure means: do not ack, let Pub/Sub redeliver
-                failed += 1
-                reason = describe(e)
+        outcome = dlq.send(message, errors)
         with self._lock:
-            self._counts["dead_lettered_records"] += len(futures) - failed
-            self._counts["dead_letter_failures"] += 1 if failed else 0
-        if failed:
+            self._counts["dead_letter_oversized"] += outcome.oversized
+            if outcome.ok:
+                self._counts["dead_lettered_records"] += len(errors)
+                self._failures.forget(message.message_id)
+                return True
+            self._counts["dead_letter_failures"] += 1
+            self._dead_letter_errors[outcome.error_reason] += 1
+            held = self._held.get(message.ack_id)
+            ours = self._failures.add(message.message_id) if outcome.attempted else 0
+            attempts = max(ours, held.delivery_attempt if held else 0)
+        limit = self.settings.max_dead_letter_failures
+        if attempts >= limit:
+            dlq.give_up(message, errors, f"{attempts} attempts failed, the last: {outcome.reason}")
+            with self._lock:
+                self._counts["dead_letter_given_up"] += len(errors)
+                self._failures.forget(message.message_id)
+            return True
+        if not outcome.retryable and not self._topic_problem_logged:
+            self._topic_problem_logged = True
             log.error(
-                "dead-lettering %d of %d bad records of message %s to %s failed: %s",
-                failed,
-                len(futures),
-                message.message_id,
-                topic_path,
-                reason,
+                "the dead-letter topic %s refuses publishes (%s): create it with `lookout pubsub "
+                "init --project %s --topic TOPIC --subscription %s --dead-letter-topic %s` or "
+                "grant roles/pubsub.publisher on it; messages with bad records are nacked and "
+                "given up on after %d attempts each",
+                dlq.topic_path,
+                outcome.reason,
+                self.settings.project,
+                self.settings.subscription,
+                self.settings.dead_letter_topic,
+                limit,
             )
-            return False
-        return True
+        log.log(
+            logging.WARNING if outcome.attempted else logging.DEBUG,
+            "dead-lettering the bad records of message %s to %s failed (attempt %d of %d, "
+            "nacked for redelivery): %s",
+            message.message_id,
+            dlq.topic_path,
+            attempts,
+            limit,
+            outcome.reason,
+        )
+        return False
+
+    def _dead_letterer(self) -> DeadLetterer | None:
+        topic = self.settings.dead_letter_topic
+        if topic is None:
+            return None
+        timeout = self.settings.dead_letter_timeout_seconds
+        publisher = publisher_client(
+            self._channels,
+            pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
+            publisher_options(timeout),
+        )
+        return DeadLetterer(
+            publisher,
+            publisher.topic_path(self.settings.project, topic),
+            self._path,
+            overflow=self._overflow,
+            timeout_seconds=timeout,
+        )
 
     def stats(self) -> PubSubSourceStats:
         with self._lock:
             c = self._counters
+            errors = {("pull", reason): self.health.errors[reason] for reason in ERROR_REASONS}
+            errors |= {("ack", reason): c.call_errors[reason] for reason in ERROR_REASONS}
+            errors |= {
+                ("dead_letter", reason): self._dead_letter_errors[reason]
+                for reason in ERROR_REASONS
+            }
             return PubSubSourceStats(
                 **self._counts,
                 callback_errors=c.callback_errors,
@@ -340,24 +352,38 @@ class PubSubSource:
                 lease_expired=c.lease_expired,
                 ack_failures=c.ack_failures,
                 held=len(self._held),
+                errors=tuple(errors.items()),
             )
 
     def ready(self) -> bool:
+        """Connected: a pull has worked and none has failed since (see `PullHealth`)."""
         return self._receiver.ready()
 
+    def status(self) -> str:
+        """Why not ready, for the /readyz body."""
+        return self.health.status()
+
     def stop(self) -> None:
+        """Stop pulling; from now on every call is bounded by `close_timeout_seconds`, so the
+        final checkpoint's ack and the nacks at close fit in the grace period."""
+        self._receiver.call_timeout = self.settings.close_timeout_seconds
         self._receiver.stop()
 
     def close(self) -> None:
-        """Nack whatever is still held (it was never made durable), then drop connections."""
+        """Nack whatever is still held (it was never made durable), then drop connections.
+
+        Bounded by `close_timeout_seconds` per call whatever the network does: a nack that
+        does not arrive only means Pub/Sub redelivers after the ack deadline.
+        """
         self._receiver.stop()
         with self._lock:
             leftover = list(self._held)
+        self._receiver.call_timeout = self.settings.close_timeout_seconds
         self.nack(leftover)
         self._receiver.close()
-        if self._publisher is not None:
-            self._publisher.stop()
-            self._publisher.transport.close()
+        if self._dlq is not None:
+            self._dlq.close()
+        self._watch.close()
         self._client.close()
 
 

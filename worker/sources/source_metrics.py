@@ -26,6 +26,9 @@ _HELP = {
     "lease_extensions": "Ack-deadline extensions of held messages.",
     "lease_expired": "Held messages whose lease ran past max_lease_duration.",
     "ack_failures": "Acknowledge calls that failed (the message will be redelivered).",
+    "dead_letter_oversized": "Records too large to publish, dead-lettered as a finder record.",
+    "dead_letter_given_up": "Bad records given up on after repeated dead-letter failures "
+    "(logged with size and sha256, kept in the overflow directory if set).",
 }
 
 
@@ -34,7 +37,16 @@ class PubSubSourceCollector(Collector):
         self._stats = stats
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        snapshot = asdict(self._stats())
+        stats = self._stats()
+        snapshot = asdict(stats)
+        errors = CounterMetricFamily(
+            "lookout_source_errors",
+            "Failed source calls by step (pull, ack, dead_letter) and reason.",
+            labels=["step", "reason"],
+        )
+        for (step, reason), count in stats.errors:
+            errors.add_metric([step, reason], count)
+        yield errors
         for name, help_text in _HELP.items():
             family = CounterMetricFamily(f"lookout_pubsub_{name}", help_text)
             family.add_metric([], snapshot[name])

@@ -1,0 +1,338 @@
+"""Grouping, repeats and delivery: alerts in, notifications out, one thread per receiver.
+
+`submit` (what the engine's notify calls, through `notifier(name)`) only records the change
+in the persisted outbox and returns: the engine never waits for a receiver. A scheduler thread
+turns groups into notifications on Alertmanager's timing — `group_wait` before a new group's
+first notification, `group_interval` between a group's notifications, `repeat_interval` to
+re-notify while still firing. Each receiver has its own delivery thread that sends its
+notifications in order, retrying retryable failures with jittered exponential backoff (or the
+receiver's `Retry-After`) under a per-receiver token bucket, so a receiver that stays down
+blocks nobody else. Every notification ends in `lookout_notifications_total{receiver,outcome}`
+as delivered, retried (each failed attempt that will be retried), failed, or dropped (outbox
+full).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from alerts.notifiers import NotifierError, notifier_error
+from alerts.receivers.outbox import GroupState, Outbox
+from alerts.receivers.payloads import render_links
+from alerts.receivers.policy import TokenBucket, backoff_delay
+from alerts.receivers.senders import Notification, RateLimited, Sender, only_firing_or_all
+from alerts.routing import Grouping, Router
+from schemas.alert_config import AlertmanagerReceiver, ReceiverConfig
+from schemas.detection import Alert
+
+log = logging.getLogger("lookout.receivers")
+
+OUTCOMES = ("delivered", "retried", "failed", "dropped")
+
+
+class NotificationMetrics:
+    """`lookout_notifications_total{receiver,outcome}` and the outbox depth per receiver;
+    receiver label values come from config only (bounded cardinality)."""
+
+    def __init__(self, registry: CollectorRegistry, receivers: Sequence[str]) -> None:
+        self.total = Counter(
+            "lookout_notifications",
+            "Notifications per receiver by outcome: delivered, retried (an attempt failed and "
+            "will be retried), failed (given up), dropped (outbox full).",
+            ["receiver", "outcome"],
+            registry=registry,
+        )
+        self.depth = Gauge(
+            "lookout_notification_outbox",
+            "Notifications waiting in the persisted outbox, per receiver.",
+            ["receiver"],
+            registry=registry,
+        )
+        for name in receivers:
+            for outcome in OUTCOMES:
+                self.total.labels(name, outcome)
+            self.depth.labels(name)
+
+
+@dataclass
+class _Receiver:
+    sender: Sender
+    config: ReceiverConfig
+    bucket: TokenBucket
+    wake: threading.Event
+
+
+class _QueueNotifier:
+    """The `Notifier` the router calls for one receiver: records, never waits on the network."""
+
+    def __init__(self, dispatcher: Dispatcher, name: str) -> None:
+        self._dispatcher = dispatcher
+        self._name = name
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        try:
+            self._dispatcher.submit(self._name, alerts)
+        except Exception as exc:  # the outbox file failed: the engine keeps and retries these
+            raise notifier_error(self._name, "queueing alerts", exc) from exc
+
+
+class Dispatcher:
+    """See the module docstring. `clock` is wall time in seconds (injected for tests)."""
+
+    def __init__(
+        self,
+        router: Router,
+        receivers: Sequence[tuple[Sender, ReceiverConfig]],
+        outbox: Outbox,
+        *,
+        registry: CollectorRegistry,
+        links: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        tick_seconds: float = 0.1,
+    ) -> None:
+        self._router = router
+        self._outbox = outbox
+        self._links = dict(links or {})
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._tick = tick_seconds
+        self._receivers = {
+            config.name: _Receiver(
+                sender,
+                config,
+                TokenBucket(config.rate_limit_per_minute / 60.0, config.rate_limit_burst),
+                threading.Event(),
+            )
+            for sender, config in receivers
+        }
+        self.metrics = NotificationMetrics(registry, list(self._receivers))
+        self._lock = threading.Lock()
+        forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
+        if forgotten:
+            log.warning("dropped %d notifications for receivers no longer configured", forgotten)
+        self._groups = outbox.groups()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        for name in self._receivers:
+            self.metrics.depth.labels(name).set(outbox.depth(name))
+
+    # -- the engine side -------------------------------------------------------------------
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self._receivers)
+
+    def notifiers(self) -> dict[str, _QueueNotifier]:
+        return {name: _QueueNotifier(self, name) for name in self._receivers}
+
+    def submit(self, receiver: str, alerts: Sequence[Alert]) -> None:
+        """Record state changes of `alerts` for `receiver`'s groups (persisted at once)."""
+        now = self._clock()
+        with self._lock:
+            for alert in alerts:
+                if self._links and not alert.links:
+                    alert = alert.model_copy(update={"links": render_links(alert, self._links)})
+                key = (receiver, self._grouping(receiver, alert).key(alert))
+                state = self._groups.setdefault(key, GroupState())
+                state.pending[alert.dedup_key] = alert
+                if state.pending_since is None:
+                    state.pending_since = now
+                if alert.status == "firing":
+                    state.active[alert.dedup_key] = alert
+                else:
+                    state.active.pop(alert.dedup_key, None)
+                self._outbox.save_group(*key, state)
+        self._wake.set()
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _grouping(self, receiver: str, alert: Alert) -> Grouping:
+        runtime = self._receivers.get(receiver)
+        if runtime is not None and isinstance(runtime.config, AlertmanagerReceiver):
+            # Alertmanager groups and repeats itself; it wants every firing alert re-posted
+            # well before its endsAt, and each change at once
+            every = runtime.config.resend_interval
+            return Grouping(("dedup_key",), timedelta(0), timedelta(0), every)
+        return self._router.grouping(alert, receiver)
+
+    def pump(self) -> None:
+        """Turn every group that is due into notifications in the outbox."""
+        now = self._clock()
+        with self._lock:
+            for key, state in list(self._groups.items()):
+                self._pump_group(key, state, now)
+
+    def _pump_group(self, key: tuple[str, str], state: GroupState, now: float) -> None:
+        receiver, group_key = key
+        runtime = self._receivers.get(receiver)
+        sample = next(iter(state.pending.values()), None) or next(iter(state.active.values()), None)
+        if runtime is None or sample is None:
+            self._groups.pop(key, None)
+            self._outbox.save_group(receiver, group_key, None)
+            return
+        grouping = self._grouping(receiver, sample)
+        batch: tuple[Alert, ...] = ()
+        repeat = False
+        changed = False
+        if state.pending:
+            since = state.pending_since if state.pending_since is not None else now
+            if state.last_sent_at is None:
+                due = since + grouping.group_wait.total_seconds()
+            else:
+                due = state.last_sent_at + grouping.group_interval.total_seconds()
+            if now < due:
+                return
+            batch = only_firing_or_all(list(state.pending.values()), runtime.config.send_resolved)
+            state.pending, state.pending_since = {}, None
+            changed = True
+        elif state.active and state.last_sent_at is not None:
+            if now < state.last_sent_at + grouping.repeat_interval.total_seconds():
+                return
+            batch, repeat, changed = tuple(state.active.values()), True, True
+        if batch:
+            state.last_sent_at = now
+        new_state = state if (state.active or state.pending) else None
+        if new_state is None:
+            self._groups.pop(key, None)
+            changed = True
+        if not changed:
+            return
+        notifications = (
+            [Notification(receiver, group_key, (a,), repeat) for a in batch]
+            if runtime.sender.per_alert
+            else ([Notification(receiver, group_key, batch, repeat)] if batch else [])
+        )
+        dropped = self._outbox.flush(
+            notifications,
+            (receiver, group_key, new_state),
+            now=now,
+            limit=runtime.config.outbox_max,
+        )
+        if dropped:
+            self.metrics.total.labels(receiver, "dropped").inc(dropped)
+            log.error(
+                "receiver %s: outbox full, dropped the %d oldest notifications", receiver, dropped
+            )
+        self.metrics.depth.labels(receiver).set(self._outbox.depth(receiver))
+        if notifications:
+            runtime.wake.set()
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def deliver_next(self, receiver: str) -> float | None:
+        """Try `receiver`'s oldest notification if it is due. Returns seconds until the next
+        try is worth making, 0 to go on at once, None when nothing waits."""
+        runtime = self._receivers[receiver]
+        entry = self._outbox.head(receiver)
+        if entry is None:
+            return None
+        now = self._clock()
+        if entry.next_at > now:
+            return entry.next_at - now
+        wait = runtime.bucket.wait_time(now)
+        if wait > 0:
+            return wait
+        runtime.bucket.take(now)
+        config = runtime.config
+        try:
+            runtime.sender.send(entry.notification)
+        except Exception as exc:
+            error = exc if isinstance(exc, NotifierError) else notifier_error(receiver, "send", exc)
+            attempts = entry.attempts + 1
+            if isinstance(error, RateLimited):
+                delay = error.retry_after
+            else:
+                delay = backoff_delay(
+                    attempts,
+                    initial=config.backoff_initial.total_seconds(),
+                    maximum=config.backoff_max.total_seconds(),
+                    rng=self._rng,
+                )
+            expired = now + delay - entry.first_at > config.give_up_after.total_seconds()
+            if error.retryable and not expired:
+                self._outbox.retry_at(entry.id, attempts=attempts, next_at=now + delay)
+                self.metrics.total.labels(receiver, "retried").inc()
+                log.warning("%s; retry %d in %.1fs", error, attempts, delay)
+                return delay
+            self._outbox.done(entry.id)
+            self.metrics.total.labels(receiver, "failed").inc()
+            log.error("%s; giving up after %d attempt(s)", error, attempts)
+        else:
+            self._outbox.done(entry.id)
+            self.metrics.total.labels(receiver, "delivered").inc()
+        self.metrics.depth.labels(receiver).set(self._outbox.depth(receiver))
+        return 0.0
+
+    def pending(self, receiver: str) -> int:
+        return self._outbox.depth(receiver)
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler and one delivery thread per receiver (idempotent)."""
+        if self._threads:
+            return
+        self._threads.append(
+            threading.Thread(target=self._schedule_loop, name="lookout-alert-groups", daemon=True)
+        )
+        for name in self._receivers:
+            self._threads.append(
+                threading.Thread(
+                    target=self._deliver_loop,
+                    args=(name,),
+                    name=f"lookout-receiver-{name}",
+                    daemon=True,
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pump()
+            except Exception:
+                log.exception("alert grouping failed; will try again")
+            self._wake.wait(self._tick)
+            self._wake.clear()
+
+    def _deliver_loop(self, receiver: str) -> None:
+        runtime = self._receivers[receiver]
+        while not self._stop.is_set():
+            try:
+                wait = self.deliver_next(receiver)
+            except Exception:
+                log.exception("receiver %s: delivery loop failed; will try again", receiver)
+                wait = 1.0
+            if wait == 0:
+                continue
+            runtime.wake.wait(1.0 if wait is None else min(wait, 1.0))
+            runtime.wake.clear()
+
+    def close(self, *, drain_seconds: float = 2.0) -> None:
+        """Flush due groups, give deliveries `drain_seconds` to finish, then stop. What is
+        left stays in the outbox for the next start."""
+        if self._threads:
+            self.pump()
+            deadline = time.monotonic() + drain_seconds
+            while time.monotonic() < deadline and any(self.pending(n) for n in self._receivers):
+                time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        for runtime in self._receivers.values():
+            runtime.wake.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        self._threads = []
+        for runtime in self._receivers.values():
+            runtime.sender.close()
+        self._outbox.close()

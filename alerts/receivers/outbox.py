@@ -1,0 +1,201 @@
+"""The persisted outbox: notifications waiting for a receiver, and each group's state.
+
+SQLite (stdlib) in one file next to the sink, so a restart mid-incident neither loses an
+undelivered page nor sends a delivered one again, and repeat schedules survive. Bounded per
+receiver: past `limit`, the oldest notification is dropped (and counted by the caller).
+Only alerts are stored — never a rendered request, so no secret reaches the disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from alerts.receivers.senders import Notification
+from schemas.detection import Alert
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_at REAL NOT NULL,
+    next_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_receiver ON notifications (receiver, id);
+CREATE TABLE IF NOT EXISTS groups (
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (receiver, group_key)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    notification: Notification
+    attempts: int
+    first_at: float
+    next_at: float
+
+
+@dataclass
+class GroupState:
+    """One receiver's group: firing alerts it knows of, changes not yet sent, and when."""
+
+    active: dict[str, Alert] = field(default_factory=dict)
+    pending: dict[str, Alert] = field(default_factory=dict)
+    pending_since: float | None = None
+    last_sent_at: float | None = None
+
+    def to_json(self) -> bytes:
+        def dump(alerts: dict[str, Alert]) -> list[dict[str, Any]]:
+            return [a.model_dump(mode="json") for a in alerts.values()]
+
+        return orjson.dumps(
+            {
+                "active": dump(self.active),
+                "pending": dump(self.pending),
+                "pending_since": self.pending_since,
+                "last_sent_at": self.last_sent_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> GroupState:
+        raw = orjson.loads(data)
+
+        def load(items: list[dict[str, Any]]) -> dict[str, Alert]:
+            alerts = (Alert.model_validate(a) for a in items)
+            return {a.dedup_key: a for a in alerts}
+
+        return cls(
+            load(raw["active"]), load(raw["pending"]), raw["pending_since"], raw["last_sent_at"]
+        )
+
+
+class Outbox:
+    """Thread-safe (one connection behind a lock; every call is one short transaction)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        if str(path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def flush(
+        self,
+        notifications: list[Notification],
+        group: tuple[str, str, GroupState | None],
+        *,
+        now: float,
+        limit: int,
+    ) -> int:
+        """Append `notifications` and save the group's new state in ONE transaction (a crash
+        cannot both keep the change pending and queue it). Returns how many of the oldest
+        were dropped to stay within `limit`."""
+        receiver, group_key, state = group
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                for n in notifications:
+                    self._con.execute(
+                        "INSERT INTO notifications (receiver, body, first_at, next_at) "
+                        "VALUES (?,?,?,?)",
+                        (n.receiver, n.to_json(), now, now),
+                    )
+                self._save_group(receiver, group_key, state)
+                (count,) = self._con.execute(
+                    "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
+                ).fetchone()
+                excess = max(0, int(count) - limit)
+                if excess:
+                    self._con.execute(
+                        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
+                        "WHERE receiver = ? ORDER BY id LIMIT ?)",
+                        (receiver, excess),
+                    )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return excess
+
+    def head(self, receiver: str) -> Entry | None:
+        """The oldest notification for `receiver` (delivered in order: a resolve never
+        overtakes its trigger)."""
+        with self._lock:
+            row = self._con.execute(
+                "SELECT id, body, attempts, first_at, next_at FROM notifications "
+                "WHERE receiver = ? ORDER BY id LIMIT 1",
+                (receiver,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Entry(row[0], Notification.from_json(row[1]), row[2], row[3], row[4])
+
+    def done(self, entry_id: int) -> None:
+        with self._lock:
+            self._con.execute("DELETE FROM notifications WHERE id = ?", (entry_id,))
+
+    def retry_at(self, entry_id: int, *, attempts: int, next_at: float) -> None:
+        with self._lock:
+            self._con.execute(
+                "UPDATE notifications SET attempts = ?, next_at = ? WHERE id = ?",
+                (attempts, next_at, entry_id),
+            )
+
+    def forget_receivers_except(self, names: frozenset[str]) -> int:
+        """Drop what waits for receivers no longer configured; returns how many."""
+        marks = ",".join("?" * len(names)) or "''"
+        with self._lock:
+            cursor = self._con.execute(
+                f"DELETE FROM notifications WHERE receiver NOT IN ({marks})", tuple(names)
+            )
+        return max(cursor.rowcount, 0)
+
+    def depth(self, receiver: str) -> int:
+        with self._lock:
+            (count,) = self._con.execute(
+                "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
+            ).fetchone()
+        return int(count)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def groups(self) -> dict[tuple[str, str], GroupState]:
+        with self._lock:
+            rows = self._con.execute("SELECT receiver, group_key, state FROM groups").fetchall()
+        return {(r, g): GroupState.from_json(s) for r, g, s in rows}
+
+    def save_group(self, receiver: str, group_key: str, state: GroupState | None) -> None:
+        with self._lock:
+            self._save_group(receiver, group_key, state)
+
+    def _save_group(self, receiver: str, group_key: str, state: GroupState | None) -> None:
+        if state is None:
+            self._con.execute(
+                "DELETE FROM groups WHERE receiver = ? AND group_key = ?", (receiver, group_key)
+            )
+        else:
+            self._con.execute(
+                "INSERT OR REPLACE INTO groups (receiver, group_key, state) VALUES (?,?,?)",
+                (receiver, group_key, state.to_json()),
+            )

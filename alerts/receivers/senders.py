@@ -1,0 +1,216 @@
+"""One sender per receiver kind: render a notification and POST it with httpx.
+
+A sender holds its resolved secrets in memory only; its errors are `NotifierError`s whose
+messages name the receiver and the HTTP status, never a URL path, a key or a body. A 429 or
+503 with `Retry-After` raises `RateLimited`, which the dispatcher honours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from alerts.notifiers import RetryableNotifierError, notifier_error, status_error
+from alerts.receivers.payloads import (
+    alertmanager_alerts,
+    pagerduty_event,
+    slack_message,
+    webhook_body,
+)
+from alerts.receivers.policy import parse_retry_after
+from schemas.alert_config import AlertmanagerReceiver, PagerDutyReceiver
+from schemas.detection import Alert
+
+
+class RateLimited(RetryableNotifierError):
+    """The receiver asked us to wait (`Retry-After`)."""
+
+    def __init__(self, receiver: str, message: str, retry_after: float) -> None:
+        super().__init__(receiver, message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What the outbox holds: a group's alerts for one receiver (rendered only when sent, so
+    no secret is ever written to disk)."""
+
+    receiver: str
+    group_key: str
+    alerts: tuple[Alert, ...]
+    repeat: bool = False
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "receiver": self.receiver,
+                "group_key": self.group_key,
+                "repeat": self.repeat,
+                "alerts": [a.model_dump(mode="json") for a in self.alerts],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Notification:
+        raw = orjson.loads(data)
+        return cls(
+            receiver=raw["receiver"],
+            group_key=raw["group_key"],
+            alerts=tuple(Alert.model_validate(a) for a in raw["alerts"]),
+            repeat=bool(raw["repeat"]),
+        )
+
+
+class Sender(Protocol):
+    name: str
+    kind: str
+    #: one notification per alert (PagerDuty events), rather than one per group
+    per_alert: bool
+
+    def send(self, notification: Notification) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _HttpSender:
+    """Owns its httpx client (connection pool), closed with the dispatcher."""
+
+    _client: httpx.Client
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def post_json(
+    client: httpx.Client,
+    receiver: str,
+    url: str,
+    body: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """POST JSON; raise the typed error for anything but a 2xx (429/503 → `RateLimited`)."""
+    data = content if content is not None else orjson.dumps(body)
+    try:
+        response = client.post(
+            url, content=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+    except httpx.HTTPError as exc:
+        # httpx messages can carry the URL; keep only the exception type and its reason
+        raise notifier_error(receiver, "POST", _without_url(exc)) from None
+    if response.is_success:
+        return response
+    wait = parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(UTC))
+    if response.status_code in (429, 503) and wait is not None:
+        msg = f"POST failed: HTTP {response.status_code}, retry after {wait:.0f}s"
+        raise RateLimited(receiver, msg, wait)
+    raise status_error(receiver, "POST", response.status_code)
+
+
+def _without_url(exc: httpx.HTTPError) -> httpx.HTTPError:
+    """The same exception class with a message that cannot hold the request URL."""
+    reason = type(exc).__name__
+    try:
+        return type(exc)(reason)
+    except TypeError:
+        return httpx.TransportError(reason)
+
+
+class SlackSender(_HttpSender):
+    kind = "slack"
+    per_alert = False
+
+    def __init__(self, name: str, client: httpx.Client, webhook_url: str) -> None:
+        self.name = name
+        self._client = client
+        self._url = webhook_url
+
+    def send(self, notification: Notification) -> None:
+        body = slack_message(notification.alerts, repeat=notification.repeat)
+        post_json(self._client, self.name, self._url, body)
+
+
+class PagerDutySender(_HttpSender):
+    kind = "pagerduty"
+    per_alert = True
+
+    def __init__(self, config: PagerDutyReceiver, client: httpx.Client, routing_key: str) -> None:
+        self.name = config.name
+        self._config = config
+        self._client = client
+        self._key = routing_key
+
+    def send(self, notification: Notification) -> None:
+        for alert in notification.alerts:
+            event = pagerduty_event(
+                alert, routing_key=self._key, source=self._config.source, group=self._config.group
+            )
+            post_json(self._client, self.name, self._config.url, event)
+
+
+class AlertmanagerSender(_HttpSender):
+    kind = "alertmanager"
+    per_alert = False
+
+    def __init__(
+        self,
+        config: AlertmanagerReceiver,
+        client: httpx.Client,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.name = config.name
+        self._config = config
+        self._client = client
+        self._wall_clock = wall_clock
+        self._url = config.url.rstrip("/") + "/api/v2/alerts"
+
+    def send(self, notification: Notification) -> None:
+        body = alertmanager_alerts(
+            notification.alerts,
+            now=self._wall_clock(),
+            ends_after=self._config.ends_after,
+            labels=self._config.labels,
+        )
+        post_json(self._client, self.name, self._url, body)
+
+
+class WebhookSender(_HttpSender):
+    kind = "webhook"
+    per_alert = False
+
+    def __init__(self, name: str, client: httpx.Client, url: str, hmac_secret: str | None) -> None:
+        self.name = name
+        self._client = client
+        self._url = url
+        self._secret = hmac_secret.encode() if hmac_secret is not None else None
+
+    def send(self, notification: Notification) -> None:
+        body = orjson.dumps(
+            webhook_body(
+                notification.alerts,
+                receiver=self.name,
+                group_key=notification.group_key,
+                repeat=notification.repeat,
+            )
+        )
+        headers = {}
+        if self._secret is not None:
+            headers["X-Lookout-Signature"] = "sha256=" + sign(self._secret, body)
+        post_json(self._client, self.name, self._url, None, headers=headers, content=body)
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """HMAC-SHA256 of the exact body bytes, hex: what a receiver recomputes to verify."""
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def only_firing_or_all(alerts: Sequence[Alert], send_resolved: bool) -> tuple[Alert, ...]:
+    return tuple(alerts) if send_resolved else tuple(a for a in alerts if a.status == "firing")

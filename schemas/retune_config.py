@@ -1,0 +1,131 @@
+"""Retune actions: what a route's `retune: <name>` starts when an incident is sustained.
+
+Each action carries its guard — which detectors, how many consecutive alerting windows, a
+cooldown per model, `dry_run` — so a one-window blip never starts a tuning job and a
+flapping model does not start ten. Kinds:
+
+- `pubsub`: publish a `RetuneRequest` JSON to a topic (the decoupled default; a pipeline
+  trigger — Eventarc, Cloud Functions, a Kubeflow sensor — consumes it);
+- `vertex_pipeline`: submit a Vertex AI `PipelineJob` from a compiled template;
+- `kfp`: create a run on a Kubeflow Pipelines endpoint from a compiled package.
+
+`parameter_values` / `parameters` are rendered from the request: a string value may use
+`{model}`, `{model_version}`, `{detector}`, `{condition}`, `{dataset_uri}`,
+`{evaluation_data_uri}`, `{window_start}`, `{window_end}`, `{project}`, `{location}`.
+The dataset export (`RetuneExport`) runs first when configured, and its URIs are passed on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from schemas.alert_types import Duration, ReceiverName
+
+RENDER_FIELDS = frozenset(
+    {
+        "model",
+        "model_version",
+        "detector",
+        "condition",
+        "dataset_uri",
+        "evaluation_data_uri",
+        "window_start",
+        "window_end",
+        "project",
+        "location",
+    }
+)
+
+
+class _ActionBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ReceiverName
+    #: detector name patterns this action is for (None: any detector a route sends it)
+    detectors: tuple[str, ...] | None = None
+    #: consecutive alerting windows of one incident before it counts as sustained
+    consecutive_windows: int = Field(default=3, ge=1)
+    #: at most one request per model per cooldown (event time), whatever the incident
+    cooldown: Duration = timedelta(hours=24)
+    #: log and count what would be sent, send nothing
+    dry_run: bool = False
+
+
+class PubSubRetune(_ActionBase):
+    kind: Literal["pubsub"]
+    project: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+
+
+class VertexPipelineRetune(_ActionBase):
+    """`template_path`: a compiled pipeline (local YAML/JSON, `gs://` or an Artifact Registry
+    `https://<region>-kfp.pkg.dev/...` URL such as the published `tune-large-model` template)."""
+
+    kind: Literal["vertex_pipeline"]
+    project: str = Field(min_length=1)
+    location: str = "us-central1"
+    template_path: str = Field(min_length=1)
+    pipeline_root: str = Field(min_length=1)
+    display_name: str = "lookout-retune-{model}"
+    parameter_values: dict[str, Any] = Field(default_factory=dict)
+    enable_caching: bool | None = None
+    service_account: str | None = None
+    #: a regional endpoint override (`http://127.0.0.1:PORT` in tests); None: the default
+    api_endpoint: str | None = None
+
+
+class KfpRetune(_ActionBase):
+    kind: Literal["kfp"]
+    host: str = Field(pattern=r"^https?://")
+    package_path: str = Field(min_length=1)
+    run_name: str = "lookout-retune-{model}"
+    experiment_id: str | None = None
+    namespace: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+RetuneAction = Annotated[
+    PubSubRetune | VertexPipelineRetune | KfpRetune, Field(discriminator="kind")
+]
+
+
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        msg = "must not be blank"
+        raise ValueError(msg)
+    return value
+
+
+class RetuneExport(BaseModel):
+    """The tuning dataset: `query` (DuckDB SQL; `$model`, `$start`, `$end` are bound) returns
+    `prompt` and `response` columns (and optionally `request_id`); each row becomes
+    `{"input_text": template with {prompt}, "output_text": response}`. Rows are shuffled with
+    `seed` and `eval_fraction` of them go to `eval.jsonl`, the rest to `train.jsonl`, under
+    `uri` (a local directory; `{model}`, `{window_start}`, `{window_end}` are filled in)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: Annotated[str, BeforeValidator(_not_blank)]
+    uri: Annotated[str, BeforeValidator(_not_blank)]
+    instruction_template: str = "{prompt}"
+    eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    seed: int = 42
+    max_rows: int = Field(default=100_000, ge=1)
+
+    @field_validator("instruction_template")
+    @classmethod
+    def _template_has_the_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            msg = "instruction_template must contain {prompt}"
+            raise ValueError(msg)
+        return value
+
+
+class RetuneConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actions: tuple[RetuneAction, ...] = ()
+    export: RetuneExport | None = None

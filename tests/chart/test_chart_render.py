@@ -1,0 +1,212 @@
+"""The chart renders with every values file, and every object it renders would be accepted by a
+Kubernetes 1.30 API server: built-in kinds by the API's own schemas (strict: unknown fields are
+errors), KEDA and Prometheus Operator kinds by the schemas converted from their CRDs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import cache
+from typing import Any
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from tests.chart.conftest import CHART, REPO, VALUES_FILES, Rendered, load_values, render
+
+KUBERNETES_VERSION = "1.30"
+CRD_SCHEMAS = REPO / "tests" / "fixtures" / "crd-schemas"
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+
+
+@cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
+    group, version = api_version.split("/")
+    path = CRD_SCHEMAS / f"{kind.lower()}-{group.split('.')[0]}-{version}.json"
+    assert path.exists(), f"no vendored CRD schema for {kind} {api_version}: {path.name}"
+    return jsonschema.Draft7Validator(json.loads(path.read_text()))
+
+
+def validate(obj: dict[str, Any]) -> list[str]:
+    """Every reason the API server would refuse this object (empty: accepted)."""
+    where = f"{obj['kind']}/{obj['metadata']['name']}"
+    if obj["apiVersion"].startswith(CUSTOM_GROUPS):
+        validator = crd_validator(obj["apiVersion"], obj["kind"])
+        return [f"{where}: {e.json_path}: {e.message}" for e in validator.iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{where}: {error.message}"]
+    return []
+
+
+@pytest.fixture(scope="module", params=VALUES_FILES)
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    return render(load_values(request.param))
+
+
+def test_every_rendered_object_validates_strictly(rendered: Rendered) -> None:
+    assert rendered.objects
+    problems = [p for obj in rendered.objects for p in validate(obj)]
+    assert problems == []
+
+
+def test_full_values_render_every_feature() -> None:
+    """Split mode with KEDA, Prometheus Operator and every receiver: all of it is there."""
+    kinds = sorted({o["kind"] for o in render(load_values("full-values")).objects})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "ScaledObject",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "TriggerAuthentication",
+    ]
+
+
+def test_the_validators_refuse_what_a_cluster_refuses() -> None:
+    """A typo'd field in a built-in kind and in a custom resource is caught: the strict checks
+    above are not vacuous."""
+    full = render(load_values("full-values"))
+    deployment = json.loads(json.dumps(full.of_kind("Deployment")[0]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    assert validate(deployment)
+    scaled = json.loads(json.dumps(full.of_kind("ScaledObject")[0]))
+    scaled["spec"]["maxReplicas"] = 3
+    assert any("maxReplicas" in p for p in validate(scaled))
+
+
+def test_scaled_object_min_replicas_within_max() -> None:
+    """ScaledObject's CEL rule, which JSON Schema cannot carry: min ≤ max replicas."""
+    for name in VALUES_FILES:
+        for scaled in render(load_values(name)).of_kind("ScaledObject"):
+            spec = scaled["spec"]
+            assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+
+
+def test_chart_lints_clean() -> None:
+    for name in VALUES_FILES:
+        report = helm_python.lint(str(CHART), load_values(name), strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert (report["errors"], problems) == ([], []), name
+
+
+def test_vendored_crd_schemas_match_their_crds() -> None:
+    """The JSON Schemas are what scripts/crd_to_jsonschema.py makes of the vendored CRDs."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "crd_to_jsonschema.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list(CRD_SCHEMAS.glob("*.json"))) == 4
+
+
+def test_split_mode_runs_many_ingest_replicas_and_one_evaluator() -> None:
+    full = render(load_values("full-values"))
+    ingest = full.one("Deployment", "lookout-ingest")
+    evaluate = full.one("Deployment", "lookout-evaluate")
+    assert evaluate["spec"]["replicas"] == 1
+    assert evaluate["spec"]["strategy"] == {"type": "Recreate"}
+    # KEDA owns ingest's replica count; a fixed count would fight it on every upgrade
+    assert "replicas" not in ingest["spec"]
+    scaled = full.one("ScaledObject", "lookout-ingest")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "lookout-ingest"
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "gcp-pubsub"
+    assert trigger["metadata"]["subscriptionName"] == "projects/my-project/subscriptions/lookout"
+    auth = full.one("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"] == {"podIdentity": {"provider": "gcp"}}
+    assert full.of_kind("HorizontalPodAutoscaler") == []
+
+
+def test_split_mode_without_keda_scales_ingest_on_cpu() -> None:
+    split = render(load_values("split-hpa-values"))
+    (hpa,) = split.of_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "lookout-ingest"
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert split.of_kind("ScaledObject") == []
+
+
+def test_workload_identity_and_no_key_files() -> None:
+    full = render(load_values("full-values"))
+    (account,) = full.of_kind("ServiceAccount")
+    annotation = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert annotation == "lookout@my-project.iam.gserviceaccount.com"
+    for deployment in full.of_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account["metadata"]["name"]
+        env = {e["name"] for e in pod["containers"][0].get("env", [])}
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in env
+
+
+def test_pods_are_locked_down() -> None:
+    for name in VALUES_FILES:
+        for deployment in render(load_values(name)).of_kind("Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            box = pod["containers"][0]["securityContext"]
+            assert box["readOnlyRootFilesystem"] is True
+            assert box["allowPrivilegeEscalation"] is False
+            assert box["capabilities"] == {"drop": ["ALL"]}
+            resources = pod["containers"][0]["resources"]
+            assert resources["requests"]["cpu"] and resources["limits"]["memory"]
+            writable = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+            assert {"/tmp", "/var/lib/lookout"} <= writable
+
+
+def test_network_policy_allows_receivers_only_where_alerts_are_sent() -> None:
+    full = render(load_values("full-values"))
+
+    def egress_ports(name: str) -> set[int]:
+        policy = full.one("NetworkPolicy", name)
+        return {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+
+    assert egress_ports("lookout-ingest") == {53, 80, 443, 988}
+    # the evaluator also reaches Alertmanager on the port of its configured URL
+    assert egress_ports("lookout-evaluate") == {53, 80, 443, 988, 9093}
+    default = render({})
+    (policy,) = default.of_kind("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_every_role_has_a_disruption_budget() -> None:
+    for name in VALUES_FILES:
+        rendered = render(load_values(name))
+        budgets = {p["metadata"]["name"] for p in rendered.of_kind("PodDisruptionBudget")}
+        deployments = {d["metadata"]["name"] for d in rendered.of_kind("Deployment")}
+        assert budgets == deployments
+
+
+def test_notes_tell_how_to_check_the_install() -> None:
+    notes = render({}).notes
+    assert "port-forward deployment/lookout-all 9464:9464" in notes
+    assert "/readyz" in notes
+    assert 'source.kind is "file"' in notes
+    full = render(load_values("full-values")).notes
+    assert "oncall-pagerduty (pagerduty)" in full
+    assert "logs deployment/lookout-evaluate" in full
+
+
+def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
+    """The evaluator's alert outbox (and, in mode all, the DuckDB file) on a claimed volume."""
+    full = render(load_values("full-values"))
+    (claim,) = full.of_kind("PersistentVolumeClaim")
+    evaluate = full.one("Deployment", "lookout-evaluate")
+    volumes = {v["name"]: v for v in evaluate["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    ingest = full.one("Deployment", "lookout-ingest")
+    ingest_volumes = {v["name"]: v for v in ingest["spec"]["template"]["spec"]["volumes"]}
+    assert ingest_volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert render({}).of_kind("PersistentVolumeClaim") == []

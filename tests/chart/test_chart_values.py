@@ -1,0 +1,95 @@
+"""Bad values are refused at `helm install`, with a message that names the value, before
+anything reaches the cluster (values.schema.json, and the chart's own checks across values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart.conftest import render_error
+
+PUBSUB = {"kind": "pubsub", "pubsub": {"project": "p", "subscription": "s"}}
+BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("negative replicas", {"ingest": {"replicas": -1}}, ["/ingest/replicas", "minimum"]),
+    ("unknown key", {"replicaCount": 3}, ["replicaCount", "not allowed"]),
+    (
+        "unknown nested key",
+        {"sink": {"kind": "duckdb", "duckdb": {"pth": "x"}}},
+        ["/sink/duckdb", "pth"],
+    ),
+    (
+        "receiver without its secret reference",
+        {"receivers": [{"name": "team-slack", "kind": "slack"}]},
+        ["/receivers/0", "secretRef"],
+    ),
+    (
+        "secret written inline",
+        {"receivers": [{"name": "s", "kind": "slack", "secretRef": "https://hooks.example/x"}]},
+        ["/receivers/0/secretRef", "want object"],
+    ),
+    (
+        "webhook URL inline",
+        {
+            "receivers": [
+                {
+                    "name": "hook",
+                    "kind": "webhook",
+                    "url": "https://hooks.example/x",
+                    "secretRef": {"name": "s", "key": "k"},
+                }
+            ]
+        },
+        ["hook (webhook)", "never inline"],
+    ),
+    (
+        "unknown receiver kind",
+        {"receivers": [{"name": "x", "kind": "email", "secretRef": {"name": "s", "key": "k"}}]},
+        ["/receivers/0/kind"],
+    ),
+    (
+        "receiver name used twice",
+        {
+            "receivers": [
+                {"name": "am", "kind": "alertmanager", "url": "http://a:9093"},
+                {"name": "am", "kind": "alertmanager", "url": "http://b:9093"},
+            ]
+        },
+        ['"am" is used twice'],
+    ),
+    ("pubsub without a subscription", {"source": {"kind": "pubsub"}}, ["/source/pubsub/project"]),
+    (
+        "split mode on a DuckDB file",
+        {"mode": "split", "source": PUBSUB},
+        ["mode=split needs sink.kind=bigquery"],
+    ),
+    ("KEDA without split mode", {"keda": {"enabled": True}}, ["keda.enabled", "mode=split"]),
+    (
+        "source set through config",
+        {"config": {"source": {"kind": "file"}}},
+        ["config.source", "source:"],
+    ),
+    (
+        "grace period shorter than the flush",
+        {"terminationGracePeriodSeconds": 10, "shutdownMarginSeconds": 10},
+        ["terminationGracePeriodSeconds (10)"],
+    ),
+    ("root user", {"podSecurityContext": {"runAsNonRoot": False}}, ["runAsNonRoot"]),
+    (
+        "malformed Workload Identity account",
+        {"serviceAccount": {"gcpServiceAccount": "lookout"}},
+        ["/serviceAccount/gcpServiceAccount"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [pytest.param(values, expected, id=name) for name, values, expected in BAD_VALUES],
+)
+def test_bad_values_are_refused_naming_the_value(
+    values: dict[str, Any], expected: list[str]
+) -> None:
+    message = render_error(values)
+    for part in expected:
+        assert part in message, message
