@@ -28,6 +28,11 @@ Rules that make it safe to call from anywhere:
 - Cooldown: a recurrence within `cooldown` of the key's last resolve is tracked but
   *suppressed*: it pages only if still alerting when the cooldown ends, and if it clears
   first it closes silently. Every page still gets exactly one firing and one resolve.
+- A firing incident still open `sustained_after` after it began is announced once more, with
+  the same dedup key, as a *sustained level shift since T*: it keeps firing (the detectors
+  judge against the frozen pre-incident baseline) until the condition clears or someone
+  accepts the new level (`accept`, from `lookout baseline accept` or `accept_after`), which
+  resolves it saying so. Never a silent resolve.
 - `to_rows()` / `from_rows()` carry the whole state (open incidents, per-key last fire and
   resolve times, stream watermarks) through the sink as JSON-ready dicts, so a restarted or
   second evaluator continues the same incidents instead of paging again.
@@ -36,7 +41,7 @@ Rules that make it safe to call from anywhere:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -76,6 +81,8 @@ class Incident(BaseModel):
     insufficient_windows: int = 0
     last_fired_at: datetime | None = None
     last_resolved_at: datetime | None = None
+    #: the "sustained level shift" notice went out for this incident
+    sustained: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -144,6 +151,31 @@ class AlertTracker:
         """Observe a batch in window order, so a batch's own order cannot drop a window."""
         ordered = sorted(detections, key=lambda d: (d.window_end, d.model, d.detector))
         return [alert for d in ordered for alert in self.observe(d)]
+
+    def open_incident(self, model: str, detector: str) -> Incident | None:
+        """An open incident of one (model, detector) stream (the first by dedup key), if any."""
+        found = [
+            i
+            for i in self._incidents.values()
+            if i.is_open and i.model == model and i.detector == detector
+        ]
+        return min(found, key=lambda i: i.dedup_key, default=None)
+
+    def accept(self, detection: Detection, note: str) -> list[Alert]:
+        """Close every open incident of the detection's stream: its new level is accepted as
+        the baseline (by a person or by `accept_after`). Paged ones get a resolve saying so."""
+        alerts: list[Alert] = []
+        for incident in list(self._incidents.values()):
+            if incident.is_open and (incident.model, incident.detector) == (
+                detection.model,
+                detection.detector,
+            ):
+                self._store(
+                    self._resolve(
+                        incident, detection, alerts, numbers=True, note=note, verb="accepted"
+                    )
+                )
+        return alerts
 
     def open_incidents(self) -> list[Incident]:
         """Incidents pending, firing or suppressed, by dedup key."""
@@ -215,7 +247,26 @@ class AlertTracker:
             return self._fire(incident, d, out, note="held back by cooldown until now")
         notified = incident.notified_severity or "info"
         if self._config.notify_on_escalation and SEVERITY_RANK[severity] > SEVERITY_RANK[notified]:
-            return self._fire(incident, d, out, note=f"escalated from {notified}")
+            incident = self._fire(incident, d, out, note=f"escalated from {notified}")
+        started = incident.started_at
+        horizon = self._config.sustained_after
+        if (
+            not incident.sustained
+            and horizon is not None
+            and started is not None
+            and d.window_end - started >= horizon
+        ):
+            command = (
+                f"lookout baseline accept --model {incident.model} --detector {incident.detector}"
+            )
+            note = (
+                f"sustained level shift since {started:%Y-%m-%d %H:%M}Z "
+                f"({_duration(d.window_end - started)}); still judged against the pre-incident "
+                f"baseline; if the new level is expected, accept it with `{command}`"
+            )
+            incident = self._fire(incident, d, out, note=note).model_copy(
+                update={"sustained": True}
+            )
         return incident
 
     def _on_ok(self, incident: Incident, d: Detection, out: list[Alert]) -> Incident:
@@ -262,12 +313,21 @@ class AlertTracker:
         return fired
 
     def _resolve(
-        self, incident: Incident, d: Detection, out: list[Alert], *, numbers: bool, note: str
+        self,
+        incident: Incident,
+        d: Detection,
+        out: list[Alert],
+        *,
+        numbers: bool,
+        note: str,
+        verb: str = "cleared",
     ) -> Incident:
-        if incident.phase == "suppressed":
+        if incident.phase in ("suppressed", "pending"):
             return _closed(incident)  # never paged, so nothing to resolve
         windows = f"after {incident.windows} windows"
-        summary = _summary("RESOLVED", incident, d, numbers=numbers, tail=_join(windows, note))
+        summary = _summary(
+            "RESOLVED", incident, d, numbers=numbers, tail=_join(windows, note), verb=verb
+        )
         out.append(_alert(incident, d, "resolved", summary, numbers=numbers))
         return _closed(incident).model_copy(update={"last_resolved_at": d.window_end})
 
@@ -314,7 +374,20 @@ def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _summary(status: str, incident: Incident, d: Detection, *, numbers: bool, tail: str) -> str:
+def _duration(delta: timedelta) -> str:
+    hours, rest = divmod(int(delta.total_seconds()), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def _summary(
+    status: str,
+    incident: Incident,
+    d: Detection,
+    *,
+    numbers: bool,
+    tail: str,
+    verb: str = "cleared",
+) -> str:
     """`[FIRING] gemini-1.5-flash safety: block rate 6.1% (baseline 2.0%, ...) — reason`.
 
     Detectors may name their metric and its unit in `details["metric"]` / `details["unit"]`
@@ -325,7 +398,7 @@ def _summary(status: str, incident: Incident, d: Detection, *, numbers: bool, ta
     head = f"[{status}] {incident.model} {incident.detector}: {label}"
     if status == "RESOLVED":
         # the label names the firing condition ("block rate above baseline"): say it is over
-        head += " cleared" + (", now" if numbers and d.value is not None else "")
+        head += f" {verb}" + (", now" if numbers and d.value is not None else "")
     if numbers and d.value is not None:
         unit = d.details.get("unit")
         unit = unit if isinstance(unit, str) else None

@@ -41,10 +41,31 @@ class Baseline(Generic[StateT]):
     oldest first, contiguous: a window with no traffic appears as `empty()`. It holds at most
     the detector's `history_windows`. `reference` is the persisted reference state for detectors
     that keep one (embedding drift); None until one has been built.
+
+    `recent` is empty unless an incident is open for this (model, detector): then `history` is
+    the baseline frozen when the incident began (no window of the incident enters it) and
+    `recent` holds the incident's windows before this one, oldest first. A detector uses them to
+    judge whether the condition has *cleared* against the pre-incident level (see
+    `detectors._sequential`), never as part of its baseline.
     """
 
     history: tuple[StateT, ...] = ()
     reference: StateT | None = None
+    recent: tuple[StateT, ...] = ()
+
+    @property
+    def in_incident(self) -> bool:
+        return bool(self.recent)
+
+    def span(self, k: int) -> tuple[tuple[StateT, ...], tuple[StateT, ...]]:
+        """The k − 1 windows pooled with the current one, and the baseline before them.
+
+        Pooling the last k windows is how small sustained shifts are seen (see
+        `detectors._sequential`); the windows pooled never count in their own baseline.
+        """
+        if k <= 1:
+            return (), self.history
+        return self.history[-(k - 1) :], self.history[: -(k - 1)]
 
 
 class Detector(Protocol[StateT]):

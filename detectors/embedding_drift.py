@@ -36,6 +36,7 @@ base64) and ~1.3 KB without it (`sample_size=0`); the pinned reference row ~2 MB
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +46,7 @@ import numpy.typing as npt
 
 from detectors import _drift_math as dm
 from detectors import reservoir as rs
+from detectors._sequential import cusum, level_windows, normal_llr
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -96,11 +98,12 @@ class EmbeddingDriftDetector:
     """RFF-MMD drift of prompt embeddings against a pinned per-model reference."""
 
     name = "embedding_drift"
-    history_windows = 0
     config_type = EmbeddingDriftConfig
 
     def __init__(self, config: EmbeddingDriftConfig) -> None:
         self.config = config
+        #: the windows pooled with the current one come from the history
+        self.history_windows = config.spans[-1] - 1
         self.features = dm.random_features(
             config.dimension, config.n_features, config.bandwidth, config.seed
         )
@@ -264,21 +267,69 @@ class EmbeddingDriftDetector:
                 f"the reference sample holds {len(reference.sample)} embeddings, fewer than "
                 f"{2 * cfg.min_sample} needed to estimate the null distribution"
             )
-        if state.count < cfg.min_sample:
-            return refuse(
-                f"{state.count} embeddings in the window, fewer than the minimum "
-                f"{cfg.min_sample}{rejected_note}"
-            )
-
         n_feat = cfg.n_features
-        mean_cur = dm.feature_mean(state.feature_sum, state.count, n_feat)
         mean_ref = dm.feature_mean(reference.feature_sum, reference.count, n_feat)
         eig = reference.null_eigenvalues
         if eig is None:
             eig = self._pin(reference).null_eigenvalues
             assert eig is not None
-        test = dm.mean_embedding_test(mean_cur, state.count, mean_ref, reference.count, eig)
-        drifted = test.p_value < cfg.alpha and test.mmd2 >= cfg.min_effect
+        # pool the window with the k - 1 before it (their feature sums add), each span at
+        # alpha / len(spans); during an open incident the window alone decides
+        spans = (1,) if baseline.in_incident else cfg.spans
+        alpha = cfg.alpha / len(cfg.spans)
+        tests = []
+        for k in spans:
+            pooled, _ = baseline.span(k)
+            if len(pooled) < k - 1:
+                continue
+            count = state.count + sum(p.count for p in pooled)
+            if count < cfg.min_sample:
+                continue
+            feature_sum = state.feature_sum + sum(
+                (p.feature_sum for p in pooled), np.zeros_like(state.feature_sum)
+            )
+            mean_cur = dm.feature_mean(feature_sum, count, n_feat)
+            result = dm.mean_embedding_test(mean_cur, count, mean_ref, reference.count, eig)
+            tests.append((result.p_value, k, count, result))
+        if not tests and baseline.in_incident and state.count:
+            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref)
+            details.update(cleared=cleared, clear_evidence=evidence)
+            return self._detection(
+                window,
+                "ok" if cleared else "alert",
+                f"{state.count} embeddings, too few to test alone; evidence that the incident "
+                f"ended {evidence:.1f} of {cfg.clear_threshold:.1f} nats",
+                state.count,
+                details,
+            )
+        if not tests or state.count == 0:
+            pooled_note = "" if baseline.in_incident else " (nor pooled with the windows before)"
+            return refuse(
+                f"{state.count} embeddings in the window, fewer than the minimum "
+                f"{cfg.min_sample}{pooled_note}{rejected_note}"
+            )
+        firing = [t for t in tests if t[0] < alpha and t[3].mmd2 >= cfg.min_effect]
+        _, span, pooled_count, test = (
+            min(firing, key=lambda t: (t[0], t[1])) if firing else tests[0]
+        )
+        drifted = bool(firing)
+        details["span_windows"] = span
+        if baseline.in_incident and not drifted:
+            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref)
+            details.update(cleared=cleared, clear_evidence=evidence)
+            if not cleared:
+                return self._detection(
+                    window,
+                    "alert",
+                    f"prompt embeddings not yet back to the reference: evidence of a return "
+                    f"{evidence:.1f} of {cfg.clear_threshold:.1f} nats over {state.count} calls "
+                    f"(window alone: p = {test.p_value:.2g})",
+                    state.count,
+                    details,
+                    value=test.mmd2,
+                    p_value=test.p_value,
+                )
+        over = f"{pooled_count} calls" + ("" if span == 1 else f" in the last {span} windows")
         details.update(
             statistic=test.statistic,
             mmd2_null_sd=test.mmd2_null_sd,
@@ -289,15 +340,15 @@ class EmbeddingDriftDetector:
         if drifted:
             reason = (
                 f"prompt embeddings moved: MMD² {test.mmd2:.4f} ≥ {cfg.min_effect} and "
-                f"p = {test.p_value:.2g} < {cfg.alpha} over {state.count} calls"
+                f"p = {test.p_value:.2g} < {alpha:.2g} over {over}"
             )
-        elif test.p_value < cfg.alpha:
+        elif test.p_value < alpha:
             reason = (
                 f"a significant but small change (MMD² {test.mmd2:.4f} < {cfg.min_effect}) "
-                f"over {state.count} calls"
+                f"over {over}"
             )
         else:
-            reason = f"no significant change over {state.count} calls (p = {test.p_value:.2g})"
+            reason = f"no significant change over {over} (p = {test.p_value:.2g})"
         return self._detection(
             window,
             "alert" if drifted else "ok",
@@ -307,6 +358,48 @@ class EmbeddingDriftDetector:
             value=test.mmd2,
             p_value=test.p_value,
         )
+
+    def _cleared(
+        self,
+        state: EmbeddingDriftState,
+        recent: tuple[EmbeddingDriftState, ...],
+        reference: EmbeddingDriftState,
+        mean_ref: npt.NDArray[np.float64],
+    ) -> tuple[bool, float]:
+        """Has an open drift incident returned to the reference? A CUSUM (nats) on each
+        window's mean feature vector projected on the incident's direction (incident mean −
+        reference mean), with the per-call variance of that projection from the reference's
+        sample: a normal likelihood ratio reference vs incident level per window."""
+        cfg = self.config
+        windows = [*recent, state]
+        used = level_windows(windows)
+        count = sum(w.count for w in used)
+        if count == 0 or len(reference.sample) < 2:
+            return True, 0.0
+        total = sum((w.feature_sum for w in used), np.zeros_like(state.feature_sum))
+        direction = dm.feature_mean(total, count, cfg.n_features) - mean_ref
+        phi = math.sqrt(2.0 / cfg.n_features) * dm.cosine_features(
+            reference.sample.rows, self.features
+        ).astype(np.float64)
+        variance = float(np.var(phi @ direction, ddof=1))
+        base = float(mean_ref @ direction)
+        level = base + float(direction @ direction)
+        if variance <= 0 or level <= base:
+            return True, 0.0
+        llrs = [
+            normal_llr(
+                float(dm.feature_mean(w.feature_sum, w.count, cfg.n_features) @ direction),
+                w.count,
+                variance,
+                base,
+                level,
+            )
+            if w.count
+            else 0.0
+            for w in windows
+        ]
+        evidence = cusum(llrs)
+        return evidence >= cfg.clear_threshold, evidence
 
     def _detection(
         self,

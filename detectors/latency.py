@@ -11,6 +11,10 @@ Conditions, most urgent first (one detection per window):
 * ``p95_above_baseline``: more calls than expected are slower than the baseline's p95 (the exact
   conditional test on exceedance counts), and the window's p95 is at least `min_ratio` times the
   baseline's. The baseline is the merged histogram of the last `baseline_windows` windows.
+  The window is also pooled with the 1, 3 and 7 before it (each test at alpha / 4; see
+  `detectors._sequential`) so a small sustained regression is seen at low traffic. While an
+  incident is open the baseline is frozen, and the window stays `alert` until a CUSUM on the
+  share of calls slower than the baseline p95 says latency is back (`details["cleared"]`).
 
 Row layout for SQL: ``buckets`` maps a bucket index (as a string) to its count; with
 ``gamma = bucket_gamma`` and ``m = bucket_min_ms``, bucket k ≥ 1 covers (m·gamma^(k−1), m·gamma^k]
@@ -35,6 +39,7 @@ from detectors._math import (
     burn_rate,
     rate_increase_pvalue,
 )
+from detectors._sequential import binomial_llr, cusum, level_windows, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -209,33 +214,75 @@ class LatencyDetector:
         details: dict[str, Any],
     ) -> Detection:
         cfg = self.config
+        seq = cfg.sequential
         condition = "p95_above_baseline"
-        n = state.count
-        ref = self.empty()
-        for h in baseline.history[-cfg.baseline_windows :]:
-            ref = self.merge(ref, h)
-        n0 = ref.count
-        if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
+        spans = (1,) if baseline.in_incident else seq.spans
+        # (p, k, n, x, n0, x0, cur95, base95, ratio) per pooled span that can be judged
+        tested: list[tuple[float, int, int, int, int, int, float, float, float]] = []
+        for k in spans:
+            pooled, hist = baseline.span(k)
+            if len(pooled) < k - 1:
+                continue
+            cur = state
+            for h in pooled:
+                cur = self.merge(cur, h)
+            ref = self.empty()
+            for h in hist[-cfg.baseline_windows :]:
+                ref = self.merge(ref, h)
+            n, n0 = cur.count, ref.count
+            if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
+                continue
+            cur95 = float(self.buckets.quantiles(cur.counts, QUANTILES[1:2])[0])
+            base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
+            k95 = int(self.buckets.index(np.array([base95]))[0])
+            x, x0 = int(cur.counts[k95 + 1 :].sum()), int(ref.counts[k95 + 1 :].sum())
+            p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))
+            tested.append((p, k, n, x, n0, x0, cur95, base95, cur95 / base95))
+        if not tested:
+            n0 = sum(h.count for h in baseline.history[-cfg.baseline_windows :])
+            if baseline.in_incident and state.count and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone; they still count as evidence
+                ref = self.empty()
+                for h in baseline.history[-cfg.baseline_windows :]:
+                    ref = self.merge(ref, h)
+                base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
+                k95 = int(self.buckets.index(np.array([base95]))[0])
+                share = int(ref.counts[k95 + 1 :].sum()) / n0
+                cleared, evidence = self._cleared(state, baseline, base95, share)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base95,
+                    reason=(
+                        f"{state.count} calls, too few to test alone; evidence that the "
+                        f"incident ended {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
-                    f"not judged: {n} calls with a latency in the window (minimum "
+                    f"not judged: {state.count} calls with a latency in the window (minimum "
                     f"{cfg.min_calls}) and {n0} in the past {len(baseline.history)} windows "
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )
-        cur95 = float(self.buckets.quantiles(state.counts, QUANTILES[1:2])[0])
-        base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
-        k95 = int(self.buckets.index(np.array([base95]))[0])
-        x, x0 = int(state.counts[k95 + 1 :].sum()), int(ref.counts[k95 + 1 :].sum())
-        p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))
-        ratio = cur95 / base95
-        fired = p < cfg.alpha and ratio >= cfg.min_ratio
-        details.update({"ratio": ratio, "slower_than_baseline_p95": x, "baseline_calls": n0})
+        alpha = span_alpha(cfg.alpha, seq.spans)
+        firing = [t for t in tested if t[0] < alpha and t[8] >= cfg.min_ratio]
+        p, span, n, x, n0, x0, cur95, base95, ratio = min(firing) if firing else tested[0]
+        details.update(
+            {
+                "ratio": ratio,
+                "slower_than_baseline_p95": x,
+                "baseline_calls": n0,
+                "span_windows": span,
+            }
+        )
+        where = "" if span == 1 else f" over the last {span} windows"
         compared = (
-            f"p95 {cur95:.0f} ms vs {base95:.0f} ms over the past {n0} calls (×{ratio:.2f}); "
-            f"{x} of {n} calls ({x / n:.1%}) were slower than the baseline p95, "
+            f"p95 {cur95:.0f} ms{where} vs {base95:.0f} ms over the past {n0} calls "
+            f"(×{ratio:.2f}); {x} of {n} calls ({x / n:.1%}) were slower than the baseline p95, "
             f"expected {x0 / n0:.1%} (one-sided p={p:.2g})"
         )
         common = {
@@ -244,7 +291,20 @@ class LatencyDetector:
             "baseline": base95,
             "p_value": p,
         }
-        if fired:
+        if baseline.in_incident and not firing:
+            cleared, evidence = self._cleared(state, baseline, base95, x0 / n0)
+            details.update({"cleared": cleared, "clear_evidence": evidence})
+            if not cleared:
+                return detection(
+                    verdict="alert",
+                    severity="warning",
+                    reason=(
+                        f"latency not yet back to the pre-incident baseline: {compared}; "
+                        f"evidence of a return {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                    **common,
+                )
+        if firing:
             return detection(
                 verdict="alert",
                 severity="critical" if ratio >= cfg.critical_ratio else "warning",
@@ -254,7 +314,31 @@ class LatencyDetector:
         return detection(
             verdict="ok",
             reason=(
-                f"latency normal: {compared}; alerts need p<{cfg.alpha:g} and ×{cfg.min_ratio:g}."
+                f"latency normal: {compared}; alerts need p<{alpha:.1g} on one of the "
+                f"{len(seq.spans)} pooled spans and ×{cfg.min_ratio:g}."
             ),
             **common,
         )
+
+    def _cleared(
+        self,
+        state: LatencyState,
+        baseline: Baseline[LatencyState],
+        base95: float,
+        base_share: float,
+    ) -> tuple[bool, float]:
+        """Has the open incident returned to the pre-incident latency? A CUSUM (nats) on the
+        share of calls slower than the frozen baseline's p95: `base_share` before the incident,
+        the incident's pooled share during it."""
+        k95 = int(self.buckets.index(np.array([base95]))[0])
+        windows = [*baseline.recent, state]
+        slow = [int(w.counts[k95 + 1 :].sum()) for w in windows]
+        calls = [w.count for w in windows]
+        total = sum(level_windows(calls))
+        level = sum(level_windows(slow)) / total if total else base_share
+        # the incident level is at least 1.5× the baseline share, so a flat stream can clear
+        level = max(level, min(1.5 * base_share, (1 + base_share) / 2))
+        evidence = cusum(
+            [binomial_llr(x, n, base_share, level) for x, n in zip(slow, calls, strict=True)]
+        )
+        return evidence >= self.config.sequential.clear_threshold, evidence

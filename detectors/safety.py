@@ -8,9 +8,12 @@ Two conditions, one detection per window:
 * ``block_rate_above_ceiling`` (critical): the Wilson lower bound of the block rate is above
   `ceiling`; needs no baseline, because a model blocking a quarter of its calls is broken
   whatever it did yesterday.
-* ``block_rate_above_baseline``: the rate of the window (and of the last two windows together,
-  to catch smaller shifts at low traffic) against the pooled rate of the history, with the exact
-  conditional test for two Poisson rates and a minimum effect size.
+* ``block_rate_above_baseline``: the rate of the window, and of the window pooled with the
+  1, 3 and 7 before it (to catch small sustained shifts at low traffic; see
+  `detectors._sequential`), against the pooled rate of the history before them, with the exact
+  conditional test for two Poisson rates and a minimum effect size. While an incident is open
+  the baseline is frozen and the window stays `alert` until a CUSUM says the rate is back to
+  the pre-incident level (`details["cleared"]`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors._math import rate_increase_pvalue, wilson_interval
+from detectors._sequential import binomial_llr, cusum, level_windows, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -204,16 +208,18 @@ class SafetyDetector:
     ) -> Detection:
         cfg = self.config
         condition = "block_rate_above_baseline"
-        history = baseline.history
-        prev = history[-1] if history else SafetyState()
-        # span 1: this window against all history; span 2: this + previous window against the
-        # history before them (so a slow rise is not absorbed into its own baseline)
-        spans = [
-            (state.calls, state.blocked, history),
-            (state.calls + prev.calls, state.blocked + prev.blocked, history[:-1]),
-        ]
+        seq = cfg.sequential
+        # each span pools this window with the k - 1 before it and tests the pool against the
+        # history before them; during an open incident only the window itself is tested (the
+        # windows before it belong to the incident, and the baseline is frozen)
+        spans = (1,) if baseline.in_incident else seq.spans
         tested: list[tuple[float, int, int, int, int, float, float]] = []
-        for span, (n, x, hist) in enumerate(spans, start=1):
+        for k in spans:
+            pooled, hist = baseline.span(k)
+            if len(pooled) < k - 1:
+                continue
+            n = state.calls + sum(h.calls for h in pooled)
+            x = state.blocked + sum(h.blocked for h in pooled)
             n0 = sum(h.calls for h in hist)
             x0 = sum(h.blocked for h in hist)
             if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
@@ -221,47 +227,89 @@ class SafetyDetector:
             base = max(x0 / n0, cfg.min_baseline_rate)
             p = rate_increase_pvalue(float(x), float(n), base * n0, float(n0))
             ratio = (x / n) / base
-            tested.append((p, span, n, x, n0, base, ratio))
+            tested.append((p, k, n, x, n0, base, ratio))
         if not tested:
-            n0 = sum(h.calls for h in history)
+            n0 = sum(h.calls for h in baseline.history)
+            if baseline.in_incident and state.calls and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone, but they still count as evidence
+                # for (or against) the incident having ended
+                base = max(sum(h.blocked for h in baseline.history) / n0, cfg.min_baseline_rate)
+                cleared, evidence = self._cleared(state, baseline, base)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base,
+                    reason=(
+                        f"{state.blocked} of {state.calls} calls blocked, too few to test "
+                        f"alone; evidence that the incident ended {evidence:.1f} of "
+                        f"{seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
                     f"not judged: {state.calls} calls in the window (minimum {cfg.min_calls}) "
-                    f"and {n0} calls in the {len(history)} past windows "
+                    f"and {n0} calls in the {len(baseline.history)} past windows "
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )
-        p, span, n, x, n0, base, ratio = min(tested)
-        alpha = cfg.alpha / 2
-        fired = p < alpha and ratio >= cfg.min_ratio
+        alpha = span_alpha(cfg.alpha, seq.spans)
+        firing = [t for t in tested if t[0] < alpha and t[6] >= cfg.min_ratio]
+        p, span, n, x, n0, base, ratio = min(firing) if firing else tested[0]
         details.update({"span_windows": span, "span_calls": n, "span_blocked": x, "ratio": ratio})
-        where = "this window" if span == 1 else "the last 2 windows"
+        where = "this window" if span == 1 else f"the last {span} windows"
         compared = (
             f"{x} of {n} calls blocked in {where} ({x / n:.2%}) vs a baseline of {base:.2%} "
             f"over {n0} calls in the past windows (×{ratio:.2f}, one-sided p={p:.2g})"
         )
-        if fired:
+        common = {
+            "condition": condition,
+            "threshold": base * cfg.min_ratio,
+            "baseline": base,
+            "p_value": p,
+        }
+        if baseline.in_incident and not firing:
+            cleared, evidence = self._cleared(state, baseline, base)
+            details.update({"cleared": cleared, "clear_evidence": evidence})
+            if not cleared:
+                return detection(
+                    verdict="alert",
+                    severity="warning",
+                    reason=(
+                        f"block rate not yet back to the pre-incident baseline: {compared}; "
+                        f"evidence of a return {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                    **common,
+                )
+        if firing:
             return detection(
                 verdict="alert",
-                condition=condition,
                 severity="critical" if ratio >= cfg.critical_ratio else "warning",
-                threshold=base * cfg.min_ratio,
-                baseline=base,
-                p_value=p,
                 reason=f"block rate up: {compared}. Top reasons: {_top(state.reasons)}.",
+                **common,
             )
         return detection(
             verdict="ok",
-            condition=condition,
-            threshold=base * cfg.min_ratio,
-            baseline=base,
-            p_value=p,
             reason=(
-                f"block rate normal: {compared}; alerts need p<{alpha:.1g} and ×{cfg.min_ratio:g}."
+                f"block rate normal: {compared}; alerts need p<{alpha:.1g} on one of the "
+                f"{len(seq.spans)} pooled spans and ×{cfg.min_ratio:g}."
             ),
+            **common,
         )
+
+    def _cleared(
+        self, state: SafetyState, baseline: Baseline[SafetyState], base: float
+    ) -> tuple[bool, float]:
+        """Has the open incident returned to the pre-incident rate `base`? (CUSUM, nats)."""
+        cfg = self.config
+        windows = [*baseline.recent, state]
+        calls = sum(w.calls for w in level_windows(windows))
+        level = sum(w.blocked for w in level_windows(windows)) / calls if calls else base
+        level = max(level, base * cfg.min_ratio)
+        evidence = cusum([binomial_llr(w.blocked, w.calls, base, level) for w in windows])
+        return evidence >= cfg.sequential.clear_threshold, evidence
 
 
 def _top(counts: Counts) -> str:

@@ -11,19 +11,23 @@ Conditions (one detection per window):
   exceeds `budget_usd_per_window`. A budget is an absolute figure, so it needs no baseline.
 * ``output_tokens_above_baseline``: a one-sided z test of the window's mean output tokens per call
   against a count-weighted EWMA of past windows, with the variance of both sides, plus a minimum
-  ratio so a tiny but significant change at high traffic does not page.
+  ratio so a tiny but significant change at high traffic does not page. The window is also
+  pooled with the 1, 3 and 7 before it (each test at alpha / 4; see `detectors._sequential`).
+  While an incident is open the baseline is frozen and the window stays `alert` until a CUSUM
+  says the mean is back to the pre-incident level (`details["cleared"]`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors._math import ewma_mean_and_variance, mean_and_variance, normal_sf
+from detectors._sequential import cusum, level_windows, normal_llr, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -111,9 +115,7 @@ class TokensDetector:
         self, state: TokensState, baseline: Baseline[TokensState], window: WindowRef
     ) -> Detection:
         cfg = self.config
-        mean, var = mean_and_variance(
-            state.output_calls, state.output_tokens, state.output_tokens_sq
-        )
+        mean, _ = mean_and_variance(state.output_calls, state.output_tokens, state.output_tokens_sq)
         cost = self.cost_usd(state, window.model)
         details: dict[str, Any] = {
             "cost_usd": cost,
@@ -150,38 +152,75 @@ class TokensDetector:
                 ),
             )
 
+        return self._against_baseline(state, baseline, detection, details, cost)
+
+    def _against_baseline(
+        self,
+        state: TokensState,
+        baseline: Baseline[TokensState],
+        detection: Callable[..., Detection],
+        details: dict[str, Any],
+        cost: float,
+    ) -> Detection:
+        cfg = self.config
+        seq = cfg.sequential
         condition = "output_tokens_above_baseline"
-        hist = baseline.history
-        stats = [
-            mean_and_variance(h.output_calls, h.output_tokens, h.output_tokens_sq) for h in hist
-        ]
-        counts = np.array([h.output_calls for h in hist], dtype=np.float64)
-        n0 = int(counts.sum())
-        if state.output_calls < cfg.min_calls or n0 < cfg.min_baseline_calls:
+        spans = (1,) if baseline.in_incident else seq.spans
+        # (p, k, calls, mean, base, z, n0, history windows) per pooled span that can be judged
+        tested: list[tuple[float, int, int, float, float, float, int, int]] = []
+        for k in spans:
+            pooled, hist = baseline.span(k)
+            if len(pooled) < k - 1:
+                continue
+            cur = state
+            for h in pooled:
+                cur = self.merge(cur, h)
+            mean, var = mean_and_variance(cur.output_calls, cur.output_tokens, cur.output_tokens_sq)
+            base, base_var, n0 = self._ewma(hist)
+            if cur.output_calls < cfg.min_calls or n0 < cfg.min_baseline_calls:
+                continue
+            se = math.sqrt(var / cur.output_calls + base_var)
+            z = (mean - base) / se if se > 0 else (math.inf if mean > base else 0.0)
+            tested.append((normal_sf(z), k, cur.output_calls, mean, base, z, n0, len(hist)))
+        if not tested:
+            n0 = sum(h.output_calls for h in baseline.history)
+            if baseline.in_incident and state.output_calls and n0 >= cfg.min_baseline_calls:
+                # too few calls to test this window alone; they still count as evidence
+                base, _, _ = self._ewma(baseline.history)
+                cleared, evidence = self._cleared(state, baseline, base)
+                details.update({"cleared": cleared, "clear_evidence": evidence})
+                return detection(
+                    verdict="ok" if cleared else "alert",
+                    condition=condition,
+                    baseline=base,
+                    reason=(
+                        f"{state.output_calls} calls, too few to test alone; evidence that the "
+                        f"incident ended {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                )
             return detection(
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
                     f"not judged: {state.output_calls} calls with output tokens in the window "
-                    f"(minimum {cfg.min_calls}) and {n0} in the past {len(hist)} windows "
-                    f"(minimum {cfg.min_baseline_calls} for a baseline)."
+                    f"(minimum {cfg.min_calls}) and {n0} in the past {len(baseline.history)} "
+                    f"windows (minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )
-        base, base_var = ewma_mean_and_variance(
-            np.array([s[0] for s in stats]),
-            np.array([s[1] for s in stats]),
-            counts,
-            cfg.ewma_halflife,
-        )
-        se = math.sqrt(var / state.output_calls + base_var)
-        z = (mean - base) / se if se > 0 else (math.inf if mean > base else 0.0)
-        p = normal_sf(z)
-        ratio = mean / base if base > 0 else math.inf
-        fired = p < cfg.alpha and ratio >= cfg.min_ratio
-        details.update({"ratio": ratio, "z": z, "baseline_calls": n0})
+        alpha = span_alpha(cfg.alpha, seq.spans)
+
+        def ratio_of(t: tuple[float, int, int, float, float, float, int, int]) -> float:
+            return t[3] / t[4] if t[4] > 0 else math.inf
+
+        firing = [t for t in tested if t[0] < alpha and ratio_of(t) >= cfg.min_ratio]
+        chosen = min(firing) if firing else tested[0]
+        p, span, calls, mean, base, z, n0, windows = chosen
+        ratio = ratio_of(chosen)
+        details.update({"ratio": ratio, "z": z, "baseline_calls": n0, "span_windows": span})
+        where = "" if span == 1 else f" in the last {span} windows"
         compared = (
-            f"{mean:.0f} output tokens per call over {state.output_calls} calls vs "
-            f"{base:.0f} (EWMA of the past {len(hist)} windows, {n0} calls): ×{ratio:.2f}, "
+            f"{mean:.0f} output tokens per call over {calls} calls{where} vs "
+            f"{base:.0f} (EWMA of the past {windows} windows, {n0} calls): ×{ratio:.2f}, "
             f"z={z:.1f}, one-sided p={p:.2g}; window cost ${cost:,.2f}"
         )
         common = {
@@ -190,7 +229,20 @@ class TokensDetector:
             "threshold": base * cfg.min_ratio,
             "p_value": p,
         }
-        if fired:
+        if baseline.in_incident and not firing:
+            cleared, evidence = self._cleared(state, baseline, base)
+            details.update({"cleared": cleared, "clear_evidence": evidence})
+            if not cleared:
+                return detection(
+                    verdict="alert",
+                    severity="warning",
+                    reason=(
+                        f"output tokens not yet back to the pre-incident baseline: {compared}; "
+                        f"evidence of a return {evidence:.1f} of {seq.clear_threshold:.1f} nats."
+                    ),
+                    **common,
+                )
+        if firing:
             return detection(
                 verdict="alert",
                 severity="critical" if ratio >= cfg.critical_ratio else "warning",
@@ -200,8 +252,45 @@ class TokensDetector:
         return detection(
             verdict="ok",
             reason=(
-                f"output tokens normal: {compared}; alerts need p<{cfg.alpha:g} "
-                f"and ×{cfg.min_ratio:g}."
+                f"output tokens normal: {compared}; alerts need p<{alpha:.1g} on one of the "
+                f"{len(seq.spans)} pooled spans and ×{cfg.min_ratio:g}."
             ),
             **common,
         )
+
+    def _ewma(self, hist: tuple[TokensState, ...]) -> tuple[float, float, int]:
+        """EWMA baseline mean, its sampling variance, and the calls it rests on."""
+        stats = [
+            mean_and_variance(h.output_calls, h.output_tokens, h.output_tokens_sq) for h in hist
+        ]
+        counts = np.array([h.output_calls for h in hist], dtype=np.float64)
+        n0 = int(counts.sum())
+        if n0 == 0:
+            return math.nan, math.nan, 0
+        base, base_var = ewma_mean_and_variance(
+            np.array([s[0] for s in stats]),
+            np.array([s[1] for s in stats]),
+            counts,
+            self.config.ewma_halflife,
+        )
+        return base, base_var, n0
+
+    def _cleared(
+        self, state: TokensState, baseline: Baseline[TokensState], base: float
+    ) -> tuple[bool, float]:
+        """Has the open incident returned to the pre-incident mean `base`? (CUSUM, nats)."""
+        cfg = self.config
+        windows = [*baseline.recent, state]
+        pooled = self.empty()
+        for w in level_windows(windows):
+            pooled = self.merge(pooled, w)
+        level, var = mean_and_variance(
+            pooled.output_calls, pooled.output_tokens, pooled.output_tokens_sq
+        )
+        level = max(level, base * cfg.min_ratio)
+        llrs = []
+        for w in windows:
+            mean, _ = mean_and_variance(w.output_calls, w.output_tokens, w.output_tokens_sq)
+            llrs.append(normal_llr(mean, w.output_calls, var, base, level))
+        evidence = cusum(llrs)
+        return evidence >= cfg.sequential.clear_threshold, evidence

@@ -215,6 +215,16 @@ class AlertingConfig(BaseModel):
       it is still alerting when the cooldown ends.
     - `notify_on_escalation`: send one more firing alert (same dedup key) when an open
       incident's severity rises, so a `critical`-only route hears about an escalated warning.
+
+    Incident lifecycle (one block; see `worker.evaluator` and `alerts.state`):
+
+    - `sustained_after`: an incident still firing this long after it began is announced once
+      more as a "sustained level shift since T" and keeps firing, judged against the frozen
+      pre-incident baseline, until it clears or its new level is accepted. None: no notice.
+    - `accept_after`: accept the new level automatically this long after the incident began
+      (the incident resolves with a notification saying so, and the baseline restarts from the
+      incident's windows). None (default): only a person accepts, with
+      `lookout baseline accept --model M --detector D`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -224,6 +234,10 @@ class AlertingConfig(BaseModel):
     resolve_after_insufficient_windows: int | None = Field(default=6, ge=1)
     cooldown: timedelta = timedelta(0)
     notify_on_escalation: bool = True
+    # -- incident lifecycle (frozen baselines, sustained shifts, acceptance) ----------------
+    sustained_after: timedelta | None = timedelta(hours=6)
+    accept_after: timedelta | None = None
+    # ----------------------------------------------------------------------------------------
     routes: tuple[Route, ...] = ()
     default_receiver: ReceiverName = "console"
     info_receiver: ReceiverName = "log"
@@ -240,6 +254,14 @@ class AlertingConfig(BaseModel):
     outbox_path: str | None = None
     #: retune actions routes can name (`retune: <name>`), and the dataset export
     retune: RetuneConfig = RetuneConfig()
+
+    @field_validator("sustained_after", "accept_after")
+    @classmethod
+    def _horizon_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            msg = f"must be a positive duration (or null to switch it off), got {value}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("cooldown")
     @classmethod

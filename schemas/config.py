@@ -125,7 +125,11 @@ class EngineConfig(_Strict):
 
 
 class DecodeConfig(_Strict):
+    #: a longer record is one `DecodeError` (the file reader skips the rest of such a line)
     max_record_bytes: int = Field(default=1_048_576, ge=256)
+    #: deeper nesting of objects and arrays is one `DecodeError`, checked before parsing; the
+    #: ceiling keeps the parser well inside Python's recursion limit on any thread
+    max_depth: int = Field(default=64, ge=2, le=256)
     #: reject embeddings of another dimension; None accepts any (one per model)
     embedding_dim: int | None = Field(default=None, ge=1)
 

@@ -8,9 +8,45 @@ one false alert per 1,000 quiet windows (see tests/unit/test_detector_incidents.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import itertools
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+#: pooled spans (in windows) each detector tries; each test runs at alpha / len(spans)
+DEFAULT_SPANS: tuple[int, ...] = (1, 2, 4, 8)
+#: the CUSUM level at which an open incident counts as cleared (e^h ≈ incident windows between
+#: false clears): log(1,000); the tracker then wants two cleared windows in a row
+DEFAULT_CLEAR_THRESHOLD = math.log(1e3)
+
+
+class SequentialSettings(BaseModel):
+    """Evidence across windows, shared by the safety, latency and token detectors.
+
+    `spans`: how many consecutive windows are pooled for the onset tests (1 = the window alone).
+    Every span's test runs at alpha / len(spans), so the detector's false-alarm rate per quiet
+    window stays at most its `alpha` (union bound). `clear_threshold`: the CUSUM evidence, in
+    nats, that an open incident has returned to its pre-incident baseline before a window
+    counts as cleared.
+    """
+
+    model_config = _FROZEN
+
+    spans: tuple[int, ...] = DEFAULT_SPANS
+    clear_threshold: float = Field(default=DEFAULT_CLEAR_THRESHOLD, gt=0)
+
+    @field_validator("spans")
+    @classmethod
+    def _spans_ladder(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or value[0] != 1 or any(b <= a for a, b in itertools.pairwise(value)):
+            msg = f"spans must start at 1 and increase (e.g. [1, 2, 4, 8]), got {list(value)}"
+            raise ValueError(msg)
+        if value[-1] > 24:
+            msg = f"spans longer than 24 windows pool too much history, got {value[-1]}"
+            raise ValueError(msg)
+        return value
 
 
 class SafetyConfig(BaseModel):
@@ -24,8 +60,8 @@ class SafetyConfig(BaseModel):
     min_baseline_calls: int = Field(default=1000, ge=1)
     #: the baseline rate is never taken below this, so a clean history does not page on one block
     min_baseline_rate: float = Field(default=0.002, ge=0, le=1)
-    #: one-sided significance of the rate test, split over the 1- and 2-window spans (the exact
-    #: test is conservative at these counts: 1 false alert in 3,000 quiet windows at 500 calls)
+    #: one-sided significance of the rate test, split over the pooled spans (the exact test is
+    #: conservative at these counts)
     alpha: float = Field(default=1e-3, gt=0, lt=0.5)
     #: and the observed rate must be at least this multiple of the baseline (effect size)
     min_ratio: float = Field(default=1.5, ge=1)
@@ -41,6 +77,7 @@ class SafetyConfig(BaseModel):
     history_windows: int = Field(default=24, ge=2)
     #: distinct block reasons / score categories kept per state; the rest fold into "other"
     max_reasons: int = Field(default=32, ge=1)
+    sequential: SequentialSettings = SequentialSettings()
 
 
 class SloConfig(BaseModel):
@@ -76,6 +113,7 @@ class LatencyConfig(BaseModel):
     slo_min_calls: int = Field(default=100, ge=1)
     #: the usual window length; sizes the history so a 6-hour burn-rate window fits in it
     expected_window_seconds: int = Field(default=300, ge=1)
+    sequential: SequentialSettings = SequentialSettings()
 
     @model_validator(mode="after")
     def _range(self) -> LatencyConfig:
@@ -113,6 +151,7 @@ class TokensConfig(BaseModel):
     default_price: TokenPrice = TokenPrice(input_per_million=0.5, output_per_million=1.5)
     #: alert when one window of one model costs more than this (USD); None disables it
     budget_usd_per_window: float | None = Field(default=None, gt=0)
+    sequential: SequentialSettings = SequentialSettings()
 
     def price_for(self, model: str) -> TokenPrice:
         return self.prices.get(model, self.default_price)

@@ -7,6 +7,8 @@ their partial states do not merge into anything meaningful.
 
 from __future__ import annotations
 
+import itertools
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: finish reasons counted on their own; everything else is folded into "other"
@@ -44,9 +46,20 @@ class EmbeddingDriftConfig(BaseModel):
     min_sample: int = Field(default=50, ge=2)
     alpha: float = Field(default=1e-4, gt=0, lt=1)
     min_effect: float = Field(default=1e-3, ge=0)
+    #: windows pooled for the test (1 = the window alone); each span is tested at
+    #: alpha / len(spans), so a small shift at low traffic is seen within a few windows while
+    #: the false-alarm rate per window stays at most alpha
+    spans: tuple[int, ...] = (1, 2, 4, 8)
+    #: CUSUM evidence (nats) that an open drift incident is back to the reference before a
+    #: window counts as cleared (log 1,000; see detectors._sequential)
+    clear_threshold: float = Field(default=6.9, gt=0)
 
     @model_validator(mode="after")
     def _reference_sample_holds_a_window(self) -> EmbeddingDriftConfig:
+        spans = self.spans
+        if not spans or spans[0] != 1 or any(b <= a for a, b in itertools.pairwise(spans)):
+            msg = f"spans must start at 1 and increase (e.g. [1, 2, 4, 8]), got {list(spans)}"
+            raise ValueError(msg)
         if self.reference_sample_size < self.sample_size:
             msg = (
                 f"reference_sample_size ({self.reference_sample_size}) must be at least "

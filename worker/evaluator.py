@@ -1,18 +1,33 @@
 """Window close: run every detector against its baseline, update references and alert state.
 
-Baselines come from the merged states of the preceding windows of the same model, kept here in
-bounded deques (the longest `history_windows` of any detector) and re-seeded from the sink after
-a restart, so a restart does not forget them. A window a detector alerted on is kept out of that
-detector's baseline (an empty state stands in for it), so a long incident does not become its
-own baseline and resolve while it is still going on; after `max_withheld_windows` alerting
-windows in a row the new level is accepted as normal. References (embedding drift) are
+Baselines are per (model, detector) *streams* of the windows that entered them, kept here in
+bounded deques (each detector's `history_windows`) and re-seeded from the sink after a restart.
+A window with no traffic between two judged windows stands in as an empty state, so the history
+stays a time series.
+
+**Frozen baselines.** While an incident is open for (model, detector) — from its first alerting
+window until it resolves — no window enters that detector's baseline, whatever its own verdict:
+the baseline stays the one from before the incident, and the detector receives the incident's
+windows separately (`Baseline.recent`) to judge whether the condition has *cleared* against the
+pre-incident level. When a detector fired on a pooled span of k windows (a small shift seen
+over several windows), the k − 1 windows before the firing one are taken back out of the
+baseline as well: they were part of the incident. When the incident resolves, the baseline
+continues from where it was frozen.
+
+**Sustained shifts and acceptance.** An incident that lasts keeps firing (the tracker announces
+it as a sustained level shift after `alerting.sustained_after`). It ends when the condition
+clears, or when its new level is accepted: by a person (`lookout baseline accept`, recorded in
+the sink as a `BaselineAccept` naming the incident, read through the `baseline_accepts`
+callable), or automatically after `alerting.accept_after`. Accepting resolves the incident with
+a notification saying so, and the baseline restarts from the incident's own windows (the
+detector's reference, for those that keep one, is rebuilt from them). References are
 persisted through the checkpoint.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +35,10 @@ from typing import Any
 from alerts.state import AlertTracker
 from detectors.base import Baseline, Detector, WindowRef
 from schemas.detection import Alert, Detection
+from worker.sink import BaselineAccept
+
+#: incident windows kept for the "has it cleared?" judgement and for an acceptance (at least)
+MIN_INCIDENT_WINDOWS = 24
 
 
 @dataclass
@@ -30,6 +49,64 @@ class Evaluation:
     references: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Stream:
+    """One (model, detector): the windows in its baseline, and those of its open incident."""
+
+    depth: int
+    empty: Any
+    clean: deque[tuple[int, Any]]
+    incident: deque[tuple[int, Any]] | None = None
+    #: the newest window start this stream has seen (baseline or incident)
+    last_start: int | None = None
+
+    def history(self, start: int, window: int) -> tuple[Any, ...]:
+        """Baseline states for the window at `start`, oldest first (empties for quiet gaps)."""
+        if not self.clean:
+            return ()
+        states = [s for _, s in self.clean]
+        if self.incident is None and self.last_start is not None:
+            gap = (start - self.last_start) // window - 1
+            states += [self.empty] * max(0, min(gap, self.depth))
+        return tuple(states[-self.depth :])
+
+    def add_clean(self, start: int, state: Any, window: int) -> None:
+        if self.last_start is not None and start <= self.last_start:
+            # a late window re-closed: replace or insert it, keep the order
+            items = [item for item in self.clean if item[0] != start] + [(start, state)]
+            items.sort(key=lambda item: item[0])
+            self.clean.clear()
+            self.clean.extend(items[-self.depth :])
+            return
+        if self.clean and self.last_start is not None:
+            gap = (start - self.last_start) // window - 1
+            for k in range(max(0, min(gap, self.depth))):
+                self.clean.append((self.last_start + (k + 1) * window, self.empty))
+        self.clean.append((start, state))
+        self.last_start = start
+
+    def add_incident(self, start: int, state: Any, pulled_back: int, window: int) -> None:
+        if self.incident is None:
+            keep = max(self.depth, MIN_INCIDENT_WINDOWS)
+            self.incident = deque(maxlen=keep)
+            # the windows pooled with the firing one belong to the incident, not the baseline
+            first = start - pulled_back * window
+            moved = [item for item in self.clean if first <= item[0] < start]
+            for item in moved:
+                self.clean.remove(item)
+            self.incident.extend(moved)
+        self.incident.append((start, state))
+        self.last_start = max(start, self.last_start or start)
+
+    def accept(self) -> list[Any]:
+        """The incident's windows become the baseline; returns them, oldest first."""
+        windows = list(self.incident or ())
+        self.clean.clear()
+        self.clean.extend(windows[-self.depth :])
+        self.incident = None
+        return [s for _, s in windows]
+
+
 class WindowEvaluator:
     def __init__(
         self,
@@ -38,16 +115,15 @@ class WindowEvaluator:
         tracker: AlertTracker,
         references: Mapping[tuple[str, str], Any] | None = None,
         *,
-        max_withheld_windows: int = 30,
+        baseline_accepts: Callable[[], Sequence[BaselineAccept]] | None = None,
     ) -> None:
         self._detectors = detectors
         self._window = window_seconds
         self._tracker = tracker
         self._references: dict[tuple[str, str], Any] = dict(references or {})
         self._depth = max((d.history_windows for d in detectors.values()), default=0)
-        self._history: dict[str, deque[tuple[int, Mapping[str, Any]]]] = {}
-        self._max_withheld = max_withheld_windows
-        self._withheld: dict[tuple[str, str], int] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._accepts = baseline_accepts
 
     @property
     def history_depth(self) -> int:
@@ -57,38 +133,54 @@ class WindowEvaluator:
     def tracker(self) -> AlertTracker:
         return self._tracker
 
+    def _stream(self, model: str, name: str) -> _Stream:
+        key = (model, name)
+        stream = self._streams.get(key)
+        if stream is None:
+            detector = self._detectors[name]
+            depth = detector.history_windows
+            stream = _Stream(depth, detector.empty(), deque(maxlen=max(depth, 1)))
+            self._streams[key] = stream
+        return stream
+
+    def seed_ranges(self, model: str, until: int) -> list[tuple[int, int]]:
+        """[since, until) ranges of window starts a restarted evaluator needs for `model`:
+        the last `history_depth` windows, and, for an incident still open, the windows before
+        it began (its frozen baseline) and its latest windows."""
+        depth = self._depth * self._window
+        ranges = [(until - depth, until)]
+        for name in self._detectors:
+            incident = self._tracker.open_incident(model, name)
+            if incident is None or incident.started_at is None:
+                continue
+            began = int(incident.started_at.timestamp())
+            if began - depth < ranges[0][0]:
+                ranges.append((began - depth, min(began, ranges[0][0])))
+        return sorted(set(ranges))
+
     def remember(self, model: str, start: int, states: Mapping[str, Any]) -> None:
-        """Record a closed window's merged states as history for the windows after it."""
-        if self._depth == 0:
-            return
-        history = self._history.setdefault(model, deque(maxlen=self._depth))
-        if history and history[-1][0] >= start:
-            # out-of-order (a late window re-closed): keep the deque sorted by start
-            items = [item for item in history if item[0] != start] + [(start, states)]
-            items.sort(key=lambda item: item[0])
-            history.clear()
-            history.extend(items[-self._depth :])
-        else:
-            history.append((start, states))
+        """Record a closed window's merged states as history (used to re-seed after a restart):
+        a window of an incident still open goes to that incident, not to the baseline."""
+        for name, detector in self._detectors.items():
+            if detector.history_windows == 0 or name not in states:
+                continue
+            stream = self._stream(model, name)
+            incident = self._tracker.open_incident(model, name)
+            started = incident.started_at if incident is not None else None
+            if started is not None and start >= started.timestamp():
+                stream.add_incident(start, states[name], 0, self._window)
+            else:
+                stream.add_clean(start, states[name], self._window)
 
     def _baseline(self, model: str, name: str, start: int) -> Baseline[Any]:
-        detector = self._detectors[name]
-        depth = detector.history_windows
         reference = self._references.get((model, name))
-        if depth == 0:
+        if self._detectors[name].history_windows == 0:
             return Baseline(history=(), reference=reference)
-        by_start = {s: states for s, states in self._history.get(model, ())}
-        empty = detector.empty()
-        first = start - depth * self._window
-        # trim leading windows before this model had any traffic: "no baseline yet" stays visible
-        known = [s for s in by_start if first <= s < start]
-        if not known:
-            return Baseline(history=(), reference=reference)
-        first = min(known)
-        history = tuple(
-            by_start[s][name] if s in by_start else empty for s in range(first, start, self._window)
+        stream = self._stream(model, name)
+        recent = tuple(s for _, s in stream.incident) if stream.incident is not None else ()
+        return Baseline(
+            history=stream.history(start, self._window), reference=reference, recent=recent
         )
-        return Baseline(history=history, reference=reference)
 
     def evaluate(self, model: str, start: int, states: Mapping[str, Any]) -> Evaluation:
         end = start + self._window
@@ -98,21 +190,63 @@ class WindowEvaluator:
             end=datetime.fromtimestamp(end, tz=UTC),
         )
         result = Evaluation()
-        remembered = dict(states)
         for name, detector in self._detectors.items():
-            detection = detector.evaluate(states[name], self._baseline(model, name, start), window)
-            result.detections.append(detection)
-            streak = self._withheld.get((model, name), 0)
-            if detection.firing and streak < self._max_withheld:
-                remembered[name] = detector.empty()
-                self._withheld[(model, name)] = streak + 1
-            else:
-                self._withheld[(model, name)] = 0
-            result.alerts.extend(self._tracker.observe(detection))
             key = (model, name)
-            reference = detector.update_reference(self._references.get(key), states[name])
+            state = states[name]
+            detection = detector.evaluate(state, self._baseline(model, name, start), window)
+            result.detections.append(detection)
+            result.alerts.extend(self._tracker.observe(detection))
+            incident = self._tracker.open_incident(model, name)
+            if incident is not None:
+                span = int(detection.details.get("span_windows", 1)) if detection.firing else 1
+                if detector.history_windows:
+                    self._stream(model, name).add_incident(start, state, span - 1, self._window)
+                why = self._acceptance(incident.started_at, model, name, window.end)
+                if why is not None:
+                    result.alerts.extend(self._tracker.accept(detection, why))
+                    self._accept(model, name, detector, result)
+                continue
+            stream = self._streams.get(key)
+            if stream is not None and stream.incident is not None:
+                stream.incident = None  # resolved: the baseline continues from before it
+            if detector.history_windows:
+                self._stream(model, name).add_clean(start, state, self._window)
+            reference = detector.update_reference(self._references.get(key), state)
             if reference is not None and reference is not self._references.get(key):
                 self._references[key] = reference
                 result.references[key] = reference
-        self.remember(model, start, remembered)
         return result
+
+    def _acceptance(
+        self, started: datetime | None, model: str, name: str, now: datetime
+    ) -> str | None:
+        """Why the open incident's new level is accepted now, or None."""
+        if started is None:
+            return None
+        if self._accepts is not None:
+            for accept in self._accepts():
+                if (accept.model, accept.detector, accept.incident_started_at) == (
+                    model,
+                    name,
+                    started,
+                ):
+                    by = f" by {accept.accepted_by}" if accept.accepted_by else ""
+                    return (
+                        f"new level accepted as the baseline{by} at "
+                        f"{accept.accepted_at:%Y-%m-%d %H:%M}Z (lookout baseline accept)"
+                    )
+        after = self._tracker.config.accept_after
+        if after is not None and now - started >= after:
+            return f"new level accepted as the baseline automatically after {after} (accept_after)"
+        return None
+
+    def _accept(self, model: str, name: str, detector: Detector[Any], result: Evaluation) -> None:
+        key = (model, name)
+        windows = self._stream(model, name).accept() if detector.history_windows else []
+        if key in self._references:
+            reference = None
+            for state in windows:
+                reference = detector.update_reference(reference, state)
+            if reference is not None:
+                self._references[key] = reference
+                result.references[key] = reference

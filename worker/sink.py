@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -47,6 +48,22 @@ class QuarantinedRecord:
 
 
 @dataclass(frozen=True)
+class BaselineAccept:
+    """A person (or `accept_after`) accepted an incident's new level as the baseline.
+
+    `incident_started_at` names the incident (the open incident of (model, detector) that began
+    then), so an acceptance never carries over to a later incident, and applying it twice (a
+    restart, a second evaluator) changes nothing.
+    """
+
+    model: str
+    detector: str
+    incident_started_at: datetime
+    accepted_at: datetime
+    accepted_by: str = ""
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     writer_id: str
     sequence: int
@@ -64,11 +81,14 @@ class Checkpoint:
     #: the writer's event-time frontier once `partials` are durable (what an evaluator waits
     #: for in split mode); None until the writer has one
     frontier: float | None = None
+    #: baseline acceptances to record (`lookout baseline accept`), appended
+    baseline_accepts: Sequence[BaselineAccept] = ()
 
     @property
     def empty(self) -> bool:
         return not (
-            self.partials
+            self.baseline_accepts
+            or self.partials
             or self.request_ids
             or self.detections
             or self.alerts
@@ -93,6 +113,7 @@ def checkpoint_digest(checkpoint: Checkpoint) -> str:
         "references": [[list(k), v] for k, v in sorted(checkpoint.references.items())],
         "quarantined": [asdict(q) for q in checkpoint.quarantined],
         "frontier": checkpoint.frontier,
+        "baseline_accepts": [asdict(a) for a in checkpoint.baseline_accepts],
     }
     # `repr` for anything JSON cannot hold: the digest never fails; storing it may, in its place
     raw = orjson.dumps(body, default=repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS)
@@ -141,6 +162,10 @@ class Sink(Protocol):
         ...
 
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]: ...
+
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        """Every recorded baseline acceptance, oldest first."""
+        ...
 
     def writable(self) -> bool:
         """For /readyz: a cheap check that the sink accepts writes."""

@@ -32,6 +32,7 @@ from schemas.prediction_log import PredictionLog, canonical_json
 from worker.analyst_columns import ANALYST_COLUMNS, analyst_values
 from worker.failure_policy import LookoutError
 from worker.sink import (
+    BaselineAccept,
     Checkpoint,
     DetectorRow,
     QuarantinedRecord,
@@ -149,6 +150,7 @@ class MemorySink:
         self._alerts: list[Alert] = []
         self._alert_state: bytes = b"[]"
         self._references: dict[tuple[str, str], bytes] = {}
+        self._baseline_accepts: list[BaselineAccept] = []
         #: records the engine quarantined for their event time, as written
         self.quarantined: list[QuarantinedRecord] = []
         self._frontiers: dict[str, float] = {}
@@ -290,6 +292,7 @@ class MemorySink:
         if alert_state is not None:
             self._alert_state = alert_state
         self._references.update(references)
+        self._baseline_accepts.extend(cp.baseline_accepts)
 
     # -- the Sink reads ------------------------------------------------------------------------
 
@@ -355,6 +358,11 @@ class MemorySink:
         self._check_read()
         with self._lock:
             return {key: orjson.loads(row) for key, row in self._references.items()}
+
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        self._check_read()
+        with self._lock:
+            return sorted(self._baseline_accepts, key=lambda a: a.accepted_at)
 
     def writable(self) -> bool:
         return not (self._closed or self._down())

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from schemas.batch import LogBatch
-from schemas.decode.columns import Vector, build_batch, embedding_problems
+from schemas.decode.columns import Vector, beyond_float32, build_batch, embedding_problems
 from schemas.decode.records import FORMATS, decode_items, iter_items
 from schemas.decode.wire import CANONICAL_FIELDS, Wire
 from schemas.errors import DecodeError
@@ -41,6 +41,8 @@ class DecodeLimits:
 
     max_record_bytes: int = 1_048_576
     expected_embedding_dim: int | None = None
+    #: deepest nesting of objects and arrays a record may have (checked before parsing)
+    max_depth: int = 64
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,36 @@ class _Rows:
             del column[n:]
 
 
+def _read_rows(
+    rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits, errors: list[DecodeError]
+) -> None:
+    """Each record of a message appended to `rows` (embedding as float32), or to `errors`."""
+    add_row, add_line, add_raw = rows.wires.append, rows.lines.append, rows.raws.append
+    add_embedding, add_origin = rows.embeddings.append, rows.origins.append
+    for line, raw, item in iter_items(
+        message.data,
+        message.format_hint,
+        message.first_line,
+        limits.max_record_bytes,
+        limits.max_depth,
+    ):
+        if isinstance(item, DecodeError):
+            errors.append(item)
+            continue
+        emb = item.embedding
+        vector: Vector | None = None
+        if emb is not None:
+            # to float32 now, while its floats are in cache (see build_batch); fromiter gives
+            # the same values as np.array of the list, at half the cost
+            vector = np.fromiter(emb, np.float32, len(emb))
+            item.embedding = None
+        add_row(item)
+        add_line(line)
+        add_raw(raw)
+        add_origin(index)
+        add_embedding(vector)
+
+
 def _read_message(
     rows: _Rows, index: int, message: MessageBytes, limits: DecodeLimits
 ) -> list[DecodeError]:
@@ -142,25 +174,18 @@ def _read_message(
     start = len(rows.wires)
     add_row, add_line, add_raw = rows.wires.append, rows.lines.append, rows.raws.append
     add_embedding, add_origin = rows.embeddings.append, rows.origins.append
-    for line, raw, item in iter_items(
-        message.data, message.format_hint, message.first_line, limits.max_record_bytes
-    ):
-        if isinstance(item, DecodeError):
-            errors.append(item)
-            continue
-        add_row(item)
-        add_line(line)
-        add_raw(raw)
-        add_origin(index)
-        emb = item.embedding
-        if emb is None:
-            add_embedding(None)
-        else:  # to float32 now, while its floats are in cache (see build_batch); fromiter
-            # gives the same values as np.array of the list, at half the cost
-            add_embedding(np.fromiter(emb, np.float32, len(emb)))
-            item.embedding = None
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused below
+        _read_rows(rows, index, message, limits, errors)
+    vectors = rows.embeddings[start:]
+    present = [v for v in vectors if v is not None]
+    beyond: dict[int, str] = {}
+    if present and not np.isfinite(np.concatenate(present)).all():
+        for offset, vector in enumerate(vectors):
+            if vector is not None and (reason := beyond_float32(vector)) is not None:
+                beyond[offset] = reason
+                vectors[offset] = None  # refused: not counted by the width rule
     # the width rule is the message's own (its majority, or the configured width)
-    problems = embedding_problems(rows.embeddings[start:], limits.expected_embedding_dim)
+    problems = beyond | embedding_problems(vectors, limits.expected_embedding_dim)
     if problems:
         for offset, reason in problems.items():
             i = start + offset
@@ -178,6 +203,21 @@ def _read_message(
             add_embedding(vector)
             add_origin(origin)
     return errors
+
+
+def _breaks_alone(rows: _Rows, i: int, limits: DecodeLimits) -> Exception | None:
+    """The exception building row `i` alone raises, if any (only looked for after a failure)."""
+    try:
+        build_batch(
+            [rows.wires[i]],
+            [i],
+            [rows.raws[i]],
+            limits.expected_embedding_dim,
+            [rows.embeddings[i]],
+        )
+    except Exception as e:
+        return e
+    return None
 
 
 def _width_groups(embeddings: list[Vector | None]) -> list[list[int]]:
@@ -234,6 +274,18 @@ def decode_messages(
                 [rows.embeddings[i] for i in group],
             )
         except Exception as e:
+            # find the records that break it: build each alone. They cost only themselves
+            broken = {i: err for i in group if (err := _breaks_alone(rows, i, limits))}
+            if broken:
+                for i, err in broken.items():
+                    reason = f"internal decoder error ({type(err).__name__}: {err})"
+                    errors[rows.origins[i]].append(
+                        DecodeError(rows.lines[i], reason, rows.raws[i], None, "internal_error")
+                    )
+                rest = [i for i in group if i not in broken]
+                if rest:
+                    pending.append(rest)
+                continue
             owners = sorted({rows.origins[i] for i in group})
             if len(owners) > 1:  # find the message that breaks it: build each one alone
                 pending.extend([i for i in group if rows.origins[i] == m] for m in owners)
@@ -262,6 +314,7 @@ def decode_messages(
 
 
 def _to_log(wire: Wire, line: int, raw: bytes) -> PredictionLog | DecodeError:
+    """One record as the pydantic model; whatever goes wrong costs only this record."""
     values = {name: getattr(wire, name) for name in CANONICAL_FIELDS}
     try:
         return PredictionLog.model_validate({k: v for k, v in values.items() if v is not None})
@@ -269,6 +322,9 @@ def _to_log(wire: Wire, line: int, raw: bytes) -> PredictionLog | DecodeError:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         return DecodeError(line, f"{first['msg']}, got {first.get('input')!r}", raw, field)
+    except Exception as e:
+        reason = f"internal decoder error ({type(e).__name__}: {e})"
+        return DecodeError(line, reason, raw, None, "internal_error")
 
 
 def decode_records(
@@ -280,15 +336,17 @@ def decode_records(
 ) -> list[PredictionLog | DecodeError]:
     """Slow path for `lookout decode`: pydantic records in input order."""
     try:
-        items = decode_items(data, format_hint, first_line, limits.max_record_bytes)
-        out: list[PredictionLog | DecodeError] = [
-            item if isinstance(item, DecodeError) else _to_log(item, line, raw)
-            for line, raw, item in items
-        ]
-        embeddings = [o.embedding if isinstance(o, PredictionLog) else None for o in out]
-        for i, reason in embedding_problems(embeddings, limits.expected_embedding_dim).items():
-            line, raw, _ = items[i]
-            out[i] = DecodeError(line, reason, raw, "embedding")
-    except Exception as e:
+        items = decode_items(
+            data, format_hint, first_line, limits.max_record_bytes, limits.max_depth
+        )
+    except Exception as e:  # a bug in splitting: nothing can be told apart
         return [_internal_error(data, first_line, e)]
+    out: list[PredictionLog | DecodeError] = [
+        item if isinstance(item, DecodeError) else _to_log(item, line, raw)
+        for line, raw, item in items
+    ]
+    embeddings = [o.embedding if isinstance(o, PredictionLog) else None for o in out]
+    for i, reason in embedding_problems(embeddings, limits.expected_embedding_dim).items():
+        line, raw, _ = items[i]
+        out[i] = DecodeError(line, reason, raw, "embedding")
     return out

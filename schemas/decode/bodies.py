@@ -27,6 +27,7 @@ from typing import NoReturn
 import msgspec
 
 from schemas.decode.finish import finish_facts
+from schemas.decode.guards import malformed_reason, too_deep, too_deep_reason
 from schemas.decode.safety import (
     CATEGORY_CACHE,
     SEVERITY_SCORES,
@@ -38,6 +39,7 @@ from schemas.decode.safety import (
 )
 from schemas.decode.wire import (
     BODY_DECODER,
+    MAX_EXACT_INT,
     Body,
     ErrorInfo,
     FilterResults,
@@ -104,8 +106,14 @@ def body_kind(body: Body) -> str | None:
     return None
 
 
-def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyFacts:
-    """The facts of one call's response body; raises BodyError when it has no known shape."""
+def interpret(
+    body: Body | list[Body] | str, expected_kind: str | None, max_depth: int
+) -> BodyFacts:
+    """The facts of one call's response body; raises BodyError when it has no known shape.
+
+    `max_depth` bounds the JSON inside a server-sent-events string, which the record's own
+    depth check cannot see.
+    """
     if isinstance(body, Body):  # the common case, one document: no stream bookkeeping
         kind = body_kind(body)
         if kind == "error" and body.error is not None:
@@ -116,7 +124,7 @@ def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyF
             return gemini_facts([body]) if kind == "gemini" else openai_facts([body])
         chunks = [body]  # not a known shape, or not the expected one: reported below
     elif isinstance(body, str):
-        chunks = parse_sse(body)
+        chunks = parse_sse(body, max_depth)
     else:
         chunks = body
     if not chunks:
@@ -147,7 +155,7 @@ def interpret(body: Body | list[Body] | str, expected_kind: str | None) -> BodyF
     return palm_facts(chunks[0])
 
 
-def parse_sse(text: str) -> list[Body]:
+def parse_sse(text: str, max_depth: int) -> list[Body]:
     """Server-sent events: `data:` lines of one event are joined; `[DONE]` and others skipped."""
     chunks: list[Body] = []
     data: list[str] = []
@@ -157,11 +165,16 @@ def parse_sse(text: str) -> list[Body]:
         data.clear()
         if not payload or payload == "[DONE]":
             return
+        where = f"response_body (SSE event {len(chunks) + 1})"
+        encoded = payload.encode()
+        if too_deep(encoded, max_depth):
+            fail(where, too_deep_reason(max_depth))
         try:
-            chunks.append(BODY_DECODER.decode(payload))
-        except msgspec.DecodeError as e:
-            where = f"response_body (SSE event {len(chunks) + 1})"
+            chunks.append(BODY_DECODER.decode(encoded))
+        except msgspec.ValidationError as e:
             raise BodyError(where, str(e)) from e
+        except msgspec.DecodeError as e:
+            raise BodyError(where, malformed_reason(str(e), encoded)) from e
 
     for line in text.splitlines():
         if not line.strip():
@@ -337,9 +350,11 @@ def openai_facts(chunks: list[Body]) -> BodyFacts:
 def _whole(value: float | None, which: str) -> int | None:
     if value is None:
         return None
+    path = f"response_body.metadata.tokenMetadata.{which}.totalTokens"
     if not float(value).is_integer():
-        path = f"response_body.metadata.tokenMetadata.{which}.totalTokens"
         fail(path, f"must be a whole number of tokens, got {value!r}")
+    if value > MAX_EXACT_INT:
+        fail(path, f"must be at most {MAX_EXACT_INT:,} tokens, got {value!r}")
     return int(value)
 
 

@@ -20,8 +20,22 @@ import numpy.typing as npt
 import orjson
 
 from schemas.batch import FloatArray, LogBatch, ObjectArray
-from schemas.decode.wire import Wire
+from schemas.decode.wire import FLOAT32_MAX, Wire
 from schemas.errors import DecodeError
+
+#: one record's embedding, converted as soon as the record is decoded
+Vector = npt.NDArray[np.float32]
+
+
+def beyond_float32(vector: Vector) -> str | None:
+    """Why a float32 embedding is refused: a value that overflowed to infinity, or None."""
+    finite = np.isfinite(vector)
+    if finite.all():
+        return None
+    return _FLOAT32_REASON.format(int(np.flatnonzero(~finite)[0]))
+
+
+_FLOAT32_REASON = "must hold numbers within the float32 range (±3.4e38), [{}] is beyond it"
 
 
 def embedding_problems(
@@ -29,13 +43,21 @@ def embedding_problems(
 ) -> dict[int, str]:
     """Row → reason, for the embeddings that break the rules above (shared by both paths).
 
-    An embedding is a list (slow path) or a float32 vector (hot path): only lengths are read.
+    An embedding is a list (slow path: its values are checked against the float32 range here)
+    or a float32 vector (hot path: values were checked a message at once, see
+    `beyond_float32`, and only lengths are read). A refused value does not count toward the
+    width rule.
     """
     problems: dict[int, str] = {}
     counts: dict[int, int] = {}
     for i, emb in enumerate(embeddings):
         if emb is None:
             continue
+        if isinstance(emb, list):
+            beyond = next((k for k, x in enumerate(emb) if not abs(x) <= FLOAT32_MAX), None)
+            if beyond is not None:
+                problems[i] = _FLOAT32_REASON.format(beyond)
+                continue
         if not len(emb):
             problems[i] = "must be null or a non-empty list of numbers, got []"
         else:
@@ -44,7 +66,7 @@ def embedding_problems(
         return problems
     want = expected_dim if expected_dim is not None else max(counts, key=counts.__getitem__)
     for i, emb in enumerate(embeddings):
-        if emb is not None and len(emb) and len(emb) != want:
+        if emb is not None and len(emb) and len(emb) != want and i not in problems:
             if expected_dim is not None:
                 problems[i] = f"must have {want} dimensions (expected), got {len(emb)}"
             else:
@@ -86,10 +108,6 @@ _CHECKED = (
     ("output_tokens", "a non-negative integer"),
     ("citation_count", "a non-negative integer"),
 )
-
-
-#: one record's embedding, converted as soon as the record is decoded
-Vector = npt.NDArray[np.float32]
 
 
 def build_batch(

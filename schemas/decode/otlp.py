@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.decode.bodies import BodyError, fail
 from schemas.decode.finish import canonical_finish_reason, response_block_reason
-from schemas.decode.wire import AnyValue, Span, Wire, WireBase
+from schemas.decode.wire import MAX_EXACT_INT, AnyValue, Span, Wire, WireBase
 from schemas.prediction_log import deterministic_request_id
 
 AttrValue = str | int | float | bool | list["AttrValue"] | None
@@ -28,7 +28,13 @@ def _value(v: AnyValue | None) -> AttrValue:
     if v.stringValue is not None:
         return v.stringValue
     if v.intValue is not None:
-        return int(v.intValue) if isinstance(v.intValue, str) else v.intValue
+        if not isinstance(v.intValue, str):
+            return v.intValue
+        try:  # proto3 JSON's int64-as-string; a 5,000-digit one is refused by `int` too
+            return int(v.intValue)
+        except ValueError as e:
+            fail("attributes", f"intValue must be an integer, got {v.intValue[:40]!r}")
+            raise AssertionError from e  # unreachable: `fail` raises
     if v.doubleValue is not None:
         return v.doubleValue
     if v.boolValue is not None:
@@ -38,16 +44,23 @@ def _value(v: AnyValue | None) -> AttrValue:
     return None
 
 
+#: OTLP times are fixed64 nanoseconds; one past year 9999 cannot become a timestamp
+_MAX_NANOS = 253_402_300_799 * 10**9
+
+
 def _nanos(value: int | str | None, field: str) -> int:
-    if type(value) is int:
-        return value
     if value is None:
         fail(field, "required for a GenAI span, got nothing")
-    try:
-        return int(value)
-    except ValueError as e:
-        reason = f"must be an integer of nanoseconds, got {value!r}"
-        raise BodyError(field, reason) from e
+    if type(value) is not int:
+        try:
+            value = int(value)
+        except ValueError as e:
+            reason = f"must be an integer of nanoseconds, got {str(value)[:40]!r}"
+            raise BodyError(field, reason) from e
+    if not 0 <= value <= _MAX_NANOS:
+        shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}…"
+        fail(field, f"must be nanoseconds since 1970 before year 10000, got {shown}")
+    return value
 
 
 def _int_attr(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> int | None:
@@ -55,9 +68,12 @@ def _int_attr(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> int | None:
         value = attrs.get(key)
         if value is None:
             continue
-        if type(value) is int:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            fail(f"attributes.{key}", f"must be a whole number, got {value!r}")
+        if not -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
+            shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}…"
+            fail(f"attributes.{key}", f"must be at most {MAX_EXACT_INT:,}, got {shown}")
+        if value != int(value):
             fail(f"attributes.{key}", f"must be a whole number, got {value!r}")
         return int(value)
     return None

@@ -8,17 +8,28 @@ or LogEntry leaves out.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
-import orjson
 
 from schemas.decode.bodies import PROVIDER_KINDS, BodyError, interpret
 from schemas.decode.finish import canonical_finish_reason
+from schemas.decode.guards import (
+    BOM,
+    deep_line_candidates,
+    too_deep,
+    too_deep_reason,
+    too_large_reason,
+    utf8_reason,
+)
 from schemas.decode.otlp import otlp_records
-from schemas.decode.wire import ARRAY_DECODER, DOCUMENT_DECODER, WIRE_DECODER, Wire
+from schemas.decode.reasons import msgspec_error
+from schemas.decode.wire import (
+    ARRAY_DECODER,
+    DOCUMENT_DECODER,
+    WIRE_DECODER,
+    Wire,
+)
 from schemas.errors import DecodeError
 from schemas.prediction_log import deterministic_request_id
 
@@ -33,14 +44,20 @@ def _without_terminator(line: bytes) -> bytes:
     return line[:-1] if line[-1:] == b"\r" else line
 
 
-def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes, bytes]]:
-    """(line, raw, record) of each record: one JSON document, or NDJSON with blank lines skipped.
+def split_records(
+    data: bytes, first_line: int, max_depth: int
+) -> Iterator[tuple[int, bytes, bytes, bool]]:
+    """(line, raw, record, maybe_deep) of each record: one JSON document, or NDJSON with blank
+    lines skipped.
 
     `raw` is the record's original bytes (what a dead-letter topic must get back), `record`
     the same stripped of surrounding whitespace: it is what is parsed and what a missing
     request id is hashed from, so an id does not change when a sender pads a line differently.
+    `maybe_deep` is False when the record cannot nest deeper than `max_depth` (see
+    `deep_line_candidates`), so only the others are checked exactly before parsing.
     A body spanning several lines is first tried as one (pretty-printed) document; only if that
-    does not parse is it read as NDJSON.
+    does not parse is it read as NDJSON. Nothing here may raise on what a line holds: a first
+    line too deep for the parser is left to the per-record check, which reports it.
     """
     lines = data.split(b"\n")
     if len(lines) > 1:
@@ -48,27 +65,62 @@ def split_records(data: bytes, first_line: int) -> Iterator[tuple[int, bytes, by
         if start is None:
             return
         head = lines[start].strip()
-        if head[:1] in (b"{", b"["):
+        pretty = head in (b"{", b"[")
+        if head[:1] in (b"{", b"[") and not too_deep(data if pretty else head, max_depth):
             try:
                 DOCUMENT_DECODER.decode(data)  # surrounding whitespace is fine: no copy
-            except msgspec.DecodeError:
-                if head in (b"{", b"["):  # a pretty-printed document that is broken
-                    yield first_line + start, _document_raw(lines, start), data.strip()
+            except Exception:
+                # a pretty-printed document that is broken is one bad record, unless a later
+                # line is a document of its own: then it was a bad line of NDJSON, which must
+                # not take the lines after it along
+                if pretty and not _has_documents(lines[start + 1 :], max_depth):
+                    yield first_line + start, _document_raw(lines, start), data.strip(), True
                     return
             else:
-                yield first_line + start, _document_raw(lines, start), data.strip()
+                yield first_line + start, _document_raw(lines, start), data.strip(), True
                 return
+        elif pretty and not _has_documents(lines[start + 1 :], max_depth):
+            # a pretty-printed document too deep to parse: one record, reported so
+            yield first_line + start, _document_raw(lines, start), data.strip(), True
+            return
+    candidates = deep_line_candidates(data, lines, max_depth)
     if b"\r" in data:
         for i, line in enumerate(lines):
             record = line.strip()
             if record:
-                yield first_line + i, _without_terminator(line), record
+                deep = candidates is not None and bool(candidates[i])
+                yield first_line + i, _without_terminator(line), record, deep
         return
     # the common case, written for speed: no `\r`, so a line is its record's raw bytes
-    for i, line in enumerate(lines, first_line):
+    if candidates is None:
+        for i, line in enumerate(lines, first_line):
+            record = line.strip()
+            if record:
+                yield i, line, record, False
+        return
+    for i, (line, deep) in enumerate(zip(lines, candidates.tolist(), strict=True), first_line):
         record = line.strip()
         if record:
-            yield i, line, record
+            yield i, line, record, deep
+
+
+def _has_documents(lines: list[bytes], max_depth: int) -> bool:
+    """Does any line hold a whole JSON object or array by itself? Asked only of a message
+    that looked like one pretty-printed document and could not be parsed as one."""
+    for line in lines:
+        text = line.strip()
+        if text[:1] not in (b"{", b"[") or len(text) < 2:
+            continue
+        if too_deep(text, max_depth):  # cannot be parsed safely: judged by its ends
+            if text[-1:] in (b"}", b"]"):
+                return True
+            continue
+        try:
+            DOCUMENT_DECODER.decode(text)
+        except Exception:
+            continue
+        return True
+    return False
 
 
 def _document_raw(lines: list[bytes], start: int) -> bytes:
@@ -76,74 +128,138 @@ def _document_raw(lines: list[bytes], start: int) -> bytes:
 
 
 def iter_items(
-    data: bytes, format_hint: str | None, first_line: int, max_bytes: int
+    data: bytes, format_hint: str | None, first_line: int, max_bytes: int, max_depth: int
 ) -> Iterator[Item]:
     """Every record of a message in input order (an OTLP document may give several), lazily.
 
     Lazily, so the hot path sorts records from errors as they come, with no list in between.
+    Whatever one record does to the parser or to the code after it ends as a `DecodeError` for
+    that record alone (`_record_error`): the loop never stops on one line.
     """
     if format_hint is not None and format_hint not in FORMATS:
         reason = f"unknown format {format_hint!r}, expected one of {', '.join(FORMATS)}"
-        for line, raw, _record in split_records(data, first_line):
+        for line, raw, _record, _deep in split_records(data, first_line, max_depth):
             yield line, raw, DecodeError(line, reason, raw, None, "unknown_format")
         return
     decode = WIRE_DECODER.decode
-    for line, raw, record in split_records(data, first_line):
-        if len(record) > max_bytes:
-            reason = f"record is {len(record)} bytes, over the limit of {max_bytes} bytes"
-            yield line, raw, DecodeError(line, reason, raw, None, "too_large")
-        elif record[:1] == b"[":
-            try:
-                elements = ARRAY_DECODER.decode(record)
-            except msgspec.DecodeError as e:
-                yield line, raw, _msgspec_error(e, line, raw)
-                continue
-            for element in elements:
-                one = bytes(element)
-                yield from _decode_one(one, one, line, format_hint)
-        elif format_hint is None:
-            # the common case inlined (one envelope or native record per line, no hint)
-            try:
+    for line, raw, record, maybe_deep in split_records(data, first_line, max_depth):
+        out: Wire | DecodeError | list[Item]
+        try:
+            if len(record) > max_bytes:
+                reason = too_large_reason(len(record), max_bytes)
+                out = DecodeError(line, reason, raw, None, "too_large")
+            elif maybe_deep and too_deep(record, max_depth):
+                out = DecodeError(line, too_deep_reason(max_depth), raw, None, "too_deep")
+            elif record[:1] == b"[":
+                out = _array_items(record, raw, line, format_hint, max_depth)
+            elif format_hint is None:
+                # the common case inlined (one envelope or native record per line, no hint)
                 wire = decode(record)
-            except msgspec.DecodeError as e:
-                yield line, raw, _msgspec_error(e, line, raw)
-                continue
-            if (
-                wire.resourceSpans is None
-                and wire.jsonPayload is None
-                and (
-                    wire.response_body is not None
-                    or (
-                        wire.candidates is None
-                        and wire.choices is None
-                        and wire.predictions is None
+                if (
+                    wire.resourceSpans is None
+                    and wire.jsonPayload is None
+                    and (
+                        wire.response_body is not None
+                        or (
+                            wire.candidates is None
+                            and wire.choices is None
+                            and wire.predictions is None
+                        )
                     )
-                )
-            ):
-                yield line, raw, _complete(wire, record, raw, line, None, "")
-                continue
-            yield from _records_of(wire, record, raw, line, None)
+                ):
+                    out = _complete(wire, record, raw, line, None, "", max_depth)
+                else:
+                    out = _records_of(wire, record, raw, line, None, max_depth)
+            else:
+                out = _decode_one(record, raw, line, format_hint, max_depth)
+        except Exception as e:
+            out = _record_error(e, record, raw, line, format_hint, max_depth)
+        if isinstance(out, list):
+            yield from out
         else:
-            yield from _decode_one(record, raw, line, format_hint)
+            yield line, raw, out
+
+
+def _record_error(
+    e: Exception, record: bytes, raw: bytes, line: int, hint: str | None, max_depth: int
+) -> DecodeError | list[Item]:
+    """What a record that raised becomes: a readable error, or its records without a BOM."""
+    if isinstance(e, msgspec.DecodeError):
+        if record.startswith(BOM):  # RFC 8259 lets a parser ignore it: read what follows
+            try:
+                return _decode_one(record[len(BOM) :], raw, line, hint, max_depth)
+            except Exception as again:
+                return _record_error(again, record[len(BOM) :], raw, line, hint, max_depth)
+        return msgspec_error(e, line, raw, record)
+    if isinstance(e, UnicodeDecodeError):
+        return DecodeError(line, utf8_reason(record), raw, None, "invalid_utf8")
+    if isinstance(e, RecursionError):  # below the depth limit, yet too deep for this stack
+        return DecodeError(line, too_deep_reason(max_depth), raw, None, "too_deep")
+    # a bug of ours must still cost only this record: it is reported with the exception
+    reason = f"internal decoder error ({type(e).__name__}: {e})"
+    return DecodeError(line, reason, raw, None, "internal_error")
+
+
+def _array_items(
+    record: bytes, raw: bytes, line: int, hint: str | None, max_depth: int
+) -> DecodeError | list[Item]:
+    """A line holding a JSON array of records: each object its own record.
+
+    An array that holds anything but objects (`[1,2,3]`) is not a list of records: it is one
+    bad line, reported once, not once per element.
+    """
+    elements = [bytes(element) for element in ARRAY_DECODER.decode(record)]
+    if not elements:
+        return DecodeError(line, "an empty array holds no record", raw, None, "invalid_record")
+    for i, element in enumerate(elements):
+        if element[:1] != b"{":
+            kind = _kind_of(element)
+            reason = f"an array on one line must hold records (JSON objects), got {kind} at [{i}]"
+            return DecodeError(line, reason, raw, None, "invalid_record")
+    out: list[Item] = []
+    for element in elements:
+        try:
+            out.extend(_decode_one(element, element, line, hint, max_depth))
+        except Exception as e:
+            error = _record_error(e, element, element, line, hint, max_depth)
+            out.extend(error if isinstance(error, list) else [(line, element, error)])
+    return out
+
+
+def _kind_of(value: bytes) -> str:
+    first = value[:1]
+    if first == b'"':
+        return "a string"
+    if first in (b"t", b"f"):
+        return "true or false"
+    if first == b"n":
+        return "null"
+    if first == b"[":
+        return "an array"
+    return "a number"
 
 
 def decode_items(
-    data: bytes, format_hint: str | None, first_line: int, max_bytes: int
+    data: bytes, format_hint: str | None, first_line: int, max_bytes: int, max_depth: int
 ) -> list[Item]:
     """`iter_items` as a list (the slow path wants random access to every record)."""
-    return list(iter_items(data, format_hint, first_line, max_bytes))
+    return list(iter_items(data, format_hint, first_line, max_bytes, max_depth))
 
 
-def _decode_one(record: bytes, raw: bytes, line: int, hint: str | None) -> list[Item]:
-    """One JSON document → its record(s); `record` is parsed and hashed, `raw` is reported."""
-    try:
-        wire = WIRE_DECODER.decode(record)
-    except msgspec.DecodeError as e:
-        return [(line, raw, _msgspec_error(e, line, raw))]
-    return _records_of(wire, record, raw, line, hint)
+def _decode_one(
+    record: bytes, raw: bytes, line: int, hint: str | None, max_depth: int
+) -> list[Item]:
+    """One JSON document → its record(s); `record` is parsed and hashed, `raw` is reported.
+
+    Raises what the parser raises; the caller turns it into this record's error.
+    """
+    wire = WIRE_DECODER.decode(record)
+    return _records_of(wire, record, raw, line, hint, max_depth)
 
 
-def _records_of(wire: Wire, record: bytes, raw: bytes, line: int, hint: str | None) -> list[Item]:
+def _records_of(
+    wire: Wire, record: bytes, raw: bytes, line: int, hint: str | None, max_depth: int
+) -> list[Item]:
     """The record(s) of one decoded document, whatever its format."""
     fmt = _format_of(wire)
     if hint is not None and fmt != ("envelope" if hint in PROVIDER_KINDS else hint):
@@ -177,8 +293,8 @@ def _records_of(wire: Wire, record: bytes, raw: bytes, line: int, hint: str | No
             payload.request_id = entry.insertId or None
         if payload.labels is None:
             payload.labels = entry.labels
-        return [(line, raw, _complete(payload, record, raw, line, kind, "jsonPayload."))]
-    return [(line, raw, _complete(wire, record, raw, line, kind, ""))]
+        return [(line, raw, _complete(payload, record, raw, line, kind, "jsonPayload.", max_depth))]
+    return [(line, raw, _complete(wire, record, raw, line, kind, "", max_depth))]
 
 
 def _format_of(wire: Wire) -> str:
@@ -194,12 +310,18 @@ def _format_of(wire: Wire) -> str:
 
 
 def _complete(
-    wire: Wire, record: bytes, raw: bytes, line: int, kind: str | None, prefix: str
+    wire: Wire,
+    record: bytes,
+    raw: bytes,
+    line: int,
+    kind: str | None,
+    prefix: str,
+    max_depth: int,
 ) -> Wire | DecodeError:
     """Fill what the body says and the envelope did not; check the fields every record needs."""
     if wire.response_body is not None:
         try:
-            facts = interpret(wire.response_body, kind)
+            facts = interpret(wire.response_body, kind, max_depth)
         except BodyError as e:
             return DecodeError(line, e.reason, raw, prefix + e.field)
         # the envelope's own values win; written out field by field, as this runs per record,
@@ -243,75 +365,3 @@ def _complete(
         # an envelope or a native record may carry a provider's word too (`STOP`)
         wire.finish_reason = canonical_finish_reason(wire.finish_reason)
     return wire
-
-
-# ---------------------------------------------------------------- readable msgspec errors
-
-_EXPECTED = re.compile(
-    r"Expected `(?P<type>[^`]+)`(?: (?P<op>>=|<=|>|<) (?P<bound>\S+))?"
-    r"(?: of length (?P<lop>>=|<=) (?P<len>\d+))?(?:, got `(?P<got>[^`]+)`)?"
-)
-_TYPE_WORDS = {
-    "str": "a string",
-    "float": "a number",
-    "int": "an integer",
-    "bool": "true or false",
-    "object": "an object",
-    "array": "an array",
-    "datetime": "an RFC 3339 timestamp",
-}
-_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
-
-
-def _expected_words(m: re.Match[str]) -> str:
-    names = [t for t in m["type"].split(" | ") if t != "null"]
-    words = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
-    if m["op"] == ">=" and float(m["bound"]) == 0:
-        words = words.replace("a number", "a non-negative number").replace(
-            "an integer", "a non-negative integer"
-        )
-    elif m["op"]:
-        words += f" {m['op']} {m['bound']}"
-    if m["lop"] == ">=" and m["len"] == "1":
-        words = "a non-empty string"
-    elif m["lop"]:
-        words += f" of at most {m['len']} characters" if m["lop"] == "<=" else ""
-    return words
-
-
-def _value_at(raw: bytes, path: str) -> tuple[bool, Any]:
-    try:
-        value: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return False, None
-    for key, index in _PATH_TOKEN.findall(path):
-        if key and isinstance(value, dict) and key in value:
-            value = value[key]
-        elif index.isdigit() and isinstance(value, list) and int(index) < len(value):
-            value = value[int(index)]
-        else:
-            return False, None
-    return True, value
-
-
-def _msgspec_error(e: msgspec.DecodeError, line: int, raw: bytes) -> DecodeError:
-    message = str(e)
-    if not isinstance(e, msgspec.ValidationError):
-        return DecodeError(line, f"malformed JSON: {message}", raw, None, "malformed_json")
-    text, _, at = message.partition(" - at `")
-    path = at.rstrip("`")
-    field = path.removeprefix("$").removeprefix(".").replace("[...]", "") or None
-    m = _EXPECTED.match(text)
-    if m:
-        reason = f"must be {_expected_words(m)}"
-    elif text.startswith("Invalid RFC3339"):
-        reason = "must be an RFC 3339 timestamp with a timezone"
-    elif text.startswith("Number out of range"):
-        reason = "must be a finite number"
-    else:
-        reason = text
-    found, value = _value_at(raw, path.removeprefix("$")) if path else (False, None)
-    if found:
-        shown = orjson.dumps(value).decode()
-        reason += f", got {shown[:80] + '…' if len(shown) > 80 else shown}"
-    return DecodeError(line, reason, raw, field)

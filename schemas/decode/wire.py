@@ -25,7 +25,14 @@ from schemas.prediction_log import PredictionLog
 
 # ---------------------------------------------------------------- provider response bodies
 
-NonNegInt = Annotated[int, Meta(ge=0)]
+#: the largest integer a float64 column holds exactly: counts beyond it are not counts, and a
+#: 400-digit one would overflow the conversion to columns (one record must not break a message)
+MAX_EXACT_INT = 2**53
+#: embeddings become float32: a larger magnitude would turn into infinity (checked on the
+#: columns, a whole message at once: a bound on every float cost ~11% of parsing an embedding)
+FLOAT32_MAX = 3.4028234663852886e38
+
+NonNegInt = Annotated[int, Meta(ge=0, le=MAX_EXACT_INT)]
 NonNegFloat = Annotated[float, Meta(ge=0)]
 
 
@@ -186,7 +193,7 @@ class ArrayValue(Struct, gc=False):
 class AnyValue(Struct, gc=False):
     stringValue: str | None = None
     # proto3 JSON writes int64 as a string; exporters differ, so accept both
-    intValue: int | str | None = None
+    intValue: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | str | None = None
     doubleValue: float | None = None
     boolValue: bool | None = None
     arrayValue: ArrayValue | None = None
@@ -271,6 +278,8 @@ def _wire_type(annotation: Any, constraints: list[Any]) -> Any:
         return Union[tuple(_wire_type(a, constraints) for a in get_args(annotation))]  # noqa: UP007
     if origin in (list, dict):
         return origin[tuple(_wire_type(a, []) for a in get_args(annotation))]
+    if annotation is int and not any(isinstance(c, annotated_types.Le) for c in constraints):
+        constraints = [*constraints, annotated_types.Le(MAX_EXACT_INT)]
     meta = _meta_of(constraints)
     return annotation if meta is None else Annotated[annotation, meta]
 
@@ -311,7 +320,11 @@ else:
     Wire = msgspec.defstruct(
         "Wire",
         [
-            (name, _wire_type(f.annotation, list(f.metadata)) | None, None)
+            (
+                name,
+                _wire_type(f.annotation, list(f.metadata)) | None,
+                None,
+            )
             for name, f in PredictionLog.model_fields.items()
         ],
         bases=(WireBase,),

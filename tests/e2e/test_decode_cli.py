@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     lookout_executable,
     wire_format,
 )
+from tests.e2e.test_replay import HOSTILE_LINES, HostileFiles, make_hostile_files
 from worker.cli import app
 
 #: the canonical record, as README ("Input: prediction logs") documents it
@@ -249,3 +250,31 @@ def check_help(path: tuple[str, ...], result: Result) -> None:
         if getattr(param, "help", None) or param.name == "help":
             continue
         pytest.fail(f"`lookout {' '.join(path)}`: {param.name} has no help text")
+
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> HostileFiles:
+    return make_hostile_files(tmp_path_factory.mktemp("hostile"))
+
+
+def test_decode_of_lines_that_break_parsers_prints_every_good_record(
+    hostile_files: HostileFiles, tmp_path: Path
+) -> None:
+    """`lookout decode` used to print no record at all for a file holding one such line."""
+    clean = lookout("decode", hostile_files.clean.path, cwd=tmp_path)
+    assert clean.returncode == 0, clean.describe()
+    result = lookout("decode", hostile_files.hostile, cwd=tmp_path)
+    assert result.returncode == 1, result.describe()
+    assert_no_traceback(result)
+    assert result.stdout == clean.stdout  # every good record, in order, exactly once
+    assert len(result.stdout.splitlines()) == hostile_files.clean.good_count
+    reports = result.stderr.splitlines()
+    assert reports[-1] == f"{hostile_files.hostile}: {len(HOSTILE_LINES)} bad record(s)"
+    lines = {}
+    for text in reports[:-1]:
+        match = re.match(r"^(?P<file>\S+): line (?P<line>\d+): (?P<reason>.+)$", text)
+        assert match and match["file"] == str(hostile_files.hostile), text
+        lines[int(match["line"])] = match["reason"]
+    assert sorted(lines) == sorted(HOSTILE_LINES)
+    for number, (_, reason) in HOSTILE_LINES.items():
+        assert lines[number].startswith(reason), (number, lines[number])

@@ -42,10 +42,12 @@ NOT_RUN = {
     "lookout run": "the long-running worker; tests/e2e/test_run_metrics.py runs it",
     "lookout pubsub init": "needs the Pub/Sub emulator; tests/integration run it",
     "lookout publish": "needs the Pub/Sub emulator; tests/integration run it",
+    "lookout baseline accept": "needs an open incident; tests/e2e/test_baseline_cli.py runs it",
     ".venv/bin/python -m bench.": "benchmarks take minutes; `make bench` runs them",
     "docker build": "no Docker engine here; tests/chart/test_image.py checks the Dockerfile",
     "kubectl": "no cluster here",
     "helm install": "no cluster here; tests/chart renders and validates these values",
+    "LOOKOUT_FUZZ_EXAMPLES=": "the long fuzz run for a release; `make test` runs tests/fuzz short",
 }
 
 

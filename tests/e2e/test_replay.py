@@ -426,3 +426,86 @@ def test_sigterm_early_in_a_read_exits_within_the_grace_period(
         replay.kill()
     assert result.returncode == 0, result.describe()
     assert took <= GRACE, f"exited {took:.1f} s after SIGTERM; grace period {GRACE} s"
+
+
+# -- lines that break parsers: each costs only itself (issue 9) --------------------------------
+
+#: the bad lines of `hostile_file` by the line number they end up at, and what each report says.
+#: The file source reads 2,000 lines per chunk: lines 2,000 and 2,001 sit on both sides of a
+#: chunk boundary, where one bad line used to take its 2,000 neighbours with it.
+HOSTILE_LINES: dict[int, tuple[bytes, str]] = {
+    2: (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested deeper than 64 levels"),
+    3: (b"[" * 50_000 + b"]" * 50_000, "nested deeper than 64 levels"),
+    # a producer writing Latin-1: `café` with 0xE9
+    2000: (
+        b'{"timestamp":"2025-01-01T00:00:00Z","model":"gemini-1.5-flash","prompt":"caf\xe9"}',
+        "not UTF-8 text: byte 0xe9 at offset",
+    ),
+    # 3 MB on one line, three of the reader's 1 MB reads: cut past the limit, the rest skipped
+    2001: (
+        b'{"timestamp":"2025-01-01T00:00:00Z","model":"m","prompt":"' + b"x" * 3_000_000 + b'"}',
+        "record is larger than the limit of 1,048,576 bytes (decode.max_record_bytes)",
+    ),
+    2500: (b"[1,2,3]", "an array on one line must hold records (JSON objects), got a number"),
+}
+
+
+@dataclass(frozen=True)
+class HostileFiles:
+    clean: Stream
+    hostile: Path
+
+
+def make_hostile_files(where: Path) -> HostileFiles:
+    """A simulated stream of ~2,700 good lines, and the same lines with HOSTILE_LINES between."""
+    clean = where / "clean.ndjson"
+    made = lookout(
+        "simulate", "--out", clean, "--hours", "0.05", "--rate", "300", "--seed", "5", cwd=where
+    )
+    assert made.returncode == 0, made.describe()
+    lines = clean.read_bytes().splitlines(keepends=True)
+    assert len(lines) > max(HOSTILE_LINES), len(lines)
+    mixed = list(lines)
+    for number in sorted(HOSTILE_LINES):
+        mixed.insert(number - 1, HOSTILE_LINES[number][0] + b"\n")
+    hostile = where / "hostile.ndjson"
+    hostile.write_bytes(b"".join(mixed))
+    return HostileFiles(Stream(clean, tuple(lines)), hostile)
+
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> HostileFiles:
+    return make_hostile_files(tmp_path_factory.mktemp("hostile"))
+
+
+def test_replay_of_lines_that_break_parsers_counts_every_good_record_once(
+    hostile_files: HostileFiles, tmp_path: Path
+) -> None:
+    """A 50,000-deep line, invalid UTF-8, a 3 MB line and `[1,2,3]` between good lines: the
+    DuckDB views hold exactly what the same file without them gives, and each bad line is one
+    report naming its line. Before: 2,000 good records lost behind one "line 1" error."""
+    clean_db, hostile_db = tmp_path / "clean.duckdb", tmp_path / "hostile.duckdb"
+    clean = lookout(
+        "replay", hostile_files.clean.path, "--db", clean_db, cwd=tmp_path, timeout=REPLAY_TIMEOUT
+    )
+    assert clean.returncode == 0, clean.describe()
+    result = lookout(
+        "replay", hostile_files.hostile, "--db", hostile_db, cwd=tmp_path, timeout=REPLAY_TIMEOUT
+    )
+    assert result.returncode == 0, result.describe()
+    assert_no_traceback(result)
+    summary = summary_of(result)
+    assert int(summary["records"]) == hostile_files.clean.good_count == total_calls(hostile_db)
+    assert int(summary["invalid"]) == len(HOSTILE_LINES)
+    assert merged_snapshot(hostile_db) == merged_snapshot(clean_db)
+    assert counted_request_ids(hostile_db) == counted_request_ids(clean_db)
+    reports: dict[int, list[str]] = {}
+    for text in result.stderr.splitlines():
+        match = REPORT.match(text)
+        if match:
+            assert match["file"] == str(hostile_files.hostile), text
+            reports.setdefault(int(match["line"]), []).append(match["reason"])
+    assert sorted(reports) == sorted(HOSTILE_LINES), result.describe()
+    for number, (_, reason) in HOSTILE_LINES.items():
+        (got,) = reports[number]
+        assert got.startswith(reason), (number, got)

@@ -301,3 +301,20 @@ def test_models_and_conditions_are_separate_incidents() -> None:
 def test_settings_that_would_break_the_alert_promises_are_rejected(field: str, value: int) -> None:
     with pytest.raises(ValidationError, match=field):
         AlertingConfig.model_validate({field: value})
+
+
+@pytest.mark.parametrize("field", ["sustained_after", "accept_after"])
+def test_incident_horizons_must_be_positive_or_null(field: str) -> None:
+    with pytest.raises(ValidationError, match="positive duration"):
+        AlertingConfig.model_validate({field: 0})
+    assert getattr(AlertingConfig.model_validate({field: None}), field) is None
+    assert getattr(AlertingConfig.model_validate({field: "PT6H"}), field) == timedelta(hours=6)
+
+
+def test_a_sustained_incident_is_announced_once_under_its_own_key() -> None:
+    config = AlertingConfig(sustained_after=timedelta(minutes=30))
+    alerts = run(["alert"] * 12, config)
+    assert [a.status for a in alerts] == ["firing", "firing"]
+    assert window_of(alerts[1]) == 5  # six 5-minute windows = 30 min after the first
+    assert "sustained level shift since 2024-05-01 00:00Z (30 min)" in alerts[1].summary
+    assert {a.dedup_key for a in alerts} == {KEY}

@@ -259,3 +259,26 @@ def test_a_twenty_percent_topic_shift_is_caught(size: int):
     caught = verdicts.count("alert")
     print(f"20% topic shift, {size} calls/window: caught {caught} of 20")
     assert caught >= 19
+
+
+@pytest.mark.slow
+def test_a_twenty_percent_topic_shift_at_100_calls_is_caught_within_5_windows():
+    """One window of 100 calls cannot show it at 1 in 10,000; pooled with the windows before
+    it (each span at alpha / 4) it shows within 5 windows."""
+    rng = np.random.default_rng(100)
+    ids = count()
+    caught = 0
+    ref = _reference(rng, ids)
+    for trial in range(20):
+        if trial % 5 == 4:  # a fresh reference now and then: its own noise counts too
+            ref = _reference(rng, ids)
+        history = [_window(*_draw(rng, 100, 0.0)) for _ in range(8)]
+        for _ in range(5):
+            window = _window(*_draw(rng, 100, 0.2))
+            baseline = Baseline(history=tuple(history[-7:]), reference=ref)
+            if DEFAULT.evaluate(window, baseline, WINDOW).verdict == "alert":
+                caught += 1
+                break
+            history.append(window)
+    print(f"20% topic shift, 100 calls/window: caught {caught} of 20 within 5 windows")
+    assert caught == 20

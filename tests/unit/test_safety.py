@@ -88,11 +88,27 @@ def test_tripled_block_rate_alerts_with_numbers_and_stable_condition() -> None:
     assert "120 of 2000" in d.reason and "2.00%" in d.reason
 
 
-def test_a_slow_rise_is_caught_over_two_windows() -> None:
-    """3.4% at 500 calls is not significant alone; two such windows together are."""
-    hist = (*_history(23, 500, 10).history, SafetyState(calls=500, blocked=19))
-    alone = DET.evaluate(SafetyState(calls=500, blocked=19), _history(24, 500, 10), WINDOW)
-    together = DET.evaluate(SafetyState(calls=500, blocked=19), Baseline(history=hist), WINDOW)
+def test_a_small_sustained_rise_is_caught_over_pooled_windows() -> None:
+    """4% instead of 2% at 500 calls is not significant in one window; four together are, and
+    the detection says over how many windows it fired."""
+    quiet = _history(24, 500, 10).history
+    rise = SafetyState(calls=500, blocked=20)
+    alone = DET.evaluate(rise, Baseline(history=quiet), WINDOW)
+    pooled = DET.evaluate(rise, Baseline(history=(*quiet[:-3], rise, rise, rise)), WINDOW)
     assert alone.verdict == "ok"
-    assert together.firing and together.details["span_windows"] == 2
-    assert "last 2 windows" in together.reason
+    assert pooled.firing and pooled.details["span_windows"] in (4, 8)
+    assert f"last {pooled.details['span_windows']} windows" in pooled.reason
+
+
+def test_an_open_incident_stays_alerting_until_its_rate_is_back() -> None:
+    """During an incident a window that merely misses the threshold is not a recovery."""
+    quiet = _history(24, 500, 10).history
+    incident = tuple(SafetyState(calls=500, blocked=20) for _ in range(6))
+    middling = DET.evaluate(
+        SafetyState(calls=500, blocked=14), Baseline(history=quiet, recent=incident), WINDOW
+    )
+    assert middling.firing and middling.details["cleared"] is False
+    assert "not yet back" in middling.reason
+    back = Baseline(history=quiet, recent=(*incident, SafetyState(calls=500, blocked=7)))
+    recovered = DET.evaluate(SafetyState(calls=500, blocked=9), back, WINDOW)
+    assert recovered.verdict == "ok" and recovered.details["cleared"] is True

@@ -7,8 +7,9 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from io import BufferedIOBase
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import orjson
 import typer
@@ -198,6 +199,7 @@ def replay(
         format_hint=format_hint or (file_config.format if file_config else None),
         on_invalid=report_invalid,
         dead_letter_path=dead_letter,
+        max_record_bytes=config.decode.max_record_bytes,
     )
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     pipeline.engine.set_ack_handler(source.ack)
@@ -315,7 +317,8 @@ def decode(
 
     _check_format("decode", format_hint)
     limits = DecodeLimits(expected_embedding_dim=embedding_dim)
-    stream = sys.stdin.buffer if file == "-" else _open(file)
+    # stdin's buffer is a BufferedReader at run time (typed as BinaryIO)
+    stream = cast(BufferedIOBase, sys.stdin.buffer) if file == "-" else _open(file)
     bad = 0
     out = sys.stdout.buffer
     try:
@@ -341,25 +344,29 @@ _DECODE_CHUNK_LINES = 1000
 
 
 def _decoded_records(
-    stream: IO[bytes], format_hint: str | None, limits: DecodeLimits
+    stream: BufferedIOBase, format_hint: str | None, limits: DecodeLimits
 ) -> Iterator[PredictionLog | DecodeError]:
     """Records in input order, a chunk of lines at a time.
 
     A file whose first line opens a JSON document that does not close on it (a pretty-printed
-    record) is decoded whole, as one document may span many lines.
+    record) is decoded whole, as one document may span many lines. A line longer than the
+    record limit is cut just past it (the decoder reports it), so memory stays bounded.
     """
     from schemas.decode.api import decode_records
+    from worker.sources.file_source import bounded_lines
 
-    first = stream.readline()
-    if not first:
+    lines = bounded_lines(stream, limits.max_record_bytes + 1)
+    first = next(lines, None)
+    if first is None:
         return
     head = first.strip()
     if head in (b"{", b"["):
-        yield from decode_records(first + stream.read(), format_hint=format_hint, limits=limits)
+        data = first + b"".join(lines)
+        yield from decode_records(data, format_hint=format_hint, limits=limits)
         return
     line_number = 1
     chunk = [first]
-    for line in stream:
+    for line in lines:
         chunk.append(line)
         if len(chunk) == _DECODE_CHUNK_LINES:
             yield from decode_records(
@@ -381,7 +388,7 @@ def _check_format(command: str, format_hint: str | None) -> None:
         fail(f"{command}: unknown --format {format_hint!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _open(file: str) -> IO[bytes]:
+def _open(file: str) -> BufferedIOBase:
     try:
         return Path(file).open("rb")
     except OSError as error:

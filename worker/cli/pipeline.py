@@ -64,6 +64,7 @@ class Pipeline:
     def limits(self) -> DecodeLimits:
         return DecodeLimits(
             max_record_bytes=self.config.decode.max_record_bytes,
+            max_depth=self.config.decode.max_depth,
             expected_embedding_dim=self.config.decode.embedding_dim,
         )
 
@@ -134,7 +135,9 @@ def seed_history(
         if newest is None:
             continue
         until = first_pending.get(model, newest + window)
-        rows = sink.load_recent_windows(model, until - depth * window, until)
+        rows: dict[int, Any] = {}
+        for since, before in evaluator.seed_ranges(model, until):
+            rows.update(sink.load_recent_windows(model, since, before))
         for start in sorted(rows):
             merged = {name: d.empty() for name, d in detectors.items()}
             for partial in rows[start]:
@@ -171,7 +174,9 @@ def build_pipeline(
         if key[1] in detectors
     }
     window = config.engine.window_seconds
-    evaluator = WindowEvaluator(detectors, window, tracker, references)
+    evaluator = WindowEvaluator(
+        detectors, window, tracker, references, baseline_accepts=sink.load_baseline_accepts
+    )
     if config.engine.role != "ingest":
         seed_history(sink, evaluator, detectors, window)
 

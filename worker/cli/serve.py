@@ -33,6 +33,7 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
             lines_per_message=source.lines_per_message,
             format_hint=source.format,
             on_invalid=report,
+            max_record_bytes=config.decode.max_record_bytes,
         )
     if isinstance(source, PubSubSourceConfig):
         from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings

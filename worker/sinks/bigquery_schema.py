@@ -237,6 +237,24 @@ REFERENCES = Table(
     ),
 )
 
+BASELINE_ACCEPTS = Table(
+    "baseline_accepts",
+    "New levels a person (or alerting.accept_after) accepted as the baseline: "
+    "`lookout baseline accept`.",
+    (
+        _c("model", "STRING", "model name", required=True),
+        _c("detector", "STRING", "detector name", required=True),
+        _c(
+            "incident_started_at",
+            "TIMESTAMP",
+            "start of the incident whose level was accepted",
+            required=True,
+        ),
+        _c("accepted_at", "TIMESTAMP", "when it was accepted", required=True),
+        _c("accepted_by", "STRING", "who accepted it", required=True),
+    ),
+)
+
 TABLES: tuple[Table, ...] = (
     WINDOW_METRICS,
     WINDOW_REQUEST_IDS,
@@ -246,6 +264,7 @@ TABLES: tuple[Table, ...] = (
     WRITER_PROGRESS,
     QUARANTINED,
     REFERENCES,
+    BASELINE_ACCEPTS,
 )
 TABLE_BY_NAME = {t.name: t for t in TABLES}
 

@@ -37,7 +37,13 @@ import orjson
 
 from worker.analyst_columns import analyst_values, latency_histogram
 from worker.failure_policy import LookoutError
-from worker.sink import Checkpoint, DetectorRow, StoredWindow, checkpoint_digest
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    DetectorRow,
+    StoredWindow,
+    checkpoint_digest,
+)
 from worker.sinks.bigquery_schema import TABLES
 
 log = logging.getLogger(__name__)
@@ -280,6 +286,18 @@ class BigQuerySink:
             staged.append(
                 ("detector_references", rows, [f"{digest}-r{i}" for i in range(len(rows))])
             )
+        if cp.baseline_accepts:
+            rows = [
+                {
+                    "model": a.model,
+                    "detector": a.detector,
+                    "incident_started_at": _iso(a.incident_started_at),
+                    "accepted_at": _iso(a.accepted_at),
+                    "accepted_by": a.accepted_by,
+                }
+                for a in cp.baseline_accepts
+            ]
+            staged.append(("baseline_accepts", rows, [f"{digest}-b{i}" for i in range(len(rows))]))
         if cp.alert_state is not None:
             row = {
                 "written_at": now,
@@ -450,6 +468,22 @@ class BigQuerySink:
             "QUALIFY ROW_NUMBER() OVER (PARTITION BY model, detector ORDER BY updated_at DESC) = 1"
         )
         return {(str(r["model"]), str(r["detector"])): orjson.loads(r["state"]) for r in rows}
+
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        rows = self.query(
+            "SELECT DISTINCT model, detector, incident_started_at, accepted_at, accepted_by "
+            "FROM {ds}.baseline_accepts ORDER BY accepted_at"
+        )
+        return [
+            BaselineAccept(
+                str(r["model"]),
+                str(r["detector"]),
+                r["incident_started_at"],
+                r["accepted_at"],
+                str(r["accepted_by"]),
+            )
+            for r in rows
+        ]
 
     def writable(self) -> bool:
         """For /readyz: the dataset answers within a few seconds."""

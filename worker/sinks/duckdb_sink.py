@@ -11,6 +11,7 @@ Tables (same names and columns as the BigQuery sink):
 - `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for;
 - `applied_checkpoints`: (writer, sequence, digest) of every checkpoint stored, so writing the
   same checkpoint again changes nothing;
+- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`);
 - views `window_metrics_merged` (with p50/p95/p99 from the summed latency histogram) and
   `model_daily`.
 
@@ -36,7 +37,13 @@ from worker.analyst_columns import (
     analyst_values,
     latency_histogram,
 )
-from worker.sink import Checkpoint, DetectorRow, StoredWindow, checkpoint_digest
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    DetectorRow,
+    StoredWindow,
+    checkpoint_digest,
+)
 
 _HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
 
@@ -123,6 +130,13 @@ CREATE TABLE IF NOT EXISTS quarantined_records (
     writer_id VARCHAR NOT NULL,
     quarantined_at TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS baseline_accepts (
+    model VARCHAR NOT NULL,
+    detector VARCHAR NOT NULL,
+    incident_started_at TIMESTAMPTZ NOT NULL,
+    accepted_at TIMESTAMPTZ NOT NULL,
+    accepted_by VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS detector_references (
     model VARCHAR NOT NULL,
     detector VARCHAR NOT NULL,
@@ -145,6 +159,7 @@ OWN_TABLES = frozenset(
         "quarantined_records",
         "detector_references",
         "applied_checkpoints",
+        "baseline_accepts",
     }
 )
 
@@ -229,6 +244,8 @@ class DuckDBSink:
                 raise
 
     def _write(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, now: datetime) -> None:
+        if cp.baseline_accepts:
+            _write_baseline_accepts(con, cp.baseline_accepts)
         if cp.partials:
             flats = [analyst_values(p.states, p.extras) for p in cp.partials]
             hists = [latency_histogram(p.states) for p in cp.partials]
@@ -464,6 +481,10 @@ class DuckDBSink:
             ).fetchall()
         return {(m, d): orjson.loads(s) for m, d, s in rows}
 
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        with self._lock:
+            return _read_baseline_accepts(self._con)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports, on the sink's own connection (it is not thread-safe)."""
         with self._lock:
@@ -484,3 +505,31 @@ class DuckDBSink:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+# -- baseline acceptances (`lookout baseline accept`): their own small table -------------------
+
+
+def _write_baseline_accepts(
+    con: duckdb.DuckDBPyConnection, accepts: Sequence[BaselineAccept]
+) -> None:
+    con.executemany(
+        "INSERT INTO baseline_accepts VALUES (?, ?, ?, ?, ?)",
+        [
+            [a.model, a.detector, a.incident_started_at, a.accepted_at, a.accepted_by]
+            for a in accepts
+        ],
+    )
+
+
+def _read_baseline_accepts(con: duckdb.DuckDBPyConnection) -> list[BaselineAccept]:
+    rows = con.execute(
+        "SELECT model, detector, epoch(incident_started_at), epoch(accepted_at), accepted_by "
+        "FROM baseline_accepts ORDER BY accepted_at"
+    ).fetchall()
+    return [
+        BaselineAccept(
+            m, d, datetime.fromtimestamp(started, UTC), datetime.fromtimestamp(at, UTC), by
+        )
+        for m, d, started, at, by in rows
+    ]

@@ -8,6 +8,12 @@ A file has no acknowledgement protocol: re-running a replay is made exact by req
 in the engine, not by remembering an offset. Bad records are reported through `on_invalid`
 (the CLI prints one line each) and optionally appended to a dead-letter NDJSON file, so nothing
 is silently dropped.
+
+Memory is bounded whatever a line holds: a line longer than the record limit is cut just past
+it (`BoundedLines`) and the rest of it skipped up to its newline, so a 2 GB line costs about
+1 MB, is reported by the decoder as one record over `decode.max_record_bytes`, and the lines
+after it are read as usual. Bytes are never decoded as text here: a line that is not UTF-8 is
+the decoder's to report, as one bad record.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from io import BufferedIOBase
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +33,75 @@ import orjson
 
 from schemas.errors import DecodeError
 from worker.source import SourceMessage
+
+#: the default record limit (`decode.max_record_bytes`): a line is cut one byte past it
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
+#: bytes asked of the operating system per read
+READ_BYTES = 1 << 20
+
+
+class BoundedLines:
+    """A byte stream → lines (each with its `\n`), none longer than `cap` bytes.
+
+    A longer line is cut to its first `cap` bytes and the rest of it is skipped up to the next
+    newline without being kept, so what is held never exceeds `cap` plus one read. `cut` counts
+    the lines cut so far.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.cut = 0
+        self._rest = b""
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines completed by `data`, in order."""
+        out: list[bytes] = []
+        if self._skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return out  # still inside the long line: nothing kept
+            out.append(self._rest + b"\n")
+            self._rest, self._skipping = b"", False
+            data = data[newline + 1 :]
+        lines = data.split(b"\n")
+        last = lines.pop()
+        if lines:
+            lines[0] = self._rest + lines[0]
+            self._rest = last
+            for line in lines:
+                if len(line) > self.cap:
+                    line = line[: self.cap]
+                    self.cut += 1
+                out.append(line + b"\n")
+        else:
+            self._rest += last
+        if len(self._rest) > self.cap:
+            self._rest, self._skipping = self._rest[: self.cap], True
+            self.cut += 1
+        return out
+
+    @property
+    def held(self) -> int:
+        """Bytes kept between calls (the start of a line not yet ended)."""
+        return len(self._rest)
+
+    def finish(self) -> bytes:
+        """What is left after the last newline (a last line without one), possibly empty."""
+        rest, self._rest, self._skipping = self._rest, b"", False
+        return rest
+
+
+def bounded_lines(stream: BufferedIOBase, cap: int) -> Iterator[bytes]:
+    """The lines of a binary stream, each cut to at most `cap` bytes (see `BoundedLines`).
+
+    Reads what is available (`read1`), so lines of a pipe come out as they arrive.
+    """
+    lines = BoundedLines(cap)
+    while data := stream.read1(READ_BYTES):
+        yield from lines.feed(data)
+    if last := lines.finish():
+        yield last
 
 
 class FileSource:
@@ -38,6 +114,7 @@ class FileSource:
         on_invalid: Callable[[DecodeError], None] | None = None,
         dead_letter_path: Path | None = None,
         flush_seconds: float = 1.0,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.name = f"file:{path}" if path is not None else "file:<stdin>"
         self._path = path
@@ -47,6 +124,8 @@ class FileSource:
         self._dead_letter_path = dead_letter_path
         self._stream: BinaryIO = path.open("rb") if path is not None else sys.stdin.buffer
         self._flush_seconds = flush_seconds
+        # one byte past the limit: the decoder then sees a record over it and says so
+        self._line_cap = max_record_bytes + 1
         self._queue: queue.Queue[SourceMessage | None] = queue.Queue(maxsize=4)
         self._exhausted = False
         self._stopped = threading.Event()
@@ -62,20 +141,19 @@ class FileSource:
         """
         fd = self._stream.fileno()
         pending: list[bytes] = []
-        rest = b""
+        lines = BoundedLines(self._line_cap)
         first = 1
         oldest = 0.0
         while not self._stopped.is_set():
             readable, _, _ = select.select([fd], [], [], 0.2)
             if readable:
-                data = os.read(fd, 1 << 20)
+                data = os.read(fd, READ_BYTES)
                 if not data:
                     break
-                lines = (rest + data).split(b"\n")
-                rest = lines.pop()
-                if lines and not pending:
+                complete = lines.feed(data)
+                if complete and not pending:
                     oldest = time.monotonic()
-                pending.extend(line + b"\n" for line in lines)
+                pending.extend(complete)
             while len(pending) >= self._lines_per_message:
                 chunk, pending = (
                     pending[: self._lines_per_message],
@@ -92,7 +170,7 @@ class FileSource:
                 pending = []
         if self._stopped.is_set():
             return
-        if rest:
+        if rest := lines.finish():
             pending.append(rest)
         if pending and not self._put(self._message(pending, first)):
             return

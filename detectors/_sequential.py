@@ -1,0 +1,67 @@
+"""Evidence across windows: pooled spans to catch small sustained shifts, CUSUM to see them end.
+
+Two questions a single window cannot answer at low traffic, each with its own tool:
+
+* **Has a small shift begun?** Pool the current window with the k − 1 before it, for each k
+  in a short ladder of spans (1, 2, 4, 8 by default), and test the pooled window against the
+  baseline before it. Each span's test runs at ``alpha / len(spans)``, so by the union
+  (Bonferroni) bound the chance that *any* span fires on a quiet window stays at most
+  ``alpha``: the false-alarm budget per window holds whatever the correlation between spans.
+  A ×2 block rate at 500 calls per window is 10 → 20 expected blocks, hopeless in one window
+  at 1 false alarm per 1,000, but 40 → 80 over four. (Pooling with a corrected level: see
+  Siegmund (1985), "Sequential Analysis", ch. 2, and the multiple-window scan statistics of
+  Glaz, Naus & Wallenstein (2001), "Scan Statistics".)
+
+* **Has an open incident ended?** A one-sided CUSUM (Page 1954, "Continuous inspection
+  schemes", Biometrika 41:100–115) of the log-likelihood ratio *pre-incident baseline vs
+  incident level*, over the incident's windows in order: ``S ← max(0, S + log L0/L1)``. The
+  incident has cleared when S reaches ``h``. While the incident goes on each window adds a
+  negative amount on average, so S reaching h is a rare event (its average run length is
+  about e^h windows, Siegmund's approximation); after the incident ends each window adds the
+  Kullback–Leibler divergence between the two levels, so a large shift clears in one window and
+  a small one in a few. A window that merely fails to cross the alert threshold — the common
+  case for a small shift — does *not* clear anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def span_alpha(alpha: float, spans: Sequence[int]) -> float:
+    """The level of each span's test so that the family stays at `alpha` (Bonferroni)."""
+    return alpha / max(len(spans), 1)
+
+
+def binomial_llr(x: float, n: float, p0: float, p1: float) -> float:
+    """log P(x | n, p0) − log P(x | n, p1): positive when the window looks like the baseline."""
+    p0 = min(max(p0, 1e-12), 1 - 1e-12)
+    p1 = min(max(p1, 1e-12), 1 - 1e-12)
+    return x * math.log(p0 / p1) + (n - x) * math.log((1 - p0) / (1 - p1))
+
+
+def normal_llr(mean: float, n: float, var: float, mu0: float, mu1: float) -> float:
+    """Log-likelihood ratio baseline mean mu0 vs incident mean mu1 for a window mean of n calls
+    with per-call variance `var`: (n / var) · (mu1 − mu0) · ((mu0 + mu1) / 2 − mean)."""
+    if n <= 0 or var <= 0:
+        return 0.0
+    return (n / var) * (mu1 - mu0) * ((mu0 + mu1) / 2 - mean)
+
+
+def cusum(llrs: Sequence[float]) -> float:
+    """Page's CUSUM of the given increments, oldest first: max(0, S + llr) at each step."""
+    s = 0.0
+    for llr in llrs:
+        s = max(0.0, s + llr)
+    return s
+
+
+def level_windows(windows: Sequence[T]) -> Sequence[T]:
+    """The incident windows its level is estimated from: all but the newest two once there are
+    more than three, so the windows whose return is being judged do not drag the incident's
+    level towards the baseline."""
+    return windows[:-2] if len(windows) > 3 else windows

@@ -1,0 +1,95 @@
+"""msgspec's errors → one readable reason each: the field, what was expected, what was found.
+
+"Expected `int` >= 0, got `str` - at `$.input_tokens`" becomes field `input_tokens`, reason
+`must be a non-negative integer, got "12"`; a syntax error becomes `not valid JSON: ...`
+(see `schemas.decode.guards.malformed_reason`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import orjson
+
+from schemas.decode.guards import KIND_WORDS, malformed_reason
+from schemas.errors import DecodeError
+
+_EXPECTED = re.compile(
+    r"Expected `(?P<type>[^`]+)`(?: (?P<op>>=|<=|>|<) (?P<bound>\S+))?"
+    r"(?: of length (?P<lop>>=|<=) (?P<len>\d+))?(?:, got `(?P<got>[^`]+)`)?"
+)
+_TYPE_WORDS = {
+    "str": "a string",
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "object": "an object",
+    "array": "an array",
+    "datetime": "an RFC 3339 timestamp",
+}
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _expected_words(m: re.Match[str]) -> str:
+    names = [t for t in m["type"].split(" | ") if t != "null"]
+    words = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
+    if m["op"] == ">=" and float(m["bound"]) == 0:
+        words = words.replace("a number", "a non-negative number").replace(
+            "an integer", "a non-negative integer"
+        )
+    elif m["op"]:
+        words += f" {m['op']} {m['bound']}"
+    if m["lop"] == ">=" and m["len"] == "1":
+        words = "a non-empty string"
+    elif m["lop"]:
+        words += f" of at most {m['len']} characters" if m["lop"] == "<=" else ""
+    return words
+
+
+def _value_at(raw: bytes, path: str) -> tuple[bool, Any]:
+    try:
+        value: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False, None
+    for key, index in _PATH_TOKEN.findall(path):
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index.isdigit() and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return False, None
+    return True, value
+
+
+def msgspec_error(e: msgspec.DecodeError, line: int, raw: bytes, record: bytes) -> DecodeError:
+    """msgspec's error → one readable reason: what was expected and what was found, once."""
+    message = str(e)
+    if not isinstance(e, msgspec.ValidationError):
+        return DecodeError(line, malformed_reason(message, record), raw, None, "malformed_json")
+    text, _, at = message.partition(" - at `")
+    path = at.rstrip("`")
+    field = path.removeprefix("$").removeprefix(".").replace("[...]", "") or None
+    m = _EXPECTED.match(text)
+    if m and field is None and m["type"] == "object":
+        kind = KIND_WORDS.get(m["got"] or "", "something else")
+        reason = f"a record must be a JSON object, got {kind}"
+    elif m:
+        reason = f"must be {_expected_words(m)}"
+    elif text.startswith("Invalid RFC3339"):
+        reason = "must be an RFC 3339 timestamp with a timezone"
+    elif text.startswith("Number out of range"):
+        reason = "must be a finite number"
+    else:
+        reason = text
+    if field is None and m and m["got"] in ("null", "bool", "object", "array"):
+        return DecodeError(line, reason, raw, None)  # the kind says it all
+    found, value = (
+        _value_at(record, path.removeprefix("$")) if path or field is None else (False, None)
+    )
+    if found:
+        shown = orjson.dumps(value).decode()
+        shown = shown[:80] + "…" if len(shown) > 80 else shown
+        reason += f", got {shown}" if field is not None else f" ({shown})"
+    return DecodeError(line, reason, raw, field)

@@ -1,0 +1,80 @@
+"""`lookout baseline accept` as an on-call engineer runs it between two replays.
+
+A block-rate incident that does not end: the first replay leaves it firing; the engineer
+accepts the new level for one model; the next replay (the stream continuing) resolves that
+model's incident saying the level was accepted, while the other models' incidents stay open.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from tests.e2e.conftest import REPLAY_TIMEOUT, assert_no_traceback, lookout
+
+MODEL = "gpt-4o-mini"
+STREAM = ("--rate", "220", "--seed", "5", "--incident", "safety_spike@25m:3h", "--format", "native")
+
+
+def _alerts(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "lookout.duckdb"
+    config = tmp_path / "lookout.yaml"
+    config.write_text(f"sink:\n  path: {db}\n")
+    for name, hours in (("first.ndjson", "0.6"), ("longer.ndjson", "0.9")):
+        made = lookout("simulate", "--out", name, "--hours", hours, *STREAM, cwd=tmp_path)
+        assert made.returncode == 0, made.describe()
+
+    first_alerts = tmp_path / "first-alerts.ndjson"
+    first = lookout(
+        "replay", "first.ndjson", "--config", config, "--alerts-out", first_alerts,
+        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert first.returncode == 0, first.describe()
+    fired = [a for a in _alerts(first_alerts) if a["detector"] == "safety"]
+    assert {a["model"] for a in fired if a["status"] == "firing"} >= {MODEL}
+    assert not [a for a in fired if a["status"] == "resolved"]
+
+    nothing = lookout(
+        "baseline", "accept", "--model", "no-such-model", "--detector", "safety",
+        "--config", config, cwd=tmp_path,
+    )  # fmt: skip
+    assert nothing.returncode == 1 and "no open incident" in nothing.stderr
+    assert_no_traceback(nothing)
+
+    accepted = lookout(
+        "baseline", "accept", "--model", MODEL, "--detector", "safety", "--config", config,
+        "--by", "alice", cwd=tmp_path,
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.describe()
+    assert "accepted the new level of gpt-4o-mini / safety" in accepted.stdout
+    again = lookout(
+        "baseline", "accept", "--model", MODEL, "--detector", "safety", "--config", config,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0 and "already accepted" in again.stdout
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT model, detector, accepted_by FROM baseline_accepts").fetchall()
+    assert rows == [(MODEL, "safety", "alice")]
+
+    later_alerts = tmp_path / "later-alerts.ndjson"
+    later = lookout(
+        "replay", "longer.ndjson", "--config", config, "--alerts-out", later_alerts,
+        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert later.returncode == 0, later.describe()
+    safety = [a for a in _alerts(later_alerts) if a["detector"] == "safety"]
+    mine = [a for a in safety if a["model"] == MODEL]
+    assert [a["status"] for a in mine] == ["resolved"], mine
+    assert "accepted" in str(mine[0]["summary"]) and "by alice" in str(mine[0]["summary"])
+    others = [a for a in safety if a["model"] != MODEL and a["status"] == "resolved"]
+    assert not others, "an acceptance for one model closed another model's incident"

@@ -1,0 +1,207 @@
+"""An incident as the on-call engineer lives it: one page, firing while it lasts, resolved soon
+after it ends; a lasting shift announced as such, then accepted as the new normal.
+
+Windows go through the real `WindowEvaluator` and `AlertTracker` (frozen baselines, pooled
+spans, CUSUM clearing); block counts are drawn per window, so hundreds of windows take
+milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from alerts.state import AlertTracker
+from detectors.registry import build_detectors
+from detectors.safety import SafetyState
+from schemas.alert_config import AlertingConfig
+from schemas.detection import Alert
+from schemas.detector_config import SafetyConfig
+from worker.evaluator import WindowEvaluator
+from worker.sink import BaselineAccept
+
+WINDOW = 300
+T0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
+MODEL = "gpt-4o-mini"
+
+
+@dataclass
+class Run:
+    """A stream of windows through one evaluator, and everything it said."""
+
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    accepts: list[BaselineAccept] = field(default_factory=list)
+    alerts: list[tuple[int, Alert]] = field(default_factory=list)
+    open_at: list[bool] = field(default_factory=list)
+    i: int = 0
+
+    def __post_init__(self) -> None:
+        detectors = build_detectors({"safety": SafetyConfig()})
+        self.evaluator = WindowEvaluator(
+            detectors,
+            WINDOW,
+            AlertTracker(self.alerting),
+            baseline_accepts=lambda: self.accepts,
+        )
+
+    def feed(self, rng: np.random.Generator, calls: int, rate: float, windows: int) -> None:
+        for blocked in rng.binomial(calls, rate, windows):
+            state = SafetyState(calls=calls, blocked=int(blocked))
+            result = self.evaluator.evaluate(MODEL, T0 + self.i * WINDOW, {"safety": state})
+            self.alerts += [(self.i, a) for a in result.alerts]
+            self.open_at.append(self.evaluator.tracker.open_incident(MODEL, "safety") is not None)
+            self.i += 1
+
+    def of(self, status: str) -> list[tuple[int, Alert]]:
+        return [(i, a) for i, a in self.alerts if a.status == status]
+
+    def pages(self) -> list[int]:
+        """Windows where a new incident paged (follow-up notices share the key and say so)."""
+        return [
+            i
+            for i, a in self.of("firing")
+            if "sustained level shift" not in a.summary and "escalated" not in a.summary
+        ]
+
+
+def _accept_now(run: Run) -> None:
+    incident = run.evaluator.tracker.open_incident(MODEL, "safety")
+    assert incident is not None and incident.started_at is not None
+    run.accepts.append(
+        BaselineAccept(MODEL, "safety", incident.started_at, datetime.now(UTC), "oncall")
+    )
+
+
+@pytest.mark.parametrize(
+    ("calls", "ratio"), [(2000, 2.0), (500, 3.0), (5000, 1.5)], ids=["2000x2", "500x3", "5000x1.5"]
+)
+def test_a_six_hour_incident_pages_once_fires_throughout_and_resolves_within_3_windows(
+    calls: int, ratio: float
+) -> None:
+    rng = np.random.default_rng(calls)
+    run = Run()
+    run.feed(rng, calls, 0.02, 48)
+    start = run.i
+    run.feed(rng, calls, 0.02 * ratio, 72)  # 6 hours of 5-minute windows
+    end = run.i
+    run.feed(rng, calls, 0.02, 24)
+
+    assert run.pages() == [start] or run.pages() == [start + 1], run.alerts
+    first = run.pages()[0]
+    assert all(run.open_at[first:end]), "the incident resolved while it was still going on"
+    resolved = run.of("resolved")
+    assert len(resolved) == 1, [a.summary for _, a in resolved]
+    at, alert = resolved[0]
+    assert end <= at < end + 3, f"resolved {at - end + 1} windows after the incident ended"
+    assert "cleared" in alert.summary
+    # the resolve is judged against the pre-incident baseline, not the incident's level
+    assert alert.baseline is not None and alert.baseline < 0.02 * 1.25
+
+
+def test_a_lasting_shift_is_announced_after_the_horizon_and_keeps_firing() -> None:
+    rng = np.random.default_rng(11)
+    run = Run(AlertingConfig(sustained_after=timedelta(hours=2)))
+    run.feed(rng, 2000, 0.02, 30)
+    run.feed(rng, 2000, 0.05, 40)
+    notices = [(i, a) for i, a in run.of("firing") if "sustained level shift since" in a.summary]
+    assert len(notices) == 1
+    i, notice = notices[0]
+    assert i == 30 + 23  # 24 windows = 2 h after the incident's first window
+    assert "lookout baseline accept --model gpt-4o-mini --detector safety" in notice.summary
+    assert notice.dedup_key == run.of("firing")[0][1].dedup_key
+    assert all(run.open_at[30:]) and not run.of("resolved")
+
+
+def test_an_accepted_level_is_quiet_and_a_further_shift_fires_again() -> None:
+    rng = np.random.default_rng(12)
+    run = Run()
+    run.feed(rng, 2000, 0.02, 30)
+    run.feed(rng, 2000, 0.04, 40)
+    assert run.pages() == [30] and not run.of("resolved")
+
+    _accept_now(run)
+    accepted_at = run.i
+    run.feed(rng, 2000, 0.04, 1)
+    ((at, resolve),) = run.of("resolved")
+    assert at == accepted_at
+    assert "accepted" in resolve.summary and "by oncall" in resolve.summary
+
+    run.feed(rng, 2000, 0.04, 60)  # the new normal: quiet
+    assert run.pages() == [30] and not any(run.open_at[accepted_at:])
+
+    further = run.i
+    run.feed(rng, 2000, 0.10, 6)  # a further shift on top of the accepted level
+    assert run.pages()[1:] == [further]
+
+
+def test_an_acceptance_for_an_earlier_incident_does_not_close_a_later_one() -> None:
+    rng = np.random.default_rng(13)
+    run = Run()
+    run.feed(rng, 2000, 0.02, 30)
+    run.feed(rng, 2000, 0.06, 6)
+    run.feed(rng, 2000, 0.02, 10)  # cleared on its own
+    assert len(run.of("resolved")) == 1
+    run.accepts.append(
+        BaselineAccept(
+            MODEL, "safety", datetime.fromtimestamp(T0 + 30 * WINDOW, UTC), datetime.now(UTC)
+        )
+    )
+    run.feed(rng, 2000, 0.06, 6)  # a second incident
+    assert len(run.pages()) == 2 and len(run.of("resolved")) == 1
+
+
+def test_accept_after_accepts_automatically_and_says_so() -> None:
+    rng = np.random.default_rng(14)
+    run = Run(AlertingConfig(accept_after=timedelta(hours=1)))
+    run.feed(rng, 2000, 0.02, 30)
+    run.feed(rng, 2000, 0.05, 30)
+    ((at, resolve),) = run.of("resolved")
+    assert at == 30 + 11
+    assert "accepted as the baseline automatically" in resolve.summary
+    assert not any(run.open_at[at:])
+
+
+def test_a_restarted_evaluator_keeps_judging_an_open_incident_against_the_frozen_baseline() -> None:
+    rng = np.random.default_rng(15)
+    run = Run()
+    run.feed(rng, 2000, 0.02, 30)
+    run.feed(rng, 2000, 0.04, 10)
+    assert run.pages() == [30]
+    # restart: the tracker from its rows, the history re-seeded window by window
+    tracker = AlertTracker.from_rows(run.evaluator.tracker.to_rows(), run.alerting)
+    detectors = build_detectors({"safety": SafetyConfig()})
+    restarted = WindowEvaluator(detectors, WINDOW, tracker)
+    replay = np.random.default_rng(15)
+    history: Sequence[int] = [int(b) for b in replay.binomial(2000, 0.02, 30)] + [
+        int(b) for b in replay.binomial(2000, 0.04, 10)
+    ]
+    for i, blocked in enumerate(history[-24:], start=len(history) - 24):
+        restarted.remember(MODEL, T0 + i * WINDOW, {"safety": SafetyState(2000, blocked)})
+    alerts = []
+    for i, blocked in enumerate(rng.binomial(2000, 0.04, 20), start=40):
+        state = {"safety": SafetyState(2000, int(blocked))}
+        alerts += restarted.evaluate(MODEL, T0 + i * WINDOW, state).alerts
+    assert not alerts, [a.summary for a in alerts]
+    assert restarted.tracker.open_incident(MODEL, "safety") is not None
+
+
+@pytest.mark.parametrize(("calls", "within"), [(500, 5), (2000, 2)])
+def test_a_doubled_block_rate_is_paged_within_a_few_windows(calls: int, within: int) -> None:
+    """Block rate 2% → 4%: at 500 calls a window (10 → 20 blocks) the pooled spans page within
+    5 windows (measured 96 of 100: the issue's 100% is not reached at 1 false page per 1,000
+    windows); at 2,000 calls within 2 windows, every time. 100 incidents each."""
+    rng = np.random.default_rng(calls + within)
+    delays = []
+    for _ in range(100):
+        run = Run()
+        run.feed(rng, calls, 0.02, 30)
+        run.feed(rng, calls, 0.04, within)
+        pages = [i - 30 + 1 for i in run.pages() if i >= 30]
+        delays.append(pages[0] if pages else None)
+    caught = sum(d is not None for d in delays)
+    print(f"block ×2 at {calls} calls/window: {caught}/100 paged within {within} windows")
+    assert caught >= (100 if calls >= 2000 else 93)

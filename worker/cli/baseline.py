@@ -1,0 +1,106 @@
+"""`lookout baseline accept`: a person says an incident's new level is the new normal.
+
+While an incident is open its detector judges against the baseline frozen when it began, so a
+lasting change (a new model version that blocks more, a slower region) keeps firing as a
+"sustained level shift" until someone decides. This command records that decision in the sink
+(table `baseline_accepts`), naming the open incident by its start, so it can never carry over
+to a later incident. The evaluator applies it at the next window it judges for that model: the
+incident resolves with a notification saying the level was accepted, and later windows are
+judged against the incident's own windows as the new baseline.
+"""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alerts.state import AlertTracker
+from worker.cli.app import ConfigOption, app, configured, fail
+from worker.sink import BaselineAccept, Checkpoint
+
+baseline_app = typer.Typer(
+    help="Accept a sustained level shift as the new baseline.", no_args_is_help=True
+)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("accept")
+def accept(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name, as in the alert.")],
+    detector: Annotated[
+        str, typer.Option("--detector", "-d", help="Detector, as in the alert (e.g. safety).")
+    ],
+    config_path: ConfigOption = None,
+    by: Annotated[
+        str | None, typer.Option(help="Who accepts (recorded and shown); default: your user.")
+    ] = None,
+) -> None:
+    """Accept the current level of an open incident as the new baseline for (model, detector).
+
+    The incident resolves at the evaluator's next window for that model, with a notification
+    that says the level was accepted; the detector is then quiet at the new level and fires
+    again on a further shift. The embedded DuckDB sink allows one process at a time: stop the
+    worker first (it applies the acceptance when it starts again).
+    """
+    from schemas.config import DuckDBSinkConfig
+    from worker.sink import Sink
+    from worker.sinks.duckdb_sink import DuckDBSink
+
+    config = configured(config_path)
+    sink: Sink
+    if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
+        from worker.cli.pipeline import build_sink
+
+        sink = build_sink(config)
+    else:
+        path = Path(config.sink.path)
+        if not path.exists():
+            fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
+        try:
+            sink = DuckDBSink(path, memory_limit=config.sink.memory_limit)
+        except Exception as error:  # DuckDB's lock error is an IOException; the message says
+            fail(
+                f"baseline accept: cannot open the sink {path} ({type(error).__name__}); if a "
+                "worker is running on it, stop it first: the embedded sink allows one process"
+            )
+    try:
+        tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+        incident = tracker.open_incident(model, detector)
+        if incident is None or incident.started_at is None:
+            others = (
+                ", ".join(f"{i.model}/{i.detector}" for i in tracker.open_incidents()) or "none"
+            )
+            fail(
+                f"baseline accept: no open incident for model {model!r}, detector "
+                f"{detector!r} (open incidents: {others})",
+                code=1,
+            )
+        started = incident.started_at
+        for done in sink.load_baseline_accepts():
+            if (done.model, done.detector, done.incident_started_at) == (model, detector, started):
+                typer.echo(
+                    f"already accepted at {done.accepted_at:%Y-%m-%d %H:%M}Z: the incident of "
+                    f"{model} / {detector} since {started:%Y-%m-%d %H:%M}Z"
+                )
+                return
+        record = BaselineAccept(
+            model=model,
+            detector=detector,
+            incident_started_at=started,
+            accepted_at=datetime.now(UTC),
+            accepted_by=by if by is not None else getpass.getuser(),
+        )
+        sink.write_checkpoint(
+            Checkpoint(writer_id="baseline-accept", sequence=0, baseline_accepts=[record])
+        )
+    finally:
+        sink.close()
+    typer.echo(
+        f"accepted the new level of {model} / {detector} (incident since "
+        f"{started:%Y-%m-%d %H:%M}Z, {incident.condition}); the evaluator resolves it at its "
+        "next window and judges later windows against the new level"
+    )
