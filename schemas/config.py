@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.alert_config import AlertingConfig
@@ -98,7 +105,18 @@ class BigQuerySinkConfig(_Strict):
     write_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-SinkConfig = Annotated[DuckDBSinkConfig | BigQuerySinkConfig, Field(discriminator="kind")]
+def _duckdb_unless_named(value: Any) -> Any:
+    """`sink:` without `kind` is the DuckDB sink, as before BigQuery existed."""
+    if isinstance(value, Mapping) and "kind" not in value:
+        return {"kind": "duckdb", **value}
+    return value
+
+
+SinkConfig = Annotated[
+    DuckDBSinkConfig | BigQuerySinkConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_duckdb_unless_named),
+]
 
 
 class EngineConfig(_Strict):

@@ -43,3 +43,8 @@ def test_the_cli_does_not_import_the_bigquery_client_until_a_bigquery_sink_is_bu
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_sink_without_kind_is_still_the_duckdb_file() -> None:
+    config = LookoutConfig.model_validate({"sink": {"path": "x.duckdb"}})
+    assert isinstance(config.sink, DuckDBSinkConfig) and config.sink.path == "x.duckdb"
