@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tests.sink_cases import (
     states_of,
     tracker_rows,
 )
-from worker.sink import Checkpoint, Sink
+from worker.sink import BaselineAccept, Checkpoint, Sink
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.testing import MemorySink
 
@@ -263,3 +264,17 @@ def test_references_are_upserted_per_model_and_detector(sink: Sink) -> None:
     assert latency.from_row(loaded[("a", "latency")]) == states_of(new)["latency"]
     assert latency.from_row(loaded[("b", "latency")]) == states_of(old)["latency"]
     assert len(loaded) == 2
+
+
+def test_baseline_acceptances_round_trip_once(sink: Sink) -> None:
+    accept = BaselineAccept(
+        "a",
+        "safety",
+        incident_started_at=datetime.fromtimestamp(S0, tz=UTC),
+        accepted_at=datetime.fromtimestamp(S0 + 3600, tz=UTC),
+        accepted_by="oncall",
+    )
+    checkpoint = Checkpoint("cli", 0, baseline_accepts=[accept])
+    sink.write_checkpoint(checkpoint)
+    sink.write_checkpoint(checkpoint)  # the same acceptance written again
+    assert list(sink.load_baseline_accepts()) == [accept]
