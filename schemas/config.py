@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.alert_config import AlertingConfig
@@ -84,7 +91,32 @@ class DuckDBSinkConfig(_Strict):
     memory_limit: str = "256MB"
 
 
-SinkConfig = DuckDBSinkConfig
+class BigQuerySinkConfig(_Strict):
+    """Window aggregates, detections and alerts in BigQuery, for analysts. Credentials are
+    Application Default Credentials (Workload Identity on GKE); create the tables with
+    `lookout bq init`. BIGQUERY_EMULATOR_HOST (host:port) points the client at an emulator."""
+
+    kind: Literal["bigquery"] = "bigquery"
+    project: str = Field(min_length=1)
+    dataset: str = Field(default="llm_monitoring", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    location: str | None = None
+    #: how long one write retries transient errors before the checkpoint fails (and the engine
+    #: keeps its messages un-acked and tries again at the next checkpoint)
+    write_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+def _duckdb_unless_named(value: Any) -> Any:
+    """`sink:` without `kind` is the DuckDB sink, as before BigQuery existed."""
+    if isinstance(value, Mapping) and "kind" not in value:
+        return {"kind": "duckdb", **value}
+    return value
+
+
+SinkConfig = Annotated[
+    DuckDBSinkConfig | BigQuerySinkConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_duckdb_unless_named),
+]
 
 
 class EngineConfig(_Strict):

@@ -53,21 +53,113 @@ def analyst_values(
     return out
 
 
-_SUMS = ",\n    ".join(f"sum({name}) AS {name}" for name, _ in ANALYST_COLUMNS)
+def latency_histogram(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The latency state as typed columns: non-empty buckets as (bucket, count) pairs, in index
+    order, and the bucket mapping that turns an index back into milliseconds. SQL merges
+    partial rows by summing counts per bucket (see `merged_view_sql`)."""
+    row = states.get("latency")
+    if not row or "buckets" not in row:
+        return {
+            "latency_histogram": [],
+            "latency_bucket_gamma": None,
+            "latency_bucket_min_ms": None,
+        }
+    pairs = sorted((int(k), int(v)) for k, v in row["buckets"].items())
+    return {
+        "latency_histogram": [{"bucket": k, "count": n} for k, n in pairs],
+        "latency_bucket_gamma": float(row["bucket_gamma"]),
+        "latency_bucket_min_ms": float(row["bucket_min_ms"]),
+    }
 
-MERGED_VIEW_SQL = f"""
-CREATE OR REPLACE VIEW window_metrics_merged AS
-SELECT
-    model,
-    window_start,
-    any_value(window_end) AS window_end,
-    sum(records) AS records,
-    sum(late_records) AS late_records,
-    count(*) AS partial_rows,
-    {_SUMS},
-    sum(blocked) / nullif(sum(calls), 0) AS block_rate,
-    sum(latency_sum_ms) / nullif(sum(latency_count), 0) AS latency_mean_ms,
-    sum(output_tokens) / nullif(sum(token_calls), 0) AS output_tokens_per_call
-FROM window_metrics
-GROUP BY model, window_start;
+
+#: (name, quantile) of the latency columns every merged view computes from the histogram
+QUANTILE_COLUMNS: tuple[tuple[str, float], ...] = (
+    ("latency_p50_ms", 0.5),
+    ("latency_p95_ms", 0.95),
+    ("latency_p99_ms", 0.99),
+)
+
+
+def merged_view_sql(dialect: str, table: str, view: str, *, dedup: bool = False) -> str:
+    """`window_metrics_merged`: partial rows summed per (model, window), and p50/p95/p99 from the
+    summed latency histogram, in DuckDB's or BigQuery's SQL (`dialect` "duckdb" | "bigquery").
+
+    The quantile is the detector's own rule (`LogBuckets.quantiles`): the first bucket whose
+    running count exceeds floor(q·(n − 1)), reported as 2·min·γ^k/(1 + γ) (min for bucket 0), so
+    the view and the engine agree exactly. With `dedup`, only the newest row of each `row_id`
+    counts (BigQuery: a retried write may land a partial row twice)."""
+    source = table
+    if dedup:
+        source = (
+            f"(SELECT * FROM {table} WHERE TRUE "
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DESC) = 1)"
+        )
+    unnest = (
+        "CROSS JOIN UNNEST(t.latency_histogram) AS hb"
+        if dialect == "bigquery"
+        else "CROSS JOIN UNNEST(t.latency_histogram) AS u(hb)"
+    )
+    sums = ",\n    ".join(f"SUM(w.{name}) AS {name}" for name, _ in ANALYST_COLUMNS)
+    picks = ",\n        ".join(
+        f"MIN(IF(c > FLOOR({q} * (total - 1)), bucket, NULL)) AS {name}_bucket"
+        for name, q in QUANTILE_COLUMNS
+    )
+    values = ",\n    ".join(
+        f"IF(q.{name}_bucket <= 0, q.min_ms, "
+        f"2 * q.min_ms * POW(q.gamma, q.{name}_bucket) / (1 + q.gamma)) AS {name}"
+        for name, _ in QUANTILE_COLUMNS
+    )
+    return f"""CREATE OR REPLACE VIEW {view} AS
+WITH w AS (SELECT * FROM {source} AS rows_),
+hist AS (
+    SELECT t.model, t.window_start, hb.bucket AS bucket, SUM(hb.count) AS n,
+        ANY_VALUE(t.latency_bucket_gamma) AS gamma, ANY_VALUE(t.latency_bucket_min_ms) AS min_ms
+    FROM w AS t {unnest}
+    GROUP BY t.model, t.window_start, hb.bucket
+),
+cum AS (
+    SELECT model, window_start, bucket, gamma, min_ms,
+        SUM(n) OVER (PARTITION BY model, window_start ORDER BY bucket
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c,
+        SUM(n) OVER (PARTITION BY model, window_start) AS total
+    FROM hist
+),
+q AS (
+    SELECT model, window_start, ANY_VALUE(gamma) AS gamma, ANY_VALUE(min_ms) AS min_ms,
+        {picks}
+    FROM cum GROUP BY model, window_start
+),
+m AS (
+    SELECT w.model, w.window_start, ANY_VALUE(w.window_end) AS window_end,
+    SUM(w.records) AS records, SUM(w.late_records) AS late_records, COUNT(*) AS partial_rows,
+    {sums}
+    FROM w GROUP BY w.model, w.window_start
+)
+SELECT m.*,
+    m.blocked / NULLIF(m.calls, 0) AS block_rate,
+    m.latency_sum_ms / NULLIF(m.latency_count, 0) AS latency_mean_ms,
+    m.output_tokens / NULLIF(m.token_calls, 0) AS output_tokens_per_call,
+    {values}
+FROM m LEFT JOIN q ON q.model = m.model AND q.window_start = m.window_start
 """
+
+
+def model_daily_sql(merged_view: str, view: str) -> str:
+    """`model_daily`: per model and UTC day, the merged windows summed (the same SQL in both)."""
+    return f"""CREATE OR REPLACE VIEW {view} AS
+SELECT model, CAST(window_start AS DATE) AS day, COUNT(*) AS windows,
+    SUM(records) AS records, SUM(calls) AS calls, SUM(blocked) AS blocked,
+    SUM(blocked) / NULLIF(SUM(calls), 0) AS block_rate,
+    SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+    SUM(cost_usd) AS cost_usd, MAX(latency_p95_ms) AS worst_window_p95_ms
+FROM {merged_view}
+GROUP BY model, CAST(window_start AS DATE)
+"""
+
+
+MERGED_VIEW_SQL = (
+    merged_view_sql("duckdb", "window_metrics", "window_metrics_merged")
+    + ";\n"
+    + model_daily_sql("window_metrics_merged", "model_daily")
+    + ";\n"
+)

@@ -9,10 +9,13 @@ associative and commutative). DuckDB (embedded default) and BigQuery implement t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import orjson
 
 from schemas.detection import Alert, Detection
 
@@ -93,6 +96,28 @@ class Checkpoint:
             or self.references
             or self.quarantined
         )
+
+
+def checkpoint_digest(checkpoint: Checkpoint) -> str:
+    """A fingerprint of everything a checkpoint holds. A sink that sees the same (writer,
+    sequence, digest) twice stores it once: a replayed write never double-counts, while a
+    restarted writer that reuses a writer id and sequence (different content) is not lost."""
+    body = {
+        "writer": checkpoint.writer_id,
+        "sequence": checkpoint.sequence,
+        "partials": [asdict(p) for p in checkpoint.partials],
+        "request_ids": list(checkpoint.request_ids),
+        "detections": [d.model_dump() for d in checkpoint.detections],
+        "alerts": [a.model_dump() for a in checkpoint.alerts],
+        "alert_state": checkpoint.alert_state,
+        "references": [[list(k), v] for k, v in sorted(checkpoint.references.items())],
+        "quarantined": [asdict(q) for q in checkpoint.quarantined],
+        "frontier": checkpoint.frontier,
+        "baseline_accepts": [asdict(a) for a in checkpoint.baseline_accepts],
+    }
+    # `repr` for anything JSON cannot hold: the digest never fails; storing it may, in its place
+    raw = orjson.dumps(body, default=repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ RUN = ("lookout simulate", "lookout replay", "lookout decode", "lookout config c
 NOT_RUN = {
     "make demo": "`lookout demo` itself; slower than this suite's budget",
     "make test": "the suite this test is part of",
+    "lookout bq init": "needs the BigQuery emulator; tests/integration run it",
     "lookout run": "the long-running worker; tests/e2e/test_run_metrics.py runs it",
     "lookout pubsub init": "needs the Pub/Sub emulator; tests/integration run it",
     "lookout publish": "needs the Pub/Sub emulator; tests/integration run it",

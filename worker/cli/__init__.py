@@ -12,6 +12,7 @@ import os
 import typer
 
 from worker.cli import baseline as _baseline  # noqa: F401  (registers the commands)
+from worker.cli import bq as _bq  # noqa: F401  (registers the commands)
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
 from worker.cli import retune as _retune  # noqa: F401  (registers the commands)

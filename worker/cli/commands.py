@@ -112,7 +112,10 @@ def demo(
     from worker.cli.report_evidently import evidently_second_opinion
 
     write_report(
-        pipeline.sink, report, title="Lookout demo", second_opinion=evidently_second_opinion
+        pipeline.report_sink(),
+        report,
+        title="Lookout demo",
+        second_opinion=evidently_second_opinion,
     )
     pipeline.close()
 
@@ -223,7 +226,7 @@ def replay(
         from worker.cli.report_evidently import evidently_second_opinion
 
         write_report(
-            pipeline.sink,
+            pipeline.report_sink(),
             report or Path(str(config.report)),
             title=f"Lookout replay of {file}",
             second_opinion=evidently_second_opinion,

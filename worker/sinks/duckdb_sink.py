@@ -9,7 +9,13 @@ Tables (same names and columns as the BigQuery sink):
 - `alert_state`, `detector_references`: what a restart needs to not re-page and not forget;
 - `quarantined_records`: records whose event time was too far from the stream's to fold;
 - `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for;
-- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`).
+- `applied_checkpoints`: (writer, sequence, digest) of every checkpoint stored, so writing the
+  same checkpoint again changes nothing;
+- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`);
+- views `window_metrics_merged` (with p50/p95/p99 from the summed latency histogram) and
+  `model_daily`.
+
+Only these tables are checked and written: an analyst's own tables in the same file are theirs.
 """
 
 from __future__ import annotations
@@ -25,8 +31,33 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, analyst_values
-from worker.sink import BaselineAccept, Checkpoint, DetectorRow, StoredWindow
+from worker.analyst_columns import (
+    ANALYST_COLUMNS,
+    MERGED_VIEW_SQL,
+    analyst_values,
+    latency_histogram,
+)
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    DetectorRow,
+    StoredWindow,
+    checkpoint_digest,
+)
+
+_HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
+
+#: columns added after the first release: ALTER TABLE adds them to an older file
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("window_metrics", "latency_histogram", _HISTOGRAM),
+    ("window_metrics", "latency_bucket_gamma", "DOUBLE"),
+    ("window_metrics", "latency_bucket_min_ms", "DOUBLE"),
+)
+
+_ALTERS = "".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type};\n"
+    for table, column, sql_type in _ADDED_COLUMNS
+)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS window_metrics (
@@ -40,6 +71,12 @@ CREATE TABLE IF NOT EXISTS window_metrics (
     late_records BIGINT NOT NULL,
     {", ".join(f"{name} {sql_type}" for name, sql_type in ANALYST_COLUMNS)},
     states JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applied_checkpoints (
+    writer_id VARCHAR NOT NULL,
+    checkpoint_seq BIGINT NOT NULL,
+    digest VARCHAR NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS window_request_ids (
     model VARCHAR NOT NULL,
@@ -106,8 +143,25 @@ CREATE TABLE IF NOT EXISTS detector_references (
     state JSON NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
+{_ALTERS}
 {MERGED_VIEW_SQL}
 """
+
+#: the tables this sink owns (and checks); anything else in the file is left alone
+OWN_TABLES = frozenset(
+    {
+        "window_metrics",
+        "window_request_ids",
+        "detections",
+        "alerts",
+        "alert_state",
+        "writer_progress",
+        "quarantined_records",
+        "detector_references",
+        "applied_checkpoints",
+        "baseline_accepts",
+    }
+)
 
 
 def _ts(seconds: int) -> datetime:
@@ -120,6 +174,7 @@ _ARROW_TYPES = {
     "BIGINT": pa.int64(),
     "DOUBLE": pa.float64(),
     "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+    _HISTOGRAM: pa.list_(pa.struct([("bucket", pa.int64()), ("count", pa.int64())])),
 }
 
 
@@ -134,6 +189,8 @@ def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
     ).fetchall()
     fields: dict[str, list[pa.Field]] = {}
     for table, column, sql_type in rows:
+        if table not in OWN_TABLES:
+            continue
         if sql_type not in _ARROW_TYPES:  # a schema change that forgot this mapping
             msg = f"{table}.{column} has type {sql_type}, which the sink cannot write"
             raise TypeError(msg)
@@ -159,11 +216,28 @@ class DuckDBSink:
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         now = self._clock()
+        digest = checkpoint_digest(checkpoint)
         with self._lock:
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                self._write(con, checkpoint, now)
+                seen = con.execute(
+                    "SELECT count(*) FROM applied_checkpoints "
+                    "WHERE writer_id = ? AND checkpoint_seq = ? AND digest = ?",
+                    [checkpoint.writer_id, checkpoint.sequence, digest],
+                ).fetchall()
+                if not seen[0][0]:  # the same checkpoint again: already stored
+                    self._write(con, checkpoint, now)
+                    self._append(
+                        con,
+                        "applied_checkpoints",
+                        {
+                            "writer_id": [checkpoint.writer_id],
+                            "checkpoint_seq": [checkpoint.sequence],
+                            "digest": [digest],
+                            "applied_at": [now],
+                        },
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -174,6 +248,7 @@ class DuckDBSink:
             _write_baseline_accepts(con, cp.baseline_accepts)
         if cp.partials:
             flats = [analyst_values(p.states, p.extras) for p in cp.partials]
+            hists = [latency_histogram(p.states) for p in cp.partials]
             self._append(
                 con,
                 "window_metrics",
@@ -187,6 +262,7 @@ class DuckDBSink:
                     "records": [p.records for p in cp.partials],
                     "late_records": [p.late_records for p in cp.partials],
                     **{name: [f[name] for f in flats] for name, _ in ANALYST_COLUMNS},
+                    **{name: [h[name] for h in hists] for name in hists[0]},
                     "states": [orjson.dumps(p.states).decode() for p in cp.partials],
                 },
             )
