@@ -13,7 +13,7 @@ import typer
 
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
-from worker.cli.app import app, setup_logging
+from worker.cli.app import app
 
 __all__ = ["app", "main"]
 
@@ -29,7 +29,6 @@ def limit_blas_threads() -> None:
 
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
-    setup_logging()
     limit_blas_threads()
     try:
         app(standalone_mode=True)

@@ -6,10 +6,8 @@ Exit codes: 0 success; 1 bad input reported (decode) or the run could not finish
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,7 +72,9 @@ def configured(path: Path | None, **overrides: object) -> LookoutConfig:
         return LookoutConfig.model_validate(data) if overrides else config
     except ConfigError as error:
         for problem in error.problems:
-            typer.echo(f"{error.source}: {problem}", err=True)
+            # a problem with a LOOKOUT_… variable is not the file's
+            where = "" if problem.startswith("environment ") else f"{error.source}: "
+            typer.echo(f"{where}{problem}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -94,11 +94,46 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def setup_logging() -> None:
-    level = os.environ.get("LOOKOUT_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(
+    level: str | None = None, fmt: str | None = None, command: str | None = None
+) -> None:
+    """Logs on stderr: INFO for the long-running `lookout run` (an operator wants to see it
+    start, connect and stop), WARNING for one-shot commands, whose output is their result.
+    `--log-level`/`LOOKOUT_LOG_LEVEL` and `--log-format`/`LOOKOUT_LOG_FORMAT` override."""
+    from worker.cli.log_format import configure
+
+    default = "INFO" if command == "run" else "WARNING"
+    chosen = level or os.environ.get("LOOKOUT_LOG_LEVEL") or default
+    try:
+        configure(chosen, fmt or os.environ.get("LOOKOUT_LOG_FORMAT") or "text")
+    except ValueError as error:
+        fail(str(error))
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="LOOKOUT_LOG_FORMAT",
+            help="text (default) or json: one JSON object per line with time, severity, "
+            "logger, message and extra fields, as Cloud Logging reads them.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="LOOKOUT_LOG_LEVEL",
+            help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO for `run`, WARNING "
+            "for the other commands).",
+        ),
+    ] = None,
+) -> None:
+    """Options for every command; they go before the command's name."""
+    setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
 @config_app.command("check")

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 from schemas.detection import Alert
-from worker.engine import Engine
+from worker.engine import Engine, EngineStats
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
 #: which detector should catch each kind of incident
@@ -129,3 +133,55 @@ def match_incidents(
     # info-severity changes (descriptor drift) explain incidents in the report; they never page
     unexpected = tuple(a for i, a in enumerate(alerts) if i not in used and a.severity != "info")
     return DemoOutcome(tuple(outcomes), unexpected)
+
+
+def _offset(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def print_summary(
+    console: Console,
+    outcome: DemoOutcome,
+    stats: EngineStats,
+    *,
+    sim: SimulationConfig,
+    db: Path,
+    report: Path,
+    alerts_out: Path | None,
+    seconds: float,
+) -> None:
+    """The table of incidents, what was printed and what only went to the report, and where
+    the files are. Info changes (descriptor drift) explain incidents and never page, so they
+    are not printed as they happen; the count says where they are."""
+    table = Table(
+        title=f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
+        f"{stats.windows_evaluated:,} windows"
+    )
+    for column in ("incident", "model", "start", "fired", "resolved", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for o in outcome.incidents:
+        table.add_row(
+            o.incident.kind,
+            o.model,
+            f"+{_offset(o.start - sim.start)}",
+            f"after {o.windows_to_fire} window(s)" if o.fired_at else "never",
+            f"+{_offset(o.resolved_at - sim.start)}" if o.resolved_at else "never",
+            "ok" if o.caught and o.resolved else "MISSED",
+        )
+    console.print(table)
+    info = sum(1 for a in stats.alerts if a.severity == "info")
+    where = "the report, the alerts table" + (f" and {alerts_out}" if alerts_out else "")
+    console.print(
+        f"alert changes: {len(stats.alerts)}; {len(stats.alerts) - info} printed above, "
+        f"{info} info (descriptor drift, never pages) only in {where}"
+    )
+    console.print(f"unexpected alerts: {len(outcome.unexpected)}")
+    for alert in outcome.unexpected:
+        console.print(f"  {alert.summary}")
+    console.print(
+        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts; "
+        f'e.g. lookout sql --db {db} "SELECT * FROM alerts")'
+    )
+    console.print(f"HTML report:  {report.resolve()}")
+    console.print(f"took {seconds:.1f} s")

@@ -71,7 +71,12 @@ def _start_health(
     health = HealthServer(
         pipeline.registry, checks, host=config.metrics.host, port=config.metrics.port
     ).start()
-    log.warning("serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port)
+    log.info(
+        "serving /metrics, /healthz and /readyz on %s:%d",
+        config.metrics.host,
+        health.port,
+        extra={"host": config.metrics.host, "port": health.port},
+    )
     return health
 
 
