@@ -13,6 +13,7 @@ import typer
 
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
+from worker.cli import sql as _sql  # noqa: F401  (registers the command)
 from worker.cli.app import app
 
 __all__ = ["app", "main"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
 
 from schemas.config import ConfigError, LookoutConfig, load_config
 
@@ -54,6 +56,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
     typer.echo(f"lookout: {message}", err=True)
     raise typer.Exit(code)
+
+
+def output_console() -> Console:
+    """Rich output on stdout. Not on a terminal (a pipe, a file, CI), nothing is cut to fit a
+    width nobody asked for: model names and alert summaries are printed whole."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=10_000, no_color=True, highlight=False)
+
+
+def quiet_broken_pipe() -> None:
+    """The reader stopped (`| head -1`): not an error. Point stdout at /dev/null so Python does
+    not report the pipe again when it flushes stdout at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def configured(path: Path | None, **overrides: object) -> LookoutConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +15,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
-from worker.cli.app import ConfigOption, app, configured, fail, stop_on_signals
+from worker.cli.app import (
+    ConfigOption,
+    app,
+    configured,
+    fail,
+    output_console,
+    quiet_broken_pipe,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from schemas.decode.api import DecodeLimits
@@ -32,14 +39,6 @@ FormatOption = Annotated[
 ]
 
 stderr = Console(stderr=True)
-
-
-def output_console() -> Console:
-    """Rich output on stdout. Not on a terminal (a pipe, a file, CI), nothing is cut to fit a
-    width nobody asked for: model names and alert summaries are printed whole."""
-    if sys.stdout.isatty():
-        return Console()
-    return Console(width=10_000, no_color=True, highlight=False)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -306,17 +305,11 @@ def simulate(
             if sink is not sys.stdout.buffer:
                 sink.close()
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         raise typer.Exit(0) from None
     except OSError as error:
         fail(f"simulate: cannot write {out}: {error.strerror}", code=1)
     typer.echo(f"wrote {count} records to {out}", err=True)
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader stopped (`| head -1`): not an error. Point stdout at /dev/null so Python does
-    not report the pipe again when it flushes stdout at exit."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command()
@@ -350,7 +343,7 @@ def decode(
                 out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
         out.flush()
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         raise typer.Exit(1 if bad else 0) from None
     if bad:
         typer.echo(f"{file}: {bad} bad record(s)", err=True)
