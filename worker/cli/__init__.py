@@ -11,6 +11,10 @@ import os
 
 import typer
 
+# the demo registers first, so `lookout --help` lists it first ("Start with `lookout demo`")
+from worker.cli import demo as _demo  # noqa: F401  (registers the command)
+
+# isort: split
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
 from worker.cli import sql as _sql  # noqa: F401  (registers the command)

@@ -17,6 +17,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import ConfigError, LookoutConfig, load_config
 
@@ -64,6 +65,19 @@ def output_console() -> Console:
     if sys.stdout.isatty():
         return Console()
     return Console(width=10_000, no_color=True, highlight=False)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A progress line on stderr, shown only on a terminal (a log file gets the summary)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def quiet_broken_pipe() -> None:

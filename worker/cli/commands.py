@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
@@ -20,7 +17,7 @@ from worker.cli.app import (
     app,
     configured,
     fail,
-    output_console,
+    progress_bar,
     quiet_broken_pipe,
     stop_on_signals,
 )
@@ -38,102 +35,7 @@ FormatOption = Annotated[
     ),
 ]
 
-stderr = Console(stderr=True)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-@app.command()
-def demo(
-    hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
-    db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(
-        "lookout-demo.duckdb"
-    ),
-    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
-        "lookout-demo-report.html"
-    ),
-    alerts_out: Annotated[
-        Path | None, typer.Option("--alerts-out", help="Also append alerts here as JSON lines.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
-) -> None:
-    """Simulate a few hours of LLM traffic with one incident of each kind, end to end.
-
-    Three models, diurnal load, safety blocks, latency, tokens and topic-clustered embeddings;
-    a safety-block spike, a latency regression, a token explosion and a topic shift are injected.
-    Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
-    the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
-    """
-    from worker.cli.demo import DEMO_START, match_incidents, run_simulation
-    from worker.cli.pipeline import build_pipeline
-    from worker.cli.report import write_report
-    from worker.sources.simulator import SimulationConfig, default_demo_incidents
-
-    for path in (db, Path(f"{db}.wal")):
-        path.unlink(missing_ok=True)
-    config = configured(
-        None,
-        sink={"kind": "duckdb", "path": str(db)},
-        alerts_out=str(alerts_out) if alerts_out else None,
-    )
-    sim = SimulationConfig(
-        start=DEMO_START, hours=hours, incidents=default_demo_incidents(), seed=seed
-    )
-    started = time.monotonic()
-    pipeline = build_pipeline(config, alert_stream=sys.stdout, keep_detections=True)
-    total = hours * 3600.0
-    with _progress(sys.stderr.isatty()) as progress:
-        task = progress.add_task("simulating", total=total, detail="")
-
-        def advance(simulated_seconds: float) -> None:
-            engine = pipeline.engine
-            progress.update(
-                task,
-                completed=simulated_seconds,
-                detail=f"{engine.stats.records:,} records, "
-                f"{len(engine.stats.alerts)} alert changes",
-            )
-
-        run_simulation(pipeline.engine, sim, progress=advance)
-    stats = pipeline.engine.stats
-    outcome = match_incidents(
-        sim.incidents,
-        sim.models,
-        stats.alerts,
-        start=sim.start,
-        window_seconds=config.engine.window_seconds,
-    )
-    from worker.cli.report_evidently import evidently_second_opinion
-
-    write_report(
-        pipeline.sink, report, title="Lookout demo", second_opinion=evidently_second_opinion
-    )
-    pipeline.close()
-
-    from worker.cli.demo import print_summary
-
-    print_summary(
-        output_console(),
-        outcome,
-        stats,
-        sim=sim,
-        db=db,
-        report=report,
-        alerts_out=alerts_out,
-        seconds=time.monotonic() - started,
-    )
-    if not outcome.ok:
-        raise typer.Exit(1)
+_progress = progress_bar
 
 
 @app.command()
