@@ -2,9 +2,9 @@
 collects the whole suite and passes an end-to-end test.
 
 The clone holds only committed files (what a new user gets), so a fixture that was never added,
-or a path that climbs out of the repository (`../shared/...`), fails here. The clone runs with
-this venv's interpreter and `lookout` script but with PYTHONPATH pointing at the clone, and the
-test checks that the clone's code, not this checkout's, is what gets imported.
+or a path that climbs out of the repository (into a shared folder beside it), fails here. The
+clone runs with this venv's interpreter and `lookout` script but with PYTHONPATH pointing at the
+clone, and the test checks that the clone's code, not this checkout's, is what gets imported.
 """
 
 from __future__ import annotations
