@@ -173,6 +173,7 @@ def test_run_logs_its_start_at_info_in_text_by_default(workdir: Path) -> None:
     lines = [line for line in stderr.splitlines() if "serving /metrics" in line]
     assert len(lines) == 1, stderr
     assert " INFO lookout.serve: serving /metrics, /healthz and /readyz on 127.0.0.1:" in lines[0]
+    assert int(lines[0].rsplit(":", 1)[1]) > 0, "the line ends with the port, as scripts read it"
 
 
 def test_run_logs_json_lines_cloud_logging_reads(workdir: Path) -> None:

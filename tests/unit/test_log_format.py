@@ -43,9 +43,9 @@ def test_an_exception_stays_on_its_json_line() -> None:
     assert "ValueError: boom" in entry["exception"]
 
 
-def test_a_text_line_appends_the_extra_fields() -> None:
+def test_a_text_line_ends_with_the_message() -> None:
     text = TextFormatter().format(record(port=9464))
-    assert text.endswith("INFO lookout.serve: pulled 3 messages port=9464")
+    assert text.endswith(" INFO lookout.serve: pulled 3 messages")
 
 
 def test_client_libraries_are_held_to_warning(capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,19 +60,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message key=value …`, the extra fields appended."""
+    """`time LEVEL logger: message`. The extra fields are left out: a message already says what
+    a person needs, and scripts that read these lines expect them to end with the message."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extra = extra_fields(record)
-        if not extra:
-            return text
-        head, newline, rest = text.partition("\n")
-        pairs = " ".join(f"{k}={v}" for k, v in extra.items())
-        return f"{head} {pairs}{newline}{rest}"
 
 
 class _OwnOrWarning(logging.Filter):
