@@ -70,3 +70,35 @@ def test_client_libraries_are_held_to_warning(capsys: pytest.CaptureFixture[str]
 def test_unknown_choices_are_refused(level: str, fmt: str) -> None:
     with pytest.raises(ValueError, match="unknown log"):
         configure(level, fmt)
+
+
+def test_configure_keeps_other_handlers_and_follows_a_swapped_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A CLI runner swaps stderr and closes its copy; logging afterwards must not fail, and a
+    test runner's own log capture must survive the command."""
+    import io
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    mine = logging.NullHandler()
+    root.addHandler(mine)
+    swapped = io.StringIO()
+    real = sys.stderr
+    try:
+        sys.stderr = swapped
+        configure("INFO", "text")
+        configure("INFO", "text")  # a second command in the same process
+        sys.stderr = real
+        swapped.close()
+        logging.getLogger("lookout.serve").info("after the swap")
+        assert mine in root.handlers
+        assert sum(type(h).__name__ == "_StderrHandler" for h in root.handlers) == 1
+    finally:
+        sys.stderr = real
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    assert capsys.readouterr().err.rstrip().endswith("lookout.serve: after the swap")

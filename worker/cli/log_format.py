@@ -74,8 +74,20 @@ class _OwnOrWarning(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.startswith(OWN_LOGGERS)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of the record, so a command run inside
+    another program (a test's CLI runner swaps stderr, then closes its copy) never logs into a
+    closed stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
 def configure(level: str, fmt: str) -> None:
-    """Replace the root logger's handlers with one on stderr in the chosen format and level."""
+    """Install one handler on stderr in the chosen format and level on the root logger, in
+    place of the one an earlier call installed; handlers others installed (a test runner's log
+    capture) are left alone."""
     if fmt not in LOG_FORMATS:
         msg = f"unknown log format {fmt!r}; expected {' or '.join(LOG_FORMATS)}"
         raise ValueError(msg)
@@ -83,12 +95,13 @@ def configure(level: str, fmt: str) -> None:
     if name not in LOG_LEVELS:
         msg = f"unknown log level {level!r}; expected one of {', '.join(LOG_LEVELS)}"
         raise ValueError(msg)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     if name != "DEBUG":
         handler.addFilter(_OwnOrWarning())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _StderrHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(name)
