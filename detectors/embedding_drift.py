@@ -332,6 +332,7 @@ class EmbeddingDriftDetector:
         over = f"{pooled_count} calls" + ("" if span == 1 else f" in the last {span} windows")
         details.update(
             statistic=test.statistic,
+            mmd2_estimate=test.mmd2,
             mmd2_null_sd=test.mmd2_null_sd,
             reference_calls=reference.count,
             reference_sample=len(reference.sample),
@@ -355,7 +356,9 @@ class EmbeddingDriftDetector:
             reason + rejected_note,
             state.count,
             details,
-            value=test.mmd2,
+            # MMD² is a squared distance, but its unbiased estimate dips below 0 when nothing
+            # moved; the raw estimate stays in details
+            value=max(test.mmd2, 0.0),
             p_value=test.p_value,
         )
 

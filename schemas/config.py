@@ -235,21 +235,44 @@ class ConfigError(Exception):
 _SECRET_HINTS = ("url", "key", "token", "secret", "password")
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     """`key.path: what is wrong (got value)`; strings are never echoed, since a misplaced
-    secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log."""
+    secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log.
+
+    A value that came from a `LOOKOUT_…` variable is blamed on that variable, not on the file
+    (`environment LOOKOUT_ENGINE__WINDOW_SECONDS (engine.window_seconds): …`), and its value is
+    never shown: environment variables are where secrets live."""
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"])
     if error["type"] == "value_error" and not error["loc"]:
         # a rule across sections (our own message names every key it involves)
         return message.removeprefix("Value error, ")
+    variable = _blamed_variable(error["loc"], os.environ if environ is None else environ)
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    elif not any(hint in location.lower() for hint in _SECRET_HINTS):
+    elif variable is None and not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
         if isinstance(value, int | float | bool):
             message += f" (got {value!r})"
+    if variable is not None:
+        return f"environment {variable} ({location}): {message}"
     return f"{location}: {message}"
+
+
+def _blamed_variable(loc: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:
+    """The `LOOKOUT_A__B` variable that set the value at `loc` (or a section holding it), if
+    any. A tagged union puts its tag in `loc` (`source.pubsub.project`), which no variable
+    names, so each path is also tried without one of its parts."""
+    path = tuple(str(part).lower() for part in loc)
+    paths = {path} | {path[:i] + path[i + 1 :] for i in range(1, len(path))}
+    best: tuple[int, str] | None = None
+    for name in environ:
+        if not name.upper().startswith("LOOKOUT_") or "__" not in name:
+            continue
+        parts = tuple(name[len("LOOKOUT_") :].lower().split("__"))
+        if any(p[: len(parts)] == parts for p in paths) and (best is None or len(parts) > best[0]):
+            best = (len(parts), name)
+    return best[1] if best else None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

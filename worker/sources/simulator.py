@@ -86,19 +86,27 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_incident(text: str) -> Incident:
-    """`KIND@OFFSET[:DURATION]`, e.g. `safety_spike@90m` or `topic_shift@1h30m:20m`."""
-    kind, at, rest = text.strip().partition("@")
+    """`KIND[:MODEL]@OFFSET[:DURATION]`, e.g. `safety_spike@90m`, `topic_shift@1h30m:20m` or
+    `latency_regression:text-bison@40m` (only that model; without MODEL every model)."""
+    head, at, rest = text.strip().partition("@")
+    kind, colon, model = head.partition(":")
     if not at:
-        msg = f"bad incident {text!r}: expected KIND@OFFSET[:DURATION], e.g. safety_spike@90m"
+        msg = (
+            f"bad incident {text!r}: expected KIND[:MODEL]@OFFSET[:DURATION], "
+            "e.g. safety_spike@90m or safety_spike:text-bison@90m"
+        )
         raise ValueError(msg)
     if kind not in INCIDENT_KINDS:
         msg = f"bad incident {text!r}: unknown kind {kind!r}; allowed: {', '.join(INCIDENT_KINDS)}"
+        raise ValueError(msg)
+    if colon and not model:
+        msg = f"bad incident {text!r}: no model name after {kind + ':'!r}"
         raise ValueError(msg)
     offset_text, _, duration_text = rest.partition(":")
     try:
         offset = parse_duration(offset_text)
         duration = parse_duration(duration_text) if duration_text else DEFAULT_INCIDENT_DURATION
-        return Incident(kind, offset, duration)
+        return Incident(kind, offset, duration, model=model or None)
     except ValueError as e:
         msg = f"bad incident {text!r}: {e}"
         raise ValueError(msg) from e
@@ -150,7 +158,10 @@ class SimulationConfig:
             problems.append(f"embedding_fraction must be in [0, 1] (got {self.embedding_fraction})")
         for inc in self.incidents:
             if inc.model is not None and inc.model not in self.models:
-                problems.append(f"incident {inc.kind} names model {inc.model!r}, not simulated")
+                problems.append(
+                    f"incident {inc.kind} names model {inc.model!r}, not simulated "
+                    f"(models: {', '.join(self.models)})"
+                )
             if inc.start_offset >= timedelta(hours=self.hours):
                 problems.append(f"incident {inc.kind} starts after the simulation ends")
         if problems:
