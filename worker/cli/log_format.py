@@ -80,7 +80,8 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     closed stream."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
+        # not `setStream`: it flushes the previous stream, which may be the closed one
+        self.stream = sys.stderr
         super().emit(record)
 
 
