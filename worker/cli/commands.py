@@ -169,6 +169,13 @@ def simulate(
             max=1.0,
         ),
     ] = 1.0,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A tenant (customer or team) to spread the calls over, repeatable; the records "
+            "carry it where the wire format has a tenant field. Default: no tenant.",
+        ),
+    ] = None,
 ) -> None:
     """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish.
 
@@ -189,6 +196,7 @@ def simulate(
             seed=seed,
             with_text=text,
             embedding_fraction=embedding_fraction,
+            tenants=tuple(tenant or ()),
         )
     except ValueError as error:
         fail(f"simulate: {error}")

@@ -141,6 +141,9 @@ class SimulationConfig:
     incidents: tuple[Incident, ...] = ()
     seed: int = 7
     with_text: bool = False  # prompt/response strings (slower; for NDJSON)
+    #: tenants the calls are spread over (deterministically, without touching the random
+    #: stream, so a stream with tenants has the same numbers as one without); () = none
+    tenants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -164,6 +167,8 @@ class SimulationConfig:
                 )
             if inc.start_offset >= timedelta(hours=self.hours):
                 problems.append(f"incident {inc.kind} starts after the simulation ends")
+        if len(set(self.tenants)) != len(self.tenants) or not all(self.tenants):
+            problems.append(f"tenants must be non-empty names and distinct (got {self.tenants})")
         if problems:
             msg = "invalid simulation config: " + "; ".join(problems)
             raise ValueError(msg)
@@ -312,10 +317,16 @@ class _ModelStream:
 
         ids = np.empty(n, dtype=object)
         ids[:] = [f"{self.id_prefix}{self.sequence + i}" for i in range(n)]
+        tenant = np.full(n, None, dtype=object)
+        if cfg.tenants:
+            # a multiplicative hash of the call's sequence number: stable, and no rng draw
+            mixed = (np.arange(self.sequence, self.sequence + n, dtype=np.uint64) * 2654435761) >> 7
+            tenant[:] = np.asarray(cfg.tenants, dtype=object)[mixed % len(cfg.tenants)]
         self.sequence += n
         return {
             "us": us, "request_id": ids, "model": np.full(n, self.model, dtype=object),
-            "model_version": np.full(n, p.version, dtype=object),
+            "model_version": np.full(n, p.version, dtype=object), "tenant": tenant,
+            "endpoint": np.full(n, f"simulator/{self.model}", dtype=object),
             "latency_ms": np.round(latency, 1), "time_to_first_token_ms": np.round(ttft, 1),
             "input_tokens": input_tokens, "output_tokens": output_tokens, "blocked": blocked,
             "block_stage": stage, "block_reason": reason, "finish_reason": finish,
@@ -355,9 +366,9 @@ def _td_us(delta: timedelta) -> int:
 
 
 _ROW_COLUMNS = (
-    "us", "request_id", "model", "model_version", "latency_ms", "time_to_first_token_ms",
-    "input_tokens", "output_tokens", "blocked", "block_stage", "block_reason", "finish_reason",
-    "citation_count", "response_length", "error",
+    "us", "request_id", "model", "model_version", "tenant", "endpoint", "latency_ms",
+    "time_to_first_token_ms", "input_tokens", "output_tokens", "blocked", "block_stage",
+    "block_reason", "finish_reason", "citation_count", "response_length", "error",
 )  # fmt: skip
 
 
@@ -480,7 +491,8 @@ def simulate_logs(config: SimulationConfig) -> Iterator[PredictionLog]:
                 timestamp=epoch + timedelta(microseconds=us[i]),
                 model=str(batch.model[i]),
                 model_version=batch.model_version[i],
-                endpoint=f"simulator/{batch.model[i]}",
+                endpoint=batch.endpoint[i],
+                tenant=batch.tenant[i],
                 labels={"source": "simulator"},
                 latency_ms=_num(batch.latency_ms[i]),
                 time_to_first_token_ms=_num(batch.time_to_first_token_ms[i]),
