@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,6 +177,17 @@ class EmbeddingDriftDetector:
         body = replace(state, sample=state.sample.emptied())
         sample_only = EmbeddingDriftState(0, np.zeros_like(state.feature_sum), state.sample)
         return body, sample_only
+
+    def trim_sample(
+        self, held: EmbeddingDriftState, stored: Sequence[EmbeddingDriftState]
+    ) -> EmbeddingDriftState:
+        """`held` without the sample rows that cannot make the window's sample, given what the
+        writers stored: with N ingest writers a window's samples cost about 1.5 samples, not N.
+        The stored counts (written at every checkpoint, before any sample) bound the window's
+        population from below."""
+        population = held.count + sum(s.count for s in stored)
+        others = [s.sample for s in stored]
+        return replace(held, sample=rs.still_competing(held.sample, others, population=population))
 
     def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
         """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""

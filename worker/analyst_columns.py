@@ -8,7 +8,10 @@ definition of each count: the detector's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.sink import PartialRow
 
 #: (column, SQL type): every one is a sum over the partial rows of a window
 ANALYST_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -38,6 +41,10 @@ _SOURCES: tuple[tuple[str, str, str], ...] = (
     # not in the detector's state (it depends on the price table): see PartialRow.extras
     ("cost_usd", "", "cost_usd"),
 )
+
+
+#: detectors whose state the analyst columns read: the only ones kept per (version, tenant) slice
+SLICE_DETECTORS: tuple[str, ...] = tuple(dict.fromkeys(d for _, d, _ in _SOURCES if d))
 
 
 def analyst_values(
@@ -72,6 +79,34 @@ def latency_histogram(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     }
 
 
+def slice_rows(partial: PartialRow) -> list[dict[str, Any]]:
+    """The rows one partial row becomes in `window_metrics`: one per (model_version, tenant)
+    slice with that slice's flat columns and histogram. Detector states (what the evaluator
+    merges) go with the first row only; a sink stores an empty state on the others."""
+    if not partial.slices:
+        return [
+            {
+                "model_version": None,
+                "tenant": None,
+                "records": partial.records,
+                "late_records": partial.late_records,
+                **analyst_values(partial.states, partial.extras),
+                **latency_histogram(partial.states),
+            }
+        ]
+    return [
+        {
+            "model_version": s.model_version,
+            "tenant": s.tenant,
+            "records": s.records,
+            "late_records": s.late_records,
+            **analyst_values(s.states, s.extras),
+            **latency_histogram(s.states),
+        }
+        for s in partial.slices
+    ]
+
+
 #: (name, quantile) of the latency columns every merged view computes from the histogram
 QUANTILE_COLUMNS: tuple[tuple[str, float], ...] = (
     ("latency_p50_ms", 0.5),
@@ -80,25 +115,36 @@ QUANTILE_COLUMNS: tuple[tuple[str, float], ...] = (
 )
 
 
+#: what `window_metrics_merged` groups by: one row per slice of a window
+SLICE_KEYS: tuple[str, ...] = ("model", "model_version", "tenant", "window_start")
+
+
 def merged_view_sql(dialect: str, table: str, view: str, *, dedup: bool = False) -> str:
-    """`window_metrics_merged`: partial rows summed per (model, window), and p50/p95/p99 from the
-    summed latency histogram, in DuckDB's or BigQuery's SQL (`dialect` "duckdb" | "bigquery").
+    """`window_metrics_merged`: partial rows summed per (model, model_version, tenant, window),
+    and p50/p95/p99 from the summed latency histogram, in DuckDB's or BigQuery's SQL (`dialect`
+    "duckdb" | "bigquery"). Rows that carry no record (a held sample written at close) are left
+    out, so no empty slice appears.
 
     The quantile is the detector's own rule (`LogBuckets.quantiles`): the first bucket whose
     running count exceeds floor(q·(n − 1)), reported as 2·min·γ^k/(1 + γ) (min for bucket 0), so
     the view and the engine agree exactly. With `dedup`, only the newest row of each `row_id`
     counts (BigQuery: a retried write may land a partial row twice)."""
-    source = table
+    source = f"(SELECT * FROM {table} WHERE records > 0)"
     if dedup:
         source = (
             f"(SELECT * FROM {table} WHERE TRUE "
             "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DESC) = 1)"
         )
+        source = f"(SELECT * FROM {source} WHERE records > 0)"
     unnest = (
         "CROSS JOIN UNNEST(t.latency_histogram) AS hb"
         if dialect == "bigquery"
         else "CROSS JOIN UNNEST(t.latency_histogram) AS u(hb)"
     )
+    keys = ", ".join(SLICE_KEYS)
+    t_keys = ", ".join(f"t.{k}" for k in SLICE_KEYS)
+    w_keys = ", ".join(f"w.{k}" for k in SLICE_KEYS)
+    same_slice = " AND ".join(f"q.{k} IS NOT DISTINCT FROM m.{k}" for k in SLICE_KEYS)
     sums = ",\n    ".join(f"SUM(w.{name}) AS {name}" for name, _ in ANALYST_COLUMNS)
     picks = ",\n        ".join(
         f"MIN(IF(c > FLOOR({q} * (total - 1)), bucket, NULL)) AS {name}_bucket"
@@ -112,35 +158,35 @@ def merged_view_sql(dialect: str, table: str, view: str, *, dedup: bool = False)
     return f"""CREATE OR REPLACE VIEW {view} AS
 WITH w AS (SELECT * FROM {source} AS rows_),
 hist AS (
-    SELECT t.model, t.window_start, hb.bucket AS bucket, SUM(hb.count) AS n,
+    SELECT {t_keys}, hb.bucket AS bucket, SUM(hb.count) AS n,
         ANY_VALUE(t.latency_bucket_gamma) AS gamma, ANY_VALUE(t.latency_bucket_min_ms) AS min_ms
     FROM w AS t {unnest}
-    GROUP BY t.model, t.window_start, hb.bucket
+    GROUP BY {t_keys}, hb.bucket
 ),
 cum AS (
-    SELECT model, window_start, bucket, gamma, min_ms,
-        SUM(n) OVER (PARTITION BY model, window_start ORDER BY bucket
+    SELECT {keys}, bucket, gamma, min_ms,
+        SUM(n) OVER (PARTITION BY {keys} ORDER BY bucket
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c,
-        SUM(n) OVER (PARTITION BY model, window_start) AS total
+        SUM(n) OVER (PARTITION BY {keys}) AS total
     FROM hist
 ),
 q AS (
-    SELECT model, window_start, ANY_VALUE(gamma) AS gamma, ANY_VALUE(min_ms) AS min_ms,
+    SELECT {keys}, ANY_VALUE(gamma) AS gamma, ANY_VALUE(min_ms) AS min_ms,
         {picks}
-    FROM cum GROUP BY model, window_start
+    FROM cum GROUP BY {keys}
 ),
 m AS (
-    SELECT w.model, w.window_start, ANY_VALUE(w.window_end) AS window_end,
+    SELECT {w_keys}, ANY_VALUE(w.window_end) AS window_end,
     SUM(w.records) AS records, SUM(w.late_records) AS late_records, COUNT(*) AS partial_rows,
     {sums}
-    FROM w GROUP BY w.model, w.window_start
+    FROM w GROUP BY {w_keys}
 )
 SELECT m.*,
     m.blocked / NULLIF(m.calls, 0) AS block_rate,
     m.latency_sum_ms / NULLIF(m.latency_count, 0) AS latency_mean_ms,
     m.output_tokens / NULLIF(m.token_calls, 0) AS output_tokens_per_call,
     {values}
-FROM m LEFT JOIN q ON q.model = m.model AND q.window_start = m.window_start
+FROM m LEFT JOIN q ON {same_slice}
 """
 
 

@@ -314,6 +314,8 @@ class Engine:
             if self._deferred:
                 return False
         dirty = [w for w in self._windows.values() if w.dirty]
+        if not self.settings.evaluate:
+            self._trim_held_samples(dirty)
         request_ids = [(w.model, w.start, rid) for w in dirty for rid in w.delta_ids]
         checkpoint = Checkpoint(
             writer_id=self.settings.writer_id,
@@ -368,6 +370,20 @@ class Engine:
         if self._metrics is not None:
             self._metrics.checkpointed(seconds, len(self._windows))
         return True
+
+    def _trim_held_samples(self, dirty: Sequence[OpenWindow]) -> None:
+        """An ingest writer is one of several: before writing a closed window's held sample,
+        keep only the rows that can still make the window's sample given what the others
+        stored. Unreadable sink: write it whole (more bytes, same merge)."""
+        for w in dirty:
+            if not w.closed or w.trimmed:
+                continue
+            try:
+                stored = self._sink.load_recent_windows(w.model, w.start, w.start + 1)
+            except Exception as error:  # the write that follows reports a down sink
+                log.debug("reading stored samples of %s %d failed: %s", w.model, w.start, error)
+                return
+            w.trim_held(stored.get(w.start, ()), self._detectors)
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
         """The frontier travels with the partial rows it covers, never ahead of them."""

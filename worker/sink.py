@@ -24,6 +24,22 @@ DetectorRow = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class SliceRow:
+    """The analysts' share of a partial row: what it holds for one (model_version, tenant).
+
+    Only the detectors the analyst columns read (`analyst_columns.SLICE_DETECTORS`) are kept
+    per slice; detection runs per model on the partial row's whole `states`.
+    """
+
+    model_version: str | None
+    tenant: str | None
+    records: int
+    late_records: int
+    states: Mapping[str, DetectorRow]
+    extras: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PartialRow:
     """What one writer folded into one (model, window) since its previous checkpoint."""
 
@@ -35,6 +51,8 @@ class PartialRow:
     states: Mapping[str, DetectorRow]
     #: derived numbers for analysts only (e.g. cost_usd from the price table)
     extras: Mapping[str, float] = field(default_factory=dict)
+    #: the same records split by (model_version, tenant), sorted; () = one slice without either
+    slices: Sequence[SliceRow] = ()
 
 
 @dataclass(frozen=True)

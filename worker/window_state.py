@@ -12,7 +12,7 @@ here (`held`) and written once, in the first checkpoint after the window closes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,34 @@ import pandas as pd
 
 from detectors.base import Detector
 from schemas.batch import LogBatch
-from worker.sink import PartialRow
+from worker.analyst_columns import SLICE_DETECTORS
+from worker.sink import PartialRow, SliceRow
+
+#: (model_version, tenant): the slice of a window analysts group by
+SliceKey = tuple[str | None, str | None]
+
+
+@dataclass
+class SliceDelta:
+    """What a window folded for one (model_version, tenant) since its last checkpoint."""
+
+    states: dict[str, Any]
+    records: int = 0
+    late_records: int = 0
+
+
+def slices_of(batch: LogBatch) -> list[tuple[SliceKey, LogBatch]]:
+    """The batch split by (model_version, tenant); the whole batch when it has one slice
+    (nearly always within one poll of one model), so the common case costs no copy."""
+    versions, tenants = batch.model_version, batch.tenant
+    first = (versions[0], tenants[0])
+    keys = list(zip(versions.tolist(), tenants.tolist(), strict=True))
+    if keys.count(first) == len(keys):
+        return [(first, batch)]
+    rows: dict[SliceKey, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    return [(key, batch.take(np.array(index))) for key, index in rows.items()]
 
 
 @dataclass
@@ -41,6 +68,9 @@ class OpenWindow:
     closed: bool = False
     held: dict[str, Any] = field(default_factory=dict)
     holding: bool = False
+    slices: dict[SliceKey, SliceDelta] = field(default_factory=dict)
+    #: held samples were checked against what other writers stored (see `trim_held`)
+    trimmed: bool = False
 
     @classmethod
     def fresh(
@@ -80,7 +110,40 @@ class OpenWindow:
         self.delta_records += added
         if self.evaluated:
             self.delta_late += added
+        self._fold_slices(batch, detectors)
         return added, duplicates
+
+    def _fold_slices(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> None:
+        names = [n for n in SLICE_DETECTORS if n in detectors]
+        for key, part in slices_of(batch):
+            delta = self.slices.get(key)
+            if delta is None:
+                delta = self.slices[key] = SliceDelta({n: detectors[n].empty() for n in names})
+            for name in names:
+                delta.states[name] = detectors[name].add(delta.states[name], part)
+            delta.records += len(part)
+            if self.evaluated:
+                delta.late_records += len(part)
+
+    def _slice_rows(self, detectors: Mapping[str, Detector[Any]]) -> list[SliceRow]:
+        rows = []
+        for (version, tenant), delta in sorted(self.slices.items(), key=_slice_order):
+            extras: dict[str, float] = {}
+            for name, state in delta.states.items():
+                derive = getattr(detectors[name], "analyst_values", None)
+                if derive is not None:
+                    extras.update(derive(state, self.model))
+            rows.append(
+                SliceRow(
+                    model_version=version,
+                    tenant=tenant,
+                    records=delta.records,
+                    late_records=delta.late_records,
+                    states={n: detectors[n].to_row(st) for n, st in delta.states.items()},
+                    extras=extras,
+                )
+            )
+        return rows
 
     def current(self, detectors: Mapping[str, Detector[Any]]) -> dict[str, Any]:
         """Everything known about the window: durable merged with the pending delta."""
@@ -98,6 +161,22 @@ class OpenWindow:
         body, _ = split(self.delta[name])
         return body
 
+    def trim_held(
+        self, stored: Sequence[Mapping[str, Any]], detectors: Mapping[str, Detector[Any]]
+    ) -> None:
+        """Drop held and pending sample rows that the samples other writers stored for this
+        window already beat (`trim_sample`): what is merged later is unchanged, what is
+        written shrinks."""
+        self.trimmed = True
+        for name, detector in detectors.items():
+            trim = getattr(detector, "trim_sample", None)
+            if trim is None:
+                continue
+            others = [detector.from_row(row[name]) for row in stored if name in row]
+            if name in self.held:
+                self.held[name] = trim(self.held[name], others)
+            self.delta[name] = trim(self.delta[name], others)
+
     def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
         extras: dict[str, float] = {}
         for name, detector in detectors.items():
@@ -112,6 +191,7 @@ class OpenWindow:
             records=self.delta_records,
             late_records=self.delta_late,
             states={n: d.to_row(self._written_state(n, d)) for n, d in detectors.items()},
+            slices=self._slice_rows(detectors),
         )
 
     def committed(self, detectors: Mapping[str, Detector[Any]]) -> None:
@@ -135,3 +215,15 @@ class OpenWindow:
         self.delta_records = 0
         self.delta_late = 0
         self.delta_ids = []
+        self.slices = {}
+
+
+def _slice_order(item: tuple[SliceKey, SliceDelta]) -> tuple[str, str, str, str]:
+    """None before any name, so the order is total and stable across retries."""
+    (version, tenant), _ = item
+    return (
+        "" if version is None else "1",
+        version or "",
+        "" if tenant is None else "1",
+        tenant or "",
+    )

@@ -38,6 +38,7 @@ def stream() -> list[LogBatch]:
         models=("gemini-1.5-flash", "text-bison"),
         calls_per_minute=150,
         embedding_fraction=1.0,
+        tenants=("acme", "globex", "initech"),
         incidents=(Incident("latency_regression", timedelta(minutes=5), model="text-bison"),),
     )
     return list(simulate_batches(config, seconds_per_batch=10))
@@ -87,6 +88,8 @@ def test_the_readme_analyst_queries_give_the_same_rows_on_bigquery_and_duckdb(
         from_duck = [tuple(normal(v) for v in row) for row in duck.sink.query(sql)]
         assert from_bq, sql
         assert from_bq == from_duck, sql
+    tenants = bq.sink.query("SELECT DISTINCT tenant FROM window_metrics_merged ORDER BY tenant")
+    assert [r["tenant"] for r in tenants] == ["acme", "globex", "initech"]
     alerts = bq.sink.query("SELECT status FROM alerts")
     assert {"firing"} <= {r["status"] for r in alerts}
     bq.close()

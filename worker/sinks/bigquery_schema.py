@@ -79,8 +79,8 @@ _WINDOW = (
 
 WINDOW_METRICS = Table(
     "window_metrics",
-    "Partial window aggregates: one row per (writer, checkpoint, model, window). Merge them "
-    "with the window_metrics_merged view; never sum a window from one row.",
+    "Partial window aggregates: one row per (writer, checkpoint, model, model_version, tenant, "
+    "window). Merge them with the window_metrics_merged view; never sum a window from one row.",
     (
         _c(
             "row_id",
@@ -90,6 +90,8 @@ WINDOW_METRICS = Table(
             required=True,
         ),
         *_WINDOW,
+        _c("model_version", "STRING", "model version the calls named (NULL: none given)"),
+        _c("tenant", "STRING", "tenant (customer or team) of the calls (NULL: none given)"),
         _c("window_end", "TIMESTAMP", "end of the window (exclusive)", required=True),
         _c("writer_id", "STRING", "the ingest replica that wrote the row", required=True),
         _c("checkpoint_seq", "INT64", "the writer's checkpoint sequence number", required=True),
@@ -112,7 +114,8 @@ WINDOW_METRICS = Table(
             "states",
             "BYTES",
             "every detector's mergeable state (zlib-compressed MessagePack), "
-            "read back by the evaluator",
+            "read back by the evaluator; on the first slice row of a partial only (the others "
+            "hold an empty map)",
             required=True,
         ),
     ),

@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from worker.analyst_columns import analyst_values, latency_histogram
+from worker.analyst_columns import slice_rows
 from worker.failure_policy import LookoutError
 from worker.sink import (
     BaselineAccept,
@@ -65,9 +65,19 @@ def decode_states(blob: bytes) -> dict[str, DetectorRow]:
     return value
 
 
-def partial_row_id(writer_id: str, incarnation: str, sequence: int, model: str, start: int) -> str:
+def partial_row_id(
+    writer_id: str, incarnation: str, sequence: int, model: str, start: int, slice_: str = ""
+) -> str:
+    """The row's identity. The states-carrying row of a partial has no slice part, whichever
+    slice it holds, so a retry that adds a slice still replaces it (never two states rows)."""
     key = f"{writer_id}\x00{incarnation}\x00{sequence}\x00{model}\x00{start}"
+    if slice_:
+        key += f"\x00{slice_}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _slice_id(row: Mapping[str, Any]) -> str:
+    return orjson.dumps([row["model_version"], row["tenant"]]).decode()
 
 
 def _ts(seconds: float) -> str:
@@ -196,24 +206,33 @@ class BigQuerySink:
             staged.append(("window_request_ids", rows, [f"{r['row_id']}-{digest}" for r in rows]))
         if cp.partials:
             rows = []
+            empty = base64.b64encode(encode_states({})).decode()
             for p in cp.partials:
-                states = encode_states(p.states)
-                rows.append(
-                    {
-                        "row_id": row_ids[(p.model, p.window_start)],
-                        "model": p.model,
-                        "window_start": _ts(p.window_start),
-                        "window_end": _ts(p.window_end),
-                        "writer_id": cp.writer_id,
-                        "checkpoint_seq": cp.sequence,
-                        "written_at": now,
-                        "records": p.records,
-                        "late_records": p.late_records,
-                        **analyst_values(p.states, p.extras),
-                        **latency_histogram(p.states),
-                        "states": base64.b64encode(states).decode(),
-                    }
-                )
+                states = base64.b64encode(encode_states(p.states)).decode()
+                base_id = row_ids[(p.model, p.window_start)]
+                for k, part in enumerate(slice_rows(p)):
+                    rows.append(
+                        {
+                            "row_id": base_id
+                            if k == 0
+                            else partial_row_id(
+                                cp.writer_id,
+                                self.incarnation,
+                                cp.sequence,
+                                p.model,
+                                p.window_start,
+                                _slice_id(part),
+                            ),
+                            "model": p.model,
+                            "window_start": _ts(p.window_start),
+                            "window_end": _ts(p.window_end),
+                            "writer_id": cp.writer_id,
+                            "checkpoint_seq": cp.sequence,
+                            "written_at": now,
+                            **part,
+                            "states": states if k == 0 else empty,
+                        }
+                    )
             staged.append(("window_metrics", rows, [f"{r['row_id']}-{digest}" for r in rows]))
         if cp.detections:
             rows = [
@@ -409,7 +428,7 @@ class BigQuerySink:
             params,
         )
         return StoredWindow(
-            partial_states=[decode_states(r["states"]) for r in partials],
+            partial_states=[d for r in partials if (d := decode_states(r["states"]))],
             request_ids=frozenset(str(r["request_id"]) for r in ids),
             records=sum(int(r["records"]) for r in partials),
             evaluated=bool(judged and judged[0]["n"]),
@@ -429,7 +448,8 @@ class BigQuerySink:
         )
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for r in sorted(rows, key=lambda r: int(r["s"])):
-            out.setdefault(int(r["s"]), []).append(decode_states(r["states"]))
+            if decoded := decode_states(r["states"]):  # slice rows past the first carry none
+                out.setdefault(int(r["s"]), []).append(decoded)
         return out
 
     def models(self) -> Sequence[str]:

@@ -31,12 +31,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from worker.analyst_columns import (
-    ANALYST_COLUMNS,
-    MERGED_VIEW_SQL,
-    analyst_values,
-    latency_histogram,
-)
+from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
 from worker.sink import (
     BaselineAccept,
     Checkpoint,
@@ -52,6 +47,8 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("window_metrics", "latency_histogram", _HISTOGRAM),
     ("window_metrics", "latency_bucket_gamma", "DOUBLE"),
     ("window_metrics", "latency_bucket_min_ms", "DOUBLE"),
+    ("window_metrics", "model_version", "VARCHAR"),
+    ("window_metrics", "tenant", "VARCHAR"),
 )
 
 _ALTERS = "".join(
@@ -62,6 +59,8 @@ _ALTERS = "".join(
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS window_metrics (
     model VARCHAR NOT NULL,
+    model_version VARCHAR,
+    tenant VARCHAR,
     window_start TIMESTAMPTZ NOT NULL,
     window_end TIMESTAMPTZ NOT NULL,
     writer_id VARCHAR NOT NULL,
@@ -247,23 +246,22 @@ class DuckDBSink:
         if cp.baseline_accepts:
             _write_baseline_accepts(con, cp.baseline_accepts)
         if cp.partials:
-            flats = [analyst_values(p.states, p.extras) for p in cp.partials]
-            hists = [latency_histogram(p.states) for p in cp.partials]
+            # one row per (model_version, tenant) slice; the states ride on the first
+            parts = [(p, row, k == 0) for p in cp.partials for k, row in enumerate(slice_rows(p))]
             self._append(
                 con,
                 "window_metrics",
                 {
-                    "model": [p.model for p in cp.partials],
-                    "window_start": [_ts(p.window_start) for p in cp.partials],
-                    "window_end": [_ts(p.window_end) for p in cp.partials],
-                    "writer_id": [cp.writer_id] * len(cp.partials),
-                    "checkpoint_seq": [cp.sequence] * len(cp.partials),
-                    "written_at": [now] * len(cp.partials),
-                    "records": [p.records for p in cp.partials],
-                    "late_records": [p.late_records for p in cp.partials],
-                    **{name: [f[name] for f in flats] for name, _ in ANALYST_COLUMNS},
-                    **{name: [h[name] for h in hists] for name in hists[0]},
-                    "states": [orjson.dumps(p.states).decode() for p in cp.partials],
+                    "model": [p.model for p, _, _ in parts],
+                    "window_start": [_ts(p.window_start) for p, _, _ in parts],
+                    "window_end": [_ts(p.window_end) for p, _, _ in parts],
+                    "writer_id": [cp.writer_id] * len(parts),
+                    "checkpoint_seq": [cp.sequence] * len(parts),
+                    "written_at": [now] * len(parts),
+                    **{name: [row[name] for _, row, _ in parts] for name in parts[0][1]},
+                    "states": [
+                        orjson.dumps(p.states if first else {}).decode() for p, _, first in parts
+                    ],
                 },
             )
         if cp.request_ids:
@@ -420,7 +418,7 @@ class DuckDBSink:
                 [model, ts],
             ).fetchone()
         return StoredWindow(
-            partial_states=[orjson.loads(s) for s, _ in states],
+            partial_states=[d for s, _ in states if (d := orjson.loads(s))],
             request_ids=frozenset(r for (r,) in ids),
             records=sum(int(n) for _, n in states),
             evaluated=bool(evaluated and evaluated[0]),
@@ -437,7 +435,8 @@ class DuckDBSink:
             ).fetchall()
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for start, states in rows:
-            out.setdefault(int(start), []).append(orjson.loads(states))
+            if decoded := orjson.loads(states):  # slice rows past the first carry none
+                out.setdefault(int(start), []).append(decoded)
         return out
 
     def models(self) -> Sequence[str]:
