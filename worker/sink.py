@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -123,15 +123,16 @@ def checkpoint_digest(checkpoint: Checkpoint) -> str:
     body = {
         "writer": checkpoint.writer_id,
         "sequence": checkpoint.sequence,
-        "partials": [asdict(p) for p in checkpoint.partials],
+        # orjson reads dataclasses itself, several times faster than `asdict`'s deep copy
+        "partials": list(checkpoint.partials),
         "request_ids": list(checkpoint.request_ids),
         "detections": [d.model_dump() for d in checkpoint.detections],
         "alerts": [a.model_dump() for a in checkpoint.alerts],
         "alert_state": checkpoint.alert_state,
         "references": [[list(k), v] for k, v in sorted(checkpoint.references.items())],
-        "quarantined": [asdict(q) for q in checkpoint.quarantined],
+        "quarantined": list(checkpoint.quarantined),
         "frontier": checkpoint.frontier,
-        "baseline_accepts": [asdict(a) for a in checkpoint.baseline_accepts],
+        "baseline_accepts": list(checkpoint.baseline_accepts),
     }
     # `repr` for anything JSON cannot hold: the digest never fails; storing it may, in its place
     raw = orjson.dumps(body, default=repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS)

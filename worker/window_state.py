@@ -13,7 +13,7 @@ here (`held`) and written once, in the first checkpoint after the window closes 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,14 +41,17 @@ def slices_of(batch: LogBatch) -> list[tuple[SliceKey, LogBatch]]:
     """The batch split by (model_version, tenant); the whole batch when it has one slice
     (nearly always within one poll of one model), so the common case costs no copy."""
     versions, tenants = batch.model_version, batch.tenant
-    first = (versions[0], tenants[0])
-    keys = list(zip(versions.tolist(), tenants.tolist(), strict=True))
-    if keys.count(first) == len(keys):
-        return [(first, batch)]
-    rows: dict[SliceKey, list[int]] = {}
-    for i, key in enumerate(keys):
-        rows.setdefault(key, []).append(i)
-    return [(key, batch.take(np.array(index))) for key, index in rows.items()]
+    if (versions == versions[0]).all() and (tenants == tenants[0]).all():
+        return [((versions[0], tenants[0]), batch)]
+    # factorize codes only: its uniques would turn None into NaN
+    version_codes, _ = pd.factorize(versions, use_na_sentinel=False)
+    tenant_codes, tenant_names = pd.factorize(tenants, use_na_sentinel=False)
+    codes = version_codes * len(tenant_names) + tenant_codes
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    # the slice detectors read no embedding: leave them out of the copies
+    slim = replace(batch, embeddings=batch.embeddings[:0], embedding_rows=batch.embedding_rows[:0])
+    return [((versions[g[0]], tenants[g[0]]), slim.take(g)) for g in groups]
 
 
 @dataclass
