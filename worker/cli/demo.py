@@ -14,16 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.detection import Alert
 from worker.cli.app import app, configured, output_console, progress_bar
-from worker.engine import Engine, EngineStats
-from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
+
+if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
+    from schemas.detection import Alert
+    from worker.engine import Engine, EngineStats
+    from worker.sources.simulator import Incident, SimulationConfig
 
 #: which detector should catch each kind of incident
 EXPECTED_DETECTOR = {
@@ -78,6 +80,8 @@ def run_simulation(
     progress: Callable[[float], None] | None = None,
 ) -> None:
     """Feed the simulated stream through the engine, then close every window."""
+    from worker.sources.simulator import simulate_batches
+
     total = config.hours * 3600.0
     start = config.start.timestamp()
     # one batch per simulated minute: each (model, window) gets one vectorised add per batch
