@@ -14,7 +14,6 @@ from typing import Annotated, NoReturn
 import typer
 
 from worker.cli.app import app
-from worker.failure_policy import LookoutError
 
 bq_app = typer.Typer(
     help="Set up the BigQuery dataset Lookout writes to (honours BIGQUERY_EMULATOR_HOST).",
@@ -50,6 +49,7 @@ def init(
         return
     from google.api_core import exceptions
 
+    from worker.failure_policy import LookoutError
     from worker.sinks.bigquery_init import init_dataset
     from worker.sinks.bigquery_sink import make_client
 

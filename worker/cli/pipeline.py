@@ -13,14 +13,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
 from alerts.receivers import Dispatcher, build_dispatcher
-from alerts.retune import RetuneTrigger
-from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
 from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
@@ -34,6 +32,9 @@ from worker.event_time import EventTimeLimits
 from worker.metrics import EngineMetrics, ModelLabels
 from worker.sink import Sink
 from worker.sinks.duckdb_sink import DuckDBSink
+
+if TYPE_CHECKING:  # built only when routes name retune actions
+    from alerts.retune import RetuneTrigger
 
 log = logging.getLogger("lookout.alerts")
 
@@ -165,6 +166,9 @@ def build_pipeline(
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
     retune = None
     if config.alerting.retune.actions and config.engine.role != "ingest":
+        from alerts.retune import RetuneTrigger
+        from alerts.retune.guard import RetuneLog
+
         retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
         retune.start()
         tracker.on_alerting = retune.consider
