@@ -257,7 +257,7 @@ def write_report(
     )
     merged = _frame(
         sink,
-        "SELECT model, count(*) AS windows, sum(records)::BIGINT AS records, "
+        "SELECT model, count(DISTINCT window_start) AS windows, sum(records)::BIGINT AS records, "
         "sum(blocked) / nullif(sum(calls), 0) AS block_rate, "
         "sum(latency_sum_ms) / nullif(sum(latency_count), 0) AS latency_mean_ms, "
         "sum(output_tokens) / nullif(sum(token_calls), 0) AS output_tokens_per_call "
