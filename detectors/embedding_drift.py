@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -179,15 +179,16 @@ class EmbeddingDriftDetector:
         return body, sample_only
 
     def trim_sample(
-        self, held: EmbeddingDriftState, stored: Sequence[EmbeddingDriftState]
+        self, state: EmbeddingDriftState, seen: EmbeddingDriftState, scale: float
     ) -> EmbeddingDriftState:
-        """`held` without the sample rows that cannot make the window's sample, given what the
-        writers stored: with N ingest writers a window's samples cost about 1.5 samples, not N.
-        The stored counts (written at every checkpoint, before any sample) bound the window's
-        population from below."""
-        population = held.count + sum(s.count for s in stored)
-        others = [s.sample for s in stored]
-        return replace(held, sample=rs.still_competing(held.sample, others, population=population))
+        """`state` without the sample rows that cannot make the window's bottom-k sample.
+
+        `seen` is the window as this writer knows it and `scale` how many times more records
+        every writer together stored: the window then holds about `seen.count * scale`
+        embeddings, and with N ingest writers the samples they write add up to about 1.5
+        samples instead of N (`reservoir.still_competing`)."""
+        population = int(seen.count * scale)
+        return replace(state, sample=rs.still_competing(state.sample, (), population=population))
 
     def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
         """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""

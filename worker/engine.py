@@ -372,18 +372,20 @@ class Engine:
         return True
 
     def _trim_held_samples(self, dirty: Sequence[OpenWindow]) -> None:
-        """An ingest writer is one of several: before writing a closed window's held sample,
-        keep only the rows that can still make the window's sample given what the others
-        stored. Unreadable sink: write it whole (more bytes, same merge)."""
-        for w in dirty:
-            if not w.closed or w.trimmed:
-                continue
-            try:
-                stored = self._sink.load_recent_windows(w.model, w.start, w.start + 1)
-            except Exception as error:  # the write that follows reports a down sink
-                log.debug("reading stored samples of %s %d failed: %s", w.model, w.start, error)
-                return
-            w.trim_held(stored.get(w.start, ()), self._detectors)
+        """An ingest writer is one of several: before writing closed windows' held samples,
+        keep only the rows that can still make each window's sample, sized by the records all
+        writers stored (one cheap read per checkpoint that closes windows). Unreadable sink:
+        write them whole (more bytes, the same merge)."""
+        closing = [w for w in dirty if w.closed and not w.trimmed]
+        if not closing:
+            return
+        try:
+            stored = self._sink.stored_records([(w.model, w.start) for w in closing])
+        except Exception as error:  # the write that follows reports a down sink
+            log.debug("reading stored record counts from %s failed: %s", self._sink.name, error)
+            return
+        for w in closing:
+            w.trim_held(stored.get((w.model, w.start), 0), self._detectors)
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
         """The frontier travels with the partial rows it covers, never ahead of them."""

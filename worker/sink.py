@@ -168,6 +168,11 @@ class Sink(Protocol):
         """Partial states of windows with since <= start < until, for baselines after a restart."""
         ...
 
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        """Records every writer has stored for each (model, window start): a cheap read of a
+        typed column (an ingest writer sizes its share of the window's sample by it)."""
+        ...
+
     def models(self) -> Sequence[str]: ...
 
     def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:

@@ -331,6 +331,17 @@ class MemorySink:
             out.setdefault(p.window_start, []).append(orjson.loads(p.states_json))
         return out
 
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        self._check_read()
+        wanted = set(windows)
+        out: dict[tuple[str, int], int] = {}
+        with self._lock:
+            for p in self._partials:
+                key = (p.model, p.window_start)
+                if key in wanted:
+                    out[key] = out.get(key, 0) + p.records
+        return out
+
     def models(self) -> Sequence[str]:
         self._check_read()
         with self._lock:

@@ -12,7 +12,7 @@ here (`held`) and written once, in the first checkpoint after the window closes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -164,21 +164,25 @@ class OpenWindow:
         body, _ = split(self.delta[name])
         return body
 
-    def trim_held(
-        self, stored: Sequence[Mapping[str, Any]], detectors: Mapping[str, Detector[Any]]
-    ) -> None:
-        """Drop held and pending sample rows that the samples other writers stored for this
-        window already beat (`trim_sample`): what is merged later is unchanged, what is
-        written shrinks."""
+    def trim_held(self, stored_records: int, detectors: Mapping[str, Detector[Any]]) -> None:
+        """Drop held and pending sample rows that cannot make the window's sample
+        (`trim_sample`), given `stored_records`, what every writer has stored for this window
+        (this one's committed records included): what is merged later is unchanged with
+        overwhelming probability, what is written shrinks to about one sample across writers."""
         self.trimmed = True
+        known = self.durable_records + self.delta_records
+        population = max(stored_records, self.durable_records) + self.delta_records
+        if known == 0:
+            return
+        scale = population / known
+        current = self.current(detectors)
         for name, detector in detectors.items():
             trim = getattr(detector, "trim_sample", None)
             if trim is None:
                 continue
-            others = [detector.from_row(row[name]) for row in stored if name in row]
             if name in self.held:
-                self.held[name] = trim(self.held[name], others)
-            self.delta[name] = trim(self.delta[name], others)
+                self.held[name] = trim(self.held[name], current[name], scale)
+            self.delta[name] = trim(self.delta[name], current[name], scale)
 
     def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
         extras: dict[str, float] = {}

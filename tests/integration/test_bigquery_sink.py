@@ -310,6 +310,7 @@ def test_a_retry_after_a_half_written_checkpoint_counts_each_record_once(
     stored = sink.load_window("a", S0)
     assert (stored.records, len(stored.partial_states)) == (10, 1)
     assert stored.request_ids == frozenset(both.request_id.tolist())
+    assert sink.stored_records([("a", S0)]) == {("a", S0): 10}  # the retried row once
 
     # a restarted writer reusing writer id and sequence numbers (a new sink object) adds rows
     restarted = BigQuerySink(project, bigquery_dataset, client=bigquery_emulator.client())

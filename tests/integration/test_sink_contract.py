@@ -163,6 +163,9 @@ def test_partial_rows_of_several_writers_merge_to_the_one_pass_state(sink: Sink)
     assert stored.records == 30
     assert stored.request_ids == frozenset(whole.request_id.tolist())
     assert merged_state(sink, "a", S0) == states_of(whole)
+    # what an ingest writer sizes its sample share by: one cheap read for many windows
+    wanted = [("a", S0), ("a", S0 + 60), ("b", S0)]
+    assert sink.stored_records(wanted) == {("a", S0): 30}
     # the merged view: sums of the parts, and the p95 of the merged histogram
     [row] = merged_view(sink)
     p95 = LATENCY.quantiles(states_of(whole)["latency"])["p95_ms"]

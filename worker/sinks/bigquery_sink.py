@@ -365,19 +365,24 @@ class BigQuerySink:
         from google.api_core import exceptions
         from google.cloud import bigquery
 
-        query_params = []
-        for name, value in (params or {}).items():
+        def kind_of(value: Any) -> str:
             if isinstance(value, bool):
-                kind = "BOOL"
-            elif isinstance(value, int):
-                kind = "INT64"
-            elif isinstance(value, float):
-                kind = "FLOAT64"
-            elif isinstance(value, datetime):
-                kind = "TIMESTAMP"
+                return "BOOL"
+            if isinstance(value, int):
+                return "INT64"
+            if isinstance(value, float):
+                return "FLOAT64"
+            if isinstance(value, datetime):
+                return "TIMESTAMP"
+            return "STRING"
+
+        query_params: list[Any] = []
+        for name, value in (params or {}).items():
+            if isinstance(value, list):  # an ARRAY parameter (`IN UNNEST(@name)`)
+                kind = kind_of(value[0]) if value else "STRING"
+                query_params.append(bigquery.ArrayQueryParameter(name, kind, value))
             else:
-                kind = "STRING"
-            query_params.append(bigquery.ScalarQueryParameter(name, kind, value))
+                query_params.append(bigquery.ScalarQueryParameter(name, kind_of(value), value))
         # unqualified table names resolve in the sink's dataset (as in the README's examples)
         config = bigquery.QueryJobConfig(
             query_parameters=query_params, default_dataset=f"{self.project}.{self.dataset}"
@@ -399,6 +404,25 @@ class BigQuerySink:
         except Exception as error:
             msg = f"BigQuery {self.dataset} unreachable: {error}"
             raise BigQuerySinkError(msg) from error
+
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        """One query for every window of a checkpoint; it reads typed columns only (row_id,
+        written_at, model, window_start, records), never the states."""
+        if not windows:
+            return {}
+        rows = self.query(
+            "SELECT model, UNIX_SECONDS(window_start) AS s, SUM(records) AS n FROM ("
+            "SELECT row_id, written_at, model, window_start, records FROM {ds}.window_metrics "
+            "WHERE window_start IN UNNEST(@starts) AND model IN UNNEST(@models) "
+            f"{_DEDUP}) GROUP BY model, s",
+            {
+                "starts": sorted({datetime.fromtimestamp(s, tz=UTC) for _, s in windows}),
+                "models": sorted({m for m, _ in windows}),
+            },
+        )
+        wanted = set(windows)
+        found = {(str(r["model"]), int(r["s"])): int(r["n"]) for r in rows}
+        return {key: n for key, n in found.items() if key in wanted}
 
     def newest_window_start(self, model: str) -> int | None:
         rows = self.query(

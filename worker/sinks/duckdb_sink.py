@@ -393,6 +393,22 @@ class DuckDBSink:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        if not windows:
+            return {}
+        models = sorted({m for m, _ in windows})
+        starts = sorted({_ts(s) for _, s in windows})
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT model, epoch(window_start)::BIGINT, sum(records)::BIGINT "
+                "FROM window_metrics WHERE list_contains(?, model) "
+                "AND list_contains(?, window_start) GROUP BY 1, 2",
+                [models, starts],
+            ).fetchall()
+        wanted = set(windows)
+        found = {(str(m), int(s)): int(n) for m, s, n in rows}
+        return {key: n for key, n in found.items() if key in wanted}
+
     def newest_window_start(self, model: str) -> int | None:
         with self._lock:
             row = self._con.execute(
