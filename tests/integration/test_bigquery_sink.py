@@ -62,7 +62,7 @@ def test_bq_init_twice_changes_nothing_the_second_time(bigquery_emulator: BigQue
     client = bigquery_emulator.client()
     table = client.get_table(f"{project}.{dataset}.window_metrics")
     assert table.time_partitioning.field == "window_start"
-    assert table.clustering_fields == ["model"]
+    assert table.clustering_fields == ["model", "window_start"]
     assert all(field.description for field in table.schema)
     histogram = next(f for f in table.schema if f.name == "latency_histogram")
     assert (histogram.field_type, histogram.mode) == ("RECORD", "REPEATED")
