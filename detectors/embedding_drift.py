@@ -178,6 +178,18 @@ class EmbeddingDriftDetector:
         sample_only = EmbeddingDriftState(0, np.zeros_like(state.feature_sum), state.sample)
         return body, sample_only
 
+    def trim_sample(
+        self, state: EmbeddingDriftState, seen: EmbeddingDriftState, scale: float
+    ) -> EmbeddingDriftState:
+        """`state` without the sample rows that cannot make the window's bottom-k sample.
+
+        `seen` is the window as this writer knows it and `scale` how many times more records
+        every writer together stored: the window then holds about `seen.count * scale`
+        embeddings, and with N ingest writers the samples they write add up to about 1.5
+        samples instead of N (`reservoir.still_competing`)."""
+        population = int(seen.count * scale)
+        return replace(state, sample=rs.still_competing(state.sample, (), population=population))
+
     def to_row(self, state: EmbeddingDriftState) -> dict[str, Any]:
         """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""
         return {
@@ -332,6 +344,7 @@ class EmbeddingDriftDetector:
         over = f"{pooled_count} calls" + ("" if span == 1 else f" in the last {span} windows")
         details.update(
             statistic=test.statistic,
+            mmd2_estimate=test.mmd2,
             mmd2_null_sd=test.mmd2_null_sd,
             reference_calls=reference.count,
             reference_sample=len(reference.sample),
@@ -355,7 +368,9 @@ class EmbeddingDriftDetector:
             reason + rejected_note,
             state.count,
             details,
-            value=test.mmd2,
+            # MMD² is a squared distance, but its unbiased estimate dips below 0 when nothing
+            # moved; the raw estimate stays in details
+            value=max(test.mmd2, 0.0),
             p_value=test.p_value,
         )
 

@@ -15,7 +15,8 @@ request id, or a 64-bit hash collision) are kept once: the lexicographically sma
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,36 @@ def merge(a: Reservoir, b: Reservoir) -> Reservoir:
     if not len(a) and len(b) <= capacity:
         return Reservoir(b.keys, b.rows, capacity)
     return bottom_k(np.concatenate([a.keys, b.keys]), np.concatenate([a.rows, b.rows]), capacity)
+
+
+def still_competing(
+    sample: Reservoir, others: Sequence[Reservoir], *, population: int = 0, slack: float = 1.5
+) -> Reservoir:
+    """The rows of `sample` that can still be in the bottom k of its union with `others`.
+
+    Exact part: once the others together hold `capacity` rows, a row keyed at or above their
+    largest key loses to every one of them (an equal key is the same record, kept once).
+    Expected part: keys are uniform, so among `population` rows (a lower bound of the window's
+    total, over every writer) the k-th smallest key is near k/population of the key range;
+    rows above `slack` times that are dropped too. Fewer than k rows fall below that bound with
+    negligible probability (at k = 100 it is over 4 standard deviations away; it only shrinks
+    the sample, which stays uniform). This is how several writers of one window write about one
+    sample between them rather than one each.
+    """
+    if not len(sample):
+        return sample
+    bound = np.uint64(np.iinfo(np.uint64).max)
+    if others:
+        union = functools.reduce(merge, others)
+        if len(union) >= sample.capacity:
+            bound = union.keys[-1]
+    if population > slack * sample.capacity:
+        share = slack * sample.capacity / population
+        bound = min(bound, np.uint64(share * float(np.iinfo(np.uint64).max)))
+    n = int(np.searchsorted(sample.keys, bound, side="left"))
+    if n == len(sample):
+        return sample
+    return Reservoir(sample.keys[:n], sample.rows[:n], sample.capacity)
 
 
 def add(

@@ -33,6 +33,10 @@ def _empty_object(n: int = 0) -> ObjectArray:
     return np.full(n, None, dtype=object)
 
 
+#: the "absent" value of a column by numpy dtype kind
+_MISSING: Mapping[str, Any] = {"O": None, "f": np.nan, "b": False}
+
+
 @dataclass(frozen=True)
 class LogBatch:
     """Columns of n prediction logs. Every 1-d array has length n.
@@ -48,6 +52,9 @@ class LogBatch:
     timestamp: FloatArray
     model: ObjectArray
     model_version: ObjectArray = field(default_factory=_empty_object)
+    #: who made the call (a customer or team) and where it was served: analysts slice by them
+    tenant: ObjectArray = field(default_factory=_empty_object)
+    endpoint: ObjectArray = field(default_factory=_empty_object)
     latency_ms: FloatArray = field(default_factory=_empty_float)
     time_to_first_token_ms: FloatArray = field(default_factory=_empty_float)
     input_tokens: FloatArray = field(default_factory=_empty_float)
@@ -70,6 +77,11 @@ class LogBatch:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("embeddings", "embedding_rows", "safety_scores"):
+                continue
+            if len(value) == 0 and n:
+                # a column the producer did not give: absent for every row
+                absent = np.full(n, _MISSING[value.dtype.kind], value.dtype)
+                object.__setattr__(self, f.name, absent)
                 continue
             if len(value) != n:
                 msg = f"LogBatch column {f.name!r} has {len(value)} rows, expected {n}"
@@ -183,6 +195,8 @@ class LogBatch:
             timestamp=floats(log.timestamp.timestamp() for log in logs),
             model=objects(log.model for log in logs),
             model_version=objects(log.model_version for log in logs),
+            tenant=objects(log.tenant for log in logs),
+            endpoint=objects(log.endpoint for log in logs),
             latency_ms=floats(log.latency_ms for log in logs),
             time_to_first_token_ms=floats(log.time_to_first_token_ms for log in logs),
             input_tokens=floats(log.input_tokens for log in logs),

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.alert_config import AlertingConfig
@@ -84,7 +91,32 @@ class DuckDBSinkConfig(_Strict):
     memory_limit: str = "256MB"
 
 
-SinkConfig = DuckDBSinkConfig
+class BigQuerySinkConfig(_Strict):
+    """Window aggregates, detections and alerts in BigQuery, for analysts. Credentials are
+    Application Default Credentials (Workload Identity on GKE); create the tables with
+    `lookout bq init`. BIGQUERY_EMULATOR_HOST (host:port) points the client at an emulator."""
+
+    kind: Literal["bigquery"] = "bigquery"
+    project: str = Field(min_length=1)
+    dataset: str = Field(default="llm_monitoring", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    location: str | None = None
+    #: how long one write retries transient errors before the checkpoint fails (and the engine
+    #: keeps its messages un-acked and tries again at the next checkpoint)
+    write_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+def _duckdb_unless_named(value: Any) -> Any:
+    """`sink:` without `kind` is the DuckDB sink, as before BigQuery existed."""
+    if isinstance(value, Mapping) and "kind" not in value:
+        return {"kind": "duckdb", **value}
+    return value
+
+
+SinkConfig = Annotated[
+    DuckDBSinkConfig | BigQuerySinkConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_duckdb_unless_named),
+]
 
 
 class EngineConfig(_Strict):
@@ -203,21 +235,44 @@ class ConfigError(Exception):
 _SECRET_HINTS = ("url", "key", "token", "secret", "password")
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     """`key.path: what is wrong (got value)`; strings are never echoed, since a misplaced
-    secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log."""
+    secret (a webhook URL under the wrong key) would otherwise end up in a terminal or CI log.
+
+    A value that came from a `LOOKOUT_…` variable is blamed on that variable, not on the file
+    (`environment LOOKOUT_ENGINE__WINDOW_SECONDS (engine.window_seconds): …`), and its value is
+    never shown: environment variables are where secrets live."""
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"])
     if error["type"] == "value_error" and not error["loc"]:
         # a rule across sections (our own message names every key it involves)
         return message.removeprefix("Value error, ")
+    variable = _blamed_variable(error["loc"], os.environ if environ is None else environ)
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    elif not any(hint in location.lower() for hint in _SECRET_HINTS):
+    elif variable is None and not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
         if isinstance(value, int | float | bool):
             message += f" (got {value!r})"
+    if variable is not None:
+        return f"environment {variable} ({location}): {message}"
     return f"{location}: {message}"
+
+
+def _blamed_variable(loc: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:
+    """The `LOOKOUT_A__B` variable that set the value at `loc` (or a section holding it), if
+    any. A tagged union puts its tag in `loc` (`source.pubsub.project`), which no variable
+    names, so each path is also tried without one of its parts."""
+    path = tuple(str(part).lower() for part in loc)
+    paths = {path} | {path[:i] + path[i + 1 :] for i in range(1, len(path))}
+    best: tuple[int, str] | None = None
+    for name in environ:
+        if not name.upper().startswith("LOOKOUT_") or "__" not in name:
+            continue
+        parts = tuple(name[len("LOOKOUT_") :].lower().split("__"))
+        if any(p[: len(parts)] == parts for p in paths) and (best is None or len(parts) > best[0]):
+            best = (len(parts), name)
+    return best[1] if best else None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

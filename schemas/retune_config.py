@@ -46,8 +46,10 @@ class _ActionBase(BaseModel):
     name: ReceiverName
     #: detector name patterns this action is for (None: any detector a route sends it)
     detectors: tuple[str, ...] | None = None
-    #: consecutive alerting windows of one incident before it counts as sustained
-    consecutive_windows: int = Field(default=3, ge=1)
+    #: consecutive alerting windows of one incident before it counts as sustained; an incident
+    #: is held alerting until its condition has cleared (CUSUM), so a one-window blip already
+    #: spans about 3 windows: 5 keeps blips out
+    consecutive_windows: int = Field(default=5, ge=1)
     #: at most one request per model per cooldown (event time), whatever the incident
     cooldown: Duration = timedelta(hours=24)
     #: log and count what would be sent, send nothing

@@ -8,7 +8,10 @@ definition of each count: the detector's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.sink import PartialRow
 
 #: (column, SQL type): every one is a sum over the partial rows of a window
 ANALYST_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -40,6 +43,10 @@ _SOURCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: detectors whose state the analyst columns read: the only ones kept per (version, tenant) slice
+SLICE_DETECTORS: tuple[str, ...] = tuple(dict.fromkeys(d for _, d, _ in _SOURCES if d))
+
+
 def analyst_values(
     states: Mapping[str, Mapping[str, Any]], extras: Mapping[str, float] | None = None
 ) -> dict[str, float | int | None]:
@@ -53,21 +60,152 @@ def analyst_values(
     return out
 
 
-_SUMS = ",\n    ".join(f"sum({name}) AS {name}" for name, _ in ANALYST_COLUMNS)
+def latency_histogram(states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The latency state as typed columns: non-empty buckets as (bucket, count) pairs, in index
+    order, and the bucket mapping that turns an index back into milliseconds. SQL merges
+    partial rows by summing counts per bucket (see `merged_view_sql`)."""
+    row = states.get("latency")
+    if not row or "buckets" not in row:
+        return {
+            "latency_histogram": [],
+            "latency_bucket_gamma": None,
+            "latency_bucket_min_ms": None,
+        }
+    pairs = sorted((int(k), int(v)) for k, v in row["buckets"].items())
+    return {
+        "latency_histogram": [{"bucket": k, "count": n} for k, n in pairs],
+        "latency_bucket_gamma": float(row["bucket_gamma"]),
+        "latency_bucket_min_ms": float(row["bucket_min_ms"]),
+    }
 
-MERGED_VIEW_SQL = f"""
-CREATE OR REPLACE VIEW window_metrics_merged AS
-SELECT
-    model,
-    window_start,
-    any_value(window_end) AS window_end,
-    sum(records) AS records,
-    sum(late_records) AS late_records,
-    count(*) AS partial_rows,
-    {_SUMS},
-    sum(blocked) / nullif(sum(calls), 0) AS block_rate,
-    sum(latency_sum_ms) / nullif(sum(latency_count), 0) AS latency_mean_ms,
-    sum(output_tokens) / nullif(sum(token_calls), 0) AS output_tokens_per_call
-FROM window_metrics
-GROUP BY model, window_start;
+
+def slice_rows(partial: PartialRow) -> list[dict[str, Any]]:
+    """The rows one partial row becomes in `window_metrics`: one per (model_version, tenant)
+    slice with that slice's flat columns and histogram. Detector states (what the evaluator
+    merges) go with the first row only; a sink stores an empty state on the others."""
+    if not partial.slices:
+        return [
+            {
+                "model_version": None,
+                "tenant": None,
+                "records": partial.records,
+                "late_records": partial.late_records,
+                **analyst_values(partial.states, partial.extras),
+                **latency_histogram(partial.states),
+            }
+        ]
+    return [
+        {
+            "model_version": s.model_version,
+            "tenant": s.tenant,
+            "records": s.records,
+            "late_records": s.late_records,
+            **analyst_values(s.states, s.extras),
+            **latency_histogram(s.states),
+        }
+        for s in partial.slices
+    ]
+
+
+#: (name, quantile) of the latency columns every merged view computes from the histogram
+QUANTILE_COLUMNS: tuple[tuple[str, float], ...] = (
+    ("latency_p50_ms", 0.5),
+    ("latency_p95_ms", 0.95),
+    ("latency_p99_ms", 0.99),
+)
+
+
+#: what `window_metrics_merged` groups by: one row per slice of a window
+SLICE_KEYS: tuple[str, ...] = ("model", "model_version", "tenant", "window_start")
+
+
+def merged_view_sql(dialect: str, table: str, view: str, *, dedup: bool = False) -> str:
+    """`window_metrics_merged`: partial rows summed per (model, model_version, tenant, window),
+    and p50/p95/p99 from the summed latency histogram, in DuckDB's or BigQuery's SQL (`dialect`
+    "duckdb" | "bigquery"). Rows that carry no record (a held sample written at close) are left
+    out, so no empty slice appears.
+
+    The quantile is the detector's own rule (`LogBuckets.quantiles`): the first bucket whose
+    running count exceeds floor(q·(n − 1)), reported as 2·min·γ^k/(1 + γ) (min for bucket 0), so
+    the view and the engine agree exactly. With `dedup`, only the newest row of each `row_id`
+    counts (BigQuery: a retried write may land a partial row twice)."""
+    source = f"(SELECT * FROM {table} WHERE records > 0)"
+    if dedup:
+        source = (
+            f"(SELECT * FROM {table} WHERE TRUE "
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DESC) = 1)"
+        )
+        source = f"(SELECT * FROM {source} WHERE records > 0)"
+    unnest = (
+        "CROSS JOIN UNNEST(t.latency_histogram) AS hb"
+        if dialect == "bigquery"
+        else "CROSS JOIN UNNEST(t.latency_histogram) AS u(hb)"
+    )
+    keys = ", ".join(SLICE_KEYS)
+    t_keys = ", ".join(f"t.{k}" for k in SLICE_KEYS)
+    w_keys = ", ".join(f"w.{k}" for k in SLICE_KEYS)
+    same_slice = " AND ".join(f"q.{k} IS NOT DISTINCT FROM m.{k}" for k in SLICE_KEYS)
+    sums = ",\n    ".join(f"SUM(w.{name}) AS {name}" for name, _ in ANALYST_COLUMNS)
+    picks = ",\n        ".join(
+        f"MIN(IF(c > FLOOR({q} * (total - 1)), bucket, NULL)) AS {name}_bucket"
+        for name, q in QUANTILE_COLUMNS
+    )
+    values = ",\n    ".join(
+        f"IF(q.{name}_bucket <= 0, q.min_ms, "
+        f"2 * q.min_ms * POW(q.gamma, q.{name}_bucket) / (1 + q.gamma)) AS {name}"
+        for name, _ in QUANTILE_COLUMNS
+    )
+    return f"""CREATE OR REPLACE VIEW {view} AS
+WITH w AS (SELECT * FROM {source} AS rows_),
+hist AS (
+    SELECT {t_keys}, hb.bucket AS bucket, SUM(hb.count) AS n,
+        ANY_VALUE(t.latency_bucket_gamma) AS gamma, ANY_VALUE(t.latency_bucket_min_ms) AS min_ms
+    FROM w AS t {unnest}
+    GROUP BY {t_keys}, hb.bucket
+),
+cum AS (
+    SELECT {keys}, bucket, gamma, min_ms,
+        SUM(n) OVER (PARTITION BY {keys} ORDER BY bucket
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c,
+        SUM(n) OVER (PARTITION BY {keys}) AS total
+    FROM hist
+),
+q AS (
+    SELECT {keys}, ANY_VALUE(gamma) AS gamma, ANY_VALUE(min_ms) AS min_ms,
+        {picks}
+    FROM cum GROUP BY {keys}
+),
+m AS (
+    SELECT {w_keys}, ANY_VALUE(w.window_end) AS window_end,
+    SUM(w.records) AS records, SUM(w.late_records) AS late_records, COUNT(*) AS partial_rows,
+    {sums}
+    FROM w GROUP BY {w_keys}
+)
+SELECT m.*,
+    m.blocked / NULLIF(m.calls, 0) AS block_rate,
+    m.latency_sum_ms / NULLIF(m.latency_count, 0) AS latency_mean_ms,
+    m.output_tokens / NULLIF(m.token_calls, 0) AS output_tokens_per_call,
+    {values}
+FROM m LEFT JOIN q ON {same_slice}
 """
+
+
+def model_daily_sql(merged_view: str, view: str) -> str:
+    """`model_daily`: per model and UTC day, the merged windows summed (the same SQL in both)."""
+    return f"""CREATE OR REPLACE VIEW {view} AS
+SELECT model, CAST(window_start AS DATE) AS day, COUNT(*) AS windows,
+    SUM(records) AS records, SUM(calls) AS calls, SUM(blocked) AS blocked,
+    SUM(blocked) / NULLIF(SUM(calls), 0) AS block_rate,
+    SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+    SUM(cost_usd) AS cost_usd, MAX(latency_p95_ms) AS worst_window_p95_ms
+FROM {merged_view}
+GROUP BY model, CAST(window_start AS DATE)
+"""
+
+
+MERGED_VIEW_SQL = (
+    merged_view_sql("duckdb", "window_metrics", "window_metrics_merged")
+    + ";\n"
+    + model_daily_sql("window_metrics_merged", "model_daily")
+    + ";\n"
+)

@@ -314,6 +314,8 @@ class Engine:
             if self._deferred:
                 return False
         dirty = [w for w in self._windows.values() if w.dirty]
+        if not self.settings.evaluate:
+            self._trim_held_samples(dirty)
         request_ids = [(w.model, w.start, rid) for w in dirty for rid in w.delta_ids]
         checkpoint = Checkpoint(
             writer_id=self.settings.writer_id,
@@ -368,6 +370,22 @@ class Engine:
         if self._metrics is not None:
             self._metrics.checkpointed(seconds, len(self._windows))
         return True
+
+    def _trim_held_samples(self, dirty: Sequence[OpenWindow]) -> None:
+        """An ingest writer is one of several: before writing closed windows' held samples,
+        keep only the rows that can still make each window's sample, sized by the records all
+        writers stored (one cheap read per checkpoint that closes windows). Unreadable sink:
+        write them whole (more bytes, the same merge)."""
+        closing = [w for w in dirty if w.closed and not w.trimmed]
+        if not closing:
+            return
+        try:
+            stored = self._sink.stored_records([(w.model, w.start) for w in closing])
+        except Exception as error:  # the write that follows reports a down sink
+            log.debug("reading stored record counts from %s failed: %s", self._sink.name, error)
+            return
+        for w in closing:
+            w.trim_held(stored.get((w.model, w.start), 0), self._detectors)
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
         """The frontier travels with the partial rows it covers, never ahead of them."""

@@ -9,15 +9,34 @@ associative and commutative). DuckDB (embedded default) and BigQuery implement t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 from schemas.detection import Alert, Detection
 
 #: one detector's state as its `to_row` returned it
 DetectorRow = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """The analysts' share of a partial row: what it holds for one (model_version, tenant).
+
+    Only the detectors the analyst columns read (`analyst_columns.SLICE_DETECTORS`) are kept
+    per slice; detection runs per model on the partial row's whole `states`.
+    """
+
+    model_version: str | None
+    tenant: str | None
+    records: int
+    late_records: int
+    states: Mapping[str, DetectorRow]
+    extras: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,8 @@ class PartialRow:
     states: Mapping[str, DetectorRow]
     #: derived numbers for analysts only (e.g. cost_usd from the price table)
     extras: Mapping[str, float] = field(default_factory=dict)
+    #: the same records split by (model_version, tenant), sorted; () = one slice without either
+    slices: Sequence[SliceRow] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,29 @@ class Checkpoint:
         )
 
 
+def checkpoint_digest(checkpoint: Checkpoint) -> str:
+    """A fingerprint of everything a checkpoint holds. A sink that sees the same (writer,
+    sequence, digest) twice stores it once: a replayed write never double-counts, while a
+    restarted writer that reuses a writer id and sequence (different content) is not lost."""
+    body = {
+        "writer": checkpoint.writer_id,
+        "sequence": checkpoint.sequence,
+        # orjson reads dataclasses itself, several times faster than `asdict`'s deep copy
+        "partials": list(checkpoint.partials),
+        "request_ids": list(checkpoint.request_ids),
+        "detections": [d.model_dump() for d in checkpoint.detections],
+        "alerts": [a.model_dump() for a in checkpoint.alerts],
+        "alert_state": checkpoint.alert_state,
+        "references": [[list(k), v] for k, v in sorted(checkpoint.references.items())],
+        "quarantined": list(checkpoint.quarantined),
+        "frontier": checkpoint.frontier,
+        "baseline_accepts": list(checkpoint.baseline_accepts),
+    }
+    # `repr` for anything JSON cannot hold: the digest never fails; storing it may, in its place
+    raw = orjson.dumps(body, default=repr, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class StoredWindow:
     """Everything the sink already holds for one (model, window), from any writer."""
@@ -122,6 +166,11 @@ class Sink(Protocol):
         self, model: str, since: int, until: int
     ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:
         """Partial states of windows with since <= start < until, for baselines after a restart."""
+        ...
+
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        """Records every writer has stored for each (model, window start): a cheap read of a
+        typed column (an ingest writer sizes its share of the window's sample by it)."""
         ...
 
     def models(self) -> Sequence[str]: ...

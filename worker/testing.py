@@ -37,6 +37,7 @@ from worker.sink import (
     DetectorRow,
     QuarantinedRecord,
     StoredWindow,
+    checkpoint_digest,
 )
 from worker.source import SourceMessage
 
@@ -153,6 +154,7 @@ class MemorySink:
         #: records the engine quarantined for their event time, as written
         self.quarantined: list[QuarantinedRecord] = []
         self._frontiers: dict[str, float] = {}
+        self._applied: set[tuple[str, int, str]] = set()
         self._closed = False
         self._fail_count: int | None = None
         self._fail_forever = False
@@ -233,12 +235,16 @@ class MemorySink:
                 self.failed_writes += 1
                 msg = f"{self.name} refuses writes (test outage)"
                 raise SinkUnavailable(msg)
+            key = (checkpoint.writer_id, checkpoint.sequence, checkpoint_digest(checkpoint))
+            if key in self._applied:  # the same checkpoint again: stored once, as in DuckDB
+                return
             try:
                 staged = self._stage(checkpoint)
             except Exception:
                 self.failed_writes += 1
                 raise
             self._commit(checkpoint, *staged)
+            self._applied.add(key)
             self.checkpoints_written += 1
 
     def _stage(
@@ -323,6 +329,17 @@ class MemorySink:
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for p in rows:
             out.setdefault(p.window_start, []).append(orjson.loads(p.states_json))
+        return out
+
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        self._check_read()
+        wanted = set(windows)
+        out: dict[tuple[str, int], int] = {}
+        with self._lock:
+            for p in self._partials:
+                key = (p.model, p.window_start)
+                if key in wanted:
+                    out[key] = out.get(key, 0) + p.records
         return out
 
     def models(self) -> Sequence[str]:

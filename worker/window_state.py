@@ -13,7 +13,7 @@ here (`held`) and written once, in the first checkpoint after the window closes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,37 @@ import pandas as pd
 
 from detectors.base import Detector
 from schemas.batch import LogBatch
-from worker.sink import PartialRow
+from worker.analyst_columns import SLICE_DETECTORS
+from worker.sink import PartialRow, SliceRow
+
+#: (model_version, tenant): the slice of a window analysts group by
+SliceKey = tuple[str | None, str | None]
+
+
+@dataclass
+class SliceDelta:
+    """What a window folded for one (model_version, tenant) since its last checkpoint."""
+
+    states: dict[str, Any]
+    records: int = 0
+    late_records: int = 0
+
+
+def slices_of(batch: LogBatch) -> list[tuple[SliceKey, LogBatch]]:
+    """The batch split by (model_version, tenant); the whole batch when it has one slice
+    (nearly always within one poll of one model), so the common case costs no copy."""
+    versions, tenants = batch.model_version, batch.tenant
+    if (versions == versions[0]).all() and (tenants == tenants[0]).all():
+        return [((versions[0], tenants[0]), batch)]
+    # factorize codes only: its uniques would turn None into NaN
+    version_codes, _ = pd.factorize(versions, use_na_sentinel=False)
+    tenant_codes, tenant_names = pd.factorize(tenants, use_na_sentinel=False)
+    codes = version_codes * len(tenant_names) + tenant_codes
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    # the slice detectors read no embedding: leave them out of the copies
+    slim = replace(batch, embeddings=batch.embeddings[:0], embedding_rows=batch.embedding_rows[:0])
+    return [((versions[g[0]], tenants[g[0]]), slim.take(g)) for g in groups]
 
 
 @dataclass
@@ -41,6 +71,9 @@ class OpenWindow:
     closed: bool = False
     held: dict[str, Any] = field(default_factory=dict)
     holding: bool = False
+    slices: dict[SliceKey, SliceDelta] = field(default_factory=dict)
+    #: held samples were checked against what other writers stored (see `trim_held`)
+    trimmed: bool = False
 
     @classmethod
     def fresh(
@@ -80,7 +113,40 @@ class OpenWindow:
         self.delta_records += added
         if self.evaluated:
             self.delta_late += added
+        self._fold_slices(batch, detectors)
         return added, duplicates
+
+    def _fold_slices(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> None:
+        names = [n for n in SLICE_DETECTORS if n in detectors]
+        for key, part in slices_of(batch):
+            delta = self.slices.get(key)
+            if delta is None:
+                delta = self.slices[key] = SliceDelta({n: detectors[n].empty() for n in names})
+            for name in names:
+                delta.states[name] = detectors[name].add(delta.states[name], part)
+            delta.records += len(part)
+            if self.evaluated:
+                delta.late_records += len(part)
+
+    def _slice_rows(self, detectors: Mapping[str, Detector[Any]]) -> list[SliceRow]:
+        rows = []
+        for (version, tenant), delta in sorted(self.slices.items(), key=_slice_order):
+            extras: dict[str, float] = {}
+            for name, state in delta.states.items():
+                derive = getattr(detectors[name], "analyst_values", None)
+                if derive is not None:
+                    extras.update(derive(state, self.model))
+            rows.append(
+                SliceRow(
+                    model_version=version,
+                    tenant=tenant,
+                    records=delta.records,
+                    late_records=delta.late_records,
+                    states={n: detectors[n].to_row(st) for n, st in delta.states.items()},
+                    extras=extras,
+                )
+            )
+        return rows
 
     def current(self, detectors: Mapping[str, Detector[Any]]) -> dict[str, Any]:
         """Everything known about the window: durable merged with the pending delta."""
@@ -98,6 +164,26 @@ class OpenWindow:
         body, _ = split(self.delta[name])
         return body
 
+    def trim_held(self, stored_records: int, detectors: Mapping[str, Detector[Any]]) -> None:
+        """Drop held and pending sample rows that cannot make the window's sample
+        (`trim_sample`), given `stored_records`, what every writer has stored for this window
+        (this one's committed records included): what is merged later is unchanged with
+        overwhelming probability, what is written shrinks to about one sample across writers."""
+        self.trimmed = True
+        known = self.durable_records + self.delta_records
+        population = max(stored_records, self.durable_records) + self.delta_records
+        if known == 0:
+            return
+        scale = population / known
+        current = self.current(detectors)
+        for name, detector in detectors.items():
+            trim = getattr(detector, "trim_sample", None)
+            if trim is None:
+                continue
+            if name in self.held:
+                self.held[name] = trim(self.held[name], current[name], scale)
+            self.delta[name] = trim(self.delta[name], current[name], scale)
+
     def partial_row(self, detectors: Mapping[str, Detector[Any]]) -> PartialRow:
         extras: dict[str, float] = {}
         for name, detector in detectors.items():
@@ -112,6 +198,7 @@ class OpenWindow:
             records=self.delta_records,
             late_records=self.delta_late,
             states={n: d.to_row(self._written_state(n, d)) for n, d in detectors.items()},
+            slices=self._slice_rows(detectors),
         )
 
     def committed(self, detectors: Mapping[str, Detector[Any]]) -> None:
@@ -135,3 +222,15 @@ class OpenWindow:
         self.delta_records = 0
         self.delta_late = 0
         self.delta_ids = []
+        self.slices = {}
+
+
+def _slice_order(item: tuple[SliceKey, SliceDelta]) -> tuple[str, str, str, str]:
+    """None before any name, so the order is total and stable across retries."""
+    (version, tenant), _ = item
+    return (
+        "" if version is None else "1",
+        version or "",
+        "" if tenant is None else "1",
+        tenant or "",
+    )

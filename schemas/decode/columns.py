@@ -220,6 +220,8 @@ def _columns(
         timestamp=_floats([r.timestamp.timestamp() for r in rows]),  # type: ignore[union-attr]
         model=_objects([r.model for r in rows]),
         model_version=_objects([r.model_version for r in rows]),
+        tenant=_objects([r.tenant for r in rows]),
+        endpoint=_objects([r.endpoint for r in rows]),
         latency_ms=latency,
         time_to_first_token_ms=ttft,
         input_tokens=tokens_in,

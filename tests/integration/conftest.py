@@ -1,4 +1,4 @@
-"""Session fixtures for integration tests against the real Cloud Pub/Sub emulator.
+"""Session fixtures for integration tests against the real Cloud Pub/Sub and BigQuery emulators.
 
 One emulator serves the whole session (it takes ~1.5-4 s to start); each test gets its own
 topic/subscription names so tests never see each other's messages. With `CI=true` a missing
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.bigquery_emulator import BigQueryEmulator
+from tests.integration.bigquery_emulator import EmulatorUnavailable as BigQueryUnavailable
 from tests.integration.pubsub_emulator import EmulatorUnavailable, PubSubEmulator, start_emulator
 from worker.sources.grpc_channel import ChannelFactory, channel_factory
 
@@ -49,3 +51,35 @@ def unique_name() -> str:
 @pytest.fixture
 def emulator_log(pubsub_emulator: PubSubEmulator) -> Path:
     return pubsub_emulator.log_path
+
+
+# -- BigQuery ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """The local BigQuery emulator on free loopback ports, stopped at session end. Each test
+    uses datasets of its own (`bigquery_dataset`), never another test's."""
+    try:
+        emulator = BigQueryEmulator(tmp_path_factory.mktemp("bigquery-emulator"))
+    except BigQueryUnavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"BigQuery emulator required with CI=true: {e}", pytrace=False)
+        pytest.skip(f"SKIPPING BigQuery integration tests: {e}")
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def bigquery_dataset(bigquery_emulator: BigQueryEmulator) -> str:
+    """A fresh dataset with Lookout's tables and views, unique to one test."""
+    from worker.sinks.bigquery_init import init_dataset
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    client = bigquery_emulator.client()
+    init_dataset(client, bigquery_emulator.project, name, None)
+    client.close()
+    return name

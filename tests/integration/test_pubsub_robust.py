@@ -158,7 +158,7 @@ def test_a_12mb_gzip_line_is_dead_lettered_as_a_finder_and_the_good_records_coun
     digest = hashlib.sha256(big).hexdigest()
     assert finder["sha256"] == digest and finder["size"] == len(big), finder
     assert finder["first_bytes"].startswith('{"request_id":"big"'), finder["first_bytes"][:80]
-    assert "over the limit" in finder["reason"], finder["reason"]
+    assert "larger than the limit" in finder["reason"], finder["reason"]
     assert finder["source_message_id"] == attributes["source_message_id"]
     assert finder["attributes"]["Content-Encoding"] == "gzip"
     assert attributes["body"] == "finder" and attributes["original_sha256"] == digest, attributes

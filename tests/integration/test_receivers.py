@@ -169,7 +169,7 @@ def test_an_incident_pages_once_and_resolves_once_across_a_restart(
     assert [a.status for a in resolved if a.dedup_key == SAFETY_KEY] == ["resolved"]
     wait_for(lambda: len(pd_events(servers["pd"], "resolve")) == 1, what="the resolve")
     wait_for(lambda: len(slack_messages(servers["slack"], "[RESOLVED")) == 1, what="Slack")
-    report = write_report(second.sink, tmp_path / "report.html", title="incident")
+    report = write_report(second.report_sink(), tmp_path / "report.html", title="incident")
     second.close()
     html = report.read_text()
     assert "safety" in html  # the incident is in the report

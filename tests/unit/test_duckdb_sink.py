@@ -1,15 +1,10 @@
-"""The sink contract, run against DuckDB (the embedded default) and the in-memory fake alike.
-
-Running one contract against both proves the fake the engine tests rely on behaves like the
-real sink: checkpoints are atomic, states come back exactly, request ids and the evaluated flag
-survive, alert state and references round-trip. DuckDB-only tests then check what an analyst
-opening the file sees (`window_metrics_merged`) and that replays and restarts leave it unchanged.
+"""The DuckDB sink beyond the shared contract (tests/integration/test_sink_contract.py): what
+an analyst opening the file sees (`window_metrics_merged`), atomic rollback, replays and
+restarts that leave it unchanged, and an analyst's own tables in the same file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,253 +12,26 @@ import duckdb
 import numpy as np
 import pytest
 
-from alerts.state import AlertTracker
-from detectors.registry import build_detectors
-from schemas.alert_config import AlertingConfig
+from detectors.latency import LatencyDetector
 from schemas.batch import LogBatch
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
-from schemas.detection import Detection
-from schemas.prediction_log import PredictionLog
+from schemas.detector_config import LatencyConfig
+from tests.sink_cases import (
+    S0,
+    T0,
+    batch,
+    detection,
+    ids,
+    merged_state,
+    partial,
+    rows_of,
+    states_of,
+    tracker_rows,
+)
 from worker.cli.pipeline import build_pipeline
-from worker.sink import Checkpoint, PartialRow, Sink
+from worker.sink import Checkpoint, PartialRow
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import SimulationConfig, simulate_batches
-from worker.testing import MemorySink
-
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
-S0 = int(T0.timestamp())
-DETECTORS = build_detectors({"safety": None, "latency": None, "tokens": None})
-
-
-def batch(
-    prefix: str, n: int, *, model: str = "a", second: float = 5, blocked: int = 0
-) -> LogBatch:
-    return LogBatch.from_logs(
-        PredictionLog(
-            request_id=f"{prefix}-{i}",
-            timestamp=T0 + timedelta(seconds=second),
-            model=model,
-            latency_ms=100.0 + 10 * i,
-            input_tokens=100 + i,
-            output_tokens=50 + i,
-            blocked=i < blocked,
-            block_stage="response" if i < blocked else None,
-            block_reason="SAFETY" if i < blocked else None,
-        )
-        for i in range(n)
-    )
-
-
-def states_of(logs: LogBatch) -> dict[str, Any]:
-    return {name: d.add(d.empty(), logs) for name, d in DETECTORS.items()}
-
-
-def rows_of(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: DETECTORS[name].to_row(state) for name, state in states.items()}
-
-
-def partial(logs: LogBatch, model: str = "a", start: int = S0, late: int = 0) -> PartialRow:
-    return PartialRow(
-        model=model,
-        window_start=start,
-        window_end=start + 60,
-        records=len(logs),
-        late_records=late,
-        states=rows_of(states_of(logs)),
-    )
-
-
-def ids(logs: LogBatch, model: str = "a", start: int = S0) -> list[tuple[str, int, str]]:
-    return [(model, start, rid) for rid in logs.request_id.tolist()]
-
-
-def detection(model: str = "a", start: int = S0, **details: Any) -> Detection:
-    return Detection(
-        detector="safety",
-        model=model,
-        window_start=datetime.fromtimestamp(start, tz=UTC),
-        window_end=datetime.fromtimestamp(start + 60, tz=UTC),
-        verdict="alert",
-        condition="block_rate_above_ceiling",
-        severity="critical",
-        value=0.5,
-        threshold=0.25,
-        sample_size=10,
-        reason="half the calls blocked",
-        details={"block_rate": 0.5, **details},
-    )
-
-
-def tracker_rows(*detections: Detection) -> list[dict[str, Any]]:
-    tracker = AlertTracker(AlertingConfig())
-    for d in detections:
-        tracker.observe(d)
-    return tracker.to_rows()
-
-
-@pytest.fixture(params=["duckdb", "memory"])
-def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
-    made: Sink = (
-        DuckDBSink(tmp_path / "lookout.duckdb") if request.param == "duckdb" else MemorySink()
-    )
-    yield made
-    made.close()
-
-
-def merged_state(sink: Sink, model: str, start: int) -> dict[str, Any]:
-    stored = sink.load_window(model, start)
-    out = {name: d.empty() for name, d in DETECTORS.items()}
-    for row in stored.partial_states:
-        for name, d in DETECTORS.items():
-            out[name] = d.merge(out[name], d.from_row(row[name]))
-    return out
-
-
-# -- the contract, for every sink ----------------------------------------------------------------
-
-
-def test_checkpoint_round_trips_states_ids_verdicts_alert_state_and_references(sink: Sink) -> None:
-    a, b = batch("a", 10, blocked=5), batch("b", 4, model="b", second=70)
-    spike = detection()
-    alert_state = tracker_rows(spike)
-    reference = DETECTORS["latency"].to_row(states_of(a)["latency"])
-    sink.write_checkpoint(
-        Checkpoint(
-            writer_id="w1",
-            sequence=0,
-            partials=[partial(a), partial(b, model="b", start=S0 + 60)],
-            request_ids=[*ids(a), *ids(b, model="b", start=S0 + 60)],
-            detections=[spike],
-            alert_state=alert_state,
-            references={("a", "latency"): reference},
-        )
-    )
-
-    stored = sink.load_window("a", S0)
-    assert stored.request_ids == frozenset(a.request_id.tolist())
-    assert stored.records == 10
-    assert stored.evaluated  # a verdict is stored for it
-    assert merged_state(sink, "a", S0) == states_of(a)
-    other = sink.load_window("b", S0 + 60)
-    assert (other.records, other.evaluated) == (4, False)
-    assert other.request_ids == frozenset(b.request_id.tolist())
-    nothing = sink.load_window("a", S0 + 600)
-    assert (nothing.records, nothing.request_ids, nothing.evaluated) == (0, frozenset(), False)
-    assert list(nothing.partial_states) == []
-
-    assert sink.newest_window_start("a") == S0
-    assert sink.newest_window_start("b") == S0 + 60
-    assert sink.newest_window_start("c") is None
-    assert list(sink.models()) == ["a", "b"]
-    recent = sink.load_recent_windows("b", S0, S0 + 120)
-    assert list(recent) == [S0 + 60]
-    assert sink.load_recent_windows("b", S0, S0 + 60) == {}
-
-    assert list(sink.load_alert_state()) == alert_state
-    restored = AlertTracker.from_rows(sink.load_alert_state(), AlertingConfig())
-    assert [i.dedup_key for i in restored.open_incidents()] == [
-        "lookout:a:safety:block_rate_above_ceiling"
-    ]
-    assert restored.observe(detection(start=S0 + 60)) == []  # still firing: no second page
-    loaded = sink.load_references()
-    assert dict(loaded) == {("a", "latency"): reference}
-    assert DETECTORS["latency"].from_row(loaded[("a", "latency")]) == states_of(a)["latency"]
-    assert sink.writable()
-
-
-def test_partial_rows_of_several_writers_merge_to_the_one_pass_state(sink: Sink) -> None:
-    whole = batch("r", 30, blocked=7)
-    parts = [
-        whole.take(np.array(rows))
-        for rows in ([0, 3, 4, 9], list(range(10, 30)), [1, 2, 5, 6, 7, 8])
-    ]
-    for sequence, (writer, part) in enumerate(zip(("w1", "w2", "w1"), parts, strict=True)):
-        sink.write_checkpoint(
-            Checkpoint(writer, sequence, partials=[partial(part)], request_ids=ids(part))
-        )
-    stored = sink.load_window("a", S0)
-    assert len(stored.partial_states) == 3
-    assert stored.records == 30
-    assert stored.request_ids == frozenset(whole.request_id.tolist())
-    assert merged_state(sink, "a", S0) == states_of(whole)
-
-
-def unserialisable_detection_details() -> Checkpoint:
-    return Checkpoint("w1", 1, detections=[detection(start=S0 + 60, broken=object())])
-
-
-def unserialisable_reference() -> Checkpoint:
-    return Checkpoint("w1", 1, references={("a", "tokens"): {"calls": {1, 2}}})
-
-
-@pytest.mark.parametrize("failure", [unserialisable_detection_details, unserialisable_reference])
-def test_a_checkpoint_that_fails_midway_leaves_nothing_behind(sink: Sink, failure: Any) -> None:
-    first = batch("first", 5)
-    good_state = tracker_rows(detection())
-    sink.write_checkpoint(Checkpoint("w1", 0, [partial(first)], ids(first), alert_state=good_state))
-    late = batch("late", 8, second=65)
-    broken: Checkpoint = failure()
-    # the failing part comes last: the partial rows, ids and alert state before it are written
-    # first by a sink that writes in order, and must be rolled back
-    checkpoint = Checkpoint(
-        "w1",
-        1,
-        partials=[partial(late, start=S0 + 60), partial(first, start=S0 + 120)],
-        request_ids=[*ids(late, start=S0 + 60), *ids(first, start=S0 + 120)],
-        detections=broken.detections,
-        alert_state=[],
-        references=broken.references,
-    )
-    with pytest.raises(TypeError):
-        sink.write_checkpoint(checkpoint)
-
-    assert sink.newest_window_start("a") == S0
-    for start in (S0 + 60, S0 + 120):
-        stored = sink.load_window("a", start)
-        assert (stored.records, stored.request_ids, stored.evaluated) == (0, frozenset(), False)
-    assert list(sink.load_alert_state()) == good_state
-    assert dict(sink.load_references()) == {}
-
-    # the sink is usable afterwards: the retried (fixed) checkpoint lands whole
-    sink.write_checkpoint(
-        Checkpoint("w1", 1, checkpoint.partials, checkpoint.request_ids, [detection(start=S0 + 60)])
-    )
-    assert sink.load_window("a", S0 + 60).records == 8
-    assert sink.load_window("a", S0 + 60).evaluated
-    assert sink.newest_window_start("a") == S0 + 120
-
-
-def test_alert_state_is_replaced_when_given_and_kept_when_not(sink: Sink) -> None:
-    sink.write_checkpoint(Checkpoint("w1", 0, alert_state=tracker_rows(detection())))
-    sink.write_checkpoint(Checkpoint("w1", 1, detections=[detection(start=S0 + 60)]))
-    assert len(sink.load_alert_state()) == len(tracker_rows(detection()))
-    sink.write_checkpoint(Checkpoint("w1", 2, alert_state=[]))
-    assert list(sink.load_alert_state()) == []
-
-
-def test_references_are_upserted_per_model_and_detector(sink: Sink) -> None:
-    latency = DETECTORS["latency"]
-    old, new = batch("old", 3), batch("new", 9)
-    sink.write_checkpoint(
-        Checkpoint(
-            "w1", 0, references={("a", "latency"): latency.to_row(states_of(old)["latency"])}
-        )
-    )
-    sink.write_checkpoint(
-        Checkpoint(
-            "w1",
-            1,
-            references={
-                ("a", "latency"): latency.to_row(states_of(new)["latency"]),
-                ("b", "latency"): latency.to_row(states_of(old)["latency"]),
-            },
-        )
-    )
-    loaded = sink.load_references()
-    assert latency.from_row(loaded[("a", "latency")]) == states_of(new)["latency"]
-    assert latency.from_row(loaded[("b", "latency")]) == states_of(old)["latency"]
-    assert len(loaded) == 2
-
 
 # -- DuckDB: what an analyst opening the file sees ---------------------------------------------
 
@@ -406,3 +174,63 @@ def test_replaying_the_same_stream_into_the_same_file_changes_no_number(tmp_path
 
     assert replay(path, batches[3:7]) == (0, sum(len(b) for b in batches[3:7]))
     assert query(path, MERGED) == merged
+
+
+def test_an_analysts_own_tables_in_the_file_do_not_stop_the_sink(tmp_path: Path) -> None:
+    """Issue 9: a table of the analyst's with an INTEGER column made the sink refuse to start."""
+    path = tmp_path / "lookout.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE my_notes (id INTEGER, note VARCHAR, seen_on DATE)")
+        con.execute("INSERT INTO my_notes VALUES (1, 'latency looked odd', DATE '2026-01-05')")
+    sink = DuckDBSink(path)
+    logs = batch("r", 4)
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(logs)], ids(logs)))
+    sink.close()
+    assert query(path, "SELECT id, note FROM my_notes") == [(1, "latency looked odd")]
+    assert query(path, "SELECT sum(records) FROM window_metrics") == [(4,)]
+
+
+def test_a_file_from_before_the_latency_columns_gains_them_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lookout.duckdb"
+    sink = DuckDBSink(path)
+    old = batch("old", 5)
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(old)], ids(old)))
+    sink.close()
+    with duckdb.connect(str(path)) as con:  # the file as the previous release left it
+        con.execute("DROP VIEW model_daily")
+        con.execute("DROP VIEW window_metrics_merged")
+        for column in ("latency_histogram", "latency_bucket_gamma", "latency_bucket_min_ms"):
+            con.execute(f"ALTER TABLE window_metrics DROP COLUMN {column}")
+    reopened = DuckDBSink(path)
+    new = batch("new", 3, second=70)
+    reopened.write_checkpoint(Checkpoint("w1", 0, [partial(new, start=S0 + 60)], ids(new)))
+    reopened.close()
+    rows = query(
+        path,
+        "SELECT epoch(window_start)::BIGINT, records, latency_p95_ms IS NOT NULL "
+        "FROM window_metrics_merged ORDER BY 1",
+    )
+    assert rows == [(S0, 5, False), (S0 + 60, 3, True)]
+
+
+def test_merged_view_p95_is_the_detectors_p95_and_model_daily_sums_windows(tmp_path: Path) -> None:
+    path = tmp_path / "lookout.duckdb"
+    sink = DuckDBSink(path)
+    whole = batch("r", 40, blocked=6)
+    first, second = whole.take(np.arange(25)), whole.take(np.arange(25, 40))
+    sink.write_checkpoint(Checkpoint("w1", 0, [partial(first)], ids(first)))
+    sink.write_checkpoint(Checkpoint("w2", 0, [partial(second)], ids(second)))
+    sink.close()
+    latency = states_of(whole)["latency"]
+    expected = LatencyDetector(LatencyConfig()).quantiles(latency)
+    [(p50, p95, p99)] = query(
+        path, "SELECT latency_p50_ms, latency_p95_ms, latency_p99_ms FROM window_metrics_merged"
+    )
+    assert (p50, p95, p99) == pytest.approx(
+        (expected["p50_ms"], expected["p95_ms"], expected["p99_ms"]), rel=1e-12
+    )
+    [(calls, blocked, rate)] = query(path, "SELECT calls, blocked, block_rate FROM model_daily")
+    assert (calls, blocked) == (40, 6)
+    assert rate == pytest.approx(0.15)

@@ -180,11 +180,23 @@ def test_parse_incident_accepts_offsets_and_durations() -> None:
     assert (shift.kind, shift.start_offset, shift.duration) == ("topic_shift", 90 * MIN, 20 * MIN)
 
 
+def test_parse_incident_can_name_one_model() -> None:
+    hit = parse_incident("latency_regression:text-bison@40m:15m")
+    assert (hit.kind, hit.model, hit.start_offset, hit.duration) == (
+        "latency_regression",
+        "text-bison",
+        40 * MIN,
+        15 * MIN,
+    )
+    assert parse_incident("safety_spike@40m").model is None  # every model
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [
         ("safety_spkie@90m", "safety_spkie"),
-        ("safety_spike", "KIND@OFFSET"),
+        ("safety_spike", r"KIND\[:MODEL\]@OFFSET"),
+        ("safety_spike:@5m", "no model name"),
         ("safety_spike@ninety", "ninety"),
         ("topic_shift@1h:0m", "duration"),
         ("token_explosion@10m:5x", "5x"),

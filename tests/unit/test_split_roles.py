@@ -120,3 +120,52 @@ def test_an_evaluator_restarted_mid_stream_loses_no_window_and_pages_once() -> N
         assert not (alert.status == "firing" and status.get(alert.dedup_key) == "firing"), alert
         status[alert.dedup_key] = alert.status
     assert any(a.status == "firing" for a in sink.alerts())
+
+
+def test_five_ingest_replicas_write_about_one_sample_per_window_not_five() -> None:
+    """The embedding sample is capped per window across writers: each replica writes only the
+    rows that can still make the window's sample, and the evaluator sees the same sample one
+    process would have kept."""
+    from schemas.drift_config import EmbeddingDriftConfig
+
+    config = {"embedding_drift": EmbeddingDriftConfig(sample_size=100, min_sample=20)}
+    sim = SimulationConfig(start=T0, hours=0.25, calls_per_minute=400, embedding_fraction=1.0)
+    batches = list(simulate_batches(sim, seconds_per_batch=10))
+
+    def replica(sink: MemorySink, writer: str) -> Engine:
+        detectors = build_detectors(config)
+        evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+        settings = EngineSettings(allowed_lateness_seconds=30, writer_id=writer, evaluate=False)
+        return Engine(settings, detectors, sink, evaluator, now=FakeClock(), wall_clock=None)
+
+    single, shared = MemorySink(), MemorySink()
+    alone = replica(single, "alone")
+    five = [replica(shared, f"ingest-{i}") for i in range(5)]
+    for i, batch in enumerate(batches):
+        for engine_, part in ((alone, batch), (five[i % 5], batch)):
+            engine_.feed(part)
+            engine_.tick()
+            assert engine_.checkpoint()
+    for engine_ in (alone, *five):
+        assert engine_.finish(end_of_input=False)
+
+    drift = build_detectors(config)["embedding_drift"]
+    written, kept = [], []
+    for (model, start), _ in shared.merged().items():
+        rows = shared.load_recent_windows(model, start, start + 1)[start]
+        samples = [drift.from_row(r["embedding_drift"]).sample for r in rows]
+        whole = single.load_recent_windows(model, start, start + 1)[start]
+        expected = drift.empty()
+        for r in whole:
+            expected = drift.merge(expected, drift.from_row(r["embedding_drift"]))
+        merged = drift.empty()
+        for r in rows:
+            merged = drift.merge(merged, drift.from_row(r["embedding_drift"]))
+        assert merged.sample == expected.sample  # the same sample as one process keeps
+        written.append(sum(len(s) for s in samples))
+        kept.append(len(expected.sample))
+    full = [w for w, k in zip(written, kept, strict=True) if k == 100]
+    assert len(full) >= 10
+    # five writers each keeping a full sample would write up to 500 rows per window (340 here
+    # before the cap); the cap aims at 1.5 samples
+    assert max(full) <= 200, sorted(full)

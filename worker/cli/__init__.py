@@ -11,11 +11,17 @@ import os
 
 import typer
 
+# the demo registers first, so `lookout --help` lists it first ("Start with `lookout demo`")
+from worker.cli import demo as _demo  # noqa: F401  (registers the command)
+
+# isort: split
 from worker.cli import baseline as _baseline  # noqa: F401  (registers the commands)
+from worker.cli import bq as _bq  # noqa: F401  (registers the commands)
 from worker.cli import commands as _commands  # noqa: F401  (registers the commands)
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
 from worker.cli import retune as _retune  # noqa: F401  (registers the commands)
-from worker.cli.app import app, setup_logging
+from worker.cli import sql as _sql  # noqa: F401  (registers the command)
+from worker.cli.app import app
 
 __all__ = ["app", "main"]
 
@@ -31,7 +37,6 @@ def limit_blas_threads() -> None:
 
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
-    setup_logging()
     limit_blas_threads()
     try:
         app(standalone_mode=True)

@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 bad input reported (decode) or the run could not finish
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import ConfigError, LookoutConfig, load_config
 
@@ -58,6 +59,33 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def output_console() -> Console:
+    """Rich output on stdout. Not on a terminal (a pipe, a file, CI), nothing is cut to fit a
+    width nobody asked for: model names and alert summaries are printed whole."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=10_000, no_color=True, highlight=False)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A progress line on stderr, shown only on a terminal (a log file gets the summary)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def quiet_broken_pipe() -> None:
+    """The reader stopped (`| head -1`): not an error. Point stdout at /dev/null so Python does
+    not report the pipe again when it flushes stdout at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def configured(path: Path | None, **overrides: object) -> LookoutConfig:
     """Load the config, apply command-line overrides, or exit 2 with one line per problem."""
     try:
@@ -74,7 +102,9 @@ def configured(path: Path | None, **overrides: object) -> LookoutConfig:
         return LookoutConfig.model_validate(data) if overrides else config
     except ConfigError as error:
         for problem in error.problems:
-            typer.echo(f"{error.source}: {problem}", err=True)
+            # a problem with a LOOKOUT_… variable is not the file's
+            where = "" if problem.startswith("environment ") else f"{error.source}: "
+            typer.echo(f"{where}{problem}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -94,11 +124,46 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def setup_logging() -> None:
-    level = os.environ.get("LOOKOUT_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(
+    level: str | None = None, fmt: str | None = None, command: str | None = None
+) -> None:
+    """Logs on stderr: INFO for the long-running `lookout run` (an operator wants to see it
+    start, connect and stop), WARNING for one-shot commands, whose output is their result.
+    `--log-level`/`LOOKOUT_LOG_LEVEL` and `--log-format`/`LOOKOUT_LOG_FORMAT` override."""
+    from worker.cli.log_format import configure
+
+    default = "INFO" if command == "run" else "WARNING"
+    chosen = level or os.environ.get("LOOKOUT_LOG_LEVEL") or default
+    try:
+        configure(chosen, fmt or os.environ.get("LOOKOUT_LOG_FORMAT") or "text")
+    except ValueError as error:
+        fail(str(error))
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="LOOKOUT_LOG_FORMAT",
+            help="text (default) or json: one JSON object per line with time, severity, "
+            "logger, message and extra fields, as Cloud Logging reads them.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="LOOKOUT_LOG_LEVEL",
+            help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO for `run`, WARNING "
+            "for the other commands).",
+        ),
+    ] = None,
+) -> None:
+    """Options for every command; they go before the command's name."""
+    setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
 @config_app.command("check")

@@ -46,19 +46,27 @@ def accept(
     again on a further shift. The embedded DuckDB sink allows one process at a time: stop the
     worker first (it applies the acceptance when it starts again).
     """
+    from schemas.config import DuckDBSinkConfig
+    from worker.sink import Sink
     from worker.sinks.duckdb_sink import DuckDBSink
 
     config = configured(config_path)
-    path = Path(config.sink.path)
-    if not path.exists():
-        fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
-    try:
-        sink = DuckDBSink(path, memory_limit=config.sink.memory_limit)
-    except Exception as error:  # DuckDB's lock error is an IOException; the message says which
-        fail(
-            f"baseline accept: cannot open the sink {path} ({type(error).__name__}); if a "
-            "worker is running on it, stop it first: the embedded sink allows one process"
-        )
+    sink: Sink
+    if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
+        from worker.cli.pipeline import build_sink
+
+        sink = build_sink(config)
+    else:
+        path = Path(config.sink.path)
+        if not path.exists():
+            fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
+        try:
+            sink = DuckDBSink(path, memory_limit=config.sink.memory_limit)
+        except Exception as error:  # DuckDB's lock error is an IOException; the message says
+            fail(
+                f"baseline accept: cannot open the sink {path} ({type(error).__name__}); if a "
+                "worker is running on it, stop it first: the embedded sink allows one process"
+            )
     try:
         tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
         incident = tracker.open_incident(model, detector)

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from collections.abc import Iterator
-from datetime import timedelta
 from io import BufferedIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
-from worker.cli.app import ConfigOption, app, configured, fail, stop_on_signals
+from worker.cli.app import (
+    ConfigOption,
+    app,
+    configured,
+    fail,
+    progress_bar,
+    quiet_broken_pipe,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from schemas.decode.api import DecodeLimits
@@ -34,121 +36,7 @@ FormatOption = Annotated[
     ),
 ]
 
-stderr = Console(stderr=True)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-@app.command()
-def demo(
-    hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
-    db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(
-        "lookout-demo.duckdb"
-    ),
-    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
-        "lookout-demo-report.html"
-    ),
-    alerts_out: Annotated[
-        Path | None, typer.Option("--alerts-out", help="Also append alerts here as JSON lines.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
-) -> None:
-    """Simulate a few hours of LLM traffic with one incident of each kind, end to end.
-
-    Three models, diurnal load, safety blocks, latency, tokens and topic-clustered embeddings;
-    a safety-block spike, a latency regression, a token explosion and a topic shift are injected.
-    Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
-    the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
-    """
-    from worker.cli.demo import DEMO_START, match_incidents, run_simulation
-    from worker.cli.pipeline import build_pipeline
-    from worker.cli.report import write_report
-    from worker.sources.simulator import SimulationConfig, default_demo_incidents
-
-    for path in (db, Path(f"{db}.wal")):
-        path.unlink(missing_ok=True)
-    config = configured(
-        None,
-        sink={"kind": "duckdb", "path": str(db)},
-        alerts_out=str(alerts_out) if alerts_out else None,
-    )
-    sim = SimulationConfig(
-        start=DEMO_START, hours=hours, incidents=default_demo_incidents(), seed=seed
-    )
-    started = time.monotonic()
-    pipeline = build_pipeline(config, alert_stream=sys.stdout, keep_detections=True)
-    total = hours * 3600.0
-    with _progress(sys.stderr.isatty()) as progress:
-        task = progress.add_task("simulating", total=total, detail="")
-
-        def advance(simulated_seconds: float) -> None:
-            engine = pipeline.engine
-            progress.update(
-                task,
-                completed=simulated_seconds,
-                detail=f"{engine.stats.records:,} records, "
-                f"{len(engine.stats.alerts)} alert changes",
-            )
-
-        run_simulation(pipeline.engine, sim, progress=advance)
-    stats = pipeline.engine.stats
-    outcome = match_incidents(
-        sim.incidents,
-        sim.models,
-        stats.alerts,
-        start=sim.start,
-        window_seconds=config.engine.window_seconds,
-    )
-    from worker.cli.report_evidently import evidently_second_opinion
-
-    write_report(
-        pipeline.sink, report, title="Lookout demo", second_opinion=evidently_second_opinion
-    )
-    pipeline.close()
-
-    table = Table(
-        title=f"lookout demo: {hours:g} simulated hours, {stats.records:,} records, "
-        f"{stats.windows_evaluated:,} windows"
-    )
-    for column in ("incident", "model", "start", "fired", "resolved", "verdict"):
-        table.add_column(column)
-    for o in outcome.incidents:
-        offset = o.start - sim.start
-        table.add_row(
-            o.incident.kind,
-            o.model,
-            f"+{_fmt(offset)}",
-            f"after {o.windows_to_fire} window(s)" if o.fired_at else "never",
-            f"+{_fmt(o.resolved_at - sim.start)}" if o.resolved_at else "never",
-            "ok" if o.caught and o.resolved else "MISSED",
-        )
-    console = Console()
-    console.print(table)
-    console.print(f"unexpected alerts: {len(outcome.unexpected)}")
-    for alert in outcome.unexpected:
-        console.print(f"  {alert.summary}")
-    console.print(
-        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts)"
-    )
-    console.print(f"HTML report:  {report.resolve()}")
-    console.print(f"took {time.monotonic() - started:.1f} s")
-    if not outcome.ok:
-        raise typer.Exit(1)
-
-
-def _fmt(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+_progress = progress_bar
 
 
 @app.command()
@@ -181,9 +69,7 @@ def replay(
         sink={"kind": "duckdb", "path": str(db)} if db else None,
         alerts_out=str(alerts_out) if alerts_out else None,
     )
-    path = None if file == "-" else Path(file)
-    if path is not None and (not path.exists() or path.is_dir()):
-        fail(f"replay: no such file: {file}")
+    path = input_file("replay", file)
     _check_format("replay", format_hint)
 
     def report_invalid(error: DecodeError) -> None:
@@ -223,7 +109,7 @@ def replay(
         from worker.cli.report_evidently import evidently_second_opinion
 
         write_report(
-            pipeline.sink,
+            pipeline.report_sink(),
             report or Path(str(config.report)),
             title=f"Lookout replay of {file}",
             second_opinion=evidently_second_opinion,
@@ -253,8 +139,9 @@ def simulate(
     incident: Annotated[
         list[str] | None,
         typer.Option(
-            help="KIND@OFFSET[:DURATION], repeatable; kinds: safety_spike, "
-            "latency_regression, token_explosion, topic_shift. E.g. safety_spike@45m"
+            help="KIND[:MODEL]@OFFSET[:DURATION], repeatable; kinds: safety_spike, "
+            "latency_regression, token_explosion, topic_shift; without MODEL every model is "
+            "hit. E.g. safety_spike@45m or latency_regression:text-bison@40m:15m"
         ),
     ] = None,
     rate: Annotated[float, typer.Option(help="Mean calls per minute per model.", min=1)] = 700.0,
@@ -265,8 +152,36 @@ def simulate(
             "--format", help="mixed, or one of: native, gemini, palm, openai, logentry, otlp."
         ),
     ] = "mixed",
+    text: Annotated[
+        bool,
+        typer.Option(
+            "--text/--no-text",
+            help="Write prompt and response strings (--no-text leaves them out: a smaller, "
+            "faster file; response-length drift then has nothing to measure).",
+        ),
+    ] = True,
+    embedding_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of records that carry a 384-float embedding (most of a line's bytes); "
+            "0 leaves embeddings out.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 1.0,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A tenant (customer or team) to spread the calls over, repeatable; the records "
+            "carry it where the wire format has a tenant field. Default: no tenant.",
+        ),
+    ] = None,
 ) -> None:
-    """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish."""
+    """Write simulated prediction logs as NDJSON in mixed wire formats, for replay or publish.
+
+    Models: gemini-1.5-flash, text-bison, gpt-4o-mini. Stops quietly when the reader of
+    `--out -` goes away (`| head`).
+    """
     from worker.cli.demo import DEMO_START
     from worker.sources.simulator import SimulationConfig, parse_incident, simulate_logs
     from worker.sources.wire_encode import FORMATS, encode, encode_mixed
@@ -279,7 +194,9 @@ def simulate(
             calls_per_minute=rate,
             incidents=incidents,
             seed=seed,
-            with_text=True,
+            with_text=text,
+            embedding_fraction=embedding_fraction,
+            tenants=tuple(tenant or ()),
         )
     except ValueError as error:
         fail(f"simulate: {error}")
@@ -289,10 +206,21 @@ def simulate(
     logs = simulate_logs(sim)
     lines = encode_mixed(logs, seed=seed) if fmt == "mixed" else (encode(log, fmt) for log in logs)
     count = 0
-    with sys.stdout.buffer if str(out) == "-" else out.open("wb") as sink:
-        for line in lines:
-            sink.write(line + b"\n")
-            count += 1
+    try:
+        sink = sys.stdout.buffer if str(out) == "-" else out.open("wb")
+        try:
+            for line in lines:
+                sink.write(line + b"\n")
+                count += 1
+            sink.flush()
+        finally:
+            if sink is not sys.stdout.buffer:
+                sink.close()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        raise typer.Exit(0) from None
+    except OSError as error:
+        fail(f"simulate: cannot write {out}: {error.strerror}", code=1)
     typer.echo(f"wrote {count} records to {out}", err=True)
 
 
@@ -314,8 +242,9 @@ def decode(
 
     _check_format("decode", format_hint)
     limits = DecodeLimits(expected_embedding_dim=embedding_dim)
+    path = input_file("decode", file)
     # stdin's buffer is a BufferedReader at run time (typed as BinaryIO)
-    stream = cast(BufferedIOBase, sys.stdin.buffer) if file == "-" else _open(file)
+    stream = cast(BufferedIOBase, sys.stdin.buffer) if path is None else _open("decode", path)
     bad = 0
     out = sys.stdout.buffer
     try:
@@ -327,9 +256,7 @@ def decode(
                 out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
         out.flush()
     except BrokenPipeError:
-        # the reader stopped (`| head -1`): not an error; keep Python from reporting the pipe
-        # again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        quiet_broken_pipe()
         raise typer.Exit(1 if bad else 0) from None
     if bad:
         typer.echo(f"{file}: {bad} bad record(s)", err=True)
@@ -385,11 +312,28 @@ def _check_format(command: str, format_hint: str | None) -> None:
         fail(f"{command}: unknown --format {format_hint!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _open(file: str) -> BufferedIOBase:
+def input_file(command: str, file: str) -> Path | None:
+    """The input file a command names (None for `-`, standard input), or exit 2 with one line
+    that says what is wrong with it, worded the same for every command that reads one."""
+    if file == "-":
+        return None
+    path = Path(file)
+    if path.is_dir():
+        fail(f"{command}: {file} is a directory; expected an NDJSON file (or - for stdin)")
+    if not path.exists():
+        fail(f"{command}: no such file: {file}")
     try:
-        return Path(file).open("rb")
+        path.open("rb").close()
     except OSError as error:
-        fail(f"cannot read {file}: {error.strerror}")
+        fail(f"{command}: cannot read {file}: {error.strerror}")
+    return path
+
+
+def _open(command: str, path: Path) -> BufferedIOBase:
+    try:
+        return path.open("rb")
+    except OSError as error:
+        fail(f"{command}: cannot read {path}: {error.strerror}")
 
 
 @app.command()

@@ -8,13 +8,24 @@ start and resolved after its end, and nothing else fired.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from schemas.detection import Alert
-from worker.engine import Engine
-from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.cli.app import app, configured, output_console, progress_bar
+
+if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
+    from schemas.detection import Alert
+    from worker.engine import Engine, EngineStats
+    from worker.sources.simulator import Incident, SimulationConfig
 
 #: which detector should catch each kind of incident
 EXPECTED_DETECTOR = {
@@ -69,6 +80,8 @@ def run_simulation(
     progress: Callable[[float], None] | None = None,
 ) -> None:
     """Feed the simulated stream through the engine, then close every window."""
+    from worker.sources.simulator import simulate_batches
+
     total = config.hours * 3600.0
     start = config.start.timestamp()
     # one batch per simulated minute: each (model, window) gets one vectorised add per batch
@@ -129,3 +142,138 @@ def match_incidents(
     # info-severity changes (descriptor drift) explain incidents in the report; they never page
     unexpected = tuple(a for i, a in enumerate(alerts) if i not in used and a.severity != "info")
     return DemoOutcome(tuple(outcomes), unexpected)
+
+
+def _offset(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def print_summary(
+    console: Console,
+    outcome: DemoOutcome,
+    stats: EngineStats,
+    *,
+    sim: SimulationConfig,
+    db: Path,
+    report: Path,
+    alerts_out: Path | None,
+    seconds: float,
+) -> None:
+    """The table of incidents, what was printed and what only went to the report, and where
+    the files are. Info changes (descriptor drift) explain incidents and never page, so they
+    are not printed as they happen; the count says where they are."""
+    table = Table(
+        title=f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
+        f"{stats.windows_evaluated:,} windows"
+    )
+    for column in ("incident", "model", "start", "fired", "resolved", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for o in outcome.incidents:
+        table.add_row(
+            o.incident.kind,
+            o.model,
+            f"+{_offset(o.start - sim.start)}",
+            f"after {o.windows_to_fire} window(s)" if o.fired_at else "never",
+            f"+{_offset(o.resolved_at - sim.start)}" if o.resolved_at else "never",
+            "ok" if o.caught and o.resolved else "MISSED",
+        )
+    console.print(table)
+    info = sum(1 for a in stats.alerts if a.severity == "info")
+    where = "the report, the alerts table" + (f" and {alerts_out}" if alerts_out else "")
+    console.print(
+        f"alert changes: {len(stats.alerts)}; {len(stats.alerts) - info} printed above, "
+        f"{info} info (descriptor drift, never pages) only in {where}"
+    )
+    console.print(f"unexpected alerts: {len(outcome.unexpected)}")
+    for alert in outcome.unexpected:
+        console.print(f"  {alert.summary}")
+    console.print(
+        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts; "
+        f'e.g. lookout sql --db {db} "SELECT * FROM alerts")'
+    )
+    console.print(f"HTML report:  {report.resolve()}")
+    console.print(f"took {seconds:.1f} s")
+
+
+@app.command()
+def demo(
+    hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
+    db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(
+        "lookout-demo.duckdb"
+    ),
+    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
+        "lookout-demo-report.html"
+    ),
+    alerts_out: Annotated[
+        Path | None, typer.Option("--alerts-out", help="Also append alerts here as JSON lines.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
+) -> None:
+    """Simulate a few hours of LLM traffic with one incident of each kind, end to end.
+
+    Three models, diurnal load, safety blocks, latency, tokens and topic-clustered embeddings;
+    a safety-block spike, a latency regression, a token explosion and a topic shift are injected.
+    Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
+    the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
+    """
+    from worker.cli.pipeline import build_pipeline
+    from worker.cli.report import write_report
+    from worker.sources.simulator import SimulationConfig, default_demo_incidents
+
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    config = configured(
+        None,
+        sink={"kind": "duckdb", "path": str(db)},
+        alerts_out=str(alerts_out) if alerts_out else None,
+    )
+    sim = SimulationConfig(
+        start=DEMO_START, hours=hours, incidents=default_demo_incidents(), seed=seed
+    )
+    started = time.monotonic()
+    pipeline = build_pipeline(config, alert_stream=sys.stdout, keep_detections=True)
+    total = hours * 3600.0
+    with progress_bar(sys.stderr.isatty()) as progress:
+        task = progress.add_task("simulating", total=total, detail="")
+
+        def advance(simulated_seconds: float) -> None:
+            engine = pipeline.engine
+            progress.update(
+                task,
+                completed=simulated_seconds,
+                detail=f"{engine.stats.records:,} records, "
+                f"{len(engine.stats.alerts)} alert changes",
+            )
+
+        run_simulation(pipeline.engine, sim, progress=advance)
+    stats = pipeline.engine.stats
+    outcome = match_incidents(
+        sim.incidents,
+        sim.models,
+        stats.alerts,
+        start=sim.start,
+        window_seconds=config.engine.window_seconds,
+    )
+    from worker.cli.report_evidently import evidently_second_opinion
+
+    write_report(
+        pipeline.report_sink(),
+        report,
+        title="Lookout demo",
+        second_opinion=evidently_second_opinion,
+    )
+    pipeline.close()
+
+    print_summary(
+        output_console(),
+        outcome,
+        stats,
+        sim=sim,
+        db=db,
+        report=report,
+        alerts_out=alerts_out,
+        seconds=time.monotonic() - started,
+    )
+    if not outcome.ok:
+        raise typer.Exit(1)

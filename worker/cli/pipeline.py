@@ -13,14 +13,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
 from alerts.notifiers import ConsoleNotifier, JsonLinesNotifier, Notifier
 from alerts.receivers import Dispatcher, build_dispatcher
-from alerts.retune import RetuneTrigger
-from alerts.retune.guard import RetuneLog
 from alerts.routing import Router
 from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
@@ -34,6 +32,9 @@ from worker.event_time import EventTimeLimits
 from worker.metrics import EngineMetrics, ModelLabels
 from worker.sink import Sink
 from worker.sinks.duckdb_sink import DuckDBSink
+
+if TYPE_CHECKING:  # built only when routes name retune actions
+    from alerts.retune import RetuneTrigger
 
 log = logging.getLogger("lookout.alerts")
 
@@ -50,7 +51,7 @@ class LogNotifier:
 class Pipeline:
     config: LookoutConfig
     detectors: Mapping[str, Detector[Any]]
-    sink: DuckDBSink
+    sink: Sink
     evaluator: WindowEvaluator
     engine: Engine
     metrics: EngineMetrics
@@ -77,11 +78,36 @@ class Pipeline:
             self.retune.close()
         self.sink.close()
 
+    def report_sink(self) -> DuckDBSink:
+        """The sink an HTML report reads: reports are built from the DuckDB file."""
+        if not isinstance(self.sink, DuckDBSink):
+            msg = f"reports read a DuckDB sink; this pipeline writes to {self.sink.name}"
+            raise TypeError(msg)
+        return self.sink
+
+
+def build_sink(config: LookoutConfig) -> Sink:
+    """The configured sink. BigQuery's client library is imported only when it is chosen;
+    BIGQUERY_EMULATOR_HOST (host:port, read here at the edge) points it at an emulator."""
+    if config.sink.kind == "bigquery":
+        from worker.sinks.bigquery_sink import BigQuerySink
+
+        return BigQuerySink(
+            config.sink.project,
+            config.sink.dataset,
+            location=config.sink.location,
+            emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
+            write_timeout=config.sink.write_timeout_seconds,
+        )
+    return DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+
 
 def outbox_path(config: LookoutConfig) -> str:
     """Receivers' persisted outbox: configured, else a SQLite file beside the DuckDB sink."""
     if config.alerting.outbox_path:
         return config.alerting.outbox_path
+    if config.sink.kind != "duckdb":
+        return "lookout.outbox.sqlite"  # in the working directory (a volume on Kubernetes)
     sink = config.sink.path
     return ":memory:" if sink == ":memory:" else f"{sink}.outbox.sqlite"
 
@@ -135,11 +161,14 @@ def build_pipeline(
     detectors = build_detectors(
         {name: getattr(config.detectors, name) for name in config.detectors.enabled}
     )
-    sink = DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+    sink = build_sink(config)
     registry = registry if registry is not None else CollectorRegistry()
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
     retune = None
     if config.alerting.retune.actions and config.engine.role != "ingest":
+        from alerts.retune import RetuneTrigger
+        from alerts.retune.guard import RetuneLog
+
         retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
         retune.start()
         tracker.on_alerting = retune.consider

@@ -1,38 +1,241 @@
 """An HTML report of a run: what an SRE or ML engineer looks at instead of reading tables.
 
-One self-contained file: per model, block rate, p95 latency, output tokens per call and the
-embedding drift statistic over time, with alerting windows marked; the alert log; and for the
-windows that drifted, evidently's embedding-drift verdict as a second opinion.
+One self-contained file (plotly's script inline, no network): a summary first (models, windows,
+alerts, the worst window per detector), a key to the plots, one figure per model (see
+report_plots.py), every alert as an incident from the window it fired in to the window it
+resolved in, sorted by event time, and for the windows that drifted, evidently's
+embedding-drift verdict as a second opinion.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
+from worker.cli.report_plots import PANELS, SEVERITY_FILL, Incident, model_figure
 from worker.sinks.duckdb_sink import DuckDBSink
 
 log = logging.getLogger("lookout.report")
 
-_PANELS: tuple[tuple[str, str, str], ...] = (
-    ("safety", "block rate", "value"),
-    ("latency", "p95 latency (ms)", "value"),
-    ("tokens", "output tokens per call", "value"),
-    ("embedding_drift", "embedding drift statistic", "value"),
-)
-
 SecondOpinion = Callable[[DuckDBSink, str, pd.Timestamp], str | None]
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}
+th{background:#f4f4f4} td.num{text-align:right}
+.key span{display:inline-block;width:2.2em;height:.9em;vertical-align:middle;margin:0 .3em}
+.note{color:#555;font-size:13px}
+"""
+
+#: how a detector's value reads in a table: (unit words, scale, digits)
+_UNITS = {
+    "safety": ("% blocked", 100.0, 2),
+    "latency": ("ms p95", 1.0, 0),
+    "tokens": ("output tokens/call", 1.0, 0),
+    "embedding_drift": ("MMD²", 1.0, 4),
+    "descriptor_drift": ("effect size", 1.0, 3),
+}
 
 
 def _frame(sink: DuckDBSink, sql: str) -> pd.DataFrame:
     with sink._lock:
         return sink._con.execute(sql).df()
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _when(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+        return ""
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    return str(stamp.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _amount(detector: str, value: object) -> str:
+    if value is None or pd.isna(value):  # type: ignore[call-overload]
+        return ""
+    unit, scale, digits = _UNITS.get(detector, ("", 1.0, 4))
+    return f"{float(value) * scale:,.{digits}f} {unit}".strip()  # type: ignore[arg-type]
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
+    out = ["<table><tr>", *(f"<th>{_esc(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>")
+        for i, cell in enumerate(row):
+            out.append(f"<td class='num'>{cell}</td>" if i in numeric else f"<td>{cell}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def incidents_from(alerts: pd.DataFrame) -> list[Incident]:
+    """Pair each firing change with the resolved change of its dedup key, in emit order."""
+    open_: dict[str, int] = {}
+    found: list[Incident] = []
+    for a in _records(alerts.sort_values("emitted_at")):
+        key = str(a["dedup_key"])
+        if a["status"] == "firing":
+            open_[key] = len(found)
+            found.append(
+                Incident(
+                    str(a["model"]),
+                    str(a["detector"]),
+                    str(a["severity"]),
+                    pd.Timestamp(a["window_start"]),
+                    None,
+                    str(a["summary"]),
+                )
+            )
+        elif a["status"] == "resolved" and key in open_:
+            i = open_.pop(key)
+            old = found[i]
+            found[i] = Incident(
+                old.model,
+                old.detector,
+                old.severity,
+                old.fired,
+                pd.Timestamp(a["window_end"]),
+                old.summary,
+            )
+    return sorted(found, key=lambda inc: (inc.fired, inc.model, inc.detector))
+
+
+def _summary(detections: pd.DataFrame, merged: pd.DataFrame, incidents: list[Incident]) -> str:
+    models = sorted(merged["model"].unique()) if len(merged) else []
+    starts = detections["window_start"] if len(detections) else pd.Series(dtype="object")
+    by_severity = {s: sum(1 for i in incidents if i.severity == s) for s in SEVERITY_FILL}
+    still = sum(1 for i in incidents if i.resolved is None)
+    lines = [
+        f"<b>{len(models)}</b> model(s): {_esc(', '.join(models)) or 'none'}",
+        f"<b>{int(merged['windows'].sum()) if len(merged) else 0:,}</b> (model, window) rows "
+        f"over <b>{starts.nunique():,}</b> windows"
+        + (f", {_when(starts.min())} to {_when(starts.max())}" if len(starts) else ""),
+        f"<b>{int(merged['records'].sum()) if len(merged) else 0:,}</b> records",
+        f"<b>{len(incidents)}</b> alert(s): "
+        + ", ".join(f"{n} {s}" for s, n in by_severity.items())
+        + (f"; <b>{still}</b> still firing" if still else "; all resolved"),
+    ]
+    parts = ["<h2>Summary</h2><ul>", *(f"<li>{line}</li>" for line in lines), "</ul>"]
+    parts.append("<h3>Worst window per detector</h3>")
+    judged = detections[
+        detections["value"].notna()
+        & detections["threshold"].notna()
+        & (detections["threshold"] > 0)
+    ].copy()
+    if judged.empty:
+        return "".join([*parts, "<p>No window was judged yet.</p>"])
+    judged["ratio"] = judged["value"] / judged["threshold"]
+    rows = []
+    for detector in [p.detector for p in PANELS if p.detector in set(judged["detector"])]:
+        d = judged[judged["detector"] == detector]
+        worst = d.loc[d["ratio"].idxmax()]
+        rows.append(
+            [
+                _esc(detector),
+                _esc(worst["model"]),
+                _when(worst["window_start"]),
+                _amount(detector, worst["value"]),
+                _amount(detector, worst["threshold"]),
+                f"{worst['ratio']:.2f}×",
+                _esc(worst["verdict"]),
+            ]
+        )
+    head = ("detector", "model", "window", "value", "threshold", "value / threshold", "verdict")
+    parts.append(_table(head, rows, numeric={3, 4, 5}))
+    return "".join(parts)
+
+
+def _key(window_seconds: int) -> str:
+    """The legend in words, and what the drift statistics mean."""
+    return _KEY.replace("{window}", f"{window_seconds:,} s")
+
+
+_KEY = (
+    "<h2>How to read the plots</h2><p class='key'>"
+    "<span style='border-top:2px solid #1f77b4'></span>the window's value · "
+    "<span style='border-top:2px dashed #d62728'></span>threshold: the window alerts above it "
+    "(when the test is also significant) · "
+    "<span style='border-top:2px dotted #7f7f7f'></span>baseline: the past windows it is "
+    "compared with · <b style='color:#d62728'>●</b> a window judged 'alert' · "
+    f"<span style='background:{SEVERITY_FILL['critical']}'></span>critical, "
+    f"<span style='background:{SEVERITY_FILL['warning']}'></span>warning, "
+    f"<span style='background:{SEVERITY_FILL['info']}'></span>info incident, shaded from "
+    "the window it fired in to the window it resolved in.</p>"
+    "<p class='note'>The x axis is event time: the {window} windows the records fall in, not "
+    "when Lookout processed them. <b>Embedding drift</b> is the squared maximum mean discrepancy "
+    "(MMD²) between the window's prompt embeddings and the model's reference set, estimated "
+    "from random Fourier features: 0 means the same distribution, larger means the prompts "
+    "moved; a window alerts when MMD² is above the threshold and the test's p-value is below "
+    "alpha. Its unbiased estimate can dip below 0 when nothing moved, which is shown as 0. "
+    "<b>Response descriptors</b> (length, tokens, finish reasons, citations) are compared with "
+    "the reference by effect size; they explain incidents and never page.</p>"
+)
+
+
+def _window_seconds(detections: pd.DataFrame) -> int:
+    if detections.empty:
+        return 60
+    first = detections.iloc[0]
+    return int((first["window_end"] - first["window_start"]).total_seconds())
+
+
+def _alerts_table(incidents: list[Incident]) -> str:
+    if not incidents:
+        return "<h2>Alerts</h2><p>No alerts.</p>"
+    rows = [
+        [
+            _when(i.fired),
+            _when(i.resolved) if i.resolved is not None else "<b>still firing</b>",
+            _esc(i.severity),
+            _esc(i.model),
+            _esc(i.detector),
+            _esc(i.summary),
+        ]
+        for i in incidents
+    ]
+    head = (
+        "fired (window start)",
+        "resolved (window end)",
+        "severity",
+        "model",
+        "detector",
+        "what fired",
+    )
+    return "<h2>Alerts</h2><p class='note'>One row per incident, in event-time order.</p>" + _table(
+        head, rows, numeric=set()
+    )
+
+
+def _models_table(merged: pd.DataFrame) -> str:
+    def number(value: Any, fmt: str, unit: str = "") -> str:
+        return "" if value is None or pd.isna(value) else format(float(value), fmt) + unit
+
+    rows = [
+        [
+            _esc(m["model"]),
+            number(m["windows"], ",.0f"),
+            number(m["records"], ",.0f"),
+            number(None if pd.isna(m["block_rate"]) else m["block_rate"] * 100, ".2f", "%"),
+            number(m["latency_mean_ms"], ",.0f", " ms"),
+            number(m["output_tokens_per_call"], ",.0f"),
+        ]
+        for m in _records(merged)
+    ]
+    head = ("model", "windows", "records", "blocked", "mean latency", "output tokens / call")
+    return "<h2>Models</h2>" + _table(head, rows, numeric={1, 2, 3, 4, 5})
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def write_report(
@@ -44,89 +247,59 @@ def write_report(
 ) -> Path:
     detections = _frame(
         sink,
-        "SELECT model, detector, window_start, verdict, value, threshold, baseline "
-        "FROM detections ORDER BY window_start",
+        "SELECT model, detector, condition, window_start, window_end, verdict, value, "
+        "threshold, baseline FROM detections ORDER BY window_start",
     )
     alerts = _frame(
         sink,
-        "SELECT emitted_at, status, severity, model, detector, window_start, summary "
-        "FROM alerts ORDER BY window_start, emitted_at",
+        "SELECT dedup_key, emitted_at, status, severity, model, detector, window_start, "
+        "window_end, summary FROM alerts ORDER BY emitted_at",
     )
     merged = _frame(
         sink,
-        "SELECT model, count(*) AS windows, sum(records)::BIGINT AS records, "
-        "sum(blocked) / nullif(sum(calls), 0) AS block_rate FROM window_metrics_merged "
-        "GROUP BY model ORDER BY model",
+        "SELECT model, count(DISTINCT window_start) AS windows, sum(records)::BIGINT AS records, "
+        "sum(blocked) / nullif(sum(calls), 0) AS block_rate, "
+        "sum(latency_sum_ms) / nullif(sum(latency_count), 0) AS latency_mean_ms, "
+        "sum(output_tokens) / nullif(sum(token_calls), 0) AS output_tokens_per_call "
+        "FROM window_metrics_merged GROUP BY model ORDER BY model",
     )
+    incidents = incidents_from(alerts)
     parts = [
-        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<h2>Models</h2>",
-        merged.to_html(index=False, float_format=lambda v: f"{v:.4f}"),
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        _summary(detections, merged, incidents),
+        _models_table(merged),
+        _key(_window_seconds(detections)),
     ]
-    include_js = True
+    last_end = pd.Timestamp(detections["window_end"].max()) if len(detections) else None
+    include_js: bool | str = True
     for model in sorted(detections["model"].unique()) if len(detections) else []:
-        fig = make_subplots(
-            rows=len(_PANELS),
-            cols=1,
-            shared_xaxes=True,
-            subplot_titles=[label for _, label, _ in _PANELS],
+        assert last_end is not None
+        fig = model_figure(str(model), detections, incidents, last_end)
+        if fig is None:
+            continue
+        parts.append(
+            fig.to_html(full_html=False, include_plotlyjs=include_js, config={"responsive": True})
         )
-        for row, (detector, label, column) in enumerate(_PANELS, start=1):
-            d = detections[(detections["model"] == model) & (detections["detector"] == detector)]
-            if d.empty:
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=d["window_start"], y=d[column], mode="lines", name=label, showlegend=False
-                ),
-                row=row,
-                col=1,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=d["window_start"],
-                    y=d["threshold"],
-                    mode="lines",
-                    line={"dash": "dot", "width": 1},
-                    name="threshold",
-                    showlegend=False,
-                ),
-                row=row,
-                col=1,
-            )
-            firing = d[d["verdict"] == "alert"]
-            fig.add_trace(
-                go.Scatter(
-                    x=firing["window_start"],
-                    y=firing[column],
-                    mode="markers",
-                    marker={"color": "red", "size": 7},
-                    name="alert",
-                    showlegend=False,
-                ),
-                row=row,
-                col=1,
-            )
-        fig.update_layout(height=220 * len(_PANELS), title_text=model, margin={"t": 60})
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=include_js))
         include_js = False
-    parts.append("<h2>Alerts</h2>")
-    parts.append(alerts.to_html(index=False) if len(alerts) else "<p>No alerts.</p>")
+    parts.append(_alerts_table(incidents))
     if second_opinion is not None:
-        drifted = alerts[(alerts["detector"] == "embedding_drift") & (alerts["status"] == "firing")]
-        if len(drifted):
-            parts.append("<h2>Embedding drift: evidently's second opinion</h2><ul>")
-            for _, a in drifted.head(3).iterrows():
-                text = second_opinion(sink, str(a["model"]), a["window_start"])
-                if text:
-                    parts.append(
-                        f"<li>{html.escape(str(a['model']))} {a['window_start']}: "
-                        f"{html.escape(text)}</li>"
-                    )
-            parts.append("</ul>")
+        parts.append(_second_opinions(sink, incidents, second_opinion))
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _second_opinions(
+    sink: DuckDBSink, incidents: list[Incident], second_opinion: SecondOpinion
+) -> str:
+    drifted = [i for i in incidents if i.detector == "embedding_drift"][:3]
+    items = []
+    for incident in drifted:
+        text = second_opinion(sink, incident.model, incident.fired)
+        if text:
+            items.append(f"<li>{_esc(incident.model)} {_when(incident.fired)}: {_esc(text)}</li>")
+    if not items:
+        return ""
+    return "<h2>Embedding drift: evidently's second opinion</h2><ul>" + "".join(items) + "</ul>"

@@ -91,7 +91,12 @@ def _start_health(
         port=config.metrics.port,
         details=details,
     ).start()
-    log.warning("serving /metrics, /healthz and /readyz on %s:%d", config.metrics.host, health.port)
+    log.info(
+        "serving /metrics, /healthz and /readyz on %s:%d",
+        config.metrics.host,
+        health.port,
+        extra={"host": config.metrics.host, "port": health.port},
+    )
     return health
 
 

@@ -9,7 +9,13 @@ Tables (same names and columns as the BigQuery sink):
 - `alert_state`, `detector_references`: what a restart needs to not re-page and not forget;
 - `quarantined_records`: records whose event time was too far from the stream's to fold;
 - `writer_progress`: each writer's event-time frontier, which a separate evaluator waits for;
-- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`).
+- `applied_checkpoints`: (writer, sequence, digest) of every checkpoint stored, so writing the
+  same checkpoint again changes nothing;
+- `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`);
+- views `window_metrics_merged` (with p50/p95/p99 from the summed latency histogram) and
+  `model_daily`.
+
+Only these tables are checked and written: an analyst's own tables in the same file are theirs.
 """
 
 from __future__ import annotations
@@ -25,12 +31,36 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, analyst_values
-from worker.sink import BaselineAccept, Checkpoint, DetectorRow, StoredWindow
+from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    DetectorRow,
+    StoredWindow,
+    checkpoint_digest,
+)
+
+_HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
+
+#: columns added after the first release: ALTER TABLE adds them to an older file
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("window_metrics", "latency_histogram", _HISTOGRAM),
+    ("window_metrics", "latency_bucket_gamma", "DOUBLE"),
+    ("window_metrics", "latency_bucket_min_ms", "DOUBLE"),
+    ("window_metrics", "model_version", "VARCHAR"),
+    ("window_metrics", "tenant", "VARCHAR"),
+)
+
+_ALTERS = "".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type};\n"
+    for table, column, sql_type in _ADDED_COLUMNS
+)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS window_metrics (
     model VARCHAR NOT NULL,
+    model_version VARCHAR,
+    tenant VARCHAR,
     window_start TIMESTAMPTZ NOT NULL,
     window_end TIMESTAMPTZ NOT NULL,
     writer_id VARCHAR NOT NULL,
@@ -40,6 +70,12 @@ CREATE TABLE IF NOT EXISTS window_metrics (
     late_records BIGINT NOT NULL,
     {", ".join(f"{name} {sql_type}" for name, sql_type in ANALYST_COLUMNS)},
     states JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applied_checkpoints (
+    writer_id VARCHAR NOT NULL,
+    checkpoint_seq BIGINT NOT NULL,
+    digest VARCHAR NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS window_request_ids (
     model VARCHAR NOT NULL,
@@ -106,8 +142,25 @@ CREATE TABLE IF NOT EXISTS detector_references (
     state JSON NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
+{_ALTERS}
 {MERGED_VIEW_SQL}
 """
+
+#: the tables this sink owns (and checks); anything else in the file is left alone
+OWN_TABLES = frozenset(
+    {
+        "window_metrics",
+        "window_request_ids",
+        "detections",
+        "alerts",
+        "alert_state",
+        "writer_progress",
+        "quarantined_records",
+        "detector_references",
+        "applied_checkpoints",
+        "baseline_accepts",
+    }
+)
 
 
 def _ts(seconds: int) -> datetime:
@@ -120,6 +173,7 @@ _ARROW_TYPES = {
     "BIGINT": pa.int64(),
     "DOUBLE": pa.float64(),
     "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+    _HISTOGRAM: pa.list_(pa.struct([("bucket", pa.int64()), ("count", pa.int64())])),
 }
 
 
@@ -134,6 +188,8 @@ def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
     ).fetchall()
     fields: dict[str, list[pa.Field]] = {}
     for table, column, sql_type in rows:
+        if table not in OWN_TABLES:
+            continue
         if sql_type not in _ARROW_TYPES:  # a schema change that forgot this mapping
             msg = f"{table}.{column} has type {sql_type}, which the sink cannot write"
             raise TypeError(msg)
@@ -159,11 +215,28 @@ class DuckDBSink:
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         now = self._clock()
+        digest = checkpoint_digest(checkpoint)
         with self._lock:
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                self._write(con, checkpoint, now)
+                seen = con.execute(
+                    "SELECT count(*) FROM applied_checkpoints "
+                    "WHERE writer_id = ? AND checkpoint_seq = ? AND digest = ?",
+                    [checkpoint.writer_id, checkpoint.sequence, digest],
+                ).fetchall()
+                if not seen[0][0]:  # the same checkpoint again: already stored
+                    self._write(con, checkpoint, now)
+                    self._append(
+                        con,
+                        "applied_checkpoints",
+                        {
+                            "writer_id": [checkpoint.writer_id],
+                            "checkpoint_seq": [checkpoint.sequence],
+                            "digest": [digest],
+                            "applied_at": [now],
+                        },
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -173,21 +246,22 @@ class DuckDBSink:
         if cp.baseline_accepts:
             _write_baseline_accepts(con, cp.baseline_accepts)
         if cp.partials:
-            flats = [analyst_values(p.states, p.extras) for p in cp.partials]
+            # one row per (model_version, tenant) slice; the states ride on the first
+            parts = [(p, row, k == 0) for p in cp.partials for k, row in enumerate(slice_rows(p))]
             self._append(
                 con,
                 "window_metrics",
                 {
-                    "model": [p.model for p in cp.partials],
-                    "window_start": [_ts(p.window_start) for p in cp.partials],
-                    "window_end": [_ts(p.window_end) for p in cp.partials],
-                    "writer_id": [cp.writer_id] * len(cp.partials),
-                    "checkpoint_seq": [cp.sequence] * len(cp.partials),
-                    "written_at": [now] * len(cp.partials),
-                    "records": [p.records for p in cp.partials],
-                    "late_records": [p.late_records for p in cp.partials],
-                    **{name: [f[name] for f in flats] for name, _ in ANALYST_COLUMNS},
-                    "states": [orjson.dumps(p.states).decode() for p in cp.partials],
+                    "model": [p.model for p, _, _ in parts],
+                    "window_start": [_ts(p.window_start) for p, _, _ in parts],
+                    "window_end": [_ts(p.window_end) for p, _, _ in parts],
+                    "writer_id": [cp.writer_id] * len(parts),
+                    "checkpoint_seq": [cp.sequence] * len(parts),
+                    "written_at": [now] * len(parts),
+                    **{name: [row[name] for _, row, _ in parts] for name in parts[0][1]},
+                    "states": [
+                        orjson.dumps(p.states if first else {}).decode() for p, _, first in parts
+                    ],
                 },
             )
         if cp.request_ids:
@@ -319,6 +393,22 @@ class DuckDBSink:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        if not windows:
+            return {}
+        models = sorted({m for m, _ in windows})
+        starts = sorted({_ts(s) for _, s in windows})
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT model, epoch(window_start)::BIGINT, sum(records)::BIGINT "
+                "FROM window_metrics WHERE list_contains(?, model) "
+                "AND list_contains(?, window_start) GROUP BY 1, 2",
+                [models, starts],
+            ).fetchall()
+        wanted = set(windows)
+        found = {(str(m), int(s)): int(n) for m, s, n in rows}
+        return {key: n for key, n in found.items() if key in wanted}
+
     def newest_window_start(self, model: str) -> int | None:
         with self._lock:
             row = self._con.execute(
@@ -344,7 +434,7 @@ class DuckDBSink:
                 [model, ts],
             ).fetchone()
         return StoredWindow(
-            partial_states=[orjson.loads(s) for s, _ in states],
+            partial_states=[d for s, _ in states if (d := orjson.loads(s))],
             request_ids=frozenset(r for (r,) in ids),
             records=sum(int(n) for _, n in states),
             evaluated=bool(evaluated and evaluated[0]),
@@ -361,7 +451,8 @@ class DuckDBSink:
             ).fetchall()
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for start, states in rows:
-            out.setdefault(int(start), []).append(orjson.loads(states))
+            if decoded := orjson.loads(states):  # slice rows past the first carry none
+                out.setdefault(int(start), []).append(decoded)
         return out
 
     def models(self) -> Sequence[str]:

@@ -86,19 +86,27 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_incident(text: str) -> Incident:
-    """`KIND@OFFSET[:DURATION]`, e.g. `safety_spike@90m` or `topic_shift@1h30m:20m`."""
-    kind, at, rest = text.strip().partition("@")
+    """`KIND[:MODEL]@OFFSET[:DURATION]`, e.g. `safety_spike@90m`, `topic_shift@1h30m:20m` or
+    `latency_regression:text-bison@40m` (only that model; without MODEL every model)."""
+    head, at, rest = text.strip().partition("@")
+    kind, colon, model = head.partition(":")
     if not at:
-        msg = f"bad incident {text!r}: expected KIND@OFFSET[:DURATION], e.g. safety_spike@90m"
+        msg = (
+            f"bad incident {text!r}: expected KIND[:MODEL]@OFFSET[:DURATION], "
+            "e.g. safety_spike@90m or safety_spike:text-bison@90m"
+        )
         raise ValueError(msg)
     if kind not in INCIDENT_KINDS:
         msg = f"bad incident {text!r}: unknown kind {kind!r}; allowed: {', '.join(INCIDENT_KINDS)}"
+        raise ValueError(msg)
+    if colon and not model:
+        msg = f"bad incident {text!r}: no model name after {kind + ':'!r}"
         raise ValueError(msg)
     offset_text, _, duration_text = rest.partition(":")
     try:
         offset = parse_duration(offset_text)
         duration = parse_duration(duration_text) if duration_text else DEFAULT_INCIDENT_DURATION
-        return Incident(kind, offset, duration)
+        return Incident(kind, offset, duration, model=model or None)
     except ValueError as e:
         msg = f"bad incident {text!r}: {e}"
         raise ValueError(msg) from e
@@ -133,6 +141,9 @@ class SimulationConfig:
     incidents: tuple[Incident, ...] = ()
     seed: int = 7
     with_text: bool = False  # prompt/response strings (slower; for NDJSON)
+    #: tenants the calls are spread over (deterministically, without touching the random
+    #: stream, so a stream with tenants has the same numbers as one without); () = none
+    tenants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -150,9 +161,14 @@ class SimulationConfig:
             problems.append(f"embedding_fraction must be in [0, 1] (got {self.embedding_fraction})")
         for inc in self.incidents:
             if inc.model is not None and inc.model not in self.models:
-                problems.append(f"incident {inc.kind} names model {inc.model!r}, not simulated")
+                problems.append(
+                    f"incident {inc.kind} names model {inc.model!r}, not simulated "
+                    f"(models: {', '.join(self.models)})"
+                )
             if inc.start_offset >= timedelta(hours=self.hours):
                 problems.append(f"incident {inc.kind} starts after the simulation ends")
+        if len(set(self.tenants)) != len(self.tenants) or not all(self.tenants):
+            problems.append(f"tenants must be non-empty names and distinct (got {self.tenants})")
         if problems:
             msg = "invalid simulation config: " + "; ".join(problems)
             raise ValueError(msg)
@@ -301,10 +317,16 @@ class _ModelStream:
 
         ids = np.empty(n, dtype=object)
         ids[:] = [f"{self.id_prefix}{self.sequence + i}" for i in range(n)]
+        tenant = np.full(n, None, dtype=object)
+        if cfg.tenants:
+            # a multiplicative hash of the call's sequence number: stable, and no rng draw
+            mixed = (np.arange(self.sequence, self.sequence + n, dtype=np.uint64) * 2654435761) >> 7
+            tenant[:] = np.asarray(cfg.tenants, dtype=object)[mixed % len(cfg.tenants)]
         self.sequence += n
         return {
             "us": us, "request_id": ids, "model": np.full(n, self.model, dtype=object),
-            "model_version": np.full(n, p.version, dtype=object),
+            "model_version": np.full(n, p.version, dtype=object), "tenant": tenant,
+            "endpoint": np.full(n, f"simulator/{self.model}", dtype=object),
             "latency_ms": np.round(latency, 1), "time_to_first_token_ms": np.round(ttft, 1),
             "input_tokens": input_tokens, "output_tokens": output_tokens, "blocked": blocked,
             "block_stage": stage, "block_reason": reason, "finish_reason": finish,
@@ -344,9 +366,9 @@ def _td_us(delta: timedelta) -> int:
 
 
 _ROW_COLUMNS = (
-    "us", "request_id", "model", "model_version", "latency_ms", "time_to_first_token_ms",
-    "input_tokens", "output_tokens", "blocked", "block_stage", "block_reason", "finish_reason",
-    "citation_count", "response_length", "error",
+    "us", "request_id", "model", "model_version", "tenant", "endpoint", "latency_ms",
+    "time_to_first_token_ms", "input_tokens", "output_tokens", "blocked", "block_stage",
+    "block_reason", "finish_reason", "citation_count", "response_length", "error",
 )  # fmt: skip
 
 
@@ -469,7 +491,8 @@ def simulate_logs(config: SimulationConfig) -> Iterator[PredictionLog]:
                 timestamp=epoch + timedelta(microseconds=us[i]),
                 model=str(batch.model[i]),
                 model_version=batch.model_version[i],
-                endpoint=f"simulator/{batch.model[i]}",
+                endpoint=batch.endpoint[i],
+                tenant=batch.tenant[i],
                 labels={"source": "simulator"},
                 latency_ms=_num(batch.latency_ms[i]),
                 time_to_first_token_ms=_num(batch.time_to_first_token_ms[i]),

@@ -1,0 +1,99 @@
+"""`lookout sql`: an analyst's prompt on the DuckDB file — read-only, whole rows, one-line
+errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPLAY_TIMEOUT, assert_no_traceback, lookout, query
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("sql")
+    made = lookout("simulate", "--out", "logs.ndjson", "--hours", "0.05", "--rate", "60", cwd=where)
+    assert made.returncode == 0, made.describe()
+    replayed = lookout("replay", "logs.ndjson", cwd=where, timeout=REPLAY_TIMEOUT)
+    assert replayed.returncode == 0, replayed.describe()
+    return where / "lookout.duckdb"
+
+
+SQL = "SELECT model, window_start, calls FROM window_metrics_merged ORDER BY window_start, model"
+
+
+def test_a_table_on_screen_with_every_row_and_whole_names(db: Path) -> None:
+    result = lookout("sql", SQL, cwd=db.parent)
+    assert result.returncode == 0, result.describe()
+    rows = query(db, SQL)
+    assert f"{len(rows)} row(s)" in result.stdout
+    assert "gemini-1.5-flash" in result.stdout and "…" not in result.stdout
+
+
+def test_csv_and_json_give_the_same_rows_as_duckdb(db: Path) -> None:
+    rows = query(db, SQL)
+    as_csv = lookout("sql", "--db", db, "--format", "csv", SQL, cwd=db.parent)
+    parsed = list(csv.reader(io.StringIO(as_csv.stdout)))
+    assert parsed[0] == ["model", "window_start", "calls"]
+    assert [(r[0], int(r[2])) for r in parsed[1:]] == [(m, c) for m, _, c in rows]
+    as_json = lookout("sql", "--db", db, "--format", "json", SQL, cwd=db.parent)
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["model"], r["calls"]) for r in records] == [(m, c) for m, _, c in rows]
+
+
+def test_the_file_is_read_only(db: Path) -> None:
+    before = query(db, "SELECT count(*) FROM alerts")
+    result = lookout("sql", "DELETE FROM window_metrics", cwd=db.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1
+    assert result.stderr.startswith("lookout: sql: ") and "read-only" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert query(db, "SELECT count(*) FROM alerts") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (("--db", "nope.duckdb", "SELECT 1"), 2, "lookout: sql: no such DuckDB file: nope.duckdb"),
+        (("SELEC 1",), 1, "lookout: sql: Parser Error: syntax error"),
+        (("--format", "xml", "SELECT 1"), 2, "lookout: sql: unknown --format 'xml'"),
+    ],
+)
+def test_mistakes_are_one_line(db: Path, args: tuple[str, ...], status: int, says: str) -> None:
+    result = lookout("sql", *args, cwd=db.parent)
+    assert_no_traceback(result)
+    assert result.returncode == status
+    assert result.stderr.startswith(says) and len(result.stderr.splitlines()) == 1
+
+
+def test_a_file_a_worker_is_writing_is_named_as_busy(db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "busy.duckdb"
+    copy.write_bytes(db.read_bytes())
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(copy),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        result = lookout("sql", "--db", copy, "SELECT 1", cwd=tmp_path)
+        assert_no_traceback(result)
+        assert result.returncode == 2
+        assert "held by a process writing it" in result.stderr, result.describe()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()  # type: ignore[union-attr]

@@ -1,0 +1,322 @@
+"""The BigQuery sink against the local BigQuery emulator, as a user runs it.
+
+- `lookout bq init` twice: the second run changes nothing; an older table gains new columns;
+- a replayed stream lands: the BigQuery view's block rate, token totals and p95 equal the
+  DuckDB view's and the engine's (p95 within the histogram's relative error of the exact one);
+  replaying it again changes no number;
+- the emulator SIGKILLed for about 20 s mid-stream: the engine keeps going, checkpoints fail
+  and are retried, and once BigQuery is back every record is there, with no restart.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from schemas.batch import LogBatch
+from schemas.config import (
+    BigQuerySinkConfig,
+    DetectorsConfig,
+    DuckDBSinkConfig,
+    EngineConfig,
+    LookoutConfig,
+)
+from schemas.detector_config import LatencyConfig
+from tests.integration.bigquery_emulator import BigQueryEmulator
+from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.sink import Checkpoint
+from worker.sinks.bigquery_sink import BigQuerySink
+from worker.sinks.duckdb_sink import DuckDBSink
+from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
+from worker.testing import FakeClock
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+LOOKOUT = [str(Path(sys.executable).parent / "lookout")]
+
+
+def lookout(emulator: BigQueryEmulator, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{emulator.port}"}
+    return subprocess.run(
+        [*LOOKOUT, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_bq_init_twice_changes_nothing_the_second_time(bigquery_emulator: BigQueryEmulator) -> None:
+    project, dataset = bigquery_emulator.project, "llm_monitoring_init"
+    first = lookout(bigquery_emulator, "bq", "init", "--project", project, "--dataset", dataset)
+    assert first.returncode == 0, first.stderr
+    assert "created table llm_monitoring_init.window_metrics" in first.stdout
+    assert "created or replaced view llm_monitoring_init.window_metrics_merged" in first.stdout
+    second = lookout(bigquery_emulator, "bq", "init", "--project", project, "--dataset", dataset)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == f"{project}.{dataset}: up to date, nothing changed"
+
+    client = bigquery_emulator.client()
+    table = client.get_table(f"{project}.{dataset}.window_metrics")
+    assert table.time_partitioning.field == "window_start"
+    assert table.clustering_fields == ["model", "window_start"]
+    assert all(field.description for field in table.schema)
+    histogram = next(f for f in table.schema if f.name == "latency_histogram")
+    assert (histogram.field_type, histogram.mode) == ("RECORD", "REPEATED")
+    assert [f.name for f in histogram.fields] == ["bucket", "count"]
+    client.close()
+
+
+def test_bq_init_adds_missing_columns_to_an_older_table(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    project, dataset = bigquery_emulator.project, "llm_monitoring_old"
+    client = bigquery_emulator.client()
+    client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    client.query_and_wait(  # what an earlier release might have created
+        f"CREATE TABLE `{dataset}.detector_references` (model STRING, detector STRING)"
+    )
+    client.query_and_wait(
+        f"INSERT INTO `{dataset}.detector_references` (model, detector) VALUES ('a', 'latency')"
+    )
+    result = lookout(bigquery_emulator, "bq", "init", "--project", project, "--dataset", dataset)
+    assert result.returncode == 0, result.stderr
+    assert "added column llm_monitoring_old.detector_references.state" in result.stdout
+    rows = list(client.query_and_wait(f"SELECT model FROM `{dataset}.detector_references`"))
+    assert [r["model"] for r in rows] == ["a"]  # the rows stay
+    client.close()
+
+
+def test_bq_init_dry_run_prints_the_ddl_and_touches_nothing(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    result = lookout(
+        bigquery_emulator, "bq", "init", "--project", "p", "--dataset", "d", "--dry-run"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE IF NOT EXISTS `d.window_metrics`" in result.stdout
+    assert "PARTITION BY DATE(window_start)\nCLUSTER BY model" in result.stdout
+    assert "CREATE OR REPLACE VIEW `d.window_metrics_merged`" in result.stdout
+
+
+# -- a replayed stream ------------------------------------------------------------------------
+
+MODELS = ("gemini-1.5-flash", "text-bison")
+
+
+def stream(minutes: int) -> list[LogBatch]:
+    config = SimulationConfig(
+        start=T0,
+        hours=minutes / 60,
+        models=MODELS,
+        calls_per_minute=150,
+        embedding_fraction=0.0,
+        incidents=(
+            Incident("latency_regression", timedelta(minutes=minutes // 2), model=MODELS[0]),
+        ),
+    )
+    return list(simulate_batches(config, seconds_per_batch=10))
+
+
+def config_for(sink: Any, writer: str = "w1") -> LookoutConfig:
+    return LookoutConfig(
+        sink=sink,
+        engine=EngineConfig(writer_id=writer, checkpoint_seconds=5.0),
+        detectors=DetectorsConfig(enabled=("safety", "latency", "tokens")),
+    )
+
+
+def run(pipeline: Pipeline, clock: FakeClock, batches: list[LogBatch]) -> None:
+    for b in batches:
+        pipeline.engine.feed(b)
+        clock.advance(5.0)
+        pipeline.engine.tick()
+    assert pipeline.engine.finish(end_of_input=True)
+
+
+VIEW = (
+    "SELECT model, CAST({epoch} AS BIGINT) AS start, records, calls, blocked, block_rate, "
+    "input_tokens, output_tokens, latency_p95_ms FROM {ds}window_metrics_merged "
+    "ORDER BY model, start"
+)
+
+
+def bq_view(sink: BigQuerySink) -> list[tuple[Any, ...]]:
+    rows = sink.query(VIEW.format(epoch="UNIX_SECONDS(window_start)", ds="{ds}."))
+    return [tuple(r.values()) for r in rows]
+
+
+def duck_view(sink: DuckDBSink) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in sink.query(VIEW.format(epoch="epoch(window_start)", ds=""))]
+
+
+def bigquery_pipeline(
+    emulator: BigQueryEmulator, dataset: str, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> Pipeline:
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"127.0.0.1:{emulator.port}")
+    sink = BigQuerySinkConfig(project=emulator.project, dataset=dataset, write_timeout_seconds=4)
+    return build_pipeline(config_for(sink), alert_stream=None, now=clock)
+
+
+def test_a_replayed_stream_gives_the_duckdb_views_numbers_and_the_engines_p95(
+    bigquery_emulator: BigQueryEmulator,
+    bigquery_dataset: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = stream(minutes=10)
+    total = sum(len(b) for b in batches)
+
+    clock = FakeClock()
+    duck = build_pipeline(
+        config_for(DuckDBSinkConfig(path=str(tmp_path / "l.duckdb"))), alert_stream=None, now=clock
+    )
+    run(duck, clock, batches)
+    bq = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock)
+    run(bq, clock, batches)
+    assert bq.engine.stats.records == total
+
+    assert isinstance(bq.sink, BigQuerySink) and isinstance(duck.sink, DuckDBSink)
+    got, expected = bq_view(bq.sink), duck_view(duck.sink)
+    assert sum(r[3] for r in got) == total  # every call counted once
+    assert [r[:5] for r in got] == [r[:5] for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine[5:] == pytest.approx(theirs[5:], rel=1e-9), mine[:2]
+
+    # p95 against the exact p95 of the raw latencies of each window: the histogram's bound
+    accuracy = LatencyConfig().relative_accuracy
+    latencies: dict[tuple[str, int], list[float]] = {}
+    for b in batches:
+        starts = (b.timestamp // 60 * 60).astype(np.int64)
+        for model, start, value in zip(b.model, starts, b.latency_ms, strict=True):
+            latencies.setdefault((str(model), int(start)), []).append(float(value))
+    for model, start, *_, p95 in got:
+        exact = float(np.quantile(latencies[(model, start)], 0.95, method="lower"))
+        assert abs(p95 - exact) <= accuracy * exact + 1e-9, (model, start)
+
+    # the engine judged the same windows the same way through either sink
+    verdicts = "SELECT model, detector, verdict FROM {ds}detections ORDER BY 1, 2, 3"
+    bq_verdicts = [tuple(r.values()) for r in bq.sink.query(verdicts.format(ds="{ds}."))]
+    assert bq_verdicts == [tuple(r) for r in duck.sink.query(verdicts.format(ds=""))]
+    assert any(v == "alert" for *_, v in bq_verdicts)
+    bq.close()
+    duck.close()
+
+    # the same stream again (a replay from the start): nothing new is counted, no number moves
+    again = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock)
+    run(again, clock, batches)
+    assert (again.engine.stats.records, again.engine.stats.duplicates) == (0, total)
+    assert isinstance(again.sink, BigQuerySink)
+    assert bq_view(again.sink) == got
+    again.close()
+
+
+def test_bigquery_down_for_20_seconds_mid_stream_loses_nothing(
+    bigquery_emulator: BigQueryEmulator,
+    bigquery_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = stream(minutes=6)
+    total = sum(len(b) for b in batches)
+    clock = FakeClock()
+    pipeline = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock)
+    engine = pipeline.engine
+    third = len(batches) // 3
+    for b in batches[:third]:
+        engine.feed(b)
+        clock.advance(5.0)
+        engine.tick()
+    assert engine.checkpoint()
+
+    bigquery_emulator.kill()  # SIGKILL: BigQuery unreachable
+    down_since = time.monotonic()
+    try:
+        failures_before = engine.stats.checkpoint_failures
+        for b in batches[third : 2 * third]:
+            engine.feed(b)
+            clock.advance(5.0)
+            engine.tick()  # checkpoints fail after the sink's retries; nothing raises
+        while time.monotonic() - down_since < 20:
+            clock.advance(5.0)
+            engine.tick()
+        assert engine.stats.checkpoint_failures > failures_before
+        assert not pipeline.sink.writable()
+    finally:
+        bigquery_emulator.start()  # the same data directory and ports
+
+    deadline = time.monotonic() + 60
+    while not engine.checkpoint():  # the same worker recovers by itself
+        assert time.monotonic() < deadline, "the sink did not recover within 60 s"
+        time.sleep(0.5)
+    for b in batches[2 * third :]:
+        engine.feed(b)
+        clock.advance(5.0)
+        engine.tick()
+    assert engine.finish(end_of_input=True)
+    assert engine.stats.records == total
+    sink = pipeline.sink
+    assert isinstance(sink, BigQuerySink)
+    [row] = sink.query("SELECT SUM(records) AS n, SUM(calls) AS c FROM {ds}.window_metrics_merged")
+    assert (row["n"], row["c"]) == (total, total)
+    pipeline.close()
+
+
+def test_a_table_without_a_column_the_sink_writes_stops_it_at_start_naming_both(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    from worker.sinks.bigquery_sink import BigQuerySinkError
+
+    project, dataset = bigquery_emulator.project, "llm_monitoring_short"
+    client = bigquery_emulator.client()
+    client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    with pytest.raises(BigQuerySinkError, match=r"window_metrics does not exist: run `lookout"):
+        BigQuerySink(project, dataset, client=client)
+    client.query_and_wait(f"CREATE TABLE `{dataset}.window_metrics` (row_id STRING, model STRING)")
+    with pytest.raises(
+        BigQuerySinkError,
+        match=rf"{project}\.{dataset}\.window_metrics has no column window_start \(TIMESTAMP\)",
+    ):
+        BigQuerySink(project, dataset, client=client)
+    client.close()
+
+
+def test_a_retry_after_a_half_written_checkpoint_counts_each_record_once(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """A checkpoint is one insert per table, so a failure can land part of it. The engine
+    retries with the same sequence and at least the same deltas: the newest row of each
+    row_id is what counts, in the views and for the evaluator."""
+    from tests.sink_cases import S0, batch, ids, partial
+
+    project = bigquery_emulator.project
+    client = bigquery_emulator.client()
+    sink = BigQuerySink(project, bigquery_dataset, client=client)
+    first = batch("x", 6, blocked=1)
+    more = batch("y", 4, second=30)
+    attempt = Checkpoint("w1", 0, [partial(first)], ids(first), frontier=S0 + 10.0)
+    # the first attempt: window_metrics landed, then the connection broke
+    for table, rows, insert_ids in sink.stage(attempt):
+        if table == "window_metrics":
+            ref = f"{project}.{bigquery_dataset}.{table}"
+            assert not client.insert_rows_json(ref, rows, row_ids=insert_ids)
+    both = LogBatch.concat([first, more])
+    retry = Checkpoint("w1", 0, [partial(both)], ids(both), frontier=S0 + 40.0)
+    sink.write_checkpoint(retry)
+    [row] = sink.query("SELECT records, calls, blocked, partial_rows FROM window_metrics_merged")
+    assert (row["records"], row["calls"], row["blocked"], row["partial_rows"]) == (10, 10, 1, 1)
+    stored = sink.load_window("a", S0)
+    assert (stored.records, len(stored.partial_states)) == (10, 1)
+    assert stored.request_ids == frozenset(both.request_id.tolist())
+    assert sink.stored_records([("a", S0)]) == {("a", S0): 10}  # the retried row once
+
+    # a restarted writer reusing writer id and sequence numbers (a new sink object) adds rows
+    restarted = BigQuerySink(project, bigquery_dataset, client=bigquery_emulator.client())
+    late = batch("z", 3, second=50)
+    restarted.write_checkpoint(Checkpoint("w1", 0, [partial(late)], ids(late)))
+    [row] = sink.query("SELECT records, partial_rows FROM window_metrics_merged")
+    assert (row["records"], row["partial_rows"]) == (13, 2)
+    restarted.close()
+    sink.close()

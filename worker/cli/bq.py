@@ -1,0 +1,76 @@
+"""`lookout bq init`: create or update the BigQuery dataset, tables and views for analysts.
+
+Idempotent: run it at every deploy. Existing tables keep their rows; missing columns are
+added; views are replaced only when their SQL changed. `--dry-run` prints the DDL and touches
+nothing. BIGQUERY_EMULATOR_HOST (host:port) points it at an emulator; otherwise Application
+Default Credentials are used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, NoReturn
+
+import typer
+
+from worker.cli.app import app
+
+bq_app = typer.Typer(
+    help="Set up the BigQuery dataset Lookout writes to (honours BIGQUERY_EMULATOR_HOST).",
+    no_args_is_help=True,
+)
+app.add_typer(bq_app, name="bq")
+
+
+def _die(message: str) -> NoReturn:
+    typer.echo(f"lookout bq init: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@bq_app.command("init")
+def init(
+    project: Annotated[str, typer.Option("--project", "-p", help="Google Cloud project id.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset to create or update.")
+    ] = "llm_monitoring",
+    location: Annotated[
+        str | None, typer.Option("--location", "-l", help="Dataset location, e.g. US or EU.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the DDL; create or change nothing.")
+    ] = False,
+) -> None:
+    """Create the dataset, tables and views (idempotent; additive schema changes only)."""
+    from worker.sinks.bigquery_schema import all_ddl
+
+    if dry_run:
+        for statement in all_ddl(dataset):
+            typer.echo(f"{statement};\n")
+        return
+    from google.api_core import exceptions
+
+    from worker.failure_policy import LookoutError
+    from worker.sinks.bigquery_init import init_dataset
+    from worker.sinks.bigquery_sink import make_client
+
+    emulator = os.environ.get("BIGQUERY_EMULATOR_HOST") or None
+    try:
+        client = make_client(project, location, emulator)
+        report = init_dataset(client, project, dataset, location)
+    except LookoutError as error:
+        _die(str(error))
+    except exceptions.GoogleAPIError as error:
+        _die(f"BigQuery refused ({type(error).__name__}): {error}")
+    except Exception as error:  # no credentials, no network: one line, no traceback
+        _die(f"{type(error).__name__}: {error}")
+    if not report.changed:
+        typer.echo(f"{project}.{dataset}: up to date, nothing changed")
+        return
+    if report.created_dataset:
+        typer.echo(f"created dataset {project}.{dataset}")
+    for name in report.created_tables:
+        typer.echo(f"created table {dataset}.{name}")
+    for column in report.added_columns:
+        typer.echo(f"added column {dataset}.{column}")
+    for name in report.replaced_views:
+        typer.echo(f"created or replaced view {dataset}.{name}")

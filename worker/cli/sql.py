@@ -1,0 +1,115 @@
+"""`lookout sql`: an analyst's prompt on the embedded DuckDB file, read-only.
+
+The file is opened read-only, so a query can never change what the worker wrote, and a typo'd
+`DELETE` is refused by DuckDB itself. The result prints as a table on a terminal, or as CSV or
+JSON lines for a script.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from worker.cli.app import app, fail, output_console, quiet_broken_pipe
+
+SQL_FORMATS = ("table", "csv", "json")
+
+
+def _text(value: Any, *, exact: bool = False) -> str:
+    """A cell: ISO dates, floats to 6 significant digits on screen, exact in CSV."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, float) and not exact:
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of `query` on `db`, opened read-only; one-line errors."""
+    import duckdb
+
+    if not db.exists():
+        fail(f"sql: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
+    if db.is_dir():
+        fail(f"sql: {db} is a directory; expected a DuckDB file")
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as error:
+        if "lock" in str(error).lower():
+            fail(f"sql: {db} is held by a process writing it (a running lookout?); try again")
+        fail(f"sql: cannot open {db}: {_first_line(error)}")
+    try:
+        cursor = con.execute(query)
+        names = [d[0] for d in cursor.description or ()]
+        rows = cursor.fetchall() if names else []
+    except duckdb.Error as error:
+        fail(f"sql: {_first_line(error)}", code=1)
+    finally:
+        con.close()
+    return names, rows
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([_text(v, exact=True) for v in row] for row in rows)
+    elif fmt == "json":
+        out = sys.stdout.buffer
+        for row in rows:
+            record = dict(zip(names, row, strict=True))
+            out.write(orjson.dumps(record, default=_json_default) + b"\n")
+        out.flush()
+    else:
+        table = Table(show_lines=False)
+        for name in names:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(_text(v) for v in row))
+        console = output_console()
+        console.print(table)
+        console.print(f"{len(rows)} row(s)")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="The SQL to run (DuckDB dialect), quoted.")],
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file written by lookout run, replay or demo.")
+    ] = Path("lookout.duckdb"),
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="table (default), csv, or json (one object per row)."),
+    ] = "table",
+) -> None:
+    """Run a query on the DuckDB file, read-only, and print the result.
+
+    Tables and views: window_metrics_merged, window_metrics, detections, alerts,
+    quarantined_records (see README: Tables). E.g.
+    `lookout sql "SELECT model, count(*) FROM alerts GROUP BY model"`.
+    """
+    if fmt not in SQL_FORMATS:
+        fail(f"sql: unknown --format {fmt!r}; expected one of {', '.join(SQL_FORMATS)}")
+    names, rows = run_query(db, query)
+    try:
+        print_rows(names, rows, fmt)
+    except BrokenPipeError:
+        quiet_broken_pipe()

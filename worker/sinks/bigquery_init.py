@@ -1,0 +1,102 @@
+"""`lookout bq init`: create the dataset, tables and views, idempotently.
+
+A table that exists keeps its rows: missing columns are added (NULLABLE, the only change
+BigQuery allows in place), a column of another type is an error naming both. A view is
+replaced only when its SQL differs, so a second run changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.sinks.bigquery_schema import TABLES, Table, view_ddl
+from worker.sinks.bigquery_sink import BigQuerySinkError
+
+_SIMPLE_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
+
+
+@dataclass
+class InitReport:
+    """What one `bq init` run changed (empty lists: nothing)."""
+
+    created_dataset: bool = False
+    created_tables: list[str] = field(default_factory=list)
+    added_columns: list[str] = field(default_factory=list)
+    replaced_views: list[str] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.created_dataset or self.created_tables or self.added_columns or self.replaced_views
+        )
+
+
+def _type_matches(declared: str, field_type: str, mode: str) -> bool:
+    """Whether a declared DDL type matches what the API reports (INTEGER, RECORD, REPEATED)."""
+    if declared.startswith("ARRAY<"):
+        return mode == "REPEATED"
+    return field_type in {declared, _SIMPLE_TYPES.get(declared, declared)}
+
+
+def _run(client: Any, sql: str, report: InitReport) -> None:
+    report.statements.append(sql)
+    client.query_and_wait(sql)
+
+
+def _sync_table(client: Any, project: str, dataset: str, table: Table, report: InitReport) -> None:
+    from google.api_core import exceptions
+
+    ref = f"{project}.{dataset}.{table.name}"
+    try:
+        found = client.get_table(ref)
+    except exceptions.NotFound:
+        _run(client, table.ddl(dataset), report)
+        report.created_tables.append(table.name)
+        return
+    have = {f.name: f for f in found.schema}
+    for column in table.columns:
+        existing = have.get(column.name)
+        if existing is None:
+            _run(client, table.add_column_ddl(dataset, column), report)
+            report.added_columns.append(f"{table.name}.{column.name}")
+        elif not _type_matches(column.type, existing.field_type, existing.mode):
+            msg = (
+                f"BigQuery table {ref} column {column.name} is {existing.field_type} "
+                f"({existing.mode}), the sink writes {column.type}: migrate or drop it by hand"
+            )
+            raise BigQuerySinkError(msg)
+
+
+def _normalise(sql: str) -> str:
+    """SQL without whitespace: BigQuery (and the emulator) may re-indent a stored view."""
+    return "".join(sql.split())
+
+
+def init_dataset(client: Any, project: str, dataset: str, location: str | None) -> InitReport:
+    """Bring the dataset to the current schema; see the module docstring."""
+    from google.api_core import exceptions
+    from google.cloud import bigquery
+
+    report = InitReport()
+    try:
+        client.get_dataset(f"{project}.{dataset}")
+    except exceptions.NotFound:
+        spec = bigquery.Dataset(f"{project}.{dataset}")
+        spec.location = location
+        spec.description = "Lookout: LLM monitoring window aggregates, detections and alerts"
+        client.create_dataset(spec, exists_ok=True)
+        report.created_dataset = True
+    for table in TABLES:
+        _sync_table(client, project, dataset, table, report)
+    for name, sql in zip(("window_metrics_merged", "model_daily"), view_ddl(dataset), strict=True):
+        body = sql.split(" AS\n", 1)[1]
+        try:
+            current = client.get_table(f"{project}.{dataset}.{name}").view_query or ""
+        except exceptions.NotFound:
+            current = ""
+        if _normalise(current) != _normalise(body):
+            _run(client, sql, report)
+            report.replaced_views.append(name)
+    return report

@@ -1,0 +1,541 @@
+"""The production sink: window aggregates, detections and alerts in BigQuery for analysts.
+
+Write path: streaming inserts (`tabledata.insertAll`) with an `insertId` per row. Why, and the
+figures, are in the README ("For analysts"). A checkpoint is several inserts, one per table, so
+unlike DuckDB it is not atomic; it is made idempotent instead:
+
+- each partial row has a deterministic `row_id` = hash(writer, sink incarnation, checkpoint
+  sequence, model, window). The engine retries a failed checkpoint with the same sequence and a
+  superset of the same deltas, so the newest row of a `row_id` is the right one: readers and
+  the views keep only it. A retry within a minute is also dropped by BigQuery's insertId
+  de-duplication. The incarnation (random per sink object, i.e. per process) keeps a
+  restarted writer that reuses its writer id and sequence numbers from replacing old rows;
+- request ids travel with their partial row's `row_id`, so they dedup the same way;
+- `writer_progress` (the frontier an evaluator waits for) is written last.
+
+Transient errors (connection refused, 5xx, rate limits) are retried with exponential backoff
+for at most `write_timeout` seconds, then `write_checkpoint` raises and the engine keeps the
+messages un-acked and retries later. Permanent errors name the table and the column.
+
+`google-cloud-bigquery` is imported only when a BigQuery sink is built: `lookout --help` and
+the DuckDB path never pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import uuid
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from worker.analyst_columns import slice_rows
+from worker.failure_policy import LookoutError
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    DetectorRow,
+    StoredWindow,
+    checkpoint_digest,
+)
+from worker.sinks.bigquery_schema import TABLES
+
+log = logging.getLogger(__name__)
+
+_DEDUP = "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DESC) = 1"
+
+
+class BigQuerySinkError(LookoutError):
+    """A BigQuery write or read failed; the message names the table (and column, if known)."""
+
+
+def encode_states(states: Mapping[str, DetectorRow]) -> bytes:
+    """Detector states as zlib-compressed MessagePack: about a third of their JSON."""
+    return zlib.compress(msgspec.msgpack.encode(states), 6)
+
+
+def decode_states(blob: bytes) -> dict[str, DetectorRow]:
+    value: dict[str, DetectorRow] = msgspec.msgpack.decode(zlib.decompress(blob))
+    return value
+
+
+def partial_row_id(
+    writer_id: str, incarnation: str, sequence: int, model: str, start: int, slice_: str = ""
+) -> str:
+    """The row's identity. The states-carrying row of a partial has no slice part, whichever
+    slice it holds, so a retry that adds a slice still replaces it (never two states rows)."""
+    key = f"{writer_id}\x00{incarnation}\x00{sequence}\x00{model}\x00{start}"
+    if slice_:
+        key += f"\x00{slice_}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _slice_id(row: Mapping[str, Any]) -> str:
+    return orjson.dumps([row["model_version"], row["tenant"]]).decode()
+
+
+def _ts(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def make_client(project: str, location: str | None, emulator_host: str | None) -> Any:
+    """A client with Application Default Credentials, or anonymous against an emulator."""
+    from google.cloud import bigquery
+
+    if emulator_host:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        endpoint = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
+        return bigquery.Client(
+            project=project,
+            location=location,
+            client_options=ClientOptions(api_endpoint=endpoint),
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+    return bigquery.Client(project=project, location=location)
+
+
+def check_schema(client: Any, project: str, dataset: str) -> None:
+    """Fail at start, naming the table and column, if the dataset lacks what the sink writes."""
+    from google.api_core import exceptions
+
+    for table in TABLES:
+        ref = f"{project}.{dataset}.{table.name}"
+        try:
+            found = client.get_table(ref, timeout=30)
+        except exceptions.NotFound as error:
+            msg = f"BigQuery table {ref} does not exist: run `lookout bq init`"
+            raise BigQuerySinkError(msg) from error
+        except exceptions.Forbidden as error:
+            msg = f"BigQuery table {ref}: permission denied ({error.message})"
+            raise BigQuerySinkError(msg) from error
+        have = {f.name: f for f in found.schema}
+        for column in table.columns:
+            if column.name not in have:
+                msg = (
+                    f"BigQuery table {ref} has no column {column.name} ({column.type}): "
+                    "run `lookout bq init` to add it"
+                )
+                raise BigQuerySinkError(msg)
+
+
+class BigQuerySink:
+    """`worker.sink.Sink` on BigQuery; see the module docstring."""
+
+    def __init__(
+        self,
+        project: str,
+        dataset: str,
+        *,
+        location: str | None = None,
+        client: Any = None,
+        emulator_host: str | None = None,
+        write_timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+        check: bool = True,
+    ) -> None:
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+        self.name = f"bigquery:{project}.{dataset}"
+        self.project = project
+        self.dataset = dataset
+        self._client = client or make_client(project, location, emulator_host)
+        self._clock = clock or (lambda: datetime.now(tz=UTC))
+        self._timeout = write_timeout
+        # backoff 0.5 s, 1 s, 2 s, ... for at most `write_timeout`: the engine retries after that
+        self._retry = DEFAULT_RETRY.with_delay(initial=0.5, maximum=5.0).with_timeout(write_timeout)
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.rows_written: dict[str, int] = {}
+        self.bytes_written: dict[str, int] = {}
+        if check:
+            check_schema(self._client, project, dataset)
+
+    def _ref(self, table: str) -> str:
+        return f"{self.project}.{self.dataset}.{table}"
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Every row is built (and serialised) before the first insert, so bad data stores
+        nothing; then one insert per table, `writer_progress` last."""
+        for table, rows, insert_ids in self.stage(checkpoint):
+            self._insert(table, rows, insert_ids)
+
+    def stage(self, checkpoint: Checkpoint) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
+        """(table, JSON rows, insert ids) for each table the checkpoint touches, in write order."""
+        staged: list[tuple[str, list[dict[str, Any]], list[str]]] = []
+        now = _iso(self._clock())
+        # insert ids: BigQuery drops a row whose id it saw in the last minute (a retried write)
+        digest = f"{self.incarnation}-{checkpoint_digest(checkpoint)}"
+        cp = checkpoint
+        row_ids = {
+            (p.model, p.window_start): partial_row_id(
+                cp.writer_id, self.incarnation, cp.sequence, p.model, p.window_start
+            )
+            for p in cp.partials
+        }
+        if cp.request_ids:
+            grouped: dict[tuple[str, int], list[str]] = {}
+            for model, start, request_id in cp.request_ids:
+                grouped.setdefault((model, start), []).append(request_id)
+            rows: list[dict[str, Any]] = []
+            for (model, start), ids in grouped.items():
+                row_id = row_ids.get((model, start)) or partial_row_id(
+                    cp.writer_id, self.incarnation, cp.sequence, model, start
+                )
+                rows.append(
+                    {
+                        "row_id": row_id,
+                        "model": model,
+                        "window_start": _ts(start),
+                        "written_at": now,
+                        "request_ids": ids,
+                    }
+                )
+            staged.append(("window_request_ids", rows, [f"{r['row_id']}-{digest}" for r in rows]))
+        if cp.partials:
+            rows = []
+            empty = base64.b64encode(encode_states({})).decode()
+            for p in cp.partials:
+                states = base64.b64encode(encode_states(p.states)).decode()
+                base_id = row_ids[(p.model, p.window_start)]
+                for k, part in enumerate(slice_rows(p)):
+                    rows.append(
+                        {
+                            "row_id": base_id
+                            if k == 0
+                            else partial_row_id(
+                                cp.writer_id,
+                                self.incarnation,
+                                cp.sequence,
+                                p.model,
+                                p.window_start,
+                                _slice_id(part),
+                            ),
+                            "model": p.model,
+                            "window_start": _ts(p.window_start),
+                            "window_end": _ts(p.window_end),
+                            "writer_id": cp.writer_id,
+                            "checkpoint_seq": cp.sequence,
+                            "written_at": now,
+                            **part,
+                            "states": states if k == 0 else empty,
+                        }
+                    )
+            staged.append(("window_metrics", rows, [f"{r['row_id']}-{digest}" for r in rows]))
+        if cp.detections:
+            rows = [
+                {
+                    "model": d.model,
+                    "window_start": _iso(d.window_start),
+                    "detector": d.detector,
+                    "window_end": _iso(d.window_end),
+                    "verdict": d.verdict,
+                    "condition": d.condition,
+                    "severity": d.severity,
+                    "value": d.value,
+                    "threshold": d.threshold,
+                    "baseline": d.baseline,
+                    "p_value": d.p_value,
+                    "sample_size": d.sample_size,
+                    "reason": d.reason,
+                    "details": orjson.dumps(d.details, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                    "evaluated_at": now,
+                }
+                for d in cp.detections
+            ]
+            staged.append(("detections", rows, [f"{digest}-d{i}" for i in range(len(rows))]))
+        if cp.alerts:
+            rows = [
+                {
+                    "dedup_key": a.dedup_key,
+                    "status": a.status,
+                    "severity": a.severity,
+                    "detector": a.detector,
+                    "model": a.model,
+                    "window_start": _iso(a.window_start),
+                    "condition": a.condition,
+                    "window_end": _iso(a.window_end),
+                    "value": a.value,
+                    "threshold": a.threshold,
+                    "baseline": a.baseline,
+                    "sample_size": a.sample_size,
+                    "summary": a.summary,
+                    "emitted_at": now,
+                }
+                for a in cp.alerts
+            ]
+            staged.append(("alerts", rows, [f"{digest}-a{i}" for i in range(len(rows))]))
+        if cp.quarantined:
+            rows = [
+                {
+                    "model": r.model,
+                    "request_id": r.request_id,
+                    "event_time_unix": r.event_time,
+                    "reason": r.reason,
+                    "writer_id": cp.writer_id,
+                    "quarantined_at": now,
+                }
+                for r in cp.quarantined
+            ]
+            staged.append(
+                ("quarantined_records", rows, [f"{digest}-q{i}" for i in range(len(rows))])
+            )
+        if cp.references:
+            rows = [
+                {
+                    "model": m,
+                    "detector": d,
+                    "state": orjson.dumps(state).decode(),
+                    "updated_at": now,
+                }
+                for (m, d), state in sorted(cp.references.items())
+            ]
+            staged.append(
+                ("detector_references", rows, [f"{digest}-r{i}" for i in range(len(rows))])
+            )
+        if cp.baseline_accepts:
+            rows = [
+                {
+                    "model": a.model,
+                    "detector": a.detector,
+                    "incident_started_at": _iso(a.incident_started_at),
+                    "accepted_at": _iso(a.accepted_at),
+                    "accepted_by": a.accepted_by,
+                }
+                for a in cp.baseline_accepts
+            ]
+            staged.append(("baseline_accepts", rows, [f"{digest}-b{i}" for i in range(len(rows))]))
+        if cp.alert_state is not None:
+            row = {
+                "written_at": now,
+                "writer_id": cp.writer_id,
+                "checkpoint_seq": cp.sequence,
+                "state": orjson.dumps(list(cp.alert_state)).decode(),
+            }
+            staged.append(("alert_state", [row], [f"{digest}-s"]))
+        if cp.frontier is not None:
+            row = {"writer_id": cp.writer_id, "frontier_unix": cp.frontier, "updated_at": now}
+            staged.append(("writer_progress", [row], [f"{digest}-f"]))
+        return staged
+
+    def _insert(self, table: str, rows: list[dict[str, Any]], insert_ids: list[str]) -> None:
+        from google.api_core import exceptions
+
+        ref = self._ref(table)
+        try:
+            errors = self._client.insert_rows_json(
+                ref, rows, row_ids=insert_ids, retry=self._retry, timeout=self._timeout
+            )
+        except (exceptions.BadRequest, exceptions.Forbidden, exceptions.NotFound) as error:
+            msg = f"BigQuery rejected rows for {ref}: {error.message}"
+            raise BigQuerySinkError(msg) from error
+        except Exception as error:  # transient after retries: the engine retries the checkpoint
+            msg = f"BigQuery {ref} unreachable after {self._timeout:.0f} s of retries: {error}"
+            raise BigQuerySinkError(msg) from error
+        if errors:
+            first = errors[0]["errors"][0] if errors[0].get("errors") else {}
+            column = first.get("location") or "?"
+            msg = (
+                f"BigQuery rejected {len(errors)} row(s) for {ref}, column {column}: "
+                f"{first.get('message', errors[0])}"
+            )
+            raise BigQuerySinkError(msg)
+        self.rows_written[table] = self.rows_written.get(table, 0) + len(rows)
+        self.bytes_written[table] = self.bytes_written.get(table, 0) + sum(
+            len(orjson.dumps(r)) for r in rows
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run SQL with named @parameters; `{ds}` is replaced by `project.dataset`, and
+        unqualified table names are the sink's dataset's."""
+        from google.api_core import exceptions
+        from google.cloud import bigquery
+
+        def kind_of(value: Any) -> str:
+            if isinstance(value, bool):
+                return "BOOL"
+            if isinstance(value, int):
+                return "INT64"
+            if isinstance(value, float):
+                return "FLOAT64"
+            if isinstance(value, datetime):
+                return "TIMESTAMP"
+            return "STRING"
+
+        query_params: list[Any] = []
+        for name, value in (params or {}).items():
+            if isinstance(value, list):  # an ARRAY parameter (`IN UNNEST(@name)`)
+                kind = kind_of(value[0]) if value else "STRING"
+                query_params.append(bigquery.ArrayQueryParameter(name, kind, value))
+            else:
+                query_params.append(bigquery.ScalarQueryParameter(name, kind_of(value), value))
+        # unqualified table names resolve in the sink's dataset (as in the README's examples)
+        config = bigquery.QueryJobConfig(
+            query_parameters=query_params, default_dataset=f"{self.project}.{self.dataset}"
+        )
+        text = sql.replace("{ds}", f"`{self.project}.{self.dataset}`")
+        try:
+            rows = self._client.query_and_wait(
+                text,
+                job_config=config,
+                retry=self._retry,
+                job_retry=self._retry,
+                api_timeout=self._timeout,
+                wait_timeout=self._timeout,
+            )
+            return [dict(r.items()) for r in rows]
+        except exceptions.GoogleAPICallError as error:
+            msg = f"BigQuery query on {self.dataset} failed: {error.message}"
+            raise BigQuerySinkError(msg) from error
+        except Exception as error:
+            msg = f"BigQuery {self.dataset} unreachable: {error}"
+            raise BigQuerySinkError(msg) from error
+
+    def stored_records(self, windows: Sequence[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        """One query for every window of a checkpoint; it reads typed columns only (row_id,
+        written_at, model, window_start, records), never the states."""
+        if not windows:
+            return {}
+        rows = self.query(
+            "SELECT model, UNIX_SECONDS(window_start) AS s, SUM(records) AS n FROM ("
+            "SELECT row_id, written_at, model, window_start, records FROM {ds}.window_metrics "
+            "WHERE window_start IN UNNEST(@starts) AND model IN UNNEST(@models) "
+            f"{_DEDUP}) GROUP BY model, s",
+            {
+                "starts": sorted({datetime.fromtimestamp(s, tz=UTC) for _, s in windows}),
+                "models": sorted({m for m, _ in windows}),
+            },
+        )
+        wanted = set(windows)
+        found = {(str(r["model"]), int(r["s"])): int(r["n"]) for r in rows}
+        return {key: n for key, n in found.items() if key in wanted}
+
+    def newest_window_start(self, model: str) -> int | None:
+        rows = self.query(
+            "SELECT UNIX_SECONDS(MAX(window_start)) AS s FROM {ds}.window_metrics "
+            "WHERE model = @model",
+            {"model": model},
+        )
+        value = rows[0]["s"] if rows else None
+        return None if value is None else int(value)
+
+    def load_window(self, model: str, window_start: int) -> StoredWindow:
+        params = {"model": model, "start": datetime.fromtimestamp(window_start, tz=UTC)}
+        partials = self.query(
+            "SELECT states, records FROM {ds}.window_metrics "
+            f"WHERE model = @model AND window_start = @start {_DEDUP}",
+            params,
+        )
+        ids = self.query(
+            "SELECT request_id FROM (SELECT request_ids FROM {ds}.window_request_ids "
+            f"WHERE model = @model AND window_start = @start {_DEDUP}), "
+            "UNNEST(request_ids) AS request_id",
+            params,
+        )
+        judged = self.query(
+            "SELECT COUNT(*) AS n FROM {ds}.detections WHERE model = @model "
+            "AND window_start = @start",
+            params,
+        )
+        return StoredWindow(
+            partial_states=[d for r in partials if (d := decode_states(r["states"]))],
+            request_ids=frozenset(str(r["request_id"]) for r in ids),
+            records=sum(int(r["records"]) for r in partials),
+            evaluated=bool(judged and judged[0]["n"]),
+        )
+
+    def load_recent_windows(
+        self, model: str, since: int, until: int
+    ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:
+        rows = self.query(
+            "SELECT UNIX_SECONDS(window_start) AS s, states FROM {ds}.window_metrics "
+            f"WHERE model = @model AND window_start >= @since AND window_start < @until {_DEDUP}",
+            {
+                "model": model,
+                "since": datetime.fromtimestamp(since, tz=UTC),
+                "until": datetime.fromtimestamp(until, tz=UTC),
+            },
+        )
+        out: dict[int, list[Mapping[str, DetectorRow]]] = {}
+        for r in sorted(rows, key=lambda r: int(r["s"])):
+            if decoded := decode_states(r["states"]):  # slice rows past the first carry none
+                out.setdefault(int(r["s"]), []).append(decoded)
+        return out
+
+    def models(self) -> Sequence[str]:
+        rows = self.query("SELECT DISTINCT model FROM {ds}.window_metrics ORDER BY model")
+        return [str(r["model"]) for r in rows]
+
+    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+        rows = self.query(
+            "SELECT DISTINCT w.model AS model, UNIX_SECONDS(w.window_start) AS s "
+            "FROM {ds}.window_metrics AS w LEFT JOIN "
+            "(SELECT DISTINCT model, window_start FROM {ds}.detections) AS d "
+            "ON d.model = w.model AND d.window_start = w.window_start "
+            "WHERE d.model IS NULL ORDER BY s DESC, model LIMIT @limit",
+            {"limit": limit},
+        )
+        return [(str(r["model"]), int(r["s"])) for r in rows]
+
+    def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
+        rows = self.query(
+            "SELECT state FROM {ds}.alert_state "
+            "ORDER BY written_at DESC, checkpoint_seq DESC LIMIT 1"
+        )
+        if not rows:
+            return []
+        state: list[Mapping[str, Any]] = orjson.loads(rows[0]["state"])
+        return state
+
+    def load_frontier(self) -> float | None:
+        rows = self.query("SELECT MAX(frontier_unix) AS f FROM {ds}.writer_progress")
+        value = rows[0]["f"] if rows else None
+        return None if value is None else float(value)
+
+    def load_references(self) -> Mapping[tuple[str, str], DetectorRow]:
+        rows = self.query(
+            "SELECT model, detector, state FROM {ds}.detector_references WHERE TRUE "
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY model, detector ORDER BY updated_at DESC) = 1"
+        )
+        return {(str(r["model"]), str(r["detector"])): orjson.loads(r["state"]) for r in rows}
+
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        rows = self.query(
+            "SELECT DISTINCT model, detector, incident_started_at, accepted_at, accepted_by "
+            "FROM {ds}.baseline_accepts ORDER BY accepted_at"
+        )
+        return [
+            BaselineAccept(
+                str(r["model"]),
+                str(r["detector"]),
+                r["incident_started_at"],
+                r["accepted_at"],
+                str(r["accepted_by"]),
+            )
+            for r in rows
+        ]
+
+    def writable(self) -> bool:
+        """For /readyz: the dataset answers within a few seconds."""
+        try:
+            self._client.get_table(self._ref("window_metrics"), timeout=5, retry=None)
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._client.close()
