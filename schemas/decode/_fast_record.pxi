@@ -83,7 +83,7 @@ cdef inline int number_of(yyjson_val *v, double *out) noexcept nogil:
     """A non-negative JSON number as msgspec reads a float field; -1 when in any doubt."""
     cdef double x
     if yyjson_is_uint(v):
-        if <double>yyjson_get_uint(v) > EXACT:
+        if yyjson_get_uint(v) > EXACT_INT:
             return -1
         out[0] = <double>yyjson_get_uint(v)
         return 0
@@ -100,7 +100,7 @@ cdef inline int count_of(yyjson_val *v, double *out) noexcept nogil:
     if yyjson_is_null(v):
         out[0] = NAN
         return 0
-    if yyjson_is_uint(v) and <double>yyjson_get_uint(v) <= EXACT:
+    if yyjson_is_uint(v) and yyjson_get_uint(v) <= EXACT_INT:
         out[0] = <double>yyjson_get_uint(v)
         return 0
     return -1
@@ -192,13 +192,13 @@ cdef int read_embedding(yyjson_val *v, Out *o, Row *row) noexcept nogil:
         if yyjson_is_real(x):
             f = yyjson_get_real(x)
         elif yyjson_is_uint(x):
+            if yyjson_get_uint(x) > EXACT_INT:
+                return -1
             f = <double>yyjson_get_uint(x)
-            if f > EXACT:
-                return -1
         elif yyjson_is_sint(x):
-            f = <double>yyjson_get_sint(x)
-            if f < -EXACT:
+            if yyjson_get_sint(x) < -<int64_t>EXACT_INT:
                 return -1
+            f = <double>yyjson_get_sint(x)
         else:
             return -1
         if f == 0.0 and (signbit(f) or yyjson_is_sint(x)):
@@ -334,7 +334,13 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
         elif f == F_ERROR:
             if span_of(v, base, &row.s[S_ERROR], True):
                 return -1
-        elif f == F_ENDPOINT or f == F_TENANT or f == F_PROMPT:
+        elif f == F_TENANT:
+            if span_of(v, base, &row.s[S_TENANT], True):
+                return -1
+        elif f == F_ENDPOINT:
+            if span_of(v, base, &row.s[S_ENDPOINT], True):
+                return -1
+        elif f == F_PROMPT:
             if span_of(v, base, &tmp, True):
                 return -1
         elif f == F_RESPONSE:

@@ -71,7 +71,8 @@ cdef extern from "yyjson.h" nogil:
     void yyjson_alc_dyn_free(yyjson_alc *alc)
 
 DEF PAD = 4  # YYJSON_PADDING_SIZE: zero bytes after each record for in-place parsing
-DEF EXACT = 9007199254740992.0  # 2**53: integers above it are left to the reference
+#: 2**53: integers beyond it are left to the reference (a C global: compared without the GIL)
+cdef uint64_t EXACT_INT = 9007199254740992
 
 # ---------------------------------------------------------------- what phase 1 keeps
 
@@ -81,7 +82,7 @@ cdef struct Span:
 
 cdef enum:
     S_REQUEST_ID, S_MODEL, S_MODEL_VERSION, S_BLOCK_REASON, S_FINISH, S_ERROR, S_TRACE, S_SPAN,
-    N_SPANS
+    S_TENANT, S_ENDPOINT, N_SPANS
 
 cdef enum:
     D_TS, D_LATENCY, D_TTFT, D_TIN, D_TOUT, D_CITATIONS, D_RESPLEN, N_DOUBLES
@@ -194,8 +195,41 @@ cdef Py_ssize_t width_hint(yyjson_val *root) noexcept nogil:
     return n if n > 0 else 0
 
 
+cdef bint deeper_than(const char *p, Py_ssize_t n, Py_ssize_t max_depth) noexcept nogil:
+    """Whether a record nests deeper than `max_depth` (brackets inside strings ignored), as
+    the reference's `guards.too_deep` judges valid JSON: such a line is the reference's to
+    refuse. Counting openers first keeps the common record to one branch-free pass."""
+    cdef Py_ssize_t i, openers = 0, depth = 0
+    cdef bint in_string = False
+    cdef unsigned char c
+    for i in range(n):
+        # `{` (0x7B) and `[` (0x5B) differ only in bit 0x20, and no other byte masks to 0x5B
+        openers += ((<unsigned char>p[i]) & 0xDF) == 0x5B
+    if openers <= max_depth:
+        return False
+    i = 0
+    while i < n:
+        c = <unsigned char>p[i]
+        if in_string:
+            if c == 92:  # a backslash escapes the next byte
+                i += 1
+            elif c == 34:
+                in_string = False
+        elif c == 34:
+            in_string = True
+        elif c == 123 or c == 91:
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif c == 125 or c == 93:
+            depth -= 1
+        i += 1
+    return False
+
+
 cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64_t first_line,
-                      Py_ssize_t max_bytes, Py_ssize_t want_dim, yyjson_alc *alc) noexcept nogil:
+                      Py_ssize_t max_bytes, Py_ssize_t max_depth, Py_ssize_t want_dim,
+                      yyjson_alc *alc) noexcept nogil:
     """Append a message's fast rows and other lines; 1 = the whole message goes to Python."""
     cdef Py_ssize_t rows = o.n_rows, falls = o.n_falls, scores = o.n_scores
     cdef Py_ssize_t floats = o.n_floats, copied = o.n_copy
@@ -219,7 +253,7 @@ cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64
             if data[a] == 91:  # '[': several records on one line, each judged with the rest
                 whole = True
                 break
-            if b - a > max_bytes:
+            if b - a > max_bytes or deeper_than(data + a, b - a, max_depth):
                 kind = LINE_UNREAD
             else:
                 if grow(<void **>&o.rows, &o.cap_rows, o.n_rows + 1, sizeof(Row)):
@@ -303,10 +337,11 @@ cdef dict columns(Out *o, list datas):
     cdef int64_t[::1] origin_v = origin, line_v = line, width_v = width
     cdef double[:, ::1] doubles_v = doubles
     cdef uint8_t[::1] blocked_v = blocked.view(np.uint8)
-    names = ("request_id", "model", "model_version", "block_reason", "finish_reason", "error")
+    names = ("request_id", "model", "model_version", "block_reason", "finish_reason", "error",
+             "tenant", "endpoint")
     lists = [[None] * n for _ in names]
     stages = [None] * n
-    ids, models, versions, reasons, finishes, errors = lists
+    ids, models, versions, reasons, finishes, errors, tenants, endpoints = lists
     for i in range(n):
         r = &o.rows[i]
         origin_v[i] = r.msg
@@ -326,6 +361,10 @@ cdef dict columns(Out *o, list datas):
         models[i] = text(o, r.s[S_MODEL])
         if r.s[S_MODEL_VERSION].off >= 0:
             versions[i] = text(o, r.s[S_MODEL_VERSION])
+        if r.s[S_TENANT].off >= 0:
+            tenants[i] = text(o, r.s[S_TENANT])
+        if r.s[S_ENDPOINT].off >= 0:
+            endpoints[i] = text(o, r.s[S_ENDPOINT])
         if r.s[S_BLOCK_REASON].off >= 0:
             reasons[i] = text(o, r.s[S_BLOCK_REASON])
         if r.provider == 4:
@@ -407,7 +446,8 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
     return out
 
 
-def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_ssize_t want_dim):
+def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_ssize_t max_depth,
+         Py_ssize_t want_dim):
     """Phase 1 over a poll (GIL released), then its columns.
 
     Returns (columns of the fast rows, [(message, line, start, end, valid JSON) of each other
@@ -442,7 +482,7 @@ def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_s
                     if whole[i]:
                         continue
                     status = scan_message(&o, i, ptrs[i], lens[i], firsts[i], max_bytes,
-                                          want_dim, alc)
+                                          max_depth, want_dim, alc)
                     if status < 0:
                         break
                     whole[i] = status

@@ -106,6 +106,7 @@ def _decode(
         [m.first_line for m in messages],
         [m.format_hint is None for m in messages],
         limits.max_record_bytes,
+        limits.max_depth,
         want_dim,
     )
     whole = set(left)
@@ -224,6 +225,8 @@ _OBJECT_COLUMNS = (
     "request_id",
     "model",
     "model_version",
+    "tenant",
+    "endpoint",
     "block_stage",
     "block_reason",
     "finish_reason",

@@ -208,6 +208,8 @@ def test_a_lone_brace_line_does_not_swallow_the_lines_after_it() -> None:
 def test_a_record_that_breaks_column_building_costs_only_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the reference's own isolation (the compiled path has its own: the reference redoes a poll)
+    monkeypatch.setenv("LOOKOUT_DECODER", "python")
     real = build_batch
 
     def failing(wires: list[Any], *args: Any) -> Any:

@@ -141,7 +141,7 @@ def test_long_mixed_stream(fraction: float) -> None:
     # the fast path really ran: its scan read the native lines itself
     module = compiled.compiled_module()
     assert module is not None
-    columns, _others, _left = module.scan([b"\n".join(lines)], [1], [True], 1 << 20, -1)
+    columns, _others, _left = module.scan([b"\n".join(lines)], [1], [True], 1 << 20, 64, -1)
     assert len(columns["origin"]) > len(lines) // 10
 
 
