@@ -12,26 +12,18 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.batch import LogBatch
 from schemas.decode import compiled
-from schemas.decode.api import (
-    DecodedPoll,
-    DecodeLimits,
-    MessageBytes,
-    decode_messages,
-    reference_decode_messages,
-)
+from schemas.decode.api import DecodeLimits, MessageBytes
+from tests.decode_agreement import assert_agree
 from worker.sources.simulator import SimulationConfig, simulate_logs
 from worker.sources.wire_encode import FORMATS, encode, encode_mixed
 
@@ -44,48 +36,6 @@ def test_compiled_decoder_is_built() -> None:
     if os.environ.get("CI") == "true" or compiled.compiled_module() is not None:
         assert compiled.compiled_module() is not None, "schemas.decode._fastdecode not built"
         assert compiled.enabled()
-
-
-def _same_floats(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    assert a.dtype == b.dtype and a.shape == b.shape, what
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    assert np.array_equal(nan_a, nan_b), what
-    assert np.where(nan_a, 0, a).tobytes() == np.where(nan_b, 0, b).tobytes(), what
-
-
-def assert_same_batch(a: LogBatch, b: LogBatch) -> None:
-    for f in fields(LogBatch):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if f.name == "safety_scores":
-            assert list(x) == list(y)
-            for category in x:
-                _same_floats(x[category], y[category], f"safety_scores.{category}")
-        elif x.dtype == object:
-            assert x.tolist() == y.tolist(), f.name
-            assert [type(v) for v in x] == [type(v) for v in y], f.name
-        elif x.dtype.kind == "f":
-            _same_floats(x, y, f.name)
-        else:
-            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), f.name
-    assert a.embeddings.shape == b.embeddings.shape
-
-
-DEFAULT = DecodeLimits()
-
-
-def assert_agree(messages: Sequence[MessageBytes], limits: DecodeLimits = DEFAULT) -> DecodedPoll:
-    assert compiled.enabled(), "the compiled decoder is not built"
-    fast = decode_messages(messages, limits=limits)
-    ref = reference_decode_messages(messages, limits=limits)
-    assert len(fast.batches) == len(ref.batches)
-    for a, b in zip(fast.batches, ref.batches, strict=True):
-        assert_same_batch(a, b)
-    for x, y in zip(fast.origins, ref.origins, strict=True):
-        assert x.tolist() == y.tolist()
-    for x, y in zip(fast.lines, ref.lines, strict=True):
-        assert x.tolist() == y.tolist()
-    assert fast.errors == ref.errors
-    return fast
 
 
 def chunks(lines: list[bytes], size: int, sep: bytes = b"\n") -> list[MessageBytes]:
@@ -193,6 +143,47 @@ EDGES = [
     b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "embedding": [1, 2, 3]}',
     b'{"timestamp": "2024-02-29T23:59:59Z", "model": "m", "embedding": []}',
     b"[{" + T.encode() + b', "model": "m"}]',
+    # tenant and endpoint: strings, null, other types, twice, inside envelopes and LogEntry
+    b"{" + T.encode() + b', "model": "m", "tenant": "acme", "endpoint": "eu-1"}',
+    b"{" + T.encode() + b', "model": "m", "tenant": null, "endpoint": ""}',
+    b"{" + T.encode() + b', "model": "m", "tenant": 7}',
+    b"{" + T.encode() + b', "model": "m", "endpoint": ["a"]}',
+    b"{" + T.encode() + b', "model": "m", "tenant": "a", "tenant": "b"}',
+    b"{" + T.encode() + b', "model": "m", "tenant": "\\u00e9\\ud83d\\ude00"}',
+    b"{" + T.encode() + b', "model": "m", "tenant": "t", "response_body": '
+    b'{"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}}',
+    b'{"insertId": "i1", "timestamp": "2024-02-29T23:59:59Z", "jsonPayload": {'
+    + T.encode()
+    + b', "model": "m", "tenant": "t", "endpoint": "e"}}',
+    # issue 9's rules: each goes to the reference, which refuses or reads it
+    b"{" + T.encode() + b', "model": "m", "x": ' + b"[" * 64 + b"]" * 64 + b"}",
+    b"{" + T.encode() + b', "model": "m", "x": ' + b"[" * 65 + b"]" * 65 + b"}",
+    b"{" + T.encode() + b', "model": "m", "x": "' + b"[" * 80 + b'"}',
+    b"{" + T.encode() + b', "model": "m", "x": {"y": ' + b'{"a":' * 70 + b"1" + b"}" * 71 + b"}",
+    b"{" + T.encode() + b', "model": "m", "input_tokens": 9007199254740992}',
+    b"{" + T.encode() + b', "model": "m", "citation_count": 9007199254740993}',
+    b"{" + T.encode() + b', "model": "m", "latency_ms": 9007199254740993}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [9007199254740993, 1]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [-9007199254740993, 1]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [3.5e38, 1]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [1e39, 1]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [-1e39, 1]}',
+    b"\xef\xbb\xbf{" + T.encode() + b', "model": "m"}',
+    b'{"model": \xef\xbb\xbf"m", ' + T.encode() + b"}",
+    b"{" + T.encode() + b', "model": "m", "x": 1, "x": [2]}',
+    b"{" + T.encode() + b', "model": "m", "labels": {"a": "b", "a": "c"}}',
+    b"{" + T.encode() + b', "timestamp": "2024-05-06T07:08:10Z", "model": "m"}',
+    b"{" + T.encode() + b', "model": "m", "x": "\xff\xfe"}',
+    b"{" + T.encode() + b', "model": "m", "model_version": "\xc3"}',
+    b"{" + T.encode() + b', "model": "m", "x": "\\ud800"}',
+    b'{"timestamp": "9999-12-31T23:59:59Z", "model": "m"}',
+    b'{"timestamp": "9999-12-31T23:59:59-01:00", "model": "m"}',
+    b'{"timestamp": "0001-01-01T00:00:00+01:00", "model": "m"}',
+    b"[1, 2, 3]",
+    b"[]",
+    b"[{" + T.encode() + b', "model": "m"}, 1]',
+    b"42",
+    b"null",
     b"{",
     b"}",
     b"not json",
@@ -211,6 +202,8 @@ def test_edge_lines_alone_in_pairs_and_all_together() -> None:
     assert_agree([MessageBytes(b"\n".join(EDGES))], DecodeLimits(expected_embedding_dim=2))
     assert_agree([MessageBytes(b"\n".join(EDGES), "native")])
     assert_agree([MessageBytes(b"\n".join(EDGES))], DecodeLimits(max_record_bytes=60))
+    assert_agree([MessageBytes(b"\n".join(EDGES))], DecodeLimits(max_depth=2))
+    assert_agree([MessageBytes(line, None, 3) for line in EDGES], DecodeLimits(max_depth=3))
 
 
 def test_a_pretty_printed_document_is_read_as_one() -> None:
@@ -346,3 +339,41 @@ def test_otlp_span_variants() -> None:
     messages = [MessageBytes(v.encode(), None, 1) for v in variants]
     assert_agree(messages)
     assert_agree([MessageBytes("\n".join(variants).encode())])
+
+
+def _fast_rows(line: bytes) -> dict[str, Any]:
+    """The columns the compiled scan itself read from a line twice (none: it handed it over)."""
+    module = compiled.compiled_module()
+    assert module is not None
+    limits = DecodeLimits()
+    columns, _others, _left = module.scan(
+        [line + b"\n" + line], [1], [True], limits.max_record_bytes, limits.max_depth, -1
+    )
+    return dict(columns)
+
+
+def test_tenant_and_endpoint_are_read_in_c() -> None:
+    line = b"{" + T.encode() + b', "model": "m", "tenant": "acme", "endpoint": "eu-1"}'
+    columns = _fast_rows(line)
+    assert list(columns["tenant"]) == ["acme", "acme"]
+    assert list(columns["endpoint"]) == ["eu-1", "eu-1"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"{" + T.encode() + b', "model": "m", "x": ' + b"[" * 65 + b"]" * 65 + b"}",
+        b"{" + T.encode() + b', "model": "m", "input_tokens": 9007199254740993}',
+        b"{" + T.encode() + b', "model": "m", "embedding": [1e39]}',
+        b"\xef\xbb\xbf{" + T.encode() + b', "model": "m"}',
+        b"{" + T.encode() + b', "model": "m", "model": "n"}',
+        b"{" + T.encode() + b', "model": "m", "tenant": "a", "tenant": "b"}',
+        b"{" + T.encode() + b', "model": "m", "x": "\xff"}',
+        b'{"timestamp": "9999-12-31T23:59:59Z", "model": "m"}',
+        b"[1, 2, 3]",
+    ],
+)
+def test_suspect_lines_are_handed_to_the_reference(line: bytes) -> None:
+    """Issue 9's cases never become fast rows: the reference refuses or reads them."""
+    assert len(_fast_rows(line)["origin"]) == 0
+    assert_agree([MessageBytes(line)])
