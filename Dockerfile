@@ -17,7 +17,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
+# setup.py and third_party/ build the compiled decoder: without them the wheel would quietly
+# hold only the pure-Python one
+COPY pyproject.toml requirements.lock setup.py MANIFEST.in ./
+COPY third_party/ third_party/
 COPY schemas/ schemas/
 COPY detectors/ detectors/
 COPY worker/ worker/
