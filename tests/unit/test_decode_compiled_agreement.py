@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -377,3 +379,36 @@ def test_suspect_lines_are_handed_to_the_reference(line: bytes) -> None:
     """Issue 9's cases never become fast rows: the reference refuses or reads them."""
     assert len(_fast_rows(line)["origin"]) == 0
     assert_agree([MessageBytes(line)])
+
+
+def test_the_scan_lets_another_thread_run() -> None:
+    """The parse runs without the GIL, so a second thread (the fold) keeps working meanwhile."""
+    module = compiled.compiled_module()
+    assert module is not None
+    line = b'{"request_id": "r", ' + T.encode() + b', "model": "m", "embedding": [0.5, 1.5]}'
+    data = b"\n".join([line] * 200_000)
+    done = threading.Event()
+    ticks = [0]
+
+    def other() -> None:
+        while not done.is_set():
+            ticks[0] += 1
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        start = ticks[0]
+        time.sleep(0.1)  # the other thread alone: its pace
+        pace = (ticks[0] - start) / 0.1
+        before = ticks[0]
+        started = time.perf_counter()
+        columns, _others, _left = module.scan([data], [1], [True], 1 << 20, 64, -1)
+        took = time.perf_counter() - started
+        during = ticks[0] - before
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert len(columns["origin"]) == 200_000
+    # holding the GIL through the parse, the other thread would get a switch or two (a few ms)
+    assert took > 0.05
+    assert during > 0.25 * pace * took, f"{during:,} steps in {took:.2f} s, {pace:,.0f}/s alone"
