@@ -201,8 +201,10 @@ cdef int read_embedding(yyjson_val *v, Out *o, Row *row) noexcept nogil:
             f = <double>yyjson_get_sint(x)
         else:
             return -1
-        if f == 0.0 and (signbit(f) or yyjson_is_sint(x)):
-            return -1  # how each side spells a negative zero is not worth the doubt
+        if f == 0.0 and yyjson_is_sint(x):
+            return -1  # an integer `-0`: how each side signs it is not worth the doubt
+        # a real -0.0 is kept with its sign, as numpy's float32 cast keeps it (the simulator's
+        # rounding writes one in about a tenth of its embeddings)
         if o.n_floats == o.cap_floats and grow(<void **>&o.floats, &o.cap_floats,
                                                o.n_floats + 1, sizeof(float)):
             return -1

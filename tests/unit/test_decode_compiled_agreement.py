@@ -123,6 +123,8 @@ EDGES = [
     b"{" + T.encode() + b', "model": "m", "safety_scores": {"a": 1, "b": 0}}',
     b"{" + T.encode() + b', "model": "m", "embedding": [1, -2, 0.5, 1e-50, -0.0]}',
     b"{" + T.encode() + b', "model": "m", "embedding": [1, null]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [-0.0, -0e3, 0.0, -1e-50, 1]}',
+    b"{" + T.encode() + b', "model": "m", "embedding": [-0, 1]}',
     b"{" + T.encode() + b', "model": "m", "request_id": "\\ud800"}',
     b"{" + T.encode() + b', "model": "m\\u00e9\\ud83d\\ude00", "response": "\\u0000\\n\xc3\xa9"}',
     b"{" + T.encode() + b', "model": "m", "finish_reason": " Max_Tokens "}',
