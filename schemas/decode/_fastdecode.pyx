@@ -331,6 +331,28 @@ cdef object finish_word(Out *o, Span s):
     return word
 
 
+#: (provider word, from a span) → (canonical finish reason, block reason): two Python calls per
+#: row otherwise; bounded like the reference's own caches
+_PROVIDER_FINISH: dict = {}
+
+
+cdef tuple provider_finish(Out *o, Span s, bint span):
+    """A provider's finish word → (canonical finish reason, block reason or None), as the
+    reference derives them: a span's word directly, a body's through `finish_facts`."""
+    cdef object raw = PyUnicode_DecodeUTF8(o.copy + s.off, s.len, NULL)
+    cdef object key = (raw, span)
+    cdef object out = _PROVIDER_FINISH.get(key)
+    if out is None:
+        if span:
+            out = (canonical_finish_reason(raw), response_block_reason(raw))
+        else:
+            word, block = finish_facts(raw)
+            out = (canonical_finish_reason(word), block)
+        if len(_PROVIDER_FINISH) < 1024:
+            _PROVIDER_FINISH[key] = out
+    return <tuple>out
+
+
 cdef dict columns(Out *o, list datas):
     cdef Py_ssize_t n = o.n_rows, i, j
     cdef Row *r
@@ -374,9 +396,8 @@ cdef dict columns(Out *o, list datas):
             reasons[i] = text(o, r.s[S_BLOCK_REASON])
         if r.provider == 4:
             if r.s[S_FINISH].off >= 0:
-                word = text(o, r.s[S_FINISH])
-                finishes[i] = canonical_finish_reason(word)
-                block = response_block_reason(word)
+                finish, block = provider_finish(o, r.s[S_FINISH], True)
+                finishes[i] = finish
                 if block is not None:
                     blocked_v[i] = 1
                     stages[i] = "response"
@@ -386,8 +407,8 @@ cdef dict columns(Out *o, list datas):
                 reasons[i] = "SAFETY"
         elif r.provider:
             if r.s[S_FINISH].off >= 0:
-                word, block = finish_facts(text(o, r.s[S_FINISH]))
-                finishes[i] = canonical_finish_reason(word)
+                finish, block = provider_finish(o, r.s[S_FINISH], False)
+                finishes[i] = finish
                 if block is not None:
                     blocked_v[i] = 1
                     stages[i] = "response"
