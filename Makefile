@@ -42,4 +42,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build lookout.egg-info \
+		schemas/decode/_fastdecode.c schemas/decode/_fastdecode.*.so
