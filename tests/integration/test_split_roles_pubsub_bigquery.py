@@ -81,8 +81,8 @@ ENGINE: dict[str, Any] = {
 VERDICT_SQL = "SELECT model, detector, {epoch} AS s, verdict, sample_size FROM {ds}detections"
 ALERT_SQL = "SELECT dedup_key, status, {epoch} AS s FROM {ds}alerts"
 CALLS_SQL = (
-    "SELECT model, {epoch} AS s, SUM(calls) AS calls FROM {ds}window_metrics_merged "
-    "GROUP BY model, s"
+    "SELECT model, {epoch} AS s, tenant, SUM(calls) AS calls FROM {ds}window_metrics_merged "
+    "GROUP BY model, s, tenant"
 )
 
 Verdict = tuple[str, str, int, str, int]
@@ -341,6 +341,15 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
     )
     assert pages_sent == want_alerts, "every page one process sends, sent once"
 
-    want_calls = {(m, int(s)): int(c) for m, s, c in reference_rows(reference, CALLS_SQL)}
-    assert {(m, int(s)): int(c) for m, s, c in got_calls} == want_calls
+    by_tenant = {(m, int(s), t): int(c) for m, s, t, c in reference_rows(reference, CALLS_SQL)}
+    got_by_tenant = {(m, int(s), t): int(c) for m, s, t, c in got_calls}
+    want_calls: Counter[tuple[str, int]] = Counter()
+    for (m, s, _), c in by_tenant.items():
+        want_calls[(m, s)] += c
+    got_calls_summed: Counter[tuple[str, int]] = Counter()
+    for (m, s, _), c in got_by_tenant.items():
+        got_calls_summed[(m, s)] += c
+    assert got_calls_summed == want_calls, "calls per (model, window) differ"
     assert sum(want_calls.values()) == len(lines)
+    assert {"acme", "globex"} <= {t for _, _, t in got_by_tenant}, "rows per tenant"
+    assert got_by_tenant == by_tenant, "calls per (model, window, tenant) differ"
