@@ -140,6 +140,10 @@ class EngineConfig(_Strict):
     max_past_seconds: float = Field(default=7 * 86_400.0, gt=0)
     #: admitted records that must agree before the watermark moves (1 = the plain maximum)
     watermark_quorum: int = Field(default=5, ge=1, le=1000)
+    #: evaluate role: a window closes at the slowest ingest replica's frontier, among the
+    #: replicas that reported within this many seconds of the newest report (an idle, stopped
+    #: or scaled-down replica stops holding windows open after it)
+    writer_active_seconds: float = Field(default=60.0, gt=0)
 
 
 class DecodeConfig(_Strict):

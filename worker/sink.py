@@ -181,8 +181,11 @@ class Sink(Protocol):
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...
 
-    def load_frontier(self) -> float | None:
-        """The newest event-time frontier any writer reported with a durable checkpoint."""
+    def load_frontier(self, active_within: float = 60.0) -> float | None:
+        """The slowest event-time frontier among the writers that reported (with a durable
+        checkpoint) within `active_within` seconds of the newest report. The slowest, because a
+        window is complete only when every replica still folding has passed it; among recent
+        reporters, because a replica with nothing to fold stops reporting."""
         ...
 
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]: ...

@@ -18,6 +18,7 @@ drives time and failures and asserts what a user would notice:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,8 +142,9 @@ class MemorySink:
     path of a warehouse is refusing, unless `reads=True` takes the whole sink down.
     """
 
-    def __init__(self, name: str = "memory") -> None:
+    def __init__(self, name: str = "memory", *, clock: Callable[[], float] = time.time) -> None:
         self.name = name
+        self._clock = clock
         self._lock = threading.Lock()
         self._partials: list[_Partial] = []
         self._request_ids: dict[tuple[str, int], list[str]] = {}
@@ -153,7 +155,8 @@ class MemorySink:
         self._baseline_accepts: list[BaselineAccept] = []
         #: records the engine quarantined for their event time, as written
         self.quarantined: list[QuarantinedRecord] = []
-        self._frontiers: dict[str, float] = {}
+        #: writer → (frontier, when it reported by the sink's clock)
+        self._frontiers: dict[str, tuple[float, float]] = {}
         self._applied: set[tuple[str, int, str]] = set()
         self._closed = False
         self._fail_count: int | None = None
@@ -288,7 +291,7 @@ class MemorySink:
         self._alerts.extend(cp.alerts)
         self.quarantined.extend(cp.quarantined)
         if cp.frontier is not None:
-            self._frontiers[cp.writer_id] = cp.frontier
+            self._frontiers[cp.writer_id] = (cp.frontier, self._clock())
         if alert_state is not None:
             self._alert_state = alert_state
         self._references.update(references)
@@ -354,10 +357,14 @@ class MemorySink:
             windows = {(p.model, p.window_start) for p in self._partials} - judged
         return sorted(windows, key=lambda w: (-w[1], w[0]))[:limit]
 
-    def load_frontier(self) -> float | None:
+    def load_frontier(self, active_within: float = 60.0) -> float | None:
         self._check_read()
         with self._lock:
-            return max(self._frontiers.values(), default=None)
+            reports = list(self._frontiers.values())
+        if not reports:
+            return None
+        newest = max(at for _, at in reports)
+        return min(f for f, at in reports if at >= newest - active_within)
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         self._check_read()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +281,45 @@ def test_baseline_acceptances_round_trip_once(sink: Sink) -> None:
     sink.write_checkpoint(checkpoint)
     sink.write_checkpoint(checkpoint)  # the same acceptance written again
     assert list(sink.load_baseline_accepts()) == [accept]
+
+
+@pytest.mark.parametrize("kind", SINKS)
+def test_the_frontier_is_the_slowest_writer_that_still_reports(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A window closes for the evaluator only when every replica still folding has passed it;
+    a replica that stopped reporting (idle, stopped, scaled down) stops holding it open."""
+    now = [datetime(2026, 1, 5, 7, 0, tzinfo=UTC)]
+
+    def clock() -> datetime:
+        return now[0]
+
+    made: Sink
+    if kind == "duckdb":
+        made = DuckDBSink(tmp_path / "lookout.duckdb", clock=clock)
+    elif kind == "bigquery":
+        from worker.sinks.bigquery_sink import BigQuerySink
+
+        emulator = request.getfixturevalue("bigquery_emulator")
+        made = BigQuerySink(
+            emulator.project,
+            request.getfixturevalue("bigquery_dataset"),
+            client=emulator.client(),
+            write_timeout=20,
+            clock=clock,
+        )
+    else:
+        made = MemorySink(clock=lambda: now[0].timestamp())
+    try:
+        made.write_checkpoint(Checkpoint("fast", 0, frontier=S0 + 300.0))
+        made.write_checkpoint(Checkpoint("slow", 0, frontier=S0 + 100.0))
+        now[0] += timedelta(seconds=30)
+        made.write_checkpoint(Checkpoint("fast", 1, frontier=S0 + 400.0))
+        assert made.load_frontier(60.0) == S0 + 100.0  # the slow replica still counts
+        now[0] += timedelta(seconds=40)
+        made.write_checkpoint(Checkpoint("fast", 2, frontier=S0 + 500.0))
+        # "slow" last reported 70 s before the newest report: it no longer holds windows open
+        assert made.load_frontier(60.0) == S0 + 500.0
+        assert made.load_frontier(120.0) == S0 + 100.0
+    finally:
+        made.close()

@@ -132,7 +132,8 @@ def serve_evaluator(config: LookoutConfig) -> int:
     try:
         while not stop.is_set():
             try:
-                judged += engine.judge_stored(sink.load_frontier())
+                frontier = sink.load_frontier(config.engine.writer_active_seconds)
+                judged += engine.judge_stored(frontier)
             except Exception as error:  # the sink is down: keep going, judge when it is back
                 log.warning("cannot read %s to judge windows, will retry: %s", sink.name, error)
             engine.tick()

@@ -501,8 +501,15 @@ class BigQuerySink:
         state: list[Mapping[str, Any]] = orjson.loads(rows[0]["state"])
         return state
 
-    def load_frontier(self) -> float | None:
-        rows = self.query("SELECT MAX(frontier_unix) AS f FROM {ds}.writer_progress")
+    def load_frontier(self, active_within: float = 60.0) -> float | None:
+        rows = self.query(
+            "WITH latest AS (SELECT frontier_unix, updated_at FROM {ds}.writer_progress "
+            "WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY writer_id "
+            "ORDER BY updated_at DESC) = 1) "
+            "SELECT MIN(frontier_unix) AS f FROM latest WHERE updated_at >= "
+            "TIMESTAMP_SUB((SELECT MAX(updated_at) FROM latest), INTERVAL @ms MILLISECOND)",
+            {"ms": round(active_within * 1000)},
+        )
         value = rows[0]["f"] if rows else None
         return None if value is None else float(value)
 

@@ -480,8 +480,12 @@ class DuckDBSink:
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def load_frontier(self) -> float | None:
-        (row,) = self.query("SELECT max(frontier_unix) FROM writer_progress")
+    def load_frontier(self, active_within: float = 60.0) -> float | None:
+        (row,) = self.query(
+            "SELECT min(frontier_unix) FROM writer_progress WHERE updated_at >= "
+            "(SELECT max(updated_at) FROM writer_progress) - to_microseconds(?::BIGINT)",
+            [round(active_within * 1e6)],
+        )
         return None if row[0] is None else float(row[0])
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
