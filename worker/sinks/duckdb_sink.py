@@ -2,7 +2,8 @@
 
 Tables (same names and columns as the BigQuery sink):
 - `window_metrics`: partial rows, one per (writer, checkpoint, model, window): summable analyst
-  columns plus each detector's state as JSON; merge them with the `window_metrics_merged` view;
+  columns plus each detector's state (compact bytes, `state_codec`); merge them with the
+  `window_metrics_merged` view;
 - `window_request_ids`: which request ids each window counted (replays and redeliveries dedup);
 - `detections`: one row per (model, window, detector) verdict;
 - `alerts`: every alert state change (firing/resolved) as sent to receivers;
@@ -44,6 +45,7 @@ from worker.sink import (
     StoredWindow,
     checkpoint_digest,
 )
+from worker.sinks.state_codec import decode_states, encode_states
 
 _HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
 
@@ -70,7 +72,7 @@ CREATE TABLE IF NOT EXISTS window_metrics (
     records BIGINT NOT NULL,
     late_records BIGINT NOT NULL,
     {", ".join(f"{name} {sql_type}" for name, sql_type in ANALYST_COLUMNS)},
-    states JSON NOT NULL
+    states BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS applied_checkpoints (
     writer_id VARCHAR NOT NULL,
@@ -140,7 +142,7 @@ CREATE TABLE IF NOT EXISTS baseline_accepts (
 CREATE TABLE IF NOT EXISTS detector_references (
     model VARCHAR NOT NULL,
     detector VARCHAR NOT NULL,
-    state JSON NOT NULL,
+    state BLOB NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
 {_ALTERS}
@@ -171,11 +173,32 @@ def _ts(seconds: int) -> datetime:
 _ARROW_TYPES = {
     "VARCHAR": pa.string(),
     "JSON": pa.string(),
+    "BLOB": pa.binary(),
     "BIGINT": pa.int64(),
     "DOUBLE": pa.float64(),
     "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
     _HISTOGRAM: pa.list_(pa.struct([("bucket", pa.int64()), ("count", pa.int64())])),
 }
+
+
+#: detector states: JSON text before, compact bytes (`state_codec`) since
+_STATE_COLUMNS = (("window_metrics", "states"), ("detector_references", "state"))
+
+
+def _migrate_json_states(con: duckdb.DuckDBPyConnection) -> None:
+    """A file written with JSON states gets BLOB columns, once: the JSON text is kept as its
+    bytes (`decode_states` reads both), and new rows are written compactly."""
+    for table, column in _STATE_COLUMNS:
+        row = con.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? AND column_name = ?",
+            [table, column],
+        ).fetchone()
+        if row is not None and row[0] == "JSON":
+            con.execute(
+                f"ALTER TABLE {table} ALTER {column} SET DATA TYPE BLOB "
+                f"USING encode({column}::VARCHAR)"
+            )
 
 
 def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
@@ -210,6 +233,7 @@ class DuckDBSink:
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")
             self._con.execute(_SCHEMA)
+            _migrate_json_states(self._con)
             self._schemas = _arrow_schemas(self._con)
 
     # -- writes --------------------------------------------------------------------------------
@@ -263,7 +287,7 @@ class DuckDBSink:
                     "late_records": [p.late_records for p in cp.partials],
                     **{name: [f[name] for f in flats] for name, _ in ANALYST_COLUMNS},
                     **{name: [h[name] for h in hists] for name in hists[0]},
-                    "states": [orjson.dumps(p.states).decode() for p in cp.partials],
+                    "states": [encode_states(p.states) for p in cp.partials],
                 },
             )
         if cp.request_ids:
@@ -364,7 +388,7 @@ class DuckDBSink:
                 {
                     "model": [m for m, _ in keys],
                     "detector": [d for _, d in keys],
-                    "state": [orjson.dumps(cp.references[k]).decode() for k in keys],
+                    "state": [encode_states(cp.references[k]) for k in keys],
                     "updated_at": [now] * len(keys),
                 },
                 replace_on=("model", "detector"),
@@ -420,7 +444,7 @@ class DuckDBSink:
                 [model, ts],
             ).fetchone()
         return StoredWindow(
-            partial_states=[orjson.loads(s) for s, _ in states],
+            partial_states=[decode_states(s) for s, _ in states],
             request_ids=frozenset(r for (r,) in ids),
             records=sum(int(n) for _, n in states),
             evaluated=bool(evaluated and evaluated[0]),
@@ -437,7 +461,7 @@ class DuckDBSink:
             ).fetchall()
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for start, states in rows:
-            out.setdefault(int(start), []).append(orjson.loads(states))
+            out.setdefault(int(start), []).append(decode_states(states))
         return out
 
     def models(self) -> Sequence[str]:
@@ -479,7 +503,7 @@ class DuckDBSink:
             rows = self._con.execute(
                 "SELECT model, detector, state FROM detector_references"
             ).fetchall()
-        return {(m, d): orjson.loads(s) for m, d, s in rows}
+        return {(m, d): decode_states(s) for m, d, s in rows}
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         with self._lock:
