@@ -47,6 +47,16 @@ def test_csv_and_json_give_the_same_rows_as_duckdb(db: Path) -> None:
     assert [(r["model"], r["calls"]) for r in records] == [(m, c) for m, _, c in rows]
 
 
+def test_detector_states_show_as_their_size_not_as_bytes(db: Path) -> None:
+    state = "SELECT states FROM window_metrics ORDER BY octet_length(states) LIMIT 1"
+    ((size,),) = query(db, state.replace("SELECT states", "SELECT octet_length(states)"))
+    on_screen = lookout("sql", state, cwd=db.parent)
+    assert on_screen.returncode == 0, on_screen.describe()
+    assert f"<{size} bytes>" in on_screen.stdout and "\\x" not in on_screen.stdout
+    as_json = lookout("sql", "--format", "json", state, cwd=db.parent)
+    assert json.loads(as_json.stdout) == {"states": f"<{size} bytes>"}
+
+
 def test_the_file_is_read_only(db: Path) -> None:
     before = query(db, "SELECT count(*) FROM alerts")
     result = lookout("sql", "DELETE FROM window_metrics", cwd=db.parent)

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import orjson
 import pytest
 
 from detectors.latency import LatencyDetector
@@ -234,3 +235,35 @@ def test_merged_view_p95_is_the_detectors_p95_and_model_daily_sums_windows(tmp_p
     [(calls, blocked, rate)] = query(path, "SELECT calls, blocked, block_rate FROM model_daily")
     assert (calls, blocked) == (40, 6)
     assert rate == pytest.approx(0.15)
+
+
+def test_a_file_with_json_states_from_the_previous_release_reads_and_takes_new_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lookout.duckdb"
+    reference = {"sample": {"keys": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "n": 3}}
+    old = batch("old", 5)
+    sink = DuckDBSink(path)
+    sink.write_checkpoint(
+        Checkpoint("w1", 0, [partial(old)], ids(old), references={("a", "latency"): reference})
+    )
+    sink.close()
+    with duckdb.connect(str(path)) as con:  # states as the previous release stored them: JSON
+        for table, column, value in (
+            ("window_metrics", "states", orjson.dumps(rows_of(states_of(old))).decode()),
+            ("detector_references", "state", orjson.dumps(reference).decode()),
+        ):
+            con.execute(f"ALTER TABLE {table} ALTER {column} SET DATA TYPE VARCHAR USING ''")
+            con.execute(f"UPDATE {table} SET {column} = ?", [value])
+            con.execute(f"ALTER TABLE {table} ALTER {column} SET DATA TYPE JSON")
+    assert query(path, "SELECT typeof(states) FROM window_metrics") == [("JSON",)]
+
+    reopened = DuckDBSink(path)
+    assert merged_state(reopened, "a", S0) == states_of(old)
+    assert reopened.load_references() == {("a", "latency"): reference}
+    new = batch("new", 3, second=70)
+    reopened.write_checkpoint(Checkpoint("w1", 1, [partial(new, start=S0 + 60)], ids(new)))
+    assert merged_state(reopened, "a", S0 + 60) == states_of(new)
+    reopened.close()
+    assert query(path, "SELECT typeof(states) FROM window_metrics") == [("BLOB",), ("BLOB",)]
+    assert query(path, MERGED)[0][:3] == ("a", S0, 5)

@@ -11,33 +11,33 @@ import logging
 from datetime import datetime
 
 import numpy as np
-import orjson
 
 from detectors import reservoir as rs
 from worker.sinks.duckdb_sink import DuckDBSink
+from worker.sinks.state_codec import decode_states
 
 log = logging.getLogger("lookout.report")
 
 
 def evidently_second_opinion(sink: DuckDBSink, model: str, window_start: datetime) -> str | None:
     """One line: evidently's verdict for `model`'s window, or None when there is no sample."""
+    # states are compact bytes (`state_codec`), not JSON: decoded here, not with json_extract
     rows = sink.query(
-        "SELECT json_extract(states, '$.embedding_drift.sample') FROM window_metrics "
-        "WHERE model = ? AND window_start = ?",
+        "SELECT states FROM window_metrics WHERE model = ? AND window_start = ?",
         [model, window_start],
     )
     references = sink.query(
-        "SELECT json_extract(state, '$.sample') FROM detector_references "
-        "WHERE model = ? AND detector = 'embedding_drift'",
+        "SELECT state FROM detector_references WHERE model = ? AND detector = 'embedding_drift'",
         [model],
     )
-    reference = references[0] if references else None
-    samples = [rs.from_row(orjson.loads(r)) for (r,) in rows if r is not None]
+    sample_rows = [decode_states(r).get("embedding_drift", {}).get("sample") for (r,) in rows]
+    samples = [rs.from_row(r) for r in sample_rows if r is not None]
     samples = [s for s in samples if len(s)]
-    if not samples or reference is None or reference[0] is None:
+    reference = decode_states(references[0][0]).get("sample") if references else None
+    if not samples or reference is None:
         return None
     current = np.concatenate([s.rows for s in samples]).astype(np.float32)
-    ref = rs.from_row(orjson.loads(reference[0])).rows.astype(np.float32)
+    ref = rs.from_row(reference).rows.astype(np.float32)
     if len(current) < 20 or len(ref) < 20:
         return None
     from detectors.evidently_drift import evidently_embedding_drift

@@ -31,11 +31,13 @@ def _text(value: Any, *, exact: bool = False) -> str:
         return value.isoformat()
     if isinstance(value, float) and not exact:
         return f"{value:.6g}"
+    if isinstance(value, bytes):  # detector states: encoded for the worker, not for reading
+        return f"<{len(value)} bytes>"
     return str(value)
 
 
 def _json_default(value: Any) -> Any:
-    return str(value)
+    return _text(value, exact=True)
 
 
 def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -27,12 +27,10 @@ import base64
 import hashlib
 import logging
 import uuid
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import orjson
 
 from worker.analyst_columns import slice_rows
@@ -45,6 +43,9 @@ from worker.sink import (
     checkpoint_digest,
 )
 from worker.sinks.bigquery_schema import TABLES
+from worker.sinks.state_codec import decode_states, encode_states
+
+__all__ = ["BigQuerySink", "BigQuerySinkError", "decode_states", "encode_states"]
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,6 @@ _DEDUP = "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DES
 
 class BigQuerySinkError(LookoutError):
     """A BigQuery write or read failed; the message names the table (and column, if known)."""
-
-
-def encode_states(states: Mapping[str, DetectorRow]) -> bytes:
-    """Detector states as zlib-compressed MessagePack: about a third of their JSON."""
-    return zlib.compress(msgspec.msgpack.encode(states), 6)
-
-
-def decode_states(blob: bytes) -> dict[str, DetectorRow]:
-    value: dict[str, DetectorRow] = msgspec.msgpack.decode(zlib.decompress(blob))
-    return value
 
 
 def partial_row_id(

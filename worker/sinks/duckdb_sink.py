@@ -2,7 +2,8 @@
 
 Tables (same names and columns as the BigQuery sink):
 - `window_metrics`: partial rows, one per (writer, checkpoint, model, window): summable analyst
-  columns plus each detector's state as JSON; merge them with the `window_metrics_merged` view;
+  columns plus each detector's state (compact bytes, `state_codec`); merge them with the
+  `window_metrics_merged` view;
 - `window_request_ids`: which request ids each window counted (replays and redeliveries dedup);
 - `detections`: one row per (model, window, detector) verdict;
 - `alerts`: every alert state change (firing/resolved) as sent to receivers;
@@ -39,6 +40,7 @@ from worker.sink import (
     StoredWindow,
     checkpoint_digest,
 )
+from worker.sinks.state_codec import decode_states, encode_states
 
 _HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
 
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS window_metrics (
     records BIGINT NOT NULL,
     late_records BIGINT NOT NULL,
     {", ".join(f"{name} {sql_type}" for name, sql_type in ANALYST_COLUMNS)},
-    states JSON NOT NULL
+    states BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS applied_checkpoints (
     writer_id VARCHAR NOT NULL,
@@ -139,7 +141,7 @@ CREATE TABLE IF NOT EXISTS baseline_accepts (
 CREATE TABLE IF NOT EXISTS detector_references (
     model VARCHAR NOT NULL,
     detector VARCHAR NOT NULL,
-    state JSON NOT NULL,
+    state BLOB NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
 {_ALTERS}
@@ -170,11 +172,32 @@ def _ts(seconds: int) -> datetime:
 _ARROW_TYPES = {
     "VARCHAR": pa.string(),
     "JSON": pa.string(),
+    "BLOB": pa.binary(),
     "BIGINT": pa.int64(),
     "DOUBLE": pa.float64(),
     "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
     _HISTOGRAM: pa.list_(pa.struct([("bucket", pa.int64()), ("count", pa.int64())])),
 }
+
+
+#: detector states: JSON text before, compact bytes (`state_codec`) since
+_STATE_COLUMNS = (("window_metrics", "states"), ("detector_references", "state"))
+
+
+def _migrate_json_states(con: duckdb.DuckDBPyConnection) -> None:
+    """A file written with JSON states gets BLOB columns, once: the JSON text is kept as its
+    bytes (`decode_states` reads both), and new rows are written compactly."""
+    for table, column in _STATE_COLUMNS:
+        row = con.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? AND column_name = ?",
+            [table, column],
+        ).fetchone()
+        if row is not None and row[0] == "JSON":
+            con.execute(
+                f"ALTER TABLE {table} ALTER {column} SET DATA TYPE BLOB "
+                f"USING encode({column}::VARCHAR)"
+            )
 
 
 def _arrow_schemas(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Schema]:
@@ -209,6 +232,7 @@ class DuckDBSink:
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")
             self._con.execute(_SCHEMA)
+            _migrate_json_states(self._con)
             self._schemas = _arrow_schemas(self._con)
 
     # -- writes --------------------------------------------------------------------------------
@@ -259,9 +283,7 @@ class DuckDBSink:
                     "checkpoint_seq": [cp.sequence] * len(parts),
                     "written_at": [now] * len(parts),
                     **{name: [row[name] for _, row, _ in parts] for name in parts[0][1]},
-                    "states": [
-                        orjson.dumps(p.states if first else {}).decode() for p, _, first in parts
-                    ],
+                    "states": [encode_states(p.states if first else {}) for p, _, first in parts],
                 },
             )
         if cp.request_ids:
@@ -362,7 +384,7 @@ class DuckDBSink:
                 {
                     "model": [m for m, _ in keys],
                     "detector": [d for _, d in keys],
-                    "state": [orjson.dumps(cp.references[k]).decode() for k in keys],
+                    "state": [encode_states(cp.references[k]) for k in keys],
                     "updated_at": [now] * len(keys),
                 },
                 replace_on=("model", "detector"),
@@ -434,7 +456,7 @@ class DuckDBSink:
                 [model, ts],
             ).fetchone()
         return StoredWindow(
-            partial_states=[d for s, _ in states if (d := orjson.loads(s))],
+            partial_states=[d for s, _ in states if (d := decode_states(s))],
             request_ids=frozenset(r for (r,) in ids),
             records=sum(int(n) for _, n in states),
             evaluated=bool(evaluated and evaluated[0]),
@@ -451,7 +473,7 @@ class DuckDBSink:
             ).fetchall()
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
         for start, states in rows:
-            if decoded := orjson.loads(states):  # slice rows past the first carry none
+            if decoded := decode_states(states):  # slice rows past the first carry none
                 out.setdefault(int(start), []).append(decoded)
         return out
 
@@ -498,7 +520,7 @@ class DuckDBSink:
             rows = self._con.execute(
                 "SELECT model, detector, state FROM detector_references"
             ).fetchall()
-        return {(m, d): orjson.loads(s) for m, d, s in rows}
+        return {(m, d): decode_states(s) for m, d, s in rows}
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         with self._lock:
