@@ -267,3 +267,22 @@ def test_a_file_with_json_states_from_the_previous_release_reads_and_takes_new_r
     reopened.close()
     assert query(path, "SELECT typeof(states) FROM window_metrics") == [("BLOB",), ("BLOB",)]
     assert query(path, MERGED)[0][:3] == ("a", S0, 5)
+
+
+def test_compacting_a_file_drops_free_blocks_and_keeps_every_row(tmp_path: Path) -> None:
+    from worker.sinks.duckdb_sink import compact_file
+
+    path = tmp_path / "lookout.duckdb"
+    sink = DuckDBSink(path)
+    for i in range(40):  # many checkpoints, each rewriting blocks, as a long demo does
+        logs = batch(f"r{i}", 50, blocked=i % 5, second=5 + i)
+        sink.write_checkpoint(Checkpoint("w1", i, partials=[partial(logs)], request_ids=ids(logs)))
+    sink.close()
+    merged = "SELECT records, calls, blocked, latency_p95_ms FROM window_metrics_merged"
+    rows, size = query(path, merged), path.stat().st_size
+
+    assert compact_file(path) <= size
+    assert query(path, merged) == rows
+    reopened = DuckDBSink(path)
+    assert reopened.load_window("a", S0).records == 40 * 50
+    reopened.close()

@@ -264,6 +264,9 @@ def demo(
         second_opinion=evidently_second_opinion,
     )
     pipeline.close()
+    from worker.sinks.duckdb_sink import compact_file
+
+    compact_file(db)  # about half the file is free blocks after three hours of checkpoints
 
     print_summary(
         output_console(),

@@ -574,3 +574,23 @@ def _read_baseline_accepts(con: duckdb.DuckDBPyConnection) -> list[BaselineAccep
         )
         for m, d, started, at, by in rows
     ]
+
+
+def compact_file(path: Path) -> int:
+    """Rewrite a closed DuckDB file without its free blocks; returns the new size in bytes.
+
+    A file that took many checkpoints is about half free blocks (rows rewritten during the run),
+    which DuckDB keeps rather than returning them; a copy of the database holds only the live
+    data. The copy replaces the file only once it is complete."""
+    target = path.with_name(f".{path.name}.compact")
+    target.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{path}' AS lookout_source (READ_ONLY)")
+        con.execute(f"ATTACH '{target}' AS lookout_target")
+        con.execute("COPY FROM DATABASE lookout_source TO lookout_target")
+    finally:
+        con.close()
+    target.replace(path)
+    return path.stat().st_size
+
