@@ -9,6 +9,7 @@ alerting window of an incident, with the incident as it stands after that window
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -29,10 +30,76 @@ def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+#: baseline exclusions kept per (model, detector); older ones are past every baseline
+MAX_EXCLUSIONS = 64
+_EXCLUSION = "baseline_exclusion"
+
+
 class EvidenceTracker(AlertTracker):
-    """See the module docstring. Decisions are exactly `AlertTracker`'s."""
+    """See the module docstring. Decisions are exactly `AlertTracker`'s.
+
+    It also persists, with the alert state, the spans of windows kept out of each
+    (model, detector)'s baseline because an incident was open (`exclude`): a restarted
+    evaluator re-seeds its baselines from the sink's window rows, and these spans are how it
+    knows which of them belonged to an incident that has since resolved.
+    """
 
     on_alerting: Callable[[Detection, Incident], object] | None = None
+
+    def __init__(self, config: AlertingConfig) -> None:
+        super().__init__(config)
+        self._exclusions: dict[tuple[str, str], list[tuple[datetime, datetime]]] = {}
+
+    def exclude(self, model: str, detector: str, since: datetime, until: datetime) -> None:
+        """Windows starting in [since, until) stay out of the stream's baseline."""
+        spans = self._exclusions.setdefault((model, detector), [])
+        if spans and since <= spans[-1][1] and until >= spans[-1][0]:
+            low, high = spans[-1]
+            spans[-1] = (min(low, since), max(high, until))
+        else:
+            spans.append((since, until))
+            spans.sort()
+        del spans[:-MAX_EXCLUSIONS]
+
+    def include(self, model: str, detector: str, since: datetime) -> None:
+        """Drop the exclusions that reach `since` or later (an accepted level: its windows
+        are the baseline now)."""
+        spans = self._exclusions.get((model, detector), [])
+        spans[:] = [(a, b) for a, b in spans if b <= since]
+
+    def exclusions(self, model: str, detector: str) -> list[tuple[datetime, datetime]]:
+        return list(self._exclusions.get((model, detector), ()))
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        rows = super().to_rows()
+        for (model, detector), spans in sorted(self._exclusions.items()):
+            rows += [
+                {
+                    "kind": _EXCLUSION,
+                    "model": model,
+                    "detector": detector,
+                    "since": since.isoformat(),
+                    "until": until.isoformat(),
+                }
+                for since, until in spans
+            ]
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], config: AlertingConfig) -> AlertTracker:
+        rows = list(rows)
+        tracker = super().from_rows([r for r in rows if r.get("kind") != _EXCLUSION], config)
+        assert isinstance(tracker, EvidenceTracker)
+        for r in rows:
+            if r.get("kind") == _EXCLUSION:
+                try:
+                    since = datetime.fromisoformat(str(r["since"]))
+                    until = datetime.fromisoformat(str(r["until"]))
+                    tracker.exclude(str(r["model"]), str(r["detector"]), since, until)
+                except (KeyError, ValueError) as e:
+                    msg = f"alert state: a malformed baseline exclusion row {dict(r)!r}"
+                    raise ValueError(msg) from e
+        return tracker
 
     def observe(self, detection: Detection) -> list[Alert]:
         alerts = super().observe(detection)

@@ -304,7 +304,7 @@ class EmbeddingDriftDetector:
             result = dm.mean_embedding_test(mean_cur, count, mean_ref, reference.count, eig)
             tests.append((result.p_value, k, count, result))
         if not tests and baseline.in_incident and state.count:
-            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref)
+            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref, eig)
             details.update(cleared=cleared, clear_evidence=evidence)
             return self._detection(
                 window,
@@ -327,7 +327,7 @@ class EmbeddingDriftDetector:
         drifted = bool(firing)
         details["span_windows"] = span
         if baseline.in_incident and not drifted:
-            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref)
+            cleared, evidence = self._cleared(state, baseline.recent, reference, mean_ref, eig)
             details.update(cleared=cleared, clear_evidence=evidence)
             if not cleared:
                 return self._detection(
@@ -380,41 +380,66 @@ class EmbeddingDriftDetector:
         recent: tuple[EmbeddingDriftState, ...],
         reference: EmbeddingDriftState,
         mean_ref: npt.NDArray[np.float64],
+        eigenvalues: npt.NDArray[np.float64],
     ) -> tuple[bool, float]:
         """Has an open drift incident returned to the reference? A CUSUM (nats) on each
-        window's mean feature vector projected on the incident's direction (incident mean −
+        window's mean feature vector projected on the incident's direction d (incident mean −
         reference mean), with the per-call variance of that projection from the reference's
-        sample: a normal likelihood ratio reference vs incident level per window."""
+        sample: a normal likelihood ratio reference vs incident level per window.
+
+        The incident level is *not* ‖d‖²: d carries the sampling noise of the few hundred calls
+        it was estimated from, whose squared length (tr Σ / n, Σ the feature covariance) is
+        often larger than the shift itself at low traffic. Taking ‖d‖² as the level put it
+        beyond twice the true one, where every incident window counts as evidence of a return
+        and 20-call windows resolved 6-hour incidents. The level is the bias-corrected
+        ‖d‖² − tr Σ · (1/n + 1/n_ref) (the unbiased MMD² estimate), and at least `min_effect`,
+        the smallest shift the detector pages on."""
         cfg = self.config
-        windows = [*recent, state]
-        used = level_windows(windows)
-        count = sum(w.count for w in used)
-        if count == 0 or len(reference.sample) < 2:
+        windows = [w for w in (*recent, state) if w.count]
+        if not windows or len(reference.sample) < 2:
             return True, 0.0
-        total = sum((w.feature_sum for w in used), np.zeros_like(state.feature_sum))
-        direction = dm.feature_mean(total, count, cfg.n_features) - mean_ref
         phi = math.sqrt(2.0 / cfg.n_features) * dm.cosine_features(
             reference.sample.rows, self.features
         ).astype(np.float64)
-        variance = float(np.var(phi @ direction, ddof=1))
-        base = float(mean_ref @ direction)
-        level = base + float(direction @ direction)
-        if variance <= 0 or level <= base:
-            return True, 0.0
-        llrs = [
-            normal_llr(
-                float(dm.feature_mean(w.feature_sum, w.count, cfg.n_features) @ direction),
-                w.count,
-                variance,
-                base,
-                level,
+        used = list(level_windows(windows))
+        llrs = self._return_llrs(windows, used, phi, mean_ref, eigenvalues, reference.count)
+        # the windows of a return already under way do not define the incident's level:
+        # re-estimate it from the windows before the CUSUM's current excursion began,
+        # otherwise each window back at the reference drags the level towards it and the
+        # evidence of a return never accumulates
+        began = _excursion_start(llrs)
+        if 0 < began < len(used):
+            llrs = self._return_llrs(
+                windows, used[:began], phi, mean_ref, eigenvalues, reference.count
             )
-            if w.count
-            else 0.0
-            for w in windows
-        ]
         evidence = cusum(llrs)
         return evidence >= cfg.clear_threshold, evidence
+
+    def _return_llrs(
+        self,
+        windows: list[EmbeddingDriftState],
+        used: list[EmbeddingDriftState],
+        phi: npt.NDArray[np.float64],
+        mean_ref: npt.NDArray[np.float64],
+        eigenvalues: npt.NDArray[np.float64],
+        ref_calls: int,
+    ) -> list[float]:
+        """Per window: log-likelihood ratio reference vs the level of the `used` windows."""
+        cfg = self.config
+        count = sum(w.count for w in used)
+        total = sum((w.feature_sum for w in used), np.zeros_like(windows[0].feature_sum))
+        direction = dm.feature_mean(total, count, cfg.n_features) - mean_ref
+        variance = float(np.var(phi @ direction, ddof=1))
+        base = float(mean_ref @ direction)
+        noise = float(np.sum(eigenvalues)) * (1.0 / count + 1.0 / ref_calls)
+        level = base + max(float(direction @ direction) - noise, cfg.min_effect)
+        projected = [
+            (float(dm.feature_mean(w.feature_sum, w.count, cfg.n_features) @ direction), w.count)
+            for w in windows
+        ]
+        if variance <= 0:
+            return [math.inf]
+        return [normal_llr(x, n, variance, base, level) for x, n in projected]
 
     def _detection(
         self,
@@ -440,6 +465,16 @@ class EmbeddingDriftDetector:
             reason=reason,
             details=details,
         )
+
+
+def _excursion_start(llrs: list[float]) -> int:
+    """Index of the first window of the CUSUM's current excursion above zero (len if none)."""
+    s, began = 0.0, len(llrs)
+    for i, llr in enumerate(llrs):
+        s = max(0.0, s + llr)
+        if s == 0.0:
+            began = i + 1
+    return began
 
 
 def _same_optional(a: npt.NDArray[np.float64] | None, b: npt.NDArray[np.float64] | None) -> bool:

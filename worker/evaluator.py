@@ -14,6 +14,11 @@ over several windows), the k − 1 windows before the firing one are taken back 
 baseline as well: they were part of the incident. When the incident resolves, the baseline
 continues from where it was frozen.
 
+**After a restart.** Baselines are re-seeded from the sink's window rows (`remember`). Which of
+those windows an incident kept out of the baseline is recorded with the alert state
+(`EvidenceTracker.exclude`, persisted in the sink with every checkpoint), so the windows of an
+incident that has since resolved stay out of the baseline after a restart as they did before.
+
 **Sustained shifts and acceptance.** An incident that lasts keeps firing (the tracker announces
 it as a sustained level shift after `alerting.sustained_after`). It ends when the condition
 clears, or when its new level is accepted: by a person (`lookout baseline accept`, recorded in
@@ -33,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerts.state import AlertTracker
+from alerts.tracking import EvidenceTracker
 from detectors.base import Baseline, Detector, WindowRef
 from schemas.detection import Alert, Detection
 from worker.sink import BaselineAccept
@@ -84,6 +90,10 @@ class _Stream:
                 self.clean.append((self.last_start + (k + 1) * window, self.empty))
         self.clean.append((start, state))
         self.last_start = start
+
+    def skip(self, start: int) -> None:
+        """A window kept out of the baseline (an incident's, re-seeded after a restart)."""
+        self.last_start = max(start, self.last_start or start)
 
     def add_incident(self, start: int, state: Any, pulled_back: int, window: int) -> None:
         if self.incident is None:
@@ -148,7 +158,17 @@ class WindowEvaluator:
         the last `history_depth` windows, and, for an incident still open, the windows before
         it began (its frozen baseline) and its latest windows."""
         depth = self._depth * self._window
-        ranges = [(until - depth, until)]
+        since = until - depth
+        # windows kept out of a baseline do not count towards its depth: look further back
+        spans = sorted(
+            (int(a.timestamp()), int(b.timestamp()))
+            for name in self._detectors
+            for a, b in self._exclusions(model, name)
+        )
+        for a, b in reversed(spans):
+            if a < until and b > since:
+                since -= min(b, until) - max(a, since)
+        ranges = [(since, until)]
         for name in self._detectors:
             incident = self._tracker.open_incident(model, name)
             if incident is None or incident.started_at is None:
@@ -169,8 +189,17 @@ class WindowEvaluator:
             started = incident.started_at if incident is not None else None
             if started is not None and start >= started.timestamp():
                 stream.add_incident(start, states[name], 0, self._window)
+            elif any(
+                a.timestamp() <= start < b.timestamp() for a, b in self._exclusions(model, name)
+            ):
+                stream.skip(start)
             else:
                 stream.add_clean(start, states[name], self._window)
+
+    def _exclusions(self, model: str, name: str) -> list[tuple[datetime, datetime]]:
+        if isinstance(self._tracker, EvidenceTracker):
+            return self._tracker.exclusions(model, name)
+        return []
 
     def _baseline(self, model: str, name: str, start: int) -> Baseline[Any]:
         reference = self._references.get((model, name))
@@ -200,7 +229,11 @@ class WindowEvaluator:
             if incident is not None:
                 span = int(detection.details.get("span_windows", 1)) if detection.firing else 1
                 if detector.history_windows:
-                    self._stream(model, name).add_incident(start, state, span - 1, self._window)
+                    frozen = self._stream(model, name)
+                    frozen.add_incident(start, state, span - 1, self._window)
+                    if isinstance(self._tracker, EvidenceTracker) and frozen.incident:
+                        first = datetime.fromtimestamp(frozen.incident[0][0], tz=UTC)
+                        self._tracker.exclude(model, name, first, window.end)
                 why = self._acceptance(incident.started_at, model, name, window.end)
                 if why is not None:
                     result.alerts.extend(self._tracker.accept(detection, why))
@@ -242,6 +275,11 @@ class WindowEvaluator:
 
     def _accept(self, model: str, name: str, detector: Detector[Any], result: Evaluation) -> None:
         key = (model, name)
+        stream = self._streams.get(key)
+        if isinstance(self._tracker, EvidenceTracker) and stream and stream.incident:
+            # the accepted windows are the baseline now, after a restart too
+            first = datetime.fromtimestamp(stream.incident[0][0], tz=UTC)
+            self._tracker.include(model, name, first)
         windows = self._stream(model, name).accept() if detector.history_windows else []
         if key in self._references:
             reference = None

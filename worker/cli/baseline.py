@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from alerts.state import AlertTracker
+from alerts.tracking import EvidenceTracker
 from worker.cli.app import ConfigOption, app, configured, fail
 from worker.sink import BaselineAccept, Checkpoint
 
@@ -68,7 +68,7 @@ def accept(
                 "worker is running on it, stop it first: the embedded sink allows one process"
             )
     try:
-        tracker = AlertTracker.from_rows(sink.load_alert_state(), config.alerting)
+        tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
         incident = tracker.open_incident(model, detector)
         if incident is None or incident.started_at is None:
             others = (
