@@ -593,4 +593,3 @@ def compact_file(path: Path) -> int:
         con.close()
     target.replace(path)
     return path.stat().st_size
-
