@@ -25,13 +25,13 @@ then it is pinned.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from detectors import _drift_math as dm
 from detectors import reservoir as rs
@@ -103,14 +103,10 @@ class DescriptorDriftDetector:
         n = len(batch)
         if n == 0:
             return state
-        # factorise in C, then normalise only the distinct values (a handful per batch)
-        codes, uniques = pd.factorize(batch.finish_reason, use_na_sentinel=True)
-        other, missing = len(self.categories) - 2, len(self.categories) - 1
-        lookup = np.array(
-            [self._code.get(str(u).strip().lower(), other) for u in uniques] + [missing],
-            dtype=np.int64,
-        )
-        codes = lookup[codes]  # the NA sentinel -1 picks the last entry: "missing"
+        # normalise only the distinct values (a handful per batch); the lookups run in C
+        values = batch.finish_reason.tolist()
+        lookup = {value: self._category(value) for value in dict.fromkeys(values)}
+        codes = np.fromiter(map(lookup.__getitem__, values), dtype=np.int64, count=n)
         finish = np.bincount(codes, minlength=len(self.categories)).astype(np.int64)
         cites = np.asarray(batch.citation_count, dtype=np.float64)
         reported = ~np.isnan(cites)
@@ -123,6 +119,13 @@ class DescriptorDriftDetector:
             citations_present=state.citations_present + int((cites[reported] > 0).sum()),
             sample=rs.add(state.sample, keys, rows),
         )
+
+    def _category(self, reason: object) -> int:
+        """Index of a finish reason: a configured one (trimmed, lower-case), else "other";
+        None or NaN is "missing"."""
+        if reason is None or (isinstance(reason, float) and math.isnan(reason)):
+            return len(self.categories) - 1
+        return self._code.get(str(reason).strip().lower(), len(self.categories) - 2)
 
     def merge(self, a: DescriptorDriftState, b: DescriptorDriftState) -> DescriptorDriftState:
         return DescriptorDriftState(

@@ -25,11 +25,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import orjson
-import pandas as pd
 import pyarrow as pa
 
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
@@ -41,6 +40,9 @@ from worker.sink import (
     checkpoint_digest,
 )
 from worker.sinks.state_codec import decode_states, encode_states
+
+if TYPE_CHECKING:  # `query_frame` returns one; the sink itself never needs pandas
+    import pandas as pd
 
 _HISTOGRAM = "STRUCT(bucket BIGINT, count BIGINT)[]"
 
