@@ -5,7 +5,9 @@ i.e. monitoring costs no more than parsing the logs. Both are measured in this p
 same file, interleaved, best of N, so a noisy shared machine affects both alike. The replay runs
 twice per round: with the compiled decoder (the default) and with the Python reference alone
 (`LOOKOUT_DECODER=python`), so before/after comes out of one run. CPU-seconds per 1,000 records
-(all threads of the process) are printed beside the wall-clock ratio.
+(all threads of the process) are printed beside the wall-clock ratio. BLAS is limited to one
+thread first, as `lookout` does on start: OpenBLAS's default threads made the embedding
+features 10-40x slower per row on a busy two-core machine, which no user of the CLI pays.
 
     .venv/bin/python -m bench.replay_bench [--hours 0.5] [--rate 700] [--repeat 3]
 """
