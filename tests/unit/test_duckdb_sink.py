@@ -5,10 +5,13 @@ restarts that leave it unchanged, and an analyst's own tables in the same file.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -267,6 +270,50 @@ def test_a_file_with_json_states_from_the_previous_release_reads_and_takes_new_r
     reopened.close()
     assert query(path, "SELECT typeof(states) FROM window_metrics") == [("BLOB",), ("BLOB",)]
     assert query(path, MERGED)[0][:3] == ("a", S0, 5)
+
+
+def test_a_file_with_zlib_states_from_the_previous_release_reads_and_takes_new_rows(
+    tmp_path: Path,
+) -> None:
+    """States were zlib-compressed MessagePack before Zstandard: such a file still merges."""
+    path = tmp_path / "lookout.duckdb"
+    reference = {"sample": {"keys": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "n": 3}}
+    old = batch("old", 5)
+    sink = DuckDBSink(path)
+    sink.write_checkpoint(
+        Checkpoint("w1", 0, [partial(old)], ids(old), references={("a", "latency"): reference})
+    )
+    sink.close()
+    with duckdb.connect(str(path)) as con:  # rewritten as the previous release stored them
+        con.execute("UPDATE window_metrics SET states = ?", [zlib_states(rows_of(states_of(old)))])
+        con.execute("UPDATE detector_references SET state = ?", [zlib_states(reference)])
+    [(stored,)] = query(path, "SELECT states FROM window_metrics")
+    assert stored[:1] == b"\x78"  # a zlib stream
+
+    reopened = DuckDBSink(path)
+    assert merged_state(reopened, "a", S0) == states_of(old)
+    assert reopened.load_references() == {("a", "latency"): reference}
+    more = batch("more", 3, second=30)
+    reopened.write_checkpoint(Checkpoint("w1", 1, [partial(more)], ids(more)))
+    assert merged_state(reopened, "a", S0) == states_of(LogBatch.concat([old, more]))
+    reopened.close()
+    assert query(path, MERGED)[0][:3] == ("a", S0, 8)
+
+
+def zlib_states(rows: Any) -> bytes:
+    """The previous release's `encode_states`: base64 strings as raw bytes, zlib level 1."""
+
+    def pack(value: Any) -> Any:
+        if isinstance(value, str) and len(value) >= 32 and len(value) % 4 == 0:
+            raw = base64.b64decode(value, validate=True)
+            return msgspec.msgpack.Ext(1, raw) if base64.b64encode(raw).decode() == value else value
+        if isinstance(value, dict):
+            return {k: pack(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [pack(v) for v in value]
+        return value
+
+    return zlib.compress(msgspec.msgpack.encode(pack(rows)), 1)
 
 
 def test_compacting_a_file_drops_free_blocks_and_keeps_every_row(tmp_path: Path) -> None:
