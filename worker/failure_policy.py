@@ -1,4 +1,4 @@
-"""The failure policy for Pub/Sub calls, written down once, and Lookout's root exception.
+"""The failure policy for Pub/Sub calls, written down once (Lookout's exceptions: `worker.errors`).
 
 Retryable: the service or the network may recover on its own, so retry with backoff (or leave
 the message unacked so Pub/Sub redelivers it). Terminal: retrying cannot help (a topic or
@@ -11,18 +11,13 @@ from __future__ import annotations
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 
-
-class LookoutError(Exception):
-    """Root of every error Lookout raises on purpose; the CLI prints these as one line."""
-
-
-class PubSubError(LookoutError):
-    """A Pub/Sub call failed after the policy below was applied (chained to the cause)."""
-
-
-class PubSubConfigMismatch(PubSubError):
-    """An existing topic or subscription differs from what `init` was asked to create."""
-
+# re-exported (`X as X`): the policy's callers import Lookout's exceptions from here too
+from worker.errors import InvalidSetting as InvalidSetting
+from worker.errors import LookoutError as LookoutError
+from worker.errors import PubSubConfigMismatch as PubSubConfigMismatch
+from worker.errors import PubSubError as PubSubError
+from worker.errors import SetupError as SetupError
+from worker.errors import describe as describe
 
 RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     gexc.Aborted,
@@ -97,20 +92,3 @@ def bounded_retry(seconds: float) -> gretry.Retry:
         multiplier=2.0,
         timeout=seconds,
     )
-
-
-def describe(error: BaseException) -> str:
-    """One line naming the error class and its message, for logs and dead-letter attributes."""
-    message = getattr(error, "message", None) or str(error)
-    if not message:
-        message = "no answer in time" if isinstance(error, TimeoutError) else "no detail"
-    return f"{type(error).__name__}: {message}".splitlines()[0]
-
-
-class InvalidSetting(LookoutError, ValueError):
-    """A setting is out of the range Pub/Sub accepts; names the setting, value and range."""
-
-
-class SetupError(LookoutError, ValueError):
-    """The source cannot start (no credentials, say); says what to do. A ValueError so that
-    `lookout run` reports it as one line with exit status 2, as it does a bad setting."""

@@ -31,7 +31,7 @@ from schemas.detection import Alert, Detection
 from schemas.errors import DecodeError
 from schemas.prediction_log import PredictionLog, canonical_json
 from worker.analyst_columns import ANALYST_COLUMNS, analyst_values
-from worker.failure_policy import LookoutError
+from worker.errors import LookoutError
 from worker.sink import (
     BaselineAccept,
     Checkpoint,

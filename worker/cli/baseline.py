@@ -18,7 +18,6 @@ from typing import Annotated
 
 import typer
 
-from alerts.tracking import EvidenceTracker
 from worker.cli.app import ConfigOption, app, configured, fail
 from worker.sink import BaselineAccept, Checkpoint
 
@@ -46,6 +45,7 @@ def accept(
     again on a further shift. The embedded DuckDB sink allows one process at a time: stop the
     worker first (it applies the acceptance when it starts again).
     """
+    from alerts.tracking import EvidenceTracker  # here: alerts pulls httpx, not for --help
     from schemas.config import DuckDBSinkConfig
     from worker.sink import Sink
     from worker.sinks.duckdb_sink import DuckDBSink

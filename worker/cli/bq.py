@@ -49,7 +49,7 @@ def init(
         return
     from google.api_core import exceptions
 
-    from worker.failure_policy import LookoutError
+    from worker.errors import LookoutError
     from worker.sinks.bigquery_init import init_dataset
     from worker.sinks.bigquery_sink import make_client
 

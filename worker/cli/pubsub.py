@@ -31,7 +31,7 @@ from rich.progress import (
 
 from schemas.decode import FORMATS
 from worker.cli.app import app
-from worker.failure_policy import LookoutError, describe
+from worker.errors import LookoutError, describe
 
 if TYPE_CHECKING:
     from worker.sources.grpc_channel import ChannelFactory

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from worker.analyst_columns import slice_rows
-from worker.failure_policy import LookoutError
+from worker.errors import LookoutError
 from worker.sink import (
     BaselineAccept,
     Checkpoint,

@@ -1,0 +1,63 @@
+"""Start-up cost: the CLI must not import what a command never uses (issue 15: under 1 s).
+
+`lookout --help` and a short `lookout replay` are what a user types first; each heavy library
+they import for nothing (Google's API core, scipy, httpx) adds a tenth to half a second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = (
+    "google.api_core",
+    "google.cloud.pubsub_v1",
+    "google.cloud.bigquery",
+    "scipy",
+    "scipy.stats",
+    "httpx",
+    "pandas",
+)
+
+PROBE = """
+import sys
+from worker.cli import main
+sys.argv = ["lookout", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("IMPORTED=" + ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def imported_by(args: list[str], cwd: Path) -> set[str]:
+    probe = PROBE.format(heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("IMPORTED="))
+    return {m for m in line.removeprefix("IMPORTED=").split(",") if m}
+
+
+def test_help_imports_no_cloud_client_no_scipy_no_httpx(tmp_path: Path) -> None:
+    assert imported_by(["--help"], tmp_path) == set()
+
+
+def test_a_short_replay_imports_neither_google_nor_scipy(tmp_path: Path) -> None:
+    lines = tmp_path / "ten.ndjson"
+    lines.write_text(
+        "".join(
+            '{"request_id":"r%d","model":"m","timestamp":"2026-01-01T00:00:0%dZ",'
+            '"latency_ms":100,"input_tokens":3,"output_tokens":5}\n' % (i, i)
+            for i in range(10)
+        )
+    )
+    heavy = imported_by(["replay", str(lines), "--db", str(tmp_path / "ten.duckdb")], tmp_path)
+    assert not heavy & {"google.api_core", "google.cloud.pubsub_v1", "scipy", "scipy.stats"}
