@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from schemas.config import LookoutConfig
+from worker.cli import limit_blas_threads
 from worker.cli.demo import DEMO_START
 from worker.cli.pipeline import build_pipeline
 from worker.runner import run
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--embedding-fraction", type=float, default=0.2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    limit_blas_threads()  # as `lookout` does: one BLAS thread (see its docstring)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         stream = workdir / "stream.ndjson"
