@@ -9,7 +9,7 @@ a checkpoint succeeds.
 
 Decoding overlaps the rest: the compiled decoder releases the GIL while it parses, so slices
 are decoded on a second thread (`decode_ahead_slices` of them ahead of the fold) and the next
-poll's first slice is decoded while the engine evaluates and checkpoints the previous one. The
+poll's first slices are decoded while the engine evaluates and checkpoints the previous one. The
 source is only ever called from the loop's own thread, and folds happen in poll order, so acks,
 dead-letters and nacks are exactly those of decoding in line (`decode_ahead_slices=0`).
 """
@@ -262,7 +262,7 @@ def run(
     started = now()
     backoff = 0.5
     decoder = _Decoder(limits, settings.decode_ahead_slices)
-    ahead: _Poll | None = None  # a poll taken before the tick, its first slice decoding
+    ahead: _Poll | None = None  # a poll taken before the tick, its first slices decoding
     try:
         while not stop.is_set():
             if _sink_refusing(engine, settings):
@@ -288,7 +288,7 @@ def run(
             elif decoder.ahead and not stop.is_set() and not _sink_refusing(engine, settings):
                 # take the next poll now, so it decodes while the engine evaluates and writes
                 ahead = _Poll.of(_poll_batch(source, settings, stop, now), settings)
-                ahead.start(decoder, 0, stop)
+                ahead.start(decoder, decoder.ahead, stop)
             engine.tick()
         if ahead is not None:
             ahead.hand_back(source)  # stopped with a poll taken ahead: it was not folded
