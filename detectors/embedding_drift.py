@@ -147,8 +147,7 @@ class EmbeddingDriftDetector:
         )
         sample = state.sample
         if self.config.sample_size:
-            ids = batch.request_id[batch.embedding_rows[good]]
-            keys = rs.hash_ids(ids, self.config.seed)
+            keys = rs.hash_rows(batch.request_id, batch.embedding_rows[good], self.config.seed)
             sample = rs.add(sample, keys, grid, lambda rows: dm.grid_to_unit(rows, self.features))
         return EmbeddingDriftState(state.count + len(x), feature_sum, sample, rejected)
 

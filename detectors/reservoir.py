@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,81 @@ KeyArray = npt.NDArray[np.uint64]
 
 
 def hash_ids(request_ids: npt.NDArray[np.object_], seed: int) -> KeyArray:
-    """64-bit keys of request ids, vectorised (SipHash keyed by the seed, stable across runs)."""
+    """64-bit keys of request ids, vectorised (SipHash keyed by the seed, stable across runs).
+
+    A column hashed before (or given its keys with `remember_keys`) is not hashed again: a
+    fold hashes a poll's ids once, and the detectors of every window reuse those keys.
+    """
+    known = _MEMO.get(request_ids, seed)
+    if known is not None:
+        return known
+    keys = _hash(request_ids, seed)
+    _MEMO.put(request_ids, seed, keys)
+    return keys
+
+
+def hash_rows(
+    request_ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64], seed: int
+) -> KeyArray:
+    """`hash_ids(request_ids[rows], seed)`, from the column's keys when it was hashed before."""
+    known = _MEMO.get(request_ids, seed)
+    if known is not None:
+        return known[rows]
+    return _hash(request_ids[rows], seed)
+
+
+def remember_keys(request_ids: npt.NDArray[np.object_], seed: int, keys: KeyArray) -> None:
+    """`keys` are `hash_ids(request_ids, seed)` (e.g. a slice of a larger column's keys)."""
+    _MEMO.put(request_ids, seed, keys)
+
+
+def _hash(request_ids: npt.NDArray[np.object_], seed: int) -> KeyArray:
     hash_key = f"{seed:016d}"[-16:]
-    as_str = pd.Series(request_ids, dtype=object).astype(str).to_numpy(dtype=object)
+    ids = np.asarray(request_ids, dtype=object)
+    if len(ids) and not pd.isna(ids).any():
+        # pandas hashes str objects as they are and turns other objects into str itself: the
+        # same keys as the str conversion below, without a Series and a copy per call
+        return pd.util.hash_array(ids, hash_key=hash_key, categorize=False).astype(np.uint64)
+    as_str = pd.Series(ids, dtype=object).astype(str).to_numpy(dtype=object)
     return pd.util.hash_array(as_str, hash_key=hash_key, categorize=False).astype(np.uint64)
+
+
+class _KeyMemo:
+    """Keys of the request-id columns hashed most recently, by column identity and seed.
+
+    Request-id columns are never written in place, so a column that is still alive still has
+    the keys it was hashed to; an entry goes when its column is freed (or after `size` newer
+    ones), so the memo holds no column alive and stays small.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, int], tuple[weakref.ref[Any], KeyArray]] = {}
+
+    def get(self, ids: npt.NDArray[np.object_], seed: int) -> KeyArray | None:
+        entry = self._entries.get((id(ids), seed))
+        if entry is None or entry[0]() is not ids:
+            return None
+        return entry[1]
+
+    def put(self, ids: npt.NDArray[np.object_], seed: int, keys: KeyArray) -> None:
+        if not isinstance(ids, np.ndarray) or len(keys) != len(ids):
+            return
+        key = (id(ids), seed)
+        entries = self._entries
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            entry = entries.get(key)
+            if entry is not None and entry[0] is ref:
+                del entries[key]
+
+        entries.pop(key, None)
+        while len(entries) >= self._size:
+            del entries[next(iter(entries))]
+        entries[key] = (weakref.ref(ids, forget), keys)
+
+
+_MEMO = _KeyMemo()
 
 
 @dataclass(frozen=True, eq=False)

@@ -30,7 +30,8 @@ from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
 from worker.sink import Checkpoint, QuarantinedRecord, Sink
-from worker.window_state import OpenWindow
+from worker.window_parts import window_parts
+from worker.window_state import ID_SEED, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
@@ -155,8 +156,8 @@ class Engine:
             self._deferred.insert(0, (batch, ack_ids))
             return False
         self._pending_acks.extend(ack_ids)
-        for (model, start), rows in groups:
-            part = batch if rows is None else batch.take(rows)
+        # one sort by (model, window) and one hash of the ids for the batch; parts are views
+        for (model, start), part in window_parts(batch, groups, ID_SEED):
             state = self._windows[(model, start)]
             added, duplicates = state.fold(part, self._detectors)
             self.stats.records += added

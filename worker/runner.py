@@ -6,6 +6,12 @@ dead-letter; if that fails the whole message is nacked and none of it is folded,
 redelivery counts it exactly once. While the sink is refusing checkpoints the loop stops polling
 (memory stays bounded by what is already held) and retries with backoff; nothing is acked until
 a checkpoint succeeds.
+
+Decoding overlaps the rest: the compiled decoder releases the GIL while it parses, so slices
+are decoded on a second thread (`decode_ahead_slices` of them ahead of the fold) and the next
+poll's first slices are decoded while the engine evaluates and checkpoints the previous one. The
+source is only ever called from the loop's own thread, and folds happen in poll order, so acks,
+dead-letters and nacks are exactly those of decoding in line (`decode_ahead_slices=0`).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from schemas.batch import LogBatch
-from schemas.decode.api import DecodeLimits, MessageBytes, decode_messages
+from schemas.decode.api import DecodedPoll, DecodeLimits, MessageBytes, decode_messages
 from worker.engine import Engine
 from worker.metrics import EngineMetrics
 from worker.source import Source, SourceMessage
@@ -37,6 +44,9 @@ class RunSettings:
     close_reserve_seconds: float = 0.0
     #: stop polling while this many messages wait for a checkpoint that keeps failing
     max_pending_messages: int = 10_000
+    #: slices decoded on a second thread ahead of the one being folded (0: decode in line).
+    #: Memory: up to this many decoded slices more than in line, plus one poll taken ahead
+    decode_ahead_slices: int = 1
 
 
 @dataclass
@@ -99,24 +109,20 @@ def _slices(messages: list[SourceMessage], max_bytes: int) -> list[list[SourceMe
 
 def _process(
     messages: list[SourceMessage],
+    decoded: DecodedPoll,
     source: Source,
     engine: Engine,
-    limits: DecodeLimits,
     result: RunResult,
     metrics: EngineMetrics | None,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Decode messages together, dead-letter their bad records, fold the rest in one go.
+    """Dead-letter the bad records of messages decoded together, fold the rest in one go.
 
     One decode and one vectorised fold for many messages, not one per message: single-record
     Pub/Sub messages would otherwise pay the column building and every detector's per-call
     overhead for each record. A message whose bad records cannot be dead-lettered is nacked
     and none of its records are folded, so its redelivery counts it exactly once.
     """
-    decoded = decode_messages(
-        [MessageBytes(m.data, m.attributes.get("format"), m.first_line) for m in messages],
-        limits=limits,
-    )
     counts = decoded.record_counts(len(messages)) if progress is not None else None
     kept: list[int] = []
     ack_ids: list[str] = []
@@ -140,6 +146,106 @@ def _process(
         _feed(engine, decoded.rows_of(kept), ack_ids)
 
 
+def _decode(messages: list[SourceMessage], limits: DecodeLimits) -> DecodedPoll:
+    return decode_messages(
+        [MessageBytes(m.data, m.attributes.get("format"), m.first_line) for m in messages],
+        limits=limits,
+    )
+
+
+class _Decoder:
+    """Decodes slices on one background thread; with `ahead` 0, in line when asked."""
+
+    def __init__(self, limits: DecodeLimits, ahead: int) -> None:
+        self.limits = limits
+        self.ahead = max(ahead, 0)
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-decode")
+            if self.ahead
+            else None
+        )
+
+    def submit(self, messages: list[SourceMessage]) -> Future[DecodedPoll]:
+        if self._pool is not None:
+            return self._pool.submit(_decode, messages, self.limits)
+        done: Future[DecodedPoll] = Future()
+        done.set_result(_decode(messages, self.limits))
+        return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Poll:
+    """One poll's messages in slices, and the decodes started for them (by slice index)."""
+
+    messages: list[SourceMessage]
+    slices: list[list[SourceMessage]]
+    decoding: dict[int, Future[DecodedPoll]] = field(default_factory=dict)
+    #: slices before this index were started (or folded) already
+    started: int = 0
+
+    @classmethod
+    def of(cls, messages: list[SourceMessage], settings: RunSettings) -> _Poll:
+        return cls(messages, _slices(messages, settings.decode_slice_bytes))
+
+    def start(self, decoder: _Decoder, upto: int, stop: threading.Event) -> None:
+        """Start decoding the slices up to index `upto` (never once a stop was asked for:
+        what is handed back is not decoded)."""
+        if decoder.ahead == 0:
+            return  # decoded in line, when folded
+        while self.started <= min(upto, len(self.slices) - 1):
+            if stop.is_set():
+                return
+            self.decoding[self.started] = decoder.submit(self.slices[self.started])
+            self.started += 1
+
+    def decoded(self, index: int, decoder: _Decoder) -> DecodedPoll:
+        future = self.decoding.pop(index, None)
+        if future is None:
+            future = decoder.submit(self.slices[index])
+            self.started = max(self.started, index + 1)
+        return future.result()
+
+    def hand_back(self, source: Source, start: int = 0) -> None:
+        """Nack the slices from `start` on (a stop was asked for); their decodes are dropped."""
+        for index in range(start, len(self.slices)):
+            future = self.decoding.pop(index, None)
+            if future is not None:
+                future.cancel()
+        rest = [m.ack_id for later in self.slices[start:] for m in later]
+        if rest:
+            source.nack(rest)
+
+
+def _process_poll(
+    poll: _Poll,
+    decoder: _Decoder,
+    source: Source,
+    engine: Engine,
+    result: RunResult,
+    stop: threading.Event,
+    metrics: EngineMetrics | None,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Fold a poll's slices in order, each decoded while the one before it is folded."""
+    for index, part in enumerate(poll.slices):
+        if stop.is_set():
+            # answer SIGTERM within the grace period: hand the rest back undecoded
+            poll.hand_back(source, index)
+            return
+        poll.start(decoder, index + decoder.ahead, stop)
+        _process(part, poll.decoded(index, decoder), source, engine, result, metrics, progress)
+
+
+def _sink_refusing(engine: Engine, settings: RunSettings) -> bool:
+    return bool(
+        engine.stats.checkpoint_failures and engine.pending_messages > settings.max_pending_messages
+    )
+
+
 def run(
     source: Source,
     engine: Engine,
@@ -155,34 +261,39 @@ def run(
     result = RunResult()
     started = now()
     backoff = 0.5
-    while not stop.is_set():
-        if (
-            engine.stats.checkpoint_failures
-            and engine.pending_messages > settings.max_pending_messages
-        ):
-            # the sink is down and we hold a lot: stop pulling, keep retrying the checkpoint
-            if engine.checkpoint():
-                backoff = 0.5
+    decoder = _Decoder(limits, settings.decode_ahead_slices)
+    ahead: _Poll | None = None  # a poll taken before the tick, its first slices decoding
+    try:
+        while not stop.is_set():
+            if _sink_refusing(engine, settings):
+                # the sink is down and we hold a lot: stop pulling, keep retrying the checkpoint
+                if engine.checkpoint():
+                    backoff = 0.5
+                else:
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                continue
+            if ahead is None:
+                poll = _Poll.of(_poll_batch(source, settings, stop, now), settings)
             else:
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            continue
-        messages = _poll_batch(source, settings, stop, now)
-        slices = _slices(messages, settings.decode_slice_bytes)
-        for index, part in enumerate(slices):
-            if stop.is_set():
-                # answer SIGTERM within the grace period: hand the rest back undecoded
-                source.nack([m.ack_id for later in slices[index:] for m in later])
-                break
-            _process(part, source, engine, limits, result, metrics, progress)
-        if not messages:
-            if source.exhausted:
-                break
-            # idle (or the source holds its flow-control maximum): make what we hold durable
-            # and ack it now rather than at the next interval
-            if engine.pending_messages:
-                engine.checkpoint()
-        engine.tick()
+                poll, ahead = ahead, None
+            _process_poll(poll, decoder, source, engine, result, stop, metrics, progress)
+            if not poll.messages:
+                if source.exhausted:
+                    break
+                # idle (or the source holds its flow-control maximum): make what we hold
+                # durable and ack it now rather than at the next interval
+                if engine.pending_messages:
+                    engine.checkpoint()
+            elif decoder.ahead and not stop.is_set() and not _sink_refusing(engine, settings):
+                # take the next poll now, so it decodes while the engine evaluates and writes
+                ahead = _Poll.of(_poll_batch(source, settings, stop, now), settings)
+                ahead.start(decoder, decoder.ahead, stop)
+            engine.tick()
+        if ahead is not None:
+            ahead.hand_back(source)  # stopped with a poll taken ahead: it was not folded
+    finally:
+        decoder.close()
     result.stopped_by_signal = stop.is_set()
     source.stop()
     deadline = now() + max(settings.grace_period_seconds - settings.close_reserve_seconds, 0.0)

@@ -12,20 +12,61 @@ here (`held`) and written once, in the first checkpoint after the window closes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from detectors import reservoir as rs
 from detectors.base import Detector
 from schemas.batch import LogBatch
+from schemas.drift_config import EmbeddingDriftConfig
 from worker.analyst_columns import SLICE_DETECTORS
 from worker.sink import PartialRow, SliceRow
 
 #: (model_version, tenant): the slice of a window analysts group by
 SliceKey = tuple[str | None, str | None]
+KeyArray = npt.NDArray[np.uint64]
+
+#: the seed request ids are hashed with for deduplication: the drift detectors' default, so
+#: one hash of a poll's ids serves deduplication and their samples alike
+ID_SEED: int = EmbeddingDriftConfig.model_fields["seed"].default
+
+
+class SeenIds:
+    """The request ids a window saw, as 64-bit hashes in one sorted array.
+
+    Membership of a whole batch is one vectorised search, not a Python set lookup per record.
+    Two different ids sharing a 64-bit hash would count as one (about 10⁻⁸ for a million ids
+    in one window): the price of deduplicating without keeping every id as a Python string.
+    """
+
+    def __init__(self) -> None:
+        self._keys: KeyArray = np.zeros(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def update(self, request_ids: Iterable[str]) -> None:
+        """Remember ids (e.g. what the sink stored for the window)."""
+        ids = np.fromiter(request_ids, dtype=object)
+        if len(ids):
+            self.add_keys(rs.hash_ids(ids, ID_SEED))
+
+    def add_keys(self, keys: KeyArray) -> None:
+        self._keys = np.union1d(self._keys, keys)
+
+    def contains(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
+        """Per key, whether it was seen."""
+        if not len(self._keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.searchsorted(self._keys, keys)
+        at[at == len(self._keys)] = 0
+        found: npt.NDArray[np.bool_] = self._keys[at] == keys
+        return found
 
 
 @dataclass
@@ -61,7 +102,7 @@ class OpenWindow:
     end: int
     durable: dict[str, Any]
     delta: dict[str, Any]
-    seen_ids: set[str] = field(default_factory=set)
+    seen_ids: SeenIds = field(default_factory=SeenIds)
     durable_records: int = 0
     delta_records: int = 0
     delta_late: int = 0
@@ -93,37 +134,52 @@ class OpenWindow:
 
     def fold(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> tuple[int, int]:
         """Add the rows not seen before; returns (added, duplicates)."""
-        ids = batch.request_id
-        fresh = ~pd.Series(ids, copy=False).duplicated().to_numpy()
-        seen = self.seen_ids
-        if seen:
-            fresh &= np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
+        keys = rs.hash_ids(batch.request_id, ID_SEED)
+        fresh = _first_occurrences(keys)
+        if self.seen_ids:
+            fresh &= ~self.seen_ids.contains(keys)
         added = int(fresh.sum())
-        duplicates = len(ids) - added
+        duplicates = len(keys) - added
         if added == 0:
             return 0, duplicates
         if duplicates:
             batch = batch.take(fresh)
-            ids = batch.request_id
-        new_ids = ids.tolist()
-        seen.update(new_ids)
-        self.delta_ids.extend(new_ids)
+            keys = keys[fresh]
+            rs.remember_keys(batch.request_id, ID_SEED, keys)
+        self.seen_ids.add_keys(keys)
+        self.delta_ids.extend(batch.request_id.tolist())
+        before = dict(self.delta)
         for name, detector in detectors.items():
             self.delta[name] = detector.add(self.delta[name], batch)
         self.delta_records += added
         if self.evaluated:
             self.delta_late += added
-        self._fold_slices(batch, detectors)
+        self._fold_slices(batch, detectors, before)
         return added, duplicates
 
-    def _fold_slices(self, batch: LogBatch, detectors: Mapping[str, Detector[Any]]) -> None:
+    def _fold_slices(
+        self,
+        batch: LogBatch,
+        detectors: Mapping[str, Detector[Any]],
+        before: Mapping[str, Any],
+    ) -> None:
+        """Fold into the (model_version, tenant) slices. While a window's delta has one slice
+        (nearly always), that slice's states are the window's own: states are never mutated, so
+        they are shared (`before` holds the window's states before this batch) instead of
+        adding the same rows twice."""
         names = [n for n in SLICE_DETECTORS if n in detectors]
-        for key, part in slices_of(batch):
+        parts = slices_of(batch)
+        for key, part in parts:
             delta = self.slices.get(key)
             if delta is None:
-                delta = self.slices[key] = SliceDelta({n: detectors[n].empty() for n in names})
+                first = not self.slices and self.delta_records == len(batch)
+                states = {n: before[n] if first else detectors[n].empty() for n in names}
+                delta = self.slices[key] = SliceDelta(states)
             for name in names:
-                delta.states[name] = detectors[name].add(delta.states[name], part)
+                if len(parts) == 1 and delta.states[name] is before[name]:
+                    delta.states[name] = self.delta[name]
+                else:
+                    delta.states[name] = detectors[name].add(delta.states[name], part)
             delta.records += len(part)
             if self.evaluated:
                 delta.late_records += len(part)
@@ -223,6 +279,13 @@ class OpenWindow:
         self.delta_late = 0
         self.delta_ids = []
         self.slices = {}
+
+
+def _first_occurrences(keys: KeyArray) -> npt.NDArray[np.bool_]:
+    """True at the first row of each key (a record repeated within a batch counts once)."""
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return first
 
 
 def _slice_order(item: tuple[SliceKey, SliceDelta]) -> tuple[str, str, str, str]:

@@ -472,6 +472,49 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
     return out
 
 
+# ---------------------------------------------------------------- buffers kept between calls
+
+#: one call's buffers, kept for the next (the pages stay mapped: fresh ones cost a page fault
+#: each, about a twentieth of a scan); a call that finds them in use allocates its own
+cdef Out _spare
+memset(&_spare, 0, sizeof(Out))
+cdef bint _spare_busy = False
+#: buffers larger than this (bytes, all together) are freed rather than kept
+cdef Py_ssize_t KEEP_BYTES = 64 * 1024 * 1024
+
+
+cdef void take_spare(Out *o, bint *took):
+    """Start `o` with the kept buffers when free (the GIL makes the check and the take one step)."""
+    global _spare_busy
+    memset(o, 0, sizeof(Out))
+    took[0] = False
+    if not _spare_busy:
+        _spare_busy = True
+        took[0] = True
+        o[0] = _spare
+        o.n_rows = o.n_scores = o.n_floats = o.n_falls = o.n_copy = 0
+
+
+cdef void release(Out *o, bint took):
+    """Keep `o`'s buffers for the next call when they were the kept ones and are not huge."""
+    global _spare_busy, _spare
+    cdef Py_ssize_t size = (o.cap_rows * sizeof(Row) + o.cap_scores * sizeof(Score)
+                            + o.cap_floats * sizeof(float) + o.cap_falls * sizeof(Fallback)
+                            + o.cap_copy)
+    if took and size <= KEEP_BYTES:
+        _spare = o[0]
+        _spare_busy = False
+        return
+    free(o.rows)
+    free(o.scores)
+    free(o.floats)
+    free(o.falls)
+    free(o.copy)
+    if took:
+        memset(&_spare, 0, sizeof(Out))
+        _spare_busy = False
+
+
 def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_ssize_t max_depth,
          Py_ssize_t want_dim):
     """Phase 1 over a poll (GIL released), then its columns.
@@ -482,7 +525,8 @@ def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_s
     """
     cdef Py_ssize_t m = len(datas), i
     cdef Out o
-    memset(&o, 0, sizeof(Out))
+    cdef bint took
+    take_spare(&o, &took)
     cdef const char **ptrs = <const char **>malloc(max(m, 1) * sizeof(char *))
     cdef Py_ssize_t *lens = <Py_ssize_t *>malloc(max(m, 1) * sizeof(Py_ssize_t))
     cdef int64_t *firsts = <int64_t *>malloc(max(m, 1) * sizeof(int64_t))
@@ -529,8 +573,4 @@ def scan(list datas, list first_lines, list eligible, Py_ssize_t max_bytes, Py_s
         free(lens)
         free(firsts)
         free(whole)
-        free(o.rows)
-        free(o.scores)
-        free(o.floats)
-        free(o.falls)
-        free(o.copy)
+        release(&o, took)

@@ -144,7 +144,11 @@ def _fast_widths(columns: dict[str, Any], whole: set[int]) -> dict[int, set[int]
     has = width > 0
     if not has.any():
         return out
-    pairs = np.unique(np.stack([origin[has], width[has]]), axis=1)
+    widths = width[has]
+    if (widths == widths[0]).all():  # one width in the poll (nearly always): no 2-d unique
+        w = int(widths[0])
+        return {msg: {w} for msg in np.unique(origin[has]).tolist() if msg not in whole}
+    pairs = np.unique(np.stack([origin[has], widths]), axis=1)
     for msg, w in pairs.T.tolist():
         if msg not in whole:
             out.setdefault(msg, set()).add(w)
@@ -297,6 +301,10 @@ def _assemble(pieces: list[_Piece]) -> tuple[list[LogBatch], list[IntArray], lis
     if len(pieces) == 1:
         p = pieces[0]
         return [p.batch], [p.origin], [p.line]
+    if len(pieces) == 2:
+        merged = _insert_rows(*pieces)
+        if merged is not None:
+            return [merged.batch], [merged.origin], [merged.line]
     origin = np.concatenate([p.origin for p in pieces])
     line = np.concatenate([p.line for p in pieces])
     # a row's width: 0 without an embedding
@@ -336,6 +344,56 @@ def _assemble(pieces: list[_Piece]) -> tuple[list[LogBatch], list[IntArray], lis
         origins.append(origin[rows])
         lines.append(line[rows])
     return batches, origins, lines
+
+
+def _insert_rows(a: _Piece, b: _Piece) -> _Piece | None:
+    """The common case of `_assemble` in one pass: the fast rows and a few rows the reference
+    decoded, of one embedding width, each piece already in poll order. The few are inserted
+    into the many (one copy of each column) instead of concatenating, sorting and taking every
+    column of the poll. None when the case does not hold (the general merge then decides)."""
+    big, small = (a, b) if len(a.batch) >= len(b.batch) else (b, a)
+    with_emb = [p.batch for p in (big, small) if len(p.batch.embedding_rows)]
+    if len({(e.embedding_dim, e.embeddings.dtype) for e in with_emb}) > 1:
+        return None
+    if max(int(big.line.max()), int(small.line.max())) >= 1 << 32:
+        return None
+    big_key = (big.origin << 32) + big.line
+    small_key = (small.origin << 32) + small.line
+    if (np.diff(big_key) < 0).any() or (np.diff(small_key) < 0).any():
+        return None
+    at = np.searchsorted(big_key, small_key)
+    if (big_key[np.minimum(at, len(big_key) - 1)] == small_key).any():
+        return None  # a line in both pieces: the general merge orders it
+    x, y = big.batch, small.batch
+    columns: dict[str, Any] = {
+        name: np.insert(getattr(x, name), at, getattr(y, name))
+        for name in (*_OBJECT_COLUMNS, *_FLOAT_COLUMNS, "blocked")
+    }
+    scores = {}
+    for category in sorted({*x.safety_scores, *y.safety_scores}):
+        many = x.safety_scores.get(category, np.full(len(x), np.nan))
+        few = y.safety_scores.get(category, np.full(len(y), np.nan))
+        column = np.insert(many, at, few)
+        if not np.isnan(column).all():
+            scores[category] = column
+    if not with_emb:
+        embeddings = np.zeros((0, 0), dtype=np.float32)
+    elif not len(y.embedding_rows):
+        embeddings = x.embeddings
+    elif not len(x.embedding_rows):
+        embeddings = y.embeddings
+    else:
+        emb_at = np.searchsorted(x.embedding_rows, at[y.embedding_rows])
+        embeddings = np.insert(x.embeddings, emb_at, y.embeddings, axis=0)
+    width = np.insert(_row_widths(x), at, _row_widths(y))
+    batch = LogBatch(
+        **columns,
+        safety_scores=scores,
+        embeddings=embeddings,
+        embedding_rows=np.flatnonzero(width > 0).astype(np.int64),
+    )
+    origin = np.insert(big.origin, at, small.origin)
+    return _Piece(batch, origin, np.insert(big.line, at, small.line))
 
 
 def _row_widths(batch: LogBatch) -> IntArray:

@@ -74,3 +74,38 @@ def test_a_reused_request_id_keeps_the_same_row_whatever_the_merge_order():
     low = rs.add(empty, keys, np.array([[1.0]], dtype=np.float32))
     high = rs.add(empty, keys, np.array([[2.0]], dtype=np.float32))
     assert rs.merge(low, high) == rs.merge(high, low) == low
+
+
+def _hashed_as_before(ids: np.ndarray, seed: int) -> rs.KeyArray:
+    """The keys as they were always computed: every id made a str, then SipHash."""
+    import pandas as pd
+
+    as_str = pd.Series(ids, dtype=object).astype(str).to_numpy(dtype=object)
+    return pd.util.hash_array(as_str, hash_key=f"{seed:016d}"[-16:], categorize=False).astype(
+        np.uint64
+    )
+
+
+def test_keys_are_those_stored_samples_were_built_with() -> None:
+    """Samples written before by any writer must merge with new ones: the same id, the same key,
+    whatever the ids are (text, numbers, None) and however the column was hashed (whole,
+    remembered, or a few rows of it)."""
+    ids = np.array([f"sim7-gemini-{i}" for i in range(500)] + ["", "ü", "𝄞"], dtype=object)
+    odd = np.array(["a", None, 3, 2.5, "b"], dtype=object)
+    for column in (ids, odd):
+        assert np.array_equal(rs.hash_ids(column, SEED), _hashed_as_before(column, SEED))
+        assert np.array_equal(rs.hash_ids(column, SEED + 1), _hashed_as_before(column, SEED + 1))
+    rows = np.array([3, 0, 499, 501], dtype=np.int64)
+    fresh = np.array(list(ids), dtype=object)  # never hashed: its rows are hashed alone
+    assert np.array_equal(rs.hash_rows(fresh, rows, SEED), _hashed_as_before(ids[rows], SEED))
+    assert np.array_equal(rs.hash_rows(ids, rows, SEED), _hashed_as_before(ids[rows], SEED))
+    part = ids[100:200]
+    rs.remember_keys(part, SEED, rs.hash_ids(ids, SEED)[100:200])
+    assert np.array_equal(rs.hash_ids(part, SEED), _hashed_as_before(ids[100:200], SEED))
+
+
+def test_a_new_column_at_a_freed_columns_address_is_hashed_afresh() -> None:
+    for i in range(300):  # columns come and go; each gets its own keys, never a stale entry
+        column = np.array([f"id-{i}-{j}" for j in range(5)], dtype=object)
+        assert np.array_equal(rs.hash_ids(column, SEED), _hashed_as_before(column, SEED))
+        del column

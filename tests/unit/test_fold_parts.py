@@ -1,0 +1,139 @@
+"""The lean fold: a poll spanning many windows is sorted once and folded as slices, request ids
+are hashed once, and a window's single (version, tenant) slice shares the window's states.
+None of that may change what lands in the sink: a whole poll folded at once must store exactly
+what folding each window's rows on its own stores, duplicates and tenants included."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors.registry import DETECTORS, build_detectors
+from detectors.reservoir import hash_ids
+from schemas.batch import LogBatch
+from schemas.config import DuckDBSinkConfig, EngineConfig, LookoutConfig
+from worker.cli.pipeline import build_pipeline
+from worker.engine import Engine
+from worker.sinks.duckdb_sink import DuckDBSink
+from worker.sources.simulator import SimulationConfig, simulate_batches
+from worker.testing import FakeClock
+from worker.window_state import ID_SEED, SeenIds
+from worker.windows import group_by_window, window_starts
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+
+
+def polls() -> Iterator[LogBatch]:
+    """Polls of 2.5 minutes (three windows, two models, two tenants, half with embeddings),
+    each also carrying records repeated within it and from the poll before."""
+    config = SimulationConfig(
+        start=T0,
+        hours=0.2,
+        models=("gemini-1.5-flash", "gpt-4o-mini"),
+        calls_per_minute=120,
+        embedding_fraction=0.5,
+        tenants=("acme", "globex"),
+    )
+    previous: LogBatch | None = None
+    for batch in simulate_batches(config, seconds_per_batch=150):
+        repeats = [batch, batch.take(np.arange(0, len(batch), 7))]
+        if previous is not None:
+            repeats.append(previous.take(np.arange(len(previous) - 20, len(previous))))
+        previous = batch
+        yield LogBatch.concat(repeats)
+
+
+def by_window(batch: LogBatch) -> list[LogBatch]:
+    """The batch's rows window by window, each window's in their own order."""
+    groups = group_by_window(batch.model, window_starts(batch.timestamp, 60))
+    return [batch if rows is None else batch.take(rows) for _, rows in groups]
+
+
+def feed_window_by_window(engine: Engine, batch: LogBatch) -> None:
+    for part in by_window(batch):
+        engine.feed(part)
+
+
+def run(path: Path, feed: Callable[[Engine, LogBatch], None]) -> tuple[DuckDBSink, Engine]:
+    clock = FakeClock()
+    config = LookoutConfig(
+        sink=DuckDBSinkConfig(path=str(path)),
+        engine=EngineConfig(writer_id="w", checkpoint_seconds=5.0),
+    )
+    pipeline = build_pipeline(config, alert_stream=None, now=clock)
+    for batch in polls():
+        feed(pipeline.engine, batch)
+        clock.advance(10.0)
+        pipeline.engine.tick()
+    assert pipeline.engine.finish(end_of_input=True)
+    assert isinstance(pipeline.sink, DuckDBSink)
+    return pipeline.sink, pipeline.engine
+
+
+#: the analysts' rows per (model, version, tenant, window); partial_rows follows checkpoints
+MERGED = "SELECT * EXCLUDE (partial_rows) FROM window_metrics_merged ORDER BY ALL"
+DETECTIONS = (
+    "SELECT model, detector, window_start, verdict, condition, value, p_value, sample_size, "
+    "reason, details FROM detections ORDER BY ALL"
+)
+
+
+def stored_states(sink: DuckDBSink) -> dict[tuple[str, int], Any]:
+    detectors = build_detectors(dict.fromkeys(DETECTORS))
+    out = {}
+    windows = sink.query("SELECT DISTINCT model, epoch(window_start)::BIGINT FROM window_metrics")
+    for model, start in windows:
+        stored = sink.load_window(model, start)
+        merged = {name: d.empty() for name, d in detectors.items()}
+        for row in stored.partial_states:
+            for name, d in detectors.items():
+                merged[name] = d.merge(merged[name], d.from_row(row[name]))
+        out[(model, start)] = (
+            {name: d.to_row(merged[name]) for name, d in detectors.items()},
+            sorted(stored.request_ids),
+            stored.records,
+        )
+    return out
+
+
+def test_a_poll_folded_at_once_stores_what_folding_each_window_alone_stores(
+    tmp_path: Path,
+) -> None:
+    whole, whole_engine = run(tmp_path / "whole.duckdb", lambda engine, batch: engine.feed(batch))
+    alone, alone_engine = run(tmp_path / "alone.duckdb", feed_window_by_window)
+
+    merged = whole.query(MERGED)
+    assert len(merged) > 40  # many windows of two models, each in two tenants' rows
+    assert whole_engine.stats.duplicates > 0
+    assert whole_engine.stats.records == alone_engine.stats.records
+    assert whole_engine.stats.duplicates == alone_engine.stats.duplicates
+    # each tenant's row counts its own calls only (a slice sharing the window's states must
+    # stop sharing once a second tenant appears)
+    counts = whole.query("SELECT calls, records FROM window_metrics_merged WHERE records > 0")
+    assert all(calls == records for calls, records in counts)
+    assert merged == alone.query(MERGED)
+    assert whole.query(DETECTIONS) == alone.query(DETECTIONS)
+    assert stored_states(whole) == stored_states(alone)
+
+
+def test_each_record_counts_once_whatever_batch_repeats_it(tmp_path: Path) -> None:
+    sink, engine = run(tmp_path / "x.duckdb", lambda engine, batch: engine.feed(batch))
+    unique = {rid for batch in polls() for rid in batch.request_id.tolist()}
+    assert engine.stats.records == len(unique)
+    assert sink.query("SELECT count(*), count(DISTINCT request_id) FROM window_request_ids") == [
+        (len(unique), len(unique))
+    ]
+
+
+def test_seen_ids_know_the_ids_given_as_text_and_as_keys() -> None:
+    seen = SeenIds()
+    assert not seen and not seen.contains(np.array([1, 2], dtype=np.uint64)).any()
+    seen.update(["a", "b"])
+    keys = hash_ids(np.array(["b", "c"], dtype=object), ID_SEED)
+    assert seen.contains(keys).tolist() == [True, False]
+    seen.add_keys(keys)
+    assert len(seen) == 3
