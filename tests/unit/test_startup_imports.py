@@ -54,8 +54,8 @@ def test_a_short_replay_imports_neither_google_nor_scipy(tmp_path: Path) -> None
     lines = tmp_path / "ten.ndjson"
     lines.write_text(
         "".join(
-            '{"request_id":"r%d","model":"m","timestamp":"2026-01-01T00:00:0%dZ",'
-            '"latency_ms":100,"input_tokens":3,"output_tokens":5}\n' % (i, i)
+            f'{{"request_id":"r{i}","model":"m","timestamp":"2026-01-01T00:00:0{i}Z",'
+            '"latency_ms":100,"input_tokens":3,"output_tokens":5}\n'
             for i in range(10)
         )
     )
