@@ -19,10 +19,11 @@ What it adds on top of receiving (see `pubsub_receivers`):
 
 Why unary pull is the default (`mode="unary"`): the engine already polls in batches and holds
 messages until its checkpoint, which is exactly unary pull's shape; memory is bounded by what we
-ask for. On the emulator (`python -m bench.pubsub_bench --singles 20000 --batches 300`, best of
-2, 2-core machine) unary reached 41.5k records/s with single-record messages (0.89x a bare
-pull-and-ack loop) where streaming stayed at ~2k (the emulator paces a stream), and 1.13M vs
-0.23M records/s with 100-record NDJSON.
+ask for. Pulls run ahead of the engine on `concurrent_pulls` threads and acks are sent behind it
+(see `pubsub_unary`). On the emulator (`python -m bench.pubsub_bench`, best of 2, 2-core shared
+machine) unary poll+ack reached 1.3-2.2x a bare pull+parse+ack loop with single-record
+messages where streaming stayed at ~2k records/s (the emulator paces a stream), and 2-3.7x
+with 100-record NDJSON, where streaming reached 0.3-0.5x.
 Streaming pull (`mode="streaming"`) stays available for production subscriptions where the
 lower delivery latency of a held-open stream matters more than throughput per worker.
 """
@@ -249,24 +250,34 @@ class PubSubSource:
         return SourceMessage(item.message_id, data, item.ack_id, item.attributes)
 
     def _release(self, ack_ids: Sequence[str], *, done: bool) -> list[Received]:
-        """Forget held messages (and their held redeliveries); remember acked message ids."""
+        """Forget held messages (and their held redeliveries); remember acked message ids.
+
+        Runs on the engine's thread for every message of a checkpoint: one lock, no per-item
+        work that is not needed (redeliveries and the recent-id bound are rare)."""
         items: list[Received] = []
+        add = items.append
+        limit = self.settings.recent_ids if done else 0
         with self._lock:
+            held, holder, dupes, recent = self._held, self._holder, self._dupes, self._recent
+            freed = 0
             for ack_id in ack_ids:
-                item = self._held.pop(ack_id, None)
+                item = held.pop(ack_id, None)
                 if item is None:
                     continue
-                items.append(item)
-                self._held_bytes -= len(item.data)
-                self._holder.pop(item.message_id, None)
-                dupes = self._dupes.pop(item.message_id, ())
-                self._dupe_count -= len(dupes)
-                self._held_bytes -= sum(len(d.data) for d in dupes)
-                items.extend(dupes)
-                if done and self.settings.recent_ids:
-                    self._recent[item.message_id] = None
-                    while len(self._recent) > self.settings.recent_ids:
-                        self._recent.popitem(last=False)
+                add(item)
+                freed += len(item.data)
+                message_id = item.message_id
+                holder.pop(message_id, None)
+                if dupes and message_id in dupes:
+                    more = dupes.pop(message_id)
+                    self._dupe_count -= len(more)
+                    freed += sum(len(d.data) for d in more)
+                    items.extend(more)
+                if limit:
+                    recent[message_id] = None
+            self._held_bytes -= freed
+            for _ in range(len(recent) - limit if limit else 0):
+                recent.popitem(last=False)
         return items
 
     def ack(self, ack_ids: Sequence[str]) -> None:
