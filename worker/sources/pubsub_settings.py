@@ -35,6 +35,9 @@ class PubSubSourceSettings:
     #: unary mode: pulls in flight at once (one pull waits a round trip for a few hundred
     #: messages at most; the emulator sends 100)
     concurrent_pulls: int = 2
+    #: unary mode: once a poll has a message, how long it may wait for a fuller batch while
+    #: pulls are in flight (bigger polls: fewer per-poll decode and fold costs)
+    poll_linger_seconds: float = 0.05
     max_lease_duration_seconds: float = 900.0
     ack_deadline_seconds: int = 60
     max_inflated_bytes: int = 64 * 1024 * 1024
@@ -56,6 +59,7 @@ class PubSubSourceSettings:
             "max_bytes": (self.max_bytes, 1024, 1 << 40),
             "pull_max_messages": (self.pull_max_messages, 1, 1000),
             "concurrent_pulls": (self.concurrent_pulls, 1, 16),
+            "poll_linger_seconds": (self.poll_linger_seconds, 0, 1),
             "ack_deadline_seconds": (self.ack_deadline_seconds, 10, 600),
             "max_lease_duration_seconds": (self.max_lease_duration_seconds, 10, 86_400),
             "max_inflated_bytes": (self.max_inflated_bytes, 1024, 1 << 34),

@@ -165,6 +165,7 @@ class PubSubSource:
                     max_messages=settings.max_messages,
                     max_bytes=settings.max_bytes,
                     concurrent_pulls=settings.concurrent_pulls,
+                    linger_seconds=settings.poll_linger_seconds,
                 ),
                 counters=self._counters,
                 held=self._held_snapshot,
