@@ -3,12 +3,17 @@
 `PubSubSource`'s poll+ack loop in unary and streaming mode, and against Lookout's ingest end to
 end (poll, decode, window, detect, checkpoint into DuckDB, then ack), same run, same
 subscription, same workload. Prints records/s and the ratio to the baseline (target: the end
-to end row ≥ 0.8×).
+to end row ≥ 0.8×), and this process's CPU seconds per 1,000 records beside it.
 
-    .venv/bin/python -m bench.pubsub_bench [--singles 5000] [--batches 300]
+    .venv/bin/python -m bench.pubsub_bench [--singles 5000] [--batches 1000] [--rounds 2]
 
-It starts its own emulator. Emulator numbers are not production numbers: the emulator paces
-streaming pull per stream, which is what the streaming row shows.
+Each loop's clock runs from before its client or source is made until its last ack was sent
+(Lookout: after its final checkpoint), never over closing the channel.
+
+It starts its own emulator. Emulator numbers are not production numbers: the emulator answers
+a pull with at most 100 messages and paces streaming pull per stream (the streaming row). On
+a shared 2-core machine the emulator's speed, and with it the baseline, moves by 2-3x between
+runs; the CPU column moves far less.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -29,6 +35,20 @@ from worker.sources.pubsub_publish import publish_lines
 from worker.sources.pubsub_source import PubSubSource, PubSubSourceSettings, PullMode
 
 PROJECT = "lookout-bench"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One run: records/s, and this process's CPU seconds (every thread) per 1,000 records
+    over the same span. The emulator's CPU is not in it; on a shared machine the CPU figure
+    is the steadier of the two."""
+
+    rate: float
+    cpu_per_1k: float
+
+
+def _measured(records: int, elapsed: float, cpu: float) -> Measured:
+    return Measured(records / elapsed, cpu / records * 1000)
 
 
 def workload(records: int) -> list[bytes]:
@@ -61,14 +81,14 @@ def parse_records(data: bytes) -> int:
     return n
 
 
-def bare_loop(channels: ChannelFactory, subscription: str, want: int) -> float:
+def bare_loop(channels: ChannelFactory, subscription: str, want: int) -> Measured:
     """Unary pull 1,000 at a time, parse every record, ack each response at once: nothing else,
     read from and acked with raw protobuf (proto-plus wrappers would make this baseline slower
     than it can be; the source does the same)."""
     client = subscriber_client(channels)
     path = client.subscription_path(PROJECT, subscription)
     got = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         while got < want:
             response = client.pull(subscription=path, max_messages=1000, timeout=10)
@@ -79,32 +99,53 @@ def bare_loop(channels: ChannelFactory, subscription: str, want: int) -> float:
             ack = AcknowledgeRequest.pb()(subscription=path, ack_ids=[m.ack_id for m in received])
             client.acknowledge(request=AcknowledgeRequest.wrap(ack))
     finally:
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         client.close()
-    return got / elapsed
+    return _measured(got, elapsed, cpu)
 
 
-def source_loop(channels: ChannelFactory, subscription: str, want: int, mode: PullMode) -> float:
-    """`PubSubSource.poll` + `ack` as the engine drives it, minus decoding and the sink."""
+def source_loop(channels: ChannelFactory, subscription: str, want: int, mode: PullMode) -> Measured:
+    """`PubSubSource.poll` + `ack` as the engine drives it, minus decoding and the sink.
+
+    The clock starts before the source is made (its pull threads start pulling at once) and
+    stops once its acks have reached the emulator, before the channel is closed, as for the
+    baseline."""
+    start, cpu = time.perf_counter(), time.process_time()
     source = PubSubSource(
         PubSubSourceSettings(project=PROJECT, subscription=subscription, mode=mode),
         channel_factory=channels,
     )
     got = 0
-    start = time.perf_counter()
     try:
         while got < want:
             messages = source.poll(1000, 1.0)
             got += sum(count_records(m.data) for m in messages)
             source.ack([m.ack_id for m in messages])
+        source.flush_acks(10.0)
     finally:
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         source.close()
-    return got / elapsed
+    return _measured(got, elapsed, cpu)
 
 
-def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: Path) -> float:
-    """The whole ingest path as `lookout run` drives it, until `want` records are durable."""
+class _TimedSource(PubSubSource):
+    """Stops the clock when the runner closes the source, once its last acks were sent:
+    closing the gRPC channel (about 0.1 s) is not ingest, and the baseline's close is not
+    timed either."""
+
+    closed_at = 0.0
+    cpu_at_close = 0.0
+
+    def close(self) -> None:
+        self.flush_acks(10.0)
+        self.closed_at, self.cpu_at_close = time.perf_counter(), time.process_time()
+        super().close()
+
+
+def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: Path) -> Measured:
+    """The whole ingest path as `lookout run` drives it, until `want` records are durable and
+    acked (the runner's final checkpoint included); the clock starts before the source is
+    made, since its pull threads start pulling at once."""
     import threading
 
     from schemas.config import LookoutConfig
@@ -116,11 +157,6 @@ def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: 
         {"sink": {"path": str(db)}, "metrics": {"enabled": False}, "engine": {"writer_id": "b"}}
     )
     pipeline = build_pipeline(config, alert_stream=None)
-    source = PubSubSource(
-        PubSubSourceSettings(project=PROJECT, subscription=subscription),
-        channel_factory=channels,
-    )
-    pipeline.engine.set_ack_handler(source.ack)
     stop = threading.Event()
     seen = [0]
 
@@ -130,7 +166,12 @@ def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: 
         if seen[0] >= want:
             stop.set()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    source = _TimedSource(
+        PubSubSourceSettings(project=PROJECT, subscription=subscription),
+        channel_factory=channels,
+    )
+    pipeline.engine.set_ack_handler(source.ack)
     run(
         source,
         pipeline.engine,
@@ -139,9 +180,9 @@ def end_to_end(channels: ChannelFactory, subscription: str, want: int, workdir: 
         progress=progress,
         settings=RunSettings(poll_max_messages=1000, poll_timeout_seconds=1.0),
     )
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = source.closed_at - start, source.cpu_at_close - cpu
     pipeline.close()
-    return pipeline.engine.stats.records / elapsed
+    return _measured(pipeline.engine.stats.records, elapsed, cpu)
 
 
 def measure(
@@ -149,9 +190,9 @@ def measure(
     name: str,
     lines: list[bytes],
     batch: int,
-    runners: dict[str, Callable[[str, int], float]],
+    runners: dict[str, Callable[[str, int], Measured]],
     rounds: int,
-) -> dict[str, float]:
+) -> dict[str, Measured]:
     """Publish the same workload before each run, on one subscription; best records/s of each.
 
     A first unmeasured round warms the emulator's JIT; the order of the runners rotates each
@@ -160,16 +201,19 @@ def measure(
     topic, subscription = f"{name}-topic", f"{name}-sub"
     init_pubsub(PROJECT, topic, subscription, ack_deadline_seconds=60, channels=channels)
     labels = list(runners)
-    results: dict[str, float] = dict.fromkeys(labels, 0.0)
+    results: dict[str, Measured] = dict.fromkeys(labels, Measured(0.0, float("inf")))
     for round_ in range(rounds + 1):
         order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
         for label in order:
             report = publish_lines(lines, PROJECT, topic, batch=batch, channels=channels)
             if not report.ok:
                 raise SystemExit(f"publishing the workload failed: {report.summary()}")
-            rate = runners[label](subscription, len(lines))
+            got = runners[label](subscription, len(lines))
             if round_ > 0:
-                results[label] = max(results[label], rate)
+                best = results[label]
+                results[label] = Measured(
+                    max(best.rate, got.rate), min(best.cpu_per_1k, got.cpu_per_1k)
+                )
     return results
 
 
@@ -181,7 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running_emulator(Path(tmp)) as emulator:
         channels = channel_factory(emulator.host)
-        runners: dict[str, Callable[[str, int], float]] = {
+        runners: dict[str, Callable[[str, int], Measured]] = {
             "pull+parse+ack": lambda sub, n: bare_loop(channels, sub, n),
             "lookout ingest": lambda sub, n: end_to_end(channels, sub, n, Path(tmp)),
             "source unary": lambda sub, n: source_loop(channels, sub, n, "unary"),
@@ -199,11 +243,17 @@ def main() -> None:
                 ),
             ),
         ]
-    print(f"{'workload':<22}{'loop':<18}{'records/s':>12}{'vs baseline':>12}")
+    print(
+        f"{'workload':<22}{'loop':<18}{'records/s':>12}{'vs baseline':>12}"
+        f"{'CPU s/1k records':>18}{'vs baseline':>12}"
+    )
     for label, results in rows:
         ceiling = results["pull+parse+ack"]
-        for loop, rate in results.items():
-            print(f"{label:<22}{loop:<18}{rate:>12,.0f}{rate / ceiling:>11.2f}x")
+        for loop, m in results.items():
+            print(
+                f"{label:<22}{loop:<18}{m.rate:>12,.0f}{m.rate / ceiling.rate:>11.2f}x"
+                f"{m.cpu_per_1k:>18.4f}{m.cpu_per_1k / ceiling.cpu_per_1k:>11.2f}x"
+            )
 
 
 if __name__ == "__main__":

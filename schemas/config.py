@@ -54,6 +54,8 @@ class PubSubSourceConfig(_Strict):
     #: messages asked for per pull and folded together (Pub/Sub returns at most 1,000); small
     #: pulls of single-record messages pay the per-fold cost for a handful of records
     pull_max_messages: int = Field(default=1000, ge=1, le=1000)
+    #: unary pulls in flight at once, ahead of the engine (within `max_messages`/`max_bytes`)
+    concurrent_pulls: int = Field(default=2, ge=1, le=16)
     #: above window + lateness + checkpoint, so a held message is never redelivered early
     max_lease_duration_seconds: int = Field(default=900, ge=60)
     ack_deadline_seconds: int = Field(default=60, ge=10, le=600)

@@ -230,11 +230,16 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
     pubsub_channels: ChannelFactory, unique_name: str
 ) -> None:
     """A crash forgets our own count; Pub/Sub's delivery_attempt (set because the subscription
-    has a dead-letter policy) does not: the third worker gives up at attempt 3."""
+    has a dead-letter policy) does not: a fresh worker, whose own count is 1, gives up once
+    Pub/Sub has delivered the message 3 times.
+
+    A worker pulls ahead of its engine, so the redelivery of its own nack can land in its queue
+    and be handed back at close: Pub/Sub counts that delivery too, and the give-up can come
+    with the second worker instead of the third — never with the first."""
     init(pubsub_channels, unique_name, f"{unique_name}-dlq")
     publish_lines([b"{broken"], PROJECT, f"{unique_name}-logs", channels=pubsub_channels)
-    outcomes = []
-    for _ in range(3):  # three workers in a row, each meeting the message once
+    outcomes: list[bool] = []
+    while not (outcomes and outcomes[-1]) and len(outcomes) < 3:  # workers in a row
         source = PubSubSource(
             PubSubSourceSettings(
                 project=PROJECT,
@@ -249,14 +254,14 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
             deadline = time.monotonic() + 20
             while not got and time.monotonic() < deadline:
                 got = list(source.poll(10, 1.0))
-            assert len(got) == 1, "the message did not come back"
+            assert len(got) == 1, f"the message did not come back after {outcomes}"
             error = DecodeError(1, "invalid JSON", got[0].data)
             ok = source.dead_letter(got[0], [error])
             outcomes.append(ok)
             (source.ack if ok else source.nack)([got[0].ack_id])
         finally:
             source.close()
-    assert outcomes == [False, False, True], outcomes
+    assert outcomes in ([False, True], [False, False, True]), outcomes
     assert pull_all(pubsub_channels, f"{unique_name}-sub", quiet_seconds=1.0) == []
 
 

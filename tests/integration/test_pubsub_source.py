@@ -302,3 +302,40 @@ def test_publish_to_a_missing_topic_reports_every_line_failed(
     assert not report.ok
     assert (report.failed_lines, report.failed_messages) == (25, 3)
     assert "NotFound" in report.summary()
+
+
+def test_pulling_ahead_holds_no_more_than_max_messages_and_leaves_the_rest_to_others(
+    pubsub_channels: ChannelFactory, names: Names, opened: list[PubSubSource]
+) -> None:
+    """Unary mode pulls ahead of the engine, but held + queued stays within `max_messages`
+    (promise 3: memory follows configuration, not the backlog): another worker on the same
+    subscription receives everything else meanwhile, and acks sent behind reach Pub/Sub."""
+    assert publish_lines(lines(60), PROJECT, names.topic, channels=pubsub_channels).ok
+    settings = PubSubSourceSettings(
+        project=PROJECT,
+        subscription=names.subscription,
+        max_messages=10,
+        pull_max_messages=4,
+        concurrent_pulls=3,
+    )
+    source = PubSubSource(settings, channel_factory=pubsub_channels)
+    opened.append(source)
+    first = collect(source, 3)
+    deadline = time.monotonic() + 10
+    while source.stats().held + source.stats().queued < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting on a condition: the pull threads fill their room
+    other = make_source(pubsub_channels, names, "unary")
+    opened.append(other)
+    theirs = collect(other, 60 - 10)
+    stats = source.stats()
+
+    assert stats.held + stats.queued == 10, stats
+    assert len(theirs) == 50
+    rest = collect(source, 10 - len(first))
+    mine = first + rest
+    assert sorted(records(mine) + records(theirs)) == sorted(lines(60))
+    source.ack([m.ack_id for m in mine])
+    other.ack([m.ack_id for m in theirs])
+    assert source.flush_acks(5.0) and other.flush_acks(5.0)
+    assert source.stats().held == 0
+    assert_nothing_left(pubsub_channels, names, source, opened)

@@ -46,6 +46,8 @@ def build_source(config: LookoutConfig, pipeline: Pipeline) -> Source:
                 mode=source.mode,
                 max_messages=source.max_messages,
                 max_bytes=source.max_bytes,
+                pull_max_messages=source.pull_max_messages,
+                concurrent_pulls=source.concurrent_pulls,
                 max_lease_duration_seconds=float(source.max_lease_duration_seconds),
                 ack_deadline_seconds=source.ack_deadline_seconds,
                 max_inflated_bytes=source.max_inflated_bytes,

@@ -1,21 +1,22 @@
-"""Unary pull for `PubSubSource`, and the ack / deadline calls both receivers share.
+"""What both Pub/Sub receivers share: the `Received` message, counters, and the ack / deadline
+calls.
 
-Both receivers (`UnaryReceiver` here, `StreamingReceiver` in `pubsub_streaming`) hand out
-`Received` messages, keep their leases alive until `ack`/`nack`, and bound what they hold
-(promise 3). They differ in who drives delivery:
-- `UnaryReceiver`: the engine's `poll` issues a `Pull`; a lease thread extends the ack deadline
-  of held messages (`ModifyAckDeadline`) until they are acked or `max_lease_duration` passes.
-  Failed pulls back off and are reported through `PullHealth`.
+Both receivers (`UnaryReceiver` in `pubsub_unary`, `StreamingReceiver` in `pubsub_streaming`)
+hand out `Received` messages, keep their leases alive until `ack`/`nack`, and bound what they
+hold (promise 3). They differ in who drives delivery:
+- `UnaryReceiver`: a pull thread keeps a bounded queue filled ahead of the engine's `poll`, an
+  ack thread sends acks behind it, a lease thread extends the ack deadline of held messages
+  (`ModifyAckDeadline`) until they are acked or `max_lease_duration` passes. Failed pulls back
+  off and are reported through `PullHealth`.
 - `StreamingReceiver`: `SubscriberClient.subscribe` with `FlowControl`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions as gexc
@@ -24,7 +25,6 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest
 
 from worker.failure_policy import RETRYABLE_EXCEPTIONS, describe, reason_of
-from worker.sources.pubsub_pull_health import PullHealth
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,14 @@ _ACK_CHUNK = 1000
 CALL_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Received:
     """One delivered message and what keeps its lease alive."""
 
     ack_id: str
     message_id: str
     data: bytes
-    attributes: dict[str, str]
+    attributes: Mapping[str, str]
     received_at: float
     message: Message | None = None  # streaming only: acks go through the stream while it lives
     #: Pub/Sub's count of deliveries (set when the subscription has a dead-letter policy), or 0
@@ -144,132 +144,3 @@ def unary_ack(
                     describe(e),
                 )
                 break
-
-
-class UnaryReceiver:
-    """Pull on demand; a daemon thread extends the deadlines of held messages."""
-
-    def __init__(
-        self,
-        client: pubsub_v1.SubscriberClient,
-        subscription: str,
-        *,
-        ack_deadline_seconds: int,
-        max_lease_duration_seconds: float,
-        counters: Counters,
-        held: Callable[[], list[Received]],
-        health: PullHealth,
-        connected: Callable[[], bool],
-    ) -> None:
-        self._client = client
-        self._subscription = subscription
-        self._deadline = ack_deadline_seconds
-        self._max_lease = max_lease_duration_seconds
-        self._counters = counters
-        self._held = held
-        self._health = health
-        self._connected = connected
-        self._stopped = threading.Event()
-        #: seconds allowed per ack/nack call; the source lowers it for the final nack at close
-        self.call_timeout = CALL_TIMEOUT_SECONDS
-        self._thread = threading.Thread(target=self._extend_loop, name="lookout-lease", daemon=True)
-        self._thread.start()
-
-    def receive(self, max_messages: int, timeout_seconds: float) -> list[Received]:
-        """Pull until messages come or `timeout_seconds` pass; failures back off (PullHealth)."""
-        deadline = time.monotonic() + timeout_seconds
-        while not self._stopped.is_set():
-            now = time.monotonic()
-            if now < self._health.retry_at:  # backing off after a failure
-                if now >= deadline:
-                    return []
-                self._stopped.wait(min(self._health.retry_at, deadline) - now)
-                continue
-            remaining = deadline - now
-            try:
-                response = self._client.pull(
-                    subscription=self._subscription,
-                    max_messages=max_messages,
-                    timeout=max(remaining, 1.0),
-                    retry=None,
-                )
-            except gexc.DeadlineExceeded as e:
-                # an idle subscription on a live connection; a dead endpoint if not connected
-                if not self._connected():
-                    self._health.failed(e)
-                    continue
-                response = None
-            except gexc.GoogleAPICallError as e:
-                self._health.failed(e)
-                continue
-            self._health.succeeded()
-            # the raw protobuf: proto-plus attribute access cost half the loop's time
-            raw = None if response is None else type(response).pb(response)
-            if raw is not None and raw.received_messages:
-                now = time.monotonic()
-                # the first extension must land before the subscription's own deadline
-                # (10 s at the least), whatever it is
-                return [
-                    Received(
-                        ack_id=m.ack_id,
-                        message_id=m.message.message_id,
-                        data=m.message.data,
-                        attributes=dict(m.message.attributes),
-                        received_at=now,
-                        next_extension=now + 5.0,
-                        delivery_attempt=m.delivery_attempt,
-                    )
-                    for m in raw.received_messages
-                ]
-            if time.monotonic() >= deadline:
-                return []
-            self._stopped.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
-        return []
-
-    def _extend_loop(self) -> None:
-        while not self._stopped.wait(1.0):
-            now = time.monotonic()
-            due: list[str] = []
-            for item in self._held():
-                if item.next_extension > now:
-                    continue
-                if now - item.received_at > self._max_lease:
-                    if item.next_extension != float("inf"):
-                        self._counters.lease_expired += 1
-                        item.next_extension = float("inf")
-                    continue
-                due.append(item.ack_id)
-                item.next_extension = now + self._deadline / 2
-            if due:
-                unary_modify(self._client, self._subscription, due, self._deadline, self._counters)
-                self._counters.lease_extensions += len(due)
-
-    def ack(self, items: Sequence[Received]) -> None:
-        unary_ack(
-            self._client,
-            self._subscription,
-            [i.ack_id for i in items],
-            self._counters,
-            timeout=self.call_timeout,
-        )
-
-    def nack(self, items: Sequence[Received]) -> None:
-        unary_modify(
-            self._client,
-            self._subscription,
-            [i.ack_id for i in items],
-            0,
-            self._counters,
-            timeout=self.call_timeout,
-        )
-
-    def ready(self) -> bool:
-        return self._health.ready and not self._stopped.is_set()
-
-    def stop(self) -> None:
-        """Stop pulling; keep extending leases of held messages until `close`."""
-        self._stopped.set()
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=2)

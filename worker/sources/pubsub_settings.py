@@ -26,8 +26,18 @@ class PubSubSourceSettings:
     subscription: str
     dead_letter_topic: str | None = None
     mode: PullMode = "unary"
+    #: flow control: messages (and bytes, passed by at most one pull) held for the engine or
+    #: pulled ahead of it, at once
     max_messages: int = 2000
     max_bytes: int = 256 * 1024 * 1024
+    #: unary mode: messages one pull asks for (Pub/Sub returns at most 1,000)
+    pull_max_messages: int = 1000
+    #: unary mode: pulls in flight at once (one pull waits a round trip for a few hundred
+    #: messages at most; the emulator sends 100)
+    concurrent_pulls: int = 2
+    #: unary mode: once a poll has a message, how long it may wait for a fuller batch while
+    #: pulls are in flight (bigger polls: fewer per-poll decode and fold costs)
+    poll_linger_seconds: float = 0.05
     max_lease_duration_seconds: float = 900.0
     ack_deadline_seconds: int = 60
     max_inflated_bytes: int = 64 * 1024 * 1024
@@ -47,6 +57,9 @@ class PubSubSourceSettings:
         checks = {
             "max_messages": (self.max_messages, 1, 1_000_000),
             "max_bytes": (self.max_bytes, 1024, 1 << 40),
+            "pull_max_messages": (self.pull_max_messages, 1, 1000),
+            "concurrent_pulls": (self.concurrent_pulls, 1, 16),
+            "poll_linger_seconds": (self.poll_linger_seconds, 0, 1),
             "ack_deadline_seconds": (self.ack_deadline_seconds, 10, 600),
             "max_lease_duration_seconds": (self.max_lease_duration_seconds, 10, 86_400),
             "max_inflated_bytes": (self.max_inflated_bytes, 1024, 1 << 34),
@@ -67,7 +80,7 @@ class PubSubSourceSettings:
 
 @dataclass(frozen=True)
 class PubSubSourceStats:
-    """A snapshot of counters for /metrics; every field only grows."""
+    """A snapshot of counters for /metrics; every field but `held` and `queued` only grows."""
 
     received: int
     redelivered_acked: int
@@ -83,6 +96,8 @@ class PubSubSourceStats:
     held: int
     dead_letter_oversized: int = 0
     dead_letter_given_up: int = 0
+    #: received but not yet handed to the engine (unary mode pulls ahead); not a counter
+    queued: int = 0
     #: ((step, reason), count) for `lookout_source_errors_total{step,reason}`
     errors: tuple[tuple[tuple[str, str], int], ...] = field(default=())
 

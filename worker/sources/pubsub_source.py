@@ -19,10 +19,11 @@ What it adds on top of receiving (see `pubsub_receivers`):
 
 Why unary pull is the default (`mode="unary"`): the engine already polls in batches and holds
 messages until its checkpoint, which is exactly unary pull's shape; memory is bounded by what we
-ask for. On the emulator (`python -m bench.pubsub_bench --singles 20000 --batches 300`, best of
-2, 2-core machine) unary reached 41.5k records/s with single-record messages (0.89x a bare
-pull-and-ack loop) where streaming stayed at ~2k (the emulator paces a stream), and 1.13M vs
-0.23M records/s with 100-record NDJSON.
+ask for. Pulls run ahead of the engine on `concurrent_pulls` threads and acks are sent behind it
+(see `pubsub_unary`). On the emulator (`python -m bench.pubsub_bench`, best of 2, 2-core shared
+machine) unary poll+ack reached 1.3-2.2x a bare pull+parse+ack loop with single-record
+messages where streaming stayed at ~2k records/s (the emulator paces a stream), and 2-3.7x
+with 100-record NDJSON, where streaming reached 0.3-0.5x.
 Streaming pull (`mode="streaming"`) stays available for production subscriptions where the
 lower delivery latency of a held-open stream matters more than throughput per worker.
 """
@@ -58,7 +59,7 @@ from worker.sources.pubsub_dead_letter import (
     publisher_options,
 )
 from worker.sources.pubsub_pull_health import PullHealth, PullTarget
-from worker.sources.pubsub_receivers import Counters, Received, UnaryReceiver
+from worker.sources.pubsub_receivers import Counters, Received
 from worker.sources.pubsub_settings import (
     ERROR_STEPS,
     InflateError,
@@ -68,6 +69,7 @@ from worker.sources.pubsub_settings import (
     inflate,
 )
 from worker.sources.pubsub_streaming import StreamingReceiver
+from worker.sources.pubsub_unary import NO_ATTRIBUTES, PullLimits, UnaryReceiver
 
 __all__ = [
     "ERROR_STEPS",
@@ -120,6 +122,8 @@ class PubSubSource:
         self._held: dict[str, Received] = {}  # ack_id -> message the engine holds
         self._holder: dict[str, str] = {}  # message_id -> ack_id handed to the engine
         self._dupes: dict[str, list[Received]] = {}  # message_id -> redeliveries held with it
+        self._held_bytes = 0  # bytes of `_held` and `_dupes`, for flow control
+        self._dupe_count = 0
         self._recent: OrderedDict[str, None] = OrderedDict()  # message ids acked recently
         self._counters = Counters()
         self._counts = {
@@ -156,8 +160,16 @@ class PubSubSource:
                 self._path,
                 ack_deadline_seconds=settings.ack_deadline_seconds,
                 max_lease_duration_seconds=settings.max_lease_duration_seconds,
+                limits=PullLimits(
+                    pull_max_messages=settings.pull_max_messages,
+                    max_messages=settings.max_messages,
+                    max_bytes=settings.max_bytes,
+                    concurrent_pulls=settings.concurrent_pulls,
+                    linger_seconds=settings.poll_linger_seconds,
+                ),
                 counters=self._counters,
                 held=self._held_snapshot,
+                holding=self._holding,
                 health=self.health,
                 connected=lambda: self._watch.connected,
             )
@@ -170,6 +182,11 @@ class PubSubSource:
         with self._lock:
             return [*self._held.values(), *(d for ds in self._dupes.values() for d in ds)]
 
+    def _holding(self) -> tuple[int, int]:
+        """Messages and bytes held for the engine (redeliveries included): flow control."""
+        with self._lock:
+            return len(self._held) + self._dupe_count, self._held_bytes
+
     def poll(self, max_messages: int, timeout_seconds: float) -> Sequence[SourceMessage]:
         """Up to `max_messages` new messages; fewer (maybe none) when `max_messages` are held."""
         with self._lock:
@@ -180,19 +197,29 @@ class PubSubSource:
         received = self._receiver.receive(min(max_messages, room), timeout_seconds)
         out: list[SourceMessage] = []
         ack_now: list[Received] = []
-        for item in received:
-            with self._lock:
-                self._counts["received"] += 1
-                if item.message_id in self._recent:
-                    self._counts["redelivered_acked"] += 1
+        fresh: list[Received] = []
+        recent, holder, held = self._recent, self._holder, self._held
+        with self._lock:  # once per poll, not per message
+            self._counts["received"] += len(received)
+            for item in received:
+                message_id = item.message_id
+                if message_id in recent:
                     ack_now.append(item)
-                    continue
-                if item.message_id in self._holder:
-                    self._counts["redelivered_held"] += 1
-                    self._dupes.setdefault(item.message_id, []).append(item)
-                    continue
-                self._held[item.ack_id] = item
-                self._holder[item.message_id] = item.ack_id
+                elif message_id in holder:
+                    self._dupes.setdefault(message_id, []).append(item)
+                    self._dupe_count += 1
+                    self._held_bytes += len(item.data)
+                else:
+                    held[item.ack_id] = item
+                    holder[message_id] = item.ack_id
+                    self._held_bytes += len(item.data)
+                    fresh.append(item)
+            self._counts["redelivered_acked"] += len(ack_now)
+            self._counts["redelivered_held"] += len(received) - len(ack_now) - len(fresh)
+        for item in fresh:
+            if not item.attributes:  # the common case: nothing to inflate
+                out.append(SourceMessage(item.message_id, item.data, item.ack_id, NO_ATTRIBUTES))
+                continue
             message = self._to_source_message(item)
             if message is not None:
                 out.append(message)
@@ -224,26 +251,45 @@ class PubSubSource:
         return SourceMessage(item.message_id, data, item.ack_id, item.attributes)
 
     def _release(self, ack_ids: Sequence[str], *, done: bool) -> list[Received]:
-        """Forget held messages (and their held redeliveries); remember acked message ids."""
+        """Forget held messages (and their held redeliveries); remember acked message ids.
+
+        Runs on the engine's thread for every message of a checkpoint: one lock, no per-item
+        work that is not needed (redeliveries and the recent-id bound are rare)."""
         items: list[Received] = []
+        add = items.append
+        limit = self.settings.recent_ids if done else 0
         with self._lock:
+            held, holder, dupes, recent = self._held, self._holder, self._dupes, self._recent
+            freed = 0
             for ack_id in ack_ids:
-                item = self._held.pop(ack_id, None)
+                item = held.pop(ack_id, None)
                 if item is None:
                     continue
-                items.append(item)
-                self._holder.pop(item.message_id, None)
-                items.extend(self._dupes.pop(item.message_id, ()))
-                if done and self.settings.recent_ids:
-                    self._recent[item.message_id] = None
-                    while len(self._recent) > self.settings.recent_ids:
-                        self._recent.popitem(last=False)
+                add(item)
+                freed += len(item.data)
+                message_id = item.message_id
+                holder.pop(message_id, None)
+                if dupes and message_id in dupes:
+                    more = dupes.pop(message_id)
+                    self._dupe_count -= len(more)
+                    freed += sum(len(d.data) for d in more)
+                    items.extend(more)
+                if limit:
+                    recent[message_id] = None
+            self._held_bytes -= freed
+            for _ in range(len(recent) - limit if limit else 0):
+                recent.popitem(last=False)
         return items
 
     def ack(self, ack_ids: Sequence[str]) -> None:
         items = self._release(ack_ids, done=True)
         if items:
             self._receiver.ack(items)
+
+    def flush_acks(self, timeout_seconds: float) -> bool:
+        """Wait until the acks given so far reached Pub/Sub (they are sent on a thread, behind
+        the engine); False if `timeout_seconds` passed first. `close` does this itself."""
+        return self._receiver.flush(timeout_seconds)
 
     def nack(self, ack_ids: Sequence[str]) -> None:
         items = self._release(ack_ids, done=False)
@@ -352,6 +398,7 @@ class PubSubSource:
                 lease_expired=c.lease_expired,
                 ack_failures=c.ack_failures,
                 held=len(self._held),
+                queued=self._receiver.queued(),
                 errors=tuple(errors.items()),
             )
 
@@ -370,15 +417,21 @@ class PubSubSource:
         self._receiver.stop()
 
     def close(self) -> None:
-        """Nack whatever is still held (it was never made durable), then drop connections.
+        """Send the acks given so far, nack whatever is still held (it was never made
+        durable), then drop connections.
 
-        Bounded by `close_timeout_seconds` per call whatever the network does: a nack that
-        does not arrive only means Pub/Sub redelivers after the ack deadline.
+        Bounded by `close_timeout_seconds` for the acks and nacks together, plus a pull in
+        flight, whatever the network does: an ack that does not arrive means a redelivery the
+        recent request ids remove; a nack that does not, a redelivery after the ack deadline.
         """
+        budget = self.settings.close_timeout_seconds
+        deadline = time.monotonic() + budget
+        self._receiver.call_timeout = budget
         self._receiver.stop()
+        self._receiver.flush(max(deadline - time.monotonic(), 0.1))
         with self._lock:
             leftover = list(self._held)
-        self._receiver.call_timeout = self.settings.close_timeout_seconds
+        self._receiver.call_timeout = max(deadline - time.monotonic(), 0.5)
         self.nack(leftover)
         self._receiver.close()
         if self._dlq is not None:

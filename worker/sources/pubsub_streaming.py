@@ -184,6 +184,15 @@ class StreamingReceiver:
                 timeout=self.call_timeout,
             )
 
+    def queued(self) -> int:
+        """Messages the stream delivered and `receive` has not handed out yet."""
+        return self._queue.qsize()
+
+    def flush(self, timeout: float) -> bool:
+        """Nothing to wait for: `Message.ack` hands the ack to the stream's own dispatcher."""
+        del timeout
+        return True
+
     def ready(self) -> bool:
         """An open stream on a connected channel, or one that has delivered since it failed."""
         if not self._stream_alive or self._stopping.is_set():

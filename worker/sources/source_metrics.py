@@ -56,3 +56,9 @@ class PubSubSourceCollector(Collector):
         )
         held.add_metric([], snapshot["held"])
         yield held
+        queued = GaugeMetricFamily(
+            "lookout_pubsub_queued_messages",
+            "Messages pulled ahead of the engine and not yet handed to it.",
+        )
+        queued.add_metric([], snapshot["queued"])
+        yield queued
