@@ -42,9 +42,10 @@ def memory_status() -> dict[str, float]:
 def measure(records: int, rate: float, tuned: bool) -> None:
     """One variant: fold `records` simulated records, print one JSON line per mark."""
     if tuned:
-        from worker.memory_tuning import tune_malloc
+        from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
         tune_malloc(os.environ)
+        use_system_arrow_pool(os.environ)
     from schemas.config import LookoutConfig
     from worker.cli.demo import DEMO_START
     from worker.cli.pipeline import build_pipeline
@@ -82,8 +83,12 @@ def measure(records: int, rate: float, tuned: bool) -> None:
 def run_variant(name: str, records: int, rate: float) -> list[dict[str, float]]:
     command = [sys.executable, "-m", "bench.memory_bench", "--child", name]
     command += ["--records", str(records), "--rate", str(rate)]
-    # the baseline must not inherit an operator's MALLOC_* tuning from this shell either
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    # the baseline must not inherit an operator's MALLOC_* or Arrow tuning from this shell
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "ARROW_DEFAULT_MEMORY_POOL")
+    }
     done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 

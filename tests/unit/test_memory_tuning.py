@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.memory_tuning import M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, tune_malloc
+from worker.memory_tuning import (
+    M_ARENA_MAX,
+    M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD,
+    tune_malloc,
+    use_system_arrow_pool,
+)
 
 #: after a 16 MiB buffer is freed, is a fresh 1 MiB buffer a mapping of its own? Prints
 #: "mapped" or "heap". glibc's mallinfo2 counts bytes in mmapped chunks as `hblkhd`.
@@ -45,15 +51,30 @@ PROBE = textwrap.dedent(
 )
 
 
-def _probe(start: str, tmp_path: Path) -> str:
+def _run(code: str, tmp_path: Path) -> str:
+    """Run `code` in a fresh interpreter with a clean environment; its last line of output."""
     script = tmp_path / "probe.py"
-    script.write_text(PROBE.format(start=start))
+    script.write_text(code)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])}
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1]
+
+
+def _probe(start: str, tmp_path: Path) -> str:
+    return _run(PROBE.format(start=start), tmp_path)
+
+
+def _cli_start(tmp_path: Path) -> str:
+    """Python that runs one quick `lookout` command in-process, as the entry point does."""
+    config = tmp_path / "lookout.yaml"
+    config.write_text("engine:\n  window_seconds: 60\n")
+    return (
+        "from worker.cli.app import app\n"
+        f"app(['config', 'check', {str(config)!r}], standalone_mode=False)\n"
+    )
 
 
 def test_without_tuning_a_freed_large_buffer_keeps_later_buffers_in_the_heap(
@@ -64,13 +85,20 @@ def test_without_tuning_a_freed_large_buffer_keeps_later_buffers_in_the_heap(
 
 
 def test_the_cli_start_up_gives_large_buffers_their_own_mappings(tmp_path: Path) -> None:
-    config = tmp_path / "lookout.yaml"
-    config.write_text("engine:\n  window_seconds: 60\n")
-    start = (
-        "from worker.cli.app import app\n"
-        f"app(['config', 'check', {str(config)!r}], standalone_mode=False)\n"
+    assert _probe(_cli_start(tmp_path), tmp_path) == "mapped"
+
+
+def test_after_the_cli_start_up_arrow_allocates_through_malloc(tmp_path: Path) -> None:
+    code = _cli_start(tmp_path) + (
+        "import pyarrow\nprint(pyarrow.default_memory_pool().backend_name)\n"
     )
-    assert _probe(start, tmp_path) == "mapped"
+    assert _run(code, tmp_path) == "system"
+
+
+def test_an_operators_arrow_pool_wins() -> None:
+    environ = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+    assert not use_system_arrow_pool(environ)
+    assert environ == {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 
 
 def test_every_parameter_is_applied_when_the_environment_sets_none() -> None:
