@@ -5,13 +5,13 @@ malloc's arenas grew from 48 MB at 10k records to 147 MB, of which 79 MB were fr
 live allocations stayed near 70 MB: glibc raises its mmap threshold dynamically (up to 32 MB)
 after the first large buffer is freed, so every later numpy column of a poll comes from an
 arena, and an arena's top cannot be returned while a small object sits above the freed holes.
-Tuned, the arenas held 65 MB with 3-7 MB free. Over 1M records, with Arrow's pool below,
-peak RSS was 338 MB against 435 MB untuned, flat within ±3% from 100k records on
-(`python -m bench.memory_bench` compares both in one run). The price is CPU in the kernel:
-about 0.4 s more system time per 100k replayed lines (mappings made and zeroed afresh). A fixed mmap
-threshold keeps those buffers in their own mappings, handed back to the kernel when freed; a
-small trim threshold returns the heap's free top promptly; two arenas stop each thread
-(DuckDB's, the reader, the HTTP server) from keeping a heap of its own.
+A fixed mmap threshold keeps those buffers in their own mappings, handed back to the kernel
+when freed; a small trim threshold returns the heap's free top promptly; two arenas stop each
+thread (DuckDB's, the reader, the HTTP server) from keeping a heap of its own. Tuned, the
+arenas held 65 MB with 3-7 MB free. Over 1M records, with Arrow's pool below, peak RSS was
+338 MB against 435 MB untuned, flat within ±3% from 100k records on (`python -m
+bench.memory_bench` compares both in one run). The price is CPU in the kernel: about 0.4 s
+more system time per 100k replayed lines (mappings made and zeroed afresh).
 
 Arrow's default pool (mimalloc in the pyarrow wheels) keeps the segments it once used: with
 the tuned glibc underneath, Arrow's system pool held 18-22 MB less from the first checkpoints
