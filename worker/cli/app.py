@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import ConfigError, LookoutConfig, load_config
+from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
 app = typer.Typer(
     name="lookout",
@@ -163,6 +164,8 @@ def global_options(
     ] = None,
 ) -> None:
     """Options for every command; they go before the command's name."""
+    tune_malloc(os.environ)  # before any thread starts: see worker/memory_tuning.py
+    use_system_arrow_pool(os.environ)
     setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
