@@ -49,7 +49,7 @@ class PubSubSourceConfig(_Strict):
     #: "unary" pull measured faster for this workload (see worker/sources/pubsub_source.py)
     mode: Literal["unary", "streaming"] = "unary"
     #: flow control: messages and bytes held un-acked at once (bounds memory)
-    max_messages: int = Field(default=2000, ge=1)
+    max_messages: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     #: messages asked for per pull and folded together (Pub/Sub returns at most 1,000); small
     #: pulls of single-record messages pay the per-fold cost for a handful of records
@@ -126,7 +126,7 @@ class EngineConfig(_Strict):
     allowed_lateness_seconds: float = Field(default=30.0, ge=0)
     checkpoint_seconds: float = Field(default=5.0, gt=0)
     #: also checkpoint when this many messages are waiting for their ack
-    checkpoint_max_messages: int = Field(default=1000, ge=1)
+    checkpoint_max_messages: int = Field(default=5000, ge=1)
     max_open_windows: int = Field(default=512, ge=4)
     #: identifies this replica's partial rows; defaults to host name and process id
     writer_id: str | None = None

@@ -26,6 +26,7 @@ import numpy as np
 from detectors.base import Detector
 from schemas.batch import LogBatch
 from schemas.detection import Alert, Detection
+from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
@@ -44,7 +45,7 @@ class EngineSettings:
     checkpoint_seconds: float = 5.0
     #: also checkpoint when this many messages wait for an ack (a Pub/Sub source stops handing
     #: out messages once it holds its flow-control maximum, so time alone would throttle it)
-    checkpoint_max_messages: int = 1000
+    checkpoint_max_messages: int = 5000
     max_open_windows: int = 512
     writer_id: str = "worker"
     #: checkpoint early once this many judged windows wait to be written and dropped
@@ -339,6 +340,8 @@ class Engine:
         try:
             if not checkpoint.empty:
                 self._sink.write_checkpoint(checkpoint)
+        except SinkBroken:
+            raise  # never writable again: retrying would hold every ack forever
         except Exception as error:
             self._last_checkpoint_failed = True
             self.stats.checkpoint_failures += 1

@@ -28,7 +28,7 @@ class PubSubSourceSettings:
     mode: PullMode = "unary"
     #: flow control: messages (and bytes, passed by at most one pull) held for the engine or
     #: pulled ahead of it, at once
-    max_messages: int = 2000
+    max_messages: int = 10_000
     max_bytes: int = 256 * 1024 * 1024
     #: unary mode: messages one pull asks for (Pub/Sub returns at most 1,000)
     pull_max_messages: int = 1000

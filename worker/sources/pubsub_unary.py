@@ -53,7 +53,7 @@ class PullLimits:
     """Flow control for unary pull: what one pull asks for, what may be held at once."""
 
     pull_max_messages: int = 1000
-    max_messages: int = 2000
+    max_messages: int = 10_000
     max_bytes: int = 256 * 1024 * 1024
     #: pulls in flight at once: a pull returns at most a few hundred messages (the emulator
     #: 100) and waits one round trip, so one pull at a time caps throughput at that
