@@ -35,3 +35,10 @@ def describe(error: BaseException) -> str:
     if not message:
         message = "no answer in time" if isinstance(error, TimeoutError) else "no detail"
     return f"{type(error).__name__}: {message}".splitlines()[0]
+
+
+class SinkBroken(LookoutError):
+    """The sink can never accept a write again in this process (DuckDB invalidates a database
+    after a fatal error, e.g. its own checkpoint running out of `memory_limit`). Retrying would
+    spin forever while nothing is acked; the worker stops instead, so Kubernetes restarts it and
+    Pub/Sub redelivers everything not yet acknowledged — nothing is lost."""

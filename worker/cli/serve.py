@@ -12,6 +12,7 @@ from pathlib import Path
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
 from schemas.errors import DecodeError
 from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.errors import SinkBroken
 from worker.health import HealthServer
 from worker.runner import RunSettings, run
 from worker.source import Source
@@ -136,6 +137,8 @@ def serve_evaluator(config: LookoutConfig) -> int:
             try:
                 frontier = sink.load_frontier(config.engine.writer_active_seconds)
                 judged += engine.judge_stored(frontier)
+            except SinkBroken:
+                raise  # never writable again: stop, a restart reconnects
             except Exception as error:  # the sink is down: keep going, judge when it is back
                 log.warning("cannot read %s to judge windows, will retry: %s", sink.name, error)
             engine.tick()

@@ -33,6 +33,7 @@ import orjson
 import pyarrow as pa
 
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
+from worker.errors import SinkBroken
 from worker.sink import (
     BaselineAccept,
     Checkpoint,
@@ -247,6 +248,7 @@ class DuckDBSink:
         self._con = duckdb.connect(
             str(path), config={"memory_limit": memory_limit, "allocator_background_threads": True}
         )
+        self._memory_limit = memory_limit
         self._lock = threading.Lock()
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         with self._lock:
@@ -282,7 +284,11 @@ class DuckDBSink:
                         },
                     )
                 con.execute("COMMIT")
-            except BaseException:
+            except BaseException as error:
+                if _is_fatal(error):
+                    raise SinkBroken(
+                        _broken_message(self.path, self._memory_limit, error)
+                    ) from error
                 con.execute("ROLLBACK")
                 raise
 
@@ -613,3 +619,17 @@ def compact_file(path: Path) -> int:
         con.close()
     target.replace(path)
     return path.stat().st_size
+
+
+def _is_fatal(error: BaseException) -> bool:
+    """DuckDB's fatal errors invalidate the database: every later statement fails the same way."""
+    return isinstance(error, duckdb.FatalException) or "database has been invalidated" in str(error)
+
+
+def _broken_message(path: Path | str, memory_limit: str, error: BaseException) -> str:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (
+        f"the DuckDB sink {path} stopped accepting writes after a fatal error ({detail}); "
+        f"if it ran out of memory, raise sink.memory_limit (now {memory_limit}) and restart: "
+        "what was not checkpointed was not acknowledged, so nothing is lost"
+    )
