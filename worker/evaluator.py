@@ -272,7 +272,11 @@ class WindowEvaluator:
                 if detector.history_windows:
                     frozen = self._stream(model, name)
                     frozen.add_incident(start, state, span - 1, self._window)
-                    evidence = detection.details.get("clear_evidence")
+                    # the evidence of a return with the incident's level taken from before the
+                    # return began (`detectors._sequential.return_evidence`), where given
+                    evidence = detection.details.get(
+                        "return_evidence", detection.details.get("clear_evidence")
+                    )
                     frozen.note_evidence(start, None if evidence is None else float(evidence))
                     if isinstance(self._tracker, EvidenceTracker) and frozen.incident:
                         first = datetime.fromtimestamp(frozen.incident[0][0], tz=UTC)
