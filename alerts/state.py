@@ -33,6 +33,8 @@ Rules that make it safe to call from anywhere:
   judge against the frozen pre-incident baseline) until the condition clears or someone
   accepts the new level (`accept`, from `lookout baseline accept` or `accept_after`), which
   resolves it saying so. Never a silent resolve.
+- `restart`: the evaluator closes an open incident whose evidence had returned to the
+  baseline when a fresh rise follows; the rise is a new incident with its own page.
 - `to_rows()` / `from_rows()` carry the whole state (open incidents, per-key last fire and
   resolve times, stream watermarks) through the sink as JSON-ready dicts, so a restarted or
   second evaluator continues the same incidents instead of paging again.
@@ -175,6 +177,20 @@ class AlertTracker:
                         incident, detection, alerts, numbers=True, note=note, verb="accepted"
                     )
                 )
+        return alerts
+
+    def restart(self, detection: Detection, note: str) -> list[Alert]:
+        """Close every open incident of the detection's stream as cleared, because a new
+        incident begins with this detection (the evaluator saw the old one return before a
+        fresh rise). Paged ones get a resolve saying so; the detection itself is then
+        `observe`d as the new incident's first window. The watermark is left alone."""
+        alerts: list[Alert] = []
+        for incident in list(self._incidents.values()):
+            if incident.is_open and (incident.model, incident.detector) == (
+                detection.model,
+                detection.detector,
+            ):
+                self._store(self._resolve(incident, detection, alerts, numbers=False, note=note))
         return alerts
 
     def open_incidents(self) -> list[Incident]:

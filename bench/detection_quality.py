@@ -163,12 +163,19 @@ class Makers:
 
 
 def _pages_and_resolves(alerts: Sequence[tuple[int, Alert]]) -> tuple[list[int], list[int]]:
+    """Window indices of pages and of resolves. A resolve that comes just before a page in the
+    same window (an earlier incident closed because a new one begins) counts half a window
+    earlier, so it is not taken for a resolve during the new incident."""
     pages = [
         i
         for i, a in alerts
         if a.status == "firing" and "sustained" not in a.summary and "escalated" not in a.summary
     ]
-    resolves = [i for i, a in alerts if a.status == "resolved"]
+    resolves = [
+        i - 1 if any(j == i and b.status == "firing" for j, b in alerts[n + 1 :]) else i
+        for n, (i, a) in enumerate(alerts)
+        if a.status == "resolved"
+    ]
     return pages, resolves
 
 
@@ -385,14 +392,45 @@ def row(case: Case, o: Outcome) -> str:
     )
 
 
+def cell(case: Case, o: Outcome) -> str:
+    """One README cell: caught within 5 windows (median windows to the page) · pages per
+    incident · resolves while it was still on · median resolve lag; controls: false pages."""
+    if not o.streams:
+        return "–"
+    if case.duration == 0:
+        return f"{1000 * o.false_pages / max(o.quiet_windows, 1):.2f}/1k"
+    per = f"{np.mean(o.pages):.2f}" if o.pages else "–"
+    return (
+        f"{o.caught5}/{len(o.pages)} ({_median(o.ttd)}) · {per} · {o.resolves_during} · "
+        f"{_median(o.lag)}"
+    )
+
+
+def readme_table(results: dict[tuple[str, str], dict[int, tuple[Case, Outcome, Outcome]]]) -> None:
+    """The README's table: Lookout and the same-run baseline side by side per traffic level."""
+    traffic = sorted({n for cells in results.values() for n in cells})
+    head = [f"Lookout {n:,}" for n in traffic] + [f"baseline {n:,}" for n in traffic]
+    print("| detector | incident | " + " | ".join(head) + " |")
+    print("|---|---|" + "---|" * len(head))
+    for (detector, label), cells in results.items():
+        ours = [cell(cells[n][0], cells[n][1]) if n in cells else "–" for n in traffic]
+        theirs = [cell(cells[n][0], cells[n][2]) if n in cells else "–" for n in traffic]
+        print(f"| {detector} | {label} | " + " | ".join(ours + theirs) + " |", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-evidently", action="store_true")
     parser.add_argument("--only", help="one detector (safety, latency, tokens, embedding_drift)")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="the README's table: 30-minute and 6-hour incidents at 100, 500 and 2,000 calls",
+    )
     args = parser.parse_args(argv)
-    traffic = (100, 500, 2_000) if args.quick else (50, 100, 500, 2_000, 20_000)
+    traffic = (100, 500, 2_000) if args.quick or args.readme else (50, 100, 500, 2_000, 20_000)
     seeds = 3 if args.quick else args.seeds
     began = time.perf_counter()
     rng = np.random.default_rng(2026)
@@ -407,9 +445,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     assert reference is not None
     ref_sample = makers.quiet_pool[rng.integers(0, 20_000, 2_000)]
-    print("| detector | incident | calls/window (peak) | Lookout | baseline |")
-    print("|---|---|---|---|---|")
-    for case in cases(traffic, args.quick):
+    if not args.readme:
+        print("| detector | incident | calls/window (peak) | Lookout | baseline |")
+        print("|---|---|---|---|---|")
+    results: dict[tuple[str, str], dict[int, tuple[Case, Outcome, Outcome]]] = {}
+    for case in cases(traffic, args.quick or args.readme):
         if args.only and case.detector != args.only:
             continue
         use_evidently = (
@@ -419,6 +459,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             and ("30 min" in case.label or case.label == "control")
         )
         ours, theirs = run_case(case, seeds, makers, reference, ref_sample, use_evidently)
+        if args.readme:
+            if case.detector == "embedding_drift" and not use_evidently:
+                theirs = Outcome()  # not run: printed as "–"
+            results.setdefault((case.detector, case.label), {})[case.traffic] = (
+                case,
+                ours,
+                theirs,
+            )
+            continue
         if case.detector == "embedding_drift":
             other = f"evidently default: {row(case, theirs)}" if use_evidently else "–"
         else:
@@ -427,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"| {case.detector} | {case.label} | {case.traffic:,} | {row(case, ours)} | {other} |",
             flush=True,
         )
+    if args.readme:
+        readme_table(results)
     print(f"\n{seeds} seeds per cell, {time.perf_counter() - began:.0f} s")
 
 

@@ -26,7 +26,7 @@ Two questions a single window cannot answer at low traffic, each with its own to
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -65,3 +65,38 @@ def level_windows(windows: Sequence[T]) -> Sequence[T]:
     more than three, so the windows whose return is being judged do not drag the incident's
     level towards the baseline."""
     return windows[:-2] if len(windows) > 3 else windows
+
+
+def excursion_start(llrs: Sequence[float]) -> int:
+    """Index of the first window of the CUSUM's current excursion above zero (len if none)."""
+    s, began = 0.0, len(llrs)
+    for i, llr in enumerate(llrs):
+        s = max(0.0, s + llr)
+        if s == 0.0:
+            began = i + 1
+    return began
+
+
+def return_evidence(
+    windows: Sequence[T], llrs: Callable[[Sequence[T]], list[float]]
+) -> tuple[float, float]:
+    """CUSUM evidence (nats) that an open incident's windows are back at the baseline:
+    (with the incident level from `level_windows`, with it from the windows before the
+    CUSUM's current excursion).
+
+    `llrs(level_from)` gives each window's log-likelihood ratio baseline vs the incident level
+    estimated from the windows `level_from`. The first figure decides when an incident has
+    cleared. The second leaves out the windows of a return already under way, which otherwise
+    drag the level towards the baseline so that the two levels are hard to tell apart and the
+    evidence barely grows (a false page at 500 calls a window took about 10 quiet windows to
+    reach the threshold); it is what tells the evaluator that a false page had returned when
+    a new rise follows (`worker.evaluator`). It is not used to clear: on real incidents at low
+    traffic it also reaches the threshold on chance low stretches now and then.
+    """
+    used = level_windows(windows)
+    increments = llrs(used)
+    evidence = cusum(increments)
+    began = excursion_start(increments)
+    if 0 < began < len(used):
+        return evidence, cusum(llrs(used[:began]))
+    return evidence, evidence

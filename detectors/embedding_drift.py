@@ -412,7 +412,11 @@ class EmbeddingDriftDetector:
                 windows, used[:began], phi, mean_ref, eigenvalues, reference.count
             )
         evidence = cusum(llrs)
-        return evidence >= cfg.clear_threshold, evidence
+        # and the windows that make the evidence hold at least a testable sample: at 10 calls a
+        # window, one or two windows with hardly a shifted prompt are, by likelihood, strong
+        # evidence of a return, and resolved 6-hour incidents while they lasted
+        returning = sum(w.count for w in windows[_excursion_start(llrs) :])
+        return evidence >= cfg.clear_threshold and returning >= cfg.min_sample, evidence
 
     def _return_llrs(
         self,

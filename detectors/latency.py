@@ -26,7 +26,7 @@ the bucket where the running count first exceeds floor(q·(count−1)).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,7 +39,7 @@ from detectors._math import (
     burn_rate,
     rate_increase_pvalue,
 )
-from detectors._sequential import binomial_llr, cusum, level_windows, span_alpha
+from detectors._sequential import binomial_llr, return_evidence, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -248,8 +248,10 @@ class LatencyDetector:
                 base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
                 k95 = int(self.buckets.index(np.array([base95]))[0])
                 share = int(ref.counts[k95 + 1 :].sum()) / n0
-                cleared, evidence = self._cleared(state, baseline, base95, share)
-                details.update({"cleared": cleared, "clear_evidence": evidence})
+                cleared, evidence, returned = self._cleared(state, baseline, base95, share)
+                details.update(
+                    {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+                )
                 return detection(
                     verdict="ok" if cleared else "alert",
                     condition=condition,
@@ -292,8 +294,10 @@ class LatencyDetector:
             "p_value": p,
         }
         if baseline.in_incident and not firing:
-            cleared, evidence = self._cleared(state, baseline, base95, x0 / n0)
-            details.update({"cleared": cleared, "clear_evidence": evidence})
+            cleared, evidence, returned = self._cleared(state, baseline, base95, x0 / n0)
+            details.update(
+                {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+            )
             if not cleared:
                 return detection(
                     verdict="alert",
@@ -326,19 +330,20 @@ class LatencyDetector:
         baseline: Baseline[LatencyState],
         base95: float,
         base_share: float,
-    ) -> tuple[bool, float]:
+    ) -> tuple[bool, float, float]:
         """Has the open incident returned to the pre-incident latency? A CUSUM (nats) on the
         share of calls slower than the frozen baseline's p95: `base_share` before the incident,
         the incident's pooled share during it."""
         k95 = int(self.buckets.index(np.array([base95]))[0])
         windows = [*baseline.recent, state]
-        slow = [int(w.counts[k95 + 1 :].sum()) for w in windows]
-        calls = [w.count for w in windows]
-        total = sum(level_windows(calls))
-        level = sum(level_windows(slow)) / total if total else base_share
-        # the incident level is at least 1.5× the baseline share, so a flat stream can clear
-        level = max(level, min(1.5 * base_share, (1 + base_share) / 2))
-        evidence = cusum(
-            [binomial_llr(x, n, base_share, level) for x, n in zip(slow, calls, strict=True)]
-        )
-        return evidence >= self.config.sequential.clear_threshold, evidence
+        counted = [(int(w.counts[k95 + 1 :].sum()), w.count) for w in windows]
+
+        def llrs(level_from: Sequence[tuple[int, int]]) -> list[float]:
+            total = sum(n for _, n in level_from)
+            level = sum(x for x, _ in level_from) / total if total else base_share
+            # the incident level is at least 1.5× the baseline share, so a flat stream clears
+            level = max(level, min(1.5 * base_share, (1 + base_share) / 2))
+            return [binomial_llr(x, n, base_share, level) for x, n in counted]
+
+        evidence, returned = return_evidence(counted, llrs)
+        return evidence >= self.config.sequential.clear_threshold, evidence, returned

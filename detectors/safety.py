@@ -19,14 +19,14 @@ Two conditions, one detection per window:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors._math import rate_increase_pvalue, wilson_interval
-from detectors._sequential import binomial_llr, cusum, level_windows, span_alpha
+from detectors._sequential import binomial_llr, return_evidence, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -234,8 +234,10 @@ class SafetyDetector:
                 # too few calls to test this window alone, but they still count as evidence
                 # for (or against) the incident having ended
                 base = max(sum(h.blocked for h in baseline.history) / n0, cfg.min_baseline_rate)
-                cleared, evidence = self._cleared(state, baseline, base)
-                details.update({"cleared": cleared, "clear_evidence": evidence})
+                cleared, evidence, returned = self._cleared(state, baseline, base)
+                details.update(
+                    {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+                )
                 return detection(
                     verdict="ok" if cleared else "alert",
                     condition=condition,
@@ -271,8 +273,10 @@ class SafetyDetector:
             "p_value": p,
         }
         if baseline.in_incident and not firing:
-            cleared, evidence = self._cleared(state, baseline, base)
-            details.update({"cleared": cleared, "clear_evidence": evidence})
+            cleared, evidence, returned = self._cleared(state, baseline, base)
+            details.update(
+                {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+            )
             if not cleared:
                 return detection(
                     verdict="alert",
@@ -301,15 +305,20 @@ class SafetyDetector:
 
     def _cleared(
         self, state: SafetyState, baseline: Baseline[SafetyState], base: float
-    ) -> tuple[bool, float]:
-        """Has the open incident returned to the pre-incident rate `base`? (CUSUM, nats)."""
+    ) -> tuple[bool, float, float]:
+        """Has the open incident returned to the pre-incident rate `base`? (CUSUM, nats; see
+        `return_evidence` for the two figures)."""
         cfg = self.config
         windows = [*baseline.recent, state]
-        calls = sum(w.calls for w in level_windows(windows))
-        level = sum(w.blocked for w in level_windows(windows)) / calls if calls else base
-        level = max(level, base * cfg.min_ratio)
-        evidence = cusum([binomial_llr(w.blocked, w.calls, base, level) for w in windows])
-        return evidence >= cfg.sequential.clear_threshold, evidence
+
+        def llrs(level_from: Sequence[SafetyState]) -> list[float]:
+            calls = sum(w.calls for w in level_from)
+            level = sum(w.blocked for w in level_from) / calls if calls else base
+            level = max(level, base * cfg.min_ratio)
+            return [binomial_llr(w.blocked, w.calls, base, level) for w in windows]
+
+        evidence, returned = return_evidence(windows, llrs)
+        return evidence >= cfg.sequential.clear_threshold, evidence, returned
 
 
 def _top(counts: Counts) -> str:

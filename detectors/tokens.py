@@ -20,14 +20,14 @@ Conditions (one detection per window):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors._math import ewma_mean_and_variance, mean_and_variance, normal_sf
-from detectors._sequential import cusum, level_windows, normal_llr, span_alpha
+from detectors._sequential import normal_llr, return_evidence, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -187,8 +187,10 @@ class TokensDetector:
             if baseline.in_incident and state.output_calls and n0 >= cfg.min_baseline_calls:
                 # too few calls to test this window alone; they still count as evidence
                 base, _, _ = self._ewma(baseline.history)
-                cleared, evidence = self._cleared(state, baseline, base)
-                details.update({"cleared": cleared, "clear_evidence": evidence})
+                cleared, evidence, returned = self._cleared(state, baseline, base)
+                details.update(
+                    {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+                )
                 return detection(
                     verdict="ok" if cleared else "alert",
                     condition=condition,
@@ -230,8 +232,10 @@ class TokensDetector:
             "p_value": p,
         }
         if baseline.in_incident and not firing:
-            cleared, evidence = self._cleared(state, baseline, base)
-            details.update({"cleared": cleared, "clear_evidence": evidence})
+            cleared, evidence, returned = self._cleared(state, baseline, base)
+            details.update(
+                {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
+            )
             if not cleared:
                 return detection(
                     verdict="alert",
@@ -277,20 +281,24 @@ class TokensDetector:
 
     def _cleared(
         self, state: TokensState, baseline: Baseline[TokensState], base: float
-    ) -> tuple[bool, float]:
+    ) -> tuple[bool, float, float]:
         """Has the open incident returned to the pre-incident mean `base`? (CUSUM, nats)."""
         cfg = self.config
         windows = [*baseline.recent, state]
-        pooled = self.empty()
-        for w in level_windows(windows):
-            pooled = self.merge(pooled, w)
-        level, var = mean_and_variance(
-            pooled.output_calls, pooled.output_tokens, pooled.output_tokens_sq
-        )
-        level = max(level, base * cfg.min_ratio)
-        llrs = []
-        for w in windows:
-            mean, _ = mean_and_variance(w.output_calls, w.output_tokens, w.output_tokens_sq)
-            llrs.append(normal_llr(mean, w.output_calls, var, base, level))
-        evidence = cusum(llrs)
-        return evidence >= cfg.sequential.clear_threshold, evidence
+        means = [
+            (mean_and_variance(w.output_calls, w.output_tokens, w.output_tokens_sq)[0], w)
+            for w in windows
+        ]
+
+        def llrs(level_from: Sequence[tuple[float, TokensState]]) -> list[float]:
+            pooled = self.empty()
+            for _, w in level_from:
+                pooled = self.merge(pooled, w)
+            level, var = mean_and_variance(
+                pooled.output_calls, pooled.output_tokens, pooled.output_tokens_sq
+            )
+            level = max(level, base * cfg.min_ratio)
+            return [normal_llr(mean, w.output_calls, var, base, level) for mean, w in means]
+
+        evidence, returned = return_evidence(means, llrs)
+        return evidence >= cfg.sequential.clear_threshold, evidence, returned

@@ -31,6 +31,7 @@ persisted through the checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ from worker.sink import BaselineAccept
 
 #: incident windows kept for the "has it cleared?" judgement and for an acceptance (at least)
 MIN_INCIDENT_WINDOWS = 24
+#: evidence (nats) that an open incident had returned to its baseline, after which a fresh
+#: rise is a new incident (see `WindowEvaluator._fresh_onset`)
+LEAN_NATS = math.log(1000)
+#: windows after the return pooled with the current one for the fresh onset test (at most)
+ONSET_SPAN = 8
 
 
 @dataclass
@@ -65,6 +71,13 @@ class _Stream:
     incident: deque[tuple[int, Any]] | None = None
     #: the newest window start this stream has seen (baseline or incident)
     last_start: int | None = None
+    #: the most evidence of a return the open incident has shown, and the window that showed it
+    #: (see `WindowEvaluator._fresh_onset`)
+    lean: float = 0.0
+    lean_at: int | None = None
+    #: the first window of the return that evidence came from (the CUSUM's excursion)
+    lean_from: int | None = None
+    excursion_from: int | None = None
 
     def history(self, start: int, window: int) -> tuple[Any, ...]:
         """Baseline states for the window at `start`, oldest first (empties for quiet gaps)."""
@@ -99,6 +112,7 @@ class _Stream:
         if self.incident is None:
             keep = max(self.depth, MIN_INCIDENT_WINDOWS)
             self.incident = deque(maxlen=keep)
+            self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
             # the windows pooled with the firing one belong to the incident, not the baseline
             first = start - pulled_back * window
             moved = [item for item in self.clean if first <= item[0] < start]
@@ -107,6 +121,24 @@ class _Stream:
             self.incident.extend(moved)
         self.incident.append((start, state))
         self.last_start = max(start, self.last_start or start)
+
+    def restart_incident(self, since: int) -> None:
+        """A new incident begins with the windows from `since` on (a fresh rise after the
+        stale one had returned); the older windows stay out of the baseline, as they were."""
+        windows = [item for item in self.incident or () if item[0] >= since]
+        self.incident = deque(windows, maxlen=max(self.depth, MIN_INCIDENT_WINDOWS))
+        self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
+
+    def note_evidence(self, start: int, evidence: float | None) -> None:
+        """Track the largest evidence of a return and the stretch of windows it came from
+        (None: the window fired on its own, which resets the CUSUM's excursion)."""
+        if evidence is None or evidence <= 0:
+            self.excursion_from = None
+            return
+        if self.excursion_from is None:
+            self.excursion_from = start
+        if evidence > self.lean:
+            self.lean, self.lean_at, self.lean_from = evidence, start, self.excursion_from
 
     def accept(self) -> list[Any]:
         """The incident's windows become the baseline; returns them, oldest first."""
@@ -223,6 +255,15 @@ class WindowEvaluator:
             key = (model, name)
             state = states[name]
             detection = detector.evaluate(state, self._baseline(model, name, start), window)
+            onset = self._fresh_onset(model, name, detector, state, detection, window)
+            if onset is not None:
+                detection, since, lean = onset
+                note = (
+                    f"the evidence had returned to the pre-incident level ({lean:.1f} nats) "
+                    "before a new rise, paged as a new incident"
+                )
+                result.alerts.extend(self._tracker.restart(detection, note))
+                self._stream(model, name).restart_incident(since)
             result.detections.append(detection)
             result.alerts.extend(self._tracker.observe(detection))
             incident = self._tracker.open_incident(model, name)
@@ -231,6 +272,12 @@ class WindowEvaluator:
                 if detector.history_windows:
                     frozen = self._stream(model, name)
                     frozen.add_incident(start, state, span - 1, self._window)
+                    # the evidence of a return with the incident's level taken from before the
+                    # return began (`detectors._sequential.return_evidence`), where given
+                    evidence = detection.details.get(
+                        "return_evidence", detection.details.get("clear_evidence")
+                    )
+                    frozen.note_evidence(start, None if evidence is None else float(evidence))
                     if isinstance(self._tracker, EvidenceTracker) and frozen.incident:
                         first = datetime.fromtimestamp(frozen.incident[0][0], tz=UTC)
                         self._tracker.exclude(model, name, first, window.end)
@@ -249,6 +296,58 @@ class WindowEvaluator:
                 self._references[key] = reference
                 result.references[key] = reference
         return result
+
+    def _fresh_onset(
+        self,
+        model: str,
+        name: str,
+        detector: Detector[Any],
+        state: Any,
+        detection: Detection,
+        window: WindowRef,
+    ) -> tuple[Detection, int, float] | None:
+        """A new incident rising after the open one had returned, or None.
+
+        While an incident is open the detector judges each window against the frozen
+        pre-incident baseline and keeps it `alert` until the CUSUM says the level is back, so a
+        real incident starting soon after a false alarm would just keep the stale one open: no
+        page. Once the incident's evidence of a return has reached `LEAN_NATS` (the windows
+        since it began look like the baseline, by a likelihood ratio of e^LEAN_NATS), the
+        windows after that point are judged as a fresh start: the detector's ordinary onset
+        test (pooled spans at their corrected level) on them against the same frozen baseline.
+        If it fires, the stale incident resolves and a new one pages. Inside one real incident
+        this needs the incident to look like the baseline for a stretch first, which is as
+        rare as the CUSUM reaching LEAN_NATS there (about once in e^LEAN_NATS windows).
+
+        Returns the onset detection, the first window start of the new incident, and the
+        evidence of the return before it.
+        """
+        if detection.verdict != "alert" or not detector.history_windows:
+            return None
+        if (model, name) in self._references:
+            return None  # judged against a pinned reference, not the windows before
+        stream = self._streams.get((model, name))
+        if stream is None or stream.incident is None or stream.lean_at is None:
+            return None
+        if stream.lean < LEAN_NATS or stream.lean_from is None:
+            return None
+        start = int(window.start.timestamp())
+        since = stream.lean_at + self._window
+        after = tuple(s for t, s in stream.incident if t >= since)[-(ONSET_SPAN - 1) :]
+        returned = tuple(s for t, s in stream.incident if stream.lean_from <= t < since)
+        frozen = stream.history(start, self._window)
+        # above the pre-incident baseline, and above the windows of the return itself
+        onset = detector.evaluate(state, Baseline(history=frozen + after), window)
+        if onset.verdict != "alert" or onset.condition != detection.condition:
+            return None
+        rise = detector.evaluate(state, Baseline(history=returned + after), window)
+        if rise.verdict != "alert" or rise.condition != detection.condition:
+            return None
+        span = int(onset.details.get("span_windows", 1))
+        first = max(since, start - (span - 1) * self._window)
+        details = {**onset.details, "new_onset": True, "returned_evidence": stream.lean}
+        reason = f"{onset.reason} A new rise after the previous incident had returned."
+        return onset.model_copy(update={"details": details, "reason": reason}), first, stream.lean
 
     def _acceptance(
         self, started: datetime | None, model: str, name: str, now: datetime

@@ -318,3 +318,20 @@ def test_a_sustained_incident_is_announced_once_under_its_own_key() -> None:
     assert window_of(alerts[1]) == 5  # six 5-minute windows = 30 min after the first
     assert "sustained level shift since 2024-05-01 00:00Z (30 min)" in alerts[1].summary
     assert {a.dedup_key for a in alerts} == {KEY}
+
+
+def test_restart_resolves_the_stale_incident_and_the_new_rise_pages_once() -> None:
+    """The evaluator's call when an incident had returned and a fresh rise follows: the stale
+    page resolves saying why, the rise pages as a new incident (same key, new start), and the
+    restart itself moves no watermark, so the rise's own window is still observed."""
+    tracker = AlertTracker(AlertingConfig())
+    alerts = [a for i in range(4) for a in tracker.observe(det(i, "alert"))]
+    assert [a.status for a in alerts] == ["firing"]
+    rise = det(4, "alert")
+    closed = tracker.restart(rise, "the evidence had returned before a new rise")
+    assert [a.status for a in closed] == ["resolved"]
+    assert "before a new rise" in closed[0].summary and closed[0].value is None
+    assert tracker.open_incident("gemini-1.5-flash", "safety") is None
+    (page,) = tracker.observe(rise)
+    assert page.status == "firing" and page.window_start == rise.window_start
+    assert [a.status for i in range(5, 8) for a in tracker.observe(det(i, "alert"))] == []

@@ -205,3 +205,39 @@ def test_a_doubled_block_rate_is_paged_within_a_few_windows(calls: int, within: 
     caught = sum(d is not None for d in delays)
     print(f"block ×2 at {calls} calls/window: {caught}/100 paged within {within} windows")
     assert caught >= (100 if calls >= 2000 else 93)
+
+
+def test_a_real_incident_after_a_false_page_that_had_returned_pages_again() -> None:
+    """A false page (one window drawn at 6% blocks, 500 calls), eight quiet windows in which
+    the evidence returns to the 2% baseline, then a real ×3 incident. Before, a stale incident
+    still open when the real one began stayed open (the real one's windows kept it alerting)
+    and the real incident never paged. Now, once the stale incident's evidence of a return
+    has reached the clearing threshold, the new rise resolves it and pages on its own."""
+    streams = caught = split = 0
+    for seed in range(40):
+        rng = np.random.default_rng([seed, 5])
+        run = Run()
+        run.feed(rng, 500, 0.02, 40)
+        run.feed(rng, 500, 0.06, 1)  # drawn high on purpose: a false page's window
+        if run.pages() != [40]:
+            continue  # the window did not page (or an earlier page is still open)
+        streams += 1
+        run.feed(rng, 500, 0.02, 8)
+        start = run.i
+        run.feed(rng, 500, 0.06, 12)
+        new = [i for i in run.pages() if i >= start]
+        if not new:
+            continue
+        caught += new[0] < start + 6
+        # exactly one page for the real incident, and it stays open while it lasts
+        assert len(new) == 1, run.alerts
+        assert all(run.open_at[new[0] : run.i])
+        # the false page was closed first: by its own clearing, or as the new rise began
+        stale = [a for i, a in run.of("resolved") if i <= new[0]]
+        assert len(stale) == 1
+        split += "before a new rise" in stale[0].summary
+    print(
+        f"real ×3 incident 8 windows after a false page: {caught}/{streams} paged within 6 "
+        f"windows ({split} closing the stale incident as they paged)"
+    )
+    assert streams >= 30 and caught == streams
