@@ -7,8 +7,8 @@ RETUNE := $(VENV)/.retune-installed
 
 .PHONY: demo test lint typecheck unit tools bench clean
 
-# the editable install also compiles the decoder's fast path (setup.py): rebuild when it changes
-$(STAMP): pyproject.toml requirements.lock setup.py $(wildcard schemas/decode/_fast*.pyx schemas/decode/_fast*.pxi)
+# the editable install also compiles the decoder's fast path and the id hash (setup.py): rebuild when they change
+$(STAMP): pyproject.toml requirements.lock setup.py $(wildcard schemas/decode/_fast*.pyx schemas/decode/_fast*.pxi detectors/*.pyx)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
@@ -43,4 +43,5 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build lookout.egg-info \
-		schemas/decode/_fastdecode.c schemas/decode/_fastdecode.*.so
+		schemas/decode/_fastdecode.c schemas/decode/_fastdecode.*.so \
+		detectors/_keyhash.c detectors/_keyhash.*.so

@@ -1,4 +1,5 @@
-"""Build of the compiled decoder (`schemas.decode._fastdecode`); everything else is pyproject.
+"""Build of the compiled decoder (`schemas.decode._fastdecode`) and request-id hash
+(`detectors._keyhash`); everything else is pyproject.
 
 The decoder is built by every ordinary install (`pip install .`, `make demo`, `make test`, the
 image's builder). Without a C compiler or the Python headers the install stops with a message
@@ -20,6 +21,8 @@ FAST_DECODE = Extension(
     include_dirs=["third_party/yyjson"],
     extra_compile_args=["-O2"],
 )
+
+KEY_HASH = Extension("detectors._keyhash", ["detectors/_keyhash.pyx"], extra_compile_args=["-O2"])
 
 NO_COMPILER = """
 Lookout's compiled decoder (schemas/decode/_fastdecode.pyx) could not be built: {error}
@@ -51,6 +54,6 @@ if os.environ.get("LOOKOUT_PURE_PYTHON") == "1":
     setup()
 else:
     setup(
-        ext_modules=cythonize([FAST_DECODE], compiler_directives={"language_level": "3"}),
+        ext_modules=cythonize([FAST_DECODE, KEY_HASH], compiler_directives={"language_level": "3"}),
         cmdclass={"build_ext": BuildDecoder},
     )

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from detectors import reservoir as rs
 from detectors.base import Detector
@@ -84,6 +83,8 @@ def slices_of(batch: LogBatch) -> list[tuple[SliceKey, LogBatch]]:
     versions, tenants = batch.model_version, batch.tenant
     if (versions == versions[0]).all() and (tenants == tenants[0]).all():
         return [((versions[0], tenants[0]), batch)]
+    import pandas as pd  # only for batches with several slices: a quarter second to import
+
     # factorize codes only: its uniques would turn None into NaN
     version_codes, _ = pd.factorize(versions, use_na_sentinel=False)
     tenant_codes, tenant_names = pd.factorize(tenants, use_na_sentinel=False)

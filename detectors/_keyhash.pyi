@@ -1,0 +1,4 @@
+import numpy as np
+import numpy.typing as npt
+
+def siphash_strings(values: npt.NDArray[np.object_], key: bytes) -> npt.NDArray[np.uint64]: ...
