@@ -78,7 +78,7 @@ def excursion_start(llrs: Sequence[float]) -> int:
 
 
 def return_evidence(
-    windows: Sequence[T], llrs: Callable[[Sequence[T]], list[float]]
+    windows: Sequence[T], llrs: Callable[[Sequence[T]], list[float]], counted_from: int = 0
 ) -> tuple[float, float]:
     """CUSUM evidence (nats) that an open incident's windows are back at the baseline:
     (with the incident level from `level_windows`, with it from the windows before the
@@ -92,11 +92,16 @@ def return_evidence(
     reach the threshold); it is what tells the evaluator that a false page had returned when
     a new rise follows (`worker.evaluator`). It is not used to clear: on real incidents at low
     traffic it also reaches the threshold on chance low stretches now and then.
+
+    Only the windows from `counted_from` on add to the CUSUM: those before it were pooled into
+    the incident's first alert. After a slow ramp they look like the baseline (that is why it
+    took a long span to see the shift), and counting them cleared such incidents within a
+    window or two of their page while the rate was still rising.
     """
     used = level_windows(windows)
-    increments = llrs(used)
+    increments = llrs(used)[counted_from:]
     evidence = cusum(increments)
-    began = excursion_start(increments)
-    if 0 < began < len(used):
-        return evidence, cusum(llrs(used[:began]))
+    began = excursion_start(increments) + counted_from
+    if counted_from < began < len(used):
+        return evidence, cusum(llrs(used[:began])[counted_from:])
     return evidence, evidence

@@ -46,12 +46,16 @@ class Baseline(Generic[StateT]):
     the baseline frozen when the incident began (no window of the incident enters it) and
     `recent` holds the incident's windows before this one, oldest first. A detector uses them to
     judge whether the condition has *cleared* against the pre-incident level (see
-    `detectors._sequential`), never as part of its baseline.
+    `detectors._sequential`), never as part of its baseline. `recent_onset` is the index in
+    `recent` of the incident's first alerting window: the windows before it were pooled into
+    that first alert (a small shift seen over several windows) and precede the page, so they
+    tell the incident's level but are no evidence that it has ended.
     """
 
     history: tuple[StateT, ...] = ()
     reference: StateT | None = None
     recent: tuple[StateT, ...] = ()
+    recent_onset: int = 0
 
     @property
     def in_incident(self) -> bool:

@@ -10,10 +10,19 @@ Two conditions, one detection per window:
   whatever it did yesterday.
 * ``block_rate_above_baseline``: the rate of the window, and of the window pooled with the
   1, 3 and 7 before it (to catch small sustained shifts at low traffic; see
-  `detectors._sequential`), against the pooled rate of the history before them, with the exact
-  conditional test for two Poisson rates and a minimum effect size. While an incident is open
-  the baseline is frozen and the window stays `alert` until a CUSUM says the rate is back to
-  the pre-incident level (`details["cleared"]`).
+  `detectors._sequential`), against the pooled rate of the recent history before them (the
+  last `history_windows`), with the exact conditional test for two Poisson rates and a minimum
+  effect size. While an incident is open the baseline is frozen and the window stays `alert`
+  until a CUSUM says the rate is back to the pre-incident level (`details["cleared"]`).
+
+  A second, older reference catches what the recent baseline absorbs: a shift too small to page
+  in its first windows (a ×2 rate starting at night, at 2 blocks a window) or a slow ramp enters
+  the recent baseline window by window, lifts it, and is never significant against it. The
+  window pooled with the 5, 11 and 23 before it is also tested against the windows *older* than
+  the recent baseline (`OLDER_WINDOWS` of them: 2 to 6 hours back at 5-minute windows). The
+  false-alarm budget is split: the recent family at ``alpha · (1 − OLDER_SHARE)``, the older at
+  ``alpha · OLDER_SHARE``, each divided among its spans (Bonferroni), so a quiet window still
+  fires with probability at most ``alpha``.
 """
 
 from __future__ import annotations
@@ -21,12 +30,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from detectors._math import rate_increase_pvalue, wilson_interval
-from detectors._sequential import binomial_llr, return_evidence, span_alpha
+from detectors._sequential import binomial_llr, return_evidence
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
@@ -35,6 +44,29 @@ from schemas.detector_config import SafetyConfig
 Counts = tuple[tuple[str, int], ...]
 OTHER = "other"
 _MAX_LABEL = 64
+#: windows older than the recent baseline kept as the second reference (hours 2–6 back with
+#: 24 recent 5-minute windows)
+OLDER_WINDOWS = 48
+#: spans (windows pooled with the current one) tested against the older reference: long
+#: ones, because what it is for is a shift that stayed below the recent tests for a while
+OLDER_SPANS: tuple[int, ...] = (6, 12, 24)
+#: the share of `alpha` spent on the older reference
+OLDER_SHARE = 0.25
+
+
+class _Test(NamedTuple):
+    """One pooled span's test: its p-value, and what the detection reports when it decides."""
+
+    p: float
+    span: int
+    calls: int
+    blocked: int
+    base_calls: int
+    base: float
+    ratio: float
+    #: the level it runs at (its family's share of alpha over the family's spans)
+    alpha: float
+    older: bool
 
 
 @dataclass(frozen=True)
@@ -97,7 +129,8 @@ class SafetyDetector:
 
     def __init__(self, config: SafetyConfig) -> None:
         self.config = config
-        self.history_windows = config.history_windows
+        self.recent_windows = config.history_windows
+        self.history_windows = config.history_windows + OLDER_WINDOWS
 
     def empty(self) -> SafetyState:
         return SafetyState()
@@ -209,31 +242,18 @@ class SafetyDetector:
         cfg = self.config
         condition = "block_rate_above_baseline"
         seq = cfg.sequential
-        # each span pools this window with the k - 1 before it and tests the pool against the
-        # history before them; during an open incident only the window itself is tested (the
-        # windows before it belong to the incident, and the baseline is frozen)
-        spans = (1,) if baseline.in_incident else seq.spans
-        tested: list[tuple[float, int, int, int, int, float, float]] = []
-        for k in spans:
-            pooled, hist = baseline.span(k)
-            if len(pooled) < k - 1:
-                continue
-            n = state.calls + sum(h.calls for h in pooled)
-            x = state.blocked + sum(h.blocked for h in pooled)
-            n0 = sum(h.calls for h in hist)
-            x0 = sum(h.blocked for h in hist)
-            if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
-                continue
-            base = max(x0 / n0, cfg.min_baseline_rate)
-            p = rate_increase_pvalue(float(x), float(n), base * n0, float(n0))
-            ratio = (x / n) / base
-            tested.append((p, k, n, x, n0, base, ratio))
+        recent = self._recent(baseline.history)
+        tested = self._tests(state, recent, seq.spans if not baseline.in_incident else (1,))
+        if not baseline.in_incident:
+            # the older reference: the windows before the recent baseline (see the module
+            # docstring); during an open incident only the window itself is tested
+            tested += self._tests(state, baseline.history, OLDER_SPANS, older=len(recent))
         if not tested:
-            n0 = sum(h.calls for h in baseline.history)
+            n0 = sum(h.calls for h in recent)
             if baseline.in_incident and state.calls and n0 >= cfg.min_baseline_calls:
                 # too few calls to test this window alone, but they still count as evidence
                 # for (or against) the incident having ended
-                base = max(sum(h.blocked for h in baseline.history) / n0, cfg.min_baseline_rate)
+                base = max(sum(h.blocked for h in recent) / n0, cfg.min_baseline_rate)
                 cleared, evidence, returned = self._cleared(state, baseline, base)
                 details.update(
                     {"cleared": cleared, "clear_evidence": evidence, "return_evidence": returned}
@@ -253,18 +273,37 @@ class SafetyDetector:
                 condition=condition,
                 reason=(
                     f"not judged: {state.calls} calls in the window (minimum {cfg.min_calls}) "
-                    f"and {n0} calls in the {len(baseline.history)} past windows "
+                    f"and {n0} calls in the {len(recent)} past windows "
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )
-        alpha = span_alpha(cfg.alpha, seq.spans)
-        firing = [t for t in tested if t[0] < alpha and t[6] >= cfg.min_ratio]
-        p, span, n, x, n0, base, ratio = min(firing) if firing else tested[0]
-        details.update({"span_windows": span, "span_calls": n, "span_blocked": x, "ratio": ratio})
+        firing = [t for t in tested if t.p < t.alpha and t.ratio >= cfg.min_ratio]
+        chosen = min(firing, key=lambda t: t.p / t.alpha) if firing else tested[0]
+        p, span, n, x, n0, base, ratio = chosen[:7]
+        details.update(
+            {
+                "span_windows": span,
+                "span_calls": n,
+                "span_blocked": x,
+                "ratio": ratio,
+                "reference": "older" if chosen.older else "recent",
+            }
+        )
+        if firing and chosen.older:
+            # the recent baseline is suspect (it did not see the shift): the incident is judged
+            # against the older reference it fired against, so every window after that
+            # reference leaves the baseline (`worker.evaluator`)
+            details["incident_windows_before"] = len(recent)
         where = "this window" if span == 1 else f"the last {span} windows"
+        past = (
+            f"the {len(baseline.history) - len(recent)} windows before the recent "
+            "baseline (older reference)"
+            if chosen.older
+            else "the past windows"
+        )
         compared = (
             f"{x} of {n} calls blocked in {where} ({x / n:.2%}) vs a baseline of {base:.2%} "
-            f"over {n0} calls in the past windows (×{ratio:.2f}, one-sided p={p:.2g})"
+            f"over {n0} calls in {past} (×{ratio:.2f}, one-sided p={p:.2g})"
         )
         common = {
             "condition": condition,
@@ -297,11 +336,61 @@ class SafetyDetector:
         return detection(
             verdict="ok",
             reason=(
-                f"block rate normal: {compared}; alerts need p<{alpha:.1g} on one of the "
-                f"{len(seq.spans)} pooled spans and ×{cfg.min_ratio:g}."
+                f"block rate normal: {compared}; alerts need p<{tested[0].alpha:.1g} on one "
+                f"of the {len(seq.spans)} pooled spans against the recent baseline (or "
+                f"p<{cfg.alpha * OLDER_SHARE / len(OLDER_SPANS):.1g} on one of "
+                f"{len(OLDER_SPANS)} longer spans against the older reference) and "
+                f"×{cfg.min_ratio:g}."
             ),
             **common,
         )
+
+    def _recent(self, history: tuple[SafetyState, ...]) -> tuple[SafetyState, ...]:
+        """The recent baseline: the last `history_windows` windows, reaching further back
+        (at most the whole history) until it holds `min_baseline_calls` calls, so that a
+        night of thin traffic, or an incident that took the recent windows out of a frozen
+        baseline, still leaves something to judge against."""
+        take = min(self.recent_windows, len(history))
+        calls = sum(h.calls for h in history[len(history) - take :])
+        while calls < self.config.min_baseline_calls and take < len(history):
+            take += 1
+            calls += history[len(history) - take].calls
+        return history[len(history) - take :]
+
+    def _tests(
+        self,
+        state: SafetyState,
+        history: Sequence[SafetyState],
+        spans: Sequence[int],
+        *,
+        older: int = 0,
+    ) -> list[_Test]:
+        """The window pooled with the k − 1 before it, for each span k, tested against the
+        history before them (the recent family), or against the windows older than the
+        newest `older` ones (the recent baseline); spans without enough windows or calls are
+        left out."""
+        cfg = self.config
+        recent = older
+        if older:
+            alpha = cfg.alpha * OLDER_SHARE / len(spans)
+        else:
+            alpha = cfg.alpha * (1 - OLDER_SHARE) / len(cfg.sequential.spans)
+        out: list[_Test] = []
+        for k in spans:
+            if len(history) < k - 1 or (older and (k - 1 > recent or recent >= len(history))):
+                continue
+            pooled = history[len(history) - (k - 1) :]
+            hist = history[: len(history) - recent] if older else history[: len(history) - (k - 1)]
+            n = state.calls + sum(h.calls for h in pooled)
+            x = state.blocked + sum(h.blocked for h in pooled)
+            n0 = sum(h.calls for h in hist)
+            x0 = sum(h.blocked for h in hist)
+            if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
+                continue
+            base = max(x0 / n0, cfg.min_baseline_rate)
+            p = rate_increase_pvalue(float(x), float(n), base * n0, float(n0))
+            out.append(_Test(p, k, n, x, n0, base, (x / n) / base, alpha, older > 0))
+        return out
 
     def _cleared(
         self, state: SafetyState, baseline: Baseline[SafetyState], base: float
@@ -317,7 +406,7 @@ class SafetyDetector:
             level = max(level, base * cfg.min_ratio)
             return [binomial_llr(w.blocked, w.calls, base, level) for w in windows]
 
-        evidence, returned = return_evidence(windows, llrs)
+        evidence, returned = return_evidence(windows, llrs, baseline.recent_onset)
         return evidence >= cfg.sequential.clear_threshold, evidence, returned
 
 

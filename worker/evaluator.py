@@ -11,7 +11,10 @@ the baseline stays the one from before the incident, and the detector receives t
 windows separately (`Baseline.recent`) to judge whether the condition has *cleared* against the
 pre-incident level. When a detector fired on a pooled span of k windows (a small shift seen
 over several windows), the k − 1 windows before the firing one are taken back out of the
-baseline as well: they were part of the incident. When the incident resolves, the baseline
+baseline as well: they were part of the incident (or as many as the detector names in
+`incident_windows_before`: the safety detector's older reference takes out every window after
+it). They tell the incident's level, but the evidence that it ended counts only from its first
+alerting window on (`Baseline.recent_onset`). When the incident resolves, the baseline
 continues from where it was frozen.
 
 **After a restart.** Baselines are re-seeded from the sink's window rows (`remember`). Which of
@@ -78,6 +81,9 @@ class _Stream:
     #: the first window of the return that evidence came from (the CUSUM's excursion)
     lean_from: int | None = None
     excursion_from: int | None = None
+    #: the start of the open incident's first alerting window (the windows before it in
+    #: `incident` were pooled into that alert)
+    onset: int | None = None
 
     def history(self, start: int, window: int) -> tuple[Any, ...]:
         """Baseline states for the window at `start`, oldest first (empties for quiet gaps)."""
@@ -113,6 +119,7 @@ class _Stream:
             keep = max(self.depth, MIN_INCIDENT_WINDOWS)
             self.incident = deque(maxlen=keep)
             self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
+            self.onset = start
             # the windows pooled with the firing one belong to the incident, not the baseline
             first = start - pulled_back * window
             moved = [item for item in self.clean if first <= item[0] < start]
@@ -122,12 +129,20 @@ class _Stream:
         self.incident.append((start, state))
         self.last_start = max(start, self.last_start or start)
 
-    def restart_incident(self, since: int) -> None:
-        """A new incident begins with the windows from `since` on (a fresh rise after the
-        stale one had returned); the older windows stay out of the baseline, as they were."""
+    def restart_incident(self, since: int, onset: int) -> None:
+        """A new incident begins with the windows from `since` on, and first alerts at `onset`
+        (a fresh rise after the stale one had returned); the older windows stay out of the
+        baseline, as they were."""
         windows = [item for item in self.incident or () if item[0] >= since]
         self.incident = deque(windows, maxlen=max(self.depth, MIN_INCIDENT_WINDOWS))
         self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
+        self.onset = onset
+
+    def recent_onset(self) -> int:
+        """Index in `incident` of its first alerting window (0 when unknown)."""
+        if self.incident is None or self.onset is None:
+            return 0
+        return sum(1 for t, _ in self.incident if t < self.onset)
 
     def note_evidence(self, start: int, evidence: float | None) -> None:
         """Track the largest evidence of a return and the stretch of windows it came from
@@ -240,7 +255,10 @@ class WindowEvaluator:
         stream = self._stream(model, name)
         recent = tuple(s for _, s in stream.incident) if stream.incident is not None else ()
         return Baseline(
-            history=stream.history(start, self._window), reference=reference, recent=recent
+            history=stream.history(start, self._window),
+            reference=reference,
+            recent=recent,
+            recent_onset=stream.recent_onset(),
         )
 
     def evaluate(self, model: str, start: int, states: Mapping[str, Any]) -> Evaluation:
@@ -263,15 +281,14 @@ class WindowEvaluator:
                     "before a new rise, paged as a new incident"
                 )
                 result.alerts.extend(self._tracker.restart(detection, note))
-                self._stream(model, name).restart_incident(since)
+                self._stream(model, name).restart_incident(since, start)
             result.detections.append(detection)
             result.alerts.extend(self._tracker.observe(detection))
             incident = self._tracker.open_incident(model, name)
             if incident is not None:
-                span = int(detection.details.get("span_windows", 1)) if detection.firing else 1
                 if detector.history_windows:
                     frozen = self._stream(model, name)
-                    frozen.add_incident(start, state, span - 1, self._window)
+                    frozen.add_incident(start, state, _windows_before(detection), self._window)
                     # the evidence of a return with the incident's level taken from before the
                     # return began (`detectors._sequential.return_evidence`), where given
                     evidence = detection.details.get(
@@ -343,8 +360,7 @@ class WindowEvaluator:
         rise = detector.evaluate(state, Baseline(history=returned + after), window)
         if rise.verdict != "alert" or rise.condition != detection.condition:
             return None
-        span = int(onset.details.get("span_windows", 1))
-        first = max(since, start - (span - 1) * self._window)
+        first = max(since, start - _windows_before(onset) * self._window)
         details = {**onset.details, "new_onset": True, "returned_evidence": stream.lean}
         reason = f"{onset.reason} A new rise after the previous incident had returned."
         return onset.model_copy(update={"details": details, "reason": reason}), first, stream.lean
@@ -387,3 +403,13 @@ class WindowEvaluator:
             if reference is not None:
                 self._references[key] = reference
                 result.references[key] = reference
+
+
+def _windows_before(detection: Detection) -> int:
+    """How many windows before a firing one belong to its incident and leave the baseline: the
+    k − 1 pooled with it on a span of k, or the number the detector names
+    (`incident_windows_before`: all those after the older reference it fired against)."""
+    if not detection.firing:
+        return 0
+    details = detection.details
+    return int(details.get("incident_windows_before", int(details.get("span_windows", 1)) - 1))
