@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.detection_quality            # the README table (~10 min)
     .venv/bin/python -m bench.detection_quality --quick    # fewer seeds and sizes
+    .venv/bin/python -m bench.detection_quality --only safety --traffic 500 --match "×2"
 
 Streams: per-window states drawn for the simulator's model profiles (`model_profile`: block
 rate, output-token median; latency lognormal around the profile's typical call), with diurnal
@@ -83,6 +84,10 @@ class Outcome:
     streams: int = 0
     quiet_windows: int = 0
     false_pages: int = 0
+    #: incidents starting in busy hours (first window at least half the peak traffic), and of
+    #: those, caught within 5 windows: the night trough carries a fifth of the peak
+    busy: int = 0
+    busy_caught5: int = 0
 
 
 def diurnal(peak: int, windows: int, phase: float) -> np.ndarray:
@@ -224,7 +229,12 @@ def static_flags(values: Sequence[float | None]) -> list[bool | None]:
 
 
 def score(
-    out: Outcome, alerts: Sequence[tuple[int, Alert]], start: int, end: int, total: int
+    out: Outcome,
+    alerts: Sequence[tuple[int, Alert]],
+    start: int,
+    end: int,
+    total: int,
+    busy: bool = False,
 ) -> None:
     pages, resolves = _pages_and_resolves(alerts)
     out.streams += 1
@@ -236,9 +246,11 @@ def score(
     out.quiet_windows += (start - 12) + max(0, total - (end + ATTRIBUTION))
     out.false_pages += sum(12 <= p < start or p >= end + ATTRIBUTION for p in pages)
     out.pages.append(len(mine))
+    out.busy += busy
     if mine:
         out.ttd.append(mine[0] - start + 1)
         out.caught5 += mine[0] - start < 5
+        out.busy_caught5 += busy and mine[0] - start < 5
         out.resolves_during += sum(mine[0] <= r < end for r in resolves)
         after = [r for r in resolves if r >= end]
         if after:
@@ -327,11 +339,11 @@ def run_case(
         states = [
             make[case.detector](rng, int(n), f, model) for n, f in zip(calls, factors, strict=True)
         ]
-        score(
-            lookout, run_lookout(case.detector, detectors[case.detector], states), start, end, total
-        )
+        busy = bool(end > start and calls[start] * 2 >= case.traffic)
+        alerts = run_lookout(case.detector, detectors[case.detector], states)
+        score(lookout, alerts, start, end, total, busy)
         values = [raw_value(case.detector, s, makers) for s in states]
-        score(baseline, run_flags("static", static_flags(values)), start, end, total)
+        score(baseline, run_flags("static", static_flags(values)), start, end, total, busy)
     return lookout, baseline
 
 
@@ -387,7 +399,8 @@ def row(case: Case, o: Outcome) -> str:
     n = len(o.pages)
     per = f"{np.mean(o.pages):.2f}" if o.pages else "–"
     return (
-        f"recall@5 {o.caught5}/{n} · ttd {_median(o.ttd)}/{_p90(o.ttd)} · pages/incident {per} · "
+        f"recall@5 {o.caught5}/{n} (busy-hour starts {o.busy_caught5}/{o.busy}) · "
+        f"ttd {_median(o.ttd)}/{_p90(o.ttd)} · pages/incident {per} · "
         f"resolves during {o.resolves_during} · resolve lag {_median(o.lag)}"
     )
 
@@ -425,6 +438,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-evidently", action="store_true")
     parser.add_argument("--only", help="one detector (safety, latency, tokens, embedding_drift)")
     parser.add_argument(
+        "--traffic", type=int, action="append", help="only this peak calls/window (repeatable)"
+    )
+    parser.add_argument("--match", help="only incidents whose label contains this text")
+    parser.add_argument(
         "--readme",
         action="store_true",
         help="the README's table: 30-minute and 6-hour incidents at 100, 500 and 2,000 calls",
@@ -451,6 +468,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[tuple[str, str], dict[int, tuple[Case, Outcome, Outcome]]] = {}
     for case in cases(traffic, args.quick or args.readme):
         if args.only and case.detector != args.only:
+            continue
+        if args.traffic and case.traffic not in args.traffic:
+            continue
+        if args.match and args.match not in case.label:
             continue
         use_evidently = (
             not args.no_evidently
