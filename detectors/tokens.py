@@ -59,7 +59,12 @@ class TokensDetector:
 
     def __init__(self, config: TokensConfig) -> None:
         self.config = config
-        self.history_windows = config.history_windows
+        # three times the configured windows: the EWMA hardly weighs the older ones (halflife
+        # 6 windows), but their calls count towards `min_baseline_calls`, so that a night at
+        # 20 calls a window still has a baseline (24 such windows hold fewer than 500 calls,
+        # and a ×2 rise starting then was not judged at all), and a slow ramp is seen against
+        # a baseline that does not quite keep up with it
+        self.history_windows = config.history_windows * 3
 
     def empty(self) -> TokensState:
         return TokensState()
