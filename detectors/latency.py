@@ -10,7 +10,8 @@ Conditions, most urgent first (one detection per window):
   and 30 min is a ticket). The long and short windows are built by merging the history.
 * ``p95_above_baseline``: more calls than expected are slower than the baseline's p95 (the exact
   conditional test on exceedance counts), and the window's p95 is at least `min_ratio` times the
-  baseline's. The baseline is the merged histogram of the last `baseline_windows` windows.
+  baseline's. The baseline is the merged histogram of the last `baseline_windows` windows
+  (further back, up to twice as many, until it holds `min_baseline_calls` calls).
   The window is also pooled with the 1, 3 and 7 before it (each test at alpha / 4; see
   `detectors._sequential`) so a small sustained regression is seen at low traffic. While an
   incident is open the baseline is frozen, and the window stays `alert` until a CUSUM on the
@@ -83,7 +84,10 @@ class LatencyDetector:
         self.buckets = LogBuckets(config.min_ms, config.max_ms, config.relative_accuracy)
         self._n = self.buckets.n_buckets
         slo_windows = max(r.long_seconds for r in BURN_RATE_RULES) // config.expected_window_seconds
-        self.history_windows = max(config.baseline_windows, slo_windows if config.slo else 0)
+        # twice the baseline's windows: the baseline reaches back past `baseline_windows` only
+        # until it holds `min_baseline_calls` (`_reference`), so a night at 20 calls a window
+        # still has one
+        self.history_windows = max(2 * config.baseline_windows, slo_windows if config.slo else 0)
 
     def empty(self) -> LatencyState:
         return LatencyState(_frozen(np.zeros(self._n, dtype=np.int64)))
@@ -226,9 +230,7 @@ class LatencyDetector:
             cur = state
             for h in pooled:
                 cur = self.merge(cur, h)
-            ref = self.empty()
-            for h in hist[-cfg.baseline_windows :]:
-                ref = self.merge(ref, h)
+            ref = self._reference(hist)
             n, n0 = cur.count, ref.count
             if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
                 continue
@@ -239,12 +241,10 @@ class LatencyDetector:
             p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))
             tested.append((p, k, n, x, n0, x0, cur95, base95, cur95 / base95))
         if not tested:
-            n0 = sum(h.count for h in baseline.history[-cfg.baseline_windows :])
+            ref = self._reference(baseline.history)
+            n0 = ref.count
             if baseline.in_incident and state.count and n0 >= cfg.min_baseline_calls:
                 # too few calls to test this window alone; they still count as evidence
-                ref = self.empty()
-                for h in baseline.history[-cfg.baseline_windows :]:
-                    ref = self.merge(ref, h)
                 base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
                 k95 = int(self.buckets.index(np.array([base95]))[0])
                 share = int(ref.counts[k95 + 1 :].sum()) / n0
@@ -323,6 +323,17 @@ class LatencyDetector:
             ),
             **common,
         )
+
+    def _reference(self, hist: Sequence[LatencyState]) -> LatencyState:
+        """The baseline histogram: the last `baseline_windows` of `hist` merged, reaching
+        further back (as far as `hist` goes) until it holds `min_baseline_calls` calls."""
+        cfg = self.config
+        ref = self.empty()
+        for k, h in enumerate(reversed(hist)):
+            if k >= cfg.baseline_windows and ref.count >= cfg.min_baseline_calls:
+                break
+            ref = self.merge(ref, h)
+        return ref
 
     def _cleared(
         self,
