@@ -192,9 +192,9 @@ def test_a_restarted_evaluator_keeps_judging_an_open_incident_against_the_frozen
 @pytest.mark.parametrize(("calls", "within"), [(500, 5), (2000, 2)])
 def test_a_doubled_block_rate_is_paged_within_a_few_windows(calls: int, within: int) -> None:
     """Block rate 2% → 4%: at 500 calls a window (10 → 20 blocks) the pooled spans page within
-    5 windows (measured 95 of 100, 96 before the older reference took a quarter of the
-    false-alarm budget: the issue's 100% is not reached at 1 false page per 1,000 windows); at
-    2,000 calls within 2 windows, every time. 100 incidents each."""
+    5 windows (measured 96 of 100, with a tenth of the false-alarm budget spent on the older
+    reference; 95 with a quarter: the issue's 100% is not reached at 1 false page per 1,000
+    windows); at 2,000 calls within 2 windows, every time. 100 incidents each."""
     rng = np.random.default_rng(calls + within)
     delays = []
     for _ in range(100):
