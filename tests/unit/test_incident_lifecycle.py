@@ -292,3 +292,27 @@ def test_a_doubled_rate_starting_at_night_is_paged_when_the_recent_baseline_abso
         assert all(run.open_at[pages[0] : end]), f"seed {seed}: resolved during the incident"
     print(f"x2 at 120 calls: paged within 26 windows in {caught} of 20 streams")
     assert caught >= 18
+
+
+def test_a_six_hour_incident_at_low_traffic_stays_open_when_paged_on_the_older_reference() -> None:
+    """×3 at 40 calls a window (about 1 block → 2.4): paged on a long span against the older
+    reference, which takes every window after that reference out of the baseline. The recent
+    baseline then reaches back until it holds enough calls; when it did not, the incident had
+    no judgeable baseline, and 6 windows of 'insufficient data' resolved it mid-way (then it
+    paged again: 1.45 pages per incident in the benchmark at 100 calls peak)."""
+    paged = 0
+    for seed in range(20):
+        rng = np.random.default_rng([seed, 23])
+        run = Run()
+        run.feed(rng, 40, 0.02, 72)
+        start = run.i
+        run.feed(rng, 40, 0.06, 72)
+        end = run.i
+        pages = [p for p in run.pages() if p >= start]
+        if not pages:
+            continue
+        paged += 1
+        assert len(pages) == 1, f"seed {seed}: {[a.summary for _, a in run.alerts]}"
+        assert all(run.open_at[pages[0] : end]), f"seed {seed}: resolved during the incident"
+    print(f"x3 at 40 calls a window for 6 h: paged once and open throughout in {paged} of 20")
+    assert paged >= 15
