@@ -16,9 +16,10 @@ feature covariance Σ (the kernel Fisher discriminant test), against its asympto
 Σ μᵢ χ²₁, the tail computed exactly with Imhof's formula. W and the μᵢ come from the two
 halves of the reference sample (cross-fitted). New topics move the feature mean mostly along
 directions in which the reference varies little, which the plain ‖Δ‖² weighs least: whitened,
-a 20% topic shift at 100 calls a window pages within 5 windows 85% of the time instead of 60%
-(random phase of the daily swing, 400 incidents), with fewer false alarms than before in 40,000
-quiet windows (0 against 4). A detection also needs the bias-corrected MMD² to exceed
+a 20% topic shift at peak 100 calls a window (20 at night) pages within 5 windows in 27 of 40
+streams instead of 17, at peak 500 within 2 windows in 40 of 40 instead of 33
+(`tests/unit/test_embedding_whitening.py`), and no quiet window of 30,000 paged
+(`tests/unit/test_calibration.py`). A detection also needs the bias-corrected MMD² to exceed
 `min_effect`, so a 20,000-call window does not page on a negligible change. A permutation
 test on the samples was the alternative; it needs the raw vectors of the whole window in
 one place and ~1,000 permutations to resolve α = 10⁻³, which the mergeable statistic avoids.
