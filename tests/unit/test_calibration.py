@@ -192,3 +192,24 @@ def test_embedding_drift_false_alarms_stay_under_1_in_1000(peak: int) -> None:
     )
     assert judged >= windows * (0.5 if peak == 100 else 0.98)
     assert pages <= 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peak", [50, 100, 500])
+def test_embedding_drift_false_alarms_over_several_references_stay_under_1_in_1000(
+    peak: int,
+) -> None:
+    """The whitened statistic leans on the reference sample's covariance, so calibration is
+    over references as well as windows: 5 references x 2,000 quiet windows each. 10,000
+    windows: 1 in 1,000 gives about 10 pages, 1 in 100 about 100; at most 15 allowed."""
+    det = EmbeddingDriftDetector(EmbeddingDriftConfig())
+    pages = judged = windows = 0
+    for r in range(5):
+        rng = np.random.default_rng([peak, r, 4])
+        window, reference = _embedding_world(det, rng)
+        states = (window(int(n)) for n in diurnal(peak, EMBEDDING_WINDOWS))
+        p, j, w = false_pages(
+            "embedding_drift", det, states, {(MODEL, "embedding_drift"): reference}
+        )
+        pages, judged, windows = pages + p, judged + j, windows + w
+    check("embedding_drift", peak, (pages, judged, windows), judged_share=0.5)
