@@ -19,9 +19,9 @@ Two conditions, one detection per window:
   in its first windows (a ×2 rate starting at night, at 2 blocks a window) or a slow ramp enters
   the recent baseline window by window, lifts it, and is never significant against it. The
   window pooled with the 5, 11 and 23 before it is also tested against the windows *older* than
-  the recent baseline (`OLDER_WINDOWS` of them: 2 to 6 hours back at 5-minute windows). The
-  false-alarm budget is split: the recent family at ``alpha · (1 − OLDER_SHARE)``, the older at
-  ``alpha · OLDER_SHARE``, each divided among its spans (Bonferroni), so a quiet window still
+  the recent baseline (`older_windows` of them: 2 to 6 hours back at 5-minute windows). The
+  false-alarm budget is split: the recent family at ``alpha · (1 − older_share)``, the older at
+  ``alpha · older_share``, each divided among its spans (Bonferroni), so a quiet window still
   fires with probability at most ``alpha``.
 """
 
@@ -44,16 +44,6 @@ from schemas.detector_config import SafetyConfig
 Counts = tuple[tuple[str, int], ...]
 OTHER = "other"
 _MAX_LABEL = 64
-#: windows older than the recent baseline kept as the second reference (hours 2–6 back with
-#: 24 recent 5-minute windows)
-OLDER_WINDOWS = 48
-#: spans (windows pooled with the current one) tested against the older reference: long
-#: ones, because what it is for is a shift that stayed below the recent tests for a while
-OLDER_SPANS: tuple[int, ...] = (6, 12, 24)
-#: the share of `alpha` spent on the older reference: what it catches is significant far
-#: beyond its level once pooled over hours, while the recent spans need every bit of theirs
-#: (a quarter cost 1 in 100 doubled block rates at 500 calls their page within 5 windows)
-OLDER_SHARE = 0.1
 
 
 class _Test(NamedTuple):
@@ -132,7 +122,12 @@ class SafetyDetector:
     def __init__(self, config: SafetyConfig) -> None:
         self.config = config
         self.recent_windows = config.history_windows
-        self.history_windows = config.history_windows + OLDER_WINDOWS
+        self.history_windows = config.history_windows + config.older_windows
+
+    @property
+    def _older_share(self) -> float:
+        """The share of alpha the older reference takes: none when it is turned off."""
+        return self.config.older_share if self.config.older_windows else 0.0
 
     def empty(self) -> SafetyState:
         return SafetyState()
@@ -246,10 +241,10 @@ class SafetyDetector:
         seq = cfg.sequential
         recent = self._recent(baseline.history)
         tested = self._tests(state, recent, seq.spans if not baseline.in_incident else (1,))
-        if not baseline.in_incident:
+        if not baseline.in_incident and cfg.older_windows:
             # the older reference: the windows before the recent baseline (see the module
             # docstring); during an open incident only the window itself is tested
-            tested += self._tests(state, baseline.history, OLDER_SPANS, older=len(recent))
+            tested += self._tests(state, baseline.history, cfg.older_spans, older=len(recent))
         if not tested:
             n0 = sum(h.calls for h in recent)
             if baseline.in_incident and state.calls and n0 >= cfg.min_baseline_calls:
@@ -335,13 +330,17 @@ class SafetyDetector:
                 reason=f"block rate up: {compared}. Top reasons: {_top(state.reasons)}.",
                 **common,
             )
+        older = (
+            f" (or p<{cfg.alpha * cfg.older_share / len(cfg.older_spans):.1g} on one of "
+            f"{len(cfg.older_spans)} longer spans against the older reference)"
+            if cfg.older_windows
+            else ""
+        )
         return detection(
             verdict="ok",
             reason=(
                 f"block rate normal: {compared}; alerts need p<{tested[0].alpha:.1g} on one "
-                f"of the {len(seq.spans)} pooled spans against the recent baseline (or "
-                f"p<{cfg.alpha * OLDER_SHARE / len(OLDER_SPANS):.1g} on one of "
-                f"{len(OLDER_SPANS)} longer spans against the older reference) and "
+                f"of the {len(seq.spans)} pooled spans against the recent baseline{older} and "
                 f"×{cfg.min_ratio:g}."
             ),
             **common,
@@ -374,9 +373,9 @@ class SafetyDetector:
         cfg = self.config
         recent = older
         if older:
-            alpha = cfg.alpha * OLDER_SHARE / len(spans)
+            alpha = cfg.alpha * cfg.older_share / len(spans)
         else:
-            alpha = cfg.alpha * (1 - OLDER_SHARE) / len(cfg.sequential.spans)
+            alpha = cfg.alpha * (1 - self._older_share) / len(cfg.sequential.spans)
         out: list[_Test] = []
         for k in spans:
             if len(history) < k - 1 or (older and (k - 1 > recent or recent >= len(history))):

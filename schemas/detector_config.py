@@ -78,6 +78,26 @@ class SafetyConfig(BaseModel):
     #: distinct block reasons / score categories kept per state; the rest fold into "other"
     max_reasons: int = Field(default=32, ge=1)
     sequential: SequentialSettings = SequentialSettings()
+    #: windows older than the recent `history_windows` kept as a second reference, so a shift
+    #: the recent baseline absorbed (a slow ramp, a doubled rate starting at night) still
+    #: pages: 48 reach 2 to 6 hours back at 5-minute windows. 0 turns it off — do so where the
+    #: block rate genuinely differs by time of day, since it compares hours that far apart
+    older_windows: int = Field(default=48, ge=0)
+    #: spans (the window pooled with the k − 1 before it) tested against the older reference
+    older_spans: tuple[int, ...] = (6, 12, 24)
+    #: the share of `alpha` spent on the older reference (the recent spans keep the rest)
+    older_share: float = Field(default=0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _older_spans_fit(self) -> SafetyConfig:
+        spans = self.older_spans
+        if not spans or any(k < 1 for k in spans) or max(spans) - 1 > self.history_windows:
+            msg = (
+                "safety.older_spans must be non-empty, each at least 1 and at most "
+                f"history_windows + 1 ({self.history_windows + 1}); got {list(spans)}"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class SloConfig(BaseModel):

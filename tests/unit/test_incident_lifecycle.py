@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from alerts.state import AlertTracker
 from detectors.registry import build_detectors
@@ -34,13 +35,14 @@ class Run:
     """A stream of windows through one evaluator, and everything it said."""
 
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     accepts: list[BaselineAccept] = field(default_factory=list)
     alerts: list[tuple[int, Alert]] = field(default_factory=list)
     open_at: list[bool] = field(default_factory=list)
     i: int = 0
 
     def __post_init__(self) -> None:
-        detectors = build_detectors({"safety": SafetyConfig()})
+        detectors = build_detectors({"safety": self.safety})
         self.evaluator = WindowEvaluator(
             detectors,
             WINDOW,
@@ -292,6 +294,32 @@ def test_a_doubled_rate_starting_at_night_is_paged_when_the_recent_baseline_abso
         assert all(run.open_at[pages[0] : end]), f"seed {seed}: resolved during the incident"
     print(f"x2 at 120 calls: paged within 26 windows in {caught} of 20 streams")
     assert caught >= 18
+
+
+def doubled_at_night_paged_within(windows: int, safety: SafetyConfig) -> int:
+    """Of 20 streams with ×2 at 120 calls a window after 6 quiet hours, how many page within
+    `windows` windows of the start."""
+    caught = 0
+    for seed in range(20):
+        rng = np.random.default_rng([seed, 22])
+        run = Run(safety=safety)
+        run.feed(rng, 120, 0.02, 72)
+        start = run.i
+        run.feed(rng, 120, 0.04, 48)
+        caught += any(start <= p < start + windows for p in run.pages())
+    return caught
+
+
+def test_the_older_reference_can_be_turned_off_where_hours_apart_are_not_comparable() -> None:
+    """`safety.older_windows: 0` is for a model whose block rate genuinely differs by time of
+    day: only the recent baseline judges, with the whole alpha, and the night-start ×2 goes
+    back to what the recent baseline alone catches."""
+    on = doubled_at_night_paged_within(26, SafetyConfig())
+    off = doubled_at_night_paged_within(26, SafetyConfig(older_windows=0))
+    print(f"x2 at 120 calls, paged within 26 windows: {on}/20 with, {off}/20 without")
+    assert off <= 14 < on
+    with pytest.raises(ValidationError, match="older_spans"):
+        SafetyConfig(older_spans=(6, 30))
 
 
 def test_a_six_hour_incident_at_low_traffic_stays_open_when_paged_on_the_older_reference() -> None:
