@@ -41,7 +41,6 @@ base64) and ~1.3 KB without it (`sample_size=0`); the pinned reference row ~2 MB
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -54,6 +53,7 @@ from detectors import _drift_math as dm
 from detectors import reservoir as rs
 from detectors._sequential import cusum, level_windows, normal_llr
 from detectors.base import Baseline, WindowRef, window_detection
+from schemas.base64_text import Base64Text, base64_bytes
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.drift_config import EmbeddingDriftConfig
@@ -202,7 +202,7 @@ class EmbeddingDriftDetector:
         """JSON-safe row: the feature sum as base64 int64 (1 KB at D = 128), sample as float16."""
         return {
             "count": state.count,
-            "feature_sum": base64.b64encode(state.feature_sum.astype("<i8").tobytes()).decode(),
+            "feature_sum": Base64Text(state.feature_sum.astype("<i8").tobytes()),
             "sample": rs.to_row(state.sample),
             "rejected": [[reason, n] for reason, n in state.rejected],
             "null_eigenvalues": None
@@ -211,7 +211,7 @@ class EmbeddingDriftDetector:
         }
 
     def from_row(self, row: Mapping[str, Any]) -> EmbeddingDriftState:
-        feature_sum = np.frombuffer(base64.b64decode(row["feature_sum"]), dtype="<i8")
+        feature_sum = np.frombuffer(base64_bytes(row["feature_sum"]), dtype="<i8")
         if len(feature_sum) != self.config.n_features:
             msg = (
                 f"embedding_drift row has {len(feature_sum)} features, the configuration "

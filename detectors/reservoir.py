@@ -14,7 +14,6 @@ request id, or a 64-bit hash collision) are kept once: the lexicographically sma
 
 from __future__ import annotations
 
-import base64
 import functools
 import os
 import weakref
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from schemas.base64_text import Base64Text, base64_bytes
 
 KeyArray = npt.NDArray[np.uint64]
 
@@ -267,10 +268,8 @@ def to_row(reservoir: Reservoir) -> dict[str, Any]:
         "capacity": reservoir.capacity,
         "width": reservoir.width,
         "dtype": reservoir.rows.dtype.str.lstrip("<>|="),
-        "keys": base64.b64encode(reservoir.keys.astype("<u8").tobytes()).decode("ascii"),
-        "rows": base64.b64encode(
-            reservoir.rows.astype(reservoir.rows.dtype.newbyteorder("<")).tobytes()
-        ).decode("ascii"),
+        "keys": Base64Text(reservoir.keys.astype("<u8").tobytes()),
+        "rows": Base64Text(reservoir.rows.astype(reservoir.rows.dtype.newbyteorder("<")).tobytes()),
     }
 
 
@@ -278,7 +277,7 @@ def from_row(row: Mapping[str, Any]) -> Reservoir:
     """Inverse of `to_row`."""
     dtype = np.dtype("<" + str(row["dtype"]))
     width = int(row["width"])
-    keys = np.frombuffer(base64.b64decode(row["keys"]), dtype="<u8").astype(np.uint64)
-    flat = np.frombuffer(base64.b64decode(row["rows"]), dtype=dtype)
+    keys = np.frombuffer(base64_bytes(row["keys"]), dtype="<u8").astype(np.uint64)
+    flat = np.frombuffer(base64_bytes(row["rows"]), dtype=dtype)
     rows = flat.astype(dtype.newbyteorder("=")).reshape(len(keys), width)
     return Reservoir(keys, rows, int(row["capacity"]))

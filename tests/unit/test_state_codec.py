@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import pickle
 import zlib
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from detectors.embedding_drift import EmbeddingDriftDetector
 from detectors.synthetic_embeddings import TopicWorld, embedding_batch
+from schemas.base64_text import Base64Text, base64_bytes
 from schemas.drift_config import EmbeddingDriftConfig
 from tests.sink_cases import batch, rows_of, states_of
 from worker.sinks.state_codec import decode_states, encode_states
@@ -97,3 +99,19 @@ def _old_pack(value: Any) -> Any:
     if isinstance(value, list):
         return [_old_pack(v) for v in value]
     return value
+
+
+def test_states_from_base64_text_store_the_same_bytes_without_decoding_the_text() -> None:
+    """Detectors hand over their arrays as `Base64Text` (the text, and the bytes it spells);
+    the stored blob is the very one a plain string gives, and it reads back equal."""
+    sample = Base64Text(np.arange(1000, dtype="<f4").tobytes())
+    odd = Base64Text(b"abcde" * 10)  # a length that is not a multiple of the shuffle width
+    short = Base64Text(b"ab")  # too short to be worth converting: kept as text
+    states = {"d": {"rows": sample, "odd": odd, "short": short, "n": 3}}
+    plain = orjson.loads(orjson.dumps(states))
+    assert type(plain["d"]["rows"]) is str
+    assert encode_states(states) == encode_states(plain)
+    back = decode_states(encode_states(states))
+    assert back == plain
+    assert base64_bytes(back["d"]["rows"]) == sample.raw
+    assert pickle.loads(pickle.dumps(sample)).raw == sample.raw

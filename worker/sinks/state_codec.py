@@ -31,6 +31,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from schemas.base64_text import Base64Text
+
 #: MessagePack extension code of "bytes that were a base64 string"
 _B64 = 1
 #: the same, its bytes transposed in groups of 4 (`_shuffle`)
@@ -56,6 +58,8 @@ def _unshuffle(data: memoryview) -> bytes:
 
 
 def _pack(value: Any) -> Any:
+    if isinstance(value, Base64Text):  # canonical by construction: no need to decode the text
+        return _bytes_ext(value.raw) if len(value) >= _MIN_B64 else str(value)
     if isinstance(value, str):
         if len(value) >= _MIN_B64 and len(value) % 4 == 0:
             try:
@@ -66,9 +70,7 @@ def _pack(value: Any) -> Any:
             # alphabet characters with padding at the end, and full groups are a bijection
             last = len(raw) - (len(value) // 4 - 1) * 3
             if base64.b64encode(raw[len(raw) - last :]).decode("ascii") == value[-4:]:
-                if len(raw) % _SHUFFLE_WIDTH == 0:
-                    return msgspec.msgpack.Ext(_B64_SHUFFLED, _shuffle(raw))
-                return msgspec.msgpack.Ext(_B64, raw)
+                return _bytes_ext(raw)
         return value
     if isinstance(value, Mapping):
         return {k: _pack(v) for k, v in value.items()}
@@ -81,13 +83,20 @@ def _pack(value: Any) -> Any:
     raise TypeError(msg)
 
 
+def _bytes_ext(raw: bytes) -> msgspec.msgpack.Ext:
+    if len(raw) % _SHUFFLE_WIDTH == 0:
+        return msgspec.msgpack.Ext(_B64_SHUFFLED, _shuffle(raw))
+    return msgspec.msgpack.Ext(_B64, raw)
+
+
 def _unpack_ext(code: int, data: memoryview) -> Any:
+    """The base64 text the bytes were; a `Base64Text`, so `from_row` need not decode it."""
     if code == _B64_SHUFFLED:
-        return base64.b64encode(_unshuffle(data)).decode("ascii")
+        return Base64Text(_unshuffle(data))
     if code != _B64:
         msg = f"stored detector state has an unknown extension type {code}"
         raise ValueError(msg)
-    return base64.b64encode(data).decode("ascii")
+    return Base64Text(bytes(data))
 
 
 _DECODER = msgspec.msgpack.Decoder(ext_hook=_unpack_ext)
