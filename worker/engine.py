@@ -30,7 +30,7 @@ from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
-from worker.sink import Checkpoint, QuarantinedRecord, Sink
+from worker.sink import Checkpoint, QuarantinedRecord, RequestIdRows, Sink
 from worker.window_parts import window_parts
 from worker.window_state import ID_SEED, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
@@ -318,7 +318,7 @@ class Engine:
         dirty = [w for w in self._windows.values() if w.dirty]
         if not self.settings.evaluate:
             self._trim_held_samples(dirty)
-        request_ids = [(w.model, w.start, rid) for w in dirty for rid in w.delta_ids]
+        request_ids = RequestIdRows((w.model, w.start, w.delta_ids) for w in dirty)
         checkpoint = Checkpoint(
             writer_id=self.settings.writer_id,
             sequence=self._sequence,

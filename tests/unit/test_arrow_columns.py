@@ -22,6 +22,8 @@ CASES: list[tuple[pa.DataType, list[Any]]] = [
     (pa.float64(), [1.5, None, float("nan"), float("inf"), 3, np.float32(0.25)]),
     (pa.string(), ["ab", None, "", "déf ✓ 日本", "x" * 1000]),
     (pa.string(), [None, None]),
+    (pa.string(), ["r-1", "", "req-00022", "model/a b"]),  # ASCII, no null: the joined path
+    (pa.string(), ["ascii", "then ünïcode"]),
     (pa.binary(), [b"\x00\xff", None, b"", bytes(range(256))]),
     (
         pa.timestamp("us", tz="UTC"),

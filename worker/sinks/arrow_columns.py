@@ -115,6 +115,10 @@ def _timestamps(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
 def _variable(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     """`string` (str values, UTF-8) or `binary` (bytes values): offsets and one data buffer."""
     text = arrow_type == pa.string()
+    if text:
+        ascii_column = _ascii_strings(values, arrow_type)
+        if ascii_column is not None:
+            return ascii_column
     encoded: list[bytes] = []
     for v in values:
         if v is None:
@@ -129,6 +133,23 @@ def _variable(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
         else:
             raise _Unhandled
     return _with_offsets(values, arrow_type, encoded)
+
+
+def _ascii_strings(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    """Strings without None whose text is ASCII (request ids, model names), in three C-speed
+    steps instead of one encode per value: for ASCII, characters are bytes."""
+    try:
+        joined = "".join(values)  # TypeError on a None or a non-string
+        data = joined.encode("ascii")
+    except (TypeError, UnicodeEncodeError):
+        return None
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > _MAX_OFFSET:
+        return None
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    return pa.Array.from_buffers(arrow_type, len(values), buffers, null_count=0)
 
 
 def _with_offsets(values: Sequence[Any], arrow_type: pa.DataType, parts: list[bytes]) -> pa.Array:
