@@ -206,11 +206,11 @@ class LogBuckets:
     max_value: float
     relative_accuracy: float
 
-    @property
+    @functools.cached_property
     def gamma(self) -> float:
         return (1.0 + self.relative_accuracy) / (1.0 - self.relative_accuracy)
 
-    @property
+    @functools.cached_property
     def n_buckets(self) -> int:
         return math.ceil(math.log(self.max_value / self.min_value, self.gamma)) + 1
 
