@@ -9,6 +9,9 @@ the obvious per-record code: `DataFrame.iterrows` accumulating the same counts, 
 bucket histogram and the same token sums; its results are checked equal to the detectors'.
 Best of 3 for both; the ratio is the figure to compare (target ≥ 50×).
 
+`--evaluate CALLS` also times `evaluate` of one window of CALLS calls against a full history
+(the per-window cost of judging), beside the add+merge of the same window's records.
+
 `--false-alerts N` also replays N quiet windows (after a 24-window history) at 50, 500, 5,000 and
 20,000 calls per window and prints the false alerts per detector.
 """
@@ -20,11 +23,13 @@ import math
 import os
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from detectors.base import Baseline, WindowRef
 from detectors.latency import LatencyDetector
 from detectors.safety import SafetyDetector
 from detectors.tokens import TokensDetector
@@ -179,6 +184,35 @@ def throughput(batches: int) -> None:
     )
 
 
+def evaluate_cost(calls: int) -> None:
+    """µs per judged window of the latency and token detectors, full history, best of 3."""
+    rng = np.random.default_rng(5)
+    window = WindowRef(
+        "chat-model", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    )
+    judged: tuple[tuple[str, Any], ...] = (
+        ("latency", LatencyDetector(LatencyConfig())),
+        ("tokens", TokensDetector(TokensConfig())),
+    )
+    for name, det in judged:
+        batches = [make_batch(rng, calls) for _ in range(det.history_windows + 1)]
+        states = [det.add(det.empty(), b) for b in batches]
+        baseline = Baseline(history=tuple(states[:-1]))
+        judge, _ = best_of(
+            lambda det=det, states=states, baseline=baseline: [
+                det.evaluate(states[-1], baseline, window) for _ in range(200)
+            ]
+        )
+        fold_secs, _ = best_of(
+            lambda det=det, b=batches[-1]: [det.add(det.empty(), b) for _ in range(200)]
+        )
+        print(
+            f"{name:<8} evaluate: {1e6 * judge / 200:>8.0f} µs/window ({det.history_windows} "
+            f"windows of history) vs add of its {calls} calls {1e6 * fold_secs / 200:.0f} µs "
+            f"(evaluate/add ×{judge / fold_secs:.1f})"
+        )
+
+
 def false_alerts(windows: int) -> None:
     from tests.unit.test_detector_incidents import HISTORY, evaluate_stream, window_batches
 
@@ -196,10 +230,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--false-alerts", type=int, default=0, metavar="WINDOWS")
+    parser.add_argument("--evaluate", type=int, default=0, metavar="CALLS")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     throughput(args.batches)
+    if args.evaluate:
+        evaluate_cost(args.evaluate)
     if args.false_alerts:
         false_alerts(args.false_alerts)
 

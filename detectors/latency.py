@@ -49,6 +49,14 @@ from schemas.detector_config import LatencyConfig
 QUANTILES = np.array([0.5, 0.95, 0.99])
 
 
+def _prefix_counts(history: Sequence[LatencyState], n_buckets: int) -> IntArray:
+    """Row i is the sum of the bucket counts of history[:i] (row 0 is zeros)."""
+    out = np.zeros((len(history) + 1, n_buckets), dtype=np.int64)
+    if history:
+        np.cumsum(np.stack([h.counts for h in history]), axis=0, out=out[1:])
+    return out
+
+
 def _frozen(counts: IntArray) -> IntArray:
     counts.flags.writeable = False
     return counts
@@ -223,21 +231,25 @@ class LatencyDetector:
         spans = (1,) if baseline.in_incident else seq.spans
         # (p, k, n, x, n0, x0, cur95, base95, ratio) per pooled span that can be judged
         tested: list[tuple[float, int, int, int, int, int, float, float, float]] = []
+        # the pooled spans and their baselines are contiguous runs of the history: sums of
+        # bucket counts over a run come from one prefix sum (integer sums, so exactly what
+        # merging the states one by one gives, without a state per merge)
+        history = baseline.history
+        prefix = _prefix_counts(history, self._n)
+        calls = prefix.sum(axis=1)
         for k in spans:
-            pooled, hist = baseline.span(k)
-            if len(pooled) < k - 1:
+            if len(history) < k - 1:
                 continue
-            cur = state
-            for h in pooled:
-                cur = self.merge(cur, h)
-            ref = self._reference(hist)
-            n, n0 = cur.count, ref.count
+            end = len(history) - max(k - 1, 0)  # the pooled windows start here
+            cur_counts = state.counts + (prefix[-1] - prefix[end])
+            ref_counts = prefix[end] - prefix[self._reference_start(calls, end)]
+            n, n0 = int(cur_counts.sum()), int(ref_counts.sum())
             if n < cfg.min_calls or n0 < cfg.min_baseline_calls:
                 continue
-            cur95 = float(self.buckets.quantiles(cur.counts, QUANTILES[1:2])[0])
-            base95 = float(self.buckets.quantiles(ref.counts, QUANTILES[1:2])[0])
+            cur95 = float(self.buckets.quantiles(cur_counts, QUANTILES[1:2])[0])
+            base95 = float(self.buckets.quantiles(ref_counts, QUANTILES[1:2])[0])
             k95 = int(self.buckets.index(np.array([base95]))[0])
-            x, x0 = int(cur.counts[k95 + 1 :].sum()), int(ref.counts[k95 + 1 :].sum())
+            x, x0 = int(cur_counts[k95 + 1 :].sum()), int(ref_counts[k95 + 1 :].sum())
             p = rate_increase_pvalue(float(x), float(n), float(x0), float(n0))
             tested.append((p, k, n, x, n0, x0, cur95, base95, cur95 / base95))
         if not tested:
@@ -323,6 +335,14 @@ class LatencyDetector:
             ),
             **common,
         )
+
+    def _reference_start(self, calls: IntArray, end: int) -> int:
+        """Where `_reference` of history[:end] begins, from the running call counts: the
+        newest `baseline_windows`, and further back until they hold `min_baseline_calls`."""
+        cfg = self.config
+        taken = np.arange(cfg.baseline_windows, end + 1)
+        enough = calls[end] - calls[end - taken] >= cfg.min_baseline_calls
+        return end - (int(taken[np.argmax(enough)]) if enough.any() else end)
 
     def _reference(self, hist: Sequence[LatencyState]) -> LatencyState:
         """The baseline histogram: the last `baseline_windows` of `hist` merged, reaching

@@ -216,7 +216,19 @@ def merge(a: Reservoir, b: Reservoir) -> Reservoir:
         return Reservoir(a.keys, a.rows, capacity)
     if not len(a) and len(b) <= capacity:
         return Reservoir(b.keys, b.rows, capacity)
-    return bottom_k(np.concatenate([a.keys, b.keys]), np.concatenate([a.rows, b.rows]), capacity)
+    keys = np.concatenate([a.keys, b.keys])
+    order = np.argsort(keys, kind="stable")  # two sorted runs: a linear merge
+    sorted_keys = keys[order]
+    if bool((sorted_keys[1:] != sorted_keys[:-1]).all()):
+        # no record in both: the bottom k is the first k in key order, as `bottom_k` finds it
+        # (without its general duplicate handling, a third of an evaluation's reservoir time)
+        take = order[:capacity]
+        from_a = take < len(a)
+        rows = np.empty((len(take), a.width), dtype=a.rows.dtype)
+        rows[from_a] = a.rows[take[from_a]]
+        rows[~from_a] = b.rows[take[~from_a] - len(a)]
+        return Reservoir(sorted_keys[:capacity], rows, capacity)
+    return bottom_k(keys, np.concatenate([a.rows, b.rows]), capacity)
 
 
 def still_competing(

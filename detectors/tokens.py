@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors._math import ewma_mean_and_variance, mean_and_variance, normal_sf
+from detectors._math import FloatArray, ewma_mean_and_variance, mean_and_variance, normal_sf
 from detectors._sequential import normal_llr, return_evidence, span_alpha
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
@@ -173,6 +173,8 @@ class TokensDetector:
         spans = (1,) if baseline.in_incident else seq.spans
         # (p, k, calls, mean, base, z, n0, history windows) per pooled span that can be judged
         tested: list[tuple[float, int, int, float, float, float, int, int]] = []
+        # each span's baseline is a prefix of the history: its per-window figures once
+        stats = self._history_stats(baseline.history)
         for k in spans:
             pooled, hist = baseline.span(k)
             if len(pooled) < k - 1:
@@ -181,7 +183,7 @@ class TokensDetector:
             for h in pooled:
                 cur = self.merge(cur, h)
             mean, var = mean_and_variance(cur.output_calls, cur.output_tokens, cur.output_tokens_sq)
-            base, base_var, n0 = self._ewma(hist)
+            base, base_var, n0 = self._ewma_of(*(a[: len(hist)] for a in stats))
             if cur.output_calls < cfg.min_calls or n0 < cfg.min_baseline_calls:
                 continue
             se = math.sqrt(var / cur.output_calls + base_var)
@@ -269,19 +271,27 @@ class TokensDetector:
 
     def _ewma(self, hist: tuple[TokensState, ...]) -> tuple[float, float, int]:
         """EWMA baseline mean, its sampling variance, and the calls it rests on."""
+        return self._ewma_of(*self._history_stats(hist))
+
+    @staticmethod
+    def _history_stats(hist: tuple[TokensState, ...]) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Per window of `hist`: mean and variance of output tokens, and the calls."""
         stats = [
             mean_and_variance(h.output_calls, h.output_tokens, h.output_tokens_sq) for h in hist
         ]
-        counts = np.array([h.output_calls for h in hist], dtype=np.float64)
+        return (
+            np.array([s[0] for s in stats], dtype=np.float64),
+            np.array([s[1] for s in stats], dtype=np.float64),
+            np.array([h.output_calls for h in hist], dtype=np.float64),
+        )
+
+    def _ewma_of(
+        self, means: FloatArray, variances: FloatArray, counts: FloatArray
+    ) -> tuple[float, float, int]:
         n0 = int(counts.sum())
         if n0 == 0:
             return math.nan, math.nan, 0
-        base, base_var = ewma_mean_and_variance(
-            np.array([s[0] for s in stats]),
-            np.array([s[1] for s in stats]),
-            counts,
-            self.config.ewma_halflife,
-        )
+        base, base_var = ewma_mean_and_variance(means, variances, counts, self.config.ewma_halflife)
         return base, base_var, n0
 
     def _cleared(

@@ -131,3 +131,22 @@ def test_documented_bucket_bounds_hold_each_value(value: float) -> None:
 
 def test_z_for_alpha() -> None:
     assert math.isclose(z_for_alpha(0.025), 1.959964, rel_tol=1e-6)
+
+
+def test_rate_increase_pvalue_one_window_equals_the_array_route() -> None:
+    """A detector judges one window at a time through the scalar route; its p-values must be
+    the array route's exactly, or verdicts near alpha would change."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 60, 500).astype(np.float64)
+    n = rng.integers(0, 3000, 500).astype(np.float64)
+    x0 = rng.integers(0, 400, 500).astype(np.float64) + rng.random(500)  # floors are fractional
+    n0 = rng.integers(0, 50_000, 500).astype(np.float64)
+    n[:5] = n0[:5] = 0.0  # no traffic on either side: p = 1
+    for ratio in (1.0, 1.5):
+        arrays = rate_increase_pvalue(x, n, x0, n0, ratio)
+        one_by_one = [
+            rate_increase_pvalue(float(a), float(b), float(c), float(d), ratio)
+            for a, b, c, d in zip(x, n, x0, n0, strict=True)
+        ]
+        assert all(isinstance(p, float) for p in one_by_one)
+        assert np.array_equal(arrays, np.array(one_by_one))
