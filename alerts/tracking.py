@@ -33,6 +33,20 @@ def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
 #: baseline exclusions kept per (model, detector); older ones are past every baseline
 MAX_EXCLUSIONS = 64
 _EXCLUSION = "baseline_exclusion"
+_PROGRESS = "incident_progress"
+
+
+def _progress(row: Mapping[str, Any]) -> dict[str, int | float | None]:
+    """An incident-progress row's numbers (anything else in it is the row's own keys)."""
+    progress: dict[str, int | float | None] = {}
+    for key, value in row.items():
+        if key in ("kind", "model", "detector"):
+            continue
+        if value is not None and not isinstance(value, int | float):
+            msg = f"alert state: a malformed incident progress row {dict(row)!r}"
+            raise ValueError(msg)
+        progress[key] = value
+    return progress
 
 
 class EvidenceTracker(AlertTracker):
@@ -49,6 +63,7 @@ class EvidenceTracker(AlertTracker):
     def __init__(self, config: AlertingConfig) -> None:
         super().__init__(config)
         self._exclusions: dict[tuple[str, str], list[tuple[datetime, datetime]]] = {}
+        self._progress: dict[tuple[str, str], dict[str, int | float | None]] = {}
 
     def exclude(self, model: str, detector: str, since: datetime, until: datetime) -> None:
         """Windows starting in [since, until) stay out of the stream's baseline."""
@@ -70,6 +85,22 @@ class EvidenceTracker(AlertTracker):
     def exclusions(self, model: str, detector: str) -> list[tuple[datetime, datetime]]:
         return list(self._exclusions.get((model, detector), ()))
 
+    def note_progress(
+        self, model: str, detector: str, progress: Mapping[str, int | float | None] | None
+    ) -> None:
+        """Persist where an open incident's frozen stream stands (the evaluator's numbers:
+        its first window, its first alerting window, the evidence of a return so far), or
+        forget it once the incident is over. A restarted evaluator picks it up so that it
+        judges the incident's next windows exactly as the one that stopped would have."""
+        if progress is None:
+            self._progress.pop((model, detector), None)
+        else:
+            self._progress[(model, detector)] = dict(progress)
+
+    def progress(self, model: str, detector: str) -> dict[str, int | float | None] | None:
+        found = self._progress.get((model, detector))
+        return None if found is None else dict(found)
+
     def to_rows(self) -> list[dict[str, Any]]:
         rows = super().to_rows()
         for (model, detector), spans in sorted(self._exclusions.items()):
@@ -83,12 +114,15 @@ class EvidenceTracker(AlertTracker):
                 }
                 for since, until in spans
             ]
+        for (model, detector), progress in sorted(self._progress.items()):
+            rows.append({"kind": _PROGRESS, "model": model, "detector": detector, **progress})
         return rows
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]], config: AlertingConfig) -> AlertTracker:
         rows = list(rows)
-        tracker = super().from_rows([r for r in rows if r.get("kind") != _EXCLUSION], config)
+        ours = (_EXCLUSION, _PROGRESS)
+        tracker = super().from_rows([r for r in rows if r.get("kind") not in ours], config)
         assert isinstance(tracker, EvidenceTracker)
         for r in rows:
             if r.get("kind") == _EXCLUSION:
@@ -99,6 +133,8 @@ class EvidenceTracker(AlertTracker):
                 except (KeyError, ValueError) as e:
                     msg = f"alert state: a malformed baseline exclusion row {dict(r)!r}"
                     raise ValueError(msg) from e
+            elif r.get("kind") == _PROGRESS:
+                tracker.note_progress(str(r.get("model")), str(r.get("detector")), _progress(r))
         return tracker
 
     def observe(self, detection: Detection) -> list[Alert]:

@@ -16,8 +16,9 @@ feature covariance Σ (the kernel Fisher discriminant test), against its asympto
 Σ μᵢ χ²₁, the tail computed exactly with Imhof's formula. W and the μᵢ come from the two
 halves of the reference sample (cross-fitted). New topics move the feature mean mostly along
 directions in which the reference varies little, which the plain ‖Δ‖² weighs least: whitened,
-a 20% topic shift at peak 100 calls a window (20 at night) pages within 5 windows in 27 of 40
-streams instead of 17, at peak 500 within 2 windows in 40 of 40 instead of 33
+a 20% topic shift at peak 100 calls a window (20 at night) pages within 5 windows in 31 of 40
+streams instead of 17 (at the default alpha of 3e-4; 27 at 1e-4), at peak 500 within 2 windows
+in 40 of 40 instead of 33
 (`tests/unit/test_embedding_whitening.py`), and no quiet window of 30,000 paged
 (`tests/unit/test_calibration.py`). A detection also needs the bias-corrected MMD² to exceed
 `min_effect`, so a 20,000-call window does not page on a negligible change. A permutation

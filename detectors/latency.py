@@ -95,7 +95,9 @@ class LatencyDetector:
         # twice the baseline's windows: the baseline reaches back past `baseline_windows` only
         # until it holds `min_baseline_calls` (`_reference`), so a night at 20 calls a window
         # still has one
-        self.history_windows = max(2 * config.baseline_windows, slo_windows if config.slo else 0)
+        self._reach_back = 2 * config.baseline_windows
+        # the SLO's burn rates look further back than the baseline does
+        self.history_windows = max(self._reach_back, slo_windows if config.slo else 0)
 
     def empty(self) -> LatencyState:
         return LatencyState(_frozen(np.zeros(self._n, dtype=np.int64)))
@@ -340,17 +342,21 @@ class LatencyDetector:
         """Where `_reference` of history[:end] begins, from the running call counts: the
         newest `baseline_windows`, and further back until they hold `min_baseline_calls`."""
         cfg = self.config
-        taken = np.arange(cfg.baseline_windows, end + 1)
+        taken = np.arange(cfg.baseline_windows, min(end, self._reach_back) + 1)
+        if not len(taken):
+            return 0
         enough = calls[end] - calls[end - taken] >= cfg.min_baseline_calls
-        return end - (int(taken[np.argmax(enough)]) if enough.any() else end)
+        return end - int(taken[np.argmax(enough)] if enough.any() else taken[-1])
 
     def _reference(self, hist: Sequence[LatencyState]) -> LatencyState:
         """The baseline histogram: the last `baseline_windows` of `hist` merged, reaching
-        further back (as far as `hist` goes) until it holds `min_baseline_calls` calls."""
+        further back (up to twice as many) until it holds `min_baseline_calls` calls."""
         cfg = self.config
         ref = self.empty()
         for k, h in enumerate(reversed(hist)):
             if k >= cfg.baseline_windows and ref.count >= cfg.min_baseline_calls:
+                break
+            if k >= self._reach_back:
                 break
             ref = self.merge(ref, h)
         return ref

@@ -90,11 +90,16 @@ class SafetyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _older_spans_fit(self) -> SafetyConfig:
+        """The spans matter only with an older reference: with `older_windows: 0` a short
+        `history_windows` is as valid as it was before the older reference existed."""
         spans = self.older_spans
+        if not self.older_windows:
+            return self
         if not spans or any(k < 1 for k in spans) or max(spans) - 1 > self.history_windows:
             msg = (
                 "safety.older_spans must be non-empty, each at least 1 and at most "
-                f"history_windows + 1 ({self.history_windows + 1}); got {list(spans)}"
+                f"history_windows + 1 ({self.history_windows + 1}); got {list(spans)} "
+                "(or set older_windows: 0 to turn the older reference off)"
             )
             raise ValueError(msg)
         return self

@@ -21,6 +21,10 @@ continues from where it was frozen.
 those windows an incident kept out of the baseline is recorded with the alert state
 (`EvidenceTracker.exclude`, persisted in the sink with every checkpoint), so the windows of an
 incident that has since resolved stay out of the baseline after a restart as they did before.
+Where an open incident's frozen stream stands — its first window (the pooled ones before the
+first alert included), its first alerting window, the evidence of a return so far — is
+persisted the same way (`EvidenceTracker.note_progress`), so a restarted evaluator judges the
+incident's next windows exactly as the one that stopped would have.
 
 **Sustained shifts and acceptance.** An incident that lasts keeps firing (the tracker announces
 it as a sustained level shift after `alerting.sustained_after`). It ends when the condition
@@ -155,6 +159,29 @@ class _Stream:
         if evidence > self.lean:
             self.lean, self.lean_at, self.lean_from = evidence, start, self.excursion_from
 
+    def progress(self) -> dict[str, int | float | None]:
+        """Where the open incident stands, in numbers a restart can carry (see `restore`)."""
+        return {
+            "first": self.incident[0][0] if self.incident else None,
+            "onset": self.onset,
+            "lean": self.lean,
+            "lean_at": self.lean_at,
+            "lean_from": self.lean_from,
+            "excursion_from": self.excursion_from,
+        }
+
+    def restore(self, progress: Mapping[str, int | float | None]) -> None:
+        """Continue an incident re-seeded after a restart from its persisted `progress`."""
+
+        def start(key: str) -> int | None:
+            value = progress.get(key)
+            return None if value is None else int(value)
+
+        self.onset = start("onset")
+        self.lean = float(progress.get("lean") or 0.0)
+        self.lean_at, self.lean_from = start("lean_at"), start("lean_from")
+        self.excursion_from = start("excursion_from")
+
     def accept(self) -> list[Any]:
         """The incident's windows become the baseline; returns them, oldest first."""
         windows = list(self.incident or ())
@@ -232,16 +259,47 @@ class WindowEvaluator:
             if detector.history_windows == 0 or name not in states:
                 continue
             stream = self._stream(model, name)
-            incident = self._tracker.open_incident(model, name)
-            started = incident.started_at if incident is not None else None
-            if started is not None and start >= started.timestamp():
+            first = self._incident_first(model, name)
+            if first is not None and start >= first:
                 stream.add_incident(start, states[name], 0, self._window)
+                progress = self._progress(model, name)
+                if progress is not None:
+                    stream.restore(progress)
+                else:  # alert state from before progress was kept
+                    stream.onset = first
             elif any(
                 a.timestamp() <= start < b.timestamp() for a, b in self._exclusions(model, name)
             ):
                 stream.skip(start)
             else:
                 stream.add_clean(start, states[name], self._window)
+
+    def _incident_first(self, model: str, name: str) -> int | None:
+        """The first window of the open incident's frozen stream (its first alerting window,
+        or the earliest pooled into that alert when its progress was persisted), or None."""
+        incident = self._tracker.open_incident(model, name)
+        if incident is None or incident.started_at is None:
+            return None
+        progress = self._progress(model, name)
+        first = progress.get("first") if progress is not None else None
+        return int(first) if first is not None else int(incident.started_at.timestamp())
+
+    def _progress(self, model: str, name: str) -> dict[str, int | float | None] | None:
+        """The open incident's persisted progress, if it is this incident's (its onset is the
+        incident's first alerting window)."""
+        incident = self._tracker.open_incident(model, name)
+        if not isinstance(self._tracker, EvidenceTracker) or incident is None:
+            return None
+        progress = self._tracker.progress(model, name)
+        started = incident.started_at
+        if progress is None or started is None or progress.get("onset") != started.timestamp():
+            return None
+        return progress
+
+    def _note_progress(self, model: str, name: str, stream: _Stream | None) -> None:
+        if isinstance(self._tracker, EvidenceTracker):
+            progress = stream.progress() if stream is not None and stream.incident else None
+            self._tracker.note_progress(model, name, progress)
 
     def _exclusions(self, model: str, name: str) -> list[tuple[datetime, datetime]]:
         if isinstance(self._tracker, EvidenceTracker):
@@ -298,6 +356,7 @@ class WindowEvaluator:
                     if isinstance(self._tracker, EvidenceTracker) and frozen.incident:
                         first = datetime.fromtimestamp(frozen.incident[0][0], tz=UTC)
                         self._tracker.exclude(model, name, first, window.end)
+                    self._note_progress(model, name, frozen)
                 why = self._acceptance(incident.started_at, model, name, window.end)
                 if why is not None:
                     result.alerts.extend(self._tracker.accept(detection, why))
@@ -306,6 +365,7 @@ class WindowEvaluator:
             stream = self._streams.get(key)
             if stream is not None and stream.incident is not None:
                 stream.incident = None  # resolved: the baseline continues from before it
+                self._note_progress(model, name, None)
             if detector.history_windows:
                 self._stream(model, name).add_clean(start, state, self._window)
             reference = detector.update_reference(self._references.get(key), state)
@@ -396,6 +456,7 @@ class WindowEvaluator:
             first = datetime.fromtimestamp(stream.incident[0][0], tz=UTC)
             self._tracker.include(model, name, first)
         windows = self._stream(model, name).accept() if detector.history_windows else []
+        self._note_progress(model, name, None)
         if key in self._references:
             reference = None
             for state in windows:

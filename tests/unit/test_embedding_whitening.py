@@ -74,30 +74,34 @@ def test_fewer_than_four_sample_rows_give_the_plain_statistic() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sample_rows", [None, 250])
 def test_whitened_p_values_are_not_too_small_on_quiet_windows(
-    world: tuple[Makers, EmbeddingDriftState],
+    world: tuple[Makers, EmbeddingDriftState], sample_rows: int | None
 ) -> None:
     """4 references x 1,000 quiet 100-call windows: the share of p-values below 1% and 0.1%
     stays at or under its level (the cross-fitted null law errs on the heavy side). With the
     whitening and its null law from the same rows, quiet windows fell below the family
-    level 3 to 7 times as often as they should."""
+    level 3 to 7 times as often as they should. A small `reference_sample_size` (250 rows:
+    each half has fewer rows than the 128 features, so the covariance is rank-deficient and
+    held up by the ridge) errs further on the quiet side: it costs power, not false pages
+    (measured 0.13% below 1% against 0.37% with the whole sample)."""
     makers, _ = world
+    det = makers.embedding
     rng = np.random.default_rng(77)
     p_values: list[float] = []
     for _ in range(4):
         reference = _reference(makers, rng)
         assert reference.null_eigenvalues is not None and reference.whitening is not None
+        null, whitening = reference.null_eigenvalues, reference.whitening
+        if sample_rows is not None:
+            cos = dm.cosine_features(reference.sample.rows[:sample_rows], det.features)
+            null, whitening = dm.feature_covariance_eigenvalues(cos), dm.whitening(cos)
         mean_ref = dm.feature_mean(reference.feature_sum, reference.count, 128)
         for _ in range(1_000):
             window = makers.embedding_state(makers.embedding_rows(rng, 100, 0.0))
             mean = dm.feature_mean(window.feature_sum, window.count, 128)
             test = dm.mean_embedding_test(
-                mean,
-                window.count,
-                mean_ref,
-                reference.count,
-                reference.null_eigenvalues,
-                reference.whitening,
+                mean, window.count, mean_ref, reference.count, null, whitening
             )
             p_values.append(test.p_value)
     p = np.array(p_values)
@@ -131,14 +135,14 @@ def test_a_twenty_percent_topic_shift_pages_within_5_windows_at_100_calls(
     world: tuple[Makers, EmbeddingDriftState],
 ) -> None:
     """Peak 100 calls a window (20 at night), 40 streams at random times of day: the shift
-    pages within 5 windows in 27 of them (the plain statistic, on the same streams: 17). Most
+    pages within 5 windows in 31 of them (the plain statistic, on the same streams: 17). Most
     misses start at night: 20-30 calls a window, 100-150 calls in five windows with 20-30
     shifted ones."""
     makers, reference = world
     ttd = _first_pages(makers, reference, 100, 40)
     within = sum(t is not None and t <= 5 for t in ttd)
     print(f"20% shift at peak 100: {within} of 40 within 5 windows; windows to page {ttd}")
-    assert within >= 25
+    assert within >= 29
 
 
 @pytest.mark.slow

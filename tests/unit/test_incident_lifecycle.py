@@ -320,6 +320,10 @@ def test_the_older_reference_can_be_turned_off_where_hours_apart_are_not_compara
     assert off <= 14 < on
     with pytest.raises(ValidationError, match="older_spans"):
         SafetyConfig(older_spans=(6, 30))
+    # a short recent history stays valid once the older reference is off
+    assert SafetyConfig(history_windows=12, older_windows=0).history_windows == 12
+    with pytest.raises(ValidationError, match="older_windows: 0"):
+        SafetyConfig(history_windows=12)
 
 
 def test_a_six_hour_incident_at_low_traffic_stays_open_when_paged_on_the_older_reference() -> None:
