@@ -63,6 +63,15 @@ def normal_llr(mean: float, n: float, var: float, mu0: float, mu1: float) -> flo
     return (n / var) * (mu1 - mu0) * ((mu0 + mu1) / 2 - mean)
 
 
+def normal_llr2(mean: float, n: float, var0: float, var1: float, mu0: float, mu1: float) -> float:
+    """`normal_llr` with a per-call variance of its own for each level: var0 at the baseline,
+    var1 in the incident (a mix of old and new calls spreads wider than either)."""
+    if n <= 0 or var0 <= 0 or var1 <= 0:
+        return 0.0
+    v0, v1 = var0 / n, var1 / n
+    return 0.5 * math.log(v1 / v0) - (mean - mu0) ** 2 / (2 * v0) + (mean - mu1) ** 2 / (2 * v1)
+
+
 def cusum(llrs: Sequence[float]) -> float:
     """Page's CUSUM of the given increments, oldest first: max(0, S + llr) at each step."""
     s = 0.0

@@ -42,6 +42,7 @@ base64) and ~1.3 KB without it (`sample_size=0`); the pinned reference row ~2 MB
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,7 @@ import numpy.typing as npt
 
 from detectors import _drift_math as dm
 from detectors import reservoir as rs
-from detectors._sequential import cusum, level_windows, normal_llr
+from detectors._sequential import cusum, level_windows, normal_llr2
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.base64_text import Base64Text, base64_bytes
 from schemas.batch import LogBatch
@@ -114,6 +115,12 @@ class EmbeddingDriftDetector:
         self.config = config
         #: the windows pooled with the current one come from the history
         self.history_windows = config.spans[-1] - 1
+        #: an open incident's newest windows the evaluator keeps (8 hours at 5 minutes): its
+        #: level is estimated from them, and at 20-40 calls a window the evidence of a return
+        #: takes a few windows to gather; with the default 24, the windows after a 6-hour
+        #: shift had ended replaced the shifted ones in that estimate before it was enough,
+        #: and the incident stayed open (3 of 40 streams still open 2 hours after the end)
+        self.incident_windows = 96
         self.features = dm.random_features(
             config.dimension, config.n_features, config.bandwidth, config.seed
         )
@@ -464,7 +471,8 @@ class EmbeddingDriftDetector:
         eigenvalues: npt.NDArray[np.float64],
         ref_calls: int,
     ) -> list[float]:
-        """Per window: log-likelihood ratio reference vs the level of the `used` windows."""
+        """Per window: log-likelihood ratio reference vs the level of the `used` windows, each
+        level with its own per-call variance (`_incident_spread`)."""
         cfg = self.config
         count = sum(w.count for w in used)
         total = sum((w.feature_sum for w in used), np.zeros_like(windows[0].feature_sum))
@@ -479,7 +487,9 @@ class EmbeddingDriftDetector:
         ]
         if variance <= 0:
             return [math.inf]
-        return [normal_llr(x, n, variance, base, level) for x, n in projected]
+        # `used` is the first windows of `windows` (those the level is estimated from)
+        spread = _incident_spread(projected[: len(used)], variance)
+        return [normal_llr2(x, n, variance, spread, base, level) for x, n in projected]
 
     def _detection(
         self,
@@ -505,6 +515,24 @@ class EmbeddingDriftDetector:
             reason=reason,
             details=details,
         )
+
+
+def _incident_spread(means: list[tuple[float, int]], reference_variance: float) -> float:
+    """Per-call variance of the projection during the incident, from how much its windows'
+    means (each of n calls) differ from one window to the next: the mean of
+    (x̄ᵢ₊₁ − x̄ᵢ)² / (1/nᵢ + 1/nᵢ₊₁), so a step in the level (the incident's start or end among
+    the windows) adds one term rather than inflating every window's scatter.
+
+    A mix of old and new prompts spreads wider than the reference alone (a 20% shift at about
+    40 calls a window: 2.6 times the reference's variance), so judging an incident window with
+    the reference's variance made a chance window with few shifted prompts strong evidence
+    of a return (one 39-call window gave 7.8 of the 6.9 nats needed) and resolved 6-hour
+    incidents while they lasted. Never below the reference's variance; with fewer than 3
+    windows, that."""
+    if len(means) < 3:
+        return reference_variance
+    steps = [(b - a) ** 2 / (1 / m + 1 / n) for (a, m), (b, n) in itertools.pairwise(means)]
+    return max(reference_variance, sum(steps) / len(steps))
 
 
 def _excursion_start(llrs: list[float]) -> int:

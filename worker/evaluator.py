@@ -51,7 +51,8 @@ from detectors.base import Baseline, Detector, WindowRef
 from schemas.detection import Alert, Detection
 from worker.sink import BaselineAccept
 
-#: incident windows kept for the "has it cleared?" judgement and for an acceptance (at least)
+#: incident windows kept for the "has it cleared?" judgement and for an acceptance (at least;
+#: a detector may ask for more with an `incident_windows` attribute)
 MIN_INCIDENT_WINDOWS = 24
 #: evidence (nats) that an open incident had returned to its baseline, after which a fresh
 #: rise is a new incident (see `WindowEvaluator._fresh_onset`)
@@ -75,6 +76,8 @@ class _Stream:
     depth: int
     empty: Any
     clean: deque[tuple[int, Any]]
+    #: the newest incident windows kept (its level and the evidence of a return come from them)
+    keep: int = MIN_INCIDENT_WINDOWS
     incident: deque[tuple[int, Any]] | None = None
     #: the newest window start this stream has seen (baseline or incident)
     last_start: int | None = None
@@ -120,8 +123,7 @@ class _Stream:
 
     def add_incident(self, start: int, state: Any, pulled_back: int, window: int) -> None:
         if self.incident is None:
-            keep = max(self.depth, MIN_INCIDENT_WINDOWS)
-            self.incident = deque(maxlen=keep)
+            self.incident = deque(maxlen=self.keep)
             self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
             self.onset = start
             # the windows pooled with the firing one belong to the incident, not the baseline
@@ -138,7 +140,7 @@ class _Stream:
         (a fresh rise after the stale one had returned); the older windows stay out of the
         baseline, as they were."""
         windows = [item for item in self.incident or () if item[0] >= since]
-        self.incident = deque(windows, maxlen=max(self.depth, MIN_INCIDENT_WINDOWS))
+        self.incident = deque(windows, maxlen=self.keep)
         self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
         self.onset = onset
 
@@ -223,7 +225,8 @@ class WindowEvaluator:
         if stream is None:
             detector = self._detectors[name]
             depth = detector.history_windows
-            stream = _Stream(depth, detector.empty(), deque(maxlen=max(depth, 1)))
+            keep = max(depth, getattr(detector, "incident_windows", 0), MIN_INCIDENT_WINDOWS)
+            stream = _Stream(depth, detector.empty(), deque(maxlen=max(depth, 1)), keep)
             self._streams[key] = stream
         return stream
 

@@ -155,3 +155,41 @@ def test_a_twenty_percent_topic_shift_pages_within_2_windows_at_500_calls(
     within = sum(t is not None and t <= 2 for t in ttd)
     print(f"20% shift at peak 500: {within} of 40 within 2 windows; windows to page {ttd}")
     assert within == 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("peak", "share"), [(100, 0.2), (500, 0.1)])
+def test_a_six_hour_topic_shift_stays_open_until_it_ends_and_then_resolves(
+    world: tuple[Makers, EmbeddingDriftState], peak: int, share: float
+) -> None:
+    """40 streams of a 6-hour shift at random times of day: once paged, the incident fires
+    until the shift ends, and resolves after it. Judging the incident's windows with the
+    reference's own per-call variance resolved one of these at peak 100 and two at peak 500
+    (10%) while the shift went on: a mix of old and new prompts scatters wider than either.
+    The price is a slower resolve after small shifts (10% at peak 500: median 2 → 3 windows,
+    at most 8), and the evaluator keeps 96 of an embedding incident's windows, not 24: with
+    24, the windows after the shift had ended replaced the shifted ones in the incident's
+    level before the slower evidence was enough, and 3 of these 40 stayed open."""
+    makers, reference = world
+    during, paged, resolved = 0, 0, []
+    for seed in range(40):
+        rng = np.random.default_rng([seed, peak, 6])
+        total = WARMUP + 72 + 24
+        calls = diurnal(peak, total, phase=rng.uniform(0, 2 * np.pi))
+        shifted = [share if WARMUP <= i < WARMUP + 72 else 0.0 for i in range(total)]
+        states = [
+            makers.embedding_state(makers.embedding_rows(rng, int(n), f))
+            for n, f in zip(calls, shifted, strict=True)
+        ]
+        alerts = run_lookout("embedding_drift", makers.embedding, states, reference)
+        pages = [i for i, a in alerts if a.status == "firing"]
+        if not pages:
+            continue
+        paged += 1
+        resolves = [i for i, a in alerts if a.status == "resolved"]
+        during += sum(pages[0] <= i < WARMUP + 72 for i in resolves)
+        resolved += [i - (WARMUP + 72) + 1 for i in resolves if i >= WARMUP + 72][:1]
+    print(f"{share:.0%} at peak {peak}: {during} resolves during, lag after the end {resolved}")
+    assert during == 0
+    assert paged >= 30 and len(resolved) == paged, "an incident still open 2 hours after its end"
+    assert float(np.median(resolved)) <= 3
