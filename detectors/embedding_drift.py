@@ -53,7 +53,7 @@ import numpy.typing as npt
 
 from detectors import _drift_math as dm
 from detectors import reservoir as rs
-from detectors._sequential import cusum, level_windows, normal_llr2
+from detectors._sequential import cusum, excursion_start, level_windows, normal_llr2
 from detectors.base import Baseline, WindowRef, window_detection
 from schemas.base64_text import Base64Text, base64_bytes
 from schemas.batch import LogBatch
@@ -450,7 +450,7 @@ class EmbeddingDriftDetector:
         # re-estimate it from the windows before the CUSUM's current excursion began,
         # otherwise each window back at the reference drags the level towards it and the
         # evidence of a return never accumulates
-        began = _excursion_start(llrs)
+        began = excursion_start(llrs)
         if 0 < began < len(used):
             llrs = self._return_llrs(
                 windows, used[:began], phi, mean_ref, eigenvalues, reference.count
@@ -459,7 +459,7 @@ class EmbeddingDriftDetector:
         # and the windows that make the evidence hold at least a testable sample: at 10 calls a
         # window, one or two windows with hardly a shifted prompt are, by likelihood, strong
         # evidence of a return, and resolved 6-hour incidents while they lasted
-        returning = sum(w.count for w in windows[_excursion_start(llrs) :])
+        returning = sum(w.count for w in windows[excursion_start(llrs) :])
         return evidence >= cfg.clear_threshold and returning >= cfg.min_sample, evidence
 
     def _return_llrs(
@@ -533,16 +533,6 @@ def _incident_spread(means: list[tuple[float, int]], reference_variance: float) 
         return reference_variance
     steps = [(b - a) ** 2 / (1 / m + 1 / n) for (a, m), (b, n) in itertools.pairwise(means)]
     return max(reference_variance, sum(steps) / len(steps))
-
-
-def _excursion_start(llrs: list[float]) -> int:
-    """Index of the first window of the CUSUM's current excursion above zero (len if none)."""
-    s, began = 0.0, len(llrs)
-    for i, llr in enumerate(llrs):
-        s = max(0.0, s + llr)
-        if s == 0.0:
-            began = i + 1
-    return began
 
 
 def _same_optional(a: npt.NDArray[np.float64] | None, b: npt.NDArray[np.float64] | None) -> bool:
