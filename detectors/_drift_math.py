@@ -241,6 +241,13 @@ def weighted_chi2_sf(x: float, weights: FloatArray, nodes_per_panel: int = 24) -
         if bound < 1e-6:
             return bound
 
+    return float(_imhof(np.array([x]), w, nodes_per_panel)[0])
+
+
+def _imhof(xs: FloatArray, w: FloatArray, nodes_per_panel: int = 24) -> FloatArray:
+    """Imhof's integral (see `weighted_chi2_sf`) at every x > 0 of `xs` at once: the nodes,
+    and the weights' part of the integrand, are shared; the panels follow the largest x."""
+
     def log_u_rho(u: float) -> float:
         return math.log(u) + 0.25 * float(np.sum(np.log1p((w * u) ** 2)))
 
@@ -248,7 +255,7 @@ def weighted_chi2_sf(x: float, weights: FloatArray, nodes_per_panel: int = 24) -
     while log_u_rho(upper) < math.log(1e9):
         upper *= 2.0
     # panels per period of sin(½xu), and ≥ 8 panels in all
-    n_panels = max(8, math.ceil(upper * x / (4.0 * math.pi) * PANELS_PER_PERIOD))
+    n_panels = max(8, math.ceil(upper * float(xs.max()) / (4.0 * math.pi) * PANELS_PER_PERIOD))
     gl_nodes, gl_weights = gauss_legendre(nodes_per_panel)
     edges = np.linspace(0.0, upper, n_panels + 1)
     half = 0.5 * (edges[1:] - edges[:-1])
@@ -256,10 +263,53 @@ def weighted_chi2_sf(x: float, weights: FloatArray, nodes_per_panel: int = 24) -
     u = (mid[:, None] + half[:, None] * gl_nodes[None, :]).ravel()
     quad_w = (half[:, None] * gl_weights[None, :]).ravel()
     wu = np.outer(u, w)
-    theta = 0.5 * np.arctan(wu).sum(axis=1) - 0.5 * x * u
+    arctans = 0.5 * np.arctan(wu).sum(axis=1)
     log_rho = 0.25 * np.log1p(wu * wu).sum(axis=1)
-    integral = float(np.sum(quad_w * np.sin(theta) / (u * np.exp(log_rho))))
-    return float(min(1.0, max(0.0, 0.5 + integral / math.pi)))
+    scale = quad_w / (u * np.exp(log_rho))
+    theta = arctans[None, :] - 0.5 * xs[:, None] * u[None, :]
+    integral: FloatArray = np.sin(theta) @ scale
+    sf: FloatArray = np.clip(0.5 + integral / math.pi, 0.0, 1.0)
+    return sf
+
+
+#: p-values at or above this come from a table per null law (`null_sf`)
+TABLE_ABOVE = 0.2
+_SF_TABLES: dict[bytes, tuple[FloatArray, FloatArray, float]] = {}
+
+
+def null_sf(x: float, weights: FloatArray) -> float:
+    """`weighted_chi2_sf`, read from a table computed once per null law where the p-value is
+    at least `TABLE_ABOVE` (within 10⁻³ of it; `tests/unit/test_drift_math_shortcuts.py`).
+
+    A pinned reference judges every window against the same null law, and most quiet windows'
+    p-values are large: no verdict turns on them, yet the integral took about 1 ms each, a
+    fifth of a window's evaluation in a replay. Below `TABLE_ABOVE` — every p-value a verdict
+    or a pooled span is decided on — it is computed exactly."""
+    w = np.asarray(weights, dtype=np.float64)
+    key = w.tobytes()
+    table = _SF_TABLES.get(key)
+    if table is None:
+        if len(_SF_TABLES) >= 64:
+            _SF_TABLES.clear()
+        table = _SF_TABLES[key] = _sf_table(w)
+    xs, sfs, upto = table
+    if 0.0 <= x <= upto:
+        return float(np.interp(x, xs, sfs))
+    return weighted_chi2_sf(x, w)
+
+
+def _sf_table(w: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+    """P(Q > x) at 64 points per mean of Q from 0 until it falls below `TABLE_ABOVE`."""
+    total = float(w.sum())
+    if total <= 0.0 or not len(w):
+        return np.zeros(1), np.ones(1), -1.0
+    xs = np.linspace(0.0, 4.0 * total, 257)
+    kept = w[w > total * 1e-9]
+    sfs = np.ones_like(xs)
+    sfs[1:] = _imhof(xs[1:], kept)
+    below = np.flatnonzero(sfs < TABLE_ABOVE)
+    upto = float(xs[below[0] - 1]) if len(below) else float(xs[-1])
+    return xs, sfs, upto
 
 
 @functools.cache
@@ -325,10 +375,10 @@ def mean_embedding_test(
     factor = n_current * n_reference / (n_current + n_reference)
     if whitened is None:
         statistic = factor * sq
-        p_value = weighted_chi2_sf(statistic, eigenvalues)
+        p_value = null_sf(statistic, eigenvalues)
     else:
         statistic = whitened_statistic(diff, factor, whitened)
-        p_value = weighted_chi2_sf(statistic, whitened.null_eigenvalues)
+        p_value = null_sf(statistic, whitened.null_eigenvalues)
     trace = float(eigenvalues.sum())
     mmd2 = sq - trace / factor
     null_sd = math.sqrt(2.0 * float((eigenvalues**2).sum())) / factor
