@@ -108,7 +108,7 @@ class _Stream:
             items = [item for item in self.clean if item[0] != start] + [(start, state)]
             items.sort(key=lambda item: item[0])
             self.clean.clear()
-            self.clean.extend(items[-self.depth :])
+            self.clean.extend(items)
             return
         if self.clean and self.last_start is not None:
             gap = (start - self.last_start) // window - 1
@@ -226,7 +226,11 @@ class WindowEvaluator:
             detector = self._detectors[name]
             depth = detector.history_windows
             keep = max(depth, getattr(detector, "incident_windows", 0), MIN_INCIDENT_WINDOWS)
-            stream = _Stream(depth, detector.empty(), deque(maxlen=max(depth, 1)), keep)
+            # twice the depth: the windows an incident pulls out of the baseline (those pooled
+            # into its first alert) are back-filled by the older ones, as a restarted evaluator
+            # re-seeding `depth` baseline windows from the sink would have them
+            clean: deque[tuple[int, Any]] = deque(maxlen=max(2 * depth, 1))
+            stream = _Stream(depth, detector.empty(), clean, keep)
             self._streams[key] = stream
         return stream
 

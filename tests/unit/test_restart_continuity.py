@@ -9,15 +9,16 @@ incident at the same window, with the same words, as the continuous one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from alerts.tracking import EvidenceTracker
+from bench.detection_quality import Makers
 from detectors.registry import build_detectors
-from detectors.safety import SafetyState
 from schemas.alert_config import AlertingConfig
 from worker.evaluator import WindowEvaluator
 
@@ -26,53 +27,71 @@ T0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
 MODEL = "gpt-4o-mini"
 QUIET, INCIDENT, AFTER = 72, 60, 24
 
+#: (detector, how much the incident multiplies its quantity): a shift small enough to page on a
+#: pooled span at these rates, so windows before the first alert belong to the incident
+INCIDENTS = {"safety": 2.0, "latency": 1.4, "tokens": 1.3}
+MakeState = Callable[[np.random.Generator, int, float, str], Any]
 
-def _evaluator(tracker: EvidenceTracker) -> WindowEvaluator:
-    return WindowEvaluator(build_detectors({"safety": None}), WINDOW, tracker)
+
+@pytest.fixture(scope="module")
+def makers() -> Makers:
+    return Makers(np.random.default_rng(2026))
 
 
-def _stream(seed: int, calls: int) -> Iterator[tuple[int, SafetyState]]:
-    """Quiet at 2%, then doubled for five hours, then quiet again."""
+def _evaluator(name: str, tracker: EvidenceTracker) -> WindowEvaluator:
+    return WindowEvaluator(build_detectors({name: None}), WINDOW, tracker)
+
+
+def _stream(make: MakeState, seed: int, calls: int, factor: float) -> list[tuple[int, Any]]:
+    """Quiet, then the quantity multiplied by `factor` for five hours, then quiet again."""
     rng = np.random.default_rng([seed, calls])
-    rates = [0.02] * QUIET + [0.04] * INCIDENT + [0.02] * AFTER
-    for i, rate in enumerate(rates):
-        yield T0 + i * WINDOW, SafetyState(calls=calls, blocked=int(rng.binomial(calls, rate)))
+    factors = [1.0] * QUIET + [factor] * INCIDENT + [1.0] * AFTER
+    return [(T0 + i * WINDOW, make(rng, calls, f, MODEL)) for i, f in enumerate(factors)]
 
 
-def _said(evaluator: WindowEvaluator, start: int, state: SafetyState) -> list[str]:
-    result = evaluator.evaluate(MODEL, start, {"safety": state})
+def _said(evaluator: WindowEvaluator, name: str, start: int, state: Any) -> list[str]:
+    result = evaluator.evaluate(MODEL, start, {name: state})
     (detection,) = result.detections
     return [f"{detection.verdict}: {detection.reason}"] + [
         f"{a.status}: {a.summary}" for a in result.alerts
     ]
 
 
-def _restarted(stopped: WindowEvaluator, stored: dict[int, SafetyState]) -> WindowEvaluator:
+def _restarted(name: str, stopped: WindowEvaluator, stored: dict[int, Any]) -> WindowEvaluator:
     """A new evaluator as `lookout run` builds one: the alert state from its persisted rows,
     the baselines from the stored windows in the ranges it asks for."""
     tracker = EvidenceTracker.load(stopped.tracker.to_rows(), AlertingConfig())
-    evaluator = _evaluator(tracker)
+    evaluator = _evaluator(name, tracker)
     until = max(stored) + WINDOW
     wanted: set[int] = set()
     for since, before in evaluator.seed_ranges(MODEL, until):
         wanted |= {start for start in stored if since <= start < before}
     for start in sorted(wanted):
-        evaluator.remember(MODEL, start, {"safety": stored[start]})
+        evaluator.remember(MODEL, start, {name: stored[start]})
     return evaluator
 
 
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
 @pytest.mark.parametrize("calls", [120, 500])
-def test_a_restart_during_an_incident_changes_no_verdict_and_no_alert(calls: int) -> None:
-    """×2 block rate at 120 and 500 calls a window, 10 streams each, restarted 1, 4 and 12
-    windows after the first page: every later window's verdict, reason and alert are the
-    continuous worker's. (Before the incident's progress was persisted, the restarted worker
-    put the windows pooled into the first alert back into the baseline and resolved at a
-    different window in 15 of 15 such streams.)"""
+def test_a_restart_during_an_incident_changes_no_verdict_and_no_alert(
+    makers: Makers, name: str, calls: int
+) -> None:
+    """Block rate ×2, p95 ×1.4, output tokens ×1.3 at 120 and 500 calls a window, 10 streams
+    each, restarted 1, 4 and 12 windows after the first page: every later window's verdict,
+    reason and alert are the continuous worker's. (Before the incident's progress was
+    persisted, a restarted worker put the windows pooled into the first alert back into the
+    baseline and counted the evidence of a return from the restart: it resolved at a different
+    window in 15 of 15 block-rate streams.)"""
+    make: MakeState = {
+        "safety": makers.safety,
+        "latency": makers.latency_state,
+        "tokens": makers.tokens,
+    }[name]
     compared = 0
     for seed in range(10):
-        windows = list(_stream(seed, calls))
-        continuous = _evaluator(EvidenceTracker(AlertingConfig()))
-        said = [_said(continuous, start, state) for start, state in windows]
+        windows = _stream(make, seed, calls, INCIDENTS[name])
+        continuous = _evaluator(name, EvidenceTracker(AlertingConfig()))
+        said = [_said(continuous, name, start, state) for start, state in windows]
         paged = [i for i, lines in enumerate(said) if any("firing" in x for x in lines[1:])]
         if not paged:
             continue
@@ -80,12 +99,14 @@ def test_a_restart_during_an_incident_changes_no_verdict_and_no_alert(calls: int
             cut = paged[0] + after
             if cut >= len(windows):
                 continue
-            stopped = _evaluator(EvidenceTracker(AlertingConfig()))
+            stopped = _evaluator(name, EvidenceTracker(AlertingConfig()))
             for start, state in windows[:cut]:
-                _said(stopped, start, state)
-            assert stopped.tracker.open_incident(MODEL, "safety") is not None
-            evaluator = _restarted(stopped, dict(windows[:cut]))
-            resumed = [_said(evaluator, start, state) for start, state in windows[cut:]]
+                _said(stopped, name, start, state)
+            if stopped.tracker.open_incident(MODEL, name) is None:
+                continue  # a short false page that had already resolved
+            evaluator = _restarted(name, stopped, dict(windows[:cut]))
+            resumed = [_said(evaluator, name, start, state) for start, state in windows[cut:]]
             assert resumed == said[cut:], f"seed {seed}, restarted {after} after the page"
             compared += 1
-    assert compared >= 15, f"only {compared} restarts during an incident compared"
+    print(f"{name} at {calls} calls: {compared} restarts during an incident, all alike")
+    assert compared >= 12, f"only {compared} restarts during an incident compared"
