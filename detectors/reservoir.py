@@ -267,8 +267,17 @@ def add(
     rows: npt.NDArray[Any],
     transform: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
 ) -> Reservoir:
-    """`reservoir` with new keyed rows folded in; `transform` maps only the rows kept."""
-    fresh = bottom_k(keys, np.asarray(rows), reservoir.capacity)
+    """`reservoir` with new keyed rows folded in; `transform` maps only the rows kept.
+
+    Once the reservoir is full, a row keyed above its largest key cannot enter: such rows are
+    dropped before any sort or conversion (most of a busy window's rows, whose sample filled
+    in its first seconds)."""
+    rows = np.asarray(rows)
+    if len(reservoir) >= reservoir.capacity and len(reservoir):
+        may_enter = keys <= reservoir.keys[-1]
+        if not may_enter.all():
+            keys, rows = keys[may_enter], rows[may_enter]
+    fresh = bottom_k(keys, rows, reservoir.capacity)
     kept = fresh.rows if transform is None else transform(fresh.rows)
     converted = Reservoir(fresh.keys, kept.astype(reservoir.rows.dtype), fresh.capacity)
     return merge(reservoir, converted)

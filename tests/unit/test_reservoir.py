@@ -109,3 +109,16 @@ def test_a_new_column_at_a_freed_columns_address_is_hashed_afresh() -> None:
         column = np.array([f"id-{i}-{j}" for j in range(5)], dtype=object)
         assert np.array_equal(rs.hash_ids(column, SEED), _hashed_as_before(column, SEED))
         del column
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(ids_lists, min_size=1, max_size=6), capacities)
+def test_adding_batch_by_batch_gives_the_sample_of_them_all(batches, k):
+    """`add` skips the rows keyed above a full reservoir's largest key before sorting or
+    converting them; a window folded poll by poll must still hold the bottom k of all of it."""
+    one_by_one = rs.Reservoir.empty(k, 2, np.float32)
+    for ids in batches:
+        keys = rs.hash_ids(np.array(ids, dtype=object), SEED)
+        rows = np.array([[float(len(i)), float(hash(i) % 97)] for i in ids], dtype=np.float32)
+        one_by_one = rs.add(one_by_one, keys, rows.reshape(len(ids), 2))
+    assert one_by_one == _sample([i for ids in batches for i in ids], k)
