@@ -25,7 +25,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alerts.notifiers import NotifierError, notifier_error
-from alerts.receivers.outbox import GroupState, Outbox
+from alerts.receivers.outbox import GroupState, Outbox, pending_key
 from alerts.receivers.payloads import render_links
 from alerts.receivers.policy import TokenBucket, backoff_delay
 from alerts.receivers.senders import Notification, RateLimited, Sender, only_firing_or_all
@@ -143,7 +143,9 @@ class Dispatcher:
                     alert = alert.model_copy(update={"links": render_links(alert, self._links)})
                 key = (receiver, self._grouping(receiver, alert).key(alert))
                 state = self._groups.setdefault(key, GroupState())
-                state.pending[alert.dedup_key] = alert
+                # latest last: a change re-made before the flush moves behind the others
+                state.pending.pop(pending_key(alert), None)
+                state.pending[pending_key(alert)] = alert
                 if state.pending_since is None:
                     state.pending_since = now
                 if alert.status == "firing":
@@ -209,7 +211,7 @@ class Dispatcher:
         notifications = (
             [Notification(receiver, group_key, (a,), repeat) for a in batch]
             if runtime.sender.per_alert
-            else ([Notification(receiver, group_key, batch, repeat)] if batch else [])
+            else [Notification(receiver, group_key, part, repeat) for part in _rounds(batch)]
         )
         dropped = self._outbox.flush(
             notifications,
@@ -336,3 +338,19 @@ class Dispatcher:
         for runtime in self._receivers.values():
             runtime.sender.close()
         self._outbox.close()
+
+
+def _rounds(batch: tuple[Alert, ...]) -> list[tuple[Alert, ...]]:
+    """A group's changes as messages, each naming an alert at most once: a page and its
+    resolve that waited together go out as two messages, in order, not as one message that
+    says the same alert is both firing and resolved."""
+    rounds: list[tuple[Alert, ...]] = []
+    current: list[Alert] = []
+    for alert in batch:
+        if any(a.dedup_key == alert.dedup_key for a in current):
+            rounds.append(tuple(current))
+            current = []
+        current.append(alert)
+    if current:
+        rounds.append(tuple(current))
+    return rounds

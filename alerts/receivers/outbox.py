@@ -47,6 +47,15 @@ class Entry:
     next_at: float
 
 
+def pending_key(alert: Alert) -> str:
+    """Where a change waits in `GroupState.pending`: a firing and a later resolve of the same
+    alert wait apart, so a group flushed after both sends the page and then its resolve.
+    Keyed by the alert alone, the resolve replaced the page it followed: on a fast replay, or
+    an incident that fired and cleared between two flushes, PagerDuty got a resolve for an
+    incident it never saw, and nobody was paged."""
+    return alert.dedup_key if alert.status == "firing" else f"{alert.dedup_key}/{alert.status}"
+
+
 @dataclass
 class GroupState:
     """One receiver's group: firing alerts it knows of, changes not yet sent, and when."""
@@ -77,9 +86,8 @@ class GroupState:
             alerts = (Alert.model_validate(a) for a in items)
             return {a.dedup_key: a for a in alerts}
 
-        return cls(
-            load(raw["active"]), load(raw["pending"]), raw["pending_since"], raw["last_sent_at"]
-        )
+        pending = {pending_key(a): a for a in (Alert.model_validate(p) for p in raw["pending"])}
+        return cls(load(raw["active"]), pending, raw["pending_since"], raw["last_sent_at"])
 
 
 class Outbox:

@@ -140,6 +140,32 @@ def test_group_wait_batches_a_new_group_and_group_interval_spaces_its_updates(
     d.close(drain_seconds=0)
 
 
+@pytest.mark.parametrize("per_alert", [True, False], ids=["pagerduty-like", "slack-like"])
+def test_an_incident_that_fires_and_clears_before_a_flush_still_pages_then_resolves(
+    tmp_path: Path, per_alert: bool
+) -> None:
+    """A fast replay (or a blip between two flushes) hands the dispatcher a page and its
+    resolve together. The page goes out first, then the resolve — the resolve used to replace
+    the page, and PagerDuty got a resolve for an incident it never saw: nobody was paged.
+    A restart in between keeps both."""
+    clock, hook = FakeClock(0), Recording("hook", per_alert=per_alert)
+    d, _ = dispatcher(tmp_path, clock, hook)
+    d.submit("hook", [alert()])
+    d.submit("hook", [alert("resolved")])
+    d.close(drain_seconds=0)
+    d, _ = dispatcher(tmp_path, clock, hook)  # restarted: the group comes from the outbox
+    drain(d, "hook")
+    assert [[a.status for a in n.alerts] for n in hook.sent] == [["firing"], ["resolved"]]
+    # it fired again before the next flush: the last change is the one that stands
+    d.submit("hook", [alert()])
+    d.submit("hook", [alert("resolved")])
+    d.submit("hook", [alert()])
+    clock.advance(1)
+    drain(d, "hook")
+    assert [a.status for n in hook.sent for a in n.alerts][2:][-1] == "firing"
+    d.close(drain_seconds=0)
+
+
 def test_send_resolved_false_sends_no_resolve(tmp_path: Path) -> None:
     clock, hook = FakeClock(0), Recording("hook")
     d, _ = dispatcher(tmp_path, clock, hook, receiver={"send_resolved": False})
