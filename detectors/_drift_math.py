@@ -253,7 +253,47 @@ def weighted_chi2_sf(x: float, weights: FloatArray, nodes_per_panel: int = 24) -
 
 def _imhof(xs: FloatArray, w: FloatArray, nodes_per_panel: int = 24) -> FloatArray:
     """Imhof's integral (see `weighted_chi2_sf`) at every x > 0 of `xs` at once: the nodes,
-    and the weights' part of the integrand, are shared; the panels follow the largest x."""
+    and the weights' part of the integrand, are shared; the panels follow the largest x.
+    The x are taken in chunks of at most `_IMHOF_CELLS` (x, node) pairs, so memory stays
+    bounded whatever the node count."""
+    u, quad_w = _imhof_nodes(float(xs.max()), w, nodes_per_panel)
+    wu = np.outer(u, w)
+    arctans = 0.5 * np.arctan(wu).sum(axis=1)
+    log_rho = 0.25 * np.log1p(wu * wu).sum(axis=1)
+    del wu
+    scale = quad_w / (u * np.exp(log_rho))
+    rows = max(1, _IMHOF_CELLS // len(u))
+    integral = np.empty(len(xs))
+    for start in range(0, len(xs), rows):
+        chunk = xs[start : start + rows]
+        theta = arctans[None, :] - 0.5 * chunk[:, None] * u[None, :]
+        integral[start : start + rows] = np.sin(theta) @ scale
+    sf: FloatArray = np.clip(0.5 + integral / math.pi, 0.0, 1.0)
+    return sf
+
+
+#: (x, node) pairs `_imhof` evaluates at once: 2M doubles, 16 MB per temporary
+_IMHOF_CELLS = 1 << 21
+
+
+def _imhof_nodes(
+    x_max: float, w: FloatArray, nodes_per_panel: int
+) -> tuple[FloatArray, FloatArray]:
+    """Gauss–Legendre nodes and weights on [0, upper], the panels following the largest x."""
+    upper, n_panels = _imhof_panels(x_max, w)
+    gl_nodes, gl_weights = gauss_legendre(nodes_per_panel)
+    edges = np.linspace(0.0, upper, n_panels + 1)
+    half = 0.5 * (edges[1:] - edges[:-1])
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    u = (mid[:, None] + half[:, None] * gl_nodes[None, :]).ravel()
+    quad_w = (half[:, None] * gl_weights[None, :]).ravel()
+    return u, quad_w
+
+
+def _imhof_panels(x_max: float, w: FloatArray) -> tuple[float, int]:
+    """Where the integrand is negligible, and how many panels reach it: one per period of
+    sin(½xu), at least 8. A null law of one or two weights decays slowly (the end reaches
+    ~10⁶), so the count can run into hundreds of thousands."""
 
     def log_u_rho(u: float) -> float:
         return math.log(u) + 0.25 * float(np.sum(np.log1p((w * u) ** 2)))
@@ -261,26 +301,13 @@ def _imhof(xs: FloatArray, w: FloatArray, nodes_per_panel: int = 24) -> FloatArr
     upper = 1.0 / float(w.max())
     while log_u_rho(upper) < math.log(1e9):
         upper *= 2.0
-    # panels per period of sin(½xu), and ≥ 8 panels in all
-    n_panels = max(8, math.ceil(upper * float(xs.max()) / (4.0 * math.pi) * PANELS_PER_PERIOD))
-    gl_nodes, gl_weights = gauss_legendre(nodes_per_panel)
-    edges = np.linspace(0.0, upper, n_panels + 1)
-    half = 0.5 * (edges[1:] - edges[:-1])
-    mid = 0.5 * (edges[1:] + edges[:-1])
-    u = (mid[:, None] + half[:, None] * gl_nodes[None, :]).ravel()
-    quad_w = (half[:, None] * gl_weights[None, :]).ravel()
-    wu = np.outer(u, w)
-    arctans = 0.5 * np.arctan(wu).sum(axis=1)
-    log_rho = 0.25 * np.log1p(wu * wu).sum(axis=1)
-    scale = quad_w / (u * np.exp(log_rho))
-    theta = arctans[None, :] - 0.5 * xs[:, None] * u[None, :]
-    integral: FloatArray = np.sin(theta) @ scale
-    sf: FloatArray = np.clip(0.5 + integral / math.pi, 0.0, 1.0)
-    return sf
+    return upper, max(8, math.ceil(upper * x_max / (4.0 * math.pi) * PANELS_PER_PERIOD))
 
 
 #: p-values at or above this come from a table per null law (`null_sf`)
 TABLE_ABOVE = 0.2
+#: a null law needing more panels than this gets no table (256 points would take seconds)
+_TABLE_MAX_PANELS = 1024
 _SF_TABLES: dict[bytes, tuple[FloatArray, FloatArray, float]] = {}
 
 
@@ -312,6 +339,10 @@ def _sf_table(w: FloatArray) -> tuple[FloatArray, FloatArray, float]:
         return np.zeros(1), np.ones(1), -1.0
     xs = np.linspace(0.0, 4.0 * total, 257)
     kept = w[w > total * 1e-9]
+    if _imhof_panels(float(xs[-1]), kept)[1] > _TABLE_MAX_PANELS:
+        # a null law of a few weights (a reference of a handful of distinct prompts) needs
+        # millions of nodes: 256 points would take seconds and gigabytes; compute each exactly
+        return np.zeros(1), np.ones(1), -1.0
     sfs = np.ones_like(xs)
     sfs[1:] = _imhof(xs[1:], kept)
     below = np.flatnonzero(sfs < TABLE_ABOVE)

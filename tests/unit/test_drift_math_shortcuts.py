@@ -51,3 +51,30 @@ def test_the_table_of_a_null_law_agrees_with_the_integral_and_is_exact_where_ver
             else:
                 assert abs(fast - exact) < 1e-3
     assert dm.null_sf(1.0, np.zeros(4)) == dm.weighted_chi2_sf(1.0, np.zeros(4)) == 0.0
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 5])
+def test_a_null_law_of_a_few_weights_gets_no_table_that_eats_memory(rank: int) -> None:
+    """A reference of a handful of distinct prompts has one to a few non-zero weights: its
+    integral needs up to ~10⁷ nodes, and a 256-point table of it once took 15 GiB and killed the
+    worker. Such laws are computed exactly, and every table is built in bounded chunks."""
+    import tracemalloc
+
+    w = np.concatenate([np.ones(rank), np.zeros(60)])
+    dm._SF_TABLES.clear()
+    tracemalloc.start()
+    try:
+        for x in (0.1 * rank, 0.5 * rank, 1.5 * rank):
+            assert dm.null_sf(x, w) == pytest.approx(dm.weighted_chi2_sf(x, w), abs=1e-3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300 * 2**20
+
+
+def test_the_imhof_integral_in_chunks_equals_it_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = np.array([0.4, 0.3, 0.2, 0.1])
+    xs = np.linspace(0.05, 3.0, 40)
+    whole = dm._imhof(xs, w)
+    monkeypatch.setattr(dm, "_IMHOF_CELLS", 1000)  # a few x per chunk
+    np.testing.assert_allclose(dm._imhof(xs, w), whole, rtol=0, atol=1e-12)
