@@ -61,6 +61,13 @@ LEAN_NATS = math.log(1000)
 ONSET_SPAN = 8
 
 
+def _incident_keep(detector: Detector[Any]) -> int:
+    """How many of an open incident's windows its stream keeps (and a restart re-reads)."""
+    return max(
+        detector.history_windows, getattr(detector, "incident_windows", 0), MIN_INCIDENT_WINDOWS
+    )
+
+
 @dataclass
 class Evaluation:
     detections: list[Detection] = field(default_factory=list)
@@ -225,7 +232,7 @@ class WindowEvaluator:
         if stream is None:
             detector = self._detectors[name]
             depth = detector.history_windows
-            keep = max(depth, getattr(detector, "incident_windows", 0), MIN_INCIDENT_WINDOWS)
+            keep = _incident_keep(detector)
             # twice the depth: the windows an incident pulls out of the baseline (those pooled
             # into its first alert) are back-filled by the older ones, as a restarted evaluator
             # re-seeding `depth` baseline windows from the sink would have them
@@ -235,10 +242,12 @@ class WindowEvaluator:
         return stream
 
     def seed_ranges(self, model: str, until: int) -> list[tuple[int, int]]:
-        """[since, until) ranges of window starts a restarted evaluator needs for `model`:
-        the last `history_depth` windows, and, for an incident still open, the windows before
-        it began (its frozen baseline) and its latest windows."""
-        depth = self._depth * self._window
+        """[since, until) ranges of window starts a restarted evaluator needs for `model`: what
+        a continuous one holds. That is twice `history_depth` clean windows (the baseline and
+        what back-fills it when an incident pulls windows out), and, for an incident still
+        open, the windows before its first window (its frozen baseline) and the incident's
+        latest windows, as many as its stream keeps (96 for embedding drift)."""
+        depth = 2 * self._depth * self._window
         since = until - depth
         # windows kept out of a baseline do not count towards its depth: look further back
         spans = sorted(
@@ -250,13 +259,15 @@ class WindowEvaluator:
             if a < until and b > since:
                 since -= min(b, until) - max(a, since)
         ranges = [(since, until)]
-        for name in self._detectors:
-            incident = self._tracker.open_incident(model, name)
-            if incident is None or incident.started_at is None:
+        for name, detector in self._detectors.items():
+            first = self._incident_first(model, name)
+            if first is None:
                 continue
-            began = int(incident.started_at.timestamp())
-            if began - depth < ranges[0][0]:
-                ranges.append((began - depth, min(began, ranges[0][0])))
+            if first - depth < since:
+                ranges.append((first - depth, min(first, since)))
+            keep = _incident_keep(detector) * self._window
+            if max(first, until - keep) < since:
+                ranges.append((max(first, until - keep), since))
         return sorted(set(ranges))
 
     def remember(self, model: str, start: int, states: Mapping[str, Any]) -> None:
