@@ -58,6 +58,11 @@ def _said(evaluator: WindowEvaluator, name: str, start: int, state: Any) -> list
     ]
 
 
+def _paged(said: list[list[str]]) -> list[int]:
+    """Indexes of the windows whose alerts include a page."""
+    return [i for i, lines in enumerate(said) if any("firing" in x for x in lines[1:])]
+
+
 def _restarted(name: str, stopped: WindowEvaluator, stored: dict[int, Any]) -> WindowEvaluator:
     """A new evaluator as `lookout run` builds one: the alert state from its persisted rows,
     the baselines from the stored windows in the ranges it asks for."""
@@ -93,7 +98,7 @@ def test_a_restart_during_an_incident_changes_no_verdict_and_no_alert(
         windows = _stream(make, seed, calls, INCIDENTS[name])
         continuous = _evaluator(name, EvidenceTracker(AlertingConfig()))
         said = [_said(continuous, name, start, state) for start, state in windows]
-        paged = [i for i, lines in enumerate(said) if any("firing" in x for x in lines[1:])]
+        paged = _paged(said)
         if not paged:
             continue
         for after in (1, 4, 12):
@@ -124,7 +129,7 @@ def test_a_restart_shortly_before_an_incident_changes_nothing(makers: Makers, ca
         windows = _stream(makers.tokens, seed, calls, INCIDENTS["tokens"])
         continuous = _evaluator("tokens", EvidenceTracker(AlertingConfig()))
         said = [_said(continuous, "tokens", start, state) for start, state in windows]
-        paged = [i for i, lines in enumerate(said) if any("firing" in x for x in lines[1:])]
+        paged = _paged(said)
         if not paged:
             continue
         for before in (1, 3, 6, 12):
@@ -166,7 +171,7 @@ def test_a_restart_during_a_topic_shift_keeps_the_incident_windows(makers: Maker
         ]
         continuous = evaluator(EvidenceTracker(AlertingConfig()))
         said = [_said(continuous, name, start, state) for start, state in windows]
-        paged = [i for i, lines in enumerate(said) if any("firing" in x for x in lines[1:])]
+        paged = _paged(said)
         if not paged:
             continue
         for after in (20, 40, 60):
