@@ -5,6 +5,9 @@ Order of effects, which is what makes "nothing is lost" hold:
 2. `checkpoint` writes every delta, the request ids, new detections, alerts and alert state to
    the sink in one transaction, and only after it succeeded acks the source's messages and sends
    the alerts to the notifiers. A failed write keeps everything pending for the next attempt.
+   With `background_checkpoints`, an interval checkpoint is written on a second thread: its
+   windows start fresh deltas at once and folding goes on, while acks, alerts and forgetting
+   windows wait until the write is seen to have succeeded (a failure puts it all back).
 3. Windows are evaluated once, when the watermark passes their end; their detections travel in
    the next checkpoint. Records later than that still land in the aggregates (counted as late)
    but do not re-fire alerts.
@@ -15,6 +18,7 @@ The engine never reads a clock itself: `now` is injected, so tests drive checkpo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +36,7 @@ from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
 from worker.sink import Checkpoint, QuarantinedRecord, RequestIdRows, Sink
 from worker.window_parts import window_parts
-from worker.window_state import ID_SEED, OpenWindow
+from worker.window_state import ID_SEED, CommitUndo, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
@@ -56,6 +60,9 @@ class EngineSettings:
     evaluate: bool = True
     #: which event times may be folded and move the watermark (see worker/event_time.py)
     event_time: EventTimeLimits = field(default_factory=EventTimeLimits)
+    #: write interval checkpoints on a second thread while folding goes on (the sink must
+    #: allow reads from the engine's thread during a write)
+    background_checkpoints: bool = False
 
 
 @dataclass
@@ -113,6 +120,7 @@ class Engine:
         self._last_checkpoint = now()
         self._sequence = 0
         self._last_checkpoint_failed = False
+        self._in_flight: _Write | None = None
         #: batches whose window could not be opened because the sink could not be read
         self._deferred: list[tuple[LogBatch, list[str]]] = []
         #: alerts made durable but not yet delivered to every receiver
@@ -206,7 +214,8 @@ class Engine:
     @property
     def pending_messages(self) -> int:
         """Messages held un-acked: waiting for a checkpoint, or for the sink to be readable."""
-        return len(self._pending_acks) + sum(len(ids) for _, ids in self._deferred)
+        writing = len(self._in_flight.acks) if self._in_flight is not None else 0
+        return writing + len(self._pending_acks) + sum(len(ids) for _, ids in self._deferred)
 
     def _window_for(self, model: str, start: int, *, stored_known: bool = False) -> OpenWindow:
         key = (model, start)
@@ -247,6 +256,7 @@ class Engine:
 
     def tick(self) -> None:
         """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
+        self._settle(block=False)
         if self._deferred:
             self._retry_deferred()
         if self.settings.evaluate:
@@ -267,7 +277,10 @@ class Engine:
         )
         # after a failure, retry only on the interval: a down sink is not hammered every tick
         if due or (early and not self._last_checkpoint_failed):
-            self.checkpoint()
+            if not self.settings.background_checkpoints:
+                self.checkpoint()
+            elif self._settle(block=True):  # one write at a time, in sequence order
+                self._begin_checkpoint()
         if len(self._windows) > self.settings.max_open_windows:
             self._shed_windows()
 
@@ -309,7 +322,19 @@ class Engine:
     # -- durability ----------------------------------------------------------------------------
 
     def checkpoint(self) -> bool:
-        """Write everything pending, then ack and notify. Returns False if the sink failed."""
+        """Write everything pending, then ack and notify; returns once that is done (or failed:
+        False). A background write still running is settled first."""
+        if not self._settle(block=True):
+            return False
+        return self._begin_checkpoint() and self._settle(block=True)
+
+    def _begin_checkpoint(self) -> bool:
+        """Hand everything pending to the writer (if anything is); False when batches held
+        for an unreadable sink still cannot be folded, so no checkpoint can be complete.
+
+        The checkpoint's windows are committed at once (their deltas move into `durable`, the
+        undo kept), so folding goes on into fresh deltas while the write runs; nothing is acked,
+        sent or forgotten before `_settle` has seen the write succeed."""
         self._last_checkpoint = self._now()
         if self._deferred:
             self._retry_deferred()
@@ -336,44 +361,81 @@ class Engine:
         )
         if checkpoint.empty and not self._pending_acks:
             return True
-        started = time.perf_counter()
-        try:
-            if not checkpoint.empty:
-                self._sink.write_checkpoint(checkpoint)
-        except SinkBroken:
-            raise  # never writable again: retrying would hold every ack forever
-        except Exception as error:
+        write = _Write(
+            checkpoint=checkpoint,
+            undo=[(w, w.committed(self._detectors)) for w in dirty],
+            acks=self._pending_acks,
+            alerts=self._pending_alerts,
+            detections=self._pending_detections,
+            references=self._pending_references,
+            quarantined=self._pending_quarantine,
+            alert_state_dirty=self._alert_state_dirty,
+        )
+        self._pending_acks, self._pending_alerts, self._pending_detections = [], [], []
+        self._pending_references, self._pending_quarantine = {}, []
+        self._alert_state_dirty = False
+        self._in_flight = write
+        if checkpoint.empty:
+            write.done.set()  # acks alone: nothing to write
+        elif self.settings.background_checkpoints:
+            threading.Thread(
+                target=write.run, args=(self._sink,), name="lookout-checkpoint", daemon=True
+            ).start()
+        else:
+            write.run(self._sink)
+        return True
+
+    def _settle(self, *, block: bool) -> bool:
+        """Finish the write in flight, if any: on success ack, notify and forget finished
+        windows; on failure put everything back pending. False only for a failed write."""
+        write = self._in_flight
+        if write is None:
+            return True
+        if not block and not write.done.is_set():
+            return True
+        write.done.wait()
+        self._in_flight = None
+        if write.error is not None:
+            self._restore(write)
+            if isinstance(write.error, SinkBroken):
+                raise write.error  # never writable again: retrying would hold every ack forever
             self._last_checkpoint_failed = True
             self.stats.checkpoint_failures += 1
             if self._metrics is not None:
                 self._metrics.checkpoint_failed()
             log.warning(
-                "checkpoint %d to %s failed, will retry: %s", self._sequence, self._sink.name, error
+                "checkpoint %d to %s failed, will retry: %s",
+                write.checkpoint.sequence,
+                self._sink.name,
+                write.error,
             )
             return False
         self._sequence += 1
         self._last_checkpoint_failed = False
         self.stats.checkpoints += 1
-        for w in dirty:
-            w.committed(self._detectors)
+        for w, _ in write.undo:
             self._newest_stored[w.model] = max(self._newest_stored.get(w.model) or w.start, w.start)
-        seconds = time.perf_counter() - started
-        acks, self._pending_acks = self._pending_acks, []
-        if acks and self._on_ack is not None:
-            self._on_ack(acks)
-        alerts, self._pending_alerts = self._pending_alerts, []
-        self._pending_detections = []
-        self._pending_references = {}
-        self._pending_quarantine = []
-        self._alert_state_dirty = False
-        self.stats.alerts.extend(alerts)
+        if write.acks and self._on_ack is not None:
+            self._on_ack(write.acks)
+        self.stats.alerts.extend(write.alerts)
         if self._metrics is not None:
-            self._metrics.alerts_sent(alerts)
-        self._notify(alerts)
+            self._metrics.alerts_sent(write.alerts)
+        self._notify(write.alerts)
         self._drop_finished_windows()
         if self._metrics is not None:
-            self._metrics.checkpointed(seconds, len(self._windows))
+            self._metrics.checkpointed(write.seconds, len(self._windows))
         return True
+
+    def _restore(self, write: _Write) -> None:
+        """A failed write's content is pending again, ahead of what came after it."""
+        for w, undo in write.undo:
+            w.uncommit(undo, self._detectors)
+        self._pending_acks = write.acks + self._pending_acks
+        self._pending_alerts = write.alerts + self._pending_alerts
+        self._pending_detections = write.detections + self._pending_detections
+        self._pending_references = {**write.references, **self._pending_references}
+        self._pending_quarantine = write.quarantined + self._pending_quarantine
+        self._alert_state_dirty = self._alert_state_dirty or write.alert_state_dirty
 
     def _trim_held_samples(self, dirty: Sequence[OpenWindow]) -> None:
         """An ingest writer is one of several: before writing closed windows' held samples,
@@ -406,6 +468,7 @@ class Engine:
         had a checkpoint interval to make what it folded for it durable (their frontiers move
         independently). Windows are always read afresh from the sink, oldest first.
         """
+        self._settle(block=True)  # windows are read from the sink: let it hold what we wrote
         if frontier is not None:
             self._watermark.observe(frontier)
         window = self.settings.window_seconds
@@ -482,3 +545,30 @@ class Engine:
     @property
     def watermark(self) -> float:
         return self._watermark.value
+
+
+@dataclass(eq=False)
+class _Write:
+    """One checkpoint on its way to the sink, and what its success releases."""
+
+    checkpoint: Checkpoint
+    undo: list[tuple[OpenWindow, CommitUndo]]
+    acks: list[str]
+    alerts: list[Alert]
+    detections: list[Detection]
+    references: dict[tuple[str, str], Any]
+    quarantined: list[QuarantinedRecord]
+    alert_state_dirty: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+    def run(self, sink: Sink) -> None:
+        started = time.perf_counter()
+        try:
+            sink.write_checkpoint(self.checkpoint)
+        except BaseException as error:  # handed to `_settle`, on the engine's thread
+            self.error = error
+        finally:
+            self.seconds = time.perf_counter() - started
+            self.done.set()

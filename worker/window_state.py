@@ -287,8 +287,23 @@ class OpenWindow:
             slices=self._slice_rows(detectors),
         )
 
-    def committed(self, detectors: Mapping[str, Detector[Any]]) -> None:
-        """The delta is durable now: move it into `durable` and start a new delta."""
+    def committed(self, detectors: Mapping[str, Detector[Any]]) -> CommitUndo:
+        """The delta is (being made) durable: move it into `durable` and start a new delta.
+
+        Returns what the window held before, for `uncommit` should the write fail: the engine
+        commits a checkpoint's windows when it hands the checkpoint to the writer, so folding
+        goes on into a fresh delta while the write runs."""
+        undo = CommitUndo(
+            durable=self.durable,
+            durable_records=self.durable_records,
+            delta=self.delta,
+            delta_records=self.delta_records,
+            delta_late=self.delta_late,
+            delta_ids=self.delta_ids,
+            slices=self.slices,
+            held=dict(self.held),
+            holding=self.holding,
+        )
         for name, detector in detectors.items():
             split = getattr(detector, "split_sample", None)
             if split is None:
@@ -309,6 +324,48 @@ class OpenWindow:
         self.delta_late = 0
         self.delta_ids = []
         self.slices = {}
+        return undo
+
+    def uncommit(self, undo: CommitUndo, detectors: Mapping[str, Detector[Any]]) -> None:
+        """The write `committed` was for failed: put the window back as it was, with what was
+        folded meanwhile added to the restored delta, so the next checkpoint writes it all."""
+        self.durable, self.durable_records = undo.durable, undo.durable_records
+        self.held, self.holding = undo.held, undo.holding
+        if self.delta_records:
+            self.delta = {n: d.merge(undo.delta[n], self.delta[n]) for n, d in detectors.items()}
+        else:
+            self.delta = undo.delta
+        self.delta_records += undo.delta_records
+        self.delta_late += undo.delta_late
+        self.delta_ids = undo.delta_ids + self.delta_ids
+        slices = dict(undo.slices)
+        for key, since in self.slices.items():
+            before = slices.get(key)
+            if before is None:
+                slices[key] = since
+                continue
+            slices[key] = SliceDelta(
+                {n: detectors[n].merge(before.states[n], st) for n, st in since.states.items()},
+                before.records + since.records,
+                before.late_records + since.late_records,
+            )
+        self.slices = slices
+
+
+@dataclass(frozen=True)
+class CommitUndo:
+    """What an `OpenWindow` held before `committed`: its states are never mutated in place,
+    so keeping the references is enough."""
+
+    durable: dict[str, Any]
+    durable_records: int
+    delta: dict[str, Any]
+    delta_records: int
+    delta_late: int
+    delta_ids: list[str]
+    slices: dict[SliceKey, SliceDelta]
+    held: dict[str, Any]
+    holding: bool
 
 
 def _first_occurrences(keys: KeyArray) -> npt.NDArray[np.bool_]:

@@ -231,6 +231,8 @@ def build_pipeline(
         max_open_windows=config.engine.max_open_windows,
         writer_id=config.engine.writer_id or default_writer_id(),
         evaluate=config.engine.role != "ingest",
+        # DuckDB's sink serialises reads and writes on its own lock
+        background_checkpoints=config.sink.kind == "duckdb",
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,

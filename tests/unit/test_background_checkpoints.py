@@ -1,0 +1,134 @@
+"""Interval checkpoints written on a second thread while the engine goes on folding.
+
+`lookout run` and `lookout replay` on DuckDB write interval checkpoints in the background (a
+quarter of a replay's time was the engine waiting on its own writes). What users rely on must
+not move: a message is acked only once what it carried is durable, a write that fails loses
+nothing (neither what it held nor what was folded while it ran), nothing is counted twice, and
+the sink ends up holding exactly what a worker writing in the foreground would have written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tests.unit.test_engine import incident_stream, logs, make_engine, records_per_window
+from worker.engine import Engine
+from worker.sink import Checkpoint
+from worker.testing import FakeClock, MemorySink
+
+WAIT = 10.0  # seconds: a condition that needs longer has failed
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    done = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class GatedSink(MemorySink):
+    """Each write waits for `release`; `writing` is set while one is held there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self.writing.set()
+        if not self.release.wait(WAIT):
+            raise AssertionError("the test never released the write")
+        super().write_checkpoint(checkpoint)
+
+
+def background_engine(sink: MemorySink, clock: FakeClock, **settings: Any) -> Engine:
+    return make_engine(sink, clock, background_checkpoints=True, checkpoint_seconds=5, **settings)
+
+
+def test_messages_are_acked_only_once_their_background_write_is_durable() -> None:
+    sink, clock = GatedSink(), FakeClock()
+    acked: list[str] = []
+    engine = background_engine(sink, clock)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("a", 5, 4), ["a"])
+    clock.advance(5)
+    engine.tick()
+    assert sink.writing.wait(WAIT), "the interval checkpoint did not start"
+
+    # the engine folds on while the write is held up; nothing is acked meanwhile
+    engine.feed(logs("b", 10, 3), ["b"])
+    engine.feed(logs("c", 70, 2), ["c"])
+    engine.tick()
+    assert acked == []
+    assert engine.pending_messages == 3
+    assert sink.total_records() == 0
+
+    sink.release.set()
+    wait_for(lambda: sink.checkpoints_written == 1, "the first write")
+    engine.tick()  # not due again: this only settles the finished write
+    assert acked == ["a"]
+    assert records_per_window(sink) == {("a", S0_WINDOW): 4}
+
+    assert engine.finish(end_of_input=True)
+    assert acked == ["a", "b", "c"]
+    assert records_per_window(sink) == {("a", S0_WINDOW): 7, ("a", S0_WINDOW + 60): 2}
+    assert sorted(sink.request_ids()) == sorted(
+        [f"a-{i}" for i in range(4)] + [f"b-{i}" for i in range(3)] + [f"c-{i}" for i in range(2)]
+    )
+
+
+def test_a_failed_background_write_loses_nothing_it_held_or_that_was_folded_meanwhile() -> None:
+    sink, clock = GatedSink(), FakeClock()
+    acked: list[str] = []
+    engine = background_engine(sink, clock)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("a", 5, 5, blocked=2), ["a"])
+    clock.advance(5)
+    sink.fail_writes(count=1)
+    engine.tick()
+    assert sink.writing.wait(WAIT)
+    engine.feed(logs("b", 20, 4, blocked=1), ["b"])  # same window, while the write runs
+    engine.feed(logs("a", 20, 5), ["a-again"])  # a redelivery of the first message
+    sink.release.set()
+    wait_for(lambda: sink.failed_writes == 1, "the failed write")
+    engine.tick()
+    assert engine.stats.checkpoint_failures == 1
+    assert acked == []
+    assert engine.pending_messages == 3
+
+    assert engine.finish(end_of_input=True)
+    assert acked == ["a", "b", "a-again"]
+    (window,) = sink.merged().values()
+    assert (window.records, window.sums["blocked"]) == (9, 3)
+    assert len(sink.request_ids()) == len(set(sink.request_ids())) == 9
+    assert engine.stats.duplicates == 5
+
+
+def test_the_sink_holds_what_a_foreground_writer_would_have_written() -> None:
+    before, after = incident_stream()  # a block-rate incident: it pages and resolves
+    batches = before + after
+    results = []
+    for background in (False, True):
+        sink, clock = MemorySink(), FakeClock()
+        engine = make_engine(sink, clock, background_checkpoints=background, checkpoint_seconds=5)
+        for batch in batches:
+            engine.feed(batch)
+            clock.advance(2)
+            engine.tick()
+        assert engine.finish(end_of_input=True)
+        verdicts = [(d.model, d.detector, d.window_start, d.verdict) for d in sink.detections()]
+        results.append((records_per_window(sink), verdicts, sink.alerts()))
+    foreground, background_ = results
+    assert {a.status for a in foreground[2]} == {"firing", "resolved"}
+    assert background_[0] == foreground[0]
+    assert background_[1] == foreground[1]
+    assert [(a.model, a.status) for a in background_[2]] == [
+        (a.model, a.status) for a in foreground[2]
+    ]
+
+
+S0_WINDOW = int(logs("x", 0, 1).timestamp[0]) // 60 * 60
