@@ -79,6 +79,13 @@ def summary_of(result: Result) -> re.Match[str]:
     return matches[0]
 
 
+def assert_exit_for_bad_records(result: Result, summary: re.Match[str]) -> None:
+    """`lookout replay` exits 1 when it skipped bad records (after counting every good one),
+    0 when there were none: a script sees bad input without parsing stderr."""
+    expected = 1 if int(summary["invalid"]) else 0
+    assert result.returncode == expected, result.describe()
+
+
 def merged_snapshot(db: Path) -> list[tuple[Any, ...]]:
     return query(
         db,
@@ -130,7 +137,7 @@ def two_replays(corrupted_stream: Stream, tmp_path_factory: pytest.TempPathFacto
         "replay", corrupted_stream.path, "--db", db, "--alerts-out", alerts[0],
         "--dead-letter", dead, cwd=where, timeout=REPLAY_TIMEOUT,
     )  # fmt: skip
-    assert first.returncode == 0, first.describe()
+    assert first.returncode == 1, first.describe()  # the stream holds bad records
     snapshot = merged_snapshot(db)
     alert_rows = query(db, "SELECT dedup_key, status, window_start FROM alerts ORDER BY ALL")
     second = lookout(
@@ -159,10 +166,10 @@ def bad_record_reports(result: Result, stream: Stream) -> tuple[dict[int, list[s
 def test_replay_reports_each_bad_record_once_and_counts_every_good_one(
     two_replays: TwoReplays,
 ) -> None:
-    """~1% malformed records: exit 0, one stderr line per bad record naming its line and reason,
-    every good record counted, nothing else lost."""
+    """~1% malformed records: one stderr line per bad record naming its line and reason, every
+    good record counted, nothing else lost, and exit 1 so a script notices the bad input."""
     result, stream = two_replays.first, two_replays.stream
-    assert result.returncode == 0, result.describe()
+    assert result.returncode == 1, result.describe()
     assert_no_traceback(result)
     reports, others = bad_record_reports(result, stream)
     assert sorted(reports) == sorted(stream.bad), "reported lines != malformed lines"
@@ -186,7 +193,7 @@ def test_replay_reports_each_bad_record_once_and_counts_every_good_one(
 
 def test_replaying_the_same_file_twice_does_not_double_count(two_replays: TwoReplays) -> None:
     r = two_replays
-    assert r.second.returncode == 0, r.second.describe()
+    assert r.second.returncode == 1, r.second.describe()  # the same bad records again
     assert_no_traceback(r.second)
     n = r.stream.good_count
     first, second = summary_of(r.first), summary_of(r.second)
@@ -200,7 +207,7 @@ def test_replaying_the_same_file_twice_does_not_double_count(two_replays: TwoRep
 def test_replaying_again_pages_nobody_again(two_replays: TwoReplays) -> None:
     """One incident, one page: a replay of windows already evaluated sends no alert."""
     r = two_replays
-    assert r.second.returncode == 0, r.second.describe()
+    assert r.second.returncode == 1, r.second.describe()  # its bad records, not a page
     assert not r.alerts_second.exists() or r.alerts_second.read_text() == ""
     assert "[FIRING]" not in r.second.stdout
     rows = query(r.db, "SELECT dedup_key, status, window_start FROM alerts ORDER BY ALL")
@@ -229,7 +236,7 @@ def test_alerts_out_has_the_documented_keys_and_one_incident_per_model(
     two_replays: TwoReplays,
 ) -> None:
     r = two_replays
-    assert r.first.returncode == 0, r.first.describe()
+    assert r.first.returncode == 1, r.first.describe()
     lines = r.alerts_first.read_text().splitlines()
     alerts = [json.loads(line) for line in lines]
     assert alerts, f"no alerts written\n{r.first.describe()}"
@@ -346,10 +353,10 @@ def test_sigterm_mid_replay_exits_in_grace_and_a_rerun_completes_the_counts(
     finally:
         replay.kill()
 
-    assert result.returncode == 0, result.describe()
     assert took <= GRACE_SECONDS, f"exited {took:.1f} s after SIGTERM (grace {GRACE_SECONDS} s)"
     assert_no_traceback(result)
     summary = summary_of_terminal(result)
+    assert_exit_for_bad_records(result, summary)
     assert summary["signal"], "the summary does not say the replay was stopped"
     counted = int(summary["records"])
     assert 0 < counted < stream.good_count, "the replay was not stopped mid-way"
@@ -371,9 +378,9 @@ def test_sigterm_mid_replay_exits_in_grace_and_a_rerun_completes_the_counts(
     assert disagree == [], "windows whose counts disagree with their request ids"
 
     rerun = lookout("replay", stream.path, "--db", db, cwd=workdir, timeout=REPLAY_TIMEOUT)
-    assert rerun.returncode == 0, rerun.describe()
     assert_no_traceback(rerun)
     again = summary_of(rerun)
+    assert_exit_for_bad_records(rerun, again)
     assert int(again["duplicates"]) == counted
     assert int(again["records"]) == stream.good_count - counted
     assert_counts_match(db, stream)
@@ -424,8 +431,9 @@ def test_sigterm_early_in_a_read_exits_within_the_grace_period(
         took = time.monotonic() - sent
     finally:
         replay.kill()
-    assert result.returncode == 0, result.describe()
     assert took <= GRACE, f"exited {took:.1f} s after SIGTERM; grace period {GRACE} s"
+    assert_no_traceback(result)
+    assert_exit_for_bad_records(result, summary_of_terminal(result))
 
 
 # -- lines that break parsers: each costs only itself (issue 9) --------------------------------
@@ -492,7 +500,7 @@ def test_replay_of_lines_that_break_parsers_counts_every_good_record_once(
     result = lookout(
         "replay", hostile_files.hostile, "--db", hostile_db, cwd=tmp_path, timeout=REPLAY_TIMEOUT
     )
-    assert result.returncode == 0, result.describe()
+    assert result.returncode == 1, result.describe()  # bad lines: reported, skipped, exit 1
     assert_no_traceback(result)
     summary = summary_of(result)
     assert int(summary["records"]) == hostile_files.clean.good_count == total_calls(hostile_db)

@@ -56,9 +56,11 @@ def replay(
     """Replay a file of prediction logs through the whole pipeline into DuckDB.
 
     Every wire format Lookout knows is detected per line. Bad records are reported on stderr
-    (one line each: line number, field, reason) and skipped; everything good is counted. Replaying
-    the same file again does not double-count (records are keyed by request_id per window).
-    SIGTERM/Ctrl-C stops reading, writes a final checkpoint and exits 0.
+    (one line each: line number, field, reason) and skipped; everything good is counted, and the
+    exit status is 1 if any record was bad (as for `lookout decode`; a script then sees it).
+    Replaying the same file again does not double-count (records are keyed by request_id per
+    window). SIGTERM/Ctrl-C stops reading, writes a final checkpoint and exits (0 if no record
+    read was bad).
     """
     from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
@@ -128,7 +130,7 @@ def replay(
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         err=True,
     )
-    if not result.clean_exit:
+    if not result.clean_exit or result.invalid_records:
         raise typer.Exit(1)
 
 
