@@ -68,9 +68,14 @@ def test_messages_are_acked_only_once_their_background_write_is_durable() -> Non
     assert sink.total_records() == 0
 
     sink.release.set()
-    wait_for(lambda: sink.checkpoints_written == 1, "the first write")
-    engine.tick()  # not due again: this only settles the finished write
+
+    def settled() -> bool:
+        engine.tick()  # not due again: this only settles the write once it has finished
+        return bool(acked)
+
+    wait_for(settled, "the first write to be settled")
     assert acked == ["a"]
+    assert sink.checkpoints_written == 1
     assert records_per_window(sink) == {("a", S0_WINDOW): 4}
 
     assert engine.finish(end_of_input=True)
@@ -94,9 +99,14 @@ def test_a_failed_background_write_loses_nothing_it_held_or_that_was_folded_mean
     engine.feed(logs("b", 20, 4, blocked=1), ["b"])  # same window, while the write runs
     engine.feed(logs("a", 20, 5), ["a-again"])  # a redelivery of the first message
     sink.release.set()
-    wait_for(lambda: sink.failed_writes == 1, "the failed write")
-    engine.tick()
+
+    def settled() -> bool:
+        engine.tick()  # not due again, and no early retry after a failure: only settles
+        return engine.stats.checkpoint_failures > 0
+
+    wait_for(settled, "the failed write to be settled")
     assert engine.stats.checkpoint_failures == 1
+    assert sink.failed_writes == 1
     assert acked == []
     assert engine.pending_messages == 3
 
