@@ -324,8 +324,8 @@ class Engine:
     def checkpoint(self) -> bool:
         """Write everything pending, then ack and notify; returns once that is done (or failed:
         False). A background write still running is settled first."""
-        if not self._settle(block=True):
-            return False
+        # a background write that failed was put back pending: this call writes it again
+        self._settle(block=True)
         return self._begin_checkpoint() and self._settle(block=True)
 
     def _begin_checkpoint(self) -> bool:
@@ -378,8 +378,10 @@ class Engine:
         if checkpoint.empty:
             write.done.set()  # acks alone: nothing to write
         elif self.settings.background_checkpoints:
+            # not a daemon: should the engine's thread die mid-write, the interpreter waits for
+            # the write instead of freezing it inside the sink's driver at exit
             threading.Thread(
-                target=write.run, args=(self._sink,), name="lookout-checkpoint", daemon=True
+                target=write.run, args=(self._sink,), name="lookout-checkpoint"
             ).start()
         else:
             write.run(self._sink)
@@ -397,8 +399,10 @@ class Engine:
         self._in_flight = None
         if write.error is not None:
             self._restore(write)
-            if isinstance(write.error, SinkBroken):
-                raise write.error  # never writable again: retrying would hold every ack forever
+            if isinstance(write.error, SinkBroken) or not isinstance(write.error, Exception):
+                # never writable again (retrying would hold every ack forever), or Ctrl-C /
+                # SystemExit during the write: both stop the worker, with nothing acked
+                raise write.error
             self._last_checkpoint_failed = True
             self.stats.checkpoint_failures += 1
             if self._metrics is not None:
@@ -517,7 +521,11 @@ class Engine:
         for key in [
             k
             for k, w in self._windows.items()
-            if (w.evaluated or judged_elsewhere) and not w.dirty and w.end <= horizon
+            # a held sample is written when its window closes: until then it is not durable
+            if (w.evaluated or judged_elsewhere)
+            and not w.dirty
+            and not w.holding
+            and w.end <= horizon
         ]:
             del self._windows[key]
 

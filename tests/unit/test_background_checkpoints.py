@@ -13,8 +13,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from alerts.state import AlertTracker
+from detectors import reservoir as rs
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
 from tests.unit.test_engine import incident_stream, logs, make_engine, records_per_window
-from worker.engine import Engine
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
 from worker.sink import Checkpoint
 from worker.testing import FakeClock, MemorySink
 
@@ -142,3 +149,79 @@ def test_the_sink_holds_what_a_foreground_writer_would_have_written() -> None:
 
 
 S0_WINDOW = int(logs("x", 0, 1).timestamp[0]) // 60 * 60
+
+
+def ingest_replica(sink: MemorySink, clock: FakeClock, *, background: bool) -> Engine:
+    """An ingest-only replica with a detector that holds its sample until the window closes."""
+    detectors = build_detectors(dict.fromkeys(("tokens", "descriptor_drift")))
+    evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+    settings = EngineSettings(
+        evaluate=False, background_checkpoints=background, checkpoint_seconds=5
+    )
+    return Engine(settings, detectors, sink, evaluator, now=clock)
+
+
+def test_an_ingest_replica_writes_the_held_sample_of_a_window_the_watermark_passed_meanwhile() -> (
+    None
+):
+    """Found by review: the write settled before the tick closed the windows the watermark had
+    passed, and a window whose sample was held back (written once, when it closes) was forgotten
+    with it: no sample rows for that window in the sink, where a foreground writer wrote 20."""
+    samples = []
+    for background in (False, True):
+        sink, clock = GatedSink(), FakeClock()
+        engine = ingest_replica(sink, clock, background=background)
+        engine.feed(logs("a", 5, 20), ["m1"])
+        clock.advance(5)
+        if not background:
+            sink.release.set()  # a foreground write would wait for it on this thread
+        engine.tick()  # an interval checkpoint of the open window: its sample is held back
+        engine.feed(logs("b", 200, 20), ["m2"])  # the watermark moves far past that window
+        sink.release.set()
+        wait_for(lambda: sink.checkpoints_written == 1, "the first write")  # noqa: B023
+        engine.tick()
+        assert engine.finish(end_of_input=True)
+        stored = sink.load_window("a", S0_WINDOW)
+        samples.append(
+            sum(
+                len(rs.from_row(row["descriptor_drift"]["sample"]))
+                for row in stored.partial_states
+                if "descriptor_drift" in row
+            )
+        )
+    assert samples == [20, 20]
+
+
+class InterruptedSink(MemorySink):
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_a_background_write_stops_the_engine_with_nothing_acked() -> None:
+    sink, clock = InterruptedSink(), FakeClock()
+    acked: list[str] = []
+    engine = background_engine(sink, clock)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("a", 5, 4), ["a"])
+    clock.advance(5)
+    engine.tick()
+    with pytest.raises(KeyboardInterrupt):
+        engine.finish(end_of_input=True)
+    assert acked == []
+    assert engine.pending_messages == 1
+
+
+def test_finish_writes_again_what_a_failed_background_write_held() -> None:
+    sink, clock = GatedSink(), FakeClock()
+    acked: list[str] = []
+    engine = background_engine(sink, clock)
+    engine.set_ack_handler(acked.extend)
+    engine.feed(logs("a", 5, 5), ["a"])
+    clock.advance(5)
+    sink.fail_writes(count=1)
+    engine.tick()
+    assert sink.writing.wait(WAIT)
+    sink.release.set()
+    assert engine.finish(end_of_input=True)  # settles the failure, then writes it all
+    assert acked == ["a"]
+    assert records_per_window(sink) == {("a", S0_WINDOW): 5}
