@@ -37,6 +37,11 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def writer_finished() -> bool:
+    """The background write has returned and its thread is gone (so the next tick settles it)."""
+    return not any(t.name == "lookout-checkpoint" for t in threading.enumerate())
+
+
 class GatedSink(MemorySink):
     """Each write waits for `release`; `writing` is set while one is held there."""
 
@@ -56,14 +61,26 @@ def background_engine(sink: MemorySink, clock: FakeClock, **settings: Any) -> En
     return make_engine(sink, clock, background_checkpoints=True, checkpoint_seconds=5, **settings)
 
 
-def test_messages_are_acked_only_once_their_background_write_is_durable() -> None:
-    sink, clock = GatedSink(), FakeClock()
+def after_first_interval(
+    sink: MemorySink, records: int, *, blocked: int = 0, fail_once: bool = False
+) -> tuple[Engine, list[str]]:
+    """A background engine that folded message "a" and started its first interval checkpoint;
+    and the list its acks go to."""
+    clock = FakeClock()
     acked: list[str] = []
     engine = background_engine(sink, clock)
     engine.set_ack_handler(acked.extend)
-    engine.feed(logs("a", 5, 4), ["a"])
+    engine.feed(logs("a", 5, records, blocked=blocked), ["a"])
     clock.advance(5)
+    if fail_once:
+        sink.fail_writes(count=1)
     engine.tick()
+    return engine, acked
+
+
+def test_messages_are_acked_only_once_their_background_write_is_durable() -> None:
+    sink = GatedSink()
+    engine, acked = after_first_interval(sink, 4)
     assert sink.writing.wait(WAIT), "the interval checkpoint did not start"
 
     # the engine folds on while the write is held up; nothing is acked meanwhile
@@ -94,14 +111,8 @@ def test_messages_are_acked_only_once_their_background_write_is_durable() -> Non
 
 
 def test_a_failed_background_write_loses_nothing_it_held_or_that_was_folded_meanwhile() -> None:
-    sink, clock = GatedSink(), FakeClock()
-    acked: list[str] = []
-    engine = background_engine(sink, clock)
-    engine.set_ack_handler(acked.extend)
-    engine.feed(logs("a", 5, 5, blocked=2), ["a"])
-    clock.advance(5)
-    sink.fail_writes(count=1)
-    engine.tick()
+    sink = GatedSink()
+    engine, acked = after_first_interval(sink, 5, blocked=2, fail_once=True)
     assert sink.writing.wait(WAIT)
     engine.feed(logs("b", 20, 4, blocked=1), ["b"])  # same window, while the write runs
     engine.feed(logs("a", 20, 5), ["a-again"])  # a redelivery of the first message
@@ -171,6 +182,8 @@ def test_an_ingest_replica_writes_the_held_sample_of_a_window_the_watermark_pass
     for background in (False, True):
         sink, clock = GatedSink(), FakeClock()
         engine = ingest_replica(sink, clock, background=background)
+        acked: list[str] = []
+        engine.set_ack_handler(acked.extend)
         engine.feed(logs("a", 5, 20), ["m1"])
         clock.advance(5)
         if not background:
@@ -178,8 +191,9 @@ def test_an_ingest_replica_writes_the_held_sample_of_a_window_the_watermark_pass
         engine.tick()  # an interval checkpoint of the open window: its sample is held back
         engine.feed(logs("b", 200, 20), ["m2"])  # the watermark moves far past that window
         sink.release.set()
-        wait_for(lambda: sink.checkpoints_written == 1, "the first write")  # noqa: B023
-        engine.tick()
+        wait_for(writer_finished, "the writer thread to finish")
+        engine.tick()  # settles the write: the case the review found
+        assert acked == ["m1"]
         assert engine.finish(end_of_input=True)
         stored = sink.load_window("a", S0_WINDOW)
         samples.append(
@@ -198,13 +212,7 @@ class InterruptedSink(MemorySink):
 
 
 def test_ctrl_c_during_a_background_write_stops_the_engine_with_nothing_acked() -> None:
-    sink, clock = InterruptedSink(), FakeClock()
-    acked: list[str] = []
-    engine = background_engine(sink, clock)
-    engine.set_ack_handler(acked.extend)
-    engine.feed(logs("a", 5, 4), ["a"])
-    clock.advance(5)
-    engine.tick()
+    engine, acked = after_first_interval(InterruptedSink(), 4)
     with pytest.raises(KeyboardInterrupt):
         engine.finish(end_of_input=True)
     assert acked == []
@@ -212,14 +220,8 @@ def test_ctrl_c_during_a_background_write_stops_the_engine_with_nothing_acked() 
 
 
 def test_finish_writes_again_what_a_failed_background_write_held() -> None:
-    sink, clock = GatedSink(), FakeClock()
-    acked: list[str] = []
-    engine = background_engine(sink, clock)
-    engine.set_ack_handler(acked.extend)
-    engine.feed(logs("a", 5, 5), ["a"])
-    clock.advance(5)
-    sink.fail_writes(count=1)
-    engine.tick()
+    sink = GatedSink()
+    engine, acked = after_first_interval(sink, 5, fail_once=True)
     assert sink.writing.wait(WAIT)
     sink.release.set()
     assert engine.finish(end_of_input=True)  # settles the failure, then writes it all
