@@ -484,6 +484,11 @@ class Engine:
         ready = sorted(closable & self._closable_before, key=lambda key: (key[1], key[0]))
         self._closable_before = closable - set(ready)
         for model, start in ready:
+            held = self._windows.get((model, start))
+            if held is not None and held.evaluated:
+                # judged already, its detections waiting for a checkpoint that failed: judging
+                # it again would store every detection twice
+                continue
             self._windows.pop((model, start), None)
             state = self._window_for(model, start, stored_known=True)
             if not state.evaluated:

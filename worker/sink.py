@@ -230,7 +230,9 @@ class Sink(Protocol):
     def models(self) -> Sequence[str]: ...
 
     def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
-        """(model, window start) of stored windows without any detection, newest first."""
+        """(model, window start) of stored windows without any detection, oldest first: an
+        evaluator behind by more than `limit` windows judges its backlog in order (newest first,
+        the tracker took the older windows for replays and an incident in them never paged)."""
         ...
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...

@@ -355,7 +355,7 @@ class MemorySink:
         with self._lock:
             judged = {(m, s) for m, _, s in self._detections}
             windows = {(p.model, p.window_start) for p in self._partials} - judged
-        return sorted(windows, key=lambda w: (-w[1], w[0]))[:limit]
+        return sorted(windows, key=lambda w: (w[1], w[0]))[:limit]
 
     def load_frontier(self, active_within: float = 60.0) -> float | None:
         self._check_read()

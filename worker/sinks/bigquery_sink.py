@@ -477,7 +477,7 @@ class BigQuerySink:
             "FROM {ds}.window_metrics AS w LEFT JOIN "
             "(SELECT DISTINCT model, window_start FROM {ds}.detections) AS d "
             "ON d.model = w.model AND d.window_start = w.window_start "
-            "WHERE d.model IS NULL ORDER BY s DESC, model LIMIT @limit",
+            "WHERE d.model IS NULL ORDER BY s, model LIMIT @limit",
             {"limit": limit},
         )
         return [(str(r["model"]), int(r["s"])) for r in rows]

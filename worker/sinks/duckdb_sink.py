@@ -546,7 +546,7 @@ class DuckDBSink:
                 "SELECT DISTINCT w.model, epoch(w.window_start)::BIGINT AS start "
                 "FROM window_metrics w ANTI JOIN detections d "
                 "ON d.model = w.model AND d.window_start = w.window_start "
-                "ORDER BY start DESC LIMIT ?",
+                "ORDER BY start, w.model LIMIT ?",
                 [limit],
             ).fetchall()
         return [(str(m), int(s)) for m, s in rows]

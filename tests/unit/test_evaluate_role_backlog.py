@@ -1,0 +1,84 @@
+"""The evaluate-only replica with a sink that refuses writes, or far behind its ingest replicas.
+
+Found by a bug hunt on the BigQuery emulator: (1) after two failed checkpoints in a row the
+evaluator judged the same windows again, and every detection was stored twice; (2) behind by more
+than `judge_stored`'s limit, it judged the newest windows first, its alert tracker then took the
+older ones for replays, and an incident in them never paged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alerts.tracking import EvidenceTracker
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
+from worker.testing import FakeClock, MemorySink
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+NAMES = ("safety", "latency", "tokens")
+
+
+def replica(sink: MemorySink, *, evaluate: bool, writer: str) -> Engine:
+    detectors = build_detectors(dict.fromkeys(NAMES))
+    tracker = EvidenceTracker.load(sink.load_alert_state(), AlertingConfig())
+    evaluator = WindowEvaluator(detectors, 60, tracker)
+    settings = EngineSettings(writer_id=writer, evaluate=evaluate)
+    return Engine(settings, detectors, sink, evaluator, now=FakeClock(), wall_clock=None)
+
+
+def ingest_all(sink: MemorySink, minutes: float, **simulation: Any) -> int:
+    """Ingest-only writing of a simulated stream of one model; returns its window count."""
+    config = SimulationConfig(
+        start=T0,
+        hours=minutes / 60,
+        models=("text-bison",),
+        calls_per_minute=400,
+        embedding_fraction=0.0,
+        **simulation,
+    )
+    ingest = replica(sink, evaluate=False, writer="ingest-0")
+    for batch in simulate_batches(config, seconds_per_batch=30):
+        ingest.feed(batch)
+        assert ingest.checkpoint()
+    assert ingest.finish(end_of_input=True)
+    return len(sink.merged())
+
+
+def test_an_evaluator_whose_checkpoints_fail_judges_each_window_once() -> None:
+    sink = MemorySink()
+    ingest_all(sink, 12)
+    evaluator = replica(sink, evaluate=True, writer="evaluator")
+    sink.fail_writes(count=2)
+    results = []
+    for _ in range(4):
+        judged = evaluator.judge_stored(sink.load_frontier())
+        results.append((judged, evaluator.checkpoint()))
+    assert [ok for _, ok in results] == [True, False, False, True], results
+    judged_windows = {(d.model, d.window_start) for d in sink.detections()}
+    assert judged_windows, f"nothing was judged: {results}"
+    assert evaluator.stats.windows_evaluated == len(judged_windows), results
+
+
+def test_an_evaluator_behind_by_more_than_its_limit_judges_oldest_first_and_pages() -> None:
+    sink = MemorySink()
+    incident = Incident("safety_spike", _minutes(20), _minutes(30), magnitude=5)
+    windows = ingest_all(sink, 90, incidents=(incident,))
+    evaluator = replica(sink, evaluate=True, writer="evaluator")
+    judged = 0
+    for _ in range(windows):  # a bounded number of intervals: each judges up to 20 windows
+        judged += evaluator.judge_stored(sink.load_frontier(), limit=20)
+        assert evaluator.checkpoint()
+        if not sink.unevaluated_windows(1):
+            break
+    assert [a.status for a in sink.alerts() if a.detector == "safety"][:1] == ["firing"]
+    starts = [d.window_start for d in sink.detections()]
+    assert starts == sorted(starts)
+
+
+def _minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
