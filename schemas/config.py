@@ -9,6 +9,7 @@ Secrets (webhook URLs, routing keys) never live here: receivers name the environ
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -91,6 +93,15 @@ class DuckDBSinkConfig(_Strict):
     path: str = "./lookout.duckdb"
     #: DuckDB's buffer cache limit (it defaults to 80% of RAM)
     memory_limit: str = "256MB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        """DuckDB would refuse it only when the sink opens, without naming this key."""
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([KMGT]i?)?B\s*", value, flags=re.IGNORECASE):
+            msg = f"expected a size such as 256MB, 1GB or 512MiB, got {value!r}"
+            raise ValueError(msg)
+        return value
 
 
 class BigQuerySinkConfig(_Strict):
@@ -171,6 +182,17 @@ class DetectorsConfig(_Strict):
     tokens: TokensConfig = TokensConfig()
     embedding_drift: EmbeddingDriftConfig = EmbeddingDriftConfig()
     descriptor_drift: DescriptorDriftConfig = DescriptorDriftConfig()
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_detectors(cls, enabled: tuple[str, ...]) -> tuple[str, ...]:
+        """A misspelt name passed `config check` and failed later with an AttributeError."""
+        known = [n for n in cls.model_fields if n != "enabled"]
+        unknown = [n for n in enabled if n not in known]
+        if unknown:
+            msg = f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            raise ValueError(msg)
+        return enabled
 
 
 class MetricsConfig(_Strict):

@@ -48,6 +48,13 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         fail(f"sql: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
     if db.is_dir():
         fail(f"sql: {db} is a directory; expected a DuckDB file")
+    from worker.errors import SetupError
+    from worker.sinks.duckdb_sink import refuse_foreign_file
+
+    try:
+        refuse_foreign_file(db)
+    except SetupError as error:
+        fail(f"sql: {error}")
     try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.Error as error:

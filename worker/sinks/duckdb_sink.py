@@ -33,7 +33,7 @@ import orjson
 import pyarrow as pa
 
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
-from worker.errors import SinkBroken
+from worker.errors import SetupError, SinkBroken
 from worker.sink import (
     BaselineAccept,
     Checkpoint,
@@ -254,6 +254,23 @@ def _arrow_schemas(rows: list[tuple[str, str, str]]) -> dict[str, pa.Schema]:
     return {table: pa.schema(f) for table, f in fields.items()}
 
 
+#: a DuckDB database file says "DUCK" at bytes 8-11 of its header
+_DUCKDB_MAGIC = (8, b"DUCK")
+
+
+def refuse_foreign_file(path: Path) -> None:
+    """DuckDB opens an existing file it does not recognise by its name (`logs.ndjson`) as an
+    in-memory database: the command then succeeded and stored nothing."""
+    if str(path) == ":memory:" or not path.is_file() or path.stat().st_size == 0:
+        return
+    offset, magic = _DUCKDB_MAGIC
+    with path.open("rb") as f:
+        head = f.read(offset + len(magic))
+    if head[offset:] != magic:
+        msg = f"{path} is not a DuckDB database file; give a new path or a Lookout DuckDB file"
+        raise SetupError(msg)
+
+
 class DuckDBSink:
     def __init__(self, path: Path | str, *, clock: Any = None, memory_limit: str = "256MB") -> None:
         self.name = f"duckdb:{path}"
@@ -270,6 +287,7 @@ class DuckDBSink:
         # at 5 s) left 7.7 MB more file; three models' few dozen rows leave a tenth of that,
         # about 1% of what their window rows add meanwhile. A vacuuming checkpoint of a
         # 6-hour file took 1.1 s and +215 MB: not worth it for that.
+        refuse_foreign_file(self.path)
         self._con = duckdb.connect(
             str(path),
             config={
