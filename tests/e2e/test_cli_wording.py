@@ -57,6 +57,30 @@ def test_a_missing_file_is_worded_the_same_by_replay_and_decode(
     assert (status, stderr) == (2, f"lookout: {command}: no such file: nope.ndjson")
 
 
+@pytest.mark.parametrize(
+    ("option", "target", "says"),
+    [
+        ("--report", "no/dir/report.html", "--report no/dir/report.html: no such directory no/dir"),
+        ("--alerts-out", "out", "--alerts-out out is a directory; expected a file path"),
+        ("--dead-letter", "no/dead.ndjson", "--dead-letter no/dead.ndjson: no such directory no"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_replay(
+    workdir: Path, option: str, target: str, says: str
+) -> None:
+    """Found at the end, the replay's work was done for nothing (a report), or its alerts were
+    lost and it exited 0 (`--alerts-out` naming a directory)."""
+    (workdir / "out").mkdir()
+    logs = workdir / "logs.ndjson"
+    logs.write_text(
+        '{"request_id": "a", "timestamp": "2026-01-05T06:00:00Z", "model": "m", "latency_ms": 10}\n'
+    )
+    stderr, status, took = timed("replay", logs, "--db", "x.duckdb", option, target, cwd=workdir)
+    assert (status, stderr) == (2, f"lookout: replay: {says}")
+    assert not (workdir / "x.duckdb").exists(), "the replay ran before the output was checked"
+    assert took < FAST_SECONDS
+
+
 def test_a_bad_environment_override_is_blamed_on_the_variable_not_the_file(
     workdir: Path,
 ) -> None:

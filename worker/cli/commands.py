@@ -73,6 +73,9 @@ def replay(
     )
     path = input_file("replay", file)
     _check_format("replay", format_hint)
+    output_file("replay", "--alerts-out", Path(config.alerts_out) if config.alerts_out else None)
+    output_file("replay", "--dead-letter", dead_letter)
+    output_file("replay", "--report", report or (Path(config.report) if config.report else None))
 
     def report_invalid(error: DecodeError) -> None:
         typer.echo(f"{file}: {error.describe()}", err=True)
@@ -329,6 +332,17 @@ def input_file(command: str, file: str) -> Path | None:
     except OSError as error:
         fail(f"{command}: cannot read {file}: {error.strerror}")
     return path
+
+
+def output_file(command: str, option: str, path: Path | None) -> None:
+    """Exit 2 with one line if an output file cannot be written where it is asked for: found
+    out at the end, the work was done for nothing (a report) or lost (alerts to a directory)."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{command}: {option} {path} is a directory; expected a file path")
+    if not path.parent.is_dir():
+        fail(f"{command}: {option} {path}: no such directory {path.parent}")
 
 
 def _open(command: str, path: Path) -> BufferedIOBase:
