@@ -17,6 +17,7 @@ The dataset export (`RetuneExport`) runs first when configured, and its URIs are
 
 from __future__ import annotations
 
+import string
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,39 @@ RENDER_FIELDS = frozenset(
         "location",
     }
 )
+
+
+def check_template(value: Any) -> Any:
+    """A string rendered with `str.format_map` at the moment an incident is sustained: a field
+    it does not know (`{dataset}`), or a literal brace (`'{"epochs": 3}'`), passed
+    `config check` and then failed there, using up the incident's retune. Checked at load."""
+    if not isinstance(value, str):
+        return value
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError as error:
+        msg = f"{value!r}: {error} (write a literal brace as {{{{ or }}}})"
+        raise ValueError(msg) from None
+    for name in fields:
+        root = name.split(".")[0].split("[")[0]
+        if root not in RENDER_FIELDS:
+            known = ", ".join("{" + f + "}" for f in sorted(RENDER_FIELDS))
+            msg = (
+                f"{value!r} uses {{{name}}}, which is not filled in; known: {known} "
+                "(write a literal brace as {{ or }})"
+            )
+            raise ValueError(msg)
+    return value
+
+
+def _check_templates(values: dict[str, Any]) -> dict[str, Any]:
+    for value in values.values():
+        check_template(value)
+    return values
+
+
+_ActionTemplate = Annotated[str, BeforeValidator(check_template)]
+_TemplateValues = Annotated[dict[str, Any], BeforeValidator(_check_templates)]
 
 
 class _ActionBase(BaseModel):
@@ -71,8 +105,8 @@ class VertexPipelineRetune(_ActionBase):
     location: str = "us-central1"
     template_path: str = Field(min_length=1)
     pipeline_root: str = Field(min_length=1)
-    display_name: str = "lookout-retune-{model}"
-    parameter_values: dict[str, Any] = Field(default_factory=dict)
+    display_name: _ActionTemplate = "lookout-retune-{model}"
+    parameter_values: _TemplateValues = Field(default_factory=dict)
     enable_caching: bool | None = None
     service_account: str | None = None
     #: a regional endpoint override (`http://127.0.0.1:PORT` in tests); None: the default
@@ -83,10 +117,10 @@ class KfpRetune(_ActionBase):
     kind: Literal["kfp"]
     host: str = Field(pattern=r"^https?://")
     package_path: str = Field(min_length=1)
-    run_name: str = "lookout-retune-{model}"
+    run_name: _ActionTemplate = "lookout-retune-{model}"
     experiment_id: str | None = None
     namespace: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: _TemplateValues = Field(default_factory=dict)
 
 
 RetuneAction = Annotated[
