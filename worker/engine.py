@@ -121,6 +121,9 @@ class Engine:
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
+        #: windows judged whose verdicts no successful checkpoint has written yet: never
+        #: forgotten before (reloaded from the sink they would look unjudged, and be judged again)
+        self._judged_unwritten: set[tuple[str, int]] = set()
         #: batches whose window could not be opened because the sink could not be read
         self._deferred: list[tuple[LogBatch, list[str]]] = []
         #: alerts made durable but not yet delivered to every receiver
@@ -309,6 +312,7 @@ class Engine:
     def _evaluate(self, state: OpenWindow) -> None:
         result = self._evaluator.evaluate(state.model, state.start, state.current(self._detectors))
         state.evaluated = state.closed = True
+        self._judged_unwritten.add((state.model, state.start))
         self.stats.windows_evaluated += 1
         self._pending_detections.extend(result.detections)
         self._pending_alerts.extend(result.alerts)
@@ -370,19 +374,24 @@ class Engine:
             references=self._pending_references,
             quarantined=self._pending_quarantine,
             alert_state_dirty=self._alert_state_dirty,
+            judged=self._judged_unwritten,
         )
         self._pending_acks, self._pending_alerts, self._pending_detections = [], [], []
         self._pending_references, self._pending_quarantine = {}, []
         self._alert_state_dirty = False
+        self._judged_unwritten = set()
         self._in_flight = write
         if checkpoint.empty:
             write.done.set()  # acks alone: nothing to write
         elif self.settings.background_checkpoints:
             # not a daemon: should the engine's thread die mid-write, the interpreter waits for
             # the write instead of freezing it inside the sink's driver at exit
-            threading.Thread(
-                target=write.run, args=(self._sink,), name="lookout-checkpoint"
-            ).start()
+            try:
+                threading.Thread(
+                    target=write.run, args=(self._sink,), name="lookout-checkpoint"
+                ).start()
+            except RuntimeError:  # no thread to be had (resources, shutdown): write it here
+                write.run(self._sink)
         else:
             write.run(self._sink)
         return True
@@ -440,6 +449,7 @@ class Engine:
         self._pending_references = {**write.references, **self._pending_references}
         self._pending_quarantine = write.quarantined + self._pending_quarantine
         self._alert_state_dirty = self._alert_state_dirty or write.alert_state_dirty
+        self._judged_unwritten |= write.judged
 
     def _trim_held_samples(self, dirty: Sequence[OpenWindow]) -> None:
         """An ingest writer is one of several: before writing closed windows' held samples,
@@ -531,6 +541,7 @@ class Engine:
             and not w.dirty
             and not w.holding
             and w.end <= horizon
+            and k not in self._judged_unwritten
         ]:
             del self._windows[key]
 
@@ -572,6 +583,7 @@ class _Write:
     references: dict[tuple[str, str], Any]
     quarantined: list[QuarantinedRecord]
     alert_state_dirty: bool
+    judged: set[tuple[str, int]]
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     seconds: float = 0.0

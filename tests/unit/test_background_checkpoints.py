@@ -10,6 +10,7 @@ the sink ends up holding exactly what a worker writing in the foreground would h
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -227,3 +228,43 @@ def test_finish_writes_again_what_a_failed_background_write_held() -> None:
     assert engine.finish(end_of_input=True)  # settles the failure, then writes it all
     assert acked == ["a"]
     assert records_per_window(sink) == {("a", S0_WINDOW): 5}
+
+
+class RecordingSink(GatedSink):
+    """Keeps (model, detector, window start) of every detection each write carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdicts: list[tuple[str, str, int]] = []
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        super().write_checkpoint(checkpoint)
+        self.verdicts += [
+            (d.model, d.detector, int(d.window_start.timestamp())) for d in checkpoint.detections
+        ]
+
+
+def test_a_window_judged_during_a_write_is_judged_once_when_a_late_record_arrives() -> None:
+    """Found by review: a window judged while a write ran was forgotten when that write settled,
+    before its verdicts were written; a late record (or a redelivery) reopened it from the sink
+    as unjudged and every detector judged it a second time, two rows each."""
+    outcomes = []
+    for background in (False, True):
+        sink, clock = RecordingSink(), FakeClock()
+        if not background:
+            sink.release.set()
+        engine = make_engine(sink, clock, background_checkpoints=background, checkpoint_seconds=5)
+        engine.feed(logs("a", 5, 10), ["m1"])
+        clock.advance(5)
+        engine.tick()  # the interval write of the first window (held, in the background)
+        engine.feed(logs("b", 200, 10), ["m2"])  # the watermark passes the first window
+        engine.tick()  # not due: the first window is judged, its verdicts pending
+        sink.release.set()
+        wait_for(writer_finished, "the writer thread to finish")
+        engine.tick()  # settles the write
+        engine.feed(logs("late", 10, 3), ["m3"])  # a late record for the first window
+        engine.tick()
+        assert engine.finish(end_of_input=True)
+        first = Counter(v for v in sink.verdicts if v[2] == S0_WINDOW)
+        outcomes.append((max(first.values()), engine.stats.windows_evaluated, engine.stats.late))
+    assert outcomes[1] == outcomes[0] == (1, 2, 3)
