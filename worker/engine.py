@@ -41,6 +41,11 @@ from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
 
+#: a window's copy of the request ids other writers stored is re-read for a redelivery at most
+#: this often: a replica that died before acking wrote everything before it died, so one read
+#: after its messages start coming back covers all of them
+REDELIVERY_REFRESH_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -125,15 +130,24 @@ class Engine:
         #: forgotten before (reloaded from the sink they would look unjudged, and be judged again)
         self._judged_unwritten: set[tuple[str, int]] = set()
         #: batches whose window could not be opened because the sink could not be read
-        self._deferred: list[tuple[LogBatch, list[str]]] = []
+        self._deferred: list[tuple[LogBatch, list[str], bool]] = []
+        #: when each open window last re-read the request ids stored by every writer
+        self._ids_refreshed: dict[tuple[str, int], float] = {}
         #: alerts made durable but not yet delivered to every receiver
         self._outbox: list[Alert] = []
         self.stats = EngineStats()
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def feed(self, batch: LogBatch, ack_ids: Sequence[str] = ()) -> None:
+    def feed(
+        self, batch: LogBatch, ack_ids: Sequence[str] = (), *, redelivered: bool = False
+    ) -> None:
         """Fold a decoded batch; its messages are acked after the next successful checkpoint.
+
+        `redelivered` says the source delivered some of these messages before (Pub/Sub's
+        delivery_attempt > 1). Another replica may have made them durable and died before
+        acking: the request ids stored for their windows are read again first, so they are
+        skipped as duplicates here too, not only by the replica that first counted them.
 
         If the sink cannot be read to open a window (an outage), the rows of that window wait
         in memory with their messages' ack ids held back, and are folded on a later tick.
@@ -146,11 +160,11 @@ class Engine:
                 self._quarantine(batch, admission)
                 batch = batch.take(admission.admitted)
         if self._deferred:
-            self._deferred.append((batch, list(ack_ids)))
+            self._deferred.append((batch, list(ack_ids), redelivered))
             return
-        self._fold(batch, list(ack_ids))
+        self._fold(batch, list(ack_ids), redelivered)
 
-    def _fold(self, batch: LogBatch, ack_ids: list[str]) -> bool:
+    def _fold(self, batch: LogBatch, ack_ids: list[str], redelivered: bool = False) -> bool:
         if len(batch) == 0:
             self._pending_acks.extend(ack_ids)
             return True
@@ -159,13 +173,16 @@ class Engine:
         groups = group_by_window(batch.model, starts)
         try:
             for (model, start), _ in groups:
-                self._window_for(model, start)
+                if redelivered:
+                    self._refresh_stored_ids(model, start)
+                else:
+                    self._window_for(model, start)
         except Exception as error:
             if not self._deferred:
                 log.warning(
                     "cannot read %s to open a window, holding the batch: %s", self._sink.name, error
                 )
-            self._deferred.insert(0, (batch, ack_ids))
+            self._deferred.insert(0, (batch, ack_ids, redelivered))
             return False
         self._pending_acks.extend(ack_ids)
         # one sort by (model, window) and one hash of the ids for the batch; parts are views
@@ -206,8 +223,8 @@ class Engine:
 
     def _retry_deferred(self) -> None:
         while self._deferred:
-            batch, ack_ids = self._deferred.pop(0)
-            if not self._fold(batch, ack_ids):
+            batch, ack_ids, redelivered = self._deferred.pop(0)
+            if not self._fold(batch, ack_ids, redelivered):
                 return
 
     def set_ack_handler(self, on_ack: Callable[[Sequence[str]], None]) -> None:
@@ -218,7 +235,7 @@ class Engine:
     def pending_messages(self) -> int:
         """Messages held un-acked: waiting for a checkpoint, or for the sink to be readable."""
         writing = len(self._in_flight.acks) if self._in_flight is not None else 0
-        return writing + len(self._pending_acks) + sum(len(ids) for _, ids in self._deferred)
+        return writing + len(self._pending_acks) + sum(len(ids) for _, ids, _ in self._deferred)
 
     def _window_for(self, model: str, start: int, *, stored_known: bool = False) -> OpenWindow:
         key = (model, start)
@@ -243,6 +260,23 @@ class Engine:
             state.evaluated = state.closed = stored.evaluated
         self._windows[key] = state
         return state
+
+    def _refresh_stored_ids(self, model: str, start: int) -> None:
+        """Open the window from the sink even where this replica never saw it stored (another
+        writer may have), or re-read the ids stored for it unless that was done just now.
+
+        The ids are read when a window opens; without this a window this replica already had
+        open counted a redelivered record a dead replica had made durable a second time."""
+        key = (model, start)
+        now = self._now()
+        state = self._windows.get(key)
+        if state is None:
+            self._window_for(model, start, stored_known=True)
+        elif now - self._ids_refreshed.get(key, -np.inf) >= REDELIVERY_REFRESH_SECONDS:
+            state.seen_ids.update(self._sink.load_window(model, start).request_ids)
+        else:
+            return
+        self._ids_refreshed[key] = now
 
     def resume(self, windows: Sequence[tuple[str, int]]) -> None:
         """Reopen stored windows a stopped worker left unjudged, so they are judged once.
@@ -544,6 +578,7 @@ class Engine:
             and k not in self._judged_unwritten
         ]:
             del self._windows[key]
+            self._ids_refreshed.pop(key, None)
 
     def _shed_windows(self) -> None:
         """Too many open windows (unsorted input): evaluate and persist the oldest early."""
@@ -561,6 +596,7 @@ class Engine:
         if self.checkpoint():
             for key in oldest:
                 self._windows.pop(key, None)
+                self._ids_refreshed.pop(key, None)
 
     @property
     def open_windows(self) -> int:

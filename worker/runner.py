@@ -59,14 +59,16 @@ class RunResult:
     seconds: float = 0.0
 
 
-def _feed(engine: Engine, batches: list[LogBatch], ack_ids: list[str]) -> None:
+def _feed(
+    engine: Engine, batches: list[LogBatch], ack_ids: list[str], *, redelivered: bool
+) -> None:
     """Fold the kept rows; the ack ids travel with the last batch, so a batch the engine must
     hold back (sink unreadable) keeps every message of the poll un-acked with it."""
     if not ack_ids:
         return
     for batch in batches[:-1]:
-        engine.feed(batch, [])
-    engine.feed(batches[-1] if batches else LogBatch.empty(), ack_ids)
+        engine.feed(batch, [], redelivered=redelivered)
+    engine.feed(batches[-1] if batches else LogBatch.empty(), ack_ids, redelivered=redelivered)
 
 
 def _poll_batch(
@@ -126,6 +128,7 @@ def _process(
     counts = decoded.record_counts(len(messages)) if progress is not None else None
     kept: list[int] = []
     ack_ids: list[str] = []
+    redelivered = False
     for index, message in enumerate(messages):
         result.messages += 1
         errors = decoded.errors[index]
@@ -140,10 +143,11 @@ def _process(
                 continue
         kept.append(index)
         ack_ids.append(message.ack_id)
+        redelivered = redelivered or message.delivery_attempt > 1
         if progress is not None and counts is not None:
             progress(int(counts[index]) + len(errors))
     if ack_ids:
-        _feed(engine, decoded.rows_of(kept), ack_ids)
+        _feed(engine, decoded.rows_of(kept), ack_ids, redelivered=redelivered)
 
 
 def _decode(messages: list[SourceMessage], limits: DecodeLimits) -> DecodedPoll:

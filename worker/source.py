@@ -22,7 +22,8 @@ class SourceMessage:
     `data` holds one record or NDJSON. `attributes` may carry `format` (a wire-format hint) and
     `Content-Encoding: gzip`. `first_line` is the 1-based line number of `data`'s first line in
     its file, so errors can name the line a user sees in their editor. `ack_id` is opaque to the
-    engine and handed back to `ack`/`nack`.
+    engine and handed back to `ack`/`nack`. `delivery_attempt` is Pub/Sub's count of deliveries
+    (0 where unknown: a file, or a subscription without a dead-letter policy).
     """
 
     message_id: str
@@ -30,6 +31,7 @@ class SourceMessage:
     ack_id: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     first_line: int = 1
+    delivery_attempt: int = 0
 
 
 class Source(Protocol):

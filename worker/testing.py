@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -533,8 +533,11 @@ class FakeSource:
         return [m for m in self.delivered if m.ack_id not in acked]
 
     def redeliver(self) -> int:
-        """Queue every un-acked message again (lease expiry, worker death); returns how many."""
-        again = self.unacked
+        """Queue every un-acked message again (lease expiry, worker death); returns how many.
+
+        Each carries its next delivery attempt, as Pub/Sub sets it on a subscription with a
+        dead-letter policy."""
+        again = [replace(m, delivery_attempt=max(m.delivery_attempt, 1) + 1) for m in self.unacked]
         self._queue.extendleft(reversed(again))
         self.stopped = False
         return len(again)

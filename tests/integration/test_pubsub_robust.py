@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -231,7 +232,8 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
 ) -> None:
     """A crash forgets our own count; Pub/Sub's delivery_attempt (set because the subscription
     has a dead-letter policy) does not: a fresh worker, whose own count is 1, gives up once
-    Pub/Sub has delivered the message 3 times.
+    Pub/Sub has delivered the message 3 times. Each worker is told which delivery it got (the
+    engine re-reads what other replicas stored for a redelivered message).
 
     A worker pulls ahead of its engine, so the redelivery of its own nack can land in its queue
     and be handed back at close: Pub/Sub counts that delivery too, and the give-up can come
@@ -239,6 +241,7 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
     init(pubsub_channels, unique_name, f"{unique_name}-dlq")
     publish_lines([b"{broken"], PROJECT, f"{unique_name}-logs", channels=pubsub_channels)
     outcomes: list[bool] = []
+    attempts: list[int] = []
     while not (outcomes and outcomes[-1]) and len(outcomes) < 3:  # workers in a row
         source = PubSubSource(
             PubSubSourceSettings(
@@ -255,6 +258,7 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
             while not got and time.monotonic() < deadline:
                 got = list(source.poll(10, 1.0))
             assert len(got) == 1, f"the message did not come back after {outcomes}"
+            attempts.append(got[0].delivery_attempt)
             error = DecodeError(1, "invalid JSON", got[0].data)
             ok = source.dead_letter(got[0], [error])
             outcomes.append(ok)
@@ -262,6 +266,7 @@ def test_pubsubs_delivery_attempt_counts_failures_across_restarts(
         finally:
             source.close()
     assert outcomes in ([False, True], [False, False, True]), outcomes
+    assert attempts[0] >= 1 and all(a < b for a, b in itertools.pairwise(attempts)), attempts
     assert pull_all(pubsub_channels, f"{unique_name}-sub", quiet_seconds=1.0) == []
 
 

@@ -243,6 +243,42 @@ def test_a_crash_at_any_moment_then_redelivery_counts_every_record_once(
     assert_counted_exactly_once(sink, messages)
 
 
+class DiesBeforeItsThirdAck(FakeSource):
+    """The replica is killed after its third checkpoint was written, before Pub/Sub got the ack."""
+
+    died = False
+
+    def ack(self, ack_ids: Sequence[str]) -> None:
+        if self.ack_calls == 2 and not self.died:
+            self.died = True
+            raise Killed
+        super().ack(ack_ids)
+
+
+def test_a_replica_dying_before_its_ack_is_counted_once_by_the_replica_already_running() -> None:
+    """Split ingest: the survivor has the first window open (and its own idea of the newest
+    stored one) when the dead replica's durable but un-acked messages come back to it."""
+    clock = FakeClock()
+    sink = MemorySink()
+    messages = stream(minutes=5)
+    survivor = make_engine(sink, clock, "pod-2")
+    first = decode_messages([MessageBytes(messages[0].data, None, 1)], limits=DecodeLimits())
+    survivor.feed(first.rows_of([0])[0])
+    assert survivor.checkpoint()
+
+    source = DiesBeforeItsThirdAck(messages[1:], on_poll=ticking(clock))
+    with pytest.raises(Killed):
+        go(source, make_engine(sink, clock, "pod-1"))
+    durable_unacked = {m.ack_id for m in source.unacked} & {
+        m.ack_id for m in messages if set(request_ids_of(m)) <= set(sink.request_ids())
+    }
+    assert durable_unacked  # what makes this the case worth testing
+
+    source.redeliver()
+    assert go(source, survivor).clean_exit
+    assert_counted_exactly_once(sink, messages)
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 

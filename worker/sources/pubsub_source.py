@@ -30,6 +30,7 @@ lower delivery latency of a held-open stream matters more than throughput per wo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -218,7 +219,15 @@ class PubSubSource:
             self._counts["redelivered_held"] += len(received) - len(ack_now) - len(fresh)
         for item in fresh:
             if not item.attributes:  # the common case: nothing to inflate
-                out.append(SourceMessage(item.message_id, item.data, item.ack_id, NO_ATTRIBUTES))
+                out.append(
+                    SourceMessage(
+                        item.message_id,
+                        item.data,
+                        item.ack_id,
+                        NO_ATTRIBUTES,
+                        delivery_attempt=item.delivery_attempt,
+                    )
+                )
                 continue
             message = self._to_source_message(item)
             if message is not None:
@@ -230,7 +239,13 @@ class PubSubSource:
     def _to_source_message(self, item: Received) -> SourceMessage | None:
         """Inflate gzip bodies; a body that cannot be read is dead-lettered here, not returned."""
         encoding = item.attributes.get("Content-Encoding", "").strip().lower()
-        raw = SourceMessage(item.message_id, item.data, item.ack_id, item.attributes)
+        raw = SourceMessage(
+            item.message_id,
+            item.data,
+            item.ack_id,
+            item.attributes,
+            delivery_attempt=item.delivery_attempt,
+        )
         if encoding in ("", "identity"):
             return raw
         try:
@@ -248,7 +263,7 @@ class PubSubSource:
             else:
                 self.nack([item.ack_id])
             return None
-        return SourceMessage(item.message_id, data, item.ack_id, item.attributes)
+        return dataclasses.replace(raw, data=data)
 
     def _release(self, ack_ids: Sequence[str], *, done: bool) -> list[Received]:
         """Forget held messages (and their held redeliveries); remember acked message ids.
