@@ -40,7 +40,7 @@ from worker.sink import (
     StoredWindow,
     checkpoint_digest,
 )
-from worker.source import SourceMessage
+from worker.source import Source, SourceMessage
 
 # -- time ------------------------------------------------------------------------------------
 
@@ -576,3 +576,18 @@ def request_ids_of(message: SourceMessage, limits: DecodeLimits | None = None) -
     )
     ids: list[str] = decoded.batch.request_id.tolist()
     return ids
+
+
+def drain(source: Source, timeout_seconds: float = 30.0) -> list[SourceMessage]:
+    """Every message a finite source hands out, then stop and close it; fails if the source is
+    not exhausted within `timeout_seconds`."""
+    messages: list[SourceMessage] = []
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while not source.exhausted and time.monotonic() < deadline:
+            messages.extend(source.poll(100, 0.2))
+    finally:
+        source.stop()
+        source.close()
+    assert source.exhausted, f"the source was not read to its end within {timeout_seconds} s"
+    return messages

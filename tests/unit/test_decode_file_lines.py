@@ -8,12 +8,11 @@ to the next newline, and goes on with the lines after it.
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 from schemas.decode.api import DecodeLimits, decode_message
-from worker.source import SourceMessage
 from worker.sources.file_source import BoundedLines, FileSource, bounded_lines
+from worker.testing import drain
 
 
 def test_a_long_line_is_cut_past_the_cap_and_the_rest_skipped_to_its_newline() -> None:
@@ -60,14 +59,6 @@ def test_file_source_hands_out_a_3mb_line_as_its_first_megabyte(tmp_path: Path) 
     path = tmp_path / "big.ndjson"
     path.write_bytes(b"a\n" + b"x" * 3_000_000 + b"\nb\n")
     source = FileSource(path, lines_per_message=10, flush_seconds=0.05, max_record_bytes=1000)
-    try:
-        messages: list[SourceMessage] = []
-        deadline = time.monotonic() + 30
-        while not source.exhausted and time.monotonic() < deadline:
-            messages.extend(source.poll(10, 0.2))
-    finally:
-        source.stop()
-        source.close()
-    assert source.exhausted
+    messages = drain(source)
     data = b"".join(m.data for m in messages)
     assert data == b"a\n" + b"x" * 1001 + b"\nb\n"
