@@ -4,12 +4,15 @@ The demo runs once (three simulated hours, one incident of each kind). Its print
 be whole when stdout is not a terminal and say where the info alerts went; its report must load
 in a real headless Chromium with no console error, and every plot in it must have data, a
 legend, and a unit on every axis. The report's tables are read from the loaded page too:
-the summary at the top, incidents in event-time order with when each resolved.
+the summary at the top, incidents in event-time order with when each resolved. A replay whose
+incidents escalate (warning, then critical while open) must show each as one incident that
+resolved, not a second one "still firing".
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +21,16 @@ from typing import Any
 
 import pytest
 
+from schemas.alert_config import SEVERITY_RANK
 from tests.e2e.browser import DevTools, chromium, chromium_path, evaluate, load
-from tests.e2e.conftest import REPLAY_TIMEOUT, Result, assert_no_traceback, lookout, query
+from tests.e2e.conftest import (
+    REPLAY_TIMEOUT,
+    Result,
+    Stream,
+    assert_no_traceback,
+    lookout,
+    query,
+)
 
 DEMO_MODELS = ("gemini-1.5-flash", "text-bison", "gpt-4o-mini")
 
@@ -177,8 +188,9 @@ def test_the_alerts_are_in_event_time_order_with_when_each_resolved(
     rows = _table(devtools, session, "Alerts")
     head, body = rows[0], rows[1:]
     assert head[:2] == ["fired (window start)", "resolved (window end)"]
-    (changes,) = query(demo.db, "SELECT count(*) FROM alerts WHERE status = 'firing'")
-    assert len(body) == changes[0], "one row per incident"
+    # every row of an incident carries its start, so (dedup key, start) is one incident
+    (incidents,) = query(demo.db, "SELECT count(DISTINCT (dedup_key, window_start)) FROM alerts")
+    assert len(body) == incidents[0], "one row per incident"
     fired = [utc(r[0]) for r in body]
     assert fired == sorted(fired)
     for row in body:
@@ -219,3 +231,52 @@ def test_the_report_is_one_self_contained_file(demo: Demo) -> None:
     """It opens offline: no script or stylesheet is fetched from anywhere."""
     text = demo.report.read_text()
     assert "<script src=" not in text and "<link " not in text
+
+
+@pytest.fixture(scope="module")
+def escalated(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lookout replay --report` of the safety-spike stream: two models' incidents page as
+    warning and escalate to critical while open (a second firing row, same dedup key)."""
+    where = tmp_path_factory.mktemp("escalated")
+    result = lookout(
+        "replay",
+        incident_stream.path,
+        "--report",
+        "report.html",
+        "--alerts-out",
+        "alerts.jsonl",
+        cwd=where,
+        timeout=REPLAY_TIMEOUT,
+    )
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.describe()
+    return where
+
+
+def test_an_incident_that_escalated_and_resolved_is_one_resolved_incident(
+    escalated: Path, browser: DevTools
+) -> None:
+    """Before: each escalation was a second incident that never resolved ("2 still firing"
+    at the top of a report whose every incident had resolved)."""
+    alerts = [json.loads(line) for line in (escalated / "alerts.jsonl").read_text().splitlines()]
+    firing = Counter(a["dedup_key"] for a in alerts if a["status"] == "firing")
+    escalations = {key for key, n in firing.items() if n > 1}
+    assert escalations, "the stream no longer escalates an incident; this test needs one"
+    incidents = {(a["dedup_key"], a["window_start"]) for a in alerts}
+    worst = {
+        key: max(
+            (a["severity"] for a in alerts if a["dedup_key"] == key), key=lambda s: SEVERITY_RANK[s]
+        )
+        for key in firing
+    }
+
+    session, report = load(browser, escalated / "report.html")
+    assert report.errors == []
+    summary = evaluate(browser, session, "document.querySelector('h2 + ul').textContent")
+    assert f"{len(incidents)} alert(s)" in summary and "all resolved" in summary, summary
+    rows = _table(browser, session, "Alerts")[1:]
+    assert len(rows) == len(incidents), "one row per incident"
+    for fired, resolved, severity, model, detector, _ in rows:
+        assert utc(resolved) > utc(fired), (fired, resolved, model, detector)
+        (key,) = [k for k in firing if k.startswith(f"lookout:{model}:{detector}:")]
+        assert severity == worst[key], f"{model} {detector}: the worst it got"

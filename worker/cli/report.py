@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from schemas.alert_config import SEVERITY_RANK
 from worker.cli.report_plots import PANELS, SEVERITY_FILL, Incident, model_figure
 from worker.sinks.duckdb_sink import DuckDBSink
 
@@ -77,35 +79,105 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]
     return "".join(out)
 
 
+def alert_rows(sink: DuckDBSink) -> pd.DataFrame:
+    """The alert changes as `incidents_from` reads them: one row per firing or resolve."""
+    return _frame(
+        sink,
+        "SELECT dedup_key, emitted_at, status, severity, model, detector, window_start, "
+        "window_end, summary FROM alerts ORDER BY emitted_at",
+    )
+
+
+#: firing before resolved when one window decided both (see `_chronological`)
+_STATUS_ORDER = {"firing": 0, "resolved": 1}
+#: by name, as the alert rows carry it (an unknown name ranks below info)
+_SEVERITY_RANK: dict[str, int] = {str(k): v for k, v in SEVERITY_RANK.items()}
+
+
+def _chronological(alerts: pd.DataFrame) -> list[dict[str, Any]]:
+    """The alert rows in the order the tracker decided them.
+
+    `emitted_at` is when a checkpoint wrote the rows, the same for all of one checkpoint, so it
+    cannot order a firing and its resolve. `window_end` is the window that decided the change,
+    later for each later change of a dedup key except when one window decides two: an
+    evaluator's restart resolves the old incident and the same window fires the new one (the
+    older incident, by `window_start`, which every row of an incident carries as its start,
+    goes first), and an accepted level resolves the incident its window has just fired or
+    escalated (firing before resolved).
+    """
+    return sorted(
+        _records(alerts),
+        key=lambda a: (
+            pd.Timestamp(a["window_end"]),
+            pd.Timestamp(a["window_start"]),
+            _STATUS_ORDER.get(str(a["status"]), len(_STATUS_ORDER)),
+            pd.Timestamp(a["emitted_at"]),
+        ),
+    )
+
+
+def _worse(a: str, b: str) -> str:
+    """The higher severity: an incident is as bad as the worst it got while open."""
+    return max(a, b, key=lambda s: _SEVERITY_RANK.get(s, -1))
+
+
+def _opened(a: dict[str, Any], resolved: pd.Timestamp | None = None) -> Incident:
+    return Incident(
+        str(a["model"]),
+        str(a["detector"]),
+        str(a["severity"]),
+        pd.Timestamp(a["window_start"]),
+        resolved,
+        str(a["summary"]),
+    )
+
+
+def _updated(old: Incident, a: dict[str, Any]) -> Incident:
+    """Another page for an open key (an escalation, a sustained notice) updates the incident,
+    as a receiver that dedups by key shows it: same start, worst severity, latest summary."""
+    return replace(
+        old, severity=_worse(old.severity, str(a["severity"])), summary=str(a["summary"])
+    )
+
+
+def _closed(old: Incident, a: dict[str, Any]) -> Incident:
+    """The resolve ends the incident; its summary stays what fired, which the table shows."""
+    return replace(
+        old,
+        severity=_worse(old.severity, str(a["severity"])),
+        resolved=pd.Timestamp(a["window_end"]),
+    )
+
+
 def incidents_from(alerts: pd.DataFrame) -> list[Incident]:
-    """Pair each firing change with the resolved change of its dedup key, in emit order."""
-    open_: dict[str, int] = {}
+    """One incident per page, from the window it fired in to the window it resolved in.
+
+    The tracker keeps at most one incident open per dedup key, so the rows are folded by key
+    as a receiver that dedups by key (Alertmanager) folds them: a firing row while the key is
+    open updates that incident (`_updated`) instead of starting one that never resolves, and a
+    key that fires again after its resolve is a new incident. A resolve with nothing open is
+    either a repeat of the resolve just seen (ignored) or one whose firing is not in the table
+    (written to another file); that incident is still shown, with the span the resolve carries.
+    """
     found: list[Incident] = []
-    for a in _records(alerts.sort_values("emitted_at")):
-        key = str(a["dedup_key"])
+    open_: dict[str, int] = {}
+    last_resolved: dict[str, pd.Timestamp] = {}
+    for a in _chronological(alerts):
+        key, start = str(a["dedup_key"]), pd.Timestamp(a["window_start"])
+        i = open_.get(key)
         if a["status"] == "firing":
-            open_[key] = len(found)
-            found.append(
-                Incident(
-                    str(a["model"]),
-                    str(a["detector"]),
-                    str(a["severity"]),
-                    pd.Timestamp(a["window_start"]),
-                    None,
-                    str(a["summary"]),
-                )
-            )
-        elif a["status"] == "resolved" and key in open_:
-            i = open_.pop(key)
-            old = found[i]
-            found[i] = Incident(
-                old.model,
-                old.detector,
-                old.severity,
-                old.fired,
-                pd.Timestamp(a["window_end"]),
-                old.summary,
-            )
+            if i is None:
+                open_[key] = len(found)
+                found.append(_opened(a))
+            else:
+                found[i] = _updated(found[i], a)
+        elif a["status"] == "resolved":
+            if i is not None:
+                found[i] = _closed(found[i], a)
+                del open_[key]
+            elif last_resolved.get(key) != start:
+                found.append(_opened(a, resolved=pd.Timestamp(a["window_end"])))
+            last_resolved[key] = start
     return sorted(found, key=lambda inc: (inc.fired, inc.model, inc.detector))
 
 
@@ -250,11 +322,7 @@ def write_report(
         "SELECT model, detector, condition, window_start, window_end, verdict, value, "
         "threshold, baseline FROM detections ORDER BY window_start",
     )
-    alerts = _frame(
-        sink,
-        "SELECT dedup_key, emitted_at, status, severity, model, detector, window_start, "
-        "window_end, summary FROM alerts ORDER BY emitted_at",
-    )
+    alerts = alert_rows(sink)
     merged = _frame(
         sink,
         "SELECT model, count(DISTINCT window_start) AS windows, sum(records)::BIGINT AS records, "
