@@ -47,8 +47,8 @@ def accept(
     """
     from alerts.tracking import EvidenceTracker  # here: alerts pulls httpx, not for --help
     from schemas.config import DuckDBSinkConfig
+    from worker.cli.pipeline import open_duckdb_sink
     from worker.sink import Sink
-    from worker.sinks.duckdb_sink import DuckDBSink
 
     config = configured(config_path)
     sink: Sink
@@ -60,13 +60,7 @@ def accept(
         path = Path(config.sink.path)
         if not path.exists():
             fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
-        try:
-            sink = DuckDBSink(path, memory_limit=config.sink.memory_limit)
-        except Exception as error:  # DuckDB's lock error is an IOException; the message says
-            fail(
-                f"baseline accept: cannot open the sink {path} ({type(error).__name__}); if a "
-                "worker is running on it, stop it first: the embedded sink allows one process"
-            )
+        sink = open_duckdb_sink(path, memory_limit=config.sink.memory_limit)
     try:
         tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
         incident = tracker.open_incident(model, detector)

@@ -58,9 +58,7 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.Error as error:
-        if "lock" in str(error).lower():
-            fail(f"sql: {db} is held by a process writing it (a running lookout?); try again")
-        fail(f"sql: cannot open {db}: {_first_line(error)}")
+        fail(f"sql: {duckdb_open_problem(db, error)}")
     try:
         cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]
@@ -70,6 +68,18 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     finally:
         con.close()
     return names, rows
+
+
+def duckdb_open_problem(db: Path, error: BaseException) -> str:
+    """What went wrong opening a DuckDB file, as the one line every command prints: DuckDB's
+    own message names its exception class and a PID, which tells a newcomer nothing about the
+    usual cause (another lookout has the file) or what to do."""
+    if "lock" in str(error).lower():
+        return (
+            f"{db} is held by a process writing it (a running lookout?); stop it or let it "
+            "finish, then try again"
+        )
+    return f"cannot open {db}: {_first_line(error)}"
 
 
 def _first_line(error: BaseException) -> str:
