@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 from collections.abc import Iterator
 from io import BufferedIOBase
 from pathlib import Path
@@ -133,7 +134,9 @@ def replay(
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         err=True,
     )
-    if not result.clean_exit or result.invalid_records:
+    if source.failure is not None:
+        typer.echo(source.failure, err=True)
+    if not result.clean_exit or result.invalid_records or source.failure is not None:
         raise typer.Exit(1)
 
 
@@ -253,7 +256,7 @@ def decode(
     bad = 0
     out = sys.stdout.buffer
     try:
-        for record in _decoded_records(stream, format_hint, limits):
+        for record in _decoded_records(_inflated(stream), format_hint, limits):
             if isinstance(record, DecodeError):
                 bad += 1
                 typer.echo(f"{file}: {record.describe()}", err=True)
@@ -263,9 +266,25 @@ def decode(
     except BrokenPipeError:
         quiet_broken_pipe()
         raise typer.Exit(1 if bad else 0) from None
+    except (EOFError, OSError, zlib.error) as error:  # only a gzip stream raises these here
+        fail(f"decode: {file}: the gzip data is corrupt or ends early ({error})", code=1)
     if bad:
         typer.echo(f"{file}: {bad} bad record(s)", err=True)
         raise typer.Exit(1)
+
+
+def _inflated(stream: BufferedIOBase) -> BufferedIOBase:
+    """`stream`, inflated as it is read if it is gzip-compressed (as `lookout replay` reads it):
+    a `.gz` of logs decodes with its uncompressed line numbers instead of one bad record per
+    line."""
+    import gzip
+
+    from worker.sources.file_source import GZIP_MAGIC
+
+    peek = getattr(stream, "peek", None)
+    if peek is None or not peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC):
+        return stream
+    return cast(BufferedIOBase, gzip.GzipFile(fileobj=stream, mode="rb"))
 
 
 #: lines decoded at a time by `lookout decode`, so output starts before a large file is read
