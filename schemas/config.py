@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -187,12 +187,20 @@ class DetectorsConfig(_Strict):
     @classmethod
     def _known_detectors(cls, enabled: tuple[str, ...]) -> tuple[str, ...]:
         """A misspelt name passed `config check` and failed later with an AttributeError."""
-        known = [n for n in cls.model_fields if n != "enabled"]
-        unknown = [n for n in enabled if n not in known]
-        if unknown:
-            msg = f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            raise ValueError(msg)
+        problem = unknown_detectors(enabled)
+        if problem is not None:
+            raise ValueError(problem)
         return enabled
+
+
+def unknown_detectors(names: Sequence[str]) -> str | None:
+    """The one wording for detector names Lookout does not have (`detectors.enabled`,
+    `lookout baseline accept --detector`), naming the known ones; None if all are known."""
+    known = [n for n in DetectorsConfig.model_fields if n != "enabled"]
+    unknown = [n for n in names if n not in known]
+    if not unknown:
+        return None
+    return f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}"
 
 
 class MetricsConfig(_Strict):

@@ -46,10 +46,13 @@ def accept(
     worker first (it applies the acceptance when it starts again).
     """
     from alerts.tracking import EvidenceTracker  # here: alerts pulls httpx, not for --help
-    from schemas.config import DuckDBSinkConfig
+    from schemas.config import DuckDBSinkConfig, unknown_detectors
     from worker.cli.pipeline import open_duckdb_sink
     from worker.sink import Sink
 
+    problem = unknown_detectors([detector])
+    if problem is not None:  # before the sink: a typo is not "no open incident"
+        fail(f"baseline accept: --detector: {problem}")
     config = configured(config_path)
     sink: Sink
     if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
