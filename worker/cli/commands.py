@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
@@ -92,7 +94,11 @@ def replay(
     )
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     pipeline.engine.set_ack_handler(source.ack)
-    with stop_on_signals() as stop, _progress(sys.stderr.isatty()) as progress:
+    with (
+        stop_on_signals() as stop,
+        _progress(sys.stderr.isatty()) as progress,
+        _quarantine_named_once(),
+    ):
         task = progress.add_task("replaying", total=None, detail="")
 
         def advance(records: int) -> None:
@@ -123,6 +129,9 @@ def replay(
     pipeline.close()
     for q in stats.quarantine_examples:
         typer.echo(f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}", err=True)
+    if stats.quarantined > len(stats.quarantine_examples):
+        more = stats.quarantined - len(stats.quarantine_examples)
+        typer.echo(f"{file}: {more} more quarantined, in the table quarantined_records", err=True)
     info = sum(1 for a in stats.alerts if a.severity == "info")
     typer.echo(
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
@@ -230,6 +239,25 @@ def simulate(
     except OSError as error:
         fail(f"simulate: cannot write {out}: {error.strerror}", code=1)
     typer.echo(f"wrote {count} records to {out}", err=True)
+
+
+class _EngineQuarantineWarnings(logging.Filter):
+    """Drops the engine's "quarantined record" warnings: replay names each quarantined record
+    itself, with its file, after the run; both said every such record twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("quarantined record")
+
+
+@contextmanager
+def _quarantine_named_once() -> Iterator[None]:
+    engine_log = logging.getLogger("lookout.engine")
+    only_once = _EngineQuarantineWarnings()
+    engine_log.addFilter(only_once)
+    try:
+        yield
+    finally:
+        engine_log.removeFilter(only_once)
 
 
 @app.command()
