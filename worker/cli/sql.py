@@ -45,7 +45,8 @@ BOOKKEEPING_TABLES = (
 
 def _sql_help() -> str:
     """`lookout sql --help`, its table list built from ANALYST_TABLES so the two agree."""
-    tables = "\n".join(f"* `{name}`: {what}" for name, what in ANALYST_TABLES.items())
+    # one paragraph per table: at 80 columns the help is click's, which joins a paragraph's lines
+    tables = "\n\n".join(f"* `{name}`: {what}" for name, what in ANALYST_TABLES.items())
     return (
         "Run a query on the DuckDB file, read-only, and print the result.\n\n"
         f"Tables and views (see README: Tables):\n\n{tables}\n\n"
