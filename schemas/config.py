@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -187,12 +187,20 @@ class DetectorsConfig(_Strict):
     @classmethod
     def _known_detectors(cls, enabled: tuple[str, ...]) -> tuple[str, ...]:
         """A misspelt name passed `config check` and failed later with an AttributeError."""
-        known = [n for n in cls.model_fields if n != "enabled"]
-        unknown = [n for n in enabled if n not in known]
-        if unknown:
-            msg = f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            raise ValueError(msg)
+        problem = unknown_detectors(enabled)
+        if problem is not None:
+            raise ValueError(problem)
         return enabled
+
+
+def unknown_detectors(names: Sequence[str]) -> str | None:
+    """The one wording for detector names Lookout does not have (`detectors.enabled`,
+    `lookout baseline accept --detector`), naming the known ones; None if all are known."""
+    known = [n for n in DetectorsConfig.model_fields if n != "enabled"]
+    unknown = [n for n in names if n not in known]
+    if not unknown:
+        return None
+    return f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}"
 
 
 class MetricsConfig(_Strict):
@@ -312,15 +320,34 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+#: how a file a user might pass by mistake begins, and what it is
+_BINARY_KINDS = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive"}
+
+
+def _yaml_text(data: bytes) -> str:
+    """The file as text; a binary file given by mistake (a gzip of logs, a DuckDB file) raises
+    UnicodeDecodeError here, which becomes one line instead of a decoder's traceback."""
+    return data.decode("utf-8-sig")
+
+
+def _not_text(error: UnicodeDecodeError) -> str:
+    head = bytes(error.object[:4])
+    kind = next((k for magic, k in _BINARY_KINDS.items() if head.startswith(magic)), None)
+    what = kind or f"not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+    return f"not a text YAML file ({what}); give the YAML configuration file"
+
+
 def load_config(path: Path | None) -> LookoutConfig:
     """The configuration from a YAML file (or defaults), with environment overrides."""
     source = str(path) if path is not None else "defaults"
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(_yaml_text(path.read_bytes())) or {}
         except OSError as error:
             raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(source, [_not_text(error)]) from None
         except yaml.YAMLError as error:
             raise ConfigError(source, [_yaml_problem(error)]) from None
         if not isinstance(data, dict):

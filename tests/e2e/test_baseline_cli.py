@@ -78,3 +78,14 @@ def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
     assert "accepted" in str(mine[0]["summary"]) and "by alice" in str(mine[0]["summary"])
     others = [a for a in safety if a["model"] != MODEL and a["status"] == "resolved"]
     assert not others, "an acceptance for one model closed another model's incident"
+
+
+def test_an_unknown_detector_is_one_line_naming_the_known_ones(tmp_path: Path) -> None:
+    """A typo'd --detector said nothing about the name (or only "no open incident")."""
+    result = lookout("baseline", "accept", "--model", MODEL, "--detector", "saftey", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.splitlines() == [
+        "lookout: baseline accept: --detector: unknown detector(s) saftey; known: safety, "
+        "latency, tokens, embedding_drift, descriptor_drift"
+    ], result.describe()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,26 @@ def test_a_missing_file_exits_2_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2, result.describe()
     assert_no_traceback(result)
     assert len(result.stderr.splitlines()) == 1 and "nope.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (gzip.compress(b'{"model": "m"}\n' * 50), "gzip-compressed"),
+        (b"\x00\x01\xff\xfe binary", "not UTF-8"),
+    ],
+    ids=["gzip", "binary"],
+)
+def test_a_binary_file_is_one_line_naming_it(tmp_path: Path, content: bytes, kind: str) -> None:
+    """A gzip of logs passed where the config goes: one line, not a UnicodeDecodeError."""
+    path = tmp_path / "logs.ndjson.gz"
+    path.write_bytes(content)
+    result = lookout("config", "check", path, cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert len(result.stderr.splitlines()) == 1, result.describe()
+    assert result.stderr.startswith(f"{path}: not a text YAML file ({kind}"), result.describe()
+    assert "UnicodeDecodeError" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 Every line of a console block is accounted for. The `lookout` examples that run locally and end
 (simulate, replay, decode, config check) are run in order, as a shell runs them, in one temporary
-directory, with the README's YAML configuration saved as the `lookout.yaml` they name; then the
-README's SQL runs on the DuckDB file the replay wrote. The rest are not run here, each for a
+directory that holds what a fresh clone holds beside them (examples/) and nothing else: the
+`lookout.yaml` they name must be made by a README line, as a newcomer has to make it. Then the
+README's SQL runs on the DuckDB file the replay wrote, and the README's YAML configuration is
+checked on its own. The rest are not run here, each for a
 stated reason, but their commands and options are still parsed by the CLI, so the README cannot
 name a command or an option that does not exist.
 
@@ -19,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +42,7 @@ RUN = (
     "lookout simulate",
     "lookout replay",
     "lookout decode",
+    "cp examples/",
     "lookout config check",
     "lookout sql",
 )
@@ -105,7 +109,7 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tup
     """Runs the README's local examples in order in one directory; returns it and, per line,
     the command and its exit status (the pipeline's, as a shell reports it)."""
     where = tmp_path_factory.mktemp("readme")
-    (where / "lookout.yaml").write_text(blocks("yaml")[0])
+    shutil.copytree(README.parent / "examples", where / "examples")
     env = clean_env()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     statuses: list[tuple[str, int]] = []
@@ -138,7 +142,8 @@ def test_the_scale_change_applies_to_the_readme_as_written() -> None:
 
 def test_the_local_examples_succeed(readme_run: tuple[Path, list[tuple[str, int]]]) -> None:
     where, statuses = readme_run
-    assert [c.split()[1] for c, _ in statuses] == ["simulate", "replay", "decode", "config", "sql"]
+    ran = [c.split()[1] for c, _ in statuses]
+    assert ran == ["simulate", "replay", "decode", "examples/file-replay.yaml", "config", "sql"]
     for index, (_, status) in enumerate(statuses):
         output = (where / f"output-{index}.txt").read_text()
         assert status == 0, output
@@ -163,7 +168,7 @@ def test_the_readme_sql_runs_on_the_replayed_file(
 ) -> None:
     """Each ```sql block, through `lookout sql` as the README says, returns rows."""
     where, _ = readme_run
-    sql_output = (where / "output-4.txt").read_text()
+    sql_output = (where / "output-5.txt").read_text()
     assert "row(s)" in sql_output and "safety" in sql_output, sql_output
     env = clean_env()
     for sql in blocks("sql"):
@@ -180,3 +185,17 @@ def test_the_readme_sql_runs_on_the_replayed_file(
         assert rows, sql
         direct = query(where / "lookout.duckdb", sql.strip().rstrip(";"))
         assert len(rows) == len(direct), "lookout sql prints every row of the result"
+
+
+def test_the_readme_configuration_passes_config_check(tmp_path: Path) -> None:
+    """The ```yaml block under Configuration is what a reader copies: it must load as written."""
+    (tmp_path / "readme.yaml").write_text(blocks("yaml")[0])
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "lookout"), "config", "check", "readme.yaml"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        timeout=REPLAY_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()

@@ -73,3 +73,42 @@ def test_far_future_and_far_past_records_change_no_verdict_and_are_reported(
     stored = query(db, "SELECT request_id, reason FROM quarantined_records ORDER BY request_id")
     assert [r[0] for r in stored] == ["clock-1970", "clock-2099"]
     assert "behind the stream" in str(stored[0][1]) and "ahead" in str(stored[1][1])
+
+
+def test_a_quarantined_record_is_reported_once(tmp_path: Path) -> None:
+    """It was said twice on stderr: a log warning while reading, a summary line at the end."""
+    simulated = tmp_path / "sim.ndjson"
+    made = lookout(
+        "simulate", "--out", simulated, "--hours", "0.1", "--rate", "60", "--format", "native",
+        "--seed", "3", cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.describe()
+    lines = simulated.read_bytes().splitlines()
+    middle = len(lines) // 2
+    poisoned = [
+        *lines[:middle],
+        _with_timestamp(lines[middle], "2099-01-01T00:00:00Z", "clock-2099"),
+    ]
+    result, _ = _replay(tmp_path, "poisoned", [*poisoned, *lines[middle:]])
+    said = [line for line in result.stderr.splitlines() if "clock-2099" in line]
+    assert len(said) == 1, result.describe()
+    assert said[0].startswith(f"{tmp_path / 'poisoned.ndjson'}: quarantined record clock-2099")
+
+
+def test_quarantined_records_past_those_named_are_counted(tmp_path: Path) -> None:
+    """Replay names the last 20 quarantined records; the rest were neither named nor pointed to."""
+    simulated = tmp_path / "sim.ndjson"
+    made = lookout(
+        "simulate", "--out", simulated, "--hours", "0.05", "--rate", "60", "--format", "native",
+        "--seed", "3", cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.describe()
+    lines = simulated.read_bytes().splitlines()
+    future = [_with_timestamp(lines[5], "2099-01-01T00:00:00Z", f"clock-{i}") for i in range(25)]
+    result, _ = _replay(tmp_path, "poisoned", [*lines[:10], *future, *lines[10:]])
+    named = [line for line in result.stderr.splitlines() if ": quarantined record clock-" in line]
+    assert len(named) == 20, result.describe()
+    assert (
+        f"{tmp_path / 'poisoned.ndjson'}: 5 more quarantined, in the table quarantined_records"
+        in (result.stderr.splitlines())
+    ), result.describe()

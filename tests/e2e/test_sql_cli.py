@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import REPLAY_TIMEOUT, assert_no_traceback, lookout, query
+from worker.sinks.duckdb_sink import DuckDBSink
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +109,15 @@ def test_a_file_a_worker_is_writing_is_named_as_busy(db: Path, tmp_path: Path) -
         holder.stdin.close()
         holder.wait(timeout=30)
         holder.stdout.close()  # type: ignore[union-attr]
+
+
+def test_help_names_every_table_and_view_the_sink_creates(tmp_path: Path) -> None:
+    """`model_daily` and `baseline_accepts` were missing from the list an analyst reads."""
+    made = tmp_path / "fresh.duckdb"
+    DuckDBSink(made).close()
+    names = {row[0] for row in query(made, "SELECT table_name FROM information_schema.tables")}
+    assert {"model_daily", "baseline_accepts", "window_metrics_merged"} <= names
+    result = lookout("sql", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    shown = set(re.findall(r"\b[a-z_]+\b", result.stdout))
+    assert sorted(names - shown) == [], result.stdout

@@ -21,7 +21,7 @@ from worker.cli import commands as _commands  # noqa: F401  (registers the comma
 from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
 from worker.cli import retune as _retune  # noqa: F401  (registers the commands)
 from worker.cli import sql as _sql  # noqa: F401  (registers the command)
-from worker.cli.app import app
+from worker.cli.app import app, fit_help_to_terminal
 
 __all__ = ["app", "main"]
 
@@ -38,6 +38,7 @@ def limit_blas_threads() -> None:
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
     limit_blas_threads()
+    fit_help_to_terminal()
     try:
         app(standalone_mode=True)
     except KeyboardInterrupt:

@@ -39,6 +39,21 @@ app = typer.Typer(
     # the terminal instead of keeping those line breaks
     rich_markup_mode="markdown",
 )
+#: narrower than this, rich's option table cuts long option names ("--dead-letter-…") and
+#: squeezes their help into a column a few words wide
+RICH_HELP_MIN_COLUMNS = 100
+
+
+def fit_help_to_terminal() -> None:
+    """Plain click help (option names whole, help wrapped beside them) below
+    RICH_HELP_MIN_COLUMNS; the markdown panels where they fit. Decided when the CLI starts, as
+    the terminal (or COLUMNS) is then known."""
+    import shutil
+
+    if shutil.get_terminal_size().columns < RICH_HELP_MIN_COLUMNS:
+        app.rich_markup_mode = None
+
+
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

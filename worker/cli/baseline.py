@@ -46,10 +46,13 @@ def accept(
     worker first (it applies the acceptance when it starts again).
     """
     from alerts.tracking import EvidenceTracker  # here: alerts pulls httpx, not for --help
-    from schemas.config import DuckDBSinkConfig
+    from schemas.config import DuckDBSinkConfig, unknown_detectors
+    from worker.cli.pipeline import open_duckdb_sink
     from worker.sink import Sink
-    from worker.sinks.duckdb_sink import DuckDBSink
 
+    problem = unknown_detectors([detector])
+    if problem is not None:  # before the sink: a typo is not "no open incident"
+        fail(f"baseline accept: --detector: {problem}")
     config = configured(config_path)
     sink: Sink
     if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
@@ -60,13 +63,7 @@ def accept(
         path = Path(config.sink.path)
         if not path.exists():
             fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
-        try:
-            sink = DuckDBSink(path, memory_limit=config.sink.memory_limit)
-        except Exception as error:  # DuckDB's lock error is an IOException; the message says
-            fail(
-                f"baseline accept: cannot open the sink {path} ({type(error).__name__}); if a "
-                "worker is running on it, stop it first: the embedded sink allows one process"
-            )
+        sink = open_duckdb_sink(path, memory_limit=config.sink.memory_limit)
     try:
         tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
         incident = tracker.open_incident(model, detector)

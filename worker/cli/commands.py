@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
@@ -91,7 +94,11 @@ def replay(
     )
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     pipeline.engine.set_ack_handler(source.ack)
-    with stop_on_signals() as stop, _progress(sys.stderr.isatty()) as progress:
+    with (
+        stop_on_signals() as stop,
+        _progress(sys.stderr.isatty()) as progress,
+        _quarantine_named_once(),
+    ):
         task = progress.add_task("replaying", total=None, detail="")
 
         def advance(records: int) -> None:
@@ -122,6 +129,9 @@ def replay(
     pipeline.close()
     for q in stats.quarantine_examples:
         typer.echo(f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}", err=True)
+    if stats.quarantined > len(stats.quarantine_examples):
+        more = stats.quarantined - len(stats.quarantine_examples)
+        typer.echo(f"{file}: {more} more quarantined, in the table quarantined_records", err=True)
     info = sum(1 for a in stats.alerts if a.severity == "info")
     typer.echo(
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
@@ -133,7 +143,9 @@ def replay(
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         err=True,
     )
-    if not result.clean_exit or result.invalid_records:
+    if source.failure is not None:
+        typer.echo(source.failure, err=True)
+    if not result.clean_exit or result.invalid_records or source.failure is not None:
         raise typer.Exit(1)
 
 
@@ -229,6 +241,25 @@ def simulate(
     typer.echo(f"wrote {count} records to {out}", err=True)
 
 
+class _EngineQuarantineWarnings(logging.Filter):
+    """Drops the engine's "quarantined record" warnings: replay names each quarantined record
+    itself, with its file, after the run; both said every such record twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("quarantined record")
+
+
+@contextmanager
+def _quarantine_named_once() -> Iterator[None]:
+    engine_log = logging.getLogger("lookout.engine")
+    only_once = _EngineQuarantineWarnings()
+    engine_log.addFilter(only_once)
+    try:
+        yield
+    finally:
+        engine_log.removeFilter(only_once)
+
+
 @app.command()
 def decode(
     file: Annotated[str, typer.Argument(help="NDJSON file (or - for stdin) in any wire format.")],
@@ -253,7 +284,7 @@ def decode(
     bad = 0
     out = sys.stdout.buffer
     try:
-        for record in _decoded_records(stream, format_hint, limits):
+        for record in _decoded_records(_inflated(stream), format_hint, limits):
             if isinstance(record, DecodeError):
                 bad += 1
                 typer.echo(f"{file}: {record.describe()}", err=True)
@@ -263,9 +294,25 @@ def decode(
     except BrokenPipeError:
         quiet_broken_pipe()
         raise typer.Exit(1 if bad else 0) from None
+    except (EOFError, OSError, zlib.error) as error:  # only a gzip stream raises these here
+        fail(f"decode: {file}: the gzip data is corrupt or ends early ({error})", code=1)
     if bad:
         typer.echo(f"{file}: {bad} bad record(s)", err=True)
         raise typer.Exit(1)
+
+
+def _inflated(stream: BufferedIOBase) -> BufferedIOBase:
+    """`stream`, inflated as it is read if it is gzip-compressed (as `lookout replay` reads it):
+    a `.gz` of logs decodes with its uncompressed line numbers instead of one bad record per
+    line."""
+    import gzip
+
+    from worker.sources.file_source import GZIP_MAGIC
+
+    peek = getattr(stream, "peek", None)
+    if peek is None or not peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC):
+        return stream
+    return cast(BufferedIOBase, gzip.GzipFile(fileobj=stream, mode="rb"))
 
 
 #: lines decoded at a time by `lookout decode`, so output starts before a large file is read

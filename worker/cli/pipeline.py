@@ -99,7 +99,25 @@ def build_sink(config: LookoutConfig) -> Sink:
             emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
             write_timeout=config.sink.write_timeout_seconds,
         )
-    return DuckDBSink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+    return open_duckdb_sink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+
+
+def open_duckdb_sink(path: Path, *, memory_limit: str) -> DuckDBSink:
+    """The DuckDB sink, or one line and exit 1 if the file cannot be opened (another process
+    holds its lock, a folder that does not exist or cannot be written, a file that is not
+    Lookout's): the same words `lookout sql` uses, before anything has been read."""
+    import duckdb
+
+    from worker.cli.app import fail
+    from worker.cli.sql import duckdb_open_problem
+    from worker.errors import SetupError
+
+    try:
+        return DuckDBSink(path, memory_limit=memory_limit)
+    except SetupError as error:
+        fail(str(error), code=1)
+    except (duckdb.Error, OSError) as error:
+        fail(duckdb_open_problem(path, error), code=1)
 
 
 def outbox_path(config: LookoutConfig) -> str:

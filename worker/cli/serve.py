@@ -196,4 +196,7 @@ def serve(config: LookoutConfig) -> int:
         f"{result.invalid_records} invalid, {stats.windows_evaluated} windows evaluated",
         file=sys.stderr,
     )
-    return 0 if result.clean_exit else 1
+    failure = getattr(source, "failure", None)  # a file source's corrupt gzip data
+    if failure is not None:
+        print(f"lookout run: {failure}", file=sys.stderr)
+    return 0 if result.clean_exit and failure is None else 1

@@ -22,6 +22,38 @@ from worker.cli.app import app, fail, output_console, quiet_broken_pipe
 
 SQL_FORMATS = ("table", "csv", "json")
 
+#: what an analyst queries in the DuckDB file, and what one row is (README: Tables); a test
+#: checks `lookout sql --help` names every table and view the DuckDB sink creates
+ANALYST_TABLES = {
+    "window_metrics_merged": "view, (model, window): calls, block rate, latency, tokens, cost",
+    "model_daily": "view, (model, UTC day): windows, calls, block rate, tokens, cost",
+    "window_metrics": "a window's partial row, as one worker checkpointed it",
+    "detections": "(model, window, detector) verdict",
+    "alerts": "alert state change (firing / resolved), as sent to receivers",
+    "baseline_accepts": "a level shift accepted as the new normal (lookout baseline accept)",
+    "quarantined_records": "a record set aside for its event time (too far ahead or behind)",
+    "window_request_ids": "request id counted in a window (dedup of replays)",
+}
+#: the sink's own bookkeeping: readable, but not what a question is answered from
+BOOKKEEPING_TABLES = (
+    "alert_state",
+    "writer_progress",
+    "detector_references",
+    "applied_checkpoints",
+)
+
+
+def _sql_help() -> str:
+    """`lookout sql --help`, its table list built from ANALYST_TABLES so the two agree."""
+    # one paragraph per table: at 80 columns the help is click's, which joins a paragraph's lines
+    tables = "\n\n".join(f"* `{name}`: {what}" for name, what in ANALYST_TABLES.items())
+    return (
+        "Run a query on the DuckDB file, read-only, and print the result.\n\n"
+        f"Tables and views (see README: Tables):\n\n{tables}\n\n"
+        f"Bookkeeping: {', '.join(BOOKKEEPING_TABLES)}.\n\n"
+        'E.g. `lookout sql "SELECT model, count(*) FROM alerts GROUP BY model"`.'
+    )
+
 
 def _text(value: Any, *, exact: bool = False) -> str:
     """A cell: ISO dates, floats to 6 significant digits on screen, exact in CSV."""
@@ -58,9 +90,7 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.Error as error:
-        if "lock" in str(error).lower():
-            fail(f"sql: {db} is held by a process writing it (a running lookout?); try again")
-        fail(f"sql: cannot open {db}: {_first_line(error)}")
+        fail(f"sql: {duckdb_open_problem(db, error)}")
     try:
         cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]
@@ -70,6 +100,18 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     finally:
         con.close()
     return names, rows
+
+
+def duckdb_open_problem(db: Path, error: BaseException) -> str:
+    """What went wrong opening a DuckDB file, as the one line every command prints: DuckDB's
+    own message names its exception class and a PID, which tells a newcomer nothing about the
+    usual cause (another lookout has the file) or what to do."""
+    if "lock" in str(error).lower():
+        return (
+            f"{db} is held by a process writing it (a running lookout?); stop it or let it "
+            "finish, then try again"
+        )
+    return f"cannot open {db}: {_first_line(error)}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -98,7 +140,7 @@ def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) 
         console.print(f"{len(rows)} row(s)")
 
 
-@app.command()
+@app.command(help=_sql_help())
 def sql(
     query: Annotated[str, typer.Argument(help="The SQL to run (DuckDB dialect), quoted.")],
     db: Annotated[
@@ -109,12 +151,7 @@ def sql(
         typer.Option("--format", help="table (default), csv, or json (one object per row)."),
     ] = "table",
 ) -> None:
-    """Run a query on the DuckDB file, read-only, and print the result.
-
-    Tables and views: window_metrics_merged, window_metrics, detections, alerts,
-    quarantined_records (see README: Tables). E.g.
-    `lookout sql "SELECT model, count(*) FROM alerts GROUP BY model"`.
-    """
+    """Run a query on the DuckDB file, read-only (help: `_sql_help`)."""
     if fmt not in SQL_FORMATS:
         fail(f"sql: unknown --format {fmt!r}; expected one of {', '.join(SQL_FORMATS)}")
     names, rows = run_query(db, query)

@@ -1,0 +1,112 @@
+"""A DuckDB file that cannot be opened is one readable line and a non-zero exit, for every
+command that writes it, in the words `lookout sql` already uses: a second `lookout replay` on a
+file another process holds, a `--db` in a folder that does not exist, a sink that is not a
+DuckDB file. DuckDB's own message (its exception class, a PID) is not what a user should see.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import assert_no_traceback, lookout
+
+CONFIG = "sink:\n  kind: duckdb\n  path: {db}\n"
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    made = lookout(
+        "simulate", "--out", "logs.ndjson", "--hours", "0.02", "--seed", "3", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.describe()
+    return tmp_path / "logs.ndjson"
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[Path]:
+    """A DuckDB file another process has open for writing, as a running worker has it."""
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        yield db
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+
+def assert_one_line(result_stderr: str, says: str) -> None:
+    lines = result_stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result_stderr
+    assert "IOException" not in lines[0] and "(set LOOKOUT_DEBUG=1" not in lines[0], lines[0]
+
+
+def test_replay_on_a_held_file_says_who_holds_it(logs: Path, held: Path) -> None:
+    result = lookout("replay", logs, "--db", held, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
+
+
+def test_replay_with_a_db_in_a_missing_folder_names_the_file(logs: Path) -> None:
+    db = logs.parent / "no-such-folder" / "x.duckdb"
+    result = lookout("replay", logs, "--db", db, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert_one_line(result.stderr, f"lookout: cannot open {db}: ")
+
+
+def test_replay_into_a_file_that_is_not_duckdb_is_one_line(logs: Path) -> None:
+    db = logs.parent / "notes.duckdb"
+    db.write_text("my notes\n")
+    result = lookout("replay", logs, "--db", db, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert_one_line(result.stderr, "is not a DuckDB database file")
+    assert db.read_text() == "my notes\n", "the file was changed"
+
+
+def test_run_on_a_held_file_says_who_holds_it(logs: Path, held: Path) -> None:
+    config = logs.parent / "lookout.yaml"
+    config.write_text(f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=held))
+    result = lookout("run", "--config", config, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert f"lookout: {held} is held by a process writing it" in result.stderr, result.describe()
+    assert "IOException" not in result.stderr, result.describe()
+
+
+def test_baseline_accept_on_a_held_file_says_who_holds_it(held: Path, tmp_path: Path) -> None:
+    config = tmp_path / "lookout.yaml"
+    config.write_text(CONFIG.format(db=held))
+    result = lookout(
+        "baseline",
+        "accept",
+        "--model",
+        "m",
+        "--detector",
+        "safety",
+        "--config",
+        config,
+        cwd=tmp_path,
+    )
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
