@@ -6,7 +6,9 @@ data are partitioned by `DATE(window_start)` and clustered by `model` (the per-w
 `model, window_start`), so "the last 24 h of one model" scans a day or two of one model, and one
 window of one model a few blocks. Rows are only ever appended (streaming inserts cannot be
 updated for about half an hour); where a row may be written twice (a retried checkpoint), the
-readers and the views keep the newest row of each `row_id`.
+readers and the views keep the newest row of each `row_id`. The fact tables (detections, alerts,
+quarantined records, baseline acceptances) have no `row_id` because analysts read them as they
+are: a retried checkpoint sends only those of its rows that have not landed yet.
 """
 
 from __future__ import annotations

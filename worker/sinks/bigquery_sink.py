@@ -11,6 +11,12 @@ unlike DuckDB it is not atomic; it is made idempotent instead:
   de-duplication. The incarnation (random per sink object, i.e. per process) keeps a
   restarted writer that reuses its writer id and sequence numbers from replacing old rows;
 - request ids travel with their partial row's `row_id`, so they dedup the same way;
+- detections, alerts, quarantined records and baseline acceptances are facts, not snapshots:
+  nothing newer replaces them, and analysts read their tables as they are. Their insertId is
+  the row's own content (`record_insert_id`), not the checkpoint's, and the sink remembers
+  which rows of a checkpoint landed until all of it has: a retry that folded in more verdicts
+  sends only the new rows, so each verdict and alert transition is stored once however late
+  the retry comes (BigQuery's insertId memory lasts about a minute);
 - `writer_progress` (the frontier an evaluator waits for) is written last.
 
 Transient errors (connection refused, 5xx, rate limits) are retried with exponential backoff
@@ -65,6 +71,21 @@ def partial_row_id(
     if slice_:
         key += f"\x00{slice_}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def record_insert_id(table: str, row: Mapping[str, Any], written: str) -> str:
+    """The insertId of a fact row: its table and content without the write time (`written`),
+    which a retry changes. The same verdict or transition always gets the same id, wherever
+    in whichever checkpoint it rides; another verdict for the same window is another row."""
+    body = {k: v for k, v in row.items() if k != written}
+    raw = orjson.dumps([table, body], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _facts(
+    table: str, rows: list[dict[str, Any]], written: str
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    return table, rows, [record_insert_id(table, r, written) for r in rows]
 
 
 def _slice_id(row: Mapping[str, Any]) -> str:
@@ -147,6 +168,9 @@ class BigQuerySink:
         # backoff 0.5 s, 1 s, 2 s, ... for at most `write_timeout`: the engine retries after that
         self._retry = DEFAULT_RETRY.with_delay(initial=0.5, maximum=5.0).with_timeout(write_timeout)
         self.incarnation = uuid.uuid4().hex[:12]
+        #: (writer, sequence) of a checkpoint not yet fully written -> (table, insertId) of its
+        #: rows that landed; a retry skips them (see the module docstring)
+        self._landed: dict[tuple[str, int], set[tuple[str, str]]] = {}
         self.rows_written: dict[str, int] = {}
         self.bytes_written: dict[str, int] = {}
         if check:
@@ -159,9 +183,27 @@ class BigQuerySink:
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Every row is built (and serialised) before the first insert, so bad data stores
-        nothing; then one insert per table, `writer_progress` last."""
+        nothing; then one insert per table, `writer_progress` last. Rows that landed in an
+        earlier attempt of this checkpoint are not sent again: a fact table has no row_id
+        that readers could dedup on, and BigQuery forgets an insertId after about a minute."""
+        key = (checkpoint.writer_id, checkpoint.sequence)
+        landed = self._landed_for(key)
         for table, rows, insert_ids in self.stage(checkpoint):
-            self._insert(table, rows, insert_ids)
+            fresh = [
+                (r, i) for r, i in zip(rows, insert_ids, strict=True) if (table, i) not in landed
+            ]
+            if fresh:
+                self._insert(table, [r for r, _ in fresh], [i for _, i in fresh])
+                landed.update((table, i) for _, i in fresh)
+        del self._landed[key]
+
+    def _landed_for(self, key: tuple[str, int]) -> set[tuple[str, str]]:
+        """The rows of this checkpoint already stored. A writer's older sequences are dropped:
+        the engine retries one checkpoint until it lands, so they never come back."""
+        writer, sequence = key
+        for old in [k for k in self._landed if k[0] == writer and k[1] != sequence]:
+            del self._landed[old]
+        return self._landed.setdefault(key, set())
 
     def stage(self, checkpoint: Checkpoint) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
         """(table, JSON rows, insert ids) for each table the checkpoint touches, in write order."""
@@ -246,7 +288,7 @@ class BigQuerySink:
                 }
                 for d in cp.detections
             ]
-            staged.append(("detections", rows, [f"{digest}-d{i}" for i in range(len(rows))]))
+            staged.append(_facts("detections", rows, written="evaluated_at"))
         if cp.alerts:
             rows = [
                 {
@@ -267,7 +309,7 @@ class BigQuerySink:
                 }
                 for a in cp.alerts
             ]
-            staged.append(("alerts", rows, [f"{digest}-a{i}" for i in range(len(rows))]))
+            staged.append(_facts("alerts", rows, written="emitted_at"))
         if cp.quarantined:
             rows = [
                 {
@@ -280,9 +322,7 @@ class BigQuerySink:
                 }
                 for r in cp.quarantined
             ]
-            staged.append(
-                ("quarantined_records", rows, [f"{digest}-q{i}" for i in range(len(rows))])
-            )
+            staged.append(_facts("quarantined_records", rows, written="quarantined_at"))
         if cp.references:
             rows = [
                 {
@@ -307,7 +347,7 @@ class BigQuerySink:
                 }
                 for a in cp.baseline_accepts
             ]
-            staged.append(("baseline_accepts", rows, [f"{digest}-b{i}" for i in range(len(rows))]))
+            staged.append(_facts("baseline_accepts", rows, written=""))
         if cp.alert_state is not None:
             row = {
                 "written_at": now,

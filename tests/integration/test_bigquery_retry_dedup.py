@@ -1,0 +1,130 @@
+"""A half-written evaluator checkpoint, retried with more verdicts, against the BigQuery emulator.
+
+A checkpoint is one insert per table, so `detections` (or `alerts`) can land and a later table
+fail. The engine retries with the same sequence and everything judged since folded in. An
+analyst reading `detections` and `alerts` (the README's queries) must see each verdict and each
+alert transition once. BigQuery's own insertId de-duplication is best effort and lasts about a
+minute, while the engine's retry may come later: the test also checks that the retry does not
+send the rows that already landed, so it does not pass merely because the emulator (like
+BigQuery within that minute) drops a repeated insertId.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from schemas.batch import LogBatch
+from schemas.detection import Alert, Detection
+from tests.integration.bigquery_emulator import BigQueryEmulator
+from tests.sink_cases import S0, batch, detection, ids, partial, tracker_rows
+from worker.sink import Checkpoint
+from worker.sinks.bigquery_sink import BigQuerySink, BigQuerySinkError
+
+
+class FlakyClient:
+    """The emulator's client, except that the next insert into each table of `fail_next` is
+    refused as BigQuery does when unreachable; every insert sent is recorded per table."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.fail_next: set[str] = set()
+        self.sent: dict[str, list[str]] = {}
+
+    def insert_rows_json(self, ref: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+        from google.api_core import exceptions
+
+        table = ref.rsplit(".", 1)[1]
+        if table in self.fail_next:
+            self.fail_next.discard(table)
+            message = f"injected: {table} unreachable"
+            raise exceptions.ServiceUnavailable(message)  # type: ignore[no-untyped-call]
+        self.sent.setdefault(table, []).extend(kwargs["row_ids"])
+        return self._client.insert_rows_json(ref, rows, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def alert_for(d: Detection) -> Alert:
+    return Alert(
+        dedup_key=f"{d.model}/{d.detector}/{d.condition}",
+        status="firing",
+        severity=d.severity,
+        detector=d.detector,
+        model=d.model,
+        condition=d.condition,
+        window_start=d.window_start,
+        window_end=d.window_end,
+        value=d.value,
+        threshold=d.threshold,
+        baseline=d.baseline,
+        sample_size=d.sample_size,
+        summary=f"{d.model}: {d.reason}",
+    )
+
+
+def judged(detections: list[Detection], logs: LogBatch, frontier: float) -> Checkpoint:
+    """What an evaluator (single process) checkpoints: the window, its verdicts and alerts."""
+    return Checkpoint(
+        "w1",
+        0,
+        [partial(logs)],
+        ids(logs),
+        detections=detections,
+        alerts=[alert_for(d) for d in detections],
+        alert_state=tracker_rows(*detections),
+        frontier=frontier,
+    )
+
+
+@pytest.mark.parametrize("failing", ["alerts", "alert_state"])
+def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_each_once(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
+) -> None:
+    client = FlakyClient(bigquery_emulator.client())
+    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
+    first, more = batch("x", 6, blocked=3), batch("y", 4, second=30)
+    a = detection("a", S0)
+    b = detection("b", S0)  # judged while the first attempt was failing
+
+    # the first attempt: every table before `failing` lands, then BigQuery is unreachable
+    client.fail_next.add(failing)
+    with pytest.raises(BigQuerySinkError, match=f"{failing} unreachable"):
+        sink.write_checkpoint(judged([a], first, frontier=S0 + 10.0))
+    assert client.sent["detections"]  # half-written: a's verdict is in BigQuery
+    landed = {t: len(i) for t, i in client.sent.items()}
+
+    sink.write_checkpoint(judged([a, b], LogBatch.concat([first, more]), frontier=S0 + 40.0))
+
+    # what an analyst sees (the README's tables and its alert timeline): each row once
+    verdicts = sink.query(
+        "SELECT model, detector, COUNT(*) AS n FROM detections GROUP BY model, detector "
+        "ORDER BY model"
+    )
+    assert [(r["model"], r["detector"], r["n"]) for r in verdicts] == [
+        ("a", "safety", 1),
+        ("b", "safety", 1),
+    ]
+    timeline = sink.query(
+        "SELECT window_start, status, severity, model, detector, summary "
+        "FROM alerts ORDER BY window_start, dedup_key, status"
+    )
+    assert [(r["model"], r["status"]) for r in timeline] == [("a", "firing"), ("b", "firing")]
+    [merged] = sink.query("SELECT records, partial_rows FROM window_metrics_merged")
+    assert (merged["records"], merged["partial_rows"]) == (10, 1)
+
+    # the retry sent only what had not landed: nothing rests on insertId de-duplication
+    resent = {t: client.sent[t][landed.get(t, 0) :] for t in ("detections", "alerts")}
+    assert len(resent["detections"]) == 1  # b's verdict, not a's again
+    assert len(resent["alerts"]) == (2 if failing == "alerts" else 1)
+
+    # what the sink reads back agrees: both windows judged, the newest alert state holds both
+    assert sink.unevaluated_windows(10) == []
+    assert sink.load_window("a", S0).evaluated
+    incidents = [r["model"] for r in sink.load_alert_state() if r["kind"] == "incident"]
+    assert sorted(incidents) == ["a", "b"]
+    assert datetime.fromtimestamp(S0, tz=UTC) == timeline[0]["window_start"]
+    sink.close()
