@@ -80,7 +80,7 @@ def judged(detections: list[Detection], logs: LogBatch, frontier: float) -> Chec
     )
 
 
-@pytest.mark.parametrize("failing", ["alerts", "alert_state"])
+@pytest.mark.parametrize("failing", ["alerts", "alert_state", "detections", "writer_progress"])
 def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_each_once(
     bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
 ) -> None:
@@ -94,7 +94,7 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
     client.fail_next.add(failing)
     with pytest.raises(BigQuerySinkError, match=f"{failing} unreachable"):
         sink.write_checkpoint(judged([a], first, frontier=S0 + 10.0))
-    assert client.sent["detections"]  # half-written: a's verdict is in BigQuery
+    assert client.sent["window_metrics"]  # half-written: the window's counts are in BigQuery
     landed = {t: len(i) for t, i in client.sent.items()}
 
     sink.write_checkpoint(judged([a, b], LogBatch.concat([first, more]), frontier=S0 + 40.0))
@@ -118,7 +118,8 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
 
     # the retry sent only what had not landed: nothing rests on insertId de-duplication
     resent = {t: client.sent[t][landed.get(t, 0) :] for t in ("detections", "alerts")}
-    assert len(resent["detections"]) == 1  # b's verdict, not a's again
+    # b's verdict, and a's only if it had not landed (detections go after the alert state)
+    assert len(resent["detections"]) == (1 if failing == "writer_progress" else 2)
     assert len(resent["alerts"]) == (2 if failing == "alerts" else 1)
 
     # what the sink reads back agrees: both windows judged, the newest alert state holds both
@@ -128,3 +129,26 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
     assert sorted(incidents) == ["a", "b"]
     assert datetime.fromtimestamp(S0, tz=UTC) == timeline[0]["window_start"]
     sink.close()
+
+
+@pytest.mark.parametrize("failing", ["alerts", "alert_state", "detections"])
+def test_an_evaluator_killed_mid_checkpoint_leaves_the_window_to_judge_not_its_alert_lost(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
+) -> None:
+    """kill -9 between two inserts: the evaluator that replaces it reads the sink. A window
+    whose detections are stored reads as judged and is never judged again, so they must not
+    land before the alert transition and the alert state its verdicts made, or that page is
+    never written nor sent."""
+    client = FlakyClient(bigquery_emulator.client())
+    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
+    client.fail_next.add(failing)
+    with pytest.raises(BigQuerySinkError, match=f"{failing} unreachable"):
+        sink.write_checkpoint(judged([detection("a", S0)], batch("x", 6, blocked=3), S0 + 10.0))
+    sink.close()  # the process is gone; what it had not written is lost with it
+
+    restarted = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=bigquery_emulator.client()
+    )
+    assert not restarted.load_window("a", S0).evaluated
+    assert restarted.unevaluated_windows(10) == [("a", S0)]  # the evaluator judges it again
+    restarted.close()

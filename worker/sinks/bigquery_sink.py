@@ -267,6 +267,7 @@ class BigQuerySink:
                         }
                     )
             staged.append(("window_metrics", rows, [f"{r['row_id']}-{digest}" for r in rows]))
+        judged: tuple[str, list[dict[str, Any]], list[str]] | None = None
         if cp.detections:
             rows = [
                 {
@@ -288,7 +289,7 @@ class BigQuerySink:
                 }
                 for d in cp.detections
             ]
-            staged.append(_facts("detections", rows, written="evaluated_at"))
+            judged = _facts("detections", rows, written="evaluated_at")
         if cp.alerts:
             rows = [
                 {
@@ -323,19 +324,6 @@ class BigQuerySink:
                 for r in cp.quarantined
             ]
             staged.append(_facts("quarantined_records", rows, written="quarantined_at"))
-        if cp.references:
-            rows = [
-                {
-                    "model": m,
-                    "detector": d,
-                    "state": orjson.dumps(state).decode(),
-                    "updated_at": now,
-                }
-                for (m, d), state in sorted(cp.references.items())
-            ]
-            staged.append(
-                ("detector_references", rows, [f"{digest}-r{i}" for i in range(len(rows))])
-            )
         if cp.baseline_accepts:
             rows = [
                 {
@@ -356,6 +344,24 @@ class BigQuerySink:
                 "state": orjson.dumps(list(cp.alert_state)).decode(),
             }
             staged.append(("alert_state", [row], [f"{digest}-s"]))
+        # a window reads as judged once its detections are stored (`load_window`,
+        # `unevaluated_windows`): they go after the alerts and alert state its verdicts made,
+        # so a crash in between leaves the window to be judged again rather than its alert lost
+        if judged is not None:
+            staged.append(judged)
+        if cp.references:
+            rows = [
+                {
+                    "model": m,
+                    "detector": d,
+                    "state": orjson.dumps(state).decode(),
+                    "updated_at": now,
+                }
+                for (m, d), state in sorted(cp.references.items())
+            ]
+            staged.append(
+                ("detector_references", rows, [f"{digest}-r{i}" for i in range(len(rows))])
+            )
         if cp.frontier is not None:
             row = {"writer_id": cp.writer_id, "frontier_unix": cp.frontier, "updated_at": now}
             staged.append(("writer_progress", [row], [f"{digest}-f"]))
