@@ -1,6 +1,6 @@
 """Decode throughput of `decode_message` against a bare `orjson.loads` loop, same run, same lines.
 
-Three inputs, each decoded in messages of 1,000 lines as the engine receives them:
+Four inputs, each decoded in messages of 1,000 lines as the engine receives them:
 
 - `corpus`: ~30,000 mixed lines built from the wire fixtures and the recorded provider corpus
   (each wrapped in an envelope), a few percent carrying 384-float embeddings. Long stream
@@ -10,6 +10,8 @@ Three inputs, each decoded in messages of 1,000 lines as the engine receives the
   formats production sends. This is the one the decode target (≥ 1.0×) is about.
 - `simulated, no embeddings`: the same traffic with no embeddings, to separate the cost of
   parsing 384 numbers per embedding (paid alike by orjson and msgspec) from the rest.
+- `streams`: 20,000 envelopes around Gemini and OpenAI streamed responses (JSON arrays of 1-7
+  chunks, `tests/stream_bodies.py`), which the compiled decoder reads since December 2026.
 
 Each input is decoded twice: by the compiled fast path (`schemas.decode.compiled`, the
 default) and by the Python reference alone (`LOOKOUT_DECODER=python`), so the ratio before and
@@ -36,6 +38,7 @@ import orjson
 
 from schemas.decode import decode_message
 from schemas.decode.wire import WIRE_DECODER
+from tests.stream_bodies import envelope, stream_body
 from worker.sources.simulator import SimulationConfig, simulate_logs
 from worker.sources.wire_encode import encode_mixed
 
@@ -173,6 +176,8 @@ def main() -> None:
     measure("corpus", build(N_LINES))
     measure("simulated", simulated(SIMULATED_LINES, SIMULATED_EMBEDDING_SHARE))
     measure("simulated, no embeddings", simulated(SIMULATED_LINES, 0.0))
+    rng = random.Random(5)
+    measure("streams", [envelope(i, stream_body(rng)) for i in range(SIMULATED_LINES)])
 
 
 if __name__ == "__main__":

@@ -162,16 +162,22 @@ cdef int read_content(yyjson_val *v, double *chars, const char *base) noexcept n
                 return -1
             chars[0] = (0.0 if chars[0] != chars[0] else chars[0]) + n
 
-cdef int read_candidate(yyjson_val *c, Out *o, Row *row, const char *base) noexcept nogil:
+cdef int read_candidate(yyjson_val *c, Out *o, Row *row, const char *base,
+                        int *reasons) noexcept nogil:
+    """The primary answer into `row`: citations and text add to what earlier stream chunks
+    gave (the first candidate starts the citation count at 0); a finish reason replaces the
+    one before and is counted in `reasons`."""
     cdef yyjson_obj_iter it
     cdef yyjson_val *k
     cdef yyjson_val *x
     cdef uint32_t seen = 0
     cdef const char *name
     cdef size_t n
+    cdef Span reason
     if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
         return -1
-    row.d[D_CITATIONS] = 0.0
+    if row.d[D_CITATIONS] != row.d[D_CITATIONS]:
+        row.d[D_CITATIONS] = 0.0
     while True:
         k = yyjson_obj_iter_next(&it)
         if k == NULL:
@@ -189,8 +195,11 @@ cdef int read_candidate(yyjson_val *c, Out *o, Row *row, const char *base) noexc
             if not known(&seen, 1) or read_content(x, &row.d[D_RESPLEN], base):
                 return -1
         elif is_key(name, n, b"finishReason", 12):
-            if not known(&seen, 2) or span_of(x, base, &row.s[S_FINISH], True):
+            if not known(&seen, 2) or span_of(x, base, &reason, True):
                 return -1
+            if reason.off >= 0:
+                row.s[S_FINISH] = reason
+                reasons[0] += 1
         elif is_key(name, n, b"safetyRatings", 13):
             if not known(&seen, 3) or read_ratings(x, o, base):
                 return -1
@@ -238,6 +247,14 @@ cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
         )
     return 0
 
+cdef inline bint other_shape(const char *name, size_t n) noexcept nogil:
+    """A key of a PaLM, OpenAI or error body, or a prompt block: not a plain Gemini chunk."""
+    return (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+            or is_key(name, n, b"promptFeedback", 14) or is_key(name, n, b"choices", 7)
+            or is_key(name, n, b"usage", 5) or is_key(name, n, b"model", 5)
+            or is_key(name, n, b"object", 6) or is_key(name, n, b"prompt_filter_results", 21)
+            or is_key(name, n, b"error", 5))
+
 cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
     """One Gemini `generateContent` response with one answer, not a prompt block, not an
     error; anything else (PaLM, OpenAI, streams, several answers) is left to Python."""
@@ -250,6 +267,7 @@ cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexc
     cdef uint32_t seen = 0
     cdef const char *name
     cdef size_t n
+    cdef int reasons = 0
     cdef Span version
     version.off = -1
     row.sc_off = o.n_scores
@@ -272,11 +290,7 @@ cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexc
         elif is_key(name, n, b"modelVersion", 12):
             if not known(&seen, 2) or span_of(x, base, &version, True):
                 return -1
-        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
-              or is_key(name, n, b"promptFeedback", 14) or is_key(name, n, b"choices", 7)
-              or is_key(name, n, b"usage", 5) or is_key(name, n, b"model", 5)
-              or is_key(name, n, b"object", 6) or is_key(name, n, b"prompt_filter_results", 21)
-              or is_key(name, n, b"error", 5)):
+        elif other_shape(name, n):
             return -1
     if candidates == NULL or not yyjson_is_arr(candidates):
         return -1
@@ -285,7 +299,89 @@ cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexc
     c = yyjson_arr_iter_next(&ait)
     if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
         return -1  # no answer, or several: left to Python
-    if read_candidate(c, o, row, base):
+    if read_candidate(c, o, row, base, &reasons):
+        return -1
+    if row.s[S_MODEL_VERSION].off < 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = o.n_scores - row.sc_off
+    row.provider = 1
+    return 0
+
+cdef int read_gemini_stream(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """A Gemini stream (`streamGenerateContent` as a JSON array of chunks) with one answer, as
+    the reference folds its chunks: the first model version, the last usage block with a
+    prompt or total count, the text and citations of every chunk, the highest score of each
+    category. Left to Python: an empty stream, a chunk of another shape (or of none), a prompt
+    block, several answers, two finish reasons, an empty model version."""
+    cdef yyjson_arr_iter ait, cit
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *chunk
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *candidates
+    cdef yyjson_val *c
+    cdef uint32_t seen
+    cdef const char *name
+    cdef size_t n
+    cdef int reasons = 0
+    cdef bint gemini
+    cdef Py_ssize_t chunks = 0
+    cdef Span version, v
+    version.off = -1
+    row.sc_off = o.n_scores
+    if not yyjson_arr_iter_init(body, &ait):
+        return -1
+    while True:
+        chunk = yyjson_arr_iter_next(&ait)
+        if chunk == NULL:
+            break
+        chunks += 1
+        if not yyjson_is_obj(chunk) or not yyjson_obj_iter_init(chunk, &it):
+            return -1
+        seen = 0
+        gemini = False
+        candidates = NULL
+        while True:
+            k = yyjson_obj_iter_next(&it)
+            if k == NULL:
+                break
+            name = yyjson_get_str(k)
+            n = yyjson_get_len(k)
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(name, n, b"candidates", 10):
+                if not known(&seen, 0):
+                    return -1
+                candidates = x
+                gemini = gemini or not yyjson_is_null(x)
+            elif is_key(name, n, b"usageMetadata", 13):
+                if not known(&seen, 1) or read_usage(x, row):
+                    return -1
+                gemini = gemini or not yyjson_is_null(x)
+            elif is_key(name, n, b"modelVersion", 12):
+                if not known(&seen, 2) or span_of(x, base, &v, True):
+                    return -1
+                if v.off >= 0:
+                    if v.len == 0:
+                        return -1  # "" then a name: the reference's `or` chain, left to it
+                    if version.off < 0:
+                        version = v
+                    gemini = True
+            elif other_shape(name, n):
+                return -1
+        if not gemini:
+            return -1  # a chunk the reference cannot place
+        if candidates == NULL or yyjson_is_null(candidates):
+            continue
+        if not yyjson_is_arr(candidates) or not yyjson_arr_iter_init(candidates, &cit):
+            return -1
+        c = yyjson_arr_iter_next(&cit)
+        if c == NULL:
+            continue
+        if yyjson_arr_iter_next(&cit) != NULL:
+            return -1  # several answers: left to Python
+        if read_candidate(c, o, row, base, &reasons):
+            return -1
+    if chunks == 0 or reasons > 1:
         return -1
     if row.s[S_MODEL_VERSION].off < 0:
         row.s[S_MODEL_VERSION] = version

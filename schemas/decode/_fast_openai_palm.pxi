@@ -60,13 +60,16 @@ cdef int read_message(yyjson_val *v, double *chars, double *citations) noexcept 
                 ):
                     citations[0] += 1
 
-cdef int read_choice(yyjson_val *c, Row *row, const char *base) noexcept nogil:
+cdef int read_choice(yyjson_val *c, Row *row, const char *base, int *reasons) noexcept nogil:
+    """The primary choice into `row`: text and citations add to earlier stream chunks'; a
+    finish reason replaces the one before and is counted in `reasons`."""
     cdef yyjson_obj_iter it
     cdef yyjson_val *k
     cdef yyjson_val *x
     cdef uint32_t seen = 0
     cdef const char *name
     cdef size_t n
+    cdef Span reason
     if not yyjson_is_obj(c) or not yyjson_obj_iter_init(c, &it):
         return -1
     while True:
@@ -88,10 +91,53 @@ cdef int read_choice(yyjson_val *c, Row *row, const char *base) noexcept nogil:
             if not known(&seen, 2) or read_message(x, &row.d[D_RESPLEN], NULL):
                 return -1
         elif is_key(name, n, b"finish_reason", 13):
-            if not known(&seen, 3) or span_of(x, base, &row.s[S_FINISH], True):
+            if not known(&seen, 3) or span_of(x, base, &reason, True):
                 return -1
+            if reason.off >= 0:
+                row.s[S_FINISH] = reason
+                reasons[0] += 1
         elif is_key(name, n, b"content_filter_results", 22):
             return -1  # Azure's filters: left to Python
+
+cdef int read_openai_usage(yyjson_val *x, Row *row) noexcept nogil:
+    """`usage`: a block replaces the token counts before it; a count it lacks is unknown."""
+    cdef yyjson_obj_iter uit
+    cdef yyjson_val *k
+    cdef uint32_t useen = 0
+    cdef int i
+    if yyjson_is_null(x):
+        return 0
+    if not yyjson_is_obj(x) or not yyjson_obj_iter_init(x, &uit):
+        return -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    while True:
+        k = yyjson_obj_iter_next(&uit)
+        if k == NULL:
+            return 0
+        if is_key(yyjson_get_str(k), yyjson_get_len(k), b"prompt_tokens", 13):
+            i = D_TIN
+        elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"completion_tokens", 17):
+            i = D_TOUT
+        else:
+            continue
+        if not known(&useen, i) or count_of(yyjson_obj_iter_get_val(k), &row.d[i]):
+            return -1
+
+cdef inline bint not_openai(const char *name, size_t n) noexcept nogil:
+    """A key of a PaLM, Gemini or error body, or Azure's prompt filter: left to Python."""
+    return (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
+            or is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
+            or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
+            or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5))
+
+cdef inline void reset_openai(Row *row) noexcept nogil:
+    """What a Gemini attempt on the same body may have written."""
+    row.s[S_FINISH].off = -1
+    row.d[D_TIN] = NAN
+    row.d[D_TOUT] = NAN
+    row.d[D_CITATIONS] = NAN
+    row.d[D_RESPLEN] = NAN
 
 cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogil:
     """One OpenAI chat completion with one answer and no Azure filter results."""
@@ -101,17 +147,13 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
     cdef yyjson_val *x
     cdef yyjson_val *choices = NULL
     cdef yyjson_val *c
-    cdef uint32_t seen = 0, useen
+    cdef uint32_t seen = 0
     cdef const char *name
     cdef size_t n
     cdef Span version
-    cdef int i
+    cdef int reasons = 0
     version.off = -1
-    row.s[S_FINISH].off = -1
-    row.d[D_TIN] = NAN
-    row.d[D_TOUT] = NAN
-    row.d[D_CITATIONS] = NAN
-    row.d[D_RESPLEN] = NAN
+    reset_openai(row)
     if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
         return -1
     while True:
@@ -126,45 +168,108 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
                 return -1
             choices = x
         elif is_key(name, n, b"usage", 5):
-            if not known(&seen, 1):
+            if not known(&seen, 1) or read_openai_usage(x, row):
                 return -1
-            if yyjson_is_null(x):
-                continue
-            if not yyjson_is_obj(x) or not yyjson_obj_iter_init(x, &uit):
-                return -1
-            useen = 0
-            while True:
-                k = yyjson_obj_iter_next(&uit)
-                if k == NULL:
-                    break
-                if is_key(yyjson_get_str(k), yyjson_get_len(k), b"prompt_tokens", 13):
-                    i = D_TIN
-                elif is_key(yyjson_get_str(k), yyjson_get_len(k), b"completion_tokens", 17):
-                    i = D_TOUT
-                else:
-                    continue
-                if not known(&useen, i) or count_of(yyjson_obj_iter_get_val(k), &row.d[i]):
-                    return -1
         elif is_key(name, n, b"model", 5):
             if not known(&seen, 2) or span_of(x, base, &version, True):
                 return -1
         elif is_key(name, n, b"object", 6):
             if not known(&seen, 3) or not (yyjson_is_str(x) or yyjson_is_null(x)):
                 return -1
-        elif (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
-              or is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
-              or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
-              or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5)):
+        elif not_openai(name, n):
             return -1
     if choices == NULL or not yyjson_is_arr(choices) or not yyjson_arr_iter_init(choices, &ait):
         return -1
     c = yyjson_arr_iter_next(&ait)
     if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
         return -1
-    if read_choice(c, row, base):
+    if read_choice(c, row, base, &reasons):
         return -1
     # `chunk.model or None`: an empty name says nothing
     if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0 and version.len > 0:
+        row.s[S_MODEL_VERSION] = version
+    row.sc_n = 0
+    row.provider = 2
+    return 0
+
+cdef int read_openai_stream(yyjson_val *body, Row *row, const char *base) noexcept nogil:
+    """An OpenAI stream (chat completion chunks as a JSON array) with one answer, as the
+    reference folds its chunks: the first non-empty model, the last usage block, the text of
+    every delta. Left to Python: an empty stream, a chunk of another shape (or of none),
+    Azure's filters, several answers, two finish reasons."""
+    cdef yyjson_arr_iter ait, cit
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *chunk
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *choices
+    cdef yyjson_val *c
+    cdef uint32_t seen
+    cdef const char *name
+    cdef size_t n
+    cdef int reasons = 0
+    cdef bint openai
+    cdef Py_ssize_t chunks = 0
+    cdef Span version, v
+    version.off = -1
+    reset_openai(row)
+    if not yyjson_arr_iter_init(body, &ait):
+        return -1
+    while True:
+        chunk = yyjson_arr_iter_next(&ait)
+        if chunk == NULL:
+            break
+        chunks += 1
+        if not yyjson_is_obj(chunk) or not yyjson_obj_iter_init(chunk, &it):
+            return -1
+        seen = 0
+        openai = False
+        choices = NULL
+        while True:
+            k = yyjson_obj_iter_next(&it)
+            if k == NULL:
+                break
+            name = yyjson_get_str(k)
+            n = yyjson_get_len(k)
+            x = yyjson_obj_iter_get_val(k)
+            if is_key(name, n, b"choices", 7):
+                if not known(&seen, 0):
+                    return -1
+                choices = x
+                openai = openai or not yyjson_is_null(x)
+            elif is_key(name, n, b"usage", 5):
+                if not known(&seen, 1) or read_openai_usage(x, row):
+                    return -1
+            elif is_key(name, n, b"model", 5):
+                if not known(&seen, 2) or span_of(x, base, &v, True):
+                    return -1
+                if version.off < 0 and v.off >= 0 and v.len > 0:
+                    version = v
+            elif is_key(name, n, b"object", 6):
+                if not known(&seen, 3) or not (yyjson_is_str(x) or yyjson_is_null(x)):
+                    return -1
+                if yyjson_is_str(x) and yyjson_get_len(x) >= 15 and memcmp(
+                    yyjson_get_str(x), b"chat.completion", 15
+                ) == 0:
+                    openai = True
+            elif not_openai(name, n):
+                return -1
+        if not openai:
+            return -1  # a chunk the reference cannot place
+        if choices == NULL or yyjson_is_null(choices):
+            continue
+        if not yyjson_is_arr(choices) or not yyjson_arr_iter_init(choices, &cit):
+            return -1
+        c = yyjson_arr_iter_next(&cit)
+        if c == NULL:
+            continue
+        if yyjson_arr_iter_next(&cit) != NULL:
+            return -1  # several answers: left to Python
+        if read_choice(c, row, base, &reasons):
+            return -1
+    if chunks == 0 or reasons > 1:
+        return -1
+    if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0:
         row.s[S_MODEL_VERSION] = version
     row.sc_n = 0
     row.provider = 2

@@ -408,6 +408,11 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
         # the envelope's own values win over the body's: only the plain case is read here
         if seen & BODY_FACTS:
             return -1
+        if yyjson_is_arr(body):  # a stream of chunks
+            if read_gemini_stream(body, o, row, base) == 0:
+                return 0
+            o.n_scores = row.sc_off
+            return read_openai_stream(body, row, base)
         if read_gemini(body, o, row, base) == 0:
             return 0
         o.n_scores = row.sc_off
