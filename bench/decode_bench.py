@@ -56,7 +56,12 @@ def sample_lines() -> list[bytes]:
     """Good records of every format, one per line (bad-line fixture excluded)."""
     lines: list[bytes] = []
     for path in sorted(WIRE.glob("*.json")):
-        lines.append(orjson.dumps(orjson.loads(path.read_bytes())))
+        record = orjson.loads(path.read_bytes())
+        # the native fixture's 4-float embedding beside the 384-float lines would put two
+        # widths in every message, which the reference decodes whole (the width rule is the
+        # message's): the input would then measure that rule, not the decoding of bodies
+        record.pop("embedding", None)
+        lines.append(orjson.dumps(record))
     if CORPUS.exists():
         for raw in CORPUS.read_bytes().splitlines():
             entry = orjson.loads(raw)

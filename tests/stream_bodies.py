@@ -1,8 +1,9 @@
 """Streamed LLM responses, as a JSON array of chunks in an envelope's `response_body`: Gemini
-`streamGenerateContent` chunks and OpenAI chat completion chunks (with the usage-only final
-chunk `stream_options.include_usage` adds), with the variety a real stream has: text spread over
-chunks, safety ratings repeated with moving scores, thoughts, citations, the finish reason and
-usage in the last chunk. Used by the decoder's agreement tests and its benchmark.
+`streamGenerateContent` chunks and OpenAI / Azure OpenAI chat completion chunks (with the
+usage-only final chunk `stream_options.include_usage` adds, and Azure's content filters), with
+the variety a real stream has: text spread over chunks, safety ratings repeated with moving
+scores, thoughts, citations, the finish reason and usage in the last chunk. Used by the
+decoder's agreement tests and its benchmark.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ CATEGORIES = [
     "HARM_CATEGORY_HARASSMENT",
     "HARM_CATEGORY_SEXUALLY_EXPLICIT",
 ]
+BANDS = ["NEGLIGIBLE", "LOW", "MEDIUM", "HIGH"]
 TEXTS = ["Hel", "lo ", "", "wörld ✓ ", "line\nbreak", "🙂"]
 
 
@@ -29,8 +31,10 @@ def gemini_chunk(rng: random.Random, last: bool) -> dict[str, Any]:
     if rng.random() < 0.3:
         candidate["index"] = 0
     if rng.random() < 0.6:  # repeated in many chunks with moving scores: the highest counts
+        scored = rng.random() < 0.5  # the Gemini API sends bands only, Vertex AI scores too
         candidate["safetyRatings"] = [
-            {"category": c, "probability": "LOW", "probabilityScore": round(rng.random(), 4)}
+            {"category": c, "probability": rng.choice(BANDS)}
+            | ({"probabilityScore": round(rng.random(), 4)} if scored else {})
             for c in rng.sample(CATEGORIES, rng.randint(1, 4))
         ]
     if rng.random() < 0.2:
@@ -51,7 +55,24 @@ def gemini_chunk(rng: random.Random, last: bool) -> dict[str, Any]:
     return chunk
 
 
-def openai_chunks(rng: random.Random, last: bool) -> list[dict[str, Any]]:
+AZURE_HARMS = ["hate", "self_harm", "sexual", "violence"]
+
+
+def azure_filters(rng: random.Random) -> dict[str, Any]:
+    """Azure OpenAI's `content_filter_results`: severities for harms, `detected` for the rest,
+    a list for custom blocklists; now and then one filtered."""
+    results: dict[str, Any] = {
+        harm: {"filtered": rng.random() < 0.03, "severity": rng.choice(["safe", "low", "medium"])}
+        for harm in rng.sample(AZURE_HARMS, rng.randint(0, 4))
+    }
+    if rng.random() < 0.3:
+        results["protected_material_text"] = {"filtered": False, "detected": rng.random() < 0.5}
+    if rng.random() < 0.1:
+        results["custom_blocklists"] = []
+    return results
+
+
+def openai_chunks(rng: random.Random, last: bool, azure: bool = False) -> list[dict[str, Any]]:
     model = rng.choice(["gpt-4o-mini-2024-07-18", ""])
     delta: dict[str, Any] = {"content": rng.choice([*TEXTS, None])}
     if rng.random() < 0.3:
@@ -60,8 +81,10 @@ def openai_chunks(rng: random.Random, last: bool) -> list[dict[str, Any]]:
     choice["finish_reason"] = (
         rng.choice(["stop", "length", "content_filter", "tool_calls"]) if last else None
     )
+    if azure and rng.random() < 0.7:
+        choice["content_filter_results"] = azure_filters(rng)
     head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
-    chunks = [{**head, "choices": [choice]}]
+    chunks: list[dict[str, Any]] = [{**head, "choices": [choice]}]
     if last and rng.random() < 0.5:  # stream_options.include_usage: a usage-only final chunk
         usage = {"prompt_tokens": rng.randint(1, 90), "completion_tokens": rng.randint(0, 400)}
         chunks.append({**head, "choices": [], "usage": usage})
@@ -70,9 +93,17 @@ def openai_chunks(rng: random.Random, last: bool) -> list[dict[str, Any]]:
 
 def stream_body(rng: random.Random) -> list[dict[str, Any]]:
     n = rng.randint(1, 7)
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.5:
         return [gemini_chunk(rng, last=i == n - 1) for i in range(n)]
-    return [c for i in range(n) for c in openai_chunks(rng, last=i == n - 1)]
+    azure = kind < 0.75
+    chunks = [c for i in range(n) for c in openai_chunks(rng, last=i == n - 1, azure=azure)]
+    if azure:  # Azure sends the prompt's filter results in a chunk of their own, first
+        prompt = [{"prompt_index": 0, "content_filter_results": azure_filters(rng)}]
+        chunks.insert(
+            0, {"object": "", "model": "", "choices": [], "prompt_filter_results": prompt}
+        )
+    return chunks
 
 
 def envelope(i: int, body: Any) -> bytes:

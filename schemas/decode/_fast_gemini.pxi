@@ -9,8 +9,25 @@ cdef inline bint known(uint32_t *seen, int bit) noexcept nogil:
     seen[0] |= (<uint32_t>1) << bit
     return True
 
+cdef double band_score(yyjson_val *v) noexcept nogil:
+    """A probability band's lower bound as the reference scores a rating without a score;
+    -1 for anything but the band names themselves (the reference's other spellings, enum
+    numbers and UNSPECIFIED are left to it)."""
+    cdef const char *p = yyjson_get_str(v)
+    cdef size_t n = yyjson_get_len(v)
+    if is_key(p, n, b"NEGLIGIBLE", 10) or is_key(p, n, b"SAFE", 4):
+        return 0.0
+    if is_key(p, n, b"LOW", 3):
+        return 0.25
+    if is_key(p, n, b"MEDIUM", 6):
+        return 0.5
+    if is_key(p, n, b"HIGH", 4):
+        return 0.75
+    return -1.0
+
 cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
-    """Gemini `safetyRatings[]`, every one with a category name and a score in 0..1."""
+    """Gemini `safetyRatings[]`, every one with a category name and a score in 0..1, or
+    without a score but with a probability band (most Gemini API responses)."""
     cdef yyjson_arr_iter it
     cdef yyjson_obj_iter fit
     cdef yyjson_val *r
@@ -20,7 +37,7 @@ cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
     cdef const char *name
     cdef size_t n
     cdef Score sc
-    cdef double score
+    cdef double score, band
     if yyjson_is_null(v):
         return 0
     if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &it):
@@ -33,6 +50,7 @@ cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
             return -1
         seen = 0
         score = -1.0
+        band = -1.0
         sc.key.off = -1
         while True:
             k = yyjson_obj_iter_next(&fit)
@@ -49,6 +67,8 @@ cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
                     yyjson_is_str(x) or yyjson_is_uint(x) or yyjson_is_sint(x) or yyjson_is_null(x)
                 ):
                     return -1
+                if yyjson_is_str(x):
+                    band = band_score(x)
             elif is_key(name, n, b"probabilityScore", 16):
                 if not known(&seen, 2) or number_of(x, &score) or score > 1.0:
                     return -1
@@ -57,8 +77,10 @@ cdef int read_ratings(yyjson_val *v, Out *o, const char *base) noexcept nogil:
                     yyjson_is_true(x) or yyjson_is_false(x) or yyjson_is_null(x)
                 ):
                     return -1
+        if score < 0.0 and not (seen & 4):
+            score = band  # no probabilityScore: the band's lower bound, as the reference
         if sc.key.off < 0 or score < 0.0:
-            return -1  # a band instead of a score, or no category: left to Python
+            return -1  # no category, or neither a score nor a band read here: left to Python
         if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
             return -1
         sc.value = score

@@ -60,7 +60,123 @@ cdef int read_message(yyjson_val *v, double *chars, double *citations) noexcept 
                 ):
                     citations[0] += 1
 
-cdef int read_choice(yyjson_val *c, Row *row, const char *base, int *reasons) noexcept nogil:
+cdef int severity_score(yyjson_val *v, double *out) noexcept nogil:
+    """Azure's harm severity as the reference scores it; -1 for any other word (band words the
+    reference maps through its own tables are left to it)."""
+    cdef const char *p = yyjson_get_str(v)
+    cdef size_t n = yyjson_get_len(v)
+    if is_key(p, n, b"safe", 4):
+        out[0] = 0.0
+    elif is_key(p, n, b"low", 3):
+        out[0] = 0.25
+    elif is_key(p, n, b"medium", 6):
+        out[0] = 0.5
+    elif is_key(p, n, b"high", 4):
+        out[0] = 0.75
+    else:
+        return -1
+    return 0
+
+cdef int read_filters(yyjson_val *v, Out *o, const char *base, bint *filtered) noexcept nogil:
+    """Azure `content_filter_results`: a score per category (severity, else detected), and
+    whether any category was filtered; a list (custom blocklists) carries none."""
+    cdef yyjson_obj_iter it, fit
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *f
+    cdef yyjson_val *field
+    cdef yyjson_val *severity
+    cdef yyjson_val *detected
+    cdef uint32_t seen
+    cdef const char *name
+    cdef size_t n
+    cdef double score
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        x = yyjson_obj_iter_get_val(k)
+        if yyjson_is_arr(x):
+            continue
+        if not yyjson_is_obj(x) or not yyjson_obj_iter_init(x, &fit):
+            return -1
+        seen = 0
+        severity = NULL
+        detected = NULL
+        while True:
+            f = yyjson_obj_iter_next(&fit)
+            if f == NULL:
+                break
+            name = yyjson_get_str(f)
+            n = yyjson_get_len(f)
+            field = yyjson_obj_iter_get_val(f)
+            if is_key(name, n, b"filtered", 8):
+                if not known(&seen, 0) or not (
+                    yyjson_is_true(field) or yyjson_is_false(field) or yyjson_is_null(field)
+                ):
+                    return -1
+                if yyjson_is_true(field):
+                    filtered[0] = True
+            elif is_key(name, n, b"severity", 8):
+                if not known(&seen, 1) or not (yyjson_is_str(field) or yyjson_is_null(field)):
+                    return -1
+                severity = field
+            elif is_key(name, n, b"detected", 8):
+                if not known(&seen, 2) or not (
+                    yyjson_is_true(field) or yyjson_is_false(field) or yyjson_is_null(field)
+                ):
+                    return -1
+                detected = field
+        if severity != NULL and yyjson_is_str(severity):
+            if severity_score(severity, &score):
+                return -1
+        elif detected != NULL and not yyjson_is_null(detected):
+            score = 1.0 if yyjson_is_true(detected) else 0.0
+        else:
+            continue
+        if grow(<void **>&o.scores, &o.cap_scores, o.n_scores + 1, sizeof(Score)):
+            return -1
+        if span_of(k, base, &o.scores[o.n_scores].key, False):
+            return -1
+        o.scores[o.n_scores].value = score
+        o.scores[o.n_scores].provider = 1
+        o.n_scores += 1
+
+cdef int read_prompt_filters(yyjson_val *v, Out *o, const char *base,
+                             bint *filtered) noexcept nogil:
+    """Azure `prompt_filter_results[]`: each entry's `content_filter_results`."""
+    cdef yyjson_arr_iter ait
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *p
+    cdef yyjson_val *k
+    cdef uint32_t seen
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_arr(v) or not yyjson_arr_iter_init(v, &ait):
+        return -1
+    while True:
+        p = yyjson_arr_iter_next(&ait)
+        if p == NULL:
+            return 0
+        if not yyjson_is_obj(p) or not yyjson_obj_iter_init(p, &it):
+            return -1
+        seen = 0
+        while True:
+            k = yyjson_obj_iter_next(&it)
+            if k == NULL:
+                break
+            if is_key(yyjson_get_str(k), yyjson_get_len(k), b"content_filter_results", 22):
+                if not known(&seen, 0) or read_filters(
+                    yyjson_obj_iter_get_val(k), o, base, filtered
+                ):
+                    return -1
+
+cdef int read_choice(yyjson_val *c, Out *o, Row *row, const char *base, int *reasons,
+                     bint *filtered) noexcept nogil:
     """The primary choice into `row`: text and citations add to earlier stream chunks'; a
     finish reason replaces the one before and is counted in `reasons`."""
     cdef yyjson_obj_iter it
@@ -97,7 +213,8 @@ cdef int read_choice(yyjson_val *c, Row *row, const char *base, int *reasons) no
                 row.s[S_FINISH] = reason
                 reasons[0] += 1
         elif is_key(name, n, b"content_filter_results", 22):
-            return -1  # Azure's filters: left to Python
+            if not known(&seen, 4) or read_filters(x, o, base, filtered):
+                return -1
 
 cdef int read_openai_usage(yyjson_val *x, Row *row) noexcept nogil:
     """`usage`: a block replaces the token counts before it; a count it lacks is unknown."""
@@ -124,24 +241,34 @@ cdef int read_openai_usage(yyjson_val *x, Row *row) noexcept nogil:
         if not known(&useen, i) or count_of(yyjson_obj_iter_get_val(k), &row.d[i]):
             return -1
 
+cdef inline void filter_block(Out *o, Row *row, bint prompt, bint response) noexcept nogil:
+    """Azure's filters as the reference reads them: a filtered prompt blocks at the prompt
+    stage, else a filtered answer at the response stage (the reason is CONTENT_FILTER)."""
+    row.sc_n = o.n_scores - row.sc_off
+    if prompt:
+        row.blocked, row.stage = 1, 1
+    elif response:
+        row.blocked, row.stage = 1, 2
+
 cdef inline bint not_openai(const char *name, size_t n) noexcept nogil:
-    """A key of a PaLM, Gemini or error body, or Azure's prompt filter: left to Python."""
+    """A key of a PaLM, Gemini or error body: not an OpenAI chunk."""
     return (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
             or is_key(name, n, b"candidates", 10) or is_key(name, n, b"promptFeedback", 14)
             or is_key(name, n, b"usageMetadata", 13) or is_key(name, n, b"modelVersion", 12)
-            or is_key(name, n, b"prompt_filter_results", 21) or is_key(name, n, b"error", 5))
+            or is_key(name, n, b"error", 5))
 
-cdef inline void reset_openai(Row *row) noexcept nogil:
+cdef inline void reset_openai(Out *o, Row *row) noexcept nogil:
     """What a Gemini attempt on the same body may have written."""
+    o.n_scores = row.sc_off
     row.s[S_FINISH].off = -1
     row.d[D_TIN] = NAN
     row.d[D_TOUT] = NAN
     row.d[D_CITATIONS] = NAN
     row.d[D_RESPLEN] = NAN
 
-cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogil:
-    """One OpenAI chat completion with one answer and no Azure filter results."""
-    cdef yyjson_obj_iter it, uit
+cdef int read_openai(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
+    """One OpenAI (or Azure OpenAI) chat completion with one answer."""
+    cdef yyjson_obj_iter it
     cdef yyjson_arr_iter ait
     cdef yyjson_val *k
     cdef yyjson_val *x
@@ -152,8 +279,9 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
     cdef size_t n
     cdef Span version
     cdef int reasons = 0
+    cdef bint prompt_filtered = False, response_filtered = False
     version.off = -1
-    reset_openai(row)
+    reset_openai(o, row)
     if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
         return -1
     while True:
@@ -176,6 +304,9 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
         elif is_key(name, n, b"object", 6):
             if not known(&seen, 3) or not (yyjson_is_str(x) or yyjson_is_null(x)):
                 return -1
+        elif is_key(name, n, b"prompt_filter_results", 21):
+            if not known(&seen, 4) or read_prompt_filters(x, o, base, &prompt_filtered):
+                return -1
         elif not_openai(name, n):
             return -1
     if choices == NULL or not yyjson_is_arr(choices) or not yyjson_arr_iter_init(choices, &ait):
@@ -183,20 +314,20 @@ cdef int read_openai(yyjson_val *body, Row *row, const char *base) noexcept nogi
     c = yyjson_arr_iter_next(&ait)
     if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
         return -1
-    if read_choice(c, row, base, &reasons):
+    if read_choice(c, o, row, base, &reasons, &response_filtered):
         return -1
     # `chunk.model or None`: an empty name says nothing
     if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0 and version.len > 0:
         row.s[S_MODEL_VERSION] = version
-    row.sc_n = 0
+    filter_block(o, row, prompt_filtered, response_filtered)
     row.provider = 2
     return 0
 
-cdef int read_openai_stream(yyjson_val *body, Row *row, const char *base) noexcept nogil:
+cdef int read_openai_stream(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
     """An OpenAI stream (chat completion chunks as a JSON array) with one answer, as the
     reference folds its chunks: the first non-empty model, the last usage block, the text of
-    every delta. Left to Python: an empty stream, a chunk of another shape (or of none),
-    Azure's filters, several answers, two finish reasons."""
+    every delta, Azure's filters of every chunk. Left to Python: an empty stream, a chunk of
+    another shape (or of none), several answers, two finish reasons."""
     cdef yyjson_arr_iter ait, cit
     cdef yyjson_obj_iter it
     cdef yyjson_val *chunk
@@ -211,8 +342,9 @@ cdef int read_openai_stream(yyjson_val *body, Row *row, const char *base) noexce
     cdef bint openai
     cdef Py_ssize_t chunks = 0
     cdef Span version, v
+    cdef bint prompt_filtered = False, response_filtered = False
     version.off = -1
-    reset_openai(row)
+    reset_openai(o, row)
     if not yyjson_arr_iter_init(body, &ait):
         return -1
     while True:
@@ -252,6 +384,10 @@ cdef int read_openai_stream(yyjson_val *body, Row *row, const char *base) noexce
                     yyjson_get_str(x), b"chat.completion", 15
                 ) == 0:
                     openai = True
+            elif is_key(name, n, b"prompt_filter_results", 21):
+                if not known(&seen, 4) or read_prompt_filters(x, o, base, &prompt_filtered):
+                    return -1
+                openai = openai or not yyjson_is_null(x)
             elif not_openai(name, n):
                 return -1
         if not openai:
@@ -265,13 +401,13 @@ cdef int read_openai_stream(yyjson_val *body, Row *row, const char *base) noexce
             continue
         if yyjson_arr_iter_next(&cit) != NULL:
             return -1  # several answers: left to Python
-        if read_choice(c, row, base, &reasons):
+        if read_choice(c, o, row, base, &reasons, &response_filtered):
             return -1
     if chunks == 0 or reasons > 1:
         return -1
     if row.s[S_MODEL_VERSION].off < 0 and version.off >= 0:
         row.s[S_MODEL_VERSION] = version
-    row.sc_n = 0
+    filter_block(o, row, prompt_filtered, response_filtered)
     row.provider = 2
     return 0
 

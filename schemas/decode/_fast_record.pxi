@@ -411,12 +411,11 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
         if yyjson_is_arr(body):  # a stream of chunks
             if read_gemini_stream(body, o, row, base) == 0:
                 return 0
-            o.n_scores = row.sc_off
-            return read_openai_stream(body, row, base)
+            return read_openai_stream(body, o, row, base)
         if read_gemini(body, o, row, base) == 0:
             return 0
-        o.n_scores = row.sc_off
-        if read_openai(body, row, base) == 0:
+        if read_openai(body, o, row, base) == 0:
             return 0
+        o.n_scores = row.sc_off  # what a failed OpenAI attempt scored
         return read_palm(body, o, row, base)
     return 0

@@ -434,6 +434,8 @@ cdef dict columns(Out *o, list datas):
                     blocked_v[i] = 1
                     stages[i] = "response"
                     reasons[i] = block if r.provider == 1 else "CONTENT_FILTER"
+            if r.provider == 2 and r.blocked:  # Azure's filters
+                reasons[i] = "CONTENT_FILTER"
         elif r.s[S_FINISH].off >= 0:
             finishes[i] = finish_word(o, r.s[S_FINISH])
         if r.s[S_ERROR].off >= 0:

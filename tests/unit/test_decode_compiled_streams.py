@@ -40,6 +40,7 @@ def test_streams_are_read_in_c_and_agree_with_the_reference(seed: int) -> None:
     assert fast_rows(lines) == len(lines)
 
 
+FILTERED = {"hate": {"filtered": True, "severity": "high"}, "jailbreak": {"detected": False}}
 GEMINI = {"candidates": [{"content": {"parts": [{"text": "a"}]}}], "modelVersion": "g"}
 OPENAI = {"object": "chat.completion.chunk", "model": "o", "choices": [{"delta": {"content": "a"}}]}
 LEFT_TO_PYTHON = {
@@ -54,12 +55,17 @@ LEFT_TO_PYTHON = {
     "a second answer alone": [GEMINI, {"candidates": [{"index": 1, "finishReason": "STOP"}]}],
     "an empty model version first": [{**GEMINI, "modelVersion": ""}, GEMINI],
     "a prompt block": [{"promptFeedback": {"blockReason": "SAFETY"}}],
-    "a band without a score": [
-        {"candidates": [{"safetyRatings": [{"category": "X", "probability": "HIGH"}]}]}
+    "a band the reference spells its own way": [
+        {"candidates": [{"safetyRatings": [{"category": "X", "probability": "high"}]}]}
     ],
-    "azure prompt filter": [{**OPENAI, "prompt_filter_results": []}],
-    "azure choice filter": [
-        {**OPENAI, "choices": [{"delta": {}, "content_filter_results": {}}]},
+    "an unspecified band": [
+        {"candidates": [{"safetyRatings": [{"category": "X", "probability": "UNSPECIFIED"}]}]}
+    ],
+    "an azure severity the reference maps through its band table": [
+        {**OPENAI, "choices": [{"content_filter_results": {"hate": {"severity": "LOW"}}}]},
+    ],
+    "an azure filter result that is not an object": [
+        {**OPENAI, "choices": [{"content_filter_results": {"hate": "low"}}]},
     ],
     "openai chunk of no shape": [OPENAI, {"model": "o", "choices": None}],
     "two openai answers": [{**OPENAI, "choices": [{"index": 0}, {"index": 1}]}],
@@ -74,3 +80,37 @@ def test_streams_the_reference_words_differently_are_handed_to_it(case: str) -> 
     assert fast_rows([line]) == 0
     assert_agree([MessageBytes(line)])
     assert_agree([MessageBytes(line + b"\n" + envelope(1, [GEMINI]), None, 7)])
+
+
+AZURE_BLOCKS = {
+    "a filtered prompt": (
+        [{**OPENAI, "prompt_filter_results": [{"content_filter_results": FILTERED}]}],
+        "prompt",
+    ),
+    "a filtered answer": (
+        [{**OPENAI, "choices": [{"content_filter_results": FILTERED}]}],
+        "response",
+    ),
+    "both: the prompt's block wins": (
+        [
+            {**OPENAI, "prompt_filter_results": [{"content_filter_results": FILTERED}]},
+            {**OPENAI, "choices": [{"content_filter_results": FILTERED, "finish_reason": "stop"}]},
+        ],
+        "prompt",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AZURE_BLOCKS))
+def test_azure_filters_block_as_the_reference_says_and_are_read_in_c(case: str) -> None:
+    body, stage = AZURE_BLOCKS[case]
+    line = envelope(0, body)
+    assert fast_rows([line]) == 1
+    poll = assert_agree([MessageBytes(line)])
+    (batch,) = poll.batches
+    assert (bool(batch.blocked[0]), batch.block_stage[0], batch.block_reason[0]) == (
+        True,
+        stage,
+        "CONTENT_FILTER",
+    )
+    assert batch.safety_scores["hate"][0] == 0.75
