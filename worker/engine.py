@@ -40,6 +40,9 @@ from worker.window_state import ID_SEED, CommitUndo, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
+#: its own logger, so a caller that names each quarantined record itself (`lookout replay`)
+#: can silence these without matching words
+quarantine_log = logging.getLogger("lookout.engine.quarantine")
 
 #: a window's copy of the request ids other writers stored is re-read for a redelivery at most
 #: this often: a replica that died before acking wrote everything before it died, so one read
@@ -213,7 +216,7 @@ class Engine:
                 self._metrics.quarantined(record.model, q.kind)
             # every one while they are rare; then every 1,000th, so a flood cannot flood logs
             if self.stats.quarantined <= 20 or self.stats.quarantined % 1000 == 0:
-                log.warning(
+                quarantine_log.warning(
                     "quarantined record %s of model %s (%d so far): %s",
                     record.request_id,
                     record.model,
