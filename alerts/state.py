@@ -387,7 +387,10 @@ def _alert(
 
 
 def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
+    """A reason and its notes in one sentence ("... (55); escalated from warning"), not
+    "... (55).; escalated": a reason's own closing period goes when a note follows."""
+    kept = [p for p in parts if p]
+    return "; ".join([*(p.rstrip(".") for p in kept[:-1]), *kept[-1:]])
 
 
 def _duration(delta: timedelta) -> str:

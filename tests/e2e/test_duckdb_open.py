@@ -6,6 +6,7 @@ DuckDB file. DuckDB's own message (its exception class, a PID) is not what a use
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,12 +66,13 @@ def test_replay_on_a_held_file_says_who_holds_it(logs: Path, held: Path) -> None
     assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
 
 
-def test_replay_with_a_db_in_a_missing_folder_names_the_file(logs: Path) -> None:
+def test_replay_with_a_db_in_a_missing_folder_is_a_usage_error_like_report(logs: Path) -> None:
+    """Exit 2 and the words of --report / --alerts-out: exit 1 means a bad record."""
     db = logs.parent / "no-such-folder" / "x.duckdb"
     result = lookout("replay", logs, "--db", db, cwd=logs.parent)
     assert_no_traceback(result)
-    assert result.returncode == 1, result.describe()
-    assert_one_line(result.stderr, f"lookout: cannot open {db}: ")
+    assert result.returncode == 2, result.describe()
+    assert_one_line(result.stderr, f"lookout: replay: --db {db}: no such directory {db.parent}")
 
 
 def test_replay_into_a_file_that_is_not_duckdb_is_one_line(logs: Path) -> None:
@@ -81,6 +83,29 @@ def test_replay_into_a_file_that_is_not_duckdb_is_one_line(logs: Path) -> None:
     assert result.returncode == 1, result.describe()
     assert_one_line(result.stderr, "is not a DuckDB database file")
     assert db.read_text() == "my notes\n", "the file was changed"
+
+
+def test_a_second_run_on_a_busy_metrics_port_names_the_port_and_the_setting(
+    logs: Path, tmp_path: Path
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "busy.yaml"
+    config.write_text(
+        f"source: {{kind: file, path: {logs}}}\nsink: {{kind: duckdb, path: {tmp_path}/b.duckdb}}"
+        f"\nmetrics: {{host: 127.0.0.1, port: {port}}}\n"
+    )
+    try:
+        result = lookout("run", "--config", config, cwd=tmp_path)
+    finally:
+        taken.close()
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    said = [line for line in result.stderr.splitlines() if "metrics" in line]
+    assert said and f"127.0.0.1:{port}" in said[-1] and "metrics.port" in said[-1], result.stderr
+    assert "OSError" not in result.stderr
 
 
 def test_run_on_a_held_file_says_who_holds_it(logs: Path, held: Path) -> None:

@@ -121,3 +121,13 @@ def test_help_names_every_table_and_view_the_sink_creates(tmp_path: Path) -> Non
     assert result.returncode == 0, result.describe()
     shown = set(re.findall(r"\b[a-z_]+\b", result.stdout))
     assert sorted(names - shown) == [], result.stdout
+
+
+def test_a_table_cut_short_by_head_is_not_an_error(db: Path) -> None:
+    """`lookout sql ... | head -3` exits 0 like csv, json, decode and simulate do."""
+    shell = f"{Path(sys.executable).parent / 'lookout'} sql --db {db} '{SQL}' | head -3"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3 and "Traceback" not in done.stderr, done.stderr

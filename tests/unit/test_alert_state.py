@@ -234,13 +234,19 @@ def test_severity_is_the_max_seen_and_an_escalation_is_announced_once() -> None:
         ("ok", "warning"),
         ("ok", "warning"),
     ]
-    alerts = [a for i, (v, s) in enumerate(seq) for a in tracker.observe(det(i, v, severity=s))]
+    reason = "block rate above its baseline's bound. Top reasons: SAFETY (55)."
+    alerts = [
+        a
+        for i, (v, s) in enumerate(seq)
+        for a in tracker.observe(det(i, v, severity=s).model_copy(update={"reason": reason}))
+    ]
     assert [(a.status, a.severity) for a in alerts] == [
         ("firing", "warning"),
         ("firing", "critical"),
         ("resolved", "critical"),
     ]
     assert "escalated from warning" in alerts[1].summary
+    assert "SAFETY (55); escalated from warning" in alerts[1].summary  # one sentence, no ".;"
     assert len({a.dedup_key for a in alerts}) == 1
 
 

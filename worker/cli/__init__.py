@@ -43,6 +43,10 @@ def main() -> None:
         app(standalone_mode=True)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        from worker.cli.app import quiet_broken_pipe
+
+        quiet_broken_pipe()
     except Exception as error:
         if os.environ.get("LOOKOUT_DEBUG") == "1":
             raise

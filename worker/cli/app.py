@@ -75,12 +75,21 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+class _PipedConsole(Console):
+    """Rich exits 1 when the reader goes away (`| head`); here that is the caller's to decide
+    (`quiet_broken_pipe`: not an error), as it is for csv, json, `decode` and `simulate`."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def output_console() -> Console:
     """Rich output on stdout. Not on a terminal (a pipe, a file, CI), nothing is cut to fit a
     width nobody asked for: model names and alert summaries are printed whole."""
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=10_000, no_color=True, highlight=False)
+        return _PipedConsole()
+    return _PipedConsole(width=10_000, no_color=True, highlight=False)
 
 
 def progress_bar(enabled: bool) -> Progress:

@@ -27,6 +27,7 @@ from worker.cli.app import (
 )
 
 if TYPE_CHECKING:
+    from schemas.config import LookoutConfig
     from schemas.decode.api import DecodeLimits
     from schemas.prediction_log import PredictionLog
 
@@ -62,8 +63,8 @@ def replay(
     (one line each: line number, field, reason) and skipped; everything good is counted, and the
     exit status is 1 if any record was bad (as for `lookout decode`; a script then sees it).
     Replaying the same file again does not double-count (records are keyed by request_id per
-    window). SIGTERM/Ctrl-C stops reading, writes a final checkpoint and exits (0 if no record
-    read was bad).
+    window). A gzip-compressed file (or pipe) is read as the lines it holds. SIGTERM/Ctrl-C
+    stops reading, writes a final checkpoint and exits (0 if no record read was bad).
     """
     from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
@@ -79,6 +80,8 @@ def replay(
     output_file("replay", "--alerts-out", Path(config.alerts_out) if config.alerts_out else None)
     output_file("replay", "--dead-letter", dead_letter)
     output_file("replay", "--report", report or (Path(config.report) if config.report else None))
+    if config.sink.kind == "duckdb" and config.sink.path != ":memory:":
+        output_file("replay", "--db", Path(config.sink.path))
 
     def report_invalid(error: DecodeError) -> None:
         typer.echo(f"{file}: {error.describe()}", err=True)
@@ -139,10 +142,17 @@ def replay(
         f"{stats.late} late, {stats.windows_evaluated} windows "
         f"evaluated, {len(stats.alerts)} alert changes"
         # info changes (descriptor drift) explain incidents; they are logged, not printed
-        + (f" ({info} info, in --alerts-out and the report)" if info else "")
+        + (f" ({info} info, not printed: in {_kept_in(config, report)})" if info else "")
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         err=True,
     )
+    if stats.duplicates and stats.duplicates >= stats.records:
+        typer.echo(
+            f"{file}: {stats.duplicates} records were already counted in the sink (same "
+            "request ids): this file replayed again, or simulated files made with the same "
+            "--seed; use another --db (or --seed) to keep them apart",
+            err=True,
+        )
     if source.failure is not None:
         typer.echo(source.failure, err=True)
     if not result.clean_exit or result.invalid_records or source.failure is not None:
@@ -241,6 +251,16 @@ def simulate(
     typer.echo(f"wrote {count} records to {out}", err=True)
 
 
+def _kept_in(config: LookoutConfig, report: Path | None) -> str:
+    """Where the info changes replay does not print can be read: never a file not asked for."""
+    places = ["the alerts table"]
+    if config.alerts_out:
+        places.append(config.alerts_out)
+    if report or config.report:
+        places.append(str(report or config.report))
+    return ", ".join(places)
+
+
 @contextmanager
 def _quarantine_named_once() -> Iterator[None]:
     """Silences the engine's per-record quarantine warnings for the run: replay names each
@@ -265,8 +285,8 @@ def decode(
     """Print each record as a canonical prediction log (one JSON per line).
 
     Bad records are reported on stderr with their line number, field and reason, and the exit
-    status is 1 if there was any. Output starts at once and stops quietly when the reader goes
-    away (`| head`).
+    status is 1 if there was any. A gzip-compressed file (or pipe) is read as the lines it holds.
+    Output starts at once and stops quietly when the reader goes away (`| head`).
     """
     from schemas.decode.api import DecodeLimits
 

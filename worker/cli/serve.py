@@ -79,6 +79,10 @@ def run_settings(config: LookoutConfig) -> RunSettings:
     return RunSettings(grace_period_seconds=config.engine.grace_period_seconds)
 
 
+class MetricsPortUnavailable(Exception):
+    """The metrics address is taken or not allowed: one line, and nothing left running."""
+
+
 def _start_health(
     config: LookoutConfig,
     pipeline: Pipeline,
@@ -87,13 +91,22 @@ def _start_health(
 ) -> HealthServer | None:
     if not config.metrics.enabled:
         return None
-    health = HealthServer(
-        pipeline.registry,
-        checks,
-        host=config.metrics.host,
-        port=config.metrics.port,
-        details=details,
-    ).start()
+    try:
+        server = HealthServer(
+            pipeline.registry,
+            checks,
+            host=config.metrics.host,
+            port=config.metrics.port,
+            details=details,
+        )
+    except OSError as error:
+        msg = (
+            f"cannot serve /metrics on {config.metrics.host}:{config.metrics.port}: "
+            f"{error.strerror or error} (another lookout run?); set metrics.port to a free "
+            "port (0: any) or metrics.enabled: false"
+        )
+        raise MetricsPortUnavailable(msg) from error
+    health = server.start()
     log.info(
         "serving /metrics, /healthz and /readyz on %s:%d",
         config.metrics.host,
@@ -129,7 +142,12 @@ def serve_evaluator(config: LookoutConfig) -> int:
     Deployment has one replica and the Recreate strategy)."""
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     engine, sink = pipeline.engine, pipeline.sink
-    health = _start_health(config, pipeline, {"sink": sink.writable})
+    try:
+        health = _start_health(config, pipeline, {"sink": sink.writable})
+    except MetricsPortUnavailable as error:
+        pipeline.close()
+        print(f"lookout run: {error}", file=sys.stderr)
+        return 1
     stop = _stop_event()
     judged = 0
     try:
@@ -169,12 +187,18 @@ def serve(config: LookoutConfig) -> int:
 
         pipeline.registry.register(PubSubSourceCollector(stats))
     status = getattr(source, "status", None)  # why the source is not ready, for /readyz
-    health = _start_health(
-        config,
-        pipeline,
-        {"source": source.ready, "sink": pipeline.sink.writable},
-        details={"source": status} if status is not None else None,
-    )
+    try:
+        health = _start_health(
+            config,
+            pipeline,
+            {"source": source.ready, "sink": pipeline.sink.writable},
+            details={"source": status} if status is not None else None,
+        )
+    except MetricsPortUnavailable as error:
+        source.close()
+        pipeline.close()
+        print(f"lookout run: {error}", file=sys.stderr)
+        return 1
     stop = _stop_event()
     try:
         result = run(
