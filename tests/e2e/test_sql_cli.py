@@ -131,3 +131,11 @@ def test_a_table_cut_short_by_head_is_not_an_error(db: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_whole_token_sums_print_every_digit_on_screen(db: Path) -> None:
+    """Token sums are DOUBLE in the views; 45392900 printed as 4.53929e+07 lost digits."""
+    result = lookout("sql", "SELECT 45392900.0::DOUBLE AS tokens, 0.125 AS share", cwd=db.parent)
+    assert result.returncode == 0, result.describe()
+    assert "45392900" in result.stdout and "e+07" not in result.stdout, result.stdout
+    assert "0.125" in result.stdout

@@ -56,12 +56,15 @@ def _sql_help() -> str:
 
 
 def _text(value: Any, *, exact: bool = False) -> str:
-    """A cell: ISO dates, floats to 6 significant digits on screen, exact in CSV."""
+    """A cell: ISO dates, whole numbers whole, other floats to 6 significant digits on screen,
+    exact in CSV."""
     if value is None:
         return ""
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, float) and not exact:
+        if value.is_integer() and abs(value) < 1e15:  # token sums: every digit, not 4.5e+07
+            return str(int(value))
         return f"{value:.6g}"
     if isinstance(value, bytes):  # detector states: encoded for the worker, not for reading
         return f"<{len(value)} bytes>"
