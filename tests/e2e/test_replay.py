@@ -521,3 +521,22 @@ def test_replay_of_lines_that_break_parsers_counts_every_good_record_once(
     for number, (_, reason) in HOSTILE_LINES.items():
         (got,) = reports[number]
         assert got.startswith(reason), (number, got)
+
+
+def test_with_json_logs_every_line_on_stderr_is_one_json_object(
+    corrupted_stream: Stream, tmp_path: Path
+) -> None:
+    """`--log-format json` (what a job collecting Cloud Logging lines runs): each bad record
+    and the summary are JSON objects with their fields, not text among the JSON."""
+    result = lookout(
+        "--log-format", "json", "replay", corrupted_stream.path, "--db", tmp_path / "j.duckdb",
+        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 1, result.describe()
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    bad = {e["line"]: e for e in entries if e.get("reason") and "line" in e}
+    assert sorted(bad) == sorted(corrupted_stream.bad)
+    assert all(e["severity"] == "WARNING" and e["file"] for e in bad.values())
+    (summary,) = [e for e in entries if e["message"].startswith("replayed ")]
+    assert summary["records"] == corrupted_stream.good_count
+    assert summary["invalid"] == len(corrupted_stream.bad)

@@ -25,6 +25,7 @@ from worker.cli.app import (
     quiet_broken_pipe,
     stop_on_signals,
 )
+from worker.cli.log_format import say
 
 if TYPE_CHECKING:
     from schemas.config import LookoutConfig
@@ -84,7 +85,7 @@ def replay(
         output_file("replay", "--db", Path(config.sink.path))
 
     def report_invalid(error: DecodeError) -> None:
-        typer.echo(f"{file}: {error.describe()}", err=True)
+        _say_bad_record("replay", file, error)
 
     file_config = config.source if isinstance(config.source, FileSourceConfig) else None
     source = FileSource(
@@ -131,12 +132,25 @@ def replay(
         )
     pipeline.close()
     for q in stats.quarantine_examples:
-        typer.echo(f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}", err=True)
+        say(
+            "lookout.replay",
+            f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}",
+            "WARNING",
+            file=file,
+            request_id=q.request_id,
+            model=q.model,
+            reason=q.reason,
+        )
     if stats.quarantined > len(stats.quarantine_examples):
         more = stats.quarantined - len(stats.quarantine_examples)
-        typer.echo(f"{file}: {more} more quarantined, in the table quarantined_records", err=True)
+        say(
+            "lookout.replay",
+            f"{file}: {more} more quarantined, in the table quarantined_records",
+            "WARNING",
+        )
     info = sum(1 for a in stats.alerts if a.severity == "info")
-    typer.echo(
+    say(
+        "lookout.replay",
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
         f"{result.invalid_records} invalid, {stats.quarantined} quarantined (event time), "
         f"{stats.late} late, {stats.windows_evaluated} windows "
@@ -144,17 +158,26 @@ def replay(
         # info changes (descriptor drift) explain incidents; they are logged, not printed
         + (f" ({info} info, not printed: in {_kept_in(config, report)})" if info else "")
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
-        err=True,
+        file=file,
+        records=stats.records,
+        duplicates=stats.duplicates,
+        invalid=result.invalid_records,
+        quarantined=stats.quarantined,
+        late=stats.late,
+        windows_evaluated=stats.windows_evaluated,
+        alert_changes=len(stats.alerts),
+        stopped_by_signal=result.stopped_by_signal,
     )
     if stats.duplicates and stats.duplicates >= stats.records:
-        typer.echo(
+        say(
+            "lookout.replay",
             f"{file}: {stats.duplicates} records were already counted in the sink (same "
             "request ids): this file replayed again, or simulated files made with the same "
             "--seed; use another --db (or --seed) to keep them apart",
-            err=True,
+            "WARNING",
         )
     if source.failure is not None:
-        typer.echo(source.failure, err=True)
+        say("lookout.replay", source.failure, "ERROR", file=file)
     if not result.clean_exit or result.invalid_records or source.failure is not None:
         raise typer.Exit(1)
 
@@ -261,6 +284,21 @@ def _kept_in(config: LookoutConfig, report: Path | None) -> str:
     return ", ".join(places)
 
 
+def _say_bad_record(command: str, file: str, error: DecodeError) -> None:
+    """One line per bad record: `FILE: line N: field F: reason` (a JSON object with those as
+    fields under --log-format json)."""
+    say(
+        f"lookout.{command}",
+        f"{file}: {error.describe()}",
+        "WARNING",
+        file=file,
+        line=error.line,
+        field=error.field,
+        reason=error.reason,
+        error_type=error.error_type,
+    )
+
+
 @contextmanager
 def _quarantine_named_once() -> Iterator[None]:
     """Silences the engine's per-record quarantine warnings for the run: replay names each
@@ -301,7 +339,7 @@ def decode(
         for record in _decoded_records(_inflated(stream), format_hint, limits):
             if isinstance(record, DecodeError):
                 bad += 1
-                typer.echo(f"{file}: {record.describe()}", err=True)
+                _say_bad_record("decode", file, record)
             else:
                 out.write(orjson.dumps(record.model_dump(mode="json")) + b"\n")
         out.flush()
@@ -311,7 +349,7 @@ def decode(
     except (EOFError, OSError, zlib.error) as error:  # only a gzip stream raises these here
         fail(f"decode: {file}: the gzip data is corrupt or ends early ({error})", code=1)
     if bad:
-        typer.echo(f"{file}: {bad} bad record(s)", err=True)
+        say("lookout.decode", f"{file}: {bad} bad record(s)", "WARNING", file=file, invalid=bad)
         raise typer.Exit(1)
 
 

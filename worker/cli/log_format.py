@@ -85,6 +85,28 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+#: the format `configure` installed: the lines a command prints for its user follow it
+_active_format = "text"
+
+
+def say(logger: str, message: str, severity: str = "INFO", **fields: Any) -> None:
+    """A line a one-shot command prints for its user on stderr (a bad record, its summary): as
+    it is in text, or with `--log-format json` as one object shaped like the log lines (with
+    `fields` beside the message), so a job that collects JSON logs reads every line alike.
+    Not through logging: the one-shot commands log only warnings, and a summary is not one."""
+    if _active_format == "json":
+        entry: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "severity": severity,
+            "logger": logger,
+            "message": message,
+        }
+        for key, value in fields.items():
+            entry.setdefault(key, value)
+        message = orjson.dumps(entry, default=str).decode()
+    print(message, file=sys.stderr, flush=True)
+
+
 def configure(level: str, fmt: str) -> None:
     """Install one handler on stderr in the chosen format and level on the root logger, in
     place of the one an earlier call installed; handlers others installed (a test runner's log
@@ -106,3 +128,5 @@ def configure(level: str, fmt: str) -> None:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(name)
+    global _active_format  # which format the process speaks, set once at start-up
+    _active_format = fmt
