@@ -35,6 +35,8 @@ import duckdb
 import orjson
 import pytest
 
+from worker.sources.file_source import MESSAGE_BYTES, next_message_lines
+
 #: how long a short command (help, config check, decode of a few lines) may take on a busy machine
 SHORT_TIMEOUT = 60.0
 #: how long a replay of a session stream may take on a busy machine
@@ -473,16 +475,27 @@ def incident_stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
     return Stream(path, lines)
 
 
+def message_starts(lines: Sequence[bytes]) -> list[int]:
+    """The first line (1-based) of each message the file source cuts a file into."""
+    starts, i = [], 0
+    while i < len(lines):
+        starts.append(i + 1)
+        i += next_message_lines(list(lines[i : i + 2000]), 2000, MESSAGE_BYTES)
+    return starts
+
+
 @pytest.fixture(scope="session")
 def corrupted_stream(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> Stream:
     """The incident stream with ~1% of its records malformed in place.
 
-    The first and last lines and both sides of the file source's 2,000-line chunk boundaries are
-    among them, so an off-by-one in line numbering cannot hide.
+    The first and last lines and both sides of the file source's first message boundaries
+    (2,000 lines or 2 MB, whichever comes first) are among them, so an off-by-one in line
+    numbering cannot hide.
     """
     n = len(incident_stream.lines)
     rng = random.Random(2024)
-    edges = {1, 2, 1999, 2000, 2001, 4000, 4001, n}
+    starts = message_starts(incident_stream.lines)[1:4]
+    edges = {1, 2, n} | {s - 1 for s in starts} | set(starts) | {s + 1 for s in starts}
     picks = set(rng.sample(range(1, n + 1), k=max(n // 100 - len(edges), 0))) | edges
     lines, bad = corrupt(incident_stream.lines, sorted(picks))
     path = tmp_path_factory.mktemp("corrupted") / "corrupted.ndjson"

@@ -150,7 +150,7 @@ def bounded_lines(stream: BufferedIOBase, cap: int) -> Iterator[bytes]:
         yield last
 
 
-def _full_message(lines: list[bytes], max_lines: int, max_bytes: int) -> int:
+def next_message_lines(lines: list[bytes], max_lines: int, max_bytes: int) -> int:
     """How many of `lines` make the next message: `max_lines`, or fewer once they reach
     `max_bytes` (always at least one)."""
     size = 0
@@ -249,7 +249,7 @@ class FileSource:
         self._pending_bytes += sum(map(len, complete))
         size = self._lines_per_message
         while len(self._pending) >= size or self._pending_bytes >= MESSAGE_BYTES:
-            cut = _full_message(self._pending, size, MESSAGE_BYTES)
+            cut = next_message_lines(self._pending, size, MESSAGE_BYTES)
             chunk, self._pending = self._pending[:cut], self._pending[cut:]
             self._pending_bytes -= sum(map(len, chunk))
             if not self._put(self._message(chunk, self._first)):
