@@ -44,11 +44,6 @@ log = logging.getLogger("lookout.engine")
 #: can silence these without matching words
 quarantine_log = logging.getLogger("lookout.engine.quarantine")
 
-#: a window's copy of the request ids other writers stored is re-read for a redelivery at most
-#: this often: a replica that died before acking wrote everything before it died, so one read
-#: after its messages start coming back covers all of them
-REDELIVERY_REFRESH_SECONDS = 5.0
-
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -134,8 +129,6 @@ class Engine:
         self._judged_unwritten: set[tuple[str, int]] = set()
         #: batches whose window could not be opened because the sink could not be read
         self._deferred: list[tuple[LogBatch, list[str], bool]] = []
-        #: when each open window last re-read the request ids stored by every writer
-        self._ids_refreshed: dict[tuple[str, int], float] = {}
         #: alerts made durable but not yet delivered to every receiver
         self._outbox: list[Alert] = []
         self.stats = EngineStats()
@@ -266,20 +259,17 @@ class Engine:
 
     def _refresh_stored_ids(self, model: str, start: int) -> None:
         """Open the window from the sink even where this replica never saw it stored (another
-        writer may have), or re-read the ids stored for it unless that was done just now.
+        writer may have), or read again the ids stored for it.
 
         The ids are read when a window opens; without this a window this replica already had
-        open counted a redelivered record a dead replica had made durable a second time."""
-        key = (model, start)
-        now = self._now()
-        state = self._windows.get(key)
+        open counted a redelivered record a dead replica had made durable a second time. Read
+        for every batch holding a redelivery, not once in a while: a read is only good for
+        writes before it, and the replica whose message this is may have written since."""
+        state = self._windows.get((model, start))
         if state is None:
             self._window_for(model, start, stored_known=True)
-        elif now - self._ids_refreshed.get(key, -np.inf) >= REDELIVERY_REFRESH_SECONDS:
-            state.seen_ids.update(self._sink.load_window(model, start).request_ids)
         else:
-            return
-        self._ids_refreshed[key] = now
+            state.seen_ids.update(self._sink.load_window(model, start).request_ids)
 
     def resume(self, windows: Sequence[tuple[str, int]]) -> None:
         """Reopen stored windows a stopped worker left unjudged, so they are judged once.
@@ -581,7 +571,6 @@ class Engine:
             and k not in self._judged_unwritten
         ]:
             del self._windows[key]
-            self._ids_refreshed.pop(key, None)
 
     def _shed_windows(self) -> None:
         """Too many open windows (unsorted input): evaluate and persist the oldest early."""
@@ -599,7 +588,6 @@ class Engine:
         if self.checkpoint():
             for key in oldest:
                 self._windows.pop(key, None)
-                self._ids_refreshed.pop(key, None)
 
     @property
     def open_windows(self) -> int:

@@ -118,8 +118,8 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
 
     # the retry sent only what had not landed: nothing rests on insertId de-duplication
     resent = {t: client.sent[t][landed.get(t, 0) :] for t in ("detections", "alerts")}
-    # b's verdict, and a's only if it had not landed (detections go after the alert state)
-    assert len(resent["detections"]) == (1 if failing == "writer_progress" else 2)
+    # b's verdict, and a's only if it had not landed (detections go after the alerts)
+    assert len(resent["detections"]) == (2 if failing in ("alerts", "detections") else 1)
     assert len(resent["alerts"]) == (2 if failing == "alerts" else 1)
 
     # what the sink reads back agrees: both windows judged, the newest alert state holds both
@@ -131,14 +131,17 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
     sink.close()
 
 
-@pytest.mark.parametrize("failing", ["alerts", "alert_state", "detections"])
-def test_an_evaluator_killed_mid_checkpoint_leaves_the_window_to_judge_not_its_alert_lost(
+@pytest.mark.parametrize("failing", ["alerts", "detections", "alert_state"])
+def test_an_evaluator_killed_mid_checkpoint_leaves_its_successor_able_to_page(
     bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
 ) -> None:
-    """kill -9 between two inserts: the evaluator that replaces it reads the sink. A window
-    whose detections are stored reads as judged and is never judged again, so they must not
-    land before the alert transition and the alert state its verdicts made, or that page is
-    never written nor sent."""
+    """kill -9 between two inserts of a checkpoint that fired an incident; the evaluator that
+    replaces it reads the sink. Pages go out only after a checkpoint, so this one was never
+    sent. A window with stored detections reads as judged and is not judged again, and a
+    tracker restored from an alert state that holds the incident open never pages for it.
+    So the alert state goes last: a crash before the detections leaves the window to be
+    judged again (the transition is made and sent again); one after them leaves the state
+    from before, and the successor pages at the incident's next window."""
     client = FlakyClient(bigquery_emulator.client())
     sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
     client.fail_next.add(failing)
@@ -149,6 +152,34 @@ def test_an_evaluator_killed_mid_checkpoint_leaves_the_window_to_judge_not_its_a
     restarted = BigQuerySink(
         bigquery_emulator.project, bigquery_dataset, client=bigquery_emulator.client()
     )
-    assert not restarted.load_window("a", S0).evaluated
-    assert restarted.unevaluated_windows(10) == [("a", S0)]  # the evaluator judges it again
+    open_incidents = [r for r in restarted.load_alert_state() if r["kind"] == "incident"]
+    assert open_incidents == [], "a successor restored from this state would never page"
+    judged_again = restarted.unevaluated_windows(10) == [("a", S0)]
+    assert judged_again == (failing != "alert_state")
+    assert restarted.load_window("a", S0).evaluated == (not judged_again)
     restarted.close()
+
+
+def test_request_ids_whose_counts_never_landed_do_not_mark_their_records_counted(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """An ingest replica killed between its two inserts (request ids land first, its counts
+    never): another replica that gets the messages again must count them, not skip them as
+    duplicates of records that are in no row."""
+    client = FlakyClient(bigquery_emulator.client())
+    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
+    logs = batch("x", 6)
+    client.fail_next.add("window_metrics")
+    with pytest.raises(BigQuerySinkError, match="window_metrics unreachable"):
+        sink.write_checkpoint(Checkpoint("ingest-a", 0, [partial(logs)], ids(logs)))
+    assert client.sent["window_request_ids"]  # the ids did land
+    sink.close()
+
+    survivor = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=bigquery_emulator.client()
+    )
+    assert survivor.load_window("a", S0).request_ids == frozenset()
+    survivor.write_checkpoint(Checkpoint("ingest-b", 0, [partial(logs)], ids(logs)))
+    stored = survivor.load_window("a", S0)
+    assert (stored.records, len(stored.request_ids)) == (6, 6)  # counted once, ids now real
+    survivor.close()

@@ -11,7 +11,7 @@ from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
-from worker.engine import REDELIVERY_REFRESH_SECONDS, Engine, EngineSettings
+from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.sink import StoredWindow
 from worker.sources.simulator import SimulationConfig, simulate_batches
@@ -88,15 +88,34 @@ def test_a_redelivery_into_a_window_the_replica_never_saw_stored_is_counted_once
     assert stored_records(sink, later) == len(later)
 
 
-def test_a_burst_of_redeliveries_reads_each_window_once_per_refresh_interval() -> None:
+def test_a_read_made_for_an_earlier_redelivery_does_not_hide_a_later_one() -> None:
+    """Another redelivery into the window made the survivor read the stored ids just before the
+    dying replica wrote: that read cannot know of the write, so the next redelivery reads
+    again (a once-per-5-s read counted the dead replica's 19 records twice)."""
     first, second, third = batches()[:3]
+    sink, clock = MemorySink(), FakeClock()
+    survivor = ingest_replica(sink, "ingest-b", clock)
+    dying = ingest_replica(sink, "ingest-a", clock)
+    survivor.feed(first)
+    assert survivor.checkpoint()
+    survivor.feed(third, redelivered=True)  # e.g. a message some replica nacked
+    clock.advance(1)
+    dying.feed(second)
+    assert dying.checkpoint()  # then it dies; its lease runs out two seconds later
+    clock.advance(2)
+    survivor.feed(second, redelivered=True)
+    assert survivor.checkpoint()
+
+    assert stored_records(sink, first) == len(first) + len(second) + len(third)
+
+
+def test_a_redelivered_batch_reads_each_of_its_windows_once() -> None:
+    first, second = batches()[:2]
     sink, clock = CountingSink(), FakeClock()
     survivor = ingest_replica(sink, "ingest-b", clock)
     survivor.feed(first)
     reads = sink.window_reads
-    survivor.feed(second, redelivered=True)
-    survivor.feed(third, redelivered=True)
+    survivor.feed(LogBatch.concat([first, second]), redelivered=True)  # one window, two parts
     assert sink.window_reads == reads + 1
-    clock.advance(REDELIVERY_REFRESH_SECONDS)
-    survivor.feed(third, redelivered=True)
-    assert sink.window_reads == reads + 2
+    survivor.feed(second)  # not a redelivery: no read
+    assert sink.window_reads == reads + 1

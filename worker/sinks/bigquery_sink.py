@@ -311,6 +311,14 @@ class BigQuerySink:
                 for a in cp.alerts
             ]
             staged.append(_facts("alerts", rows, written="emitted_at"))
+        # a window reads as judged once its detections are stored (`load_window`,
+        # `unevaluated_windows`), and the alert state carries the tracker past it. Detections
+        # after the alerts: a crash between them leaves the window to be judged again, and the
+        # transition is made (and sent) again. Before the alert state: a successor restored
+        # from a state that has the incident open would never page for it, while one restored
+        # from the state before it pages at the incident's next window.
+        if judged is not None:
+            staged.append(judged)
         if cp.quarantined:
             rows = [
                 {
@@ -344,11 +352,6 @@ class BigQuerySink:
                 "state": orjson.dumps(list(cp.alert_state)).decode(),
             }
             staged.append(("alert_state", [row], [f"{digest}-s"]))
-        # a window reads as judged once its detections are stored (`load_window`,
-        # `unevaluated_windows`): they go after the alerts and alert state its verdicts made,
-        # so a crash in between leaves the window to be judged again rather than its alert lost
-        if judged is not None:
-            staged.append(judged)
         if cp.references:
             rows = [
                 {
@@ -477,10 +480,14 @@ class BigQuerySink:
             f"WHERE model = @model AND window_start = @start {_DEDUP}",
             params,
         )
+        # only ids whose partial row landed: a writer killed between the two inserts (ids go
+        # first) would otherwise make its records look counted when they are in no row, and a
+        # redelivery to another replica would skip them as duplicates: lost
         ids = self.query(
-            "SELECT request_id FROM (SELECT request_ids FROM {ds}.window_request_ids "
-            f"WHERE model = @model AND window_start = @start {_DEDUP}), "
-            "UNNEST(request_ids) AS request_id",
+            "SELECT request_id FROM (SELECT row_id, request_ids FROM {ds}.window_request_ids "
+            f"WHERE model = @model AND window_start = @start {_DEDUP}) AS r, "
+            "UNNEST(r.request_ids) AS request_id WHERE r.row_id IN (SELECT row_id FROM "
+            "{ds}.window_metrics WHERE model = @model AND window_start = @start)",
             params,
         )
         judged = self.query(
