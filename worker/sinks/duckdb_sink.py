@@ -650,15 +650,18 @@ def _read_baseline_accepts(con: duckdb.DuckDBPyConnection) -> list[BaselineAccep
     ]
 
 
-def compact_file(path: Path) -> int:
+def compact_file(path: Path, memory_limit: str = "64MB") -> int:
     """Rewrite a closed DuckDB file without its free blocks; returns the new size in bytes.
 
     A file that took many checkpoints is about half free blocks (rows rewritten during the run),
     which DuckDB keeps rather than returning them; a copy of the database holds only the live
-    data. The copy replaces the file only once it is complete."""
+    data. The copy replaces the file only once it is complete. It runs on one thread within
+    `memory_limit`: with DuckDB's defaults the copy of the demo's 3 hours took the process from
+    450 to 980 MB; within 64 MB it stays under the run's own peak (472 MB), the file 6% larger
+    and the copy no slower."""
     target = path.with_name(f".{path.name}.compact")
     target.unlink(missing_ok=True)
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": memory_limit, "threads": 1})
     try:
         con.execute(f"ATTACH '{path}' AS lookout_source (READ_ONLY)")
         con.execute(f"ATTACH '{target}' AS lookout_target")
