@@ -43,6 +43,8 @@ class Detection(BaseModel):
 
 
 AlertStatus = Literal["firing", "resolved"]
+#: (dedup_key, status, window_end in Unix milliseconds)
+AlertChangeKey = tuple[str, str, int]
 
 
 class Alert(BaseModel):
@@ -71,3 +73,9 @@ class Alert(BaseModel):
     reason: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     links: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def change_key(self) -> AlertChangeKey:
+        """This state change, as the `alerts` table can tell it: the incident, its new status
+        and the window that decided it (a later escalation or resolve has a later window)."""
+        return (self.dedup_key, self.status, round(self.window_end.timestamp() * 1000))

@@ -30,6 +30,7 @@ import numpy as np
 from detectors.base import Detector
 from schemas.batch import LogBatch
 from schemas.detection import Alert, Detection
+from worker.alert_handoff import AlertHandoff, HandoffJournal
 from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
@@ -98,6 +99,7 @@ class Engine:
         now: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] | None = time.time,
         keep_detections: bool = False,
+        handoff: HandoffJournal | None = None,
     ) -> None:
         self.settings = settings
         self._detectors = detectors
@@ -131,6 +133,7 @@ class Engine:
         self._deferred: list[tuple[LogBatch, list[str], bool]] = []
         #: alerts made durable but not yet delivered to every receiver
         self._outbox: list[Alert] = []
+        self._handoff = AlertHandoff(handoff if settings.evaluate else None, sink)
         self.stats = EngineStats()
 
     # -- ingest --------------------------------------------------------------------------------
@@ -392,6 +395,7 @@ class Engine:
         )
         if checkpoint.empty and not self._pending_acks:
             return True
+        self._handoff.prepare(checkpoint.alerts)
         write = _Write(
             checkpoint=checkpoint,
             undo=[(w, w.committed(self._detectors)) for w in dirty],
@@ -460,7 +464,7 @@ class Engine:
         self.stats.alerts.extend(write.alerts)
         if self._metrics is not None:
             self._metrics.alerts_sent(write.alerts)
-        self._notify(write.alerts)
+        self._notify([*self._handoff.recover(), *write.alerts])
         self._drop_finished_windows()
         if self._metrics is not None:
             self._metrics.checkpointed(write.seconds, len(self._windows))
@@ -540,9 +544,12 @@ class Engine:
         (receivers dedup on the stable dedup_key, so a repeat is harmless). The hook returns
         the alerts to retry; None means all were delivered.
         """
-        outbox = [*self._outbox, *alerts]
+        # one change once, where it first waited (a noted alert recovered late may also be
+        # in the write that just landed)
+        outbox = list({a.change_key: a for a in [*self._outbox, *alerts]}.values())
         if not outbox or self._notify_hook is None:
             self._outbox = []
+            self._handoff.handed(outbox)
             return
         try:
             undelivered = list(self._notify_hook(outbox) or ())
@@ -554,6 +561,17 @@ class Engine:
             log.error("alert outbox full: dropping the %d oldest undelivered alerts", dropped)
             undelivered = undelivered[dropped:]
         self._outbox = undelivered
+        waiting = {a.change_key for a in undelivered}
+        self._handoff.handed([a for a in outbox if a.change_key not in waiting])
+
+    def send_unsent_alerts(self) -> int:
+        """At start: page for the alerts a previous run stored and was stopped before sending
+        (see `worker.alert_handoff`); returns how many. A sink that cannot be read yet is asked
+        again after each checkpoint."""
+        recovered = self._handoff.recover()
+        if recovered:
+            self._notify(recovered)
+        return len(recovered)
 
     def _drop_finished_windows(self) -> None:
         """Forget fully durable windows well behind the watermark (memory bound): evaluated

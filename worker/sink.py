@@ -17,7 +17,7 @@ from typing import Any, Protocol, overload
 
 import orjson
 
-from schemas.detection import Alert, Detection
+from schemas.detection import Alert, AlertChangeKey, Detection
 
 #: one detector's state as its `to_row` returned it
 DetectorRow = Mapping[str, Any]
@@ -236,6 +236,11 @@ class Sink(Protocol):
         ...
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def stored_alerts(self, alerts: Sequence[Alert]) -> frozenset[AlertChangeKey]:
+        """Which of `alerts` the `alerts` table holds (by `Alert.change_key`): after a crash,
+        the evaluator that follows pages for the ones a checkpoint stored and never handed on."""
+        ...
 
     def load_frontier(self, active_within: float = 60.0) -> float | None:
         """The slowest event-time frontier among the writers that reported (with a durable

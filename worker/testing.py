@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from schemas.decode.api import DecodeLimits, decode_message
-from schemas.detection import Alert, Detection
+from schemas.detection import Alert, AlertChangeKey, Detection
 from schemas.errors import DecodeError
 from schemas.prediction_log import PredictionLog, canonical_json
 from worker.analyst_columns import ANALYST_COLUMNS, analyst_values
@@ -376,6 +376,12 @@ class MemorySink:
         self._check_read()
         with self._lock:
             return {key: orjson.loads(row) for key, row in self._references.items()}
+
+    def stored_alerts(self, alerts: Sequence[Alert]) -> frozenset[AlertChangeKey]:
+        self._check_read()
+        with self._lock:
+            stored = {a.change_key for a in self._alerts}
+        return frozenset(a.change_key for a in alerts if a.change_key in stored)
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         self._check_read()

@@ -128,6 +128,11 @@ class Dispatcher:
 
     # -- the engine side -------------------------------------------------------------------
 
+    @property
+    def outbox(self) -> Outbox:
+        """Also the engine's alert hand-off journal (`Outbox.prepare_handoff`)."""
+        return self._outbox
+
     def names(self) -> frozenset[str]:
         return frozenset(self._receivers)
 

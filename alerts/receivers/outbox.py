@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_receiver ON notifications (receiver, id);
+CREATE TABLE IF NOT EXISTS handoffs (
+    change_key TEXT PRIMARY KEY,
+    alert BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS groups (
     receiver TEXT NOT NULL,
     group_key TEXT NOT NULL,
@@ -185,6 +190,36 @@ class Outbox:
                 "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
             ).fetchone()
         return int(count)
+
+    # -- the hand-off from the sink ----------------------------------------------------------
+
+    def prepare_handoff(self, alerts: Sequence[Alert]) -> None:
+        """Note alerts a checkpoint is about to store, before the sink write: pages go out only
+        once the write landed, and a process killed between the two would otherwise leave an
+        alert in the `alerts` table that no receiver ever gets."""
+        rows = [(orjson.dumps(a.change_key).decode(), a.model_dump_json()) for a in alerts]
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.executemany(
+                    "INSERT OR REPLACE INTO handoffs (change_key, alert) VALUES (?,?)", rows
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def handed_off(self, alerts: Sequence[Alert]) -> None:
+        """These are with the receivers now (queued here, or given up on with an error)."""
+        keys = [(orjson.dumps(a.change_key).decode(),) for a in alerts]
+        with self._lock:
+            self._con.executemany("DELETE FROM handoffs WHERE change_key = ?", keys)
+
+    def pending_handoffs(self) -> list[Alert]:
+        """Prepared and never handed off, in the order they were prepared."""
+        with self._lock:
+            rows = self._con.execute("SELECT alert FROM handoffs ORDER BY rowid").fetchall()
+        return [Alert.model_validate_json(row[0]) for row in rows]
 
     # -- groups ----------------------------------------------------------------------------
 

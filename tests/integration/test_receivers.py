@@ -194,6 +194,49 @@ def test_an_incident_pages_once_and_resolves_once_across_a_restart(
     assert [a["status"] for a in hooked] == ["firing", "resolved"]
 
 
+class Killed(BaseException):
+    """kill -9, as far as this process's engine can tell: nothing after it runs."""
+
+
+def test_a_page_stored_by_a_worker_killed_before_sending_it_goes_out_from_its_successor(
+    servers: dict[str, StandIn], secrets_env: None, tmp_path: Path
+) -> None:
+    """The checkpoint holding the incident's firing alert lands, and the worker dies before
+    handing it to the receivers' outbox. The alert state says it was sent and its window reads
+    as judged, so nothing in the sink would page again: the worker that starts next must."""
+    before, after = incident_stream()
+    config = alerting(servers)
+    first = pipeline(tmp_path / "lookout.duckdb", "pod-1", config)
+
+    def killed_on_the_page(alerts: Sequence[Alert]) -> list[Alert]:
+        if any(a.dedup_key == SAFETY_KEY for a in alerts):
+            raise Killed
+        return []
+
+    first.engine._notify_hook = killed_on_the_page
+    with pytest.raises(Killed):
+        run(first, before, end=False)
+    assert first.dispatcher is not None
+    first.dispatcher.close(drain_seconds=0)
+    first.sink.close()
+    assert pd_events(servers["pd"], "trigger") == []  # the page never left
+
+    second = pipeline(tmp_path / "lookout.duckdb", "pod-2", config)
+    wait_for(lambda: len(pd_events(servers["pd"], "trigger")) == 1, what="the PagerDuty trigger")
+    wait_for(lambda: len(slack_messages(servers["slack"], "[FIRING")) == 1, what="Slack")
+    run(second, after, end=True)
+    wait_for(lambda: len(pd_events(servers["pd"], "resolve")) == 1, what="the resolve")
+    second.close()
+    third = pipeline(tmp_path / "lookout.duckdb", "pod-3", config)  # nothing left to send
+    third.close()
+    assert len(pd_events(servers["pd"], "trigger")) == 1
+    assert len(slack_messages(servers["slack"], "[FIRING")) == 1
+    trigger = pd_events(servers["pd"], "trigger")[0]
+    details = trigger["payload"]["custom_details"]  # type: ignore[index]
+    assert details["details"]["top_reasons"]["SAFETY"] > 0  # the whole alert, not a table row
+    assert servers["pd"].problems == servers["slack"].problems == []
+
+
 def test_failing_and_rate_limiting_receivers_deliver_once_and_never_block_the_worker(
     servers: dict[str, StandIn], secrets_env: None, tmp_path: Path
 ) -> None:

@@ -283,6 +283,21 @@ def test_baseline_acceptances_round_trip_once(sink: Sink) -> None:
     assert list(sink.load_baseline_accepts()) == [accept]
 
 
+def test_stored_alerts_names_each_state_change_the_alerts_table_holds(sink: Sink) -> None:
+    """What a restarted evaluator asks to page for alerts its predecessor stored and never
+    sent: the same incident firing, escalating a window later, then resolved are three."""
+    tracker = AlertTracker(AlertingConfig())
+    firing = tracker.observe(detection("a", S0))[0]
+    later = firing.model_copy(update={"window_end": firing.window_end + timedelta(minutes=1)})
+    resolved = firing.model_copy(update={"status": "resolved"})
+    other = firing.model_copy(update={"dedup_key": "lookout:b:safety:block_rate_above_ceiling"})
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))
+    sink.write_checkpoint(Checkpoint("w", 1, alerts=[resolved]))
+    asked = [firing, later, resolved, other]
+    assert sink.stored_alerts(asked) == {firing.change_key, resolved.change_key}
+    assert sink.stored_alerts([]) == frozenset()
+
+
 @pytest.mark.parametrize("kind", SINKS)
 def test_the_frontier_is_the_slowest_writer_that_still_reports(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path

@@ -268,7 +268,9 @@ def build_pipeline(
         on_ack=on_ack,
         now=now,
         keep_detections=keep_detections,
+        handoff=dispatcher.outbox if dispatcher is not None else None,
     )
+    engine.send_unsent_alerts()
     if config.engine.role == "all":
         # windows a stopped worker left unjudged (an evaluator finds them by itself)
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))

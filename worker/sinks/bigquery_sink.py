@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from schemas.detection import Alert, AlertChangeKey
 from worker.analyst_columns import slice_rows
 from worker.errors import LookoutError
 from worker.sink import (
@@ -563,6 +564,18 @@ class BigQuerySink:
             "QUALIFY ROW_NUMBER() OVER (PARTITION BY model, detector ORDER BY updated_at DESC) = 1"
         )
         return {(str(r["model"]), str(r["detector"])): orjson.loads(r["state"]) for r in rows}
+
+    def stored_alerts(self, alerts: Sequence[Alert]) -> frozenset[AlertChangeKey]:
+        keys = {a.change_key for a in alerts}
+        if not keys:
+            return frozenset()
+        rows = self.query(
+            "SELECT DISTINCT dedup_key, status, UNIX_MILLIS(window_end) AS ms FROM {ds}.alerts "
+            "WHERE dedup_key IN UNNEST(@keys)",
+            {"keys": sorted({k[0] for k in keys})},
+        )
+        stored = {(str(r["dedup_key"]), str(r["status"]), int(r["ms"])) for r in rows}
+        return frozenset(stored & keys)
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         rows = self.query(

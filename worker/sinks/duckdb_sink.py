@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from schemas.detection import Alert, AlertChangeKey
 from worker.analyst_columns import ANALYST_COLUMNS, MERGED_VIEW_SQL, slice_rows
 from worker.errors import SetupError, SinkBroken
 from worker.sink import (
@@ -598,6 +599,18 @@ class DuckDBSink:
                 "SELECT model, detector, state FROM detector_references"
             ).fetchall()
         return {(m, d): decode_states(s) for m, d, s in rows}
+
+    def stored_alerts(self, alerts: Sequence[Alert]) -> frozenset[AlertChangeKey]:
+        keys = {a.change_key for a in alerts}
+        if not keys:
+            return frozenset()
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT dedup_key, status, epoch_ms(window_end) FROM alerts "
+                "WHERE dedup_key IN (SELECT unnest(?))",
+                [sorted({k[0] for k in keys})],
+            ).fetchall()
+        return frozenset((str(d), str(s), int(ms)) for d, s, ms in rows) & keys
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         with self._lock:

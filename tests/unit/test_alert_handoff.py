@@ -1,0 +1,145 @@
+"""At-least-once paging across a crash: alerts a checkpoint stored are sent by the next start
+even if the process died before handing them to the receivers, and only those.
+
+The journal is the receivers' real SQLite outbox; the sink is the MemorySink (its outage switch
+makes the sink unreadable at start)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alerts.receivers.outbox import Outbox
+from alerts.state import AlertTracker
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
+from schemas.batch import LogBatch
+from schemas.detection import Alert
+from schemas.prediction_log import PredictionLog
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.sink import Checkpoint
+from worker.testing import FakeClock, MemorySink
+
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+
+
+def alert(model: str, minute: int, status: str = "firing") -> Alert:
+    return Alert(
+        dedup_key=f"lookout:{model}:safety:block_rate_above_baseline",
+        status=status,
+        severity="critical",
+        detector="safety",
+        model=model,
+        condition="block_rate_above_baseline",
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=minute),
+        value=0.1,
+        threshold=0.03,
+        baseline=0.02,
+        sample_size=400,
+        summary=f"{model} blocks",
+        details={"top_reasons": {"SAFETY": 7}},
+    )
+
+
+class Receivers:
+    """The engine's notify hook: records what it was given; `refuse` hands some back."""
+
+    def __init__(self) -> None:
+        self.got: list[Alert] = []
+        self.refuse: set[str] = set()
+
+    def __call__(self, alerts: Sequence[Alert]) -> list[Alert]:
+        self.got.extend(alerts)
+        return [a for a in alerts if a.model in self.refuse]
+
+
+def engine(sink: MemorySink, journal: Outbox, receivers: Receivers) -> Engine:
+    detectors = build_detectors(dict.fromkeys(("safety",)))
+    evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
+    return Engine(
+        EngineSettings(),
+        detectors,
+        sink,
+        evaluator,
+        notify=receivers,
+        now=FakeClock(),
+        handoff=journal,
+    )
+
+
+def one_record(request_id: str) -> LogBatch:
+    return LogBatch.from_logs(
+        [PredictionLog(request_id=request_id, timestamp=T0, model="a", latency_ms=100.0)]
+    )
+
+
+def test_the_next_start_sends_what_was_stored_and_drops_what_never_landed(tmp_path: Path) -> None:
+    journal, sink = Outbox(tmp_path / "outbox.sqlite"), MemorySink()
+    stored, never_stored = alert("a", 5), alert("b", 5)
+    journal.prepare_handoff([stored, never_stored])  # noted, then the write ...
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[stored]))  # ... lands for one of them
+    journal.close()  # kill -9
+
+    journal = Outbox(tmp_path / "outbox.sqlite")
+    receivers = Receivers()
+    assert engine(sink, journal, receivers).send_unsent_alerts() == 1
+    assert receivers.got == [stored]  # the whole alert, details included
+    assert journal.pending_handoffs() == []
+    assert engine(sink, journal, Receivers()).send_unsent_alerts() == 0  # sent once
+
+
+def test_an_alert_the_receivers_did_not_take_stays_noted_for_the_next_start() -> None:
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    receivers.refuse = {"b"}
+    worker = engine(sink, journal, receivers)
+    refused, taken = alert("b", 5), alert("a", 5)
+    journal.prepare_handoff([refused, taken])
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[refused, taken]))
+    assert worker.send_unsent_alerts() == 2
+    assert journal.pending_handoffs() == [refused]  # still waiting: a crash now keeps it
+
+    receivers.refuse = set()
+    successor = engine(sink, journal, receivers)
+    assert successor.send_unsent_alerts() == 1
+    assert receivers.got[-1] == refused
+    assert journal.pending_handoffs() == []
+
+
+def test_a_sink_unreadable_at_start_is_asked_again_after_the_next_checkpoint() -> None:
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    stored = alert("a", 5)
+    journal.prepare_handoff([stored])
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[stored]))
+    sink.fail_writes(reads=True)
+    worker = engine(sink, journal, receivers)
+    assert worker.send_unsent_alerts() == 0
+    assert receivers.got == [] and journal.pending_handoffs() == [stored]
+
+    sink.heal()
+    worker.feed(one_record("r1"), ["m1"])
+    assert worker.checkpoint()
+    assert receivers.got == [stored]  # once
+    assert journal.pending_handoffs() == []
+
+
+def test_alerts_are_noted_before_the_write_and_struck_once_handed_on() -> None:
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    worker = engine(sink, journal, receivers)
+    noted_during_write: list[list[Alert]] = []
+    write = sink.write_checkpoint
+
+    def watching(checkpoint: Checkpoint) -> None:
+        noted_during_write.append(journal.pending_handoffs())
+        write(checkpoint)
+
+    sink.write_checkpoint = watching  # type: ignore[method-assign]
+    firing = alert("a", 5)
+    worker._pending_alerts.append(firing)  # what a judged window leaves for the checkpoint
+    worker.feed(one_record("r1"), ["m1"])
+    assert worker.checkpoint()
+    assert noted_during_write == [[firing]]
+    assert receivers.got == [firing]
+    assert journal.pending_handoffs() == []
