@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -79,3 +80,9 @@ class Alert(BaseModel):
         """This state change, as the `alerts` table can tell it: the incident, its new status
         and the window that decided it (a later escalation or resolve has a later window)."""
         return (self.dedup_key, self.status, round(self.window_end.timestamp() * 1000))
+
+    @property
+    def fingerprint(self) -> str:
+        """This exact alert: one window can make two changes of one incident with the same
+        `change_key` (an escalation and the sustained-shift notice), each its own page."""
+        return hashlib.blake2b(self.model_dump_json().encode(), digest_size=16).hexdigest()

@@ -544,9 +544,9 @@ class Engine:
         (receivers dedup on the stable dedup_key, so a repeat is harmless). The hook returns
         the alerts to retry; None means all were delivered.
         """
-        # one change once, where it first waited (a noted alert recovered late may also be
+        # each alert once, where it first waited (a noted alert recovered late may also be
         # in the write that just landed)
-        outbox = list({a.change_key: a for a in [*self._outbox, *alerts]}.values())
+        outbox = list({a.fingerprint: a for a in [*self._outbox, *alerts]}.values())
         if not outbox or self._notify_hook is None:
             self._outbox = []
             self._handoff.handed(outbox)
@@ -561,8 +561,8 @@ class Engine:
             log.error("alert outbox full: dropping the %d oldest undelivered alerts", dropped)
             undelivered = undelivered[dropped:]
         self._outbox = undelivered
-        waiting = {a.change_key for a in undelivered}
-        self._handoff.handed([a for a in outbox if a.change_key not in waiting])
+        waiting = {a.fingerprint for a in undelivered}
+        self._handoff.handed([a for a in outbox if a.fingerprint not in waiting])
 
     def send_unsent_alerts(self) -> int:
         """At start: page for the alerts a previous run stored and was stopped before sending

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_receiver ON notifications (receiver, id);
 CREATE TABLE IF NOT EXISTS handoffs (
-    change_key TEXT PRIMARY KEY,
+    fingerprint TEXT PRIMARY KEY,
     alert BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS groups (
@@ -197,12 +197,12 @@ class Outbox:
         """Note alerts a checkpoint is about to store, before the sink write: pages go out only
         once the write landed, and a process killed between the two would otherwise leave an
         alert in the `alerts` table that no receiver ever gets."""
-        rows = [(orjson.dumps(a.change_key).decode(), a.model_dump_json()) for a in alerts]
+        rows = [(a.fingerprint, a.model_dump_json()) for a in alerts]
         with self._lock:
             self._con.execute("BEGIN IMMEDIATE")
             try:
                 self._con.executemany(
-                    "INSERT OR REPLACE INTO handoffs (change_key, alert) VALUES (?,?)", rows
+                    "INSERT OR REPLACE INTO handoffs (fingerprint, alert) VALUES (?,?)", rows
                 )
                 self._con.execute("COMMIT")
             except BaseException:
@@ -211,9 +211,9 @@ class Outbox:
 
     def handed_off(self, alerts: Sequence[Alert]) -> None:
         """These are with the receivers now (queued here, or given up on with an error)."""
-        keys = [(orjson.dumps(a.change_key).decode(),) for a in alerts]
+        keys = [(a.fingerprint,) for a in alerts]
         with self._lock:
-            self._con.executemany("DELETE FROM handoffs WHERE change_key = ?", keys)
+            self._con.executemany("DELETE FROM handoffs WHERE fingerprint = ?", keys)
 
     def pending_handoffs(self) -> list[Alert]:
         """Prepared and never handed off, in the order they were prepared."""

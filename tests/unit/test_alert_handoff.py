@@ -15,7 +15,7 @@ from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
-from schemas.detection import Alert
+from schemas.detection import Alert, Detection
 from schemas.prediction_log import PredictionLog
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
@@ -143,3 +143,40 @@ def test_alerts_are_noted_before_the_write_and_struck_once_handed_on() -> None:
     assert noted_during_write == [[firing]]
     assert receivers.got == [firing]
     assert journal.pending_handoffs() == []
+
+
+def alerting_window(minute: int, severity: str) -> Detection:
+    start = T0 + timedelta(minutes=minute)
+    return Detection(
+        detector="safety",
+        model="a",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        verdict="alert",
+        condition="block_rate_above_baseline",
+        severity=severity,
+        value=0.1,
+        threshold=0.03,
+        baseline=0.02,
+        sample_size=400,
+        reason="blocks",
+    )
+
+
+def test_two_changes_one_window_makes_are_both_sent_and_both_noted(tmp_path: Path) -> None:
+    """The window that crosses the 6-hour horizon and turns critical makes an escalation and
+    the sustained-shift notice: same incident, status and window, two pages (a review found
+    the second replacing the first)."""
+    tracker = AlertTracker(AlertingConfig())
+    for minute in range(359):
+        tracker.observe(alerting_window(minute, "warning"))
+    both = tracker.observe(alerting_window(359, "critical"))
+    assert both[0].change_key == both[1].change_key
+    assert "escalated" in both[0].summary and "sustained" in both[1].summary
+
+    journal, sink, receivers = Outbox(tmp_path / "outbox.sqlite"), MemorySink(), Receivers()
+    journal.prepare_handoff(both)
+    assert journal.pending_handoffs() == both
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=both))
+    assert engine(sink, journal, receivers).send_unsent_alerts() == 2
+    assert receivers.got == both
