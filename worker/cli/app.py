@@ -193,7 +193,9 @@ def global_options(
     setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
-@config_app.command("check")
+@config_app.command(
+    "check", short_help="Validate a configuration file, LOOKOUT_… overrides applied."
+)
 def config_check(
     path: Annotated[Path, typer.Argument(help="The YAML file to validate.", dir_okay=False)],
 ) -> None:

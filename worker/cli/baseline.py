@@ -27,7 +27,9 @@ baseline_app = typer.Typer(
 app.add_typer(baseline_app, name="baseline")
 
 
-@baseline_app.command("accept")
+@baseline_app.command(
+    "accept", short_help="Accept an open incident's current level as the new baseline."
+)
 def accept(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name, as in the alert.")],
     detector: Annotated[

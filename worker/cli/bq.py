@@ -17,6 +17,7 @@ from worker.cli.app import app
 
 bq_app = typer.Typer(
     help="Set up the BigQuery dataset Lookout writes to (honours BIGQUERY_EMULATOR_HOST).",
+    short_help="Set up the BigQuery dataset (honours BIGQUERY_EMULATOR_HOST).",
     no_args_is_help=True,
 )
 app.add_typer(bq_app, name="bq")
@@ -27,7 +28,9 @@ def _die(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-@bq_app.command("init")
+@bq_app.command(
+    "init", short_help="Create the dataset, tables and views (idempotent; additive only)."
+)
 def init(
     project: Annotated[str, typer.Option("--project", "-p", help="Google Cloud project id.")],
     dataset: Annotated[

@@ -44,7 +44,7 @@ FormatOption = Annotated[
 _progress = progress_bar
 
 
-@app.command()
+@app.command(short_help="Replay a file of prediction logs through the pipeline into DuckDB.")
 def replay(
     file: Annotated[str, typer.Argument(help="NDJSON file of prediction logs, or - for stdin.")],
     config_path: ConfigOption = None,
@@ -182,7 +182,7 @@ def replay(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Write simulated prediction logs as NDJSON, for replay or publish.")
 def simulate(
     out: Annotated[Path, typer.Option("--out", "-o", help="NDJSON file to write (- for stdout).")],
     hours: Annotated[float, typer.Option(help="Simulated hours.", min=0.01)] = 1.0,
@@ -312,7 +312,7 @@ def _quarantine_named_once() -> Iterator[None]:
         engine_log.disabled = was
 
 
-@app.command()
+@app.command(short_help="Print records as canonical prediction logs, one JSON per line.")
 def decode(
     file: Annotated[str, typer.Argument(help="NDJSON file (or - for stdin) in any wire format.")],
     format_hint: FormatOption = None,
@@ -451,7 +451,7 @@ def _open(command: str, path: Path) -> BufferedIOBase:
         fail(f"{command}: cannot read {path}: {error.strerror}")
 
 
-@app.command()
+@app.command(short_help="Run the long-running worker as the configuration sets it up.")
 def run(
     config_path: Annotated[
         Path, typer.Option("--config", "-c", help="YAML configuration file.", dir_okay=False)

@@ -196,7 +196,7 @@ def print_summary(
     console.print(f"took {seconds:.1f} s")
 
 
-@app.command()
+@app.command(short_help="Simulate LLM traffic with one incident of each kind, end to end.")
 def demo(
     hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
     db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(

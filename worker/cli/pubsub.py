@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 pubsub_app = typer.Typer(
     help="Set up Cloud Pub/Sub resources for Lookout (honours PUBSUB_EMULATOR_HOST).",
+    short_help="Set up Cloud Pub/Sub resources (honours PUBSUB_EMULATOR_HOST).",
     no_args_is_help=True,
 )
 app.add_typer(pubsub_app, name="pubsub")
@@ -99,7 +100,9 @@ def _run_guarded(step: str, call: Callable[[], T], channels: ChannelFactory, tim
         )
 
 
-@pubsub_app.command("init")
+@pubsub_app.command(
+    "init", short_help="Create the topic, subscription and dead-letter topic, idempotently."
+)
 def pubsub_init(
     project: ProjectOption,
     topic: TopicOption,
@@ -242,7 +245,7 @@ def _read_lines(stream: IO[bytes]) -> Iterator[bytes]:
     yield from iter(stream.readline, b"")
 
 
-@app.command()
+@app.command(short_help="Publish prediction logs from a file or stdin to a Pub/Sub topic.")
 def publish(
     file: Annotated[
         str, typer.Argument(help="NDJSON file of prediction logs, or - for standard input.")
@@ -275,7 +278,7 @@ def publish(
     ] = None,
     timeout: TimeoutOption = 15.0,
 ) -> None:
-    """Publish a stream of prediction logs (e.g. from `lookout simulate`) to a topic.
+    """Publish a stream of prediction logs, such as `lookout simulate` writes, to a topic.
 
     Blank lines are skipped. Waits for every publish to be confirmed by Pub/Sub, shows a
     progress bar on stderr when it is a terminal, then prints how many lines and messages were

@@ -26,7 +26,9 @@ def _moment(text: str, option: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-@retune_app.command("export")
+@retune_app.command(
+    "export", short_help="Export the tuning dataset for MODEL between --from and --to."
+)
 def export(
     model: Annotated[str, typer.Option("--model", help="The model whose samples to export.")],
     start: Annotated[str, typer.Option("--from", help="Start of the range (ISO 8601, UTC).")],
