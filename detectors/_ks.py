@@ -50,10 +50,20 @@ def ks_statistic(current: FloatArray, reference: FloatArray) -> float:
     """sup |F_current − F_reference| of two non-empty samples without NaN."""
     a = np.sort(current)
     b = np.sort(reference)
+    n, m = len(a), len(b)
+    # One merge of the two sorted runs instead of looking every pooled value up in both (half
+    # the time at 350 against a 5,000-value reference): the number of values of each sample at
+    # or below a pooled value is a running count, read at the last of each run of equal values
+    # (where `searchsorted(side="right")` reads it), so the differences are the same numbers.
     pooled = np.concatenate([a, b])
-    diff = np.searchsorted(a, pooled, side="right") / len(a) - np.searchsorted(
-        b, pooled, side="right"
-    ) / len(b)
+    order = np.argsort(pooled, kind="stable")
+    values = pooled[order]
+    below_a = np.cumsum(order < n)
+    below_b = np.arange(1, n + m + 1) - below_a
+    last = np.empty(n + m, dtype=bool)
+    last[-1] = True
+    np.not_equal(values[1:], values[:-1], out=last[:-1])
+    diff = below_a[last] / n - below_b[last] / m
     return float(max(min(max(-float(diff.min()), 0.0), 1.0), float(diff.max())))
 
 
