@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.alert_config import AlertingConfig
+from schemas.alert_config import BUILTIN_RECEIVERS, AlertingConfig
 from schemas.detector_config import LatencyConfig, SafetyConfig, TokensConfig
 from schemas.drift_config import DescriptorDriftConfig, EmbeddingDriftConfig
 
@@ -244,6 +244,24 @@ class LookoutConfig(BaseSettings):
                     f"checkpoint_seconds ({needed:g})"
                 )
                 raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _routes_name_declared_receivers(self) -> LookoutConfig:
+        """A route to a receiver nobody declared would lose its alerts with one log line, at
+        the first page: refuse the file instead. (`AlertingConfig` alone stays open to
+        receivers given in code, as tests and embedders do.)"""
+        alerting = self.alerting
+        declared = {r.name for r in alerting.receivers} | BUILTIN_RECEIVERS
+        named = [(f"alerting.routes[{i}].receivers", n) for i, route in enumerate(alerting.routes)
+                 for n in route.receivers]  # fmt: skip
+        named += [("alerting.default_receiver", alerting.default_receiver)]
+        named += [("alerting.info_receiver", alerting.info_receiver)]
+        unknown = [f"{where}: {name!r}" for where, name in named if name not in declared]
+        if unknown:
+            known = ", ".join(sorted(declared))
+            msg = f"receivers not declared in alerting.receivers ({known}): " + "; ".join(unknown)
+            raise ValueError(msg)
         return self
 
     @classmethod

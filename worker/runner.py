@@ -55,6 +55,8 @@ class RunResult:
     invalid_records: int = 0
     nacked_messages: int = 0
     stopped_by_signal: bool = False
+    #: the source ran out (a file read to its end), as opposed to a stop
+    end_of_input: bool = False
     clean_exit: bool = True
     seconds: float = 0.0
 
@@ -302,6 +304,7 @@ def run(
     source.stop()
     deadline = now() + max(settings.grace_period_seconds - settings.close_reserve_seconds, 0.0)
     end_of_input = source.exhausted and not result.stopped_by_signal
+    result.end_of_input = end_of_input
     ok = engine.finish(end_of_input=end_of_input)
     while not ok and now() < deadline:
         sleep(min(1.0, max(0.0, deadline - now())))

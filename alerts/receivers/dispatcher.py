@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -171,14 +172,17 @@ class Dispatcher:
             return Grouping(("dedup_key",), timedelta(0), timedelta(0), every)
         return self._router.grouping(alert, receiver)
 
-    def pump(self) -> None:
-        """Turn every group that is due into notifications in the outbox."""
+    def pump(self, *, waiting_too: bool = False) -> None:
+        """Turn every group that is due into notifications in the outbox; `waiting_too` sends
+        pending changes whose `group_wait` or `group_interval` has not passed yet."""
         now = self._clock()
         with self._lock:
             for key, state in list(self._groups.items()):
-                self._pump_group(key, state, now)
+                self._pump_group(key, state, now, waiting_too=waiting_too)
 
-    def _pump_group(self, key: tuple[str, str], state: GroupState, now: float) -> None:
+    def _pump_group(
+        self, key: tuple[str, str], state: GroupState, now: float, *, waiting_too: bool = False
+    ) -> None:
         receiver, group_key = key
         runtime = self._receivers.get(receiver)
         sample = next(iter(state.pending.values()), None) or next(iter(state.active.values()), None)
@@ -196,7 +200,7 @@ class Dispatcher:
                 due = since + grouping.group_wait.total_seconds()
             else:
                 due = state.last_sent_at + grouping.group_interval.total_seconds()
-            if now < due:
+            if now < due and not waiting_too:
                 return
             batch = only_firing_or_all(list(state.pending.values()), runtime.config.send_resolved)
             state.pending, state.pending_since = {}, None
@@ -325,14 +329,28 @@ class Dispatcher:
             runtime.wake.wait(1.0 if wait is None else min(wait, 1.0))
             runtime.wake.clear()
 
-    def close(self, *, drain_seconds: float = 2.0) -> None:
-        """Flush due groups, give deliveries `drain_seconds` to finish, then stop. What is
-        left stays in the outbox for the next start."""
+    def close(self, *, drain_seconds: float = 2.0, flush_groups: bool = False) -> None:
+        """Flush due groups (every pending one with `flush_groups`: the input ended, nothing
+        more will join them), give deliveries `drain_seconds` to finish, then stop. What is
+        left stays in the outbox for the next start, and the log says so."""
         if self._threads:
-            self.pump()
+            self.pump(waiting_too=flush_groups)
             deadline = time.monotonic() + drain_seconds
             while time.monotonic() < deadline and any(self.pending(n) for n in self._receivers):
                 time.sleep(0.05)
+        with self._lock:
+            waiting: Tally[str] = Tally()
+            for (receiver, _), state in self._groups.items():
+                waiting[receiver] += len(state.pending)
+        for receiver in self._receivers:
+            queued = self.pending(receiver) + waiting[receiver]
+            if queued:
+                log.warning(
+                    "receiver %s: %d notification(s) not sent yet; they stay in the outbox "
+                    "and go out after the next start",
+                    receiver,
+                    queued,
+                )
         self._stop.set()
         self._wake.set()
         for runtime in self._receivers.values():

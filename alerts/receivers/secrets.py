@@ -7,10 +7,10 @@ failure names where the secret should have been (`env LOOKOUT_SLACK_WEBHOOK_URL`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from schemas.alert_config import SecretRef
+from schemas.alert_config import ReceiverConfig, SecretRef
 
 
 class SecretError(Exception):
@@ -38,3 +38,21 @@ def resolve_secret(
         msg = f"{where}: the file is empty"
         raise SecretError(msg)
     return value.strip()
+
+
+def unreadable_secrets(
+    receivers: Sequence[ReceiverConfig], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per receiver secret that cannot be read here and now (what `lookout run`
+    would refuse to start on), for `lookout config check` to warn about before a deploy."""
+    problems = []
+    for receiver in receivers:
+        for field in type(receiver).model_fields:
+            ref = getattr(receiver, field)
+            if not isinstance(ref, SecretRef):
+                continue
+            try:
+                resolve_secret(ref, receiver=receiver.name, field=field, environ=environ)
+            except SecretError as error:
+                problems.append(str(error))
+    return problems

@@ -32,7 +32,7 @@ detectors:
 alerting:
   resolve_after_ok_windows: 2
   routes:
-    - receivers: [pagerduty]
+    - receivers: [log]
       detector: safety
       min_severity: critical
 metrics:
@@ -74,7 +74,7 @@ def test_a_good_file_is_ok_and_prints_the_effective_configuration(tmp_path: Path
     config = effective(result)
     assert config["engine"]["window_seconds"] == 60
     assert config["metrics"]["models"] == ["gemini-1.5-flash", "text-bison", "gpt-4o-mini"]
-    assert config["alerting"]["routes"][0]["receivers"] == ["pagerduty"]
+    assert config["alerting"]["routes"][0]["receivers"] == ["log"]
     assert config["detectors"]["latency"]["slo"]["threshold_ms"] == 3000
 
 
@@ -180,3 +180,12 @@ def test_no_secret_value_in_the_output(tmp_path: Path, text: str, env: dict[str,
     assert result.returncode == (0 if text == GOOD and not any("LOOKOUT" in k for k in env) else 2)
     for secret in (SLACK_WEBHOOK, ROUTING_KEY, "s3cr3t"):
         assert secret not in result.stdout and secret not in result.stderr, result.describe()
+
+
+def test_a_route_to_a_receiver_nobody_declared_is_refused(tmp_path: Path) -> None:
+    """Its alerts would be lost at the first page with one log line: refuse the file."""
+    text = "alerting:\n  routes: [{receivers: [nosuch], model: gemini-*}]\n"
+    result = check(tmp_path, text)
+    assert result.returncode == 2, result.describe()
+    assert "alerting.routes[0].receivers: 'nosuch'" in result.stderr
+    assert "not declared in alerting.receivers (console, log)" in result.stderr

@@ -3,10 +3,12 @@ the config file (secrets from env and mounted files), and the README's examples.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
 
+from schemas.alert_config import AlertingConfig
 from schemas.config import LookoutConfig
 from tests.e2e.conftest import assert_no_traceback, lookout
 from tests.integration.receiver_stand_ins import StandIn
@@ -85,7 +87,8 @@ def test_the_readme_receivers_example_is_a_valid_config() -> None:
     examples = [part.split("```", 1)[0] for part in section.split("```text\n")[1:]]
     assert len(examples) == 2
     config = LookoutConfig.model_validate(yaml.safe_load(examples[0]))
-    retune = LookoutConfig.model_validate(yaml.safe_load(examples[1])).alerting.retune
+    # the retune example continues the first one (its route names a receiver declared there)
+    retune = AlertingConfig.model_validate(yaml.safe_load(examples[1])["alerting"]).retune
     assert [a.kind for a in retune.actions] == ["pubsub", "vertex_pipeline", "kfp"]
     assert retune.export is not None and "$model" in retune.export.query
     names = {r.name for r in config.alerting.receivers}
@@ -159,3 +162,64 @@ def test_lookout_run_pages_pagerduty_and_slack_once_per_incident(
     again = lookout("run", "--config", "lookout.yaml", cwd=tmp_path, env=env, timeout=300)
     assert again.returncode == 0, again.describe()
     assert len(pd.accepted()) == len(triggers) + len(resolves)  # a restart re-pages nobody
+
+
+def test_a_replay_sends_grouped_notifications_before_it_exits(
+    servers: dict[str, StandIn], tmp_path: Path
+) -> None:
+    """A route that groups by model and waits 30 s before a group's first message: a replay
+    of past logs ends long before that, and nothing more will join the group. Its page and
+    resolve must reach Slack before `lookout replay` returns, not wait for a next start."""
+    simulated = lookout(
+        "simulate",
+        *("--out", "logs.ndjson", "--hours", "0.6", "--rate", "300"),
+        *("--incident", "safety_spike@15m:10m", "--format", "native"),
+        cwd=tmp_path,
+    )
+    assert simulated.returncode == 0, simulated.describe()
+    config = {
+        "detectors": {"enabled": ["safety"]},
+        "metrics": {"enabled": False},
+        "alerting": {
+            "receivers": [{"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}}],
+            "routes": [
+                {
+                    "receivers": ["team-slack"],
+                    "group_by": ["model"],
+                    "group_wait": "30s",
+                    "group_interval": "5m",
+                }
+            ],
+        },
+    }
+    (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+    env = {"SLACK": servers["slack"].url + SLACK_PATH}
+    started = time.monotonic()
+    replay = lookout(
+        "replay", "logs.ndjson", "--config", "lookout.yaml", "--db", "r.duckdb",
+        cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.describe()
+    assert time.monotonic() - started < 30  # sent at the end of the input, not after group_wait
+    texts = [r.body["text"] for r in servers["slack"].accepted()]
+    assert any(t.startswith("[FIRING") for t in texts), replay.describe()
+    assert any(t.startswith("[RESOLVED") for t in texts), replay.describe()
+    assert servers["slack"].problems == []
+    assert "not sent yet" not in replay.stderr
+
+
+def test_config_check_warns_about_secrets_it_cannot_read_here(tmp_path: Path) -> None:
+    """Not an error (this may not be the machine it runs on), but said before a deploy rather
+    than by a worker that will not start; a route's `continue` is printed as it is written."""
+    text = CONTRACT_CONFIG.replace("severity: critical}", "severity: critical, continue: true}")
+    (tmp_path / "lookout.yaml").write_text(text)
+    env = {k: v for k, v in SECRET_ENV.items() if k != "LOOKOUT_SLACK_WEBHOOK_URL"}
+    result = lookout("config", "check", "lookout.yaml", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.describe()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, result.describe()  # the unset variable, the unmounted file
+    assert "'team-slack' webhook_url (env LOOKOUT_SLACK_WEBHOOK_URL)" in warnings[0]
+    assert "'audit-hook' hmac_secret (file /var/run/secrets/lookout/hmac)" in warnings[1]
+    assert "continue: true" in result.stdout and "continue_" not in result.stdout
+    assert not [s for s in SECRETS if s in result.stdout + result.stderr]
+    assert_no_traceback(result)

@@ -202,10 +202,17 @@ def config_check(
     """Validate a configuration file (with LOOKOUT_… environment overrides applied).
 
     Prints the effective configuration with secrets left out, or one line per problem
-    (the key's path and what is wrong) and exit status 2.
+    (the key's path and what is wrong) and exit status 2. A receiver secret that cannot be
+    read here (a variable not set, a file not mounted) is a warning: this may not be the
+    machine it runs on, but `lookout run` there refuses to start without it.
     """
     import yaml
 
+    from alerts.receivers.secrets import unreadable_secrets
+
     config = configured(path)
     typer.echo(f"{path}: ok")
-    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
+    effective = config.model_dump(mode="json", by_alias=True)  # `continue`, as it is written
+    typer.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
+    for problem in unreadable_secrets(config.alerting.receivers):
+        typer.echo(f"warning: {problem} (`lookout run` will not start without it)", err=True)

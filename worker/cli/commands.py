@@ -130,7 +130,7 @@ def replay(
             title=f"Lookout replay of {file}",
             second_opinion=evidently_second_opinion,
         )
-    pipeline.close()
+    pipeline.close(input_ended=result.end_of_input)
     for q in stats.quarantine_examples:
         say(
             "lookout.replay",

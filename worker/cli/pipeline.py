@@ -69,11 +69,17 @@ class Pipeline:
             expected_embedding_dim=self.config.decode.embedding_dim,
         )
 
-    def close(self) -> None:
+    def close(self, *, input_ended: bool = False) -> None:
+        """`input_ended`: the source ran out (a replay, a file read to its end), so no alert
+        will join a group that still waits: grouped notifications are sent now, not left for
+        a next start that may never come."""
         if self.dispatcher is not None:
             # a share of the shutdown grace period for in-flight pages; the rest stays in the
             # persisted outbox and goes out after the next start
-            self.dispatcher.close(drain_seconds=self.config.engine.grace_period_seconds / 3)
+            self.dispatcher.close(
+                drain_seconds=self.config.engine.grace_period_seconds / 3,
+                flush_groups=input_ended,
+            )
         if self.retune is not None:
             self.retune.close()
         self.sink.close()

@@ -200,6 +200,7 @@ def serve(config: LookoutConfig) -> int:
         print(f"lookout run: {error}", file=sys.stderr)
         return 1
     stop = _stop_event()
+    input_ended = False
     try:
         result = run(
             source,
@@ -209,10 +210,11 @@ def serve(config: LookoutConfig) -> int:
             settings=run_settings(config),
             metrics=pipeline.metrics,
         )
+        input_ended = result.end_of_input
     finally:
         if health is not None:
             health.stop()
-        pipeline.close()
+        pipeline.close(input_ended=input_ended)
         _ignore_late_signals()
     stats = pipeline.engine.stats
     print(
