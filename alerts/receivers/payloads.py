@@ -179,7 +179,17 @@ def slack_message(alerts: Sequence[Alert], *, repeat: bool = False) -> dict[str,
                 ],
             }
         )
-    return {"text": _clip(redact_secrets(title + ": " + first.summary), 3000), "blocks": blocks}
+    text = title + ": " + _without_prefix(first)
+    return {"text": _clip(redact_secrets(text), 3000), "blocks": blocks}
+
+
+def _without_prefix(alert: Alert) -> str:
+    """The summary after its own `[STATUS] model detector: ` (the title already says that)."""
+    for status in ("FIRING", "RESOLVED"):
+        prefix = f"[{status}] {alert.model} {alert.detector}: "
+        if alert.summary.startswith(prefix):
+            return alert.summary[len(prefix) :]
+    return alert.summary
 
 
 # -- PagerDuty ---------------------------------------------------------------------------------

@@ -89,3 +89,29 @@ def test_an_unknown_detector_is_one_line_naming_the_known_ones(tmp_path: Path) -
         "lookout: baseline accept: --detector: unknown detector(s) saftey; known: safety, "
         "latency, tokens, embedding_drift, descriptor_drift"
     ], result.describe()
+
+
+def test_db_names_the_duckdb_file_as_for_replay_and_sql(tmp_path: Path) -> None:
+    """`replay … --db X` then `baseline accept … --db X` said "No such option: --db"."""
+    from worker.sinks.duckdb_sink import DuckDBSink
+
+    made = tmp_path / "accept.duckdb"
+    DuckDBSink(made, memory_limit="256MB").close()  # a sink with no open incident
+    config = tmp_path / "lookout.yaml"
+    config.write_text(f"sink:\n  path: {tmp_path / 'elsewhere.duckdb'}\n")
+    accept = ("baseline", "accept", "--model", MODEL, "--detector", "safety")
+
+    given = lookout(*accept, "--db", made, "--config", config, cwd=tmp_path)
+    assert_no_traceback(given)
+    assert given.returncode == 1 and "no open incident" in given.stderr, given.describe()
+
+    missing = lookout(*accept, "--db", "missing.duckdb", cwd=tmp_path)
+    assert missing.returncode == 2, missing.describe()
+    assert missing.stderr.splitlines() == [
+        "lookout: baseline accept: no sink at missing.duckdb (--db); nothing to accept"
+    ], missing.describe()
+
+    from_env = lookout(*accept, cwd=tmp_path, env={"LOOKOUT_SINK__PATH": str(made)})
+    assert from_env.returncode == 1 and "no open incident" in from_env.stderr, from_env.describe()
+    helped = lookout("baseline", "accept", "--help", cwd=tmp_path).stdout
+    assert "DuckDB file (default from config)." in helped, helped

@@ -123,3 +123,11 @@ def test_command_list_at_80_columns_has_whole_summaries(
         name: (summary, why) for name, summary in summaries.items() if (why := cut_summary(summary))
     }
     assert cut == {}, result.stdout
+
+
+def test_top_level_help_names_both_sinks(tmp_path: Path) -> None:
+    """`lookout --help` said aggregates land "in DuckDB" only; BigQuery is a sink too."""
+    result = lookout("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "lands window aggregates in DuckDB (the embedded default) or BigQuery," in text, text

@@ -52,3 +52,17 @@ def test_init_rejects_out_of_range_settings_before_calling_pubsub(
 ) -> None:
     with pytest.raises(InvalidSetting, match="max_delivery_attempts must be between 5 and 100"):
         init_pubsub(PROJECT, "t", "s", "d", max_delivery_attempts=3, channels=pubsub_channels)
+
+
+def test_the_service_account_note_is_for_the_real_service_only() -> None:
+    """The emulator has no IAM: the roles/… note is for pubsub.googleapis.com alone."""
+    from worker.sources.grpc_channel import channel_factory
+    from worker.sources.pubsub_admin import dead_letter_iam_note
+
+    dlq = "projects/p/topics/logs-dlq"
+    sub = "projects/p/subscriptions/logs-sub"
+    note = dead_letter_iam_note(channel_factory(None), dlq, sub)
+    assert note is not None
+    assert f"roles/pubsub.publisher on {dlq}" in note
+    assert f"roles/pubsub.subscriber on {sub}" in note
+    assert dead_letter_iam_note(channel_factory("127.0.0.1:8085"), dlq, sub) is None

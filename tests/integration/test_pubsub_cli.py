@@ -127,11 +127,45 @@ def test_init_with_immediate_redelivery_sets_no_retry_policy_and_is_idempotent(
     assert again.stdout.count(": exists") == 2, again.stdout
     with_backoff = invoke(pubsub_emulator, *args[:-1])
     assert with_backoff.exit_code == 1
-    assert "retry_min_backoff_seconds is None, asked 10" in with_backoff.stdout
+    assert "retry_min_backoff_seconds is none (no retry policy), asked 10" in with_backoff.stdout
+    assert "None" not in with_backoff.stdout, with_backoff.stdout
     both = invoke(pubsub_emulator, *args, "--retry-min-backoff", "5")
     assert both.exit_code == 2
     assert "drop --retry-min-backoff" in both.stderr
     assert_one_line(both.stderr)
+
+
+def test_a_mismatch_asking_for_no_retry_policy_says_so_in_words(
+    pubsub_emulator: PubSubEmulator, unique_name: str
+) -> None:
+    """It said "retry_min_backoff_seconds is 10, asked None": Python's None, not words."""
+    args = ("pubsub", "init", "-p", PROJECT, "-t", f"{unique_name}-logs", "-s", f"{unique_name}-s")
+    assert invoke(pubsub_emulator, *args).exit_code == 0
+    without = invoke(pubsub_emulator, *args, "--immediate-redelivery")
+    assert without.exit_code == 1, without.output
+    assert (
+        "mismatch (retry_min_backoff_seconds is 10, asked none (no retry policy); "
+        "retry_max_backoff_seconds is 600, asked none (no retry policy); --update changes it)"
+    ) in without.stdout, without.stdout
+    assert "None" not in without.stdout, without.stdout
+    updated = invoke(pubsub_emulator, *args, "--immediate-redelivery", "--update")
+    assert updated.exit_code == 0, updated.output
+    assert "retry_min_backoff_seconds is 10 -> none (no retry policy)" in updated.stdout
+    assert "None" not in updated.stdout, updated.stdout
+
+
+def test_the_emulator_gets_no_service_account_note(
+    pubsub_emulator: PubSubEmulator, unique_name: str
+) -> None:
+    """The IAM note on the dead-letter policy was printed against the emulator, which has none."""
+    result = invoke(
+        pubsub_emulator,
+        *("pubsub", "init", "-p", PROJECT, "-t", f"{unique_name}-logs", "-s", f"{unique_name}-s"),
+        *("-d", f"{unique_name}-dlq"),
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(": created") == 4, result.stdout
+    assert "note:" not in result.stdout and "roles/" not in result.stdout, result.stdout
 
 
 def test_init_twice_with_a_zero_minimum_backoff_reports_exists(

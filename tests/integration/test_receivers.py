@@ -359,6 +359,24 @@ def test_payloads_match_the_published_formats() -> None:
     assert message["blocks"][-1]["type"] == "actions"
 
 
+def test_slack_fallback_text_says_its_prefix_once() -> None:
+    """The push-notification text repeated "[FIRING] model safety: " (title, then summary)."""
+    fired = slack_message([sample_alert()])["text"]
+    assert fired == f"[FIRING] {MODEL} safety: block rate 6.1% — above baseline"
+    resolved = sample_alert("resolved").model_copy(
+        update={"summary": f"[RESOLVED] {MODEL} safety: block rate above baseline cleared"}
+    )
+    assert slack_message([resolved])["text"] == (
+        f"[RESOLVED] {MODEL} safety: block rate above baseline cleared"
+    )
+    again = slack_message([sample_alert()], repeat=True)["text"]
+    assert again == f"[FIRING] {MODEL} safety (still firing): block rate 6.1% — above baseline"
+    grouped = slack_message([sample_alert(), resolved])["text"]
+    assert grouped.count("[FIRING") == 1 and "[RESOLVED" not in grouped, grouped
+    custom = sample_alert().model_copy(update={"summary": "something odd"})
+    assert slack_message([custom])["text"] == f"[FIRING] {MODEL} safety: something odd"
+
+
 def test_repeat_interval_renotifies_on_schedule_while_firing(
     servers: dict[str, StandIn], secrets_env: None, tmp_path: Path
 ) -> None:

@@ -28,8 +28,8 @@ app = typer.Typer(
         "Lookout: production monitoring and drift detection for LLMs.\n\n"
         "Reads prediction logs (one JSON record per model call), folds them into time windows "
         "per model, checks safety-block rates, latency, token usage and embedding drift, lands "
-        "window aggregates in DuckDB, exports Prometheus metrics and fires "
-        "alerts.\n\n"
+        "window aggregates in DuckDB (the embedded default) or BigQuery, exports Prometheus "
+        "metrics and fires alerts.\n\n"
         "Start with `lookout demo`."
     ),
     no_args_is_help=True,

@@ -36,6 +36,7 @@ def accept(
         str, typer.Option("--detector", "-d", help="Detector, as in the alert (e.g. safety).")
     ],
     config_path: ConfigOption = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default from config).")] = None,
     by: Annotated[
         str | None, typer.Option(help="Who accepts (recorded and shown); default: your user.")
     ] = None,
@@ -55,7 +56,8 @@ def accept(
     problem = unknown_detectors([detector])
     if problem is not None:  # before the sink: a typo is not "no open incident"
         fail(f"baseline accept: --detector: {problem}")
-    config = configured(config_path)
+    # as for `replay`: --db names the DuckDB file, in place of the config's sink
+    config = configured(config_path, sink={"kind": "duckdb", "path": str(db)} if db else None)
     sink: Sink
     if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
         from worker.cli.pipeline import build_sink
@@ -64,7 +66,8 @@ def accept(
     else:
         path = Path(config.sink.path)
         if not path.exists():
-            fail(f"baseline accept: no sink at {path} (sink.path); nothing to accept")
+            where = "--db" if db else "sink.path"
+            fail(f"baseline accept: no sink at {path} ({where}); nothing to accept")
         sink = open_duckdb_sink(path, memory_limit=config.sink.memory_limit)
     try:
         tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)

@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from worker.failure_policy import InvalidSetting, PubSubError, bounded_retry, describe
 from worker.sources.grpc_channel import (
     ChannelFactory,
+    Endpoint,
     channel_factory,
     publisher_client,
     subscriber_client,
@@ -134,8 +135,36 @@ def _differences(existing: pubsub_v1.types.Subscription, wanted: dict[str, objec
     return [key for key, value in wanted.items() if found[key] != value]
 
 
+#: what an unset setting means, said in words (not Python's `None`)
+_UNSET = {
+    "filter": "none (no filter)",
+    "dead_letter_topic": "none (no dead-letter policy)",
+    "max_delivery_attempts": "none (no dead-letter policy)",
+    "retry_min_backoff_seconds": "none (no retry policy)",
+    "retry_max_backoff_seconds": "none (no retry policy)",
+}
+
+
+def _said(key: str, value: object) -> str:
+    return _UNSET.get(key, "none") if value is None else repr(value)
+
+
 def _describe(existing: pubsub_v1.types.Subscription, wanted: dict[str, object], key: str) -> str:
-    return f"{key} is {_found(existing)[key]!r}, asked {wanted[key]!r}"
+    """`retry_min_backoff_seconds is 10, asked none (no retry policy)`."""
+    return f"{key} is {_said(key, _found(existing)[key])}, asked {_said(key, wanted[key])}"
+
+
+def dead_letter_iam_note(channels: ChannelFactory, dlq_path: str, sub_path: str) -> str | None:
+    """The roles the Pub/Sub service account needs for a dead-letter policy, or None against
+    the emulator (it has no IAM, so the note would only be noise there)."""
+    if isinstance(channels, Endpoint) and channels.emulator_host:
+        return None
+    return (
+        "in production the Pub/Sub service account "
+        "(service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com) needs "
+        f"roles/pubsub.publisher on {dlq_path} and roles/pubsub.subscriber on {sub_path} "
+        "for the dead-letter policy to work"
+    )
 
 
 def _fixed_hint(path: str, keys: list[str]) -> str:
@@ -296,12 +325,9 @@ def init_pubsub(
             }
             wanted["dead_letter_topic"] = dlq_path
             wanted["max_delivery_attempts"] = max_delivery_attempts
-            notes.append(
-                "in production the Pub/Sub service account "
-                "(service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com) needs "
-                f"roles/pubsub.publisher on {dlq_path} and roles/pubsub.subscriber on {sub_path} "
-                "for the dead-letter policy to work"
-            )
+            note = dead_letter_iam_note(factory, dlq_path, sub_path)
+            if note is not None:
+                notes.append(note)
         statuses.append(
             _ensure_subscription(subscriber, request, wanted, update=update, timeout=timeout)
         )
