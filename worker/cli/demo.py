@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from worker.cli.app import app, configured, output_console, progress_bar
+from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
     from schemas.detection import Alert
@@ -36,6 +39,10 @@ EXPECTED_DETECTOR = {
 }
 
 DEMO_START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+
+#: the query the summary suggests: the columns that say what fired, readable at 80 columns
+#: (`SELECT *` has fourteen, which no terminal shows as a table)
+SUGGESTED_QUERY = "SELECT window_start, model, detector, status FROM alerts"
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,22 @@ def _offset(delta: timedelta) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def _windows(count: int) -> str:
+    return "1 window" if count == 1 else f"{count} windows"
+
+
+def summary_row(o: IncidentOutcome, sim_start: datetime) -> tuple[str, ...]:
+    """One incident in the summary: short cells, so that each is read whole at 80 columns."""
+    return (
+        o.incident.kind,
+        o.model,
+        f"+{_offset(o.start - sim_start)}",
+        _windows(o.windows_to_fire) if o.windows_to_fire is not None else "never",
+        f"+{_offset(o.resolved_at - sim_start)}" if o.resolved_at else "never",
+        "ok" if o.caught and o.resolved else "MISSED",
+    )
+
+
 def print_summary(
     console: Console,
     outcome: DemoOutcome,
@@ -163,22 +186,24 @@ def print_summary(
     """The table of incidents, what was printed and what only went to the report, and where
     the files are. Info changes (descriptor drift) explain incidents and never page, so they
     are not printed as they happen; the count says where they are."""
-    table = Table(
-        title=f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
+    title = (
+        f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
         f"{stats.windows_evaluated:,} windows"
     )
-    for column in ("incident", "model", "start", "fired", "resolved", "verdict"):
-        table.add_column(column, no_wrap=True)
-    for o in outcome.incidents:
-        table.add_row(
-            o.incident.kind,
-            o.model,
-            f"+{_offset(o.start - sim.start)}",
-            f"after {o.windows_to_fire} window(s)" if o.fired_at else "never",
-            f"+{_offset(o.resolved_at - sim.start)}" if o.resolved_at else "never",
-            "ok" if o.caught and o.resolved else "MISSED",
-        )
-    console.print(table)
+    names = ("incident", "model", "start", "fired in", "resolved", "verdict")
+    rows = [summary_row(o, sim.start) for o in outcome.incidents]
+    # no outer edge and no edge padding: the widest rows (latency_regression, gemini-1.5-flash)
+    # fit 80 columns whole; a narrower terminal gets one incident per block instead of "…"
+    table = Table(title=title, box=box.SQUARE, show_edge=False, pad_edge=False)
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    if fits(console, table):
+        console.print(table)
+    else:
+        print_records(console, names, rows, title=title)
+        console.print()
     info = sum(1 for a in stats.alerts if a.severity == "info")
     where = "the report, the alerts table" + (f" and {alerts_out}" if alerts_out else "")
     console.print(
@@ -189,9 +214,10 @@ def print_summary(
     for alert in outcome.unexpected:
         console.print(f"  {alert.summary}")
     console.print(
-        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts; "
-        f'e.g. lookout sql --db {db} "SELECT * FROM alerts")'
+        f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts)"
     )
+    # one line however narrow the terminal, so that it is copied as one command
+    console.print(f'  e.g. lookout sql --db {db} "{SUGGESTED_QUERY}"', soft_wrap=True)
     console.print(f"HTML report:  {report.resolve()}")
     console.print(f"took {seconds:.1f} s")
 

@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from worker.cli.app import app, fail, output_console, quiet_broken_pipe
+from worker.cli.records import columns_fit, print_records
 
 SQL_FORMATS = ("table", "csv", "json")
 
@@ -122,6 +123,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) -> None:
+    """CSV, JSON lines, or on screen: a table when each column can be at least
+    `MIN_COLUMN_WIDTH` wide, else one record per block (psql's `\\x`), so that `SELECT *` on a
+    wide table is read at 80 columns instead of squeezed to `│ loo │ fir │`. Not on a terminal
+    the console is 10,000 columns wide: a table, as before."""
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
@@ -133,13 +138,19 @@ def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) 
             out.write(orjson.dumps(record, default=_json_default) + b"\n")
         out.flush()
     else:
-        table = Table(show_lines=False)
-        for name in names:
-            table.add_column(name, overflow="fold")
-        for row in rows:
-            table.add_row(*(_text(v) for v in row))
         console = output_console()
-        console.print(table)
+        cells = [[_text(v) for v in row] for row in rows]
+        if columns_fit(console, names, cells):
+            table = Table(show_lines=False)
+            for name in names:
+                table.add_column(name, overflow="fold")
+            for row_cells in cells:
+                table.add_row(*row_cells)
+            console.print(table)
+        else:
+            print_records(console, names, cells)
+            if cells:
+                console.print()
         console.print(f"{len(rows)} row(s)")
 
 
