@@ -8,8 +8,11 @@ Secrets (webhook URLs, routing keys) never live here: receivers name the environ
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -304,6 +307,9 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     variable = _blamed_variable(error["loc"], os.environ if environ is None else environ)
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1, cutoff=0.75)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
     elif variable is None and not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
         if isinstance(value, int | float | bool):
@@ -311,6 +317,28 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     if variable is not None:
         return f"environment {variable} ({location}): {message}"
     return f"{location}: {message}"
+
+
+@functools.cache
+def _known_keys() -> frozenset[str]:
+    """Every key the configuration file can hold, at any depth (for a typo's suggestion)."""
+    keys: set[str] = set()
+    seen: set[type] = set()
+
+    def walk(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            for name, field in annotation.model_fields.items():
+                keys.add(field.alias or name)
+                walk(field.annotation)
+            return
+        for argument in typing.get_args(annotation):
+            walk(argument)
+
+    walk(LookoutConfig)
+    return frozenset(keys)
 
 
 def _blamed_variable(loc: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:

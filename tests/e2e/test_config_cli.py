@@ -189,3 +189,13 @@ def test_a_route_to_a_receiver_nobody_declared_is_refused(tmp_path: Path) -> Non
     assert result.returncode == 2, result.describe()
     assert "alerting.routes[0].receivers: 'nosuch'" in result.stderr
     assert "not declared in alerting.receivers (console, log)" in result.stderr
+
+
+def test_a_misspelt_key_gets_the_key_it_was_probably_meant_to_be(tmp_path: Path) -> None:
+    text = "engine:\n  window_secs: 60\ndetectors:\n  safety: {min_call: 5, zzz: 1}\n"
+    result = check(tmp_path, text)
+    assert result.returncode == 2, result.describe()
+    lines = result.stderr.splitlines()
+    assert lines[0].endswith("engine.window_secs: unknown key (did you mean 'window_seconds'?)")
+    assert lines[1].endswith("detectors.safety.min_call: unknown key (did you mean 'min_calls'?)")
+    assert lines[2].endswith("detectors.safety.zzz: unknown key")  # nothing close: no guess
