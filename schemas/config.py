@@ -254,8 +254,11 @@ class LookoutConfig(BaseSettings):
         """A route to a receiver nobody declared would lose its alerts with one log line, at
         the first page: refuse the file instead. (`AlertingConfig` alone stays open to
         receivers given in code, as tests and embedders do.)"""
+        declared = {r.name for r in self.alerting.receivers} | BUILTIN_RECEIVERS
         alerting = self.alerting
-        declared = {r.name for r in alerting.receivers} | BUILTIN_RECEIVERS
+        if self.engine.role == "ingest":
+            # never notifies; the chart gives ingest pods the routes but not the receivers
+            return self
         named = [(f"alerting.routes[{i}].receivers", n) for i, route in enumerate(alerting.routes)
                  for n in route.receivers]  # fmt: skip
         named += [("alerting.default_receiver", alerting.default_receiver)]

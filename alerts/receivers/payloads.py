@@ -179,17 +179,16 @@ def slack_message(alerts: Sequence[Alert], *, repeat: bool = False) -> dict[str,
                 ],
             }
         )
-    text = title + ": " + _without_prefix(first)
+    text = title + ": " + _without_prefix(first, status)
     return {"text": _clip(redact_secrets(text), 3000), "blocks": blocks}
 
 
-def _without_prefix(alert: Alert) -> str:
-    """The summary after its own `[STATUS] model detector: ` (the title already says that)."""
-    for status in ("FIRING", "RESOLVED"):
-        prefix = f"[{status}] {alert.model} {alert.detector}: "
-        if alert.summary.startswith(prefix):
-            return alert.summary[len(prefix) :]
-    return alert.summary
+def _without_prefix(alert: Alert, title_status: str) -> str:
+    """The summary after its own `[STATUS] model detector: ` when the title already says that;
+    a group titled FIRING whose first alert resolved keeps its `[RESOLVED] …` (a review found
+    a resolve reading as a firing alert in the push preview)."""
+    prefix = f"[{title_status}] {alert.model} {alert.detector}: "
+    return alert.summary.removeprefix(prefix)
 
 
 # -- PagerDuty ---------------------------------------------------------------------------------

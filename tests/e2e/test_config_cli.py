@@ -191,6 +191,17 @@ def test_a_route_to_a_receiver_nobody_declared_is_refused(tmp_path: Path) -> Non
     assert "not declared in alerting.receivers (console, log)" in result.stderr
 
 
+def test_an_ingest_replica_may_carry_routes_without_their_receivers(tmp_path: Path) -> None:
+    """The chart gives ingest pods `config.alerting` (routes included) but no receivers:
+    an ingest replica never notifies, so its file is valid; the same file as `all` is not."""
+    text = "alerting:\n  routes: [{receivers: [team-slack]}]\n  default_receiver: team-slack\n"
+    result = check(tmp_path, text + "engine: {role: ingest}\n")
+    assert result.returncode == 0, result.describe()
+    result = check(tmp_path, text)
+    assert result.returncode == 2, result.describe()
+    assert "alerting.default_receiver: 'team-slack'" in result.stderr
+
+
 def test_a_misspelt_key_gets_the_key_it_was_probably_meant_to_be(tmp_path: Path) -> None:
     text = "engine:\n  window_secs: 60\ndetectors:\n  safety: {min_call: 5, zzz: 1}\n"
     result = check(tmp_path, text)

@@ -375,6 +375,9 @@ def test_slack_fallback_text_says_its_prefix_once() -> None:
     assert grouped.count("[FIRING") == 1 and "[RESOLVED" not in grouped, grouped
     custom = sample_alert().model_copy(update={"summary": "something odd"})
     assert slack_message([custom])["text"] == f"[FIRING] {MODEL} safety: something odd"
+    # a group titled FIRING whose first alert is a resolve: its words must still say so
+    mixed = slack_message([resolved, sample_alert()])["text"]
+    assert mixed.startswith(f"[FIRING:2] {MODEL} safety: [RESOLVED] {MODEL} safety: "), mixed
 
 
 def test_repeat_interval_renotifies_on_schedule_while_firing(

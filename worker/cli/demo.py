@@ -289,7 +289,7 @@ def demo(
         title="Lookout demo",
         second_opinion=evidently_second_opinion,
     )
-    pipeline.close()
+    pipeline.close(input_ended=True)
     from worker.sinks.duckdb_sink import compact_file
 
     compact_file(db)  # about half the file is free blocks after three hours of checkpoints
