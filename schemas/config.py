@@ -386,8 +386,12 @@ def _not_text(error: UnicodeDecodeError) -> str:
     return f"not a text YAML file ({what}); give the YAML configuration file"
 
 
-def load_config(path: Path | None) -> LookoutConfig:
-    """The configuration from a YAML file (or defaults), with environment overrides."""
+def load_config(path: Path | None, overrides: Mapping[str, object] | None = None) -> LookoutConfig:
+    """The configuration from a YAML file (or defaults), with environment overrides.
+
+    `overrides` (`{"engine__role": "ingest"}`, from command-line options) are part of what is
+    validated: a file that is valid only for the role it is run as (an ingest replica's, with
+    routes but no receivers) must not be refused as the default role first."""
     source = str(path) if path is not None else "defaults"
     data: Any = {}
     if path is not None:
@@ -404,6 +408,10 @@ def load_config(path: Path | None) -> LookoutConfig:
     unknown = _unknown_env_sections(os.environ)
     if unknown:
         raise ConfigError(source, unknown)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition("__")
+        if value is not None and key and isinstance(data.get(section, {}), dict):
+            data[section] = {**data.get(section, {}), key: value}
     try:
         return LookoutConfig(**data)
     except ValidationError as error:

@@ -200,6 +200,13 @@ def test_an_ingest_replica_may_carry_routes_without_their_receivers(tmp_path: Pa
     result = check(tmp_path, text)
     assert result.returncode == 2, result.describe()
     assert "alerting.default_receiver: 'team-slack'" in result.stderr
+    # the same file run as `--role ingest` (the role given on the command line, not in it)
+    (tmp_path / "logs.ndjson").write_text("")
+    text += "source: {kind: file, path: logs.ndjson}\nmetrics: {enabled: false}\n"
+    (tmp_path / "ingest.yaml").write_text(text)
+    run = lookout("run", "--config", "ingest.yaml", "--role", "ingest", cwd=tmp_path)
+    assert run.returncode == 0, run.describe()
+    assert run.stderr.splitlines()[-1].startswith("lookout run: 0 records"), run.describe()
 
 
 def test_a_misspelt_key_gets_the_key_it_was_probably_meant_to_be(tmp_path: Path) -> None:

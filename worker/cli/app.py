@@ -114,7 +114,7 @@ def quiet_broken_pipe() -> None:
 def configured(path: Path | None, **overrides: object) -> LookoutConfig:
     """Load the config, apply command-line overrides, or exit 2 with one line per problem."""
     try:
-        config = load_config(path)
+        config = load_config(path, overrides)
         data = config.model_dump()
         for dotted, value in overrides.items():
             if value is None:
