@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from schemas.detection import Alert
+from schemas.detection import Alert, AlertChangeKey
 from worker.sink import Sink
 
 log = logging.getLogger("lookout.engine")
@@ -40,6 +40,8 @@ class AlertHandoff:
         self._sink = sink
         #: a previous run's noted alerts not yet checked against the sink (it could not be read)
         self.unchecked = journal is not None
+        #: changes the previous run stored, and this one sent at start
+        self._recovered: set[AlertChangeKey] = set()
 
     def prepare(self, alerts: Sequence[Alert]) -> None:
         if self._journal is None or not alerts:
@@ -89,4 +91,19 @@ class AlertHandoff:
                 "sending %d alert(s) the previous run stored but stopped before sending",
                 len(landed),
             )
+        self._recovered.update(a.change_key for a in landed)
         return landed
+
+    def not_recovered(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """`alerts` without the changes recovered at start. A sink that writes a checkpoint
+        table by table (BigQuery) can hold a window's alert without its detections: the window
+        is judged again and makes the same change, which is stored and was sent already."""
+        if not self._recovered:
+            return list(alerts)
+        kept = [a for a in alerts if a.change_key not in self._recovered]
+        if len(kept) < len(alerts):
+            log.info(
+                "%d alert(s) of a window judged again were stored and sent already",
+                len(alerts) - len(kept),
+            )
+        return kept

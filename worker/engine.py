@@ -345,7 +345,7 @@ class Engine:
         self._judged_unwritten.add((state.model, state.start))
         self.stats.windows_evaluated += 1
         self._pending_detections.extend(result.detections)
-        self._pending_alerts.extend(result.alerts)
+        self._pending_alerts.extend(self._handoff.not_recovered(result.alerts))
         self._pending_references.update(result.references)
         self._alert_state_dirty = True
         if self._metrics is not None:

@@ -18,7 +18,7 @@ from schemas.batch import LogBatch
 from schemas.detection import Alert, Detection
 from schemas.prediction_log import PredictionLog
 from worker.engine import Engine, EngineSettings
-from worker.evaluator import WindowEvaluator
+from worker.evaluator import Evaluation, WindowEvaluator
 from worker.sink import Checkpoint
 from worker.testing import FakeClock, MemorySink
 
@@ -180,3 +180,26 @@ def test_two_changes_one_window_makes_are_both_sent_and_both_noted(tmp_path: Pat
     sink.write_checkpoint(Checkpoint("w", 0, alerts=both))
     assert engine(sink, journal, receivers).send_unsent_alerts() == 2
     assert receivers.got == both
+
+
+def test_a_window_judged_again_does_not_store_or_send_a_recovered_change_twice() -> None:
+    """BigQuery writes a checkpoint table by table: a process killed after the alerts and
+    before the detections leaves the alert stored and its window unjudged. The next start
+    sends the stored alert, then judges the window again and makes the same change: it must
+    be neither a second row nor a second page."""
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    firing = alert("a", 1)
+    journal.prepare_handoff([firing])
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))  # the alerts table only
+    successor = engine(sink, journal, receivers)
+    assert successor.send_unsent_alerts() == 1
+
+    judged_again = firing.model_copy(update={"summary": "judged again, same change"})
+    successor._evaluator.evaluate = (  # type: ignore[method-assign]
+        lambda model, start, states: Evaluation(alerts=[judged_again])
+    )
+    successor.feed(one_record("r1"), ["m1"])
+    assert successor.finish(end_of_input=True)
+    assert successor.stats.windows_evaluated == 1
+    assert receivers.got == [firing]
+    assert sink.alerts() == [firing]
