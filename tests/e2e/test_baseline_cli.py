@@ -115,3 +115,22 @@ def test_db_names_the_duckdb_file_as_for_replay_and_sql(tmp_path: Path) -> None:
     assert from_env.returncode == 1 and "no open incident" in from_env.stderr, from_env.describe()
     helped = lookout("baseline", "accept", "--help", cwd=tmp_path).stdout
     assert "DuckDB file (default from config)." in helped, helped
+
+
+def test_a_duckdb_file_that_is_not_lookouts_is_named_and_left_as_it_was(tmp_path: Path) -> None:
+    """It said "no open incident", after adding Lookout's tables to the user's file."""
+    import duckdb
+
+    theirs = tmp_path / "theirs.duckdb"
+    with duckdb.connect(str(theirs)) as con:
+        con.execute("CREATE TABLE sales (amount INTEGER)")
+    accept = ("baseline", "accept", "--model", MODEL, "--detector", "safety", "--db", theirs)
+    result = lookout(*accept, cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.splitlines() == [
+        f"lookout: baseline accept: {theirs} is not a Lookout DuckDB file; nothing to accept"
+    ], result.describe()
+    with duckdb.connect(str(theirs), read_only=True) as con:
+        tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
+    assert tables == ["sales"]

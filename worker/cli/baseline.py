@@ -68,6 +68,9 @@ def accept(
         if not path.exists():
             where = "--db" if db else "sink.path"
             fail(f"baseline accept: no sink at {path} ({where}); nothing to accept")
+        if not _is_lookout_file(path):
+            # opening it as the sink would add Lookout's tables to someone else's file
+            fail(f"baseline accept: {path} is not a Lookout DuckDB file; nothing to accept")
         sink = open_duckdb_sink(path, memory_limit=config.sink.memory_limit)
     try:
         tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
@@ -106,3 +109,23 @@ def accept(
         f"{started:%Y-%m-%d %H:%M}Z, {incident.condition}); the evaluator resolves it at its "
         "next window and judges later windows against the new level"
     )
+
+
+def _is_lookout_file(path: Path) -> bool:
+    """Whether the DuckDB file holds Lookout's alert state (read-only: a file that is not
+    Lookout's is left as it was; a locked or unreadable one is for the sink's own message)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except (duckdb.Error, OSError):
+        return True  # let the sink say what is wrong, in its words
+    try:
+        found = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alert_state'"
+        ).fetchone()
+        return bool(found and found[0])
+    except duckdb.Error:
+        return True
+    finally:
+        con.close()
