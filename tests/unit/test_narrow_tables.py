@@ -201,3 +201,13 @@ def test_not_on_a_terminal_select_star_is_still_a_table(capsys: pytest.CaptureFi
     print_rows(ALERT_COLUMNS, [alert_row("gemini-1.5-flash", "firing")], "table")
     text = capsys.readouterr().out
     assert "┃ dedup_key" in text and "gemini-1.5-flash" in text and "…" not in text
+
+
+def test_values_that_look_like_markup_are_shown_as_they_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cell holding "[red]x" showed a red x: the table read values as rich markup."""
+    values = ("[FIRING] gemini-1.5-flash safety: up", "[red]x", "[bold]y[/bold]")
+    shown = sql_result(monkeypatch, ["summary", "a", "b"], [values])
+    for value in values:
+        assert value in shown, shown

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from worker.cli.app import app, fail, output_console, quiet_broken_pipe
 from worker.cli.records import columns_fit, print_records
@@ -143,15 +144,16 @@ def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) 
         if columns_fit(console, names, cells):
             table = Table(show_lines=False)
             for name in names:
-                table.add_column(name, overflow="fold")
+                table.add_column(Text(name), overflow="fold")
             for row_cells in cells:
-                table.add_row(*row_cells)
+                # plain text: a value is data, never markup ("[red]x" is what the row holds)
+                table.add_row(*(Text(cell) for cell in row_cells))
             console.print(table)
         else:
             print_records(console, names, cells)
             if cells:
                 console.print()
-        console.print(f"{len(rows)} row(s)")
+        console.print(f"{len(rows)} row(s)", highlight=False)
 
 
 @app.command(help=_sql_help())
