@@ -87,9 +87,14 @@ class AlertHandoff:
             )
             self.handed(never_stored)
         if landed:
+            shown = ", ".join(f"{a.dedup_key} {a.status}" for a in landed[:5])
+            more = f" and {len(landed) - 5} more" if len(landed) > 5 else ""
             log.warning(
-                "sending %d alert(s) the previous run stored but stopped before sending",
+                "sending %d alert change(s) the previous run stored but stopped before "
+                "handing to its notifiers: %s%s",
                 len(landed),
+                shown,
+                more,
             )
         self._recovered.update(a.change_key for a in landed)
         return landed

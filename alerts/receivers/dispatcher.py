@@ -125,7 +125,15 @@ class Dispatcher:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         for name in self._receivers:
-            self.metrics.depth.labels(name).set(outbox.depth(name))
+            left = outbox.depth(name)
+            self.metrics.depth.labels(name).set(left)
+            if left:
+                log.warning(
+                    "receiver %s: %d notification(s) left in the outbox by the previous run, "
+                    "sending them (one it got just before that run stopped may come again)",
+                    name,
+                    left,
+                )
 
     # -- the engine side -------------------------------------------------------------------
 
@@ -280,6 +288,8 @@ class Dispatcher:
         else:
             self._outbox.done(entry.id)
             self.metrics.total.labels(receiver, "delivered").inc()
+            # the on-call's trace of a page (what, never where: no URL or key is logged)
+            log.info("receiver %s: delivered %s", receiver, _changes(entry.notification))
         self.metrics.depth.labels(receiver).set(self._outbox.depth(receiver))
         return 0.0
 
@@ -361,6 +371,12 @@ class Dispatcher:
         for runtime in self._receivers.values():
             runtime.sender.close()
         self._outbox.close()
+
+
+def _changes(notification: Notification) -> str:
+    """`lookout:m:safety:block_rate_above_baseline firing, …` (and whether it is a repeat)."""
+    changes = ", ".join(f"{a.dedup_key} {a.status}" for a in notification.alerts)
+    return changes + (" (repeat)" if notification.repeat else "")
 
 
 def _rounds(batch: tuple[Alert, ...]) -> list[tuple[Alert, ...]]:

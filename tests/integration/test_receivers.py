@@ -411,3 +411,39 @@ def test_repeat_interval_renotifies_on_schedule_while_firing(
     gaps = [b.at - a.at for a, b in itertools.pairwise(messages)][: len(repeats)]
     assert all(0.95 <= gap <= 1.6 for gap in gaps), gaps  # every repeat_interval, +tick
     assert slack.problems == []
+
+
+def test_the_log_says_what_was_delivered_and_what_a_restart_sends_again(
+    servers: dict[str, StandIn],
+    secrets_env: None,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An on-call engineer reads the worker's log: each delivery is a line naming the receiver
+    and the change (never the URL or key), and a restart that finds notifications left in the
+    outbox says so before sending them (a receiver may see one again)."""
+    caplog.set_level(logging.INFO, logger="lookout.receivers")
+    config = alerting(servers, routes=[{"receivers": ["team-slack"]}])
+    outbox = tmp_path / "outbox.sqlite"
+    servers["slack"].stop()  # down: the notification stays in the outbox
+    first = build_dispatcher(config, outbox_path=outbox, registry=CollectorRegistry())
+    first.start()
+    first.notifiers()["team-slack"].send([sample_alert()])
+    wait_for(lambda: first.pending("team-slack") == 1, what="the queued notification")
+    first.close(drain_seconds=0)
+    assert "team-slack: 1 notification(s) not sent yet" in caplog.text
+
+    servers["slack"] = stand_ins.slack()  # back, on a new port: point the secret at it
+    monkeypatch.setenv("LOOKOUT_SLACK_WEBHOOK_URL", servers["slack"].url + SLACK_PATH)
+    caplog.clear()
+    second = build_dispatcher(config, outbox_path=outbox, registry=CollectorRegistry())
+    second.start()
+    try:
+        wait_for(lambda: len(servers["slack"].accepted()) == 1, what="the resent notification")
+        wait_for(lambda: "delivered" in caplog.text, what="the delivery's log line")
+    finally:
+        second.close(drain_seconds=0)
+    assert "team-slack: 1 notification(s) left in the outbox by the previous run" in caplog.text
+    assert f"receiver team-slack: delivered {SAFETY_KEY} firing" in caplog.text
+    assert not [secret for secret in SECRETS if secret in caplog.text]
