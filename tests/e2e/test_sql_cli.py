@@ -139,3 +139,24 @@ def test_whole_token_sums_print_every_digit_on_screen(db: Path) -> None:
     assert result.returncode == 0, result.describe()
     assert "45392900" in result.stdout and "e+07" not in result.stdout, result.stdout
     assert "0.125" in result.stdout
+
+
+def test_a_copy_made_without_its_wal_says_what_is_missing(tmp_path: Path) -> None:
+    """The README says to query a copy of a file a worker is writing; a copy of the .duckdb
+    alone lacks what is still in the .wal, even whole tables, and DuckDB only says the table
+    "does not exist"."""
+    import duckdb
+
+    live = tmp_path / "live.duckdb"
+    con = duckdb.connect(str(live))
+    con.execute("CREATE TABLE window_metrics (n INTEGER)")
+    con.execute("CHECKPOINT")
+    con.execute("CREATE TABLE alerts (n INTEGER)")  # in the .wal only, as a worker leaves it
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(live.read_bytes())
+    con.close()
+    result = lookout("sql", "--db", copy, "SELECT count(*) FROM alerts", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert "does not exist" in result.stderr and "copy copy.duckdb.wal with it" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

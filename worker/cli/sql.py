@@ -101,10 +101,22 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         names = [d[0] for d in cursor.description or ()]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as error:
-        fail(f"sql: {_first_line(error)}", code=1)
+        fail(f"sql: {_first_line(error)}{_missing_wal_hint(db, error)}", code=1)
     finally:
         con.close()
     return names, rows
+
+
+def _missing_wal_hint(db: Path, error: BaseException) -> str:
+    """A copy of a file a worker is writing, made without its `.wal`, lacks the newest
+    checkpoints (even whole tables): say so rather than leave "does not exist" to puzzle over."""
+    missing_table = "Catalog Error" in str(error) and "does not exist" in str(error)
+    if not missing_table or Path(f"{db}.wal").exists():
+        return ""
+    return (
+        f" (if {db.name} is a copy of a file a worker was writing, copy {db.name}.wal with it:"
+        " the newest checkpoints are there)"
+    )
 
 
 def duckdb_open_problem(db: Path, error: BaseException) -> str:
