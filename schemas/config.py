@@ -408,14 +408,30 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
     unknown = _unknown_env_sections(os.environ)
     if unknown:
         raise ConfigError(source, unknown)
+    # a command-line value beats the file and a LOOKOUT_… variable for the same key
+    shadowed: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
         section, _, key = dotted.partition("__")
-        if value is not None and key and isinstance(data.get(section, {}), dict):
+        if key and isinstance(data.get(section, {}), dict):
             data[section] = {**data.get(section, {}), key: value}
+            keys = [key]
+        elif not key:  # a whole section (`--db`: the DuckDB sink at that path)
+            data[section] = value
+            keys = list(value) if isinstance(value, Mapping) else []
+        else:
+            continue
+        for name in keys:
+            variable = f"LOOKOUT_{section}__{name}".upper()
+            if variable in os.environ:
+                shadowed[variable] = os.environ.pop(variable)
     try:
         return LookoutConfig(**data)
     except ValidationError as error:
         raise ConfigError(source, [_describe(e) for e in error.errors()]) from error
+    finally:
+        os.environ.update(shadowed)
 
 
 def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:

@@ -64,14 +64,16 @@ class AlertHandoff:
         except Exception as error:  # harmless: a later start pages for them again
             log.warning("could not strike %d handed-off alert(s): %s", len(alerts), error)
 
-    def recover(self) -> list[Alert]:
+    def recover(self, this_run: Sequence[Alert] = ()) -> list[Alert]:
         """The previous run's alerts that the sink stored and no receiver got (empty when
         there are none, or when the journal or the sink cannot be read yet: `unchecked` says
-        which, and the engine asks again after its next checkpoint)."""
+        which, and the engine asks again after its next checkpoint). `this_run`: alerts this
+        process noted itself (a late call finds them in the journal too)."""
         if self._journal is None or not self.unchecked:
             return []
+        own = {a.fingerprint for a in this_run}
         try:
-            noted = self._journal.pending_handoffs()
+            noted = [a for a in self._journal.pending_handoffs() if a.fingerprint not in own]
             stored = self._sink.stored_alerts(noted) if noted else frozenset()
         except Exception as error:
             log.warning("cannot yet tell which unsent alerts were stored: %s", error)

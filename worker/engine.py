@@ -464,7 +464,14 @@ class Engine:
         self.stats.alerts.extend(write.alerts)
         if self._metrics is not None:
             self._metrics.alerts_sent(write.alerts)
-        self._notify([*self._handoff.recover(), *write.alerts])
+        recovered = self._handoff.recover(this_run=[*self._outbox, *write.alerts])
+        fresh = list(write.alerts)
+        if recovered:  # late (the sink could not be read at start): windows judged meanwhile
+            # may have made the same changes again; stored twice, they are not paged twice
+            fresh = self._handoff.not_recovered(write.alerts)
+            self._handoff.handed([a for a in write.alerts if a not in fresh])
+            self._pending_alerts = self._handoff.not_recovered(self._pending_alerts)
+        self._notify([*recovered, *fresh])
         self._drop_finished_windows()
         if self._metrics is not None:
             self._metrics.checkpointed(write.seconds, len(self._windows))

@@ -207,6 +207,10 @@ def test_an_ingest_replica_may_carry_routes_without_their_receivers(tmp_path: Pa
     run = lookout("run", "--config", "ingest.yaml", "--role", "ingest", cwd=tmp_path)
     assert run.returncode == 0, run.describe()
     assert run.stderr.splitlines()[-1].startswith("lookout run: 0 records"), run.describe()
+    # --role beats a LOOKOUT_ENGINE__ROLE a Deployment may set, in validation as at run time
+    env = {"LOOKOUT_ENGINE__ROLE": "all"}
+    run = lookout("run", "--config", "ingest.yaml", "--role", "ingest", cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.describe()
 
 
 def test_a_misspelt_key_gets_the_key_it_was_probably_meant_to_be(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from schemas.prediction_log import PredictionLog
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import Evaluation, WindowEvaluator
 from worker.sink import Checkpoint
-from worker.testing import FakeClock, MemorySink
+from worker.testing import FakeClock, MemorySink, SinkUnavailable
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
@@ -203,3 +203,33 @@ def test_a_window_judged_again_does_not_store_or_send_a_recovered_change_twice()
     assert successor.stats.windows_evaluated == 1
     assert receivers.got == [firing]
     assert sink.alerts() == [firing]
+
+
+def test_a_change_recovered_late_is_not_paged_twice() -> None:
+    """The sink cannot be read at start (the outage that half-wrote the last checkpoint), so
+    the window is judged again before the stored alert is found: the next checkpoint stores
+    the change a second time, but receivers get it once."""
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    firing = alert("a", 1)
+    journal.prepare_handoff([firing])
+    sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))  # the alerts table only
+    reads = sink.stored_alerts
+    failed: list[bool] = []
+
+    def unreadable_once(alerts: Sequence[Alert]) -> frozenset[tuple[str, str, int]]:
+        if not failed:
+            failed.append(True)
+            raise SinkUnavailable("down at start")
+        return reads(alerts)
+
+    sink.stored_alerts = unreadable_once  # type: ignore[method-assign]
+    successor = engine(sink, journal, receivers)
+    assert successor.send_unsent_alerts() == 0
+    judged_again = firing.model_copy(update={"summary": "judged again, same change"})
+    successor._evaluator.evaluate = (  # type: ignore[method-assign]
+        lambda model, start, states: Evaluation(alerts=[judged_again])
+    )
+    successor.feed(one_record("r1"), ["m1"])
+    assert successor.finish(end_of_input=True)
+    assert receivers.got == [firing]
+    assert journal.pending_handoffs() == []

@@ -112,19 +112,11 @@ def quiet_broken_pipe() -> None:
 
 
 def configured(path: Path | None, **overrides: object) -> LookoutConfig:
-    """Load the config, apply command-line overrides, or exit 2 with one line per problem."""
+    """Load the config with command-line overrides (`engine__role`, or a whole section), or
+    exit 2 with one line per problem. Overrides beat the file and LOOKOUT_… variables, and are
+    part of what is validated."""
     try:
-        config = load_config(path, overrides)
-        data = config.model_dump()
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            section, _, key = dotted.partition("__")
-            if key:
-                data[section] = {**data[section], key: value}
-            else:
-                data[section] = value
-        return LookoutConfig.model_validate(data) if overrides else config
+        return load_config(path, overrides)
     except ConfigError as error:
         for problem in error.problems:
             # a problem with a LOOKOUT_… variable is not the file's
