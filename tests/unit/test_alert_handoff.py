@@ -182,18 +182,17 @@ def test_two_changes_one_window_makes_are_both_sent_and_both_noted(tmp_path: Pat
     assert receivers.got == both
 
 
-def test_a_window_judged_again_does_not_store_or_send_a_recovered_change_twice() -> None:
-    """BigQuery writes a checkpoint table by table: a process killed after the alerts and
-    before the detections leaves the alert stored and its window unjudged. The next start
-    sends the stored alert, then judges the window again and makes the same change: it must
-    be neither a second row nor a second page."""
-    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+def half_written(journal: Outbox, sink: MemorySink) -> Alert:
+    """What a process killed between BigQuery's alerts and detections inserts leaves: a noted
+    firing alert in the alerts table, its window without a verdict."""
     firing = alert("a", 1)
     journal.prepare_handoff([firing])
     sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))  # the alerts table only
-    successor = engine(sink, journal, receivers)
-    assert successor.send_unsent_alerts() == 1
+    return firing
 
+
+def judge_the_window_again(successor: Engine, firing: Alert) -> None:
+    """The successor judges the window again and makes the same change (other words)."""
     judged_again = firing.model_copy(update={"summary": "judged again, same change"})
     successor._evaluator.evaluate = (  # type: ignore[method-assign]
         lambda model, start, states: Evaluation(alerts=[judged_again])
@@ -201,6 +200,18 @@ def test_a_window_judged_again_does_not_store_or_send_a_recovered_change_twice()
     successor.feed(one_record("r1"), ["m1"])
     assert successor.finish(end_of_input=True)
     assert successor.stats.windows_evaluated == 1
+
+
+def test_a_window_judged_again_does_not_store_or_send_a_recovered_change_twice() -> None:
+    """BigQuery writes a checkpoint table by table: a process killed after the alerts and
+    before the detections leaves the alert stored and its window unjudged. The next start
+    sends the stored alert, then judges the window again and makes the same change: it must
+    be neither a second row nor a second page."""
+    journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
+    firing = half_written(journal, sink)
+    successor = engine(sink, journal, receivers)
+    assert successor.send_unsent_alerts() == 1
+    judge_the_window_again(successor, firing)
     assert receivers.got == [firing]
     assert sink.alerts() == [firing]
 
@@ -210,9 +221,7 @@ def test_a_change_recovered_late_is_not_paged_twice() -> None:
     the window is judged again before the stored alert is found: the next checkpoint stores
     the change a second time, but receivers get it once."""
     journal, sink, receivers = Outbox(":memory:"), MemorySink(), Receivers()
-    firing = alert("a", 1)
-    journal.prepare_handoff([firing])
-    sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))  # the alerts table only
+    firing = half_written(journal, sink)
     reads = sink.stored_alerts
     failed: list[bool] = []
 
@@ -225,11 +234,6 @@ def test_a_change_recovered_late_is_not_paged_twice() -> None:
     sink.stored_alerts = unreadable_once  # type: ignore[method-assign]
     successor = engine(sink, journal, receivers)
     assert successor.send_unsent_alerts() == 0
-    judged_again = firing.model_copy(update={"summary": "judged again, same change"})
-    successor._evaluator.evaluate = (  # type: ignore[method-assign]
-        lambda model, start, states: Evaluation(alerts=[judged_again])
-    )
-    successor.feed(one_record("r1"), ["m1"])
-    assert successor.finish(end_of_input=True)
+    judge_the_window_again(successor, firing)
     assert receivers.got == [firing]
     assert journal.pending_handoffs() == []
