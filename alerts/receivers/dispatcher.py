@@ -116,7 +116,7 @@ class Dispatcher:
             for sender, config in receivers
         }
         self.metrics = NotificationMetrics(registry, list(self._receivers))
-        self._lock = threading.Lock()
+        self._lock = outbox.lock  # one lock with the outbox: see `Outbox.lock`
         forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
         if forgotten:
             log.warning("dropped %d notifications for receivers no longer configured", forgotten)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,13 +97,17 @@ class GroupState:
 
 
 class Outbox:
-    """Thread-safe (one connection behind a lock; every call is one short transaction)."""
+    """Thread-safe (one connection behind a lock; every call is one short transaction, or part
+    of the caller's `handing_off` transaction)."""
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
         if str(path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        #: also the dispatcher's lock: one lock, so a hand-off that queues through the
+        #: dispatcher and a scheduler thread that flushes groups cannot take two in turn
+        self.lock = threading.RLock()
+        self._lock = self.lock
         self._con = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.executescript(_SCHEMA)
@@ -110,6 +115,22 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A transaction, or a savepoint inside the caller's (`handing_off`); the lock is held."""
+        nested = self._con.in_transaction
+        self._con.execute("SAVEPOINT outbox" if nested else "BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if nested:
+                self._con.execute("ROLLBACK TO outbox")
+                self._con.execute("RELEASE outbox")
+            else:
+                self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("RELEASE outbox" if nested else "COMMIT")
 
     # -- notifications ---------------------------------------------------------------------
 
@@ -125,30 +146,24 @@ class Outbox:
         cannot both keep the change pending and queue it). Returns how many of the oldest
         were dropped to stay within `limit`."""
         receiver, group_key, state = group
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                for n in notifications:
-                    self._con.execute(
-                        "INSERT INTO notifications (receiver, body, first_at, next_at) "
-                        "VALUES (?,?,?,?)",
-                        (n.receiver, n.to_json(), now, now),
-                    )
-                self._save_group(receiver, group_key, state)
-                (count,) = self._con.execute(
-                    "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
-                ).fetchone()
-                excess = max(0, int(count) - limit)
-                if excess:
-                    self._con.execute(
-                        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
-                        "WHERE receiver = ? ORDER BY id LIMIT ?)",
-                        (receiver, excess),
-                    )
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            for n in notifications:
+                self._con.execute(
+                    "INSERT INTO notifications (receiver, body, first_at, next_at) "
+                    "VALUES (?,?,?,?)",
+                    (n.receiver, n.to_json(), now, now),
+                )
+            self._save_group(receiver, group_key, state)
+            (count,) = self._con.execute(
+                "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
+            ).fetchone()
+            excess = max(0, int(count) - limit)
+            if excess:
+                self._con.execute(
+                    "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
+                    "WHERE receiver = ? ORDER BY id LIMIT ?)",
+                    (receiver, excess),
+                )
         return excess
 
     def head(self, receiver: str) -> Entry | None:
@@ -198,16 +213,19 @@ class Outbox:
         once the write landed, and a process killed between the two would otherwise leave an
         alert in the `alerts` table that no receiver ever gets."""
         rows = [(a.fingerprint, a.model_dump_json()) for a in alerts]
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                self._con.executemany(
-                    "INSERT OR REPLACE INTO handoffs (fingerprint, alert) VALUES (?,?)", rows
-                )
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            self._con.executemany(
+                "INSERT OR REPLACE INTO handoffs (fingerprint, alert) VALUES (?,?)", rows
+            )
+
+    @contextmanager
+    def handing_off(self) -> Iterator[None]:
+        """One transaction for queueing alerts for the receivers (through the dispatcher, which
+        shares this lock) and striking them off the journal (`handed_off`). Done in two, a
+        process killed between them left alerts both queued and noted: the next start sent
+        them again (an SRE's kill -9 rounds saw one such duplicate page in nine)."""
+        with self._lock, self._transaction():
+            yield
 
     def handed_off(self, alerts: Sequence[Alert]) -> None:
         """These are with the receivers now (queued here, or given up on with an error)."""

@@ -6,6 +6,9 @@ makes the sink unreadable at start)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,3 +240,59 @@ def test_a_change_recovered_late_is_not_paged_twice() -> None:
     judge_the_window_again(successor, firing)
     assert receivers.got == [firing]
     assert journal.pending_handoffs() == []
+
+
+KILLED_WHILE_HANDING_OFF = """
+import os, signal, sys
+from pathlib import Path
+from prometheus_client import CollectorRegistry
+from alerts.receivers import build_dispatcher
+from schemas.alert_config import AlertingConfig
+from tests.unit.test_alert_handoff import Receivers, alert, engine
+from worker.sink import Checkpoint
+from worker.testing import MemorySink
+
+config = AlertingConfig.model_validate(
+    {"receivers": [{"name": "hook", "kind": "webhook", "url": {"env": "HOOK_URL"}}]}
+)
+dispatcher = build_dispatcher(config, outbox_path=Path(sys.argv[1]), registry=CollectorRegistry())
+hook = dispatcher.notifiers()["hook"]
+
+
+class KilledAfterQueueing(Receivers):
+    def __call__(self, alerts):
+        hook.send(alerts)  # queued for the webhook (the group's state, in the outbox file)
+        os.kill(os.getpid(), signal.SIGKILL)  # ... and killed before anything else
+
+
+firing, sink = alert("a", 1), MemorySink()
+dispatcher.outbox.prepare_handoff([firing])
+sink.write_checkpoint(Checkpoint("w", 0, alerts=[firing]))
+engine(sink, dispatcher.outbox, KilledAfterQueueing()).send_unsent_alerts()
+"""
+
+
+def test_a_kill_between_queueing_and_striking_leaves_the_alert_in_one_place(
+    tmp_path: Path,
+) -> None:
+    """A real process is killed (SIGKILL) right after the receivers' queue took an alert the
+    journal noted, before the journal strikes it. Queue and strike are one transaction, so
+    the file holds the alert in exactly one of the two and the next start pages once; written
+    in two, it held both, and the next start queued the page a second time."""
+    path = tmp_path / "outbox.sqlite"
+    env = {**os.environ, "HOOK_URL": "http://127.0.0.1:9/never-called"}
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_HANDING_OFF, str(path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -9, child.stderr
+    after = Outbox(path)
+    queued = [a for state in after.groups().values() for a in state.pending.values()]
+    noted = after.pending_handoffs()
+    assert len(queued) + len(noted) == 1, (queued, noted)
+    assert noted == [alert("a", 1)]  # the transaction never committed: the journal still has it
