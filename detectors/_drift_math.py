@@ -461,15 +461,23 @@ def pooled_chi2_test(current: npt.NDArray[np.int64], reference: npt.NDArray[np.i
     return float(_special().chdtrc(table.shape[1] - 1, statistic))
 
 
-def ks_test(current: FloatArray, reference: FloatArray) -> tuple[float, float]:
+def ks_reference(values: FloatArray) -> FloatArray:
+    """A reference sample as `ks_test` reads it: NaNs dropped, sorted."""
+    return np.sort(values[~np.isnan(values)])
+
+
+def ks_test(
+    current: FloatArray, reference: FloatArray, *, reference_prepared: bool = False
+) -> tuple[float, float]:
     """(KS distance, p-value) of two samples, NaNs dropped; (0, 1) if either is empty.
 
     The same numbers as `scipy.stats.ks_2samp(cur, ref, method="asymp")`, without importing
-    `scipy.stats` (see `detectors._ks`).
+    `scipy.stats` (see `detectors._ks`). `reference_prepared`: `reference` is already
+    `ks_reference(...)` (sorted, without NaN), as a pinned reference is kept.
     """
     cur = current[~np.isnan(current)]
-    ref = reference[~np.isnan(reference)]
+    ref = reference if reference_prepared else ks_reference(reference)
     if len(cur) == 0 or len(ref) == 0:
         return 0.0, 1.0
-    distance = ks.ks_statistic(cur, ref)
+    distance = ks.ks_statistic_sorted(np.sort(cur), ref)
     return distance, ks.kolmogorov_sf(ks.effective_size(len(cur), len(ref)), distance)

@@ -42,6 +42,8 @@ from schemas.drift_config import DescriptorDriftConfig
 
 CONDITION = "descriptor_distribution_shift"
 NUMERIC: tuple[str, ...] = ("response_length", "input_tokens", "output_tokens")
+#: prepared reference samples kept per detector (one per model, while its reference is pinned)
+_PREPARED_REFERENCES = 64
 OTHER, MISSING = "other", "missing"
 
 
@@ -87,6 +89,7 @@ class DescriptorDriftDetector:
         self.config = config
         self.categories: tuple[str, ...] = (*config.finish_reasons, OTHER, MISSING)
         self._code = {reason: i for i, reason in enumerate(config.finish_reasons)}
+        self._prepared: dict[int, tuple[npt.NDArray[Any], list[dm.FloatArray]]] = {}
 
     # -- accumulator -----------------------------------------------------------------------
 
@@ -196,17 +199,33 @@ class DescriptorDriftDetector:
 
     # -- verdict -----------------------------------------------------------------------------
 
+    def _ks_reference(self, reference: DescriptorDriftState) -> list[dm.FloatArray]:
+        """Each numeric column of the reference sample sorted without NaN, kept while the
+        reference is: a pinned reference judges every window of its model, and sorting its
+        5,000 values per column was most of a verdict. Keyed by the (never modified) sample
+        array, which the entry holds so its id cannot be reused."""
+        rows = reference.sample.rows
+        entry = self._prepared.get(id(rows))
+        if entry is not None and entry[0] is rows:
+            return entry[1]
+        if len(self._prepared) >= _PREPARED_REFERENCES:
+            self._prepared.clear()  # references that grew or were replaced: models come back
+        columns = [dm.ks_reference(rows[:, j].astype(np.float64)) for j in range(len(NUMERIC))]
+        self._prepared[id(rows)] = (rows, columns)
+        return columns
+
     def tests(
         self, state: DescriptorDriftState, reference: DescriptorDriftState
     ) -> list[_TestResult]:
         """Every test that has data on both sides, with its effect size and raw p-value."""
         results: list[_TestResult] = []
+        prepared = self._ks_reference(reference)
         for j, column in enumerate(NUMERIC):
             cur = state.sample.rows[:, j].astype(np.float64)
-            ref = reference.sample.rows[:, j].astype(np.float64)
-            if np.isnan(cur).all() or np.isnan(ref).all():
+            ref = prepared[j]
+            if np.isnan(cur).all() or not len(ref):
                 continue
-            distance, p = dm.ks_test(cur, ref)
+            distance, p = dm.ks_test(cur, ref, reference_prepared=True)
             results.append(_TestResult(column, distance, p))
         if state.count and reference.count:
             p = dm.pooled_chi2_test(state.finish_counts, reference.finish_counts)

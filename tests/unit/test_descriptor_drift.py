@@ -148,3 +148,29 @@ def test_a_real_change_is_reported_at_500_calls(change: str, shift: dict[str, ob
     verdicts = _verdicts(500, 20, seed=9, **shift)
     print(f"descriptors, {change}, 500 calls/window: caught {verdicts.count('alert')} of 20")
     assert verdicts.count("alert") >= 19
+
+
+def test_each_reference_is_judged_against_its_own_sorted_sample():
+    """The detector keeps each pinned reference's columns sorted between windows (one model's
+    reference is reused for every window). Two models, references swapped window by window,
+    and a reference rebuilt from a row: every verdict equals that of a fresh detector, which
+    never saw another reference (and scipy's KS distance, pinned in test_ks.py)."""
+    rng = np.random.default_rng(11)
+    ids = count(1)
+    quiet, shifted = _reference(rng, ids), _reference(rng, ids, token_scale=1.3)
+    reloaded = DET.from_row(orjson.loads(orjson.dumps(DET.to_row(quiet))))
+    detector = DescriptorDriftDetector(DescriptorDriftConfig())
+    for reference in (quiet, shifted, quiet, reloaded, shifted):
+        window = DET.add(DET.empty(), _batch(400, rng, next(ids) * 10_000))
+        fresh = DescriptorDriftDetector(DescriptorDriftConfig())
+        kept = detector.evaluate(window, Baseline(reference=reference), WINDOW)
+        assert kept == fresh.evaluate(window, Baseline(reference=reference), WINDOW)
+    verdicts = [
+        detector.evaluate(
+            DET.add(DET.empty(), _batch(400, rng, next(ids) * 10_000)),
+            Baseline(reference=ref),
+            WINDOW,
+        ).verdict
+        for ref in (quiet, shifted)
+    ]
+    assert verdicts == ["ok", "alert"]  # unshifted traffic: quiet against its own reference
