@@ -12,8 +12,7 @@ whose windows are judged again (and page again) from what the sink holds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from typing import Protocol
 
 from schemas.detection import Alert, AlertChangeKey
@@ -30,8 +29,6 @@ class HandoffJournal(Protocol):
     def handed_off(self, alerts: Sequence[Alert]) -> None: ...
 
     def pending_handoffs(self) -> list[Alert]: ...
-
-    def handing_off(self) -> AbstractContextManager[None]: ...
 
 
 class AlertHandoff:
@@ -58,16 +55,6 @@ class AlertHandoff:
                 len(alerts),
                 error,
             )
-
-    @contextmanager
-    def handing_off(self) -> Iterator[None]:
-        """Queueing alerts for the receivers and striking them (`handed`) inside this land
-        together: a process killed between the two would page again at the next start."""
-        if self._journal is None:
-            yield
-            return
-        with self._journal.handing_off():
-            yield
 
     def handed(self, alerts: Sequence[Alert]) -> None:
         if self._journal is None or not alerts:

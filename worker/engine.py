@@ -559,20 +559,6 @@ class Engine:
             self._handoff.handed(outbox)
             return
         try:
-            with self._handoff.handing_off():
-                undelivered = self._hand_to_receivers(outbox)
-        except Exception as error:  # the journal's transaction failed: try them all again
-            log.error(
-                "handing %d alert(s) to the receivers failed, will retry: %s", len(outbox), error
-            )
-            undelivered = outbox
-        self._outbox = undelivered
-
-    def _hand_to_receivers(self, outbox: list[Alert]) -> list[Alert]:
-        """Give `outbox` to the notify hook and strike what it took off the hand-off journal
-        (one transaction: see `AlertHandoff.handing_off`); returns what waits for a retry."""
-        assert self._notify_hook is not None
-        try:
             undelivered = list(self._notify_hook(outbox) or ())
         except Exception as error:
             log.error("sending %d alert(s) failed, will retry: %s", len(outbox), error)
@@ -581,9 +567,9 @@ class Engine:
             dropped = len(undelivered) - self.settings.max_outbox_alerts
             log.error("alert outbox full: dropping the %d oldest undelivered alerts", dropped)
             undelivered = undelivered[dropped:]
+        self._outbox = undelivered
         waiting = {a.fingerprint for a in undelivered}
         self._handoff.handed([a for a in outbox if a.fingerprint not in waiting])
-        return undelivered
 
     def send_unsent_alerts(self) -> int:
         """At start: page for the alerts a previous run stored and was stopped before sending

@@ -116,7 +116,7 @@ class Dispatcher:
             for sender, config in receivers
         }
         self.metrics = NotificationMetrics(registry, list(self._receivers))
-        self._lock = outbox.lock  # one lock with the outbox: see `Outbox.lock`
+        self._lock = threading.Lock()
         forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
         if forgotten:
             log.warning("dropped %d notifications for receivers no longer configured", forgotten)
@@ -149,10 +149,23 @@ class Dispatcher:
         return {name: _QueueNotifier(self, name) for name in self._receivers}
 
     def submit(self, receiver: str, alerts: Sequence[Alert]) -> None:
-        """Record state changes of `alerts` for `receiver`'s groups (persisted at once)."""
+        """Record state changes of `alerts` for `receiver`'s groups (persisted at once, in one
+        transaction with the marks that say this receiver took them: `Outbox.queued_for`)."""
         now = self._clock()
         with self._lock:
-            for alert in alerts:
+            fingerprints = [alert.fingerprint for alert in alerts]
+            taken = self._outbox.queued_for(receiver, fingerprints)
+            if taken:
+                log.info(
+                    "receiver %s: %d alert change(s) handed over again (a restart, or a retry "
+                    "for another receiver) were queued for it already: not queued twice",
+                    receiver,
+                    len(taken),
+                )
+            changed: dict[tuple[str, str], GroupState] = {}
+            for alert, fingerprint in zip(alerts, fingerprints, strict=True):
+                if fingerprint in taken:
+                    continue
                 if self._links and not alert.links:
                     alert = alert.model_copy(update={"links": render_links(alert, self._links)})
                 key = (receiver, self._grouping(receiver, alert).key(alert))
@@ -166,7 +179,9 @@ class Dispatcher:
                     state.active[alert.dedup_key] = alert
                 else:
                     state.active.pop(alert.dedup_key, None)
-                self._outbox.save_group(*key, state)
+                changed[key] = state
+            fresh = [f for f in fingerprints if f not in taken]
+            self._outbox.save_submitted(receiver, [(k[1], st) for k, st in changed.items()], fresh)
         self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,11 @@ CREATE INDEX IF NOT EXISTS notifications_receiver ON notifications (receiver, id
 CREATE TABLE IF NOT EXISTS handoffs (
     fingerprint TEXT PRIMARY KEY,
     alert BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queued (
+    receiver TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (receiver, fingerprint)
 );
 CREATE TABLE IF NOT EXISTS groups (
     receiver TEXT NOT NULL,
@@ -97,40 +101,24 @@ class GroupState:
 
 
 class Outbox:
-    """Thread-safe (one connection behind a lock; every call is one short transaction, or part
-    of the caller's `handing_off` transaction)."""
+    """Thread-safe (one connection behind a lock; every call is one short transaction)."""
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
         if str(path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        #: also the dispatcher's lock: one lock, so a hand-off that queues through the
-        #: dispatcher and a scheduler thread that flushes groups cannot take two in turn
-        self.lock = threading.RLock()
-        self._lock = self.lock
+        self._lock = threading.Lock()
         self._con = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.executescript(_SCHEMA)
+        # marks of alerts no longer noted (struck by a run that then failed to clear them)
+        self._con.execute(
+            "DELETE FROM queued WHERE fingerprint NOT IN (SELECT fingerprint FROM handoffs)"
+        )
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """A transaction, or a savepoint inside the caller's (`handing_off`); the lock is held."""
-        nested = self._con.in_transaction
-        self._con.execute("SAVEPOINT outbox" if nested else "BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if nested:
-                self._con.execute("ROLLBACK TO outbox")
-                self._con.execute("RELEASE outbox")
-            else:
-                self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("RELEASE outbox" if nested else "COMMIT")
 
     # -- notifications ---------------------------------------------------------------------
 
@@ -146,24 +134,30 @@ class Outbox:
         cannot both keep the change pending and queue it). Returns how many of the oldest
         were dropped to stay within `limit`."""
         receiver, group_key, state = group
-        with self._lock, self._transaction():
-            for n in notifications:
-                self._con.execute(
-                    "INSERT INTO notifications (receiver, body, first_at, next_at) "
-                    "VALUES (?,?,?,?)",
-                    (n.receiver, n.to_json(), now, now),
-                )
-            self._save_group(receiver, group_key, state)
-            (count,) = self._con.execute(
-                "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
-            ).fetchone()
-            excess = max(0, int(count) - limit)
-            if excess:
-                self._con.execute(
-                    "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
-                    "WHERE receiver = ? ORDER BY id LIMIT ?)",
-                    (receiver, excess),
-                )
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                for n in notifications:
+                    self._con.execute(
+                        "INSERT INTO notifications (receiver, body, first_at, next_at) "
+                        "VALUES (?,?,?,?)",
+                        (n.receiver, n.to_json(), now, now),
+                    )
+                self._save_group(receiver, group_key, state)
+                (count,) = self._con.execute(
+                    "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
+                ).fetchone()
+                excess = max(0, int(count) - limit)
+                if excess:
+                    self._con.execute(
+                        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
+                        "WHERE receiver = ? ORDER BY id LIMIT ?)",
+                        (receiver, excess),
+                    )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
         return excess
 
     def head(self, receiver: str) -> Entry | None:
@@ -213,25 +207,43 @@ class Outbox:
         once the write landed, and a process killed between the two would otherwise leave an
         alert in the `alerts` table that no receiver ever gets."""
         rows = [(a.fingerprint, a.model_dump_json()) for a in alerts]
-        with self._lock, self._transaction():
-            self._con.executemany(
-                "INSERT OR REPLACE INTO handoffs (fingerprint, alert) VALUES (?,?)", rows
-            )
-
-    @contextmanager
-    def handing_off(self) -> Iterator[None]:
-        """One transaction for queueing alerts for the receivers (through the dispatcher, which
-        shares this lock) and striking them off the journal (`handed_off`). Done in two, a
-        process killed between them left alerts both queued and noted: the next start sent
-        them again (an SRE's kill -9 rounds saw one such duplicate page in nine)."""
-        with self._lock, self._transaction():
-            yield
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.executemany(
+                    "INSERT OR REPLACE INTO handoffs (fingerprint, alert) VALUES (?,?)", rows
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
 
     def handed_off(self, alerts: Sequence[Alert]) -> None:
         """These are with the receivers now (queued here, or given up on with an error)."""
         keys = [(a.fingerprint,) for a in alerts]
         with self._lock:
-            self._con.executemany("DELETE FROM handoffs WHERE fingerprint = ?", keys)
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.executemany("DELETE FROM handoffs WHERE fingerprint = ?", keys)
+                self._con.executemany("DELETE FROM queued WHERE fingerprint = ?", keys)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def queued_for(self, receiver: str, fingerprints: Sequence[str]) -> set[str]:
+        """Which of these noted alerts `receiver` already took (`save_submitted`): a process
+        killed after queueing an alert and before striking it off the journal sends it again
+        from the next start, and each receiver that had it is skipped."""
+        if not fingerprints:
+            return set()
+        marks = ",".join("?" * len(fingerprints))
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT fingerprint FROM queued WHERE receiver = ? AND fingerprint IN ({marks})",
+                (receiver, *fingerprints),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def pending_handoffs(self) -> list[Alert]:
         """Prepared and never handed off, in the order they were prepared."""
@@ -249,6 +261,26 @@ class Outbox:
     def save_group(self, receiver: str, group_key: str, state: GroupState | None) -> None:
         with self._lock:
             self._save_group(receiver, group_key, state)
+
+    def save_submitted(
+        self, receiver: str, groups: Sequence[tuple[str, GroupState]], fingerprints: Sequence[str]
+    ) -> None:
+        """Save groups that took new alerts and mark those alerts (the ones the hand-off
+        journal notes) as queued for `receiver`, in ONE transaction: see `queued_for`."""
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                for group_key, state in groups:
+                    self._save_group(receiver, group_key, state)
+                self._con.executemany(
+                    "INSERT OR IGNORE INTO queued (receiver, fingerprint) SELECT ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM handoffs WHERE fingerprint = ?)",
+                    [(receiver, f, f) for f in fingerprints],
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
 
     def _save_group(self, receiver: str, group_key: str, state: GroupState | None) -> None:
         if state is None:
