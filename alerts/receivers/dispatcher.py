@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from alerts.notifiers import NotifierError, notifier_error
+from alerts.notifiers import NotifierError, RetryableNotifierError, notifier_error
 from alerts.receivers.outbox import GroupState, Outbox, pending_key
 from alerts.receivers.payloads import render_links
 from alerts.receivers.policy import TokenBucket, backoff_delay
@@ -81,7 +82,12 @@ class _QueueNotifier:
     def send(self, alerts: Sequence[Alert]) -> None:
         try:
             self._dispatcher.submit(self._name, alerts)
-        except Exception as exc:  # the outbox file failed: the engine keeps and retries these
+        except (sqlite3.Error, OSError) as exc:
+            # the outbox file failed (locked, disk full): nothing was queued, and the engine
+            # keeps and retries these (a terminal error would strike them off the journal)
+            message = f"queueing alerts failed: {type(exc).__name__}: {exc}"
+            raise RetryableNotifierError(self._name, message) from exc
+        except Exception as exc:
             raise notifier_error(self._name, "queueing alerts", exc) from exc
 
 
@@ -201,7 +207,14 @@ class Dispatcher:
         now = self._clock()
         with self._lock:
             for key, state in list(self._groups.items()):
-                self._pump_group(key, state, now, waiting_too=waiting_too)
+                before = replace(state, active=dict(state.active), pending=dict(state.pending))
+                try:
+                    self._pump_group(key, state, now, waiting_too=waiting_too)
+                except Exception:
+                    # the outbox write failed: keep the group as it was, so its changes are
+                    # tried again at the next tick instead of being forgotten
+                    self._groups[key] = before
+                    raise
 
     def _pump_group(
         self, key: tuple[str, str], state: GroupState, now: float, *, waiting_too: bool = False

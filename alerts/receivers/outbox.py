@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS queued (
     fingerprint TEXT NOT NULL,
     PRIMARY KEY (receiver, fingerprint)
 );
+CREATE INDEX IF NOT EXISTS queued_fingerprint ON queued (fingerprint);
 CREATE TABLE IF NOT EXISTS groups (
     receiver TEXT NOT NULL,
     group_key TEXT NOT NULL,
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS groups (
     PRIMARY KEY (receiver, group_key)
 );
 """
+
+
+#: fingerprints per `IN (...)` query: under SQLite's smallest variable limit (999)
+_QUERY_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -235,15 +240,18 @@ class Outbox:
         """Which of these noted alerts `receiver` already took (`save_submitted`): a process
         killed after queueing an alert and before striking it off the journal sends it again
         from the next start, and each receiver that had it is skipped."""
-        if not fingerprints:
-            return set()
-        marks = ",".join("?" * len(fingerprints))
+        taken: set[str] = set()
         with self._lock:
-            rows = self._con.execute(
-                f"SELECT fingerprint FROM queued WHERE receiver = ? AND fingerprint IN ({marks})",
-                (receiver, *fingerprints),
-            ).fetchall()
-        return {row[0] for row in rows}
+            for start in range(0, len(fingerprints), _QUERY_CHUNK):
+                chunk = fingerprints[start : start + _QUERY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._con.execute(
+                    "SELECT fingerprint FROM queued "
+                    f"WHERE receiver = ? AND fingerprint IN ({marks})",
+                    (receiver, *chunk),
+                ).fetchall()
+                taken.update(row[0] for row in rows)
+        return taken
 
     def pending_handoffs(self) -> list[Alert]:
         """Prepared and never handed off, in the order they were prepared."""

@@ -5,6 +5,7 @@ backoff with jitter, Retry-After, the token bucket, and the SecretRef rules."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,50 @@ def test_notifications_for_a_receiver_no_longer_configured_are_dropped(tmp_path:
     again, _ = dispatcher(tmp_path, clock, new)
     assert again.pending("old") == 0  # not kept forever for a receiver nobody configures
     again.close(drain_seconds=0)
+
+
+def deny_writes(outbox: Outbox, denied: bool) -> None:
+    """The outbox file refuses writes (as a full disk or a lock held elsewhere would)."""
+    con = outbox._con  # the one connection the outbox writes through
+
+    def authorize(action: int, *_: object) -> int:
+        writes = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+        return sqlite3.SQLITE_DENY if action in writes else sqlite3.SQLITE_OK
+
+    con.set_authorizer(authorize if denied else None)
+
+
+def test_a_page_the_outbox_file_could_not_take_is_sent_once_it_can(tmp_path: Path) -> None:
+    """An outbox that cannot be written (disk full, locked) must not lose a page: queueing
+    fails as retryable (the engine keeps the alert and its journal note), and a group the
+    scheduler could not flush keeps its change for the next tick. Before, the first was
+    terminal (the engine struck the alert) and the second forgot the change."""
+    clock, hook = FakeClock(1000), Recording("hook")
+    d, _ = dispatcher(tmp_path, clock, hook, routes=[{"receivers": ["hook"], "group_wait": "0s"}])
+    outbox = d.outbox
+    deny_writes(outbox, True)
+    with pytest.raises(RetryableNotifierError, match="queueing alerts failed"):
+        d.notifiers()["hook"].send([alert()])
+    deny_writes(outbox, False)
+    d.notifiers()["hook"].send([alert()])  # the engine's retry
+    deny_writes(outbox, True)
+    with pytest.raises(sqlite3.DatabaseError):
+        d.pump()  # the scheduler's flush fails ...
+    deny_writes(outbox, False)
+    drain(d, "hook")  # ... and the next tick sends the change it kept
+    assert [n.alerts[0].status for n in hook.sent] == ["firing"]
+
+
+def test_hand_off_marks_are_read_in_chunks_under_sqlite_smallest_variable_limit() -> None:
+    """SQLite builds may allow as few as 999 variables a statement: a hand-off of more noted
+    alerts than that still finds every mark (a failing lookup dropped the receiver's pages)."""
+    outbox = Outbox(":memory:")
+    outbox._con.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    alerts = [alert(model=f"m{i}") for i in range(1_200)]
+    outbox.prepare_handoff(alerts)
+    fingerprints = [a.fingerprint for a in alerts]
+    outbox.save_submitted("hook", [], fingerprints)
+    assert outbox.queued_for("hook", fingerprints) == set(fingerprints)
+    assert outbox.queued_for("other", fingerprints) == set()
+    outbox.handed_off(alerts)
+    assert outbox.queued_for("hook", fingerprints) == set()
