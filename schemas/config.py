@@ -302,13 +302,23 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     A value that came from a `LOOKOUT_…` variable is blamed on that variable, not on the file
     (`environment LOOKOUT_ENGINE__WINDOW_SECONDS (engine.window_seconds): …`), and its value is
     never shown: environment variables are where secrets live."""
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = str(error["msg"])
+    location = _location(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "value_error" and not error["loc"]:
         # a rule across sections (our own message names every key it involves)
-        return message.removeprefix("Value error, ")
+        return message
     variable = _blamed_variable(error["loc"], os.environ if environ is None else environ)
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "union_tag_invalid":
+        context = error.get("ctx") or {}
+        field = str(context.get("discriminator", "kind")).strip("'")
+        tags = [t.strip(" '") for t in str(context.get("expected_tags", "")).split(",")]
+        tag = str(context.get("tag", ""))
+        location = f"{location}.{field}"
+        message = f"unknown {tag!r}; expected one of {', '.join(tags)}"
+        close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    elif error["type"] == "extra_forbidden":
         message = "unknown key"
         close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1, cutoff=0.75)
         if close:
@@ -320,6 +330,25 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     if variable is not None:
         return f"environment {variable} ({location}): {message}"
     return f"{location}: {message}"
+
+
+def _location(loc: Sequence[Any]) -> str:
+    """`alerting.receivers[1].webhook_url`, written as the routes' checks write it: list
+    positions in brackets, and without the tag pydantic adds for a tagged union's member
+    (`receivers.1.slack.webhook_url`), which is no key of the file."""
+    text = ""
+    after_index = False
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            after_index = True
+            continue
+        if after_index and str(part) not in _known_keys():
+            after_index = False
+            continue  # the union member's tag
+        text += f".{part}" if text else str(part)
+        after_index = False
+    return text or "(top level)"
 
 
 @functools.cache

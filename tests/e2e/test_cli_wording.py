@@ -54,7 +54,20 @@ def test_a_missing_file_is_worded_the_same_by_replay_and_decode(
     workdir: Path, command: str
 ) -> None:
     stderr, status, _ = timed(command, "nope.ndjson", cwd=workdir)
-    assert (status, stderr) == (2, f"lookout: {command}: no such file: nope.ndjson")
+    where = f"(read from the current folder, {workdir})"
+    assert (status, stderr) == (2, f"lookout: {command}: no such file: nope.ndjson {where}")
+
+
+def test_bq_init_without_credentials_says_how_to_get_them(workdir: Path) -> None:
+    """As `pubsub init` does: the fix, not only Google's DefaultCredentialsError."""
+    env = {"HOME": str(workdir), "NO_GCE_CHECK": "True", "GOOGLE_APPLICATION_CREDENTIALS": ""}
+    env["BIGQUERY_EMULATOR_HOST"] = ""  # the real service, which has no credentials here
+    done = lookout("bq", "init", "--project", "p", cwd=workdir, env=env)
+    assert done.returncode == 1, done.describe()
+    assert done.stderr.startswith("lookout bq init: no Google credentials (")
+    assert "run `gcloud auth application-default login` or set BIGQUERY_EMULATOR_HOST" in (
+        done.stderr
+    )
 
 
 @pytest.mark.parametrize(

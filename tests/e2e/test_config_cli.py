@@ -92,8 +92,8 @@ BAD_VALUES = [
     ("engine:\n  window_seconds: -5\n", "engine.window_seconds"),
     ("metrics:\n  port: abc\n", "metrics.port"),
     ("detectors:\n  safety:\n    alpha: 2\n", "detectors.safety.alpha"),
-    ("alerting:\n  routes:\n    - receivers: []\n", "alerting.routes.0.receivers"),
-    ("source:\n  kind: kafka\n", "source"),
+    ("alerting:\n  routes:\n    - receivers: []\n", "alerting.routes[0].receivers"),
+    ("source:\n  kind: kafka\n", "source.kind"),
 ]
 
 

@@ -87,3 +87,44 @@ def test_ingest_then_evaluate_judge_like_replay(tmp_path: Path) -> None:
     assert len(got) >= expected
     assert set(got) <= set(want)  # every window judged on the samples replay judged it on
     assert query(split, "SELECT count(*) FROM alerts WHERE status = 'firing'")[0][0] > 0
+
+
+def test_an_evaluator_with_nothing_to_judge_says_what_it_waits_for(tmp_path: Path) -> None:
+    """`--role evaluate` on a DuckDB file no ingest replica wrote to judged nothing for as long
+    as it ran, silently, and /readyz said ready: a newcomer waited ten minutes. It now says
+    that a DuckDB file takes one writer at a time and that no ingest progress is there yet."""
+    config = _config(
+        tmp_path / "evaluate.yaml", source=tmp_path / "x", db=tmp_path / "e.duckdb", port=None
+    )
+    evaluator = RunningLookout("run", "--config", config, "--role", "evaluate", cwd=tmp_path)
+    try:
+        evaluator.wait_for(
+            "the waiting warning",
+            lambda out, err: "no ingest replica has written its progress" in err,
+            60,
+        )
+        evaluator.proc.send_signal(signal.SIGTERM)
+        result = evaluator.wait(timeout=30)
+    finally:
+        evaluator.kill()
+    assert result.returncode == 0, result.describe()
+    assert "a DuckDB file takes one writer at a time" in result.stderr
+    assert "0 windows evaluated" in result.stderr
+
+
+def test_run_on_a_missing_file_says_so_and_creates_no_database(tmp_path: Path) -> None:
+    """A configuration whose relative source.path is not where `lookout run` was started:
+    one line naming the key, the file and the folder it was looked for in; no empty database
+    left behind (there was a raw FileNotFoundError and an empty lookout.duckdb)."""
+    config = tmp_path / "conf" / "lookout.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "source: {kind: file, path: logs.ndjson}\nsink: {kind: duckdb, path: l.duckdb}\n"
+    )
+    done = lookout("run", "--config", config, cwd=tmp_path)
+    assert done.returncode == 2, done.describe()
+    assert done.stderr.strip() == (
+        f"lookout: run: source.path in {config}: no such file: logs.ndjson "
+        f"(read from the current folder, {tmp_path})"
+    )
+    assert not (tmp_path / "l.duckdb").exists()

@@ -51,8 +51,9 @@ def init(
             typer.echo(f"{statement};\n")
         return
     from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
 
-    from worker.errors import LookoutError
+    from worker.errors import LookoutError, describe
     from worker.sinks.bigquery_init import init_dataset
     from worker.sinks.bigquery_sink import make_client
 
@@ -64,6 +65,11 @@ def init(
         _die(str(error))
     except exceptions.GoogleAPIError as error:
         _die(f"BigQuery refused ({type(error).__name__}): {error}")
+    except auth_exceptions.GoogleAuthError as error:  # as `pubsub init` words it
+        _die(
+            f"no Google credentials ({describe(error)}); run `gcloud auth application-default "
+            "login` or set BIGQUERY_EMULATOR_HOST for the emulator"
+        )
     except Exception as error:  # no credentials, no network: one line, no traceback
         _die(f"{type(error).__name__}: {error}")
     if not report.changed:

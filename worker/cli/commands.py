@@ -425,7 +425,8 @@ def input_file(command: str, file: str) -> Path | None:
     if path.is_dir():
         fail(f"{command}: {file} is a directory; expected an NDJSON file (or - for stdin)")
     if not path.exists():
-        fail(f"{command}: no such file: {file}")
+        where = "" if path.is_absolute() else f" (read from the current folder, {Path.cwd()})"
+        fail(f"{command}: no such file: {file}{where}")
     try:
         path.open("rb").close()
     except OSError as error:
@@ -477,4 +478,8 @@ def run(
     if role is not None and role not in ("all", "ingest", "evaluate"):
         fail(f"run: unknown --role {role!r}; expected all, ingest or evaluate")
     config = configured(config_path, engine__role=role)
+    source = config.source
+    if config.engine.role != "evaluate" and isinstance(source, FileSourceConfig):
+        # before the sink is opened: a missing file must not leave an empty database behind
+        input_file(f"run: source.path in {config_path}", source.path)
     raise typer.Exit(serve(config))

@@ -135,6 +135,21 @@ def _ignore_late_signals() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
+def _say_what_the_evaluator_judges(config: LookoutConfig, sink_name: str) -> None:
+    """An evaluator with nothing to judge is silent otherwise: say what it waits for."""
+    log.info(
+        "judging the windows ingest replicas close in %s, every %ss",
+        sink_name,
+        config.engine.checkpoint_seconds,
+    )
+    if config.sink.kind == "duckdb":
+        log.warning(
+            "a DuckDB file takes one writer at a time: this evaluator judges what "
+            "`lookout run --role ingest` runs wrote to it before it started, and no ingest "
+            "replica can write to it while this runs (replicas side by side need BigQuery)"
+        )
+
+
 def serve_evaluator(config: LookoutConfig) -> int:
     """`lookout run --role evaluate`: no source. Every checkpoint interval, read the frontier
     the ingest replicas reported, judge the windows it closed from their merged partial rows,
@@ -150,11 +165,23 @@ def serve_evaluator(config: LookoutConfig) -> int:
         return 1
     stop = _stop_event()
     judged = 0
+    _say_what_the_evaluator_judges(config, sink.name)
+    waiting_said = False
     try:
         while not stop.is_set():
             try:
                 frontier = sink.load_frontier(config.engine.writer_active_seconds)
-                judged += engine.judge_stored(frontier)
+                if frontier is None and not waiting_said:
+                    log.warning(
+                        "no ingest replica has written its progress to %s yet: nothing to "
+                        "judge until one does (`lookout run --role ingest` on the same sink)",
+                        sink.name,
+                    )
+                waiting_said = frontier is None
+                now_judged = engine.judge_stored(frontier)
+                if now_judged:
+                    log.info("judged %d window(s) the ingest replicas closed", now_judged)
+                judged += now_judged
             except SinkBroken:
                 raise  # never writable again: stop, a restart reconnects
             except Exception as error:  # the sink is down: keep going, judge when it is back
