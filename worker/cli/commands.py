@@ -452,6 +452,45 @@ def _open(command: str, path: Path) -> BufferedIOBase:
         fail(f"{command}: cannot read {path}: {error.strerror}")
 
 
+@app.command("report", short_help="Write the HTML report of a DuckDB file, without replaying.")
+def report_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")],
+    db: Annotated[
+        Path, typer.Option(help="DuckDB file written by lookout run, replay or demo.")
+    ] = Path("lookout.duckdb"),
+    title: Annotated[str | None, typer.Option(help="Heading (default: the file's name).")] = None,
+) -> None:
+    """Write the report `replay --report` writes, from what a DuckDB file holds now: a
+    summary, each model's detectors window by window with their incidents shaded, and every
+    alert. A file a running worker holds cannot be opened: report on a copy (with its .wal)."""
+    output_file("report", "--out", out)
+    if not db.exists():
+        fail(f"report: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
+    if db.is_dir():
+        fail(f"report: {db} is a directory; expected a DuckDB file")
+    from worker.cli.pipeline import open_duckdb_sink
+    from worker.cli.report import write_report
+    from worker.cli.report_evidently import evidently_second_opinion
+    from worker.errors import SetupError
+    from worker.sinks.duckdb_sink import refuse_foreign_file
+
+    try:
+        refuse_foreign_file(db)  # opening it as the sink would add Lookout's tables to it
+    except SetupError as error:
+        fail(f"report: {error}")
+    sink = open_duckdb_sink(db, memory_limit="256MB")
+    try:
+        write_report(
+            sink,
+            out,
+            title=title or f"Lookout report of {db.name}",
+            second_opinion=evidently_second_opinion,
+        )
+    finally:
+        sink.close()
+    typer.echo(f"wrote {out}")
+
+
 @app.command(short_help="Run the long-running worker as the configuration sets it up.")
 def run(
     config_path: Annotated[
