@@ -241,3 +241,26 @@ def test_one_shot_commands_stay_quiet_by_default(workdir: Path) -> None:
 def test_an_unknown_log_format_is_one_line(workdir: Path) -> None:
     stderr, status, _ = timed("--log-format", "xml", "decode", "-", cwd=workdir)
     assert (status, stderr) == (2, "lookout: unknown log format 'xml'; expected text or json")
+
+
+def test_logging_options_after_the_command_work_as_before_it(workdir: Path) -> None:
+    """`lookout replay f --log-format json` was "No such option: --log-format (Possible
+    options: --format)", which points at the wire format: the options of `lookout` itself now
+    work after the command too."""
+    stream = workdir / "one.ndjson"
+    stream.write_text('{"request_id": "r1", "timestamp": "2026-01-05T06:00:00Z", "model": "m"}\n')
+    done = lookout("replay", stream, "--db", "x.duckdb", "--log-format", "json", cwd=workdir)
+    assert done.returncode == 0, done.describe()
+    (line,) = done.stderr.strip().splitlines()
+    assert json.loads(line)["logger"] == "lookout.replay"
+
+
+def test_only_the_logging_options_move_and_nothing_after_a_double_dash() -> None:
+    from worker.cli import global_options_first
+
+    assert global_options_first(["sql", "SELECT 1", "--log-level=DEBUG", "--format", "csv"]) == [
+        "--log-level=DEBUG", "sql", "SELECT 1", "--format", "csv",
+    ]  # fmt: skip
+    assert global_options_first(["replay", "--", "--log-format", "json"]) == [
+        "replay", "--", "--log-format", "json",
+    ]  # fmt: skip

@@ -8,6 +8,7 @@ another's commands and there is no import circle.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -35,12 +36,39 @@ def limit_blas_threads() -> None:
     threadpool_limits(limits=int(os.environ.get("LOOKOUT_BLAS_THREADS", "1")), user_api="blas")
 
 
+#: the options of `lookout` itself, which click reads only before the command
+GLOBAL_OPTIONS = ("--log-format", "--log-level")
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """`lookout replay f --log-format json` as `lookout --log-format json replay f`: after the
+    command click answered "No such option: --log-format (Possible options: --format)", which
+    points at the wire format. Nothing after a `--` is touched."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_next = "=" not in arg and i + 1 < len(args)
+            moved.extend(args[i : i + 2] if takes_next else [arg])
+            i += 2 if takes_next else 1
+            continue
+        rest.append(arg)
+        i += 1
+    return moved + rest
+
+
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
     limit_blas_threads()
     fit_help_to_terminal()
     try:
-        app(standalone_mode=True)
+        app(args=global_options_first(sys.argv[1:]), standalone_mode=True)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:  # the reader went away (`| head`): not an error
