@@ -67,6 +67,8 @@ class EngineSettings:
     #: write interval checkpoints on a second thread while folding goes on (the sink must
     #: allow reads from the engine's thread during a write)
     background_checkpoints: bool = False
+    #: judge no window for this long after start (Pub/Sub: the ack deadline and a margin)
+    closing_hold_seconds: float = 0.0
 
 
 @dataclass
@@ -123,6 +125,15 @@ class Engine:
         self._pending_references: dict[tuple[str, str], Any] = {}
         self._alert_state_dirty = False
         self._last_checkpoint = now()
+        #: until when no window closes: what a killed predecessor pulled and never acked comes
+        #: back once its lease expires, and its windows must still be open to take it
+        self._hold_until = now() + settings.closing_hold_seconds
+        if settings.closing_hold_seconds > 0:
+            log.info(
+                "windows are judged from %.0f s after start: messages a stopped run pulled "
+                "and did not ack come back within the ack deadline, into open windows",
+                settings.closing_hold_seconds,
+            )
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
@@ -292,7 +303,9 @@ class Engine:
         self._settle(block=False)
         if self._deferred:
             self._retry_deferred()
-        if self.settings.evaluate:
+        if self._now() < self._hold_until:
+            pass  # see `closing_hold_seconds`
+        elif self.settings.evaluate:
             self._evaluate_closed(final=False)
         else:
             window = self.settings.window_seconds
@@ -320,7 +333,8 @@ class Engine:
     def finish(self, *, end_of_input: bool) -> bool:
         """Final checkpoint. At the end of a finite input, every window is evaluated first;
         held samples of windows still open are written too, so a stop loses none."""
-        if self.settings.evaluate:
+        holding = self._now() < self._hold_until  # stopped early: the next start judges them
+        if self.settings.evaluate and (end_of_input or not holding):
             self._evaluate_closed(final=end_of_input)
         for state in self._windows.values():
             state.closed = True

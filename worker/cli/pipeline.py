@@ -23,7 +23,7 @@ from alerts.routing import Router
 from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
 from detectors.registry import build_detectors
-from schemas.config import LookoutConfig
+from schemas.config import LookoutConfig, PubSubSourceConfig
 from schemas.decode.api import DecodeLimits
 from schemas.detection import Alert
 from worker.engine import Engine, EngineSettings
@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # built only when routes name retune actions
     from alerts.retune import RetuneTrigger
 
 log = logging.getLogger("lookout.alerts")
+
+#: after the ack deadline, how long Pub/Sub may take to hand an expired message out again
+REDELIVERY_MARGIN_SECONDS = 15.0
 
 
 class LogNotifier:
@@ -257,6 +260,13 @@ def build_pipeline(
         evaluate=config.engine.role != "ingest",
         # DuckDB's sink serialises reads and writes on its own lock
         background_checkpoints=config.sink.kind == "duckdb",
+        # a killed predecessor's unacked messages come back within the ack deadline its
+        # leases had (and the emulator's or service's redelivery delay): their windows wait
+        closing_hold_seconds=(
+            config.source.ack_deadline_seconds + REDELIVERY_MARGIN_SECONDS
+            if isinstance(config.source, PubSubSourceConfig) and config.engine.role != "evaluate"
+            else 0.0
+        ),
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,
