@@ -128,12 +128,8 @@ class Engine:
         #: until when no window closes: what a killed predecessor pulled and never acked comes
         #: back once its lease expires, and its windows must still be open to take it
         self._hold_until = now() + settings.closing_hold_seconds
-        if settings.closing_hold_seconds > 0:
-            log.info(
-                "windows are judged from %.0f s after start: messages a stopped run pulled "
-                "and did not ack come back within the ack deadline, into open windows",
-                settings.closing_hold_seconds,
-            )
+        #: said at the first tick, once the source is up (a start that fails says only why)
+        self._hold_said = settings.closing_hold_seconds <= 0
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
@@ -304,7 +300,14 @@ class Engine:
         if self._deferred:
             self._retry_deferred()
         if self._now() < self._hold_until:
-            pass  # see `closing_hold_seconds`
+            if not self._hold_said:
+                self._hold_said = True
+                log.info(
+                    "windows are judged from %.0f s after start: messages a stopped run "
+                    "pulled and did not ack come back within the ack deadline, into open "
+                    "windows",
+                    self.settings.closing_hold_seconds,
+                )
         elif self.settings.evaluate:
             self._evaluate_closed(final=False)
         else:
