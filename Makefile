@@ -35,8 +35,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy schemas detectors worker alerts tests bench
 
+# two test workers (pytest-xdist): most tests wait on emulators and `lookout` subprocesses, so
+# two keep both cores busy; TEST_WORKERS=0 runs the suite in this one process
+TEST_WORKERS ?= 2
 test: $(STAMP) $(RETUNE) tools lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -105,6 +105,7 @@ def test_bq_init_dry_run_prints_the_ddl_and_touches_nothing(
 # -- a replayed stream ------------------------------------------------------------------------
 
 MODELS = ("gemini-1.5-flash", "text-bison")
+REPLAY_CHECKPOINT_SECONDS = 30.0
 
 
 def stream(minutes: int) -> list[LogBatch]:
@@ -121,10 +122,10 @@ def stream(minutes: int) -> list[LogBatch]:
     return list(simulate_batches(config, seconds_per_batch=10))
 
 
-def config_for(sink: Any, writer: str = "w1") -> LookoutConfig:
+def config_for(sink: Any, writer: str = "w1", checkpoint_seconds: float = 5.0) -> LookoutConfig:
     return LookoutConfig(
         sink=sink,
-        engine=EngineConfig(writer_id=writer, checkpoint_seconds=5.0),
+        engine=EngineConfig(writer_id=writer, checkpoint_seconds=checkpoint_seconds),
         detectors=DetectorsConfig(enabled=("safety", "latency", "tokens")),
     )
 
@@ -154,11 +155,16 @@ def duck_view(sink: DuckDBSink) -> list[tuple[Any, ...]]:
 
 
 def bigquery_pipeline(
-    emulator: BigQueryEmulator, dataset: str, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+    emulator: BigQueryEmulator,
+    dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    checkpoint_seconds: float = 5.0,
 ) -> Pipeline:
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"127.0.0.1:{emulator.port}")
     sink = BigQuerySinkConfig(project=emulator.project, dataset=dataset, write_timeout_seconds=4)
-    return build_pipeline(config_for(sink), alert_stream=None, now=clock)
+    config = config_for(sink, checkpoint_seconds=checkpoint_seconds)
+    return build_pipeline(config, alert_stream=None, now=clock)
 
 
 def test_a_replayed_stream_gives_the_duckdb_views_numbers_and_the_engines_p95(
@@ -171,11 +177,14 @@ def test_a_replayed_stream_gives_the_duckdb_views_numbers_and_the_engines_p95(
     total = sum(len(b) for b in batches)
 
     clock = FakeClock()
-    duck = build_pipeline(
-        config_for(DuckDBSinkConfig(path=str(tmp_path / "l.duckdb"))), alert_stream=None, now=clock
+    # a checkpoint every 6 batches, not every one: each costs the emulator about a second
+    every = REPLAY_CHECKPOINT_SECONDS
+    duck_config = config_for(
+        DuckDBSinkConfig(path=str(tmp_path / "l.duckdb")), checkpoint_seconds=every
     )
+    duck = build_pipeline(duck_config, alert_stream=None, now=clock)
     run(duck, clock, batches)
-    bq = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock)
+    bq = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock, every)
     run(bq, clock, batches)
     assert bq.engine.stats.records == total
 
@@ -206,7 +215,7 @@ def test_a_replayed_stream_gives_the_duckdb_views_numbers_and_the_engines_p95(
     duck.close()
 
     # the same stream again (a replay from the start): nothing new is counted, no number moves
-    again = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock)
+    again = bigquery_pipeline(bigquery_emulator, bigquery_dataset, monkeypatch, clock, every)
     run(again, clock, batches)
     assert (again.engine.stats.records, again.engine.stats.duplicates) == (0, total)
     assert isinstance(again.sink, BigQuerySink)
