@@ -135,6 +135,14 @@ SinkConfig = Annotated[
 ]
 
 
+#: after the ack deadline, how long Pub/Sub may take to hand an expired message out again
+REDELIVERY_MARGIN_SECONDS = 15.0
+#: how long a checkpoint's write may take beyond its interval (a BigQuery insert: seconds)
+CHECKPOINT_WRITE_SLACK_SECONDS = 5.0
+#: evaluate role, when its file does not say how the replicas read Pub/Sub
+DEFAULT_WRITER_ACTIVE_SECONDS = 60.0
+
+
 class EngineConfig(_Strict):
     window_seconds: int = Field(default=60, ge=1, le=86_400)
     allowed_lateness_seconds: float = Field(default=30.0, ge=0)
@@ -158,8 +166,10 @@ class EngineConfig(_Strict):
     watermark_quorum: int = Field(default=5, ge=1, le=1000)
     #: evaluate role: a window closes at the slowest ingest replica's frontier, among the
     #: replicas that reported within this many seconds of the newest report (an idle, stopped
-    #: or scaled-down replica stops holding windows open after it)
-    writer_active_seconds: float = Field(default=60.0, gt=0)
+    #: or scaled-down replica stops holding windows open after it). None: long enough for a
+    #: killed replica's unacked messages to come back and be durable at another replica
+    #: (`LookoutConfig.evaluator_writer_active_seconds`)
+    writer_active_seconds: float | None = Field(default=None, gt=0)
 
 
 class DecodeConfig(_Strict):
@@ -231,6 +241,24 @@ class LookoutConfig(BaseSettings):
     alerts_out: str | None = None
     #: write an HTML report here at the end of a finite run
     report: str | None = None
+
+    def evaluator_writer_active_seconds(self) -> float:
+        """How long a replica's last frontier holds windows open after its last report.
+
+        A replica killed with messages pulled and not acked reported last up to a checkpoint
+        interval before it died. Those messages come back to another replica once their leases
+        expire (the ack deadline, plus the service's redelivery delay) and are durable there a
+        checkpoint later. Dropping the dead replica's frontier sooner lets the others' close
+        the windows those records belong to, and they are judged without them (with the former
+        fixed 60 s and the default 60 s ack deadline, always). Without the replicas' Pub/Sub
+        settings in this file, 60 s.
+        """
+        if self.engine.writer_active_seconds is not None:
+            return self.engine.writer_active_seconds
+        if not isinstance(self.source, PubSubSourceConfig):
+            return DEFAULT_WRITER_ACTIVE_SECONDS
+        checkpoint = self.engine.checkpoint_seconds + CHECKPOINT_WRITE_SLACK_SECONDS
+        return self.source.ack_deadline_seconds + REDELIVERY_MARGIN_SECONDS + 2 * checkpoint
 
     @model_validator(mode="after")
     def _lease_outlives_a_window(self) -> LookoutConfig:

@@ -23,7 +23,7 @@ from alerts.routing import Router
 from alerts.tracking import EvidenceTracker
 from detectors.base import Detector
 from detectors.registry import build_detectors
-from schemas.config import LookoutConfig, PubSubSourceConfig
+from schemas.config import REDELIVERY_MARGIN_SECONDS, LookoutConfig, PubSubSourceConfig
 from schemas.decode.api import DecodeLimits
 from schemas.detection import Alert
 from worker.engine import Engine, EngineSettings
@@ -37,9 +37,6 @@ if TYPE_CHECKING:  # built only when routes name retune actions
     from alerts.retune import RetuneTrigger
 
 log = logging.getLogger("lookout.alerts")
-
-#: after the ack deadline, how long Pub/Sub may take to hand an expired message out again
-REDELIVERY_MARGIN_SECONDS = 15.0
 
 
 class LogNotifier:

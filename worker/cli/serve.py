@@ -138,9 +138,12 @@ def _ignore_late_signals() -> None:
 def _say_what_the_evaluator_judges(config: LookoutConfig, sink_name: str) -> None:
     """An evaluator with nothing to judge is silent otherwise: say what it waits for."""
     log.info(
-        "judging the windows ingest replicas close in %s, every %ss",
+        "judging the windows ingest replicas close in %s, every %ss; a replica that stops "
+        "reporting holds windows open for %.0f s after its last report (engine."
+        "writer_active_seconds)",
         sink_name,
         config.engine.checkpoint_seconds,
+        config.evaluator_writer_active_seconds(),
     )
     if config.sink.kind == "duckdb":
         log.warning(
@@ -170,7 +173,7 @@ def serve_evaluator(config: LookoutConfig) -> int:
     try:
         while not stop.is_set():
             try:
-                frontier = sink.load_frontier(config.engine.writer_active_seconds)
+                frontier = sink.load_frontier(config.evaluator_writer_active_seconds())
                 if frontier is None and not waiting_said:
                     log.warning(
                         "no ingest replica has written its progress to %s yet: nothing to "
