@@ -164,6 +164,7 @@ class Checkpoint:
             or self.alert_state is not None
             or self.references
             or self.quarantined
+            or self.frontier is not None
         )
 
 
