@@ -130,9 +130,6 @@ class Engine:
         self._hold_until = now() + settings.closing_hold_seconds
         #: said at the first tick, once the source is up (a start that fails says only why)
         self._hold_said = settings.closing_hold_seconds <= 0
-        #: rows made durable during the hold without a frontier: the first checkpoint after
-        #: it reports one even with nothing new to write
-        self._frontier_owed = False
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
@@ -459,7 +456,6 @@ class Engine:
         self._in_flight = None
         if write.error is not None:
             self._restore(write)
-            self._frontier_owed = self._frontier_owed or write.checkpoint.frontier is not None
             if isinstance(write.error, SinkBroken) or not isinstance(write.error, Exception):
                 # never writable again (retrying would hold every ack forever), or Ctrl-C /
                 # SystemExit during the write: both stop the worker, with nothing acked
@@ -527,24 +523,9 @@ class Engine:
             w.trim_held(stored.get((w.model, w.start), 0), self._detectors)
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
-        """The frontier travels with the partial rows it covers, never ahead of them.
-
-        None during the restart hold: what a killed predecessor pulled and never acked comes
-        back within it, and this replica's frontier, moved by newer traffic, would let a
-        separate evaluator close those windows first. The predecessor's last report holds
-        them meanwhile (the evaluator counts it for `writer_active_seconds`)."""
+        """The frontier travels with the partial rows it covers, never ahead of them."""
         frontier = self._guard.frontier
-        if not np.isfinite(frontier):
-            return None
-        if self._now() < self._hold_until:
-            self._frontier_owed = self._frontier_owed or bool(dirty)
-            return None
-        if dirty or self._frontier_owed:
-            # owed: rows written during the hold went without it; a quiet stream after the
-            # hold has no new rows to carry it, and would leave their windows unjudged
-            self._frontier_owed = False
-            return frontier
-        return None
+        return frontier if dirty and np.isfinite(frontier) else None
 
     # -- the evaluate role ---------------------------------------------------------------------
 

@@ -164,7 +164,6 @@ class Checkpoint:
             or self.alert_state is not None
             or self.references
             or self.quarantined
-            or self.frontier is not None
         )
 
 

@@ -512,30 +512,3 @@ def test_a_stop_during_the_hold_leaves_its_windows_to_the_next_start() -> None:
     assert engine.finish(end_of_input=False)
     assert engine.stats.windows_evaluated == 0
     assert sum(records_per_window(sink).values()) == 80
-
-
-def test_a_restarted_ingest_replica_reports_no_frontier_while_old_messages_return() -> None:
-    """Split mode: the evaluator closes windows at the replicas' frontiers. A restarted
-    replica's own frontier, moved by newer traffic, would close the windows its killed
-    predecessor's unacked messages belong to before they come back; during the hold it reports
-    none, so the predecessor's last report holds them, and afterwards its own again."""
-    sink, clock = MemorySink(clock=lambda: 0.0), FakeClock()
-    predecessor = make_engine(sink, clock, writer_id="ingest-0", evaluate=False)
-    predecessor.feed(logs("old", 60 * 2 + 5, 20))
-    assert predecessor.checkpoint()
-    held = sink.load_frontier()
-    assert held is not None
-    restarted = make_engine(
-        sink, clock, writer_id="ingest-0", evaluate=False, closing_hold_seconds=75
-    )
-    for minute in range(3, 10):
-        restarted.feed(logs(f"new{minute}", 60 * minute + 5, 20))
-        clock.advance(10)
-        restarted.tick()
-        assert restarted.checkpoint()
-        assert sink.load_frontier() == held, f"frontier moved {clock():g} s after the restart"
-    clock.advance(10)  # 80 s: the hold is over; the stream has gone quiet
-    restarted.tick()
-    assert restarted.checkpoint()
-    frontier = sink.load_frontier()
-    assert frontier is not None and frontier > held, "the frontier owed since the hold"
