@@ -69,6 +69,14 @@ class EngineSettings:
     background_checkpoints: bool = False
     #: judge no window for this long after start (Pub/Sub: the ack deadline and a margin)
     closing_hold_seconds: float = 0.0
+    #: during that hold, report no frontier beyond this one: the last a predecessor under the
+    #: same writer id reported (its row is overwritten by ours, and its unacked messages are
+    #: still to come back); None for a writer id never seen (a new replica reports its own)
+    hold_frontier_cap: float | None = None
+    #: how long that cap lasts from start, at least the hold: as long as the evaluator would
+    #: count the predecessor's own report (`writer_active_seconds`), so the redelivered
+    #: messages are durable at another replica first
+    hold_frontier_seconds: float = 0.0
 
 
 @dataclass
@@ -130,6 +138,10 @@ class Engine:
         self._hold_until = now() + settings.closing_hold_seconds
         #: said at the first tick, once the source is up (a start that fails says only why)
         self._hold_said = settings.closing_hold_seconds <= 0
+        #: a frontier held back by `hold_frontier_cap`: reported after the hold even with
+        #: nothing new to write (a quiet stream would otherwise leave its windows unjudged)
+        self._frontier_owed = False
+        self._cap_until = now() + max(settings.closing_hold_seconds, settings.hold_frontier_seconds)
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
@@ -456,6 +468,7 @@ class Engine:
         self._in_flight = None
         if write.error is not None:
             self._restore(write)
+            self._frontier_owed = self._frontier_owed or write.checkpoint.frontier is not None
             if isinstance(write.error, SinkBroken) or not isinstance(write.error, Exception):
                 # never writable again (retrying would hold every ack forever), or Ctrl-C /
                 # SystemExit during the write: both stop the worker, with nothing acked
@@ -523,9 +536,21 @@ class Engine:
             w.trim_held(stored.get((w.model, w.start), 0), self._detectors)
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
-        """The frontier travels with the partial rows it covers, never ahead of them."""
+        """The frontier travels with the partial rows it covers, never ahead of them, and
+        during the restart hold never ahead of the predecessor's (`hold_frontier_cap`)."""
         frontier = self._guard.frontier
-        return frontier if dirty and np.isfinite(frontier) else None
+        if not np.isfinite(frontier):
+            return None
+        cap = self.settings.hold_frontier_cap
+        if cap is not None and self._now() < self._cap_until:
+            if not dirty:
+                return None
+            self._frontier_owed = self._frontier_owed or frontier > cap
+            return min(frontier, cap)
+        if dirty or self._frontier_owed:
+            self._frontier_owed = False
+            return frontier
+        return None
 
     # -- the evaluate role ---------------------------------------------------------------------
 

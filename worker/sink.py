@@ -164,6 +164,7 @@ class Checkpoint:
             or self.alert_state is not None
             or self.references
             or self.quarantined
+            or self.frontier is not None
         )
 
 
@@ -247,6 +248,11 @@ class Sink(Protocol):
         checkpoint) within `active_within` seconds of the newest report. The slowest, because a
         window is complete only when every replica still folding has passed it; among recent
         reporters, because a replica with nothing to fold stops reporting."""
+        ...
+
+    def writer_frontier(self, writer_id: str) -> float | None:
+        """The last frontier `writer_id` reported, None if it never did: a replica restarted
+        under its predecessor's id reports no further than it during the restart hold."""
         ...
 
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]: ...

@@ -366,6 +366,12 @@ class MemorySink:
         newest = max(at for _, at in reports)
         return min(f for f, at in reports if at >= newest - active_within)
 
+    def writer_frontier(self, writer_id: str) -> float | None:
+        self._check_read()
+        with self._lock:
+            report = self._frontiers.get(writer_id)
+        return None if report is None else report[0]
+
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         self._check_read()
         with self._lock:

@@ -326,10 +326,14 @@ def test_the_frontier_is_the_slowest_writer_that_still_reports(
     else:
         made = MemorySink(clock=lambda: now[0].timestamp())
     try:
+        assert made.writer_frontier("fast") is None
         made.write_checkpoint(Checkpoint("fast", 0, frontier=S0 + 300.0))
         made.write_checkpoint(Checkpoint("slow", 0, frontier=S0 + 100.0))
         now[0] += timedelta(seconds=30)
         made.write_checkpoint(Checkpoint("fast", 1, frontier=S0 + 400.0))
+        # what a replica restarted under the same id reads: its predecessor's last report
+        assert made.writer_frontier("fast") == S0 + 400.0
+        assert made.writer_frontier("slow") == S0 + 100.0
         assert made.load_frontier(60.0) == S0 + 100.0  # the slow replica still counts
         now[0] += timedelta(seconds=40)
         made.write_checkpoint(Checkpoint("fast", 2, frontier=S0 + 500.0))

@@ -512,3 +512,62 @@ def test_a_stop_during_the_hold_leaves_its_windows_to_the_next_start() -> None:
     assert engine.finish(end_of_input=False)
     assert engine.stats.windows_evaluated == 0
     assert sum(records_per_window(sink).values()) == 80
+
+
+def restarted_replica(cap_from_sink: bool) -> tuple[Engine, MemorySink, FakeClock, float]:
+    """An ingest replica killed after reporting its frontier (06:02), restarted under the same
+    writer id (a container whose process is PID 1 again), folding 06:03-06:09 in its hold."""
+    sink, clock = MemorySink(clock=lambda: 0.0), FakeClock()
+    predecessor = make_engine(sink, clock, writer_id="ingest-0", evaluate=False)
+    predecessor.feed(logs("old", 60 * 2 + 5, 20))
+    assert predecessor.checkpoint()
+    held = sink.writer_frontier("ingest-0")
+    assert held is not None
+    cap = held if cap_from_sink else None
+    restarted = make_engine(
+        sink,
+        clock,
+        writer_id="ingest-0",
+        evaluate=False,
+        closing_hold_seconds=75,
+        hold_frontier_cap=cap,
+    )
+    for minute in range(3, 10):
+        restarted.feed(logs(f"new{minute}", 60 * minute + 5, 20))
+        clock.advance(10)
+        restarted.tick()
+        assert restarted.checkpoint()
+    return restarted, sink, clock, held
+
+
+def test_a_replica_restarted_under_its_id_reports_no_further_than_its_predecessor_in_the_hold() -> (
+    None
+):
+    """Split mode: the evaluator closes windows at the replicas' frontiers. A replica
+    restarted under its predecessor's writer id overwrites the predecessor's frontier; moved by
+    newer traffic, its own would close the windows the predecessor's unacked messages belong to
+    before they come back. During the hold it reports no further than the predecessor did,
+    and its own frontier once the hold is over, also when the stream has gone quiet."""
+    restarted, sink, clock, held = restarted_replica(cap_from_sink=True)
+    assert sink.load_frontier() == held
+    clock.advance(10)  # 80 s: the hold is over; nothing new arrives
+    restarted.tick()
+    assert restarted.checkpoint()
+    frontier = sink.load_frontier()
+    assert frontier is not None and frontier > held, "the frontier owed since the hold"
+    # without the cap the restarted replica's frontier ran ahead at its first checkpoint
+    _, uncapped, _, held = restarted_replica(cap_from_sink=False)
+    frontier = uncapped.load_frontier()
+    assert frontier is not None and frontier > held
+
+
+def test_a_new_replica_reports_its_own_frontier_from_its_first_checkpoint() -> None:
+    """A replica under a writer id the sink has never seen (a scale-up's new pod) has no
+    predecessor to wait for: it reports its frontier at once, so a new replica still folding
+    older messages holds the windows they belong to."""
+    sink, clock = MemorySink(clock=lambda: 0.0), FakeClock()
+    assert sink.writer_frontier("ingest-7") is None
+    engine = make_engine(sink, clock, writer_id="ingest-7", evaluate=False, closing_hold_seconds=75)
+    engine.feed(logs("backlog", 60 * 2 + 5, 20))
+    assert engine.checkpoint()
+    assert sink.writer_frontier("ingest-7") is not None

@@ -11,10 +11,14 @@ judged without the records (the former fixed 60 s against the default 60 s ack d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas.config import REDELIVERY_MARGIN_SECONDS, LookoutConfig
+from worker.cli.pipeline import build_pipeline
 from worker.sink import Checkpoint
+from worker.sinks.duckdb_sink import DuckDBSink
 from worker.testing import FakeClock, MemorySink
 
 T0 = 1_767_600_000.0
@@ -82,3 +86,31 @@ def test_the_hold_is_set_by_the_replicas_ack_deadline_unless_the_file_names_one(
     assert chosen.evaluator_writer_active_seconds() == 30.0
     # an evaluator whose file does not say how the replicas read keeps the former 60 s
     assert LookoutConfig().evaluator_writer_active_seconds() == 60.0
+
+
+@pytest.mark.parametrize(("writer", "expected"), [("ingest-0", T0), ("ingest-9", None)])
+def test_an_ingest_start_on_pubsub_caps_its_hold_at_its_own_ids_last_report(
+    tmp_path: Path, writer: str, expected: float | None
+) -> None:
+    """`lookout run --role ingest` reads the frontier its writer id last reported (a restart
+    under the same id: held to it during the restart hold), and none for an id never seen."""
+    db = tmp_path / "lookout.duckdb"
+    first = DuckDBSink(db)
+    first.write_checkpoint(Checkpoint("ingest-0", 0, frontier=T0))
+    first.close()
+    config = LookoutConfig.model_validate(
+        {
+            "source": {"kind": "pubsub", "project": "p", "subscription": "s"},
+            "sink": {"kind": "duckdb", "path": str(db)},
+            "engine": {"role": "ingest", "writer_id": writer},
+            "metrics": {"enabled": False},
+        }
+    )
+    pipeline = build_pipeline(config, alert_stream=None)
+    try:
+        assert pipeline.engine.settings.closing_hold_seconds == 75.0
+        assert pipeline.engine.settings.hold_frontier_cap == expected
+        # the cap lasts as long as the evaluator would count the predecessor's own report
+        assert pipeline.engine.settings.hold_frontier_seconds == 95.0
+    finally:
+        pipeline.close()

@@ -136,6 +136,19 @@ def outbox_path(config: LookoutConfig) -> str:
     return ":memory:" if sink == ":memory:" else f"{sink}.outbox.sqlite"
 
 
+def _predecessor_frontier(sink: Sink, writer_id: str) -> float | None:
+    """The frontier a predecessor under this writer id last reported (a container restarted
+    with the same host name and PID 1, or a fixed `engine.writer_id`). Unreadable: none, as
+    for a new replica; the evaluator then counts on `writer_active_seconds` alone."""
+    try:
+        return sink.writer_frontier(writer_id)
+    except Exception as error:  # any sink failure: the start must not depend on it
+        logging.getLogger("lookout.engine").warning(
+            "could not read %s's last frontier from %s: %s", writer_id, sink.name, error
+        )
+        return None
+
+
 def default_writer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -247,23 +260,27 @@ def build_pipeline(
                 retry.extend(a for a in failure.alerts if a not in retry)
         return retry
 
+    writer_id = config.engine.writer_id or default_writer_id()
+    hold = (
+        config.source.ack_deadline_seconds + REDELIVERY_MARGIN_SECONDS
+        if isinstance(config.source, PubSubSourceConfig) and config.engine.role != "evaluate"
+        else 0.0
+    )
     settings = EngineSettings(
         window_seconds=window,
         allowed_lateness_seconds=config.engine.allowed_lateness_seconds,
         checkpoint_seconds=config.engine.checkpoint_seconds,
         checkpoint_max_messages=config.engine.checkpoint_max_messages,
         max_open_windows=config.engine.max_open_windows,
-        writer_id=config.engine.writer_id or default_writer_id(),
+        writer_id=writer_id,
         evaluate=config.engine.role != "ingest",
         # DuckDB's sink serialises reads and writes on its own lock
         background_checkpoints=config.sink.kind == "duckdb",
         # a killed predecessor's unacked messages come back within the ack deadline its
         # leases had (and the emulator's or service's redelivery delay): their windows wait
-        closing_hold_seconds=(
-            config.source.ack_deadline_seconds + REDELIVERY_MARGIN_SECONDS
-            if isinstance(config.source, PubSubSourceConfig) and config.engine.role != "evaluate"
-            else 0.0
-        ),
+        closing_hold_seconds=hold,
+        hold_frontier_cap=_predecessor_frontier(sink, writer_id) if hold else None,
+        hold_frontier_seconds=config.evaluator_writer_active_seconds() if hold else 0.0,
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,

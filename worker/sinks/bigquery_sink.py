@@ -558,6 +558,14 @@ class BigQuerySink:
         value = rows[0]["f"] if rows else None
         return None if value is None else float(value)
 
+    def writer_frontier(self, writer_id: str) -> float | None:
+        rows = self.query(
+            "SELECT frontier_unix AS f FROM {ds}.writer_progress WHERE writer_id = @w "
+            "ORDER BY updated_at DESC LIMIT 1",
+            {"w": writer_id},
+        )
+        return float(rows[0]["f"]) if rows else None
+
     def load_references(self) -> Mapping[tuple[str, str], DetectorRow]:
         rows = self.query(
             "SELECT model, detector, state FROM {ds}.detector_references WHERE TRUE "

@@ -588,6 +588,14 @@ class DuckDBSink:
         )
         return None if row[0] is None else float(row[0])
 
+    def writer_frontier(self, writer_id: str) -> float | None:
+        rows = self.query(
+            "SELECT frontier_unix FROM writer_progress WHERE writer_id = ? "
+            "ORDER BY updated_at DESC LIMIT 1",
+            [writer_id],
+        )
+        return float(rows[0][0]) if rows else None
+
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]:
         with self._lock:
             rows = self._con.execute("SELECT row FROM alert_state").fetchall()
