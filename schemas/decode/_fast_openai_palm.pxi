@@ -499,7 +499,9 @@ cdef int read_token_count(yyjson_val *v, double *out) noexcept nogil:
             x = yyjson_obj_iter_get_val(k)
     if x == NULL or yyjson_is_null(x):
         return 0
-    if number_of(x, out) or out[0] != <double>(<int64_t>out[0]):
+    # beyond 2**53 first: the reference words that error, and casting a larger double to an
+    # integer is undefined in C
+    if number_of(x, out) or out[0] > <double>EXACT_INT or out[0] != <double>(<int64_t>out[0]):
         return -1
     return 0
 

@@ -322,6 +322,25 @@ def test_mutated_records_of_every_format(data: st.DataObject) -> None:
     assert_agree([MessageBytes(b"\n".join(lines), None, 3)])
 
 
+@pytest.mark.parametrize(
+    "total", [2.0**53, 2.0**53 + 2, 1e300, 12.5, 7.0, 2**53, 2**53 + 1, 2**64 + 5]
+)
+@pytest.mark.parametrize("which", ["inputTokenCount", "outputTokenCount"])
+def test_palm_token_counts_at_and_beyond_two_to_the_53(total: float, which: str) -> None:
+    """Found by the mutation test above: a PaLM `totalTokens` written as a float past 2**53
+    (9007199254740994.0) was a count in C and "must be at most 9,007,199,254,740,992 tokens"
+    in the reference."""
+    record = next(
+        orjson.loads(t)
+        for t in _TEMPLATES
+        if isinstance(orjson.loads(t).get("response_body"), dict)
+        and "metadata" in orjson.loads(t)["response_body"]
+    )
+    path = ("response_body", "metadata", "tokenMetadata", which, "totalTokens")
+    line = json.dumps(_mutated(record, path, total)).encode()
+    assert_agree([MessageBytes(line, None, 3)])
+
+
 def test_otlp_span_variants() -> None:
     config = SimulationConfig(start=START, hours=0.01, seed=4)
     line = encode(next(iter(simulate_logs(config))), "otlp").decode()
