@@ -188,7 +188,11 @@ def bottom_k(keys: KeyArray, rows: npt.NDArray[Any], capacity: int) -> Reservoir
     """The reservoir of a set of keyed rows: unique keys, the `capacity` smallest, sorted."""
     if len(keys) > 4 * capacity:  # cut the sort down to the candidates first
         cut = np.argpartition(keys, 4 * capacity)[: 4 * capacity]
-        keys, rows = keys[cut], rows[cut]
+        unique_keys, first = np.unique(keys[cut], return_index=True)
+        if len(unique_keys) == len(cut):
+            return Reservoir(unique_keys[:capacity], rows[cut[first[:capacity]]], capacity)
+        # a key repeated among the candidates (one id delivered many times) can push smaller
+        # distinct keys out of the cut: then every row is a candidate
     unique_keys, first = np.unique(keys, return_index=True)
     if len(unique_keys) == len(keys):
         take = first[:capacity]

@@ -122,3 +122,17 @@ def test_adding_batch_by_batch_gives_the_sample_of_them_all(batches, k):
         rows = np.array([[float(len(i)), float(hash(i) % 97)] for i in ids], dtype=np.float32)
         one_by_one = rs.add(one_by_one, keys, rows.reshape(len(ids), 2))
     assert one_by_one == _sample([i for ids in batches for i in ids], k)
+
+
+def test_one_id_delivered_many_times_does_not_push_another_out_of_the_sample() -> None:
+    """Found by the batch-by-batch property above: with more than 4 × capacity rows the sort
+    is cut to the 4 × capacity smallest keys first, and eight copies of one id filled that cut,
+    so a second id with a larger key never reached a two-row sample it belonged in."""
+    ids = ["0"] + ["00"] * 8
+    keys = rs.hash_ids(np.array(ids, dtype=object), SEED)
+    assert len(set(keys.tolist())) == 2
+    sample = _sample(ids, 2)
+    assert sorted(sample.keys.tolist()) == sorted(set(keys.tolist()))
+    for copies in (4, 9, 40):  # around and past the cut, any order of the rows
+        shuffled = ["00"] * copies + ["0"] + ["00"] * copies
+        assert len(_sample(shuffled, 2)) == 2
