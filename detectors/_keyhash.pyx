@@ -19,17 +19,17 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except? NULL
 
 
-cdef inline uint64_t _rotl(uint64_t x, int b) nogil:
+cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
     return (x << b) | (x >> (64 - b))
 
 
-cdef inline uint64_t _le64(const uint8_t* p) nogil:
+cdef inline uint64_t _le64(const uint8_t* p) noexcept nogil:
     return (<uint64_t>p[0] | (<uint64_t>p[1] << 8) | (<uint64_t>p[2] << 16)
             | (<uint64_t>p[3] << 24) | (<uint64_t>p[4] << 32) | (<uint64_t>p[5] << 40)
             | (<uint64_t>p[6] << 48) | (<uint64_t>p[7] << 56))
 
 
-cdef inline void _rounds(uint64_t* v, int count) nogil:
+cdef inline void _rounds(uint64_t* v, int count) noexcept nogil:
     """`count` SipRounds on the state v[0..3]."""
     cdef int r
     for r in range(count):
@@ -39,7 +39,7 @@ cdef inline void _rounds(uint64_t* v, int count) nogil:
         v[2] += v[1]; v[1] = _rotl(v[1], 17); v[1] ^= v[2]; v[2] = _rotl(v[2], 32)
 
 
-cdef uint64_t _siphash24(const uint8_t* data, Py_ssize_t length, uint64_t k0, uint64_t k1) nogil:
+cdef uint64_t _siphash24(const uint8_t* data, Py_ssize_t length, uint64_t k0, uint64_t k1) noexcept nogil:
     cdef uint64_t v[4]
     v[0] = 0x736f6d6570736575ULL ^ k0
     v[1] = 0x646f72616e646f6dULL ^ k1
@@ -70,7 +70,11 @@ cdef uint64_t _siphash24(const uint8_t* data, Py_ssize_t length, uint64_t k0, ui
 
 def siphash_strings(object values, bytes key):
     """SipHash-2-4 of each value's UTF-8 (str; bytes as they are; anything else as `str(x)`),
-    keyed by the 16-byte `key`, as a uint64 array (before pandas' final bit mixing)."""
+    keyed by the 16-byte `key`, as a uint64 array (before pandas' final bit mixing).
+
+    Two passes: one with the GIL finds each value's bytes (for a str, its cached UTF-8, alive
+    as long as the str, which `values` keeps alive), then the hashing runs without the GIL, so
+    the thread that decodes a poll can hash its ids while the engine folds the previous one."""
     cdef Py_ssize_t n = len(values), i, size
     cdef const char* data
     cdef const uint8_t* k = <const uint8_t*>PyBytes_AS_STRING(key)
@@ -81,22 +85,33 @@ def siphash_strings(object values, bytes key):
     k1 = _le64(k + 8)
     out = np.empty(n, dtype=np.uint64)
     cdef uint64_t[::1] keys = out
+    addresses = np.empty(n, dtype=np.uintp)
+    lengths = np.empty(n, dtype=np.intp)
+    cdef size_t[::1] where = addresses
+    cdef Py_ssize_t[::1] sizes = lengths
+    cdef list made = []  # bytes made here (str(x), surrogates): alive until the hashing ends
     cdef bytes encoded
+    cdef object[:] column = np.asarray(values, dtype=object)  # each item a pointer away
     for i in range(n):
-        value = values[i]
+        value = column[i]
         if isinstance(value, bytes):
             encoded = <bytes>value
-            keys[i] = _siphash24(<const uint8_t*>PyBytes_AS_STRING(encoded),
-                                 PyBytes_GET_SIZE(encoded), k0, k1)
-            continue
-        if not PyUnicode_Check(value):
-            value = str(value)
-        try:
-            data = PyUnicode_AsUTF8AndSize(value, &size)
-        except UnicodeEncodeError:  # lone surrogates: pandas encodes with "surrogatepass"
-            encoded = (<str>value).encode("utf8", "surrogatepass")
-            keys[i] = _siphash24(<const uint8_t*>PyBytes_AS_STRING(encoded),
-                                 PyBytes_GET_SIZE(encoded), k0, k1)
-            continue
-        keys[i] = _siphash24(<const uint8_t*>data, size, k0, k1)
+        else:
+            if not PyUnicode_Check(value):
+                value = str(value)
+                made.append(value)
+            try:
+                data = PyUnicode_AsUTF8AndSize(value, &size)
+            except UnicodeEncodeError:  # lone surrogates: pandas encodes with "surrogatepass"
+                encoded = (<str>value).encode("utf8", "surrogatepass")
+            else:
+                where[i] = <size_t>data
+                sizes[i] = size
+                continue
+            made.append(encoded)
+        where[i] = <size_t>PyBytes_AS_STRING(encoded)
+        sizes[i] = PyBytes_GET_SIZE(encoded)
+    with nogil:
+        for i in range(n):
+            keys[i] = _siphash24(<const uint8_t*>where[i], sizes[i], k0, k1)
     return out

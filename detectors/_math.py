@@ -231,11 +231,12 @@ class LogBuckets:
         rep = 2.0 * self.min_value * np.power(self.gamma, k.astype(np.float64)) / (1 + self.gamma)
         return np.asarray(np.where(k <= 0, self.min_value, rep), dtype=np.float64)
 
-    def quantiles_of_running(self, below: IntArray, q: float) -> FloatArray:
+    def quantiles_of_running(self, below: IntArray, q: float, first: int = 0) -> FloatArray:
         """The `q` quantile of each row of running bucket counts (`np.cumsum(counts, axis=1)`
-        of histograms that are not empty), as `quantiles` finds it row by row."""
+        of histograms that are not empty), as `quantiles` finds it row by row. `first`: the
+        bucket of the rows' first column (the buckets before it are empty)."""
         ranks = np.floor(q * (below[:, -1] - 1)).astype(np.int64)
-        return self.value((below <= ranks[:, None]).sum(axis=1).astype(np.int64))
+        return self.value(first + (below <= ranks[:, None]).sum(axis=1).astype(np.int64))
 
     def quantiles(self, counts: IntArray, qs: FloatArray) -> FloatArray:
         """Quantiles of a histogram: the value of the bucket holding rank ⌊q·(n − 1)⌋.

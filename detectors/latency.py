@@ -26,6 +26,7 @@ the bucket where the running count first exceeds floor(q·(count−1)).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,11 +50,20 @@ from schemas.detector_config import LatencyConfig
 QUANTILES = np.array([0.5, 0.95, 0.99])
 
 
-def _prefix_counts(history: Sequence[LatencyState], n_buckets: int) -> IntArray:
-    """Row i is the sum of the bucket counts of history[:i] (row 0 is zeros)."""
-    out = np.zeros((len(history) + 1, n_buckets), dtype=np.int64)
+def _occupied(states: Sequence[LatencyState]) -> tuple[int, int]:
+    """The bucket range [lo, hi) outside which every state's counts are zero ((0, 1) if all
+    are empty): a window's latencies fill a few hundred of the 823 buckets."""
+    spans = [s.span for s in states if s.span is not None]
+    if not spans:
+        return 0, 1
+    return min(lo for lo, _ in spans), max(hi for _, hi in spans)
+
+
+def _prefix_counts(history: Sequence[LatencyState], lo: int, hi: int) -> IntArray:
+    """Row i is the sum of the bucket counts lo..hi-1 of history[:i] (row 0 is zeros)."""
+    out = np.zeros((len(history) + 1, hi - lo), dtype=np.int64)
     if history:
-        np.cumsum(np.stack([h.counts for h in history]), axis=0, out=out[1:])
+        np.cumsum(np.stack([h.counts[lo:hi] for h in history]), axis=0, out=out[1:])
     return out
 
 
@@ -72,6 +82,13 @@ class LatencyState:
     @property
     def count(self) -> int:
         return int(self.counts.sum())
+
+    @functools.cached_property
+    def span(self) -> tuple[int, int] | None:
+        """[first, last + 1) of the buckets holding calls; None when empty. A state in the
+        history is judged against at every later window, so this is found once."""
+        held = np.flatnonzero(self.counts)
+        return (int(held[0]), int(held[-1]) + 1) if len(held) else None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LatencyState):
@@ -237,22 +254,25 @@ class LatencyDetector:
         # bucket counts over a run come from one prefix sum (integer sums, so exactly what
         # merging the states one by one gives, without a state per merge)
         history = baseline.history
-        prefix = _prefix_counts(history, self._n)
+        # only the buckets any of these windows uses: the sums, running counts and quantiles
+        # are the same, on a quarter of the columns
+        lo, hi = _occupied([*history, state])
+        prefix = _prefix_counts(history, lo, hi)
         calls = prefix.sum(axis=1)
         # every span at once: its pooled windows and its reference as rows of two matrices,
         # one running sum each (a few hundred small numpy calls per window became a dozen)
         ks = [k for k in spans if len(history) >= k - 1]
         ends = np.array([len(history) - max(k - 1, 0) for k in ks], dtype=np.int64)
         starts = np.array([self._reference_start(calls, int(e)) for e in ends], dtype=np.int64)
-        cur_below = np.cumsum(state.counts + (prefix[-1] - prefix[ends]), axis=1)
+        cur_below = np.cumsum(state.counts[lo:hi] + (prefix[-1] - prefix[ends]), axis=1)
         ref_below = np.cumsum(prefix[ends] - prefix[starts], axis=1)
         ns, n0s = cur_below[:, -1], ref_below[:, -1]
         judged = (ns >= cfg.min_calls) & (n0s >= cfg.min_baseline_calls)
         if judged.any():
             rows = np.flatnonzero(judged)
-            cur95s = self.buckets.quantiles_of_running(cur_below[rows], QUANTILES[1])
-            base95s = self.buckets.quantiles_of_running(ref_below[rows], QUANTILES[1])
-            k95s = self.buckets.index(base95s)
+            cur95s = self.buckets.quantiles_of_running(cur_below[rows], QUANTILES[1], lo)
+            base95s = self.buckets.quantiles_of_running(ref_below[rows], QUANTILES[1], lo)
+            k95s = self.buckets.index(base95s) - lo
             for row, cur95, base95, k95 in zip(rows, cur95s, base95s, k95s, strict=True):
                 n, n0 = int(ns[row]), int(n0s[row])
                 x = n - int(cur_below[row, k95])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,14 +104,19 @@ class _KeyMemo:
     Request-id columns are never written in place, so a column that is still alive still has
     the keys it was hashed to; an entry goes when its column is freed (or after `size` newer
     ones), so the memo holds no column alive and stays small.
+
+    The decode thread puts while the engine's thread gets and columns are freed on either:
+    one re-entrant lock (a column freed while the lock is held calls `forget` on that thread).
     """
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._entries: dict[tuple[int, int], tuple[weakref.ref[Any], KeyArray]] = {}
+        self._lock = threading.RLock()
 
     def get(self, ids: npt.NDArray[np.object_], seed: int) -> KeyArray | None:
-        entry = self._entries.get((id(ids), seed))
+        with self._lock:
+            entry = self._entries.get((id(ids), seed))
         if entry is None or entry[0]() is not ids:
             return None
         return entry[1]
@@ -121,15 +127,19 @@ class _KeyMemo:
         key = (id(ids), seed)
         entries = self._entries
 
-        def forget(ref: weakref.ref[Any]) -> None:
-            entry = entries.get(key)
-            if entry is not None and entry[0] is ref:
-                del entries[key]
+        lock = self._lock
 
-        entries.pop(key, None)
-        while len(entries) >= self._size:
-            del entries[next(iter(entries))]
-        entries[key] = (weakref.ref(ids, forget), keys)
+        def forget(ref: weakref.ref[Any]) -> None:
+            with lock:
+                entry = entries.get(key)
+                if entry is not None and entry[0] is ref:
+                    del entries[key]
+
+        with lock:
+            entries.pop(key, None)
+            while len(entries) >= self._size:
+                entries.pop(next(iter(entries)), None)
+            entries[key] = (weakref.ref(ids, forget), keys)
 
 
 _MEMO = _KeyMemo()

@@ -149,6 +149,9 @@ class EngineConfig(_Strict):
     checkpoint_seconds: float = Field(default=5.0, gt=0)
     #: also checkpoint when this many messages are waiting for their ack
     checkpoint_max_messages: int = Field(default=5000, ge=1)
+    #: also checkpoint when this many records are folded and not yet written (many-record
+    #: messages reach the message count late, and one large write at the end is a long wait)
+    checkpoint_max_records: int = Field(default=50_000, ge=1)
     max_open_windows: int = Field(default=512, ge=4)
     #: identifies this replica's partial rows; defaults to host name and process id
     writer_id: str | None = None

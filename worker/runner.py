@@ -23,11 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from detectors import reservoir
 from schemas.batch import LogBatch
 from schemas.decode.api import DecodedPoll, DecodeLimits, MessageBytes, decode_messages
 from worker.engine import Engine
 from worker.metrics import EngineMetrics
 from worker.source import Source, SourceMessage
+from worker.window_state import ID_SEED
 
 log = logging.getLogger("lookout.runner")
 
@@ -153,10 +155,16 @@ def _process(
 
 
 def _decode(messages: list[SourceMessage], limits: DecodeLimits) -> DecodedPoll:
-    return decode_messages(
+    """Decode a slice and hash its request ids. On the decode thread both run beside the
+    engine's fold of the slice before (the hash releases the GIL); the fold and every
+    detector then find the keys in the memo instead of hashing on the engine's thread."""
+    decoded = decode_messages(
         [MessageBytes(m.data, m.attributes.get("format"), m.first_line) for m in messages],
         limits=limits,
     )
+    for batch in decoded.batches:
+        reservoir.hash_ids(batch.request_id, ID_SEED)
+    return decoded
 
 
 class _Decoder:

@@ -41,7 +41,8 @@ def window_parts(
     chunks = [rows for _, rows in groups if rows is not None]
     order = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
     ordered = _reordered(batch, order)
-    keys = rs.hash_ids(ordered.request_id, seed)
+    # the batch's keys put in the same order (hashed on the decode thread, usually)
+    keys = rs.hash_rows(batch.request_id, order, seed)
     out = []
     start = 0
     for key, rows in groups:

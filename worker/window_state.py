@@ -73,9 +73,15 @@ class SeenIds:
         one sort of the batch's keys, a search and a merge)."""
         ordered = np.sort(keys)
         repeats = len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any())
-        if not repeats and not (len(self._keys) and self.contains(ordered).any()):
-            self._merge(ordered)
-            return None
+        if not repeats:
+            if not len(self._keys):
+                self._keys = ordered
+                return None
+            # one search says both whether any key is known and where the new ones go
+            at = np.searchsorted(self._keys, ordered)
+            if not (self._keys[np.minimum(at, len(self._keys) - 1)] == ordered).any():
+                self._keys = np.insert(self._keys, at, ordered)
+                return None
         fresh = _first_occurrences(keys)
         if len(self._keys):
             fresh &= ~self.contains(keys)

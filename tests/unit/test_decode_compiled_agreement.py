@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from hypothesis import strategies as st
 from schemas.decode import compiled
 from schemas.decode.api import DecodeLimits, MessageBytes
 from tests.decode_agreement import assert_agree
+from tests.gil import pace_beside
 from worker.sources.simulator import SimulationConfig, simulate_logs
 from worker.sources.wire_encode import FORMATS, encode, encode_mixed
 
@@ -408,28 +407,10 @@ def test_the_scan_lets_another_thread_run() -> None:
     assert module is not None
     line = b'{"request_id": "r", ' + T.encode() + b', "model": "m", "embedding": [0.5, 1.5]}'
     data = b"\n".join([line] * 200_000)
-    done = threading.Event()
-    ticks = [0]
-
-    def other() -> None:
-        while not done.is_set():
-            ticks[0] += 1
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    try:
-        start = ticks[0]
-        time.sleep(0.1)  # the other thread alone: its pace
-        pace = (ticks[0] - start) / 0.1
-        before = ticks[0]
-        started = time.perf_counter()
-        columns, _others, _left = module.scan([data], [1], [True], 1 << 20, 64, -1)
-        took = time.perf_counter() - started
-        during = ticks[0] - before
-    finally:
-        done.set()
-        thread.join(timeout=10)
+    (columns, _others, _left), paced = pace_beside(
+        lambda: module.scan([data], [1], [True], 1 << 20, 64, -1)
+    )
     assert len(columns["origin"]) == 200_000
     # holding the GIL through the parse, the other thread would get a switch or two (a few ms)
-    assert took > 0.05
-    assert during > 0.25 * pace * took, f"{during:,} steps in {took:.2f} s, {pace:,.0f}/s alone"
+    assert paced.seconds > 0.05
+    assert paced.during > 0.25 * paced.alone, paced

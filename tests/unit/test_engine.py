@@ -118,6 +118,32 @@ def test_nothing_is_acked_before_the_checkpoint_that_holds_it_is_durable() -> No
     assert acked == ["m0", "m1", "m2"]
 
 
+def test_many_records_in_few_messages_are_written_before_the_interval_is_up() -> None:
+    """100-record Pub/Sub messages reach the message bound only at 500k records: the record
+    bound writes (and acks) them on the way, and only what came after the last write waits."""
+    sink = MemorySink()
+    acked: list[str] = []
+    engine = make_engine(sink, checkpoint_max_records=250, checkpoint_max_messages=5000)
+    engine.set_ack_handler(acked.extend)
+    for i in range(7):  # the clock never moves: no interval checkpoint
+        engine.feed(logs(f"m{i}", 1, 100), [f"m{i}"])
+        engine.tick()
+    # written at 300 and at 600 records folded; the 7th message waits for the next write
+    assert acked == [f"m{i}" for i in range(6)]
+    assert sink.total_records() == 600
+    assert engine.pending_messages == 1
+
+
+def test_below_both_bounds_nothing_is_written_before_the_interval() -> None:
+    sink = MemorySink()
+    engine = make_engine(sink, checkpoint_max_records=50_000, checkpoint_max_messages=5000)
+    for i in range(7):
+        engine.feed(logs(f"m{i}", 1, 100), [f"m{i}"])
+        engine.tick()
+    assert sink.total_records() == 0
+    assert engine.pending_messages == 7
+
+
 def test_while_the_sink_refuses_writes_nothing_is_acked_and_nothing_is_lost() -> None:
     sink = MemorySink()
     acked: list[str] = []

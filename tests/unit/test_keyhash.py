@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from detectors.reservoir import _compiled_siphash, _hash
+from tests.gil import pace_beside
 
 
 def pandas_keys(ids: list[object], seed: int) -> np.ndarray:
@@ -67,3 +68,30 @@ def test_a_replay_start_needs_no_pandas() -> None:
 def test_a_lone_surrogate_gets_a_key_where_pandas_raised() -> None:
     keys = _hash(np.asarray(["lone \ud800 surrogate", "ok"], dtype=object), 7)
     assert keys[0] != keys[1]
+
+
+def test_a_strided_view_a_list_and_bytes_hash_as_their_values() -> None:
+    """The hash reads each item through a typed view of the column: a slice with a step, a
+    plain list and bytes ids must give the keys of the same values hashed one by one."""
+    ids = np.asarray([f"id-{i}" for i in range(101)], dtype=object)
+    every_third = ids[::3]
+    np.testing.assert_array_equal(_hash(every_third, 5), _hash(every_third.copy(), 5))
+    from detectors._keyhash import siphash_strings
+
+    key = b"0000000000000005"
+    as_list = siphash_strings(list(ids[:10]), key)
+    np.testing.assert_array_equal(as_list, siphash_strings(ids[:10], key))
+    np.testing.assert_array_equal(siphash_strings([b"id-1"], key), siphash_strings(["id-1"], key))
+
+
+def test_hashing_lets_another_thread_run() -> None:
+    """The decode thread hashes a poll's ids while the engine folds the last one: the hashing
+    must not hold the GIL, or the fold waits for it."""
+    siphash = _compiled_siphash()
+    assert siphash is not None
+    ids = np.asarray(["x" * 4000 + str(i) for i in range(20_000)], dtype=object)
+    siphash(ids, b"0" * 16)  # every str's UTF-8 is its own buffer: the rest is hashing
+    _, paced = pace_beside(lambda: siphash(ids, b"0" * 16))
+    # holding the GIL, the hash let the counter run about 2% of its pace (only where the
+    # interpreter forced a switch); released, the counter keeps most of it
+    assert paced.during > 0.1 * paced.alone, paced

@@ -271,6 +271,7 @@ def build_pipeline(
         allowed_lateness_seconds=config.engine.allowed_lateness_seconds,
         checkpoint_seconds=config.engine.checkpoint_seconds,
         checkpoint_max_messages=config.engine.checkpoint_max_messages,
+        checkpoint_max_records=config.engine.checkpoint_max_records,
         max_open_windows=config.engine.max_open_windows,
         writer_id=writer_id,
         evaluate=config.engine.role != "ingest",
