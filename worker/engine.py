@@ -81,6 +81,12 @@ class EngineSettings:
     #: count the predecessor's own report (`writer_active_seconds`), so the redelivered
     #: messages are durable at another replica first
     hold_frontier_seconds: float = 0.0
+    #: report the frontier again after this long without one, even with nothing new (None:
+    #: only with new rows). The evaluator counts a replica as live while it reported within
+    #: `writer_active_seconds` of the newest report: if the live replicas all fell quiet, a
+    #: dead one's last frontier would stay counted, and its windows unjudged, until traffic
+    #: came back
+    frontier_refresh_seconds: float | None = None
 
 
 @dataclass
@@ -145,6 +151,8 @@ class Engine:
         #: a frontier held back by `hold_frontier_cap`: reported after the hold even with
         #: nothing new to write (a quiet stream would otherwise leave its windows unjudged)
         self._frontier_owed = False
+        #: when a checkpoint carrying a frontier last landed (start: none yet)
+        self._frontier_reported_at = now()
         self._cap_until = now() + max(settings.closing_hold_seconds, settings.hold_frontier_seconds)
         self._sequence = 0
         self._last_checkpoint_failed = False
@@ -494,6 +502,8 @@ class Engine:
             return False
         self._sequence += 1
         self._last_checkpoint_failed = False
+        if write.checkpoint.frontier is not None:
+            self._frontier_reported_at = self._now()
         self.stats.checkpoints += 1
         for w, _ in write.undo:
             self._newest_stored[w.model] = max(self._newest_stored.get(w.model) or w.start, w.start)
@@ -555,7 +565,9 @@ class Engine:
                 return None
             self._frontier_owed = self._frontier_owed or frontier > cap
             return min(frontier, cap)
-        if dirty or self._frontier_owed:
+        refresh = self.settings.frontier_refresh_seconds
+        stale = refresh is not None and self._now() - self._frontier_reported_at >= refresh
+        if dirty or self._frontier_owed or stale:
             self._frontier_owed = False
             return frontier
         return None

@@ -1,6 +1,10 @@
 """Three `lookout run --role ingest` replicas and one `--role evaluate` over one Pub/Sub
 subscription and one BigQuery dataset judge and page exactly as one process doing everything,
-even when the evaluator is killed with SIGKILL mid-stream and a new one takes over.
+even when an ingest replica is killed with SIGKILL holding messages it pulled (they come back to
+the other two once their leases run out, while the stream goes on) and when the evaluator is
+killed mid-stream and a new one takes over. No window is judged before the dead replica's
+messages are durable elsewhere: its last frontier holds them open for `writer_active_seconds`,
+and the live replicas keep reporting on a quiet stream so that it then stops counting.
 
 Everything is real and run as a user runs it: `lookout simulate` (two tenants, a safety spike),
 `lookout pubsub init`, the Cloud Pub/Sub emulator, the BigQuery emulator, and
@@ -59,6 +63,9 @@ MAX_MESSAGES = 20
 PUBLISH_BATCH = 5
 MINUTES = 15
 INGEST_REPLICAS = 3
+#: the minute during which one ingest replica is killed with SIGKILL (and not restarted)
+KILL_INGEST_AT = 4
+ACK_DEADLINE = 30
 #: the stream: 15 simulated minutes, ~100 calls/min for each of 3 models, over two tenants
 SIMULATE = (
     *("--hours", "0.25", "--rate", "100", "--seed", "11", "--no-text"),
@@ -205,20 +212,25 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
     cli(
         env,
         *("pubsub", "init", "--project", PROJECT, "--topic", topic),
-        *("--subscription", subscription, "--ack-deadline", "30", "--immediate-redelivery"),
+        *("--subscription", subscription, "--ack-deadline", str(ACK_DEADLINE)),
+        "--immediate-redelivery",
     )
     sink = {"kind": "bigquery", "project": bigquery_emulator.project, "dataset": bigquery_dataset}
     source = {
         "kind": "pubsub",
         "project": PROJECT,
         "subscription": subscription,
-        "ack_deadline_seconds": 30,
+        "ack_deadline_seconds": ACK_DEADLINE,
         "max_messages": MAX_MESSAGES,
         "pull_max_messages": MAX_MESSAGES,
     }
     ingest_config = write_config(tmp_path / "ingest.yaml", "ingest", sink, source=source)
     pages = tmp_path / "pages.jsonl"  # every alert change an evaluator sent, both of them
-    eval_config = write_config(tmp_path / "evaluate.yaml", "evaluate", sink, alerts_out=str(pages))
+    # the replicas' source too, as the chart gives it: the evaluator derives from its ack
+    # deadline how long a silent replica holds windows open (`writer_active_seconds`)
+    eval_config = write_config(
+        tmp_path / "evaluate.yaml", "evaluate", sink, source=source, alerts_out=str(pages)
+    )
 
     ingest = [
         workers(tmp_path / f"ingest{i}.log", "ingest", ingest_config, env)
@@ -237,13 +249,15 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
         ]
         published = 0
 
-        def publish(minute: list[bytes]) -> None:
+        def send(minute: list[bytes]) -> None:
             nonlocal published
             report = publish_lines(
                 minute, PROJECT, topic, batch=PUBLISH_BATCH, channels=pubsub_channels
             )
             assert report.ok, report.summary()
             published += len(minute)
+
+        def durable(timeout: float = 60) -> None:
             wait_for(
                 f"{published} records durable",
                 lambda: (
@@ -251,11 +265,43 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
                     >= published
                 ),
                 [*ingest, evaluator],
-                timeout=60,
+                timeout=timeout,
             )
 
-        # two thirds of the stream; the evaluator judges and pages, then dies
-        for minute in minutes[: MINUTES * 2 // 3]:
+        def publish(minute: list[bytes]) -> None:
+            send(minute)
+            durable()
+
+        # two thirds of the stream; an ingest replica dies holding messages it pulled, the
+        # evaluator judges and pages, then dies too
+        first_part = minutes[: MINUTES * 2 // 3]
+        for minute in first_part[:KILL_INGEST_AT]:
+            publish(minute)
+        folded_before = ingest[0].sample("lookout_records_total")
+        send(first_part[KILL_INGEST_AT])
+        # killed as soon as it folds some of this minute: what it pulled ahead, and folded
+        # since its last checkpoint (every 0.5 s), is not acked yet
+        wait_for(
+            "the replica to be killed to fold some of the minute",
+            lambda: ingest[0].sample("lookout_records_total") > folded_before,
+            [*ingest, evaluator],
+            timeout=30,
+        )
+        os.kill(ingest[0].process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        ingest[0].process.wait(timeout=30)
+        ingest.pop(0)
+        # the next minutes go to the two left at once: their frontiers pass the dead replica's
+        # windows while its messages wait out their ack deadline before coming back; the
+        # evaluator must keep those windows open until they are durable at another replica
+        for minute in first_part[KILL_INGEST_AT + 1 : KILL_INGEST_AT + 3]:
+            send(minute)
+        durable(timeout=120)
+        phases["ingest replica killed and its messages durable"] = time.monotonic() - t0
+        # what it held came back only when its leases ran out: the scenario happened
+        held_for = time.monotonic() - killed_at
+        assert held_for > ACK_DEADLINE - 10, f"all durable {held_for:.1f} s after the SIGKILL"
+        for minute in first_part[KILL_INGEST_AT + 3 :]:
             publish(minute)
         wait_for("a page from the first evaluator", lambda: paged(pages), [*ingest, evaluator], 90)
         phases["first page"] = time.monotonic() - t0
@@ -268,12 +314,8 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
             publish(minute)
         evaluator.wait_until("the metrics server", evaluator._serving, timeout=60)
 
-        wait_for(
-            f"all {len(lines)} records folded",
-            lambda: sum(w.sample("lookout_records_total") for w in ingest) >= len(lines),
-            [*ingest, evaluator],
-            timeout=90,
-        )
+        assert published == len(lines)
+        durable(timeout=90)  # the replica killed folded some: its count died with it
         phases["all folded"] = time.monotonic() - t0
         frontier = 0.0
 
@@ -315,7 +357,8 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
     print(
         f"\nsplit run: {len(lines)} records, frontier "
         f"{datetime.fromtimestamp(frontier, UTC):%H:%M:%S}, {len(want)} closed-window verdicts, "
-        f"{int(judged_before_kill)} judged before the SIGKILL, {len(got_alerts)} alert changes; "
+        f"{int(judged_before_kill)} judged before the SIGKILL, {len(got_alerts)} alert changes, "
+        "one ingest replica killed mid-minute; "
         + ", ".join(f"{k} at {v:.1f} s" for k, v in phases.items())
     )
     assert 0 < judged_before_kill < len(want), "the SIGKILL must land mid-stream"

@@ -587,6 +587,32 @@ def test_a_replica_restarted_under_its_id_reports_no_further_than_its_predecesso
     assert frontier is not None and frontier > held
 
 
+def test_a_dead_replicas_frontier_stops_holding_windows_on_a_quiet_stream() -> None:
+    """Two ingest replicas share a sink; one dies (its last frontier is behind), then the
+    stream falls quiet. The evaluator counts replicas that reported within
+    `writer_active_seconds` of the newest report: without a refresh the live replica's last
+    report stays the newest, the dead one stays counted, and its windows wait for traffic
+    to come back; with it, the live replica reports again and the dead one drops out."""
+    active_within = 60.0
+    for refresh, dead_dropped in ((None, False), (active_within / 3, True)):
+        clock = FakeClock()
+        sink = MemorySink(clock=clock)
+        dead = make_engine(sink, clock, writer_id="dead", evaluate=False)
+        live = make_engine(
+            sink, clock, writer_id="live", evaluate=False, frontier_refresh_seconds=refresh
+        )
+        dead.feed(logs("d", 60, 10))
+        assert dead.checkpoint()  # its last report: event time 60 s
+        live.feed(logs("l", 300, 10))
+        assert live.checkpoint()  # event time 300 s; then nothing more arrives
+        for _ in range(40):  # five quiet minutes of ticks
+            clock.advance(7.5)
+            live.tick()
+        slowest = sink.load_frontier(active_within)
+        assert slowest is not None
+        assert (slowest > 60 + T0.timestamp()) is dead_dropped, (refresh, slowest)
+
+
 def test_a_new_replica_reports_its_own_frontier_from_its_first_checkpoint() -> None:
     """A replica under a writer id the sink has never seen (a scale-up's new pod) has no
     predecessor to wait for: it reports its frontier at once, so a new replica still folding
