@@ -82,11 +82,14 @@ class EngineSettings:
     #: messages are durable at another replica first
     hold_frontier_seconds: float = 0.0
     #: report the frontier again after this long without one, even with nothing new (None:
-    #: only with new rows). The evaluator counts a replica as live while it reported within
-    #: `writer_active_seconds` of the newest report: if the live replicas all fell quiet, a
-    #: dead one's last frontier would stay counted, and its windows unjudged, until traffic
-    #: came back
+    #: only with new rows), unless this replica is the slowest of those the evaluator counts
+    #: (reported within `writer_active_seconds` of the newest report). Live replicas that all
+    #: fell quiet would otherwise keep a dead replica's older frontier counted, and its
+    #: windows unjudged, until traffic came back; the slowest does not refresh, so an idle
+    #: replica behind the others still stops holding windows after `writer_active_seconds`
     frontier_refresh_seconds: float | None = None
+    #: the evaluator's `writer_active_seconds` (for the refresh's "slowest" test)
+    writer_active_seconds: float = 60.0
 
 
 @dataclass
@@ -565,12 +568,23 @@ class Engine:
                 return None
             self._frontier_owed = self._frontier_owed or frontier > cap
             return min(frontier, cap)
-        refresh = self.settings.frontier_refresh_seconds
-        stale = refresh is not None and self._now() - self._frontier_reported_at >= refresh
-        if dirty or self._frontier_owed or stale:
+        if dirty or self._frontier_owed:
             self._frontier_owed = False
             return frontier
-        return None
+        refresh = self.settings.frontier_refresh_seconds
+        due = refresh is not None and self._now() - self._frontier_reported_at >= refresh
+        return frontier if due and self._ahead_of_slowest(frontier) else None
+
+    def _ahead_of_slowest(self, frontier: float) -> bool:
+        """Is another counted replica behind this one (a dead one, maybe)? Then a refresh
+        helps it stop counting; if this one is the slowest, refreshing would only keep it
+        holding windows it has nothing left for."""
+        try:
+            slowest = self._sink.load_frontier(self.settings.writer_active_seconds)
+        except Exception as error:  # a read that fails costs a refresh, never a checkpoint
+            log.debug("could not read the replicas' frontiers to refresh ours: %s", error)
+            return False
+        return slowest is None or frontier > slowest
 
     # -- the evaluate role ---------------------------------------------------------------------
 

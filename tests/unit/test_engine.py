@@ -599,7 +599,12 @@ def test_a_dead_replicas_frontier_stops_holding_windows_on_a_quiet_stream() -> N
         sink = MemorySink(clock=clock)
         dead = make_engine(sink, clock, writer_id="dead", evaluate=False)
         live = make_engine(
-            sink, clock, writer_id="live", evaluate=False, frontier_refresh_seconds=refresh
+            sink,
+            clock,
+            writer_id="live",
+            evaluate=False,
+            frontier_refresh_seconds=refresh,
+            writer_active_seconds=active_within,
         )
         dead.feed(logs("d", 60, 10))
         assert dead.checkpoint()  # its last report: event time 60 s
@@ -611,6 +616,31 @@ def test_a_dead_replicas_frontier_stops_holding_windows_on_a_quiet_stream() -> N
         slowest = sink.load_frontier(active_within)
         assert slowest is not None
         assert (slowest > 60 + T0.timestamp()) is dead_dropped, (refresh, slowest)
+
+
+def test_an_idle_replica_behind_the_others_still_stops_holding_windows() -> None:
+    """Pub/Sub can leave one replica without messages while the others go on. It has nothing
+    left for the windows after its frontier, so it must drop out of the slowest-frontier
+    count as before: being the slowest, it does not refresh its report."""
+    active_within = 60.0
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    settings: dict[str, Any] = {
+        "evaluate": False,
+        "frontier_refresh_seconds": active_within / 3,
+        "writer_active_seconds": active_within,
+    }
+    idle = make_engine(sink, clock, writer_id="idle", **settings)
+    busy = make_engine(sink, clock, writer_id="busy", **settings)
+    idle.feed(logs("i", 60, 10))
+    assert idle.checkpoint()  # event time 60 s; then Pub/Sub gives it nothing
+    for step in range(20):  # the other goes on, 7.5 s of wall time a minute of event time
+        clock.advance(7.5)
+        busy.feed(logs(f"b{step}", 120 + 60 * step, 10))
+        busy.tick()
+        idle.tick()
+    slowest = sink.load_frontier(active_within)
+    assert slowest is not None and slowest > 60 + T0.timestamp(), slowest
 
 
 def test_a_new_replica_reports_its_own_frontier_from_its_first_checkpoint() -> None:

@@ -114,5 +114,6 @@ def test_an_ingest_start_on_pubsub_caps_its_hold_at_its_own_ids_last_report(
         assert pipeline.engine.settings.hold_frontier_seconds == 95.0
         # and it reports at least three times within that, even on a quiet stream
         assert pipeline.engine.settings.frontier_refresh_seconds == 95.0 / 3
+        assert pipeline.engine.settings.writer_active_seconds == 95.0
     finally:
         pipeline.close()

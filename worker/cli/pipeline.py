@@ -282,11 +282,12 @@ def build_pipeline(
         closing_hold_seconds=hold,
         hold_frontier_cap=_predecessor_frontier(sink, writer_id) if hold else None,
         hold_frontier_seconds=config.evaluator_writer_active_seconds() if hold else 0.0,
-        # an ingest replica reports at least three times within the evaluator's liveness
-        # window, so a quiet stream does not keep a dead replica's frontier counted
+        # an ingest replica ahead of the slowest reports at least three times within the
+        # evaluator's liveness window, so a quiet stream does not keep a dead replica counted
         frontier_refresh_seconds=(
             config.evaluator_writer_active_seconds() / 3 if config.engine.role == "ingest" else None
         ),
+        writer_active_seconds=config.evaluator_writer_active_seconds(),
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,
