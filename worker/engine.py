@@ -156,6 +156,8 @@ class Engine:
         self._frontier_owed = False
         #: when a checkpoint carrying a frontier last landed (start: none yet)
         self._frontier_reported_at = now()
+        #: when a due refresh last asked the sink for the slowest frontier
+        self._refresh_checked_at = now()
         self._cap_until = now() + max(settings.closing_hold_seconds, settings.hold_frontier_seconds)
         self._sequence = 0
         self._last_checkpoint_failed = False
@@ -571,9 +573,13 @@ class Engine:
         if dirty or self._frontier_owed:
             self._frontier_owed = False
             return frontier
-        refresh = self.settings.frontier_refresh_seconds
-        due = refresh is not None and self._now() - self._frontier_reported_at >= refresh
-        return frontier if due and self._ahead_of_slowest(frontier) else None
+        refresh, now = self.settings.frontier_refresh_seconds, self._now()
+        last = max(self._frontier_reported_at, self._refresh_checked_at)
+        if refresh is None or now - last < refresh:
+            return None
+        # asked once per refresh interval, whatever the answer: the read is a query
+        self._refresh_checked_at = now
+        return frontier if self._ahead_of_slowest(frontier) else None
 
     def _ahead_of_slowest(self, frontier: float) -> bool:
         """Is another counted replica behind this one (a dead one, maybe)? Then a refresh

@@ -643,6 +643,36 @@ def test_an_idle_replica_behind_the_others_still_stops_holding_windows() -> None
     assert slowest is not None and slowest > 60 + T0.timestamp(), slowest
 
 
+def test_the_slowest_replica_asks_for_the_others_frontiers_once_per_refresh_interval() -> None:
+    """Deciding whether to refresh reads the sink (a BigQuery query): an idle replica that
+    stays the slowest asks once per refresh interval, not at every checkpoint."""
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    reads = [0]
+    load_frontier = sink.load_frontier
+
+    def counted(active_within: float = 60.0) -> float | None:
+        reads[0] += 1
+        return load_frontier(active_within)
+
+    sink.load_frontier = counted  # type: ignore[method-assign]
+    idle = make_engine(
+        sink,
+        clock,
+        writer_id="idle",
+        evaluate=False,
+        checkpoint_seconds=5.0,
+        frontier_refresh_seconds=20.0,
+        writer_active_seconds=60.0,
+    )
+    idle.feed(logs("i", 60, 10))
+    assert idle.checkpoint()
+    for _ in range(24):  # two minutes of ticks, a checkpoint due at each
+        clock.advance(5.0)
+        idle.tick()
+    assert reads[0] == 6, reads
+
+
 def test_a_new_replica_reports_its_own_frontier_from_its_first_checkpoint() -> None:
     """A replica under a writer id the sink has never seen (a scale-up's new pod) has no
     predecessor to wait for: it reports its frontier at once, so a new replica still folding
