@@ -1,7 +1,8 @@
 """Three `lookout run --role ingest` replicas and one `--role evaluate` over one Pub/Sub
 subscription and one BigQuery dataset judge and page exactly as one process doing everything,
-even when an ingest replica is killed with SIGKILL holding messages it pulled (they come back to
-the other two once their leases run out, while the stream goes on) and when the evaluator is
+even when an ingest replica is killed with SIGKILL holding messages it pulled and folded but
+could not yet make durable (they come back to the other two once their leases run out, while
+the stream goes on) and when the evaluator is
 killed mid-stream and a new one takes over. No window is judged before the dead replica's
 messages are durable elsewhere: its last frontier holds them open for `writer_active_seconds`,
 and the live replicas keep reporting on a quiet stream so that it then stops counting.
@@ -53,6 +54,7 @@ import pytest
 from tests.integration.bigquery_emulator import BigQueryEmulator
 from tests.integration.lookout_worker import LOOKOUT, Worker
 from tests.integration.pubsub_emulator import PubSubEmulator
+from tests.integration.tcp_gate import TcpGate
 from worker.sources.grpc_channel import ChannelFactory
 from worker.sources.pubsub_publish import publish_lines
 
@@ -159,6 +161,22 @@ def reference_rows(db: Path, template: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
+def tcp_gate() -> Iterator[Callable[[int], TcpGate]]:
+    """`tcp_gate(port)` forwards a fresh loopback port to `port` until shut; closed at the end."""
+    gates: list[TcpGate] = []
+
+    def open_gate(port: int) -> TcpGate:
+        gates.append(TcpGate(port))
+        return gates[-1]
+
+    try:
+        yield open_gate
+    finally:
+        for gate in gates:
+            gate.close()
+
+
+@pytest.fixture
 def workers() -> Iterator[Callable[..., Worker]]:
     """`start(name, role, config, env)` runs `lookout run --role R --config C`; every process
     still running at the end is killed."""
@@ -190,6 +208,7 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
     bigquery_dataset: str,
     pubsub_channels: ChannelFactory,
     workers: Callable[..., Worker],
+    tcp_gate: Callable[[int], TcpGate],
     tmp_path: Path,
 ) -> None:
     env = {
@@ -232,8 +251,12 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
         tmp_path / "evaluate.yaml", "evaluate", sink, source=source, alerts_out=str(pages)
     )
 
+    # the replica to be killed reaches BigQuery through a gate the test shuts before its last
+    # minute: it folds records it can never make durable, so it dies holding their messages
+    gate = tcp_gate(bigquery_emulator.port)
+    gated_env = {**env, "BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{gate.port}"}
     ingest = [
-        workers(tmp_path / f"ingest{i}.log", "ingest", ingest_config, env)
+        workers(tmp_path / f"ingest{i}.log", "ingest", ingest_config, gated_env if i == 0 else env)
         for i in range(INGEST_REPLICAS)
     ]
     evaluator = workers(tmp_path / "evaluate1.log", "evaluate", eval_config, env)
@@ -278,9 +301,10 @@ def test_three_ingest_replicas_and_a_killed_evaluator_judge_and_page_like_one_pr
         for minute in first_part[:KILL_INGEST_AT]:
             publish(minute)
         folded_before = ingest[0].sample("lookout_records_total")
+        gate.shut()
         send(first_part[KILL_INGEST_AT])
-        # killed as soon as it folds some of this minute: what it pulled ahead, and folded
-        # since its last checkpoint (every 0.5 s), is not acked yet
+        # killed as soon as it folds some of this minute: nothing of it can be durable, so
+        # nothing of it was acked (what it pulled ahead is not acked either)
         wait_for(
             "the replica to be killed to fold some of the minute",
             lambda: ingest[0].sample("lookout_records_total") > folded_before,
