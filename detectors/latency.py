@@ -79,8 +79,10 @@ class LatencyState:
     counts: IntArray
     sum_ms: float = 0.0
 
-    @property
+    @functools.cached_property
     def count(self) -> int:
+        """Found once: the counts are read-only, and judging a window asks for the counts of
+        every state in its history."""
         return int(self.counts.sum())
 
     @functools.cached_property
