@@ -459,6 +459,11 @@ cdef dict columns(Out *o, list datas):
     return out
 
 
+#: distinct key spellings `score_columns` remembers per call (more are decoded each time)
+cdef enum:
+    KNOWN_KEYS = 32
+
+
 cdef dict score_columns(Out *o, Py_ssize_t n):
     """category → float64 column (NaN where a row had no score for it)."""
     cdef Py_ssize_t i, j, m = o.n_scores
@@ -469,14 +474,40 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
     cdef int64_t[::1] category_v = category, rows_v = rows
     cdef double[::1] values_v = values
     index: dict = {}
-    cdef Py_ssize_t k = 0
+    cdef Py_ssize_t k = 0, t, found
+    # the key spellings met so far, as bytes in the copy: a poll repeats a handful of category
+    # names on every row, and making a str of each (then hashing it twice) was a third of the
+    # decode's time with the GIL held
+    cdef const char *seen_key[KNOWN_KEYS]
+    cdef Py_ssize_t seen_len[KNOWN_KEYS]
+    cdef uint8_t seen_provider[KNOWN_KEYS]
+    cdef int64_t seen_column[KNOWN_KEYS]
+    cdef Py_ssize_t n_seen = 0
+    cdef const char *key_bytes
+    cdef Py_ssize_t key_len
     for i in range(n):
         r = &o.rows[i]
         for j in range(r.sc_off, r.sc_off + r.sc_n):
-            key = PyUnicode_DecodeUTF8(o.copy + o.scores[j].key.off, o.scores[j].key.len, NULL)
-            if o.scores[j].provider:
-                key = CATEGORY_CACHE.get(key) or normalise_category(key)
-            category_v[k] = index.setdefault(key, len(index))
+            key_bytes = o.copy + o.scores[j].key.off
+            key_len = o.scores[j].key.len
+            found = -1
+            for t in range(n_seen):
+                if (seen_len[t] == key_len and seen_provider[t] == o.scores[j].provider
+                        and memcmp(seen_key[t], key_bytes, key_len) == 0):
+                    found = seen_column[t]
+                    break
+            if found < 0:
+                key = PyUnicode_DecodeUTF8(key_bytes, key_len, NULL)
+                if o.scores[j].provider:
+                    key = CATEGORY_CACHE.get(key) or normalise_category(key)
+                found = index.setdefault(key, len(index))
+                if n_seen < KNOWN_KEYS:
+                    seen_key[n_seen] = key_bytes
+                    seen_len[n_seen] = key_len
+                    seen_provider[n_seen] = o.scores[j].provider
+                    seen_column[n_seen] = found
+                    n_seen += 1
+            category_v[k] = found
             rows_v[k] = i
             values_v[k] = o.scores[j].value
             k += 1

@@ -105,6 +105,27 @@ def test_each_wire_format_in_small_and_single_record_messages(fmt: str) -> None:
     assert_agree(chunks(lines, 500, sep=b"\r\n"), DecodeLimits(expected_embedding_dim=384))
 
 
+def test_many_safety_categories_and_spellings_in_one_poll() -> None:
+    """The compiled scan remembers the first 32 category spellings of a poll by their bytes;
+    past them, and where one word is a native key on one line and a provider's category on
+    another, the columns still equal the reference's."""
+    config = SimulationConfig(start=START, hours=0.01, seed=5, with_text=True)
+    logs = list(simulate_logs(config))[:120]
+    lines = [encode(log, FORMATS[i % 3]) for i, log in enumerate(logs)]  # native, Gemini, PaLM
+    for i in range(80):
+        scores = {
+            f"category_{(i * 7 + k) % 45}": round(0.01 * ((i + k) % 100), 2) for k in range(4)
+        }
+        scores["HARM_CATEGORY_HATE_SPEECH"] = 0.5  # a provider's spelling, as a native key
+        lines.insert(
+            i * 2,
+            orjson.dumps({"timestamp": START.isoformat(), "model": "m", "safety_scores": scores}),
+        )
+    poll = assert_agree(chunks(lines, len(lines)))
+    categories = set().union(*(b.safety_scores for b in poll.batches))
+    assert len(categories) > 45, sorted(categories)
+
+
 # ---------------------------------------------------------------- edges and fuzz
 
 T = '"timestamp": "2024-05-06T07:08:09.123456Z"'
