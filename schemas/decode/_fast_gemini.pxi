@@ -269,6 +269,43 @@ cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
         )
     return 0
 
+cdef int read_prompt_feedback(yyjson_val *v, Out *o, const char *base, Span *block) noexcept nogil:
+    """Gemini `promptFeedback`: its ratings, and its `blockReason` as a span (off -1: none).
+    A reason the reference would rewrite (anything but upper-case letters, digits and
+    underscores: it upper-cases the name) or give a name to (an enum number) is left to it."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n, i
+    cdef char c
+    block.off = -1
+    if yyjson_is_null(v):
+        return 0
+    if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"blockReason", 11):
+            if not known(&seen, 0) or span_of(x, base, block, True):
+                return -1
+            if block.off >= 0:
+                if block.len == 0:
+                    return -1
+                for i in range(<size_t>block.len):
+                    c = base[block.off + i]
+                    if not ((c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 95):
+                        return -1
+        elif is_key(name, n, b"safetyRatings", 13):
+            if not known(&seen, 1) or read_ratings(x, o, base):
+                return -1
+
 cdef inline bint other_shape(const char *name, size_t n) noexcept nogil:
     """A key of a PaLM, OpenAI or error body, or a prompt block: not a plain Gemini chunk."""
     return (is_key(name, n, b"predictions", 11) or is_key(name, n, b"metadata", 8)
@@ -278,8 +315,10 @@ cdef inline bint other_shape(const char *name, size_t n) noexcept nogil:
             or is_key(name, n, b"error", 5))
 
 cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
-    """One Gemini `generateContent` response with one answer, not a prompt block, not an
-    error; anything else (PaLM, OpenAI, streams, several answers) is left to Python."""
+    """One Gemini `generateContent` response with one answer, or a prompt it blocked (with
+    no answer or one), not an error; anything else (PaLM, OpenAI, streams, several answers)
+    is left to Python. A blocked prompt was the one shape of the simulated traffic read in
+    Python: each poll paid the reference's fixed cost and a merge for about one line in 250."""
     cdef yyjson_obj_iter it
     cdef yyjson_arr_iter ait
     cdef yyjson_val *k
@@ -290,8 +329,9 @@ cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexc
     cdef const char *name
     cdef size_t n
     cdef int reasons = 0
-    cdef Span version
+    cdef Span version, block
     version.off = -1
+    block.off = -1
     row.sc_off = o.n_scores
     if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
         return -1
@@ -312,19 +352,28 @@ cdef int read_gemini(yyjson_val *body, Out *o, Row *row, const char *base) noexc
         elif is_key(name, n, b"modelVersion", 12):
             if not known(&seen, 2) or span_of(x, base, &version, True):
                 return -1
+        elif is_key(name, n, b"promptFeedback", 14):
+            if not known(&seen, 3) or read_prompt_feedback(x, o, base, &block):
+                return -1
         elif other_shape(name, n):
             return -1
-    if candidates == NULL or not yyjson_is_arr(candidates):
-        return -1
-    if not yyjson_arr_iter_init(candidates, &ait):
-        return -1
-    c = yyjson_arr_iter_next(&ait)
-    if c == NULL or yyjson_arr_iter_next(&ait) != NULL:
-        return -1  # no answer, or several: left to Python
-    if read_candidate(c, o, row, base, &reasons):
+    c = NULL
+    if candidates != NULL and not yyjson_is_null(candidates):
+        if not yyjson_is_arr(candidates) or not yyjson_arr_iter_init(candidates, &ait):
+            return -1
+        c = yyjson_arr_iter_next(&ait)
+        if c != NULL and yyjson_arr_iter_next(&ait) != NULL:
+            return -1  # several answers: left to Python
+    if c == NULL and block.off < 0:
+        return -1  # no answer and no blocked prompt: left to Python
+    if c != NULL and read_candidate(c, o, row, base, &reasons):
         return -1
     if row.s[S_MODEL_VERSION].off < 0:
         row.s[S_MODEL_VERSION] = version
+    if block.off >= 0:  # the prompt's block wins over the answer's (columns() keeps it)
+        row.blocked = 1
+        row.stage = 1
+        row.s[S_BLOCK_REASON] = block
     row.sc_n = o.n_scores - row.sc_off
     row.provider = 1
     return 0

@@ -539,6 +539,70 @@ cdef int read_palm_metadata(yyjson_val *v, Row *row) noexcept nogil:
             ):
                 return -1
 
+# ---------------------------------------------------------------- an error body
+
+cdef inline bint plain_str(yyjson_val *x) noexcept nogil:
+    """A string (that the record's check found valid UTF-8) or null."""
+    return yyjson_is_str(x) or yyjson_is_null(x)
+
+cdef int read_prompt_filtered(yyjson_val *body, Out *o, Row *row) noexcept nogil:
+    """`{"error": {"code": "content_filter", ...}}` without `innererror`: Azure OpenAI's
+    prompt filter (HTTP 400), which the reference counts as a block at the prompt stage
+    (`bodies.error_facts`). Every other error body, and a filter with its per-category
+    results, is left to Python."""
+    cdef yyjson_obj_iter it
+    cdef yyjson_val *k
+    cdef yyjson_val *x
+    cdef yyjson_val *error = NULL
+    cdef uint32_t seen = 0
+    cdef const char *name
+    cdef size_t n
+    cdef bint filtered = False
+    reset_openai(o, row)
+    if not yyjson_is_obj(body) or not yyjson_obj_iter_init(body, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        if error != NULL or not is_key(yyjson_get_str(k), yyjson_get_len(k), b"error", 5):
+            return -1  # another key can make it another shape: left to Python
+        error = yyjson_obj_iter_get_val(k)
+    if error == NULL or not yyjson_is_obj(error) or not yyjson_obj_iter_init(error, &it):
+        return -1
+    while True:
+        k = yyjson_obj_iter_next(&it)
+        if k == NULL:
+            break
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        x = yyjson_obj_iter_get_val(k)
+        if is_key(name, n, b"code", 4):
+            if not known(&seen, 0) or not yyjson_is_str(x):
+                return -1
+            filtered = is_key(yyjson_get_str(x), yyjson_get_len(x), b"content_filter", 14)
+        elif is_key(name, n, b"message", 7):
+            if not known(&seen, 1) or not plain_str(x):
+                return -1
+        elif is_key(name, n, b"status", 6):
+            if not known(&seen, 2) or not (
+                plain_str(x) or yyjson_is_uint(x) or yyjson_is_sint(x)
+            ):
+                return -1
+        elif is_key(name, n, b"type", 4):
+            if not known(&seen, 3) or not plain_str(x):
+                return -1
+        elif is_key(name, n, b"innererror", 10):
+            if not known(&seen, 4) or not yyjson_is_null(x):
+                return -1
+    if not filtered:
+        return -1
+    row.sc_n = 0
+    row.blocked = 1
+    row.stage = 1
+    row.provider = 5
+    return 0
+
 cdef int read_palm(yyjson_val *body, Out *o, Row *row, const char *base) noexcept nogil:
     """One Vertex AI PaLM `predict` response with one prediction."""
     cdef yyjson_obj_iter it, pit

@@ -416,6 +416,8 @@ cdef int read_native(yyjson_val *root, Out *o, Row *row, const char *base,
             return 0
         if read_openai(body, o, row, base) == 0:
             return 0
+        if read_prompt_filtered(body, o, row) == 0:
+            return 0
         o.n_scores = row.sc_off  # what a failed OpenAI attempt scored
         return read_palm(body, o, row, base)
     return 0

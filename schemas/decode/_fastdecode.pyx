@@ -96,7 +96,7 @@ cdef struct Row:
     Span s[N_SPANS]
     uint8_t blocked
     uint8_t stage  # 0 none, 1 prompt, 2 response
-    uint8_t provider  # 0 none, 1 Gemini, 2 OpenAI, 3 PaLM body, 4 OTLP span (blocks: own words)
+    uint8_t provider  # 0 none, 1 Gemini, 2 OpenAI, 3 PaLM body, 4 OTLP span (blocks: own words), 5 Azure prompt filter
     Py_ssize_t rec_off  # the stripped record in the message's own bytes (for hashed ids)
     Py_ssize_t rec_len
     Py_ssize_t emb_off  # into the float buffer; emb_len 0 = no embedding
@@ -426,11 +426,13 @@ cdef dict columns(Out *o, list datas):
         elif r.provider == 3:
             if r.blocked:
                 reasons[i] = "SAFETY"
+        elif r.provider == 5:  # Azure's prompt filter, as an error body
+            reasons[i] = "CONTENT_FILTER"
         elif r.provider:
             if r.s[S_FINISH].off >= 0:
                 finish, block = provider_finish(o, r.s[S_FINISH], False)
                 finishes[i] = finish
-                if block is not None:
+                if block is not None and r.stage != 1:  # a blocked prompt's block wins
                     blocked_v[i] = 1
                     stages[i] = "response"
                     reasons[i] = block if r.provider == 1 else "CONTENT_FILTER"

@@ -126,6 +126,58 @@ def test_many_safety_categories_and_spellings_in_one_poll() -> None:
     assert len(categories) > 45, sorted(categories)
 
 
+def _with_body(body: str) -> bytes:
+    return b"{" + T.encode() + b', "model": "m", "response_body": ' + body.encode() + b"}"
+
+
+_RATING = '{"category": "HARM_CATEGORY_HARASSMENT", "probabilityScore": 0.8}'
+_ANSWER = '{"content": {"parts": [{"text": "hi"}]}, "finishReason": "SAFETY"}'
+#: blocked prompts: the shapes the compiled scan reads, and the neighbours it leaves to Python
+BLOCKED_PROMPTS = [
+    f'{{"promptFeedback": {{"blockReason": "SAFETY", "safetyRatings": [{_RATING}]}}}}',
+    '{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "candidates": []}',
+    '{"promptFeedback": {"blockReason": "OTHER"}, "candidates": null, "modelVersion": "v2"}',
+    f'{{"promptFeedback": {{"blockReason": "OTHER"}}, "candidates": [{_ANSWER}]}}',
+    '{"promptFeedback": {"blockReason": "BLOCKLIST", "blockReasonMessage": "x"}, '
+    '"usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12}}',
+    '{"promptFeedback": {"blockReason": "\u0053AFETY"}}',
+    '{"promptFeedback": {"blockReason": "safety"}}',
+    '{"promptFeedback": {"blockReason": "Safety "}}',
+    '{"promptFeedback": {"blockReason": ""}}',
+    '{"promptFeedback": {"blockReason": 2}}',
+    '{"promptFeedback": {"blockReason": null}}',
+    f'{{"promptFeedback": {{"safetyRatings": [{_RATING}]}}, "candidates": [{_ANSWER}]}}',
+    '{"promptFeedback": null, "candidates": []}',
+    '{"promptFeedback": {"blockReason": "SAFETY"}, "choices": []}',
+    '{"promptFeedback": [], "candidates": []}',
+    '{"error": {"code": "content_filter", "status": 400, "param": "prompt", "message": "m"}}',
+    '{"error": {"code": "content_filter", "innererror": null, "type": null}}',
+    '{"error": {"code": "content_filter", "innererror": {"code": "ResponsibleAIPolicyViolation", '
+    '"content_filter_result": {"hate": {"filtered": true, "severity": "high"}}}}}',
+    '{"error": {"code": "content_filter", "status": [400]}}',
+    '{"error": {"code": "rate_limit", "status": 429, "message": "slow down"}}',
+    '{"error": {"code": 400, "message": "bad"}}',
+    '{"error": {"code": "content_filter"}, "object": "error"}',
+    '{"error": null}',
+]
+
+
+def test_blocked_prompts_gemini_and_azure() -> None:
+    lines = [_with_body(body) for body in BLOCKED_PROMPTS]
+    poll = assert_agree(chunks(lines, len(lines)))
+    assert_agree(chunks(lines, 1))
+    blocked = next(b for b in poll.batches if len(b))
+    assert "prompt" in set(blocked.block_stage.tolist())
+    fast = _fast_rows(lines[0])
+    assert fast["block_stage"].tolist() == ["prompt", "prompt"]
+    assert fast["block_reason"].tolist() == ["SAFETY", "SAFETY"]
+    assert _fast_rows(lines[15])["block_reason"].tolist() == ["CONTENT_FILTER"] * 2
+    assert len(_fast_rows(lines[6])["origin"]) == 0  # lower case: the reference upper-cases it
+    # blocked prompt and answer: the prompt's block wins, the answer's finish reason is kept
+    both = _fast_rows(lines[3])
+    assert (both["block_reason"][0], both["finish_reason"][0]) == ("OTHER", "safety")
+
+
 # ---------------------------------------------------------------- edges and fuzz
 
 T = '"timestamp": "2024-05-06T07:08:09.123456Z"'
