@@ -91,6 +91,12 @@ cdef int read_filters(yyjson_val *v, Out *o, const char *base, bint *filtered) n
     cdef const char *name
     cdef size_t n
     cdef double score
+    # the categories met so far: the reference reads the object as a dict, where a repeated
+    # name keeps its last value, so one is left to it (escapes make equal names of unequal
+    # bytes in the line, which the record's own check cannot see)
+    cdef const char *categories[32]
+    cdef size_t category_lens[32]
+    cdef int n_categories = 0, t
     if yyjson_is_null(v):
         return 0
     if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
@@ -99,6 +105,16 @@ cdef int read_filters(yyjson_val *v, Out *o, const char *base, bint *filtered) n
         k = yyjson_obj_iter_next(&it)
         if k == NULL:
             return 0
+        name = yyjson_get_str(k)
+        n = yyjson_get_len(k)
+        for t in range(n_categories):
+            if category_lens[t] == n and memcmp(categories[t], name, n) == 0:
+                return -1
+        if n_categories == 32:
+            return -1
+        categories[n_categories] = name
+        category_lens[n_categories] = n
+        n_categories += 1
         x = yyjson_obj_iter_get_val(k)
         if yyjson_is_arr(x):
             continue

@@ -160,6 +160,24 @@ BLOCKED_PROMPTS = [
     '{"error": {"code": "content_filter"}, "object": "error"}',
     '{"error": null}',
 ]
+#: Azure filter results naming one category twice (the second time through an escape): the
+#: reference reads them as a dict, where the last value wins
+REPEATED_FILTERS = [
+    '{"choices": [{"message": {"content": "x"}, "finish_reason": "stop", '
+    f'"content_filter_results": {{"\\u0073elf harm": {first}, "self harm": {second}}}}}]}}'
+    for first, second in [
+        ('{"filtered": false, "severity": "high"}', '{"filtered": false, "severity": "safe"}'),
+        ('{"filtered": true, "severity": "high"}', '{"filtered": false, "severity": "low"}'),
+        ('{"filtered": false, "severity": "high"}', "[]"),
+    ]
+]
+
+
+def test_a_repeated_azure_filter_category_reads_as_the_reference_does() -> None:
+    lines = [_with_body(body) for body in REPEATED_FILTERS]
+    assert b"\\u0073elf" in lines[0]
+    assert_agree(chunks(lines, 1))
+    assert_agree(chunks(lines, len(lines)))
 
 
 def test_blocked_prompts_gemini_and_azure() -> None:
