@@ -330,15 +330,10 @@ class DuckDBSink:
                 ).fetchall()
                 if not seen[0][0]:  # the same checkpoint again: already stored
                     self._write(con, checkpoint, now)
-                    self._append(
-                        con,
-                        "applied_checkpoints",
-                        {
-                            "writer_id": [checkpoint.writer_id],
-                            "checkpoint_seq": [checkpoint.sequence],
-                            "digest": [digest],
-                            "applied_at": [now],
-                        },
+                    con.execute(
+                        "INSERT INTO applied_checkpoints "
+                        "(writer_id, checkpoint_seq, digest, applied_at) VALUES (?, ?, ?, ?)",
+                        [checkpoint.writer_id, checkpoint.sequence, digest, now],
                     )
                 con.execute("COMMIT")
             except BaseException as error:
@@ -430,15 +425,12 @@ class DuckDBSink:
                     {"row": [orjson.dumps(row).decode() for row in cp.alert_state]},
                 )
         if cp.frontier is not None:
-            self._append(
-                con,
-                "writer_progress",
-                {
-                    "writer_id": [cp.writer_id],
-                    "frontier_unix": [cp.frontier],
-                    "updated_at": [now],
-                },
-                replace_on=("writer_id",),
+            # one row: plain statements, where an Arrow view (`_append`) costs 2-4 ms each
+            con.execute("DELETE FROM writer_progress WHERE writer_id = ?", [cp.writer_id])
+            con.execute(
+                "INSERT INTO writer_progress (writer_id, frontier_unix, updated_at) "
+                "VALUES (?, ?, ?)",
+                [cp.writer_id, cp.frontier, now],
             )
         if cp.quarantined:
             q = cp.quarantined
