@@ -1,5 +1,6 @@
-"""Build of the compiled decoder (`schemas.decode._fastdecode`) and request-id hash
-(`detectors._keyhash`); everything else is pyproject.
+"""Build of the compiled decoder (`schemas.decode._fastdecode`), request-id hash
+(`detectors._keyhash`) and sorted-array walks (`detectors._sorted_walks`); everything else is
+pyproject.
 
 The decoder is built by every ordinary install (`pip install .`, `make demo`, `make test`, the
 image's builder). Without a C compiler or the Python headers the install stops with a message
@@ -23,6 +24,10 @@ FAST_DECODE = Extension(
 )
 
 KEY_HASH = Extension("detectors._keyhash", ["detectors/_keyhash.pyx"], extra_compile_args=["-O2"])
+
+SORTED_WALKS = Extension(
+    "detectors._sorted_walks", ["detectors/_sorted_walks.pyx"], extra_compile_args=["-O2"]
+)
 
 NO_COMPILER = """
 Lookout's compiled decoder (schemas/decode/_fastdecode.pyx) could not be built: {error}
@@ -54,6 +59,8 @@ if os.environ.get("LOOKOUT_PURE_PYTHON") == "1":
     setup()
 else:
     setup(
-        ext_modules=cythonize([FAST_DECODE, KEY_HASH], compiler_directives={"language_level": "3"}),
+        ext_modules=cythonize(
+            [FAST_DECODE, KEY_HASH, SORTED_WALKS], compiler_directives={"language_level": "3"}
+        ),
         cmdclass={"build_ext": BuildDecoder},
     )

@@ -61,10 +61,32 @@ def ks_statistic_sorted(a: FloatArray, b: FloatArray) -> float:
     same number, in n·log m instead of sorting the pooled samples (3-4× faster at 350 against
     a 5,000-value reference).
     """
+    walk = _compiled_walk()
+    if walk is not None:
+        rises, falls = walk(
+            np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64)
+        )
+    else:
+        rises, falls = ks_extremes_numpy(a, b)
+    return float(max(min(max(falls, 0.0), 1.0), rises))
+
+
+def ks_extremes_numpy(a: FloatArray, b: FloatArray) -> tuple[float, float]:
+    """`_sorted_walks.ks_extremes` by binary searches: the fallback, and its test's reference."""
     n, m = len(a), len(b)
     rises = np.searchsorted(a, a, "right") / n - np.searchsorted(b, a, "right") / m
     falls = np.searchsorted(b, a, "left") / m - np.searchsorted(a, a, "left") / n
-    return float(max(min(max(float(falls.max()), 0.0), 1.0), float(rises.max())))
+    return float(rises.max()), float(falls.max())
+
+
+@functools.cache
+def _compiled_walk() -> Callable[[FloatArray, FloatArray], tuple[float, float]] | None:
+    """The one-pass walk of `detectors/_sorted_walks.pyx`, or None when it was not built."""
+    try:
+        from detectors._sorted_walks import ks_extremes
+    except ImportError:
+        return None
+    return ks_extremes
 
 
 def effective_size(n1: int, n2: int) -> int:

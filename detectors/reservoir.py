@@ -230,6 +230,19 @@ def merge(a: Reservoir, b: Reservoir) -> Reservoir:
         return Reservoir(a.keys, a.rows, capacity)
     if not len(a) and len(b) <= capacity:
         return Reservoir(b.keys, b.rows, capacity)
+    walk = _compiled_merge()
+    if walk is not None:
+        merged = _merge_walked(walk, a, b, capacity)
+        if merged is not None:
+            return merged
+        return bottom_k(
+            np.concatenate([a.keys, b.keys]), np.concatenate([a.rows, b.rows]), capacity
+        )
+    return merge_numpy(a, b, capacity)
+
+
+def merge_numpy(a: Reservoir, b: Reservoir, capacity: int) -> Reservoir:
+    """`merge` without the compiled walk: the fallback, and its test's reference."""
     # both key runs are sorted and unique: where each row of one lands in the union is its
     # index plus how many keys of the other are smaller
     in_b = np.searchsorted(b.keys, a.keys)
@@ -250,6 +263,41 @@ def merge(a: Reservoir, b: Reservoir) -> Reservoir:
         return Reservoir(keys, rows, capacity)
     keys = np.concatenate([a.keys, b.keys])
     return bottom_k(keys, np.concatenate([a.rows, b.rows]), capacity)
+
+
+def _merge_walked(
+    walk: Callable[..., int], a: Reservoir, b: Reservoir, capacity: int
+) -> Reservoir | None:
+    """The bottom `capacity` of two disjoint reservoirs by one merge walk (rows copied as
+    bytes); None when a key is in both."""
+    size = min(len(a) + len(b), capacity)
+    keys = np.empty(size, dtype=np.uint64)
+    rows = np.empty((size, a.width), dtype=a.rows.dtype)
+    written = walk(
+        np.ascontiguousarray(a.keys, np.uint64),
+        _row_bytes(a.rows),
+        np.ascontiguousarray(b.keys, np.uint64),
+        _row_bytes(b.rows),
+        keys,
+        _row_bytes(rows),
+    )
+    return None if written < 0 else Reservoir(keys, rows, capacity)
+
+
+def _row_bytes(rows: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """Each row as its bytes (a view when `rows` is C-contiguous, which it nearly always is)."""
+    flat = np.ascontiguousarray(rows)
+    return flat.view(np.uint8).reshape(len(flat), flat.shape[1] * flat.itemsize)
+
+
+@functools.cache
+def _compiled_merge() -> Callable[..., int] | None:
+    """The merge walk of `detectors/_sorted_walks.pyx`, or None when it was not built."""
+    try:
+        from detectors._sorted_walks import merge_disjoint
+    except ImportError:
+        return None
+    return merge_disjoint
 
 
 def still_competing(
