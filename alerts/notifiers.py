@@ -14,10 +14,11 @@ Nothing secret leaves through here: summaries and error messages pass through
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
+from typing import Any, BinaryIO, ClassVar, Protocol, TextIO, runtime_checkable
 
 import httpx
 import orjson
@@ -178,11 +179,20 @@ def format_line(alert: Alert) -> str:
     return f"{when} {alert.severity.upper():<8} {redact_secrets(alert.summary)}"
 
 
+#: how much of the end of an `--alerts-out` file is read for lines it holds already
+RECENT_BYTES = 1 << 20
+
+
 class JsonLinesNotifier:
     """Appends one JSON object per alert to `path` (the `--alerts-out` file), flushing each.
 
     The file is opened per batch, so log rotation and a deleted file are picked up, and the
-    parent directory is created on first use.
+    parent directory is created on first use. A line the end of the file (its last MiB, about
+    2,000 alerts) holds already is not written again: a process killed after writing its
+    alerts and before striking them from the outbox's journal hands them over again at the
+    next start, and the file would say the incident fired twice. Alerts are few, so reading
+    that much per batch is cheap; an identical line is the same state change of the same
+    window, never a new one.
     """
 
     def __init__(self, path: Path | str, *, name: str = "jsonl") -> None:
@@ -198,12 +208,26 @@ class JsonLinesNotifier:
             return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            with self._path.open("ab") as out:
+            with self._path.open("a+b") as out:
+                written = self._recent_lines(out)
                 for alert in alerts:
-                    out.write(orjson.dumps(alert_record(alert)) + b"\n")
+                    line = orjson.dumps(alert_record(alert))
+                    if line in written:
+                        continue
+                    out.write(line + b"\n")
                     out.flush()
+                    written.add(line)
         except OSError as exc:
             raise notifier_error(self._name, f"appending to {self._path}", exc) from exc
+
+    @staticmethod
+    def _recent_lines(out: BinaryIO) -> set[bytes]:
+        """The whole lines among the file's last `RECENT_BYTES` (the first may be cut)."""
+        size = out.seek(0, os.SEEK_END)
+        start = max(size - RECENT_BYTES, 0)
+        out.seek(start)
+        lines = out.read().split(b"\n")
+        return set(lines[1:] if start else lines)
 
 
 class RecordingNotifier:

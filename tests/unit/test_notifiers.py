@@ -155,3 +155,38 @@ def test_builtin_notifiers_satisfy_the_protocol(tmp_path: Path) -> None:
     ]
     assert all(isinstance(n, Notifier) for n in notifiers)
     assert issubclass(TerminalNotifierError, NotifierError)
+
+
+def test_an_alert_handed_over_again_after_a_crash_is_written_once(tmp_path: Path) -> None:
+    """A process killed after writing its alerts and before striking them from the journal
+    sends them again at the next start: the file must still say each change once, while a
+    new change (the resolve) and the same change of a later window are written."""
+    path = tmp_path / "alerts.jsonl"
+    firing = alert()
+    resolved = alert("resolved", "[RESOLVED] m safety: block rate 2.0% — after 3 windows")
+    later = firing.model_copy(
+        update={"window_start": T0 + timedelta(hours=1), "window_end": T0 + timedelta(hours=2)}
+    )
+    JsonLinesNotifier(path).send([firing])
+    JsonLinesNotifier(path).send([firing, resolved])  # the next process: recovered, then new
+    JsonLinesNotifier(path).send([resolved, later])
+    records = [Alert.model_validate(orjson.loads(line)) for line in path.read_bytes().splitlines()]
+    assert records == [firing, resolved, later]
+
+
+def test_only_the_end_of_a_long_alerts_file_is_read_for_what_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the last MiB, cut at a whole line: an older identical line (beyond it)
+    does not stop a write, and a line cut in two by the boundary is not mistaken for one."""
+    import alerts.notifiers as notifiers
+
+    path = tmp_path / "alerts.jsonl"
+    JsonLinesNotifier(path).send([alert()])
+    first = path.read_bytes()
+    monkeypatch.setattr(notifiers, "RECENT_BYTES", len(first) - 3)  # cuts the only line
+    JsonLinesNotifier(path).send([alert()])
+    assert path.read_bytes() == first * 2
+    monkeypatch.setattr(notifiers, "RECENT_BYTES", len(first) + 1)  # holds the last one whole
+    JsonLinesNotifier(path).send([alert()])
+    assert path.read_bytes() == first * 2
