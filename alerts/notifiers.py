@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Protocol, TextIO, runtime_checkable
+from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
 
 import httpx
 import orjson
@@ -192,7 +193,8 @@ class JsonLinesNotifier:
     alerts and before striking them from the outbox's journal hands them over again at the
     next start, and the file would say the incident fired twice. Alerts are few, so reading
     that much per batch is cheap; an identical line is the same state change of the same
-    window, never a new one.
+    window, never a new one (a second replay of the same logs into a fresh database adds no
+    line its first one wrote).
     """
 
     def __init__(self, path: Path | str, *, name: str = "jsonl") -> None:
@@ -208,8 +210,8 @@ class JsonLinesNotifier:
             return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            with self._path.open("a+b") as out:
-                written = self._recent_lines(out)
+            written = _recent_lines(self._path)
+            with self._path.open("ab") as out:
                 for alert in alerts:
                     line = orjson.dumps(alert_record(alert))
                     if line in written:
@@ -220,14 +222,22 @@ class JsonLinesNotifier:
         except OSError as exc:
             raise notifier_error(self._name, f"appending to {self._path}", exc) from exc
 
-    @staticmethod
-    def _recent_lines(out: BinaryIO) -> set[bytes]:
-        """The whole lines among the file's last `RECENT_BYTES` (the first may be cut)."""
-        size = out.seek(0, os.SEEK_END)
-        start = max(size - RECENT_BYTES, 0)
-        out.seek(start)
-        lines = out.read().split(b"\n")
-        return set(lines[1:] if start else lines)
+
+def _recent_lines(path: Path) -> set[bytes]:
+    """The whole lines among the last `RECENT_BYTES` of a regular file (the first may be cut);
+    none for a pipe, a terminal, `/dev/stdout` or a file this process may append to and not
+    read: those are appended to without the check, as before it existed."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO to read would block
+            return set()
+        with path.open("rb") as existing:
+            size = existing.seek(0, os.SEEK_END)
+            start = max(size - RECENT_BYTES, 0)
+            existing.seek(start)
+            lines = existing.read().split(b"\n")
+    except OSError:  # missing (the first alert), unreadable: nothing to compare with
+        return set()
+    return set(lines[1:] if start else lines)
 
 
 class RecordingNotifier:

@@ -190,3 +190,22 @@ def test_only_the_end_of_a_long_alerts_file_is_read_for_what_it_holds(
     monkeypatch.setattr(notifiers, "RECENT_BYTES", len(first) + 1)  # holds the last one whole
     JsonLinesNotifier(path).send([alert()])
     assert path.read_bytes() == first * 2
+
+
+def test_a_named_pipe_is_written_to_without_reading_it_back(tmp_path: Path) -> None:
+    """`--alerts-out /dev/stdout`, or a named pipe another program reads: there is nothing to
+    read back (opening a pipe to read would block), so the lines go out as they always did."""
+    import os
+    import threading
+
+    fifo = tmp_path / "alerts.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    resolved = alert("resolved", "[RESOLVED] m safety: block rate 2.0% — after 3 windows")
+    JsonLinesNotifier(fifo).send([alert(), resolved])
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    records = [Alert.model_validate(orjson.loads(line)) for line in got[0].splitlines()]
+    assert records == [alert(), resolved]

@@ -49,7 +49,12 @@ def replay(
     file: Annotated[str, typer.Argument(help="NDJSON file of prediction logs, or - for stdin.")],
     config_path: ConfigOption = None,
     alerts_out: Annotated[
-        Path | None, typer.Option("--alerts-out", help="Append alert changes here as JSON lines.")
+        Path | None,
+        typer.Option(
+            "--alerts-out",
+            help="Append alert changes here as JSON lines (a line the file's last MiB already "
+            "holds is not written again).",
+        ),
     ] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default from config).")] = None,
     format_hint: FormatOption = None,
