@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
 
-import httpx
 import orjson
 from rich.console import Console
 from rich.text import Text
@@ -60,18 +60,28 @@ TERMINAL_EXCEPTIONS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
     FileNotFoundError,
-    httpx.UnsupportedProtocol,
-    httpx.InvalidURL,
 )
 #: transient transport trouble; any other OSError (disk full, I/O error) counts as well
-RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    ConnectionError,
-    httpx.TimeoutException,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-    OSError,
-)
+RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError, OSError)
+
+
+def _httpx_kinds() -> tuple[
+    type[BaseException] | None, tuple[type[BaseException], ...], tuple[type[BaseException], ...]
+]:
+    """httpx's (status error, terminal errors, retryable errors), if httpx is loaded.
+
+    Only a sender with an httpx client can raise them, and it imported httpx: a replay that
+    writes alerts to a file or the log never imports it (a twentieth of its start-up)."""
+    httpx = sys.modules.get("httpx")
+    if httpx is None:
+        return None, (), ()
+    return (
+        httpx.HTTPStatusError,
+        (httpx.UnsupportedProtocol, httpx.InvalidURL),
+        (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError),
+    )
+
+
 #: HTTP answers worth retrying: timeouts, too early, rate limits and server errors
 RETRYABLE_STATUS: frozenset[int] = frozenset({408, 425, 429})
 
@@ -85,11 +95,12 @@ def notifier_error(receiver: str, step: str, exc: BaseException) -> NotifierErro
     if isinstance(exc, NotifierError):
         return exc
     message = f"{step} failed: {type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return status_error(receiver, step, exc.response.status_code)
-    if isinstance(exc, TERMINAL_EXCEPTIONS):
+    status_kind, http_terminal, http_retryable = _httpx_kinds()
+    if status_kind is not None and isinstance(exc, status_kind):
+        return status_error(receiver, step, exc.response.status_code)  # type: ignore[attr-defined]
+    if isinstance(exc, TERMINAL_EXCEPTIONS + http_terminal):
         return TerminalNotifierError(receiver, message)
-    if isinstance(exc, RETRYABLE_EXCEPTIONS):
+    if isinstance(exc, RETRYABLE_EXCEPTIONS + http_retryable):
         return RetryableNotifierError(receiver, message)
     return TerminalNotifierError(receiver, message)  # a bug does not fix itself on retry
 

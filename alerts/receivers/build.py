@@ -11,7 +11,6 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from alerts.receivers.dispatcher import Dispatcher
@@ -42,6 +41,8 @@ def quiet_http_logs() -> None:
 
 
 def build_sender(config: ReceiverConfig, environ: Mapping[str, str] | None = None) -> Sender:
+    import httpx  # here: a pipeline without HTTP receivers never loads it
+
     client = httpx.Client(timeout=config.timeout.total_seconds(), follow_redirects=False)
     name = config.name
     if isinstance(config, SlackReceiver):

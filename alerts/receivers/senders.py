@@ -12,9 +12,8 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from alerts.notifiers import RetryableNotifierError, notifier_error, status_error
@@ -27,6 +26,9 @@ from alerts.receivers.payloads import (
 from alerts.receivers.policy import parse_retry_after
 from schemas.alert_config import AlertmanagerReceiver, PagerDutyReceiver
 from schemas.detection import Alert
+
+if TYPE_CHECKING:  # the senders' client: loaded by `build_sender`, not by importing this
+    import httpx
 
 
 class RateLimited(RetryableNotifierError):
@@ -98,6 +100,8 @@ def post_json(
     content: bytes | None = None,
 ) -> httpx.Response:
     """POST JSON; raise the typed error for anything but a 2xx (429/503 → `RateLimited`)."""
+    import httpx  # loaded already: the client came from `build_sender`
+
     data = content if content is not None else orjson.dumps(body)
     try:
         response = client.post(
@@ -117,6 +121,8 @@ def post_json(
 
 def _without_url(exc: httpx.HTTPError) -> httpx.HTTPError:
     """The same exception class with a message that cannot hold the request URL."""
+    import httpx
+
     reason = type(exc).__name__
     try:
         return type(exc)(reason)

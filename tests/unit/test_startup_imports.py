@@ -50,7 +50,9 @@ def test_help_imports_no_cloud_client_no_scipy_no_httpx(tmp_path: Path) -> None:
     assert imported_by(["--help"], tmp_path) == set()
 
 
-def test_a_short_replay_imports_neither_google_nor_scipy_nor_pandas(tmp_path: Path) -> None:
+def test_a_short_replay_imports_neither_google_nor_scipy_nor_pandas_nor_httpx(
+    tmp_path: Path,
+) -> None:
     lines = tmp_path / "ten.ndjson"
     lines.write_text(
         "".join(
@@ -60,11 +62,13 @@ def test_a_short_replay_imports_neither_google_nor_scipy_nor_pandas(tmp_path: Pa
         )
     )
     heavy = imported_by(["replay", str(lines), "--db", str(tmp_path / "ten.duckdb")], tmp_path)
-    # pandas: pyarrow imports it on the first `pa.array`, which the sink no longer calls
+    # pandas: pyarrow imports it on the first `pa.array`, which the sink no longer calls;
+    # httpx: only an HTTP receiver's sender needs it, and `--alerts-out` is a file
     assert not heavy & {
         "google.api_core",
         "google.cloud.pubsub_v1",
         "scipy",
         "scipy.stats",
         "pandas",
+        "httpx",
     }
