@@ -26,6 +26,8 @@ def _in_a_git_work_tree() -> bool:
     [
         "lookout.duckdb",
         "lookout.duckdb.wal",
+        # the copy a compaction writes, left behind if the run is killed meanwhile
+        ".lookout.duckdb.compact",
         # the receivers' outbox next to the sink (`<sink>.outbox.sqlite`, SQLite in WAL mode)
         "lookout.duckdb.outbox.sqlite",
         "lookout.duckdb.outbox.sqlite-wal",
