@@ -22,6 +22,9 @@ from alerts.notifiers import Notifier, NotifierError, TerminalNotifierError, not
 from schemas.alert_config import SEVERITY_RANK, AlertingConfig, GroupLabel, Route
 from schemas.detection import Alert
 
+#: the severities an incident can page at, and move between while it lasts
+PAGING_SEVERITIES = ("warning", "critical")
+
 
 @dataclass(frozen=True)
 class DeliveryFailure:
@@ -84,7 +87,23 @@ class Router:
         return tuple(name for name, _ in self.routes_for(alert))
 
     def routes_for(self, alert: Alert) -> tuple[tuple[str, Route | None], ...]:
-        """Each receiver of `alert` with the first rule that chose it (None: the default)."""
+        """Each receiver of `alert` with the first rule that chose it (None: the default).
+
+        A resolve goes where the alert went at any paging severity: an incident that escalated
+        from warning to critical was paged by the warning's route first, and a resolve routed
+        by its last severity alone never reached that receiver, which kept repeating "still
+        firing". A receiver that never got the page drops the resolve (`Dispatcher.submit`)."""
+        if alert.status == "firing" or alert.severity not in PAGING_SEVERITIES:
+            return self._routes(alert)
+        chosen = dict(self._routes(alert))
+        for severity in PAGING_SEVERITIES:
+            if severity != alert.severity:
+                as_then = alert.model_copy(update={"severity": severity})
+                for receiver, route in self._routes(as_then):
+                    chosen.setdefault(receiver, route)
+        return tuple(chosen.items())
+
+    def _routes(self, alert: Alert) -> tuple[tuple[str, Route | None], ...]:
         chosen: dict[str, Route | None] = {}
         for route in self._config.routes:
             if not _matches(route, alert):

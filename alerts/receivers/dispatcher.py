@@ -169,13 +169,30 @@ class Dispatcher:
                     len(taken),
                 )
             changed: dict[tuple[str, str], GroupState] = {}
+            alone = 0
             for alert, fingerprint in zip(alerts, fingerprints, strict=True):
                 if fingerprint in taken:
                     continue
                 if self._links and not alert.links:
                     alert = alert.model_copy(update={"links": render_links(alert, self._links)})
-                key = (receiver, self._grouping(receiver, alert).key(alert))
+                if alert.status == "firing":
+                    key = (receiver, self._grouping(receiver, alert).key(alert))
+                    before = self._take_active(receiver, alert.dedup_key)
+                else:
+                    held = self._holding(receiver, alert.dedup_key)
+                    if held is None:  # this receiver never got the page: a resolve alone
+                        alone += 1
+                        continue
+                    key, before = held, None
                 state = self._groups.setdefault(key, GroupState())
+                if before is not None and self._relabelled(receiver, before[1], alert):
+                    # Alertmanager holds one alert per label set: the old one (a warning that
+                    # escalated) is resolved, or it would time out while the incident goes on
+                    ended = before[1].model_copy(update={"status": "resolved"})
+                    state.pending.pop(pending_key(ended), None)
+                    state.pending[pending_key(ended)] = ended
+                if before is not None and before[0] != key:
+                    changed[before[0]] = self._groups[before[0]]
                 # latest last: a change re-made before the flush moves behind the others
                 state.pending.pop(pending_key(alert), None)
                 state.pending[pending_key(alert)] = alert
@@ -186,9 +203,39 @@ class Dispatcher:
                 else:
                     state.active.pop(alert.dedup_key, None)
                 changed[key] = state
+            if alone:
+                log.info(
+                    "receiver %s: %d resolve(s) of alerts it was never sent: not sent",
+                    receiver,
+                    alone,
+                )
             fresh = [f for f in fingerprints if f not in taken]
             self._outbox.save_submitted(receiver, [(k[1], st) for k, st in changed.items()], fresh)
         self._wake.set()
+
+    def _holding(self, receiver: str, dedup_key: str) -> tuple[str, str] | None:
+        """The group of `receiver` where the alert is firing (its group by the labels it was
+        paged with: with `group_by: [severity]` an escalated resolve would name another)."""
+        for key, state in self._groups.items():
+            if key[0] == receiver and dedup_key in state.active:
+                return key
+        return None
+
+    def _take_active(self, receiver: str, dedup_key: str) -> tuple[tuple[str, str], Alert] | None:
+        """Stop tracking the alert's earlier firing state in `receiver`'s groups (it fires
+        again, maybe escalated into another group, which repeats it from now on); returns
+        the group and the alert as it was."""
+        key = self._holding(receiver, dedup_key)
+        if key is None:
+            return None
+        return key, self._groups[key].active.pop(dedup_key)
+
+    def _relabelled(self, receiver: str, before: Alert, now: Alert) -> bool:
+        runtime = self._receivers.get(receiver)
+        if runtime is None or not isinstance(runtime.config, AlertmanagerReceiver):
+            return False
+        labels = ("severity", "model_version", "tenant")
+        return any(getattr(before, name) != getattr(now, name) for name in labels)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -267,7 +314,10 @@ class Dispatcher:
         if dropped:
             self.metrics.total.labels(receiver, "dropped").inc(dropped)
             log.error(
-                "receiver %s: outbox full, dropped the %d oldest notifications", receiver, dropped
+                "receiver %s: outbox full, dropped %d notifications (repeats first, then the "
+                "oldest, and the resolves of pages dropped)",
+                receiver,
+                dropped,
             )
         self.metrics.depth.labels(receiver).set(self._outbox.depth(receiver))
         if notifications:
@@ -295,13 +345,16 @@ class Dispatcher:
         except Exception as exc:
             error = exc if isinstance(exc, NotifierError) else notifier_error(receiver, "send", exc)
             attempts = entry.attempts + 1
+            maximum = config.backoff_max.total_seconds()
             if isinstance(error, RateLimited):
-                delay = error.retry_after
+                # capped like the backoff: a Retry-After of two hours beyond `give_up_after`
+                # dropped the notification on its first try
+                delay = min(error.retry_after, maximum)
             else:
                 delay = backoff_delay(
                     attempts,
                     initial=config.backoff_initial.total_seconds(),
-                    maximum=config.backoff_max.total_seconds(),
+                    maximum=maximum,
                     rng=self._rng,
                 )
             expired = now + delay - entry.first_at > config.give_up_after.total_seconds()

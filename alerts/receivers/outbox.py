@@ -62,6 +62,28 @@ class Entry:
     next_at: float
 
 
+def overflow(queued: Sequence[tuple[int, Notification]], excess: int) -> list[int]:
+    """Which of a receiver's queued notifications (id order) a full outbox drops: at least
+    `excess`, repeats ("still firing") first, then the oldest; and then every resolve left
+    whose page was among them, so what is kept never holds a resolve alone (dropping the
+    oldest kept the resolve of a page it dropped: PagerDuty got a resolve for an incident it
+    never saw)."""
+    repeats = [i for i, n in queued if n.repeat]
+    changes = [i for i, n in queued if not n.repeat]
+    dropped = set((repeats + changes)[:excess])
+    lost: set[str] = set()
+    for i, notification in queued:
+        if notification.repeat:
+            continue
+        if i in dropped:
+            lost.update(a.dedup_key for a in notification.alerts if a.status == "firing")
+            continue
+        if all(a.status != "firing" and a.dedup_key in lost for a in notification.alerts):
+            dropped.add(i)
+        lost.difference_update(a.dedup_key for a in notification.alerts if a.status == "firing")
+    return sorted(dropped)
+
+
 def pending_key(alert: Alert) -> str:
     """Where a change waits in `GroupState.pending`: a firing and a later resolve of the same
     alert wait apart, so a group flushed after both sends the page and then its resolve.
@@ -153,17 +175,23 @@ class Outbox:
                     "SELECT count(*) FROM notifications WHERE receiver = ?", (receiver,)
                 ).fetchone()
                 excess = max(0, int(count) - limit)
+                dropped: list[int] = []
                 if excess:
-                    self._con.execute(
-                        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
-                        "WHERE receiver = ? ORDER BY id LIMIT ?)",
-                        (receiver, excess),
+                    queued = self._con.execute(
+                        "SELECT id, body FROM notifications WHERE receiver = ? ORDER BY id",
+                        (receiver,),
+                    ).fetchall()
+                    dropped = overflow(
+                        [(int(i), Notification.from_json(body)) for i, body in queued], excess
+                    )
+                    self._con.executemany(
+                        "DELETE FROM notifications WHERE id = ?", [(i,) for i in dropped]
                     )
                 self._con.execute("COMMIT")
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
-        return excess
+        return len(dropped)
 
     def head(self, receiver: str) -> Entry | None:
         """The oldest notification for `receiver` (delivered in order: a resolve never

@@ -15,6 +15,7 @@ window, the one-line reason and the links built from configured URL templates.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,12 @@ FIELD_MAX = 2000
 SECTION_TEXT_MAX = 3000
 BUTTON_TEXT_MAX = 75
 MAX_BLOCKS = 50
+MAX_BUTTONS = 25
+#: Slack answers 400 (the whole message lost) for an `actions` button URL longer than this
+BUTTON_URL_MAX = 3000
 PAGERDUTY_SUMMARY_MAX = 1024
+#: PagerDuty answers 400 (the page lost) for a longer `dedup_key`
+PAGERDUTY_DEDUP_KEY_MAX = 255
 
 
 def _iso(moment: datetime) -> str:
@@ -37,6 +43,30 @@ def _iso(moment: datetime) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    """Slack mrkdwn text as literal text: Slack's documented rule escapes exactly `&`, `<`, `>`,
+    so a `<!channel>` or `<https://x|click>` in a model name or summary cannot ping a channel or
+    disguise a link. `&` first, or the other two entities would be escaped twice."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip_escaped(text: str, limit: int) -> str:
+    """`_clip` for already-escaped text (clipping after escaping keeps Slack's limits, as
+    escaping lengthens text); a cut never leaves half an entity such as `&am` behind."""
+    if len(text) <= limit:
+        return text
+    kept = text[: limit - 1]
+    amp = kept.rfind("&")
+    if amp != -1 and ";" not in kept[amp:]:  # every `&` in escaped text starts an entity
+        kept = kept[:amp]
+    return kept + "…"
+
+
+def _mrkdwn(text: str, limit: int) -> str:
+    """User-controlled text for a Slack mrkdwn field: escaped, then clipped to `limit`."""
+    return _clip_escaped(_escape(text), limit)
 
 
 def _num(value: float | None) -> str:
@@ -117,7 +147,10 @@ def evidence(alert: Alert) -> dict[str, Any]:
 
 
 def slack_message(alerts: Sequence[Alert], *, repeat: bool = False) -> dict[str, Any]:
-    """One Block Kit message for a group of alerts (firing and resolved say which)."""
+    """One Block Kit message for a group of alerts (firing and resolved say which).
+
+    Every user-controlled piece of mrkdwn is escaped (the header and buttons are `plain_text`);
+    a group too large for Slack's 50 blocks ends with a note of how many alerts it left out."""
     firing = [a for a in alerts if a.status == "firing"]
     status = "FIRING" if firing else "RESOLVED"
     first = alerts[0]
@@ -127,60 +160,79 @@ def slack_message(alerts: Sequence[Alert], *, repeat: bool = False) -> dict[str,
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, HEADER_MAX)}}
     ]
-    buttons: dict[str, str] = {}
-    for alert in alerts:
-        if len(blocks) >= MAX_BLOCKS - 3:
-            break
-        word = "Firing" if alert.status == "firing" else "Resolved"
-        fields = [
-            f"*Status*\n{word} ({alert.severity})",
-            f"*Value*\n{_num(alert.value)}",
-            f"*Threshold*\n{_num(alert.threshold)}",
-            f"*Baseline*\n{_num(alert.baseline)}",
-            f"*Sample size*\n{alert.sample_size:,}",
-            f"*Window*\n{_iso(alert.window_start)} – {_iso(alert.window_end)}",
-            *(f"*{label}*\n{text}" for label, text in explaining(alert)),
-        ]
-        blocks.append(
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": _clip(redact_secrets(alert.summary), SECTION_TEXT_MAX),
-                },
-                "fields": [{"type": "mrkdwn", "text": _clip(f, FIELD_MAX)} for f in fields],
-            }
-        )
-        for name, url in alert.links.items():
-            buttons.setdefault(name, url)
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": _clip(f"Lookout · {first.dedup_key} · {reason_of(first)}", FIELD_MAX),
-                }
-            ],
-        }
-    )
+    # room for the "more alerts" note, the context line and the buttons after the sections
+    shown = list(alerts[: MAX_BLOCKS - len(blocks) - 3])
+    blocks += [_slack_section(alert) for alert in shown]
+    left_out = alerts[len(shown) :]
+    if left_out:
+        blocks.append(_context(_left_out_note(left_out)))
+    context = f"Lookout · {_escape(first.dedup_key)} · {_escape(redact_secrets(reason_of(first)))}"
+    blocks.append(_context(_clip_escaped(context, FIELD_MAX)))
+    buttons = _slack_buttons(shown)
     if buttons:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": _clip(name, BUTTON_TEXT_MAX)},
-                        "url": url,
-                        "action_id": f"lookout-link-{i}",
-                    }
-                    for i, (name, url) in enumerate(list(buttons.items())[:25])
-                ],
-            }
-        )
+        blocks.append({"type": "actions", "elements": buttons})
     text = title + ": " + _without_prefix(first, status)
-    return {"text": _clip(redact_secrets(text), 3000), "blocks": blocks}
+    return {"text": _mrkdwn(redact_secrets(text), 3000), "blocks": blocks}
+
+
+def _slack_section(alert: Alert) -> dict[str, Any]:
+    """One alert: its summary and its evidence as fields; `*Label*` is Lookout's own markup,
+    every value after it is escaped."""
+    word = "Firing" if alert.status == "firing" else "Resolved"
+    fields = [
+        ("Status", f"{word} ({alert.severity})"),
+        ("Value", _num(alert.value)),
+        ("Threshold", _num(alert.threshold)),
+        ("Baseline", _num(alert.baseline)),
+        ("Sample size", f"{alert.sample_size:,}"),
+        ("Window", f"{_iso(alert.window_start)} – {_iso(alert.window_end)}"),
+        *explaining(alert),
+    ]
+    return {
+        "type": "section",
+        "text": {
+            "type": "mrkdwn",
+            "text": _mrkdwn(redact_secrets(alert.summary), SECTION_TEXT_MAX),
+        },
+        "fields": [
+            {"type": "mrkdwn", "text": _clip_escaped(f"*{label}*\n{_escape(value)}", FIELD_MAX)}
+            for label, value in fields
+        ],
+    }
+
+
+def _context(text: str) -> dict[str, Any]:
+    """A context block of one mrkdwn line (`text` already escaped and clipped)."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _left_out_note(left_out: Sequence[Alert]) -> str:
+    """Says what the message could not show, so no alert of the group vanishes silently."""
+    firing = sum(1 for a in left_out if a.status == "firing")
+    noun = "alert" if len(left_out) == 1 else "alerts"
+    return (
+        f"…and {len(left_out)} more {noun} in this group "
+        f"(firing: {firing}, resolved: {len(left_out) - firing})"
+    )
+
+
+def _slack_buttons(alerts: Sequence[Alert]) -> list[dict[str, Any]]:
+    """Link buttons, the first URL per name. A URL over Slack's 3000 characters is left out
+    (Slack would reject the whole message; a cut URL would point somewhere wrong)."""
+    urls: dict[str, str] = {}
+    for alert in alerts:
+        for name, url in alert.links.items():
+            if len(url) <= BUTTON_URL_MAX:
+                urls.setdefault(name, url)
+    return [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": _clip(name, BUTTON_TEXT_MAX)},
+            "url": url,
+            "action_id": f"lookout-link-{i}",
+        }
+        for i, (name, url) in enumerate(list(urls.items())[:MAX_BUTTONS])
+    ]
 
 
 def _without_prefix(alert: Alert, title_status: str) -> str:
@@ -194,16 +246,30 @@ def _without_prefix(alert: Alert, title_status: str) -> str:
 # -- PagerDuty ---------------------------------------------------------------------------------
 
 
+def pagerduty_dedup_key(key: str) -> str:
+    """The key PagerDuty accepts (at most 255 characters, else HTTP 400 and the page is lost).
+
+    A key that fits is sent unchanged, so incidents opened before this rule still resolve; a
+    longer one becomes its prefix plus the SHA-256 of the whole key: deterministic, so a
+    resolve from another replica or after a restart closes the same incident."""
+    if len(key) <= PAGERDUTY_DEDUP_KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return key[: PAGERDUTY_DEDUP_KEY_MAX - len(digest) - 1] + ":" + digest
+
+
 def pagerduty_event(
     alert: Alert, *, routing_key: str, source: str | None, group: str
 ) -> dict[str, Any]:
-    """One Events API v2 event: `trigger` for a firing alert, `resolve` for a resolved one."""
+    """One Events API v2 event: `trigger` for a firing alert, `resolve` for a resolved one.
+    The full dedup key stays in `custom_details` when the event's own is shortened."""
+    key = pagerduty_dedup_key(alert.dedup_key)
     if alert.status == "resolved":
-        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": alert.dedup_key}
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
     event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": alert.dedup_key,
+        "dedup_key": key,
         "payload": {
             "summary": _clip(redact_secrets(alert.summary), PAGERDUTY_SUMMARY_MAX),
             "source": source or alert.model,
