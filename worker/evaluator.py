@@ -98,6 +98,10 @@ class _Stream:
     #: the start of the open incident's first alerting window (the windows before it in
     #: `incident` were pooled into that alert)
     onset: int | None = None
+    #: the open incident's first window (pooled ones included). `incident` keeps only the
+    #: newest windows: its oldest was persisted as the start, so a restart after the incident
+    #: outlasted them took incident windows for its frozen baseline and resolved it
+    first: int | None = None
 
     def history(self, start: int, window: int) -> tuple[Any, ...]:
         """Baseline states for the window at `start`, oldest first (empties for quiet gaps)."""
@@ -139,6 +143,7 @@ class _Stream:
             for item in moved:
                 self.clean.remove(item)
             self.incident.extend(moved)
+            self.first = min([start, *(t for t, _ in moved)])
         self.incident.append((start, state))
         self.last_start = max(start, self.last_start or start)
 
@@ -148,8 +153,13 @@ class _Stream:
         baseline, as they were."""
         windows = [item for item in self.incident or () if item[0] >= since]
         self.incident = deque(windows, maxlen=self.keep)
+        self.first = windows[0][0] if windows else onset
         self.lean, self.lean_at, self.lean_from, self.excursion_from = 0.0, None, None, None
         self.onset = onset
+
+    def oldest(self) -> int | None:
+        """The oldest incident window still kept."""
+        return self.incident[0][0] if self.incident else None
 
     def recent_onset(self) -> int:
         """Index in `incident` of its first alerting window (0 when unknown)."""
@@ -171,7 +181,7 @@ class _Stream:
     def progress(self) -> dict[str, int | float | None]:
         """Where the open incident stands, in numbers a restart can carry (see `restore`)."""
         return {
-            "first": self.incident[0][0] if self.incident else None,
+            "first": self.first if self.first is not None else self.oldest(),
             "onset": self.onset,
             "lean": self.lean,
             "lean_at": self.lean_at,
@@ -187,6 +197,7 @@ class _Stream:
             return None if value is None else int(value)
 
         self.onset = start("onset")
+        self.first = start("first") if progress.get("first") is not None else self.first
         self.lean = float(progress.get("lean") or 0.0)
         self.lean_at, self.lean_from = start("lean_at"), start("lean_from")
         self.excursion_from = start("excursion_from")
@@ -197,6 +208,7 @@ class _Stream:
         self.clean.clear()
         self.clean.extend(windows[-self.depth :])
         self.incident = None
+        self.first = None
         return [s for _, s in windows]
 
 
@@ -300,7 +312,10 @@ class WindowEvaluator:
             return None
         progress = self._progress(model, name)
         first = progress.get("first") if progress is not None else None
-        return int(first) if first is not None else int(incident.started_at.timestamp())
+        onset = int(incident.started_at.timestamp())
+        # progress written before `first` was the incident's own start could name a window
+        # after the first alert: the alert's window is in the incident whatever it says
+        return onset if first is None else min(int(first), onset)
 
     def _progress(self, model: str, name: str) -> dict[str, int | float | None] | None:
         """The open incident's persisted progress, if it is this incident's (its onset is the
@@ -371,8 +386,8 @@ class WindowEvaluator:
                         "return_evidence", detection.details.get("clear_evidence")
                     )
                     frozen.note_evidence(start, None if evidence is None else float(evidence))
-                    if isinstance(self._tracker, EvidenceTracker) and frozen.incident:
-                        first = datetime.fromtimestamp(frozen.incident[0][0], tz=UTC)
+                    if isinstance(self._tracker, EvidenceTracker) and frozen.first is not None:
+                        first = datetime.fromtimestamp(frozen.first, tz=UTC)
                         self._tracker.exclude(model, name, first, window.end)
                     self._note_progress(model, name, frozen)
                 why = self._acceptance(incident.started_at, model, name, window.end)

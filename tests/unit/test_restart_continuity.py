@@ -190,3 +190,44 @@ def test_a_restart_during_a_topic_shift_keeps_the_incident_windows(makers: Maker
             assert resumed == said[cut:], f"seed {seed}, restarted {after} after the page"
             compared += 1
     assert compared >= 8, f"only {compared} restarts during a topic shift compared"
+
+
+@pytest.mark.parametrize("name", sorted(INCIDENTS))
+def test_a_restart_late_in_a_long_incident_keeps_its_frozen_baseline(
+    makers: Makers, name: str
+) -> None:
+    """An incident that outlasts the windows its stream keeps (here 16 hours of 5-minute
+    windows, a restart 15 hours in): the restarted worker still judges against the level from
+    before it began, so it neither resolves the incident while it goes on nor takes its level
+    as the new normal, and says exactly what the continuous worker says. (The oldest kept
+    window used to be persisted as the incident's start: the restarted worker re-seeded its
+    baseline from incident windows and resolved the incident mid-way.)"""
+    make: MakeState = {
+        "safety": makers.safety,
+        "latency": makers.latency_state,
+        "tokens": makers.tokens,
+    }[name]
+    compared = 0
+    for seed in range(3):
+        rng = np.random.default_rng([seed, 77])
+        factors = [1.0] * QUIET + [2.0] * 192 + [1.0] * AFTER
+        windows = [(T0 + i * WINDOW, make(rng, 500, f, MODEL)) for i, f in enumerate(factors)]
+        continuous = _evaluator(name, EvidenceTracker(AlertingConfig()))
+        said = [_said(continuous, name, start, state) for start, state in windows]
+        paged = _paged(said)
+        if not paged or paged[0] > QUIET + 6:
+            continue
+        cut = QUIET + 180
+        stopped = _evaluator(name, EvidenceTracker(AlertingConfig()))
+        for start, state in windows[:cut]:
+            _said(stopped, name, start, state)
+        assert stopped.tracker.open_incident(MODEL, name) is not None, f"seed {seed}"
+        evaluator = _restarted(name, stopped, dict(windows[:cut]))
+        resumed = [_said(evaluator, name, start, state) for start, state in windows[cut:]]
+        still_on = QUIET + 192 - cut
+        assert not any("resolved" in x for lines in resumed[:still_on] for x in lines[1:]), (
+            f"seed {seed}: resolved while the incident went on: {resumed[:still_on]}"
+        )
+        assert resumed == said[cut:], f"seed {seed}"
+        compared += 1
+    assert compared >= 2, f"only {compared} long incidents paged early enough to compare"
