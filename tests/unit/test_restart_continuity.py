@@ -39,6 +39,16 @@ def makers() -> Makers:
     return Makers(np.random.default_rng(2026))
 
 
+def _maker(makers: Makers, name: str) -> MakeState:
+    """The window states of `name` drawn as the detection-quality benchmark draws them."""
+    chosen: MakeState = {
+        "safety": makers.safety,
+        "latency": makers.latency_state,
+        "tokens": makers.tokens,
+    }[name]
+    return chosen
+
+
 def _evaluator(name: str, tracker: EvidenceTracker) -> WindowEvaluator:
     return WindowEvaluator(build_detectors({name: None}), WINDOW, tracker)
 
@@ -88,11 +98,7 @@ def test_a_restart_during_an_incident_changes_no_verdict_and_no_alert(
     persisted, a restarted worker put the windows pooled into the first alert back into the
     baseline and counted the evidence of a return from the restart: it resolved at a different
     window in 15 of 15 block-rate streams.)"""
-    make: MakeState = {
-        "safety": makers.safety,
-        "latency": makers.latency_state,
-        "tokens": makers.tokens,
-    }[name]
+    make = _maker(makers, name)
     compared = 0
     for seed in range(10):
         windows = _stream(make, seed, calls, INCIDENTS[name])
@@ -202,11 +208,7 @@ def test_a_restart_late_in_a_long_incident_keeps_its_frozen_baseline(
     as the new normal, and says exactly what the continuous worker says. (The oldest kept
     window used to be persisted as the incident's start: the restarted worker re-seeded its
     baseline from incident windows and resolved the incident mid-way.)"""
-    make: MakeState = {
-        "safety": makers.safety,
-        "latency": makers.latency_state,
-        "tokens": makers.tokens,
-    }[name]
+    make = _maker(makers, name)
     compared = 0
     for seed in range(3):
         rng = np.random.default_rng([seed, 77])
