@@ -163,6 +163,10 @@ class PagerDutyReceiver(_ReceiverBase):
     group: str = "lookout"
 
 
+#: a Prometheus / Alertmanager label name (and annotation name)
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
 class AlertmanagerReceiver(_ReceiverBase):
     """Prometheus Alertmanager API v2 (`POST {url}/api/v2/alerts`).
 
@@ -176,6 +180,20 @@ class AlertmanagerReceiver(_ReceiverBase):
     resend_interval: Duration = timedelta(minutes=1)
     ends_after: Duration = timedelta(minutes=5)
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        """Alertmanager answers 400 (not retried: every alert lost) to a label name outside
+        `[a-zA-Z_][a-zA-Z0-9_]*`, and names starting `__` are reserved: refuse them here."""
+        bad = sorted(n for n in value if not LABEL_NAME.fullmatch(n) or n.startswith("__"))
+        if bad:
+            msg = (
+                f"label names {bad} are not valid Alertmanager label names "
+                "(letters, digits and _, not starting with a digit or __)"
+            )
+            raise ValueError(msg)
+        return value
 
 
 class WebhookReceiver(_ReceiverBase):

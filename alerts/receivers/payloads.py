@@ -16,6 +16,7 @@ window, the one-line reason and the links built from configured URL templates.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -291,6 +292,13 @@ def pagerduty_event(
 # -- Alertmanager ------------------------------------------------------------------------------
 
 
+def annotation_name(text: str) -> str:
+    """`text` as a valid Alertmanager annotation name: a configured link named "run book"
+    made `link_run book`, which Alertmanager refuses with a 400, losing every alert."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", text.lower())
+    return name if name[:1].isalpha() or name[:1] == "_" else f"_{name}"
+
+
 def alertmanager_alerts(
     alerts: Sequence[Alert], *, now: datetime, ends_after: timedelta, labels: Mapping[str, str]
 ) -> list[dict[str, Any]]:
@@ -323,8 +331,8 @@ def alertmanager_alerts(
                 "baseline": _num(alert.baseline),
                 "sample_size": str(alert.sample_size),
                 "window": f"{_iso(alert.window_start)}/{_iso(alert.window_end)}",
-                **{label.lower().replace(" ", "_"): text for label, text in explaining(alert)},
-                **{f"link_{name}": url for name, url in alert.links.items()},
+                **{annotation_name(label): text for label, text in explaining(alert)},
+                **{annotation_name(f"link_{name}"): url for name, url in alert.links.items()},
             },
             "startsAt": _iso(starts),
             "endsAt": _iso(ends),

@@ -7,11 +7,21 @@ model name pinging a channel, alerts vanishing from a large group)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerts.receivers.payloads import MAX_BLOCKS, pagerduty_event, render_links, slack_message
+import pytest
+from pydantic import ValidationError
+
+from alerts.receivers.payloads import (
+    MAX_BLOCKS,
+    alertmanager_alerts,
+    pagerduty_event,
+    render_links,
+    slack_message,
+)
 from alerts.state import dedup_key
+from schemas.alert_config import LABEL_NAME, AlertmanagerReceiver
 from schemas.detection import Alert
 from tests.alert_cases import make_alert
 
@@ -154,3 +164,35 @@ def test_slack_group_that_fits_has_no_more_note() -> None:
     message = slack_message([alert(model=f"m{i}") for i in range(3)])
     assert sum(1 for b in message["blocks"] if b["type"] == "section") == 3
     assert not any("more alert" in json.dumps(b) for b in message["blocks"])
+
+
+def test_alertmanager_annotation_names_from_link_names_are_valid() -> None:
+    """A link configured as "run book" (a fine Slack button text) made the annotation
+    `link_run book`: Alertmanager refuses the post with a 400, which is not retried."""
+    links = {"run book": "https://wiki/rb", "Grafana (prod)": "https://g", "2nd": "https://x"}
+    (posted,) = alertmanager_alerts(
+        [alert(links=links)], now=T0, ends_after=timedelta(minutes=5), labels={}
+    )
+    names = [*posted["labels"], *posted["annotations"]]
+    assert all(LABEL_NAME.fullmatch(n) for n in names), names
+    assert sorted(v for k, v in posted["annotations"].items() if k.startswith(("link", "_"))) == (
+        sorted(links.values())
+    )
+
+
+def test_alertmanager_receiver_refuses_invalid_label_names_at_load() -> None:
+    for bad in ("team-name", "2tier", "__reserved", "with space"):
+        with pytest.raises(ValidationError, match="not valid Alertmanager label names"):
+            AlertmanagerReceiver.model_validate(
+                {
+                    "name": "am",
+                    "kind": "alertmanager",
+                    "url": "http://am:9093",
+                    "labels": {bad: "x"},
+                }
+            )
+    ok = {"team": "ml", "_tier": "1", "env2": "prod"}
+    received = AlertmanagerReceiver.model_validate(
+        {"name": "am", "kind": "alertmanager", "url": "http://am:9093", "labels": ok}
+    )
+    assert received.labels == ok
