@@ -314,7 +314,9 @@ class AlertTracker:
         if incident.phase == "pending":
             return _closed(incident)
         note = f"no judgeable data for {limit} windows ({d.reason}); condition unknown"
-        return self._resolve(counted, d, out, numbers=False, note=note)
+        # "cleared" would claim the condition was seen to end: nothing was seen at all
+        verb = "closed for lack of data"
+        return self._resolve(counted, d, out, numbers=False, note=note, verb=verb)
 
     def _fire(self, incident: Incident, d: Detection, out: list[Alert], note: str) -> Incident:
         fired = incident.model_copy(

@@ -35,7 +35,7 @@ from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
-from worker.sink import Checkpoint, QuarantinedRecord, RequestIdRows, Sink
+from worker.sink import BaselineAccept, Checkpoint, QuarantinedRecord, RequestIdRows, Sink
 from worker.window_parts import window_parts
 from worker.window_state import ID_SEED, CommitUndo, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
@@ -144,6 +144,7 @@ class Engine:
         self._pending_detections: list[Detection] = []
         self._pending_alerts: list[Alert] = []
         self._pending_references: dict[tuple[str, str], Any] = {}
+        self._pending_accepts: list[BaselineAccept] = []
         self._alert_state_dirty = False
         self._last_checkpoint = now()
         #: until when no window closes: what a killed predecessor pulled and never acked comes
@@ -397,6 +398,7 @@ class Engine:
         self._pending_detections.extend(result.detections)
         self._pending_alerts.extend(self._handoff.not_recovered(result.alerts))
         self._pending_references.update(result.references)
+        self._pending_accepts.extend(result.accepts)
         self._alert_state_dirty = True
         if self._metrics is not None:
             self._metrics.evaluated(result.detections)
@@ -442,6 +444,7 @@ class Engine:
             },
             quarantined=list(self._pending_quarantine),
             frontier=self._frontier_with(dirty),
+            baseline_accepts=list(self._pending_accepts),
         )
         if checkpoint.empty and not self._pending_acks:
             return True
@@ -454,11 +457,13 @@ class Engine:
             detections=self._pending_detections,
             references=self._pending_references,
             quarantined=self._pending_quarantine,
+            accepts=self._pending_accepts,
             alert_state_dirty=self._alert_state_dirty,
             judged=self._judged_unwritten,
         )
         self._pending_acks, self._pending_alerts, self._pending_detections = [], [], []
         self._pending_references, self._pending_quarantine = {}, []
+        self._pending_accepts = []
         self._alert_state_dirty = False
         self._judged_unwritten = set()
         self._in_flight = write
@@ -539,6 +544,7 @@ class Engine:
         self._pending_detections = write.detections + self._pending_detections
         self._pending_references = {**write.references, **self._pending_references}
         self._pending_quarantine = write.quarantined + self._pending_quarantine
+        self._pending_accepts = write.accepts + self._pending_accepts
         self._alert_state_dirty = self._alert_state_dirty or write.alert_state_dirty
         self._judged_unwritten |= write.judged
 
@@ -697,6 +703,12 @@ class Engine:
                 self._windows.pop(key, None)
 
     @property
+    def undelivered_alerts(self) -> tuple[Alert, ...]:
+        """Alert changes a receiver failed to take, retried after the next checkpoint (a
+        replay has none after its last: they never arrive, and it must say so)."""
+        return tuple(self._outbox)
+
+    @property
     def open_windows(self) -> int:
         return len(self._windows)
 
@@ -716,6 +728,7 @@ class _Write:
     detections: list[Detection]
     references: dict[tuple[str, str], Any]
     quarantined: list[QuarantinedRecord]
+    accepts: list[BaselineAccept]
     alert_state_dirty: bool
     judged: set[tuple[str, int]]
     done: threading.Event = field(default_factory=threading.Event)

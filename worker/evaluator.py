@@ -42,7 +42,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerts.state import AlertTracker
@@ -74,6 +74,13 @@ class Evaluation:
     alerts: list[Alert] = field(default_factory=list)
     #: (model, detector) → new reference state
     references: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: new levels `accept_after` accepted: stored beside those a person accepted, so the
+    #: analysts' table says every time a baseline moved to an incident's level, and why
+    accepts: list[BaselineAccept] = field(default_factory=list)
+
+
+#: `accepted_by` of an acceptance `alerting.accept_after` made
+ACCEPT_AFTER = "accept_after"
 
 
 @dataclass
@@ -392,6 +399,12 @@ class WindowEvaluator:
                     self._note_progress(model, name, frozen)
                 why = self._acceptance(incident.started_at, model, name, window.end)
                 if why is not None:
+                    if incident.started_at is not None and why.endswith(f"({ACCEPT_AFTER})"):
+                        result.accepts.append(
+                            BaselineAccept(
+                                model, name, incident.started_at, window.end, ACCEPT_AFTER
+                            )
+                        )
                     result.alerts.extend(self._tracker.accept(detection, why))
                     self._accept(model, name, detector, result)
                 continue
@@ -471,6 +484,8 @@ class WindowEvaluator:
                     name,
                     started,
                 ):
+                    if accept.accepted_by == ACCEPT_AFTER:  # recorded by this evaluator
+                        return _accepted_after(self._tracker.config.accept_after)
                     by = f" by {accept.accepted_by}" if accept.accepted_by else ""
                     return (
                         f"new level accepted as the baseline{by} at "
@@ -478,7 +493,7 @@ class WindowEvaluator:
                     )
         after = self._tracker.config.accept_after
         if after is not None and now - started >= after:
-            return f"new level accepted as the baseline automatically after {after} (accept_after)"
+            return _accepted_after(after)
         return None
 
     def _accept(self, model: str, name: str, detector: Detector[Any], result: Evaluation) -> None:
@@ -507,3 +522,7 @@ def _windows_before(detection: Detection) -> int:
         return 0
     details = detection.details
     return int(details.get("incident_windows_before", int(details.get("span_windows", 1)) - 1))
+
+
+def _accepted_after(after: timedelta | None) -> str:
+    return f"new level accepted as the baseline automatically after {after} ({ACCEPT_AFTER})"

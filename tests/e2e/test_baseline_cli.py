@@ -24,6 +24,17 @@ def _alerts(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _replayed(tmp_path: Path, stream: str, config: Path) -> list[dict[str, object]]:
+    """Replay `stream` with `config`; the alert changes it wrote to its alerts file."""
+    alerts = tmp_path / f"{Path(stream).stem}-alerts.ndjson"
+    replayed = lookout(
+        "replay", stream, "--config", config, "--alerts-out", alerts,
+        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.describe()
+    return _alerts(alerts)
+
+
 def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
     tmp_path: Path,
 ) -> None:
@@ -34,13 +45,8 @@ def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
         made = lookout("simulate", "--out", name, "--hours", hours, *STREAM, cwd=tmp_path)
         assert made.returncode == 0, made.describe()
 
-    first_alerts = tmp_path / "first-alerts.ndjson"
-    first = lookout(
-        "replay", "first.ndjson", "--config", config, "--alerts-out", first_alerts,
-        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
-    )  # fmt: skip
-    assert first.returncode == 0, first.describe()
-    fired = [a for a in _alerts(first_alerts) if a["detector"] == "safety"]
+    first_alerts = _replayed(tmp_path, "first.ndjson", config)
+    fired = [a for a in first_alerts if a["detector"] == "safety"]
     assert {a["model"] for a in fired if a["status"] == "firing"} >= {MODEL}
     assert not [a for a in fired if a["status"] == "resolved"]
 
@@ -66,13 +72,7 @@ def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
         rows = con.execute("SELECT model, detector, accepted_by FROM baseline_accepts").fetchall()
     assert rows == [(MODEL, "safety", "alice")]
 
-    later_alerts = tmp_path / "later-alerts.ndjson"
-    later = lookout(
-        "replay", "longer.ndjson", "--config", config, "--alerts-out", later_alerts,
-        cwd=tmp_path, timeout=REPLAY_TIMEOUT,
-    )  # fmt: skip
-    assert later.returncode == 0, later.describe()
-    safety = [a for a in _alerts(later_alerts) if a["detector"] == "safety"]
+    safety = [a for a in _replayed(tmp_path, "longer.ndjson", config) if a["detector"] == "safety"]
     mine = [a for a in safety if a["model"] == MODEL]
     assert [a["status"] for a in mine] == ["resolved"], mine
     assert "accepted" in str(mine[0]["summary"]) and "by alice" in str(mine[0]["summary"])
@@ -134,3 +134,28 @@ def test_a_duckdb_file_that_is_not_lookouts_is_named_and_left_as_it_was(tmp_path
     with duckdb.connect(str(theirs), read_only=True) as con:
         tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
     assert tables == ["sales"]
+
+
+def test_accept_after_records_each_acceptance_beside_the_manual_ones(tmp_path: Path) -> None:
+    """`alerting.accept_after` accepts a level shift on its own: the alert says so and the
+    acceptance is a row of `baseline_accepts`, as a person's would be, so an analyst sees
+    every time a baseline moved to an incident's level (it used to leave no row)."""
+    db = tmp_path / "lookout.duckdb"
+    config = tmp_path / "lookout.yaml"
+    config.write_text(f"sink:\n  path: {db}\nalerting:\n  accept_after: PT20M\n")
+    made = lookout("simulate", "--out", "s.ndjson", "--hours", "0.9", *STREAM, cwd=tmp_path)
+    assert made.returncode == 0, made.describe()
+    accepted = {
+        (str(a["model"]), str(a["detector"]))
+        for a in _replayed(tmp_path, "s.ndjson", config)
+        if a["status"] == "resolved"
+        and "accepted as the baseline automatically" in str(a["summary"])
+    }
+    assert (MODEL, "safety") in accepted
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT model, detector, accepted_by, accepted_at >= incident_started_at "
+            "FROM baseline_accepts"
+        ).fetchall()
+    assert {(m, d) for m, d, _, _ in rows} == accepted
+    assert all(by == "accept_after" and after for _, _, by, after in rows), rows

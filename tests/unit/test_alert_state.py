@@ -127,6 +127,8 @@ def test_an_incident_whose_data_vanishes_resolves_after_the_configured_windows_s
     alerts = run(["alert", "insufficient_data", "insufficient_data", "insufficient_data"], config)
     assert [(a.status, window_of(a)) for a in alerts] == [("firing", 0), ("resolved", 3)]
     assert "no judgeable data for 3 windows" in alerts[1].summary
+    # nothing was seen to clear: the headline must not say it did
+    assert "closed for lack of data" in alerts[1].summary and "cleared" not in alerts[1].summary
     assert alerts[1].value is None  # the numbers of a window that could not be judged mean nothing
 
 
