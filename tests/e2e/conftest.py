@@ -475,6 +475,20 @@ def incident_stream(tmp_path_factory: pytest.TempPathFactory) -> Stream:
     return Stream(path, lines)
 
 
+@pytest.fixture(scope="session")
+def small_incident_stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An hour of native records at 100 calls/min with a safety spike at 40 minutes on every
+    model, without text or embeddings: a few alert changes, replayed in seconds."""
+    where = tmp_path_factory.mktemp("small_incident")
+    made = lookout(
+        "simulate", "--out", "inc.ndjson", "--hours", "1", "--rate", "100",
+        "--incident", "safety_spike@40m", "--no-text", "--embedding-fraction", "0",
+        "--format", "native", cwd=where, timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.describe()
+    return where / "inc.ndjson"
+
+
 def message_starts(lines: Sequence[bytes]) -> list[int]:
     """The first line (1-based) of each message the file source cuts a file into."""
     starts, i = [], 0

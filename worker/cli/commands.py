@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from schemas.config import LookoutConfig
     from schemas.decode.api import DecodeLimits
     from schemas.prediction_log import PredictionLog
+    from worker.engine import Engine
 
 FormatOption = Annotated[
     str | None,
@@ -183,8 +184,33 @@ def replay(
         )
     if source.failure is not None:
         say("lookout.replay", source.failure, "ERROR", file=file)
-    if not result.clean_exit or result.invalid_records or source.failure is not None:
+    undelivered = _undelivered_alerts(pipeline.engine)
+    if undelivered:
+        say(
+            "lookout.replay",
+            f"{undelivered} alert change(s) did not reach "
+            f"{config.alerts_out or 'their receivers'} (see the errors above); they are in "
+            f"the alerts table{_of_sink(config)}",
+            "ERROR",
+            file=file,
+            undelivered_alerts=undelivered,
+        )
+    if not result.clean_exit or result.invalid_records or source.failure is not None or undelivered:
         raise typer.Exit(1)
+
+
+def _undelivered_alerts(engine: Engine) -> int:
+    """How many alert changes a receiver failed to take (the `--alerts-out` file on a full
+    disk): the engine retries them after its next checkpoint, and a replay has none after its
+    last, so they never arrive. Exit 0 said they had."""
+    return len(engine.undelivered_alerts)
+
+
+def _of_sink(config: LookoutConfig) -> str:
+    """` of FILE` for the DuckDB file a replay wrote, where the alerts can be read."""
+    if config.sink.kind == "duckdb" and config.sink.path != ":memory:":
+        return f" of {config.sink.path}"
+    return ""
 
 
 @app.command(short_help="Write simulated prediction logs as NDJSON, for replay or publish.")
@@ -467,23 +493,39 @@ def report_command(
 ) -> None:
     """Write the report `replay --report` writes, from what a DuckDB file holds now: a
     summary, each model's detectors window by window with their incidents shaded, and every
-    alert. A file a running worker holds cannot be opened: report on a copy (with its .wal)."""
+    alert. The file is only read, never changed (one from an older release too). A file a
+    running worker holds cannot be opened: report on a copy (with its .wal)."""
+    import duckdb
+
     output_file("report", "--out", out)
     if not db.exists():
         fail(f"report: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
     if db.is_dir():
         fail(f"report: {db} is a directory; expected a DuckDB file")
-    from worker.cli.pipeline import open_duckdb_sink
     from worker.cli.report import write_report
     from worker.cli.report_evidently import evidently_second_opinion
     from worker.errors import SetupError
     from worker.sinks.duckdb_sink import refuse_foreign_file
 
     try:
-        refuse_foreign_file(db)  # opening it as the sink would add Lookout's tables to it
+        refuse_foreign_file(db)  # not a DuckDB file at all (`notes.txt` renamed)
     except SetupError as error:
         fail(f"report: {error}")
-    sink = open_duckdb_sink(db, memory_limit="256MB")
+    from worker.cli.sql import duckdb_open_problem, first_line
+    from worker.sinks.duckdb_read_only import (
+        NotALookoutFile,
+        UnreadableLookoutFile,
+        open_read_only,
+    )
+
+    try:
+        sink = open_read_only(db)
+    except NotALookoutFile as error:
+        fail(f"report: {error}")
+    except UnreadableLookoutFile as error:
+        fail(f"report: cannot read {db}: {first_line(error.cause)}", code=1)
+    except duckdb.Error as error:  # attaching it: a running worker holds it, say
+        fail(f"report: {duckdb_open_problem(db, error)}", code=1)
     try:
         write_report(
             sink,
@@ -491,6 +533,9 @@ def report_command(
             title=title or f"Lookout report of {db.name}",
             second_opinion=evidently_second_opinion,
         )
+    except duckdb.Error as error:  # a table of Lookout's name holding something else
+        out.unlink(missing_ok=True)
+        fail(f"report: cannot read {db}: {first_line(error)}", code=1)
     finally:
         sink.close()
     typer.echo(f"wrote {out}")

@@ -244,10 +244,14 @@ def build_pipeline(
 
     def notify(alerts: Sequence[Alert]) -> list[Alert]:
         """Send to every routed receiver; return what should be retried later."""
-        if record is not None:
-            record.send(alerts)
-        result = router.dispatch(alerts, notifiers)
         retry: list[Alert] = []
+        if record is not None:
+            try:
+                record.send(alerts)
+            except Exception as error:  # the file failing must not keep them from receivers
+                log.error("%d alert(s) not written to %s: %s", len(alerts), record.path, error)
+                retry.extend(alerts)
+        result = router.dispatch(alerts, notifiers)
         for failure in result.failures:
             log.error(
                 "receiver %s did not get %d alert(s)%s: %s",

@@ -1,8 +1,11 @@
 """`lookout sql`: an analyst's prompt on the embedded DuckDB file, read-only.
 
 The file is opened read-only, so a query can never change what the worker wrote, and a typo'd
-`DELETE` is refused by DuckDB itself. The result prints as a table on a terminal, or as CSV or
-JSON lines for a script.
+`DELETE` is refused by DuckDB itself. Nor can a query touch any other file: DuckDB's external
+access is off, so `COPY ... TO`, `EXPORT DATABASE`, `ATTACH` and `read_csv` are refused (a
+"read-only" command that wrote `out.csv` was not read-only). One statement per call: with
+several, DuckDB returned only the last result, and the others vanished without a word. The
+result prints as a table on a terminal, or as CSV or JSON lines for a script.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -21,6 +24,9 @@ from rich.text import Text
 
 from worker.cli.app import app, fail, output_console, quiet_broken_pipe
 from worker.cli.records import columns_fit, print_records
+
+if TYPE_CHECKING:  # imported when a query runs: `--help` stays fast
+    import duckdb
 
 SQL_FORMATS = ("table", "csv", "json")
 
@@ -51,6 +57,10 @@ def _sql_help() -> str:
     tables = "\n\n".join(f"* `{name}`: {what}" for name, what in ANALYST_TABLES.items())
     return (
         "Run a query on the DuckDB file, read-only, and print the result.\n\n"
+        "One statement per call (several are refused: run one lookout sql each). The query "
+        "can read the file's tables and views and nothing else: it changes no row and writes "
+        "or reads no other file (COPY ... TO, EXPORT DATABASE, ATTACH, read_csv are refused); "
+        "for a CSV file, use --format csv > out.csv.\n\n"
         f"Tables and views (see README: Tables):\n\n{tables}\n\n"
         f"Bookkeeping: {', '.join(BOOKKEEPING_TABLES)}.\n\n"
         'E.g. `lookout sql "SELECT model, count(*) FROM alerts GROUP BY model"`.'
@@ -93,18 +103,46 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     except SetupError as error:
         fail(f"sql: {error}")
     try:
-        con = duckdb.connect(str(db), read_only=True)
+        # no external access: the query reads this file's tables and can write no other file
+        # (`COPY alerts TO 'out.csv'` wrote one); it cannot be turned back on by the query
+        con = duckdb.connect(str(db), read_only=True, config={"enable_external_access": False})
     except duckdb.Error as error:
         fail(f"sql: {duckdb_open_problem(db, error)}")
     try:
+        _one_statement(con, query)
         cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as error:
-        fail(f"sql: {_first_line(error)}{_missing_wal_hint(db, error)}", code=1)
+        fail(f"sql: {first_line(error)}{_hint(db, error)}", code=1)
     finally:
         con.close()
     return names, rows
+
+
+def _one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Exit 2 with one line unless `query` is exactly one statement: an empty one (`""`, `;`)
+    made DuckDB return no result at all, which surfaced as an AttributeError, and of several
+    only the last one's rows were printed, the others dropped without a word. A syntax error
+    raises DuckDB's ParserException, for the caller's one line."""
+    statements = con.extract_statements(query)
+    if not statements:
+        fail('sql: no SQL statement given; e.g. lookout sql "SELECT count(*) FROM alerts"')
+    if len(statements) > 1:
+        fail(
+            f"sql: {len(statements)} statements given; run one at a time (one lookout sql "
+            "for each), so that no result goes unprinted"
+        )
+
+
+def _hint(db: Path, error: BaseException) -> str:
+    """What a one-line DuckDB error leaves a newcomer to guess: a missing `.wal`, or why
+    writing a file was refused (`COPY ... TO`) and what does it instead."""
+    import duckdb
+
+    if isinstance(error, duckdb.PermissionException):
+        return " (lookout sql reads the DuckDB file only; for a CSV file, --format csv > FILE)"
+    return _missing_wal_hint(db, error)
 
 
 def _missing_wal_hint(db: Path, error: BaseException) -> str:
@@ -128,10 +166,11 @@ def duckdb_open_problem(db: Path, error: BaseException) -> str:
             f"{db} is held by a process writing it (a running lookout?); stop it or let it "
             "finish, then try again"
         )
-    return f"cannot open {db}: {_first_line(error)}"
+    return f"cannot open {db}: {first_line(error)}"
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """DuckDB's message without the context lines it adds (LINE 1: ..., a caret)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
