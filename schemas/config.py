@@ -13,7 +13,7 @@ import functools
 import os
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,10 +23,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.alert_config import BUILTIN_RECEIVERS, AlertingConfig
@@ -301,6 +303,25 @@ class LookoutConfig(BaseSettings):
             raise ValueError(msg)
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_booleans_for_numbers(
+        cls, data: Any, handler: ModelWrapValidatorHandler[LookoutConfig]
+    ) -> LookoutConfig:
+        """`allowed_lateness_seconds: true` must not become 1.0: pydantic's lax mode takes a
+        boolean as 1 or 0 for any number (or duration), and `lookout run` then silently runs
+        with it. One check for every section, including those defined in other modules, instead
+        of strict types field by field (strict mode would also refuse the strings environment
+        variables carry, and lists for tuples): whatever was a boolean in the input and is no
+        longer one after validation was coerced."""
+        config = handler(data)
+        coerced = [_bool_problem(loc, value) for loc, value in _coerced_booleans(data, config, ())]
+        if coerced:
+            raise PydanticCustomError(
+                BOOL_NOT_NUMBER, "{summary}", {"summary": "; ".join(coerced), "each": coerced}
+            )
+        return config
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -312,6 +333,60 @@ class LookoutConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # environment beats the file, so a Deployment can override one value of a ConfigMap
         return (env_settings, init_settings)
+
+
+#: the error type of `LookoutConfig._no_booleans_for_numbers`: one problem per field in ctx
+BOOL_NOT_NUMBER = "bool_not_number"
+
+
+def _coerced_booleans(
+    data: Any, value: Any, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], bool]]:
+    """Where `data` (the input) held a boolean that validation turned into something else
+    (`value`, the validated model), walking both side by side by the keys as written."""
+    if isinstance(data, bool):
+        if not isinstance(value, bool):
+            yield loc, data
+        return
+    if isinstance(data, Mapping):
+        if isinstance(value, BaseModel):
+            fields = type(value).model_fields
+            for key, item in data.items():
+                name = next((n for n, f in fields.items() if key in (n, f.alias)), None)
+                if name is not None:
+                    yield from _coerced_booleans(item, getattr(value, name), (*loc, str(key)))
+        elif isinstance(value, Mapping):
+            for key, item in data.items():
+                if key in value:
+                    yield from _coerced_booleans(item, value[key], (*loc, str(key)))
+    elif (
+        isinstance(data, list | tuple)
+        and isinstance(value, list | tuple)
+        and len(data) == len(value)
+    ):
+        for index, (item, validated) in enumerate(zip(data, value, strict=True)):
+            yield from _coerced_booleans(item, validated, (*loc, index))
+
+
+def _bool_problem(loc: tuple[str | int, ...], value: bool) -> str:
+    """`engine.allowed_lateness_seconds: expected a number, not a boolean (got true)`, blamed on
+    the `LOOKOUT_…` variable that set it if one did (a JSON section can hold a boolean)."""
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    message = f"expected a number, not a boolean (got {str(value).lower()})"
+    variable = _blamed_variable(loc, os.environ)
+    if variable is not None:
+        return f"environment {variable} ({where}): {message}"
+    return f"{where}: {message}"
+
+
+def key_origin(loc: tuple[str, ...], source: str, environ: Mapping[str, str] | None = None) -> str:
+    """Who set the key at `loc`, worded as config problems are: `lookout.yaml: sink.path`, or
+    `environment LOOKOUT_SINK__PATH (sink.path)` when a variable overrode the file."""
+    where = ".".join(loc)
+    variable = _blamed_variable(loc, os.environ if environ is None else environ)
+    if variable is not None:
+        return f"environment {variable} ({where})"
+    return f"{source}: {where}"
 
 
 class ConfigError(Exception):
@@ -429,6 +504,34 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last value silently, so a second `engine:` section (pasted from another
+    file) replaced the first one whole and `config check` said ok. Explicit keys that override
+    a `<<:` merge are YAML's intended use and stay allowed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[type, Any], yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault((type(key), key), key_node)
+            except TypeError:
+                continue  # unhashable: the base class says so
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (also at line {first.start_mark.line + 1}; "
+                    "YAML would keep only the last one)",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 #: how a file a user might pass by mistake begins, and what it is
 _BINARY_KINDS = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive"}
 
@@ -456,7 +559,7 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.safe_load(_yaml_text(path.read_bytes())) or {}
+            data = yaml.load(_yaml_text(path.read_bytes()), Loader=_UniqueKeyLoader) or {}
         except OSError as error:
             raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error
         except UnicodeDecodeError as error:
@@ -489,7 +592,13 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
     try:
         return LookoutConfig(**data)
     except ValidationError as error:
-        raise ConfigError(source, [_describe(e) for e in error.errors()]) from error
+        problems: list[str] = []
+        for e in error.errors():
+            if e["type"] == BOOL_NOT_NUMBER:
+                problems.extend((e.get("ctx") or {}).get("each", []))  # one line per field
+            else:
+                problems.append(_describe(e))
+        raise ConfigError(source, problems) from error
     finally:
         os.environ.update(shadowed)
 

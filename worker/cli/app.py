@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from schemas.config import ConfigError, LookoutConfig, load_config
+from schemas.config import ConfigError, DuckDBSinkConfig, LookoutConfig, key_origin, load_config
 from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
 app = typer.Typer(
@@ -185,26 +185,71 @@ def global_options(
     setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
+def output_folder_problems(config: LookoutConfig, source: str) -> list[str]:
+    """One line per file the configuration writes (the DuckDB sink, `alerts_out`, `report`)
+    whose folder is missing here or that names a directory: `lookout run` would fail to open the
+    sink, and the alert file's folder would be created behind the user's back. Worded as
+    `replay --db` words it, naming the key (or the `LOOKOUT_…` variable that set it)."""
+    paths: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(config.sink, DuckDBSinkConfig) and config.sink.path != ":memory:":
+        paths.append((("sink", "path"), config.sink.path))
+    paths += [
+        ((key,), value) for key in ("alerts_out", "report") if (value := getattr(config, key))
+    ]
+    problems = []
+    for loc, text in paths:
+        path = Path(text)
+        if path.is_dir():
+            problems.append(
+                f"{key_origin(loc, source)} {text} is a directory; expected a file path"
+            )
+        elif not path.parent.is_dir():
+            where = "" if path.is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+            problems.append(
+                f"{key_origin(loc, source)} {text}: no such directory {path.parent}{where}"
+            )
+    return problems
+
+
 @config_app.command(
     "check", short_help="Validate a configuration file, LOOKOUT_… overrides applied."
 )
 def config_check(
     path: Annotated[Path, typer.Argument(help="The YAML file to validate.", dir_okay=False)],
+    elsewhere: Annotated[
+        bool,
+        typer.Option(
+            "--elsewhere",
+            help="The file is for another machine (a pod's ConfigMap): a folder missing here "
+            "for the DuckDB sink, alerts_out or report is a warning, not an error.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a configuration file (with LOOKOUT_… environment overrides applied).
 
     Prints the effective configuration with secrets left out, or one line per problem
-    (the key's path and what is wrong) and exit status 2. A receiver secret that cannot be
-    read here (a variable not set, a file not mounted) is a warning: this may not be the
-    machine it runs on, but `lookout run` there refuses to start without it.
+    (the key's path and what is wrong) and exit status 2. A key given twice in one section, or
+    a boolean where a number belongs, is a problem, not a silent choice. The DuckDB sink,
+    `alerts_out` and `report` must name files in folders that exist here (relative paths from
+    the current folder), as `lookout run` would open them; with --elsewhere a missing folder
+    is a warning. A receiver secret that cannot be read here (a variable not set, a file not
+    mounted) is a warning: this may not be the machine it runs on, but `lookout run` there
+    refuses to start without it.
     """
     import yaml
 
     from alerts.receivers.secrets import unreadable_secrets
 
     config = configured(path)
+    folders = output_folder_problems(config, str(path))
+    if folders and not elsewhere:
+        for problem in folders:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2)
     typer.echo(f"{path}: ok")
     effective = config.model_dump(mode="json", by_alias=True)  # `continue`, as it is written
     typer.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
+    for problem in folders:
+        typer.echo(f"warning: {problem} (`lookout run` needs it where it runs)", err=True)
     for problem in unreadable_secrets(config.alerting.receivers):
         typer.echo(f"warning: {problem} (`lookout run` will not start without it)", err=True)

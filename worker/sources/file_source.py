@@ -7,7 +7,10 @@ partial chunk is handed out after `flush_seconds` instead of waiting for a full 
 A file has no acknowledgement protocol: re-running a replay is made exact by request-id dedup
 in the engine, not by remembering an offset. Bad records are reported through `on_invalid`
 (the CLI prints one line each) and optionally appended to a dead-letter NDJSON file, so nothing
-is silently dropped.
+is silently dropped. A dead-letter file that cannot be written (a full disk) does not stop the
+replay or cost the good records around the bad ones: a file cannot redeliver a nacked chunk, so
+the chunk is still folded, its bad records stay on stderr with their line numbers, and `failure`
+names the file, the reason and the lines it lacks (the CLI prints it and exits 1).
 
 Memory is bounded whatever a line holds: a line longer than the record limit is cut just past
 it (`BoundedLines`) and the rest of it skipped up to its newline, so a 2 GB line costs about
@@ -23,6 +26,7 @@ uncompressed file's. Compressed data that is corrupt or ends early stops the rea
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -51,6 +55,8 @@ READ_BYTES = 1 << 20
 MESSAGE_BYTES = 2 << 20
 #: how every gzip member begins (RFC 1952)
 GZIP_MAGIC = b"\x1f\x8b"
+#: line numbers named when bad records could not be dead-lettered (then "and N more")
+NAMED_LINES = 10
 
 
 class Inflater:
@@ -188,7 +194,11 @@ class FileSource:
         self._stopped = threading.Event()
         self.invalid_records = 0
         #: why reading stopped before the end of the input (corrupt gzip data), else None
-        self.failure: str | None = None
+        self._read_failure: str | None = None
+        #: why the dead-letter file could not be written (the last reason), else None
+        self._dead_letter_error: str | None = None
+        #: line numbers of the bad records the dead-letter file does not hold
+        self._not_dead_lettered: list[int] = []
         self._reader = threading.Thread(target=self._read, name="lookout-file-reader", daemon=True)
         self._reader.start()
 
@@ -224,7 +234,7 @@ class FileSource:
                         if not self._take(lines.feed(piece)):
                             return
                 except zlib.error as error:
-                    self.failure = self._gzip_failure(f"is corrupt ({error})")
+                    self._read_failure = self._gzip_failure(f"is corrupt ({error})")
                     break
             if not self._take([]):
                 return
@@ -232,8 +242,8 @@ class FileSource:
             return
         if head:
             lines.feed(head)
-        if inflater is not None and not inflater.complete and self.failure is None:
-            self.failure = self._gzip_failure("ends early (a truncated file?)")
+        if inflater is not None and not inflater.complete and self._read_failure is None:
+            self._read_failure = self._gzip_failure("ends early (a truncated file?)")
         if rest := lines.finish():
             self._pending.append(rest)
         if self._pending and not self._put(self._message(self._pending, self._first)):
@@ -307,24 +317,81 @@ class FileSource:
     def exhausted(self) -> bool:
         return self._exhausted or self._stopped.is_set()
 
+    @property
+    def failure(self) -> str | None:
+        """What went wrong that the caller must report and exit non-zero for, else None:
+        reading stopped early (corrupt gzip data), and/or bad records the dead-letter file
+        could not take (one sentence each, joined, so it stays one line)."""
+        problems = [p for p in (self._read_failure, self._dead_letter_failure()) if p]
+        return "; ".join(problems) or None
+
+    def _dead_letter_failure(self) -> str | None:
+        if self._dead_letter_error is None:
+            return None
+        lines = self._not_dead_lettered
+        named = ", ".join(map(str, lines[:NAMED_LINES]))
+        if len(lines) > NAMED_LINES:
+            named += f" and {len(lines) - NAMED_LINES} more"
+        return (
+            f"cannot write the dead-letter file {self._dead_letter_path}: "
+            f"{self._dead_letter_error}; {len(lines)} bad record(s) are not in it "
+            f"(line(s) {named}, reported above)"
+        )
+
     def dead_letter(self, message: SourceMessage, errors: Sequence[DecodeError]) -> bool:
+        """Report each bad record, append them to the dead-letter file, and say True.
+
+        True even when the file cannot be written: the runner nacks a message whose bad records
+        are not dead-lettered and folds none of it, which suits Pub/Sub (it redelivers) but a
+        file never hands a chunk out again, so its good records would be lost while the run
+        looked clean. The bad ones are on stderr already (`on_invalid`, with line numbers) and
+        `failure` names the lines the file lacks, for the CLI to print and exit 1."""
         self.invalid_records += len(errors)
         if self._on_invalid is not None:
             for error in errors:
                 self._on_invalid(error)
-        if self._dead_letter_path is not None:
-            with self._dead_letter_path.open("ab") as out:
-                for error in errors:
-                    entry = {
-                        "line": error.line,
-                        "field": error.field,
-                        "error": error.error_type,
-                        "error_detail": error.describe(),
-                        "source": self.name,
-                        "raw": error.raw.decode("utf-8", errors="replace"),
-                    }
-                    out.write(orjson.dumps(entry) + b"\n")
+        if self._dead_letter_path is not None and errors:
+            try:
+                self._append_dead_letters(self._dead_letter_path, errors)
+            except OSError as error:
+                self._dead_letter_error = error.strerror or str(error)
+                self._not_dead_lettered.extend(e.line for e in errors)
         return True
+
+    def _append_dead_letters(self, path: Path, errors: Sequence[DecodeError]) -> None:
+        """Append one JSON line per bad record, in one write. A write that fails part-way (a
+        disk filling up) is cut back to where the file ended, so the file never ends in half
+        an entry that the next successful append would glue a record to."""
+        body = b"".join(
+            orjson.dumps(
+                {
+                    "line": error.line,
+                    "field": error.field,
+                    "error": error.error_type,
+                    "error_detail": error.describe(),
+                    "source": self.name,
+                    "raw": error.raw.decode("utf-8", errors="replace"),
+                }
+            )
+            + b"\n"
+            for error in errors
+        )
+        with path.open("ab", buffering=0) as out:
+            start = out.tell()
+            try:
+                written = 0
+                while written < len(body):
+                    taken = out.write(body[written:])
+                    if not taken:
+                        msg = "the file took no more bytes"
+                        raise OSError(msg)
+                    written += taken
+            except OSError:
+                if path.is_file():
+                    # the reason the write failed is the one worth reporting, not this one's
+                    with contextlib.suppress(OSError):
+                        out.truncate(start)
+                raise
 
     def ack(self, ack_ids: Sequence[str]) -> None:
         """Nothing to do: a file is re-readable, and replay dedups by request id."""
