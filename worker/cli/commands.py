@@ -126,16 +126,22 @@ def replay(
             progress=advance,
         )
     stats = pipeline.engine.stats
+    report_failure = None
     if report is not None or config.report:
         from worker.cli.report import write_report
         from worker.cli.report_evidently import evidently_second_opinion
 
-        write_report(
-            pipeline.report_sink(),
-            report or Path(str(config.report)),
-            title=f"Lookout replay of {file}",
-            second_opinion=evidently_second_opinion,
-        )
+        report_path = report or Path(str(config.report))
+        try:
+            write_report(
+                pipeline.report_sink(),
+                report_path,
+                title=f"Lookout replay of {file}",
+                second_opinion=evidently_second_opinion,
+            )
+        except OSError as error:  # a full disk: the records are stored; say what is missing
+            reason = error.strerror or str(error)
+            report_failure = f"cannot write the report file {report_path}: {reason}"
     pipeline.close(input_ended=result.end_of_input)
     for q in stats.quarantine_examples:
         say(
@@ -195,7 +201,10 @@ def replay(
             file=file,
             undelivered_alerts=undelivered,
         )
-    if not result.clean_exit or result.invalid_records or source.failure is not None or undelivered:
+    if report_failure is not None:
+        say("lookout.replay", report_failure, "ERROR", file=file)
+    failed = source.failure is not None or report_failure is not None or undelivered
+    if not result.clean_exit or result.invalid_records or failed:
         raise typer.Exit(1)
 
 
