@@ -11,7 +11,8 @@ flapping model does not start ten. Kinds:
 
 `parameter_values` / `parameters` are rendered from the request: a string value may use
 `{model}`, `{model_version}`, `{detector}`, `{condition}`, `{dataset_uri}`,
-`{evaluation_data_uri}`, `{window_start}`, `{window_end}`, `{project}`, `{location}`.
+`{evaluation_data_uri}`, `{window_start}`, `{window_end}`, and for `vertex_pipeline` also
+`{project}`, `{location}` (window times are UTC, `20260105T063000Z`).
 The dataset export (`RetuneExport`) runs first when configured, and its URIs are passed on.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import string
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -41,21 +43,28 @@ RENDER_FIELDS = frozenset(
 )
 
 
-def check_template(value: Any) -> Any:
+#: what a `kfp` action's strings may use: it has no project or location to fill in (a
+#: `{project}` there passed `config check` and failed the run with a KeyError)
+KFP_FIELDS = RENDER_FIELDS - {"project", "location"}
+#: what the export's `uri` may use
+EXPORT_URI_FIELDS = frozenset({"model", "window_start", "window_end"})
+
+
+def check_template(value: Any, fields: frozenset[str] = RENDER_FIELDS) -> Any:
     """A string rendered with `str.format_map` at the moment an incident is sustained: a field
     it does not know (`{dataset}`), or a literal brace (`'{"epochs": 3}'`), passed
     `config check` and then failed there, using up the incident's retune. Checked at load."""
     if not isinstance(value, str):
         return value
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        used = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
     except ValueError as error:
         msg = f"{value!r}: {error} (write a literal brace as {{{{ or }}}})"
         raise ValueError(msg) from None
-    for name in fields:
+    for name in used:
         root = name.split(".")[0].split("[")[0]
-        if root not in RENDER_FIELDS:
-            known = ", ".join("{" + f + "}" for f in sorted(RENDER_FIELDS))
+        if root not in fields:
+            known = ", ".join("{" + f + "}" for f in sorted(fields))
             msg = (
                 f"{value!r} uses {{{name}}}, which is not filled in; known: {known} "
                 "(write a literal brace as {{ or }})"
@@ -64,14 +73,18 @@ def check_template(value: Any) -> Any:
     return value
 
 
-def _check_templates(values: dict[str, Any]) -> dict[str, Any]:
+def _check_templates(values: dict[str, Any], fields: frozenset[str] = RENDER_FIELDS) -> Any:
     for value in values.values():
-        check_template(value)
+        check_template(value, fields)
     return values
 
 
 _ActionTemplate = Annotated[str, BeforeValidator(check_template)]
 _TemplateValues = Annotated[dict[str, Any], BeforeValidator(_check_templates)]
+_KfpTemplate = Annotated[str, BeforeValidator(partial(check_template, fields=KFP_FIELDS))]
+_KfpTemplateValues = Annotated[
+    dict[str, Any], BeforeValidator(partial(_check_templates, fields=KFP_FIELDS))
+]
 
 
 class _ActionBase(BaseModel):
@@ -117,10 +130,10 @@ class KfpRetune(_ActionBase):
     kind: Literal["kfp"]
     host: str = Field(pattern=r"^https?://")
     package_path: str = Field(min_length=1)
-    run_name: _ActionTemplate = "lookout-retune-{model}"
+    run_name: _KfpTemplate = "lookout-retune-{model}"
     experiment_id: str | None = None
     namespace: str | None = None
-    parameters: _TemplateValues = Field(default_factory=dict)
+    parameters: _KfpTemplateValues = Field(default_factory=dict)
 
 
 RetuneAction = Annotated[
@@ -145,7 +158,11 @@ class RetuneExport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     query: Annotated[str, BeforeValidator(_not_blank)]
-    uri: Annotated[str, BeforeValidator(_not_blank)]
+    uri: Annotated[
+        str,
+        BeforeValidator(partial(check_template, fields=EXPORT_URI_FIELDS)),
+        BeforeValidator(_not_blank),
+    ]
     instruction_template: str = "{prompt}"
     eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int = 42

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,9 @@ def export_dataset(
     train, evaluation = split(rows, eval_fraction=config.eval_fraction, seed=config.seed)
     fields = {
         "model": model,
-        "window_start": start.strftime("%Y%m%dT%H%M%SZ"),
-        "window_end": end.strftime("%Y%m%dT%H%M%SZ"),
+        # in UTC, as the Z says: `--from 08:30+02:00` and `06:30Z` are one folder
+        "window_start": start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "window_end": end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
     }
     base = config.uri.format_map(fields).rstrip("/")
     if base.startswith("gs://"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -53,8 +53,8 @@ class RetuneRequest(BaseModel):
             "condition": self.condition,
             "dataset_uri": self.dataset_uri or "",
             "evaluation_data_uri": self.evaluation_data_uri or "",
-            "window_start": self.time_range.start.strftime("%Y%m%dT%H%M%SZ"),
-            "window_end": self.time_range.end.strftime("%Y%m%dT%H%M%SZ"),
+            "window_start": self.time_range.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            "window_end": self.time_range.end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
             **extra,
         }
         return template.format_map(values)

@@ -257,3 +257,12 @@ def test_lookout_retune_export_writes_the_dataset_by_hand(tmp_path: Path) -> Non
     )
     assert empty.returncode == 1 and "returned no samples for nobody" in empty.stderr
     assert_no_traceback(empty)
+    unfillable = lookout(
+        "retune", "export", "--config", "lookout.yaml", "--model", MODEL,
+        "--from", "2026-01-05T06:10:00Z", "--to", "2026-01-05T06:50:00Z",
+        "--uri", str(tmp_path / "x" / "{date}"), cwd=tmp_path,
+    )  # fmt: skip
+    assert_no_traceback(unfillable)
+    assert unfillable.returncode == 2, unfillable.describe()
+    assert "--uri" in unfillable.stderr and "{date}" in unfillable.stderr, unfillable.describe()
+    assert not (tmp_path / "x").exists()

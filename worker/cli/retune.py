@@ -46,6 +46,12 @@ def export(
     if settings is None:
         fail("no alerting.retune.export in the configuration (query and uri are needed)")
     if uri is not None:
+        from schemas.retune_config import EXPORT_URI_FIELDS, check_template
+
+        try:  # `model_copy` does not validate: a `{date}` here failed as a KeyError
+            check_template(uri, EXPORT_URI_FIELDS)
+        except ValueError as error:
+            fail(f"--uri {error}")
         settings = settings.model_copy(update={"uri": uri})
     begin, finish = _moment(start, "--from"), _moment(end, "--to")
     if finish <= begin:
