@@ -137,15 +137,31 @@ def pipeline_config(path: Path, writer: str = "w1") -> LookoutConfig:
     )
 
 
-def simulated(minutes: int) -> list[LogBatch]:
+def simulated(minutes: int, tenants: tuple[str, ...] = ()) -> list[LogBatch]:
     config = SimulationConfig(
         start=T0,
         hours=minutes / 60,
         models=("gemini-1.5-flash", "text-bison"),
         calls_per_minute=120,
         embedding_fraction=0.0,
+        tenants=tenants,
     )
     return list(simulate_batches(config, seconds_per_batch=20))
+
+
+def test_model_daily_counts_windows_not_tenant_slices(tmp_path: Path) -> None:
+    """Three tenants give each window three rows of the merged view: `model_daily` counted
+    them as three windows."""
+    path = tmp_path / "lookout.duckdb"
+    replay(path, simulated(12, tenants=("acme", "globex", "initech")))
+    slices, windows = query(
+        path,
+        "SELECT count(*), count(DISTINCT (model, window_start)) FROM window_metrics_merged",
+    )[0]
+    assert slices == 3 * windows > 0
+    daily = query(path, "SELECT sum(windows), sum(calls) FROM model_daily")[0]
+    merged_calls = query(path, "SELECT sum(calls) FROM window_metrics_merged")[0][0]
+    assert daily == (windows, merged_calls)
 
 
 def replay(path: Path, batches: list[LogBatch]) -> tuple[int, int]:

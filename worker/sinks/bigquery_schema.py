@@ -116,7 +116,8 @@ WINDOW_METRICS = Table(
         _c(
             "states",
             "BYTES",
-            "every detector's mergeable state (zlib-compressed MessagePack), "
+            "every detector's mergeable state (MessagePack compressed with Zstandard: a "
+            "tag byte 0x01, the uncompressed length as 4 little-endian bytes, the frame), "
             "read back by the evaluator; on the first slice row of a partial only (the others "
             "hold an empty map)",
             required=True,
