@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS retune_requests (
 """
 
 
+def log_name(action: RetuneAction) -> str:
+    """The name `action`'s requests are kept under: a dry run's apart from real ones, so
+    turning `dry_run` off does not find the model in a cooldown no real request started."""
+    return f"{action.name}#dry_run" if action.dry_run else action.name
+
+
 class RetuneLog:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
@@ -62,13 +68,13 @@ class RetuneLog:
             same = self._con.execute(
                 "SELECT 1 FROM retune_requests WHERE action = ? AND dedup_key = ? "
                 "AND incident_start = ?",
-                (action.name, dedup_key, incident_start.isoformat()),
+                (log_name(action), dedup_key, incident_start.isoformat()),
             ).fetchone()
             if same is not None:
                 return "already_requested"
             (last,) = self._con.execute(
                 "SELECT max(at) FROM retune_requests WHERE action = ? AND model = ?",
-                (action.name, model),
+                (log_name(action), model),
             ).fetchone()
         if last is not None and at < datetime.fromisoformat(last) + action.cooldown:
             return "cooldown"
@@ -81,4 +87,14 @@ class RetuneLog:
             self._con.execute(
                 "INSERT INTO retune_requests VALUES (?,?,?,?,?)",
                 (action, model, dedup_key, incident_start.isoformat(), at.isoformat()),
+            )
+
+    def forget(self, action: str, *, dedup_key: str, incident_start: datetime) -> None:
+        """A request that failed (the API refused, the export found nothing) started no run:
+        strike it, so neither the incident nor the cooldown counts it as made."""
+        with self._lock:
+            self._con.execute(
+                "DELETE FROM retune_requests WHERE action = ? AND dedup_key = ? "
+                "AND incident_start = ?",
+                (action, dedup_key, incident_start.isoformat()),
             )

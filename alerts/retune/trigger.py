@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 from alerts.receivers.payloads import evidence
 from alerts.retune.actions import run_action
 from alerts.retune.export import ExportResult, export_dataset
-from alerts.retune.guard import RetuneLog
+from alerts.retune.guard import RetuneLog, log_name
 from alerts.retune.request import RetuneRequest, TimeRange
 from alerts.routing import Router
 from alerts.state import Incident
@@ -110,7 +110,7 @@ class RetuneTrigger:
             if decision != "go":
                 continue
             self._log.record(
-                name,
+                log_name(action),
                 model=alert.model,
                 dedup_key=alert.dedup_key,
                 incident_start=incident.started_at,
@@ -151,7 +151,19 @@ class RetuneTrigger:
             created = self._runner(action, request)
         except Exception as error:
             self.total.labels(action.name, "failed").inc()
-            log.error("retune %s for %s failed: %s", action.name, request.model, error)
+            # nothing started: the incident's next alerting window tries again, and no
+            # cooldown holds the model back for a run that never ran
+            self._log.forget(
+                log_name(action),
+                dedup_key=request.dedup_key,
+                incident_start=request.time_range.start,
+            )
+            log.error(
+                "retune %s for %s failed (tried again at the incident's next alerting window): %s",
+                action.name,
+                request.model,
+                error,
+            )
             return
         self.total.labels(action.name, "sent").inc()
         log.warning("retune %s for %s started: %s", action.name, request.model, created)
