@@ -16,6 +16,7 @@ from alerts.state import Incident
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Detection
 from schemas.retune_config import RetuneAction
+from tests.sink_cases import detection
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 KEY = "lookout:m:safety:block_rate_above_baseline"
@@ -45,20 +46,7 @@ def alerting(*, dry_run: bool = False) -> AlertingConfig:
 def window(k: int) -> tuple[Detection, Incident]:
     """The incident's k-th alerting window (k from 1)."""
     end = T0 + timedelta(minutes=5 * k)
-    detection = Detection(
-        detector="safety",
-        model="m",
-        window_start=end - timedelta(minutes=5),
-        window_end=end,
-        verdict="alert",
-        condition="block_rate_above_baseline",
-        severity="critical",
-        value=0.1,
-        threshold=0.05,
-        baseline=0.02,
-        sample_size=500,
-        reason="block rate up",
-    )
+    judged = detection(model="m", start=int(end.timestamp()) - 60)
     incident = Incident(
         dedup_key=KEY,
         model="m",
@@ -70,7 +58,7 @@ def window(k: int) -> tuple[Detection, Incident]:
         windows=k,
         alert_windows=k,
     )
-    return detection, incident
+    return judged, incident
 
 
 class FlakyRunner:
