@@ -168,3 +168,15 @@ def test_config_changes_roll_the_pods() -> None:
     key = "checksum/config"
     annotations = [d["spec"]["template"]["metadata"]["annotations"][key] for d in (before, after)]
     assert annotations[0] != annotations[1]
+
+
+def test_the_bigquery_write_budget_is_a_chart_value() -> None:
+    """`config.sink` is refused in favour of the chart's `sink:` values, so every sink option
+    an operator may need must be one of them (the refusal's advice must be followable)."""
+    for timeout, expected in ((None, 30), (120, 120)):
+        bigquery: dict[str, Any] = {"project": "p", "dataset": "d"}
+        if timeout is not None:
+            bigquery["writeTimeoutSeconds"] = timeout
+        rendered = render({"sink": {"kind": "bigquery", "bigquery": bigquery}})
+        for text in config_maps(rendered).values():
+            assert yaml.safe_load(text)["sink"]["write_timeout_seconds"] == expected

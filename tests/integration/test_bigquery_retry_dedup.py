@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from schemas.batch import LogBatch
@@ -85,7 +86,9 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
     bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
 ) -> None:
     client = FlakyClient(bigquery_emulator.client())
-    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
+    sink = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=30_000
+    )
     first, more = batch("x", 6, blocked=3), batch("y", 4, second=30)
     a = detection("a", S0)
     b = detection("b", S0)  # judged while the first attempt was failing
@@ -143,7 +146,9 @@ def test_an_evaluator_killed_mid_checkpoint_leaves_its_successor_able_to_page(
     judged again (the transition is made and sent again); one after them leaves the state
     from before, and the successor pages at the incident's next window."""
     client = FlakyClient(bigquery_emulator.client())
-    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
+    sink = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=30_000
+    )
     client.fail_next.add(failing)
     with pytest.raises(BigQuerySinkError, match=f"{failing} unreachable"):
         sink.write_checkpoint(judged([detection("a", S0)], batch("x", 6, blocked=3), S0 + 10.0))
@@ -183,3 +188,63 @@ def test_request_ids_whose_counts_never_landed_do_not_mark_their_records_counted
     stored = survivor.load_window("a", S0)
     assert (stored.records, len(stored.request_ids)) == (6, 6)  # counted once, ids now real
     survivor.close()
+
+
+class SizeLimitedClient(FlakyClient):
+    """The emulator's client behind BigQuery's insertAll limit, scaled down to `limit` bytes
+    of rows a request: a larger request is refused (400), as BigQuery refuses one over 10 MB.
+    With `fail_request` (table, n), that table's n-th request is refused once as unreachable."""
+
+    def __init__(self, client: Any, limit: int) -> None:
+        super().__init__(client)
+        self.limit = limit
+        self.request_bytes: list[int] = []
+        self.requests: dict[str, int] = {}
+        self.fail_request: tuple[str, int] | None = None
+
+    def insert_rows_json(self, ref: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+        from google.api_core import exceptions
+
+        size = sum(len(orjson.dumps(r)) for r in rows)
+        if size > self.limit:
+            message = f"Request payload size exceeds the limit: {size} bytes"
+            raise exceptions.BadRequest(message)  # type: ignore[no-untyped-call]
+        table = ref.rsplit(".", 1)[1]
+        self.requests[table] = self.requests.get(table, 0) + 1
+        if self.fail_request == (table, self.requests[table]):
+            self.fail_request = None
+            self.fail_next.add(table)
+        self.request_bytes.append(size)
+        return super().insert_rows_json(ref, rows, **kwargs)
+
+
+def test_a_checkpoint_larger_than_one_insert_request_lands_in_several(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """Many windows closing in one checkpoint (a backlog after a restart, many models) make
+    more rows than one insertAll request may carry. Sent in one request the checkpoint was
+    refused at every retry, and ingest stopped acking for good; cut into requests it lands,
+    and a retry after a failure part-way sends only the requests that did not land."""
+    client = SizeLimitedClient(bigquery_emulator.client(), limit=8_000)
+    sink = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=6_000
+    )
+    models = [f"m{i:02d}" for i in range(24)]
+    logs = {m: batch(m, 5, model=m) for m in models}
+    rows = [partial(logs[m], model=m) for m in models]
+    request_ids = [row for m in models for row in ids(logs[m], model=m)]
+    client.fail_request = ("window_metrics", 2)  # the first request of its rows lands
+    with pytest.raises(BigQuerySinkError, match="unreachable"):
+        sink.write_checkpoint(Checkpoint("ingest-a", 0, rows, request_ids))
+    landed_first = list(client.sent["window_metrics"])
+    assert 0 < len(landed_first) < len(models)
+    sink.write_checkpoint(Checkpoint("ingest-a", 0, rows, request_ids))
+
+    assert max(client.request_bytes) <= 8_000
+    resent = client.sent["window_metrics"][len(landed_first) :]
+    assert len(resent) == len(models) - len(landed_first)  # what landed is not sent again
+    assert not set(resent) & set(landed_first)
+    stored = sink.query("SELECT model, records FROM window_metrics_merged ORDER BY model")
+    assert [(r["model"], r["records"]) for r in stored] == [(m, 5) for m in models]
+    assert len(sink.load_window("m07", S0).request_ids) == 5
+    sink.close()

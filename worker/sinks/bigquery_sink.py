@@ -17,7 +17,12 @@ unlike DuckDB it is not atomic; it is made idempotent instead:
   which rows of a checkpoint landed until all of it has: a retry that folded in more verdicts
   sends only the new rows, so each verdict and alert transition is stored once however late
   the retry comes (BigQuery's insertId memory lasts about a minute);
-- `writer_progress` (the frontier an evaluator waits for) is written last.
+- `writer_progress` (the frontier an evaluator waits for) is written last;
+- a table's rows go in requests of at most `MAX_REQUEST_BYTES` of JSON and `MAX_REQUEST_ROWS`
+  rows: `insertAll` refuses a request over 10 MB, and that refusal would come back at every
+  retry of the checkpoint (each retry carries the same rows and more), so one large checkpoint
+  (a backlog drained after a restart, many models closing windows together) would stop ingest
+  for good. A request that landed is remembered like any row, so a retry sends only the rest.
 
 Transient errors (connection refused, 5xx, rate limits) are retried with exponential backoff
 for at most `write_timeout` seconds, then `write_checkpoint` raises and the engine keeps the
@@ -55,6 +60,11 @@ from worker.sinks.state_codec import decode_states, encode_states
 __all__ = ["BigQuerySink", "BigQuerySinkError", "decode_states", "encode_states"]
 
 log = logging.getLogger(__name__)
+
+#: below insertAll's 10 MB request limit, with room for the request's own wrapping and insertIds
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: BigQuery's documented maximum is 50,000 rows a request and 500 its recommendation
+MAX_REQUEST_ROWS = 5_000
 
 _DEDUP = "QUALIFY ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY written_at DESC) = 1"
 
@@ -157,6 +167,8 @@ class BigQuerySink:
         write_timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
         check: bool = True,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_request_rows: int = MAX_REQUEST_ROWS,
     ) -> None:
         from google.cloud.bigquery.retry import DEFAULT_RETRY
 
@@ -174,6 +186,8 @@ class BigQuerySink:
         self._landed: dict[tuple[str, int], set[tuple[str, str]]] = {}
         self.rows_written: dict[str, int] = {}
         self.bytes_written: dict[str, int] = {}
+        self._max_request_bytes = max_request_bytes
+        self._max_request_rows = max_request_rows
         if check:
             check_schema(self._client, project, dataset)
 
@@ -193,10 +207,31 @@ class BigQuerySink:
             fresh = [
                 (r, i) for r, i in zip(rows, insert_ids, strict=True) if (table, i) not in landed
             ]
-            if fresh:
-                self._insert(table, [r for r, _ in fresh], [i for _, i in fresh])
-                landed.update((table, i) for _, i in fresh)
+            for request in self._requests(fresh):
+                self._insert(table, [r for r, _ in request], [i for _, i in request])
+                landed.update((table, i) for _, i in request)
         del self._landed[key]
+
+    def _requests(
+        self, rows: list[tuple[dict[str, Any], str]]
+    ) -> list[list[tuple[dict[str, Any], str]]]:
+        """`rows` cut into insertAll requests within the byte and row limits, in order. A row
+        larger than the byte limit goes alone (BigQuery then names it; rows stay far smaller:
+        a window's held embedding sample is about 150 KB)."""
+        requests: list[list[tuple[dict[str, Any], str]]] = []
+        current: list[tuple[dict[str, Any], str]] = []
+        size = 0
+        for row, insert_id in rows:
+            row_bytes = len(orjson.dumps(row)) + len(insert_id) + 32  # insertId and wrapping
+            full = size + row_bytes > self._max_request_bytes
+            if current and (full or len(current) >= self._max_request_rows):
+                requests.append(current)
+                current, size = [], 0
+            current.append((row, insert_id))
+            size += row_bytes
+        if current:
+            requests.append(current)
+        return requests
 
     def _landed_for(self, key: tuple[str, int]) -> set[tuple[str, str]]:
         """The rows of this checkpoint already stored. A writer's older sequences are dropped:

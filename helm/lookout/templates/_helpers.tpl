@@ -132,7 +132,7 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- end -}}
 {{- if eq $v.sink.kind "bigquery" -}}
 {{- $b := $v.sink.bigquery -}}
-{{- $_ := set $cfg "sink" (dict "kind" "bigquery" "project" $b.project "dataset" $b.dataset "location" $b.location) -}}
+{{- $_ := set $cfg "sink" (dict "kind" "bigquery" "project" $b.project "dataset" $b.dataset "location" $b.location "write_timeout_seconds" $b.writeTimeoutSeconds) -}}
 {{- else -}}
 {{- $_ := set $cfg "sink" (dict "kind" "duckdb" "path" $v.sink.duckdb.path "memory_limit" $v.sink.duckdb.memoryLimit) -}}
 {{- end -}}
