@@ -228,6 +228,10 @@ class MetricsConfig(_Strict):
     #: label values for `model`; others are reported as "other". Empty: first `max_models` seen.
     models: tuple[str, ...] = ()
     max_models: int = Field(default=20, ge=1, le=1000)
+    #: /healthz answers 503 once the main loop has not come round for this long (a hung sink
+    #: write, a deadlock), so the liveness probe restarts the pod; above the longest honest
+    #: pause (a checkpoint retrying a slow sink for its write timeout, table by table)
+    stall_seconds: float = Field(default=600.0, ge=10)
 
 
 class LookoutConfig(BaseSettings):

@@ -132,6 +132,7 @@ class Engine:
         self._metrics = metrics
         self._on_ack = on_ack
         self._now = now
+        self._last_progress = now()
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)
@@ -324,8 +325,14 @@ class Engine:
 
     # -- time ----------------------------------------------------------------------------------
 
+    @property
+    def seconds_since_progress(self) -> float:
+        """Since the main loop last ticked or began a checkpoint: what /healthz judges."""
+        return self._now() - self._last_progress
+
     def tick(self) -> None:
         """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
+        self._last_progress = self._now()
         self._settle(block=False)
         if self._deferred:
             self._retry_deferred()
@@ -366,6 +373,8 @@ class Engine:
                 self._begin_checkpoint()
         if len(self._windows) > self.settings.max_open_windows:
             self._shed_windows()
+        if self._metrics is not None:  # every tick: it must move while checkpoints fail
+            self._metrics.windows_open.set(len(self._windows))
 
     def finish(self, *, end_of_input: bool) -> bool:
         """Final checkpoint. At the end of a finite input, every window is evaluated first;
@@ -411,6 +420,7 @@ class Engine:
         """Write everything pending, then ack and notify; returns once that is done (or failed:
         False). A background write still running is settled first."""
         # a background write that failed was put back pending: this call writes it again
+        self._last_progress = self._now()
         self._settle(block=True)
         return self._begin_checkpoint() and self._settle(block=True)
 

@@ -1,21 +1,28 @@
 """/metrics, /healthz and /readyz on one port, for Prometheus and Kubernetes probes.
 
-/healthz answers while the process is alive (the liveness probe restarts a wedged worker);
+/healthz answers 200 while the main loop comes round, and 503 naming how long it has not once
+that exceeds `metrics.stall_seconds` (a hung sink write, a deadlock): the liveness probe then
+restarts the wedged worker, whose held messages come back to a live one;
 /readyz answers 200 only when the source is connected and the sink accepts writes, with the
 failing part named in the body, so `kubectl describe` shows why a pod is not ready.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+log = logging.getLogger("lookout.health")
+
 ReadinessCheck = Callable[[], bool]
 #: why a part is not ready, for the body ("subscription ... does not exist (3 failed attempts)")
 ReadinessDetail = Callable[[], str]
+#: "" while alive, else why not ("the main loop has not run for 700 s ...")
+LivenessCheck = Callable[[], str]
 
 
 class HealthServer:
@@ -27,9 +34,11 @@ class HealthServer:
         host: str = "0.0.0.0",
         port: int = 9464,
         details: Mapping[str, ReadinessDetail] | None = None,
+        liveness: LivenessCheck | None = None,
     ) -> None:
         self._registry = registry
         self._checks = checks
+        self._liveness = liveness
         self._details = dict(details or {})
         handler = self._handler()
         self._server = ThreadingHTTPServer((host, port), handler)
@@ -50,6 +59,7 @@ class HealthServer:
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         registry, checks, details = self._registry, self._checks, self._details
+        liveness = self._liveness
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -57,7 +67,11 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n")
+                    stalled = liveness() if liveness is not None else ""
+                    if stalled:
+                        self._send(503, f"stalled: {stalled}\n".encode())
+                    else:
+                        self._send(200, b"ok\n")
                 elif path == "/readyz":
                     failing = [
                         _explained(name, details.get(name))
@@ -82,6 +96,26 @@ class HealthServer:
                 """Probes every few seconds would drown the worker's own log."""
 
         return Handler
+
+
+def stall_check(idle_seconds: Callable[[], float], limit: float) -> LivenessCheck:
+    """The liveness check of a loop that has been idle `idle_seconds()`: failing beyond
+    `limit`, and saying so once in the log (a probe failure event in Kubernetes does not show
+    the body, and the restart ends the process)."""
+    said = threading.Event()
+
+    def stalled() -> str:
+        idle = idle_seconds()
+        if idle <= limit:
+            said.clear()
+            return ""
+        why = f"the main loop has not run for {idle:.0f} s (metrics.stall_seconds {limit:g})"
+        if not said.is_set():
+            said.set()
+            log.error("/healthz fails from now on: %s; the liveness probe restarts the pod", why)
+        return why
+
+    return stalled
 
 
 def _safe(check: ReadinessCheck) -> bool:

@@ -137,14 +137,16 @@ def _process(
         result.messages += 1
         errors = decoded.errors[index]
         if errors:
+            if not source.dead_letter(message, errors):
+                # counted when its redelivery is dead-lettered: counting each try would
+                # multiply the dead-letter rate while the dead-letter topic is broken
+                source.nack([message.ack_id])
+                result.nacked_messages += 1
+                continue
             result.invalid_records += len(errors)
             if metrics is not None:
                 for error in errors:
                     metrics.invalid_records(error.error_type)
-            if not source.dead_letter(message, errors):
-                source.nack([message.ack_id])
-                result.nacked_messages += 1
-                continue
         kept.append(index)
         ack_ids.append(message.ack_id)
         redelivered = redelivered or message.delivery_attempt > 1

@@ -196,32 +196,44 @@ def test_a_dead_letter_topic_that_does_not_exist_costs_n_attempts_then_the_recor
         [*good[:50], bad, *good[50:]], PROJECT, f"{unique_name}-logs", channels=pubsub_channels
     )
     assert report.ok, report.summary()
+    publisher = publisher_client(pubsub_channels)
+    topic = publisher.topic_path(PROJECT, f"{unique_name}-logs")
+    not_gzip = b"plain text sent as gzip"
+    publisher.publish(topic, not_gzip, **{"Content-Encoding": "gzip"}).result(timeout=30)
+    publisher.transport.close()
 
     def settled() -> bool:
         return (
             worker.sample("lookout_records_total") >= len(good)
-            and worker.sample("lookout_pubsub_dead_letter_given_up_total") >= 1
+            and worker.sample("lookout_pubsub_dead_letter_given_up_total") >= 2
             and worker.sample("lookout_pubsub_held_messages") == 0
         )
 
-    took = worker.wait_until("the good records and the bad one given up on", settled)
+    took = worker.wait_until("the good records and the two bad ones given up on", settled)
     failures = worker.sample("lookout_pubsub_dead_letter_failures_total")
     not_found = worker.sample("lookout_source_errors_total", step="dead_letter", reason="not_found")
     records = worker.sample("lookout_records_total")
+    # each bad record once, however many tries the broken topic cost: the dead-letter rate
+    # alert divides this by the records
+    invalid = worker.sample("lookout_records_invalid_total", reason="malformed_json")
+    undecodable = worker.sample("lookout_records_invalid_total", reason="bad_encoding")
     assert worker.terminate() == 0, worker.text()
     left = pull_all(pubsub_channels, f"{unique_name}-sub")
     log = worker.text()
     figures = (
         f"missing dead-letter topic: {records:.0f} of {len(good)} good records folded, "
         f"{failures:.0f} failed dead-letter attempts (not_found {not_found:.0f}), "
-        f"left {len(left)}, settled in {took:.1f} s"
+        f"invalid {invalid:.0f} + {undecodable:.0f} undecodable, left {len(left)}, "
+        f"settled in {took:.1f} s"
     )
     print(figures)
-    assert records == len(good) and failures == 3 and not_found == 3, figures
+    assert records == len(good) and failures == 6 and not_found == 6, figures
+    assert invalid == 1 and undecodable == 1, figures
     assert left == [], figures
     assert log.count("refuses publishes") == 1, log
     assert f"--dead-letter-topic {unique_name}-no-such-topic" in log, log
-    assert log.count("gave up dead-lettering") == 1, log
+    assert log.count("gave up dead-lettering") == 2, log
+    assert f"{len(good)} records, 0 duplicates, 2 invalid" in log, log
     assert hashlib.sha256(bad).hexdigest() in log, log
     assert (overflow / f"{hashlib.sha256(bad).hexdigest()}.body").read_bytes() == bad
     assert "Traceback" not in log, log

@@ -208,6 +208,24 @@ def test_windows_open_gauge_matches_the_windows_held_after_a_checkpoint() -> Non
         assert registry.get_sample_value("lookout_windows_open") == engine.open_windows
 
 
+def test_windows_open_gauge_moves_while_checkpoints_fail() -> None:
+    """Set only at a checkpoint, the gauge froze (0 before the first one) exactly while the
+    sink refused writes and windows piled up in memory: when an SRE watches it."""
+    from worker.sources.simulator import SimulationConfig, simulate_batches
+
+    registry = CollectorRegistry()
+    sink = MemorySink()
+    sink.fail_writes()
+    engine = make_engine(sink, EngineMetrics(registry, ModelLabels()))
+    sim = SimulationConfig(start=T0, hours=0.2, calls_per_minute=20, embedding_fraction=0.0)
+    for batch in simulate_batches(sim, seconds_per_batch=30):
+        engine.feed(batch)
+        engine.tick()
+        assert not engine.checkpoint()
+        assert registry.get_sample_value("lookout_windows_open") == engine.open_windows
+    assert engine.open_windows > 3
+
+
 # Bug F: worker/metrics.py EngineMetrics.evaluated labels the median quantile "0.50"
 
 

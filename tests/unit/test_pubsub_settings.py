@@ -6,6 +6,7 @@ value and the accepted range instead of surfacing as a Pub/Sub error later.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -350,7 +351,19 @@ def test_not_ready_until_a_pull_works_and_again_from_the_first_failure() -> None
     health.failed(api_error(gexc.NotFound, "Subscription does not exist"))
     assert not ready()
     assert "projects/p/subscriptions/s does not exist" in health.status()
-    assert "lookout pubsub init --project p --topic TOPIC --subscription s" in health.status()
+    assert "lookout pubsub init --project p --topic TOPIC --subscription s`" in health.status()
+
+
+def test_the_command_to_create_a_missing_subscription_carries_the_dead_letter_topic() -> None:
+    """Made without the dead-letter policy, the subscription gives no delivery attempts: the
+    README's "counted twice" case. The advice must make the subscription the config expects."""
+    target = dataclasses.replace(TARGET, dead_letter_topic="lookout-dlq")
+    health = PullHealth(target)
+    health.failed(api_error(gexc.NotFound, "Subscription does not exist"))
+    assert (
+        "lookout pubsub init --project p --topic TOPIC --subscription s "
+        "--dead-letter-topic lookout-dlq`" in health.status()
+    )
 
 
 def test_one_line_per_kind_of_failure_and_the_backoff_doubles_to_its_cap(

@@ -13,7 +13,7 @@ from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
 from schemas.errors import DecodeError
 from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.errors import SinkBroken
-from worker.health import HealthServer
+from worker.health import HealthServer, stall_check
 from worker.runner import RunSettings, run
 from worker.source import Source
 
@@ -98,6 +98,9 @@ def _start_health(
             host=config.metrics.host,
             port=config.metrics.port,
             details=details,
+            liveness=stall_check(
+                lambda: pipeline.engine.seconds_since_progress, config.metrics.stall_seconds
+            ),
         )
     except OSError as error:
         msg = (
@@ -211,11 +214,14 @@ def serve(config: LookoutConfig) -> int:
         print(f"lookout run: {error}", file=sys.stderr)
         return 2
     pipeline.engine.set_ack_handler(source.ack)
-    stats = getattr(source, "stats", None)
-    if stats is not None:
+    source_stats = getattr(source, "stats", None)
+    if source_stats is not None:
         from worker.sources.source_metrics import PubSubSourceCollector
 
-        pipeline.registry.register(PubSubSourceCollector(stats))
+        pipeline.registry.register(PubSubSourceCollector(source_stats))
+    engine_metrics = pipeline.metrics
+    if hasattr(source, "on_invalid") and engine_metrics is not None:
+        source.on_invalid = engine_metrics.invalid_records
     status = getattr(source, "status", None)  # why the source is not ready, for /readyz
     try:
         health = _start_health(
@@ -247,9 +253,12 @@ def serve(config: LookoutConfig) -> int:
         pipeline.close(input_ended=input_ended)
         _ignore_late_signals()
     stats = pipeline.engine.stats
+    # Pub/Sub bodies that could not even be inflated were dead-lettered by the source itself
+    undecodable = source_stats().bad_encoding if source_stats is not None else 0
     print(
         f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "
-        f"{result.invalid_records} invalid, {stats.windows_evaluated} windows evaluated",
+        f"{result.invalid_records + undecodable} invalid, {stats.quarantined} quarantined "
+        f"(event time), {stats.windows_evaluated} windows evaluated",
         file=sys.stderr,
     )
     failure = getattr(source, "failure", None)  # a file source's corrupt gzip data

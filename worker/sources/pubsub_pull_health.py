@@ -34,16 +34,22 @@ class PullTarget:
     path: str  # projects/P/subscriptions/S
     endpoint: str  # `127.0.0.1:8085 (PUBSUB_EMULATOR_HOST)` or pubsub.googleapis.com:443
     what_to_check: str
+    #: the configured dead-letter topic: a subscription made without its policy gives no
+    #: delivery attempts, so the command to create one must carry it
+    dead_letter_topic: str | None = None
 
 
 def explain(target: PullTarget, error: BaseException) -> str:
     """One line: what failed, where, and what fixes it."""
     reason = reason_of(error)
     if reason == "not_found":
+        dead_letter = (
+            f" --dead-letter-topic {target.dead_letter_topic}" if target.dead_letter_topic else ""
+        )
         return (
             f"subscription {target.path} does not exist on {target.endpoint}: create it with "
             f"`lookout pubsub init --project {target.project} --topic TOPIC "
-            f"--subscription {target.subscription}`"
+            f"--subscription {target.subscription}{dead_letter}`"
         )
     if reason == "permission_denied":
         return (

@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
@@ -113,6 +113,7 @@ class PubSubSource:
                 path=self._path,
                 endpoint=describe_endpoint(self._channels),
                 what_to_check=what_to_check(self._channels),
+                dead_letter_topic=settings.dead_letter_topic,
             ),
             max_backoff=settings.max_backoff_seconds,
         )
@@ -127,6 +128,9 @@ class PubSubSource:
         self._dupe_count = 0
         self._recent: OrderedDict[str, None] = OrderedDict()  # message ids acked recently
         self._counters = Counters()
+        #: told the error type of each message dead-lettered here, before any decode (a body
+        #: that cannot be inflated), so the invalid-records metric counts it like a bad record
+        self.on_invalid: Callable[[str], None] | None = None
         self._counts = {
             "received": 0,
             "redelivered_acked": 0,
@@ -254,11 +258,13 @@ class PubSubSource:
                 raise InflateError(msg)
             data = inflate(item.data, self.settings.max_inflated_bytes)
         except InflateError as e:
-            with self._lock:
-                self._counts["bad_encoding"] += 1
             log.warning("message %s on %s: %s", item.message_id, self._path, e)
             error = DecodeError(line=1, reason=str(e), raw=item.data, error_type="bad_encoding")
             if self.dead_letter(raw, [error]):
+                with self._lock:  # once per message, not per try of a broken dead-letter topic
+                    self._counts["bad_encoding"] += 1
+                if self.on_invalid is not None:
+                    self.on_invalid(error.error_type)
                 self.ack([item.ack_id])
             else:
                 self.nack([item.ack_id])
@@ -355,8 +361,9 @@ class PubSubSource:
         if not outcome.retryable and not self._topic_problem_logged:
             self._topic_problem_logged = True
             log.error(
-                "the dead-letter topic %s refuses publishes (%s): create it with `lookout pubsub "
-                "init --project %s --topic TOPIC --subscription %s --dead-letter-topic %s` or "
+                "the dead-letter topic %s refuses publishes (%s): create it with `lookout "
+                "pubsub init --project %s --topic TOPIC --subscription %s --dead-letter-topic "
+                "%s --update` (which also gives the subscription that dead-letter policy) or "
                 "grant roles/pubsub.publisher on it; messages with bad records are nacked and "
                 "given up on after %d attempts each",
                 dlq.topic_path,
