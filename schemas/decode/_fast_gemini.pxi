@@ -234,14 +234,14 @@ cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
     cdef yyjson_val *k
     cdef uint32_t seen = 0
     cdef int i
-    cdef double counts[4]
+    cdef double counts[5]
     cdef const char *name
     cdef size_t n
     if yyjson_is_null(v):
         return 0
     if not yyjson_is_obj(v) or not yyjson_obj_iter_init(v, &it):
         return -1
-    for i in range(4):
+    for i in range(5):
         counts[i] = NAN
     while True:
         k = yyjson_obj_iter_next(&it)
@@ -257,13 +257,17 @@ cdef int read_usage(yyjson_val *v, Row *row) noexcept nogil:
             i = 2
         elif is_key(name, n, b"totalTokenCount", 15):
             i = 3
+        elif is_key(name, n, b"toolUsePromptTokenCount", 23):
+            i = 4
         else:
             continue
         if not known(&seen, i) or count_of(yyjson_obj_iter_get_val(k), &counts[i]):
             return -1
     # as the reference: a usage block with a prompt or total count reads missing ones as 0
     if counts[0] == counts[0] or counts[3] == counts[3]:
-        row.d[D_TIN] = counts[0] if counts[0] == counts[0] else 0.0
+        row.d[D_TIN] = (counts[0] if counts[0] == counts[0] else 0.0) + (
+            counts[4] if counts[4] == counts[4] else 0.0
+        )
         row.d[D_TOUT] = (counts[1] if counts[1] == counts[1] else 0.0) + (
             counts[2] if counts[2] == counts[2] else 0.0
         )

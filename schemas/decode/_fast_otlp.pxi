@@ -116,7 +116,7 @@ cdef int nanos_of(yyjson_val *v, int64_t *out) noexcept nogil:
 
 cdef enum:
     A_OTHER, A_REQUEST_MODEL, A_RESPONSE_MODEL, A_RESPONSE_ID, A_INPUT, A_PROMPT, A_OUTPUT,
-    A_COMPLETION, A_FINISH, A_ERROR_TYPE, N_ATTRS
+    A_COMPLETION, A_FINISH, A_ERROR_TYPE, A_OPERATION, N_ATTRS
 
 cdef int attr_of(const char *k, size_t n) noexcept nogil:
     if is_key(k, n, b"gen_ai.request.model", 20): return A_REQUEST_MODEL
@@ -128,7 +128,15 @@ cdef int attr_of(const char *k, size_t n) noexcept nogil:
     if is_key(k, n, b"gen_ai.usage.completion_tokens", 30): return A_COMPLETION
     if is_key(k, n, b"gen_ai.response.finish_reasons", 30): return A_FINISH
     if is_key(k, n, b"error.type", 10): return A_ERROR_TYPE
+    if is_key(k, n, b"gen_ai.operation.name", 21): return A_OPERATION
     return A_OTHER
+
+cdef bint not_a_model_call(yyjson_val *v) noexcept nogil:
+    """`schemas.decode.otlp.NOT_MODEL_CALLS`: an agent's or a tool's span."""
+    cdef const char *p = yyjson_get_str(v)
+    cdef size_t n = yyjson_get_len(v)
+    return (is_key(p, n, b"invoke_agent", 12) or is_key(p, n, b"create_agent", 12)
+            or is_key(p, n, b"execute_tool", 12))
 
 cdef int any_value(yyjson_val *v, yyjson_val **string, yyjson_val **integer,
                    yyjson_val **array) noexcept nogil:
@@ -314,6 +322,8 @@ cdef int read_otlp(yyjson_val *root, yyjson_val *resource_spans, Row *row,
                 return -1
     if not genai:
         return -1  # not a GenAI span: no record at all, left to Python
+    if attr[A_OPERATION] != NULL and not_a_model_call(attr[A_OPERATION]):
+        return -1  # not a model call: no record either
     if status != NULL and not (yyjson_is_null(status) or yyjson_is_obj(status)):
         return -1
     if status != NULL and not yyjson_is_null(status):

@@ -11,7 +11,9 @@ marks the call blocked and safety scores are the maximum over all answers — a 
 not miss a blocked second answer because the first was fine.
 
 Tokens: output tokens include Gemini's `thoughtsTokenCount`, as OpenAI's `completion_tokens`
-includes reasoning tokens, so both mean "output billed". Proto3 JSON omits zero counts, so a
+includes reasoning tokens, so both mean "output billed"; input tokens include the prompts of
+Gemini's tools (`toolUsePromptTokenCount`: Search grounding, code execution), which its
+`totalTokenCount` counts and which are billed as input. Proto3 JSON omits zero counts, so a
 Gemini usage block that has a prompt or total count reads a missing count as 0.
 
 Finish reasons come out in one canonical lowercase vocabulary and `block_reason` as the
@@ -242,7 +244,9 @@ def gemini_facts(chunks: list[Body]) -> BodyFacts:
         if usage is not None and (
             usage.promptTokenCount is not None or usage.totalTokenCount is not None
         ):
-            facts.input_tokens = usage.promptTokenCount or 0
+            facts.input_tokens = (usage.promptTokenCount or 0) + (
+                usage.toolUsePromptTokenCount or 0
+            )
             facts.output_tokens = (usage.candidatesTokenCount or 0) + (
                 usage.thoughtsTokenCount or 0
             )

@@ -3,6 +3,10 @@
 One OTLP document may carry many spans; each span with GenAI semantic-convention attributes
 (`gen_ai.*`) is one call. Spans without any `gen_ai.` attribute (HTTP, database, the app's own
 spans) are skipped silently: a collector exports whole traces, and those spans are not errors.
+So are GenAI spans that are not a model call (`gen_ai.operation.name` `invoke_agent`,
+`create_agent`, `execute_tool`): an agent's span carries its model and the usage of the calls
+under it, which are spans of their own, so counting it would count every call and token twice,
+and a tool's span has no model at all.
 Finish reasons are the provider's words, so they are normalised by the same table as response
 bodies (`schemas.decode.finish`); a blocking one sets `block_reason` to its upper-case word.
 
@@ -84,6 +88,9 @@ def _str_attr(attrs: dict[str, AttrValue], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+#: GenAI operations that are not one model call (the semantic conventions' well-known names)
+NOT_MODEL_CALLS = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
 _OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
@@ -100,6 +107,9 @@ def span_record(span: Span) -> Wire | None:
         v = kv.value  # most attributes are strings: no call for those
         attrs[kv.key] = v.stringValue if v is not None and v.stringValue is not None else _value(v)
     if "gen_ai.request.model" not in attrs and not any(k.startswith("gen_ai.") for k in attrs):
+        return None
+    operation = attrs.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation in NOT_MODEL_CALLS:
         return None
     model = _str_attr(attrs, "gen_ai.request.model") or _str_attr(attrs, "gen_ai.response.model")
     if model is None:

@@ -78,6 +78,7 @@ class GeminiUsage(Struct, gc=False):
     promptTokenCount: NonNegInt | None = None
     candidatesTokenCount: NonNegInt | None = None
     thoughtsTokenCount: NonNegInt | None = None
+    toolUsePromptTokenCount: NonNegInt | None = None
     totalTokenCount: NonNegInt | None = None
 
 
