@@ -686,6 +686,8 @@ cdef int read_palm(yyjson_val *body, Out *o, Row *row, const char *base) noexcep
         elif is_key(name, n, b"citationMetadata", 16):
             if not known(&pseen, 2) or read_citations(x, &row.d[D_CITATIONS]):
                 return -1
+        elif is_key(name, n, b"candidates", 10):
+            return -1  # chat-bison's replies: read by the reference
     row.sc_n = o.n_scores - row.sc_off
     row.provider = 3
     return 0

@@ -409,6 +409,8 @@ def palm_facts(body: Body) -> BodyFacts:
                 facts.blocked, facts.block_stage, facts.block_reason = True, "response", "SAFETY"
         if i == 0:
             facts.response = prediction.content
+            if facts.response is None and prediction.candidates:
+                facts.response = prediction.candidates[0].content  # chat-bison
             meta = prediction.citationMetadata
             facts.citation_count = (
                 0 if meta is None else len(meta.citations or ()) + len(meta.citationSources or ())

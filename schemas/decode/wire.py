@@ -89,8 +89,17 @@ class PalmSafetyAttributes(Struct, gc=False):
     safetyRatings: list[SafetyRating] | None = None
 
 
+class PalmChatCandidate(Struct, gc=False):
+    """A chat-bison reply: `author` and `content`."""
+
+    author: str | None = None
+    content: str | None = None
+
+
 class PalmPrediction(Struct, gc=False):
     content: str | None = None
+    #: chat-bison's replies (text-bison gives `content` itself)
+    candidates: list[PalmChatCandidate] | None = None
     safetyAttributes: PalmSafetyAttributes | list[PalmSafetyAttributes] | None = None
     citationMetadata: CitationMetadata | None = None
 

@@ -1,0 +1,66 @@
+"""Fields of real provider payloads that were misread, each in both decoders.
+
+Gemini's usage block: input tokens are what is billed as input, tool prompts included. A call
+with Search grounding or code execution reports the tool-use prompts apart from the prompt
+(`toolUsePromptTokenCount`); `totalTokenCount` counts them. Read as the prompt alone, such a
+call's input tokens fell short of its total by hundreds of tokens, and a token-usage shift from
+a new tool was invisible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.decode.api import MessageBytes
+from tests.decode_agreement import assert_agree
+
+HEAD = {"request_id": "r", "timestamp": "2024-01-01T00:00:00Z", "model": "gemini-2.5-flash"}
+
+
+def gemini(usage: dict[str, int]) -> bytes:
+    body = {"candidates": [{"index": 0, "finishReason": "STOP"}], "usageMetadata": usage}
+    record: dict[str, Any] = HEAD | {"latency_ms": 812.0, "response_body": body}
+    return orjson.dumps(record)
+
+
+def test_tool_use_prompt_tokens_are_input_tokens_in_both_decoders() -> None:
+    usage = {
+        "promptTokenCount": 12,
+        "candidatesTokenCount": 40,
+        "toolUsePromptTokenCount": 310,
+        "thoughtsTokenCount": 100,
+        "totalTokenCount": 462,
+    }
+    without_tools = {"promptTokenCount": 12, "candidatesTokenCount": 40, "totalTokenCount": 52}
+    lines = [gemini(usage), gemini(without_tools)]
+    for messages in (
+        [MessageBytes(line, None, 1) for line in lines],
+        [MessageBytes(b"\n".join(lines))],
+    ):
+        decoded = assert_agree(messages)
+        inputs = [int(x) for b in decoded.batches for x in b.input_tokens]
+        outputs = [int(x) for b in decoded.batches for x in b.output_tokens]
+        assert inputs == [322, 12] and outputs == [140, 40]
+        assert inputs[0] + outputs[0] == usage["totalTokenCount"]
+
+
+def test_a_chat_bison_reply_is_read_as_the_response() -> None:
+    """PaLM's chat model answers in `predictions[].candidates[]` (text-bison in `content`):
+    read as text-bison, every chat-bison response was missing and response length blind."""
+    body = {
+        "predictions": [
+            {
+                "candidates": [{"author": "1", "content": "Hello there"}],
+                "citationMetadata": {"citations": []},
+                "safetyAttributes": {"categories": ["Violent"], "scores": [0.1], "blocked": False},
+            }
+        ],
+        "metadata": {"tokenMetadata": {"outputTokenCount": {"totalTokens": 3.0}}},
+    }
+    record = HEAD | {"model": "chat-bison", "latency_ms": 300.0, "response_body": body}
+    decoded = assert_agree([MessageBytes(orjson.dumps(record))])
+    (batch,) = decoded.batches
+    assert batch.response_length.tolist() == [len("Hello there")]
+    assert int(batch.output_tokens[0]) == 3
