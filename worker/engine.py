@@ -73,6 +73,11 @@ class EngineSettings:
     background_checkpoints: bool = False
     #: judge no window for this long after start (Pub/Sub: the ack deadline and a margin)
     closing_hold_seconds: float = 0.0
+    #: evaluate role: unjudged windows are looked for from this far behind the frontier...
+    unjudged_recent_seconds: int = 86_400
+    #: ...and among all stored windows at the first read and every this many reads (at a
+    #: 5-second checkpoint interval, hourly)
+    unjudged_full_scan_every: int = 720
     #: during that hold, report no frontier beyond this one: the last a predecessor under the
     #: same writer id reported (its row is overwritten by ours, and its unacked messages are
     #: still to come back); None for a writer id never seen (a new replica reports its own)
@@ -139,6 +144,8 @@ class Engine:
         self._pending_quarantine: list[QuarantinedRecord] = []
         #: evaluate role: windows found closable by the previous `judge_stored`
         self._closable_before: set[tuple[str, int]] = set()
+        self._judge_reads = 0  # reads of unjudged windows so far (evaluate role)
+        self._backlog = False  # the last read was cut at its limit: read from the oldest again
         self._windows: dict[tuple[str, int], OpenWindow] = {}
         self._newest_stored: dict[str, int | None] = {}
         self._pending_acks: list[str] = []
@@ -622,10 +629,15 @@ class Engine:
         if frontier is not None:
             self._watermark.observe(frontier)
         window = self.settings.window_seconds
+        full = self._judge_reads % self.settings.unjudged_full_scan_every == 0
+        since = (
+            None if full or self._backlog or frontier is None else self._unjudged_since(frontier)
+        )
+        self._judge_reads += 1
+        stored = self._sink.unevaluated_windows(limit, since=since)
+        self._backlog = len(stored) >= limit
         closable = {
-            (model, start)
-            for model, start in self._sink.unevaluated_windows(limit)
-            if self._watermark.closes(start, window)
+            (model, start) for model, start in stored if self._watermark.closes(start, window)
         }
         ready = sorted(closable & self._closable_before, key=lambda key: (key[1], key[0]))
         self._closable_before = closable - set(ready)
@@ -640,6 +652,15 @@ class Engine:
             if not state.evaluated:
                 self._evaluate(state)
         return len(ready)
+
+    def _unjudged_since(self, frontier: float) -> int:
+        """Where the evaluator's regular read of unjudged windows starts: a day behind the
+        frontier covers every window ingest still writes first parts of (late records, a
+        replica's restart), and the windows waiting for their second sighting stay in view.
+        Older windows stored for the first time (a model silent for days, records up to
+        `max_past_seconds` old) are found by the full read every `unjudged_full_scan_every`."""
+        oldest = int(frontier) - self.settings.unjudged_recent_seconds
+        return min([oldest, *(start for _, start in self._closable_before)])
 
     def _notify(self, alerts: Sequence[Alert]) -> None:
         """Deliver new alerts and retry earlier undelivered ones (they are durable already).

@@ -243,10 +243,14 @@ class Sink(Protocol):
 
     def models(self) -> Sequence[str]: ...
 
-    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+    def unevaluated_windows(
+        self, limit: int, *, since: int | None = None
+    ) -> Sequence[tuple[str, int]]:
         """(model, window start) of stored windows without any detection, oldest first: an
         evaluator behind by more than `limit` windows judges its backlog in order (newest first,
-        the tracker took the older windows for replays and an incident in them never paged)."""
+        the tracker took the older windows for replays and an incident in them never paged).
+        With `since`, only windows starting then or later: the evaluator asks every few
+        seconds, and on BigQuery a read of every partition each time is billed each time."""
         ...
 
     def load_alert_state(self) -> Sequence[Mapping[str, Any]]: ...

@@ -165,6 +165,8 @@ class MemorySink:
         self._fail_reads = False
         self.write_attempts = 0
         self.failed_writes = 0
+        #: the `since` of every `unevaluated_windows` read, in order (None: every window)
+        self.unevaluated_reads: list[int | None] = []
         self.checkpoints_written = 0
 
     # -- the failure switch --------------------------------------------------------------------
@@ -350,11 +352,18 @@ class MemorySink:
         with self._lock:
             return sorted({p.model for p in self._partials})
 
-    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+    def unevaluated_windows(
+        self, limit: int, *, since: int | None = None
+    ) -> Sequence[tuple[str, int]]:
         self._check_read()
+        self.unevaluated_reads.append(since)
         with self._lock:
             judged = {(m, s) for m, _, s in self._detections}
-            windows = {(p.model, p.window_start) for p in self._partials} - judged
+            windows = {
+                (p.model, p.window_start)
+                for p in self._partials
+                if since is None or p.window_start >= since
+            } - judged
         return sorted(windows, key=lambda w: (w[1], w[0]))[:limit]
 
     def load_frontier(self, active_within: float = 60.0) -> float | None:

@@ -131,6 +131,8 @@ def test_checkpoint_round_trips_states_ids_verdicts_alert_state_and_references(s
     assert sink.newest_window_start("c") is None
     assert list(sink.models()) == ["a", "b"]
     assert list(sink.unevaluated_windows(10)) == [("b", S0 + 60)]
+    assert list(sink.unevaluated_windows(10, since=S0 + 60)) == [("b", S0 + 60)]
+    assert list(sink.unevaluated_windows(10, since=S0 + 61)) == []
     recent = sink.load_recent_windows("b", S0, S0 + 120)
     assert list(recent) == [S0 + 60]
     assert sink.load_recent_windows("b", S0, S0 + 60) == {}

@@ -82,3 +82,63 @@ def test_an_evaluator_behind_by_more_than_its_limit_judges_oldest_first_and_page
 
 def _minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
+
+
+def test_the_evaluators_regular_read_looks_a_day_back_and_still_finds_an_old_window() -> None:
+    """Every `checkpoint_seconds` the evaluator asks the sink for unjudged windows; on BigQuery
+    a read of every partition each time is billed each time, 17,280 times a day. The regular
+    read starts a day behind the frontier; all windows are read at the first read, while a
+    read comes back full, and every `unjudged_full_scan_every` reads, which is how a window
+    stored late for a day long past (a model silent for days) is still judged."""
+    sink = MemorySink()
+    ingest_all(sink, 12)
+    detectors = build_detectors(dict.fromkeys(NAMES))
+    evaluator = Engine(
+        EngineSettings(writer_id="evaluator", unjudged_full_scan_every=5),
+        detectors,
+        sink,
+        WindowEvaluator(detectors, 60, EvidenceTracker.load([], AlertingConfig())),
+        now=FakeClock(),
+        wall_clock=None,
+    )
+    frontier = sink.load_frontier()
+    assert frontier is not None
+    for _ in range(3):
+        evaluator.judge_stored(frontier)
+        assert evaluator.checkpoint()
+    day_back = int(frontier) - 86_400
+    assert sink.unevaluated_reads == [None, day_back, day_back]
+    judged_before = len({(d.model, d.window_start) for d in sink.detections()})
+    assert judged_before >= 10
+
+    # records two days old for a model no window of which was stored (within max_past_seconds)
+    old = T0 - timedelta(days=2)
+    late = replica(sink, evaluate=False, writer="ingest-1")
+    for batch in simulate_batches(
+        SimulationConfig(start=old, hours=0.05, models=("gpt-4o-mini",), embedding_fraction=0.0),
+        seconds_per_batch=30,
+    ):
+        late.feed(batch)
+    assert late.finish(end_of_input=True)
+    old_windows = {(m, s) for m, s in sink.unevaluated_windows(100) if s < day_back}
+    assert len(old_windows) >= 3
+    del sink.unevaluated_reads[3:]
+    for _ in range(4):
+        evaluator.judge_stored(frontier)
+        assert evaluator.checkpoint()
+    # reads 0 and 5 are full ones; the windows read 5 found stay in view until judged
+    oldest = min(start for _, start in old_windows)
+    assert sink.unevaluated_reads[3:] == [day_back, day_back, None, oldest]
+    judged = {(d.model, int(d.window_start.timestamp())) for d in sink.detections()}
+    assert old_windows <= judged, "the old windows were never judged"
+
+
+def test_an_evaluator_reads_from_the_oldest_while_its_backlog_fills_a_read() -> None:
+    sink = MemorySink()
+    ingest_all(sink, 12)
+    evaluator = replica(sink, evaluate=True, writer="evaluator")
+    frontier = sink.load_frontier()
+    for _ in range(4):
+        evaluator.judge_stored(frontier, limit=4)
+        assert evaluator.checkpoint()
+    assert sink.unevaluated_reads == [None, None, None, None]

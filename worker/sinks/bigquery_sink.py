@@ -39,7 +39,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: below insertAll's 10 MB request limit, with room for the request's own wrapping and insertIds
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+#: how far back the evaluator's frequent frontier read looks (every live writer wrote since)
+FRONTIER_LOOKBACK_SECONDS = 86_400.0
 #: BigQuery's documented maximum is 50,000 rows a request and 500 its recommendation
 MAX_REQUEST_ROWS = 5_000
 
@@ -560,14 +562,19 @@ class BigQuerySink:
         rows = self.query("SELECT DISTINCT model FROM {ds}.window_metrics ORDER BY model")
         return [str(r["model"]) for r in rows]
 
-    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+    def unevaluated_windows(
+        self, limit: int, *, since: int | None = None
+    ) -> Sequence[tuple[str, int]]:
+        # both tables are partitioned by DATE(window_start): `since` prunes what is read
+        recent = "" if since is None else " WHERE window_start >= TIMESTAMP_SECONDS(@since)"
         rows = self.query(
             "SELECT DISTINCT w.model AS model, UNIX_SECONDS(w.window_start) AS s "
-            "FROM {ds}.window_metrics AS w LEFT JOIN "
-            "(SELECT DISTINCT model, window_start FROM {ds}.detections) AS d "
+            f"FROM (SELECT model, window_start FROM {{ds}}.window_metrics{recent}) AS w "
+            "LEFT JOIN "
+            f"(SELECT DISTINCT model, window_start FROM {{ds}}.detections{recent}) AS d "
             "ON d.model = w.model AND d.window_start = w.window_start "
             "WHERE d.model IS NULL ORDER BY s, model LIMIT @limit",
-            {"limit": limit},
+            {"limit": limit} if since is None else {"limit": limit, "since": since},
         )
         return [(str(r["model"]), int(r["s"])) for r in rows]
 
@@ -582,13 +589,17 @@ class BigQuerySink:
         return state
 
     def load_frontier(self, active_within: float = 60.0) -> float | None:
+        """The evaluator's read every few seconds: only the last day's progress rows (the
+        table gains a row per writer per checkpoint, and is partitioned by day of
+        `updated_at`), which holds every writer still within `active_within` of the newest."""
+        recent = self._clock() - timedelta(seconds=max(FRONTIER_LOOKBACK_SECONDS, active_within))
         rows = self.query(
             "WITH latest AS (SELECT frontier_unix, updated_at FROM {ds}.writer_progress "
-            "WHERE TRUE QUALIFY ROW_NUMBER() OVER (PARTITION BY writer_id "
+            "WHERE updated_at >= @recent QUALIFY ROW_NUMBER() OVER (PARTITION BY writer_id "
             "ORDER BY updated_at DESC) = 1) "
             "SELECT MIN(frontier_unix) AS f FROM latest WHERE updated_at >= "
             "TIMESTAMP_SUB((SELECT MAX(updated_at) FROM latest), INTERVAL @ms MILLISECOND)",
-            {"ms": round(active_within * 1000)},
+            {"ms": round(active_within * 1000), "recent": recent},
         )
         value = rows[0]["f"] if rows else None
         return None if value is None else float(value)

@@ -556,14 +556,17 @@ class DuckDBSink:
             ).fetchall()
         return [r for (r,) in rows]
 
-    def unevaluated_windows(self, limit: int) -> Sequence[tuple[str, int]]:
+    def unevaluated_windows(
+        self, limit: int, *, since: int | None = None
+    ) -> Sequence[tuple[str, int]]:
         with self._lock:
             rows = self._con.execute(
                 "SELECT DISTINCT w.model, epoch(w.window_start)::BIGINT AS start "
                 "FROM window_metrics w ANTI JOIN detections d "
                 "ON d.model = w.model AND d.window_start = w.window_start "
+                "WHERE w.window_start >= to_timestamp(?) "
                 "ORDER BY start, w.model LIMIT ?",
-                [limit],
+                [-(2**40) if since is None else since, limit],
             ).fetchall()
         return [(str(m), int(s)) for m, s in rows]
 
