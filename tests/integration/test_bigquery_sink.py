@@ -58,6 +58,7 @@ def test_bq_init_twice_changes_nothing_the_second_time(bigquery_emulator: BigQue
     second = lookout(bigquery_emulator, "bq", "init", "--project", project, "--dataset", dataset)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == f"{project}.{dataset}: up to date, nothing changed"
+    assert "not partitioned" not in first.stderr + second.stderr
 
     client = bigquery_emulator.client()
     table = client.get_table(f"{project}.{dataset}.window_metrics")
@@ -82,9 +83,17 @@ def test_bq_init_adds_missing_columns_to_an_older_table(
     client.query_and_wait(
         f"INSERT INTO `{dataset}.detector_references` (model, detector) VALUES ('a', 'latency')"
     )
+    client.query_and_wait(  # unpartitioned, as before the evaluator's reads were bounded
+        f"CREATE TABLE `{dataset}.writer_progress` "
+        "(writer_id STRING, frontier_unix FLOAT64, updated_at TIMESTAMP)"
+    )
     result = lookout(bigquery_emulator, "bq", "init", "--project", project, "--dataset", dataset)
     assert result.returncode == 0, result.stderr
     assert "added column llm_monitoring_old.detector_references.state" in result.stdout
+    assert result.stderr.count("not partitioned") == 1, result.stderr
+    assert "llm_monitoring_old.writer_progress is not partitioned by DATE(updated_at)" in (
+        result.stderr
+    )
     rows = list(client.query_and_wait(f"SELECT model FROM `{dataset}.detector_references`"))
     assert [r["model"] for r in rows] == ["a"]  # the rows stay
     client.close()

@@ -72,6 +72,8 @@ def init(
         )
     except Exception as error:  # no credentials, no network: one line, no traceback
         _die(f"{type(error).__name__}: {error}")
+    for line in report.advice:
+        typer.echo(f"lookout bq init: {line}", err=True)
     if not report.changed:
         typer.echo(f"{project}.{dataset}: up to date, nothing changed")
         return

@@ -25,6 +25,8 @@ class InitReport:
     added_columns: list[str] = field(default_factory=list)
     replaced_views: list[str] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
+    #: what `bq init` cannot change in place and an operator should (one line each)
+    advice: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -55,6 +57,12 @@ def _sync_table(client: Any, project: str, dataset: str, table: Table, report: I
         _run(client, table.ddl(dataset), report)
         report.created_tables.append(table.name)
         return
+    if table.partition_by and getattr(found, "time_partitioning", None) is None:
+        report.advice.append(
+            f"table {dataset}.{table.name} is not partitioned by DATE({table.partition_by}) "
+            "(made by an earlier release), so every read of it reads it whole; partitioning "
+            'cannot be added in place: recreate it as the README\'s "For analysts" says'
+        )
     have = {f.name: f for f in found.schema}
     for column in table.columns:
         existing = have.get(column.name)
