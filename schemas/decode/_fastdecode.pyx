@@ -308,8 +308,6 @@ cdef int scan_message(Out *o, int64_t msg, const char *data, Py_ssize_t n, int64
 # ---------------------------------------------------------------- phase 2: Python columns
 
 _STAGES = (None, "prompt", "response")
-#: provider word → canonical finish reason, bounded like the reference's own cache
-_FINISH: dict = {}
 
 
 cdef object text(Out *o, Span s):
@@ -328,19 +326,6 @@ cdef object same_or_text(Out *o, Span s, Span *last, object last_text):
         return last_text
     last[0] = s
     return text(o, s)
-
-
-cdef object finish_word(Out *o, Span s):
-    cdef object raw, word
-    if s.off < 0:
-        return None
-    raw = PyUnicode_DecodeUTF8(o.copy + s.off, s.len, NULL)
-    word = _FINISH.get(raw)
-    if word is None:
-        word = canonical_finish_reason(raw)
-        if len(_FINISH) < 1024:
-            _FINISH[raw] = word
-    return word
 
 
 #: (provider word, from a span) → (canonical finish reason, block reason): two Python calls per
@@ -438,8 +423,15 @@ cdef dict columns(Out *o, list datas):
                     reasons[i] = block if r.provider == 1 else "CONTENT_FILTER"
             if r.provider == 2 and r.blocked:  # Azure's filters
                 reasons[i] = "CONTENT_FILTER"
-        elif r.s[S_FINISH].off >= 0:
-            finishes[i] = finish_word(o, r.s[S_FINISH])
+        elif r.s[S_FINISH].off >= 0:  # a native record's word: blocking ones block
+            finish, block = provider_finish(o, r.s[S_FINISH], True)
+            finishes[i] = finish
+            if block is not None and not r.blocked:
+                blocked_v[i] = 1
+                if not r.stage:
+                    stages[i] = "response"
+                if r.s[S_BLOCK_REASON].off < 0:
+                    reasons[i] = block
         if r.s[S_ERROR].off >= 0:
             errors[i] = text(o, r.s[S_ERROR])
         if r.stage:

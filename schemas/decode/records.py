@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import msgspec
 
 from schemas.decode.bodies import PROVIDER_KINDS, BodyError, interpret
-from schemas.decode.finish import canonical_finish_reason
+from schemas.decode.finish import canonical_finish_reason, response_block_reason
 from schemas.decode.guards import (
     BOM,
     deep_line_candidates,
@@ -324,7 +324,9 @@ def _complete(
             facts = interpret(wire.response_body, kind, max_depth)
         except BodyError as e:
             return DecodeError(line, e.reason, raw, prefix + e.field)
-        # the envelope's own values win; written out field by field, as this runs per record,
+        # the envelope's own values win, but for a block: a body that was blocked is a block
+        # whatever `blocked: false` a logging wrapper wrote by default (as any blocked answer
+        # of several blocks the call). Written out field by field, as this runs per record,
         # and the body's value is looked at first: most are None (no block, no error)
         if facts.model_version is not None and wire.model_version is None:
             wire.model_version = facts.model_version
@@ -332,7 +334,7 @@ def _complete(
             wire.input_tokens = facts.input_tokens
         if facts.output_tokens is not None and wire.output_tokens is None:
             wire.output_tokens = facts.output_tokens
-        if wire.blocked is None:
+        if not wire.blocked:
             wire.blocked = facts.blocked
         if facts.block_stage is not None and wire.block_stage is None:
             wire.block_stage = facts.block_stage
@@ -362,6 +364,13 @@ def _complete(
     if wire.request_id is None:
         wire.request_id = deterministic_request_id(record)
     if wire.finish_reason is not None:
-        # an envelope or a native record may carry a provider's word too (`STOP`)
+        # an envelope or a native record may carry a provider's word too (`STOP`); a blocking
+        # one (`SAFETY`, `content_filter`) is a block, as it is in a body or a span
+        if not wire.blocked:
+            block = response_block_reason(wire.finish_reason)
+            if block is not None:
+                wire.blocked = True
+                wire.block_stage = wire.block_stage or "response"
+                wire.block_reason = wire.block_reason or block
         wire.finish_reason = canonical_finish_reason(wire.finish_reason)
     return wire

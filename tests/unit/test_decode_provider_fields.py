@@ -64,3 +64,49 @@ def test_a_chat_bison_reply_is_read_as_the_response() -> None:
     (batch,) = decoded.batches
     assert batch.response_length.tolist() == [len("Hello there")]
     assert int(batch.output_tokens[0]) == 3
+
+
+def test_a_blocking_finish_word_in_a_native_record_is_a_block() -> None:
+    """`finish_reason: SAFETY` (or `content_filter`) in a native record is the same block as in
+    a body or a span, whatever `blocked` a logger left out or wrote as its default false; a
+    block the record states itself keeps its stage and reason."""
+    native = HEAD | {"latency_ms": 300.0}
+    records = [
+        native | {"request_id": "a", "finish_reason": "SAFETY"},
+        native | {"request_id": "b", "finish_reason": "content_filter", "blocked": False},
+        native | {"request_id": "c", "finish_reason": "stop"},
+        native
+        | {
+            "request_id": "d",
+            "finish_reason": "SAFETY",
+            "blocked": True,
+            "block_stage": "prompt",
+            "block_reason": "BLOCKLIST",
+        },
+    ]
+    lines = [orjson.dumps(r) for r in records]
+    for messages in (
+        [MessageBytes(line, None, 1) for line in lines],
+        [MessageBytes(b"\n".join(lines))],
+    ):
+        decoded = assert_agree(messages)
+        rows = [
+            (bool(b.blocked[i]), b.block_stage[i], b.block_reason[i], b.finish_reason[i])
+            for b in decoded.batches
+            for i in range(len(b))
+        ]
+        assert rows == [
+            (True, "response", "SAFETY", "safety"),
+            (True, "response", "CONTENT_FILTER", "safety"),
+            (False, None, None, "stop"),
+            (True, "prompt", "BLOCKLIST", "safety"),
+        ]
+
+
+def test_an_envelopes_default_false_does_not_hide_a_blocked_body() -> None:
+    body = {"candidates": [{"index": 0, "finishReason": "SAFETY"}]}
+    record = HEAD | {"latency_ms": 300.0, "blocked": False, "response_body": body}
+    decoded = assert_agree([MessageBytes(orjson.dumps(record))])
+    (batch,) = decoded.batches
+    assert bool(batch.blocked[0]) and batch.block_stage[0] == "response"
+    assert batch.block_reason[0] == "SAFETY"
