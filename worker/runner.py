@@ -16,12 +16,15 @@ dead-letters and nacks are exactly those of decoding in line (`decode_ahead_slic
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from detectors import reservoir
 from schemas.batch import LogBatch
@@ -153,7 +156,25 @@ def _process(
         if progress is not None and counts is not None:
             progress(int(counts[index]) + len(errors))
     if ack_ids:
+        quarantined = engine.stats.quarantined
         _feed(engine, decoded.rows_of(kept), ack_ids, redelivered=redelivered)
+        if engine.stats.quarantined > quarantined:
+            _locate_quarantined(engine, engine.stats.quarantined - quarantined, decoded)
+
+
+def _locate_quarantined(engine: Engine, new: int, decoded: DecodedPoll) -> None:
+    """Give the newest quarantine examples their input line (rare: a broken clock), so the
+    CLI names each by line like a bad record; the first row of a request id wins."""
+    examples = engine.stats.quarantine_examples
+    fresh = list(examples)[-min(new, len(examples)) :]
+    wanted = {q.request_id for q in fresh}
+    lines: dict[str, int] = {}
+    for batch, batch_lines in zip(decoded.batches, decoded.lines, strict=True):
+        for row in np.flatnonzero(np.isin(batch.request_id, list(wanted))):
+            lines.setdefault(str(batch.request_id[row]), int(batch_lines[row]))
+    for _ in fresh:
+        examples.pop()
+    examples.extend(dataclasses.replace(q, line=lines.get(q.request_id)) for q in fresh)
 
 
 def _decode(messages: list[SourceMessage], limits: DecodeLimits) -> DecodedPoll:

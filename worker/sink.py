@@ -63,6 +63,9 @@ class QuarantinedRecord:
     request_id: str
     event_time: float
     reason: str
+    #: its line in the input, where the runner knows it (a file or stdin): `lookout replay`
+    #: names it, as it names every bad line
+    line: int | None = None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,10 @@ def test_far_future_and_far_past_records_change_no_verdict_and_are_reported(
     named = [line for line in result.stderr.splitlines() if ": quarantined record clock-" in line]
     named = [line for line in named if line.startswith(str(tmp_path / "poisoned.ndjson"))]
     assert len(named) == 2 and any("2099-01-01" in line for line in named), result.describe()
+    # named by line, like a bad record: the 2099 one follows the first half, the 1970 one 50 later
+    file = tmp_path / "poisoned.ndjson"
+    assert any(line.startswith(f"{file}: line {middle + 1}: ") for line in named), named
+    assert any(line.startswith(f"{file}: line {middle + 52}: ") for line in named), named
     stored = query(db, "SELECT request_id, reason FROM quarantined_records ORDER BY request_id")
     assert [r[0] for r in stored] == ["clock-1970", "clock-2099"]
     assert "behind the stream" in str(stored[0][1]) and "ahead" in str(stored[1][1])
@@ -92,7 +96,9 @@ def test_a_quarantined_record_is_reported_once(tmp_path: Path) -> None:
     result, _ = _replay(tmp_path, "poisoned", [*poisoned, *lines[middle:]])
     said = [line for line in result.stderr.splitlines() if "clock-2099" in line]
     assert len(said) == 1, result.describe()
-    assert said[0].startswith(f"{tmp_path / 'poisoned.ndjson'}: quarantined record clock-2099")
+    assert said[0].startswith(
+        f"{tmp_path / 'poisoned.ndjson'}: line {middle + 1}: quarantined record clock-2099"
+    )
 
 
 def test_quarantined_records_past_those_named_are_counted(tmp_path: Path) -> None:
@@ -108,6 +114,8 @@ def test_quarantined_records_past_those_named_are_counted(tmp_path: Path) -> Non
     result, _ = _replay(tmp_path, "poisoned", [*lines[:10], *future, *lines[10:]])
     named = [line for line in result.stderr.splitlines() if ": quarantined record clock-" in line]
     assert len(named) == 20, result.describe()
+    # the last 20 of lines 11-35, each by its line
+    assert [line.split(": ")[1] for line in named] == [f"line {n}" for n in range(16, 36)]
     assert (
         f"{tmp_path / 'poisoned.ndjson'}: 5 more quarantined, in the table quarantined_records"
         in (result.stderr.splitlines())

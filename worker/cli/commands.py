@@ -144,11 +144,13 @@ def replay(
             report_failure = f"cannot write the report file {report_path}: {reason}"
     pipeline.close(input_ended=result.end_of_input)
     for q in stats.quarantine_examples:
+        where = f"{file}: line {q.line}" if q.line is not None else file
         say(
             "lookout.replay",
-            f"{file}: quarantined record {q.request_id} ({q.model}): {q.reason}",
+            f"{where}: quarantined record {q.request_id} ({q.model}): {q.reason}",
             "WARNING",
             file=file,
+            line=q.line,
             request_id=q.request_id,
             model=q.model,
             reason=q.reason,
