@@ -167,8 +167,11 @@ class EngineConfig(_Strict):
     max_future_skew_seconds: float = Field(default=3600.0, gt=0)
     #: a record further behind the stream's event time than this is quarantined, not late
     max_past_seconds: float = Field(default=7 * 86_400.0, gt=0)
-    #: admitted records that must agree before the watermark moves (1 = the plain maximum)
+    #: admitted records that must agree before the watermark moves...
     watermark_quorum: int = Field(default=5, ge=1, le=1000)
+    #: ...and the share of a batch's records that must: more than one fast producer sends
+    #: (quorum 1 and a share of 1e-9: the plain maximum)
+    watermark_share: float = Field(default=0.5, gt=0, le=1)
     #: evaluate role: a window closes at the slowest ingest replica's frontier, among the
     #: replicas that reported within this many seconds of the newest report (an idle, stopped
     #: or scaled-down replica stops holding windows open after it). None: long enough for a

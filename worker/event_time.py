@@ -5,10 +5,14 @@ gateway whose clock says 2099: every open window is judged at once on part of it
 every later record counts as late (Flink's bounded-out-of-orderness watermarks fail the same
 way). So event time is guarded in two ways before a batch is folded:
 
-- **The frontier is corroborated, not a maximum.** It is the `quorum`-th largest event time
-  admitted so far (5 by default): one record, or four, cannot move it; a replay catching up,
-  whose every batch carries hundreds of newer records, moves it at once, because the
-  quorum-th largest of that batch is already new.
+- **The frontier is corroborated, not a maximum.** It moves to the event time that `share`
+  (half) of a batch's admitted records reach, and at least `quorum` of them (5): one record,
+  or four, cannot move it, and neither can one gateway whose clock is fast, however many
+  records it sends, while it sends less than half of the traffic (counted by records, a
+  fixed quorum let five of its records in one message move it, and every other producer's
+  records turned late). A replay catching up, or a backlog, whose every batch is newer,
+  moves it at once. Batches too small to decide (a trickle of single records) are pooled
+  until they hold a quorum, which must then all agree.
 - **Records too far from it are quarantined**, never folded, and never move it: more than
   `max_future_skew_seconds` ahead of the frontier (a live source, whose frontier trails the
   wall clock, bounds by the wall clock instead: new data after a quiet night is not
@@ -22,6 +26,7 @@ injected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +43,8 @@ class EventTimeLimits:
     max_past_seconds: float = 7 * 86_400.0
     #: admitted records that must agree before the frontier moves
     quorum: int = 5
+    #: ...and the share of a batch's admitted records that must (more than any one producer)
+    share: float = 0.5
     #: a live source (Pub/Sub): bound new records by the wall clock, not by the frontier
     live: bool = False
 
@@ -82,25 +89,29 @@ class EventTimeGuard:
         if limits.quorum < 1:
             msg = f"event-time quorum must be at least 1, got {limits.quorum}"
             raise ValueError(msg)
+        if not 0.0 < limits.share <= 1.0:
+            msg = f"event-time share must be in (0, 1], got {limits.share}"
+            raise ValueError(msg)
         self.limits = limits
         self._wall_clock = wall_clock
-        #: the `quorum` largest admitted event times, ascending
-        self._top = np.zeros(0, dtype=np.float64)
+        self._frontier = float("-inf")
+        #: admitted event times of batches too small to decide on, until there are enough
+        self._pending = np.zeros(0, dtype=np.float64)
 
     @property
     def frontier(self) -> float:
-        """The quorum-th largest admitted event time; -inf until `quorum` were admitted."""
-        if len(self._top) < self.limits.quorum:
-            return float("-inf")
-        return float(self._top[0])
+        """The highest event time a batch agreed on; -inf until one could."""
+        return self._frontier
 
-    def _with(self, timestamps: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The `quorum` largest of what is known plus `timestamps`, ascending."""
-        k = self.limits.quorum
-        pool = np.concatenate((self._top, timestamps))
-        if len(pool) > k:
-            pool = np.partition(pool, len(pool) - k)[len(pool) - k :]
-        return np.sort(pool)
+    def _agreed(self, timestamps: npt.NDArray[np.float64]) -> tuple[float, bool]:
+        """(the frontier these pending plus new event times give, whether they decide it)."""
+        pool = np.concatenate((self._pending, timestamps)) if len(self._pending) else timestamps
+        quorum = self.limits.quorum
+        if len(pool) < quorum:
+            return self._frontier, False
+        k = max(quorum, math.ceil(self.limits.share * len(pool)))
+        agreed = float(np.partition(pool, len(pool) - k)[len(pool) - k])
+        return max(self._frontier, agreed), True
 
     def admit(self, timestamps: npt.NDArray[np.float64]) -> Admission:
         limits = self.limits
@@ -122,10 +133,9 @@ class EventTimeGuard:
                     )
                 )
             admitted &= ~ahead
-        # the frontier this batch would give if it all counted: a quorum of the batch itself
-        # may move it (a replay catching up), a lone outlier cannot
-        top = self._with(timestamps[admitted]) if admitted.any() else self._top
-        frontier = float(top[0]) if len(top) >= limits.quorum else float("-inf")
+        # the frontier this batch would give if it all counted: most of the batch itself may
+        # move it (a replay catching up), a lone outlier or one fast producer cannot
+        frontier, _ = self._agreed(timestamps[admitted])
         if np.isfinite(frontier):
             if not limits.live:
                 ahead = admitted & (timestamps > frontier + skew)
@@ -136,8 +146,8 @@ class EventTimeGuard:
                             int(row),
                             t,
                             f"event time {_when(t)} is {_span(t - frontier)} ahead of the "
-                            f"stream ({_when(frontier)}; limit {_span(skew)}) and no other "
-                            "record agrees: a producer clock is wrong",
+                            f"stream ({_when(frontier)}; limit {_span(skew)}) and too few "
+                            "records agree: a producer clock is wrong",
                             "future",
                         )
                     )
@@ -156,6 +166,8 @@ class EventTimeGuard:
                 )
             admitted &= ~behind
         if admitted.any():
-            self._top = self._with(timestamps[admitted])
+            self._frontier, decided = self._agreed(timestamps[admitted])
+            kept = np.concatenate((self._pending, timestamps[admitted]))
+            self._pending = np.zeros(0, dtype=np.float64) if decided else kept
         quarantined.sort(key=lambda q: q.row)
         return Admission(admitted, quarantined)

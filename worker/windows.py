@@ -1,9 +1,11 @@
 """Event-time tumbling windows and the watermark.
 
 A window is identified by its start in whole seconds since the epoch; a record belongs to the
-window containing its event timestamp. The watermark is the highest event time seen minus the
-allowed lateness: a window is evaluated once, when the watermark passes its end. Records that
-arrive after that still land in the aggregates (counted as late) but never re-fire alerts.
+window containing its event timestamp. The watermark is the event-time frontier the records
+agree on (`worker.event_time`: not the highest event time seen, which one broken clock would
+set) minus the allowed lateness: a window is evaluated once, when the watermark passes its
+end. Records that arrive after that still land in the aggregates (counted as late) but never
+re-fire alerts.
 """
 
 from __future__ import annotations

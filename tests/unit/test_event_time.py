@@ -43,14 +43,16 @@ def test_a_lone_far_future_record_is_quarantined_and_does_not_move_the_frontier(
     first = g.admit(T0 + np.arange(100, dtype=np.float64))
     assert first.admitted.all() and first.quarantined == []
     frontier = g.frontier
-    assert frontier == T0 + 95  # the 5th largest, not the maximum
+    assert frontier == T0 + 50  # what half of the batch reaches, not the maximum
 
     second = g.admit(times(T0 + 100, YEAR_2099, T0 + 101))
     assert second.admitted.tolist() == [True, False, True]
     [q] = second.quarantined
     assert q.row == 1 and q.kind == "future"
     assert "2099-01-01T00:00:00Z" in q.reason and "ahead of the stream" in q.reason
-    assert g.frontier == T0 + 97
+    assert g.frontier == T0 + 50  # two records are too few to decide (quorum 5): pooled
+    g.admit(T0 + 102 + np.arange(8, dtype=np.float64))
+    assert g.frontier == T0 + 105  # the 5th largest of the 10 pooled (100 to 109)
 
 
 def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_does() -> None:
@@ -62,7 +64,26 @@ def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_d
     # a batch that carries a quorum of newer records is a stream catching up, not a broken clock
     burst = g.admit(later + np.arange(200, dtype=np.float64))
     assert burst.admitted.all()
-    assert g.frontier == later + 195
+    assert g.frontier == later + 100
+
+
+def test_one_fast_clock_cannot_move_the_frontier_however_many_records_it_sends() -> None:
+    """A gateway an hour fast sending a third of the traffic, in every batch: counted by
+    records, five of its records moved the frontier an hour ahead and every other producer's
+    records turned late. Its records are admitted (within the skew) but move nothing."""
+    g = guard(max_future_skew_seconds=3600)
+    for second in range(0, 600, 10):
+        honest = T0 + second + np.arange(20, dtype=np.float64) / 2
+        fast = T0 + 3000 + second + np.arange(10, dtype=np.float64)
+        result = g.admit(np.concatenate((honest, fast)))
+        assert result.admitted.all()
+        assert g.frontier <= T0 + second + 10
+    assert g.frontier >= T0 + 590
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="share must be in"):
+        guard(share=0.0)
 
 
 def test_a_far_past_record_is_quarantined_not_late() -> None:

@@ -194,8 +194,8 @@ def test_late_records_for_a_window_dropped_from_memory_still_count_once_and_do_n
 def test_finish_at_end_of_input_judges_every_remaining_window() -> None:
     sink = MemorySink()
     engine = make_engine(sink, allowed_lateness_seconds=30)
-    for model in ("a", "b"):
-        for minute in range(3):
+    for minute in range(3):  # in time order: batches of 4 are pooled until 5 agree
+        for model in ("a", "b"):
             engine.feed(logs(f"{model}{minute}", minute * 60 + 5, 4, model=model))
     engine.tick()  # watermark 95 s: only the first windows are over
     assert engine.checkpoint()

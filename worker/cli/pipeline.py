@@ -296,6 +296,7 @@ def build_pipeline(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,
             quorum=config.engine.watermark_quorum,
+            share=config.engine.watermark_share,
             live=config.source.kind == "pubsub",
         ),
     )
