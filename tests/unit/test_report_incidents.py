@@ -114,7 +114,13 @@ def test_an_escalation_updates_the_open_incident_instead_of_opening_a_second(
     assert incident.fired == at(0)
     assert incident.resolved == at(6), "resolved at the end of the second ok window"
     assert incident.severity == "critical", "the worst it got"
-    assert "escalated from warning" in incident.summary, "the latest page's summary"
+    # what fired at its start, with the escalation and its own window: the escalation's summary
+    # (its value and sample size) beside the first window's time misread both
+    assert incident.summary.startswith(alerts[0].summary), incident.summary
+    assert "escalated from warning" not in incident.summary
+    assert incident.summary.endswith(
+        "escalated to critical in the window ending 2026-01-05 06:03 UTC"
+    )
 
 
 @BOTH_ORDERS

@@ -61,10 +61,17 @@ def _when(value: object) -> str:
     return str(stamp.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC"))
 
 
-def _amount(detector: str, value: object) -> str:
+#: conditions whose value is not the detector's usual statistic
+_CONDITION_UNITS = {"slo_burn_rate": ("× error-budget burn rate", 1.0, 2)}
+
+
+def _amount(detector: str, value: object, condition: str = "") -> str:
     if value is None or pd.isna(value):  # type: ignore[call-overload]
         return ""
-    unit, scale, digits = _UNITS.get(detector, ("", 1.0, 4))
+    unit, scale, digits = next(
+        (u for prefix, u in _CONDITION_UNITS.items() if condition.startswith(prefix)),
+        _UNITS.get(detector, ("", 1.0, 4)),
+    )
     return f"{float(value) * scale:,.{digits}f} {unit}".strip()  # type: ignore[arg-type]
 
 
@@ -134,10 +141,15 @@ def _opened(a: dict[str, Any], resolved: pd.Timestamp | None = None) -> Incident
 
 def _updated(old: Incident, a: dict[str, Any]) -> Incident:
     """Another page for an open key (an escalation, a sustained notice) updates the incident,
-    as a receiver that dedups by key shows it: same start, worst severity, latest summary."""
-    return replace(
-        old, severity=_worse(old.severity, str(a["severity"])), summary=str(a["summary"])
-    )
+    as a receiver that dedups by key shows it: same start, worst severity. Its summary stays
+    what fired at that start (the table puts them side by side); an escalation is added with
+    its own window."""
+    severity = _worse(old.severity, str(a["severity"]))
+    summary = old.summary
+    if severity != old.severity:
+        # an alert's window_start is its incident's; window_end ends the window that decided
+        summary += f" — escalated to {severity} in the window ending {_when(a['window_end'])}"
+    return replace(old, severity=severity, summary=summary)
 
 
 def _closed(old: Incident, a: dict[str, Any]) -> Incident:
@@ -192,9 +204,13 @@ def _summary(detections: pd.DataFrame, merged: pd.DataFrame, incidents: list[Inc
         f"over <b>{starts.nunique():,}</b> windows"
         + (f", {_when(starts.min())} to {_when(starts.max())}" if len(starts) else ""),
         f"<b>{int(merged['records'].sum()) if len(merged) else 0:,}</b> records",
-        f"<b>{len(incidents)}</b> alert(s): "
-        + ", ".join(f"{n} {s}" for s, n in by_severity.items())
-        + (f"; <b>{still}</b> still firing" if still else "; all resolved"),
+        (
+            f"<b>{len(incidents)}</b> alert(s): "
+            + ", ".join(f"{n} {s}" for s, n in by_severity.items())
+            + (f"; <b>{still}</b> still firing" if still else "; all resolved")
+        )
+        if incidents
+        else "no alerts",
     ]
     parts = ["<h2>Summary</h2><ul>", *(f"<li>{line}</li>" for line in lines), "</ul>"]
     parts.append("<h3>Worst window per detector</h3>")
@@ -207,7 +223,8 @@ def _summary(detections: pd.DataFrame, merged: pd.DataFrame, incidents: list[Inc
         return "".join([*parts, "<p>No window was judged yet.</p>"])
     judged["ratio"] = judged["value"] / judged["threshold"]
     rows = []
-    for detector in [p.detector for p in PANELS if p.detector in set(judged["detector"])]:
+    in_order = dict.fromkeys(p.detector for p in PANELS)  # latency has two panels: one row
+    for detector in [d for d in in_order if d in set(judged["detector"])]:
         d = judged[judged["detector"] == detector]
         worst = d.loc[d["ratio"].idxmax()]
         rows.append(
@@ -215,8 +232,8 @@ def _summary(detections: pd.DataFrame, merged: pd.DataFrame, incidents: list[Inc
                 _esc(detector),
                 _esc(worst["model"]),
                 _when(worst["window_start"]),
-                _amount(detector, worst["value"]),
-                _amount(detector, worst["threshold"]),
+                _amount(detector, worst["value"], str(worst["condition"])),
+                _amount(detector, worst["threshold"], str(worst["condition"])),
                 f"{worst['ratio']:.2f}×",
                 _esc(worst["verdict"]),
             ]
@@ -234,8 +251,9 @@ def _key(window_seconds: int) -> str:
 _KEY = (
     "<h2>How to read the plots</h2><p class='key'>"
     "<span style='border-top:2px solid #1f77b4'></span>the window's value · "
-    "<span style='border-top:2px dashed #d62728'></span>threshold: the window alerts above it "
-    "(when the test is also significant) · "
+    "<span style='border-top:2px dashed #d62728'></span>threshold: a window alerts above it "
+    "(when the test is also significant); while an incident is open its windows stay 'alert', "
+    "also below the line, until the test of a return to the pre-incident level clears · "
     "<span style='border-top:2px dotted #7f7f7f'></span>baseline: the past windows it is "
     "compared with · <b style='color:#d62728'>●</b> a window judged 'alert' · "
     f"<span style='background:{SEVERITY_FILL['critical']}'></span>critical, "

@@ -47,6 +47,14 @@ PANELS: tuple[Panel, ...] = (
         from_zero=True,
     ),
     Panel(
+        "latency",
+        ("slo_burn_rate_page", "slo_burn_rate_ticket"),
+        "Latency SLO: error-budget burn rate of the decisive rule (1 = the budget lasts the "
+        "SLO period)",
+        "burn rate (× budget)",
+        from_zero=True,
+    ),
+    Panel(
         "tokens",
         ("output_tokens_above_baseline",),
         "Tokens: mean output tokens per call",
@@ -188,7 +196,10 @@ def _add_panel(fig: go.Figure, row: int, panel: Panel, rows: pd.DataFrame, *, fi
         go.Scatter(
             x=x,
             y=scaled("value"),
-            mode="lines",
+            # markers too: a window with no judged neighbour (a lone window, one between
+            # windows of too little data) draws no line at all
+            mode="lines+markers",
+            marker={"color": VALUE_COLOR, "size": 3},
             line={"color": VALUE_COLOR, "width": 1.6},
             name="window value",
             legendgroup="value",
