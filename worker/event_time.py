@@ -8,13 +8,14 @@ way). So event time is guarded in two ways before a batch is folded:
 - **The frontier is corroborated, not a maximum.** It moves to the event time that `share`
   (half) of a batch's admitted records reach, and at least `quorum` of them (5): one record,
   or four, cannot move it, and neither can one gateway whose clock is fast, however many
-  records it sends, while it sends less than half of the traffic (counted by records, a
-  fixed quorum let five of its records in one message move it, and every other producer's
-  records turned late). A replay catching up, or a backlog, whose every batch is newer,
-  moves it at once. Batches too small to decide (a trickle of single records) are pooled
-  until they hold a quorum, which must then all agree.
+  records it sends, while it sends less than half of each batch (counted by records, a fixed
+  quorum let five of its records in one message move it, and every other producer's records
+  turned late; a poll it dominates still can). A replay catching up, or a backlog, whose
+  every batch is newer, moves it at once. Batches too small to decide (a trickle of single
+  records) are pooled until they hold a quorum, which must then all agree.
 - **Records too far from it are quarantined**, never folded, and never move it: more than
-  `max_future_skew_seconds` ahead of the frontier (a live source, whose frontier trails the
+  `max_future_skew_seconds` ahead of the newest time a quorum reaches (not of the frontier:
+  half a batch of a sparse file spans hours) (a live source, whose frontier trails the
   wall clock, bounds by the wall clock instead: new data after a quiet night is not
   suspicious there), or ahead of the wall clock by that much whatever the source (nothing
   real comes from the future), or more than `max_past_seconds` behind the frontier.
@@ -113,6 +114,17 @@ class EventTimeGuard:
         agreed = float(np.partition(pool, len(pool) - k)[len(pool) - k])
         return max(self._frontier, agreed), True
 
+    def _corroborated(self, timestamps: npt.NDArray[np.float64]) -> float:
+        """The newest event time at least `quorum` records (pending and new) reach, or the
+        frontier if later: a record further ahead than the skew has fewer than `quorum` near
+        it. Not the frontier itself: half a batch of a sparse file can span hours, and its
+        newer half is not a broken clock."""
+        pool = np.concatenate((self._pending, timestamps)) if len(self._pending) else timestamps
+        k = self.limits.quorum
+        if len(pool) < k:
+            return self._frontier
+        return max(self._frontier, float(np.partition(pool, len(pool) - k)[len(pool) - k]))
+
     def admit(self, timestamps: npt.NDArray[np.float64]) -> Admission:
         limits = self.limits
         admitted = np.ones(len(timestamps), dtype=bool)
@@ -138,16 +150,17 @@ class EventTimeGuard:
         frontier, _ = self._agreed(timestamps[admitted])
         if np.isfinite(frontier):
             if not limits.live:
-                ahead = admitted & (timestamps > frontier + skew)
+                newest = self._corroborated(timestamps[admitted])
+                ahead = admitted & (timestamps > newest + skew)
                 for row in np.flatnonzero(ahead):
                     t = float(timestamps[row])
                     quarantined.append(
                         Quarantined(
                             int(row),
                             t,
-                            f"event time {_when(t)} is {_span(t - frontier)} ahead of the "
-                            f"stream ({_when(frontier)}; limit {_span(skew)}) and too few "
-                            "records agree: a producer clock is wrong",
+                            f"event time {_when(t)} is {_span(t - newest)} ahead of the "
+                            f"stream ({_when(newest)}; limit {_span(skew)}) and fewer than "
+                            f"{limits.quorum} records agree: a producer clock is wrong",
                             "future",
                         )
                     )

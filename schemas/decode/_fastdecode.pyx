@@ -430,8 +430,8 @@ cdef dict columns(Out *o, list datas):
                 blocked_v[i] = 1
                 if not r.stage:
                     stages[i] = "response"
-                if r.s[S_BLOCK_REASON].off < 0:
-                    reasons[i] = block
+                if r.s[S_BLOCK_REASON].off < 0 or r.s[S_BLOCK_REASON].len == 0:
+                    reasons[i] = block  # as the reference's `block_reason or block`
         if r.s[S_ERROR].off >= 0:
             errors[i] = text(o, r.s[S_ERROR])
         if r.stage:

@@ -11,10 +11,10 @@ BigQuery within that minute) drops a repeated insertId.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pytest
 
 from schemas.batch import LogBatch
@@ -86,9 +86,7 @@ def test_a_half_written_evaluator_checkpoint_retried_with_more_verdicts_stores_e
     bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, failing: str
 ) -> None:
     client = FlakyClient(bigquery_emulator.client())
-    sink = BigQuerySink(
-        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=30_000
-    )
+    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
     first, more = batch("x", 6, blocked=3), batch("y", 4, second=30)
     a = detection("a", S0)
     b = detection("b", S0)  # judged while the first attempt was failing
@@ -146,9 +144,7 @@ def test_an_evaluator_killed_mid_checkpoint_leaves_its_successor_able_to_page(
     judged again (the transition is made and sent again); one after them leaves the state
     from before, and the successor pages at the incident's next window."""
     client = FlakyClient(bigquery_emulator.client())
-    sink = BigQuerySink(
-        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=30_000
-    )
+    sink = BigQuerySink(bigquery_emulator.project, bigquery_dataset, client=client)
     client.fail_next.add(failing)
     with pytest.raises(BigQuerySinkError, match=f"{failing} unreachable"):
         sink.write_checkpoint(judged([detection("a", S0)], batch("x", 6, blocked=3), S0 + 10.0))
@@ -205,7 +201,7 @@ class SizeLimitedClient(FlakyClient):
     def insert_rows_json(self, ref: str, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
         from google.api_core import exceptions
 
-        size = sum(len(orjson.dumps(r)) for r in rows)
+        size = sum(len(json.dumps(r)) for r in rows)  # what the client sends
         if size > self.limit:
             message = f"Request payload size exceeds the limit: {size} bytes"
             raise exceptions.BadRequest(message)  # type: ignore[no-untyped-call]
@@ -227,9 +223,9 @@ def test_a_checkpoint_larger_than_one_insert_request_lands_in_several(
     and a retry after a failure part-way sends only the requests that did not land."""
     client = SizeLimitedClient(bigquery_emulator.client(), limit=8_000)
     sink = BigQuerySink(
-        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=6_000
+        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=7_500
     )
-    models = [f"m{i:02d}" for i in range(24)]
+    models = [f"m{i:02d}-модель-模型" for i in range(24)]  # sent escaped: 2-3x its UTF-8 size
     logs = {m: batch(m, 5, model=m) for m in models}
     rows = [partial(logs[m], model=m) for m in models]
     request_ids = [row for m in models for row in ids(logs[m], model=m)]
@@ -246,5 +242,5 @@ def test_a_checkpoint_larger_than_one_insert_request_lands_in_several(
     assert not set(resent) & set(landed_first)
     stored = sink.query("SELECT model, records FROM window_metrics_merged ORDER BY model")
     assert [(r["model"], r["records"]) for r in stored] == [(m, 5) for m in models]
-    assert len(sink.load_window("m07", S0).request_ids) == 5
+    assert len(sink.load_window(models[7], S0).request_ids) == 5
     sink.close()

@@ -75,6 +75,7 @@ def test_a_blocking_finish_word_in_a_native_record_is_a_block() -> None:
         native | {"request_id": "a", "finish_reason": "SAFETY"},
         native | {"request_id": "b", "finish_reason": "content_filter", "blocked": False},
         native | {"request_id": "c", "finish_reason": "stop"},
+        native | {"request_id": "e", "finish_reason": "SAFETY", "block_reason": ""},
         native
         | {
             "request_id": "d",
@@ -99,6 +100,7 @@ def test_a_blocking_finish_word_in_a_native_record_is_a_block() -> None:
             (True, "response", "SAFETY", "safety"),
             (True, "response", "CONTENT_FILTER", "safety"),
             (False, None, None, "stop"),
+            (True, "response", "SAFETY", "safety"),
             (True, "prompt", "BLOCKLIST", "safety"),
         ]
 

@@ -81,6 +81,18 @@ def test_one_fast_clock_cannot_move_the_frontier_however_many_records_it_sends()
     assert g.frontier >= T0 + 590
 
 
+def test_the_newer_half_of_a_sparse_file_batch_is_not_a_broken_clock() -> None:
+    """A replayed file at a record a minute: one decode slice spans hours. Judged against the
+    frontier (what half the batch reaches), its newer hours were quarantined, never folded;
+    only records fewer than a quorum agree with are ahead of the stream."""
+    g = guard(max_future_skew_seconds=3600)
+    for hour in range(3):
+        result = g.admit(T0 + hour * 4 * 3600 + 60 * np.arange(240, dtype=np.float64))
+        assert result.admitted.all() and result.quarantined == []
+    alone = g.admit(np.concatenate((T0 + 12 * 3600 + np.arange(20.0), times(T0 + 20 * 3600))))
+    assert alone.admitted.tolist() == [True] * 20 + [False]
+
+
 def test_a_share_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="share must be in"):
         guard(share=0.0)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -224,7 +225,8 @@ class BigQuerySink:
         current: list[tuple[dict[str, Any], str]] = []
         size = 0
         for row, insert_id in rows:
-            row_bytes = len(orjson.dumps(row)) + len(insert_id) + 32  # insertId and wrapping
+            # as the client sends it: json.dumps escapes non-ASCII text (2-3x its UTF-8 size)
+            row_bytes = len(json.dumps(row)) + len(insert_id) + 32  # insertId and wrapping
             full = size + row_bytes > self._max_request_bytes
             if current and (full or len(current) >= self._max_request_rows):
                 requests.append(current)
