@@ -78,7 +78,11 @@ def msgspec_error(e: msgspec.DecodeError, line: int, raw: bytes, record: bytes) 
     elif m:
         reason = f"must be {_expected_words(m)}"
     elif text.startswith("Invalid RFC3339"):
-        reason = "must be an RFC 3339 timestamp with a timezone"
+        # which part is missing is not said by msgspec: name every part (`06:00Z` has a zone)
+        reason = (
+            "must be an RFC 3339 timestamp: a date, a time with seconds and a timezone, "
+            "like 2026-01-05T06:00:00Z"
+        )
     elif text.startswith("Number out of range"):
         reason = "must be a finite number"
     else:

@@ -112,3 +112,13 @@ def test_an_envelopes_default_false_does_not_hide_a_blocked_body() -> None:
     (batch,) = decoded.batches
     assert bool(batch.blocked[0]) and batch.block_stage[0] == "response"
     assert batch.block_reason[0] == "SAFETY"
+
+
+def test_a_timestamp_without_seconds_is_told_what_it_lacks() -> None:
+    """`06:00Z` carries a timezone; the reason said it needed one."""
+    record = HEAD | {"timestamp": "2026-01-05T06:00Z", "latency_ms": 300.0}
+    decoded = assert_agree([MessageBytes(orjson.dumps(record))])
+    ((error,),) = decoded.errors
+    assert error.field == "timestamp"
+    assert "a time with seconds and a timezone" in error.reason, error.reason
+    assert '"2026-01-05T06:00Z"' in error.reason
