@@ -78,6 +78,10 @@ class EngineSettings:
     #: ...and among all stored windows at the first read and every this many reads (at a
     #: 5-second checkpoint interval, hourly)
     unjudged_full_scan_every: int = 720
+    #: ...and judged for at most this long per read: the detections are written by the
+    #: checkpoint after it, so a backlog of thousands of windows (each a sink query) is
+    #: written slice by slice, not lost whole to a restart (see `judge_stored`)
+    judge_slice_seconds: float = 60.0
     #: during that hold, report no frontier beyond this one: the last a predecessor under the
     #: same writer id reported (its row is overwritten by ours, and its unacked messages are
     #: still to come back); None for a writer id never seen (a new replica reports its own)
@@ -138,6 +142,8 @@ class Engine:
         self._on_ack = on_ack
         self._now = now
         self._last_progress = now()
+        #: evaluate role: the last `judge_stored` stopped at its time slice with windows ready
+        self.judging_behind = False
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)
@@ -328,6 +334,7 @@ class Engine:
         for model, start in windows:
             state = self._window_for(model, start, stored_known=True)
             self._watermark.observe(float(start))
+            self._last_progress = self._now()  # a read per window: not a stall
             del state
 
     # -- time ----------------------------------------------------------------------------------
@@ -641,7 +648,14 @@ class Engine:
         }
         ready = sorted(closable & self._closable_before, key=lambda key: (key[1], key[0]))
         self._closable_before = closable - set(ready)
-        for model, start in ready:
+        began = self._now()
+        for done, (model, start) in enumerate(ready):
+            if self._now() - began >= self.settings.judge_slice_seconds:
+                # the rest next call, after a checkpoint has written these: a restart then
+                # loses a slice, not the whole backlog, and they count as seen twice already
+                self._closable_before.update(ready[done:])
+                self.judging_behind = True
+                return done
             held = self._windows.get((model, start))
             if held is not None and held.evaluated:
                 # judged already, its detections waiting for a checkpoint that failed: judging
@@ -651,6 +665,9 @@ class Engine:
             state = self._window_for(model, start, stored_known=True)
             if not state.evaluated:
                 self._evaluate(state)
+            # each window read and judged is progress: /healthz must not call a backlog a stall
+            self._last_progress = self._now()
+        self.judging_behind = False
         return len(ready)
 
     def _unjudged_since(self, frontier: float) -> int:

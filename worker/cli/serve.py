@@ -193,7 +193,8 @@ def serve_evaluator(config: LookoutConfig) -> int:
             except Exception as error:  # the sink is down: keep going, judge when it is back
                 log.warning("cannot read %s to judge windows, will retry: %s", sink.name, error)
             engine.tick()
-            stop.wait(config.engine.checkpoint_seconds)
+            if not engine.judging_behind:  # behind: judge the next slice straight away
+                stop.wait(config.engine.checkpoint_seconds)
         clean = engine.finish(end_of_input=False)
     finally:
         if health is not None:
