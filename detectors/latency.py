@@ -48,6 +48,8 @@ from schemas.detection import Detection
 from schemas.detector_config import LatencyConfig
 
 QUANTILES = np.array([0.5, 0.95, 0.99])
+#: `engine.window_seconds`'s default, for a detector built without a configuration file
+DEFAULT_WINDOW_SECONDS = 60
 
 
 def _occupied(states: Sequence[LatencyState]) -> tuple[int, int]:
@@ -110,7 +112,8 @@ class LatencyDetector:
         self.config = config
         self.buckets = LogBuckets(config.min_ms, config.max_ms, config.relative_accuracy)
         self._n = self.buckets.n_buckets
-        slo_windows = max(r.long_seconds for r in BURN_RATE_RULES) // config.expected_window_seconds
+        window = config.expected_window_seconds or DEFAULT_WINDOW_SECONDS
+        slo_windows = math.ceil(max(r.long_seconds for r in BURN_RATE_RULES) / window)
         # twice the baseline's windows: the baseline reaches back past `baseline_windows` only
         # until it holds `min_baseline_calls` (`_reference`), so a night at 20 calls a window
         # still has one

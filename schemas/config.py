@@ -254,6 +254,19 @@ class LookoutConfig(BaseSettings):
     #: write an HTML report here at the end of a finite run
     report: str | None = None
 
+    def detector_configs(self) -> dict[str, BaseModel]:
+        """The enabled detectors' configurations, with what they take from the engine: the
+        latency SLO's history is sized by the window length unless one is given."""
+        configs: dict[str, BaseModel] = {
+            name: getattr(self.detectors, name) for name in self.detectors.enabled
+        }
+        latency = self.detectors.latency
+        if "latency" in configs and latency.expected_window_seconds is None:
+            configs["latency"] = latency.model_copy(
+                update={"expected_window_seconds": self.engine.window_seconds}
+            )
+        return configs
+
     def evaluator_writer_active_seconds(self) -> float:
         """How long a replica's last frontier holds windows open after its last report.
 

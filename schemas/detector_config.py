@@ -136,8 +136,10 @@ class LatencyConfig(BaseModel):
     slo: SloConfig | None = None
     #: calls the long burn-rate window must hold before a burn-rate alert
     slo_min_calls: int = Field(default=100, ge=1)
-    #: the usual window length; sizes the history so a 6-hour burn-rate window fits in it
-    expected_window_seconds: int = Field(default=300, ge=1)
+    #: the window length, which sizes the history so a 6-hour burn-rate window fits in it;
+    #: None: `engine.window_seconds` (a fixed 300 kept 72 one-minute windows, 1.2 h, and
+    #: the 6-hour ticket rule could never fire)
+    expected_window_seconds: int | None = Field(default=None, ge=1)
     sequential: SequentialSettings = SequentialSettings()
 
     @model_validator(mode="after")

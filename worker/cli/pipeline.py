@@ -195,9 +195,7 @@ def build_pipeline(
     keep_detections: bool = False,
     extra_notifiers: Mapping[str, Notifier] | None = None,
 ) -> Pipeline:
-    detectors = build_detectors(
-        {name: getattr(config.detectors, name) for name in config.detectors.enabled}
-    )
+    detectors = build_detectors(config.detector_configs())
     sink = build_sink(config)
     registry = registry if registry is not None else CollectorRegistry()
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
