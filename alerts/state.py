@@ -16,8 +16,10 @@ Rules that make it safe to call from anywhere:
   with a watermark: a detection whose window does not end after the last one seen for its
   stream is a replay or arrived out of order, and changes nothing. Re-evaluating a window
   can therefore never page twice.
-- An `ok` detection, or an `alert` on another condition of the same detector, counts as an
-  ok window for every open incident of that stream.
+- One incident per stream: an `alert` on another condition of a detector whose stream has
+  an incident open counts as an alert window of that incident (its severity may rise), not
+  as a new incident; an `ok` detection counts as an ok window for every open incident of
+  the stream.
 - `insufficient_data` neither fires nor resolves: it holds every count. If it lasts
   `resolve_after_insufficient_windows` windows in a row, an open incident is resolved with a
   summary that says the data vanished (a page that can never close hides the next one); if
@@ -130,6 +132,14 @@ class AlertTracker:
         alerting_key = None
         if detection.verdict == "alert":
             alerting_key = dedup_key(detection.model, detection.detector, detection.condition)
+            held = self._incidents.get(alerting_key)
+            if held is None or not held.is_open:
+                # another condition of an incident already open on this stream (a block rate
+                # over the ceiling, then over the baseline) is the same incident: taken as
+                # its own, the two took turns resolving each other, ten pages for one
+                opened = self.open_incident(detection.model, detection.detector)
+                if opened is not None:
+                    alerting_key = opened.dedup_key
             current = self._incidents.get(alerting_key) or Incident(
                 dedup_key=alerting_key,
                 model=detection.model,

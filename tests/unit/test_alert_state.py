@@ -288,13 +288,47 @@ def test_models_and_conditions_are_separate_incidents() -> None:
         det(0, "alert", model="b")
     )
     assert len({a.dedup_key for a in alerts}) == 2
-    # the same detector now alerts on another condition: the first incident clears
+    # once closed, another condition of the same detector is an incident of its own
     for i in (1, 2):
+        alerts += tracker.observe(det(i, "ok", model="a"))
+    for i in (3, 4):
         alerts += tracker.observe(det(i, "alert", model="a", condition="prompt_block_rate"))
     statuses = Counter((a.dedup_key, a.status) for a in alerts)
     assert statuses[(dedup_key("a", "safety", "block_rate_above_baseline"), "resolved")] == 1
     assert statuses[(dedup_key("a", "safety", "prompt_block_rate"), "firing")] == 1
     assert statuses[(dedup_key("b", "safety", "block_rate_above_baseline"), "resolved")] == 0
+
+
+def test_conditions_taking_turns_in_one_incident_page_once() -> None:
+    """Found in review: a block rate near the ceiling alerted 'above ceiling' in some windows
+    and 'above baseline' in others; each counted the other's windows as ok and resolved,
+    and one 30-minute incident paged ten times with nine resolves between."""
+    tracker = AlertTracker(AlertingConfig())
+    alerts: list[Alert] = []
+    for i in range(30):
+        ceiling = i % 3 != 1
+        alerts += tracker.observe(
+            det(
+                i,
+                "alert",
+                condition="block_rate_above_ceiling" if ceiling else "block_rate_above_baseline",
+                severity="critical" if ceiling else "warning",
+            )
+        )
+    for i in range(30, 33):
+        alerts += tracker.observe(det(i, "ok"))
+    assert [(a.status, window_of(a)) for a in alerts] == [("firing", 0), ("resolved", 31)]
+    assert alerts[0].condition == alerts[1].condition == "block_rate_above_ceiling"
+    # an incident opened as a warning rises to critical on the other condition: one update
+    tracker = AlertTracker(AlertingConfig())
+    alerts = tracker.observe(det(0, "alert")) + tracker.observe(
+        det(1, "alert", condition="block_rate_above_ceiling", severity="critical")
+    )
+    assert [(a.status, a.severity, a.dedup_key) for a in alerts] == [
+        ("firing", "warning", KEY),
+        ("firing", "critical", KEY),
+    ]
+    assert "escalated from warning" in alerts[1].summary
 
 
 @pytest.mark.parametrize(
