@@ -186,7 +186,11 @@ class LatencyDetector:
             )
 
         if cfg.slo is not None:
-            burn = self._burn(state, baseline.history, window, details)
+            # the budget burns in every window, an open incident's too: against the frozen
+            # baseline alone, the burn rates stayed at their pre-incident level throughout a
+            # p95 incident and the SLO never paged
+            timeline = (*baseline.history, *baseline.recent)
+            burn = self._burn(state, timeline, window, details)
             if burn is not None:
                 return detection(**burn)
         return self._p95(state, baseline, detection, details)

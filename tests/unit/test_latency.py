@@ -125,6 +125,18 @@ def test_burn_rate_pages_only_when_long_and_short_windows_both_burn() -> None:
     assert recovered.condition != "slo_burn_rate_page"
 
 
+def test_the_burn_rate_counts_the_windows_of_an_open_p95_incident() -> None:
+    """Found in review: an open incident freezes the baseline, and the burn rates were taken
+    over the frozen baseline alone: while a p95 incident lasted they stayed at the
+    pre-incident level and the SLO never paged."""
+    rng = np.random.default_rng(3)
+    good = tuple(quiet(rng, SLO_DET) for _ in range(24))
+    bad = [state(SLO_DET, rng.lognormal(np.log(800), 0.5, 500) * 4) for _ in range(12)]
+    d = SLO_DET.evaluate(bad[-1], Baseline(history=good, recent=tuple(bad[:-1])), window(35))
+    assert d.firing and d.condition == "slo_burn_rate_page", d.reason
+    assert d.details["burn_rates"]["page_long"] > 14.4
+
+
 def test_a_six_hour_slow_burn_opens_a_ticket() -> None:
     rng = np.random.default_rng(4)
     det = LatencyDetector(LatencyConfig(slo=SloConfig(threshold_ms=2500.0, objective=0.99)))
