@@ -244,3 +244,21 @@ def test_a_checkpoint_larger_than_one_insert_request_lands_in_several(
     assert [(r["model"], r["records"]) for r in stored] == [(m, 5) for m in models]
     assert len(sink.load_window(models[7], S0).request_ids) == 5
     sink.close()
+
+
+def test_a_window_with_more_request_ids_than_one_request_holds_lands_in_several_rows(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """Found in review: a window's ids of one checkpoint went in one row. One poll of
+    100-record messages (a backlog drained) put 300,000 ids in one window, a 12 MB row that
+    BigQuery refused at every retry: ingest stopped acking for good."""
+    client = SizeLimitedClient(bigquery_emulator.client(), limit=8_000)
+    sink = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=client, max_request_bytes=7_500
+    )
+    logs = batch("request-" + "0" * 28, 600)  # 600 ids of 40 bytes: 24 KB in one window
+    sink.write_checkpoint(Checkpoint("ingest-a", 0, [partial(logs)], ids(logs)))
+    assert max(client.request_bytes) <= 8_000
+    assert len(client.sent["window_request_ids"]) > 3
+    assert sink.load_window("a", S0).request_ids == frozenset(str(r) for r in logs.request_id)
+    sink.close()

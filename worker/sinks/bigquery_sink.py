@@ -237,6 +237,22 @@ class BigQuerySink:
             requests.append(current)
         return requests
 
+    def _id_parts(self, ids: list[str]) -> list[list[str]]:
+        """A window's request ids in rows of at most half a request each. One poll of
+        100-record messages (a backlog drained) put 300,000 ids in one window: a 12 MB row,
+        refused by BigQuery at every retry, and ingest stopped acking."""
+        limit = self._max_request_bytes // 2
+        parts: list[list[str]] = [[]]
+        size = 0
+        for request_id in ids:
+            cost = len(json.dumps(request_id)) + 2
+            if parts[-1] and size + cost > limit:
+                parts.append([])
+                size = 0
+            parts[-1].append(request_id)
+            size += cost
+        return parts
+
     def _landed_for(self, key: tuple[str, int]) -> set[tuple[str, str]]:
         """The rows of this checkpoint already stored. A writer's older sequences are dropped:
         the engine retries one checkpoint until it lands, so they never come back."""
@@ -263,20 +279,23 @@ class BigQuerySink:
             for model, start, request_id in cp.request_ids:
                 grouped.setdefault((model, start), []).append(request_id)
             rows: list[dict[str, Any]] = []
+            insert_ids: list[str] = []
             for (model, start), ids in grouped.items():
                 row_id = row_ids.get((model, start)) or partial_row_id(
                     cp.writer_id, self.incarnation, cp.sequence, model, start
                 )
-                rows.append(
-                    {
-                        "row_id": row_id,
-                        "model": model,
-                        "window_start": _ts(start),
-                        "written_at": now,
-                        "request_ids": ids,
-                    }
-                )
-            staged.append(("window_request_ids", rows, [f"{r['row_id']}-{digest}" for r in rows]))
+                for k, id_part in enumerate(self._id_parts(ids)):
+                    rows.append(
+                        {
+                            "row_id": row_id,
+                            "model": model,
+                            "window_start": _ts(start),
+                            "written_at": now,
+                            "request_ids": id_part,
+                        }
+                    )
+                    insert_ids.append(f"{row_id}-{digest}" + (f"-{k}" if k else ""))
+            staged.append(("window_request_ids", rows, insert_ids))
         if cp.partials:
             rows = []
             empty = base64.b64encode(encode_states({})).decode()
@@ -525,7 +544,10 @@ class BigQuerySink:
         # redelivery to another replica would skip them as duplicates: lost
         ids = self.query(
             "SELECT request_id FROM (SELECT row_id, request_ids FROM {ds}.window_request_ids "
-            f"WHERE model = @model AND window_start = @start {_DEDUP}) AS r, "
+            "WHERE model = @model AND window_start = @start QUALIFY ROW_NUMBER() OVER "
+            # a window's ids may fill several rows of one row_id: told apart by their first
+            "(PARTITION BY row_id, request_ids[SAFE_OFFSET(0)] ORDER BY written_at DESC) = 1) "
+            "AS r, "
             "UNNEST(r.request_ids) AS request_id WHERE r.row_id IN (SELECT row_id FROM "
             "{ds}.window_metrics WHERE model = @model AND window_start = @start)",
             params,
