@@ -7,20 +7,39 @@ an incident caught later than 2 windows) is rejected with the reason.
 
 Receivers (`receivers:`) are declared here by kind; every secret field is a `SecretRef`
 naming an environment variable or a mounted file, never the value, so this config never holds
-one and `lookout config check` can print it whole. Routes name receivers by `name`; names the
-engine knows without config (`console`, `log`) need no declaration.
+one and `lookout config check` can print it whole. A receiver URL that is written in the file
+(Alertmanager's, PagerDuty's) may still carry `user:password@`: it is printed through
+`redacted_url` (the models' serializers do it), as `http://user:***@host`. Routes name receivers
+by `name`; names the engine knows without config (`console`, `log`) need no declaration.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from schemas.alert_types import Duration, ReceiverName, not_negative
+from schemas.alert_types import (
+    NonNegativeDuration,
+    PositiveDuration,
+    ReceiverName,
+    SignedDuration,
+    duration_text,
+)
 from schemas.detection import Severity
 from schemas.retune_config import RetuneConfig
 
@@ -57,9 +76,9 @@ class Route(BaseModel):
     continue_: bool = Field(default=False, alias="continue")
     #: None inherits the value from the `alerting:` section (Alertmanager's root route)
     group_by: tuple[GroupLabel, ...] | None = None
-    group_wait: Duration | None = None
-    group_interval: Duration | None = None
-    repeat_interval: Duration | None = None
+    group_wait: NonNegativeDuration | None = None
+    group_interval: NonNegativeDuration | None = None
+    repeat_interval: NonNegativeDuration | None = None
     #: a retune action (by name, from `alerting.retune.actions`) this route triggers
     retune: str | None = None
 
@@ -68,11 +87,6 @@ class Route(BaseModel):
         if self.min_severity is not None:
             return self.min_severity
         return "info" if self.severity is not None else "warning"
-
-    @field_validator("group_wait", "group_interval", "repeat_interval")
-    @classmethod
-    def _durationsnot_negative(cls, value: timedelta | None) -> timedelta | None:
-        return None if value is None else not_negative(value)
 
 
 class SecretRef(BaseModel):
@@ -87,6 +101,20 @@ class SecretRef(BaseModel):
 
     env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     file: str | None = Field(default=None, min_length=1)
+
+    @field_validator("file")
+    @classmethod
+    def _a_path_not_a_url(cls, value: str | None) -> str | None:
+        """`{file: "https://hooks.slack.com/services/..."}` is the secret put where its path
+        belongs: refused without echoing it (it was printed by `config check` and in the
+        "cannot read the file" error)."""
+        if value is not None and "://" in value:
+            msg = (
+                "a file path, not the secret itself: write the path of a mounted file that "
+                "holds it, or {env: VAR} (the value is not shown)"
+            )
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +134,85 @@ class SecretRef(BaseModel):
 
     def describe(self) -> str:
         """`env LOOKOUT_SLACK_WEBHOOK_URL` / `file /var/run/...`: where, never what."""
-        return f"env {self.env}" if self.env is not None else f"file {self.file}"
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is None or "://" in self.file:  # not a path: maybe the secret (built
+            return "file (not a path; not shown)"  # with model_construct, unvalidated)
+        return f"file {self.file}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be POSTed to (None when it can): httpx takes only http and https, and
+    a URL without a scheme (`hooks.slack.com/...`) failed at the first page, not at start.
+    The reason never quotes the URL."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not an http:// or https:// URL"
+    if not parts.hostname:
+        return "an http(s) URL without a host"
+    return None
+
+
+def redacted_url(url: str) -> str:
+    """`url` safe to print: the password of its userinfo (`http://user:***@host`; a lone
+    token as `***@host`) and its query values masked; scheme, host, port and path kept.
+
+    For URLs written in the config file (Alertmanager, PagerDuty). Log and error lines go
+    further (`alerts.notifiers.redact_secrets`: scheme and host only), since a URL read from
+    a secret (a Slack webhook) keeps its secret in the path."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL, not shown)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = re.sub(r"=[^&;]*", "=***", parts.query)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _url_or_secret(value: Any) -> Any:
+    """A receiver URL written in the file, or a `SecretRef` to read it from (credentials in
+    it, or a URL that differs per environment)."""
+    if isinstance(value, Mapping):
+        return SecretRef.model_validate(value)
+    if isinstance(value, SecretRef):
+        return value
+    if not isinstance(value, str):
+        msg = "expected an http(s) URL, {env: VAR} or {file: /path}"
+        raise ValueError(msg)
+    problem = url_problem(value)
+    if problem is not None:
+        msg = f"{problem} (the value is not shown)"
+        raise ValueError(msg)
+    return value
+
+
+#: a URL written in the config file (printed redacted), or where to read it from
+UrlOrSecret = Annotated[str | SecretRef, BeforeValidator(_url_or_secret)]
+
+
+class BasicAuth(BaseModel):
+    """HTTP basic authentication (RFC 7617): `username` in the file, `password` a secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, value: str) -> str:
+        if ":" in value:
+            msg = "a basic-auth username cannot contain ':' (RFC 7617)"
+            raise ValueError(msg)
+        return value
 
 
 class _ReceiverBase(BaseModel):
@@ -117,29 +223,62 @@ class _ReceiverBase(BaseModel):
     notification still undelivered after `give_up_after` is dropped and counted as failed.
     `rate_limit_per_minute` spaces requests (a token bucket, burst `rate_limit_burst`);
     `outbox_max` bounds what waits for this receiver (oldest dropped first, counted).
+    Every duration must be positive: a `give_up_after` of zero or less dropped every page that
+    failed once.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: ReceiverName
     send_resolved: bool = True
-    timeout: Duration = timedelta(seconds=10)
-    backoff_initial: Duration = timedelta(seconds=1)
-    backoff_max: Duration = timedelta(minutes=5)
-    give_up_after: Duration = timedelta(hours=1)
+    timeout: PositiveDuration = timedelta(seconds=10)
+    backoff_initial: PositiveDuration = timedelta(seconds=1)
+    backoff_max: PositiveDuration = timedelta(minutes=5)
+    give_up_after: PositiveDuration = timedelta(hours=1)
     rate_limit_per_minute: float = Field(default=60.0, gt=0)
     rate_limit_burst: int = Field(default=10, ge=1)
     outbox_max: int = Field(default=1000, ge=1)
 
-    @model_validator(mode="after")
-    def _backoff_in_order(self) -> _ReceiverBase:
-        if not timedelta(0) < self.backoff_initial <= self.backoff_max:
-            msg = "backoff_initial must be positive and at most backoff_max"
+    @field_validator("backoff_max")
+    @classmethod
+    def _backoff_in_order(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        initial = info.data.get("backoff_initial")
+        if initial is not None and value < initial:
+            msg = (
+                f"must be at least backoff_initial ({duration_text(initial)}), "
+                f"got {duration_text(value)}"
+            )
             raise ValueError(msg)
-        if self.timeout <= timedelta(0):
-            msg = "timeout must be positive"
-            raise ValueError(msg)
-        return self
+        return value
+
+    def secret_refs(self) -> Iterator[tuple[str, SecretRef]]:
+        """Every secret this receiver reads, with its key as written (`basic_auth.password`)."""
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, SecretRef):
+                yield field, value
+            elif isinstance(value, BasicAuth):
+                yield f"{field}.password", value.password
+
+
+def _one_credential(
+    name: str, url: str | SecretRef, basic_auth: BasicAuth | None, bearer_token: SecretRef | None
+) -> None:
+    """`basic_auth` or `bearer_token` (either is the `Authorization` header), and none of them
+    beside `user:password@` in a URL written in the file (which httpx would send instead)."""
+    if basic_auth is not None and bearer_token is not None:
+        msg = (
+            f"receiver {name!r}: give basic_auth or bearer_token, not both (each is the "
+            "Authorization header)"
+        )
+        raise ValueError(msg)
+    has_credentials = basic_auth is not None or bearer_token is not None
+    if isinstance(url, str) and has_credentials and "@" in urlsplit(url).netloc:
+        msg = (
+            f"receiver {name!r}: url has user:password@ and basic_auth or bearer_token is set "
+            "too; keep the credentials in basic_auth or bearer_token only"
+        )
+        raise ValueError(msg)
 
 
 class SlackReceiver(_ReceiverBase):
@@ -153,18 +292,29 @@ class PagerDutyReceiver(_ReceiverBase):
     """PagerDuty Events API v2: one trigger / resolve event per alert, keyed by dedup_key.
 
     `source` defaults to the model name; `group` to `lookout`; component is the detector,
-    class the condition. `url` is the Events API endpoint (not a secret).
+    class the condition. `url` is the Events API endpoint, written in the file or (behind a
+    proxy that wants credentials in it) read from a `SecretRef`.
     """
 
     kind: Literal["pagerduty"]
     routing_key: SecretRef
-    url: str = Field(default="https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
+    url: UrlOrSecret = "https://events.pagerduty.com/v2/enqueue"
     source: str | None = None
     group: str = "lookout"
+
+    @field_serializer("url", mode="wrap")
+    def _url_redacted(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        return redacted_url(value) if isinstance(value, str) else handler(value)
 
 
 #: a Prometheus / Alertmanager label name (and annotation name)
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+#: `ends_after` must be at least this many `resend_interval`s: Alertmanager resolves an alert
+#: whose `endsAt` passes, so one late or failed re-post must not resolve a firing alert
+#: (Alertmanager's own clients set endsAt several resend intervals ahead)
+ENDS_AFTER_RESENDS = 2
 
 
 class AlertmanagerReceiver(_ReceiverBase):
@@ -172,14 +322,43 @@ class AlertmanagerReceiver(_ReceiverBase):
 
     Firing alerts are re-posted every `resend_interval` with `endsAt` = now + `ends_after`
     (Alertmanager expects clients to keep posting what is still firing); a resolve posts
-    `endsAt` in the past. Grouping and repeats are then Alertmanager's job.
+    `endsAt` in the past. Grouping and repeats are then Alertmanager's job. `ends_after` must
+    be at least `ENDS_AFTER_RESENDS` x `resend_interval`, or the alert flaps resolved between
+    re-posts. `url` may be a `SecretRef`; credentials go in `basic_auth` or `bearer_token`.
     """
 
     kind: Literal["alertmanager"]
-    url: str = Field(pattern=r"^https?://")
-    resend_interval: Duration = timedelta(minutes=1)
-    ends_after: Duration = timedelta(minutes=5)
+    url: UrlOrSecret
+    resend_interval: PositiveDuration = timedelta(minutes=1)
+    #: validated when left out too: a `resend_interval` of 5m makes the default too short
+    ends_after: PositiveDuration = Field(default=timedelta(minutes=5), validate_default=True)
     labels: dict[str, str] = Field(default_factory=dict)
+    #: credentials for a proxy in front of Alertmanager, sent as the Authorization header
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AlertmanagerReceiver:
+        _one_credential(self.name, self.url, self.basic_auth, self.bearer_token)
+        return self
+
+    @field_serializer("url", mode="wrap")
+    def _url_redacted(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        return redacted_url(value) if isinstance(value, str) else handler(value)
+
+    @field_validator("ends_after")
+    @classmethod
+    def _ends_after_outlasts_resends(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        every = info.data.get("resend_interval")
+        if every is not None and value < ENDS_AFTER_RESENDS * every:
+            msg = (
+                f"must be at least {ENDS_AFTER_RESENDS}x resend_interval "
+                f"({duration_text(ENDS_AFTER_RESENDS * every)} for a resend_interval of "
+                f"{duration_text(every)}), got {duration_text(value)}: Alertmanager resolves "
+                "a firing alert whose endsAt passes before the next re-post"
+            )
+            raise ValueError(msg)
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -198,11 +377,19 @@ class AlertmanagerReceiver(_ReceiverBase):
 
 class WebhookReceiver(_ReceiverBase):
     """A generic JSON webhook; with `hmac_secret`, `X-Lookout-Signature: sha256=<hex>` is the
-    HMAC-SHA256 of the exact body bytes."""
+    HMAC-SHA256 of the exact body bytes; `basic_auth` / `bearer_token` as for Alertmanager."""
 
     kind: Literal["webhook"]
     url: SecretRef
     hmac_secret: SecretRef | None = None
+    #: credentials the endpoint wants, sent as the Authorization header
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WebhookReceiver:
+        _one_credential(self.name, self.url, self.basic_auth, self.bearer_token)
+        return self
 
 
 ReceiverConfig = Annotated[
@@ -250,11 +437,11 @@ class AlertingConfig(BaseModel):
     fire_after_alert_windows: int = Field(default=1, ge=1, le=2)
     resolve_after_ok_windows: int = Field(default=2, ge=1, le=3)
     resolve_after_insufficient_windows: int | None = Field(default=6, ge=1)
-    cooldown: timedelta = timedelta(0)
+    cooldown: NonNegativeDuration = timedelta(0)
     notify_on_escalation: bool = True
     # -- incident lifecycle (frozen baselines, sustained shifts, acceptance) ----------------
-    sustained_after: timedelta | None = timedelta(hours=6)
-    accept_after: timedelta | None = None
+    sustained_after: SignedDuration | None = timedelta(hours=6)
+    accept_after: SignedDuration | None = None
     # ----------------------------------------------------------------------------------------
     routes: tuple[Route, ...] = ()
     default_receiver: ReceiverName = "console"
@@ -262,9 +449,9 @@ class AlertingConfig(BaseModel):
     receivers: tuple[ReceiverConfig, ...] = ()
     #: the root route's grouping (routes may override each): one notification per incident
     group_by: tuple[GroupLabel, ...] = ("dedup_key",)
-    group_wait: Duration = timedelta(0)
-    group_interval: Duration = timedelta(0)
-    repeat_interval: Duration = timedelta(hours=4)
+    group_wait: NonNegativeDuration = timedelta(0)
+    group_interval: NonNegativeDuration = timedelta(0)
+    repeat_interval: NonNegativeDuration = timedelta(hours=4)
     #: link name -> URL template with {model}, {detector}, {condition}, {dedup_key},
     #: {window_start}, {window_end}, {status} (e.g. a console or BigQuery query, the report)
     links: dict[str, str] = Field(default_factory=dict)
@@ -277,22 +464,12 @@ class AlertingConfig(BaseModel):
     @classmethod
     def _horizon_positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):
-            msg = f"must be a positive duration (or null to switch it off), got {value}"
+            msg = (
+                "must be a positive duration (or null to switch it off), "
+                f"got {duration_text(value)}"
+            )
             raise ValueError(msg)
         return value
-
-    @field_validator("cooldown")
-    @classmethod
-    def _cooldownnot_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            msg = f"cooldown must be zero or positive, got {value}"
-            raise ValueError(msg)
-        return value
-
-    @field_validator("group_wait", "group_interval", "repeat_interval")
-    @classmethod
-    def _durationsnot_negative(cls, value: timedelta) -> timedelta:
-        return not_negative(value)
 
     @field_validator("links")
     @classmethod

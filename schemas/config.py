@@ -451,7 +451,7 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
             message += f" (did you mean {close[0]!r}?)"
     elif variable is None and not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
-        if isinstance(value, int | float | bool):
+        if isinstance(value, int | float | bool) and "got " not in message:
             message += f" (got {value!r})"
     if variable is not None:
         return f"environment {variable} ({location}): {message}"

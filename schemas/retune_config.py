@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from schemas.alert_types import Duration, ReceiverName
+from schemas.alert_types import PositiveDuration, ReceiverName
 
 RENDER_FIELDS = frozenset(
     {
@@ -97,8 +97,9 @@ class _ActionBase(BaseModel):
     #: is held alerting until its condition has cleared (CUSUM), so a one-window blip already
     #: spans about 3 windows: 5 keeps blips out
     consecutive_windows: int = Field(default=5, ge=1)
-    #: at most one request per model per cooldown (event time), whatever the incident
-    cooldown: Duration = timedelta(hours=24)
+    #: at most one request per model per cooldown (event time), whatever the incident; a
+    #: cooldown of zero or less would let a flapping model start a tuning job every window
+    cooldown: PositiveDuration = timedelta(hours=24)
     #: log and count what would be sent, send nothing
     dry_run: bool = False
 

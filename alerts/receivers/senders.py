@@ -1,8 +1,10 @@
 """One sender per receiver kind: render a notification and POST it with httpx.
 
 A sender holds its resolved secrets in memory only; its errors are `NotifierError`s whose
-messages name the receiver and the HTTP status, never a URL path, a key or a body. A 429 or
-503 with `Retry-After` raises `RateLimited`, which the dispatcher honours.
+messages name the receiver, the HTTP status or the transport's reason (`Connection refused`,
+a DNS or TLS failure), never a URL path, a key or a body: a URL in a reason is cut to
+`scheme://host/…` (a Slack webhook's path is its secret). A 429 or 503 with `Retry-After`
+raises `RateLimited`, which the dispatcher honours.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 
-from alerts.notifiers import RetryableNotifierError, notifier_error, status_error
+from alerts.notifiers import RetryableNotifierError, notifier_error, redact_secrets, status_error
 from alerts.receivers.payloads import (
     alertmanager_alerts,
     pagerduty_event,
@@ -24,7 +27,7 @@ from alerts.receivers.payloads import (
     webhook_body,
 )
 from alerts.receivers.policy import parse_retry_after
-from schemas.alert_config import AlertmanagerReceiver, PagerDutyReceiver
+from schemas.alert_config import AlertmanagerReceiver, PagerDutyReceiver, SecretRef
 from schemas.detection import Alert
 
 if TYPE_CHECKING:  # the senders' client: loaded by `build_sender`, not by importing this
@@ -108,8 +111,8 @@ def post_json(
             url, content=data, headers={"Content-Type": "application/json", **(headers or {})}
         )
     except httpx.HTTPError as exc:
-        # httpx messages can carry the URL; keep only the exception type and its reason
-        raise notifier_error(receiver, "POST", _without_url(exc)) from None
+        # httpx messages can carry the URL; keep the exception type and its reason, URL cut
+        raise notifier_error(receiver, "POST", _without_url(exc, url, headers)) from None
     if response.is_success:
         return response
     wait = parse_retry_after(response.headers.get("Retry-After"), now=datetime.now(UTC))
@@ -119,15 +122,46 @@ def post_json(
     raise status_error(receiver, "POST", response.status_code)
 
 
-def _without_url(exc: httpx.HTTPError) -> httpx.HTTPError:
-    """The same exception class with a message that cannot hold the request URL."""
+def _without_url(
+    exc: httpx.HTTPError, url: str, headers: Mapping[str, str] | None = None
+) -> httpx.HTTPError:
+    """The same exception class (its retry policy depends on it) with its reason kept,
+    every form of the request URL in it cut to `scheme://host/…` and the values of the
+    request's own headers (`Authorization`) masked."""
     import httpx
 
-    reason = type(exc).__name__
+    text = str(exc)
+    for value in (headers or {}).values():
+        for part in {value, value.partition(" ")[2]}:
+            if len(part) > 3:
+                text = text.replace(part, "***")
+    reason = safe_reason(text, url) or type(exc).__name__
     try:
         return type(exc)(reason)
     except TypeError:
         return httpx.TransportError(reason)
+
+
+def safe_reason(text: str, url: str) -> str:
+    """`text` (an exception's message) without `url` in any form: whole, without its scheme
+    (httpx quotes a URL it could not parse), or its path, query or userinfo alone."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # not even splittable: keep only what cannot hold it
+        return redact_secrets(text.replace(url, "(the URL)")).strip()
+    shown = f"{parts.scheme}://{host}/…" if parts.scheme and host else "(the URL)"
+    whole = url.strip()
+    tail = whole.split("://", 1)[-1]
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    userinfo = parts.netloc.rpartition("@")[0]
+    for form in (whole, tail):
+        if form:
+            text = text.replace(form, shown)
+    for form in (path, parts.query, userinfo):
+        if len(form) > 1:
+            text = text.replace(form, "…")
+    return redact_secrets(text).strip()
 
 
 class SlackSender(_HttpSender):
@@ -148,18 +182,27 @@ class PagerDutySender(_HttpSender):
     kind = "pagerduty"
     per_alert = True
 
-    def __init__(self, config: PagerDutyReceiver, client: httpx.Client, routing_key: str) -> None:
+    def __init__(
+        self,
+        config: PagerDutyReceiver,
+        client: httpx.Client,
+        routing_key: str,
+        *,
+        url: str | None = None,
+    ) -> None:
+        """`url`: the Events API endpoint as read (`config.url` when it is written there)."""
         self.name = config.name
         self._config = config
         self._client = client
         self._key = routing_key
+        self._url = url if url is not None else _written_url(config.url, config.name)
 
     def send(self, notification: Notification) -> None:
         for alert in notification.alerts:
             event = pagerduty_event(
                 alert, routing_key=self._key, source=self._config.source, group=self._config.group
             )
-            post_json(self._client, self.name, self._config.url, event)
+            post_json(self._client, self.name, self._url, event)
 
 
 class AlertmanagerSender(_HttpSender):
@@ -171,12 +214,19 @@ class AlertmanagerSender(_HttpSender):
         config: AlertmanagerReceiver,
         client: httpx.Client,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`url`: Alertmanager's base URL as read (`config.url` when it is written there);
+        `headers`: sent with every request (`Authorization` from basic_auth/bearer_token)."""
         self.name = config.name
         self._config = config
         self._client = client
         self._wall_clock = wall_clock
-        self._url = config.url.rstrip("/") + "/api/v2/alerts"
+        base = url if url is not None else _written_url(config.url, config.name)
+        self._url = base.rstrip("/") + "/api/v2/alerts"
+        self._headers = dict(headers or {})
 
     def send(self, notification: Notification) -> None:
         body = alertmanager_alerts(
@@ -185,18 +235,27 @@ class AlertmanagerSender(_HttpSender):
             ends_after=self._config.ends_after,
             labels=self._config.labels,
         )
-        post_json(self._client, self.name, self._url, body)
+        post_json(self._client, self.name, self._url, body, headers=self._headers)
 
 
 class WebhookSender(_HttpSender):
     kind = "webhook"
     per_alert = False
 
-    def __init__(self, name: str, client: httpx.Client, url: str, hmac_secret: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: httpx.Client,
+        url: str,
+        hmac_secret: str | None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self._client = client
         self._url = url
         self._secret = hmac_secret.encode() if hmac_secret is not None else None
+        self._headers = dict(headers or {})
 
     def send(self, notification: Notification) -> None:
         body = orjson.dumps(
@@ -207,10 +266,17 @@ class WebhookSender(_HttpSender):
                 repeat=notification.repeat,
             )
         )
-        headers = {}
+        headers = dict(self._headers)
         if self._secret is not None:
             headers["X-Lookout-Signature"] = "sha256=" + sign(self._secret, body)
         post_json(self._client, self.name, self._url, None, headers=headers, content=body)
+
+
+def _written_url(url: str | SecretRef, receiver: str) -> str:
+    if isinstance(url, SecretRef):
+        msg = f"receiver {receiver!r}: url is a secret reference; pass the URL read from it"
+        raise TypeError(msg)
+    return url
 
 
 def sign(secret: bytes, body: bytes) -> str:
