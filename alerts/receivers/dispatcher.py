@@ -122,6 +122,10 @@ class Dispatcher:
             for sender, config in receivers
         }
         self.metrics = NotificationMetrics(registry, list(self._receivers))
+        #: notifications given up on (or dropped, the outbox full) in this process, and those
+        #: still queued when it closed: what a finite run must not report as delivered
+        self.undelivered: Tally[str] = Tally()
+        self.left_queued: Tally[str] = Tally()
         self._lock = threading.Lock()
         forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
         if forgotten:
@@ -313,6 +317,7 @@ class Dispatcher:
         )
         if dropped:
             self.metrics.total.labels(receiver, "dropped").inc(dropped)
+            self.undelivered[receiver] += dropped
             log.error(
                 "receiver %s: outbox full, dropped %d notifications (repeats first, then the "
                 "oldest, and the resolves of pages dropped)",
@@ -365,6 +370,7 @@ class Dispatcher:
                 return delay
             self._outbox.done(entry.id)
             self.metrics.total.labels(receiver, "failed").inc()
+            self.undelivered[receiver] += 1
             log.error("%s; giving up after %d attempt(s)", error, attempts)
         else:
             self._outbox.done(entry.id)
@@ -435,6 +441,7 @@ class Dispatcher:
                 waiting[receiver] += len(state.pending)
         for receiver in self._receivers:
             queued = self.pending(receiver) + waiting[receiver]
+            self.left_queued[receiver] = queued
             if queued:
                 log.warning(
                     "receiver %s: %d notification(s) not sent yet; they stay in the outbox "

@@ -223,3 +223,39 @@ def test_config_check_warns_about_secrets_it_cannot_read_here(tmp_path: Path) ->
     assert "continue: true" in result.stdout and "continue_" not in result.stdout
     assert not [s for s in SECRETS if s in result.stdout + result.stderr]
     assert_no_traceback(result)
+
+
+def test_a_replay_whose_pages_were_refused_says_so_and_fails(tmp_path: Path) -> None:
+    """Found in review: every page refused, `giving up` logged among other lines, and the
+    replay exited 0 with a summary that said nothing of it."""
+    refusing = StandIn(validate=lambda _: [], ok_status=404, ok_body=b"no_service").start()
+    try:
+        simulated = lookout(
+            "simulate",
+            *("--out", "logs.ndjson", "--hours", "0.5", "--rate", "300"),
+            *("--incident", "safety_spike@15m:10m", "--format", "native"),
+            cwd=tmp_path,
+        )
+        assert simulated.returncode == 0, simulated.describe()
+        config = {
+            "detectors": {"enabled": ["safety"]},
+            "metrics": {"enabled": False},
+            "alerting": {
+                "receivers": [
+                    {"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}}
+                ],
+                "routes": [{"receivers": ["team-slack"]}],
+            },
+        }
+        (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+        replay = lookout(
+            "replay", "logs.ndjson", "--config", "lookout.yaml", "--db", "r.duckdb",
+            cwd=tmp_path, env={"SLACK": refusing.url + SLACK_PATH}, timeout=300,
+        )  # fmt: skip
+    finally:
+        refusing.stop()
+    assert refusing.requests, replay.describe()  # the pages were tried
+    assert replay.returncode == 1, replay.describe()
+    refused = len(refusing.requests)
+    assert f"notifications did not reach team-slack ({refused} given up)" in replay.stderr
+    assert_no_traceback(replay)

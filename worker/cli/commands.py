@@ -193,6 +193,9 @@ def replay(
     if source.failure is not None:
         say("lookout.replay", source.failure, "ERROR", file=file)
     undelivered = _undelivered_alerts(pipeline.engine)
+    unsent = pipeline.delivery_shortfall()
+    if unsent:
+        say("lookout.replay", unsent, "ERROR", file=file)
     if undelivered:
         say(
             "lookout.replay",
@@ -205,7 +208,7 @@ def replay(
         )
     if report_failure is not None:
         say("lookout.replay", report_failure, "ERROR", file=file)
-    failed = source.failure is not None or report_failure is not None or undelivered
+    failed = source.failure is not None or report_failure is not None or undelivered or unsent
     if not result.clean_exit or result.invalid_records or failed:
         raise typer.Exit(1)
 

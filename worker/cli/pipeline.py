@@ -84,6 +84,30 @@ class Pipeline:
             self.retune.close()
         self.sink.close()
 
+    def delivery_shortfall(self) -> str:
+        """After `close`: one line naming the receivers some notification of this run did not
+        reach (given up on after `give_up_after`, dropped, or still in the outbox), or "". A
+        replay whose every page failed exited 0 and its summary said nothing of it."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return ""
+        parts = []
+        for receiver in sorted(set(dispatcher.undelivered) | set(dispatcher.left_queued)):
+            failed, queued = dispatcher.undelivered[receiver], dispatcher.left_queued[receiver]
+            said = [
+                f"{failed} given up" if failed else "",
+                f"{queued} still queued" if queued else "",
+            ]
+            if failed or queued:
+                parts.append(f"{receiver} ({', '.join(p for p in said if p)})")
+        if not parts:
+            return ""
+        return (
+            f"notifications did not reach {'; '.join(parts)} (see the errors above); the "
+            "alerts are in the alerts table, and queued ones go out from the outbox at the "
+            "next start"
+        )
+
     def report_sink(self) -> DuckDBSink:
         """The sink an HTML report reads: reports are built from the DuckDB file."""
         if not isinstance(self.sink, DuckDBSink):

@@ -265,4 +265,10 @@ def serve(config: LookoutConfig) -> int:
     failure = getattr(source, "failure", None)  # a file source's corrupt gzip data
     if failure is not None:
         print(f"lookout run: {failure}", file=sys.stderr)
-    return 0 if result.clean_exit and failure is None else 1
+    unsent = pipeline.delivery_shortfall()
+    if unsent:
+        print(f"lookout run: {unsent}", file=sys.stderr)
+    # a stopped worker's queued notifications go out at its next start, as they should; a
+    # finite input's are owed now
+    owed = bool(unsent) and input_ended
+    return 0 if result.clean_exit and failure is None and not owed else 1
