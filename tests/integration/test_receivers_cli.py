@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -164,12 +165,8 @@ def test_lookout_run_pages_pagerduty_and_slack_once_per_incident(
     assert len(pd.accepted()) == len(triggers) + len(resolves)  # a restart re-pages nobody
 
 
-def test_a_replay_sends_grouped_notifications_before_it_exits(
-    servers: dict[str, StandIn], tmp_path: Path
-) -> None:
-    """A route that groups by model and waits 30 s before a group's first message: a replay
-    of past logs ends long before that, and nothing more will join the group. Its page and
-    resolve must reach Slack before `lookout replay` returns, not wait for a next start."""
+def _safety_spike_to_slack(tmp_path: Path, route: dict[str, Any]) -> None:
+    """logs.ndjson with a safety spike, and lookout.yaml routing it to Slack at $SLACK."""
     simulated = lookout(
         "simulate",
         *("--out", "logs.ndjson", "--hours", "0.6", "--rate", "300"),
@@ -182,17 +179,27 @@ def test_a_replay_sends_grouped_notifications_before_it_exits(
         "metrics": {"enabled": False},
         "alerting": {
             "receivers": [{"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}}],
-            "routes": [
-                {
-                    "receivers": ["team-slack"],
-                    "group_by": ["model"],
-                    "group_wait": "30s",
-                    "group_interval": "5m",
-                }
-            ],
+            "routes": [route],
         },
     }
     (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_replay_sends_grouped_notifications_before_it_exits(
+    servers: dict[str, StandIn], tmp_path: Path
+) -> None:
+    """A route that groups by model and waits 30 s before a group's first message: a replay
+    of past logs ends long before that, and nothing more will join the group. Its page and
+    resolve must reach Slack before `lookout replay` returns, not wait for a next start."""
+    _safety_spike_to_slack(
+        tmp_path,
+        {
+            "receivers": ["team-slack"],
+            "group_by": ["model"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+        },
+    )
     env = {"SLACK": servers["slack"].url + SLACK_PATH}
     started = time.monotonic()
     replay = lookout(
@@ -230,24 +237,7 @@ def test_a_replay_whose_pages_were_refused_says_so_and_fails(tmp_path: Path) -> 
     replay exited 0 with a summary that said nothing of it."""
     refusing = StandIn(validate=lambda _: [], ok_status=404, ok_body=b"no_service").start()
     try:
-        simulated = lookout(
-            "simulate",
-            *("--out", "logs.ndjson", "--hours", "0.5", "--rate", "300"),
-            *("--incident", "safety_spike@15m:10m", "--format", "native"),
-            cwd=tmp_path,
-        )
-        assert simulated.returncode == 0, simulated.describe()
-        config = {
-            "detectors": {"enabled": ["safety"]},
-            "metrics": {"enabled": False},
-            "alerting": {
-                "receivers": [
-                    {"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}}
-                ],
-                "routes": [{"receivers": ["team-slack"]}],
-            },
-        }
-        (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+        _safety_spike_to_slack(tmp_path, {"receivers": ["team-slack"]})
         replay = lookout(
             "replay", "logs.ndjson", "--config", "lookout.yaml", "--db", "r.duckdb",
             cwd=tmp_path, env={"SLACK": refusing.url + SLACK_PATH}, timeout=300,
