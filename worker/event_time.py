@@ -15,10 +15,12 @@ way). So event time is guarded in two ways before a batch is folded:
   records) are pooled until they hold a quorum, which must then all agree.
 - **Records too far from it are quarantined**, never folded, and never move it: more than
   `max_future_skew_seconds` ahead of the newest time a quorum reaches (not of the frontier:
-  half a batch of a sparse file spans hours) (a live source, whose frontier trails the
-  wall clock, bounds by the wall clock instead: new data after a quiet night is not
-  suspicious there), or ahead of the wall clock by that much whatever the source (nothing
-  real comes from the future), or more than `max_past_seconds` behind the frontier.
+  half a batch of a sparse file spans hours) when the records after it in the batch come
+  back by more than that (a file read in order only goes forward, a wrong clock does not)
+  (a live source, whose frontier trails the wall clock, bounds by the wall clock instead:
+  new data after a quiet night is not suspicious there), or ahead of the wall clock by that
+  much whatever the source (nothing real comes from the future), or more than
+  `max_past_seconds` behind the frontier.
 
 Until `quorum` records have been admitted there is no frontier: nothing closes early and the
 relative bounds do not apply, only the wall clock's. Pure computation: the wall clock is
@@ -152,6 +154,14 @@ class EventTimeGuard:
             if not limits.live:
                 newest = self._corroborated(timestamps[admitted])
                 ahead = admitted & (timestamps > newest + skew)
+                # ...and the stream comes back from it: a record after it (in input order)
+                # is more than the skew earlier. A file read in order only goes forward: the
+                # newest records of a sparse file, or those after a quiet night at the end of
+                # a batch, have fewer than a quorum near them and were quarantined, never
+                # folded. A wrong clock at the very end of a batch is admitted: one record in
+                # a window ahead, which moves nothing
+                later = np.append(np.fmin.accumulate(timestamps[::-1])[::-1][1:], np.inf)
+                ahead &= later < timestamps - skew
                 for row in np.flatnonzero(ahead):
                     t = float(timestamps[row])
                     quarantined.append(
@@ -159,8 +169,9 @@ class EventTimeGuard:
                             int(row),
                             t,
                             f"event time {_when(t)} is {_span(t - newest)} ahead of the "
-                            f"stream ({_when(newest)}; limit {_span(skew)}) and fewer than "
-                            f"{limits.quorum} records agree: a producer clock is wrong",
+                            f"stream ({_when(newest)}; limit {_span(skew)}), fewer than "
+                            f"{limits.quorum} records agree and the records after it are "
+                            f"back at {_when(float(later[row]))}: a producer clock is wrong",
                             "future",
                         )
                     )

@@ -60,11 +60,12 @@ def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_d
     g.admit(T0 + np.arange(50, dtype=np.float64))
     later = T0 + 5 * 3600  # five hours later: beyond the skew
     few = g.admit(np.full(4, later))
-    assert not few.admitted.any() and len(few.quarantined) == 4
+    assert few.admitted.all()  # admitted (a file read in order goes forward)...
+    assert g.frontier == T0 + 25  # ...but four cannot move the frontier
     # a batch that carries a quorum of newer records is a stream catching up, not a broken clock
     burst = g.admit(later + np.arange(200, dtype=np.float64))
     assert burst.admitted.all()
-    assert g.frontier == later + 100
+    assert later + 90 <= g.frontier <= later + 100  # half of the 204 pooled
 
 
 def test_one_fast_clock_cannot_move_the_frontier_however_many_records_it_sends() -> None:
@@ -89,8 +90,17 @@ def test_the_newer_half_of_a_sparse_file_batch_is_not_a_broken_clock() -> None:
     for hour in range(3):
         result = g.admit(T0 + hour * 4 * 3600 + 60 * np.arange(240, dtype=np.float64))
         assert result.admitted.all() and result.quarantined == []
-    alone = g.admit(np.concatenate((T0 + 12 * 3600 + np.arange(20.0), times(T0 + 20 * 3600))))
-    assert alone.admitted.tolist() == [True] * 20 + [False]
+    # a record the stream comes back from is a wrong clock; one at the end, after a gap
+    # wider than the skew, is the sparse file going on (found in review: a file of a
+    # record every 2 hours lost the newest 4 of every slice)
+    back = T0 + 12 * 3600 + np.arange(20.0)
+    alone = g.admit(np.concatenate((back[:10], times(T0 + 20 * 3600), back[10:])))
+    assert alone.admitted.tolist() == [True] * 10 + [False] + [True] * 10
+    assert "back at 2026-01-05T18:00:10Z" in alone.quarantined[0].reason
+    sparse = guard(max_future_skew_seconds=3600)
+    for start in range(0, 48, 12):
+        two_hourly = T0 + 7200 * (start + np.arange(12.0))
+        assert sparse.admit(two_hourly).admitted.all()
 
 
 def test_a_share_outside_zero_to_one_is_refused() -> None:
@@ -120,9 +130,10 @@ def test_a_live_source_after_a_quiet_night_follows_the_wall_clock() -> None:
     g = guard(wall=morning + 1, live=True)
     g.admit(T0 + np.arange(50, dtype=np.float64))
     assert g.admit(times(morning)).admitted.tolist() == [True]
-    replay = guard(wall=morning + 1, live=False)  # a file: the stream itself is the clock
+    # a file read in order: the record after the night goes forward, as the file does
+    replay = guard(wall=morning + 1, live=False)
     replay.admit(T0 + np.arange(50, dtype=np.float64))
-    assert replay.admit(times(morning)).admitted.tolist() == [False]
+    assert replay.admit(times(morning)).admitted.tolist() == [True]
 
 
 def test_a_quorum_below_one_is_refused() -> None:
