@@ -36,6 +36,7 @@ from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
 from worker.sink import BaselineAccept, Checkpoint, QuarantinedRecord, RequestIdRows, Sink
+from worker.unjudged import UnjudgedStreams
 from worker.window_parts import window_parts
 from worker.window_state import ID_SEED, CommitUndo, OpenWindow
 from worker.windows import Watermark, group_by_window, window_starts
@@ -144,6 +145,7 @@ class Engine:
         self._last_progress = now()
         #: evaluate role: the last `judge_stored` stopped at its time slice with windows ready
         self.judging_behind = False
+        self._unjudged = UnjudgedStreams()
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)
@@ -419,6 +421,8 @@ class Engine:
         self._judged_unwritten.add((state.model, state.start))
         self.stats.windows_evaluated += 1
         self._pending_detections.extend(result.detections)
+        for warning in self._unjudged.observe(result.detections):
+            log.warning("%s", warning)
         self._pending_alerts.extend(self._handoff.not_recovered(result.alerts))
         self._pending_references.update(result.references)
         self._pending_accepts.extend(result.accepts)

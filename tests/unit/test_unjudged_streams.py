@@ -1,0 +1,50 @@
+"""A model too quiet for a detector's minimums is said to be unjudged, once, in the log."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from alerts.tracking import EvidenceTracker
+from detectors.registry import build_detectors
+from schemas.alert_config import AlertingConfig
+from worker.engine import Engine, EngineSettings
+from worker.evaluator import WindowEvaluator
+from worker.sources.simulator import SimulationConfig, simulate_batches
+from worker.testing import FakeClock, MemorySink
+
+
+def test_a_model_too_quiet_to_judge_is_named_once_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in review: a model at 8 calls a minute got `insufficient_data` from safety and
+    latency for every window of three hours, and nothing but silence told the on-call."""
+    sink = MemorySink()
+    detectors = build_detectors(dict.fromkeys(("safety", "latency")))
+    tracker = EvidenceTracker.load(sink.load_alert_state(), AlertingConfig())
+    engine = Engine(
+        EngineSettings(),
+        detectors,
+        sink,
+        WindowEvaluator(detectors, 60, tracker),
+        now=FakeClock(),
+        wall_clock=None,
+    )
+    config = SimulationConfig(
+        start=datetime(2026, 1, 5, 6, 0, tzinfo=UTC),
+        hours=2.5,
+        models=("text-bison",),
+        calls_per_minute=8,
+        embedding_fraction=0.0,
+    )
+    with caplog.at_level(logging.WARNING, logger="lookout.engine"):
+        for batch in simulate_batches(config, seconds_per_batch=60):
+            engine.feed(batch)
+            engine.tick()
+        engine.finish(end_of_input=True)
+    said = [r.getMessage() for r in caplog.records if "no verdict" in r.getMessage()]
+    assert len(said) == 2, said  # one per detector, not one per window
+    assert any(s.startswith("text-bison latency: no verdict for 60 windows in a row") for s in said)
+    assert all("detectors." in s and "engine.window_seconds" in s for s in said)

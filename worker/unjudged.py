@@ -1,0 +1,44 @@
+"""Streams that get no verdict: said once in the log, not left to be noticed.
+
+A model too quiet for a detector's minimums (8 calls a minute against a latency baseline of
+500 calls over 48 one-minute windows) gets `insufficient_data` for every window. Each verdict
+is stored with its reason and counted in `lookout_detections_total{verdict}`, yet an on-call
+reading the pages sees only silence, which reads as healthy. One warning per (model, detector)
+when its windows have gone without a verdict for `after` windows in a row, and again only
+after a verdict has come in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from schemas.detection import Detection
+
+#: an hour of one-minute windows
+DEFAULT_AFTER_WINDOWS = 60
+
+
+@dataclass
+class UnjudgedStreams:
+    after: int = DEFAULT_AFTER_WINDOWS
+    _runs: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def observe(self, detections: Sequence[Detection]) -> list[str]:
+        """The warnings these detections complete (usually none)."""
+        said: list[str] = []
+        for d in detections:
+            key = (d.model, d.detector)
+            if d.verdict != "insufficient_data":
+                self._runs.pop(key, None)
+                continue
+            run = self._runs.get(key, 0) + 1
+            self._runs[key] = run
+            if run == self.after:
+                said.append(
+                    f"{d.model} {d.detector}: no verdict for {run} windows in a row, so no "
+                    f"alert can come from it (latest: {d.reason.rstrip('.')}); to judge a "
+                    f"model this quiet, lower the minimums under detectors.{d.detector} or "
+                    "lengthen engine.window_seconds"
+                )
+        return said
