@@ -353,6 +353,22 @@ class AlertTracker:
         if incident.phase in ("suppressed", "pending"):
             return _closed(incident)  # never paged, so nothing to resolve
         windows = f"after {incident.windows} windows"
+        if incident.started_at is not None:
+            # windows counted across a gap of hours read as minutes: the span says how long
+            lasted = _duration(d.window_end - incident.started_at)
+            windows = f"after {lasted} ({incident.windows} windows)"
+        if (
+            numbers
+            and d.value is not None
+            and d.threshold is not None
+            and d.value > d.threshold
+            and d.verdict == "ok"
+        ):
+            # cleared by the evidence of the windows since, not by this one window's value
+            windows += (
+                "; this window alone is still above the threshold, but the windows since the "
+                "incident are back at the baseline's level"
+            )
         summary = _summary(
             "RESOLVED", incident, d, numbers=numbers, tail=_join(windows, note), verb=verb
         )
