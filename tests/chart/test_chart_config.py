@@ -60,6 +60,31 @@ def secret_env(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return refs
 
 
+#: the keys of a receiver in values.yaml that name a Secret and key
+SECRET_REF_KEYS = ("secretRef", "hmacSecretRef", "urlSecretRef", "bearerTokenSecretRef")
+
+
+def values_secret_refs(receiver: dict[str, Any]) -> set[tuple[str, str]]:
+    """(Secret name, key) of every secret one receiver of values.yaml reads."""
+    refs = [receiver[key] for key in SECRET_REF_KEYS if key in receiver]
+    if "basicAuth" in receiver:
+        refs.append(receiver["basicAuth"]["passwordSecretRef"])
+    return {(ref["name"], ref["key"]) for ref in refs}
+
+
+def config_env_refs(receiver: dict[str, Any]) -> set[str]:
+    """Every `{env: NAME}` in one receiver of the rendered config, nested ones included
+    (`basic_auth.password`)."""
+    found = set()
+    for value in receiver.values():
+        if isinstance(value, dict):
+            if "env" in value:
+                found.add(value["env"])
+            else:
+                found |= config_env_refs(value)
+    return found
+
+
 def _cases() -> list[Any]:
     cases = []
     for name in VALUES_FILES:
@@ -109,18 +134,14 @@ def test_secrets_referenced_are_exactly_the_receivers(name: str) -> None:
     rendered = render(values)
     expected = set()
     for receiver in values.get("receivers", []):
-        for field in ("secretRef", "hmacSecretRef"):
-            if field in receiver:
-                expected.add((receiver[field]["name"], receiver[field]["key"]))
+        expected |= values_secret_refs(receiver)
     maps = config_maps(rendered)
     for deployment in rendered.of_kind("Deployment"):
         role = deployment["metadata"]["name"].removeprefix("lookout-")
         refs = secret_env(deployment)
         config = yaml.safe_load(maps[f"lookout-{role}"])
         receivers = config.get("alerting", {}).get("receivers", [])
-        named = {
-            v["env"] for r in receivers for v in r.values() if isinstance(v, dict) and "env" in v
-        }
+        named = {env for r in receivers for env in config_env_refs(r)}
         if role == "ingest":
             # ingest never notifies: no receiver, no secret
             assert (refs, receivers) == ({}, [])
@@ -144,11 +165,14 @@ def test_no_secret_value_is_inline_anywhere() -> None:
     for text in config_maps(rendered).values():
         config = yaml.safe_load(text)
         for receiver in config.get("alerting", {}).get("receivers", []):
-            for field in ("webhook_url", "routing_key", "hmac_secret"):
+            for field in ("webhook_url", "routing_key", "hmac_secret", "bearer_token"):
                 if field in receiver:
                     assert set(receiver[field]) == {"env"}
-            if receiver["kind"] == "webhook":
-                assert set(receiver["url"]) == {"env"}
+            if "basic_auth" in receiver:
+                assert set(receiver["basic_auth"]["password"]) == {"env"}
+            url = receiver.get("url")
+            if receiver["kind"] == "webhook" or isinstance(url, dict):
+                assert set(url) == {"env"}
 
 
 def test_worker_flushes_before_the_kubelet_kills_it() -> None:

@@ -78,21 +78,73 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail (printf "receivers: the name %q is used twice" .name) -}}
 {{- end -}}
 {{- $_ := set $names .name true -}}
+{{- $settings := .settings | default dict -}}
 {{- if and (eq .kind "alertmanager") .secretRef -}}
-{{- fail (printf "receivers: %s (alertmanager) takes url, not secretRef: its URL is not a secret" .name) -}}
+{{- fail (printf "receivers: %s (alertmanager) takes url, or urlSecretRef for a URL kept in a Secret, not secretRef" .name) -}}
 {{- end -}}
-{{- if and (ne .kind "alertmanager") .url -}}
+{{- if and (eq .kind "alertmanager") .url .urlSecretRef -}}
+{{- fail (printf "receivers: %s (alertmanager): give url or urlSecretRef, not both" .name) -}}
+{{- end -}}
+{{- if and (eq .kind "pagerduty") .url -}}
+{{- fail (printf "receivers: %s (pagerduty) takes its Events API URL as settings.url, or urlSecretRef from a Secret; secretRef is its routing key" .name) -}}
+{{- end -}}
+{{- if and (has .kind (list "slack" "webhook")) .url -}}
 {{- fail (printf "receivers: %s (%s) takes its URL from secretRef, never inline" .name .kind) -}}
+{{- end -}}
+{{- if and (not (has .kind (list "alertmanager" "pagerduty"))) .urlSecretRef -}}
+{{- fail (printf "receivers: %s (%s) has no urlSecretRef: its URL is secretRef (urlSecretRef is for kinds alertmanager and pagerduty)" .name .kind) -}}
 {{- end -}}
 {{- if and (ne .kind "webhook") .hmacSecretRef -}}
 {{- fail (printf "receivers: %s (%s) has no HMAC secret; hmacSecretRef is for kind webhook" .name .kind) -}}
+{{- end -}}
+{{- if and (not (has .kind (list "alertmanager" "webhook"))) (or .basicAuth .bearerTokenSecretRef) -}}
+{{- fail (printf "receivers: %s (%s) sends no Authorization header; basicAuth and bearerTokenSecretRef are for kinds alertmanager and webhook" .name .kind) -}}
+{{- end -}}
+{{- if and .basicAuth .bearerTokenSecretRef -}}
+{{- fail (printf "receivers: %s (%s): give basicAuth or bearerTokenSecretRef, not both (each is the Authorization header)" .name .kind) -}}
+{{- end -}}
+{{- $literal := .url | default (get $settings "url") | default "" -}}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" (toString $literal) -}}
+{{- fail (printf "receivers: %s (%s): the URL carries user:password@, a credential that would sit in a ConfigMap: give basicAuth (passwordSecretRef), or the whole URL as urlSecretRef" .name .kind) -}}
+{{- end -}}
+{{- $receiver := . -}}
+{{- range $key, $instead := dict "webhook_url" "secretRef" "routing_key" "secretRef" "hmac_secret" "hmacSecretRef" "basic_auth" "basicAuth" "bearer_token" "bearerTokenSecretRef" -}}
+{{- if hasKey $settings $key -}}
+{{- fail (printf "receivers: %s (%s): settings.%s: credentials never go in settings, where they would sit in a ConfigMap; give %s (an existing Secret's name and key) instead" $receiver.name $receiver.kind $key $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey $settings "url" -}}
+{{- if eq .kind "alertmanager" -}}
+{{- fail (printf "receivers: %s (alertmanager): give its URL as url (or urlSecretRef), not settings.url" .name) -}}
+{{- else if ne .kind "pagerduty" -}}
+{{- fail (printf "receivers: %s (%s): its URL is secretRef, not settings.url" .name .kind) -}}
+{{- else if .urlSecretRef -}}
+{{- fail (printf "receivers: %s (pagerduty): give settings.url or urlSecretRef, not both" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $.Values.networkPolicy.enabled (eq .kind "alertmanager") .urlSecretRef (not .egressPort) -}}
+{{- fail (printf "receivers: %s (alertmanager): its URL is in a Secret, so the chart cannot read the port the NetworkPolicy must open: set egressPort (and egressTo)" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- /* two receivers' secrets under one variable would send one receiver's secret to the other */ -}}
+{{- $vars := dict -}}
+{{- range include "lookout.receiverSecrets" . | fromJsonArray -}}
+{{- $where := printf "%s %s" .receiver .field -}}
+{{- if hasKey $vars .env -}}
+{{- fail (printf "receivers: %s and %s would share the environment variable %s (the chart upper-cases receiver names and turns every run of other characters than letters and digits into _): rename one of the receivers" (get $vars .env) $where .env) -}}
+{{- end -}}
+{{- $_ := set $vars .env $where -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if and (kindIs "map" .) (hasKey $vars (toString .name)) -}}
+{{- fail (printf "extraEnv: %s is the variable the chart sets to the Secret of receiver %s; it would replace that secret" .name (get $vars .name)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{/* The environment variable carrying one receiver secret: LOOKOUT_SECRET_<NAME>_<FIELD>. */}}
 {{- define "lookout.secretEnvName" -}}
-{{- printf "LOOKOUT_SECRET_%s_%s" (regexReplaceAll "[^A-Za-z0-9]+" .receiver "_") .field | upper -}}
+{{- printf "LOOKOUT_SECRET_%s_%s" (regexReplaceAll "[^A-Za-z0-9]+" .receiver "_") (regexReplaceAll "[^A-Za-z0-9]+" .field "_") | upper -}}
 {{- end -}}
 
 {{/*
@@ -108,6 +160,15 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- if eq .kind "webhook" -}}
 {{- $fields = list (list "url" .secretRef) -}}
 {{- if .hmacSecretRef -}}{{- $fields = append $fields (list "hmac_secret" .hmacSecretRef) -}}{{- end -}}
+{{- end -}}
+{{- /* alertmanager and pagerduty: the URL itself from a Secret */ -}}
+{{- if and .urlSecretRef (has .kind (list "alertmanager" "pagerduty")) -}}
+{{- $fields = append $fields (list "url" .urlSecretRef) -}}
+{{- end -}}
+{{- /* alertmanager and webhook: the Authorization header's credential */ -}}
+{{- if has .kind (list "alertmanager" "webhook") -}}
+{{- if .basicAuth -}}{{- $fields = append $fields (list "basic_auth.password" .basicAuth.passwordSecretRef) -}}{{- end -}}
+{{- if .bearerTokenSecretRef -}}{{- $fields = append $fields (list "bearer_token" .bearerTokenSecretRef) -}}{{- end -}}
 {{- end -}}
 {{- $receiver := .name -}}
 {{- range $fields -}}
@@ -154,10 +215,17 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- $r := deepCopy (.settings | default dict) -}}
 {{- $_ := set $r "name" .name -}}
 {{- $_ := set $r "kind" .kind -}}
-{{- if eq .kind "alertmanager" -}}{{- $_ := set $r "url" .url -}}{{- end -}}
+{{- if and (eq .kind "alertmanager") .url -}}{{- $_ := set $r "url" .url -}}{{- end -}}
 {{- $name := .name -}}
+{{- $username := dig "basicAuth" "username" "" . -}}
 {{- range $secrets -}}
-{{- if eq .receiver $name -}}{{- $_ := set $r .field (dict "env" .env) -}}{{- end -}}
+{{- if eq .receiver $name -}}
+{{- if eq .field "basic_auth.password" -}}
+{{- $_ := set $r "basic_auth" (dict "username" $username "password" (dict "env" .env)) -}}
+{{- else -}}
+{{- $_ := set $r .field (dict "env" .env) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- $receivers = append $receivers $r -}}
 {{- end -}}
