@@ -56,6 +56,9 @@ class Baseline(Generic[StateT]):
     reference: StateT | None = None
     recent: tuple[StateT, ...] = ()
     recent_onset: int = 0
+    #: an incident is open for this (model, detector): what `recent` says for the detectors
+    #: that keep no history (their `recent` is always empty)
+    incident_open: bool = False
 
     @property
     def in_incident(self) -> bool:

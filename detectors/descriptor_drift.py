@@ -41,6 +41,10 @@ from schemas.detection import Detection
 from schemas.drift_config import DescriptorDriftConfig
 
 CONDITION = "descriptor_distribution_shift"
+#: while an incident is open it clears only when every test is past these: p-value (per
+#: test, unadjusted) and effect as a share of `min_effect`
+HOLD_ALPHA = 0.05
+HOLD_EFFECT_SHARE = 0.5
 NUMERIC: tuple[str, ...] = ("response_length", "input_tokens", "output_tokens")
 #: prepared reference samples kept per detector (one per model, while its reference is pinned)
 _PREPARED_REFERENCES = 64
@@ -295,7 +299,19 @@ class DescriptorDriftDetector:
             "per_test_alpha": per_test_alpha,
             "reference_calls": reference.count,
         }
-        fired = [r for r in results if r.p_value < per_test_alpha and r.effect >= cfg.min_effect]
+        if baseline.incident_open or baseline.in_incident:
+            # hysteresis: an open incident holds while a test still sees the shift at a looser
+            # bar. At the strict bar alone, a shift near it alternated alert and ok, and one
+            # 4-hour incident made 25 info alerts that fired and cleared at 0.08 effect
+            fired = [
+                r
+                for r in results
+                if r.p_value < HOLD_ALPHA and r.effect >= HOLD_EFFECT_SHARE * cfg.min_effect
+            ]
+        else:
+            fired = [
+                r for r in results if r.p_value < per_test_alpha and r.effect >= cfg.min_effect
+            ]
         if not results:
             return self._detection(
                 window,

@@ -349,7 +349,8 @@ class WindowEvaluator:
     def _baseline(self, model: str, name: str, start: int) -> Baseline[Any]:
         reference = self._references.get((model, name))
         if self._detectors[name].history_windows == 0:
-            return Baseline(history=(), reference=reference)
+            opened = self._tracker.open_incident(model, name) is not None
+            return Baseline(history=(), reference=reference, incident_open=opened)
         stream = self._stream(model, name)
         recent = tuple(s for _, s in stream.incident) if stream.incident is not None else ()
         return Baseline(

@@ -174,3 +174,27 @@ def test_each_reference_is_judged_against_its_own_sorted_sample():
         for ref in (quiet, shifted)
     ]
     assert verdicts == ["ok", "alert"]  # unshifted traffic: quiet against its own reference
+
+
+def test_an_open_incident_holds_while_the_shift_lasts_and_clears_when_it_ends():
+    """Found in review: a shift near the bar alternated alert and ok, and one 4-hour incident
+    made 25 info alerts that fired and cleared. Held at a looser bar while open, it stays
+    open through the shift and still clears once the traffic is back to the reference."""
+    rng = np.random.default_rng(5)
+    ids = count()
+    ref = _reference(rng, ids)
+
+    def verdicts(scale: float, *, open_incident: bool) -> list[str]:
+        out = []
+        for _ in range(60):
+            window = DET.add(DET.empty(), _batch(200, rng, next(ids) * 10_000, token_scale=scale))
+            baseline = Baseline(reference=ref, incident_open=open_incident)
+            out.append(str(DET.evaluate(window, baseline, WINDOW).verdict))
+        return out
+
+    strict = verdicts(1.2, open_incident=False)
+    held = verdicts(1.2, open_incident=True)
+    assert 0.1 < strict.count("ok") / 60 < 0.9  # the shift sits near the bar: it alternates
+    assert held.count("ok") <= 0.15 * 60, held
+    back = verdicts(1.0, open_incident=True)
+    assert back.count("ok") >= 0.65 * 60, back  # two ok windows in a row come soon
