@@ -132,7 +132,9 @@ def _without_url(
 
     text = str(exc)
     for value in (headers or {}).values():
-        for part in {value, value.partition(" ")[2]}:
+        # the credential after the scheme word first ("Bearer ***"), then any whole value;
+        # in a fixed order (a set's order changes with the interpreter's hash seed)
+        for part in (value.partition(" ")[2], value):
             if len(part) > 3:
                 text = text.replace(part, "***")
     reason = safe_reason(text, url) or type(exc).__name__
