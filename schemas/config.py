@@ -2,16 +2,23 @@
 
 Read once at the edge (the CLI) and passed down; nothing reads the environment at import time.
 Unknown keys are errors naming the key's path, so a typo never silently falls back to a default.
-Nested values are overridden with a double underscore: `LOOKOUT_ENGINE__WINDOW_SECONDS=30`.
+Nested values are overridden with a double underscore: `LOOKOUT_ENGINE__WINDOW_SECONDS=30`; a
+`LOOKOUT_…` variable that sets nothing is refused with a did-you-mean, like an unknown key (one
+that reads as no setting at all is only warned about), and one naming a list or a section must
+hold JSON.
 Secrets (webhook URLs, routing keys) never live here: receivers name the environment variable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import json
+import logging
 import os
 import re
+import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,11 +36,18 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from schemas.alert_config import BUILTIN_RECEIVERS, AlertingConfig
 from schemas.detector_config import LatencyConfig, SafetyConfig, TokensConfig
 from schemas.drift_config import DescriptorDriftConfig, EmbeddingDriftConfig
+
+log = logging.getLogger("lookout.config")
 
 
 class _Strict(BaseModel):
@@ -143,6 +157,12 @@ REDELIVERY_MARGIN_SECONDS = 15.0
 CHECKPOINT_WRITE_SLACK_SECONDS = 5.0
 #: evaluate role, when its file does not say how the replicas read Pub/Sub
 DEFAULT_WRITER_ACTIVE_SECONDS = 60.0
+#: the BigQuery tables one checkpoint writes in turn, by role, each insert retrying for up to
+#: `write_timeout_seconds` (`BigQuerySink.stage`): an ingest replica writes request ids, window
+#: metrics, quarantined records and its progress; the evaluator detections, alerts, alert state
+#: and detector references (a baseline acceptance, a person's rare action, adds one more); one
+#: process doing both writes all eight. A large checkpoint splits a table into several requests.
+BIGQUERY_CHECKPOINT_TABLES: dict[str, int] = {"ingest": 4, "evaluate": 4, "all": 8}
 
 
 class EngineConfig(_Strict):
@@ -303,6 +323,47 @@ class LookoutConfig(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _liveness_outlasts_a_checkpoint(self) -> LookoutConfig:
+        """/healthz fails once the main loop has not come round for `metrics.stall_seconds`, and
+        the liveness probe then restarts the pod: a limit below an honest checkpoint (on BigQuery
+        a write retrying for `write_timeout_seconds`, table after table) kills pods mid-write,
+        their messages are redelivered and the next replica is killed the same way."""
+        metrics, engine, sink = self.metrics, self.engine, self.sink
+        if not metrics.enabled:
+            return self  # no /healthz
+        checkpoint = engine.checkpoint_seconds
+        if isinstance(sink, BigQuerySinkConfig):
+            tables = BIGQUERY_CHECKPOINT_TABLES[engine.role]
+            timeout = sink.write_timeout_seconds
+            needed = checkpoint + tables * timeout
+            rule = (
+                f"engine.checkpoint_seconds + {tables} x sink.write_timeout_seconds "
+                f"({checkpoint:g} + {tables} x {timeout:g} = {needed:g})"
+            )
+            why = (
+                f"a checkpoint of role {engine.role} writes up to {tables} BigQuery tables in "
+                "turn, each retrying for up to write_timeout_seconds"
+            )
+        else:
+            needed = checkpoint + CHECKPOINT_WRITE_SLACK_SECONDS
+            rule = (
+                f"engine.checkpoint_seconds + {CHECKPOINT_WRITE_SLACK_SECONDS:g} s "
+                f"({checkpoint:g} + {CHECKPOINT_WRITE_SLACK_SECONDS:g} = {needed:g})"
+            )
+            why = (
+                "an idle main loop comes round once per checkpoint interval (the evaluator "
+                "waits that long between rounds), and a write takes seconds more"
+            )
+        if metrics.stall_seconds < needed:
+            msg = (
+                f"metrics.stall_seconds ({metrics.stall_seconds:g}) must be at least {rule}: "
+                f"{why}, and /healthz fails (the liveness probe restarts the pod mid-checkpoint) "
+                "once the main loop has not come round for stall_seconds"
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
     def _routes_name_declared_receivers(self) -> LookoutConfig:
         """A route to a receiver nobody declared would lose its alerts with one log line, at
         the first page: refuse the file instead. (`AlertingConfig` alone stays open to
@@ -433,29 +494,113 @@ def _describe(error: Any, environ: Mapping[str, str] | None = None) -> str:
     if error["type"] == "value_error" and not error["loc"]:
         # a rule across sections (our own message names every key it involves)
         return message
-    variable = _blamed_variable(error["loc"], os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    variable = _blamed_variable(error["loc"], environ)
+    # a union member chosen by a variable's `kind`: its missing and unknown keys are its doing
+    chosen = None if variable is not None else _kind_variable(error["loc"], environ)
     if error["type"] == "union_tag_invalid":
         context = error.get("ctx") or {}
         field = str(context.get("discriminator", "kind")).strip("'")
         tags = [t.strip(" '") for t in str(context.get("expected_tags", "")).split(",")]
         tag = str(context.get("tag", ""))
+        variable = _blamed_variable((*error["loc"], field), environ)
         location = f"{location}.{field}"
-        message = f"unknown {tag!r}; expected one of {', '.join(tags)}"
+        # a variable's value is not shown (it may be anything, a secret pasted in the wrong one)
+        shown = "value" if variable is not None else repr(tag)
+        message = f"unknown {shown}; expected one of {', '.join(tags)}"
         close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
         if close:
             message += f" (did you mean {close[0]!r}?)"
     elif error["type"] == "extra_forbidden":
-        message = "unknown key"
-        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1, cutoff=0.75)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
+        message = _unknown_key(tuple(error["loc"]))
     elif variable is None and not any(hint in location.lower() for hint in _SECRET_HINTS):
         value = error.get("input")
         if isinstance(value, int | float | bool) and "got " not in message:
             message += f" (got {value!r})"
     if variable is not None:
         return f"environment {variable} ({location}): {message}"
+    if chosen is not None:
+        name, kind_at, tag, tag_index = chosen
+        loc = tuple(error["loc"])
+        where = _location(loc[:tag_index] + loc[tag_index + 1 :])
+        return f"environment {name} ({kind_at}: {tag}): {where}: {message}"
     return f"{location}: {message}"
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """`unknown key`, with the closest key of the same section (never the key itself), and for
+    a tagged union's member the other kinds that have it (`source.path` under kind pubsub)."""
+    key = str(loc[-1])
+    owner = _models(_annotation_at(loc[:-1]))
+    candidates = set(_keys_of(owner[0])) if len(owner) == 1 else set(_known_keys())
+    message = "unknown key"
+    if len(loc) >= 3 and isinstance(loc[-2], str) and len(owner) == 1:
+        members = _models(_annotation_at(loc[:-2]))
+        kinds = [_tags_of(m) for m in members if m is not owner[0] and key in _keys_of(m)]
+        if len(members) > 1 and loc[-2] in _tags_of(owner[0]):
+            message += f" for kind {loc[-2]!r}"
+            if kinds:
+                message += f" (a key of kind {', '.join(repr(t) for k in kinds for t in k)})"
+                return message
+    close = difflib.get_close_matches(key, sorted(candidates - {key.lower()}), n=1, cutoff=0.75)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    return message
+
+
+def _tags_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The `kind` values that choose this member of a tagged union."""
+    field = model.model_fields.get("kind")
+    if field is None:
+        return ()
+    return tuple(str(t) for t in typing.get_args(_unwrap(field.annotation)))
+
+
+def _annotation_at(loc: Sequence[Any]) -> Any:
+    """The type of the value at an error's `loc` (a tagged union's member tag included), or
+    None where the path leaves the models."""
+    annotation: Any = LookoutConfig
+    for part in loc:
+        if annotation is None:
+            return None
+        if isinstance(part, int):  # an item of a list or tuple
+            items = [typing.get_args(m) for m in _members(annotation) if typing.get_args(m)]
+            annotation = items[0][0] if items else None
+            continue
+        models = _models(annotation)
+        member = next((m for m in models if len(models) > 1 and part in _tags_of(m)), None)
+        if member is not None:
+            annotation = member
+            continue
+        if _is_open(annotation):  # a mapping's value
+            values = [typing.get_args(m)[-1] for m in _members(annotation) if typing.get_args(m)]
+            annotation = values[0] if values else None
+            continue
+        field = _field_named(annotation, part)
+        annotation = None if field is _MISSING else field
+    return annotation
+
+
+def _kind_variable(
+    loc: Sequence[Any], environ: Mapping[str, str]
+) -> tuple[str, str, str, int] | None:
+    """The `LOOKOUT_…__KIND` variable that chose the tagged union's member `loc` runs through
+    (`LOOKOUT_SOURCE__KIND=pubsub` for `source.pubsub.project`): (variable, the kind's key path,
+    the tag, the tag's position in `loc`), or None if the member was the file's choice."""
+    found = None
+    for index in range(1, len(loc)):
+        head, tag = loc[:index], loc[index]
+        if not isinstance(tag, str) or not all(isinstance(p, str) for p in head):
+            continue
+        members = _models(_annotation_at(head))
+        if len(members) < 2 or not any(tag in _tags_of(m) for m in members):
+            continue
+        wanted = _DELIMITER.join((*(str(p).lower() for p in head), "kind"))
+        for name, value in environ.items():
+            chose = name.upper().startswith(_PREFIX) and value.strip().lower() == tag.lower()
+            if chose and name[len(_PREFIX) :].lower() == wanted:
+                found = (name, ".".join((*head, "kind")), tag, index)
+    return found
 
 
 def _location(loc: Sequence[Any]) -> str:
@@ -588,7 +733,9 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
             raise ConfigError(source, [_yaml_problem(error)]) from None
         if not isinstance(data, dict):
             raise ConfigError(source, ["the top level must be a mapping of sections"])
-    unknown = _unknown_env_sections(os.environ)
+    unknown, ignored = _unknown_env_variables(os.environ, _secret_env_names(data, os.environ))
+    for problem in ignored:
+        log.warning("%s", problem)
     if unknown:
         raise ConfigError(source, unknown)
     # a command-line value beats the file and a LOOKOUT_… variable for the same key
@@ -611,6 +758,8 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
                 shadowed[variable] = os.environ.pop(variable)
     try:
         return LookoutConfig(**data)
+    except SettingsError as error:  # a LOOKOUT_… value that must be JSON and is not
+        raise ConfigError(source, _not_json_problems(error, os.environ)) from None
     except ValidationError as error:
         problems: list[str] = []
         for e in error.errors():
@@ -623,18 +772,253 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
         os.environ.update(shadowed)
 
 
-def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
-    """`LOOKOUT_ENGIN__WINDOW_SECONDS` names no section: say so, instead of ignoring it (the
-    settings library skips variables it cannot place, so a typo would silently do nothing)."""
+#: `LOOKOUT_…` variables that are no setting of this file: read by the CLI, the decoder and the
+#: build (README), or by the test suite
+_OTHER_VARIABLES = frozenset(
+    {
+        "LOOKOUT_BLAS_THREADS",
+        "LOOKOUT_DEBUG",
+        "LOOKOUT_DECODER",
+        "LOOKOUT_FUZZ_EXAMPLES",
+        "LOOKOUT_KEYHASH",
+        "LOOKOUT_LOG_FORMAT",
+        "LOOKOUT_LOG_LEVEL",
+        "LOOKOUT_PURE_PYTHON",
+    }
+)
+#: the Helm chart passes each receiver secret as LOOKOUT_SECRET_<RECEIVER>_<FIELD>; an ingest
+#: pod's file names none of them
+_CHART_SECRET_PREFIX = "LOOKOUT_SECRET_"
+_PREFIX = "LOOKOUT_"
+_DELIMITER = "__"
+
+
+def _secret_env_names(data: Any, environ: Mapping[str, str]) -> frozenset[str]:
+    """The variables the configuration's `{env: NAME}` secret references name, in the file or
+    in a `LOOKOUT_…` variable holding a JSON section: read as secrets, never as settings."""
+    names: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            ref = value.get("env")
+            if isinstance(ref, str):
+                names.add(ref.upper())
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(data)
+    for name, text in environ.items():
+        if name.upper().startswith(_PREFIX) and text.lstrip()[:1] in ("{", "["):
+            with contextlib.suppress(ValueError):
+                walk(json.loads(text))
+    return frozenset(names)
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _members(annotation: Any) -> list[Any]:
+    """A union's members (without None), or the type itself."""
+    annotation = _unwrap(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    return [m for m in _members(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _keys_of(model: type[BaseModel]) -> dict[str, str]:
+    """Key as written (alias or name, lowercase) -> field name."""
+    keys: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        keys[name.lower()] = name
+        if field.alias:
+            keys[field.alias.lower()] = name
+    return keys
+
+
+def _field_named(annotation: Any, key: str) -> Any:
+    """The annotation of `key` (as written, lowercase) in the model, or any member of the union
+    of models, `annotation` is; `_MISSING` if none has it."""
+    for model in _models(annotation):
+        keys = _keys_of(model)
+        if key in keys:
+            return model.model_fields[keys[key]].annotation
+    return _MISSING
+
+
+_MISSING = object()
+
+
+def _is_open(annotation: Any) -> bool:
+    """A mapping: a nested variable may name any key below it."""
+    for member in _members(annotation):
+        origin = typing.get_origin(member) or member
+        if isinstance(origin, type) and issubclass(origin, Mapping):
+            return True
+    return False
+
+
+def _setting_exists(parts: Sequence[str]) -> bool:
+    """Whether `LOOKOUT_A__B__C` (parts a, b, c) names a key pydantic-settings would place:
+    each part a key of the model above it (of any member of a tagged union), or any key below
+    a mapping."""
+    return _target(parts) is not _MISSING
+
+
+@functools.cache
+def _setting_variables() -> tuple[str, ...]:
+    """Every variable name that sets a key (lowercase, without the prefix): `engine`,
+    `engine__window_seconds`, `detectors__latency__slo__threshold_ms`, ..."""
+    found: list[str] = []
+
+    def walk(annotation: Any, prefix: str, depth: int) -> None:
+        if depth > 6:
+            return
+        for model in _models(annotation):
+            for name, field in model.model_fields.items():
+                key = f"{prefix}{(field.alias or name).lower()}"
+                if key not in found:
+                    found.append(key)
+                walk(field.annotation, key + _DELIMITER, depth + 1)
+
+    walk(LookoutConfig, "", 0)
+    return tuple(found)
+
+
+def _suggested_variables(rest: str) -> list[str]:
+    """What `LOOKOUT_<rest>` probably meant: the same words with the double underscore in
+    place (`ENGINE_WINDOW_SECONDS`), a near spelling (`ALERT_OUT`, `ENGIN__WINDOW_SECONDS`),
+    or a key without its section (`WINDOW_SECONDS`)."""
+    known = _setting_variables()
+    squashed = rest.replace("_", "")
+    same = [k for k in known if k.replace("_", "") == squashed and k != rest]
+    if same:
+        return same[:1]
+    close = [k for k in difflib.get_close_matches(rest, known, n=1, cutoff=0.8) if k != rest]
+    if close:
+        return close
+    return [k for k in known if _DELIMITER in k and k.rsplit(_DELIMITER, 1)[1] == rest][:3]
+
+
+def _variable(rest: str) -> str:
+    return f"{_PREFIX}{rest}".upper()
+
+
+def _unknown_env_variables(
+    environ: Mapping[str, str], secrets: frozenset[str] = frozenset()
+) -> tuple[list[str], list[str]]:
+    """`LOOKOUT_…` variables that set no key: (refused, ignored), one line each, naming the
+    variable and never its value. pydantic-settings matches names case-insensitively and skips
+    any it cannot place, so a typo (`LOOKOUT_ENGIN__WINDOW_SECONDS`, `LOOKOUT_ENGINE_WINDOW_SECONDS`
+    with one underscore, `LOOKOUT_ALERT_OUT`) silently left the file's value in force.
+
+    A variable in the nested form, or one that reads as a misspelt setting (there is a
+    did-you-mean), is refused, as a misspelt key of the file is. Any other is only warned
+    about: it may be meant for something else (a receiver secret this file does not name).
+    Variables read elsewhere (`LOOKOUT_DEBUG`, `LOOKOUT_DECODER`, ...), the chart's
+    `LOOKOUT_SECRET_…` and the variables the file's `{env: NAME}` references name are not
+    settings and are never reported."""
     sections = sorted(LookoutConfig.model_fields)
+    refused: list[str] = []
+    ignored: list[str] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(_PREFIX) or upper in _OTHER_VARIABLES or upper in secrets:
+            continue
+        if upper.startswith(_CHART_SECRET_PREFIX):
+            continue
+        rest = name[len(_PREFIX) :].lower()
+        parts = rest.split(_DELIMITER)
+        if _setting_exists(parts):
+            continue
+        suggested = _suggested_variables(rest)
+        mean = " or ".join(_variable(k) for k in suggested)
+        if _DELIMITER in rest and parts[0] not in LookoutConfig.model_fields:
+            problem = f"environment {name}: unknown section {parts[0]!r}"
+            if suggested:
+                problem += f"; did you mean {mean}?"
+            refused.append(f"{problem} (expected one of {', '.join(sections)})")
+        elif _DELIMITER in rest:
+            problem = f"environment {name} ({rest.replace(_DELIMITER, '.')}): no such key"
+            refused.append(f"{problem}; did you mean {mean}?" if suggested else problem)
+        elif suggested:
+            hint = " (nested keys take a double underscore)" if _DELIMITER in mean else ""
+            refused.append(f"environment {name}: no such setting{hint}; did you mean {mean}?")
+        else:
+            ignored.append(
+                f"environment {name}: ignored, not a setting (LOOKOUT_<SECTION>__<KEY>) and "
+                "named by no {env: ...} reference of this configuration"
+            )
+    return refused, ignored
+
+
+def _is_complex(annotation: Any) -> bool:
+    """A type pydantic-settings reads from a variable as JSON (a section, a list, a mapping)."""
+    for member in _members(annotation):
+        origin = typing.get_origin(member) or member
+        if not isinstance(origin, type) or issubclass(origin, str | bytes):
+            continue
+        if issubclass(origin, BaseModel | Mapping | Sequence | set | frozenset):
+            return True
+    return False
+
+
+def _target(parts: Sequence[str]) -> Any:
+    """The annotation `LOOKOUT_<parts>` sets (None below a mapping), or `_MISSING`."""
+    annotation: Any = LookoutConfig
+    for part in parts:
+        if _is_open(annotation):
+            return None
+        annotation = _field_named(annotation, part)
+        if annotation is _MISSING:
+            return _MISSING
+    return annotation
+
+
+def _json_example(annotation: Any) -> str:
+    for member in _members(annotation):
+        origin = typing.get_origin(member) or member
+        if isinstance(origin, type) and issubclass(origin, BaseModel):
+            return '{"key": value, ...}'
+        if isinstance(origin, type) and issubclass(origin, Mapping):
+            return '{"name": "value"}'
+    return '["a", "b"]'
+
+
+def _not_json_problems(error: SettingsError, environ: Mapping[str, str]) -> list[str]:
+    """pydantic-settings gave up on a value it must read as JSON (`LOOKOUT_METRICS__MODELS=a,b`)
+    naming only the section: name the variable and the form it needs, not the value."""
+    named = re.search(r'for field "([^"]+)"', str(error))
+    section = named.group(1).lower() if named else None
     problems = []
     for name in sorted(environ):
-        if not name.startswith("LOOKOUT_") or "__" not in name:
+        rest = name[len(_PREFIX) :].lower() if name.upper().startswith(_PREFIX) else None
+        if rest is None or not environ[name]:
             continue
-        section = name.removeprefix("LOOKOUT_").split("__", 1)[0].lower()
-        if section not in LookoutConfig.model_fields:
+        parts = rest.split(_DELIMITER)
+        if section is not None and parts[0] != section:
+            continue
+        annotation = _target(parts)
+        if annotation is None or annotation is _MISSING or not _is_complex(annotation):
+            continue
+        try:
+            json.loads(environ[name])
+        except ValueError:
+            where = ".".join(parts)
             problems.append(
-                f"environment {name}: unknown section {section!r} "
-                f"(expected one of {', '.join(sections)})"
+                f"environment {name} ({where}): not valid JSON; a value of this kind is given "
+                f"as JSON, e.g. {name}='{_json_example(annotation)}' (the value is not shown)"
             )
-    return problems
+    if problems:
+        return problems
+    where = f"LOOKOUT_{section.upper()}…" if section else "a LOOKOUT_… variable"
+    return [f"environment {where}: a value cannot be read (lists and sections are given as JSON)"]
