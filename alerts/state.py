@@ -27,9 +27,10 @@ Rules that make it safe to call from anywhere:
 - The incident's severity is the highest seen while it was open. When it rises after the
   page, one more firing alert with the same dedup key goes out (`notify_on_escalation`),
   so receivers that dedup by key update the incident and severity-gated routes hear of it.
-- Cooldown: a recurrence within `cooldown` of the key's last resolve is tracked but
-  *suppressed*: it pages only if still alerting when the cooldown ends, and if it clears
-  first it closes silently. Every page still gets exactly one firing and one resolve.
+- Cooldown: a recurrence within `cooldown` of the stream's last resolve (whatever its
+  condition) is tracked but *suppressed*: it pages only if still alerting when the cooldown
+  ends, and if it clears first it closes silently. Every page still gets exactly one firing
+  and one resolve.
 - A firing incident still open `sustained_after` after it began is announced once more, with
   the same dedup key, as a *sustained level shift since T*: it keeps firing (the detectors
   judge against the frozen pre-incident baseline) until the condition clears or someone
@@ -243,8 +244,17 @@ class AlertTracker:
             self._incidents.pop(incident.dedup_key, None)
 
     def _in_cooldown(self, incident: Incident, at: datetime) -> bool:
-        last = incident.last_resolved_at
-        return last is not None and at < last + self._config.cooldown
+        """Since the stream's last resolve, whichever condition it was under (one incident
+        per stream: a recurrence on the other condition of an incident is no new page)."""
+        resolved = [
+            i.last_resolved_at
+            for i in self._incidents.values()
+            if (i.model, i.detector) == (incident.model, incident.detector)
+            and i.last_resolved_at is not None
+        ]
+        if incident.last_resolved_at is not None:
+            resolved.append(incident.last_resolved_at)
+        return bool(resolved) and at < max(resolved) + self._config.cooldown
 
     def _on_alert(self, incident: Incident, d: Detection, out: list[Alert]) -> Incident:
         if not incident.is_open:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from alerts.state import AlertTracker, Incident, dedup_key
+from alerts.state import AlertTracker, Incident
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Alert, Detection
 
@@ -140,10 +140,11 @@ class EvidenceTracker(AlertTracker):
     def observe(self, detection: Detection) -> list[Alert]:
         alerts = super().observe(detection)
         if self.on_alerting is not None and detection.verdict == "alert":
-            key = dedup_key(detection.model, detection.detector, detection.condition)
-            for incident in self.open_incidents():
-                if incident.dedup_key == key:
-                    self.on_alerting(detection, incident)
+            # the stream's open incident, whichever condition it opened on: a window alerting
+            # on another condition counts for it (one incident per stream), retunes included
+            incident = self.open_incident(detection.model, detection.detector)
+            if incident is not None:
+                self.on_alerting(detection, incident)
         if not alerts:
             return alerts
         details = _json_safe(detection.details)

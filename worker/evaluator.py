@@ -349,8 +349,10 @@ class WindowEvaluator:
     def _baseline(self, model: str, name: str, start: int) -> Baseline[Any]:
         reference = self._references.get((model, name))
         if self._detectors[name].history_windows == 0:
-            opened = self._tracker.open_incident(model, name) is not None
-            return Baseline(history=(), reference=reference, incident_open=opened)
+            # paged and open: a pending or suppressed one must still meet the strict bar
+            opened = self._tracker.open_incident(model, name)
+            firing = opened is not None and opened.phase == "firing"
+            return Baseline(history=(), reference=reference, incident_open=firing)
         stream = self._stream(model, name)
         recent = tuple(s for _, s in stream.incident) if stream.incident is not None else ()
         return Baseline(

@@ -378,3 +378,18 @@ def test_restart_resolves_the_stale_incident_and_the_new_rise_pages_once() -> No
     (page,) = tracker.observe(rise)
     assert page.status == "firing" and page.window_start == rise.window_start
     assert [a.status for i in range(5, 8) for a in tracker.observe(det(i, "alert"))] == []
+
+
+def test_a_recurrence_on_the_other_condition_of_an_incident_keeps_its_cooldown() -> None:
+    """Found in review: the cooldown was kept per condition, and the windows of the second
+    condition went to the first incident: a recurrence on it paged inside the cooldown."""
+    tracker = AlertTracker(AlertingConfig(cooldown=timedelta(hours=2)))
+    ceiling = {"condition": "block_rate_above_ceiling", "severity": "critical"}
+    alerts = tracker.observe(det(0, "alert"))  # the incident opens on the baseline condition
+    alerts += tracker.observe(det(1, "alert", **ceiling))  # type: ignore[arg-type]
+    for i in (2, 3):
+        alerts += tracker.observe(det(i, "ok"))
+    assert [a.status for a in alerts][-1] == "resolved"
+    recurrence = tracker.observe(det(6, "alert", **ceiling))  # type: ignore[arg-type]
+    assert recurrence == []  # 15 minutes later, inside the 2-hour cooldown: held back
+    assert tracker.open_incidents()[0].phase == "suppressed"
