@@ -637,6 +637,7 @@ class Engine:
         independently). Windows are always read afresh from the sink, oldest first.
         """
         self._settle(block=True)  # windows are read from the sink: let it hold what we wrote
+        self.judging_behind = False  # until a slice stops early (a failed read must wait)
         if frontier is not None:
             self._watermark.observe(frontier)
         window = self.settings.window_seconds

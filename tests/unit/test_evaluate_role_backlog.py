@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from alerts.tracking import EvidenceTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
@@ -18,7 +20,7 @@ from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.health import stall_check
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
-from worker.testing import FakeClock, MemorySink
+from worker.testing import FakeClock, MemorySink, SinkUnavailable
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 NAMES = ("safety", "latency", "tokens")
@@ -189,3 +191,19 @@ def test_an_evaluator_far_behind_stays_healthy_and_writes_its_backlog_slice_by_s
     assert 20 <= written[1] <= 40, written
     judged = [(d.model, d.window_start, d.detector) for d in sink.detections()]
     assert len(judged) == len(set(judged)), "a window was judged twice"
+    # behind, then the sink stops answering: the loop must wait between reads again
+    # (found in review: `judging_behind` stayed set and the evaluator read in a busy loop)
+    more = _SlowSink()
+    ingest_all(more, 60)
+    more.clock = clock
+    evaluator._sink = more  # the same evaluator, a sink it is behind on
+    for _ in range(3):
+        evaluator.judge_stored(more.load_frontier())
+        evaluator.checkpoint()
+        if evaluator.judging_behind:
+            break
+    assert evaluator.judging_behind
+    more.fail_writes(reads=True)
+    with pytest.raises(SinkUnavailable):
+        evaluator.judge_stored(None)
+    assert not evaluator.judging_behind
