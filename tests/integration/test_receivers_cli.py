@@ -165,8 +165,11 @@ def test_lookout_run_pages_pagerduty_and_slack_once_per_incident(
     assert len(pd.accepted()) == len(triggers) + len(resolves)  # a restart re-pages nobody
 
 
-def _safety_spike_to_slack(tmp_path: Path, route: dict[str, Any]) -> None:
-    """logs.ndjson with a safety spike, and lookout.yaml routing it to Slack at $SLACK."""
+def _safety_spike_to_slack(
+    tmp_path: Path, route: dict[str, Any], **receiver: Any
+) -> dict[str, Any]:
+    """logs.ndjson with a safety spike, and lookout.yaml routing it to Slack at $SLACK
+    (`receiver`: more keys of the Slack receiver); returns the configuration written."""
     simulated = lookout(
         "simulate",
         *("--out", "logs.ndjson", "--hours", "0.6", "--rate", "300"),
@@ -178,11 +181,14 @@ def _safety_spike_to_slack(tmp_path: Path, route: dict[str, Any]) -> None:
         "detectors": {"enabled": ["safety"]},
         "metrics": {"enabled": False},
         "alerting": {
-            "receivers": [{"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}}],
+            "receivers": [
+                {"name": "team-slack", "kind": "slack", "webhook_url": {"env": "SLACK"}, **receiver}
+            ],
             "routes": [route],
         },
     }
     (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+    return config
 
 
 def test_a_replay_sends_grouped_notifications_before_it_exits(
@@ -249,3 +255,24 @@ def test_a_replay_whose_pages_were_refused_says_so_and_fails(tmp_path: Path) -> 
     refused = len(refusing.requests)
     assert f"notifications did not reach team-slack ({refused} given up)" in replay.stderr
     assert_no_traceback(replay)
+
+
+def test_a_replay_waits_for_a_rate_limited_receiver_that_takes_every_notification(
+    servers: dict[str, StandIn], tmp_path: Path
+) -> None:
+    """Found in review: a replay gave deliveries a third of the grace period, and
+    notifications waiting for the receiver's rate limit were 'still queued': a healthy run
+    exited 1. Now it waits while the receiver keeps taking them."""
+    config = _safety_spike_to_slack(
+        tmp_path, {"receivers": ["team-slack"]}, rate_limit_per_minute=240, rate_limit_burst=1
+    )
+    config["engine"] = {"grace_period_seconds": 3}  # one second for in-flight pages
+    (tmp_path / "lookout.yaml").write_text(yaml.safe_dump(config))
+    replay = lookout(
+        "replay", "logs.ndjson", "--config", "lookout.yaml", "--db", "r.duckdb",
+        cwd=tmp_path, env={"SLACK": servers["slack"].url + SLACK_PATH}, timeout=300,
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.describe()
+    sent = servers["slack"].accepted()
+    assert len(sent) >= 6, replay.describe()  # at 4 a second, well over the second's drain
+    assert "did not reach" not in replay.stderr

@@ -102,10 +102,12 @@ class Pipeline:
                 parts.append(f"{receiver} ({', '.join(p for p in said if p)})")
         if not parts:
             return ""
+        given_up = any(dispatcher.undelivered.values())
         return (
-            f"notifications did not reach {'; '.join(parts)} (see the errors above); the "
-            "alerts are in the alerts table, and queued ones go out from the outbox at the "
-            "next start"
+            f"notifications did not reach {'; '.join(parts)}"
+            + (" (see the errors above)" if given_up else " (the receiver stopped taking them)")
+            + "; the alerts are in the alerts table, and queued ones go out from the outbox "
+            "at the next start"
         )
 
     def report_sink(self) -> DuckDBSink:
