@@ -37,8 +37,20 @@ class UnjudgedStreams:
             if run == self.after:
                 said.append(
                     f"{d.model} {d.detector}: no verdict for {run} windows in a row, so no "
-                    f"alert can come from it (latest: {d.reason.rstrip('.')}); to judge a "
-                    f"model this quiet, lower the minimums under detectors.{d.detector} or "
-                    "lengthen engine.window_seconds"
+                    f"alert can come from it (latest: {d.reason.rstrip('.')}); {_advice(d)}"
                 )
         return said
+
+
+def _advice(d: Detection) -> str:
+    """What would change it: a window holding none of what the detector reads (a model that
+    sends no embeddings) is not too quiet, and no minimum would help."""
+    if d.sample_size == 0:
+        return (
+            f"its windows hold none of what it reads: if {d.model} never sends it, leave "
+            f"{d.detector} out of detectors.enabled"
+        )
+    return (
+        f"to judge a model this quiet, lower the minimums under detectors.{d.detector} or "
+        "lengthen engine.window_seconds"
+    )

@@ -10,10 +10,12 @@ import pytest
 from alerts.tracking import EvidenceTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
+from schemas.detection import Detection
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.sources.simulator import SimulationConfig, simulate_batches
 from worker.testing import FakeClock, MemorySink
+from worker.unjudged import UnjudgedStreams
 
 
 def test_a_model_too_quiet_to_judge_is_named_once_in_the_log(
@@ -48,3 +50,24 @@ def test_a_model_too_quiet_to_judge_is_named_once_in_the_log(
     assert len(said) == 2, said  # one per detector, not one per window
     assert any(s.startswith("text-bison latency: no verdict for 60 windows in a row") for s in said)
     assert all("detectors." in s and "engine.window_seconds" in s for s in said)
+
+
+def test_a_model_without_the_data_a_detector_reads_is_not_called_quiet() -> None:
+    """Found in review: a busy model that sends no embeddings was told to lower the
+    minimums or lengthen the window, neither of which would help."""
+    watch = UnjudgedStreams(after=2)
+    window = datetime(2026, 1, 5, tzinfo=UTC)
+    no_embeddings = Detection(
+        detector="embedding_drift",
+        model="gpt-4o-mini",
+        window_start=window,
+        window_end=window,
+        verdict="insufficient_data",
+        condition="embedding_distribution_shift",
+        reason="no reference yet: it holds 0 of the 500 embeddings it needs",
+        sample_size=0,
+    )
+    assert watch.observe([no_embeddings]) == []
+    [said] = watch.observe([no_embeddings])
+    assert "leave embedding_drift out of detectors.enabled" in said
+    assert "quiet" not in said
