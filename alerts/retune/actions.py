@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from alerts.retune.request import RetuneRequest
@@ -114,3 +116,29 @@ def create_kfp_run(action: KfpRetune, request: RetuneRequest) -> str:
         msg = f"retune action {action.name!r}: creating the Kubeflow run: {error}"
         raise RetuneActionError(msg) from error
     return str(run.run_id)
+
+
+#: the modules each action kind needs beyond the base install (the `retune` extra)
+_EXTRA_MODULES = {"vertex_pipeline": "google.cloud.aiplatform", "kfp": "kfp"}
+
+
+def missing_extras(actions: Sequence[Any]) -> list[str]:
+    """One line per retune action whose client library is not installed here. Found at the
+    first incident long enough to retune, after `lookout run` had started and `config check`
+    had said ok: the retune never happened, and the run exited 0."""
+    problems = []
+    for action in actions:
+        module = _EXTRA_MODULES.get(getattr(action, "kind", ""))
+        if module is None or getattr(action, "dry_run", False):
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing too
+            found = False
+        if not found:
+            problems.append(
+                f"retune action {action.name!r} ({action.kind}) needs the retune extra, not "
+                f"installed here ({module}): `.venv/bin/pip install -r requirements-retune.lock` "
+                "in a clone, `pip install 'lookout[retune]'` otherwise"
+            )
+    return problems

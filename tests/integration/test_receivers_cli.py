@@ -75,8 +75,11 @@ def test_run_with_a_missing_secret_says_which_in_one_line(tmp_path: Path) -> Non
     (tmp_path / "logs.ndjson").write_text("")
     env = {k: v for k, v in SECRET_ENV.items() if k != "LOOKOUT_SLACK_WEBHOOK_URL"}
     result = lookout("run", "--config", "lookout.yaml", cwd=tmp_path, env=env)
-    assert result.returncode != 0, result.describe()
+    assert result.returncode == 2, result.describe()
     assert "team-slack" in result.stderr and "env LOOKOUT_SLACK_WEBHOOK_URL" in result.stderr
+    # every secret it cannot read, not the first, and not in the words of a crash
+    assert "'audit-hook' hmac_secret (file /var/run/secrets/lookout/hmac)" in result.stderr
+    assert "SecretError" not in result.stderr and "LOOKOUT_DEBUG" not in result.stderr
     for secret in SECRETS:
         assert secret not in result.stdout + result.stderr
     assert_no_traceback(result)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from alerts.retune.guard import RetuneLog
@@ -14,6 +15,7 @@ from alerts.retune.request import RetuneRequest
 from alerts.retune.trigger import RetuneTrigger
 from alerts.state import Incident
 from schemas.alert_config import AlertingConfig
+from schemas.config import LookoutConfig
 from schemas.detection import Detection
 from schemas.retune_config import RetuneAction
 from tests.sink_cases import detection
@@ -118,3 +120,50 @@ def test_a_dry_run_leaves_no_cooldown_for_the_real_requests(tmp_path: Path) -> N
         assert real.consider(*window(4)) == []  # and the real one counts from now on
     finally:
         real.close()
+
+
+def test_a_retune_action_whose_client_is_not_installed_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found by a newcomer: without the retune extra, `config check` said ok and `lookout
+    run` started; the first incident long enough to retune failed in the log, and the run
+    exited 0. Now config check warns and run refuses to start, naming the action."""
+    import importlib.util
+
+    from worker.cli.app import start_problems
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            None if name.startswith(("kfp", "google.cloud.aiplatform")) else real(name, *a)
+        ),
+    )
+    config = LookoutConfig.model_validate(
+        {
+            "sink": {"path": str(tmp_path / "x.duckdb")},
+            "alerting": {
+                "retune": {
+                    "actions": [
+                        {
+                            "name": "vertex-tune",
+                            "kind": "vertex_pipeline",
+                            "project": "p",
+                            "location": "us-central1",
+                            "template_path": "gs://b/t.yaml",
+                            "pipeline_root": "gs://b/root",
+                        }
+                    ]
+                },
+                "routes": [{"receivers": ["log"], "retune": "vertex-tune"}],
+            },
+        }
+    )
+    [problem] = start_problems(config)
+    assert problem.startswith("retune action 'vertex-tune' (vertex_pipeline) needs the retune")
+    assert "requirements-retune.lock" in problem
+    ingest = config.model_copy(
+        update={"engine": config.engine.model_copy(update={"role": "ingest"})}
+    )
+    assert start_problems(ingest) == []  # an ingest replica never retunes

@@ -125,6 +125,30 @@ def configured(path: Path | None, **overrides: object) -> LookoutConfig:
         raise typer.Exit(2) from None
 
 
+def start_problems(config: LookoutConfig) -> list[str]:
+    """What would stop a run that alerts after it started: receiver secrets that cannot be
+    read here (all of them, not the first), retune actions whose client is not installed.
+    An ingest replica never alerts: it needs neither."""
+    if config.engine.role == "ingest":
+        return []
+    from alerts.receivers.secrets import unreadable_secrets
+    from alerts.retune.actions import missing_extras
+
+    return unreadable_secrets(config.alerting.receivers) + missing_extras(
+        config.alerting.retune.actions
+    )
+
+
+def refuse_to_start(command: str, config: LookoutConfig) -> None:
+    """Exit 2 with one line per `start_problems` (a missing secret stopped `run` with one
+    line in the words of a crash, naming only the first)."""
+    problems = start_problems(config)
+    for problem in problems:
+        typer.echo(f"lookout {command}: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
     """SIGTERM/SIGINT set an event the loop checks: stop reading, flush, ack, exit 0."""
@@ -238,8 +262,6 @@ def config_check(
     """
     import yaml
 
-    from alerts.receivers.secrets import unreadable_secrets
-
     config = configured(path)
     folders = output_folder_problems(config, str(path))
     if folders and not elsewhere:
@@ -251,5 +273,5 @@ def config_check(
     typer.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
     for problem in folders:
         typer.echo(f"warning: {problem} (`lookout run` needs it where it runs)", err=True)
-    for problem in unreadable_secrets(config.alerting.receivers):
+    for problem in start_problems(config):
         typer.echo(f"warning: {problem} (`lookout run` will not start without it)", err=True)

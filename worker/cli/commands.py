@@ -23,6 +23,7 @@ from worker.cli.app import (
     fail,
     progress_bar,
     quiet_broken_pipe,
+    refuse_to_start,
     stop_on_signals,
 )
 from worker.cli.log_format import say
@@ -84,6 +85,7 @@ def replay(
     )
     path = input_file("replay", file)
     _check_format("replay", format_hint)
+    refuse_to_start("replay", config)
     output_file("replay", "--alerts-out", Path(config.alerts_out) if config.alerts_out else None)
     output_file("replay", "--dead-letter", dead_letter)
     output_file("replay", "--report", report or (Path(config.report) if config.report else None))
@@ -585,4 +587,5 @@ def run(
     if config.engine.role != "evaluate" and isinstance(source, FileSourceConfig):
         # before the sink is opened: a missing file must not leave an empty database behind
         input_file(f"run: source.path in {config_path}", source.path)
+    refuse_to_start("run", config)
     raise typer.Exit(serve(config))

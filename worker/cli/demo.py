@@ -8,6 +8,8 @@ start and resolved after its end, and nothing else fired.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -217,9 +219,24 @@ def print_summary(
         f"DuckDB file:  {db.resolve()}  (query window_metrics_merged, detections, alerts)"
     )
     # one line however narrow the terminal, so that it is copied as one command
-    console.print(f'  e.g. lookout sql --db {db} "{SUGGESTED_QUERY}"', soft_wrap=True)
+    console.print(f'  e.g. {_this_command()} sql --db {db} "{SUGGESTED_QUERY}"', soft_wrap=True)
     console.print(f"HTML report:  {report.resolve()}")
     console.print(f"took {seconds:.1f} s")
+
+
+def _this_command() -> str:
+    """How to run `lookout` again from here: `make demo` runs `.venv/bin/lookout`, which is not
+    on PATH, so the hint names the path it was started by unless PATH finds the same one."""
+    started = Path(sys.argv[0])
+    found = shutil.which("lookout")
+    if started.name != "lookout":  # `python -m ...`, a test runner: the plain name
+        return "lookout"
+    try:
+        if found is not None and Path(found).samefile(started):
+            return "lookout"
+        return os.path.relpath(started) if started.exists() else "lookout"
+    except (OSError, ValueError):  # another drive, a vanished file: the plain name
+        return "lookout"
 
 
 @app.command(short_help="Simulate LLM traffic with one incident of each kind, end to end.")
