@@ -184,3 +184,17 @@ def test_the_readme_configuration_still_loads(tmp_path: Path) -> None:
     (block,) = re.findall(r"^```yaml\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)
     (tmp_path / "readme.yaml").write_text(block)
     load_config(tmp_path / "readme.yaml")
+
+
+def test_a_file_source_that_is_not_there_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a newcomer: `config check` said ok, and `lookout run` then stopped on the
+    missing input (a path relative to another folder)."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = config_check(tmp_path, "source: {kind: file, path: logs.ndjson}\n")
+    assert code == 0, err
+    assert "source.path logs.ndjson: no such file (read from the current folder" in err
+    (tmp_path / "logs.ndjson").write_text("")
+    code, _, err = config_check(tmp_path, "source: {kind: file, path: logs.ndjson}\n")
+    assert code == 0 and "no such file" not in err, err

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from worker.cli.app import app
 
-BASE = "source: {kind: file, path: x.ndjson}\nengine: {window_seconds: 60}\n"
+BASE = "source: {kind: file, path: '-'}\nengine: {window_seconds: 60}\n"
 SECRET = "s3cr3t-never-printed"
 
 

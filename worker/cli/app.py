@@ -19,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from schemas.config import ConfigError, DuckDBSinkConfig, LookoutConfig, key_origin, load_config
+from schemas.config import (
+    ConfigError,
+    DuckDBSinkConfig,
+    FileSourceConfig,
+    LookoutConfig,
+    key_origin,
+    load_config,
+)
 from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
 app = typer.Typer(
@@ -235,6 +242,18 @@ def output_folder_problems(config: LookoutConfig, source: str) -> list[str]:
     return problems
 
 
+def missing_source_file(config: LookoutConfig, source: str) -> str | None:
+    """The file source's input when it is not there (relative paths from the current folder,
+    as `lookout run` reads them): `config check` said ok, and `run` then stopped on it."""
+    if not isinstance(config.source, FileSourceConfig) or config.engine.role == "evaluate":
+        return None
+    path = Path(config.source.path)
+    if path.is_file() or str(path) == "-":
+        return None
+    where = "" if path.is_absolute() else f" (read from the current folder, {Path.cwd()})"
+    return f"{key_origin(('source', 'path'), source)} {path}: no such file{where}"
+
+
 @config_app.command(
     "check", short_help="Validate a configuration file, LOOKOUT_… overrides applied."
 )
@@ -275,3 +294,6 @@ def config_check(
         typer.echo(f"warning: {problem} (`lookout run` needs it where it runs)", err=True)
     for problem in start_problems(config):
         typer.echo(f"warning: {problem} (`lookout run` will not start without it)", err=True)
+    missing = missing_source_file(config, str(path))
+    if missing is not None:
+        typer.echo(f"warning: {missing} (`lookout run` needs it where it runs)", err=True)
