@@ -59,6 +59,10 @@ class Baseline(Generic[StateT]):
     #: an incident is open for this (model, detector): what `recent` says for the detectors
     #: that keep no history (their `recent` is always empty)
     incident_open: bool = False
+    #: every window before this one, oldest first, contiguous (empties for quiet gaps), up to
+    #: `history_windows`: incidents' windows included, which `history` leaves out. For rates
+    #: over time (an SLO's error budget burns in every window); empty when not kept
+    timeline: tuple[StateT, ...] = ()
 
     @property
     def in_incident(self) -> bool:

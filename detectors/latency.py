@@ -186,10 +186,11 @@ class LatencyDetector:
             )
 
         if cfg.slo is not None:
-            # the budget burns in every window, an open incident's too: against the frozen
-            # baseline alone, the burn rates stayed at their pre-incident level throughout a
-            # p95 incident and the SLO never paged
-            timeline = (*baseline.history, *baseline.recent)
+            # the budget burns in every window, an incident's too, open or resolved: against
+            # the baseline alone (which leaves them out), the burn rates stayed at their
+            # pre-incident level throughout a p95 incident and the SLO never paged, and
+            # forgot what it spent once it resolved
+            timeline = baseline.timeline or (*baseline.history, *baseline.recent)
             burn = self._burn(state, timeline, window, details)
             if burn is not None:
                 return detection(**burn)

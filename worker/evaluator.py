@@ -109,6 +109,30 @@ class _Stream:
     #: newest windows: its oldest was persisted as the start, so a restart after the incident
     #: outlasted them took incident windows for its frozen baseline and resolved it
     first: int | None = None
+    #: every window judged or re-seeded, incidents' included (`Baseline.timeline`)
+    timeline: deque[tuple[int, Any]] = field(default_factory=deque)
+
+    def note(self, start: int, state: Any, window: int) -> None:
+        """Put a window on the timeline, in order (a late window re-closed replaces its own)."""
+        line = self.timeline
+        if line and start <= line[-1][0]:
+            items = sorted([item for item in line if item[0] != start] + [(start, state)])
+            line.clear()
+            line.extend(items[-(line.maxlen or len(items)) :])
+            return
+        if line:
+            gap = (start - line[-1][0]) // window - 1
+            for _ in range(max(0, min(gap, self.depth))):
+                line.append((line[-1][0] + window, self.empty))
+        line.append((start, state))
+
+    def timeline_before(self, start: int, window: int) -> tuple[Any, ...]:
+        """The timeline's states before the window at `start`, empties for the gap to it."""
+        states = [s for t, s in self.timeline if t < start]
+        if self.timeline and self.timeline[-1][0] < start:
+            gap = (start - self.timeline[-1][0]) // window - 1
+            states += [self.empty] * max(0, min(gap, self.depth))
+        return tuple(states[-self.depth :])
 
     def history(self, start: int, window: int) -> tuple[Any, ...]:
         """Baseline states for the window at `start`, oldest first (empties for quiet gaps)."""
@@ -257,6 +281,7 @@ class WindowEvaluator:
             # re-seeding `depth` baseline windows from the sink would have them
             clean: deque[tuple[int, Any]] = deque(maxlen=max(2 * depth, 1))
             stream = _Stream(depth, detector.empty(), clean, keep)
+            stream.timeline = deque(maxlen=max(depth, 1))
             self._streams[key] = stream
         return stream
 
@@ -296,6 +321,7 @@ class WindowEvaluator:
             if detector.history_windows == 0 or name not in states:
                 continue
             stream = self._stream(model, name)
+            stream.note(start, states[name], self._window)
             first = self._incident_first(model, name)
             if first is not None and start >= first:
                 stream.add_incident(start, states[name], 0, self._window)
@@ -360,6 +386,7 @@ class WindowEvaluator:
             reference=reference,
             recent=recent,
             recent_onset=stream.recent_onset(),
+            timeline=stream.timeline_before(start, self._window),
         )
 
     def evaluate(self, model: str, start: int, states: Mapping[str, Any]) -> Evaluation:
@@ -374,6 +401,8 @@ class WindowEvaluator:
             key = (model, name)
             state = states[name]
             detection = detector.evaluate(state, self._baseline(model, name, start), window)
+            if detector.history_windows:
+                self._stream(model, name).note(start, state, self._window)
             onset = self._fresh_onset(model, name, detector, state, detection, window)
             if onset is not None:
                 detection, since, lean = onset

@@ -212,3 +212,40 @@ def test_a_six_hour_slow_burn_opens_a_ticket_with_one_minute_windows() -> None:
         conditions += [d.condition for d in result.detections]
     assert "slo_burn_rate_ticket" in conditions[-5:], conditions[-5:]
     assert "slo_burn_rate_ticket" not in conditions[: 6 * 60 - 1]
+
+
+def test_the_burn_rate_remembers_an_incident_after_it_resolves() -> None:
+    """Found in review: the baseline leaves an incident's windows out for good, and the
+    burn rates were taken over it: once a p95 incident resolved, the 6-hour burn rate forgot
+    the budget it had spent and read the pre-incident level."""
+    from alerts.tracking import EvidenceTracker
+    from detectors.registry import build_detectors
+    from schemas.alert_config import AlertingConfig
+    from schemas.config import LookoutConfig
+    from worker.evaluator import WindowEvaluator
+
+    config = LookoutConfig.model_validate(
+        {
+            "detectors": {
+                "enabled": ["latency"],
+                "latency": {"slo": {"threshold_ms": 2500.0, "objective": 0.99}},
+            }
+        }
+    )
+    detectors = build_detectors(config.detector_configs())
+    det = detectors["latency"]
+    assert isinstance(det, LatencyDetector)
+    tracker = EvidenceTracker.load([], AlertingConfig())
+    evaluator = WindowEvaluator(detectors, 60, tracker)
+    rng = np.random.default_rng(8)
+    t0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp())
+    factors = [1.0] * 100 + [4.0] * 40 + [1.0] * 60
+    last: dict[str, float] = {}
+    for i, factor in enumerate(factors):
+        s = state(det, rng.lognormal(np.log(800), 0.5, 300) * factor)
+        (detection,) = evaluator.evaluate("m", t0 + 60 * i, {"latency": s}).detections
+        last = detection.details["burn_rates"]
+    assert tracker.open_incidents() == []  # resolved well before the last window
+    # 40 of the last 200 windows had a third of their calls over the threshold: 6-hour burn
+    # well above the 1x of the quiet windows alone
+    assert last["ticket_long"] > 4, last
