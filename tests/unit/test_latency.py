@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,42 +183,9 @@ def test_judging_on_the_occupied_buckets_gives_what_all_buckets_give(
         assert got == everything
 
 
-def test_a_six_hour_slow_burn_opens_a_ticket_with_one_minute_windows() -> None:
-    """Found in review: the history was sized for 5-minute windows whatever the engine's,
-    so with the default 60-s windows it held 1.2 hours and the 6-hour ticket never fired."""
-    from alerts.tracking import EvidenceTracker
-    from detectors.registry import build_detectors
-    from schemas.alert_config import AlertingConfig
-    from schemas.config import LookoutConfig
-    from worker.evaluator import WindowEvaluator
-
-    config = LookoutConfig.model_validate(
-        {
-            "detectors": {
-                "enabled": ["latency"],
-                "latency": {"slo": {"threshold_ms": 2500.0, "objective": 0.99}},
-            }
-        }
-    )
-    detectors = build_detectors(config.detector_configs())
-    det = detectors["latency"]
-    assert isinstance(det, LatencyDetector)
-    evaluator = WindowEvaluator(detectors, 60, EvidenceTracker.load([], AlertingConfig()))
-    rng = np.random.default_rng(4)
-    t0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp())
-    conditions = []
-    for i in range(6 * 60 + 1):  # ~8% of calls over 2.5 s: a 6x-14.4x burn for 6 hours
-        s = state(det, rng.lognormal(np.log(1000), 0.65, 100))
-        result = evaluator.evaluate("m", t0 + 60 * i, {"latency": s})
-        conditions += [d.condition for d in result.detections]
-    assert "slo_burn_rate_ticket" in conditions[-5:], conditions[-5:]
-    assert "slo_burn_rate_ticket" not in conditions[: 6 * 60 - 1]
-
-
-def test_the_burn_rate_remembers_an_incident_after_it_resolves() -> None:
-    """Found in review: the baseline leaves an incident's windows out for good, and the
-    burn rates were taken over it: once a p95 incident resolved, the 6-hour burn rate forgot
-    the budget it had spent and read the pre-incident level."""
+def _slo_evaluator() -> tuple[LatencyDetector, Any, Any]:
+    """(detector, tracker, evaluator) as a configuration with a latency SLO and the default
+    one-minute windows builds them."""
     from alerts.tracking import EvidenceTracker
     from detectors.registry import build_detectors
     from schemas.alert_config import AlertingConfig
@@ -236,7 +204,29 @@ def test_the_burn_rate_remembers_an_incident_after_it_resolves() -> None:
     det = detectors["latency"]
     assert isinstance(det, LatencyDetector)
     tracker = EvidenceTracker.load([], AlertingConfig())
-    evaluator = WindowEvaluator(detectors, 60, tracker)
+    return det, tracker, WindowEvaluator(detectors, 60, tracker)
+
+
+def test_a_six_hour_slow_burn_opens_a_ticket_with_one_minute_windows() -> None:
+    """Found in review: the history was sized for 5-minute windows whatever the engine's,
+    so with the default 60-s windows it held 1.2 hours and the 6-hour ticket never fired."""
+    det, _, evaluator = _slo_evaluator()
+    rng = np.random.default_rng(4)
+    t0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp())
+    conditions = []
+    for i in range(6 * 60 + 1):  # ~8% of calls over 2.5 s: a 6x-14.4x burn for 6 hours
+        s = state(det, rng.lognormal(np.log(1000), 0.65, 100))
+        result = evaluator.evaluate("m", t0 + 60 * i, {"latency": s})
+        conditions += [d.condition for d in result.detections]
+    assert "slo_burn_rate_ticket" in conditions[-5:], conditions[-5:]
+    assert "slo_burn_rate_ticket" not in conditions[: 6 * 60 - 1]
+
+
+def test_the_burn_rate_remembers_an_incident_after_it_resolves() -> None:
+    """Found in review: the baseline leaves an incident's windows out for good, and the
+    burn rates were taken over it: once a p95 incident resolved, the 6-hour burn rate forgot
+    the budget it had spent and read the pre-incident level."""
+    det, tracker, evaluator = _slo_evaluator()
     rng = np.random.default_rng(8)
     t0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp())
     factors = [1.0] * 100 + [4.0] * 40 + [1.0] * 60
