@@ -530,7 +530,9 @@ class Engine:
             self._last_checkpoint_failed = True
             self.stats.checkpoint_failures += 1
             if self._metrics is not None:
-                self._metrics.checkpoint_failed()
+                # timed too: the slow writes are the ones that fail (a sink down for its write
+                # timeout), and the runbook sends the on-call to this histogram
+                self._metrics.checkpoint_failed(write.seconds, len(self._windows))
             log.warning(
                 "checkpoint %d to %s failed, will retry: %s",
                 write.checkpoint.sequence,

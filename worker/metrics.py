@@ -70,7 +70,9 @@ class EngineMetrics:
             "lookout_checkpoint_duration_seconds",
             "Time to write one checkpoint to the sink.",
             registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            # up to a BigQuery write retried for its timeout on each of the tables of a
+            # checkpoint (30 s each by default): slow sinks are what this is read for
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.checkpoint_failures = Counter(
             "lookout_checkpoint_failures", "Checkpoints the sink refused.", registry=registry
@@ -134,14 +136,18 @@ class EngineMetrics:
         self.checkpoint_seconds.observe(seconds)
         self.windows_open.set(windows_open)
 
-    def checkpoint_failed(self) -> None:
+    def checkpoint_failed(self, seconds: float, windows_open: int) -> None:
         self.checkpoint_failures.inc()
+        self.checkpoint_seconds.observe(seconds)
+        self.windows_open.set(windows_open)
 
     def evaluated(self, detections: Sequence[Detection]) -> None:
         for d in detections:
             label = self._label(d.model)
             self.detections.labels(label, d.detector, d.verdict).inc()
-            if d.value is None:
+            if d.value is None or label == OTHER:
+                # a gauge is one model's last window: "other" stands for many models, and
+                # each window set it to another model's value, which meant nothing
                 continue
             if d.detector == "safety":
                 self.block_rate.labels(label).set(d.value)
@@ -151,7 +157,10 @@ class EngineMetrics:
                     if isinstance(ms, int | float):
                         self.latency.labels(label, quantile).set(ms / 1000.0)
             elif d.detector == "tokens":
-                self.tokens.labels(label).set(d.value)
+                # the detection's value is the cost when the budget decided the window
+                mean = d.details.get("mean_output_tokens")
+                if isinstance(mean, int | float):
+                    self.tokens.labels(label).set(mean)
             elif d.detector == "embedding_drift":
                 self.drift.labels(label).set(d.value)
 

@@ -125,7 +125,8 @@ def test_checkpoint_failures_are_counted_and_alerts_only_once_sent() -> None:
 
     assert engine.checkpoint()
     assert value(registry, "lookout_alerts_total", **alert) == 1
-    assert value(registry, "lookout_checkpoint_duration_seconds_count") == 1
+    # every attempt is timed, the three refused and the one that landed
+    assert value(registry, "lookout_checkpoint_duration_seconds_count") == 4
     judged = {"model": "a", "detector": "safety"}
     assert value(registry, "lookout_detections_total", **judged, verdict="alert") == 1
     assert value(registry, "lookout_block_rate_ratio", model="a") == 1.0
@@ -235,3 +236,44 @@ def test_invalid_records_are_counted_by_reason() -> None:
     counted = sum(value(registry, "lookout_records_invalid_total", reason=r) for r in reasons)
     assert counted == result.invalid_records == 3
     assert value(registry, "lookout_records_total", model="a") == 6
+
+
+def test_value_gauges_are_one_models_and_tokens_per_call_never_a_cost() -> None:
+    """Found in review: `lookout_block_rate_ratio{model="other"}` was set by every model
+    folded into "other" in turn, and a window the token budget decided put its dollars into
+    `lookout_output_tokens_per_call`. A failed checkpoint was not timed at all."""
+    from schemas.detection import Detection
+    from worker.metrics import EngineMetrics, ModelLabels
+
+    registry = CollectorRegistry()
+    metrics = EngineMetrics(registry, ModelLabels(("a",)))
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def detection(model: str, detector: str, value: float, **details: float) -> Detection:
+        return Detection(
+            detector=detector,
+            model=model,
+            window_start=at,
+            window_end=at + timedelta(minutes=1),
+            verdict="alert",
+            condition="x",
+            value=value,
+            reason="r",
+            details=details,
+        )
+
+    metrics.evaluated(
+        [
+            detection("a", "tokens", 0.21, mean_output_tokens=380.0),  # the budget decided
+            detection("b", "safety", 0.30),
+            detection("c", "safety", 0.01),
+        ]
+    )
+    assert registry.get_sample_value("lookout_output_tokens_per_call", {"model": "a"}) == 380.0
+    assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "other"}) is None
+    metrics.checkpoint_failed(42.0, 7)
+    assert registry.get_sample_value("lookout_checkpoint_duration_seconds_count") == 1
+    assert registry.get_sample_value("lookout_windows_open") == 7
+    assert (
+        registry.get_sample_value("lookout_checkpoint_duration_seconds_bucket", {"le": "60.0"}) == 1
+    )
