@@ -6,13 +6,18 @@ Label values are bounded (promise 6): model names come from the configured set, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.detection import Alert, Detection
 
 OTHER = "other"
+#: a model's value gauges go once the newest judged window of any model is this many of its
+#: windows past its own newest
+STALE_WINDOWS = 10
 
 
 class ModelLabels:
@@ -38,6 +43,8 @@ class EngineMetrics:
     def __init__(self, registry: CollectorRegistry, labels: ModelLabels) -> None:
         self.registry = registry
         self._label = labels
+        #: per model label: the end and length of its newest judged window
+        self._last_window: dict[str, tuple[datetime, timedelta]] = {}
         self.records = Counter(
             "lookout_records", "Records folded into windows.", ["model"], registry=registry
         )
@@ -145,6 +152,9 @@ class EngineMetrics:
         for d in detections:
             label = self._label(d.model)
             self.detections.labels(label, d.detector, d.verdict).inc()
+            seen = self._last_window.get(label)
+            if seen is None or d.window_end > seen[0]:
+                self._last_window[label] = (d.window_end, d.window_end - d.window_start)
             if d.value is None or label == OTHER:
                 # a gauge is one model's last window: "other" stands for many models, and
                 # each window set it to another model's value, which meant nothing
@@ -163,6 +173,26 @@ class EngineMetrics:
                     self.tokens.labels(label).set(mean)
             elif d.detector == "embedding_drift":
                 self.drift.labels(label).set(d.value)
+
+        self._drop_stale_models()
+
+    def _drop_stale_models(self) -> None:
+        """A model with no window judged for `STALE_WINDOWS` windows loses its value gauges:
+        they said its last window's value for ever after it stopped sending, and a rule on
+        `lookout_block_rate_ratio > x` kept firing for a model that was gone."""
+        if not self._last_window:
+            return
+        newest = max(end for end, _ in self._last_window.values())
+        for label, (end, length) in list(self._last_window.items()):
+            if newest - end <= STALE_WINDOWS * length:
+                continue
+            del self._last_window[label]
+            for gauge in (self.block_rate, self.tokens, self.drift):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(label)
+            for quantile in ("0.5", "0.95", "0.99"):
+                with contextlib.suppress(KeyError):
+                    self.latency.remove(label, quantile)
 
     def alerts_sent(self, alerts: Sequence[Alert]) -> None:
         for a in alerts:

@@ -277,3 +277,35 @@ def test_value_gauges_are_one_models_and_tokens_per_call_never_a_cost() -> None:
     assert (
         registry.get_sample_value("lookout_checkpoint_duration_seconds_bucket", {"le": "60.0"}) == 1
     )
+
+
+def test_a_model_that_stopped_sending_loses_its_value_gauges() -> None:
+    """Found in review: a model's gauges kept its last window's values for ever after it
+    stopped sending, and a rule on them kept firing for a model that was gone."""
+    from schemas.detection import Detection
+    from worker.metrics import STALE_WINDOWS, EngineMetrics, ModelLabels
+
+    registry = CollectorRegistry()
+    metrics = EngineMetrics(registry, ModelLabels())
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def window(model: str, i: int) -> Detection:
+        start = t0 + timedelta(minutes=i)
+        return Detection(
+            detector="safety",
+            model=model,
+            window_start=start,
+            window_end=start + timedelta(minutes=1),
+            verdict="ok",
+            condition="block_rate_above_baseline",
+            value=0.02,
+            reason="r",
+        )
+
+    metrics.evaluated([window("gone", 0), window("busy", 0)])
+    for i in range(1, STALE_WINDOWS + 1):
+        metrics.evaluated([window("busy", i)])
+    assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "gone"}) == 0.02
+    metrics.evaluated([window("busy", STALE_WINDOWS + 1)])
+    assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "gone"}) is None
+    assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "busy"}) == 0.02
