@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -51,5 +52,35 @@ def test_healthz_fails_while_the_main_loop_is_stuck_and_recovers_when_it_runs(
         assert [r.getMessage().count("liveness probe") for r in caplog.records] == [1]
         engine.tick()
         assert healthz(server.port) == (200, "ok\n")
+    finally:
+        server.stop()
+
+
+def test_readyz_says_why_the_sink_is_not_ready(tmp_path: Path) -> None:
+    """Found in review: /readyz answered `not ready: sink` and nothing more, so the on-call
+    went to the logs for what the probe already knew."""
+    from schemas.config import LookoutConfig
+    from worker.cli.pipeline import build_pipeline
+    from worker.cli.serve import _start_health
+
+    config = LookoutConfig.model_validate(
+        {
+            "sink": {"path": str(tmp_path / "lookout.duckdb")},
+            "metrics": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+    pipeline = build_pipeline(config, alert_stream=None)
+    server = _start_health(config, pipeline, {"sink": pipeline.sink.writable})
+    assert server is not None
+    try:
+        pipeline.sink.close()  # the connection is gone: the sink cannot be written
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
+            raise AssertionError("ready with a closed sink")
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read().decode()
+        assert status == 503
+        assert body.startswith("not ready: sink (duckdb:"), body
+        assert "closed" in body.lower(), body
     finally:
         server.stop()

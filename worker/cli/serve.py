@@ -91,6 +91,9 @@ def _start_health(
 ) -> HealthServer | None:
     if not config.metrics.enabled:
         return None
+    sink = pipeline.sink
+    details = dict(details or {})
+    details.setdefault("sink", lambda: str(getattr(sink, "unwritable_reason", "")))
     try:
         server = HealthServer(
             pipeline.registry,

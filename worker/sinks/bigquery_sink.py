@@ -176,6 +176,8 @@ class BigQuerySink:
         from google.cloud.bigquery.retry import DEFAULT_RETRY
 
         self.name = f"bigquery:{project}.{dataset}"
+        #: why `writable` last said no ("" when it said yes), for /readyz
+        self.unwritable_reason = ""
         self.project = project
         self.dataset = dataset
         self._client = client or make_client(project, location, emulator_host)
@@ -672,11 +674,14 @@ class BigQuerySink:
         ]
 
     def writable(self) -> bool:
-        """For /readyz: the dataset answers within a few seconds."""
+        """For /readyz: the dataset answers within a few seconds (why not in
+        `unwritable_reason`, for the body: `not ready: sink` alone sent the on-call to logs)."""
         try:
             self._client.get_table(self._ref("window_metrics"), timeout=5, retry=None)
-        except Exception:
+        except Exception as error:
+            self.unwritable_reason = f"{self.name}: {type(error).__name__}: {error}"[:300]
             return False
+        self.unwritable_reason = ""
         return True
 
     def close(self) -> None:

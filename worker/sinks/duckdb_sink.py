@@ -280,6 +280,8 @@ def refuse_foreign_file(path: Path) -> None:
 class DuckDBSink:
     def __init__(self, path: Path | str, *, clock: Any = None, memory_limit: str = "256MB") -> None:
         self.name = f"duckdb:{path}"
+        #: why `writable` last said no ("" when it said yes), for /readyz
+        self.unwritable_reason = ""
         self.path = Path(path)
         # DuckDB's buffer cache defaults to 80% of RAM and grows with the file; a worker's
         # memory must follow its configuration, not the size of what it has written
@@ -634,8 +636,10 @@ class DuckDBSink:
         try:
             with self._lock:
                 self._con.execute("SELECT 1").fetchone()
-        except duckdb.Error:
+        except duckdb.Error as error:
+            self.unwritable_reason = f"{self.name}: {error}"[:300]
             return False
+        self.unwritable_reason = ""
         return True
 
     def close(self) -> None:
