@@ -28,6 +28,11 @@ class ModelLabels:
         self._seen: set[str] = set()
         self._max = max_models
 
+    @property
+    def configured(self) -> frozenset[str]:
+        """The model names given in `metrics.models` (empty: first seen, first labelled)."""
+        return self._fixed
+
     def __call__(self, model: str) -> str:
         if self._fixed:
             return model if model in self._fixed else OTHER
@@ -123,6 +128,13 @@ class EngineMetrics:
             ["model", "detector", "status", "severity"],
             registry=registry,
         )
+        # the configured models' counters exist from the start at 0: a series that appears
+        # only at its first increment made `rate()` panels "no data" and rules on them silent
+        for model in sorted(labels.configured):
+            for counter in (self.records, self.duplicates, self.late):
+                counter.labels(model)
+            for kind in ("future", "past"):
+                self.quarantined_records.labels(model, kind)
 
     def folded(self, model: str, added: int, duplicates: int, late: int) -> None:
         label = self._label(model)

@@ -174,8 +174,14 @@ def test_a_configured_model_set_folds_every_other_name_into_other() -> None:
     registry = metrics.registry
     engine.feed(logs("x", 10, 4, model="gpt-4o-mini"))
     engine.feed(logs("y", 10, 2, model="text-bison"))
-    assert label_values(registry, "lookout_records_total", "model") == {"text-bison", OTHER}
+    # the configured models from the start (at 0), and "other" for every other name
+    assert label_values(registry, "lookout_records_total", "model") == {
+        "gemini-1.5-flash",
+        "text-bison",
+        OTHER,
+    }
     assert value(registry, "lookout_records_total", model=OTHER) == 4
+    assert value(registry, "lookout_records_total", model="gemini-1.5-flash") == 0
 
 
 def test_the_pipeline_wires_configured_models_into_its_registry(tmp_path: Path) -> None:
@@ -309,3 +315,19 @@ def test_a_model_that_stopped_sending_loses_its_value_gauges() -> None:
     metrics.evaluated([window("busy", STALE_WINDOWS + 1)])
     assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "gone"}) is None
     assert registry.get_sample_value("lookout_block_rate_ratio", {"model": "busy"}) == 0.02
+
+
+def test_the_configured_models_counters_exist_from_the_start() -> None:
+    """Found in review: late, duplicate and quarantined series appeared only at their first
+    increment, so a `rate()` panel said "no data" instead of 0."""
+    from worker.metrics import EngineMetrics, ModelLabels
+
+    registry = CollectorRegistry()
+    EngineMetrics(registry, ModelLabels(("gemini-1.5-flash",)))
+    for name, labels in (
+        ("lookout_records_total", {"model": "gemini-1.5-flash"}),
+        ("lookout_records_late_total", {"model": "gemini-1.5-flash"}),
+        ("lookout_records_duplicate_total", {"model": "gemini-1.5-flash"}),
+        ("lookout_records_quarantined_total", {"model": "gemini-1.5-flash", "kind": "future"}),
+    ):
+        assert registry.get_sample_value(name, labels) == 0.0, name
