@@ -167,3 +167,6 @@ def test_a_retune_action_whose_client_is_not_installed_stops_the_start(
         update={"engine": config.engine.model_copy(update={"role": "ingest"})}
     )
     assert start_problems(ingest) == []  # an ingest replica never retunes
+    # an action no route names never runs: staged, it needs nothing installed (found in review)
+    unrouted = config.alerting.model_copy(update={"routes": ()})
+    assert start_problems(config.model_copy(update={"alerting": unrouted})) == []

@@ -141,9 +141,10 @@ def start_problems(config: LookoutConfig) -> list[str]:
     from alerts.receivers.secrets import unreadable_secrets
     from alerts.retune.actions import missing_extras
 
-    return unreadable_secrets(config.alerting.receivers) + missing_extras(
-        config.alerting.retune.actions
-    )
+    # only actions a route names ever run: an action staged without a route needs nothing
+    routed = {route.retune for route in config.alerting.routes if route.retune}
+    actions = [a for a in config.alerting.retune.actions if a.name in routed]
+    return unreadable_secrets(config.alerting.receivers) + missing_extras(actions)
 
 
 def refuse_to_start(command: str, config: LookoutConfig) -> None:
@@ -248,7 +249,7 @@ def missing_source_file(config: LookoutConfig, source: str) -> str | None:
     if not isinstance(config.source, FileSourceConfig) or config.engine.role == "evaluate":
         return None
     path = Path(config.source.path)
-    if path.is_file() or str(path) == "-":
+    if path.exists() or str(path) == "-":  # as `lookout run` takes it: a pipe, /dev/stdin
         return None
     where = "" if path.is_absolute() else f" (read from the current folder, {Path.cwd()})"
     return f"{key_origin(('source', 'path'), source)} {path}: no such file{where}"
