@@ -17,7 +17,8 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas.config import DecodeConfig, load_config
+from schemas.config import DecodeConfig
+from schemas.config_loading import load_config
 from schemas.decode.api import (
     DecodeLimits,
     MessageBytes,

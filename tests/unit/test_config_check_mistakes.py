@@ -18,7 +18,8 @@ import pydantic
 import pytest
 from typer.testing import CliRunner
 
-from schemas.config import ConfigError, LookoutConfig, load_config
+from schemas.config import LookoutConfig
+from schemas.config_loading import ConfigError, load_config
 from worker.cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]

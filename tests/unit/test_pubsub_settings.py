@@ -20,7 +20,8 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 
-from schemas.config import ConfigError, PubSubSourceConfig, load_config
+from schemas.config import PubSubSourceConfig
+from schemas.config_loading import ConfigError, load_config
 from schemas.errors import DecodeError
 from worker.failure_policy import (
     ERROR_REASONS,

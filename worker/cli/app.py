@@ -19,14 +19,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from schemas.config import (
-    ConfigError,
-    DuckDBSinkConfig,
-    FileSourceConfig,
-    LookoutConfig,
-    key_origin,
-    load_config,
-)
+from schemas.config import DuckDBSinkConfig, FileSourceConfig, LookoutConfig
+from schemas.config_loading import ConfigError, key_origin, load_config
 from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
 app = typer.Typer(
