@@ -296,7 +296,24 @@ class LookoutConfig(BaseSettings):
         return self.source.ack_deadline_seconds + REDELIVERY_MARGIN_SECONDS + 2 * checkpoint
 
     @model_validator(mode="after")
-    def _lease_outlives_a_window(self) -> LookoutConfig:
+    def _rules_across_sections(self) -> LookoutConfig:
+        """Every rule that spans sections, checked together: one at a time, a file with two
+        such mistakes took two runs of `lookout config check` (and two deploys) to fix."""
+        rules = (
+            self._lease_outlives_a_window,
+            self._liveness_outlasts_a_checkpoint,
+            self._routes_name_declared_receivers,
+        )
+        problems = [problem for rule in rules if (problem := rule())]
+        if len(problems) == 1:
+            raise ValueError(problems[0])
+        if problems:
+            raise PydanticCustomError(
+                ACROSS_SECTIONS, "{summary}", {"summary": "; ".join(problems), "each": problems}
+            )
+        return self
+
+    def _lease_outlives_a_window(self) -> str | None:
         """A Pub/Sub message must stay leased until the checkpoint that holds its records, or
         Pub/Sub hands it to another worker while this one still counts it."""
         source, engine = self.source, self.engine
@@ -309,18 +326,17 @@ class LookoutConfig(BaseSettings):
                     "must exceed engine.window_seconds + allowed_lateness_seconds + "
                     f"checkpoint_seconds ({needed:g})"
                 )
-                raise ValueError(msg)
-        return self
+                return msg
+        return None
 
-    @model_validator(mode="after")
-    def _liveness_outlasts_a_checkpoint(self) -> LookoutConfig:
+    def _liveness_outlasts_a_checkpoint(self) -> str | None:
         """/healthz fails once the main loop has not come round for `metrics.stall_seconds`, and
         the liveness probe then restarts the pod: a limit below an honest checkpoint (on BigQuery
         a write retrying for `write_timeout_seconds`, table after table) kills pods mid-write,
         their messages are redelivered and the next replica is killed the same way."""
         metrics, engine, sink = self.metrics, self.engine, self.sink
         if not metrics.enabled:
-            return self  # no /healthz
+            return None  # no /healthz
         checkpoint = engine.checkpoint_seconds
         if isinstance(sink, BigQuerySinkConfig):
             tables = BIGQUERY_CHECKPOINT_TABLES[engine.role]
@@ -350,11 +366,10 @@ class LookoutConfig(BaseSettings):
                 f"{why}, and /healthz fails (the liveness probe restarts the pod mid-checkpoint) "
                 "once the main loop has not come round for stall_seconds"
             )
-            raise ValueError(msg)
-        return self
+            return msg
+        return None
 
-    @model_validator(mode="after")
-    def _routes_name_declared_receivers(self) -> LookoutConfig:
+    def _routes_name_declared_receivers(self) -> str | None:
         """A route to a receiver nobody declared would lose its alerts with one log line, at
         the first page: refuse the file instead. (`AlertingConfig` alone stays open to
         receivers given in code, as tests and embedders do.)"""
@@ -362,7 +377,7 @@ class LookoutConfig(BaseSettings):
         alerting = self.alerting
         if self.engine.role == "ingest":
             # never notifies; the chart gives ingest pods the routes but not the receivers
-            return self
+            return None
         named = [(f"alerting.routes[{i}].receivers", n) for i, route in enumerate(alerting.routes)
                  for n in route.receivers]  # fmt: skip
         named += [("alerting.default_receiver", alerting.default_receiver)]
@@ -370,9 +385,8 @@ class LookoutConfig(BaseSettings):
         unknown = [f"{where}: {name!r}" for where, name in named if name not in declared]
         if unknown:
             known = ", ".join(sorted(declared))
-            msg = f"receivers not declared in alerting.receivers ({known}): " + "; ".join(unknown)
-            raise ValueError(msg)
-        return self
+            return f"receivers not declared in alerting.receivers ({known}): " + "; ".join(unknown)
+        return None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -408,6 +422,8 @@ class LookoutConfig(BaseSettings):
 
 #: the error type of `LookoutConfig._no_booleans_for_numbers`: one problem per field in ctx
 BOOL_NOT_NUMBER = "bool_not_number"
+#: the error type of `LookoutConfig._rules_across_sections` when several fail: one each in ctx
+ACROSS_SECTIONS = "rules_across_sections"
 
 
 def _coerced_booleans(

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 
-from schemas.config import BOOL_NOT_NUMBER, LookoutConfig, blamed_variable
+from schemas.config import ACROSS_SECTIONS, BOOL_NOT_NUMBER, LookoutConfig, blamed_variable
 
 log = logging.getLogger("lookout.config")
 
@@ -318,8 +318,8 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
     except ValidationError as error:
         problems: list[str] = []
         for e in error.errors():
-            if e["type"] == BOOL_NOT_NUMBER:
-                problems.extend((e.get("ctx") or {}).get("each", []))  # one line per field
+            if e["type"] in (BOOL_NOT_NUMBER, ACROSS_SECTIONS):
+                problems.extend((e.get("ctx") or {}).get("each", []))  # one line each
             else:
                 problems.append(_describe(e))
         raise ConfigError(source, problems) from error

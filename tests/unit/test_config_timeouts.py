@@ -107,3 +107,23 @@ def test_every_example_stays_valid_and_the_rule_holds_for_it(example: Path, tmp_
     assert caught.value.problems[0].startswith(
         "metrics.stall_seconds (10) must be at least engine.checkpoint_seconds + "
     )
+
+
+def test_every_rule_across_sections_is_reported_in_one_run(tmp_path: Path) -> None:
+    """A lease shorter than a window, a stall limit below a checkpoint and a route to an
+    undeclared receiver: checked one at a time, the file took three runs of `config check` to
+    fix; each is one line of the same run now."""
+    status, out, err = config_check(
+        tmp_path,
+        "source: {kind: pubsub, project: p, subscription: s, max_lease_duration_seconds: 70}\n"
+        "engine: {window_seconds: 60, checkpoint_seconds: 30}\n"
+        "metrics: {stall_seconds: 10}\n"
+        "alerting: {routes: [{receivers: [pager]}]}\n",
+    )
+    assert status == 2 and "ok" not in out
+    where = f"{tmp_path / 'lookout.yaml'}: "
+    assert len(err) == 3, err
+    assert err[0].startswith(where + "source.max_lease_duration_seconds (70) must exceed")
+    assert err[1].startswith(where + "metrics.stall_seconds (10) must be at least")
+    assert err[2].startswith(where + "receivers not declared in alerting.receivers")
+    assert "alerting.routes[0].receivers: 'pager'" in err[2]
