@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,22 @@ def test_a_copy_made_without_its_wal_says_what_is_missing(tmp_path: Path) -> Non
     assert result.returncode == 1, result.describe()
     assert "does not exist" in result.stderr and "copy copy.duckdb.wal with it" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_times_are_utc_whatever_the_host_zone(db: Path) -> None:
+    """On a host in Los Angeles a window at 06:00 UTC printed as 22:00 the day before, and the
+    README's per-day query cast it to that day: BigQuery says UTC, and so does `lookout sql`."""
+    first = query(db, "SELECT epoch(min(window_start))::BIGINT FROM window_metrics_merged")[0][0]
+    utc = datetime.fromtimestamp(first, tz=UTC)
+    asked = (
+        "SELECT min(window_start) AS first, CAST(min(window_start) AS DATE) AS day "
+        "FROM window_metrics_merged"
+    )
+    result = lookout(
+        "sql", "--format", "csv", asked, cwd=db.parent, env={"TZ": "America/Los_Angeles"}
+    )
+    assert result.returncode == 0, result.describe()
+    [header, row] = list(csv.reader(io.StringIO(result.stdout)))
+    assert header == ["first", "day"]
+    assert row[0] == utc.isoformat()
+    assert row[1] == utc.strftime("%Y-%m-%d")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,29 @@ def test_model_daily_counts_windows_not_tenant_slices(tmp_path: Path) -> None:
     daily = query(path, "SELECT sum(windows), sum(calls) FROM model_daily")[0]
     merged_calls = query(path, "SELECT sum(calls) FROM window_metrics_merged")[0][0]
     assert daily == (windows, merged_calls)
+
+
+def test_model_daily_takes_the_utc_day_in_any_session_time_zone(tmp_path: Path) -> None:
+    """20 minutes around 08:00 UTC, midnight in Los Angeles: DuckDB cast a TIMESTAMPTZ to the
+    session zone's date, so a client there saw one UTC day as two."""
+    path = tmp_path / "lookout.duckdb"
+    config = SimulationConfig(
+        start=datetime(2026, 1, 5, 7, 50, tzinfo=UTC),
+        hours=20 / 60,
+        models=("gemini-1.5-flash",),
+        calls_per_minute=120,
+        embedding_fraction=0.0,
+    )
+    replay(path, list(simulate_batches(config, seconds_per_batch=20)))
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("SET TimeZone = 'America/Los_Angeles'")
+        local_days = con.execute(
+            "SELECT count(DISTINCT CAST(window_start AS DATE)) FROM window_metrics_merged"
+        ).fetchall()
+        daily = con.execute("SELECT day, windows, calls FROM model_daily").fetchall()
+        calls = con.execute("SELECT sum(calls) FROM window_metrics_merged").fetchall()[0][0]
+    assert local_days == [(2,)]  # the session's own casts do split it: the view must not
+    assert daily == [(date(2026, 1, 5), 20, calls)]
 
 
 def replay(path: Path, batches: list[LogBatch]) -> tuple[int, int]:

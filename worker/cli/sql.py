@@ -33,7 +33,9 @@ SQL_FORMATS = ("table", "csv", "json")
 #: what an analyst queries in the DuckDB file, and what one row is (README: Tables); a test
 #: checks `lookout sql --help` names every table and view the DuckDB sink creates
 ANALYST_TABLES = {
-    "window_metrics_merged": "view, (model, window): calls, block rate, latency, tokens, cost",
+    "window_metrics_merged": (
+        "view, (model, version, tenant, window): calls, block rate, latency, tokens, cost"
+    ),
     "model_daily": "view, (model, UTC day): windows, calls, block rate, tokens, cost",
     "window_metrics": "a window's partial row, as one worker checkpointed it",
     "detections": "(model, window, detector) verdict",
@@ -109,6 +111,9 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     except duckdb.Error as error:
         fail(f"sql: {duckdb_open_problem(db, error)}")
     try:
+        # times in UTC, as the sink writes them and BigQuery shows them: in the host's zone a
+        # window at 00:30 UTC printed as the evening before, and `CAST(ts AS DATE)` split days
+        con.execute("SET TimeZone = 'UTC'")
         _one_statement(con, query)
         cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]

@@ -288,7 +288,7 @@ def view_ddl(dataset: str) -> list[str]:
     merged = f"`{dataset}.window_metrics_merged`"
     return [
         merged_view_sql("bigquery", f"`{dataset}.window_metrics`", merged, dedup=True),
-        model_daily_sql(merged, f"`{dataset}.model_daily`"),
+        model_daily_sql("bigquery", merged, f"`{dataset}.model_daily`"),
     ]
 
 
