@@ -185,20 +185,13 @@ class Router:
 
 
 def _matches(route: Route, alert: Alert) -> bool:
-    """Every pattern the rule sets must match; an alert without the field (no model_version
-    known) matches only the pattern `*`."""
+    """Every pattern the rule sets must match (a route sets no model_version or tenant: an
+    alert is a whole model's, see `schemas.alert_config.NOT_PER_SLICE`)."""
     if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[route.effective_min_severity]:
         return False
     patterns = (
         (route.detector, alert.detector),
         (route.model, alert.model),
-        (route.model_version, alert.model_version),
-        (route.tenant, alert.tenant),
         (route.severity, alert.severity),
     )
-    return all(
-        pattern is None
-        or (value is None and pattern == "*")
-        or (value is not None and fnmatchcase(value, pattern))
-        for pattern, value in patterns
-    )
+    return all(pattern is None or fnmatchcase(value, pattern) for pattern, value in patterns)

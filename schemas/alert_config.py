@@ -40,16 +40,25 @@ from schemas.alert_types import (
     SignedDuration,
     duration_text,
 )
+
+# re-exported: the receivers and their tests import it from here
+from schemas.alert_types import SecretRef as SecretRef
 from schemas.detection import Severity
 from schemas.retune_config import RetuneConfig
 
 #: severities in increasing order; routing thresholds and "max seen" compare by this rank
 SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
 
-#: the alert fields a route may group by (labels Alertmanager would see)
-GroupLabel = Literal[
-    "dedup_key", "model", "detector", "condition", "severity", "model_version", "tenant"
-]
+#: the alert fields a route may group by (labels Alertmanager would see); not model_version or
+#: tenant: an alert is a model's, judged over all its versions and tenants, and carries neither
+GroupLabel = Literal["dedup_key", "model", "detector", "condition", "severity"]
+#: why a route may not match on model_version or tenant (found in review: a route on
+#: `tenant: acme` was accepted and never matched, and acme's alerts went to the default)
+NOT_PER_SLICE = (
+    "alerts are judged per model over all its versions and tenants and carry neither, so this "
+    "route would never match; route on `model` (a glob such as gemini-*), and split cost or "
+    "block rate by tenant or version in the tables (window_metrics_merged)"
+)
 
 
 class Route(BaseModel):
@@ -82,63 +91,18 @@ class Route(BaseModel):
     #: a retune action (by name, from `alerting.retune.actions`) this route triggers
     retune: str | None = None
 
+    @field_validator("model_version", "tenant")
+    @classmethod
+    def _not_per_slice(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(NOT_PER_SLICE)
+        return value
+
     @property
     def effective_min_severity(self) -> Severity:
         if self.min_severity is not None:
             return self.min_severity
         return "info" if self.severity is not None else "warning"
-
-
-class SecretRef(BaseModel):
-    """Where a secret lives: exactly one of `env` (a variable name) or `file` (a mounted path).
-
-    A literal string in a secret field is rejected, so a routing key or a webhook URL never
-    sits in a ConfigMap, a values file or `lookout config check` output. The value is read
-    only when receivers are built (`alerts.receivers.secrets`), never stored in config.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    file: str | None = Field(default=None, min_length=1)
-
-    @field_validator("file")
-    @classmethod
-    def _a_path_not_a_url(cls, value: str | None) -> str | None:
-        """`{file: "https://hooks.slack.com/services/..."}` is the secret put where its path
-        belongs: refused without echoing it (it was printed by `config check` and in the
-        "cannot read the file" error)."""
-        if value is not None and "://" in value:
-            msg = (
-                "a file path, not the secret itself: write the path of a mounted file that "
-                "holds it, or {env: VAR} (the value is not shown)"
-            )
-            raise ValueError(msg)
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _not_a_literal(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            # never echo the value: it is most likely the secret itself
-            msg = "secrets come from env or a mounted file: write {env: VAR} or {file: /path}"
-            raise ValueError(msg)
-        return data
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            msg = "a secret reference needs exactly one of env or file"
-            raise ValueError(msg)
-        return self
-
-    def describe(self) -> str:
-        """`env LOOKOUT_SLACK_WEBHOOK_URL` / `file /var/run/...`: where, never what."""
-        if self.env is not None:
-            return f"env {self.env}"
-        if self.file is None or "://" in self.file:  # not a path: maybe the secret (built
-            return "file (not a path; not shown)"  # with model_construct, unvalidated)
-        return f"file {self.file}"
 
 
 def url_problem(url: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from alerts.notifiers import (
     RecordingNotifier,
@@ -115,22 +116,27 @@ def test_receiver_names_must_be_plain_names() -> None:
         Route(receivers=("https://hooks.slack.com/services/T0/B0/secret",))
 
 
-def test_routes_match_model_version_tenant_and_severity_globs() -> None:
+def test_routes_match_severity_globs() -> None:
     routes = (
-        Route(receivers=("canary",), model_version="*-canary"),
-        Route(receivers=("acme",), tenant="acme-*"),
         Route(receivers=("pager",), severity="crit*"),
         Route(receivers=("info-log",), severity="info"),
     )
     r = router(*routes)
-    canary = alert().model_copy(update={"model_version": "002-canary"})
-    assert r.receivers_for(canary) == ("canary",)
-    assert r.receivers_for(alert().model_copy(update={"tenant": "acme-eu"})) == ("acme",)
     assert r.receivers_for(alert(severity="critical")) == ("pager",)
     assert r.receivers_for(alert(severity="info")) == ("info-log",)  # `severity` opts info in
-    assert r.receivers_for(alert()) == ("slack",)  # no version or tenant known: no match
-    star = router(Route(receivers=("any-version",), model_version="*"))
-    assert star.receivers_for(alert()) == ("any-version",)
+    assert r.receivers_for(alert()) == ("slack",)
+
+
+@pytest.mark.parametrize("key", ["tenant", "model_version"])
+def test_a_route_on_tenant_or_version_is_refused_not_silently_never_matched(key: str) -> None:
+    """An alert is a whole model's (judged over all its versions and tenants): a route on
+    `tenant: acme` was accepted, matched nothing, and acme's pages went to the default."""
+    with pytest.raises(ValidationError, match="never match; route on `model`"):
+        AlertingConfig.model_validate(
+            {"routes": [{"receivers": ["acme"], key: "acme"}], "receivers": []}
+        )
+    with pytest.raises(ValidationError, match="group_by"):
+        AlertingConfig.model_validate({"group_by": [key]})
 
 
 def test_grouping_comes_from_the_matching_route_else_the_root() -> None:
