@@ -1,12 +1,24 @@
-"""Small value types shared by the alerting and retune configuration."""
+"""Small value types shared by the alerting and retune configuration (`SecretRef` lives here,
+not in `schemas.alert_config`, so the retune actions can hold one: that module imports them)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ReceiverName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -77,3 +89,55 @@ SignedDuration = Annotated[Duration, BeforeValidator(_signed_duration)]
 PositiveDuration = Annotated[SignedDuration, AfterValidator(positive_duration)]
 #: the same, zero allowed (zero switches the wait off)
 NonNegativeDuration = Annotated[SignedDuration, AfterValidator(not_negative_duration)]
+
+
+class SecretRef(BaseModel):
+    """Where a secret lives: exactly one of `env` (a variable name) or `file` (a mounted path).
+
+    A literal string in a secret field is rejected, so a routing key or a webhook URL never
+    sits in a ConfigMap, a values file or `lookout config check` output. The value is read
+    only when receivers are built (`alerts.receivers.secrets`), never stored in config.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = Field(default=None, min_length=1)
+
+    @field_validator("file")
+    @classmethod
+    def _a_path_not_a_url(cls, value: str | None) -> str | None:
+        """`{file: "https://hooks.slack.com/services/..."}` is the secret put where its path
+        belongs: refused without echoing it (it was printed by `config check` and in the
+        "cannot read the file" error)."""
+        if value is not None and "://" in value:
+            msg = (
+                "a file path, not the secret itself: write the path of a mounted file that "
+                "holds it, or {env: VAR} (the value is not shown)"
+            )
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_literal(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            # never echo the value: it is most likely the secret itself
+            msg = "secrets come from env or a mounted file: write {env: VAR} or {file: /path}"
+            raise ValueError(msg)
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            msg = "a secret reference needs exactly one of env or file"
+            raise ValueError(msg)
+        return self
+
+    def describe(self) -> str:
+        """`env LOOKOUT_SLACK_WEBHOOK_URL` / `file /var/run/...`: where, never what."""
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is None or "://" in self.file:  # not a path: maybe the secret (built
+            return "file (not a path; not shown)"  # with model_construct, unvalidated)
+        return f"file {self.file}"

@@ -18,14 +18,16 @@ The dataset export (`RetuneExport`) runs first when configured, and its URIs are
 
 from __future__ import annotations
 
+import difflib
 import string
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from schemas.alert_types import PositiveDuration, ReceiverName
+from schemas.alert_types import PositiveDuration, ReceiverName, SecretRef
 
 RENDER_FIELDS = frozenset(
     {
@@ -87,6 +89,32 @@ _KfpTemplateValues = Annotated[
 ]
 
 
+def known_detectors() -> list[str]:
+    """The detector names Lookout has, as `detectors.enabled` knows them. Imported when an
+    action is validated, not at import: `schemas.config` imports this module (through
+    `schemas.alert_config`)."""
+    from schemas.config import DetectorsConfig
+
+    return [name for name in DetectorsConfig.model_fields if name != "enabled"]
+
+
+def check_detector_patterns(patterns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """`detectors: [saftey]` passed `config check` and then matched no detection ever: the
+    action never ran and nothing said why. A name (or `*` pattern) must match a detector
+    Lookout has; a misspelt one is refused at load, with the likely one named."""
+    if patterns is None:
+        return None
+    known = known_detectors()
+    for pattern in patterns:
+        if any(fnmatchcase(name, pattern) for name in known):
+            continue
+        close = difflib.get_close_matches(pattern, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        msg = f"{pattern!r} names no detector Lookout has{hint}; known: {', '.join(known)}"
+        raise ValueError(msg)
+    return patterns
+
+
 class _ActionBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -100,8 +128,17 @@ class _ActionBase(BaseModel):
     #: at most one request per model per cooldown (event time), whatever the incident; a
     #: cooldown of zero or less would let a flapping model start a tuning job every window
     cooldown: PositiveDuration = timedelta(hours=24)
-    #: log and count what would be sent, send nothing
+    #: export and render, log and count what would be sent, send nothing
     dry_run: bool = False
+    #: how long the action may take to be answered: each call to Pub/Sub, Vertex AI or the
+    #: Kubeflow endpoint, and the action as a whole. A hung endpoint held the worker, and a
+    #: shutdown, for minutes, and the request counted as made although it never was
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_detector_patterns(value)
 
 
 class PubSubRetune(_ActionBase):
@@ -135,6 +172,10 @@ class KfpRetune(_ActionBase):
     experiment_id: str | None = None
     namespace: str | None = None
     parameters: _KfpTemplateValues = Field(default_factory=dict)
+    #: a bearer token for the endpoint (`{env: NAME}` or `{file: PATH}`, read at each request
+    #: so a rotated token is picked up; never logged): with `host` set, the client sends no
+    #: in-cluster credentials of its own, and an authenticated endpoint answered 401/403
+    existing_token: SecretRef | None = None
 
 
 RetuneAction = Annotated[

@@ -1,8 +1,18 @@
-"""Who may start a tuning run, and when: the persisted memory of requests already made.
+"""Who may start a tuning run, and when: the persisted memory of requests made.
 
-One row per request (action, model, dedup key, incident start, event time) in SQLite beside
-the receivers' outbox, so a restart mid-incident does not ask twice and a cooldown outlives
-the process. Times are event time (window ends), like the alert state: replays decide alike.
+One row per request (action, model, dedup key, incident start, event time, outcome) in SQLite
+beside the receivers' outbox, so a restart mid-incident does not ask twice and a cooldown
+outlives the process. Times are event time (window ends), like the alert state: replays
+decide alike.
+
+A row is `pending` from the decision until the action answers, then `sent` or `failed`. Only
+a sent request is made: it alone ends its incident's requests and starts the model's cooldown.
+A pending one holds back further requests for its model (no second tuning job while the first
+is being asked for) without starting a cooldown; a failed one holds back nothing. The rows were
+written as made before the action ran and struck when it failed, so a request still running —
+windows are judged faster than an action runs in a replay, or a hung endpoint — looked made:
+later windows were "already requested", another incident was "held back by its cooldown", and a
+request abandoned at shutdown stayed made for good.
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ from typing import Literal
 
 from schemas.retune_config import RetuneAction
 
-Decision = Literal["go", "not_sustained", "other_detector", "already_requested", "cooldown"]
+Decision = Literal[
+    "go", "not_sustained", "other_detector", "already_requested", "in_flight", "cooldown"
+]
+Outcome = Literal["pending", "sent", "failed"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS retune_requests (
@@ -24,7 +37,8 @@ CREATE TABLE IF NOT EXISTS retune_requests (
     model TEXT NOT NULL,
     dedup_key TEXT NOT NULL,
     incident_start TEXT NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT 'pending'
 );
 """
 
@@ -42,6 +56,20 @@ class RetuneLog:
         self._lock = threading.Lock()
         self._con = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._con.executescript(_SCHEMA)
+        self._upgrade()
+        # a request still pending from an earlier process got no answer there (killed while
+        # it ran): not made, so its incident's next alerting window asks again (a Vertex AI
+        # job it did create answers that retry as already existing)
+        self._con.execute("UPDATE retune_requests SET outcome = 'failed' WHERE outcome = 'pending'")
+
+    def _upgrade(self) -> None:
+        """A log from before outcomes were kept: its rows are requests that were not struck,
+        so they count as sent."""
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(retune_requests)")}
+        if "outcome" not in columns:
+            self._con.execute(
+                "ALTER TABLE retune_requests ADD COLUMN outcome TEXT NOT NULL DEFAULT 'sent'"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -64,18 +92,27 @@ class RetuneLog:
             return "other_detector"
         if alert_windows < action.consecutive_windows:
             return "not_sustained"
+        name = log_name(action)
         with self._lock:
-            same = self._con.execute(
+            sent = self._con.execute(
                 "SELECT 1 FROM retune_requests WHERE action = ? AND dedup_key = ? "
-                "AND incident_start = ?",
-                (log_name(action), dedup_key, incident_start.isoformat()),
+                "AND incident_start = ? AND outcome = 'sent'",
+                (name, dedup_key, incident_start.isoformat()),
             ).fetchone()
-            if same is not None:
-                return "already_requested"
+            pending = self._con.execute(
+                "SELECT 1 FROM retune_requests WHERE action = ? AND model = ? "
+                "AND outcome = 'pending'",
+                (name, model),
+            ).fetchone()
             (last,) = self._con.execute(
-                "SELECT max(at) FROM retune_requests WHERE action = ? AND model = ?",
-                (log_name(action), model),
+                "SELECT max(at) FROM retune_requests WHERE action = ? AND model = ? "
+                "AND outcome = 'sent'",
+                (name, model),
             ).fetchone()
+        if sent is not None:
+            return "already_requested"
+        if pending is not None:
+            return "in_flight"
         if last is not None and at < datetime.fromisoformat(last) + action.cooldown:
             return "cooldown"
         return "go"
@@ -83,18 +120,38 @@ class RetuneLog:
     def record(
         self, action: str, *, model: str, dedup_key: str, incident_start: datetime, at: datetime
     ) -> None:
-        with self._lock:
-            self._con.execute(
-                "INSERT INTO retune_requests VALUES (?,?,?,?,?)",
-                (action, model, dedup_key, incident_start.isoformat(), at.isoformat()),
-            )
-
-    def forget(self, action: str, *, dedup_key: str, incident_start: datetime) -> None:
-        """A request that failed (the API refused, the export found nothing) started no run:
-        strike it, so neither the incident nor the cooldown counts it as made."""
+        """A request decided on and not yet answered (`pending`); an earlier failed attempt
+        for the same incident gives way to it."""
         with self._lock:
             self._con.execute(
                 "DELETE FROM retune_requests WHERE action = ? AND dedup_key = ? "
                 "AND incident_start = ?",
                 (action, dedup_key, incident_start.isoformat()),
             )
+            self._con.execute(
+                "INSERT INTO retune_requests VALUES (?,?,?,?,?,'pending')",
+                (action, model, dedup_key, incident_start.isoformat(), at.isoformat()),
+            )
+
+    def settle(
+        self, action: str, *, dedup_key: str, incident_start: datetime, outcome: Outcome
+    ) -> None:
+        """The action answered: `sent` (the run exists), or `failed` (nothing started, or the
+        request was given up at shutdown): a failed one blocks neither its incident's next
+        alerting window nor another incident of the model."""
+        with self._lock:
+            self._con.execute(
+                "UPDATE retune_requests SET outcome = ? WHERE action = ? AND dedup_key = ? "
+                "AND incident_start = ?",
+                (outcome, action, dedup_key, incident_start.isoformat()),
+            )
+
+    def outcome(self, action: str, *, dedup_key: str, incident_start: datetime) -> Outcome | None:
+        """What became of the incident's request (None: none was made)."""
+        with self._lock:
+            row = self._con.execute(
+                "SELECT outcome FROM retune_requests WHERE action = ? AND dedup_key = ? "
+                "AND incident_start = ?",
+                (action, dedup_key, incident_start.isoformat()),
+            ).fetchone()
+        return None if row is None else row[0]

@@ -3,9 +3,14 @@
 The engine's tracker (`alerts.tracking.EvidenceTracker`) shows `consider` each alerting window
 with its incident (consecutive alerting windows, start). `consider` asks the routes which
 actions apply (`retune:` on the first matching route, or several with `continue`), the guard
-whether to go (`alerts.retune.guard`), records the decision durably, then queues the work —
-the dataset export, then the action — for a worker thread, so a slow Vertex AI or Pub/Sub
-call never holds up evaluation.
+whether to go (`alerts.retune.guard`), records the request durably as pending, then queues the
+work — the dataset export, then the action — for a worker thread, so a slow Vertex AI or
+Pub/Sub call never holds up evaluation. The answer settles the row: sent, or failed.
+
+Windows can be judged faster than an action runs (a replay, a backlog caught up): a window of
+a model whose request is still in flight is kept, not dropped, and offered again when the
+answer comes — so after a failure the incident's next alerting window does try again, even if
+it was judged while the failed request ran.
 `lookout_retune_requests_total{action,outcome}` counts sent, dry_run, failed and cooldown.
 """
 
@@ -15,12 +20,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
 from alerts.receivers.payloads import evidence
-from alerts.retune.actions import run_action
+from alerts.retune.actions import AlreadyStarted, preview, run_action
 from alerts.retune.export import ExportResult, export_dataset
 from alerts.retune.guard import RetuneLog, log_name
 from alerts.retune.request import RetuneRequest, TimeRange
@@ -40,6 +46,26 @@ def _export(config: RetuneExport, model: str, start: datetime, end: datetime) ->
     return export_dataset(config, model=model, start=start, end=end)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """One alerting window's request for one action, before the guard has decided on it."""
+
+    action: RetuneAction
+    request: RetuneRequest
+    alert_windows: int
+    #: the window's end: event time, what the cooldown is measured in
+    at: datetime
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        """The request's row: action (as logged), dedup key, incident start."""
+        return log_name(self.action), self.request.dedup_key, self.request.time_range.start
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        return log_name(self.action), self.request.model
+
+
 class RetuneTrigger:
     def __init__(
         self,
@@ -57,8 +83,19 @@ class RetuneTrigger:
         self._runner = runner
         self._exporter = exporter
         self._counted: set[tuple[str, str, datetime]] = set()
-        self._queue: queue.Queue[tuple[RetuneAction, RetuneRequest] | None] = queue.Queue()
+        self._queue: queue.Queue[_Candidate | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        #: guards the decision and record of a request against its settling on the worker
+        self._lock = threading.RLock()
+        #: windows that came while their model's request was in flight, offered again after
+        self._waiting: dict[tuple[str, str], dict[tuple[str, datetime], _Candidate]] = {}
+        #: requests queued or in flight; `_idle` tells when it reaches 0
+        self._busy = 0
+        self._idle = threading.Condition(self._lock)
+        self._in_flight: _Candidate | None = None
+        self._closing = False
+        #: per action (as logged): requests whose last attempt failed, by row, with the model
+        self._unsent: dict[str, dict[tuple[str, datetime], str]] = {}
         self.total = Counter(
             "lookout_retune_requests",
             "Retune requests by action and outcome: sent, dry_run, failed, cooldown.",
@@ -92,30 +129,6 @@ class RetuneTrigger:
         made = []
         for name in self._router.retune_actions_for(alert):
             action = self._actions[name]
-            decision = self._log.decide(
-                action,
-                model=alert.model,
-                detector=alert.detector,
-                dedup_key=alert.dedup_key,
-                incident_start=incident.started_at,
-                alert_windows=incident.alert_windows,
-                at=detection.window_end,
-            )
-            if decision == "cooldown":
-                key = (name, alert.dedup_key, incident.started_at)
-                if key not in self._counted:
-                    self._counted.add(key)
-                    self.total.labels(name, "cooldown").inc()
-                    log.warning("retune %s for %s held back by its cooldown", name, alert.model)
-            if decision != "go":
-                continue
-            self._log.record(
-                log_name(action),
-                model=alert.model,
-                dedup_key=alert.dedup_key,
-                incident_start=incident.started_at,
-                at=detection.window_end,
-            )
             request = RetuneRequest(
                 action=name,
                 model=alert.model,
@@ -131,15 +144,60 @@ class RetuneTrigger:
                 else None,
                 dry_run=action.dry_run,
             )
-            made.append(request)
-            self._queue.put((action, request))
+            candidate = _Candidate(action, request, incident.alert_windows, detection.window_end)
+            if self._offer(candidate):
+                made.append(request)
         return made
 
-    def _work(self, action: RetuneAction, request: RetuneRequest) -> None:
-        if action.dry_run:
-            log.warning("retune %s (dry run): would start for %s", action.name, request.model)
-            self.total.labels(action.name, "dry_run").inc()
-            return
+    def _offer(self, candidate: _Candidate) -> bool:
+        """Decide on `candidate`; on go, record it pending and queue it. A window of a model
+        whose request is in flight waits for that request's answer."""
+        action, request = candidate.action, candidate.request
+        with self._lock:
+            if self._closing:
+                return False
+            decision = self._log.decide(
+                action,
+                model=request.model,
+                detector=request.detector,
+                dedup_key=request.dedup_key,
+                incident_start=request.time_range.start,
+                alert_windows=candidate.alert_windows,
+                at=candidate.at,
+            )
+            if decision == "in_flight":
+                waiting = self._waiting.setdefault(candidate.model_key, {})
+                waiting[candidate.key[1:]] = candidate  # the incident's latest window
+                return False
+            if decision == "cooldown":
+                self._held_back(candidate)
+            if decision != "go":
+                return False
+            self._log.record(
+                log_name(action),
+                model=request.model,
+                dedup_key=request.dedup_key,
+                incident_start=request.time_range.start,
+                at=candidate.at,
+            )
+            self._busy += 1
+            self._queue.put(candidate)
+        return True
+
+    def _held_back(self, candidate: _Candidate) -> None:
+        """Counted and said once per incident, not at each of its windows."""
+        name = candidate.action.name
+        key = (name, candidate.request.dedup_key, candidate.request.time_range.start)
+        if key not in self._counted:
+            self._counted.add(key)
+            self.total.labels(name, "cooldown").inc()
+            log.warning("retune %s for %s held back by its cooldown", name, candidate.request.model)
+
+    def _work(self, candidate: _Candidate) -> None:
+        """Export, then act (or, in a dry run, describe), then settle: said first, so a window
+        that waited for this answer is said after it."""
+        action, request = candidate.action, candidate.request
+        exported = ""
         try:
             export = self._config.retune.export
             if export is not None:
@@ -148,48 +206,128 @@ class RetuneTrigger:
                 request = request.model_copy(
                     update={"dataset_uri": result.train_uri, "evaluation_data_uri": result.eval_uri}
                 )
-            created = self._runner(action, request)
+                exported = f"; exported {result.train_rows} train, {result.eval_rows} eval lines"
+            if action.dry_run:
+                # everything but the call: a broken export query or template shows here
+                said = f"(dry run): would {preview(action, request)}{exported}"
+            else:
+                said = f"started: {self._runner(action, request)}"
+        except AlreadyStarted as started:
+            said = (
+                f"already started: {started.created} (created by an earlier attempt that got "
+                "no answer in time)"
+            )
         except Exception as error:
             self.total.labels(action.name, "failed").inc()
-            # nothing started: the incident's next alerting window tries again, and no
-            # cooldown holds the model back for a run that never ran
-            self._log.forget(
-                log_name(action),
-                dedup_key=request.dedup_key,
-                incident_start=request.time_range.start,
-            )
-            log.error(
-                "retune %s for %s failed (tried again at the incident's next alerting window): %s",
-                action.name,
-                request.model,
-                error,
-            )
+            dry = " (dry run)" if action.dry_run else ""
+            log.error("retune %s for %s failed%s: %s", action.name, request.model, dry, error)
+            self._settle(candidate, sent=False)
             return
-        self.total.labels(action.name, "sent").inc()
-        log.warning("retune %s for %s started: %s", action.name, request.model, created)
+        self.total.labels(action.name, "dry_run" if action.dry_run else "sent").inc()
+        log.warning("retune %s for %s %s", action.name, request.model, said)
+        self._settle(candidate, sent=True)
+
+    def _settle(self, candidate: _Candidate, *, sent: bool) -> None:
+        """Write the answer, then offer again the windows that waited for it: after a failure
+        the first of them goes; after a success they are the same incident (already
+        requested) or held back by the cooldown it started."""
+        with self._lock:
+            if self._closing:
+                return  # given up at shutdown: `close` has settled it
+            self._write_outcome(candidate, sent=sent)
+            waiting = self._waiting.pop(candidate.model_key, {})
+            for later in waiting.values():
+                self._offer(later)
+
+    def _write_outcome(self, candidate: _Candidate, *, sent: bool) -> None:
+        name, dedup_key, start = candidate.key
+        self._log.settle(
+            name, dedup_key=dedup_key, incident_start=start, outcome="sent" if sent else "failed"
+        )
+        unsent = self._unsent.setdefault(name, {})
+        if sent:
+            unsent.pop((dedup_key, start), None)
+        else:
+            unsent[(dedup_key, start)] = candidate.request.model
 
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
-            try:
-                if item is None:
+            if item is None:
+                return
+            with self._lock:
+                if self._closing:
                     return
-                self._work(*item)
+                self._in_flight = item
+            try:
+                self._work(item)
             finally:
-                self._queue.task_done()
+                with self._lock:
+                    self._in_flight = None
+                    self._busy -= 1
+                    self._idle.notify_all()
 
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="lookout-retune", daemon=True)
             self._thread.start()
 
-    def wait_idle(self) -> None:
-        """Block until every queued request has been carried out (tests, shutdown)."""
-        self._queue.join()
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every queued request has been carried out, or `timeout` passed
+        (tests, shutdown); True if it was."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
-    def close(self) -> None:
+    def shortfall(self) -> list[str]:
+        """After `close`: one line per action some incident's request failed for and was not
+        sent after (retried or not), naming the models. A replay whose every retune failed
+        exited 0, and its summary said nothing of it."""
+        lines = []
+        for name, failed in sorted(self._unsent.items()):
+            if failed:
+                models = ", ".join(sorted(set(failed.values())))
+                lines.append(
+                    f"retune {name.replace('#dry_run', ' (dry run)')}: no tuning run started for "
+                    f"{models} ({len(failed)} request(s) failed; see the errors above)"
+                )
+        return lines
+
+    def close(self, drain_seconds: float | None = None) -> None:
+        """Wait up to `drain_seconds` (None: until done; each action is bounded by its
+        `timeout_seconds`) for queued requests, then give up on the rest: each one is said
+        (a WARNING naming action and model) and settled as failed, so the next start asks
+        again. It waited 120 s for a hung endpoint, past any shutdown grace period, and left
+        the request recorded as made."""
         if self._thread is not None:
+            self.wait_idle(drain_seconds)
+            with self._lock:
+                given_up = self._give_up()
             self._queue.put(None)
-            self._thread.join(timeout=120)
+            if not given_up:
+                self._thread.join(timeout=5)
             self._thread = None
         self._log.close()
+
+    def _give_up(self) -> list[_Candidate]:
+        """Settle as failed what is still queued or in flight, and stop taking more."""
+        self._closing = True
+        self._waiting.clear()
+        given_up = [] if self._in_flight is None else [self._in_flight]
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._busy -= 1
+                given_up.append(item)
+        for candidate in given_up:
+            self._write_outcome(candidate, sent=False)
+            self.total.labels(candidate.action.name, "failed").inc()
+            log.warning(
+                "retune %s for %s given up at shutdown before it was answered: not counted as "
+                "made, asked again at the next start",
+                candidate.action.name,
+                candidate.request.model,
+            )
+        return given_up

@@ -14,13 +14,19 @@ import yaml
 from google.cloud import pubsub_v1
 from prometheus_client import CollectorRegistry
 
+from alerts.retune.actions import RetuneActionError, run_action
 from alerts.retune.export import ExportResult, export_dataset
-from alerts.retune.request import RetuneRequest
+from alerts.retune.guard import RetuneLog
+from alerts.retune.request import RetuneRequest, TimeRange
+from alerts.retune.trigger import RetuneTrigger
+from alerts.state import Incident as StateIncident
 from schemas.alert_config import AlertingConfig
 from schemas.config import DetectorsConfig, DuckDBSinkConfig, EngineConfig, LookoutConfig
-from schemas.retune_config import RetuneExport
+from schemas.detection import Detection
+from schemas.retune_config import PubSubRetune, RetuneExport
 from tests.e2e.conftest import assert_no_traceback, lookout
 from tests.integration.pubsub_emulator import PubSubEmulator
+from tests.integration.retune_stand_in import Blackhole
 from worker.cli.pipeline import build_pipeline
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
@@ -266,3 +272,107 @@ def test_lookout_retune_export_writes_the_dataset_by_hand(tmp_path: Path) -> Non
     assert unfillable.returncode == 2, unfillable.describe()
     assert "--uri" in unfillable.stderr and "{date}" in unfillable.stderr, unfillable.describe()
     assert not (tmp_path / "x").exists()
+
+
+# -- Pub/Sub failures are bounded and say which action failed (found in review) ------------------
+
+
+def pubsub_action(**extra: object) -> PubSubRetune:
+    return PubSubRetune.model_validate(
+        {"name": "safety-retune", "kind": "pubsub", "project": PROJECT, "topic": "lookout-retune"}
+        | extra
+    )
+
+
+def a_request() -> RetuneRequest:
+    return RetuneRequest(
+        action="safety-retune",
+        model=MODEL,
+        detector="safety",
+        condition="block_rate_above_baseline",
+        dedup_key=KEY,
+        reason="block rate up",
+        time_range=TimeRange(start=T0, end=T0 + timedelta(minutes=5)),
+        consecutive_windows=5,
+    )
+
+
+def test_a_publish_nobody_answers_fails_within_the_timeout_by_name(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It said `publishing to lookout-retune: ` (a TimeoutError's text is empty) after 60 s,
+    and closing the channel under the client's batch thread printed a traceback."""
+    hole = Blackhole()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", hole.address)
+    try:
+        began = time.monotonic()
+        with pytest.raises(RetuneActionError) as failed:
+            run_action(pubsub_action(timeout_seconds=1), a_request())
+        assert time.monotonic() - began < 5
+        assert str(failed.value) == (
+            "publishing to lookout-retune: no answer within 1s (timeout_seconds)"
+        )
+        time.sleep(2)  # the client's own publish ends after its timeout too
+    finally:
+        hole.close()
+    _, err = capfd.readouterr()
+    assert "Traceback" not in err, err
+
+
+def test_missing_credentials_fail_the_pubsub_action_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client was built outside the action's error handling: the log line was the raw
+    Application Default Credentials message, with no action in it."""
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    alerting = AlertingConfig.model_validate(
+        {
+            "routes": [{"receivers": ["log"], "retune": "safety-retune"}],
+            "retune": {"actions": [pubsub_action(consecutive_windows=1).model_dump()]},
+        }
+    )
+    trigger = RetuneTrigger(
+        alerting, RetuneLog(tmp_path / "retune.sqlite"), registry=CollectorRegistry()
+    )
+    trigger.start()
+    detection = Detection(
+        detector="safety",
+        model=MODEL,
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=1),
+        verdict="alert",
+        condition="block_rate_above_baseline",
+        severity="critical",
+        value=0.06,
+        threshold=0.03,
+        baseline=0.02,
+        sample_size=400,
+        reason="block rate up",
+    )
+    incident = StateIncident(
+        dedup_key=KEY,
+        model=MODEL,
+        detector="safety",
+        condition="block_rate_above_baseline",
+        phase="firing",
+        severity="critical",
+        started_at=T0,
+        windows=1,
+        alert_windows=1,
+    )
+    try:
+        trigger.consider(detection, incident)
+        assert trigger.wait_idle(timeout=30)
+    finally:
+        trigger.close()
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith(
+        f"retune safety-retune for {MODEL} failed: publishing to lookout-retune: "
+        "no Google credentials here ("
+    ), line
+    assert "\n" not in line
+    assert trigger.shortfall() == [
+        f"retune safety-retune: no tuning run started for {MODEL} (1 request(s) failed; "
+        "see the errors above)"
+    ]

@@ -5,19 +5,20 @@ the Kubeflow Pipelines v2beta1 API; the exported dataset's URIs reach the pipeli
 from __future__ import annotations
 
 import json
-import threading
+import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
 from kfp import compiler
 from prometheus_client import CollectorRegistry
 
-from alerts.retune.actions import run_action
+from alerts.retune.actions import RetuneActionError, run_action, vertex_job_id
 from alerts.retune.guard import RetuneLog
 from alerts.retune.request import RetuneRequest, TimeRange
 from alerts.retune.trigger import RetuneTrigger
@@ -25,68 +26,13 @@ from alerts.state import Incident
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Detection
 from schemas.retune_config import KfpRetune, VertexPipelineRetune
+from tests.integration.retune_stand_in import RestStandIn
 from tests.integration.tune_template import tune_large_model
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 MODEL = "gemini-1.5-flash"
 KEY = f"lookout:{MODEL}:safety:block_rate_above_baseline"
 SERVICE_ACCOUNT = "tuner@ml-project.iam.gserviceaccount.com"
-
-
-class RestStandIn:
-    """Answers Vertex AI pipelineJobs, GCS bucket lookups and KFP v2beta1; records requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, Any]] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length)
-                body = json.loads(raw) if raw else None
-                stand_in.requests.append((self.command, self.path, body))
-                out: dict[str, Any] = {}
-                status = 200
-                path = self.path.split("?")[0]
-                if path.startswith("/storage/v1/b"):
-                    # the pipeline root's bucket: absent, so the client creates it and grants
-                    # the pipeline's service account access (all on loopback)
-                    if path.endswith("/iam"):
-                        out = {"bindings": [], "etag": "CAE="}
-                    elif self.command == "GET":
-                        status, out = 404, {"error": {"code": 404, "message": "Not Found"}}
-                    else:
-                        out = {"name": (body or {}).get("name", "bucket"), "projectNumber": "1"}
-                elif "/pipelineJobs" in self.path:
-                    name = self.path.split("?")[0].removeprefix("/v1/") + "/job-1"
-                    out = {"name": name, "state": "PIPELINE_STATE_PENDING"}
-                elif self.path.startswith("/apis/v2beta1/healthz"):
-                    out = {"multi_user": False}
-                elif self.path.startswith("/apis/v2beta1/runs"):
-                    out = {"run_id": "run-1", "display_name": (body or {}).get("display_name")}
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def posted(self, fragment: str) -> list[Any]:
-        return [b for m, p, b in self.requests if m == "POST" and fragment in p]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture
@@ -150,7 +96,8 @@ def request(**update: Any) -> RetuneRequest:
 
 def test_vertex_pipeline_action_submits_the_pipeline_job(rest: RestStandIn, template: Path) -> None:
     created = run_action(vertex_action(rest, template), request())
-    assert created == "projects/ml-project/locations/us-central1/pipelineJobs/job-1"
+    job_id = vertex_job_id("vertex-tune", request())
+    assert created == f"projects/ml-project/locations/us-central1/pipelineJobs/{job_id}"
     (job,) = rest.posted("/v1/projects/ml-project/locations/us-central1/pipelineJobs")
     assert job["displayName"] == f"lookout-retune-{MODEL}"
     assert job["serviceAccount"] == SERVICE_ACCOUNT
@@ -168,7 +115,7 @@ def test_vertex_pipeline_action_submits_the_pipeline_job(rest: RestStandIn, temp
     assert job.get("enableCaching") in (None, False)
     (bucket,) = rest.posted("/storage/v1/b")  # the pipeline root's bucket, created first
     assert bucket["name"] == "ml-project-pipelines"
-    grants = [b for m, p, b in rest.requests if m == "PUT" and p.startswith("/storage/v1/b/")]
+    grants = [s.body for s in rest.requests if s.method == "PUT" and "/storage/v1/b/" in s.path]
     assert f"serviceAccount:{SERVICE_ACCOUNT}" in json.dumps(grants)
 
 
@@ -262,3 +209,198 @@ def test_a_sustained_incident_exports_its_dataset_then_submits_it_to_vertex(
         "lookout_retune_requests_total", {"action": "vertex-tune", "outcome": "sent"}
     )
     assert sent == 1
+
+
+# -- timeouts, job ids, tokens, one-line failures (found in review) ------------------------------
+
+
+def kfp_action(rest: RestStandIn, template: Path, **extra: Any) -> KfpRetune:
+    return KfpRetune.model_validate(
+        {
+            "name": "kfp-tune",
+            "kind": "kfp",
+            "host": rest.url,
+            "package_path": str(template),
+            "experiment_id": "exp-1",
+            "parameters": {k: v for k, v in PARAMETERS.items() if k not in ("project", "location")}
+            | {"project": "ml-project", "location": "us-central1"},
+            **extra,
+        }
+    )
+
+
+def alerting_with(action: VertexPipelineRetune | KfpRetune, **extra: Any) -> AlertingConfig:
+    return AlertingConfig.model_validate(
+        {
+            "routes": [{"receivers": ["log"], "retune": action.name}],
+            "retune": {
+                "actions": [action.model_dump() | {"consecutive_windows": 1, **extra}],
+            },
+        }
+    )
+
+
+def window(k: int, model: str = MODEL) -> tuple[Detection, Incident]:
+    """The k-th alerting window (k from 1) of `model`'s incident that started at T0."""
+    end = T0 + timedelta(minutes=k)
+    judged = Detection(
+        detector="safety",
+        model=model,
+        window_start=end - timedelta(minutes=1),
+        window_end=end,
+        verdict="alert",
+        condition="block_rate_above_baseline",
+        severity="critical",
+        value=0.06,
+        threshold=0.03,
+        baseline=0.02,
+        sample_size=400,
+        reason="block rate 6.0% above baseline 2.0%",
+    )
+    incident = Incident(
+        dedup_key=f"lookout:{model}:safety:block_rate_above_baseline",
+        model=model,
+        detector="safety",
+        condition="block_rate_above_baseline",
+        phase="firing",
+        severity="critical",
+        started_at=T0,
+        windows=k,
+        alert_windows=k,
+    )
+    return judged, incident
+
+
+def counted(registry: CollectorRegistry, action: str, outcome: str) -> float:
+    labels = {"action": action, "outcome": outcome}
+    return registry.get_sample_value("lookout_retune_requests_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("kind", ["vertex_pipeline", "kfp"])
+def test_a_hung_endpoint_fails_the_action_within_its_timeout_in_one_line(
+    rest: RestStandIn, template: Path, kind: str
+) -> None:
+    """A hung endpoint held the worker (and a replay) for minutes: the client calls had no
+    timeout. Now the action gives up after `timeout_seconds` and says so."""
+    rest.delay = 30
+    if kind == "kfp":
+        action: VertexPipelineRetune | KfpRetune = kfp_action(rest, template, timeout_seconds=1)
+    else:
+        action = vertex_action(rest, template).model_copy(update={"timeout_seconds": 1.0})
+    began = time.monotonic()
+    with pytest.raises(RetuneActionError) as failed:
+        run_action(action, request())
+    assert time.monotonic() - began < 5
+    assert rest.asked.is_set()
+    message = str(failed.value)
+    assert message.endswith(": no answer within 1s (timeout_seconds)"), message
+    assert "\n" not in message
+
+
+def test_a_retry_whose_vertex_job_was_created_after_all_is_already_started(
+    rest: RestStandIn, template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first attempt gives up before Vertex AI answers, which then creates the job. The
+    retry at the next alerting window asks for the same job id, is told it exists, and says
+    so: one tuning job, not two."""
+    action = vertex_action(rest, template).model_copy(update={"timeout_seconds": 1.0})
+    registry = CollectorRegistry()
+    trigger = RetuneTrigger(
+        alerting_with(action), RetuneLog(tmp_path / "retune.sqlite"), registry=registry
+    )
+    trigger.start()
+    rest.delay = 2
+    try:
+        assert len(trigger.consider(*window(1))) == 1
+        assert trigger.wait_idle(timeout=30)
+        deadline = time.monotonic() + 10
+        while not rest.job_ids and time.monotonic() < deadline:
+            time.sleep(0.05)  # the late answer: the job now exists
+        rest.delay = 0
+        assert len(trigger.consider(*window(2))) == 1
+        assert trigger.wait_idle(timeout=30)
+    finally:
+        trigger.close()
+    ids = [parse_qs(urlsplit(s.path).query)["pipelineJobId"][0] for s in rest.created()]
+    assert len(ids) == 2 and ids[0] == ids[1] == vertex_job_id("vertex-tune", request())
+    assert len(rest.job_ids) == 1
+    assert (
+        counted(registry, "vertex-tune", "failed"),
+        counted(registry, "vertex-tune", "sent"),
+    ) == (
+        1,
+        1,
+    )
+    said = [r.getMessage() for r in caplog.records if r.name == "lookout.retune"]
+    assert said[-1].startswith(
+        f"retune vertex-tune for {MODEL} already started: projects/ml-project/locations/"
+        f"us-central1/pipelineJobs/{ids[0]}"
+    ), said
+
+
+def test_models_alerting_in_the_same_second_get_a_vertex_job_each(
+    rest: RestStandIn, template: Path
+) -> None:
+    """The client named jobs `<pipeline>-<wall-clock second>`: the second model's job in the
+    same second was refused as already existing."""
+    action = vertex_action(rest, template)
+    first = run_action(action, request())
+    second = run_action(action, request(model="text-bison", dedup_key="lookout:text-bison:x"))
+    assert first != second
+    assert len(rest.job_ids) == 2
+    for job_id in rest.job_ids:
+        assert re.fullmatch(r"[a-z][-a-z0-9]{0,127}", job_id), job_id
+
+
+def test_kfp_sends_its_token_and_a_refusal_is_one_line_that_never_shows_it(
+    rest: RestStandIn, template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `host` set the client sends no credentials of its own: an authenticated endpoint
+    could not be used. A refusal printed five lines with the response's HTTP headers."""
+    monkeypatch.setenv("KFP_TOKEN", "s3cret-token\n")
+    action = kfp_action(rest, template, existing_token={"env": "KFP_TOKEN"})
+    assert run_action(action, request(action="kfp-tune")) == "run-1"
+    (run,) = rest.created()
+    assert run.headers["authorization"] == "Bearer s3cret-token"
+    rest.status = 403
+    with pytest.raises(RetuneActionError) as refused:
+        run_action(action, request(action="kfp-tune"))
+    assert str(refused.value) == (
+        f"creating the Kubeflow run on {rest.url}: 403 Forbidden: stand-in says 403"
+    )
+    monkeypatch.delenv("KFP_TOKEN")
+    with pytest.raises(RetuneActionError) as unread:
+        run_action(action, request(action="kfp-tune"))
+    assert str(unread.value) == ("existing_token (env KFP_TOKEN): the variable is not set or empty")
+
+
+def test_a_vertex_refusal_is_one_line_naming_action_and_model_and_nothing_else(
+    rest: RestStandIn,
+    template: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A bucket it may not read made aiplatform print a traceback through its own logger, and
+    a refusal carried the request's URL; now it is the trigger's one line."""
+    rest.bucket_status = 403
+    rest.status = 403
+    registry = CollectorRegistry()
+    trigger = RetuneTrigger(
+        alerting_with(vertex_action(rest, template)),
+        RetuneLog(tmp_path / "retune.sqlite"),
+        registry=registry,
+    )
+    trigger.start()
+    try:
+        trigger.consider(*window(1))
+        assert trigger.wait_idle(timeout=60)
+    finally:
+        trigger.close()
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert failures == [
+        f"retune vertex-tune for {MODEL} failed: submitting the Vertex AI pipeline job: "
+        "403 Forbidden: stand-in says 403"
+    ]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "GCS bucket" not in out + err, out + err

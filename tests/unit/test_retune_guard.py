@@ -3,6 +3,9 @@ at the incident's next alerting window, and a dry run leaves no cooldown for rea
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -170,3 +173,299 @@ def test_a_retune_action_whose_client_is_not_installed_stops_the_start(
     # an action no route names never runs: staged, it needs nothing installed (found in review)
     unrouted = config.alerting.model_copy(update={"routes": ()})
     assert start_problems(config.model_copy(update={"alerting": unrouted})) == []
+
+
+# -- requests are pending until answered (found in review) ---------------------------------------
+
+OTHER = "lookout:m:safety:block_rate_above_ceiling"
+
+
+def other_window(k: int) -> tuple[Detection, Incident]:
+    """The k-th alerting window of a second incident of the same model, started later."""
+    judged, incident = window(k)
+    start = T0 + timedelta(minutes=1)
+    return judged, incident.model_copy(
+        update={"dedup_key": OTHER, "condition": "block_rate_above_ceiling", "started_at": start}
+    )
+
+
+class GatedRunner:
+    """Holds every request until `release` is set (an endpoint that takes its time), then
+    refuses the first `failures` of them."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.release = threading.Event()
+        self.asked = threading.Event()
+        self.calls: list[RetuneRequest] = []
+
+    def __call__(self, action: RetuneAction, request: RetuneRequest) -> str:
+        self.calls.append(request)
+        self.asked.set()
+        self.release.wait(30)
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("503 Service Unavailable")
+        return f"run-{len(self.calls)}"
+
+
+def counts(retune: RetuneTrigger) -> tuple[float, ...]:
+    return tuple(
+        retune.total.labels("retrain", outcome)._value.get()
+        for outcome in ("sent", "failed", "cooldown")
+    )
+
+
+def test_a_window_judged_while_a_failed_request_ran_tries_again(tmp_path: Path) -> None:
+    """Windows judged faster than the action runs (a replay): they saw the pending request as
+    made (`already requested`), and when it failed the incident had no window left to try
+    again. Now the latest of them is offered again once the failure is known."""
+    runner = GatedRunner(failures=1)
+    retune = trigger(alerting(), RetuneLog(tmp_path / "retune.sqlite"), runner)
+    try:
+        asked = [len(retune.consider(*window(k))) for k in range(1, 7)]  # no wait between
+        assert asked == [0, 1, 0, 0, 0, 0]
+        runner.release.set()
+        assert retune.wait_idle(timeout=10)
+    finally:
+        retune.close()
+    ends = [r.time_range.end for r in runner.calls]
+    assert ends == [window(2)[0].window_end, window(6)[0].window_end]
+    assert counts(retune) == (1, 1, 0)
+    assert retune.shortfall() == []  # the incident's request was sent in the end
+
+
+@pytest.mark.parametrize("first_sent", [False, True])
+def test_only_a_sent_request_holds_another_incident_of_the_model_back(
+    tmp_path: Path, first_sent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second incident was "held back by its cooldown" while the first one's request was
+    pending, and stayed so though that request failed (failed 1, cooldown 1, nothing sent)."""
+    runner = GatedRunner(failures=0 if first_sent else 1)
+    retune = trigger(alerting(), RetuneLog(tmp_path / "retune.sqlite"), runner)
+    try:
+        assert len(retune.consider(*window(2))) == 1
+        assert runner.asked.wait(10)
+        assert retune.consider(*other_window(2)) == []  # waits for the first one's answer
+        assert retune.consider(*other_window(3)) == []
+        runner.release.set()
+        assert retune.wait_idle(timeout=10)
+    finally:
+        retune.close()
+    held = [r for r in caplog.records if "held back by its cooldown" in r.getMessage()]
+    if first_sent:
+        assert [r.dedup_key for r in runner.calls] == [KEY]
+        assert counts(retune) == (1, 0, 1) and len(held) == 1
+    else:
+        assert [r.dedup_key for r in runner.calls] == [KEY, OTHER]
+        assert counts(retune) == (1, 1, 0) and held == []
+
+
+def test_a_request_unanswered_at_shutdown_is_given_up_said_and_asked_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hung endpoint held the shutdown 120 s (past the grace period), then the request
+    stayed recorded as made: the next run said "already requested" and sent nothing."""
+    path = tmp_path / "retune.sqlite"
+    hung = GatedRunner(failures=0)
+    first = trigger(alerting(), RetuneLog(path), hung)
+    try:
+        assert len(first.consider(*window(2))) == 1
+        assert hung.asked.wait(10)
+        began = time.monotonic()
+        first.close(drain_seconds=0.2)
+        assert time.monotonic() - began < 2
+        given_up = [r for r in caplog.records if r.name == "lookout.retune"]
+        assert [(r.levelname, r.getMessage()) for r in given_up] == [
+            (
+                "WARNING",
+                "retune retrain for m given up at shutdown before it was answered: not counted "
+                "as made, asked again at the next start",
+            )
+        ]
+        assert first.total.labels("retrain", "failed")._value.get() == 1
+        assert first.shortfall() == [
+            "retune retrain: no tuning run started for m (1 request(s) failed; see the errors "
+            "above)"
+        ]
+        runner = FlakyRunner(failures=0)
+        second = trigger(alerting(), RetuneLog(path), runner)
+        try:
+            assert len(second.consider(*window(3))) == 1
+            assert second.wait_idle(timeout=10)
+        finally:
+            second.close()
+        assert len(runner.started) == 1
+    finally:
+        hung.release.set()
+
+
+def test_a_request_pending_when_the_process_died_is_asked_again(tmp_path: Path) -> None:
+    """Killed while its action ran, a process left the row: pending is not made."""
+    path = tmp_path / "retune.sqlite"
+    action = alerting().retune.actions[0]
+    died = RetuneLog(path)
+    died.record("retrain", model="m", dedup_key=KEY, incident_start=T0, at=T0)
+    died.close()
+    again = RetuneLog(path)
+    try:
+        decided = again.decide(
+            action, model="m", detector="safety", dedup_key=KEY, incident_start=T0,
+            alert_windows=5, at=T0 + timedelta(minutes=30),
+        )  # fmt: skip
+        assert decided == "go"
+    finally:
+        again.close()
+
+
+def test_a_log_from_before_outcomes_keeps_its_requests_made(tmp_path: Path) -> None:
+    path = tmp_path / "retune.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE retune_requests (action TEXT NOT NULL, model TEXT NOT NULL, dedup_key "
+        "TEXT NOT NULL, incident_start TEXT NOT NULL, at TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO retune_requests VALUES (?,?,?,?,?)",
+        ("retrain", "m", KEY, T0.isoformat(), T0.isoformat()),
+    )
+    old.commit()
+    old.close()
+    upgraded = RetuneLog(path)
+    try:
+        decided = upgraded.decide(
+            alerting().retune.actions[0], model="m", detector="safety", dedup_key=KEY,
+            incident_start=T0, alert_windows=5, at=T0 + timedelta(minutes=30),
+        )  # fmt: skip
+        assert decided == "already_requested"
+    finally:
+        upgraded.close()
+
+
+# -- a dry run tests everything but the call (found in review) ----------------------------------
+
+PIPELINE = """\
+pipelineInfo: {name: tune}
+root:
+  inputDefinitions:
+    parameters:
+      dataset_uri: {parameterType: STRING}
+      steps: {parameterType: NUMBER_INTEGER, isOptional: true, defaultValue: 300}
+"""
+
+
+def dry_alerting(tmp_path: Path, **action: Any) -> AlertingConfig:
+    samples = tmp_path / "samples.ndjson"
+    samples.write_text(
+        "".join(f'{{"model": "m", "prompt": "q{i}", "response": "a{i}"}}\n' for i in range(10))
+    )
+    package = tmp_path / "tune.yaml"
+    package.write_text(PIPELINE)
+    settings: dict[str, Any] = {
+        "name": "retrain",
+        "kind": "kfp",
+        "host": "http://kfp.example:8888",
+        "package_path": str(package),
+        "existing_token": {"env": "KFP_TOKEN"},
+        "parameters": {"dataset_uri": "{dataset_uri}", "steps": 3},
+        "consecutive_windows": 2,
+        "dry_run": True,
+    }
+    return AlertingConfig.model_validate(
+        {
+            "routes": [{"receivers": ["log"], "retune": "retrain"}],
+            "retune": {
+                "actions": [settings | action],
+                "export": {
+                    "query": f"SELECT prompt, response FROM read_ndjson_auto('{samples}') "
+                    "WHERE model = $model",
+                    "uri": str(tmp_path / "datasets" / "{model}"),
+                    "eval_fraction": 0.2,
+                },
+            },
+        }
+    )
+
+
+def never(action: RetuneAction, request: RetuneRequest) -> str:
+    raise AssertionError("a dry run called the action")
+
+
+def dry_run(config: AlertingConfig, tmp_path: Path) -> RetuneTrigger:
+    retune = trigger(config, RetuneLog(tmp_path / "retune.sqlite"), never)
+    try:
+        retune.consider(*window(2))
+        assert retune.wait_idle(timeout=30)
+    finally:
+        retune.close()
+    return retune
+
+
+def test_a_dry_run_exports_renders_and_says_what_it_would_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It returned before the export and the rendering: a broken query or template passed."""
+    monkeypatch.setenv("KFP_TOKEN", "s3cret-token")
+    retune = dry_run(dry_alerting(tmp_path), tmp_path)
+    train = tmp_path / "datasets" / "m" / "train.jsonl"
+    assert len(train.read_text().splitlines()) == 8
+    [line] = [r.getMessage() for r in caplog.records if r.name == "lookout.retune"]
+    assert line == (
+        "retune retrain for m (dry run): would create Kubeflow run 'lookout-retune-m' on "
+        f"http://kfp.example:8888, token from env KFP_TOKEN from {tmp_path / 'tune.yaml'} "
+        f"(dataset_uri='{train}', steps=3); exported 8 train, 2 eval lines"
+    )
+    assert "s3cret" not in caplog.text
+    assert retune.total.labels("retrain", "dry_run")._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"parameters": {"dataset_uri": "{dataset_uri}", "stepz": 3}}, "takes no stepz"),
+        ({"parameters": {"steps": 3}}, "needs dataset_uri, which the action does not give"),
+        ({"package_path": "/nowhere/tune.yaml"}, "/nowhere/tune.yaml: No such file"),
+        ({"query": "SELECT nope FROM nowhere"}, "the export query failed"),
+    ],
+)
+def test_a_dry_run_fails_as_the_real_request_would(
+    tmp_path: Path, change: dict[str, Any], said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dry_alerting(tmp_path, **{k: v for k, v in change.items() if k != "query"})
+    if "query" in change:
+        export = config.retune.export
+        assert export is not None
+        retune_config = config.retune.model_copy(
+            update={"export": export.model_copy(update={"query": change["query"]})}
+        )
+        config = config.model_copy(update={"retune": retune_config})
+    retune = dry_run(config, tmp_path)
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("retune retrain for m failed (dry run): ") and said in line, line
+    assert retune.total.labels("retrain", "failed")._value.get() == 1
+    assert retune.total.labels("retrain", "dry_run")._value.get() == 0
+
+
+def test_config_check_warns_and_run_refuses_a_pipeline_or_token_it_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing local package and an unreadable token passed `config check` and failed at
+    the first sustained incident."""
+    from worker.cli.app import start_problems
+
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    alerting_config = dry_alerting(tmp_path, package_path=str(tmp_path / "gone.yaml"))
+    action = alerting_config.retune.actions[0].model_copy(update={"dry_run": False})
+    config = LookoutConfig.model_validate(
+        {
+            "sink": {"path": str(tmp_path / "x.duckdb")},
+            "alerting": alerting_config.model_copy(
+                update={"retune": alerting_config.retune.model_copy(update={"actions": (action,)})}
+            ).model_dump(),
+        }
+    )
+    assert start_problems(config) == [
+        f"retune action 'retrain': package_path {tmp_path / 'gone.yaml'}: No such file or "
+        "directory",
+        "retune action 'retrain': existing_token (env KFP_TOKEN): the variable is not set or empty",
+    ]

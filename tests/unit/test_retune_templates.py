@@ -4,13 +4,16 @@ export folder's time says UTC and is in UTC."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from alerts.retune.actions import vertex_job_id
 from alerts.retune.export import export_dataset
+from alerts.retune.request import RetuneRequest, TimeRange
 from schemas.retune_config import KfpRetune, RetuneExport, VertexPipelineRetune
 
 KFP = {"kind": "kfp", "name": "kfp", "host": "http://kfp:8888", "package_path": "p.yaml"}
@@ -57,3 +60,70 @@ def test_the_export_folder_is_named_in_utc_whatever_offset_the_times_carry(tmp_p
         end=start.astimezone(UTC) + timedelta(minutes=15),
     )
     assert utc.train_uri == local.train_uri
+
+
+# -- what the configuration refuses, and the Vertex AI job id (found in review) ------------------
+
+
+def test_a_misspelt_detector_is_refused_naming_the_likely_one() -> None:
+    """`detectors: [saftey]` passed `config check` and then matched no detection: the action
+    never ran, and nothing said why."""
+    with pytest.raises(
+        ValidationError, match=r"'saftey' names no detector .*did you mean 'safety'"
+    ):
+        KfpRetune.model_validate({**KFP, "detectors": ["saftey"]})
+    with pytest.raises(ValidationError, match=r"'nothing\*' names no detector"):
+        KfpRetune.model_validate({**KFP, "detectors": ["nothing*"]})
+    patterns = KfpRetune.model_validate({**KFP, "detectors": ["safety", "*_drift"]}).detectors
+    assert patterns == ("safety", "*_drift")
+
+
+def test_the_kfp_token_is_a_secret_reference_never_a_value() -> None:
+    with pytest.raises(ValidationError, match="secrets come from env or a mounted file"):
+        KfpRetune.model_validate({**KFP, "existing_token": "eyJhbGciOi..."})
+    action = KfpRetune.model_validate({**KFP, "existing_token": {"file": "/var/run/kfp/token"}})
+    assert action.existing_token is not None
+    assert action.existing_token.describe() == "file /var/run/kfp/token"
+
+
+def test_every_action_has_a_timeout() -> None:
+    assert KfpRetune.model_validate(KFP).timeout_seconds == 60
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        VertexPipelineRetune.model_validate({**VERTEX, "timeout_seconds": 0})
+
+
+def retune_request(dedup_key: str, start: datetime, model: str = "m") -> RetuneRequest:
+    return RetuneRequest(
+        action="vertex",
+        model=model,
+        detector="safety",
+        condition="c",
+        dedup_key=dedup_key,
+        reason="r",
+        time_range=TimeRange(start=start, end=start + timedelta(minutes=5)),
+        consecutive_windows=5,
+    )
+
+
+@pytest.mark.parametrize(
+    "dedup_key",
+    [
+        "lookout:gemini-1.5-flash:safety:block_rate_above_baseline",
+        "9-TENANT/Model_X:safety",
+        "lookout:" + "very-long-model-name-" * 20 + ":safety",
+        "::",
+    ],
+)
+def test_a_vertex_job_id_is_valid_and_one_per_action_and_incident(dedup_key: str) -> None:
+    """Vertex AI named jobs `<pipeline>-<wall-clock second>`: two models in one second
+    collided, and a retry was a new job. The id is the incident's, and valid for Vertex AI."""
+    start = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+    job_id = vertex_job_id("vertex", retune_request(dedup_key, start))
+    assert re.fullmatch(r"[a-z][-a-z0-9]{0,127}", job_id), job_id
+    assert vertex_job_id("vertex", retune_request(dedup_key, start)) == job_id  # a retry
+    others = {
+        vertex_job_id("other-action", retune_request(dedup_key, start)),
+        vertex_job_id("vertex", retune_request(dedup_key + "x", start)),
+        vertex_job_id("vertex", retune_request(dedup_key, start + timedelta(minutes=1))),
+    }
+    assert job_id not in others and len(others) == 3

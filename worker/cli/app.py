@@ -128,17 +128,19 @@ def configured(path: Path | None, **overrides: object) -> LookoutConfig:
 
 def start_problems(config: LookoutConfig) -> list[str]:
     """What would stop a run that alerts after it started: receiver secrets that cannot be
-    read here (all of them, not the first), retune actions whose client is not installed.
+    read here (all of them, not the first), retune actions whose client is not installed, whose
+    local compiled pipeline is missing or does not take their parameters, or whose token
+    cannot be read.
     An ingest replica never alerts: it needs neither."""
     if config.engine.role == "ingest":
         return []
     from alerts.receivers.secrets import unreadable_secrets
-    from alerts.retune.actions import missing_extras
+    from alerts.retune.actions import start_problems as retune_problems
 
     # only actions a route names ever run: an action staged without a route needs nothing
     routed = {route.retune for route in config.alerting.routes if route.retune}
     actions = [a for a in config.alerting.retune.actions if a.name in routed]
-    return unreadable_secrets(config.alerting.receivers) + missing_extras(actions)
+    return unreadable_secrets(config.alerting.receivers) + retune_problems(actions)
 
 
 def refuse_to_start(command: str, config: LookoutConfig) -> None:

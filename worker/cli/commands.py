@@ -198,6 +198,10 @@ def replay(
     unsent = pipeline.delivery_shortfall()
     if unsent:
         say("lookout.replay", unsent, "ERROR", file=file)
+    # retune actions whose requests failed, one line each, as receivers are named
+    not_retuned = pipeline.retune.shortfall() if pipeline.retune is not None else []
+    for line in not_retuned:
+        say("lookout.replay", line, "ERROR", file=file)
     if undelivered:
         say(
             "lookout.replay",
@@ -210,7 +214,13 @@ def replay(
         )
     if report_failure is not None:
         say("lookout.replay", report_failure, "ERROR", file=file)
-    failed = source.failure is not None or report_failure is not None or undelivered or unsent
+    failed = (
+        source.failure is not None
+        or report_failure is not None
+        or undelivered
+        or unsent
+        or not_retuned
+    )
     if not result.clean_exit or result.invalid_records or failed:
         raise typer.Exit(1)
 

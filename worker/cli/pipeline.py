@@ -81,7 +81,11 @@ class Pipeline:
                 flush_groups=input_ended,
             )
         if self.retune is not None:
-            self.retune.close()
+            # a finite input's requests are owed now (each bounded by its timeout_seconds); a
+            # stopped worker gives the rest up within its share of the grace period
+            self.retune.close(
+                drain_seconds=None if input_ended else self.config.engine.grace_period_seconds / 3
+            )
         self.sink.close()
 
     def delivery_shortfall(self) -> str:

@@ -1,0 +1,159 @@
+"""The retune loop through the CLI, as an ML engineer meets it: the README's example passes
+`config check`, a misspelt detector does not, `lookout replay` exits 1 naming the retune
+action whose requests failed, and a `lookout run` stopped while an endpoint hangs exits within
+its grace period, gives the request up (saying so), and the next run asks again."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.conftest import REPLAY_TIMEOUT, RunningLookout, assert_no_traceback, lookout
+from tests.integration.retune_stand_in import Blackhole, RestStandIn
+from tests.integration.tune_template import tune_large_model
+
+MODEL = "gemini-1.5-flash"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_retune_example() -> str:
+    """The first code block of the README's `### Retuning` section."""
+    section = README.read_text().split("\n### Retuning\n", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"^```[a-z]*\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert found is not None, "the Retuning section has no example"
+    return found.group(1)
+
+
+def test_the_readme_retuning_example_passes_config_check(tmp_path: Path) -> None:
+    """It routed to an undeclared receiver, and passed Vertex AI the pod's own path."""
+    example = readme_retune_example()
+    (tmp_path / "retune.yaml").write_text(example)
+    checked = lookout("config", "check", "retune.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.describe()
+    assert_no_traceback(checked)
+    actions = yaml.safe_load(example)["alerting"]["retune"]["actions"]
+    for action in actions:  # a pipeline reads Cloud Storage, not the pod's disk
+        values = action.get("parameter_values") or action.get("parameters") or {}
+        for name in ("dataset_uri", "evaluation_data_uri"):
+            assert values.get(name, "gs://").startswith("gs://"), (action["name"], values)
+
+
+def test_config_check_refuses_a_misspelt_retune_detector(tmp_path: Path) -> None:
+    (tmp_path / "typo.yaml").write_text(
+        "alerting:\n"
+        "  routes: [{receivers: [log], retune: safety-retune}]\n"
+        "  retune:\n"
+        "    actions:\n"
+        "      - {name: safety-retune, kind: pubsub, project: p, topic: t, detectors: [saftey]}\n"
+    )
+    checked = lookout("config", "check", "typo.yaml", cwd=tmp_path)
+    assert checked.returncode == 2, checked.describe()
+    assert checked.stderr.strip().splitlines() == [
+        "typo.yaml: alerting.retune.actions[0].detectors: 'saftey' names no detector Lookout "
+        "has (did you mean 'safety'?); known: safety, latency, tokens, embedding_drift, "
+        "descriptor_drift"
+    ]
+
+
+def retune_config(tmp_path: Path, action: str, *, db: str, extra: str = "") -> Path:
+    path = tmp_path / f"{db}.yaml"
+    path.write_text(
+        f"sink: {{kind: duckdb, path: {tmp_path / db}.duckdb}}\n"
+        f"metrics: {{enabled: false}}\n{extra}"
+        "alerting:\n"
+        f"  outbox_path: {tmp_path / 'outbox.sqlite'}\n"
+        "  routes: [{receivers: [log], detector: safety, retune: tune}]\n"
+        "  retune:\n"
+        f"    actions: [{{name: tune, consecutive_windows: 2, {action}}}]\n"
+    )
+    return path
+
+
+def test_replay_exits_1_naming_the_retune_action_whose_requests_failed(
+    small_incident_stream: Path, tmp_path: Path
+) -> None:
+    """Every retune failed and the replay exited 0, its summary silent; a receiver failing
+    the same way made it exit 1, named."""
+    config = retune_config(tmp_path, "kind: pubsub, project: p, topic: lookout-retune", db="r")
+    # no credentials here, deterministically (and never a real project's)
+    env = {
+        "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json"),
+        "PUBSUB_EMULATOR_HOST": "",
+    }
+    replayed = lookout(
+        "replay", small_incident_stream, "--config", config, cwd=tmp_path, env=env,
+        timeout=REPLAY_TIMEOUT,
+    )  # fmt: skip
+    assert replayed.returncode == 1, replayed.describe()
+    assert_no_traceback(replayed)
+    failed = [line for line in replayed.stderr.splitlines() if " failed: " in line]
+    assert failed and all(
+        re.search(r"retune tune for \S+ failed: publishing to lookout-retune: no Google", line)
+        for line in failed
+    ), replayed.describe()
+    named = [line for line in replayed.stderr.splitlines() if line.startswith("retune tune:")]
+    assert len(named) == 1, replayed.describe()
+    assert named[0].startswith("retune tune: no tuning run started for ") and MODEL in named[0]
+
+
+def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_next_asks_again(
+    small_incident_stream: Path, tmp_path: Path
+) -> None:
+    """SIGTERM took 122 s (the grace period is 25) with the request recorded as made, so the
+    next run, with the endpoint working again, sent nothing ("already requested")."""
+    from kfp import compiler
+
+    package = tmp_path / "tune.yaml"
+    compiler.Compiler().compile(tune_large_model, str(package))
+    parameters = (
+        "parameters: {project: p, location: l, large_model_reference: m, "
+        "model_display_name: '{model}-retuned', dataset_uri: '{window_start}'}"
+    )
+    hole = Blackhole()
+    grace = 9
+    hung = retune_config(
+        tmp_path,
+        f"kind: kfp, host: 'http://{hole.address}', package_path: {package}, {parameters}",
+        db="hung",
+        extra=f"source: {{kind: file, path: '-'}}\nengine: {{grace_period_seconds: {grace}}}\n",
+    )
+    run = RunningLookout("run", "--config", hung, cwd=tmp_path, stdin=True)
+    try:
+        run.write(small_incident_stream.read_bytes())  # stdin left open: the run goes on
+        assert hole.accepted.wait(REPLAY_TIMEOUT), run.stderr
+        run.proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        stopped = run.wait(timeout=3 * grace)
+        took = time.monotonic() - began
+    finally:
+        run.kill()
+        hole.close()
+    assert stopped.returncode == 0, stopped.describe()
+    assert took < grace, f"exited {took:.1f} s after SIGTERM (grace {grace} s)"
+    # one line per request given up: the one in flight and those queued behind it
+    given_up = re.findall(
+        r"WARNING lookout\.retune: retune tune for (\S+) given up at shutdown", stopped.stderr
+    )
+    assert MODEL in given_up and len(given_up) == len(set(given_up)), stopped.describe()
+
+    rest = RestStandIn()
+    try:
+        working = retune_config(
+            tmp_path,
+            f"kind: kfp, host: '{rest.url}', package_path: {package}, {parameters}",
+            db="working",
+        )
+        replayed = lookout(
+            "replay", small_incident_stream, "--config", working, cwd=tmp_path,
+            timeout=REPLAY_TIMEOUT,
+        )  # fmt: skip
+    finally:
+        rest.stop()
+    assert replayed.returncode == 0, replayed.describe()
+    started = re.findall(r"retune tune for (\S+) started: run-1", replayed.stderr)
+    assert sorted(started) == sorted(given_up), replayed.describe()
+    assert len(rest.created()) == len(given_up)
