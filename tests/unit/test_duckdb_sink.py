@@ -165,6 +165,29 @@ def test_model_daily_counts_windows_not_tenant_slices(tmp_path: Path) -> None:
     assert daily == (windows, merged_calls)
 
 
+def test_a_model_window_s_p95_is_the_one_its_latency_detector_judged(tmp_path: Path) -> None:
+    """`model_daily`'s worst p95 was the worst (version, tenant) slice's, a p95 of a few dozen
+    calls (5,005 ms where no judged window passed 3,112). `model_windows` merges every slice
+    of a window, as the detectors do, and the day's worst is the worst of those."""
+    path = tmp_path / "lookout.duckdb"
+    replay(path, simulated(12, tenants=("acme", "globex", "initech")))
+    pairs = query(
+        path,
+        "SELECT w.latency_p95_ms, d.value FROM model_windows w JOIN detections d "
+        "ON d.model = w.model AND d.window_start = w.window_start "
+        "WHERE d.detector = 'latency' AND d.value IS NOT NULL",
+    )
+    assert len(pairs) == query(path, "SELECT count(*) FROM model_windows")[0][0] > 10
+    assert all(view == pytest.approx(judged, rel=1e-12) for view, judged in pairs)
+    worst = dict(query(path, "SELECT model, max(latency_p95_ms) FROM model_windows GROUP BY 1"))
+    daily = dict(query(path, "SELECT model, worst_window_p95_ms FROM model_daily"))
+    assert daily == worst
+    slices = dict(
+        query(path, "SELECT model, max(latency_p95_ms) FROM window_metrics_merged GROUP BY 1")
+    )
+    assert any(slices[m] > worst[m] for m in worst)  # what the slices said, and was wrong
+
+
 def test_model_daily_takes_the_utc_day_in_any_session_time_zone(tmp_path: Path) -> None:
     """20 minutes around 08:00 UTC, midnight in Los Angeles: DuckDB cast a TIMESTAMPTZ to the
     session zone's date, so a client there saw one UTC day as two."""

@@ -36,6 +36,10 @@ ANALYST_TABLES = {
     "window_metrics_merged": (
         "view, (model, version, tenant, window): calls, block rate, latency, tokens, cost"
     ),
+    "model_windows": (
+        "view, (model, window) over all versions and tenants, as the detectors judge it: "
+        "calls, block rate, latency, tokens, cost"
+    ),
     "model_daily": "view, (model, UTC day): windows, calls, block rate, tokens, cost",
     "window_metrics": "a window's partial row, as one worker checkpointed it",
     "detections": "(model, window, detector) verdict",

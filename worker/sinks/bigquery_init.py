@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.sinks.bigquery_schema import TABLES, Table, view_ddl
+from worker.sinks.bigquery_schema import TABLES, VIEWS, Table, view_ddl
 from worker.sinks.bigquery_sink import BigQuerySinkError
 
 _SIMPLE_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
@@ -98,7 +98,7 @@ def init_dataset(client: Any, project: str, dataset: str, location: str | None) 
         report.created_dataset = True
     for table in TABLES:
         _sync_table(client, project, dataset, table, report)
-    for name, sql in zip(("window_metrics_merged", "model_daily"), view_ddl(dataset), strict=True):
+    for name, sql in zip(VIEWS, view_ddl(dataset), strict=True):
         body = sql.split(" AS\n", 1)[1]
         try:
             current = client.get_table(f"{project}.{dataset}.{name}").view_query or ""

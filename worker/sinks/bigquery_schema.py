@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.analyst_columns import ANALYST_COLUMNS, merged_view_sql, model_daily_sql
+from worker.analyst_columns import (
+    ANALYST_COLUMNS,
+    MODEL_WINDOW_KEYS,
+    merged_view_sql,
+    model_daily_sql,
+)
 
 _BQ_TYPES = {"BIGINT": "INT64", "DOUBLE": "FLOAT64"}
 
@@ -280,15 +285,18 @@ TABLES: tuple[Table, ...] = (
 )
 TABLE_BY_NAME = {t.name: t for t in TABLES}
 
-VIEWS: tuple[str, ...] = ("window_metrics_merged", "model_daily")
+VIEWS: tuple[str, ...] = ("window_metrics_merged", "model_windows", "model_daily")
 
 
 def view_ddl(dataset: str) -> list[str]:
-    """The views, newest-row-per-row_id first, then merged per window, then per day."""
-    merged = f"`{dataset}.window_metrics_merged`"
+    """The views (`VIEWS`, in order): newest row per row_id merged per slice of a window, then
+    per model window, then per model and day."""
+    table = f"`{dataset}.window_metrics`"
+    by_model = f"`{dataset}.model_windows`"
     return [
-        merged_view_sql("bigquery", f"`{dataset}.window_metrics`", merged, dedup=True),
-        model_daily_sql("bigquery", merged, f"`{dataset}.model_daily`"),
+        merged_view_sql("bigquery", table, f"`{dataset}.window_metrics_merged`", dedup=True),
+        merged_view_sql("bigquery", table, by_model, dedup=True, keys=MODEL_WINDOW_KEYS),
+        model_daily_sql("bigquery", by_model, f"`{dataset}.model_daily`"),
     ]
 
 

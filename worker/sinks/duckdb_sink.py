@@ -13,7 +13,8 @@ Tables (same names and columns as the BigQuery sink):
 - `applied_checkpoints`: (writer, sequence, digest) of every checkpoint stored, so writing the
   same checkpoint again changes nothing;
 - `baseline_accepts`: new levels a person accepted as the baseline (`lookout baseline accept`);
-- views `window_metrics_merged` (with p50/p95/p99 from the summed latency histogram) and
+- views `window_metrics_merged` (per version and tenant slice, with p50/p95/p99 from the
+  summed latency histogram), `model_windows` (per model window, all slices merged) and
   `model_daily`.
 
 Only these tables are checked and written: an analyst's own tables in the same file are theirs.
