@@ -10,9 +10,16 @@ way). So event time is guarded in two ways before a batch is folded:
   or four, cannot move it, and neither can one gateway whose clock is fast, however many
   records it sends, while it sends less than half of each batch (counted by records, a fixed
   quorum let five of its records in one message move it, and every other producer's records
-  turned late; a poll it dominates still can). A replay catching up, or a backlog, whose
-  every batch is newer, moves it at once. Batches too small to decide (a trickle of single
-  records) are pooled until they hold a quorum, which must then all agree.
+  turned late). Nor can one poll it dominates (a gateway that publishes its logs 100 to a
+  message, in a quiet minute): a batch that agrees on a time further beyond what the previous
+  deciding batch agreed on than the stream's usual step (`confirm_after_seconds`, the allowed
+  lateness, or twice the step between the two decisions before, if more) moves the frontier
+  only to that earlier time, and the next batch must agree too. Before, such a poll moved the
+  frontier by its clock's error, and every honest record for that long counted late. A trickle
+  that decides once a minute, or a replay whose slices span minutes, keeps its pace; a burst
+  after a quiet spell (a backlog, a replay catching up) moves it a batch behind.
+  Batches too small to decide (a trickle of single records) are pooled until they hold a
+  quorum, which must then all agree.
 - **Records too far from it are quarantined**, never folded, and never move it: more than
   `max_future_skew_seconds` ahead of the newest time a quorum reaches (not of the frontier:
   half a batch of a sparse file spans hours) when the records after it in the batch come
@@ -48,6 +55,9 @@ class EventTimeLimits:
     quorum: int = 5
     #: ...and the share of a batch's admitted records that must (more than any one producer)
     share: float = 0.5
+    #: a batch agreeing on a time further than this beyond the previous deciding batch's is
+    #: confirmed by the next before the frontier follows it (the engine's allowed lateness)
+    confirm_after_seconds: float = 30.0
     #: a live source (Pub/Sub): bound new records by the wall clock, not by the frontier
     live: bool = False
 
@@ -95,26 +105,48 @@ class EventTimeGuard:
         if not 0.0 < limits.share <= 1.0:
             msg = f"event-time share must be in (0, 1], got {limits.share}"
             raise ValueError(msg)
+        if limits.confirm_after_seconds < 0:
+            given = limits.confirm_after_seconds
+            msg = f"event-time confirm_after_seconds must be at least 0, got {given}"
+            raise ValueError(msg)
         self.limits = limits
         self._wall_clock = wall_clock
         self._frontier = float("-inf")
+        #: the times the latest two deciding batches agreed on (None before there were any)
+        self._last_agreed: float | None = None
+        self._before_last: float | None = None
         #: admitted event times of batches too small to decide on, until there are enough
         self._pending = np.zeros(0, dtype=np.float64)
 
     @property
     def frontier(self) -> float:
-        """The highest event time a batch agreed on; -inf until one could."""
+        """The highest event time batches agreed on (a jump confirmed by the next); -inf
+        until one could."""
         return self._frontier
 
-    def _agreed(self, timestamps: npt.NDArray[np.float64]) -> tuple[float, bool]:
-        """(the frontier these pending plus new event times give, whether they decide it)."""
+    def _agreed(self, timestamps: npt.NDArray[np.float64]) -> tuple[float, float | None]:
+        """(the frontier these pending plus new event times give, the time they agree on, or
+        None when they are too few to decide)."""
         pool = np.concatenate((self._pending, timestamps)) if len(self._pending) else timestamps
         quorum = self.limits.quorum
         if len(pool) < quorum:
-            return self._frontier, False
+            return self._frontier, None
         k = max(quorum, math.ceil(self.limits.share * len(pool)))
         agreed = float(np.partition(pool, len(pool) - k)[len(pool) - k])
-        return max(self._frontier, agreed), True
+        last = self._last_agreed
+        if last is not None and agreed - last > self._usual_step():
+            return max(self._frontier, last), agreed  # a jump: the next batch must agree too
+        return max(self._frontier, agreed), agreed
+
+    def _usual_step(self) -> float:
+        """How far one deciding batch may move the frontier beyond the last one's agreed time
+        at once: the allowed lateness, or twice the step between the last two decisions,
+        whichever is more. A trickle deciding once a minute, or a replay whose slices span
+        minutes each, moves at its own pace; a fast clock's jump of an hour stands out."""
+        step = self.limits.confirm_after_seconds
+        if self._last_agreed is not None and self._before_last is not None:
+            step = max(step, 2.0 * (self._last_agreed - self._before_last))
+        return step
 
     def _corroborated(self, timestamps: npt.NDArray[np.float64]) -> float:
         """The newest event time at least `quorum` records (pending and new) reach, or the
@@ -190,8 +222,10 @@ class EventTimeGuard:
                 )
             admitted &= ~behind
         if admitted.any():
-            self._frontier, decided = self._agreed(timestamps[admitted])
+            self._frontier, agreed = self._agreed(timestamps[admitted])
             kept = np.concatenate((self._pending, timestamps[admitted]))
-            self._pending = np.zeros(0, dtype=np.float64) if decided else kept
+            self._pending = np.zeros(0, dtype=np.float64) if agreed is not None else kept
+            if agreed is not None:
+                self._before_last, self._last_agreed = self._last_agreed, agreed
         quarantined.sort(key=lambda q: q.row)
         return Admission(admitted, quarantined)

@@ -257,7 +257,8 @@ def test_a_window_judged_during_a_write_is_judged_once_when_a_late_record_arrive
         engine.feed(logs("a", 5, 10), ["m1"])
         clock.advance(5)
         engine.tick()  # the interval write of the first window (held, in the background)
-        engine.feed(logs("b", 200, 10), ["m2"])  # the watermark passes the first window
+        engine.feed(logs("b", 200, 10), ["m2"])
+        engine.feed(logs("b2", 201, 10), ["m2b"])  # agreed: the watermark passes the first window
         engine.tick()  # not due: the first window is judged, its verdicts pending
         sink.release.set()
         wait_for(writer_finished, "the writer thread to finish")

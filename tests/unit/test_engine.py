@@ -178,6 +178,7 @@ def test_a_failed_checkpoint_holds_back_alerts_and_verdicts_until_it_succeeds() 
     engine = Engine(EngineSettings(), detectors, sink, evaluator, notify=sent.extend)
     engine.feed(logs("spike", 10, 200, blocked=200))  # above the ceiling: pages at once
     engine.feed(logs("after", 100, 5))
+    engine.feed(logs("after-too", 101, 5))  # the stream agrees it moved on: the window closes
     sink.fail_writes(count=2)
     engine.tick()
     assert not engine.checkpoint()

@@ -52,7 +52,11 @@ def test_a_lone_far_future_record_is_quarantined_and_does_not_move_the_frontier(
     assert "2099-01-01T00:00:00Z" in q.reason and "ahead of the stream" in q.reason
     assert g.frontier == T0 + 50  # two records are too few to decide (quorum 5): pooled
     g.admit(T0 + 102 + np.arange(8, dtype=np.float64))
-    assert g.frontier == T0 + 105  # the 5th largest of the 10 pooled (100 to 109)
+    # the 10 pooled (100 to 109) agree on T0 + 105: 55 s beyond the last batch's T0 + 50, more
+    # than the allowed lateness (30 s), so the next batch must agree first
+    assert g.frontier == T0 + 50
+    g.admit(T0 + 110 + np.arange(10, dtype=np.float64))
+    assert g.frontier == T0 + 115
 
 
 def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_does() -> None:
@@ -65,7 +69,9 @@ def test_fewer_than_a_quorum_cannot_move_the_frontier_but_a_replay_catching_up_d
     # a batch that carries a quorum of newer records is a stream catching up, not a broken clock
     burst = g.admit(later + np.arange(200, dtype=np.float64))
     assert burst.admitted.all()
-    assert later + 90 <= g.frontier <= later + 100  # half of the 204 pooled
+    assert g.frontier == T0 + 25  # a jump of five hours: the next batch must agree
+    g.admit(later + 200 + np.arange(200, dtype=np.float64))
+    assert g.frontier == later + 300  # agreed: half of the confirming batch reaches it
 
 
 def test_one_fast_clock_cannot_move_the_frontier_however_many_records_it_sends() -> None:
@@ -80,6 +86,29 @@ def test_one_fast_clock_cannot_move_the_frontier_however_many_records_it_sends()
         assert result.admitted.all()
         assert g.frontier <= T0 + second + 10
     assert g.frontier >= T0 + 590
+
+
+def test_one_poll_a_fast_producer_dominates_cannot_move_the_frontier() -> None:
+    """A gateway 50 minutes fast that publishes its logs 100 to a message, in a quiet minute:
+    its message was most of one poll, so half the poll agreed on its time, the frontier jumped
+    50 minutes ahead, and every honest record for 50 minutes counted late. The jump now waits
+    for the next batch to agree, and the next poll is honest again."""
+    g = guard(max_future_skew_seconds=3600)
+    for second in range(0, 600, 10):
+        honest = T0 + second + np.arange(8, dtype=np.float64)
+        if second % 60 == 30:  # once a minute, the fast gateway's message lands in the poll
+            fast = T0 + 3000 + second + np.arange(100, dtype=np.float64) / 10
+            result = g.admit(np.concatenate((honest, fast)))
+        else:
+            result = g.admit(honest)
+        assert result.admitted.all()  # within the skew: folded into windows of their own time
+        assert g.frontier <= T0 + second + 10
+    assert g.frontier >= T0 + 590
+    # a jump the next batch agrees with is the stream moving on (a replay catching up)
+    g.admit(T0 + 7200 + np.arange(8, dtype=np.float64))
+    assert g.frontier <= T0 + 600
+    g.admit(T0 + 7210 + np.arange(8, dtype=np.float64))
+    assert g.frontier >= T0 + 7200
 
 
 def test_the_newer_half_of_a_sparse_file_batch_is_not_a_broken_clock() -> None:
@@ -176,14 +205,19 @@ def verdicts(sink: MemorySink) -> Counter[tuple[str, str, float, int]]:
     )
 
 
-def test_a_2099_and_a_1970_record_change_no_window_s_sample_and_no_late_count() -> None:
+def an_hour_of_polls() -> list[LogBatch]:
+    """An hour of three models at 120 calls a minute, as polls of 10 seconds each."""
     sim = SimulationConfig(
         start=datetime.fromtimestamp(T0, tz=UTC),
         hours=1.0,
         calls_per_minute=120,
         embedding_fraction=0.0,
     )
-    clean = list(simulate_batches(sim, seconds_per_batch=10))
+    return list(simulate_batches(sim, seconds_per_batch=10))
+
+
+def test_a_2099_and_a_1970_record_change_no_window_s_sample_and_no_late_count() -> None:
+    clean = an_hour_of_polls()
     poisoned = list(clean)
     # the 2099 record arrives inside a poll with its neighbours; the 1970 one on its own
     poisoned[40] = LogBatch.concat([clean[40], one_record(clean[40], YEAR_2099, "clock-2099")])
@@ -200,3 +234,24 @@ def test_a_2099_and_a_1970_record_change_no_window_s_sample_and_no_late_count() 
     reasons = {q.request_id: q.reason for q in sink.quarantined}
     assert "2099-01-01" in reasons["clock-2099"] and "ahead" in reasons["clock-2099"]
     assert "behind the stream" in reasons["clock-1970"]
+
+
+def test_a_fast_gateway_s_burst_alone_in_a_poll_makes_no_honest_record_late() -> None:
+    """A gateway 50 minutes fast publishes a message of its buffered logs that is a poll of its
+    own: every record of that poll agreed on its time, the watermark jumped 50 minutes, and
+    the honest windows were judged early on part of their calls, the rest counted late."""
+    clean = an_hour_of_polls()
+    source = clean[100]
+    burst = dataclasses.replace(
+        source,
+        timestamp=source.timestamp + 3000,
+        request_id=np.array([f"fast-{i}" for i in range(len(source))], dtype=object),
+    )
+    reference, reference_sink = replay(clean)
+    engine, sink = replay([*clean[:150], burst, *clean[150:]])
+
+    assert engine.stats.late == reference.stats.late
+    assert engine.stats.records == reference.stats.records + len(burst)
+    assert engine.stats.quarantined == 0  # within the skew: folded into windows of its time
+    # every honest window judged on the same calls as without the burst
+    assert verdicts(reference_sink) - verdicts(sink) == Counter()

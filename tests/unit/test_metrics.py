@@ -89,13 +89,14 @@ def test_record_counters_match_the_engine_and_the_sink() -> None:
     engine.feed(a)
     engine.feed(a.take(a.request_id != "a-3"))  # 9 duplicates
     engine.feed(logs("b", 20, 5, model="b"))
-    engine.feed(logs("a2", 95, 2))  # watermark 65 s: minute 0 is judged
+    engine.feed(logs("a2", 95, 2))  # a jump of 75 s: the next batch must agree
+    engine.feed(logs("a3", 96, 1))  # watermark 65 s: minute 0 is judged
     engine.tick()
     assert engine.checkpoint()
     engine.feed(logs("late", 30, 3))  # after its window's verdict
     assert engine.checkpoint()
 
-    assert value(registry, "lookout_records_total", model="a") == 15
+    assert value(registry, "lookout_records_total", model="a") == 16
     assert value(registry, "lookout_records_total", model="b") == 5
     assert value(registry, "lookout_records_duplicate_total", model="a") == 9
     assert value(registry, "lookout_records_late_total", model="a") == 3
@@ -115,6 +116,7 @@ def test_checkpoint_failures_are_counted_and_alerts_only_once_sent() -> None:
     registry = metrics.registry
     engine.feed(logs("spike", 10, 150, blocked=True))  # every call blocked: above the ceiling
     engine.feed(logs("next", 95, 20))
+    engine.feed(logs("next-too", 96, 20))  # the stream agrees it moved on: minute 0 closes
     engine.tick()
     sink.fail_writes(count=3)
     for _ in range(3):

@@ -148,6 +148,7 @@ def test_late_records_are_counted_but_never_judged_or_paged_again() -> None:
     # 200 of 200 calls blocked: above the 25 % ceiling, pages without any baseline
     engine.feed(logs("spike", 20, 200, blocked=True))
     engine.feed(logs("next", 95, 10))
+    engine.feed(logs("next-too", 96, 10))  # the stream agrees it moved on: window 0 closes
     engine.tick()
     assert engine.checkpoint()
     firing = [a for a in sink.alerts() if a.status == "firing"]

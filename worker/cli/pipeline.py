@@ -325,6 +325,7 @@ def build_pipeline(
             max_past_seconds=config.engine.max_past_seconds,
             quorum=config.engine.watermark_quorum,
             share=config.engine.watermark_share,
+            confirm_after_seconds=config.engine.allowed_lateness_seconds,
             live=config.source.kind == "pubsub",
         ),
     )
