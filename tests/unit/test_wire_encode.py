@@ -166,6 +166,19 @@ def test_mixed_stream_is_deterministic_and_plausible(logs: list[PredictionLog]) 
     assert all(isinstance(r, PredictionLog) for r in decoded)
 
 
+def test_a_mixed_stream_decodes_to_every_block_the_simulator_made(
+    logs: list[PredictionLog],
+) -> None:
+    """An OTLP span cannot say a prompt was blocked: those records decoded as unblocked, and
+    3,326 of a stream's 3,499 blocks came through (a safety spike 5% weaker than asked). (The
+    stage may differ: PaLM's safety attributes do not say which side was blocked.)"""
+    assert any(log.block_stage == "prompt" for log in logs)
+    decoded = [r for line in encode_mixed(logs, seed=3) for r in decode_records(line)]
+    made = {log.request_id for log in logs if log.blocked}
+    assert all(isinstance(r, PredictionLog) for r in decoded)
+    assert {r.request_id for r in decoded if isinstance(r, PredictionLog) and r.blocked} == made
+
+
 def test_mixed_weights_are_honoured_and_checked(logs: list[PredictionLog]) -> None:
     only = list(encode_mixed(logs[:200], seed=1, weights={"otlp": 1.0, "palm": 0.0}))
     assert all(b"resourceSpans" in line for line in only)
