@@ -118,13 +118,13 @@ Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
         .filter(t => (t.yaxis || 'y') === ref && t.name === 'window value')
         .map(t => Array.from(t.y).filter(v => v !== null && Number.isFinite(v)).length)
         .reduce((a, b) => a + b, 0);
-      const thresholds = gd.data
-        .filter(t => (t.yaxis || 'y') === ref && t.name.startsWith('threshold'))
+      const limits = gd.data
+        .filter(t => (t.yaxis || 'y') === ref && t.legendgroup === 'limit')
         .map(t => Array.from(t.y).filter(v => v !== null && Number.isFinite(v)).length)
         .reduce((a, b) => a + b, 0);
       const own = gd.layout[name] || {};
       return {axis: name, unit: own.title && own.title.text,
-              min: layout[name].range[0], points, thresholds};
+              min: layout[name].range[0], points, limits};
     }),
     xtitle: Object.keys(gd.layout).filter(k => /^xaxis\\d*$/.test(k))
       .map(k => gd.layout[k].title && gd.layout[k].title.text).filter(Boolean),
@@ -148,13 +148,14 @@ def test_every_plot_has_data_a_legend_and_units(
         assert len(plot["panels"]) == 5, f"{name}: a panel per detector"
         for panel in plot["panels"]:
             assert panel["points"] >= 150, f"{name} {panel['axis']}: the windows are drawn"
-            assert panel["thresholds"] > 0, f"{name} {panel['axis']}: its threshold is drawn"
+            assert panel["limits"] > 0, f"{name} {panel['axis']}: its minimum effect is drawn"
             assert panel["unit"], f"{name} {panel['axis']}: the axis names its unit"
             assert panel["min"] >= 0, f"{name} {panel['axis']}: no axis of these goes negative"
         assert plot["xtitle"] == ["window start (UTC, event time)"]
-        assert plot["lines"] >= 5 * 2, f"{name}: value and threshold lines are rendered"
+        assert plot["lines"] >= 5 * 2, f"{name}: value and minimum-effect lines are rendered"
         legend = " | ".join(plot["legend"])
-        for entry in ("window value", "threshold", "baseline", "judged 'alert'", "incident"):
+        assert "threshold" not in legend, f"{name}: no line claims to be the alert threshold"
+        for entry in ("window value", "minimum effect", "baseline", "judged 'alert'", "incident"):
             assert entry in legend, f"{name}: the legend explains {entry!r}: {legend}"
         assert plot["shaded"] >= 1, f"{name}: its incidents are shaded"
 
@@ -205,7 +206,7 @@ def test_the_summary_at_the_top_names_models_windows_alerts_and_worst_windows(
     assert first == "Summary"
     text = evaluate(devtools, session, "document.querySelector('h2 + ul').textContent")
     assert "3 model(s)" in text and "180 windows" in text and "alert(s)" in text, text
-    worst = _table(devtools, session, "Worst window per detector")
+    worst = _table(devtools, session, "Worst judged window per detector")
     assert [r[0] for r in worst[1:]] == [
         "safety",
         "latency",
@@ -219,6 +220,20 @@ def test_the_summary_at_the_top_names_models_windows_alerts_and_worst_windows(
     )
     assert by_detector["latency"][1] == "text-bison" and "ms" in by_detector["latency"][3]
     assert by_detector["tokens"][1] == "gpt-4o-mini"
+    # each of these alerted in the demo: the worst window shown is one that alerted
+    for detector in ("safety", "latency", "tokens"):
+        assert by_detector[detector][6] == "alert", by_detector[detector]
+    alerted = _table(devtools, session, "What alerted")
+    assert alerted[0][:5] == [
+        "model",
+        "detector",
+        "fired (window start)",
+        "ended (window end)",
+        "peak severity",
+    ]
+    assert {("text-bison", "latency"), ("gpt-4o-mini", "tokens")} <= {
+        (r[0], r[1]) for r in alerted[1:]
+    }, alerted
 
 
 def test_the_report_explains_the_drift_statistic(page: tuple[DevTools, str, list[str]]) -> None:

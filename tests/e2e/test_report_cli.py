@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 from tests.e2e.conftest import REPLAY_TIMEOUT, lookout
+from worker.sink import Checkpoint, PartialRow
+from worker.sinks.duckdb_sink import DuckDBSink
 
 #: plotly names each figure's element with a fresh UUID
 _FIGURE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -48,3 +50,41 @@ def test_report_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     assert foreign.returncode == 2, foreign.describe()
     assert foreign.stderr.startswith("lookout: report: ")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_help_explains_since_until_and_model(tmp_path: Path) -> None:
+    shown = lookout("report", "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.describe()
+    text = " ".join(shown.stdout.split())
+    assert "--since <str> Only windows that start at or after this UTC date or time" in text
+    assert "--until <str> Only windows that start before this UTC date or time" in text
+    assert "--model <list[str]> Only this model (repeat the option for several)." in text
+
+
+def test_a_bad_since_until_or_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A ten-day file made a 17.9 MB report with no way to ask for less; the options that
+    limit it refuse what they cannot use before reading anything, and write no file."""
+    sink = DuckDBSink(tmp_path / "r.duckdb")
+    sink.write_checkpoint(Checkpoint("w1", 0, partials=[PartialRow("text-bison", 0, 60, 1, 0, {})]))
+    sink.close()
+    cases = {
+        ("--since", "yesterday"): "lookout: report: --since 'yesterday' is not a date or time; "
+        "give e.g. 2026-01-06, 2026-01-06T12:00 or 2026-01-06T12:00:00Z (UTC)",
+        ("--since", "2026-01-07", "--until", "2026-01-06"): "lookout: report: --since "
+        "2026-01-07 is not before --until 2026-01-06: no window is in that range",
+        ("--model", "gpt-5"): "lookout: report: --model gpt-5: no such model in this file (it "
+        "has: text-bison)",
+    }
+    for args, line in cases.items():
+        done = lookout("report", "--db", "r.duckdb", "--out", "r.html", *args, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, line + "\n"), done.describe()
+        assert not (tmp_path / "r.html").exists()
+    done = lookout(
+        "report", "--db", "r.duckdb", "--out", "r.html", "--since", "1970-01-01",
+        "--until", "1970-01-02", "--model", "text-bison", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.describe()
+    assert (
+        "Only windows that start from 1970-01-01 00:00 UTC to before 1970-01-02 00:00 UTC, of "
+        "model text-bison." in (tmp_path / "r.html").read_text()
+    )

@@ -19,6 +19,7 @@ import pytest
 from alerts.state import AlertTracker
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Alert, Detection, Severity, Verdict
+from tests.window_detections import minute_detection
 from worker.cli.report import alert_rows, incidents_from, write_report
 from worker.cli.report_plots import Incident
 from worker.sink import Checkpoint
@@ -31,11 +32,11 @@ MODEL = "gemini-1.5-flash"
 
 
 def det(i: int, verdict: Verdict, severity: Severity = "warning") -> Detection:
-    return Detection(
+    return minute_detection(
+        T0,
+        i,
         detector="safety",
         model=MODEL,
-        window_start=T0 + i * WINDOW,
-        window_end=T0 + (i + 1) * WINDOW,
         verdict=verdict,
         condition="block_rate_above_baseline",
         severity=severity,

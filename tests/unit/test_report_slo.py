@@ -32,6 +32,8 @@ def detections() -> pd.DataFrame:
                 "baseline": None if slo else 1790.0,
                 "verdict": "alert" if slo else "ok",
                 "window_start": pd.Timestamp(T0 + timedelta(minutes=i)),
+                "window_end": pd.Timestamp(T0 + timedelta(minutes=i + 1)),
+                "sample_size": 600,
             }
         )
     return pd.DataFrame(rows)

@@ -1,9 +1,22 @@
 """The report's plots: one figure per model, one panel per detector, readable without the code.
 
-Each panel shows the window's value (blue line), the threshold it is judged against (red
-dashes), the baseline it is compared with (grey dots), the windows whose verdict was "alert"
-(red dots) and each incident shaded from the window it fired in to the window it resolved in.
-Every axis names its unit; the x axis is event time (the windows), not when Lookout ran.
+Each panel shows the window's value (blue line), the detector's minimum effect (red dashes),
+the baseline it is compared with (grey dots), the windows whose verdict was "alert" (red dots)
+and each incident shaded from the window it fired in to the window it resolved in. Every axis
+names its unit; the x axis is event time (the windows), not when Lookout ran.
+
+The dashed line is not an alert threshold, and is not called one: a window alerts when its
+test is significant (p < alpha, on the window alone or pooled with the windows before it) *and*
+the effect is at least that large (`threshold` in the detections table is that minimum: the
+baseline × `min_ratio` for safety, latency and tokens, `min_effect` for the drift detectors;
+embedding drift plots MMD² while its test is on a whitened statistic). On a stream without
+incidents 14 to 28 of 116 judged safety windows sat above the line, then labelled "threshold
+(alert above)", with verdict ok. The red dots are the verdicts; the line says how large a
+change must at least be.
+
+A series of more than `MAX_POINTS` windows (ten days of one-minute windows is 14,400) is drawn
+from the lowest and the highest value of each run of windows, so a spike stays visible and the
+file stays small; every alert window keeps its marker, and the panel's title says so.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -28,6 +42,16 @@ class Panel:
     scale: float = 1.0
     #: a statistic that cannot be negative starts its axis at zero
     from_zero: bool = False
+    #: what the dashed line (the detections' `threshold`) is, in the legend's words
+    limit: str = ""
+    #: the conditions whose `threshold` that is (safety's ceiling is another quantity)
+    limit_conditions: tuple[str, ...] = ()
+
+
+#: the dashed line of a detector that compares with a baseline (`threshold` = baseline × min_ratio)
+MIN_RATIO_LIMIT = "minimum effect: baseline × min_ratio (an alert also needs p < alpha)"
+#: the dashed line of a drift detector (`threshold` = `min_effect`)
+MIN_EFFECT_LIMIT = "minimum effect: min_effect (an alert also needs p < alpha)"
 
 
 PANELS: tuple[Panel, ...] = (
@@ -38,6 +62,8 @@ PANELS: tuple[Panel, ...] = (
         "blocked calls (%)",
         scale=100.0,
         from_zero=True,
+        limit=MIN_RATIO_LIMIT,
+        limit_conditions=("block_rate_above_baseline",),
     ),
     Panel(
         "latency",
@@ -45,6 +71,8 @@ PANELS: tuple[Panel, ...] = (
         "Latency: 95th percentile of call latency",
         "p95 latency (ms)",
         from_zero=True,
+        limit=MIN_RATIO_LIMIT,
+        limit_conditions=("p95_above_baseline",),
     ),
     Panel(
         "latency",
@@ -53,6 +81,9 @@ PANELS: tuple[Panel, ...] = (
         "SLO period)",
         "burn rate (× budget)",
         from_zero=True,
+        limit="the rule's burn-rate factor (it alerts when its long and short windows both exceed "
+        "it)",
+        limit_conditions=("slo_burn_rate_page", "slo_burn_rate_ticket"),
     ),
     Panel(
         "tokens",
@@ -60,6 +91,8 @@ PANELS: tuple[Panel, ...] = (
         "Tokens: mean output tokens per call",
         "output tokens per call",
         from_zero=True,
+        limit=MIN_RATIO_LIMIT,
+        limit_conditions=("output_tokens_above_baseline",),
     ),
     Panel(
         "embedding_drift",
@@ -67,6 +100,9 @@ PANELS: tuple[Panel, ...] = (
         "Embedding drift: MMD² of prompt embeddings vs the model's reference (0 = no change)",
         "MMD² (unitless, ≥ 0)",
         from_zero=True,
+        limit="minimum effect: MMD² ≥ min_effect (an alert also needs the whitened test's "
+        "p < alpha)",
+        limit_conditions=("embedding_distribution_shift",),
     ),
     Panel(
         "descriptor_drift",
@@ -74,6 +110,8 @@ PANELS: tuple[Panel, ...] = (
         "Response descriptors: largest effect size vs the reference (info only, never pages)",
         "effect size (0–1)",
         from_zero=True,
+        limit=MIN_EFFECT_LIMIT,
+        limit_conditions=("descriptor_distribution_shift",),
     ),
 )
 
@@ -97,6 +135,57 @@ class Incident:
     fired: pd.Timestamp
     resolved: pd.Timestamp | None
     summary: str
+    #: the tracker announced it as a sustained level shift (`alerting.sustained_after`)
+    sustained: bool = False
+
+
+#: a series longer than this is drawn from each run's lowest and highest value (`drawn_rows`)
+MAX_POINTS = 3000
+#: how many runs a long series is cut into: at most twice as many points are drawn
+RUNS = 1000
+
+
+def drawn_rows(rows: pd.DataFrame, most: int = MAX_POINTS, runs: int = RUNS) -> pd.DataFrame:
+    """The windows a panel draws its lines through: all of them up to `most`, else the lowest
+    and the highest value of each of `runs` runs of consecutive windows (a spike or a dip
+    stays, a flat stretch is thinned), and the first window of a run without any value (so a
+    gap in the data still breaks the line). A plain every-n-th sample would drop most spikes.
+    Alert markers are drawn from all windows, not from these."""
+    n = len(rows)
+    if n <= most:
+        return rows
+    position = np.arange(n)
+    run = position * runs // n
+    values = rows["value"].to_numpy(dtype=float, na_value=np.nan)
+    valued = ~np.isnan(values)
+    found = pd.DataFrame({"run": run[valued], "at": position[valued], "value": values[valued]})
+    by_run = found.groupby("run")["value"]
+    keep = set(found.loc[by_run.idxmin(), "at"]) | set(found.loc[by_run.idxmax(), "at"])
+    empty = np.setdiff1d(np.arange(runs), found["run"].unique())
+    keep |= {int(np.searchsorted(run, r)) for r in empty if np.searchsorted(run, r) < n}
+    return rows.iloc[sorted(int(k) for k in keep)]
+
+
+def _utc(times: pd.Series) -> np.ndarray:
+    """Window starts as naive UTC datetime64 (the axis says UTC): plotly copies a numpy array
+    of these in one piece, where a series of tz-aware timestamps is copied object by object
+    (two thirds of a ten-day report's time)."""
+    return np.asarray(times.dt.tz_convert("UTC").dt.tz_localize(None), dtype="datetime64[ns]")
+
+
+def _naive(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _panel_title(panel: Panel, drawn: int, windows: int) -> str:
+    """The panel's title, and when its lines were thinned, by how much and what was kept."""
+    if drawn == windows:
+        return panel.title
+    return (
+        f"{panel.title}<br><span style='font-size:11px'>downsampled: lines drawn through "
+        f"{drawn:,} of {windows:,} windows (the lowest and highest of each run); every "
+        "'alert' window keeps its marker</span>"
+    )
 
 
 def model_figure(
@@ -104,14 +193,18 @@ def model_figure(
     detections: pd.DataFrame,
     incidents: Sequence[Incident],
     last_window_end: pd.Timestamp,
+    first_window_start: pd.Timestamp | None = None,
 ) -> go.Figure | None:
-    """The figure for one model, with a panel per detector that has values; None if none."""
+    """The figure for one model, with a panel per detector that has values; None if none.
+    Incidents are shaded within [first_window_start, last_window_end]: one that began before
+    the report's range starts at its edge rather than stretching the axis back to it."""
     mine = detections[detections["model"] == model]
     panels = []
     for panel in PANELS:
         rows = mine[(mine["detector"] == panel.detector) & mine["condition"].isin(panel.conditions)]
         if rows["value"].notna().any():
-            panels.append((panel, rows.sort_values("window_start")))
+            rows = rows.sort_values("window_start")
+            panels.append((panel, rows, drawn_rows(rows)))
     if not panels:
         return None
     fig = make_subplots(
@@ -119,15 +212,20 @@ def model_figure(
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.09 / max(len(panels) - 1, 1) * 2,
-        subplot_titles=[p.title for p, _ in panels],
+        subplot_titles=[_panel_title(p, len(drawn), len(rows)) for p, rows, drawn in panels],
     )
-    for row, (panel, rows) in enumerate(panels, start=1):
-        _add_panel(fig, row, panel, rows, first=row == 1)
+    named: set[str] = set()
+    for row, (panel, rows, drawn) in enumerate(panels, start=1):
+        _add_panel(fig, row, panel, rows, drawn, named=named)
         for incident in incidents:
             if incident.model == model and incident.detector == panel.detector:
+                end = incident.resolved if incident.resolved is not None else last_window_end
+                start = incident.fired
+                if first_window_start is not None:
+                    start = max(start, first_window_start)
                 fig.add_vrect(
-                    x0=incident.fired,
-                    x1=incident.resolved if incident.resolved is not None else last_window_end,
+                    x0=_naive(start),
+                    x1=_naive(min(end, last_window_end)),
                     fillcolor=SEVERITY_FILL.get(incident.severity, SEVERITY_FILL["warning"]),
                     line_width=0,
                     layer="below",
@@ -138,9 +236,34 @@ def model_figure(
             title_text=panel.axis, rangemode="tozero" if panel.from_zero else "normal", row=row
         )
     fig.update_xaxes(title_text="window start (UTC, event time)", row=len(panels), col=1)
-    # legend entries that hold in every figure: the alert marker (a model may have no alerting
-    # window, and plotly leaves an empty trace out of the legend) and the shading (shapes have
-    # no legend entries of their own)
+    _add_legend_only_entries(fig)
+    # a first panel title of two lines (downsampled) needs room below the legend
+    below_legend = 32 + (16 if len(panels[0][2]) < len(panels[0][1]) else 0)
+    height = 260 * len(panels) + 220 + below_legend - 32
+    top, bottom = 140 + below_legend - 32, 80
+    fig.update_layout(
+        height=height,
+        # the model's name at the very top, the legend between it and the first panel's title
+        title={"text": model, "x": 0.0, "xanchor": "left", "y": 1 - 12 / height, "yanchor": "top"},
+        margin={"t": top, "b": bottom, "r": 20},
+        legend={
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.0 + below_legend / (height - top - bottom),
+            "x": 0.0,
+        },
+        hovermode="x unified",
+        # the dashed line's name says what it is; hover must not cut it to 15 characters
+        hoverlabel={"namelength": -1},
+        template="plotly_white",
+    )
+    return fig
+
+
+def _add_legend_only_entries(fig: go.Figure) -> None:
+    """Legend entries that hold in every figure: the alert marker (a model may have no
+    alerting window, and plotly leaves an empty trace out of the legend) and the shading
+    (shapes have no legend entries of their own)."""
     fig.add_trace(
         go.Scatter(
             x=[None],
@@ -166,36 +289,33 @@ def model_figure(
             row=1,
             col=1,
         )
-    height = 260 * len(panels) + 220
-    top, bottom = 140, 80
-    fig.update_layout(
-        height=height,
-        # the model's name at the very top, the legend between it and the first panel's title
-        title={"text": model, "x": 0.0, "xanchor": "left", "y": 1 - 12 / height, "yanchor": "top"},
-        margin={"t": top, "b": bottom, "r": 20},
-        legend={
-            "orientation": "h",
-            "yanchor": "bottom",
-            "y": 1.0 + 32 / (height - top - bottom),
-            "x": 0.0,
-        },
-        hovermode="x unified",
-        template="plotly_white",
-    )
-    return fig
 
 
-def _add_panel(fig: go.Figure, row: int, panel: Panel, rows: pd.DataFrame, *, first: bool) -> None:
-    x = rows["window_start"]
+def _add_panel(
+    fig: go.Figure,
+    row: int,
+    panel: Panel,
+    rows: pd.DataFrame,
+    drawn: pd.DataFrame,
+    *,
+    named: set[str],
+) -> None:
+    """The panel's lines through `drawn` (all its windows, or `drawn_rows` of them) and a
+    marker on every alert window of `rows`. A legend entry is shown once per name in the
+    figure (`named`): the dashed line has a different meaning in some panels."""
+    x = _utc(drawn["window_start"])
 
-    def scaled(column: str) -> pd.Series:
-        values = rows[column].astype(float) * panel.scale
-        return values.clip(lower=0.0) if panel.from_zero else values
+    def scaled(values: pd.Series) -> pd.Series:
+        scaled_values = values.astype(float) * panel.scale
+        return scaled_values.clip(lower=0.0) if panel.from_zero else scaled_values
 
+    # the line is the threshold of the conditions it names only (safety's ceiling is not the
+    # baseline's minimum effect; its windows alert and carry their marker)
+    limit = drawn["threshold"].where(drawn["condition"].isin(panel.limit_conditions))
     traces = [
         go.Scatter(
             x=x,
-            y=scaled("value"),
+            y=scaled(drawn["value"]),
             # markers too: a window with no judged neighbour (a lone window, one between
             # windows of too little data) draws no line at all
             mode="lines+markers",
@@ -206,37 +326,34 @@ def _add_panel(fig: go.Figure, row: int, panel: Panel, rows: pd.DataFrame, *, fi
         ),
         go.Scatter(
             x=x,
-            y=scaled("threshold"),
+            y=scaled(limit),
             mode="lines",
             line={"color": THRESHOLD_COLOR, "width": 2, "dash": "dash"},
-            name="threshold (alert above)",
-            legendgroup="threshold",
+            name=panel.limit,
+            legendgroup="limit",
             connectgaps=False,
         ),
         go.Scatter(
             x=x,
-            y=scaled("baseline"),
+            y=scaled(drawn["baseline"]),
             mode="lines",
             line={"color": BASELINE_COLOR, "width": 2, "dash": "dot"},
             name="baseline",
             legendgroup="baseline",
         ),
     ]
-    alerting = rows[rows["verdict"] == "alert"]
-    traces.append(
-        go.Scatter(
-            x=alerting["window_start"],
-            y=(alerting["value"].astype(float) * panel.scale).clip(
-                lower=0.0 if panel.from_zero else None
-            ),
-            mode="markers",
-            marker={"color": THRESHOLD_COLOR, "size": 7},
-            name="window judged 'alert'",
-            legendgroup="alert",
-        )
-    )
-    traces[-1].showlegend = False  # its legend entry is added once per figure
-    for trace in traces[:-1]:
-        trace.showlegend = first
     for trace in traces:
+        trace.showlegend = trace.name not in named
+        named.add(trace.name)
+    alerting = rows[rows["verdict"] == "alert"]
+    marker = go.Scatter(
+        x=_utc(alerting["window_start"]),
+        y=scaled(alerting["value"]),
+        mode="markers",
+        marker={"color": THRESHOLD_COLOR, "size": 7},
+        name="window judged 'alert'",
+        legendgroup="alert",
+        showlegend=False,  # its legend entry is added once per figure
+    )
+    for trace in [*traces, marker]:
         fig.add_trace(trace, row=row, col=1)
