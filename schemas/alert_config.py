@@ -44,7 +44,7 @@ from schemas.alert_types import (
 # re-exported: the receivers and their tests import it from here
 from schemas.alert_types import SecretRef as SecretRef
 from schemas.detection import Severity
-from schemas.retune_config import RetuneConfig
+from schemas.retune_config import RetuneConfig, check_detector_patterns
 
 #: severities in increasing order; routing thresholds and "max seen" compare by this rank
 SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -90,6 +90,15 @@ class Route(BaseModel):
     repeat_interval: NonNegativeDuration | None = None
     #: a retune action (by name, from `alerting.retune.actions`) this route triggers
     retune: str | None = None
+
+    @field_validator("detector")
+    @classmethod
+    def _a_detector_lookout_has(cls, value: str | None) -> str | None:
+        """`detector: saftey` was accepted and routed nothing: the pages went to the default
+        receiver. A name or glob must match a detector, as a retune action's must."""
+        if value is not None:
+            check_detector_patterns((value,))
+        return value
 
     @field_validator("model_version", "tenant")
     @classmethod

@@ -127,6 +127,14 @@ def test_routes_match_severity_globs() -> None:
     assert r.receivers_for(alert()) == ("slack",)
 
 
+def test_a_route_on_a_misspelt_detector_is_refused_naming_the_likely_one() -> None:
+    """`detector: saftey` was accepted and matched nothing: safety pages went to the default
+    receiver, and config check said ok."""
+    with pytest.raises(ValidationError, match=r"'saftey' names no detector.*did you mean 'safety'"):
+        Route(receivers=("pager",), detector="saftey")
+    assert Route(receivers=("pager",), detector="*_drift").detector == "*_drift"
+
+
 @pytest.mark.parametrize("key", ["tenant", "model_version"])
 def test_a_route_on_tenant_or_version_is_refused_not_silently_never_matched(key: str) -> None:
     """An alert is a whole model's (judged over all its versions and tenants): a route on
