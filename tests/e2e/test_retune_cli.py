@@ -98,6 +98,18 @@ def test_replay_exits_1_naming_the_retune_action_whose_requests_failed(
     named = [line for line in replayed.stderr.splitlines() if line.startswith("retune tune:")]
     assert len(named) == 1, replayed.describe()
     assert named[0].startswith("retune tune: no tuning run started for ") and MODEL in named[0]
+    # `lookout run` on the same finite file owes them too (it exited 0)
+    source = f"source: {{kind: file, path: {small_incident_stream}}}\n"
+    run_config = retune_config(
+        tmp_path, "kind: pubsub, project: p, topic: lookout-retune", db="run", extra=source
+    )
+    ran = lookout("run", "--config", run_config, cwd=tmp_path, env=env, timeout=REPLAY_TIMEOUT)
+    assert ran.returncode == 1, ran.describe()
+    assert_no_traceback(ran)
+    assert any(
+        line.startswith("lookout run: retune tune: no tuning run started for ")
+        for line in ran.stderr.splitlines()
+    ), ran.describe()
 
 
 def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_next_asks_again(

@@ -271,7 +271,11 @@ def serve(config: LookoutConfig) -> int:
     unsent = pipeline.delivery_shortfall()
     if unsent:
         print(f"lookout run: {unsent}", file=sys.stderr)
-    # a stopped worker's queued notifications go out at its next start, as they should; a
-    # finite input's are owed now
-    owed = bool(unsent) and input_ended
+    # retune actions whose requests failed, named as replay names them
+    not_retuned = pipeline.retune.shortfall() if pipeline.retune is not None else []
+    for line in not_retuned:
+        print(f"lookout run: {line}", file=sys.stderr)
+    # a stopped worker's queued notifications go out at its next start, as they should (and a
+    # failed retune is asked again at the next alerting window); a finite input's are owed now
+    owed = bool(unsent or not_retuned) and input_ended
     return 0 if result.clean_exit and failure is None and not owed else 1
