@@ -355,10 +355,14 @@ class Engine:
         if self._now() < self._hold_until:
             if not self._hold_said:
                 self._hold_said = True
+                # an ingest replica never judges: what it holds back is closing its windows
+                # (and writing their held samples)
+                what = "judged" if self.settings.evaluate else "closed (their samples written)"
                 log.info(
-                    "windows are judged from %.0f s after start: messages a stopped run "
+                    "windows are %s from %.0f s after start: messages a stopped run "
                     "pulled and did not ack come back within the ack deadline, into open "
                     "windows",
+                    what,
                     self.settings.closing_hold_seconds,
                 )
         elif self.settings.evaluate:
