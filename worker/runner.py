@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors import reservoir
 from schemas.batch import LogBatch
@@ -67,15 +68,23 @@ class RunResult:
 
 
 def _feed(
-    engine: Engine, batches: list[LogBatch], ack_ids: list[str], *, redelivered: bool
+    engine: Engine,
+    batches: list[LogBatch],
+    ack_ids: list[str],
+    *,
+    redelivered: list[npt.NDArray[np.bool_]] | None = None,
 ) -> None:
     """Fold the kept rows; the ack ids travel with the last batch, so a batch the engine must
-    hold back (sink unreadable) keeps every message of the poll un-acked with it."""
+    hold back (sink unreadable) keeps every message of the poll un-acked with it.
+    `redelivered`: per batch, the rows that came in messages delivered before (None: none)."""
     if not ack_ids:
         return
-    for batch in batches[:-1]:
-        engine.feed(batch, [], redelivered=redelivered)
-    engine.feed(batches[-1] if batches else LogBatch.empty(), ack_ids, redelivered=redelivered)
+    if not batches:
+        engine.feed(LogBatch.empty(), ack_ids)
+        return
+    for i, batch in enumerate(batches):
+        again = False if redelivered is None else redelivered[i]
+        engine.feed(batch, ack_ids if i == len(batches) - 1 else [], redelivered=again)
 
 
 def _poll_batch(
@@ -135,7 +144,7 @@ def _process(
     counts = decoded.record_counts(len(messages)) if progress is not None else None
     kept: list[int] = []
     ack_ids: list[str] = []
-    redelivered = False
+    again: list[int] = []  # kept messages delivered before
     for index, message in enumerate(messages):
         result.messages += 1
         errors = decoded.errors[index]
@@ -152,11 +161,14 @@ def _process(
                     metrics.invalid_records(error.error_type)
         kept.append(index)
         ack_ids.append(message.ack_id)
-        redelivered = redelivered or message.delivery_attempt > 1
+        if message.delivery_attempt > 1:
+            again.append(index)
         if progress is not None and counts is not None:
             progress(int(counts[index]) + len(errors))
     if ack_ids:
         quarantined = engine.stats.quarantined
+        # the rows that came in redelivered messages: only their windows are read again
+        redelivered = [np.isin(o, again) for o in decoded.origins_of(kept)] if again else None
         _feed(engine, decoded.rows_of(kept), ack_ids, redelivered=redelivered)
         if engine.stats.quarantined > quarantined:
             _locate_quarantined(engine, engine.stats.quarantined - quarantined, decoded)

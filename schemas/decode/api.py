@@ -82,17 +82,26 @@ class DecodedPoll:
 
     def rows_of(self, messages: Sequence[int]) -> list[LogBatch]:
         """The non-empty batches restricted to rows of `messages` (all rows if it is all)."""
+        return [batch for batch, _ in self._selected(messages)]
+
+    def origins_of(self, messages: Sequence[int]) -> list[npt.NDArray[np.int64]]:
+        """For each batch `rows_of(messages)` gives, the message index of each of its rows."""
+        return [origin for _, origin in self._selected(messages)]
+
+    def _selected(self, messages: Sequence[int]) -> list[tuple[LogBatch, npt.NDArray[np.int64]]]:
         wanted = np.asarray(messages, dtype=np.int64)
+        pairs = zip(self.batches, self.origins, strict=True)
         if len(wanted) == len(self.errors) and (wanted == np.arange(len(wanted))).all():
             # every message kept (the common case): no per-row membership test
-            return [batch for batch in self.batches if len(batch)]
-        out: list[LogBatch] = []
-        for batch, origin in zip(self.batches, self.origins, strict=True):
+            return [(batch, origin) for batch, origin in pairs if len(batch)]
+        out: list[tuple[LogBatch, npt.NDArray[np.int64]]] = []
+        for batch, origin in pairs:
             keep = np.isin(origin, wanted)
             if keep.all():
-                out.append(batch)
+                out.append((batch, origin))
             elif keep.any():
-                out.append(batch.take(np.flatnonzero(keep)))
+                rows = np.flatnonzero(keep)
+                out.append((batch.take(rows), origin[rows]))
         return out
 
     def record_counts(self, messages: int) -> npt.NDArray[np.int64]:
