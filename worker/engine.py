@@ -18,6 +18,7 @@ The engine never reads a clock itself: `now` is injected, so tests drive checkpo
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -619,7 +620,8 @@ class Engine:
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
         """The frontier travels with the partial rows it covers, never ahead of them, and
-        during the restart hold never ahead of the predecessor's (`hold_frontier_cap`)."""
+        during the restart hold never ahead of the predecessor's (`hold_frontier_cap`) nor,
+        on an ingest replica, past its oldest open window (`_oldest_held_window`)."""
         frontier = self._guard.frontier
         if not np.isfinite(frontier):
             return None
@@ -629,6 +631,10 @@ class Engine:
                 return None
             self._frontier_owed = self._frontier_owed or frontier > cap
             return min(frontier, cap)
+        held = self._oldest_held_window()
+        if held < frontier:
+            self._frontier_owed = True  # the whole frontier goes out once the hold ends
+            return held if dirty else None
         if dirty or self._frontier_owed:
             self._frontier_owed = False
             return frontier
@@ -639,6 +645,19 @@ class Engine:
         # asked once per refresh interval, whatever the answer: the read is a query
         self._refresh_checked_at = now
         return frontier if self._ahead_of_slowest(frontier) else None
+
+    def _oldest_held_window(self) -> float:
+        """Where an ingest replica's reports stop during its start hold (inf otherwise).
+
+        Under a new writer id it reports its frontier at once (no predecessor to wait for),
+        but it closes no window during the hold, and a window's held drift samples are
+        written when it closes: the evaluator judged those windows, and pinned drift
+        references, on samples that landed seconds later (a descriptor reference pinned with
+        an empty sample, in an SRE's trial on the emulators)."""
+        if self.settings.evaluate or self._now() >= self._hold_until:
+            return math.inf
+        starts = [w.start for w in self._windows.values() if not w.closed]
+        return float(min(starts)) if starts else math.inf
 
     def _ahead_of_slowest(self, frontier: float) -> bool:
         """Is another counted replica behind this one (a dead one, maybe)? Then a refresh

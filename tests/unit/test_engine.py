@@ -674,6 +674,23 @@ def test_the_slowest_replica_asks_for_the_others_frontiers_once_per_refresh_inte
     assert reads[0] == 6, reads
 
 
+def test_a_new_replica_s_reports_stop_at_its_oldest_open_window_until_its_hold_ends() -> None:
+    """During its start hold an ingest replica closes no window, so the drift samples it holds
+    are not written; reporting its whole frontier let the evaluator judge those windows (and
+    pin a drift reference) on samples that landed seconds later."""
+    sink, clock = MemorySink(clock=lambda: 0.0), FakeClock()
+    engine = make_engine(sink, clock, writer_id="ingest-7", evaluate=False, closing_hold_seconds=75)
+    for minute in range(4):  # windows 0 to 3 open, the stream's frontier in window 3
+        engine.feed(logs(f"m{minute}", 60 * minute + 5, 20))
+    engine.tick()
+    assert engine.checkpoint()
+    assert sink.writer_frontier("ingest-7") == S0  # the oldest window it holds open
+    clock.advance(80)  # the hold is over: its windows close, their samples are written
+    engine.tick()
+    assert engine.checkpoint()
+    assert sink.writer_frontier("ingest-7") == S0 + 3 * 60 + 5
+
+
 def test_a_new_replica_reports_its_own_frontier_from_its_first_checkpoint() -> None:
     """A replica under a writer id the sink has never seen (a scale-up's new pod) has no
     predecessor to wait for: it reports its frontier at once, so a new replica still folding
