@@ -615,8 +615,8 @@ def run(
     checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds. Split mode:
     any number of `--role ingest` replicas on one subscription plus one `--role evaluate`,
     sharing one sink, count every record once; their verdicts equal one `--role all` process's
-    except after an ingest replica dies in a backlog, and drift samples can be partial (README:
-    where split mode does not equal one process).
+    except after an ingest replica stalls and dies before its first checkpoint, and drift
+    samples can be partial (README: where split mode does not equal one process).
     """
     from worker.cli.serve import serve
 

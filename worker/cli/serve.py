@@ -212,6 +212,10 @@ def serve(config: LookoutConfig) -> int:
     if config.engine.role == "evaluate":
         return serve_evaluator(config)
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
+    if config.engine.role == "ingest":
+        # before the first pull: a replica killed before its first checkpoint still holds
+        # the windows its messages belong to until they can be durable at another replica
+        pipeline.engine.report_start()
     try:
         source = build_source(config, pipeline)
     except ValueError as error:
