@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -43,10 +42,10 @@ GOOD_LINES = FEED_LINES - len(BAD_LINES)
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: the worker's log line naming the port it serves on (`metrics.port: 0` lets the OS pick one:
+#: a port picked by the test and closed again could be taken by another test's process first,
+#: and this test then talked to that one, which later exited: "connection refused" in CI)
+SERVING = re.compile(r"serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)")
 
 
 def get(url: str) -> tuple[int, str]:
@@ -87,7 +86,6 @@ def worker(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) ->
     line is folded. `source.lines_per_message: 1`, so the file source hands over what arrived
     instead of waiting for 2,000-line chunks."""
     where = tmp_path_factory.mktemp("run")
-    port = free_port()
     db = where / "worker.duckdb"
     config = where / "lookout.yaml"
     config.write_text(
@@ -95,15 +93,20 @@ def worker(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) ->
 source: {{kind: file, path: "-", lines_per_message: 1}}
 sink: {{kind: duckdb, path: {db}}}
 engine: {{checkpoint_seconds: 0.5, grace_period_seconds: 5}}
-metrics: {{host: 127.0.0.1, port: {port}, models: [{", ".join(LABELLED_MODELS)}]}}
+metrics: {{host: 127.0.0.1, port: 0, models: [{", ".join(LABELLED_MODELS)}]}}
 """
     )
     feed, bad = corrupt(incident_stream.lines[:FEED_LINES], BAD_LINES)
     assert sorted(bad) == list(BAD_LINES)
     proc = RunningLookout("run", "--config", config, cwd=where, stdin=True)
-    base = f"http://127.0.0.1:{port}"
     try:
         proc.write(b"".join(feed))
+        proc.wait_for(
+            "the port it serves on", lambda _, err: bool(SERVING.search(err)), SHORT_TIMEOUT
+        )
+        served = SERVING.search(proc.stderr)
+        assert served is not None
+        base = f"http://127.0.0.1:{served.group(1)}"
         wait_until("/healthz", proc, lambda: get(f"{base}/healthz")[0] == 200, SHORT_TIMEOUT)
 
         def folded() -> bool:
