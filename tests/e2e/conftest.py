@@ -19,6 +19,7 @@ import json
 import os
 import pty
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -267,6 +268,23 @@ class RunningLookout:
         self.close_stdin()
         if self._terminal is not None or not (self.proc.stdout and self.proc.stdout.closed):
             self._close_pipes()
+
+
+#: the worker's log line naming the port it serves on. A worker given `metrics.port: 0` lets
+#: the OS pick one: a port a test picked and closed again could be taken by another test's
+#: process first, and the test then talked to that one, which later exited ("connection
+#: refused" in CI)
+SERVING = re.compile(r"serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)")
+
+
+def served_base(worker: RunningLookout) -> str:
+    """The base URL of the port a worker started with `metrics.port: 0` serves on."""
+    worker.wait_for(
+        "the port it serves on", lambda _, err: bool(SERVING.search(err)), SHORT_TIMEOUT
+    )
+    served = SERVING.search(worker.stderr)
+    assert served is not None
+    return f"http://127.0.0.1:{served.group(1)}"
 
 
 # -- DuckDB, read after the process has exited ------------------------------------------------

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     Stream,
     assert_no_traceback,
     corrupt,
+    served_base,
     total_calls,
 )
 
@@ -40,12 +41,6 @@ FEED_LINES = 13 * 16
 BAD_LINES = (3, 4)
 GOOD_LINES = FEED_LINES - len(BAD_LINES)
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-
-
-#: the worker's log line naming the port it serves on (`metrics.port: 0` lets the OS pick one:
-#: a port picked by the test and closed again could be taken by another test's process first,
-#: and this test then talked to that one, which later exited: "connection refused" in CI)
-SERVING = re.compile(r"serving /metrics, /healthz and /readyz on 127\.0\.0\.1:(\d+)")
 
 
 def get(url: str) -> tuple[int, str]:
@@ -101,12 +96,7 @@ metrics: {{host: 127.0.0.1, port: 0, models: [{", ".join(LABELLED_MODELS)}]}}
     proc = RunningLookout("run", "--config", config, cwd=where, stdin=True)
     try:
         proc.write(b"".join(feed))
-        proc.wait_for(
-            "the port it serves on", lambda _, err: bool(SERVING.search(err)), SHORT_TIMEOUT
-        )
-        served = SERVING.search(proc.stderr)
-        assert served is not None
-        base = f"http://127.0.0.1:{served.group(1)}"
+        base = served_base(proc)
         wait_until("/healthz", proc, lambda: get(f"{base}/healthz")[0] == 200, SHORT_TIMEOUT)
 
         def folded() -> bool:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import REPLAY_TIMEOUT, RunningLookout, lookout, query
-from tests.e2e.test_run_metrics import free_port, get, wait_until
+from tests.e2e.conftest import REPLAY_TIMEOUT, RunningLookout, lookout, query, served_base
+from tests.e2e.test_run_metrics import get, wait_until
 
 LATENESS = 30
 
 
 def _config(path: Path, *, source: Path, db: Path, port: int | None) -> Path:
-    metrics = f"{{host: 127.0.0.1, port: {port}}}" if port else "{enabled: false}"
+    metrics = f"{{host: 127.0.0.1, port: {port}}}" if port is not None else "{enabled: false}"
     path.write_text(
         f"source: {{kind: file, path: {source}}}\n"
         f"sink: {{kind: duckdb, path: {db}}}\n"
@@ -67,11 +67,10 @@ def test_ingest_then_evaluate_judge_like_replay(tmp_path: Path) -> None:
     (expected,) = query(reference, f"SELECT count(*) FROM detections WHERE {closed}")[0]
     assert expected > 50
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    eval_config = _config(tmp_path / "evaluate.yaml", source=stream, db=split, port=port)
+    eval_config = _config(tmp_path / "evaluate.yaml", source=stream, db=split, port=0)
     evaluator = RunningLookout("run", "--config", eval_config, "--role", "evaluate", cwd=tmp_path)
     try:
+        base = served_base(evaluator)
         wait_until(
             f"{expected} detections", evaluator, lambda: _detections_total(base) >= expected, 60
         )

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import SHORT_TIMEOUT, RunningLookout, Stream, total_calls
-from tests.e2e.test_run_metrics import free_port, get, wait_until
+from tests.e2e.conftest import (
+    SHORT_TIMEOUT,
+    RunningLookout,
+    Stream,
+    served_base,
+    total_calls,
+)
+from tests.e2e.test_run_metrics import get, wait_until
 
 GRACE = 5.0
 
@@ -33,17 +39,16 @@ def _scraped(url: str, name: str) -> float:
 def test_run_on_an_open_stdin_checkpoints_and_stops_on_sigterm(
     incident_stream: Stream, tmp_path: Path
 ) -> None:
-    port = free_port()
     db = tmp_path / "w.duckdb"
     config = tmp_path / "lookout.yaml"
     config.write_text(
         f'source: {{kind: file, path: "-"}}\nsink: {{kind: duckdb, path: {db}}}\n'
         f"engine: {{checkpoint_seconds: 0.5, grace_period_seconds: {GRACE}}}\n"
-        f"metrics: {{host: 127.0.0.1, port: {port}}}\n"
+        "metrics: {host: 127.0.0.1, port: 0}\n"
     )
     worker = RunningLookout("run", "--config", config, cwd=tmp_path, stdin=True)
-    base = f"http://127.0.0.1:{port}"
     try:
+        base = served_base(worker)
         worker.write(b"".join(incident_stream.lines[:100]))
         # (1) the 100 records are folded and checkpointed while the pipe stays open
         wait_until(
