@@ -188,6 +188,12 @@ class EngineConfig(_Strict):
     #: killed replica's unacked messages to come back and be durable at another replica
     #: (`LookoutConfig.evaluator_writer_active_seconds`)
     writer_active_seconds: float | None = Field(default=None, gt=0)
+    #: Pub/Sub: once the subscription has had nothing to deliver for this long (and nothing
+    #: is waiting for its ack), the event-time frontier moves on at the wall clock's pace, so
+    #: the windows before a quiet spell are judged without waiting for traffic to come back.
+    #: A record delayed by more than this plus the allowed lateness, behind the others, then
+    #: counts late. None: the frontier moves only with records
+    idle_close_seconds: float | None = Field(default=60.0, gt=0)
 
 
 class DecodeConfig(_Strict):

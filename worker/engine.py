@@ -114,6 +114,9 @@ class EngineSettings:
     frontier_refresh_seconds: float | None = None
     #: the evaluator's `writer_active_seconds` (for the refresh's "slowest" test)
     writer_active_seconds: float = 60.0
+    #: a live source quiet this long (`idle`): the frontier moves on at the clock's pace;
+    #: None: only records move it (files, replays: their end closes every window)
+    idle_close_seconds: float | None = None
 
 
 @dataclass
@@ -190,6 +193,10 @@ class Engine:
         #: when a due refresh last asked the sink for the slowest frontier
         self._refresh_checked_at = now()
         self._cap_until = now() + max(settings.closing_hold_seconds, settings.hold_frontier_seconds)
+        #: since when the source has been quiet (`idle`), and the frontier it was quiet at
+        self._idle_since: float | None = None
+        self._idle_from = -math.inf
+        self._idle_said = False  # the spell's first move is logged
         self._sequence = 0
         self._last_checkpoint_failed = False
         self._in_flight: _Write | None = None
@@ -252,6 +259,7 @@ class Engine:
         never moving the watermark) and written with the next checkpoint, before the ack.
         """
         if len(batch):
+            self._idle_since = None
             admission = self._guard.admit(batch.timestamp)
             if admission.quarantined:
                 self._quarantine(batch, admission)
@@ -296,6 +304,38 @@ class Engine:
                 self._metrics.folded(model, added, duplicates, added if state.evaluated else 0)
         self._watermark.observe(self._guard.frontier)
         return True
+
+    def idle(self) -> None:
+        """The source answered with nothing and nothing waits for its ack. Once that has
+        lasted `idle_close_seconds`, the frontier moves on from where it was at the wall
+        clock's pace (less that wait), so the windows before a quiet spell close.
+
+        Event time moves only with records: after a backlog with no traffic behind it, or
+        when a model's callers go quiet for the night, the newest windows stayed open, and
+        unjudged, until traffic came back (an SRE's trial on the emulators). A record that
+        comes after the spell with the same delay as the records before it is not late: the
+        frontier trails it by the wait."""
+        after = self.settings.idle_close_seconds
+        frontier = self._guard.frontier
+        if after is None or not math.isfinite(frontier):
+            return
+        now = self._now()
+        if self._idle_since is None:
+            self._idle_since, self._idle_from, self._idle_said = now, frontier, False
+            return
+        quiet = now - self._idle_since
+        if quiet <= after:
+            return
+        if not self._idle_said:
+            self._idle_said = True
+            log.info(
+                "no messages for %.0f s: the event-time frontier moves on with the clock "
+                "(engine.idle_close_seconds %g), so the windows before the quiet spell close",
+                quiet,
+                after,
+            )
+        self._guard.advance_idle(self._idle_from + quiet - after)
+        self._watermark.observe(self._guard.frontier)
 
     def _quarantine(self, batch: LogBatch, admission: Admission) -> None:
         for q in admission.quarantined:

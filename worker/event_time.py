@@ -159,6 +159,16 @@ class EventTimeGuard:
             return self._frontier
         return max(self._frontier, float(np.partition(pool, len(pool) - k)[len(pool) - k]))
 
+    def advance_idle(self, to: float) -> None:
+        """Move the frontier to `to` with no record saying so: the source has been quiet
+        (see `Engine.idle`). Never back, never before there is a frontier, and with a wall
+        clock never past it (nor past the frontier, if that is ahead already)."""
+        if not math.isfinite(self._frontier):
+            return
+        if self._wall_clock is not None:
+            to = min(to, max(self._frontier, self._wall_clock()))
+        self._frontier = max(self._frontier, to)
+
     def admit(self, timestamps: npt.NDArray[np.float64]) -> Admission:
         limits = self.limits
         admitted = np.ones(len(timestamps), dtype=bool)

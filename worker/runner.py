@@ -334,6 +334,10 @@ def run(
                 # durable and ack it now rather than at the next interval
                 if engine.pending_messages:
                     engine.checkpoint()
+                # quiet, not failing (a pull that fails returns nothing too) and not held
+                # back by flow control: the frontier may move on without records
+                if not engine.pending_messages and source.ready():
+                    engine.idle()
             elif decoder.ahead and not stop.is_set() and not _sink_refusing(engine, settings):
                 # take the next poll now, so it decodes while the engine evaluates and writes
                 ahead = _Poll.of(_poll_batch(source, settings, stop, now), settings)

@@ -320,6 +320,7 @@ def build_pipeline(
             config.evaluator_writer_active_seconds() / 3 if config.engine.role == "ingest" else None
         ),
         writer_active_seconds=config.evaluator_writer_active_seconds(),
+        idle_close_seconds=config.engine.idle_close_seconds if hold else None,
         event_time=EventTimeLimits(
             max_future_skew_seconds=config.engine.max_future_skew_seconds,
             max_past_seconds=config.engine.max_past_seconds,
