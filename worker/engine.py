@@ -37,7 +37,14 @@ from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
 from worker.metrics import EngineMetrics
-from worker.sink import BaselineAccept, Checkpoint, QuarantinedRecord, RequestIdRows, Sink
+from worker.sink import (
+    BaselineAccept,
+    Checkpoint,
+    QuarantinedRecord,
+    RequestIdRows,
+    Sink,
+    StoredWindow,
+)
 from worker.unjudged import UnjudgedStreams
 from worker.window_parts import window_parts
 from worker.window_state import ID_SEED, CommitUndo, OpenWindow
@@ -279,11 +286,7 @@ class Engine:
         starts = window_starts(batch.timestamp, window)
         groups = group_by_window(batch.model, starts)
         try:
-            for (model, start), rows in groups:
-                if _holds_redelivered(redelivered, rows):
-                    self._refresh_stored_ids(model, start)
-                else:
-                    self._window_for(model, start)
+            self._open_windows(groups, redelivered)
         except Exception as error:
             if not self._deferred:
                 log.warning(
@@ -376,18 +379,63 @@ class Engine:
         writing = len(self._in_flight.acks) if self._in_flight is not None else 0
         return writing + len(self._pending_acks) + sum(len(ids) for _, ids, _ in self._deferred)
 
-    def _window_for(self, model: str, start: int, *, stored_known: bool = False) -> OpenWindow:
+    def _open_windows(
+        self, groups: Sequence[tuple[tuple[str, int], Any]], redelivered: Redelivered
+    ) -> None:
+        """Open a batch's windows, reading what the sink holds for all of them at once: the
+        windows this replica has not open that the sink may hold, and every window a
+        redelivered record falls in, even one this replica never saw stored (another writer
+        may have), or whose stored ids are read again.
+
+        The ids are read when a window opens; without the second read a window this replica
+        already had open counted a redelivered record a dead replica had made durable a second
+        time. Read for every batch holding a redelivery, not once in a while: a read is only
+        good for writes before it, and the replica whose message this is may have written
+        since. Read window by window, a poll of redeliveries spanning many windows cost three
+        BigQuery queries per window, in turn, on the main loop, and held back checkpoints and
+        acks (which made more leases expire, and more redeliveries)."""
+        again: list[tuple[str, int]] = []
+        unread: list[tuple[str, int]] = []
+        for key, rows in groups:
+            if _holds_redelivered(redelivered, rows):
+                again.append(key)
+            elif key not in self._windows and self._may_be_stored(*key):
+                unread.append(key)
+        stored = self._sink.load_windows([*again, *unread]) if again or unread else {}
+        for key, _ in groups:
+            state = self._windows.get(key)
+            if state is None:
+                self._window_for(*key, stored=stored.get(key))
+            elif key in stored:
+                state.seen_ids.update(stored[key].request_ids)
+
+    def _may_be_stored(self, model: str, start: int) -> bool:
+        """Whether the sink may hold part of this window: none past the model's newest stored
+        window (read once per model), so a live stream's new windows cost no read."""
+        if model not in self._newest_stored:
+            self._newest_stored[model] = self._sink.newest_window_start(model)
+        newest = self._newest_stored[model]
+        return newest is not None and start <= newest
+
+    def _window_for(
+        self,
+        model: str,
+        start: int,
+        *,
+        stored_known: bool = False,
+        stored: StoredWindow | None = None,
+    ) -> OpenWindow:
+        """The open window, opened with what the sink holds for it: `stored` when the caller
+        read it, else read here if `stored_known` or the sink may hold it."""
         key = (model, start)
         state = self._windows.get(key)
         if state is not None:
             return state
         end = start + self.settings.window_seconds
         state = OpenWindow.fresh(model, start, end, self._detectors)
-        if model not in self._newest_stored:
-            self._newest_stored[model] = self._sink.newest_window_start(model)
-        newest = self._newest_stored[model]
-        if stored_known or (newest is not None and start <= newest):
+        if stored is None and (stored_known or self._may_be_stored(model, start)):
             stored = self._sink.load_window(model, start)
+        if stored is not None:
             for row in stored.partial_states:
                 for name, detector in self._detectors.items():
                     if name in row:
@@ -399,20 +447,6 @@ class Engine:
             state.evaluated = state.closed = stored.evaluated
         self._windows[key] = state
         return state
-
-    def _refresh_stored_ids(self, model: str, start: int) -> None:
-        """Open the window from the sink even where this replica never saw it stored (another
-        writer may have), or read again the ids stored for it.
-
-        The ids are read when a window opens; without this a window this replica already had
-        open counted a redelivered record a dead replica had made durable a second time. Read
-        for every batch holding a redelivery, not once in a while: a read is only good for
-        writes before it, and the replica whose message this is may have written since."""
-        state = self._windows.get((model, start))
-        if state is None:
-            self._window_for(model, start, stored_known=True)
-        else:
-            state.seen_ids.update(self._sink.load_window(model, start).request_ids)
 
     def resume(self, windows: Sequence[tuple[str, int]]) -> None:
         """Reopen stored windows a stopped worker left unjudged, so they are judged once.

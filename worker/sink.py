@@ -10,7 +10,7 @@ associative and commutative). DuckDB (embedded default) and BigQuery implement t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, overload
@@ -220,6 +220,13 @@ class StoredWindow:
     evaluated: bool
 
 
+def windows_one_by_one(
+    load_window: Callable[[str, int], StoredWindow], windows: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], StoredWindow]:
+    """`Sink.load_windows` for a sink whose reads are cheap one at a time (a local file)."""
+    return {key: load_window(*key) for key in dict.fromkeys(windows)}
+
+
 class Sink(Protocol):
     name: str
 
@@ -232,6 +239,13 @@ class Sink(Protocol):
         ...
 
     def load_window(self, model: str, window_start: int) -> StoredWindow: ...
+
+    def load_windows(
+        self, windows: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], StoredWindow]:
+        """`load_window` for several windows in one read (an entry for each, empty where
+        nothing is stored): a poll's windows are opened together."""
+        ...
 
     def load_recent_windows(
         self, model: str, since: int, until: int

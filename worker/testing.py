@@ -39,6 +39,7 @@ from worker.sink import (
     QuarantinedRecord,
     StoredWindow,
     checkpoint_digest,
+    windows_one_by_one,
 )
 from worker.source import Source, SourceMessage
 
@@ -321,6 +322,11 @@ class MemorySink:
             records=sum(p.records for p in rows),
             evaluated=evaluated,
         )
+
+    def load_windows(
+        self, windows: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], StoredWindow]:
+        return windows_one_by_one(self.load_window, windows)
 
     def load_recent_windows(
         self, model: str, since: int, until: int

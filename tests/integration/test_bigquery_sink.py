@@ -338,3 +338,44 @@ def test_a_retry_after_a_half_written_checkpoint_counts_each_record_once(
     assert (row["records"], row["partial_rows"]) == (13, 2)
     restarted.close()
     sink.close()
+
+
+def test_several_windows_read_in_one_go_are_what_each_read_alone_is(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str
+) -> None:
+    """A poll's windows are opened with one read (three queries) for all of them: each must
+    hold exactly what reading it alone holds, from every writer, and a window nothing was
+    stored for is empty, not missing."""
+    from tests.sink_cases import S0, batch, detection, ids, partial
+
+    sink = BigQuerySink(
+        bigquery_emulator.project, bigquery_dataset, client=bigquery_emulator.client()
+    )
+    a0, a1 = batch("a0-", 5, blocked=1), batch("a1-", 3, second=65)
+    b0 = batch("b0-", 4, model="b")
+    sink.write_checkpoint(
+        Checkpoint(
+            "w1",
+            0,
+            [partial(a0), partial(a1, start=S0 + 60), partial(b0, model="b")],
+            [*ids(a0), *ids(a1, start=S0 + 60), *ids(b0, model="b")],
+            detections=[detection()],
+        )
+    )
+    more = batch("a0x-", 2, second=30)
+    sink.write_checkpoint(Checkpoint("w2", 0, [partial(more)], ids(more)))
+    asked = [("a", S0), ("a", S0 + 60), ("b", S0), ("b", S0 + 60)]  # the last: nothing stored
+    together = sink.load_windows(asked)
+    assert list(together) == asked
+    for key in asked:
+        alone, got = sink.load_window(*key), together[key]
+        assert (got.records, got.request_ids, got.evaluated) == (
+            alone.records,
+            alone.request_ids,
+            alone.evaluated,
+        ), key
+        assert sorted(map(repr, got.partial_states)) == sorted(map(repr, alone.partial_states))
+    assert (together[("a", S0)].records, together[("a", S0)].evaluated) == (7, True)
+    assert len(together[("a", S0)].partial_states) == 2
+    assert together[("b", S0 + 60)].records == 0 and not together[("b", S0 + 60)].request_ids
+    sink.close()

@@ -566,6 +566,63 @@ class BigQuerySink:
             evaluated=bool(judged and judged[0]["n"]),
         )
 
+    def load_windows(
+        self, windows: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], StoredWindow]:
+        """`load_window`'s three queries once for all of a poll's windows (a superset by
+        model and start, cut to the windows asked for): one by one, a poll of redelivered
+        messages spanning ten windows was thirty queries, in turn, on the main loop."""
+        if not windows:
+            return {}
+        where = "window_start IN UNNEST(@starts) AND model IN UNNEST(@models)"
+        params = {
+            "starts": sorted({datetime.fromtimestamp(s, tz=UTC) for _, s in windows}),
+            "models": sorted({m for m, _ in windows}),
+        }
+        partials = self.query(
+            "SELECT model, UNIX_SECONDS(window_start) AS s, states, records "
+            f"FROM {{ds}}.window_metrics WHERE {where} {_DEDUP}",
+            params,
+        )
+        # as in `load_window`: only ids whose partial row landed
+        ids = self.query(
+            "SELECT r.model AS model, UNIX_SECONDS(r.window_start) AS s, request_id FROM ("
+            "SELECT row_id, model, window_start, request_ids FROM {ds}.window_request_ids "
+            f"WHERE {where} QUALIFY ROW_NUMBER() OVER "
+            "(PARTITION BY row_id, request_ids[SAFE_OFFSET(0)] ORDER BY written_at DESC) = 1) "
+            "AS r, UNNEST(r.request_ids) AS request_id WHERE r.row_id IN (SELECT row_id FROM "
+            f"{{ds}}.window_metrics WHERE {where})",
+            params,
+        )
+        judged = self.query(
+            "SELECT model, UNIX_SECONDS(window_start) AS s, COUNT(*) AS n FROM {ds}.detections "
+            f"WHERE {where} GROUP BY model, s",
+            params,
+        )
+
+        def key(row: Mapping[str, Any]) -> tuple[str, int]:
+            return str(row["model"]), int(row["s"])
+
+        states: dict[tuple[str, int], list[Mapping[str, DetectorRow]]] = {}
+        records: dict[tuple[str, int], int] = {}
+        for r in partials:
+            records[key(r)] = records.get(key(r), 0) + int(r["records"])
+            if decoded := decode_states(r["states"]):
+                states.setdefault(key(r), []).append(decoded)
+        stored_ids: dict[tuple[str, int], set[str]] = {}
+        for r in ids:
+            stored_ids.setdefault(key(r), set()).add(str(r["request_id"]))
+        evaluated = {key(r) for r in judged if r["n"]}
+        return {
+            k: StoredWindow(
+                partial_states=states.get(k, []),
+                request_ids=frozenset(stored_ids.get(k, ())),
+                records=records.get(k, 0),
+                evaluated=k in evaluated,
+            )
+            for k in dict.fromkeys(windows)
+        }
+
     def load_recent_windows(
         self, model: str, since: int, until: int
     ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:

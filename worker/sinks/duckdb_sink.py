@@ -44,6 +44,7 @@ from worker.sink import (
     StoredWindow,
     checkpoint_digest,
     request_id_groups,
+    windows_one_by_one,
 )
 from worker.sinks.arrow_columns import arrow_column, timestamps_from_seconds
 from worker.sinks.state_codec import decode_states, encode_states
@@ -536,6 +537,11 @@ class DuckDBSink:
             records=sum(int(n) for _, n in states),
             evaluated=bool(evaluated and evaluated[0]),
         )
+
+    def load_windows(
+        self, windows: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], StoredWindow]:
+        return windows_one_by_one(self.load_window, windows)
 
     def load_recent_windows(
         self, model: str, since: int, until: int
