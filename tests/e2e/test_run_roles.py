@@ -74,6 +74,7 @@ def test_ingest_then_evaluate_judge_like_replay(tmp_path: Path) -> None:
         wait_until(
             f"{expected} detections", evaluator, lambda: _detections_total(base) >= expected, 60
         )
+        assert get(f"{base}/readyz") == (200, "ready\n")  # the ingest replica had reported
         evaluator.proc.send_signal(signal.SIGTERM)
         result = evaluator.wait(timeout=30)
     finally:
@@ -91,17 +92,22 @@ def test_ingest_then_evaluate_judge_like_replay(tmp_path: Path) -> None:
 def test_an_evaluator_with_nothing_to_judge_says_what_it_waits_for(tmp_path: Path) -> None:
     """`--role evaluate` on a DuckDB file no ingest replica wrote to judged nothing for as long
     as it ran, silently, and /readyz said ready: a newcomer waited ten minutes. It now says
-    that a DuckDB file takes one writer at a time and that no ingest progress is there yet."""
+    that a DuckDB file takes one writer at a time and that no ingest progress is there yet,
+    and /readyz says not ready, and why."""
     config = _config(
-        tmp_path / "evaluate.yaml", source=tmp_path / "x", db=tmp_path / "e.duckdb", port=None
+        tmp_path / "evaluate.yaml", source=tmp_path / "x", db=tmp_path / "e.duckdb", port=0
     )
     evaluator = RunningLookout("run", "--config", config, "--role", "evaluate", cwd=tmp_path)
     try:
+        base = served_base(evaluator)
         evaluator.wait_for(
             "the waiting warning",
             lambda out, err: "no ingest replica has written its progress" in err,
             60,
         )
+        status, body = get(f"{base}/readyz")
+        assert status == 503
+        assert "ingest (no ingest replica has written its progress to" in body, body
         evaluator.proc.send_signal(signal.SIGTERM)
         result = evaluator.wait(timeout=30)
     finally:

@@ -166,8 +166,20 @@ def serve_evaluator(config: LookoutConfig) -> int:
     Deployment has one replica and the Recreate strategy)."""
     pipeline = build_pipeline(config, alert_stream=sys.stdout)
     engine, sink = pipeline.engine, pipeline.sink
+    # ready once an ingest replica has reported to this sink (each does as it starts): an
+    # evaluator pointed at the wrong dataset said ready while it judged nothing, for good
+    reported = threading.Event()
+    waiting_for = (
+        f"no ingest replica has written its progress to {sink.name} yet "
+        "(`lookout run --role ingest` on the same sink)"
+    )
     try:
-        health = _start_health(config, pipeline, {"sink": sink.writable})
+        health = _start_health(
+            config,
+            pipeline,
+            {"sink": sink.writable, "ingest": reported.is_set},
+            details={"ingest": lambda: waiting_for},
+        )
     except MetricsPortUnavailable as error:
         pipeline.close()
         print(f"lookout run: {error}", file=sys.stderr)
@@ -187,6 +199,8 @@ def serve_evaluator(config: LookoutConfig) -> int:
                         sink.name,
                     )
                 waiting_said = frontier is None
+                if frontier is not None:
+                    reported.set()
                 now_judged = engine.judge_stored(frontier)
                 if now_judged:
                     log.info("judged %d window(s) the ingest replicas closed", now_judged)
