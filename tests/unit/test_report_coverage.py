@@ -20,6 +20,7 @@ from schemas.detection import Detection, Verdict
 from tests.report_html import Section, sections
 from tests.window_detections import minute_detection
 from worker.cli.report import write_report
+from worker.cli.report_scope import scope_of
 from worker.sink import Checkpoint, PartialRow, QuarantinedRecord
 from worker.sinks.duckdb_read_only import open_read_only
 from worker.sinks.duckdb_sink import DuckDBSink
@@ -146,3 +147,32 @@ def test_unjudged_windows_are_counted_with_their_commonest_reason(
         "not judged: 9 calls in the window (minimum 100) and 998 calls in the 32 past windows "
         "(minimum 1000 for a baseline). (3 windows)"
     )
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("2026-01-05T06:00", "2026-01-05T07:00"), ("2026-01-05T06:00", "2026-01-05T06:05")],
+    ids=["the hour", "every window"],
+)
+def test_a_time_range_that_holds_every_window_still_counts_the_quarantined_records(
+    tmp_path: Path, since: str, until: str
+) -> None:
+    """Found in review: `lookout report --since --until` of the hour the stream ran said
+    "0 quarantined" for a model with 3. A record is quarantined because its event time is far
+    from the stream's (hours ahead here, 2099 or 1970 from a broken clock), so that time falls
+    in no window the range selects; the count is the file's, and the line says so."""
+    path = tmp_path / "lookout.duckdb"
+    writer = DuckDBSink(path)
+    writer.write_checkpoint(checkpoint())
+    writer.close()
+    sink = open_read_only(path)  # as `lookout report` opens it
+    try:
+        page = write_report(sink, tmp_path / "r.html", title="t", scope=scope_of(since, until))
+    finally:
+        sink.close()
+    found = sections(page)
+    text = found["text-bison"].text
+    assert text.startswith("530 records in 5 windows · 0 late · 3 quarantined"), text
+    assert "not limited by --since/--until" in text, text
+    assert "event time 2026-01-05 10:00:00Z is 4 h ahead of the stream" in text
+    assert " · 0 quarantined" in found["gpt-4o-mini"].text

@@ -453,7 +453,12 @@ _KEY = (
     f"<span style='background:{SEVERITY_FILL['warning']}'></span>warning, "
     f"<span style='background:{SEVERITY_FILL['info']}'></span>info incident, shaded from "
     "the window it fired in to the window it resolved in.</p>"
-    "<p class='note'>The x axis is event time: the {window} windows the records fall in, not "
+    "<p class='note'>A window a detector did not judge (verdict <i>insufficient_data</i>: too "
+    "few calls, no baseline or reference yet) is left out of its panel: its lines break there "
+    "and the panel's title counts such windows. Its value was never tested (a block rate of 3 "
+    "calls can be 33%), so it is not drawn as if it had been; Data quality and coverage says "
+    "why each detector could not judge. "
+    "The x axis is event time: the {window} windows the records fall in, not "
     "when Lookout processed them. The minimum effect is the baseline × <code>min_ratio</code> "
     "for safety, latency and tokens, and <code>min_effect</code> for the drift detectors. "
     "<b>Embedding drift</b> is plotted as the squared maximum mean discrepancy "
@@ -575,6 +580,7 @@ def write_report(
         detector_coverage(sink, scope),
         quarantined(sink, scope),
         [p.detector for p in PANELS],
+        time_limited=scope.since is not None or scope.until is not None,
     )
     db = str(sink.path) if isinstance(getattr(sink, "path", None), Path) else None
     parts = [

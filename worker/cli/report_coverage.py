@@ -6,6 +6,11 @@ embedding-drift detector judged 0 of 8,640 windows (no model sent embeddings) an
 alerts" for "nothing wrong". So each model gets its records, late and quarantined counts,
 and per detector how many windows it judged, how many it could not, and why (the detections'
 own `reason`, the most common kind with its latest wording).
+
+Quarantined records are counted per model over the whole file, whatever --since/--until say:
+a record is quarantined because its event time is far from the stream's (a clock in 2099 or
+1970), so that time falls in no window a range selects, and a report of the hours the stream
+ran said "0 quarantined" for a file with some. The line says when the count is the file's.
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ class ModelQuality:
     quarantine_reason: str
     #: (detector, windows, judged, windows of the top reason, top reason) per detector
     detectors: tuple[tuple[str, int, int, int, str], ...]
+    #: the report is limited to a time range, which `quarantined` is not (see the module)
+    quarantined_any_time: bool = False
 
 
 def _esc(value: object) -> str:
@@ -107,25 +114,33 @@ def _quarantine_table(sink: DuckDBSink) -> str | None:
 
 
 def quarantined(sink: DuckDBSink, scope: Scope) -> pd.DataFrame | None:
-    """Per model: records quarantined for their event time in scope, and the commonest
-    reason; None when the file holds no quarantine table it can read."""
+    """Per model of the scope: records quarantined, and the commonest reason; None when the
+    file holds no quarantine table it can read. Not limited to the scope's time range: the
+    event time a record was quarantined for places it in no window of any range (see the
+    module), and no other time of the record is the stream's."""
     table = _quarantine_table(sink)
     if table is None:
         return None
     sql = _QUARANTINED.replace("{table}", table)
     try:
-        return scoped_frame(sink, sql, scope, time_column="to_timestamp(event_time_unix)")
+        return scoped_frame(sink, sql, Scope(models=scope.models))
     except duckdb.Error as error:  # an older release's columns: say so rather than fail
         log.warning("report: cannot read quarantined_records: %s", str(error).splitlines()[0])
         return None
 
 
 def model_quality(
-    merged: pd.DataFrame, coverage: pd.DataFrame, held: pd.DataFrame | None, order: Sequence[str]
+    merged: pd.DataFrame,
+    coverage: pd.DataFrame,
+    held: pd.DataFrame | None,
+    order: Sequence[str],
+    *,
+    time_limited: bool = False,
 ) -> list[ModelQuality]:
     """The per-model counts, from the report's model totals (`merged`: windows, records,
     late_records), `detector_coverage` and `quarantined` (`held`). Detectors are listed in
-    `order` (the panels'), any other after them."""
+    `order` (the panels'), any other after them. `time_limited`: the report covers a time
+    range, so its line must say the quarantine count is not limited to it."""
     quarantine = {} if held is None else {str(r["model"]): r for r in _records(held)}
     out = []
     for m in _records(merged):
@@ -152,6 +167,7 @@ def model_quality(
                     )
                     for r in mine
                 ),
+                quarantined_any_time=time_limited,
             )
         )
     return out
@@ -185,9 +201,15 @@ def _counts_line(q: ModelQuality) -> str:
     if q.quarantined is None:
         held = "quarantined records: not recorded in this file"
     else:
-        held = f"<b>{q.quarantined:,}</b> quarantined" + (
-            f" (most often: {_esc(q.quarantine_reason)})" if q.quarantined else ""
-        )
+        notes: list[str] = []
+        if q.quarantined_any_time:
+            notes.append(
+                "in the whole file, not limited by --since/--until: their event time, which "
+                "was too far from the stream's, places them in no window"
+            )
+        if q.quarantined:
+            notes.append(f"most often: {_esc(q.quarantine_reason)}")
+        held = f"<b>{q.quarantined:,}</b> quarantined" + (f" ({'; '.join(notes)})" if notes else "")
     late = f"<b>{q.late_records:,}</b> late" + (
         f" ({q.late_records / q.records:.2%} of records)" if q.late_records and q.records else ""
     )

@@ -14,6 +14,13 @@ incidents 14 to 28 of 116 judged safety windows sat above the line, then labelle
 (alert above)", with verdict ok. The red dots are the verdicts; the line says how large a
 change must at least be.
 
+A window a detector did not judge (verdict insufficient_data: too few calls, no baseline or
+reference yet) is left out of its panel's lines, which break there, and the panel's title counts
+such windows. Safety carries the block rate of a 3-call window as its value all the same: drawn
+on the line, 1 blocked call of 3 and 2 of 4 were 33% and 50% spikes among 1% windows, read as
+incidents no test had found. A monitoring chart leaves a metric out where it was not computed
+rather than draw an untested number as a measurement; the data-quality section lists them.
+
 A series of more than `MAX_POINTS` windows (ten days of one-minute windows is 14,400) is drawn
 from the lowest and the highest value of each run of windows, so a spike stays visible and the
 file stays small; every alert window keeps its marker, and the panel's title says so.
@@ -139,6 +146,20 @@ class Incident:
     sustained: bool = False
 
 
+#: the verdicts of a window its detector judged; any other (insufficient_data) is not plotted
+JUDGED = ("ok", "alert")
+#: the columns a panel draws lines through, blank where the detector did not judge the window
+_LINE_COLUMNS = ("value", "threshold", "baseline")
+
+
+def judged_only(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with their lines' values blanked where the detector did not judge the window.
+    The window stays, as a gap: dropping it would join the windows either side of it with a
+    line no verdict stands for, and the count of windows a panel states would be off."""
+    judged = rows["verdict"].isin(JUDGED)
+    return rows.assign(**{column: rows[column].where(judged) for column in _LINE_COLUMNS})
+
+
 #: a series longer than this is drawn from each run's lowest and highest value (`drawn_rows`)
 MAX_POINTS = 3000
 #: how many runs a long series is cut into: at most twice as many points are drawn
@@ -177,14 +198,23 @@ def _naive(stamp: pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
-def _panel_title(panel: Panel, drawn: int, windows: int) -> str:
-    """The panel's title, and when its lines were thinned, by how much and what was kept."""
-    if drawn == windows:
-        return panel.title
-    return (
-        f"{panel.title}<br><span style='font-size:11px'>downsampled: lines drawn through "
-        f"{drawn:,} of {windows:,} windows (the lowest and highest of each run); every "
-        "'alert' window keeps its marker</span>"
+def _panel_title(panel: Panel, drawn: int, windows: int, unjudged: int) -> str:
+    """The panel's title; a line saying how many windows were left out because the detector
+    did not judge them (a gap in a line is otherwise read as missing data), and one saying
+    by how much the lines were thinned and what was kept."""
+    notes: list[str] = []
+    if unjudged:
+        notes.append(
+            f"{unjudged:,} of {windows:,} windows not judged (insufficient_data): left out, "
+            "see Data quality and coverage"
+        )
+    if drawn != windows:
+        notes.append(
+            f"downsampled: lines drawn through {drawn:,} of {windows:,} windows (the lowest "
+            "and highest of each run); every 'alert' window keeps its marker"
+        )
+    return "".join(
+        [panel.title, *(f"<br><span style='font-size:11px'>{note}</span>" for note in notes)]
     )
 
 
@@ -195,16 +225,21 @@ def model_figure(
     last_window_end: pd.Timestamp,
     first_window_start: pd.Timestamp | None = None,
 ) -> go.Figure | None:
-    """The figure for one model, with a panel per detector that has values; None if none.
-    Incidents are shaded within [first_window_start, last_window_end]: one that began before
-    the report's range starts at its edge rather than stretching the axis back to it."""
+    """The figure for one model, with a panel per detector that has a value in a window it
+    judged (`judged_only`); None if none. Incidents are shaded within [first_window_start,
+    last_window_end]: one that began before the report's range starts at its edge rather than
+    stretching the axis back to it."""
     mine = detections[detections["model"] == model]
     panels = []
+    titles: list[str] = []
     for panel in PANELS:
         rows = mine[(mine["detector"] == panel.detector) & mine["condition"].isin(panel.conditions)]
-        if rows["value"].notna().any():
-            rows = rows.sort_values("window_start")
-            panels.append((panel, rows, drawn_rows(rows)))
+        shown = judged_only(rows.sort_values("window_start"))
+        if shown["value"].notna().any():
+            drawn = drawn_rows(shown)
+            unjudged = int((~rows["verdict"].isin(JUDGED)).sum())
+            panels.append((panel, shown, drawn))
+            titles.append(_panel_title(panel, len(drawn), len(shown), unjudged))
     if not panels:
         return None
     fig = make_subplots(
@@ -212,7 +247,7 @@ def model_figure(
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.09 / max(len(panels) - 1, 1) * 2,
-        subplot_titles=[_panel_title(p, len(drawn), len(rows)) for p, rows, drawn in panels],
+        subplot_titles=titles,
     )
     named: set[str] = set()
     for row, (panel, rows, drawn) in enumerate(panels, start=1):
@@ -237,8 +272,8 @@ def model_figure(
         )
     fig.update_xaxes(title_text="window start (UTC, event time)", row=len(panels), col=1)
     _add_legend_only_entries(fig)
-    # a first panel title of two lines (downsampled) needs room below the legend
-    below_legend = 32 + (16 if len(panels[0][2]) < len(panels[0][1]) else 0)
+    # each further line of the first panel's title (its notes) needs room below the legend
+    below_legend = 32 + 16 * titles[0].count("<br>")
     height = 260 * len(panels) + 220 + below_legend - 32
     top, bottom = 140 + below_legend - 32, 80
     fig.update_layout(
