@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import re
 import threading
 import warnings
@@ -31,6 +32,8 @@ from schemas.alert_types import SecretRef
 from schemas.retune_config import KfpRetune, PubSubRetune, RetuneAction, VertexPipelineRetune
 
 T = TypeVar("T")
+
+log = logging.getLogger("lookout.retune")
 
 
 class RetuneActionError(Exception):
@@ -80,7 +83,7 @@ class _GaveUp(Exception):
 def within(seconds: float, call: Callable[[], T]) -> T:
     """`call()`, awaited for at most `seconds` on a helper thread (else `_GaveUp`). A call
     still running then is left to finish on its own (a daemon thread: it holds up no exit); a
-    Vertex AI job it then creates answers the retry as already existing."""
+    Vertex AI job or Kubeflow run it then creates answers the retry as already started."""
     done = threading.Event()
     outcome: list[Any] = []
 
@@ -210,7 +213,13 @@ def read_token(ref: SecretRef, action: str) -> str:
 
 def publish_request(action: PubSubRetune, request: RetuneRequest) -> str:
     """Publish the request JSON; attributes let a subscription filter by model or action.
-    Honours PUBSUB_EMULATOR_HOST like every Pub/Sub client."""
+    Honours PUBSUB_EMULATOR_HOST like every Pub/Sub client.
+
+    A publish cannot be made idempotent (Pub/Sub takes no id from the publisher): one given up
+    after `timeout_seconds` may be delivered all the same, and the retry at the incident's next
+    alerting window is then a second message. Both carry the request's id, the same at every
+    attempt, as `retune_request_id`, so the consumer can see they are one request (or use it
+    as its pipeline job's id, which Vertex AI refuses twice)."""
     from google.cloud import pubsub_v1
 
     publisher, future = None, None
@@ -225,6 +234,7 @@ def publish_request(action: PubSubRetune, request: RetuneRequest) -> str:
             model=request.model,
             detector=request.detector,
             action=action.name,
+            retune_request_id=request_id(action.name, request),
         )
         message_id: str = future.result(timeout=action.timeout_seconds)
     except Exception as error:
@@ -256,12 +266,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def vertex_job_id(action: str, request: RetuneRequest) -> str:
-    """The PipelineJob id, one per action and incident: the client's default,
-    `<pipeline>-<wall-clock second>`, was the same for two models alerting in one second (the
-    second refused as already existing), and new on a retry, which then started a second
-    tuning job when the first attempt timed out after all. Lowercase letters, digits and
-    hyphens, starting with a letter, at most 128 characters, as Vertex AI wants."""
+def request_id(action: str, request: RetuneRequest) -> str:
+    """One id per action and incident, the same at every attempt: what a retry finds the
+    first attempt's job or run by when that attempt was given up (a timeout) but the remote
+    side created it anyway. Lowercase letters, digits and hyphens, starting with a letter, at
+    most 128 characters, as Vertex AI wants of a job id."""
     utc = request.time_range.start.astimezone(UTC)
     start = utc.strftime("%Y%m%dt%H%M%Sz")
     key = f"{action}\n{request.dedup_key}\n{utc.isoformat()}"
@@ -270,6 +279,23 @@ def vertex_job_id(action: str, request: RetuneRequest) -> str:
     if not readable[:1].isalpha():
         readable = f"lookout-{readable}".rstrip("-")
     return f"{readable[:96].rstrip('-')}-{start}-{digest}"
+
+
+def vertex_job_id(action: str, request: RetuneRequest) -> str:
+    """The PipelineJob id: the request's id. The client's default,
+    `<pipeline>-<wall-clock second>`, was the same for two models alerting in one second (the
+    second refused as already existing), and new on a retry, which then started a second
+    tuning job when the first attempt timed out after all; Vertex AI refuses a job id it has
+    (409), which the retry reads as already started."""
+    return request_id(action, request)
+
+
+def kfp_run_description(action: str, request: RetuneRequest) -> str:
+    """The Kubeflow run's description, naming the request's id: Kubeflow Pipelines makes run
+    ids itself (a client cannot name its run as it names a Vertex AI job), so a retry looks
+    the first attempt's run up by this, the one field it can set and filter runs by exactly
+    (the run name is the configured `run_name`, the same for every incident of a model)."""
+    return f"lookout retune request {request_id(action, request)}"
 
 
 def _vertex_fields(action: VertexPipelineRetune) -> dict[str, str]:
@@ -369,29 +395,114 @@ def _kfp_client(kfp: Any, action: KfpRetune, token: str | None) -> Any:
 
 
 def create_kfp_run(action: KfpRetune, request: RetuneRequest) -> str:
-    """Create a run from a compiled package on a Kubeflow Pipelines endpoint."""
+    """Create a run from a compiled package on a Kubeflow Pipelines endpoint, once per
+    incident: a run the request's earlier attempt created after it was given up (a timeout)
+    is found by its description and answered as `AlreadyStarted`, not made twice.
+
+    Through the client's API objects, not `create_run_from_pipeline_package`: that prints
+    `Experiment details: <url>` and `Run details: <url>` on stdout, in the middle of the alert
+    JSON lines of `--alerts-out /dev/stdout`, and sets no description. The link is logged
+    (INFO) instead."""
     try:
         import kfp
+
+        # by name: the client's generated API package has no type information
+        kfp_server_api: Any = importlib.import_module("kfp_server_api")
     except ImportError as error:
         msg = "the kfp action needs the retune extra: pip install 'lookout[retune]'"
         raise RetuneActionError(msg) from error
     token = (
         None if action.existing_token is None else read_token(action.existing_token, action.name)
     )
+    description = kfp_run_description(action.name, request)
     try:
         client = _kfp_client(kfp, action, token)
-        run = client.create_run_from_pipeline_package(
-            action.package_path,
-            arguments=render_parameters(action.parameters, request),
-            run_name=request.render(action.run_name),
-            experiment_id=action.experiment_id,
-            namespace=action.namespace,
+        namespace = action.namespace or client.get_user_namespace()
+        experiment_id = action.experiment_id or _default_experiment(
+            client, kfp_server_api, namespace
         )
+        existing = _run_described(client, experiment_id, namespace, description)
+        if existing is None:
+            job = client._create_job_config(
+                params=render_parameters(action.parameters, request),
+                pipeline_package_path=action.package_path,
+                pipeline_id=None,
+                version_id=None,
+                enable_caching=None,
+                cache_key=None,
+                pipeline_root=None,
+            )
+            run = client._run_api.run_service_create_run(
+                run=kfp_server_api.V2beta1Run(
+                    experiment_id=experiment_id,
+                    display_name=request.render(action.run_name),
+                    description=description,
+                    pipeline_spec=job.pipeline_spec,
+                    runtime_config=job.runtime_config,
+                )
+            )
     except Exception as error:
         reason = short_reason(error, action.timeout_seconds)
         msg = f"{doing(action)}: {reason}"
         raise RetuneActionError(msg) from error
-    return str(run.run_id)
+    if existing is not None:
+        raise AlreadyStarted(existing)
+    run_id = str(run.run_id)
+    log.info(
+        "retune %s for %s: Kubeflow run %s: %s/#/runs/details/%s",
+        action.name,
+        request.model,
+        run_id,
+        client._get_url_prefix(),
+        run_id,
+    )
+    return run_id
+
+
+#: the client's environment variables for the experiment of a run given none
+_KFP_EXPERIMENT_OVERRIDE = "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME"
+_KFP_EXPERIMENT_DEFAULT = "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME"
+
+
+def _default_experiment(client: Any, kfp_server_api: Any, namespace: str | None) -> str:
+    """The id of the experiment the client's `create_run_from_pipeline_package` puts a run
+    given no `experiment_id` in (named by its environment variables, else `Default`), created
+    if missing, as it does: its own lookup prints the experiment's link on stdout."""
+    name = os.environ.get(_KFP_EXPERIMENT_OVERRIDE) or os.environ.get(_KFP_EXPERIMENT_DEFAULT)
+    name = name or "Default"
+    try:
+        return str(client.get_experiment(experiment_name=name, namespace=namespace).experiment_id)
+    except ValueError as error:
+        if not str(error).startswith("No experiment is found"):
+            raise
+    created = client._experiment_api.experiment_service_create_experiment(
+        experiment=kfp_server_api.V2beta1Experiment(display_name=name, namespace=namespace)
+    )
+    log.info("Kubeflow experiment %r created: %s", name, created.experiment_id)
+    return str(created.experiment_id)
+
+
+def _run_described(
+    client: Any, experiment_id: str | None, namespace: str | None, description: str
+) -> str | None:
+    """The id of a run in the experiment with this description (the request's earlier
+    attempt's), None if there is none. Looked up before creating, not atomically: a first
+    attempt whose run is created only after the retry's lookup (more than an alerting window
+    late) still makes a second run."""
+    found = client.list_runs(
+        page_size=1,
+        experiment_id=experiment_id,
+        namespace=namespace,
+        filter=json.dumps(
+            {
+                "predicates": [
+                    {"operation": "EQUALS", "key": "description", "stringValue": description}
+                ]
+            }
+        ),
+    )
+    runs = found.runs or []
+    return str(runs[0].run_id) if runs else None
 
 
 def is_local(path: str) -> bool:

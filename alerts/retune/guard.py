@@ -59,7 +59,7 @@ class RetuneLog:
         self._upgrade()
         # a request still pending from an earlier process got no answer there (killed while
         # it ran): not made, so its incident's next alerting window asks again (a Vertex AI
-        # job it did create answers that retry as already existing)
+        # job or Kubeflow run it did create answers that retry as already started)
         self._con.execute("UPDATE retune_requests SET outcome = 'failed' WHERE outcome = 'pending'")
 
     def _upgrade(self) -> None:

@@ -11,7 +11,10 @@ Windows can be judged faster than an action runs (a replay, a backlog caught up)
 a model whose request is still in flight is kept, not dropped, and offered again when the
 answer comes — so after a failure the incident's next alerting window does try again, even if
 it was judged while the failed request ran.
-`lookout_retune_requests_total{action,outcome}` counts sent, dry_run, failed and cooldown.
+`lookout_retune_requests_total{action,model,outcome}` counts sent, dry_run, failed and cooldown
+per action and the alert's model: without the model an SRE saw an action fail, not for which
+model. A model's series are made (at 0) at its first alerting window routed to the action, so
+its first failure is an increase Prometheus can see, not a series born at 1.
 """
 
 from __future__ import annotations
@@ -98,13 +101,12 @@ class RetuneTrigger:
         self._unsent: dict[str, dict[tuple[str, datetime], str]] = {}
         self.total = Counter(
             "lookout_retune_requests",
-            "Retune requests by action and outcome: sent, dry_run, failed, cooldown.",
-            ["action", "outcome"],
+            "Retune requests by action, model and outcome: sent, dry_run, failed, cooldown.",
+            ["action", "model", "outcome"],
             registry=registry,
         )
-        for name in self._actions:
-            for outcome in ("sent", "dry_run", "failed", "cooldown"):
-                self.total.labels(name, outcome)
+        #: (action, model) pairs whose series exist
+        self._labelled: set[tuple[str, str]] = set()
 
     def consider(self, detection: Detection, incident: Incident) -> list[RetuneRequest]:
         """Requests this alerting window starts (usually none); recorded before queued."""
@@ -165,6 +167,8 @@ class RetuneTrigger:
                 alert_windows=candidate.alert_windows,
                 at=candidate.at,
             )
+            if decision != "other_detector":
+                self._label(action.name, request.model)
             if decision == "in_flight":
                 waiting = self._waiting.setdefault(candidate.model_key, {})
                 waiting[candidate.key[1:]] = candidate  # the incident's latest window
@@ -184,13 +188,28 @@ class RetuneTrigger:
             self._queue.put(candidate)
         return True
 
+    def _label(self, action: str, model: str) -> None:
+        """Make the model's series of `action`, at 0, before anything is counted in them:
+        Prometheus's `increase()` sees no increase in a series that first appears at 1, so
+        `LookoutRetuneFailing` missed a model's first failure (a lone one, for good). Made
+        at the model's first alerting window routed to the action, `consecutive_windows`
+        windows before its request; never for a model whose detector the action skips."""
+        if (action, model) not in self._labelled:
+            self._labelled.add((action, model))
+            for outcome in ("sent", "dry_run", "failed", "cooldown"):
+                self.total.labels(action, model, outcome)
+
+    def _count(self, action: str, model: str, outcome: str) -> None:
+        self._label(action, model)
+        self.total.labels(action, model, outcome).inc()
+
     def _held_back(self, candidate: _Candidate) -> None:
         """Counted and said once per incident, not at each of its windows."""
         name = candidate.action.name
         key = (name, candidate.request.dedup_key, candidate.request.time_range.start)
         if key not in self._counted:
             self._counted.add(key)
-            self.total.labels(name, "cooldown").inc()
+            self._count(name, candidate.request.model, "cooldown")
             log.warning("retune %s for %s held back by its cooldown", name, candidate.request.model)
 
     def _work(self, candidate: _Candidate) -> None:
@@ -218,12 +237,12 @@ class RetuneTrigger:
                 "no answer in time)"
             )
         except Exception as error:
-            self.total.labels(action.name, "failed").inc()
+            self._count(action.name, request.model, "failed")
             dry = " (dry run)" if action.dry_run else ""
             log.error("retune %s for %s failed%s: %s", action.name, request.model, dry, error)
             self._settle(candidate, sent=False)
             return
-        self.total.labels(action.name, "dry_run" if action.dry_run else "sent").inc()
+        self._count(action.name, request.model, "dry_run" if action.dry_run else "sent")
         log.warning("retune %s for %s %s", action.name, request.model, said)
         self._settle(candidate, sent=True)
 
@@ -323,7 +342,7 @@ class RetuneTrigger:
                 given_up.append(item)
         for candidate in given_up:
             self._write_outcome(candidate, sent=False)
-            self.total.labels(candidate.action.name, "failed").inc()
+            self._count(candidate.action.name, candidate.request.model, "failed")
             log.warning(
                 "retune %s for %s given up at shutdown before it was answered: not counted as "
                 "made, asked again at the next start",

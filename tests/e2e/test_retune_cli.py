@@ -5,6 +5,7 @@ its grace period, gives the request up (saying so), and the next run asks again.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -112,19 +113,29 @@ def test_replay_exits_1_naming_the_retune_action_whose_requests_failed(
     ), ran.describe()
 
 
+#: the `parameters` of a kfp action running `tune_large_model`
+KFP_PARAMETERS = (
+    "parameters: {project: p, location: l, large_model_reference: m, "
+    "model_display_name: '{model}-retuned', dataset_uri: '{window_start}'}"
+)
+
+
+def kfp_package(tmp_path: Path) -> Path:
+    """`tune_large_model` compiled, as a kfp action's `package_path`."""
+    from kfp import compiler
+
+    package = tmp_path / "tune.yaml"
+    compiler.Compiler().compile(tune_large_model, str(package))
+    return package
+
+
 def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_next_asks_again(
     small_incident_stream: Path, tmp_path: Path
 ) -> None:
     """SIGTERM took 122 s (the grace period is 25) with the request recorded as made, so the
     next run, with the endpoint working again, sent nothing ("already requested")."""
-    from kfp import compiler
-
-    package = tmp_path / "tune.yaml"
-    compiler.Compiler().compile(tune_large_model, str(package))
-    parameters = (
-        "parameters: {project: p, location: l, large_model_reference: m, "
-        "model_display_name: '{model}-retuned', dataset_uri: '{window_start}'}"
-    )
+    package = kfp_package(tmp_path)
+    parameters = KFP_PARAMETERS
     hole = Blackhole()
     grace = 9
     hung = retune_config(
@@ -166,6 +177,39 @@ def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_nex
     finally:
         rest.stop()
     assert replayed.returncode == 0, replayed.describe()
-    started = re.findall(r"retune tune for (\S+) started: run-1", replayed.stderr)
+    started = re.findall(r"retune tune for (\S+) started: run-\d+", replayed.stderr)
     assert sorted(started) == sorted(given_up), replayed.describe()
     assert len(rest.created()) == len(given_up)
+
+
+def test_alerts_out_on_stdout_holds_only_the_alerts_while_kfp_retunes_start(
+    small_incident_stream: Path, tmp_path: Path
+) -> None:
+    """The Kubeflow client printed `Experiment details: <url>` and `Run details: <url>` on
+    stdout for every run it made: `--alerts-out /dev/stdout` then carried lines that are not
+    alerts, or (stdout a file) alert lines overwritten by them."""
+    rest = RestStandIn()
+    try:
+        config = retune_config(
+            tmp_path,
+            f"kind: kfp, host: '{rest.url}', package_path: {kfp_package(tmp_path)}, "
+            f"{KFP_PARAMETERS}",
+            db="stdout",
+        )
+        replayed = lookout(
+            "replay", small_incident_stream, "--config", config, "--alerts-out", "/dev/stdout",
+            cwd=tmp_path, timeout=REPLAY_TIMEOUT,
+        )  # fmt: skip
+    finally:
+        rest.stop()
+    assert replayed.returncode == 0, replayed.describe()
+    assert_no_traceback(replayed)
+    started = re.findall(r"retune tune for \S+ started: (run-\d+)", replayed.stderr)
+    assert started and len(started) == len(rest.runs), replayed.describe()
+    changes = re.search(r"(\d+) alert changes", replayed.stderr)
+    assert changes is not None, replayed.describe()
+    lines = replayed.stdout.splitlines()
+    assert len(lines) == int(changes.group(1)) > 0, replayed.describe()
+    for line in lines:
+        assert line.startswith("{"), replayed.describe()
+        assert json.loads(line)["dedup_key"].startswith("lookout:"), line

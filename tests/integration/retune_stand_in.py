@@ -1,8 +1,10 @@
 """A loopback stand-in of the Vertex AI REST API (`api_endpoint`), the Cloud Storage bucket
 lookups a Vertex AI submit makes first (`STORAGE_EMULATOR_HOST`) and the Kubeflow Pipelines
 v2beta1 API, for the retune tests. It records every request (with its headers), and can be
-told to answer job and run creation with an error status, or not at all for a while, and
-answers a Vertex AI job id it has seen with 409 ALREADY_EXISTS, as Vertex AI does. And a
+told to answer job and run creation with an error status (all of them, or those of given
+display names), or not at all for a while, and answers a Vertex AI job id it has seen with
+409 ALREADY_EXISTS, as Vertex AI does. Kubeflow runs and experiments it keeps, with ids of its
+own, and lists them filtered by a field's value, as Kubeflow Pipelines does. And a
 `Blackhole`: a port that takes connections and never answers."""
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ class RestStandIn:
         self.delay = 0.0
         #: answer the pipeline root's bucket lookup with this status (None: absent, created)
         self.bucket_status: int | None = None
+        #: answer the creation of a job or run of this display name with this status
+        self.refuse: dict[str, int] = {}
         #: set once a job or run creation has arrived
         self.asked = threading.Event()
+        #: set once a job or run exists (after `delay`: also when the client gave up waiting)
+        self.made = threading.Event()
         self.job_ids: set[str] = set()
+        #: the Kubeflow runs and experiments created, as their API shows them
+        self.runs: list[dict[str, Any]] = []
+        self.experiments: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         stand_in = self
 
@@ -86,6 +95,11 @@ class RestStandIn:
             return 200, {"name": (seen.body or {}).get("name", "bucket"), "projectNumber": "1"}
         if path.startswith("/apis/v2beta1/healthz"):
             return 200, {"multi_user": False}
+        if path == "/apis/v2beta1/experiments":
+            return self._experiments(seen)
+        if seen.method == "GET" and path == "/apis/v2beta1/runs":
+            runs = self._listed(self.runs, seen)
+            return 200, {"runs": runs, "total_size": len(runs)} if runs else {}
         creating = seen.method == "POST" and (
             path.endswith("/pipelineJobs") or path.startswith("/apis/v2beta1/runs")
         )
@@ -94,12 +108,53 @@ class RestStandIn:
         self.asked.set()
         if self.delay:
             threading.Event().wait(self.delay)
-        if self.status is not None:
-            message = f"stand-in says {self.status}"
-            return self.status, {"error": {"code": self.status, "message": message}}
+        body = seen.body or {}
+        name = str(body.get("displayName", body.get("display_name")))
+        status: int | None = self.refuse.get(name, self.status)
+        if status is not None:
+            message = f"stand-in says {status}"
+            return status, {"error": {"code": status, "message": message}}
         if path.endswith("/pipelineJobs"):
             return self._create_job(path, seen)
-        return 200, {"run_id": "run-1", "display_name": (seen.body or {}).get("display_name")}
+        return 200, self._create_run(body)
+
+    def _create_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            run = {
+                "run_id": f"run-{len(self.runs) + 1}",
+                "experiment_id": body.get("experiment_id"),
+                "display_name": body.get("display_name"),
+                "description": body.get("description"),
+            }
+            self.runs.append(run)
+        self.made.set()
+        return run
+
+    def _experiments(self, seen: Seen) -> tuple[int, dict[str, Any]]:
+        if seen.method == "GET":
+            found = self._listed(self.experiments, seen)
+            return 200, {"experiments": found, "total_size": len(found)} if found else {}
+        with self._lock:
+            experiment = {
+                "experiment_id": f"exp-{len(self.experiments) + 1}",
+                "display_name": (seen.body or {}).get("display_name"),
+                "namespace": (seen.body or {}).get("namespace"),
+            }
+            self.experiments.append(experiment)
+        return 200, experiment
+
+    def _listed(self, items: list[dict[str, Any]], seen: Seen) -> list[dict[str, Any]]:
+        """`items` that match the request's `experiment_id` and `filter` (EQUALS predicates,
+        the only kind the clients here send)."""
+        query = parse_qs(urlsplit(seen.path).query)
+        wanted: dict[str, Any] = {}
+        if "experiment_id" in query:
+            wanted["experiment_id"] = query["experiment_id"][0]
+        for predicate in json.loads(query.get("filter", ["{}"])[0]).get("predicates", []):
+            assert predicate["operation"] in ("EQUALS", 1), predicate
+            wanted[predicate["key"]] = predicate.get("stringValue", predicate.get("string_value"))
+        with self._lock:
+            return [i for i in items if all(i.get(k) == v for k, v in wanted.items())]
 
     def _create_job(self, path: str, seen: Seen) -> tuple[int, dict[str, Any]]:
         job_id = parse_qs(urlsplit(seen.path).query).get("pipelineJobId", ["job-1"])[0]
@@ -108,6 +163,7 @@ class RestStandIn:
                 message = f"PipelineJob {job_id} already exists"
                 return 409, {"error": {"code": 409, "message": message, "status": "ALREADY_EXISTS"}}
             self.job_ids.add(job_id)
+        self.made.set()
         return 200, {"name": f"{path.removeprefix('/v1/')}/{job_id}", "state": "PENDING"}
 
     def posted(self, fragment: str) -> list[Any]:

@@ -14,7 +14,7 @@ import yaml
 from google.cloud import pubsub_v1
 from prometheus_client import CollectorRegistry
 
-from alerts.retune.actions import RetuneActionError, run_action
+from alerts.retune.actions import RetuneActionError, request_id, run_action
 from alerts.retune.export import ExportResult, export_dataset
 from alerts.retune.guard import RetuneLog
 from alerts.retune.request import RetuneRequest, TimeRange
@@ -136,7 +136,12 @@ def test_sustained_incidents_publish_one_request_per_cooldown_and_blips_none(
     assert len(messages) == 1, [m[1] for m in messages]
     data, attributes = messages[0]
     request = RetuneRequest.model_validate(orjson.loads(data))
-    assert attributes == {"model": MODEL, "detector": "safety", "action": "retrain"}
+    assert attributes == {
+        "model": MODEL,
+        "detector": "safety",
+        "action": "retrain",
+        "retune_request_id": request_id("retrain", request),
+    }
     assert request.dedup_key == KEY and request.consecutive_windows == 5
     assert request.time_range.start == T0 + timedelta(minutes=20)
     assert request.time_range.end == T0 + timedelta(minutes=25)
@@ -144,7 +149,7 @@ def test_sustained_incidents_publish_one_request_per_cooldown_and_blips_none(
     assert request.evidence["sample_size"] > 100 and request.reason
 
     def count(outcome: str) -> float:
-        labels = {"action": "retrain", "outcome": outcome}
+        labels = {"action": "retrain", "model": MODEL, "outcome": outcome}
         return registry.get_sample_value("lookout_retune_requests_total", labels) or 0.0
 
     assert (count("sent"), count("cooldown"), count("failed")) == (1, 1, 0)
@@ -376,3 +381,20 @@ def test_missing_credentials_fail_the_pubsub_action_by_name(
         f"retune safety-retune: no tuning run started for {MODEL} (1 request(s) failed; "
         "see the errors above)"
     ]
+
+
+def test_a_retried_publish_carries_the_same_request_id_for_the_consumer(
+    topic: tuple[str, str],
+) -> None:
+    """A publish given up after `timeout_seconds` may be delivered all the same, and the retry
+    at the next alerting window is a second message for the incident; the consumer could not
+    tell they were one request. Both carry the request's id now; another incident's differs."""
+    topic_name, subscription = topic
+    action = pubsub_action(topic=topic_name)
+    run_action(action, a_request())
+    run_action(action, a_request().model_copy(update={"consecutive_windows": 6}))  # the retry
+    later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=3, minutes=5))
+    run_action(action, a_request().model_copy(update={"time_range": later}))
+    ids = [attributes.get("retune_request_id") for _, attributes in pull_all(subscription)]
+    assert len(ids) == 3 and None not in ids, ids
+    assert len(set(ids)) == 2 and ids.count(request_id("safety-retune", a_request())) == 2, ids

@@ -5,6 +5,7 @@ the Kubeflow Pipelines v2beta1 API; the exported dataset's URIs reach the pipeli
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -16,9 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 from kfp import compiler
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
-from alerts.retune.actions import RetuneActionError, run_action, vertex_job_id
+from alerts.retune.actions import (
+    RetuneActionError,
+    kfp_run_description,
+    run_action,
+    vertex_job_id,
+)
 from alerts.retune.guard import RetuneLog
 from alerts.retune.request import RetuneRequest, TimeRange
 from alerts.retune.trigger import RetuneTrigger
@@ -206,7 +212,8 @@ def test_a_sustained_incident_exports_its_dataset_then_submits_it_to_vertex(
     assert values["evaluation_data_uri"] == str(train.with_name("eval.jsonl"))
     assert len(train.read_bytes().splitlines()) == 16
     sent = registry.get_sample_value(
-        "lookout_retune_requests_total", {"action": "vertex-tune", "outcome": "sent"}
+        "lookout_retune_requests_total",
+        {"action": "vertex-tune", "model": MODEL, "outcome": "sent"},
     )
     assert sent == 1
 
@@ -271,8 +278,8 @@ def window(k: int, model: str = MODEL) -> tuple[Detection, Incident]:
     return judged, incident
 
 
-def counted(registry: CollectorRegistry, action: str, outcome: str) -> float:
-    labels = {"action": action, "outcome": outcome}
+def counted(registry: CollectorRegistry, action: str, outcome: str, model: str = MODEL) -> float:
+    labels = {"action": action, "model": model, "outcome": outcome}
     return registry.get_sample_value("lookout_retune_requests_total", labels) or 0.0
 
 
@@ -313,9 +320,7 @@ def test_a_retry_whose_vertex_job_was_created_after_all_is_already_started(
     try:
         assert len(trigger.consider(*window(1))) == 1
         assert trigger.wait_idle(timeout=30)
-        deadline = time.monotonic() + 10
-        while not rest.job_ids and time.monotonic() < deadline:
-            time.sleep(0.05)  # the late answer: the job now exists
+        assert rest.made.wait(10)  # the late answer: the job now exists
         rest.delay = 0
         assert len(trigger.consider(*window(2))) == 1
         assert trigger.wait_idle(timeout=30)
@@ -363,14 +368,15 @@ def test_kfp_sends_its_token_and_a_refusal_is_one_line_that_never_shows_it(
     (run,) = rest.created()
     assert run.headers["authorization"] == "Bearer s3cret-token"
     rest.status = 403
+    later = request(action="kfp-tune", dedup_key=f"{KEY}:later")  # another incident's run
     with pytest.raises(RetuneActionError) as refused:
-        run_action(action, request(action="kfp-tune"))
+        run_action(action, later)
     assert str(refused.value) == (
         f"creating the Kubeflow run on {rest.url}: 403 Forbidden: stand-in says 403"
     )
     monkeypatch.delenv("KFP_TOKEN")
     with pytest.raises(RetuneActionError) as unread:
-        run_action(action, request(action="kfp-tune"))
+        run_action(action, later)
     assert str(unread.value) == ("existing_token (env KFP_TOKEN): the variable is not set or empty")
 
 
@@ -404,3 +410,115 @@ def test_a_vertex_refusal_is_one_line_naming_action_and_model_and_nothing_else(
     ]
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err and "GCS bucket" not in out + err, out + err
+
+
+# -- stdout, the model label, a KFP retry after a timeout (found in review) ----------------------
+
+
+def test_a_kfp_run_prints_nothing_on_stdout_and_logs_its_link(
+    rest: RestStandIn,
+    template: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client printed `Experiment details: <url>` and `Run details: <url>` on stdout for
+    every run: in the middle of the alert JSON of `--alerts-out /dev/stdout`. The link is in
+    the log now, and the run still goes to the client's `Default` experiment, made once."""
+    caplog.set_level(logging.INFO, logger="lookout.retune")
+    action = kfp_action(rest, template, experiment_id=None)
+    assert run_action(action, request(action="kfp-tune")) == "run-1"
+    other = request(action="kfp-tune", model="text-bison", dedup_key="lookout:text-bison:x")
+    assert run_action(action, other) == "run-2"
+    out, _ = capfd.readouterr()
+    assert out == ""
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert f"retune kfp-tune for {MODEL}: Kubeflow run run-1: {rest.url}/#/runs/details/run-1" in (
+        said
+    ), said
+    assert [e["display_name"] for e in rest.experiments] == ["Default"]
+    assert [r["experiment_id"] for r in rest.runs] == ["exp-1", "exp-1"]
+
+
+def test_the_retune_counter_tells_which_models_retunes_fail(
+    rest: RestStandIn, template: Path, tmp_path: Path
+) -> None:
+    """`lookout_retune_requests_total` had action and outcome only: an SRE saw the action
+    fail, not for which model. A model's series are there at 0 from its first alerting
+    window, so Prometheus sees its first failure as an increase."""
+    rest.refuse["lookout-retune-text-bison"] = 403
+    registry = CollectorRegistry()
+    trigger = RetuneTrigger(
+        alerting_with(kfp_action(rest, template), consecutive_windows=2),
+        RetuneLog(tmp_path / "retune.sqlite"),
+        registry=registry,
+    )
+    trigger.start()
+
+    def exposed() -> set[str]:
+        text = generate_latest(registry).decode()
+        return {line for line in text.splitlines() if line.startswith("lookout_retune_requests_")}
+
+    def sample(model: str, outcome: str, value: float) -> str:
+        return (
+            f'lookout_retune_requests_total{{action="kfp-tune",model="{model}",'
+            f'outcome="{outcome}"}} {value}'
+        )
+
+    try:
+        for model in (MODEL, "text-bison"):
+            assert trigger.consider(*window(1, model)) == []  # not sustained yet
+        assert {sample(m, "failed", 0.0) for m in (MODEL, "text-bison")} <= exposed()
+        for model in (MODEL, "text-bison"):
+            assert len(trigger.consider(*window(2, model))) == 1
+            assert trigger.wait_idle(timeout=30)
+    finally:
+        trigger.close()
+    assert {
+        sample(MODEL, "sent", 1.0),
+        sample(MODEL, "failed", 0.0),
+        sample("text-bison", "sent", 0.0),
+        sample("text-bison", "failed", 1.0),
+    } <= exposed()
+
+
+def test_a_retry_whose_kfp_run_was_created_after_all_is_already_started(
+    rest: RestStandIn, template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first attempt gives up before Kubeflow answers, which then creates the run. The
+    retry at the next alerting window made a second run (a second tuning job for one
+    incident); now it finds the first by its description and says so."""
+    registry = CollectorRegistry()
+    trigger = RetuneTrigger(
+        alerting_with(kfp_action(rest, template, timeout_seconds=1)),
+        RetuneLog(tmp_path / "retune.sqlite"),
+        registry=registry,
+    )
+    trigger.start()
+    rest.delay = 2
+    try:
+        assert len(trigger.consider(*window(1))) == 1
+        assert trigger.wait_idle(timeout=30)
+        assert rest.made.wait(10)  # the late answer: the run now exists
+        rest.delay = 0
+        assert len(trigger.consider(*window(2))) == 1
+        assert trigger.wait_idle(timeout=30)
+        assert len(trigger.consider(*window(2, "text-bison"))) == 1  # another incident
+        assert trigger.wait_idle(timeout=30)
+    finally:
+        trigger.close()
+    # the first attempt's run and the other model's: the retry made none
+    other = request(dedup_key=window(1, "text-bison")[1].dedup_key)
+    assert [(r["run_id"], r["description"]) for r in rest.runs] == [
+        ("run-1", kfp_run_description("kfp-tune", request())),
+        ("run-2", kfp_run_description("kfp-tune", other)),
+    ]
+    assert len(rest.created()) == 2
+    assert (counted(registry, "kfp-tune", "failed"), counted(registry, "kfp-tune", "sent")) == (
+        1,
+        1,
+    )
+    said = [r.getMessage() for r in caplog.records if r.name == "lookout.retune"]
+    assert (
+        f"retune kfp-tune for {MODEL} already started: run-1 (created by an earlier attempt "
+        "that got no answer in time)"
+    ) in said, said

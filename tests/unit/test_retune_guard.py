@@ -99,8 +99,8 @@ def test_a_failed_request_is_tried_again_at_the_next_alerting_window(tmp_path: P
         # the incident has its request
         assert asked == [0, 1, 1, 0, 0]
         assert len(runner.started) == 1
-        failed = retune.total.labels("retrain", "failed")._value.get()
-        sent = retune.total.labels("retrain", "sent")._value.get()
+        failed = retune.total.labels("retrain", "m", "failed")._value.get()
+        sent = retune.total.labels("retrain", "m", "sent")._value.get()
         assert (failed, sent) == (1, 1)
     finally:
         retune.close()
@@ -211,7 +211,7 @@ class GatedRunner:
 
 def counts(retune: RetuneTrigger) -> tuple[float, ...]:
     return tuple(
-        retune.total.labels("retrain", outcome)._value.get()
+        retune.total.labels("retrain", "m", outcome)._value.get()
         for outcome in ("sent", "failed", "cooldown")
     )
 
@@ -283,7 +283,7 @@ def test_a_request_unanswered_at_shutdown_is_given_up_said_and_asked_again(
                 "as made, asked again at the next start",
             )
         ]
-        assert first.total.labels("retrain", "failed")._value.get() == 1
+        assert first.total.labels("retrain", "m", "failed")._value.get() == 1
         assert first.shortfall() == [
             "retune retrain: no tuning run started for m (1 request(s) failed; see the errors "
             "above)"
@@ -416,7 +416,7 @@ def test_a_dry_run_exports_renders_and_says_what_it_would_send(
         f"(dataset_uri='{train}', steps=3); exported 8 train, 2 eval lines"
     )
     assert "s3cret" not in caplog.text
-    assert retune.total.labels("retrain", "dry_run")._value.get() == 1
+    assert retune.total.labels("retrain", "m", "dry_run")._value.get() == 1
 
 
 @pytest.mark.parametrize(
@@ -442,8 +442,8 @@ def test_a_dry_run_fails_as_the_real_request_would(
     retune = dry_run(config, tmp_path)
     [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert line.startswith("retune retrain for m failed (dry run): ") and said in line, line
-    assert retune.total.labels("retrain", "failed")._value.get() == 1
-    assert retune.total.labels("retrain", "dry_run")._value.get() == 0
+    assert retune.total.labels("retrain", "m", "failed")._value.get() == 1
+    assert retune.total.labels("retrain", "m", "dry_run")._value.get() == 0
 
 
 def test_config_check_warns_and_run_refuses_a_pipeline_or_token_it_cannot_use(
