@@ -7,7 +7,7 @@ Label values are bounded (promise 6): model names come from the configured set, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -45,9 +45,17 @@ class ModelLabels:
 
 
 class EngineMetrics:
-    def __init__(self, registry: CollectorRegistry, labels: ModelLabels) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        labels: ModelLabels,
+        min_calls: Mapping[str, int] | None = None,
+    ) -> None:
         self.registry = registry
         self._label = labels
+        #: per detector: the calls a window needs to be tested alone; smaller windows' values
+        #: stay out of the value gauges
+        self._min_calls = dict(min_calls or {})
         #: per model label: the end and length of its newest judged window
         self._last_window: dict[str, tuple[datetime, timedelta]] = {}
         self.records = Counter(
@@ -167,9 +175,13 @@ class EngineMetrics:
             seen = self._last_window.get(label)
             if seen is None or d.window_end > seen[0]:
                 self._last_window[label] = (d.window_end, d.window_end - d.window_start)
-            if d.value is None or label == OTHER:
+            too_few = d.sample_size < self._min_calls.get(d.detector, 0)
+            if d.value is None or label == OTHER or too_few:
                 # a gauge is one model's last window: "other" stands for many models, and
-                # each window set it to another model's value, which meant nothing
+                # each window set it to another model's value, which meant nothing. Nor a
+                # window too small for its detector to test: a quiet model's 3-call window
+                # put a 33% block rate in the gauge, and a dashboard or a rule on it saw an
+                # incident no test had found
                 continue
             if d.detector == "safety":
                 self.block_rate.labels(label).set(d.value)

@@ -26,6 +26,7 @@ from schemas.config import (
     MetricsConfig,
 )
 from schemas.decode.api import DecodeLimits
+from schemas.detection import Verdict
 from schemas.prediction_log import PredictionLog
 from worker.cli.pipeline import build_pipeline
 from worker.engine import Engine, EngineSettings
@@ -333,3 +334,58 @@ def test_the_configured_models_counters_exist_from_the_start() -> None:
         ("lookout_records_quarantined_total", {"model": "gemini-1.5-flash", "kind": "future"}),
     ):
         assert registry.get_sample_value(name, labels) == 0.0, name
+
+
+def test_value_gauges_leave_out_windows_too_small_for_their_detector_to_test() -> None:
+    """A quiet model's window of 3 calls, 1 blocked, put 33% in `lookout_block_rate_ratio`,
+    and a dashboard or a rule on it saw an incident no test had found (the report leaves such
+    windows out for the same reason). A window with enough calls that is not judged for want
+    of a baseline still shows its value: it is a measurement, just not yet a verdict."""
+    from schemas.detection import Detection
+    from worker.metrics import EngineMetrics, ModelLabels
+
+    registry = CollectorRegistry()
+    metrics = EngineMetrics(registry, ModelLabels(), min_calls={"safety": 100})
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def window(i: int, calls: int, blocked: int, verdict: Verdict) -> Detection:
+        start = t0 + timedelta(minutes=i)
+        return Detection(
+            detector="safety",
+            model="quiet",
+            window_start=start,
+            window_end=start + timedelta(minutes=1),
+            verdict=verdict,
+            condition="block_rate_above_baseline",
+            value=blocked / calls,
+            sample_size=calls,
+            reason="r",
+        )
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("lookout_block_rate_ratio", {"model": "quiet"})
+
+    metrics.evaluated([window(0, 250, 3, "insufficient_data")])  # no baseline yet
+    assert gauge() == 3 / 250
+    metrics.evaluated([window(1, 3, 1, "insufficient_data")])
+    assert gauge() == 3 / 250
+    judged = {"model": "quiet", "detector": "safety", "verdict": "insufficient_data"}
+    assert registry.get_sample_value("lookout_detections_total", judged) == 2  # still counted
+    metrics.evaluated([window(2, 200, 6, "alert")])
+    assert gauge() == 6 / 200
+
+
+def test_the_pipeline_gives_the_gauges_each_detector_s_minimum(tmp_path: Path) -> None:
+    config = LookoutConfig.model_validate(
+        {
+            "sink": {"path": str(tmp_path / "m.duckdb")},
+            "detectors": {"safety": {"min_calls": 40}},
+        }
+    )
+    pipeline = build_pipeline(config, alert_stream=None)
+    try:
+        assert pipeline.metrics is not None
+        assert pipeline.metrics._min_calls["safety"] == 40
+        assert pipeline.metrics._min_calls["latency"] == 50
+    finally:
+        pipeline.close()

@@ -249,7 +249,14 @@ def build_pipeline(
     if config.engine.role != "ingest":
         seed_history(sink, evaluator, detectors, window)
 
-    metrics = EngineMetrics(registry, ModelLabels(config.metrics.models, config.metrics.max_models))
+    metrics = EngineMetrics(
+        registry,
+        ModelLabels(config.metrics.models, config.metrics.max_models),
+        min_calls={
+            name: int(getattr(getattr(detector, "config", None), "min_calls", 0))
+            for name, detector in detectors.items()
+        },
+    )
 
     notifiers: dict[str, Notifier] = {"log": LogNotifier()}
     if alert_stream is not None:
