@@ -340,6 +340,13 @@ class Engine:
         self._guard.advance_idle(self._idle_from + quiet - after)
         self._watermark.observe(self._guard.frontier)
 
+    def not_idle(self) -> None:
+        """A poll came back empty for another reason than a quiet stream (its pull failed, or
+        flow control held it back): the quiet spell, if any, ends here. Counted on through an
+        outage, the first empty answer after it moved the frontier past the backlog Pub/Sub
+        kept meanwhile, into windows already judged."""
+        self._idle_since = None
+
     def _quarantine(self, batch: LogBatch, admission: Admission) -> None:
         for q in admission.quarantined:
             record = QuarantinedRecord(
@@ -761,15 +768,20 @@ class Engine:
         return float(min(starts)) if starts else math.inf
 
     def _ahead_of_slowest(self, frontier: float) -> bool:
-        """Is another counted replica behind this one (a dead one, maybe)? Then a refresh
-        helps it stop counting; if this one is the slowest, refreshing would only keep it
-        holding windows it has nothing left for."""
+        """Is another counted replica behind this one (a dead one, maybe), or none counted
+        but this one? Then a refresh helps the other stop counting, or moves the evaluator
+        on a quiet stream; if another is ahead, refreshing would only keep this one holding
+        windows it has nothing left for. Against the others' rows, not its own: since its
+        frontier moves on over a quiet spell (`idle`), it is always ahead of its own last
+        report, and a replica Pub/Sub gave nothing kept the evaluator 60-95 s behind."""
         try:
-            slowest = self._sink.load_frontier(self.settings.writer_active_seconds)
+            others = self._sink.load_frontier(
+                self.settings.writer_active_seconds, excluding=self.settings.writer_id
+            )
         except Exception as error:  # a read that fails costs a refresh, never a checkpoint
             log.debug("could not read the replicas' frontiers to refresh ours: %s", error)
             return False
-        return slowest is None or frontier > slowest
+        return others is None or frontier > others
 
     # -- the evaluate role ---------------------------------------------------------------------
 

@@ -332,11 +332,16 @@ def run(
                     break
                 # idle (or the source holds its flow-control maximum): make what we hold
                 # durable and ack it now rather than at the next interval
-                if engine.pending_messages:
+                held_back = engine.pending_messages > 0
+                if held_back:
                     engine.checkpoint()
-                # quiet, not failing (a pull that fails returns nothing too) and not held
-                # back by flow control: the frontier may move on without records
-                if not engine.pending_messages and source.ready():
+                # the frontier may move on without records only over polls that all came back
+                # empty from a working source: nothing failing (a pull that fails returns
+                # nothing too) and nothing held back by flow control, or what Pub/Sub kept
+                # meanwhile would land in windows already judged
+                if held_back or not source.ready():
+                    engine.not_idle()
+                else:
                     engine.idle()
             elif decoder.ahead and not stop.is_set() and not _sink_refusing(engine, settings):
                 # take the next poll now, so it decodes while the engine evaluates and writes

@@ -277,11 +277,14 @@ class Sink(Protocol):
         the evaluator that follows pages for the ones a checkpoint stored and never handed on."""
         ...
 
-    def load_frontier(self, active_within: float = 60.0) -> float | None:
+    def load_frontier(
+        self, active_within: float = 60.0, *, excluding: str | None = None
+    ) -> float | None:
         """The slowest event-time frontier among the writers that reported (with a durable
         checkpoint) within `active_within` seconds of the newest report. The slowest, because a
         window is complete only when every replica still folding has passed it; among recent
-        reporters, because a replica with nothing to fold stops reporting."""
+        reporters, because a replica with nothing to fold stops reporting. `excluding` leaves
+        one writer's own row out (a replica asking whether another is behind it)."""
         ...
 
     def writer_frontier(self, writer_id: str) -> float | None:

@@ -243,6 +243,12 @@ class MemorySink:
                 raise SinkUnavailable(msg)
             key = (checkpoint.writer_id, checkpoint.sequence, checkpoint_digest(checkpoint))
             if key in self._applied:  # the same checkpoint again: stored once, as in DuckDB
+                if checkpoint.frontier is not None and checkpoint.writer_id in self._frontiers:
+                    # ...but its report counts from now (a same-id restart's start report)
+                    self._frontiers[checkpoint.writer_id] = (
+                        self._frontiers[checkpoint.writer_id][0],
+                        self._clock(),
+                    )
                 return
             try:
                 staged = self._stage(checkpoint)
@@ -372,14 +378,17 @@ class MemorySink:
             } - judged
         return sorted(windows, key=lambda w: (w[1], w[0]))[:limit]
 
-    def load_frontier(self, active_within: float = 60.0) -> float | None:
+    def load_frontier(
+        self, active_within: float = 60.0, *, excluding: str | None = None
+    ) -> float | None:
         self._check_read()
         with self._lock:
-            reports = list(self._frontiers.values())
+            reports = list(self._frontiers.items())
         if not reports:
             return None
-        newest = max(at for _, at in reports)
-        return min(f for f, at in reports if at >= newest - active_within)
+        newest = max(at for _, (_, at) in reports)
+        counted = [f for w, (f, at) in reports if at >= newest - active_within and w != excluding]
+        return min(counted) if counted else None
 
     def writer_frontier(self, writer_id: str) -> float | None:
         self._check_read()

@@ -337,10 +337,30 @@ def test_the_frontier_is_the_slowest_writer_that_still_reports(
         assert made.writer_frontier("fast") == S0 + 400.0
         assert made.writer_frontier("slow") == S0 + 100.0
         assert made.load_frontier(60.0) == S0 + 100.0  # the slow replica still counts
+        # what a replica asks before refreshing its report: is another one behind it?
+        assert made.load_frontier(60.0, excluding="slow") == S0 + 400.0
+        assert made.load_frontier(60.0, excluding="fast") == S0 + 100.0
         now[0] += timedelta(seconds=40)
         made.write_checkpoint(Checkpoint("fast", 2, frontier=S0 + 500.0))
         # "slow" last reported 70 s before the newest report: it no longer holds windows open
         assert made.load_frontier(60.0) == S0 + 500.0
         assert made.load_frontier(120.0) == S0 + 100.0
+        assert made.load_frontier(60.0, excluding="fast") is None
+        # "slow" restarted under its id before checkpointing reports its start as it did: the
+        # same checkpoint, yet it counts from now (on BigQuery a new process is a new sink
+        # incarnation, and its rows new rows; DuckDB's and the memory sink's dedup see it)
+        restarted = made
+        if kind == "bigquery":
+            restarted = BigQuerySink(
+                emulator.project,
+                request.getfixturevalue("bigquery_dataset"),
+                client=emulator.client(),
+                write_timeout=20,
+                clock=clock,
+            )
+        restarted.write_checkpoint(Checkpoint("slow", 0, frontier=S0 + 100.0))
+        if restarted is not made:
+            restarted.close()
+        assert made.load_frontier(60.0) == S0 + 100.0
     finally:
         made.close()

@@ -652,9 +652,9 @@ def test_the_slowest_replica_asks_for_the_others_frontiers_once_per_refresh_inte
     reads = [0]
     load_frontier = sink.load_frontier
 
-    def counted(active_within: float = 60.0) -> float | None:
+    def counted(active_within: float = 60.0, *, excluding: str | None = None) -> float | None:
         reads[0] += 1
-        return load_frontier(active_within)
+        return load_frontier(active_within, excluding=excluding)
 
     sink.load_frontier = counted  # type: ignore[method-assign]
     idle = make_engine(

@@ -17,6 +17,7 @@ from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from schemas.decode.api import DecodeLimits
+from schemas.prediction_log import PredictionLog
 from tests.unit.test_runner import T0, stream
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
@@ -31,13 +32,18 @@ LAST_WINDOW = T0 + timedelta(minutes=7)
 
 
 def make_engine(
-    sink: MemorySink, clock: FakeClock, idle: float | None, *, evaluate: bool = True
+    sink: MemorySink,
+    clock: FakeClock,
+    idle: float | None,
+    *,
+    evaluate: bool = True,
+    writer: str | None = None,
 ) -> Engine:
     detectors = build_detectors({"safety": None, "latency": None, "tokens": None})
     evaluator = WindowEvaluator(detectors, 60, AlertTracker(AlertingConfig()))
     settings = EngineSettings(
         checkpoint_seconds=5.0,
-        writer_id="pod-1" if evaluate else "ingest-1",
+        writer_id=writer or ("pod-1" if evaluate else "ingest-1"),
         evaluate=evaluate,
         idle_close_seconds=idle,
         frontier_refresh_seconds=None if evaluate else 95.0 / 3,
@@ -123,29 +129,28 @@ def test_a_subscription_whose_pulls_fail_closes_nothing() -> None:
     assert LAST_WINDOW not in source.judged_at
 
 
-def test_records_after_the_quiet_spell_with_their_usual_delay_are_not_late() -> None:
+def test_records_after_the_quiet_spell_with_their_usual_delay_are_judged_whole() -> None:
+    """Traffic, four quiet minutes (the frontier moves on after the first), then traffic held
+    back 80 s longer than before, under the wait plus the allowed lateness: nothing is late,
+    and every window is judged on all its calls. Moved on without leaving the wait out, the
+    frontier made the window the traffic came back in take its later calls as late."""
     clock = FakeClock()
     sink = MemorySink(clock=clock)
-    source = QuietSubscription(stream(minutes=8), clock, failing=False)
-    source.quiet_for = 200.0
     engine = make_engine(sink, clock, IDLE)
-    drive(source, engine)
-    assert source.drained_at is not None and engine.stats.late == 0
-    # traffic comes back: event time went on as the clock did (the stream took about as many
-    # seconds of clock as of event time to arrive before, and the same lag holds)
-    quiet = clock() - source.drained_at
-    resumed = SimulationConfig(
-        start=T0 + timedelta(minutes=8, seconds=quiet),
-        hours=3 / 60,
-        calls_per_minute=60,
-        embedding_fraction=0.0,
-    )
-    source.push(ndjson_messages(simulate_logs(resumed), per_message=12))
-    source.done.clear()
-    source.stopped = False
-    source.drained_at = None
-    drive(source, engine)
-    assert engine.stats.records > 0 and engine.stats.late == 0
+    # the traffic comes back in the middle of a window
+    source = TimedSubscription(clock, ((0, 8, 0.0), (12.5, 3, 80.0)))
+    drive_timed(source, engine)
+    calls: dict[tuple[str, datetime], int] = {}
+    for log in source.logs:
+        start = log.timestamp.replace(second=0, microsecond=0)
+        calls[(log.model, start)] = calls.get((log.model, start), 0) + 1
+    judged = {
+        (d.model, d.window_start): d.sample_size
+        for d in sink.detections()
+        if d.detector == "safety"
+    }
+    assert engine.stats.late == 0
+    assert judged == calls
 
 
 def test_a_quiet_ingest_replica_s_frontier_lets_the_evaluator_judge_its_last_windows() -> None:
@@ -171,3 +176,123 @@ def test_a_quiet_ingest_replica_s_frontier_lets_the_evaluator_judge_its_last_win
     # the quiet, the lateness and rest of the window, the replica's frontier refresh (a third
     # of 95 s), and the evaluator's second sighting a few seconds later
     assert IDLE < judged - source.drained_at <= IDLE + 60 + 30 + 95 / 3 + 15
+
+
+class TimedSubscription(FakeSource):
+    """Traffic published 5 s after its event time (plus a span's own extra delay), spans of
+    (start minute, minutes, extra delay) of it;
+    pulls fail (nothing comes back and the source is not ready) over `outage` seconds of the
+    clock, and the first poll after it is empty, as a unary pull that comes back before the
+    backlog does. Each poll takes a second."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        spans: tuple[tuple[float, float, float], ...],
+        outage: tuple[float, float] = (-1.0, -1.0),
+    ) -> None:
+        super().__init__([], finite=False)
+        self.clock = clock
+        self.outage = outage
+        self.done = threading.Event()
+        self.timed: list[tuple[float, SourceMessage]] = []
+        self.logs: list[PredictionLog] = []
+        self.empty_after_outage = 1 if outage[1] > 0 else 0
+        for minute, minutes, delay in spans:
+            sim = SimulationConfig(
+                start=T0 + timedelta(minutes=minute),
+                hours=minutes / 60,
+                calls_per_minute=60,
+                embedding_fraction=0.0,
+                seed=int(minute * 60),
+            )
+            for i, log in enumerate(simulate_logs(sim)):
+                (message,) = ndjson_messages([log], per_message=1, prefix=f"m{minute}-{i}-")
+                self.timed.append(((log.timestamp - T0).total_seconds() + 5.0 + delay, message))
+                self.logs.append(log)
+        self.timed.sort(key=lambda item: item[0])
+        self.last = self.timed[-1][0]
+
+    def failing(self) -> bool:
+        return self.outage[0] <= self.clock() < self.outage[1]
+
+    def poll(self, max_messages: int, timeout_seconds: float) -> list[SourceMessage]:
+        now = self.clock.advance(1.0)
+        if now > max(self.outage[1], self.last) + 300:
+            self.done.set()
+        if self.failing():
+            return []
+        if now >= self.outage[1] and self.empty_after_outage:
+            self.empty_after_outage -= 1
+            return []
+        out: list[SourceMessage] = []
+        while self.timed and self.timed[0][0] <= now and len(out) < max_messages:
+            out.append(self.timed.pop(0)[1])
+        self.delivered.extend(out)
+        return out
+
+    def ready(self) -> bool:
+        return not self.failing()
+
+
+def drive_timed(source: TimedSubscription, engine: Engine) -> None:
+    engine.set_ack_handler(source.ack)
+    run(
+        source,
+        engine,
+        limits=DecodeLimits(),
+        stop=source.done,
+        settings=RunSettings(poll_max_messages=500, poll_timeout_seconds=0.0),
+        now=source.clock,
+    )
+
+
+def test_an_outage_ends_the_quiet_spell_so_the_backlog_after_it_is_on_time() -> None:
+    """Found in review: a quiet spell was counted on through an outage, and the first empty
+    poll after it moved the frontier past the backlog Pub/Sub kept meanwhile: 317 records of
+    it came late here (824 of a shuffled backlog, as Pub/Sub hands one out, in the review)."""
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    engine = make_engine(sink, clock, IDLE)
+    # traffic, a quiet minute, traffic again; the pulls fail from just after the quiet began
+    source = TimedSubscription(clock, ((0, 8, 0.0), (9, 9, 0.0)), outage=(515.0, 1100.0))
+    drive_timed(source, engine)
+    assert engine.stats.records > 1000
+    assert engine.stats.late == 0
+
+
+def test_a_replica_pub_sub_gives_nothing_does_not_hold_the_evaluator_back() -> None:
+    """Found in review: an idle replica's frontier moves on (less the wait), so it was always
+    ahead of its own last report and kept refreshing it, and the evaluator stayed 60-95 s
+    behind the replica that got every message, for as long as Pub/Sub gave the other none.
+    A replica refreshes only when another counted replica is behind it, or none is counted."""
+    from schemas.batch import LogBatch
+
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    busy = make_engine(sink, clock, IDLE, evaluate=False, writer="ingest-a")
+    starved = make_engine(sink, clock, IDLE, evaluate=False, writer="ingest-b")
+    busy.report_start()
+    starved.report_start()
+    sim = SimulationConfig(start=T0, hours=20 / 60, calls_per_minute=20, embedding_fraction=0.0)
+    logs = list(simulate_logs(sim))
+    lags: dict[int, float] = {}
+    for second in range(1, 20 * 60):
+        clock.advance(1.0)
+        due = [
+            log for log in logs if second - 1 < (log.timestamp - T0).total_seconds() + 5.0 <= second
+        ]
+        starved_gets = second < 180 and second % 2 == 0  # then Pub/Sub gives it nothing
+        for replica, gets in ((busy, not starved_gets), (starved, starved_gets)):
+            if gets and due:
+                replica.feed(LogBatch.from_logs(due))
+            elif not replica.pending_messages:
+                replica.idle()
+            replica.tick()
+        if second % 60 == 0:
+            evaluator_frontier = sink.load_frontier(95.0)
+            busy_frontier = sink.writer_frontier("ingest-a")
+            assert evaluator_frontier is not None and busy_frontier is not None
+            lags[second // 60] = busy_frontier - evaluator_frontier
+    # once the starved replica's last report is older than the evaluator's liveness window
+    assert all(lag == 0.0 for minute, lag in lags.items() if minute >= 7), lags

@@ -671,18 +671,21 @@ class BigQuerySink:
         state: list[Mapping[str, Any]] = orjson.loads(rows[0]["state"])
         return state
 
-    def load_frontier(self, active_within: float = 60.0) -> float | None:
+    def load_frontier(
+        self, active_within: float = 60.0, *, excluding: str | None = None
+    ) -> float | None:
         """The evaluator's read every few seconds: only the last day's progress rows (the
         table gains a row per writer per checkpoint, and is partitioned by day of
         `updated_at`), which holds every writer still within `active_within` of the newest."""
         recent = self._clock() - timedelta(seconds=max(FRONTIER_LOOKBACK_SECONDS, active_within))
         rows = self.query(
-            "WITH latest AS (SELECT frontier_unix, updated_at FROM {ds}.writer_progress "
-            "WHERE updated_at >= @recent QUALIFY ROW_NUMBER() OVER (PARTITION BY writer_id "
-            "ORDER BY updated_at DESC) = 1) "
+            "WITH latest AS (SELECT writer_id, frontier_unix, updated_at "
+            "FROM {ds}.writer_progress WHERE updated_at >= @recent QUALIFY ROW_NUMBER() OVER "
+            "(PARTITION BY writer_id ORDER BY updated_at DESC) = 1) "
             "SELECT MIN(frontier_unix) AS f FROM latest WHERE updated_at >= "
-            "TIMESTAMP_SUB((SELECT MAX(updated_at) FROM latest), INTERVAL @ms MILLISECOND)",
-            {"ms": round(active_within * 1000), "recent": recent},
+            "TIMESTAMP_SUB((SELECT MAX(updated_at) FROM latest), INTERVAL @ms MILLISECOND) "
+            "AND writer_id != @excluding",
+            {"ms": round(active_within * 1000), "recent": recent, "excluding": excluding or ""},
         )
         value = rows[0]["f"] if rows else None
         return None if value is None else float(value)

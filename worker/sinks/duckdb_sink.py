@@ -341,6 +341,14 @@ class DuckDBSink:
                         "(writer_id, checkpoint_seq, digest, applied_at) VALUES (?, ?, ?, ?)",
                         [checkpoint.writer_id, checkpoint.sequence, digest, now],
                     )
+                elif checkpoint.frontier is not None:
+                    # ...but its report is news: a replica restarted under its predecessor's id
+                    # before either checkpointed reports its start exactly as it did, and the
+                    # evaluator must count it from now, not from the predecessor's start
+                    con.execute(
+                        "UPDATE writer_progress SET updated_at = ? WHERE writer_id = ?",
+                        [now, checkpoint.writer_id],
+                    )
                 con.execute("COMMIT")
             except BaseException as error:
                 if _is_fatal(error):
@@ -586,11 +594,14 @@ class DuckDBSink:
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def load_frontier(self, active_within: float = 60.0) -> float | None:
+    def load_frontier(
+        self, active_within: float = 60.0, *, excluding: str | None = None
+    ) -> float | None:
         (row,) = self.query(
             "SELECT min(frontier_unix) FROM writer_progress WHERE updated_at >= "
-            "(SELECT max(updated_at) FROM writer_progress) - to_microseconds(?::BIGINT)",
-            [round(active_within * 1e6)],
+            "(SELECT max(updated_at) FROM writer_progress) - to_microseconds(?::BIGINT) "
+            "AND writer_id IS DISTINCT FROM ?",
+            [round(active_within * 1e6), excluding],
         )
         return None if row[0] is None else float(row[0])
 
