@@ -175,13 +175,18 @@ class EngineMetrics:
             seen = self._last_window.get(label)
             if seen is None or d.window_end > seen[0]:
                 self._last_window[label] = (d.window_end, d.window_end - d.window_start)
-            too_few = d.sample_size < self._min_calls.get(d.detector, 0)
-            if d.value is None or label == OTHER or too_few:
+            if d.value is None or label == OTHER:
                 # a gauge is one model's last window: "other" stands for many models, and
-                # each window set it to another model's value, which meant nothing. Nor a
-                # window too small for its detector to test: a quiet model's 3-call window
-                # put a 33% block rate in the gauge, and a dashboard or a rule on it saw an
-                # incident no test had found
+                # each window set it to another model's value, which meant nothing
+                continue
+            if d.verdict == "insufficient_data" and d.sample_size < self._min_calls.get(
+                d.detector, 0
+            ):
+                # nor a window too small to judge, even with the windows before it: a quiet
+                # model's 3-call window put a 33% block rate in the gauge, and a dashboard or
+                # a rule on it saw an incident no test had found. Its gauge goes: the last
+                # judged value stayed in it for as long as the model stayed that quiet
+                self._drop_gauge(label, d.detector)
                 continue
             if d.detector == "safety":
                 self.block_rate.labels(label).set(d.value)
@@ -200,6 +205,17 @@ class EngineMetrics:
 
         self._drop_stale_models()
 
+    def _drop_gauge(self, label: str, detector: str) -> None:
+        """Remove a model's value gauge(s) of one detector, if it has any."""
+        gauges = {"safety": self.block_rate, "tokens": self.tokens, "embedding_drift": self.drift}
+        if detector in gauges:
+            with contextlib.suppress(KeyError):
+                gauges[detector].remove(label)
+        elif detector == "latency":
+            for quantile in ("0.5", "0.95", "0.99"):
+                with contextlib.suppress(KeyError):
+                    self.latency.remove(label, quantile)
+
     def _drop_stale_models(self) -> None:
         """A model with no window judged for `STALE_WINDOWS` windows loses its value gauges:
         they said its last window's value for ever after it stopped sending, and a rule on
@@ -211,12 +227,8 @@ class EngineMetrics:
             if newest - end <= STALE_WINDOWS * length:
                 continue
             del self._last_window[label]
-            for gauge in (self.block_rate, self.tokens, self.drift):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(label)
-            for quantile in ("0.5", "0.95", "0.99"):
-                with contextlib.suppress(KeyError):
-                    self.latency.remove(label, quantile)
+            for detector in ("safety", "latency", "tokens", "embedding_drift"):
+                self._drop_gauge(label, detector)
 
     def alerts_sent(self, alerts: Sequence[Alert]) -> None:
         for a in alerts:

@@ -336,11 +336,12 @@ def test_the_configured_models_counters_exist_from_the_start() -> None:
         assert registry.get_sample_value(name, labels) == 0.0, name
 
 
-def test_value_gauges_leave_out_windows_too_small_for_their_detector_to_test() -> None:
+def test_value_gauges_leave_out_windows_too_small_for_their_detector_to_judge() -> None:
     """A quiet model's window of 3 calls, 1 blocked, put 33% in `lookout_block_rate_ratio`,
     and a dashboard or a rule on it saw an incident no test had found (the report leaves such
-    windows out for the same reason). A window with enough calls that is not judged for want
-    of a baseline still shows its value: it is a measurement, just not yet a verdict."""
+    windows out for the same reason); its gauge goes instead of keeping an older value. A
+    window with enough calls that has no baseline yet, or a small one judged together with
+    the windows before it, still shows its value."""
     from schemas.detection import Detection
     from worker.metrics import EngineMetrics, ModelLabels
 
@@ -367,11 +368,13 @@ def test_value_gauges_leave_out_windows_too_small_for_their_detector_to_test() -
 
     metrics.evaluated([window(0, 250, 3, "insufficient_data")])  # no baseline yet
     assert gauge() == 3 / 250
-    metrics.evaluated([window(1, 3, 1, "insufficient_data")])
-    assert gauge() == 3 / 250
+    metrics.evaluated([window(1, 60, 1, "ok")])  # judged with the windows before it
+    assert gauge() == 1 / 60
+    metrics.evaluated([window(2, 3, 1, "insufficient_data")])
+    assert gauge() is None
     judged = {"model": "quiet", "detector": "safety", "verdict": "insufficient_data"}
     assert registry.get_sample_value("lookout_detections_total", judged) == 2  # still counted
-    metrics.evaluated([window(2, 200, 6, "alert")])
+    metrics.evaluated([window(3, 200, 6, "alert")])
     assert gauge() == 6 / 200
 
 
