@@ -78,8 +78,12 @@ class RetuneTrigger:
         registry: CollectorRegistry,
         runner: Runner = run_action,
         exporter: Exporter = _export,
+        model_label: Callable[[str], str] = str,
     ) -> None:
         self._config = config
+        #: the model's label value: the worker's bounded set (`metrics.models`, else the first
+        #: `metrics.max_models` seen, the rest `other`), as on every other per-model series
+        self._model_label = model_label
         self._router = Router(config)
         self._actions = {a.name: a for a in config.retune.actions}
         self._log = retune_log
@@ -194,14 +198,15 @@ class RetuneTrigger:
         `LookoutRetuneFailing` missed a model's first failure (a lone one, for good). Made
         at the model's first alerting window routed to the action, `consecutive_windows`
         windows before its request; never for a model whose detector the action skips."""
-        if (action, model) not in self._labelled:
-            self._labelled.add((action, model))
+        label = self._model_label(model)
+        if (action, label) not in self._labelled:
+            self._labelled.add((action, label))
             for outcome in ("sent", "dry_run", "failed", "cooldown"):
-                self.total.labels(action, model, outcome)
+                self.total.labels(action, label, outcome)
 
     def _count(self, action: str, model: str, outcome: str) -> None:
         self._label(action, model)
-        self.total.labels(action, model, outcome).inc()
+        self.total.labels(action, self._model_label(model), outcome).inc()
 
     def _held_back(self, candidate: _Candidate) -> None:
         """Counted and said once per incident, not at each of its windows."""

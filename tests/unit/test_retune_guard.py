@@ -469,3 +469,35 @@ def test_config_check_warns_and_run_refuses_a_pipeline_or_token_it_cannot_use(
         "directory",
         "retune action 'retrain': existing_token (env KFP_TOKEN): the variable is not set or empty",
     ]
+
+
+def test_the_retune_counter_s_model_label_is_bounded_like_every_per_model_series(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the counter's `model` label took every alerting model's raw name, so a
+    stream of many models made four series each; the worker's bounded label set folds the
+    ones beyond `metrics.models` into `other`, as on every other per-model series."""
+    from worker.metrics import ModelLabels
+
+    runner = FlakyRunner(failures=0)
+    registry = CollectorRegistry()
+    retune = RetuneTrigger(
+        alerting(),
+        RetuneLog(tmp_path / "retune.sqlite"),
+        registry=registry,
+        runner=runner,
+        model_label=ModelLabels(("a",)),
+    )
+    retune.start()
+    try:
+        assert len(retune.consider(*window(2))) == 1  # model "m", not among metrics.models
+        retune.wait_idle()
+    finally:
+        retune.close()
+    sent = {"action": "retrain", "outcome": "sent"}
+    assert (
+        registry.get_sample_value("lookout_retune_requests_total", {**sent, "model": "other"}) == 1
+    )
+    assert (
+        registry.get_sample_value("lookout_retune_requests_total", {**sent, "model": "m"}) is None
+    )

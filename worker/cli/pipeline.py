@@ -229,12 +229,19 @@ def build_pipeline(
     sink = build_sink(config)
     registry = registry if registry is not None else CollectorRegistry()
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
+    # one bounded set of model label values for every per-model series
+    model_labels = ModelLabels(config.metrics.models, config.metrics.max_models)
     retune = None
     if config.alerting.retune.actions and config.engine.role != "ingest":
         from alerts.retune import RetuneTrigger
         from alerts.retune.guard import RetuneLog
 
-        retune = RetuneTrigger(config.alerting, RetuneLog(outbox_path(config)), registry=registry)
+        retune = RetuneTrigger(
+            config.alerting,
+            RetuneLog(outbox_path(config)),
+            registry=registry,
+            model_label=model_labels,
+        )
         retune.start()
         tracker.on_alerting = retune.consider
     references = {
@@ -251,7 +258,7 @@ def build_pipeline(
 
     metrics = EngineMetrics(
         registry,
-        ModelLabels(config.metrics.models, config.metrics.max_models),
+        model_labels,
         min_calls={
             name: int(getattr(getattr(detector, "config", None), "min_calls", 0))
             for name, detector in detectors.items()
