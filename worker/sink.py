@@ -287,6 +287,11 @@ class Sink(Protocol):
         one writer's own row out (a replica asking whether another is behind it)."""
         ...
 
+    def any_writer_progress(self) -> bool:
+        """Whether any writer ever reported its progress here (an evaluator's readiness: a
+        sink no ingest replica ever wrote to is the wrong one, or they are not running)."""
+        ...
+
     def writer_frontier(self, writer_id: str) -> float | None:
         """The last frontier `writer_id` reported, None if it never did: a replica restarted
         under its predecessor's id reports no further than it during the restart hold."""

@@ -390,6 +390,11 @@ class MemorySink:
         counted = [f for w, (f, at) in reports if at >= newest - active_within and w != excluding]
         return min(counted) if counted else None
 
+    def any_writer_progress(self) -> bool:
+        self._check_read()
+        with self._lock:
+            return bool(self._frontiers)
+
     def writer_frontier(self, writer_id: str) -> float | None:
         self._check_read()
         with self._lock:

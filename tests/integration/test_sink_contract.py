@@ -329,7 +329,9 @@ def test_the_frontier_is_the_slowest_writer_that_still_reports(
         made = MemorySink(clock=lambda: now[0].timestamp())
     try:
         assert made.writer_frontier("fast") is None
+        assert not made.any_writer_progress()
         made.write_checkpoint(Checkpoint("fast", 0, frontier=S0 + 300.0))
+        assert made.any_writer_progress()
         made.write_checkpoint(Checkpoint("slow", 0, frontier=S0 + 100.0))
         now[0] += timedelta(seconds=30)
         made.write_checkpoint(Checkpoint("fast", 1, frontier=S0 + 400.0))

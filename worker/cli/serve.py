@@ -192,15 +192,17 @@ def serve_evaluator(config: LookoutConfig) -> int:
         while not stop.is_set():
             try:
                 frontier = sink.load_frontier(config.evaluator_writer_active_seconds())
-                if frontier is None and not waiting_said:
+                if frontier is not None or (not reported.is_set() and sink.any_writer_progress()):
+                    # ever, not only lately: replicas with nothing to fold for a day (a
+                    # quiet staging weekend) are quiet, not missing
+                    reported.set()
+                if frontier is None and not waiting_said and not reported.is_set():
                     log.warning(
                         "no ingest replica has written its progress to %s yet: nothing to "
                         "judge until one does (`lookout run --role ingest` on the same sink)",
                         sink.name,
                     )
                 waiting_said = frontier is None
-                if frontier is not None:
-                    reported.set()
                 now_judged = engine.judge_stored(frontier)
                 if now_judged:
                     log.info("judged %d window(s) the ingest replicas closed", now_judged)

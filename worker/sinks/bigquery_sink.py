@@ -690,6 +690,11 @@ class BigQuerySink:
         value = rows[0]["f"] if rows else None
         return None if value is None else float(value)
 
+    def any_writer_progress(self) -> bool:
+        """Asked every few seconds only while the evaluator is not ready yet."""
+        rows = self.query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM {ds}.writer_progress LIMIT 1)")
+        return bool(rows and rows[0]["n"])
+
     def writer_frontier(self, writer_id: str) -> float | None:
         rows = self.query(
             "SELECT frontier_unix AS f FROM {ds}.writer_progress WHERE writer_id = @w "

@@ -605,6 +605,10 @@ class DuckDBSink:
         )
         return None if row[0] is None else float(row[0])
 
+    def any_writer_progress(self) -> bool:
+        (row,) = self.query("SELECT EXISTS (SELECT 1 FROM writer_progress)")
+        return bool(row[0])
+
     def writer_frontier(self, writer_id: str) -> float | None:
         rows = self.query(
             "SELECT frontier_unix FROM writer_progress WHERE writer_id = ? "
