@@ -8,7 +8,12 @@ RETUNE := $(VENV)/.retune-installed
 .PHONY: demo test lint typecheck unit tools bench clean
 
 # the editable install also compiles the decoder's fast path and the id hash (setup.py): rebuild when they change
+# Python 3.11 only (pyproject.toml): checked before two minutes of installing, and a .venv made
+# by another interpreter (an earlier `make PYTHON=...`) is made again rather than kept
+IS_311 := -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'
 $(STAMP): pyproject.toml requirements.lock setup.py $(wildcard schemas/decode/_fast*.pyx schemas/decode/_fast*.pxi detectors/*.pyx)
+	@$(PYTHON) $(IS_311) 2>/dev/null || { echo "make: Lookout needs Python 3.11, and $(PYTHON) is $$($(PYTHON) -V 2>&1); run: make PYTHON=python3.11 (the interpreter's path)" >&2; exit 1; }
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python $(IS_311) 2>/dev/null; then echo "make: $(VENV) was made by another Python; making it again" >&2; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock

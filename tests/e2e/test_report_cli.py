@@ -88,3 +88,25 @@ def test_a_bad_since_until_or_model_is_one_line_and_exit_2(tmp_path: Path) -> No
         "Only windows that start from 1970-01-01 00:00 UTC to before 1970-01-02 00:00 UTC, of "
         "model text-bison." in (tmp_path / "r.html").read_text()
     )
+
+
+def test_a_range_that_holds_no_window_says_so_and_what_the_file_holds(tmp_path: Path) -> None:
+    """A newcomer's report of a day the file does not cover printed only `wrote r.html` and
+    exited 0: an empty report that read like a quiet day. It still writes the file (a range
+    may be empty on purpose), and says in one line why it is empty."""
+    sink = DuckDBSink(tmp_path / "r.duckdb")
+    sink.write_checkpoint(
+        Checkpoint("w1", 0, partials=[PartialRow("text-bison", 120, 180, 1, 0, {})])
+    )
+    sink.close()
+    done = lookout(
+        "report", "--db", "r.duckdb", "--out", "r.html", "--since", "2026-01-06",
+        "--model", "text-bison", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.describe()
+    assert done.stderr == (
+        "lookout: report: no windows that start from 2026-01-06 00:00 UTC, of model text-bison: "
+        "the file holds windows from 1970-01-01 00:02 UTC to 1970-01-01 00:02 UTC; the report "
+        "is empty\n"
+    )
+    assert done.stdout == "wrote r.html\n" and (tmp_path / "r.html").exists()

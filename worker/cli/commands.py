@@ -542,7 +542,7 @@ def report_command(
     reads faster, and its report opens faster, limited with --since, --until and --model."""
     import duckdb
 
-    from worker.cli.report_scope import ScopeError, scope_of
+    from worker.cli.report_scope import ScopeError, empty_scope, scope_of
 
     output_file("report", "--out", out)
     try:
@@ -585,6 +585,7 @@ def report_command(
             second_opinion=evidently_second_opinion,
             scope=scope,
         )
+        empty = empty_scope(sink, scope) if scope is not None else None
     except ScopeError as error:  # a --model the file does not hold: nothing was written
         fail(f"report: {error}")
     except duckdb.Error as error:  # a table of Lookout's name holding something else
@@ -592,6 +593,8 @@ def report_command(
         fail(f"report: cannot read {db}: {first_line(error)}", code=1)
     finally:
         sink.close()
+    if empty:
+        typer.echo(f"lookout: report: {empty}", err=True)
     typer.echo(f"wrote {out}")
 
 

@@ -125,3 +125,26 @@ def unknown_models(scope: Scope, known: Sequence[str]) -> str | None:
         return None
     have = ", ".join(sorted(known)) or "none"
     return f"--model {', '.join(missing)}: no such model in this file (it has: {have})"
+
+
+def empty_scope(sink: DuckDBSink, scope: Scope) -> str | None:
+    """Why a limited report is empty (no window in its range and models), naming what the
+    file holds, or None: an empty report written without a word looked like a quiet day."""
+    if not scope.limited:
+        return None
+    counted = scoped_frame(sink, "SELECT count(*) AS n FROM window_metrics WHERE {where}", scope)
+    if int(counted["n"].iloc[0]):
+        return None
+    held = scoped_frame(
+        sink,
+        "SELECT min(window_start) AS first, max(window_start) AS last FROM window_metrics "
+        "WHERE {where}",
+        Scope(models=scope.models),
+    )
+    first, last = held["first"].iloc[0], held["last"].iloc[0]
+    holds = (
+        "no window at all"
+        if pd.isna(first)
+        else f"windows from {_utc_text(pd.Timestamp(first))} to {_utc_text(pd.Timestamp(last))}"
+    )
+    return f"no {scope.describe()}: the file holds {holds}; the report is empty"
