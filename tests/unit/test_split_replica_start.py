@@ -10,11 +10,16 @@ their 80-110 calls (879 records late, one false page, one missed page).
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from tests.unit.test_split_roles import NAMES, T0, one_process, stream, verdicts
+from worker.cli.pipeline import Pipeline
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
 from worker.testing import FakeClock, MemorySink
@@ -100,3 +105,38 @@ def test_a_replica_killed_before_its_first_checkpoint_holds_its_windows_until_th
     assert len(got) == len(expected) and got == expected
     pages = [(a.dedup_key, a.status, a.window_start) for a in sink.alerts()]
     assert pages == [(a.dedup_key, a.status, a.window_start) for a in reference.alerts()]
+
+
+def test_lookout_run_reports_the_start_before_its_pub_sub_source_pulls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the Pub/Sub source starts its pulls, which lease messages: reported after it,
+    an ingest replica SIGKILLed half a second in had leased 50 messages and no row, and a page
+    was missed (an SRE's trial on the emulators)."""
+    from schemas.config import LookoutConfig
+    from worker.cli import serve as serving
+    from worker.sinks.duckdb_sink import DuckDBSink
+
+    db = tmp_path / "lookout.duckdb"
+    config = LookoutConfig.model_validate(
+        {
+            "source": {"kind": "pubsub", "project": "p", "subscription": "s"},
+            "sink": {"kind": "duckdb", "path": str(db)},
+            "engine": {"role": "ingest", "writer_id": "ingest-a"},
+            "metrics": {"enabled": False},
+        }
+    )
+    reported_first: list[bool] = []
+
+    def build_source(config: LookoutConfig, pipeline: Pipeline) -> NoReturn:
+        reported_first.append(pipeline.sink.writer_frontier("ingest-a") is not None)
+        raise ValueError("stop here")  # what an unusable source does: `lookout run` exits 2
+
+    monkeypatch.setattr(serving, "build_source", build_source)
+    assert serving.serve(config) == 2
+    assert reported_first == [True]
+    sink = DuckDBSink(db)
+    try:
+        assert sink.writer_frontier("ingest-a") == 0.0  # nobody had reported: before any window
+    finally:
+        sink.close()
