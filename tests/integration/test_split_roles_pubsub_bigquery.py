@@ -67,7 +67,7 @@ MINUTES = 15
 INGEST_REPLICAS = 3
 #: the minute during which one ingest replica is killed with SIGKILL (and not restarted)
 KILL_INGEST_AT = 4
-ACK_DEADLINE = 30
+ACK_DEADLINE = 20
 #: the stream: 15 simulated minutes, ~100 calls/min for each of 3 models, over two tenants
 SIMULATE = (
     *("--hours", "0.25", "--rate", "100", "--seed", "11", "--no-text"),
