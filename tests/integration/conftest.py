@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from tests.integration.bigquery_emulator import BigQueryEmulator
 from tests.integration.bigquery_emulator import EmulatorUnavailable as BigQueryUnavailable
 from tests.integration.pubsub_emulator import EmulatorUnavailable, PubSubEmulator, start_emulator
+from tests.integration.tcp_gate import TcpGate
 from worker.sources.grpc_channel import ChannelFactory, channel_factory
 
 
@@ -90,3 +91,19 @@ def bigquery_dataset(bigquery_emulator: BigQueryEmulator) -> Iterator[str]:
             f"{bigquery_emulator.project}.{name}", delete_contents=True, not_found_ok=True
         )
         client.close()
+
+
+@pytest.fixture
+def tcp_gate() -> Iterator[Callable[[int], TcpGate]]:
+    """`tcp_gate(port)` forwards a fresh loopback port to `port` until shut; closed at the end."""
+    gates: list[TcpGate] = []
+
+    def open_gate(port: int) -> TcpGate:
+        gates.append(TcpGate(port))
+        return gates[-1]
+
+    try:
+        yield open_gate
+    finally:
+        for gate in gates:
+            gate.close()

@@ -18,7 +18,8 @@ import threading
 
 class TcpGate:
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port` until `shut()`; from then on
-    every open connection is cut and new ones are closed as soon as they are accepted."""
+    every open connection is cut and new ones are closed as soon as they are accepted, until
+    `reopen()`."""
 
     def __init__(self, upstream_port: int) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
@@ -39,6 +40,10 @@ class TcpGate:
             for conn in self._open:
                 _cut(conn)
             self._open.clear()
+
+    def reopen(self) -> None:
+        """Forward new connections again (the endpoint is back after an outage)."""
+        self._shut.clear()
 
     def close(self) -> None:
         self.shut()

@@ -161,22 +161,6 @@ def reference_rows(db: Path, template: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def tcp_gate() -> Iterator[Callable[[int], TcpGate]]:
-    """`tcp_gate(port)` forwards a fresh loopback port to `port` until shut; closed at the end."""
-    gates: list[TcpGate] = []
-
-    def open_gate(port: int) -> TcpGate:
-        gates.append(TcpGate(port))
-        return gates[-1]
-
-    try:
-        yield open_gate
-    finally:
-        for gate in gates:
-            gate.close()
-
-
-@pytest.fixture
 def workers() -> Iterator[Callable[..., Worker]]:
     """`start(name, role, config, env)` runs `lookout run --role R --config C`; every process
     still running at the end is killed."""

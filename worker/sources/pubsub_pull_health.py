@@ -89,6 +89,8 @@ class PullHealth:
         self._failures_in_row = 0
         self._last_logged = float("-inf")
         self.retry_at = float("-inf")
+        #: when the last failure was counted (the clock's time), for an early retry
+        self.failed_at = float("-inf")
         self.errors: Counter[str] = Counter()
 
     @property
@@ -131,6 +133,7 @@ class PullHealth:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, self._max)
             self.retry_at = now + delay
+            self.failed_at = now
             changed = reason != self._failing_reason
             due = now - self._last_logged >= self._reminder
             self._failing_reason = reason

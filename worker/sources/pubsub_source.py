@@ -177,6 +177,7 @@ class PubSubSource:
                 holding=self._holding,
                 health=self.health,
                 connected=lambda: self._watch.connected,
+                reconnected_since=self._watch.reconnected_since,
             )
 
     @property

@@ -46,6 +46,8 @@ NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 #: how long one pull may wait for messages on an idle subscription; also the longest wait at
 #: `stop` for a pull in flight (its messages are nacked when they come)
 PULL_WAIT_SECONDS = 1.0
+#: how often a backing-off puller looks whether the channel came back
+RECONNECT_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class UnaryReceiver:
         holding: Callable[[], tuple[int, int]],
         health: PullHealth,
         connected: Callable[[], bool],
+        reconnected_since: Callable[[float], bool] = lambda _moment: False,
     ) -> None:
         self._client = client
         self._subscription = subscription
@@ -169,6 +172,7 @@ class UnaryReceiver:
         self._holding = holding
         self._health = health
         self._connected = connected
+        self._reconnected_since = reconnected_since
         self._stopped = threading.Event()
         self._closed = threading.Event()
         #: seconds allowed per ack/nack call; the source lowers it for the final nack at close
@@ -249,8 +253,9 @@ class UnaryReceiver:
     def _pull_once(self) -> None:
         now = time.monotonic()
         if now < self._health.retry_at:  # backing off after a failure
-            self._stopped.wait(self._health.retry_at - now)
-            return
+            self._back_off(self._health.retry_at)
+            if self._stopped.is_set():
+                return
         room = self._reserve()
         if room == 0:
             with self._cond:  # woken when the engine takes, acks or nacks messages
@@ -271,6 +276,17 @@ class UnaryReceiver:
             self._nack_ids([i.ack_id for i in items])
         elif not items:
             self._stopped.wait(0.01)  # the emulator answers an empty pull at once
+
+    def _back_off(self, until: float) -> None:
+        """Wait until `until`, or less: a channel that reconnected after the failure ends the
+        wait, so pulls resume within a reconnect of the endpoint's return, whatever the
+        backoff grew to over a long outage."""
+        failed_at = self._health.failed_at
+        while not self._stopped.is_set():
+            left = until - time.monotonic()
+            if left <= 0 or self._reconnected_since(failed_at):
+                return
+            self._stopped.wait(min(left, RECONNECT_POLL_SECONDS))
 
     def _pull(self, room: int) -> list[Received]:
         """One pull of up to `room` messages; [] when none came or it failed (reported)."""
