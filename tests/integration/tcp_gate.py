@@ -29,6 +29,7 @@ class TcpGate:
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._shut = threading.Event()
+        self._blackholed = threading.Event()
         self._stopped = threading.Event()
         self._acceptor = threading.Thread(target=self._accept, name="tcp-gate", daemon=True)
         self._acceptor.start()
@@ -41,9 +42,15 @@ class TcpGate:
                 _cut(conn)
             self._open.clear()
 
+    def blackhole(self) -> None:
+        """Drop every byte from now on but keep every connection open and accept new ones, as
+        a firewall that drops packets does: nothing tells a client its peer has gone."""
+        self._blackholed.set()
+
     def reopen(self) -> None:
         """Forward new connections again (the endpoint is back after an outage)."""
         self._shut.clear()
+        self._blackholed.clear()
 
     def close(self) -> None:
         self.shut()
@@ -84,7 +91,8 @@ class TcpGate:
             while chunk := source.recv(65536):
                 if self._shut.is_set():
                     break
-                target.sendall(chunk)
+                if not self._blackholed.is_set():
+                    target.sendall(chunk)
         _cut(source)
         _cut(target)
 

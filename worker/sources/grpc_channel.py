@@ -36,12 +36,21 @@ PUBSUB_SCOPES = (
 #: (an SRE's trial), as every pull in between failed at once on a channel waiting to reconnect
 RECONNECT_BACKOFF_MAX_MS = 5_000
 
+#: how long a ping may wait for its answer before the connection counts as dead. gRPC's
+#: default is 60 s: a connection whose packets were dropped (a firewall, a node's network gone)
+#: answered every pull with a timeout, as an empty subscription does, for 61 s, and after
+#: `engine.idle_close_seconds` (60 s) of that the worker closed windows as if traffic had
+#: stopped. With 10 s the pulls fail, /readyz says why, and no quiet spell is counted.
+PING_TIMEOUT_MS = 10_000
+
 #: -1 = unlimited; keepalive keeps idle streaming pulls alive through NAT and load balancers
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_metadata_size", 4 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", PING_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
     ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
 )
 
