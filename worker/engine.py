@@ -466,6 +466,9 @@ class Engine:
             self._watermark.observe(float(start))
             self._last_progress = self._now()  # a read per window: not a stall
             del state
+        if windows and self.settings.idle_close_seconds is not None:
+            # a quiet stream after the restart: idle close moves on from there
+            self._guard.resume_at(float(max(start for _, start in windows)))
 
     # -- time ----------------------------------------------------------------------------------
 

@@ -159,6 +159,14 @@ class EventTimeGuard:
             return self._frontier
         return max(self._frontier, float(np.partition(pool, len(pool) - k)[len(pool) - k]))
 
+    def resume_at(self, at: float) -> None:
+        """A restarted worker's frontier before any record: where its predecessor had surely
+        reached (the newest window it left unjudged began there). Only when there is none yet.
+        Without it a restart on a quiet stream had no frontier to move on from, and the windows
+        it reopened waited for traffic."""
+        if not math.isfinite(self._frontier):
+            self._frontier = at
+
     def advance_idle(self, to: float) -> None:
         """Move the frontier to `to` with no record saying so: the source has been quiet
         (see `Engine.idle`). Never back, never before there is a frontier, and with a wall

@@ -296,3 +296,26 @@ def test_a_replica_pub_sub_gives_nothing_does_not_hold_the_evaluator_back() -> N
             lags[second // 60] = busy_frontier - evaluator_frontier
     # once the starved replica's last report is older than the evaluator's liveness window
     assert all(lag == 0.0 for minute, lag in lags.items() if minute >= 7), lags
+
+
+def test_a_worker_restarted_on_a_quiet_stream_judges_the_windows_it_reopened() -> None:
+    """Before: the restarted worker had no frontier until a record came, so the windows its
+    predecessor left unjudged waited for traffic (the whole night, on a quiet stream)."""
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    first = QuietSubscription(stream(minutes=8), clock, failing=False)
+    first.quiet_for = 5.0  # stopped (a deploy) before the quiet lasted `idle_close_seconds`
+    drive(first, make_engine(sink, clock, IDLE))
+    left = sink.unevaluated_windows(limit=100)
+    assert int(LAST_WINDOW.timestamp()) in {start for _, start in left}, left
+
+    second = QuietSubscription([], clock, failing=False)
+    second.watch.append(sink)
+    restarted_at = clock()
+    engine = make_engine(sink, clock, IDLE, writer="pod-2")
+    engine.resume(left)  # what build_pipeline does at start
+    drive(second, engine)
+    judged = second.judged_at.get(LAST_WINDOW)
+    assert judged is not None, "a window the restarted worker reopened was never judged"
+    assert judged - restarted_at <= IDLE + 60 + 30 + 10, judged - restarted_at
+    assert sink.unevaluated_windows(limit=100) == []
