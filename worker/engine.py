@@ -266,8 +266,13 @@ class Engine:
         never moving the watermark) and written with the next checkpoint, before the ack.
         """
         if len(batch):
-            self._idle_since = None
+            frontier = self._guard.frontier
             admission = self._guard.admit(batch.timestamp)
+            if self._guard.frontier > frontier:
+                # records moved event time on: not quiet. A trickle too thin to move it (fewer
+                # than the quorum a poll) keeps the spell going: with three models each calling
+                # every 70-120 s, windows five minutes old stayed open (an SRE's trial)
+                self._idle_since = None
             if admission.quarantined:
                 self._quarantine(batch, admission)
                 batch = batch.take(admission.admitted)
@@ -310,8 +315,9 @@ class Engine:
 
     def idle(self) -> None:
         """The source answered with nothing and nothing waits for its ack. Once that has
-        lasted `idle_close_seconds`, the frontier moves on from where it was at the wall
-        clock's pace (less that wait), so the windows before a quiet spell close.
+        lasted `idle_close_seconds` (records too few to move event time, a trickle, do not
+        end it), the frontier moves on from where it was at the wall clock's pace (less that
+        wait), so the windows before a quiet spell close.
 
         Event time moves only with records: after a backlog with no traffic behind it, or
         when a model's callers go quiet for the night, the newest windows stayed open, and

@@ -333,13 +333,14 @@ def run(
                 # idle (or the source holds its flow-control maximum): make what we hold
                 # durable and ack it now rather than at the next interval
                 held_back = engine.pending_messages > 0
-                if held_back:
-                    engine.checkpoint()
+                acked = engine.checkpoint() if held_back else True
                 # the frontier may move on without records only over polls that all came back
                 # empty from a working source: nothing failing (a pull that fails returns
                 # nothing too) and nothing held back by flow control, or what Pub/Sub kept
-                # meanwhile would land in windows already judged
-                if held_back or not source.ready():
+                # meanwhile would land in windows already judged. Held messages the checkpoint
+                # just acked hold nothing back: a trickle of a message a minute had each
+                # message end the spell, and its windows waited minutes
+                if not acked or not source.ready():
                     engine.not_idle()
                 else:
                     engine.idle()

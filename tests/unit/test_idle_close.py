@@ -180,7 +180,7 @@ def test_a_quiet_ingest_replica_s_frontier_lets_the_evaluator_judge_its_last_win
 
 class TimedSubscription(FakeSource):
     """Traffic published 5 s after its event time (plus a span's own extra delay), spans of
-    (start minute, minutes, extra delay) of it;
+    (start minute, minutes, extra delay[, calls a minute per model, 60 if not given]) of it;
     pulls fail (nothing comes back and the source is not ready) over `outage` seconds of the
     clock, and the first poll after it is empty, as a unary pull that comes back before the
     backlog does. Each poll takes a second."""
@@ -188,7 +188,7 @@ class TimedSubscription(FakeSource):
     def __init__(
         self,
         clock: FakeClock,
-        spans: tuple[tuple[float, float, float], ...],
+        spans: tuple[tuple[float, ...], ...],
         outage: tuple[float, float] = (-1.0, -1.0),
     ) -> None:
         super().__init__([], finite=False)
@@ -198,11 +198,14 @@ class TimedSubscription(FakeSource):
         self.timed: list[tuple[float, SourceMessage]] = []
         self.logs: list[PredictionLog] = []
         self.empty_after_outage = 1 if outage[1] > 0 else 0
-        for minute, minutes, delay in spans:
+        #: when each window was first seen judged in `watched` (clock seconds)
+        self.watched: MemorySink | None = None
+        self.judged_at: dict[datetime, float] = {}
+        for minute, minutes, delay, *rate in spans:
             sim = SimulationConfig(
                 start=T0 + timedelta(minutes=minute),
                 hours=minutes / 60,
-                calls_per_minute=60,
+                calls_per_minute=rate[0] if rate else 60,
                 embedding_fraction=0.0,
                 seed=int(minute * 60),
             )
@@ -220,6 +223,8 @@ class TimedSubscription(FakeSource):
         now = self.clock.advance(1.0)
         if now > max(self.outage[1], self.last) + 300:
             self.done.set()
+        for d in self.watched.detections() if self.watched is not None else ():
+            self.judged_at.setdefault(d.window_start, now)
         if self.failing():
             return []
         if now >= self.outage[1] and self.empty_after_outage:
@@ -319,3 +324,34 @@ def test_a_worker_restarted_on_a_quiet_stream_judges_the_windows_it_reopened() -
     assert judged is not None, "a window the restarted worker reopened was never judged"
     assert judged - restarted_at <= IDLE + 60 + 30 + 10, judged - restarted_at
     assert sink.unevaluated_windows(limit=100) == []
+
+
+def test_a_trickle_too_thin_to_move_event_time_does_not_hold_windows_open() -> None:
+    """After steady traffic, three models each calling about every 100 s: fewer records a
+    minute than the quorum that moves event time. Every call ended the quiet spell (and its
+    message, waiting for its ack at the next empty poll, did too), so the frontier moved only
+    when five calls had gathered, to the oldest of them: windows were judged up to nine minutes
+    after their end (five in an SRE's trial). Calls that do not move event time, and messages
+    a checkpoint acks at once, now leave the spell going; none of the calls is late."""
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    engine = make_engine(sink, clock, IDLE)
+    source = TimedSubscription(clock, ((0, 8, 0.0), (8, 20, 0.0, 0.6)))
+    source.watched = sink
+    drive_timed(source, engine)
+    trickle_windows = [
+        start
+        for start in source.judged_at
+        if T0 + timedelta(minutes=8) <= start < T0 + timedelta(minutes=26)
+    ]
+    waited = {
+        start: source.judged_at[start] - ((start - T0).total_seconds() + 60)
+        for start in trickle_windows
+    }
+    assert len(trickle_windows) >= 10, sorted(source.judged_at)  # some minutes had no call
+    slowest = max(waited.values())
+    print(f"\n{len(waited)} trickle windows, the slowest judged {slowest:.0f} s after its end")
+    # the wait and the allowed lateness, the frontier's trail when the spell began, checkpoints
+    # (121-125 s here; 447 s when each message ended the spell, 567 s before either fix)
+    assert slowest <= IDLE + 30 + 60, f"a window judged {slowest:.0f} s after its end"
+    assert engine.stats.late == 0
