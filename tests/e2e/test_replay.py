@@ -38,8 +38,8 @@ REPORT = re.compile(r"^(?P<file>\S+): line (?P<line>\d+): (?P<reason>.+)$")
 SUMMARY = re.compile(
     r"^replayed (?P<file>\S+): (?P<records>\d+) records counted, (?P<duplicates>\d+) duplicates "
     r"skipped, (?P<invalid>\d+) invalid, (?P<quarantined>\d+) quarantined \(event time\), "
-    r"(?P<late>\d+) late, (?P<windows>\d+) windows evaluated, "
-    r"(?P<alerts>\d+) alert changes"
+    r"(?P<late>\d+) late, (?P<windows>\d+) windows? evaluated, "
+    r"(?P<alerts>\d+) alert changes?"
     r"(?: \((?P<info>\d+) info, not printed: in the alerts table[^)]*\))?"
     r"(?P<signal> \(stopped by signal\))?$"
 )

@@ -27,6 +27,7 @@ from worker.cli.app import (
     stop_on_signals,
 )
 from worker.cli.log_format import say
+from worker.cli.plural import counted
 
 if TYPE_CHECKING:
     from schemas.config import LookoutConfig
@@ -169,8 +170,8 @@ def replay(
         "lookout.replay",
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
         f"{result.invalid_records} invalid, {stats.quarantined} quarantined (event time), "
-        f"{stats.late} late, {stats.windows_evaluated} windows "
-        f"evaluated, {len(stats.alerts)} alert changes"
+        f"{stats.late} late, {counted(stats.windows_evaluated, 'window')} "
+        f"evaluated, {counted(len(stats.alerts), 'alert change')}"
         # info changes (descriptor drift) explain incidents; they are logged, not printed
         + (f" ({info} info, not printed: in {_kept_in(config, report)})" if info else "")
         + (" (stopped by signal)" if result.stopped_by_signal else ""),

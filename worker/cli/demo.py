@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worker.cli.app import app, configured, output_console, progress_bar
+from worker.cli.plural import counted
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
@@ -158,17 +159,13 @@ def _offset(delta: timedelta) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def _windows(count: int) -> str:
-    return "1 window" if count == 1 else f"{count} windows"
-
-
 def summary_row(o: IncidentOutcome, sim_start: datetime) -> tuple[str, ...]:
     """One incident in the summary: short cells, so that each is read whole at 80 columns."""
     return (
         o.incident.kind,
         o.model,
         f"+{_offset(o.start - sim_start)}",
-        _windows(o.windows_to_fire) if o.windows_to_fire is not None else "never",
+        counted(o.windows_to_fire, "window") if o.windows_to_fire is not None else "never",
         f"+{_offset(o.resolved_at - sim_start)}" if o.resolved_at else "never",
         "ok" if o.caught and o.resolved else "MISSED",
     )
@@ -190,7 +187,7 @@ def print_summary(
     are not printed as they happen; the count says where they are."""
     title = (
         f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
-        f"{stats.windows_evaluated:,} windows"
+        f"{counted(stats.windows_evaluated, 'window', grouped=True)}"
     )
     names = ("incident", "model", "start", "fired in", "resolved", "verdict")
     rows = [summary_row(o, sim.start) for o in outcome.incidents]

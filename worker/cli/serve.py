@@ -12,6 +12,7 @@ from pathlib import Path
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
 from schemas.errors import DecodeError
 from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.cli.plural import counted
 from worker.errors import SinkBroken
 from worker.health import HealthServer, stall_check
 from worker.runner import RunSettings, run
@@ -220,7 +221,7 @@ def serve_evaluator(config: LookoutConfig) -> int:
             health.stop()
         pipeline.close()
         _ignore_late_signals()
-    print(f"lookout run --role evaluate: {judged} windows evaluated", file=sys.stderr)
+    print(f"lookout run --role evaluate: {counted(judged, 'window')} evaluated", file=sys.stderr)
     return 0 if clean else 1
 
 
@@ -285,7 +286,7 @@ def serve(config: LookoutConfig) -> int:
     print(
         f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "
         f"{result.invalid_records + undecodable} invalid, {stats.quarantined} quarantined "
-        f"(event time), {stats.windows_evaluated} windows evaluated",
+        f"(event time), {counted(stats.windows_evaluated, 'window')} evaluated",
         file=sys.stderr,
     )
     failure = getattr(source, "failure", None)  # a file source's corrupt gzip data
