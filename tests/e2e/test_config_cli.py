@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import Result, assert_no_traceback, lookout
+from tests.e2e.conftest import (
+    Result,
+    assert_no_traceback,
+    clean_env,
+    lookout,
+    lookout_executable,
+)
 
 GOOD = """\
 source:
@@ -222,3 +230,24 @@ def test_a_misspelt_key_gets_the_key_it_was_probably_meant_to_be(tmp_path: Path)
     assert lines[0].endswith("engine.window_secs: unknown key (did you mean 'window_seconds'?)")
     assert lines[1].endswith("detectors.safety.min_call: unknown key (did you mean 'min_calls'?)")
     assert lines[2].endswith("detectors.safety.zzz: unknown key")  # nothing close: no guess
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    """`lookout config check FILE | head -1` exited 1 when head closed the pipe first (a
+    newcomer's `set -o pipefail` script failed on it); other commands say 0 there."""
+    config = tmp_path / "lookout.yaml"
+    config.write_text(GOOD)
+    (tmp_path / "logs.ndjson").write_text("")
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [lookout_executable(), "config", "check", str(config)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    os.close(write_end)
+    os.close(read_end)  # the reader is gone before the first line is written
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()

@@ -75,6 +75,12 @@ def main() -> None:
         from worker.cli.app import quiet_broken_pipe
 
         quiet_broken_pipe()
+    except SystemExit as stopped:
+        # typer exits 1 on a broken pipe it caught itself (`config check | head -1`), having
+        # wrapped stdout to say nothing more: the same "not an error" as everywhere else
+        if stopped.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            raise SystemExit(0) from None
+        raise
     except Exception as error:
         if os.environ.get("LOOKOUT_DEBUG") == "1":
             raise
