@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.alert_config import SEVERITY_RANK, AlertingConfig
 from schemas.detection import Alert, Detection, Severity
+from schemas.plural import counted
 
 Phase = Literal["pending", "firing", "suppressed"]
 
@@ -362,11 +363,11 @@ class AlertTracker:
     ) -> Incident:
         if incident.phase in ("suppressed", "pending"):
             return _closed(incident)  # never paged, so nothing to resolve
-        windows = f"after {incident.windows} windows"
+        windows = f"after {counted(incident.windows, 'window')}"
         if incident.started_at is not None:
             # windows counted across a gap of hours read as minutes: the span says how long
             lasted = _duration(d.window_end - incident.started_at)
-            windows = f"after {lasted} ({incident.windows} windows)"
+            windows = f"after {lasted} ({counted(incident.windows, 'window')})"
         if (
             numbers
             and d.value is not None

@@ -46,6 +46,7 @@ from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import LatencyConfig
+from schemas.plural import counted
 
 QUANTILES = np.array([0.5, 0.95, 0.99])
 #: `engine.window_seconds`'s default, for a detector built without a configuration file
@@ -315,8 +316,9 @@ class LatencyDetector:
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
-                    f"not judged: {state.count} calls with a latency in the window (minimum "
-                    f"{cfg.min_calls}) and {n0} in the past {len(baseline.history)} windows "
+                    f"not judged: {counted(state.count, 'call')} with a latency in the window "
+                    f"(minimum {cfg.min_calls}) and {n0} in the past "
+                    f"{counted(len(baseline.history), 'window')} "
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )

@@ -41,6 +41,7 @@ from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import SafetyConfig
+from schemas.plural import counted
 
 Counts = tuple[tuple[str, int], ...]
 OTHER = "other"
@@ -274,8 +275,9 @@ class SafetyDetector:
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
-                    f"not judged: {state.calls} calls in the window (minimum {cfg.min_calls}) "
-                    f"and {n0} calls in the {len(recent)} past windows "
+                    f"not judged: {counted(state.calls, 'call')} in the window (minimum "
+                    f"{cfg.min_calls}) and {counted(n0, 'call')} in the "
+                    f"{counted(len(recent), 'past window')} "
                     f"(minimum {cfg.min_baseline_calls} for a baseline)."
                 ),
             )

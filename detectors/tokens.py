@@ -32,6 +32,7 @@ from detectors.base import Baseline, WindowRef, window_detection
 from schemas.batch import LogBatch
 from schemas.detection import Detection
 from schemas.detector_config import TokensConfig
+from schemas.plural import counted
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,10 @@ class TokensDetector:
                 verdict="insufficient_data",
                 condition=condition,
                 reason=(
-                    f"not judged: {state.output_calls} calls with output tokens in the window "
-                    f"(minimum {cfg.min_calls}) and {n0} in the past {len(baseline.history)} "
-                    f"windows (minimum {cfg.min_baseline_calls} for a baseline)."
+                    f"not judged: {counted(state.output_calls, 'call')} with output tokens in "
+                    f"the window (minimum {cfg.min_calls}) and {n0} in the past "
+                    f"{counted(len(baseline.history), 'window')} (minimum "
+                    f"{cfg.min_baseline_calls} for a baseline)."
                 ),
             )
         alpha = span_alpha(cfg.alpha, seq.spans)

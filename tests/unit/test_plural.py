@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.cli.plural import counted
+from schemas.plural import counted
 
 
 def test_one_is_singular_and_every_other_count_plural() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from schemas.detection import Detection, Verdict
+from schemas.plural import counted
 from tests.report_html import Section, sections
 from tests.window_detections import minute_detection
 from worker.cli.report import write_report
@@ -49,16 +50,17 @@ def checkpoint() -> Checkpoint:
     detections = []
     for model in ("gpt-4o-mini", "text-bison"):
         for i in range(5):
-            if i < 3:  # too few calls: each reason's numbers differ, its kind does not
+            # too few calls: each reason's numbers differ (the first says "1 call"), its kind not
+            if i < 3:
                 detections.append(
                     detection(
                         model,
                         "safety",
                         i,
                         "insufficient_data",
-                        f"not judged: {CALLS[i]} calls in the window (minimum 100) and "
-                        f"{1000 - i} calls in the {30 + i} past windows (minimum 1000 for a "
-                        "baseline).",
+                        f"not judged: {counted(CALLS[i] if i else 1, 'call')} in the window "
+                        f"(minimum 100) and {1000 - i} calls in the {30 + i} past windows "
+                        "(minimum 1000 for a baseline).",
                     )
                 )
             else:

@@ -16,6 +16,7 @@ import typer
 
 from schemas.config import FileSourceConfig
 from schemas.errors import DecodeError
+from schemas.plural import counted
 from worker.cli.app import (
     ConfigOption,
     app,
@@ -27,7 +28,6 @@ from worker.cli.app import (
     stop_on_signals,
 )
 from worker.cli.log_format import say
-from worker.cli.plural import counted
 
 if TYPE_CHECKING:
     from schemas.config import LookoutConfig

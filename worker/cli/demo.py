@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from schemas.plural import counted
 from worker.cli.app import app, configured, output_console, progress_bar
-from worker.cli.plural import counted
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them

@@ -32,13 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("lookout.report")
 
 #: numbers in a reason ("4 calls in the window (minimum 100)") differ from window to window;
-#: reasons are grouped with them masked, so "too few calls" is one reason, not thousands
+#: reasons are grouped with them masked, so "too few calls" is one reason, not thousands (and
+#: with "1 call" and "4 calls" one noun)
 _NUMBER = r"[0-9][0-9,.]*"
+_PLURAL = r"\b(call|window)s\b"
 
 _DETECTOR_COVERAGE = f"""
 WITH d AS (
     SELECT model, detector, verdict, window_start, reason,
-        regexp_replace(reason, '{_NUMBER}', '#', 'g') AS kind
+        regexp_replace(regexp_replace(reason, '{_NUMBER}', '#', 'g'), '{_PLURAL}', '\\1', 'g')
+            AS kind
     FROM detections WHERE {{where}}
 ),
 counts AS (
@@ -60,7 +63,8 @@ ORDER BY c.model, c.detector
 _QUARANTINED = f"""
 WITH q AS (
     SELECT model, reason, event_time_unix,
-        regexp_replace(reason, '{_NUMBER}', '#', 'g') AS kind
+        regexp_replace(regexp_replace(reason, '{_NUMBER}', '#', 'g'), '{_PLURAL}', '\\1', 'g')
+            AS kind
     FROM {{table}} WHERE {{where}}
 )
 SELECT model, sum(n)::BIGINT AS quarantined, arg_max(example, n) AS top_reason

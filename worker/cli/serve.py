@@ -11,8 +11,8 @@ from pathlib import Path
 
 from schemas.config import FileSourceConfig, LookoutConfig, PubSubSourceConfig
 from schemas.errors import DecodeError
+from schemas.plural import counted
 from worker.cli.pipeline import Pipeline, build_pipeline
-from worker.cli.plural import counted
 from worker.errors import SinkBroken
 from worker.health import HealthServer, stall_check
 from worker.runner import RunSettings, run
