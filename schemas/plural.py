@@ -1,7 +1,8 @@
-"""Counts in the CLI's one-line summaries, with the noun in the number it takes.
+"""Counts in what people read (summaries, reasons, resolve notices), with the noun in the
+number it takes.
 
 Why: "1 windows evaluated" at the end of a short replay read as careless to a newcomer, and
-summaries are what people paste into tickets.
+summaries and pages are what people paste into tickets.
 """
 
 from __future__ import annotations
