@@ -338,8 +338,9 @@ class Engine:
         if not self._idle_said:
             self._idle_said = True
             log.info(
-                "no messages for %.0f s: the event-time frontier moves on with the clock "
-                "(engine.idle_close_seconds %g), so the windows before the quiet spell close",
+                "event time has not moved for %.0f s (no messages, or too few to move it): "
+                "the frontier moves on with the clock (engine.idle_close_seconds %g), so the "
+                "windows before the quiet spell close",
                 quiet,
                 after,
             )

@@ -421,3 +421,19 @@ def test_a_topic_that_does_not_answer_is_waited_for_once_then_skipped_for_a_whil
     assert "5 of 5 records" in first.reason
     assert not second.ok and not second.attempted
     assert 1.0 <= waited < 2.0 and both - waited < 0.1, (waited, both)
+
+
+def test_an_endpoint_out_of_reach_is_one_line_whichever_way_its_calls_fail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection whose packets were dropped failed by a ping timeout, then pulls timing
+    out, then connects timing out: three ERROR lines in 35 s for one outage (an SRE's trial)."""
+    now = [0.0]
+    health = PullHealth(TARGET, reminder_seconds=300, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="lookout.pubsub"):
+        for error in (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ServiceUnavailable):
+            now[0] += health.failed(api_error(error, "ping timeout"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert "cannot reach Pub/Sub" in messages[0]
+    assert health.errors == {"unavailable": 2, "deadline_exceeded": 1}
