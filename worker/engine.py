@@ -268,10 +268,12 @@ class Engine:
         if len(batch):
             frontier = self._guard.frontier
             admission = self._guard.admit(batch.timestamp)
-            if self._guard.frontier > frontier:
-                # records moved event time on: not quiet. A trickle too thin to move it (fewer
-                # than the quorum a poll) keeps the spell going: with three models each calling
-                # every 70-120 s, windows five minutes old stayed open (an SRE's trial)
+            if self._guard.frontier > frontier or len(batch) >= self._guard.limits.quorum:
+                # records that move event time on, or as many as could, are not quiet. A trickle
+                # too thin to move it (fewer than the quorum a poll) keeps the spell going: with
+                # three models each calling every 70-120 s, windows five minutes old stayed open
+                # (an SRE's trial). A full poll of old records does not: a backlog drained under
+                # flow control has newer records queued behind it (388 late in a review's run)
                 self._idle_since = None
             if admission.quarantined:
                 self._quarantine(batch, admission)

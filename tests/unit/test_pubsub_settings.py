@@ -437,3 +437,26 @@ def test_an_endpoint_out_of_reach_is_one_line_whichever_way_its_calls_fail(
     assert len(messages) == 1, messages
     assert "cannot reach Pub/Sub" in messages[0]
     assert health.errors == {"unavailable": 2, "deadline_exceeded": 1}
+
+
+def test_a_reconnect_cuts_short_only_the_backoff_of_an_endpoint_out_of_reach() -> None:
+    """Pulls resume as soon as the channel is back after an outage; a missing subscription
+    fails on a connected channel, and a reconnect (a proxy that drops the connection after each
+    error, say) must not turn its backoff into a retry storm (found in review)."""
+    import threading
+
+    from worker.sources.pubsub_unary import UnaryReceiver
+
+    def back_off_after(error: type[gexc.GoogleAPICallError]) -> float:
+        health = PullHealth(TARGET, initial_backoff=0.4)
+        receiver = UnaryReceiver.__new__(UnaryReceiver)  # the backoff alone: no pull threads
+        receiver._health = health
+        receiver._stopped = threading.Event()
+        receiver._reconnected_since = lambda _moment: True  # the channel came back at once
+        health.failed(api_error(error, "x"))
+        started = time.monotonic()
+        receiver._back_off(health.retry_at)
+        return time.monotonic() - started
+
+    assert back_off_after(gexc.ServiceUnavailable) < 0.2  # pulls again at once
+    assert back_off_after(gexc.NotFound) >= 0.35  # waits its backoff out

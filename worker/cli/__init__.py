@@ -8,6 +8,7 @@ another's commands and there is no import circle.
 from __future__ import annotations
 
 import os
+import select
 import sys
 
 import typer
@@ -63,6 +64,16 @@ def global_options_first(args: list[str]) -> list[str]:
     return moved + rest
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
     limit_blas_threads()
@@ -78,7 +89,9 @@ def main() -> None:
     except SystemExit as stopped:
         # typer exits 1 on a broken pipe it caught itself (`config check | head -1`), having
         # wrapped stdout to say nothing more: the same "not an error" as everywhere else
-        if stopped.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        # (and only stdout's: not a broken pipe of a socket or a child process)
+        wrapped = type(sys.stdout).__name__ == "PacifyFlushWrapper"
+        if stopped.code == 1 and wrapped and _stdout_reader_gone():
             raise SystemExit(0) from None
         raise
     except Exception as error:

@@ -40,8 +40,10 @@ RECONNECT_BACKOFF_MAX_MS = 5_000
 #: default is 60 s: a connection whose packets were dropped (a firewall, a node's network gone)
 #: answered every pull with a timeout, as an empty subscription does, for 61 s, and after
 #: `engine.idle_close_seconds` (60 s) of that the worker closed windows as if traffic had
-#: stopped. With 10 s the pulls fail, /readyz says why, and no quiet spell is counted.
-PING_TIMEOUT_MS = 10_000
+#: stopped. With 20 s the pulls fail, /readyz says why, and no quiet spell is counted; not less,
+#: because a ping's answer waits behind the pull response bytes already in flight, tens of MB
+#: on a slow but healthy link (a review)
+PING_TIMEOUT_MS = 20_000
 
 #: -1 = unlimited; keepalive keeps idle streaming pulls alive through NAT and load balancers
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (

@@ -108,6 +108,11 @@ class PullHealth:
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def unreachable(self) -> bool:
+        """The last failure was Pub/Sub out of reach (not a missing subscription, say)."""
+        return _kind(self._failing_reason) == "unreachable"
+
     def status(self) -> str:
         """Why not ready, for the /readyz body ("" when ready)."""
         with self._lock:

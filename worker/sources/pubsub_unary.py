@@ -282,9 +282,12 @@ class UnaryReceiver:
         wait, so pulls resume within a reconnect of the endpoint's return, whatever the
         backoff grew to over a long outage."""
         failed_at = self._health.failed_at
+        # a missing subscription or a refused permission fails on a connected channel: a
+        # reconnect says nothing about it, and must not cut its backoff short
+        early = self._health.unreachable
         while not self._stopped.is_set():
             left = until - time.monotonic()
-            if left <= 0 or self._reconnected_since(failed_at):
+            if left <= 0 or (early and self._reconnected_since(failed_at)):
                 return
             self._stopped.wait(min(left, RECONNECT_POLL_SECONDS))
 
