@@ -246,6 +246,36 @@ def test_a_real_incident_after_a_false_page_that_had_returned_pages_again() -> N
     assert streams >= 30 and caught == streams
 
 
+def open_spells(open_at: Sequence[bool]) -> list[int]:
+    """Lengths, in windows, of the runs of windows with an incident open."""
+    spells, run = [], 0
+    for is_open in [*open_at, False]:
+        if is_open:
+            run += 1
+        elif run:
+            spells.append(run)
+            run = 0
+    return spells
+
+
+@pytest.mark.slow
+def test_a_false_page_from_a_baseline_that_came_out_low_by_chance_ends() -> None:
+    """Quiet streams at a steady 100 calls a window and 2% blocks: the false pages the budget
+    allows must end. They fire mostly because the recent baseline came out low by chance
+    (1.0–1.5%); judged against it alone, the ordinary 2% never looked "back", and pages stayed
+    open for 1,823, 6,655 and 8,691 windows (weeks at 5-minute windows) in these streams.
+    Against the rate over every window kept from before the incident the longest is 174."""
+    pages, spells = 0, []
+    for seed in range(6):
+        run = Run()
+        run.feed(np.random.default_rng(seed), 100, 0.02, 10_000)
+        pages += len(run.pages())
+        spells += open_spells(run.open_at)
+    print(f"false pages at 100 calls/window: {pages} in 60,000 windows, open {sorted(spells)}")
+    assert pages <= 60  # the budget: 1 in 1,000 windows
+    assert spells and max(spells) <= 250
+
+
 def test_a_slow_ramp_the_recent_baseline_follows_pages_once_and_stays_open() -> None:
     """Block rate 2% → 4% over 3 hours, held 3 hours, at 2,000 calls a window. The recent
     baseline (the last 2 hours) follows the ramp, so the rate is hardly ever ×1.5 above it:
