@@ -246,34 +246,41 @@ def test_a_real_incident_after_a_false_page_that_had_returned_pages_again() -> N
     assert streams >= 30 and caught == streams
 
 
-def open_spells(open_at: Sequence[bool]) -> list[int]:
-    """Lengths, in windows, of the runs of windows with an incident open."""
-    spells, run = [], 0
-    for is_open in [*open_at, False]:
-        if is_open:
-            run += 1
-        elif run:
-            spells.append(run)
-            run = 0
-    return spells
+def feed_counts(run: Run, calls: int, blocked: Sequence[int]) -> None:
+    """Windows with exactly these block counts (a stream drawn to order)."""
+    for x in blocked:
+        state = SafetyState(calls=calls, blocked=x)
+        result = run.evaluator.evaluate(MODEL, T0 + run.i * WINDOW, {"safety": state})
+        run.alerts += [(run.i, a) for a in result.alerts]
+        run.open_at.append(run.evaluator.tracker.open_incident(MODEL, "safety") is not None)
+        run.i += 1
 
 
-@pytest.mark.slow
-def test_a_false_page_from_a_baseline_that_came_out_low_by_chance_ends() -> None:
-    """Quiet streams at a steady 100 calls a window and 2% blocks: the false pages the budget
-    allows must end. They fire mostly because the recent baseline came out low by chance
-    (1.0–1.5%); judged against it alone, the ordinary 2% never looked "back", and pages stayed
-    open for 1,823, 6,655 and 8,691 windows (weeks at 5-minute windows) in these streams.
-    Against the rate over every window kept from before the incident the longest is 174."""
-    pages, spells = 0, []
-    for seed in range(6):
-        run = Run()
-        run.feed(np.random.default_rng(seed), 100, 0.02, 10_000)
-        pages += len(run.pages())
-        spells += open_spells(run.open_at)
-    print(f"false pages at 100 calls/window: {pages} in 60,000 windows, open {sorted(spells)}")
-    assert pages <= 60  # the budget: 1 in 1,000 windows
-    assert spells and max(spells) <= 250
+def sustained_notices(run: Run) -> list[str]:
+    return [a.summary for _, a in run.of("firing") if "sustained level shift" in a.summary]
+
+
+def test_a_page_from_a_baseline_low_by_chance_says_so_when_it_lasts() -> None:
+    """At 100 calls a window and a steady 2% (2 blocks a window), a recent baseline that came
+    out at 1% by chance, then one window of 8 blocks: a false page. The ordinary 2% then sits
+    between that baseline and the incident level, so the incident does not clear on its own
+    (3 of 13 false pages in 60,000 quiet windows at 100 calls stayed open over 1,800 windows).
+    It must not pretend to be a real shift: the sustained-level-shift notice says the rate
+    since the page is no higher than the hours before the recent baseline. A real doubling
+    after the same history says nothing of the kind."""
+    run = Run()
+    feed_counts(run, 100, [2] * 48 + [1] * 24 + [8])
+    assert run.pages() == [72]
+    feed_counts(run, 100, [2] * 80)
+    (notice,) = sustained_notices(run)
+    assert "no higher than in the 48 windows before the recent baseline" in notice
+    assert "low by chance" in notice
+
+    real = Run()
+    feed_counts(real, 100, [2] * 48 + [1] * 24 + [8])
+    feed_counts(real, 100, [4] * 80)
+    (notice,) = sustained_notices(real)
+    assert "low by chance" not in notice
 
 
 def test_a_slow_ramp_the_recent_baseline_follows_pages_once_and_stays_open() -> None:
