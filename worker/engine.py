@@ -471,13 +471,35 @@ class Engine:
         further records, would never be evaluated after the restart.
         """
         for model, start in windows:
-            state = self._window_for(model, start, stored_known=True)
-            self._watermark.observe(float(start))
+            self._window_for(model, start, stored_known=True)
             self._last_progress = self._now()  # a read per window: not a stall
-            del state
-        if windows and self.settings.idle_close_seconds is not None:
+        if not windows:
+            return
+        reached = self._resumed_event_time(float(max(start for _, start in windows)))
+        self._watermark.observe(reached)
+        if self.settings.idle_close_seconds is not None:
             # a quiet stream after the restart: idle close moves on from there
-            self._guard.resume_at(float(max(start for _, start in windows)))
+            self._guard.resume_at(reached)
+
+    def _resumed_event_time(self, newest_window: float) -> float:
+        """Where event time stood when the predecessor stopped: the start of the newest window
+        it left unjudged, but no further than the frontier it reported with its checkpoints.
+
+        A single record from a fast clock (admitted up to `max_future_skew_seconds` ahead, an
+        hour by default) opens a window of its own, and the running worker's frontier does not
+        follow it. Trusting that window after a restart closed every window up to it at once:
+        with one record 32 minutes ahead, 162 of the 1,297 records that came after the restart
+        were late, their windows judged on the first seconds of their calls. A sink with no
+        frontier reported (written before frontiers were kept, or unreadable) keeps the old
+        rule."""
+        try:
+            reported = self._sink.load_frontier(self.settings.writer_active_seconds)
+        except Exception as error:  # a down sink says so at the first checkpoint
+            log.debug("reading the frontier from %s failed: %s", self._sink.name, error)
+            return newest_window
+        if reported is None or reported <= 0.0:
+            return newest_window
+        return min(newest_window, reported)
 
     # -- time ----------------------------------------------------------------------------------
 

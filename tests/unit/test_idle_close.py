@@ -326,6 +326,40 @@ def test_a_worker_restarted_on_a_quiet_stream_judges_the_windows_it_reopened() -
     assert sink.unevaluated_windows(limit=100) == []
 
 
+def test_a_fast_clock_record_left_unjudged_does_not_close_windows_after_a_restart() -> None:
+    """One record from a clock 32 minutes fast, among 8 minutes of traffic, then a restart:
+    the predecessor left that record's window unjudged. The restarted worker took that
+    window's start for where event time stood and closed every window before it at once: 162
+    of the 1,297 records that came after the restart were late, their windows judged on the
+    first seconds of their calls. It now starts from the frontier the predecessor reported."""
+    logs = list(
+        simulate_logs(
+            SimulationConfig(start=T0, hours=16 / 60, calls_per_minute=60, embedding_fraction=0.0)
+        )
+    )
+    cut = T0 + timedelta(minutes=8)
+    before = [log for log in logs if log.timestamp < cut]
+    after = [log for log in logs if log.timestamp >= cut]
+    ahead = T0 + timedelta(minutes=40)
+    fast = before[-1].model_copy(update={"timestamp": ahead, "request_id": "fast-clock"})
+    clock = FakeClock()
+    sink = MemorySink(clock=clock)
+    first = QuietSubscription(
+        ndjson_messages([*before, fast], per_message=12), clock, failing=False
+    )
+    first.quiet_for = 5.0  # stopped (a deploy) before the quiet lasted `idle_close_seconds`
+    drive(first, make_engine(sink, clock, IDLE))
+    left = sink.unevaluated_windows(limit=100)
+    assert int(ahead.timestamp()) in {start for _, start in left}, left
+
+    second = QuietSubscription(ndjson_messages(after, per_message=12), clock, failing=False)
+    engine = make_engine(sink, clock, IDLE, writer="pod-2")
+    engine.resume(left)  # what build_pipeline does at start
+    drive(second, engine)
+    assert engine.stats.records == len(after)
+    assert engine.stats.late == 0
+
+
 def test_a_trickle_too_thin_to_move_event_time_does_not_hold_windows_open() -> None:
     """After steady traffic, three models each calling about every 100 s: fewer records a
     minute than the quorum that moves event time. Every call ended the quiet spell (and its
