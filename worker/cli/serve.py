@@ -286,7 +286,8 @@ def serve(config: LookoutConfig) -> int:
     print(
         f"lookout run: {stats.records} records, {stats.duplicates} duplicates, "
         f"{result.invalid_records + undecodable} invalid, {stats.quarantined} quarantined "
-        f"(event time), {counted(stats.windows_evaluated, 'window')} evaluated",
+        f"(event time), {counted(stats.windows_evaluated, 'window')} evaluated, by this run "
+        "(what runs before it stored is in the sink too)",
         file=sys.stderr,
     )
     failure = getattr(source, "failure", None)  # a file source's corrupt gzip data
