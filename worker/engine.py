@@ -470,36 +470,43 @@ class Engine:
         Without this, a window made durable just before a SIGTERM or a crash, and receiving no
         further records, would never be evaluated after the restart.
         """
+        reopened = []
         for model, start in windows:
-            self._window_for(model, start, stored_known=True)
+            state = self._window_for(model, start, stored_known=True)
+            reopened.append((float(start), state.durable_records))
             self._last_progress = self._now()  # a read per window: not a stall
-        if not windows:
+        if not reopened:
             return
-        reached = self._resumed_event_time(float(max(start for _, start in windows)))
+        reached = self._resumed_event_time(reopened)
         self._watermark.observe(reached)
         if self.settings.idle_close_seconds is not None:
             # a quiet stream after the restart: idle close moves on from there
             self._guard.resume_at(reached)
 
-    def _resumed_event_time(self, newest_window: float) -> float:
-        """Where event time stood when the predecessor stopped: the start of the newest window
-        it left unjudged, but no further than the frontier it reported with its checkpoints.
+    def _resumed_event_time(self, reopened: Sequence[tuple[float, int]]) -> float:
+        """Where event time stood when the predecessor stopped, from the windows it left
+        unjudged (start, records), by the rule the running frontier follows
+        (`EventTimeGuard`): the newest start that at least `quorum` of their records, and at
+        least `share` of them, reach. With fewer records than the quorum, the oldest start.
 
-        A single record from a fast clock (admitted up to `max_future_skew_seconds` ahead, an
-        hour by default) opens a window of its own, and the running worker's frontier does not
-        follow it. Trusting that window after a restart closed every window up to it at once:
-        with one record 32 minutes ahead, 162 of the 1,297 records that came after the restart
-        were late, their windows judged on the first seconds of their calls. A sink with no
-        frontier reported (written before frontiers were kept, or unreadable) keeps the old
-        rule."""
-        try:
-            reported = self._sink.load_frontier(self.settings.writer_active_seconds)
-        except Exception as error:  # a down sink says so at the first checkpoint
-            log.debug("reading the frontier from %s failed: %s", self._sink.name, error)
-            return newest_window
-        if reported is None or reported <= 0.0:
-            return newest_window
-        return min(newest_window, reported)
+        It took the newest window's start. A single record from a fast clock (admitted up to
+        `max_future_skew_seconds` ahead, an hour by default) opens a window of its own, which
+        the running frontier never follows; after a restart every window before it closed at
+        once: with one record 32 minutes fast, 162 of the 1,297 records that came after the
+        restart were late, their windows judged on their first seconds. (Not the frontier the
+        sink's `writer_progress` holds: with another writer or an older writer id's row in
+        the same database, that kept the reopened windows from being judged for hours.)"""
+        limits = self._guard.limits
+        total = sum(records for _, records in reopened)
+        if total < limits.quorum:
+            return min(start for start, _ in reopened)
+        needed = max(limits.quorum, math.ceil(limits.share * total))
+        reached = 0
+        for start, records in sorted(reopened, reverse=True):
+            reached += records
+            if reached >= needed:
+                return start
+        return min(start for start, _ in reopened)
 
     # -- time ----------------------------------------------------------------------------------
 
