@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +76,11 @@ class Worker:
     exposition: str
 
 
-@pytest.fixture(scope="module")
-def worker(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+@contextmanager
+def started_worker(stream: Stream, where: Path) -> Iterator[Worker]:
     """`lookout run` fed 206 good and 2 bad lines on stdin (kept open), scraped once every
     line is folded. `source.lines_per_message: 1`, so the file source hands over what arrived
     instead of waiting for 2,000-line chunks."""
-    where = tmp_path_factory.mktemp("run")
     db = where / "worker.duckdb"
     config = where / "lookout.yaml"
     config.write_text(
@@ -91,7 +91,7 @@ engine: {{checkpoint_seconds: 0.5, grace_period_seconds: 5}}
 metrics: {{host: 127.0.0.1, port: 0, models: [{", ".join(LABELLED_MODELS)}]}}
 """
     )
-    feed, bad = corrupt(incident_stream.lines[:FEED_LINES], BAD_LINES)
+    feed, bad = corrupt(stream.lines[:FEED_LINES], BAD_LINES)
     assert sorted(bad) == list(BAD_LINES)
     proc = RunningLookout("run", "--config", config, cwd=where, stdin=True)
     try:
@@ -108,6 +108,14 @@ metrics: {{host: 127.0.0.1, port: 0, models: [{", ".join(LABELLED_MODELS)}]}}
         yield Worker(proc, base, db, exposition)
     finally:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def worker(incident_stream: Stream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker the read-only tests share. No test may stop it: with work stealing, a test of
+    this module can run after another one on the same instance in any order."""
+    with started_worker(incident_stream, tmp_path_factory.mktemp("run")) as running:
+        yield running
 
 
 def records_total(exposition: str) -> float:
@@ -193,17 +201,19 @@ def test_invalid_records_are_counted_by_reason(worker: Worker) -> None:
 
 
 def test_the_worker_stops_at_the_end_of_its_input_and_everything_is_durable(
-    worker: Worker,
+    incident_stream: Stream, tmp_path: Path
 ) -> None:
     """A file source ends when the file ends: closing stdin lets the worker finish, exit 0, and
-    leave every good record it was fed in the DuckDB file."""
-    worker.proc.close_stdin()
-    result = worker.proc.wait(timeout=SHORT_TIMEOUT)
-    assert result.returncode == 0, result.describe()
-    assert_no_traceback(result)
-    assert total_calls(worker.db) == GOOD_LINES
-    assert f"lookout run: {GOOD_LINES} records" in result.stderr, result.describe()
-    # after a restart the counts are this process's: an SRE read them as records lost
-    assert "evaluated, by this run (what runs before it stored is in the sink too)" in (
-        result.stderr
-    ), result.describe()
+    leave every good record it was fed in the DuckDB file. (Its own worker: stopping the shared
+    one failed whichever test work stealing ran on it next.)"""
+    with started_worker(incident_stream, tmp_path) as worker:
+        worker.proc.close_stdin()
+        result = worker.proc.wait(timeout=SHORT_TIMEOUT)
+        assert result.returncode == 0, result.describe()
+        assert_no_traceback(result)
+        assert total_calls(worker.db) == GOOD_LINES
+        assert f"lookout run: {GOOD_LINES} records" in result.stderr, result.describe()
+        # after a restart the counts are this process's: an SRE read them as records lost
+        assert "evaluated, by this run (what runs before it stored is in the sink too)" in (
+            result.stderr
+        ), result.describe()
