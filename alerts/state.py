@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from numbers import Integral, Real
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -408,6 +409,7 @@ def _alert(
     numbers: bool,
 ) -> Alert:
     """The incident's span so far: from its first alerting window to the deciding one."""
+    value, calls, _ = _evidence(d, status)
     return Alert(
         dedup_key=incident.dedup_key,
         status=status,
@@ -417,12 +419,31 @@ def _alert(
         condition=incident.condition,
         window_start=incident.started_at or d.window_start,
         window_end=d.window_end,
-        value=d.value if numbers else None,
+        value=value if numbers else None,
         threshold=d.threshold if numbers else None,
         baseline=d.baseline if numbers else None,
-        sample_size=d.sample_size if numbers else 0,
+        sample_size=calls if numbers else 0,
         summary=summary,
     )
+
+
+def _evidence(d: Detection, status: str) -> tuple[float | None, int, int]:
+    """(value, calls, windows) a page rests on. A detector that fired on the window pooled with
+    the ones before it (`span_windows` > 1, with `span_value` and `span_calls` in its details)
+    decided on those: the window's own value alone is often below the threshold shown beside
+    it, which reads as a page that should not have fired. A resolve reports the window."""
+    span = d.details.get("span_windows")
+    value = d.details.get("span_value")
+    calls = d.details.get("span_calls")
+    if (
+        status == "firing"
+        and isinstance(span, Integral)
+        and isinstance(value, Real)
+        and isinstance(calls, Integral)
+        and int(span) > 1
+    ):
+        return float(value), int(calls), int(span)
+    return d.value, d.sample_size, 1
 
 
 def _join(*parts: str) -> str:
@@ -450,6 +471,7 @@ def _summary(
 
     Detectors may name their metric and its unit in `details["metric"]` / `details["unit"]`
     (`ratio` prints as a percentage); otherwise the condition name and a plain number show.
+    A page decided over several windows shows their value and calls, and says so (`_evidence`).
     """
     metric = d.details.get("metric")
     label = metric if isinstance(metric, str) and metric else incident.condition.replace("_", " ")
@@ -457,7 +479,8 @@ def _summary(
     if status == "RESOLVED":
         # the label names the firing condition ("block rate above baseline"): say it is over
         head += f" {verb}" + (", now" if numbers and d.value is not None else "")
-    if numbers and d.value is not None:
+    value, calls, windows = _evidence(d, status.lower())
+    if numbers and value is not None:
         unit = d.details.get("unit")
         unit = unit if isinstance(unit, str) else None
         extras = [
@@ -465,8 +488,9 @@ def _summary(
             for name, v in (("baseline", d.baseline), ("threshold", d.threshold))
             if v is not None
         ]
-        extras.append(f"n={d.sample_size:,}")
-        head += f" {_number(d.value, unit)} ({', '.join(extras)})"
+        extras.append(f"n={calls:,}")
+        over = f" over the last {windows} windows" if windows > 1 else ""
+        head += f" {_number(value, unit)}{over} ({', '.join(extras)})"
     return f"{head} — {tail}" if tail else head
 
 

@@ -331,6 +331,9 @@ class LatencyDetector:
                 "slower_than_baseline_p95": x,
                 "baseline_calls": n0,
                 "span_windows": span,
+                "span_value": cur95,
+                "span_calls": n,
+                "unit": "ms",
             }
         )
         where = "" if span == 1 else f" over the last {span} windows"

@@ -206,6 +206,7 @@ class SafetyDetector:
         n, x = state.calls, state.blocked
         rate = x / n if n else 0.0
         details: dict[str, Any] = {
+            "unit": "ratio",  # pages print rates as percentages
             "block_rate": rate,
             "prompt_blocks": state.prompt_blocks,
             "response_blocks": state.response_blocks,
@@ -294,6 +295,7 @@ class SafetyDetector:
                 "span_windows": span,
                 "span_calls": n,
                 "span_blocked": x,
+                "span_value": x / n,
                 "ratio": ratio,
                 "reference": "older" if chosen.older else "recent",
             }

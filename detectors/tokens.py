@@ -227,7 +227,17 @@ class TokensDetector:
         chosen = min(firing) if firing else tested[0]
         p, span, calls, mean, base, z, n0, windows = chosen
         ratio = ratio_of(chosen)
-        details.update({"ratio": ratio, "z": z, "baseline_calls": n0, "span_windows": span})
+        details.update(
+            {
+                "ratio": ratio,
+                "z": z,
+                "baseline_calls": n0,
+                "span_windows": span,
+                "span_value": mean,
+                "span_calls": calls,
+                "unit": "tokens/call",
+            }
+        )
         where = "" if span == 1 else f" in the last {span} windows"
         compared = (
             f"{mean:.0f} output tokens per call over {calls} calls{where} vs "

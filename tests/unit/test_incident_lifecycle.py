@@ -8,6 +8,7 @@ milliseconds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -282,6 +283,35 @@ def test_a_page_from_a_baseline_low_by_chance_says_so_when_it_lasts() -> None:
         feed_counts(real, 100, risen)
         (notice,) = sustained_notices(real)
         assert "low by chance" not in notice
+
+
+def test_a_page_decided_over_several_windows_shows_their_rate_and_calls() -> None:
+    """A ×1.7 block rate at 500 calls a window is mostly paged on the window pooled with the
+    ones before it. The page's headline showed the window's own rate and its 500 calls, often
+    below the threshold printed beside it ("0.026 (baseline 0.0208, threshold 0.0311, n=500)"
+    above a reason saying 74 of 2,000 calls): a page that reads as if it should not have fired.
+    It now shows the pooled rate as a percentage, its calls, and over how many windows."""
+    pooled = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        run = Run()
+        run.feed(rng, 500, 0.02, 100)
+        run.feed(rng, 500, 0.034, 12)
+        (page,) = [a for i, a in run.alerts if i in run.pages()]
+        assert page.value is not None and page.threshold is not None
+        assert page.value >= page.threshold, page.summary
+        headline = page.summary.split(" — ")[0]
+        over = re.search(r"([\d.]+)% over the last (\d+) windows \(.*n=([\d,]+)\)$", headline)
+        if over is None:
+            assert page.sample_size == 500 and f"{page.value:.1%} (" in headline, headline
+            continue
+        pooled += 1
+        rate, windows, calls = float(over[1]), int(over[2]), int(over[3].replace(",", ""))
+        assert calls == page.sample_size == 500 * windows, headline
+        assert rate == pytest.approx(100 * page.value, abs=0.05)
+        # the reason gives the same span: "68 of 2000 calls blocked in the last 4 windows"
+        assert f"of {calls} calls blocked in the last {windows} windows" in page.summary
+    assert pooled >= 6, "too few pooled pages to tell"
 
 
 def test_a_slow_ramp_the_recent_baseline_follows_pages_once_and_stays_open() -> None:
