@@ -180,3 +180,69 @@ def test_times_are_utc_whatever_the_host_zone(db: Path) -> None:
     assert header == ["first", "day"]
     assert row[0] == utc.isoformat()
     assert row[1] == utc.strftime("%Y-%m-%d")
+
+
+@pytest.mark.parametrize(
+    ("sql", "suggests"),
+    [
+        ("SELECT * FROM window_metric_merged", 'Did you mean "window_metrics_merged"?'),
+        ("SELECT blcok_rate FROM model_windows", 'Candidate bindings: "block_rate"'),
+    ],
+)
+def test_a_typo_gets_duckdbs_suggestion_and_no_talk_of_a_wal(
+    db: Path, sql: str, suggests: str
+) -> None:
+    """The one-line error dropped DuckDB's "Did you mean" and, for a missing table, asked
+    about a `.wal` copy on a finished file that never had one."""
+    result = lookout("sql", "--db", db, sql, cwd=db.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert suggests in result.stderr and ".wal" not in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_file_lookout_did_not_write_is_named_as_such(tmp_path: Path) -> None:
+    import duckdb
+
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE t (a INTEGER)").close()
+    result = lookout("sql", "--db", other, "SELECT * FROM alerts", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert "holds none of Lookout's tables" in result.stderr and ".wal" not in result.stderr
+
+
+def test_large_numbers_keep_their_digits_and_null_is_not_blank(db: Path) -> None:
+    """A latency total of 130,009,683.2 ms printed as 1.3001e+08 on screen; NULL and an empty
+    tenant both printed as nothing."""
+    sql = "SELECT 130009683.2::DOUBLE AS total, 0.0208333333 AS rate, NULL AS tenant, '' AS e"
+    result = lookout("sql", "--db", db, sql, cwd=db.parent)
+    assert result.returncode == 0, result.describe()
+    assert "130009683.2" in result.stdout and "e+08" not in result.stdout, result.stdout
+    assert "0.0208333" in result.stdout and "NULL" in result.stdout
+    as_csv = lookout("sql", "--db", db, "--format", "csv", sql, cwd=db.parent)
+    assert as_csv.stdout.splitlines()[1] == "130009683.2,0.0208333333,,"
+
+
+def test_lists_and_json_columns_read_as_json(db: Path) -> None:
+    """CSV printed a histogram as Python's repr ("[{'bucket': 327, …"), and JSON lines held
+    `details` as a string inside a string."""
+    histogram = "SELECT latency_histogram FROM window_metrics WHERE calls > 0 LIMIT 1"
+    as_csv = lookout("sql", "--db", db, "--format", "csv", histogram, cwd=db.parent)
+    assert as_csv.returncode == 0, as_csv.describe()
+    cell = list(csv.reader(io.StringIO(as_csv.stdout)))[1][0]
+    assert json.loads(cell) == query(db, histogram)[0][0]
+    details = "SELECT details FROM detections WHERE detector = 'safety' LIMIT 1"
+    as_json = lookout("sql", "--db", db, "--format", "json", details, cwd=db.parent)
+    record = json.loads(as_json.stdout)
+    assert isinstance(record["details"], dict) and "block_rate" in record["details"]
+
+
+def test_a_query_file_that_starts_with_a_comment_is_read_from_stdin(db: Path) -> None:
+    """`lookout sql "$(cat q.sql)"` with a leading `-- comment` was taken for an option."""
+    text = b"-- calls per model\nSELECT model, sum(calls) AS calls FROM model_windows\n"
+    text += b"GROUP BY model ORDER BY model"
+    result = lookout("sql", "--db", db, "--format", "csv", "-", cwd=db.parent, stdin=text)
+    assert result.returncode == 0, result.describe()
+    expected = query(db, text.decode())
+    assert list(csv.reader(io.StringIO(result.stdout)))[1:] == [[m, str(n)] for m, n in expected]

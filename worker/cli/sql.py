@@ -11,6 +11,7 @@ result prints as a table on a terminal, or as CSV or JSON lines for a script.
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time
@@ -55,6 +56,7 @@ BOOKKEEPING_TABLES = (
     "detector_references",
     "applied_checkpoints",
 )
+LOOKOUT_TABLES = frozenset(ANALYST_TABLES) | frozenset(BOOKKEEPING_TABLES)
 
 
 def _sql_help() -> str:
@@ -74,18 +76,24 @@ def _sql_help() -> str:
 
 
 def _text(value: Any, *, exact: bool = False) -> str:
-    """A cell: ISO dates, whole numbers whole, other floats to 6 significant digits on screen,
-    exact in CSV."""
+    """A cell: ISO dates, whole numbers whole, lists and structs as JSON, NULL as NULL on screen
+    (empty in CSV, where an empty string is not). On screen, floats below 100,000 keep 6
+    significant digits and larger ones every integer digit and at most 3 decimals: `%.6g`
+    printed a latency total of 130,009,683.2 ms as 1.3001e+08. Exact in CSV."""
     if value is None:
-        return ""
+        return "" if exact else "NULL"
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, float) and not exact:
         if value.is_integer() and abs(value) < 1e15:  # token sums: every digit, not 4.5e+07
             return str(int(value))
+        if 1e5 <= abs(value) < 1e15:
+            return f"{value:.3f}".rstrip("0").rstrip(".")
         return f"{value:.6g}"
     if isinstance(value, bytes):  # detector states: encoded for the worker, not for reading
         return f"<{len(value)} bytes>"
+    if isinstance(value, list | dict):  # LIST and STRUCT columns: JSON, not Python's repr
+        return orjson.dumps(value, default=_json_default).decode()
     return str(value)
 
 
@@ -120,13 +128,25 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         con.execute("SET TimeZone = 'UTC'")
         _one_statement(con, query)
         cursor = con.execute(query)
-        names = [d[0] for d in cursor.description or ()]
+        described = cursor.description or ()
+        names = [d[0] for d in described]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as error:
-        fail(f"sql: {first_line(error)}{_hint(db, error)}", code=1)
+        fail(f"sql: {message_with_suggestion(error)}{_hint(con, db, error)}", code=1)
     finally:
         con.close()
-    return names, rows
+    json_columns = [i for i, d in enumerate(described) if str(d[1]) == "JSON"]
+    return names, [_parsed(row, json_columns) for row in rows] if json_columns else rows
+
+
+def _parsed(row: tuple[Any, ...], json_columns: Sequence[int]) -> tuple[Any, ...]:
+    """A JSON column (`detections.details`) as the object it holds: `--format json` wrote it
+    as a string inside a string (`"details":"{\\"tests\\":…"`)."""
+    cells = list(row)
+    for i in json_columns:
+        if isinstance(cells[i], str):
+            cells[i] = orjson.loads(cells[i])
+    return tuple(cells)
 
 
 def _one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -144,21 +164,37 @@ def _one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
         )
 
 
-def _hint(db: Path, error: BaseException) -> str:
-    """What a one-line DuckDB error leaves a newcomer to guess: a missing `.wal`, or why
-    writing a file was refused (`COPY ... TO`) and what does it instead."""
+def _hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str:
+    """What a one-line DuckDB error leaves a newcomer to guess: why writing a file was refused
+    (`COPY ... TO`) and what does it instead, or why one of Lookout's tables is missing."""
     import duckdb
 
     if isinstance(error, duckdb.PermissionException):
         return " (lookout sql reads the DuckDB file only; for a CSV file, --format csv > FILE)"
-    return _missing_wal_hint(db, error)
+    return _missing_table_hint(con, db, error)
 
 
-def _missing_wal_hint(db: Path, error: BaseException) -> str:
-    """A copy of a file a worker is writing, made without its `.wal`, lacks the newest
-    checkpoints (even whole tables): say so rather than leave "does not exist" to puzzle over."""
-    missing_table = "Catalog Error" in str(error) and "does not exist" in str(error)
-    if not missing_table or Path(f"{db}.wal").exists():
+#: "Catalog Error: Table with name X does not exist!"
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+
+
+def _missing_table_hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str:
+    """One of Lookout's tables missing: from a file Lookout did not write, or from a copy of a
+    file a worker is writing made without its `.wal` (the newest checkpoints, even whole
+    tables, are there). Any other name is a typo, which DuckDB's own suggestion answers: the
+    `.wal` hint on every finished file sent analysts looking for a file that never existed."""
+    missing = _MISSING_TABLE.search(str(error))
+    if missing is None or missing.group(1).lower() not in LOOKOUT_TABLES:
+        return ""
+    import duckdb
+
+    try:
+        names = {str(r[0]).lower() for r in con.execute("SHOW TABLES").fetchall()}
+    except duckdb.Error:
+        return ""
+    if not names & LOOKOUT_TABLES:
+        return f" ({db.name} holds none of Lookout's tables: not a file lookout wrote?)"
+    if Path(f"{db}.wal").exists():
         return ""
     return (
         f" (if {db.name} is a copy of a file a worker was writing, copy {db.name}.wal with it:"
@@ -181,6 +217,18 @@ def duckdb_open_problem(db: Path, error: BaseException) -> str:
 def first_line(error: BaseException) -> str:
     """DuckDB's message without the context lines it adds (LINE 1: ..., a caret)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+#: the lines of a DuckDB error that answer a typo: `Did you mean "window_metrics_merged"?`,
+#: `Candidate bindings: "block_rate", …`
+_SUGGESTION = re.compile(r"^(Did you mean|Candidate bindings)")
+
+
+def message_with_suggestion(error: BaseException) -> str:
+    """`first_line`, with DuckDB's suggestion for a mistyped table or column on the same line."""
+    lines = str(error).strip().splitlines()
+    suggestion = next((line.strip() for line in lines[1:] if _SUGGESTION.match(line)), None)
+    return first_line(error) + (f" {suggestion}" if suggestion else "")
 
 
 def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) -> None:
@@ -218,7 +266,14 @@ def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) 
 
 @app.command(help=_sql_help())
 def sql(
-    query: Annotated[str, typer.Argument(help="The SQL to run (DuckDB dialect), quoted.")],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="The SQL to run (DuckDB dialect), quoted; - reads it from standard input "
+            "(lookout sql - < query.sql: a query that starts with a -- comment would be read "
+            "as an option)."
+        ),
+    ],
     db: Annotated[
         Path, typer.Option(help="DuckDB file written by lookout run, replay or demo.")
     ] = Path("lookout.duckdb"),
@@ -230,6 +285,8 @@ def sql(
     """Run a query on the DuckDB file, read-only (help: `_sql_help`)."""
     if fmt not in SQL_FORMATS:
         fail(f"sql: unknown --format {fmt!r}; expected one of {', '.join(SQL_FORMATS)}")
+    if query == "-":
+        query = sys.stdin.read()
     names, rows = run_query(db, query)
     try:
         print_rows(names, rows, fmt)
