@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
@@ -92,6 +92,16 @@ def replay(
     output_file("replay", "--report", report or (Path(config.report) if config.report else None))
     if config.sink.kind == "duckdb" and config.sink.path != ":memory:":
         output_file("replay", "--db", Path(config.sink.path))
+    refuse_same_file(
+        "replay",
+        {
+            "the input": path,
+            "--db": Path(config.sink.path) if config.sink.kind == "duckdb" else None,
+            "--report": report or (Path(config.report) if config.report else None),
+            "--dead-letter": dead_letter,
+            "--alerts-out": Path(config.alerts_out) if config.alerts_out else None,
+        },
+    )
 
     def report_invalid(error: DecodeError) -> None:
         _say_bad_record("replay", file, error)
@@ -503,6 +513,24 @@ def output_file(command: str, option: str, path: Path | None) -> None:
         fail(f"{command}: {option} {path}: no such directory {path.parent}")
 
 
+def refuse_same_file(command: str, paths: Mapping[str, Path | None]) -> None:
+    """Exit 2 with one line if two options name one file: `report --out` on its own `--db`
+    replaced the database with the HTML report, and `replay --dead-letter` on its input
+    appended to the file it was reading."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None or str(path) in ("-", ":memory:"):
+            continue
+        key = path.resolve()
+        for earlier, other in seen.items():
+            if key == earlier or (key.exists() and earlier.exists() and key.samefile(earlier)):
+                fail(
+                    f"{command}: {option} {path} is the same file as {other}; writing one would "
+                    "spoil the other"
+                )
+        seen[key] = option
+
+
 def _open(command: str, path: Path) -> BufferedIOBase:
     try:
         return path.open("rb")
@@ -546,6 +574,7 @@ def report_command(
     from worker.cli.report_scope import ScopeError, empty_scope, scope_of
 
     output_file("report", "--out", out)
+    refuse_same_file("report", {"--db": db, "--out": out})
     try:
         scope = scope_of(since, until, model)
     except ScopeError as error:

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from schemas.plural import counted
-from worker.cli.app import app, configured, output_console, progress_bar
+from worker.cli.app import app, configured, fail, output_console, progress_bar
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
@@ -236,12 +236,58 @@ def _this_command() -> str:
         return "lookout"
 
 
+#: the topic shift starts at 1 h 50 min; at 2 h it had not resolved when the demo ended
+DEMO_MIN_HOURS = 2.5
+#: a demo's windows lie within this of DEMO_START (its hours are not capped; a month is plenty)
+DEMO_SPAN = timedelta(days=31)
+
+
+def refuse_to_replace(db: Path) -> None:
+    """Exit 2 with one line unless `db` is absent or a file a demo wrote: the demo deleted
+    whatever `--db` named before checking anything (a log file, a worker's database)."""
+    if not db.exists():
+        return
+    if db.is_dir():
+        fail(f"demo: --db {db} is a directory; expected a file path")
+    import duckdb
+
+    from worker.errors import LookoutError
+    from worker.sinks.duckdb_read_only import open_read_only
+    from worker.sinks.duckdb_sink import refuse_foreign_file
+
+    keep = f"; give another --db (the demo replaces only a file a demo wrote) or remove {db}"
+    try:
+        refuse_foreign_file(db)
+        sink = open_read_only(db)
+    except (LookoutError, duckdb.Error) as error:
+        fail(f"demo: --db {db} exists and is not a demo's file ({str(error).split(';')[0]}){keep}")
+    try:
+        ((first, last),) = sink.query("SELECT min(window_start), max(window_start) FROM alerts")
+        ((first_w, last_w),) = sink.query(
+            "SELECT min(window_start), max(window_start) FROM window_metrics"
+        )
+    finally:
+        sink.close()
+    starts = [t for t in (first, last, first_w, last_w) if t is not None]
+    if any(not DEMO_START <= t < DEMO_START + DEMO_SPAN for t in starts):
+        held = f"{min(starts):%Y-%m-%d %H:%M} to {max(starts):%Y-%m-%d %H:%M} UTC"
+        fail(f"demo: --db {db} holds windows from {held}, which no demo wrote{keep}")
+
+
 @app.command(short_help="Simulate LLM traffic with one incident of each kind, end to end.")
 def demo(
-    hours: Annotated[float, typer.Option(help="Simulated hours of traffic.", min=1.0)] = 3.0,
-    db: Annotated[Path, typer.Option(help="DuckDB file to create (replaced if it exists).")] = Path(
-        "lookout-demo.duckdb"
-    ),
+    hours: Annotated[
+        float,
+        typer.Option(
+            help="Simulated hours of traffic (the last incident starts at 1 h 50 min and must "
+            "be seen to resolve).",
+            min=DEMO_MIN_HOURS,
+        ),
+    ] = 3.0,
+    db: Annotated[
+        Path,
+        typer.Option(help="DuckDB file to create (a demo's file there is replaced, nothing else)."),
+    ] = Path("lookout-demo.duckdb"),
     report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
         "lookout-demo-report.html"
     ),
@@ -257,10 +303,13 @@ def demo(
     Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
     the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
     """
+    from worker.cli.commands import refuse_same_file
     from worker.cli.pipeline import build_pipeline
     from worker.cli.report import write_report
     from worker.sources.simulator import SimulationConfig, default_demo_incidents
 
+    refuse_same_file("demo", {"--db": db, "--report": report, "--alerts-out": alerts_out})
+    refuse_to_replace(db)
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
     config = configured(

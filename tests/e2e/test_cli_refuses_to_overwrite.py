@@ -1,0 +1,91 @@
+"""Two options naming one file, and a demo pointed at a file it did not write: each is refused
+in one line before anything is written. An operator's trial found `report --out` replacing its
+own `--db` with HTML, `replay --dead-letter` appending to the file it read, and `demo --db`
+deleting whatever it named (a log file, a worker's database) before checking anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import Result, assert_no_traceback, lookout, total_calls
+
+#: a day no demo simulates (the demo starts on 2026-01-05): a worker's own traffic
+REAL_DAY = "2026-11-30T10:0{minute}:00Z"
+
+
+def native_lines(count: int) -> bytes:
+    return b"".join(
+        orjson.dumps(
+            {
+                "request_id": f"r{i}",
+                "model": "gemini-2.0-flash",
+                "timestamp": REAL_DAY.format(minute=i % 5),
+                "latency_ms": 100 + i,
+                "output_tokens": 50,
+            }
+        )
+        + b"\n"
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+def worker_db(tmp_path: Path) -> Path:
+    """A Lookout database holding a worker's windows (not a demo's)."""
+    (tmp_path / "logs.ndjson").write_bytes(native_lines(40))
+    made = lookout("replay", "logs.ndjson", "--db", "prod.duckdb", cwd=tmp_path)
+    assert made.returncode == 0, made.describe()
+    return tmp_path / "prod.duckdb"
+
+
+def refused(result: Result, says: str) -> None:
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert says in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_report_refuses_to_write_over_its_database(worker_db: Path) -> None:
+    before = worker_db.read_bytes()
+    for out in ("prod.duckdb", "./prod.duckdb"):
+        result = lookout("report", "--db", "prod.duckdb", "--out", out, cwd=worker_db.parent)
+        refused(result, "is the same file as --db")
+    assert worker_db.read_bytes() == before
+
+
+def test_replay_refuses_a_report_on_its_database_and_a_dead_letter_file_on_its_input(
+    worker_db: Path,
+) -> None:
+    where = worker_db.parent
+    result = lookout("replay", "logs.ndjson", "--db", "prod.duckdb", "--report", "prod.duckdb",
+                     cwd=where)  # fmt: skip
+    refused(result, "--report prod.duckdb is the same file as --db")
+    assert total_calls(worker_db) == 40
+    before = (where / "logs.ndjson").read_bytes()
+    result = lookout("replay", "logs.ndjson", "--db", "b.duckdb", "--dead-letter", "logs.ndjson",
+                     cwd=where)  # fmt: skip
+    refused(result, "--dead-letter logs.ndjson is the same file as the input")
+    assert (where / "logs.ndjson").read_bytes() == before
+
+
+def test_demo_replaces_no_file_it_did_not_write(worker_db: Path) -> None:
+    where = worker_db.parent
+    logs = (where / "logs.ndjson").read_bytes()
+    result = lookout("demo", "--db", "logs.ndjson", cwd=where)
+    refused(result, "demo: --db logs.ndjson exists and is not a demo's file")
+    assert (where / "logs.ndjson").read_bytes() == logs
+    before = worker_db.read_bytes()
+    result = lookout("demo", "--db", "prod.duckdb", cwd=where)
+    refused(result, "holds windows from 2026-11-30 10:00 to 2026-11-30 10:04 UTC, which no demo")
+    assert worker_db.read_bytes() == before and total_calls(worker_db) == 40
+
+
+def test_demo_hours_too_short_for_its_incidents_are_refused_up_front(tmp_path: Path) -> None:
+    """`--hours 1` passed the option's check, then failed on a simulation error after the
+    file had been deleted; at 2 hours the topic shift never resolved."""
+    result = lookout("demo", "--hours", "2", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2 and "greater than or equal to 2.5" in result.stderr
+    assert not (tmp_path / "lookout-demo.duckdb").exists()
