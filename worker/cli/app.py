@@ -153,12 +153,19 @@ def refuse_to_start(command: str, config: LookoutConfig) -> None:
         raise typer.Exit(2)
 
 
+class SignalStop(threading.Event):
+    """Set by SIGTERM/SIGINT; `signum` says which, for the exit status (128 + it)."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM/SIGINT set an event the loop checks: stop reading, flush, ack, exit 0."""
-    stop = threading.Event()
+def stop_on_signals() -> Iterator[SignalStop]:
+    """SIGTERM/SIGINT set an event the loop checks: stop reading, flush, ack, then exit."""
+    stop = SignalStop()
 
     def handler(signum: int, frame: object) -> None:
+        stop.signum = signum
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

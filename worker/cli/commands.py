@@ -73,7 +73,8 @@ def replay(
     exit status is 1 if any record was bad (as for `lookout decode`; a script then sees it).
     Replaying the same file again does not double-count (records are keyed by request_id per
     window). A gzip-compressed file (or pipe) is read as the lines it holds. SIGTERM/Ctrl-C
-    stops reading, writes a final checkpoint and exits (0 if no record read was bad).
+    stops reading, writes a final checkpoint and exits 143/130, as a shell reports a stopped
+    command; replaying the file again counts the rest.
     """
     from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
@@ -232,6 +233,10 @@ def replay(
         or unsent
         or not_retuned
     )
+    if result.stopped_by_signal and stop.signum is not None:
+        # 130 or 143, as a shell reports a command a signal stopped: `replay F && next` must
+        # not go on with part of F (a rerun counts the rest; nothing is counted twice)
+        raise typer.Exit(128 + stop.signum)
     if not result.clean_exit or result.invalid_records or failed:
         raise typer.Exit(1)
 
