@@ -180,17 +180,24 @@ def _location(loc: Sequence[Any]) -> str:
     (`receivers.1.slack.webhook_url`), which is no key of the file."""
     text = ""
     after_index = False
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             text += f"[{part}]"
             after_index = True
             continue
-        if after_index and str(part) not in _known_keys():
+        if (after_index and str(part) not in _known_keys()) or _is_member_tag(loc[:i], part):
             after_index = False
-            continue  # the union member's tag
+            continue  # the union member's tag (`sink.duckdb.memory_limit` is `sink.memory_limit`)
         text += f".{part}" if text else str(part)
         after_index = False
     return text or "(top level)"
+
+
+def _is_member_tag(parent: Sequence[Any], part: Any) -> bool:
+    """Whether `part` is the tag pydantic puts after a tagged union (`sink`, `source`) to say
+    which member it checked, rather than a key of the file."""
+    models = _models(_annotation_at(parent)) if parent else []
+    return len(models) > 1 and any(part in _tags_of(m) for m in models)
 
 
 @functools.cache
@@ -216,12 +223,20 @@ def _known_keys() -> frozenset[str]:
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
-    """Where the YAML is broken, without quoting the line (it may hold a secret)."""
+    """Where the YAML is broken, without quoting the line (it may hold a secret), and where
+    what it broke began: a quote left open on line 3 is found at the end of the file."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "syntax error"
+    began = getattr(error, "context_mark", None)
+    context = getattr(error, "context", None)
+    since = (
+        f" ({context} at line {began.line + 1}, column {began.column + 1})"
+        if began is not None and context and (mark is None or began.line != mark.line)
+        else ""
+    )
     if mark is None:
-        return f"not valid YAML: {problem}"
-    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f"not valid YAML: {problem}{since}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}{since}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -279,7 +294,11 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.load(_yaml_text(path.read_bytes()), Loader=_UniqueKeyLoader) or {}
+            data = yaml.load(_yaml_text(path.read_bytes()), Loader=_UniqueKeyLoader)
+            if data is None:
+                # a blank ConfigMap mount ran a worker on stdin with every default, silently
+                log.warning("%s is empty (or only comments): every setting is its default", path)
+                data = {}
         except OSError as error:
             raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error
         except UnicodeDecodeError as error:

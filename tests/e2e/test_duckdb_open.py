@@ -135,3 +135,33 @@ def test_baseline_accept_on_a_held_file_says_who_holds_it(held: Path, tmp_path: 
     assert_no_traceback(result)
     assert result.returncode == 1, result.describe()
     assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
+
+
+def test_run_with_a_sink_in_a_missing_folder_names_the_folder(logs: Path) -> None:
+    """`run` printed DuckDB's `IO Error: Cannot open file ...: No such file or directory`,
+    where `replay` names the folder."""
+    config = logs.parent / "lookout.yaml"
+    missing = logs.parent / "no" / "such" / "x.duckdb"
+    config.write_text(f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=missing))
+    result = lookout("run", "--config", config, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert result.stderr.strip() == (
+        f"lookout: cannot open {missing}: no such directory {missing.parent}"
+    ), result.describe()
+
+
+def test_a_sink_out_of_its_memory_limit_is_one_line_naming_the_setting(logs: Path) -> None:
+    """`sink.memory_limit: 1KB` passes the check; DuckDB then ran out of memory and its 8-line
+    message advised `SET threads=X`, which an operator cannot do."""
+    config = logs.parent / "lookout.yaml"
+    db = logs.parent / "tiny.duckdb"
+    config.write_text(
+        f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=db) + "  memory_limit: 1KB\n"
+    )
+    result = lookout("run", "--config", config, cwd=logs.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    (line,) = result.stderr.strip().splitlines()
+    assert "Out of Memory" in line and "raise sink.memory_limit" in line, line
+    assert "SET threads" not in line

@@ -204,3 +204,44 @@ def test_a_file_source_that_is_not_there_is_a_warning(
     os.mkfifo(tmp_path / "logs.fifo")
     code, _, err = config_check(tmp_path, "source: {kind: file, path: logs.fifo}\n")
     assert code == 0 and "no such file" not in err, err
+
+
+# -- an operator's trial: where a problem is, as the file says it ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "sink: {memory_limit: lots}\n",
+            "sink.memory_limit: expected a size such as 256MB, 1GB or 512MiB, got 'lots'",
+        ),
+        (
+            "source: {kind: pubsub, project: p, subscription: s, max_mesages: 5}\n",
+            "source.max_mesages: unknown key for kind 'pubsub' (did you mean 'max_messages'?)",
+        ),
+        ("sink: {duckdb: {path: x}}\n", "sink.duckdb: unknown key for kind 'duckdb'"),
+    ],
+)
+def test_a_problem_is_named_by_the_key_path_of_the_file(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """`sink.duckdb.memory_limit` named a key no file has: `duckdb` is the tag pydantic adds
+    for the member of the `sink` union it checked."""
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_a_yaml_error_says_where_what_it_broke_began(tmp_path: Path) -> None:
+    """A quote left open on line 2 is found at the end of the file; both places are named."""
+    (found,) = problems(tmp_path, 'sink:\n  path: "abc\nengine:\n  window_seconds: 60\n')
+    assert found == (
+        "not valid YAML at line 5, column 1: found unexpected end of stream "
+        "(while scanning a quoted scalar at line 2, column 9)"
+    )
+
+
+def test_an_empty_file_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A blank ConfigMap mount ran a worker on stdin with every default, and said nothing."""
+    (tmp_path / "lookout.yaml").write_text("# nothing but a comment\n")
+    assert load_config(tmp_path / "lookout.yaml") == load_config(None)
+    assert "is empty (or only comments): every setting is its default" in caplog.text

@@ -182,6 +182,6 @@ def test_an_unknown_key_is_never_its_own_suggestion(tmp_path: Path) -> None:
     status, _, err = config_check(tmp_path, {}, text)
     assert status == 2
     assert err == [
-        f"{tmp_path / 'base.yaml'}: source.pubsub.path: unknown key for kind 'pubsub' "
+        f"{tmp_path / 'base.yaml'}: source.path: unknown key for kind 'pubsub' "
         "(a key of kind 'file')"
     ]

@@ -98,5 +98,9 @@ def main() -> None:
         if os.environ.get("LOOKOUT_DEBUG") == "1":
             raise
         name = type(error).__name__
-        typer.echo(f"lookout: {name}: {error} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
+        # one line: DuckDB's errors add paragraphs of advice (SET threads=X) meant for its shell
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if name == "OutOfMemoryException":  # DuckDB's, within the sink's own limit
+            text += "; raise sink.memory_limit, the DuckDB sink's memory"
+        typer.echo(f"lookout: {name}: {text} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
         raise SystemExit(1) from None

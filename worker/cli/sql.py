@@ -211,6 +211,8 @@ def duckdb_open_problem(db: Path, error: BaseException) -> str:
             f"{db} is held by a process writing it (a running lookout?); stop it or let it "
             "finish, then try again"
         )
+    if not Path(db).parent.is_dir():  # DuckDB says only "Cannot open file ...: No such file"
+        return f"cannot open {db}: no such directory {Path(db).parent}"
     return f"cannot open {db}: {first_line(error)}"
 
 
