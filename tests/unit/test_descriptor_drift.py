@@ -198,3 +198,29 @@ def test_an_open_incident_holds_while_the_shift_lasts_and_clears_when_it_ends():
     assert held.count("ok") <= 0.15 * 60, held
     back = verdicts(1.0, open_incident=True)
     assert back.count("ok") >= 0.65 * 60, back  # two ok windows in a row come soon
+
+
+def test_a_window_held_alerting_below_the_minimum_effect_says_why():
+    """An analyst found `verdict = 'alert'` rows whose value sat under their `threshold` with
+    the reason of a firing window ("response descriptors moved ..."): the open incident holds
+    at a looser bar, and the reason now says so; a window with a test past the bar shows that
+    test's effect, not a smaller one's."""
+    rng = np.random.default_rng(5)
+    ids = count()
+    ref = _reference(rng, ids)
+    cfg = DescriptorDriftConfig()
+    below = 0
+    for _ in range(40):  # finish reasons a little off: significant at 1,000 calls, but small
+        shifted = _batch(1_000, rng, next(ids) * 10_000, p_reasons=(0.86, 0.07, 0.01, 0.04, 0.02))
+        window = DET.add(DET.empty(), shifted)
+        d = DET.evaluate(window, Baseline(reference=ref, incident_open=True), WINDOW)
+        if d.verdict != "alert":
+            continue
+        assert d.value is not None
+        if d.value < cfg.min_effect:
+            below += 1
+            assert d.reason.startswith("not yet back to the reference over "), d.reason
+            assert f"(it fires at {cfg.min_effect:.3g})" in d.reason, d.reason
+        else:
+            assert d.reason.startswith("response descriptors moved over "), d.reason
+    assert below, "no window held below the minimum effect: nothing to tell"
