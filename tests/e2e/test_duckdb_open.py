@@ -137,18 +137,28 @@ def test_baseline_accept_on_a_held_file_says_who_holds_it(held: Path, tmp_path: 
     assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
 
 
-def test_run_with_a_sink_in_a_missing_folder_names_the_folder(logs: Path) -> None:
-    """`run` printed DuckDB's `IO Error: Cannot open file ...: No such file or directory`,
-    where `replay` names the folder."""
+def test_run_with_a_sink_or_alerts_out_in_a_missing_folder_refuses_as_config_check_does(
+    logs: Path,
+) -> None:
+    """`run` printed DuckDB's `IO Error: Cannot open file ...: No such file or directory` for
+    the sink, and created a missing alerts_out folder behind the operator's back, where
+    `config check` refused both."""
     config = logs.parent / "lookout.yaml"
     missing = logs.parent / "no" / "such" / "x.duckdb"
-    config.write_text(f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=missing))
+    alerts = logs.parent / "typo" / "alerts.jsonl"
+    config.write_text(
+        f"source:\n  kind: file\n  path: {logs}\n"
+        + CONFIG.format(db=missing)
+        + f"alerts_out: {alerts}\n"
+    )
     result = lookout("run", "--config", config, cwd=logs.parent)
     assert_no_traceback(result)
-    assert result.returncode == 1, result.describe()
-    assert result.stderr.strip() == (
-        f"lookout: cannot open {missing}: no such directory {missing.parent}"
-    ), result.describe()
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.splitlines() == [
+        f"lookout run: {config}: sink.path {missing}: no such directory {missing.parent}",
+        f"lookout run: {config}: alerts_out {alerts}: no such directory {alerts.parent}",
+    ], result.describe()
+    assert not alerts.parent.exists()
 
 
 def test_a_sink_out_of_its_memory_limit_is_one_line_naming_the_setting(logs: Path) -> None:

@@ -22,6 +22,7 @@ from worker.cli.app import (
     app,
     configured,
     fail,
+    output_folder_problems,
     progress_bar,
     quiet_broken_pipe,
     refuse_to_start,
@@ -666,4 +667,11 @@ def run(
         # before the sink is opened: a missing file must not leave an empty database behind
         input_file(f"run: source.path in {config_path}", source.path)
     refuse_to_start("run", config)
+    # as `config check` words them: `run` created a missing alerts_out folder behind the
+    # operator's back (a typo'd mount path), and the sink's failed in DuckDB's words
+    folders = output_folder_problems(config, str(config_path) if config_path else "defaults")
+    for problem in folders:
+        typer.echo(f"lookout run: {problem}", err=True)
+    if folders:
+        raise typer.Exit(2)
     raise typer.Exit(serve(config))
