@@ -542,3 +542,14 @@ def test_with_json_logs_every_line_on_stderr_is_one_json_object(
     (summary,) = [e for e in entries if e["message"].startswith("replayed ")]
     assert summary["records"] == corrupted_stream.good_count
     assert summary["invalid"] == len(corrupted_stream.bad)
+
+
+def test_an_empty_file_is_warned_about(tmp_path: Path) -> None:
+    """An empty file (or the wrong one, or a pipe that never got its data) replayed with
+    exit 0 and a summary of zeros that nobody reads."""
+    (tmp_path / "empty.ndjson").write_bytes(b"\n\n")
+    result = lookout("replay", "empty.ndjson", "--db", "e.duckdb", cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    assert "empty.ndjson holds no records (empty or blank lines only)" in result.stderr
+    piped = lookout("replay", "-", "--db", "p.duckdb", cwd=tmp_path, stdin=b"")
+    assert "standard input holds no records" in piped.stderr, piped.describe()

@@ -204,6 +204,15 @@ def test_a_typo_gets_duckdbs_suggestion_and_no_talk_of_a_wal(
 def test_a_file_lookout_did_not_write_is_named_as_such(tmp_path: Path) -> None:
     import duckdb
 
+    (tmp_path / "logs.ndjson").write_text('{"model": "m"}\n')
+    result = lookout("sql", "--db", "logs.ndjson", "SELECT 1", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.strip() == (
+        "lookout: sql: logs.ndjson is not a DuckDB database file; expected a DuckDB file "
+        "lookout wrote"
+    )
+
     other = tmp_path / "other.duckdb"
     duckdb.connect(str(other)).execute("CREATE TABLE t (a INTEGER)").close()
     result = lookout("sql", "--db", other, "SELECT * FROM alerts", cwd=tmp_path)

@@ -197,6 +197,10 @@ def replay(
         alert_changes=len(stats.alerts),
         stopped_by_signal=result.stopped_by_signal,
     )
+    read = stats.records or stats.duplicates or result.invalid_records or stats.quarantined
+    if not read and not result.stopped_by_signal:  # empty, or the wrong file: 0 said nothing
+        named = "standard input" if file == "-" else file
+        say("lookout.replay", f"{named} holds no records (empty or blank lines only)", "WARNING")
     if stats.duplicates and stats.duplicates >= stats.records:
         say(
             "lookout.replay",

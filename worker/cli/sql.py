@@ -114,8 +114,8 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
     try:
         refuse_foreign_file(db)
-    except SetupError as error:
-        fail(f"sql: {error}")
+    except SetupError as error:  # its "give a new path" is for writers: a new path has no rows
+        fail(f"sql: {str(error).split(';')[0]}; expected a DuckDB file lookout wrote")
     try:
         # no external access: the query reads this file's tables and can write no other file
         # (`COPY alerts TO 'out.csv'` wrote one); it cannot be turned back on by the query
