@@ -231,7 +231,11 @@ def _this_command() -> str:
     try:
         if found is not None and Path(found).samefile(started):
             return "lookout"
-        return os.path.relpath(started) if started.exists() else "lookout"
+        if not started.exists():
+            return "lookout"
+        # `.venv/bin/lookout` from the clone; from elsewhere the absolute path, not ../../..
+        relative = os.path.relpath(started)
+        return str(started.resolve()) if relative.startswith("..") else relative
     except (OSError, ValueError):  # another drive, a vanished file: the plain name
         return "lookout"
 

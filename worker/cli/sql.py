@@ -121,7 +121,7 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         # (`COPY alerts TO 'out.csv'` wrote one); it cannot be turned back on by the query
         con = duckdb.connect(str(db), read_only=True, config={"enable_external_access": False})
     except duckdb.Error as error:
-        fail(f"sql: {duckdb_open_problem(db, error)}")
+        fail(f"sql: {duckdb_open_problem(db, error)}", code=1)  # as report and replay
     try:
         # times in UTC, as the sink writes them and BigQuery shows them: in the host's zone a
         # window at 00:30 UTC printed as the evening before, and `CAST(ts AS DATE)` split days
