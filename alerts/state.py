@@ -409,7 +409,7 @@ def _alert(
     numbers: bool,
 ) -> Alert:
     """The incident's span so far: from its first alerting window to the deciding one."""
-    value, calls, _ = _evidence(d, status)
+    value, calls, _ = page_evidence(d, status)
     return Alert(
         dedup_key=incident.dedup_key,
         status=status,
@@ -427,7 +427,7 @@ def _alert(
     )
 
 
-def _evidence(d: Detection, status: str) -> tuple[float | None, int, int]:
+def page_evidence(d: Detection, status: str) -> tuple[float | None, int, int]:
     """(value, calls, windows) a page rests on. A detector that fired on the window pooled with
     the ones before it (`span_windows` > 1, with `span_value` and `span_calls` in its details)
     decided on those: the window's own value alone is often below the threshold shown beside
@@ -471,7 +471,7 @@ def _summary(
 
     Detectors may name their metric and its unit in `details["metric"]` / `details["unit"]`
     (`ratio` prints as a percentage); otherwise the condition name and a plain number show.
-    A page decided over several windows shows their value and calls, and says so (`_evidence`).
+    A page decided over several windows shows their value and calls, and says so (`page_evidence`).
     """
     metric = d.details.get("metric")
     label = metric if isinstance(metric, str) and metric else incident.condition.replace("_", " ")
@@ -479,7 +479,7 @@ def _summary(
     if status == "RESOLVED":
         # the label names the firing condition ("block rate above baseline"): say it is over
         head += f" {verb}" + (", now" if numbers and d.value is not None else "")
-    value, calls, windows = _evidence(d, status.lower())
+    value, calls, windows = page_evidence(d, status.lower())
     if numbers and value is not None:
         unit = d.details.get("unit")
         unit = unit if isinstance(unit, str) else None

@@ -297,7 +297,11 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
             data = yaml.load(_yaml_text(path.read_bytes()), Loader=_UniqueKeyLoader)
             if data is None:
                 # a blank ConfigMap mount ran a worker on stdin with every default, silently
-                log.warning("%s is empty (or only comments): every setting is its default", path)
+                log.warning(
+                    "%s is empty (or only comments): every setting is its default or a LOOKOUT_… "
+                    "variable's",
+                    path,
+                )
                 data = {}
         except OSError as error:
             raise ConfigError(source, [f"cannot read: {error.strerror}"]) from error

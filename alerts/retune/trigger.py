@@ -34,7 +34,7 @@ from alerts.retune.export import ExportResult, export_dataset
 from alerts.retune.guard import RetuneLog, log_name
 from alerts.retune.request import RetuneRequest, TimeRange
 from alerts.routing import Router
-from alerts.state import Incident
+from alerts.state import Incident, page_evidence
 from schemas.alert_config import AlertingConfig
 from schemas.detection import Alert, Detection
 from schemas.retune_config import RetuneAction, RetuneExport
@@ -116,6 +116,8 @@ class RetuneTrigger:
         """Requests this alerting window starts (usually none); recorded before queued."""
         if incident.phase != "firing" or incident.started_at is None:
             return []
+        # the page's numbers: a span's when it decided over several windows (`page_evidence`)
+        value, calls, _ = page_evidence(detection, "firing")
         alert = Alert(
             dedup_key=incident.dedup_key,
             status="firing",
@@ -125,10 +127,10 @@ class RetuneTrigger:
             condition=incident.condition,
             window_start=incident.started_at,
             window_end=detection.window_end,
-            value=detection.value,
+            value=value,
             threshold=detection.threshold,
             baseline=detection.baseline,
-            sample_size=detection.sample_size,
+            sample_size=calls,
             summary=detection.reason,
             reason=detection.reason,
         )

@@ -78,8 +78,32 @@ def test_demo_replaces_no_file_it_did_not_write(worker_db: Path) -> None:
     assert (where / "logs.ndjson").read_bytes() == logs
     before = worker_db.read_bytes()
     result = lookout("demo", "--db", "prod.duckdb", cwd=where)
-    refused(result, "holds windows from 2026-11-30 10:00 to 2026-11-30 10:04 UTC, which no demo")
+    refused(result, "demo: --db prod.duckdb holds windows written by ")
+    assert "not by a demo" in result.stderr
     assert worker_db.read_bytes() == before and total_calls(worker_db) == 40
+
+
+def test_demo_replaces_no_replayed_simulation_but_does_replace_its_own_file(
+    tmp_path: Path,
+) -> None:
+    """`lookout simulate` starts on the demo's day, so a replayed simulation looked like a demo
+    by its windows' times and was replaced (a review found it); the demo's own file is marked
+    by the writer its windows were written under."""
+    from worker.cli.demo import DEMO_WRITER, refuse_to_replace
+
+    made = lookout("simulate", "--out", "sim.ndjson", "--hours", "0.05", "--rate", "30",
+                   cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.describe()
+    replayed = lookout("replay", "sim.ndjson", "--db", "sim.duckdb", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.describe()
+    result = lookout("demo", "--db", "sim.duckdb", cwd=tmp_path)
+    refused(result, "demo: --db sim.duckdb holds windows written by ")
+    marked = lookout(
+        "replay", "sim.ndjson", "--db", "own.duckdb", cwd=tmp_path,
+        env={"LOOKOUT_ENGINE__WRITER_ID": DEMO_WRITER},
+    )  # fmt: skip
+    assert marked.returncode == 0, marked.describe()
+    refuse_to_replace(tmp_path / "own.duckdb")  # no exit: the demo may replace it
 
 
 def test_demo_hours_too_short_for_its_incidents_are_refused_up_front(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import assert_no_traceback, lookout
+from tests.e2e.conftest import Result, assert_no_traceback, lookout
 
 CONFIG = "sink:\n  kind: duckdb\n  path: {db}\n"
 
@@ -137,22 +137,24 @@ def test_baseline_accept_on_a_held_file_says_who_holds_it(held: Path, tmp_path: 
     assert_one_line(result.stderr, f"lookout: {held} is held by a process writing it")
 
 
+def run_logs(logs: Path, db: Path, extra: str = "") -> tuple[Path, Result]:
+    """`lookout run` of the file source `logs` into `db`, with `extra` lines of config."""
+    config = logs.parent / "lookout.yaml"
+    config.write_text(f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=db) + extra)
+    result = lookout("run", "--config", config, cwd=logs.parent)
+    assert_no_traceback(result)
+    return config, result
+
+
 def test_run_with_a_sink_or_alerts_out_in_a_missing_folder_refuses_as_config_check_does(
     logs: Path,
 ) -> None:
     """`run` printed DuckDB's `IO Error: Cannot open file ...: No such file or directory` for
     the sink, and created a missing alerts_out folder behind the operator's back, where
     `config check` refused both."""
-    config = logs.parent / "lookout.yaml"
     missing = logs.parent / "no" / "such" / "x.duckdb"
     alerts = logs.parent / "typo" / "alerts.jsonl"
-    config.write_text(
-        f"source:\n  kind: file\n  path: {logs}\n"
-        + CONFIG.format(db=missing)
-        + f"alerts_out: {alerts}\n"
-    )
-    result = lookout("run", "--config", config, cwd=logs.parent)
-    assert_no_traceback(result)
+    config, result = run_logs(logs, missing, f"alerts_out: {alerts}\n")
     assert result.returncode == 2, result.describe()
     assert result.stderr.splitlines() == [
         f"lookout run: {config}: sink.path {missing}: no such directory {missing.parent}",
@@ -164,14 +166,17 @@ def test_run_with_a_sink_or_alerts_out_in_a_missing_folder_refuses_as_config_che
 def test_a_sink_out_of_its_memory_limit_is_one_line_naming_the_setting(logs: Path) -> None:
     """`sink.memory_limit: 1KB` passes the check; DuckDB then ran out of memory and its 8-line
     message advised `SET threads=X`, which an operator cannot do."""
-    config = logs.parent / "lookout.yaml"
-    db = logs.parent / "tiny.duckdb"
-    config.write_text(
-        f"source:\n  kind: file\n  path: {logs}\n" + CONFIG.format(db=db) + "  memory_limit: 1KB\n"
-    )
-    result = lookout("run", "--config", config, cwd=logs.parent)
-    assert_no_traceback(result)
+    _, result = run_logs(logs, logs.parent / "tiny.duckdb", "  memory_limit: 1KB\n")
     assert result.returncode == 1, result.describe()
     (line,) = result.stderr.strip().splitlines()
     assert "Out of Memory" in line and "raise sink.memory_limit" in line, line
     assert "SET threads" not in line
+
+
+def test_run_is_not_refused_over_report_which_only_replay_writes(logs: Path) -> None:
+    """A review found `run` refusing to start over `report:` in a missing folder: a key only
+    `replay` writes."""
+    nowhere = logs.parent / "nowhere" / "r.html"
+    extra = f"report: {nowhere}\nmetrics: {{enabled: false}}\n"
+    _, result = run_logs(logs, logs.parent / "ok.duckdb", extra)
+    assert result.returncode == 0, result.describe()

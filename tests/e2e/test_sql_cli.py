@@ -255,3 +255,14 @@ def test_a_query_file_that_starts_with_a_comment_is_read_from_stdin(db: Path) ->
     assert result.returncode == 0, result.describe()
     expected = query(db, text.decode())
     assert list(csv.reader(io.StringIO(result.stdout)))[1:] == [[m, str(n)] for m, n in expected]
+
+
+def test_json_text_orjson_cannot_hold_exactly_stays_text(db: Path) -> None:
+    """A review found `'1e400'::JSON` failing the whole query once JSON columns were parsed,
+    and CSV losing digits of a large integer inside one."""
+    sql = "SELECT '1e400'::JSON AS big, '{\"a\": 123456789012345678901234567890}'::JSON AS huge"
+    as_json = lookout("sql", "--db", db, "--format", "json", sql, cwd=db.parent)
+    assert as_json.returncode == 0, as_json.describe()
+    assert json.loads(as_json.stdout)["big"] == "1e400"
+    as_csv = lookout("sql", "--db", db, "--format", "csv", sql, cwd=db.parent)
+    assert "123456789012345678901234567890" in as_csv.stdout, as_csv.describe()

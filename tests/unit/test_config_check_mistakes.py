@@ -244,4 +244,4 @@ def test_an_empty_file_is_warned_about(tmp_path: Path, caplog: pytest.LogCapture
     """A blank ConfigMap mount ran a worker on stdin with every default, and said nothing."""
     (tmp_path / "lookout.yaml").write_text("# nothing but a comment\n")
     assert load_config(tmp_path / "lookout.yaml") == load_config(None)
-    assert "is empty (or only comments): every setting is its default" in caplog.text
+    assert "is empty (or only comments): every setting is its default or a LOOKOUT_" in caplog.text

@@ -501,3 +501,29 @@ def test_the_retune_counter_s_model_label_is_bounded_like_every_per_model_series
     assert (
         registry.get_sample_value("lookout_retune_requests_total", {**sent, "model": "m"}) is None
     )
+
+
+def test_a_request_carries_the_page_s_evidence_when_it_was_decided_over_several_windows(
+    tmp_path: Path,
+) -> None:
+    """A review found the page saying 3.4% over 2,000 calls while the retune request built for
+    the same window said the window's own 2.6% over 500, under the threshold beside it."""
+    retune = trigger(alerting(), RetuneLog(tmp_path / "retune.sqlite"), FlakyRunner(failures=0))
+    try:
+        requests = []
+        for k in (1, 2):
+            judged, incident = window(k)
+            pooled = judged.model_copy(
+                update={
+                    "value": 0.026,
+                    "threshold": 0.03,
+                    "sample_size": 500,
+                    "details": {"span_windows": 4, "span_value": 0.034, "span_calls": 2000},
+                }
+            )
+            requests += retune.consider(pooled, incident)
+            retune.wait_idle()
+        (request,) = requests
+        assert request.evidence["value"] == 0.034 and request.evidence["sample_size"] == 2000
+    finally:
+        retune.close()

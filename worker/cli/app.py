@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -153,6 +153,24 @@ def refuse_to_start(command: str, config: LookoutConfig) -> None:
         raise typer.Exit(2)
 
 
+def refuse_same_file(command: str, paths: Mapping[str, Path | None]) -> None:
+    """Exit 2 with one line if two options name one file: `report --out` on its own `--db`
+    replaced the database with the HTML report, and `replay --dead-letter` on its input
+    appended to the file it was reading."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None or str(path) in ("-", ":memory:"):
+            continue
+        key = path.resolve()
+        for earlier, other in seen.items():
+            if key == earlier or (key.exists() and earlier.exists() and key.samefile(earlier)):
+                fail(
+                    f"{command}: {option} {path} is the same file as {other}; writing one would "
+                    "spoil the other"
+                )
+        seen[key] = option
+
+
 class SignalStop(threading.Event):
     """Set by SIGTERM/SIGINT; `signum` says which, for the exit status (128 + it)."""
 
@@ -220,16 +238,21 @@ def global_options(
     setup_logging(log_level, log_format, ctx.invoked_subcommand)
 
 
-def output_folder_problems(config: LookoutConfig, source: str) -> list[str]:
+def output_folder_problems(
+    config: LookoutConfig, source: str, *, keys: tuple[str, ...] = ("sink", "alerts_out", "report")
+) -> list[str]:
     """One line per file the configuration writes (the DuckDB sink, `alerts_out`, `report`)
     whose folder is missing here or that names a directory: `lookout run` would fail to open the
     sink, and the alert file's folder would be created behind the user's back. Worded as
     `replay --db` words it, naming the key (or the `LOOKOUT_…` variable that set it)."""
     paths: list[tuple[tuple[str, ...], str]] = []
-    if isinstance(config.sink, DuckDBSinkConfig) and config.sink.path != ":memory:":
-        paths.append((("sink", "path"), config.sink.path))
+    sink = config.sink
+    if "sink" in keys and isinstance(sink, DuckDBSinkConfig) and sink.path != ":memory:":
+        paths.append((("sink", "path"), sink.path))
     paths += [
-        ((key,), value) for key in ("alerts_out", "report") if (value := getattr(config, key))
+        ((key,), value)
+        for key in ("alerts_out", "report")
+        if key in keys and (value := getattr(config, key))
     ]
     problems = []
     for loc, text in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
@@ -25,6 +25,7 @@ from worker.cli.app import (
     output_folder_problems,
     progress_bar,
     quiet_broken_pipe,
+    refuse_same_file,
     refuse_to_start,
     stop_on_signals,
 )
@@ -523,24 +524,6 @@ def output_file(command: str, option: str, path: Path | None) -> None:
         fail(f"{command}: {option} {path}: no such directory {path.parent}")
 
 
-def refuse_same_file(command: str, paths: Mapping[str, Path | None]) -> None:
-    """Exit 2 with one line if two options name one file: `report --out` on its own `--db`
-    replaced the database with the HTML report, and `replay --dead-letter` on its input
-    appended to the file it was reading."""
-    seen: dict[Path, str] = {}
-    for option, path in paths.items():
-        if path is None or str(path) in ("-", ":memory:"):
-            continue
-        key = path.resolve()
-        for earlier, other in seen.items():
-            if key == earlier or (key.exists() and earlier.exists() and key.samefile(earlier)):
-                fail(
-                    f"{command}: {option} {path} is the same file as {other}; writing one would "
-                    "spoil the other"
-                )
-        seen[key] = option
-
-
 def _open(command: str, path: Path) -> BufferedIOBase:
     try:
         return path.open("rb")
@@ -673,7 +656,10 @@ def run(
     refuse_to_start("run", config)
     # as `config check` words them: `run` created a missing alerts_out folder behind the
     # operator's back (a typo'd mount path), and the sink's failed in DuckDB's words
-    folders = output_folder_problems(config, str(config_path) if config_path else "defaults")
+    # (`report` is replay's: run writes none)
+    folders = output_folder_problems(
+        config, str(config_path) if config_path else "defaults", keys=("sink", "alerts_out")
+    )
     for problem in folders:
         typer.echo(f"lookout run: {problem}", err=True)
     if folders:

@@ -25,7 +25,14 @@ from rich.table import Table
 from rich.text import Text
 
 from schemas.plural import counted
-from worker.cli.app import app, configured, fail, output_console, progress_bar
+from worker.cli.app import (
+    app,
+    configured,
+    fail,
+    output_console,
+    progress_bar,
+    refuse_same_file,
+)
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
@@ -244,17 +251,24 @@ def _this_command() -> str:
 DEMO_MIN_HOURS = 2.5
 #: a demo's windows lie within this of DEMO_START (its hours are not capped; a month is plenty)
 DEMO_SPAN = timedelta(days=31)
+#: the writer id the demo's windows are written under: what marks a file as the demo's own
+DEMO_WRITER = "lookout-demo"
+DEMO_DB = "lookout-demo.duckdb"
 
 
 def refuse_to_replace(db: Path) -> None:
-    """Exit 2 with one line unless `db` is absent or a file a demo wrote: the demo deleted
-    whatever `--db` named before checking anything (a log file, a worker's database)."""
+    """Exit 2 with one line unless `db` is absent or a file a demo wrote (its windows written
+    under `DEMO_WRITER`): the demo deleted whatever `--db` named before checking anything (a
+    log file, a worker's database). `lookout simulate` starts at the demo's time too, so the
+    time of the windows cannot tell a replayed simulation from a demo; the writer can. A file
+    at the default path from a release before the marker is told by its windows' days."""
     if not db.exists():
         return
     if db.is_dir():
         fail(f"demo: --db {db} is a directory; expected a file path")
     import duckdb
 
+    from worker.cli.sql import duckdb_open_problem
     from worker.errors import LookoutError
     from worker.sinks.duckdb_read_only import open_read_only
     from worker.sinks.duckdb_sink import refuse_foreign_file
@@ -263,19 +277,24 @@ def refuse_to_replace(db: Path) -> None:
     try:
         refuse_foreign_file(db)
         sink = open_read_only(db)
-    except (LookoutError, duckdb.Error) as error:
+    except duckdb.Error as error:  # a lock: another process has it open
+        fail(f"demo: {duckdb_open_problem(db, error)}", code=1)
+    except LookoutError as error:
         fail(f"demo: --db {db} exists and is not a demo's file ({str(error).split(';')[0]}){keep}")
     try:
-        ((first, last),) = sink.query("SELECT min(window_start), max(window_start) FROM alerts")
-        ((first_w, last_w),) = sink.query(
+        writers = {str(w) for (w,) in sink.query("SELECT DISTINCT writer_id FROM window_metrics")}
+        ((first, last),) = sink.query(
             "SELECT min(window_start), max(window_start) FROM window_metrics"
         )
     finally:
         sink.close()
-    starts = [t for t in (first, last, first_w, last_w) if t is not None]
-    if any(not DEMO_START <= t < DEMO_START + DEMO_SPAN for t in starts):
-        held = f"{min(starts):%Y-%m-%d %H:%M} to {max(starts):%Y-%m-%d %H:%M} UTC"
-        fail(f"demo: --db {db} holds windows from {held}, which no demo wrote{keep}")
+    if writers <= {DEMO_WRITER}:
+        return
+    legacy = db.name == DEMO_DB and first is not None and last is not None
+    if legacy and first >= DEMO_START and last < DEMO_START + DEMO_SPAN:
+        return
+    named = ", ".join(sorted(writers)[:3]) + (", …" if len(writers) > 3 else "")
+    fail(f"demo: --db {db} holds windows written by {named}, not by a demo{keep}")
 
 
 @app.command(short_help="Simulate LLM traffic with one incident of each kind, end to end.")
@@ -291,7 +310,7 @@ def demo(
     db: Annotated[
         Path,
         typer.Option(help="DuckDB file to create (a demo's file there is replaced, nothing else)."),
-    ] = Path("lookout-demo.duckdb"),
+    ] = Path(DEMO_DB),
     report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path(
         "lookout-demo-report.html"
     ),
@@ -307,7 +326,6 @@ def demo(
     Everything runs in-process on the embedded default (DuckDB), no cloud account needed. Prints
     the alerts as they fire, then a summary table, the DuckDB file and the HTML report.
     """
-    from worker.cli.commands import refuse_same_file
     from worker.cli.pipeline import build_pipeline
     from worker.cli.report import write_report
     from worker.sources.simulator import SimulationConfig, default_demo_incidents
@@ -320,6 +338,7 @@ def demo(
         None,
         sink={"kind": "duckdb", "path": str(db)},
         alerts_out=str(alerts_out) if alerts_out else None,
+        engine__writer_id=DEMO_WRITER,
     )
     sim = SimulationConfig(
         start=DEMO_START, hours=hours, incidents=default_demo_incidents(), seed=seed

@@ -10,6 +10,7 @@ result prints as a table on a terminal, or as CSV or JSON lines for a script.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import sys
@@ -101,7 +102,7 @@ def _json_default(value: Any) -> Any:
     return _text(value, exact=True)
 
 
-def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]], list[int]]:
     """Column names and rows of `query` on `db`, opened read-only; one-line errors."""
     import duckdb
 
@@ -136,16 +137,18 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     finally:
         con.close()
     json_columns = [i for i, d in enumerate(described) if str(d[1]) == "JSON"]
-    return names, [_parsed(row, json_columns) for row in rows] if json_columns else rows
+    return names, rows, json_columns
 
 
 def _parsed(row: tuple[Any, ...], json_columns: Sequence[int]) -> tuple[Any, ...]:
-    """A JSON column (`detections.details`) as the object it holds: `--format json` wrote it
-    as a string inside a string (`"details":"{\\"tests\\":…"`)."""
+    """A JSON column (`detections.details`) as the object it holds, for JSON lines, which wrote
+    it as a string inside a string (`"details":"{\\"tests\\":…"`). Text orjson cannot hold
+    exactly (an integer past 64 bits, 1e400) stays the text DuckDB gave."""
     cells = list(row)
     for i in json_columns:
         if isinstance(cells[i], str):
-            cells[i] = orjson.loads(cells[i])
+            with contextlib.suppress(orjson.JSONDecodeError):
+                cells[i] = orjson.loads(cells[i])
     return tuple(cells)
 
 
@@ -233,7 +236,12 @@ def message_with_suggestion(error: BaseException) -> str:
     return first_line(error) + (f" {suggestion}" if suggestion else "")
 
 
-def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) -> None:
+def print_rows(
+    names: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    fmt: str,
+    json_columns: Sequence[int] = (),
+) -> None:
     """CSV, JSON lines, or on screen: a table when each column can be at least
     `MIN_COLUMN_WIDTH` wide, else one record per block (psql's `\\x`), so that `SELECT *` on a
     wide table is read at 80 columns instead of squeezed to `│ loo │ fir │`. Not on a terminal
@@ -245,7 +253,8 @@ def print_rows(names: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str) 
     elif fmt == "json":
         out = sys.stdout.buffer
         for row in rows:
-            record = dict(zip(names, row, strict=True))
+            parsed = _parsed(row, json_columns) if json_columns else row
+            record = dict(zip(names, parsed, strict=True))
             out.write(orjson.dumps(record, default=_json_default) + b"\n")
         out.flush()
     else:
@@ -289,8 +298,8 @@ def sql(
         fail(f"sql: unknown --format {fmt!r}; expected one of {', '.join(SQL_FORMATS)}")
     if query == "-":
         query = sys.stdin.read()
-    names, rows = run_query(db, query)
+    names, rows, json_columns = run_query(db, query)
     try:
-        print_rows(names, rows, fmt)
+        print_rows(names, rows, fmt, json_columns)
     except BrokenPipeError:
         quiet_broken_pipe()
