@@ -345,9 +345,26 @@ def load_config(path: Path | None, overrides: Mapping[str, object] | None = None
                 problems.extend((e.get("ctx") or {}).get("each", []))  # one line each
             else:
                 problems.append(_describe(e))
-        raise ConfigError(source, problems) from error
+        raise ConfigError(source, [_receiver_named(p, data) for p in problems]) from error
     finally:
         os.environ.update(shadowed)
+
+
+_RECEIVER_AT = re.compile(r"^alerting\.receivers\[(\d+)\]")
+
+
+def _receiver_named(problem: str, data: Any) -> str:
+    """`alerting.receivers[0] (am).url: …`: a list position alone made the operator count
+    receivers to find which one (the README promises the receiver's name)."""
+    at = _RECEIVER_AT.match(problem)
+    receivers = data.get("alerting", {}).get("receivers") if isinstance(data, dict) else None
+    if at is None or not isinstance(receivers, list) or int(at[1]) >= len(receivers):
+        return problem
+    entry = receivers[int(at[1])]
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name or f"receiver {name!r}" in problem:
+        return problem
+    return f"{at[0]} ({name}){problem[at.end() :]}"
 
 
 #: `LOOKOUT_…` variables that are no setting of this file: read by the CLI, the decoder and the

@@ -49,39 +49,40 @@ def alertmanager(tmp_path: Path, settings: str) -> tuple[int, str, str]:
     [
         (
             "ends_after: -3600",
-            "alerting.receivers[0].ends_after: must be a positive duration, got -1h",
+            "alerting.receivers[0] (am).ends_after: must be a positive duration, got -1h",
         ),
         (
             "give_up_after: -5",
-            "alerting.receivers[0].give_up_after: must be a positive duration, got -5s",
+            "alerting.receivers[0] (am).give_up_after: must be a positive duration, got -5s",
         ),
         (
             "give_up_after: 0s",
-            "alerting.receivers[0].give_up_after: must be a positive duration, got 0s",
+            "alerting.receivers[0] (am).give_up_after: must be a positive duration, got 0s",
         ),
         (
             "resend_interval: 0s",
-            "alerting.receivers[0].resend_interval: must be a positive duration, got 0s",
+            "alerting.receivers[0] (am).resend_interval: must be a positive duration, got 0s",
         ),
         (
             "timeout: '-5s'",
-            "alerting.receivers[0].timeout: must be a positive duration, got -5s",
+            "alerting.receivers[0] (am).timeout: must be a positive duration, got -5s",
         ),
         (
             "resend_interval: 1m, ends_after: 1m",
-            "alerting.receivers[0].ends_after: must be at least 2x resend_interval (2m for a "
+            "alerting.receivers[0] (am).ends_after: must be at least 2x resend_interval (2m for a "
             "resend_interval of 1m), got 1m: Alertmanager resolves a firing alert whose "
             "endsAt passes before the next re-post",
         ),
         (
             "resend_interval: 5m",  # the default ends_after, 5m, is now too short
-            "alerting.receivers[0].ends_after: must be at least 2x resend_interval (10m for a "
+            "alerting.receivers[0] (am).ends_after: must be at least 2x resend_interval (10m for a "
             "resend_interval of 5m), got 5m: Alertmanager resolves a firing alert whose "
             "endsAt passes before the next re-post",
         ),
         (
             "backoff_initial: 10s, backoff_max: 5s",
-            "alerting.receivers[0].backoff_max: must be at least backoff_initial (10s), got 5s",
+            "alerting.receivers[0] (am).backoff_max: must be at least backoff_initial (10s), "
+            "got 5s",
         ),
     ],
 )
@@ -165,7 +166,7 @@ def test_a_secret_file_that_is_a_url_is_refused_without_echoing_it(tmp_path: Pat
     status, out, err = config_check(tmp_path, text)
     assert (status, out) == (2, "")
     assert err.splitlines() == [
-        f"{tmp_path / 'lookout.yaml'}: alerting.receivers[0].webhook_url.file: a file path, "
+        f"{tmp_path / 'lookout.yaml'}: alerting.receivers[0] (s).webhook_url.file: a file path, "
         "not the secret itself: write the path of a mounted file that holds it, or "
         "{env: VAR} (the value is not shown)"
     ]

@@ -137,7 +137,7 @@ def test_a_written_url_without_a_scheme_is_refused_without_echoing_it(tmp_path: 
     )
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr.splitlines() == [
-        f"{tmp_path / 'lookout.yaml'}: alerting.receivers[0].url: not an http:// or https:// "
+        f"{tmp_path / 'lookout.yaml'}: alerting.receivers[0] (am).url: not an http:// or https:// "
         "URL (the value is not shown)"
     ]
 
