@@ -72,6 +72,15 @@ def test_accepting_a_sustained_shift_resolves_it_once_and_only_for_that_model(
         rows = con.execute("SELECT model, detector, accepted_by FROM baseline_accepts").fetchall()
     assert rows == [(MODEL, "safety", "alice")]
 
+    # the report of the file as it is now: the accepted incident is not "still open" with the
+    # advice to run the command just run (the analyst's trial found both)
+    report = lookout("report", "--db", db, "--out", "r.html", cwd=tmp_path)
+    assert report.returncode == 0, report.describe()
+    html = (tmp_path / "r.html").read_text()
+    assert "1 accepted as the new baseline" in html
+    assert html.count("Its level was accepted as the baseline at") == 1
+    assert "still open" in html  # the other models' incidents
+
     safety = [a for a in _replayed(tmp_path, "longer.ndjson", config) if a["detector"] == "safety"]
     mine = [a for a in safety if a["model"] == MODEL]
     assert [a["status"] for a in mine] == ["resolved"], mine

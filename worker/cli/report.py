@@ -212,6 +212,24 @@ def incidents_from(alerts: pd.DataFrame) -> list[Incident]:
     return sorted(found, key=lambda inc: (inc.fired, inc.model, inc.detector))
 
 
+def with_accepts(incidents: list[Incident], sink: DuckDBSink) -> list[Incident]:
+    """Open incidents whose level was accepted as the baseline, marked so: after `lookout
+    baseline accept` on a finished file the report still called the incident open and told
+    the reader to run the command they had just run."""
+    open_ = [i for i in incidents if i.resolved is None]
+    if not open_:
+        return incidents
+    accepts = sink.load_baseline_accepts()
+    when = {
+        (a.model, a.detector, pd.Timestamp(a.incident_started_at)): pd.Timestamp(a.accepted_at)
+        for a in accepts
+    }
+    return [
+        replace(i, accepted=when.get((i.model, i.detector, i.fired))) if i.resolved is None else i
+        for i in incidents
+    ]
+
+
 def _summary(
     detections: pd.DataFrame,
     merged: pd.DataFrame,
@@ -223,7 +241,8 @@ def _summary(
     models = sorted(merged["model"].unique()) if len(merged) else []
     starts = detections["window_start"] if len(detections) else pd.Series(dtype="object")
     by_severity = {s: sum(1 for i in incidents if i.severity == s) for s in SEVERITY_FILL}
-    still = sum(1 for i in incidents if i.resolved is None)
+    still = sum(1 for i in incidents if i.resolved is None and i.accepted is None)
+    accepted = sum(1 for i in incidents if i.resolved is None and i.accepted is not None)
     lines = [
         f"<b>{len(models)}</b> model(s): {_esc(', '.join(models)) or 'none'}",
         f"<b>{int(merged['windows'].sum()) if len(merged) else 0:,}</b> (model, window) rows "
@@ -233,7 +252,9 @@ def _summary(
         (
             f"<b>{len(incidents)}</b> alert(s): "
             + ", ".join(f"{n} {s}" for s, n in by_severity.items())
-            + (f"; <b>{still}</b> still firing" if still else "; all resolved")
+            + (f"; <b>{still}</b> still firing" if still else "")
+            + (f"; {accepted} accepted as the new baseline" if accepted else "")
+            + ("" if still or accepted else "; all resolved")
         )
         if incidents
         else "no alerts",
@@ -273,7 +294,11 @@ def _what_alerted(
             _esc(i.model),
             _esc(i.detector),
             _when(i.fired),
-            _when(i.resolved) if i.resolved is not None else "<b>still open</b>",
+            _when(i.resolved)
+            if i.resolved is not None
+            else f"accepted {_when(i.accepted)}"
+            if i.accepted is not None
+            else "<b>still open</b>",
             _esc(i.severity),
             _incident_worst(i, detections),
             _what_to_do(i, last_end, db),
@@ -341,6 +366,12 @@ def _what_to_do(incident: Incident, last_end: pd.Timestamp | None, db: str | Non
         f"{_esc(incident.detector)} {'--db ' + _esc(db) if db else '[--config C | --db FILE]'}"
         "</code>"
     )
+    if incident.resolved is None and incident.accepted is not None:
+        return (
+            f"Its level was accepted as the baseline at {_when(incident.accepted)}: the "
+            "incident closes at the next window a worker judges (this file's last window "
+            "was judged before), and the detector is quiet at this level from then on."
+        )
     if incident.resolved is None and incident.sustained:
         return (
             f"Sustained level shift since {_when(incident.fired)}: if the new level is "
@@ -488,7 +519,11 @@ def _alerts_table(incidents: list[Incident]) -> str:
     rows = [
         [
             _when(i.fired),
-            _when(i.resolved) if i.resolved is not None else "<b>still firing</b>",
+            _when(i.resolved)
+            if i.resolved is not None
+            else f"accepted {_when(i.accepted)}"
+            if i.accepted is not None
+            else "<b>still firing</b>",
             _esc(i.severity),
             _esc(i.model),
             _esc(i.detector),
@@ -572,9 +607,10 @@ def write_report(
             raise ScopeError(problem)
     detections = scoped_frame(sink, _DETECTIONS, scope)
     merged = scoped_frame(sink, _MODELS, scope)
-    incidents = [
-        i for i in incidents_from(alert_rows(sink, scope)) if scope.overlaps(i.fired, i.resolved)
-    ]
+    incidents = with_accepts(
+        [i for i in incidents_from(alert_rows(sink, scope)) if scope.overlaps(i.fired, i.resolved)],
+        sink,
+    )
     quality = model_quality(
         merged,
         detector_coverage(sink, scope),

@@ -144,6 +144,9 @@ class Incident:
     summary: str
     #: the tracker announced it as a sustained level shift (`alerting.sustained_after`)
     sustained: bool = False
+    #: when its level was accepted as the baseline (`lookout baseline accept`) while open: it
+    #: closes at the next judged window, which a finished file never gets
+    accepted: pd.Timestamp | None = None
 
 
 #: the verdicts of a window its detector judged; any other (insufficient_data) is not plotted

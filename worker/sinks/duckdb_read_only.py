@@ -9,6 +9,7 @@ states as the bytes the sink converts them to), so the file stays byte for byte 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +17,13 @@ import duckdb
 
 from worker.analyst_columns import MERGED_VIEW_SQL
 from worker.errors import LookoutError, SetupError
-from worker.sinks.duckdb_sink import _ADDED_COLUMNS, _STATE_COLUMNS, DuckDBSink
+from worker.sink import BaselineAccept
+from worker.sinks.duckdb_sink import (
+    _ADDED_COLUMNS,
+    _STATE_COLUMNS,
+    DuckDBSink,
+    read_baseline_accepts,
+)
 
 #: the sink's tables a report reads (through its views too): a file without them is not one
 #: Lookout wrote, and every release's file has them
@@ -45,6 +52,15 @@ class _ReadOnlySink(DuckDBSink):
         self._con = con
         self._memory_limit = "256MB"
         self._lock = threading.Lock()
+
+    def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
+        """The file's acceptances (the report marks those incidents), none from a release
+        before them; not one of the views the report reads, so straight from the file."""
+        with self._lock:
+            try:
+                return read_baseline_accepts(self._con, "lookout_file.baseline_accepts")
+            except duckdb.CatalogException:
+                return []
 
 
 def open_read_only(path: Path) -> DuckDBSink:

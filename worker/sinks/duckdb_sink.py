@@ -643,7 +643,7 @@ class DuckDBSink:
 
     def load_baseline_accepts(self) -> Sequence[BaselineAccept]:
         with self._lock:
-            return _read_baseline_accepts(self._con)
+            return read_baseline_accepts(self._con)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports, on the sink's own connection (it is not thread-safe)."""
@@ -684,10 +684,12 @@ def _write_baseline_accepts(
     )
 
 
-def _read_baseline_accepts(con: duckdb.DuckDBPyConnection) -> list[BaselineAccept]:
+def read_baseline_accepts(
+    con: duckdb.DuckDBPyConnection, table: str = "baseline_accepts"
+) -> list[BaselineAccept]:
     rows = con.execute(
         "SELECT model, detector, epoch(incident_started_at), epoch(accepted_at), accepted_by "
-        "FROM baseline_accepts ORDER BY accepted_at"
+        f"FROM {table} ORDER BY accepted_at"
     ).fetchall()
     return [
         BaselineAccept(
