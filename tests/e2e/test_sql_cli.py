@@ -266,3 +266,12 @@ def test_json_text_orjson_cannot_hold_exactly_stays_text(db: Path) -> None:
     assert json.loads(as_json.stdout)["big"] == "1e400"
     as_csv = lookout("sql", "--db", db, "--format", "csv", sql, cwd=db.parent)
     assert "123456789012345678901234567890" in as_csv.stdout, as_csv.describe()
+
+
+def test_whole_token_sums_are_whole_in_csv(db: Path) -> None:
+    """The views' token sums are DOUBLE: CSV wrote `243384.0` where a spreadsheet or `cut`
+    expects the whole number."""
+    sql = "SELECT 243384.0::DOUBLE AS tokens, 0.5::DOUBLE AS share"
+    as_csv = lookout("sql", "--db", db, "--format", "csv", sql, cwd=db.parent)
+    assert as_csv.returncode == 0, as_csv.describe()
+    assert as_csv.stdout.splitlines() == ["tokens,share", "243384,0.5"]

@@ -85,9 +85,11 @@ def _text(value: Any, *, exact: bool = False) -> str:
         return "" if exact else "NULL"
     if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        # token sums (DOUBLE in the views): every digit, not 4.5e+07 on screen nor 243384.0 in
+        # CSV, where a spreadsheet or `cut` then sees the whole number it is
+        return str(int(value))
     if isinstance(value, float) and not exact:
-        if value.is_integer() and abs(value) < 1e15:  # token sums: every digit, not 4.5e+07
-            return str(int(value))
         if 1e5 <= abs(value) < 1e15:
             return f"{value:.3f}".rstrip("0").rstrip(".")
         return f"{value:.6g}"
