@@ -203,13 +203,16 @@ def test_invalid_records_are_counted_by_reason(worker: Worker) -> None:
 def test_the_worker_stops_at_the_end_of_its_input_and_everything_is_durable(
     incident_stream: Stream, tmp_path: Path
 ) -> None:
-    """A file source ends when the file ends: closing stdin lets the worker finish, exit 0, and
-    leave every good record it was fed in the DuckDB file. (Its own worker: stopping the shared
-    one failed whichever test work stealing ran on it next.)"""
+    """A file source ends when the file ends: closing stdin lets the worker finish and leave
+    every good record it was fed in the DuckDB file. Its input had two bad records, so it exits
+    1 as replay does (it exited 0, and `lookout run … && next-step` went on as if every line had
+    counted). (Its own worker: stopping the shared one failed whichever test work stealing ran
+    on it next.)"""
     with started_worker(incident_stream, tmp_path) as worker:
         worker.proc.close_stdin()
         result = worker.proc.wait(timeout=SHORT_TIMEOUT)
-        assert result.returncode == 0, result.describe()
+        assert result.returncode == 1, result.describe()
+        assert "lookout run: 2 bad records in the input (reported above)" in result.stderr
         assert_no_traceback(result)
         assert total_calls(worker.db) == GOOD_LINES
         assert f"lookout run: {GOOD_LINES} records" in result.stderr, result.describe()

@@ -303,4 +303,15 @@ def serve(config: LookoutConfig) -> int:
     # a stopped worker's queued notifications go out at its next start, as they should (and a
     # failed retune is asked again at the next alerting window); a finite input's are owed now
     owed = bool(unsent or not_retuned) and input_ended
-    return 0 if result.clean_exit and failure is None and not owed else 1
+    # a finite input read to its end is a command's run, judged as replay judges one: bad
+    # records (each reported above, and dead-lettered if configured) make it exit 1, or a
+    # pipeline `lookout run … && next-step` went on as if every line had counted
+    invalid = result.invalid_records + undecodable
+    if input_ended and invalid:
+        print(
+            f"lookout run: {counted(invalid, 'bad record')} in the input (reported above); "
+            "exit status 1",
+            file=sys.stderr,
+        )
+    bad_input = input_ended and invalid > 0
+    return 0 if result.clean_exit and failure is None and not owed and not bad_input else 1
