@@ -186,6 +186,31 @@ def test_worker_flushes_before_the_kubelet_kills_it() -> None:
             assert 0 < grace < pod["terminationGracePeriodSeconds"]
 
 
+def test_the_default_grace_outlasts_a_final_bigquery_checkpoint() -> None:
+    """A final checkpoint writes up to 4 BigQuery tables per split role (8 in mode all) in turn,
+    each retrying for writeTimeoutSeconds; with the 30 s grace the chart had, the kubelet killed
+    a worker whose BigQuery was slow mid-write. Left empty, the grace covers that; DuckDB keeps
+    30 s."""
+    bigquery = {"kind": "bigquery", "bigquery": {"project": "p", "dataset": "d"}}
+    pubsub = {"kind": "pubsub", "pubsub": {"project": "p", "subscription": "s"}}
+    cases: list[tuple[dict[str, Any], dict[str, int]]] = [
+        ({}, {"all": 30}),
+        ({"sink": bigquery}, {"all": 5 + 8 * 30}),
+        ({"sink": bigquery, "mode": "split", "source": pubsub}, {"ingest": 125, "evaluate": 125}),
+        ({"sink": bigquery, "terminationGracePeriodSeconds": 300}, {"all": 300}),
+    ]
+    for values, expected in cases:
+        rendered = render(values)
+        maps = config_maps(rendered)
+        got = {}
+        for deployment in rendered.of_kind("Deployment"):
+            role = deployment["metadata"]["name"].removeprefix("lookout-")
+            got[role] = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            engine = yaml.safe_load(maps[f"lookout-{role}"])["engine"]
+            assert engine["grace_period_seconds"] == got[role] - 5, values
+        assert got == expected, values
+
+
 def test_config_changes_roll_the_pods() -> None:
     before = render({}).of_kind("Deployment")[0]
     after = render({"config": {"engine": {"window_seconds": 120}}}).of_kind("Deployment")[0]
@@ -201,6 +226,8 @@ def test_the_bigquery_write_budget_is_a_chart_value() -> None:
         bigquery: dict[str, Any] = {"project": "p", "dataset": "d"}
         if timeout is not None:
             bigquery["writeTimeoutSeconds"] = timeout
-        rendered = render({"sink": {"kind": "bigquery", "bigquery": bigquery}})
+        # 8 tables x 120 s: the liveness limit must cover such a checkpoint (the chart checks)
+        config = {"metrics": {"stall_seconds": 1000}}
+        rendered = render({"sink": {"kind": "bigquery", "bigquery": bigquery}, "config": config})
         for text in config_maps(rendered).values():
             assert yaml.safe_load(text)["sink"]["write_timeout_seconds"] == expected

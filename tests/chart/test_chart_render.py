@@ -194,9 +194,20 @@ def test_notes_tell_how_to_check_the_install() -> None:
     assert "port-forward deployment/lookout-all 9464:9464" in notes
     assert "/readyz" in notes
     assert 'source.kind is "file"' in notes
+    # the default file source is not there: it said the worker reads it and is restarted
+    assert "the chart puts no file there" in notes
     full = render(load_values("full-values")).notes
     assert "oncall-pagerduty (pagerduty)" in full
     assert "logs deployment/lookout-evaluate" in full
+
+
+def test_notes_warn_that_an_outbox_on_an_empty_dir_loses_undelivered_pages() -> None:
+    slack = {"name": "s", "kind": "slack", "secretRef": {"name": "n", "key": "k"}}
+    warned = render({"receivers": [slack]}).notes
+    assert "Set all.persistence.enabled=true to keep the outbox" in warned
+    kept = render({"receivers": [slack], "all": {"persistence": {"enabled": True}}}).notes
+    assert "outbox" not in kept
+    assert "outbox" not in render({}).notes  # no receivers: alerts go to the log
 
 
 def test_persistent_volume_holds_what_must_survive_a_restart() -> None:

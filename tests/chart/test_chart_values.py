@@ -10,6 +10,7 @@ import pytest
 from tests.chart.conftest import render_error
 
 PUBSUB = {"kind": "pubsub", "pubsub": {"project": "p", "subscription": "s"}}
+BIGQUERY = {"kind": "bigquery", "bigquery": {"project": "p", "dataset": "d"}}
 BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("negative replicas", {"ingest": {"replicas": -1}}, ["/ingest/replicas", "minimum"]),
     ("unknown key", {"replicaCount": 3}, ["replicaCount", "not allowed"]),
@@ -73,6 +74,34 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         "grace period shorter than the flush",
         {"terminationGracePeriodSeconds": 10, "shutdownMarginSeconds": 10},
         ["terminationGracePeriodSeconds (10)"],
+    ),
+    (
+        "grace period shorter than a final BigQuery checkpoint",
+        {"sink": BIGQUERY, "terminationGracePeriodSeconds": 30},
+        ["terminationGracePeriodSeconds (30)", "5 + 8 x 30 = 245", "at least 245"],
+    ),
+    (
+        "stall_seconds the worker would refuse",
+        {
+            "sink": {
+                **BIGQUERY,
+                "bigquery": {"project": "p", "dataset": "d", "writeTimeoutSeconds": 120},
+            }
+        },
+        ["config.metrics.stall_seconds (600)", "5 + 8 x 120 = 965"],
+    ),
+    (
+        "receivers set through config (a ConfigMap)",
+        {
+            "config": {
+                "alerting": {
+                    "receivers": [
+                        {"name": "s", "kind": "slack", "webhook_url": "https://hooks.example/x"}
+                    ]
+                }
+            }
+        },
+        ["config.alerting.receivers", "receivers:"],
     ),
     ("root user", {"podSecurityContext": {"runAsNonRoot": False}}, ["runAsNonRoot"]),
     (

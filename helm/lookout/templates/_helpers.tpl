@@ -64,8 +64,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.keda.enabled (ne .Values.mode "split") -}}
 {{- fail "keda.enabled scales the ingest Deployment: set mode=split" -}}
 {{- end -}}
-{{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownMarginSeconds) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownMarginSeconds (%v): the worker needs time to flush" .Values.terminationGracePeriodSeconds .Values.shutdownMarginSeconds) -}}
+{{- $given := .Values.terminationGracePeriodSeconds -}}
+{{- if and (not (kindIs "invalid" $given)) (le (int $given) (int .Values.shutdownMarginSeconds)) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownMarginSeconds (%v): the worker needs time to flush" $given .Values.shutdownMarginSeconds) -}}
+{{- end -}}
+{{- if eq .Values.sink.kind "bigquery" -}}
+{{- $timeout := int .Values.sink.bigquery.writeTimeoutSeconds -}}
+{{- $engine := index (.Values.config | default dict) "engine" | default dict -}}
+{{- $checkpoint := index $engine "checkpoint_seconds" | default 5 | float64 -}}
+{{- $metrics := index (.Values.config | default dict) "metrics" | default dict -}}
+{{- $stall := index $metrics "stall_seconds" | default 600 | float64 -}}
+{{- range $role := include "lookout.roles" . | fromJsonArray -}}
+{{- $tables := include "lookout.checkpointTables" $role | int -}}
+{{- /* the worker's own rule (metrics.stall_seconds, `lookout config check`): a pod the chart renders must start */ -}}
+{{- $needed := addf $checkpoint (mul $tables $timeout) -}}
+{{- if lt $stall $needed -}}
+{{- fail (printf "config.metrics.stall_seconds (%v) must be at least engine.checkpoint_seconds + %d x sink.bigquery.writeTimeoutSeconds (%v + %d x %d = %v) for role %s: a checkpoint writes up to %d BigQuery tables in turn, each retrying for writeTimeoutSeconds, and /healthz fails (the liveness probe restarts the pod mid-write) once the main loop has not come round for stall_seconds; the worker would refuse to start" $stall $tables $checkpoint $tables $timeout $needed $role $tables) -}}
+{{- end -}}
+{{- $grace := add (int $.Values.shutdownMarginSeconds) (mul $tables $timeout) -}}
+{{- if and (not (kindIs "invalid" $given)) (lt (int $given) $grace) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) is shorter than a final checkpoint of role %s can take on BigQuery: shutdownMarginSeconds + %d x sink.bigquery.writeTimeoutSeconds (%d + %d x %d = %d), as %d tables are written in turn, each retrying for writeTimeoutSeconds; the kubelet would kill the worker mid-write. Raise it to at least %d, or leave it empty for that" $given $role $tables (int $.Values.shutdownMarginSeconds) $tables $timeout $grace $tables $grace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $alerting := index (.Values.config | default dict) "alerting" | default dict -}}
+{{- if hasKey $alerting "receivers" -}}
+{{- fail "config.alerting.receivers: set the chart's receivers: instead, whose secrets come from Kubernetes Secrets by reference (config: is a ConfigMap, in plain text, and is given to every pod)" -}}
 {{- end -}}
 {{- range $key := list "source" "sink" -}}
 {{- if hasKey ($.Values.config | default dict) $key -}}
@@ -142,6 +166,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* BigQuery tables one checkpoint of a role writes in turn (schemas/config.py BIGQUERY_CHECKPOINT_TABLES). */}}
+{{- define "lookout.checkpointTables" -}}
+{{- if eq . "all" -}}8{{- else -}}4{{- end -}}
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds of a role's pods: the value given, else 30 s (DuckDB) or a
+final checkpoint's worst case on BigQuery (validated in lookout.validate). */}}
+{{- define "lookout.gracePeriod" -}}
+{{- $v := .root.Values -}}
+{{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) -}}
+{{- int $v.terminationGracePeriodSeconds -}}
+{{- else if eq $v.sink.kind "bigquery" -}}
+{{- add (int $v.shutdownMarginSeconds) (mul (include "lookout.checkpointTables" .role | int) (int $v.sink.bigquery.writeTimeoutSeconds)) -}}
+{{- else -}}
+30
+{{- end -}}
+{{- end -}}
+
 {{/* The environment variable carrying one receiver secret: LOOKOUT_SECRET_<NAME>_<FIELD>. */}}
 {{- define "lookout.secretEnvName" -}}
 {{- printf "LOOKOUT_SECRET_%s_%s" (regexReplaceAll "[^A-Za-z0-9]+" .receiver "_") (regexReplaceAll "[^A-Za-z0-9]+" .field "_") | upper -}}
@@ -199,7 +241,7 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- end -}}
 {{- $engine := deepCopy (index $cfg "engine" | default dict) -}}
 {{- $_ := set $engine "role" .role -}}
-{{- $_ := set $engine "grace_period_seconds" (sub (int $v.terminationGracePeriodSeconds) (int $v.shutdownMarginSeconds)) -}}
+{{- $_ := set $engine "grace_period_seconds" (sub (include "lookout.gracePeriod" . | int) (int $v.shutdownMarginSeconds)) -}}
 {{- $_ := set $cfg "engine" $engine -}}
 {{- $metrics := deepCopy (index $cfg "metrics" | default dict) -}}
 {{- $_ := set $metrics "enabled" true -}}
