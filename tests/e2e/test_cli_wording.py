@@ -7,6 +7,7 @@ Each test runs the installed `lookout` as a user does (see conftest.py).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -264,3 +265,30 @@ def test_only_the_logging_options_move_and_nothing_after_a_double_dash() -> None
     assert global_options_first(["replay", "--", "--log-format", "json"]) == [
         "replay", "--", "--log-format", "json",
     ]  # fmt: skip
+
+
+def test_run_on_a_bigquery_that_does_not_answer_says_so_within_its_write_timeout(
+    workdir: Path,
+) -> None:
+    """A BigQuery sink that cannot be reached (here a loopback port nothing listens on) was
+    retried silently for the client's 10 minutes at start, and on Kubernetes the startup probe
+    killed the pod after 2 without a word of why. Now `lookout run` gives up after
+    sink.write_timeout_seconds with one line that says what to check."""
+    with socket.socket() as probe:  # a free port, closed again: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (workdir / "logs.ndjson").write_text("")
+    (workdir / "lookout.yaml").write_text(
+        "source: {kind: file, path: logs.ndjson}\n"
+        "sink: {kind: bigquery, project: p, dataset: d, write_timeout_seconds: 3}\n"
+        "metrics: {enabled: false}\n"
+    )
+    env = {"BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{port}"}
+    started = time.monotonic()
+    done = lookout("run", "--config", "lookout.yaml", cwd=workdir, env=env, timeout=60)
+    assert done.returncode == 1, done.describe()
+    assert time.monotonic() - started < 45, done.describe()
+    assert_no_traceback(done)
+    assert "BigQuery did not answer for table p.d." in done.stderr, done.describe()
+    assert "within 3 s (sink.write_timeout_seconds)" in done.stderr
+    assert "check network access to bigquery.googleapis.com" in done.stderr

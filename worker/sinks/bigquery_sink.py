@@ -47,7 +47,7 @@ import orjson
 
 from schemas.detection import Alert, AlertChangeKey
 from worker.analyst_columns import slice_rows
-from worker.errors import LookoutError
+from worker.errors import LookoutError, describe
 from worker.sink import (
     BaselineAccept,
     Checkpoint,
@@ -132,19 +132,35 @@ def make_client(project: str, location: str | None, emulator_host: str | None) -
     return bigquery.Client(project=project, location=location)
 
 
-def check_schema(client: Any, project: str, dataset: str) -> None:
-    """Fail at start, naming the table and column, if the dataset lacks what the sink writes."""
-    from google.api_core import exceptions
+def check_schema(client: Any, project: str, dataset: str, *, timeout: float = 30.0) -> None:
+    """Fail at start, naming the table and column, if the dataset lacks what the sink writes.
 
+    Each table's lookup retries transient failures for at most `timeout` seconds (the write
+    budget), then fails in one line: with the client's default retry an unreachable BigQuery
+    (a NetworkPolicy, Private Google Access not set up) was retried silently for 10 minutes,
+    and Kubernetes' startup probe killed the pod after 2 without a word of why."""
+    from google.api_core import exceptions
+    from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+    retry = DEFAULT_RETRY.with_delay(initial=0.5, maximum=5.0).with_timeout(timeout)
     for table in TABLES:
         ref = f"{project}.{dataset}.{table.name}"
         try:
-            found = client.get_table(ref, timeout=30)
+            found = client.get_table(ref, retry=retry, timeout=min(timeout, 30.0))
         except exceptions.NotFound as error:
             msg = f"BigQuery table {ref} does not exist: run `lookout bq init`"
             raise BigQuerySinkError(msg) from error
         except exceptions.Forbidden as error:
             msg = f"BigQuery table {ref}: permission denied ({error.message})"
+            raise BigQuerySinkError(msg) from error
+        except (exceptions.GoogleAPIError, OSError) as error:  # gave up retrying, or refused
+            last = error.cause if isinstance(error, exceptions.RetryError) else None
+            msg = (
+                f"BigQuery did not answer for table {ref} within {timeout:g} s "
+                f"(sink.write_timeout_seconds): {describe(last or error)}; check network access to "
+                "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access) and "
+                "the credentials"
+            )
             raise BigQuerySinkError(msg) from error
         have = {f.name: f for f in found.schema}
         for column in table.columns:
@@ -194,7 +210,7 @@ class BigQuerySink:
         self._max_request_bytes = max_request_bytes
         self._max_request_rows = max_request_rows
         if check:
-            check_schema(self._client, project, dataset)
+            check_schema(self._client, project, dataset, timeout=write_timeout)
 
     def _ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
