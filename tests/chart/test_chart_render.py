@@ -201,6 +201,21 @@ def test_notes_tell_how_to_check_the_install() -> None:
     assert "logs deployment/lookout-evaluate" in full
 
 
+def test_every_probe_setting_reaches_the_pod() -> None:
+    """probes.startup.timeoutSeconds was accepted by the schema and never rendered."""
+    probes = {name: {"timeoutSeconds": 7} for name in ("startup", "liveness", "readiness")}
+    (deployment,) = render({"probes": probes}).of_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for name in probes:
+        assert container[f"{name}Probe"]["timeoutSeconds"] == 7, name
+
+
+def test_split_mode_notes_check_the_evaluator_s_configuration_too() -> None:
+    notes = render(load_values("full-values")).notes
+    assert "exec deployment/lookout-ingest -- lookout config check" in notes
+    assert "exec deployment/lookout-evaluate -- lookout config check" in notes
+
+
 def test_notes_warn_that_an_outbox_on_an_empty_dir_loses_undelivered_pages() -> None:
     slack = {"name": "s", "kind": "slack", "secretRef": {"name": "n", "key": "k"}}
     warned = render({"receivers": [slack]}).notes

@@ -103,6 +103,17 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         },
         ["config.alerting.receivers", "receivers:"],
     ),
+    (
+        "Workload Identity on an account the chart does not create",
+        {
+            "serviceAccount": {
+                "create": False,
+                "name": "mine",
+                "gcpServiceAccount": "l@p.iam.gserviceaccount.com",
+            }
+        },
+        ["serviceAccount.create is false", '"mine"', "iam.gke.io/gcp-service-account"],
+    ),
     ("root user", {"podSecurityContext": {"runAsNonRoot": False}}, ["runAsNonRoot"]),
     (
         "malformed Workload Identity account",
