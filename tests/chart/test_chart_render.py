@@ -210,6 +210,19 @@ def test_every_probe_setting_reaches_the_pod() -> None:
         assert container[f"{name}Probe"]["timeoutSeconds"] == 7, name
 
 
+def test_extra_volumes_reach_every_pod() -> None:
+    """A Secret as files (a credential the config names as {file: PATH}), a dead-letter
+    overflow folder: the chart had no way to mount either."""
+    for deployment in render(load_values("full-values")).of_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["receiver-secrets"]["secret"] == {"secretName": "lookout-receivers"}
+        (container,) = pod["containers"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["receiver-secrets"]["mountPath"] == "/etc/lookout-secrets"
+        assert {"config", "data", "tmp"} <= set(volumes)
+
+
 def test_split_mode_notes_check_the_evaluator_s_configuration_too() -> None:
     notes = render(load_values("full-values")).notes
     assert "exec deployment/lookout-ingest -- lookout config check" in notes

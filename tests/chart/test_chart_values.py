@@ -114,6 +114,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         },
         ["serviceAccount.create is false", '"mine"', "iam.gke.io/gcp-service-account"],
     ),
+    (
+        "an extra volume named like the chart's own",
+        {"extraVolumes": [{"name": "data", "emptyDir": {}}]},
+        ['extraVolumes: the name "data" is the chart\'s own volume'],
+    ),
     ("root user", {"podSecurityContext": {"runAsNonRoot": False}}, ["runAsNonRoot"]),
     (
         "malformed Workload Identity account",

@@ -90,6 +90,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.serviceAccount.gcpServiceAccount (not .Values.serviceAccount.create) -}}
 {{- fail (printf "serviceAccount.gcpServiceAccount (%s) is set on the account the chart creates, but serviceAccount.create is false: annotate your own account %q with iam.gke.io/gcp-service-account instead, and leave gcpServiceAccount empty" .Values.serviceAccount.gcpServiceAccount (include "lookout.serviceAccountName" .)) -}}
 {{- end -}}
+{{- range .Values.extraVolumes -}}
+{{- if has .name (list "config" "data" "tmp") -}}
+{{- fail (printf "extraVolumes: the name %q is the chart's own volume; choose another" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- $alerting := index (.Values.config | default dict) "alerting" | default dict -}}
 {{- if hasKey $alerting "receivers" -}}
 {{- fail "config.alerting.receivers: set the chart's receivers: instead, whose secrets come from Kubernetes Secrets by reference (config: is a ConfigMap, in plain text, and is given to every pod)" -}}
