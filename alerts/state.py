@@ -59,6 +59,23 @@ from schemas.plural import counted
 Phase = Literal["pending", "firing", "suppressed"]
 
 
+def at_incident_level(d: Detection) -> bool | None:
+    """Whether an alerting window is still at the incident's level: True when it alerted on
+    its own evidence, or when it was held open (the detectors keep an open incident's windows
+    at "alert" until a CUSUM proves the return, `details["cleared"]` False) with its value
+    still past the threshold; False when held with its value back under the threshold (a
+    one-window blip at low traffic was held open for 18 windows at the baseline's rate and
+    started a tuning job); None when held without a threshold to compare (too few calls to
+    test the window alone)."""
+    if d.verdict != "alert":
+        return False
+    if d.details.get("cleared") is not False:
+        return True
+    if d.value is None or d.threshold is None:
+        return None
+    return d.value > d.threshold
+
+
 def dedup_key(model: str, detector: str, condition: str) -> str:
     """The incident identity: stable across windows, replicas and restarts (no numbers)."""
     return f"lookout:{model}:{detector}:{condition}"
@@ -84,6 +101,10 @@ class Incident(BaseModel):
     started_at: datetime | None = None
     windows: int = 0
     alert_windows: int = 0
+    #: the current run of windows at the incident's level (`at_incident_level`), what a
+    #: retune waits for (`alerts.retune`): a window held open only while the return is
+    #: unproven, with its value back under the threshold, starts the run again
+    breach_windows: int = 0
     ok_windows: int = 0
     insufficient_windows: int = 0
     last_fired_at: datetime | None = None
@@ -269,6 +290,7 @@ class AlertTracker:
                 "severity": severity,
                 "windows": incident.windows + 1,
                 "alert_windows": incident.alert_windows + 1,
+                "breach_windows": _run(incident.breach_windows, at_incident_level(d)),
                 "ok_windows": 0,
                 "insufficient_windows": 0,
             }
@@ -312,6 +334,7 @@ class AlertTracker:
             update={
                 "windows": incident.windows + 1,
                 "alert_windows": 0,
+                "breach_windows": 0,
                 "ok_windows": incident.ok_windows + 1,
                 "insufficient_windows": 0,
             }
@@ -386,6 +409,13 @@ class AlertTracker:
         )
         out.append(_alert(incident, d, "resolved", summary, numbers=numbers))
         return _closed(incident).model_copy(update={"last_resolved_at": d.window_end})
+
+
+def _run(length: int, level: bool | None) -> int:
+    """The run of windows at the incident's level after one more window (None: unchanged)."""
+    if level is None:
+        return length
+    return length + 1 if level else 0
 
 
 def _closed(incident: Incident) -> Incident:

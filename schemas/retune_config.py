@@ -121,9 +121,10 @@ class _ActionBase(BaseModel):
     name: ReceiverName
     #: detector name patterns this action is for (None: any detector a route sends it)
     detectors: tuple[str, ...] | None = None
-    #: consecutive alerting windows of one incident before it counts as sustained; an incident
-    #: is held alerting until its condition has cleared (CUSUM), so a one-window blip already
-    #: spans about 3 windows: 5 keeps blips out
+    #: windows in a row at the incident's level before it counts as sustained
+    #: (`alerts.state.at_incident_level`): an incident is held alerting until its return is
+    #: proven (CUSUM), and a held window back under the threshold starts the count again, so
+    #: a blip held open at the baseline's rate never reaches it
     consecutive_windows: int = Field(default=5, ge=1)
     #: at most one request per model per cooldown (event time), whatever the incident; a
     #: cooldown of zero or less would let a flapping model start a tuning job every window

@@ -1,6 +1,7 @@
 """The loop back to tuning: a sustained incident becomes a `RetuneRequest`, guarded (chosen
-detectors, N consecutive alerting windows, a cooldown per model, dry run), optionally after
-exporting a tuning dataset, and is handed to an action (Pub/Sub, Vertex AI, Kubeflow)."""
+detectors, N windows in a row at the incident's level, a cooldown per model, dry run),
+optionally after exporting a tuning dataset, and is handed to an action (Pub/Sub, Vertex AI,
+Kubeflow)."""
 
 from alerts.retune.request import RetuneRequest
 from alerts.retune.trigger import RetuneTrigger

@@ -1,11 +1,12 @@
 """Sustained incidents become retune requests, off the evaluator's thread.
 
 The engine's tracker (`alerts.tracking.EvidenceTracker`) shows `consider` each alerting window
-with its incident (consecutive alerting windows, start). `consider` asks the routes which
-actions apply (`retune:` on the first matching route, or several with `continue`), the guard
-whether to go (`alerts.retune.guard`), records the request durably as pending, then queues the
-work — the dataset export, then the action — for a worker thread, so a slow Vertex AI or
-Pub/Sub call never holds up evaluation. The answer settles the row: sent, or failed.
+with its incident (its run of windows at the incident's level, its start). `consider` asks the
+routes which actions apply (`retune:` on the first matching route, or several with
+`continue`), the guard whether to go (`alerts.retune.guard`), records the request durably as
+pending, then queues the work — the dataset export, then the action — for a worker thread, so
+a slow Vertex AI or Pub/Sub call never holds up evaluation. The answer settles the row: sent,
+or failed.
 
 Windows can be judged faster than an action runs (a replay, a backlog caught up): a window of
 a model whose request is still in flight is kept, not dropped, and offered again when the
@@ -146,13 +147,17 @@ class RetuneTrigger:
                 reason=detection.reason,
                 evidence=evidence(alert),
                 time_range=TimeRange(start=incident.started_at, end=detection.window_end),
-                consecutive_windows=incident.alert_windows,
+                consecutive_windows=incident.breach_windows,
                 dataset_query=self._config.retune.export.query
                 if self._config.retune.export
                 else None,
                 dry_run=action.dry_run,
             )
-            candidate = _Candidate(action, request, incident.alert_windows, detection.window_end)
+            # windows in a row at the incident's level, not every window held open: a one-window
+            # blip at low traffic can be held open for many windows at the baseline's rate
+            # while its return is unproven (an ML engineer's trial: 18, and a tuning job
+            # started on a blip)
+            candidate = _Candidate(action, request, incident.breach_windows, detection.window_end)
             if self._offer(candidate):
                 made.append(request)
         return made

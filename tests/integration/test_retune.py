@@ -365,6 +365,7 @@ def test_missing_credentials_fail_the_pubsub_action_by_name(
         started_at=T0,
         windows=1,
         alert_windows=1,
+        breach_windows=1,
     )
     try:
         trigger.consider(detection, incident)

@@ -198,6 +198,7 @@ def test_a_sustained_incident_exports_its_dataset_then_submits_it_to_vertex(
         started_at=T0,
         windows=3,
         alert_windows=3,
+        breach_windows=3,
     )
     try:
         assert len(trigger.consider(detection, incident)) == 1
@@ -274,6 +275,7 @@ def window(k: int, model: str = MODEL) -> tuple[Detection, Incident]:
         started_at=T0,
         windows=k,
         alert_windows=k,
+        breach_windows=k,
     )
     return judged, incident
 

@@ -62,6 +62,7 @@ def window(k: int) -> tuple[Detection, Incident]:
         started_at=T0,
         windows=k,
         alert_windows=k,
+        breach_windows=k,
     )
     return judged, incident
 
@@ -525,5 +526,46 @@ def test_a_request_carries_the_page_s_evidence_when_it_was_decided_over_several_
             retune.wait_idle()
         (request,) = requests
         assert request.evidence["value"] == 0.034 and request.evidence["sample_size"] == 2000
+    finally:
+        retune.close()
+
+
+def test_a_blip_held_open_for_many_windows_starts_no_tuning_job(tmp_path: Path) -> None:
+    """A one-window spike at low traffic can keep its incident open for many windows while the
+    return is unproven (`details["cleared"]` False): an ML engineer's trial saw 18 such windows
+    and a Kubeflow run started on a blip, since every held window counted towards
+    `consecutive_windows`. Only windows that alert on their own count now; a sustained incident
+    still asks once it has that many."""
+    from alerts.tracking import EvidenceTracker
+
+    config = alerting()
+    tracker = EvidenceTracker(config)
+    runner = FlakyRunner(failures=0)
+    retune = trigger(config, RetuneLog(tmp_path / "retune.sqlite"), runner)
+    tracker.on_alerting = retune.consider
+
+    def judged(k: int, *, held: bool) -> Detection:
+        start = int((T0 + timedelta(minutes=k)).timestamp())
+        if not held:
+            return detection(model="m", start=start)  # 0.5 against a threshold of 0.25
+        held_open = detection(model="m", start=start, cleared=False, clear_evidence=2.8)
+        # back at the baseline's rate, under the threshold, on most windows; over it on some
+        value = 0.3 if k % 4 == 0 else 0.15
+        return held_open.model_copy(update={"value": value})
+
+    try:
+        tracker.observe(judged(0, held=False))  # the spike
+        for k in range(1, 19):
+            tracker.observe(judged(k, held=True))  # held open, not yet back
+            retune.wait_idle()
+        assert runner.started == [], "a blip held open started a tuning job"
+        # it rises again for real: windows at the incident's level, held open or alerting
+        tracker.observe(judged(19, held=True).model_copy(update={"value": 0.4}))
+        retune.wait_idle()
+        assert runner.started == []
+        tracker.observe(judged(20, held=False))
+        retune.wait_idle()
+        (request,) = runner.started
+        assert request.consecutive_windows == 2
     finally:
         retune.close()
