@@ -191,13 +191,23 @@ def test_the_default_grace_outlasts_a_final_bigquery_checkpoint() -> None:
     each retrying for writeTimeoutSeconds; with the 30 s grace the chart had, the kubelet killed
     a worker whose BigQuery was slow mid-write. Left empty, the grace covers that; DuckDB keeps
     30 s."""
-    bigquery = {"kind": "bigquery", "bigquery": {"project": "p", "dataset": "d"}}
+    bigquery: dict[str, Any] = {"kind": "bigquery", "bigquery": {"project": "p", "dataset": "d"}}
     pubsub = {"kind": "pubsub", "pubsub": {"project": "p", "subscription": "s"}}
     cases: list[tuple[dict[str, Any], dict[str, int]]] = [
         ({}, {"all": 30}),
         ({"sink": bigquery}, {"all": 5 + 8 * 30}),
         ({"sink": bigquery, "mode": "split", "source": pubsub}, {"ingest": 125, "evaluate": 125}),
         ({"sink": bigquery, "terminationGracePeriodSeconds": 300}, {"all": 300}),
+        # rounded up, never down: 5 + 8 x 30.9 = 252.2
+        (
+            {
+                "sink": {
+                    **bigquery,
+                    "bigquery": {**bigquery["bigquery"], "writeTimeoutSeconds": 30.9},
+                }
+            },
+            {"all": 253},
+        ),
     ]
     for values, expected in cases:
         rendered = render(values)

@@ -211,15 +211,15 @@ def test_every_probe_setting_reaches_the_pod() -> None:
 
 
 def test_extra_volumes_reach_every_pod() -> None:
-    """A Secret as files (a credential the config names as {file: PATH}), a dead-letter
-    overflow folder: the chart had no way to mount either."""
+    """A dead-letter overflow folder, a retune token as a file: the chart had no way to mount
+    either."""
     for deployment in render(load_values("full-values")).of_kind("Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["receiver-secrets"]["secret"] == {"secretName": "lookout-receivers"}
+        assert volumes["dead-letter-overflow"]["emptyDir"] == {"sizeLimit": "2Gi"}
         (container,) = pod["containers"]
         mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["receiver-secrets"]["mountPath"] == "/etc/lookout-secrets"
+        assert mounts["dead-letter-overflow"]["mountPath"] == "/var/lib/lookout-overflow"
         assert {"config", "data", "tmp"} <= set(volumes)
 
 

@@ -78,7 +78,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "grace period shorter than a final BigQuery checkpoint",
         {"sink": BIGQUERY, "terminationGracePeriodSeconds": 30},
-        ["terminationGracePeriodSeconds (30)", "5 + 8 x 30 = 245", "at least 245"],
+        ["terminationGracePeriodSeconds (30)", "5 + 8 x 30, rounded up: 245", "at least 245"],
     ),
     (
         "stall_seconds the worker would refuse",
@@ -113,6 +113,21 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
             }
         },
         ["serviceAccount.create is false", '"mine"', "iam.gke.io/gcp-service-account"],
+    ),
+    (
+        "a margin that leaves the worker no time (the default grace is 30 s on DuckDB)",
+        {"shutdownMarginSeconds": 30},
+        ["terminationGracePeriodSeconds (30) must exceed shutdownMarginSeconds (30)"],
+    ),
+    (
+        "a fractional write timeout the liveness limit does not cover",
+        {
+            "sink": {
+                **BIGQUERY,
+                "bigquery": {"project": "p", "dataset": "d", "writeTimeoutSeconds": 74.9},
+            }
+        },
+        ["5 + 8 x 74.9 = 604.2"],
     ),
     (
         "an extra volume named like the chart's own",

@@ -291,4 +291,4 @@ def test_run_on_a_bigquery_that_does_not_answer_says_so_within_its_write_timeout
     assert_no_traceback(done)
     assert "BigQuery did not answer for table p.d." in done.stderr, done.describe()
     assert "within 3 s (sink.write_timeout_seconds)" in done.stderr
-    assert "check network access to bigquery.googleapis.com" in done.stderr
+    assert f"check network access to 127.0.0.1:{port} (BIGQUERY_EMULATOR_HOST)" in done.stderr

@@ -132,7 +132,14 @@ def make_client(project: str, location: str | None, emulator_host: str | None) -
     return bigquery.Client(project=project, location=location)
 
 
-def check_schema(client: Any, project: str, dataset: str, *, timeout: float = 30.0) -> None:
+def check_schema(
+    client: Any,
+    project: str,
+    dataset: str,
+    *,
+    timeout: float = 30.0,
+    endpoint: str = "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access)",
+) -> None:
     """Fail at start, naming the table and column, if the dataset lacks what the sink writes.
 
     Each table's lookup retries transient failures for at most `timeout` seconds (the write
@@ -153,13 +160,15 @@ def check_schema(client: Any, project: str, dataset: str, *, timeout: float = 30
         except exceptions.Forbidden as error:
             msg = f"BigQuery table {ref}: permission denied ({error.message})"
             raise BigQuerySinkError(msg) from error
-        except (exceptions.GoogleAPIError, OSError) as error:  # gave up retrying, or refused
+        except exceptions.GoogleAPICallError as error:  # an answer: 401, 400, ...
+            msg = f"BigQuery refused reading table {ref}: {describe(error)}"
+            raise BigQuerySinkError(msg) from error
+        except (exceptions.GoogleAPIError, OSError) as error:  # gave up retrying, or no route
             last = error.cause if isinstance(error, exceptions.RetryError) else None
             msg = (
                 f"BigQuery did not answer for table {ref} within {timeout:g} s "
-                f"(sink.write_timeout_seconds): {describe(last or error)}; check network access to "
-                "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access) and "
-                "the credentials"
+                f"(sink.write_timeout_seconds): {describe(last or error)}; check network "
+                f"access to {endpoint} and the credentials"
             )
             raise BigQuerySinkError(msg) from error
         have = {f.name: f for f in found.schema}
@@ -210,7 +219,12 @@ class BigQuerySink:
         self._max_request_bytes = max_request_bytes
         self._max_request_rows = max_request_rows
         if check:
-            check_schema(self._client, project, dataset, timeout=write_timeout)
+            where = (
+                f"{emulator_host} (BIGQUERY_EMULATOR_HOST)"
+                if emulator_host
+                else "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access)"
+            )
+            check_schema(self._client, project, dataset, timeout=write_timeout, endpoint=where)
 
     def _ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"

@@ -65,11 +65,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "keda.enabled scales the ingest Deployment: set mode=split" -}}
 {{- end -}}
 {{- $given := .Values.terminationGracePeriodSeconds -}}
-{{- if and (not (kindIs "invalid" $given)) (le (int $given) (int .Values.shutdownMarginSeconds)) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownMarginSeconds (%v): the worker needs time to flush" $given .Values.shutdownMarginSeconds) -}}
+{{- range $role := include "lookout.roles" . | fromJsonArray -}}
+{{- $grace := include "lookout.gracePeriod" (dict "root" $ "role" $role) | int -}}
+{{- if le $grace (int $.Values.shutdownMarginSeconds) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownMarginSeconds (%v): the worker needs time to flush" $grace $.Values.shutdownMarginSeconds) -}}
+{{- end -}}
 {{- end -}}
 {{- if eq .Values.sink.kind "bigquery" -}}
-{{- $timeout := int .Values.sink.bigquery.writeTimeoutSeconds -}}
+{{- $timeout := .Values.sink.bigquery.writeTimeoutSeconds | float64 -}}
 {{- $engine := index (.Values.config | default dict) "engine" | default dict -}}
 {{- $checkpoint := index $engine "checkpoint_seconds" | default 5 | float64 -}}
 {{- $metrics := index (.Values.config | default dict) "metrics" | default dict -}}
@@ -77,13 +80,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range $role := include "lookout.roles" . | fromJsonArray -}}
 {{- $tables := include "lookout.checkpointTables" $role | int -}}
 {{- /* the worker's own rule (metrics.stall_seconds, `lookout config check`): a pod the chart renders must start */ -}}
-{{- $needed := addf $checkpoint (mul $tables $timeout) -}}
+{{- $needed := addf $checkpoint (mulf $tables $timeout) -}}
 {{- if lt $stall $needed -}}
-{{- fail (printf "config.metrics.stall_seconds (%v) must be at least engine.checkpoint_seconds + %d x sink.bigquery.writeTimeoutSeconds (%v + %d x %d = %v) for role %s: a checkpoint writes up to %d BigQuery tables in turn, each retrying for writeTimeoutSeconds, and /healthz fails (the liveness probe restarts the pod mid-write) once the main loop has not come round for stall_seconds; the worker would refuse to start" $stall $tables $checkpoint $tables $timeout $needed $role $tables) -}}
+{{- fail (printf "config.metrics.stall_seconds (%v) must be at least engine.checkpoint_seconds + %d x sink.bigquery.writeTimeoutSeconds (%v + %d x %v = %v) for role %s: a checkpoint writes up to %d BigQuery tables in turn, each retrying for writeTimeoutSeconds, and /healthz fails (the liveness probe restarts the pod mid-write) once the main loop has not come round for stall_seconds; the worker would refuse to start" $stall $tables $checkpoint $tables $timeout $needed $role $tables) -}}
 {{- end -}}
-{{- $grace := add (int $.Values.shutdownMarginSeconds) (mul $tables $timeout) -}}
+{{- $grace := include "lookout.bigqueryGrace" (dict "root" $ "role" $role) | int -}}
 {{- if and (not (kindIs "invalid" $given)) (lt (int $given) $grace) -}}
-{{- fail (printf "terminationGracePeriodSeconds (%v) is shorter than a final checkpoint of role %s can take on BigQuery: shutdownMarginSeconds + %d x sink.bigquery.writeTimeoutSeconds (%d + %d x %d = %d), as %d tables are written in turn, each retrying for writeTimeoutSeconds; the kubelet would kill the worker mid-write. Raise it to at least %d, or leave it empty for that" $given $role $tables (int $.Values.shutdownMarginSeconds) $tables $timeout $grace $tables $grace) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) is shorter than a final checkpoint of role %s can take on BigQuery: shutdownMarginSeconds + %d x sink.bigquery.writeTimeoutSeconds (%d + %d x %v, rounded up: %d), as %d tables are written in turn, each retrying for writeTimeoutSeconds; the kubelet would kill the worker mid-write. Raise it to at least %d, or leave it empty for that" $given $role $tables (int $.Values.shutdownMarginSeconds) $tables $timeout $grace $tables $grace) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -96,7 +99,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 {{- $alerting := index (.Values.config | default dict) "alerting" | default dict -}}
-{{- if hasKey $alerting "receivers" -}}
+{{- if index $alerting "receivers" -}}
 {{- fail "config.alerting.receivers: set the chart's receivers: instead, whose secrets come from Kubernetes Secrets by reference (config: is a ConfigMap, in plain text, and is given to every pod)" -}}
 {{- end -}}
 {{- range $key := list "source" "sink" -}}
@@ -179,6 +182,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq . "all" -}}8{{- else -}}4{{- end -}}
 {{- end -}}
 
+{{/* A final checkpoint's worst case on BigQuery, in whole seconds: margin + tables x write timeout. */}}
+{{- define "lookout.bigqueryGrace" -}}
+{{- $v := .root.Values -}}
+{{- $tables := include "lookout.checkpointTables" .role | float64 -}}
+{{- addf (int $v.shutdownMarginSeconds) (mulf $tables ($v.sink.bigquery.writeTimeoutSeconds | float64)) | ceil | int -}}
+{{- end -}}
+
 {{/* terminationGracePeriodSeconds of a role's pods: the value given, else 30 s (DuckDB) or a
 final checkpoint's worst case on BigQuery (validated in lookout.validate). */}}
 {{- define "lookout.gracePeriod" -}}
@@ -186,7 +196,7 @@ final checkpoint's worst case on BigQuery (validated in lookout.validate). */}}
 {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) -}}
 {{- int $v.terminationGracePeriodSeconds -}}
 {{- else if eq $v.sink.kind "bigquery" -}}
-{{- add (int $v.shutdownMarginSeconds) (mul (include "lookout.checkpointTables" .role | int) (int $v.sink.bigquery.writeTimeoutSeconds)) -}}
+{{- include "lookout.bigqueryGrace" . -}}
 {{- else -}}
 30
 {{- end -}}
