@@ -415,13 +415,19 @@ def create_kfp_run(action: KfpRetune, request: RetuneRequest) -> str:
         None if action.existing_token is None else read_token(action.existing_token, action.name)
     )
     description = kfp_run_description(action.name, request)
+    # what failed, in the error: a health check refused said "creating the Kubeflow run"
+    # although no run was ever asked for (an ML engineer's trial)
+    step = f"reaching the Kubeflow Pipelines API on {action.host} (health check)"
     try:
         client = _kfp_client(kfp, action, token)
+        step = f"finding the experiment on {action.host}"
         namespace = action.namespace or client.get_user_namespace()
         experiment_id = action.experiment_id or _default_experiment(
             client, kfp_server_api, namespace
         )
+        step = f"looking for an earlier attempt's run on {action.host}"
         existing = _run_described(client, experiment_id, namespace, description)
+        step = doing(action)
         if existing is None:
             job = client._create_job_config(
                 params=render_parameters(action.parameters, request),
@@ -443,10 +449,17 @@ def create_kfp_run(action: KfpRetune, request: RetuneRequest) -> str:
             )
     except Exception as error:
         reason = short_reason(error, action.timeout_seconds)
-        msg = f"{doing(action)}: {reason}"
+        msg = f"{step}: {reason}"
         raise RetuneActionError(msg) from error
     if existing is not None:
         raise AlreadyStarted(existing)
+    if not getattr(run, "run_id", None):
+        # a proxy or a login page answering 200: counted as started, the retune was lost
+        msg = (
+            f"{doing(action)}: the answer carried no run id; is {action.host} a Kubeflow "
+            "Pipelines API (not a proxy or a login page)?"
+        )
+        raise RetuneActionError(msg)
     run_id = str(run.run_id)
     log.info(
         "retune %s for %s: Kubeflow run %s: %s/#/runs/details/%s",

@@ -38,6 +38,10 @@ class RestStandIn:
         self.delay = 0.0
         #: answer the pipeline root's bucket lookup with this status (None: absent, created)
         self.bucket_status: int | None = None
+        #: answer KFP's health check with this status (None: healthy)
+        self.healthz_status: int | None = None
+        #: answer KFP run creation with 200 and an empty object
+        self.answer_without_run_id = False
         #: answer the creation of a job or run of this display name with this status
         self.refuse: dict[str, int] = {}
         #: set once a job or run creation has arrived
@@ -94,6 +98,9 @@ class RestStandIn:
                 return 404, {"error": {"code": 404, "message": "Not Found"}}
             return 200, {"name": (seen.body or {}).get("name", "bucket"), "projectNumber": "1"}
         if path.startswith("/apis/v2beta1/healthz"):
+            if self.healthz_status is not None:
+                code = self.healthz_status
+                return code, {"error": {"code": code, "message": f"stand-in says {code}"}}
             return 200, {"multi_user": False}
         if path == "/apis/v2beta1/experiments":
             return self._experiments(seen)
@@ -116,6 +123,8 @@ class RestStandIn:
             return status, {"error": {"code": status, "message": message}}
         if path.endswith("/pipelineJobs"):
             return self._create_job(path, seen)
+        if self.answer_without_run_id:  # a proxy or a login page that answers 200 to anything
+            return 200, {}
         return 200, self._create_run(body)
 
     def _create_run(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the Kubeflow Pipelines v2beta1 API; the exported dataset's URIs reach the pipeli
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -296,6 +297,10 @@ def test_a_hung_endpoint_fails_the_action_within_its_timeout_in_one_line(
         action: VertexPipelineRetune | KfpRetune = kfp_action(rest, template, timeout_seconds=1)
     else:
         action = vertex_action(rest, template).model_copy(update={"timeout_seconds": 1.0})
+        # the first import of aiplatform in a process takes about a second of the action's
+        # timeout (this test failed whenever it was the first Vertex test of its worker): the
+        # hang of the endpoint is what is timed here
+        importlib.import_module("google.cloud.aiplatform")
     began = time.monotonic()
     with pytest.raises(RetuneActionError) as failed:
         run_action(action, request())
@@ -524,3 +529,27 @@ def test_a_retry_whose_kfp_run_was_created_after_all_is_already_started(
         f"retune kfp-tune for {MODEL} already started: run-1 (created by an earlier attempt "
         "that got no answer in time)"
     ) in said, said
+
+
+def test_a_kfp_failure_names_the_step_and_a_run_without_an_id_is_no_run(
+    rest: RestStandIn, template: Path
+) -> None:
+    """An ML engineer's trial: a health check answered 500 said "creating the Kubeflow run …:
+    500" although no run was asked for, and an endpoint answering 200 with `{}` to the create
+    call (a proxy, a login page) was logged as "started: None" and counted as sent."""
+    action = kfp_action(rest, template)
+    rest.healthz_status = 500
+    with pytest.raises(RetuneActionError) as unhealthy:
+        run_action(action, request(action="kfp-tune"))
+    assert str(unhealthy.value).startswith(
+        f"reaching the Kubeflow Pipelines API on {rest.url} (health check): 500"
+    )
+    assert rest.created() == []
+    rest.healthz_status = None
+    rest.answer_without_run_id = True
+    with pytest.raises(RetuneActionError) as empty:
+        run_action(action, request(action="kfp-tune"))
+    assert str(empty.value) == (
+        f"creating the Kubeflow run on {rest.url}: the answer carried no run id; is "
+        f"{rest.url} a Kubeflow Pipelines API (not a proxy or a login page)?"
+    )

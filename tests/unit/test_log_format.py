@@ -56,6 +56,10 @@ def test_client_libraries_are_held_to_warning(capsys: pytest.CaptureFixture[str]
         logging.getLogger("httpx").info("HTTP Request: POST https://hooks.slack.com/secret")
         logging.getLogger("lookout.serve").info("ours")
         logging.getLogger("httpx").warning("theirs, but a warning")
+        # urllib3 narrates each retry of a Kubeflow call; Lookout reports the failure itself
+        pool = logging.getLogger("urllib3.connectionpool")
+        pool.warning("Retrying (%r) after connection broken by '%s': /apis", "Retry(total=2)", "x")
+        pool.warning("Connection pool is full, discarding connection: kfp")
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -63,7 +67,11 @@ def test_client_libraries_are_held_to_warning(capsys: pytest.CaptureFixture[str]
             root.addHandler(handler)
         root.setLevel(saved[1])
     messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
-    assert messages == ["ours", "theirs, but a warning"]
+    assert messages == [
+        "ours",
+        "theirs, but a warning",
+        "Connection pool is full, discarding connection: kfp",
+    ]
 
 
 @pytest.mark.parametrize(("level", "fmt"), [("LOUD", "text"), ("INFO", "xml")])

@@ -68,9 +68,14 @@ class TextFormatter(logging.Formatter):
 
 
 class _OwnOrWarning(logging.Filter):
-    """Lets our loggers through at the configured level, everyone else's from WARNING."""
+    """Lets our loggers through at the configured level, everyone else's from WARNING, bar
+    urllib3's narration of each retry ("Retrying (Retry(total=2, ...)) after connection
+    broken ..."): three raw lines before every failed Kubeflow request, whose failure Lookout
+    reports itself in one line once the retries are spent (they show at DEBUG)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "urllib3.connectionpool" and record.levelno == logging.WARNING:
+            return not record.getMessage().startswith("Retrying (")
         return record.levelno >= logging.WARNING or record.name.startswith(OWN_LOGGERS)
 
 
