@@ -638,7 +638,11 @@ def run(
     """The long-running worker: source, sink and receivers come from the configuration.
 
     Serves /metrics, /healthz and /readyz on metrics.port. SIGTERM stops pulling, writes a final
-    checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds. Split mode:
+    checkpoint, acks what it holds and exits 0 within engine.grace_period_seconds (or once a
+    write already under way ends: on BigQuery each table retries up to
+    sink.write_timeout_seconds). A file
+    source ends at the end of its file (stdin: when the pipe closes), with exit status 1 if any
+    record was bad, as for `lookout replay`. Split mode:
     any number of `--role ingest` replicas on one subscription plus one `--role evaluate`,
     sharing one sink, count every record once; their verdicts equal one `--role all` process's
     except after an ingest replica stalls and dies before its first checkpoint, and drift
