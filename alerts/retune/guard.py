@@ -64,12 +64,30 @@ class RetuneLog:
 
     def _upgrade(self) -> None:
         """A log from before outcomes were kept: its rows are requests that were not struck,
-        so they count as sent."""
+        so they count as sent. One from before requests were kept: its failed rows cannot be
+        asked again (no request to send)."""
         columns = {row[1] for row in self._con.execute("PRAGMA table_info(retune_requests)")}
         if "outcome" not in columns:
             self._con.execute(
                 "ALTER TABLE retune_requests ADD COLUMN outcome TEXT NOT NULL DEFAULT 'sent'"
             )
+        if "request" not in columns:
+            self._con.execute("ALTER TABLE retune_requests ADD COLUMN request TEXT")
+
+    def failed(self) -> list[tuple[str, str]]:
+        """(action as logged, request JSON) of each request whose last attempt failed and that
+        no later request of its model and action superseded (one sent since), oldest first:
+        what a new process asks again, since an incident that ended gets no alerting window
+        to ask in (an ML engineer's trial: two requests stayed `failed` for good)."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT f.action, f.request FROM retune_requests AS f "
+                "WHERE f.outcome = 'failed' AND f.request IS NOT NULL AND NOT EXISTS ("
+                "  SELECT 1 FROM retune_requests AS s WHERE s.action = f.action "
+                "  AND s.model = f.model AND s.outcome = 'sent' AND s.at >= f.at) "
+                "ORDER BY f.at"
+            ).fetchall()
+        return [(str(action), str(request)) for action, request in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -118,10 +136,18 @@ class RetuneLog:
         return "go"
 
     def record(
-        self, action: str, *, model: str, dedup_key: str, incident_start: datetime, at: datetime
+        self,
+        action: str,
+        *,
+        model: str,
+        dedup_key: str,
+        incident_start: datetime,
+        at: datetime,
+        request: str | None = None,
     ) -> None:
-        """A request decided on and not yet answered (`pending`); an earlier failed attempt
-        for the same incident gives way to it."""
+        """A request decided on and not yet answered (`pending`), with the request itself
+        (JSON) so that a later process can ask again; an earlier failed attempt for the same
+        incident gives way to it."""
         with self._lock:
             self._con.execute(
                 "DELETE FROM retune_requests WHERE action = ? AND dedup_key = ? "
@@ -129,8 +155,9 @@ class RetuneLog:
                 (action, dedup_key, incident_start.isoformat()),
             )
             self._con.execute(
-                "INSERT INTO retune_requests VALUES (?,?,?,?,?,'pending')",
-                (action, model, dedup_key, incident_start.isoformat(), at.isoformat()),
+                "INSERT INTO retune_requests (action, model, dedup_key, incident_start, at, "
+                "outcome, request) VALUES (?,?,?,?,?,'pending',?)",
+                (action, model, dedup_key, incident_start.isoformat(), at.isoformat(), request),
             )
 
     def settle(

@@ -194,6 +194,7 @@ class RetuneTrigger:
                 dedup_key=request.dedup_key,
                 incident_start=request.time_range.start,
                 at=candidate.at,
+                request=request.model_dump_json(),
             )
             self._busy += 1
             self._queue.put(candidate)
@@ -302,6 +303,31 @@ class RetuneTrigger:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="lookout-retune", daemon=True)
             self._thread.start()
+            self._ask_again()
+
+    def _ask_again(self) -> None:
+        """Offer again each request an earlier process could not send: its incident's next
+        alerting window would have asked again, but an incident that ended has none, and its
+        retune was lost for good. Guarded as any request (cooldown, one in flight per model);
+        an action no longer configured, or now a dry run, leaves its rows alone."""
+        by_log_name = {log_name(a): a for a in self._actions.values()}
+        for logged, text in self._log.failed():
+            action = by_log_name.get(logged)
+            if action is None:
+                continue
+            try:
+                request = RetuneRequest.model_validate_json(text)
+            except ValueError:  # written by another release: nothing to send
+                continue
+            log.warning(
+                "retune %s for %s: asking again for the request an earlier run could not send "
+                "(incident since %s)",
+                action.name,
+                request.model,
+                f"{request.time_range.start:%Y-%m-%d %H:%M}Z",
+            )
+            at = request.time_range.end
+            self._offer(_Candidate(action, request, action.consecutive_windows, at))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued request has been carried out, or `timeout` passed

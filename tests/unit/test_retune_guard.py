@@ -290,15 +290,77 @@ def test_a_request_unanswered_at_shutdown_is_given_up_said_and_asked_again(
             "above)"
         ]
         runner = FlakyRunner(failures=0)
-        second = trigger(alerting(), RetuneLog(path), runner)
+        second = trigger(alerting(), RetuneLog(path), runner)  # asks again as it starts
         try:
-            assert len(second.consider(*window(3))) == 1
             assert second.wait_idle(timeout=10)
+            assert len(runner.started) == 1
+            assert second.consider(*window(3)) == []  # the incident's request is made
         finally:
             second.close()
         assert len(runner.started) == 1
     finally:
         hung.release.set()
+
+
+def test_a_failed_request_of_an_incident_that_ended_is_asked_again_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ML engineer's trial: the Kubeflow endpoint answered 500 and the replay exited 1; with
+    the endpoint fixed, the same replay again sent the queued notifications but never the two
+    retunes (their incidents had ended, so no alerting window asked again), and said nothing.
+    A new process now asks again; a request superseded by a later one sent for the same model
+    and action, or made by an action no longer configured, is left alone."""
+    path = tmp_path / "retune.sqlite"
+    refused = FlakyRunner(failures=10)
+    first = trigger(alerting(), RetuneLog(path), refused)
+    try:
+        assert len(first.consider(*window(2))) == 1
+        assert first.wait_idle(timeout=10)
+    finally:
+        first.close()
+    assert refused.started == [] and first.shortfall()
+    fixed = FlakyRunner(failures=0)
+    second = trigger(alerting(), RetuneLog(path), fixed)
+    try:
+        assert second.wait_idle(timeout=10)
+    finally:
+        second.close()
+    (request,) = fixed.started
+    assert (request.model, request.dedup_key, request.time_range.start) == ("m", KEY, T0)
+    assert second.shortfall() == []
+    said = [r.getMessage() for r in caplog.records if "asking again" in r.getMessage()]
+    assert said == [
+        "retune retrain for m: asking again for the request an earlier run could not send "
+        "(incident since 2026-01-05 06:00Z)"
+    ]
+    third = trigger(alerting(), RetuneLog(path), fixed)  # sent now: nothing more to ask
+    try:
+        assert third.wait_idle(timeout=10)
+    finally:
+        third.close()
+    assert len(fixed.started) == 1
+    other = AlertingConfig.model_validate(
+        {
+            "routes": [{"receivers": ["log"], "retune": "other"}],
+            "retune": {
+                "actions": [{"name": "other", "kind": "pubsub", "project": "p", "topic": "t"}]
+            },
+        }
+    )
+    refused_again = FlakyRunner(failures=10)
+    fourth = trigger(alerting(), RetuneLog(tmp_path / "second.sqlite"), refused_again)
+    try:
+        assert len(fourth.consider(*window(2))) == 1
+        assert fourth.wait_idle(timeout=10)
+    finally:
+        fourth.close()
+    renamed = FlakyRunner(failures=0)
+    fifth = trigger(other, RetuneLog(tmp_path / "second.sqlite"), renamed)
+    try:
+        assert fifth.wait_idle(timeout=10)
+    finally:
+        fifth.close()
+    assert renamed.started == []
 
 
 def test_a_request_pending_when_the_process_died_is_asked_again(tmp_path: Path) -> None:
