@@ -117,8 +117,14 @@ class RetuneTrigger:
         """Requests this alerting window starts (usually none); recorded before queued."""
         if incident.phase != "firing" or incident.started_at is None:
             return []
-        # the page's numbers: a span's when it decided over several windows (`page_evidence`)
-        value, calls, _ = page_evidence(detection, "firing")
+        # the page's numbers: a span's when it decided over several windows (`page_evidence`),
+        # and the evidence's window is the one they were measured over: it said the incident's
+        # start to now beside one window's rate and calls (an ML engineer's trial); the whole
+        # incident is the request's time_range
+        value, calls, span = page_evidence(detection, "firing")
+        measured_from = detection.window_end - span * (
+            detection.window_end - detection.window_start
+        )
         alert = Alert(
             dedup_key=incident.dedup_key,
             status="firing",
@@ -126,7 +132,7 @@ class RetuneTrigger:
             detector=incident.detector,
             model=incident.model,
             condition=incident.condition,
-            window_start=incident.started_at,
+            window_start=max(measured_from, incident.started_at),
             window_end=detection.window_end,
             value=value,
             threshold=detection.threshold,

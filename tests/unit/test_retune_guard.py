@@ -566,6 +566,11 @@ def test_the_retune_counter_s_model_label_is_bounded_like_every_per_model_series
     )
 
 
+def iso(moment: datetime) -> str:
+    """As the payloads write a time."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def test_a_request_carries_the_page_s_evidence_when_it_was_decided_over_several_windows(
     tmp_path: Path,
 ) -> None:
@@ -588,6 +593,32 @@ def test_a_request_carries_the_page_s_evidence_when_it_was_decided_over_several_
             retune.wait_idle()
         (request,) = requests
         assert request.evidence["value"] == 0.034 and request.evidence["sample_size"] == 2000
+        # the window those figures were measured over: the 4 pooled windows, not the incident
+        # from its start (that is the request's time_range)
+        judged, _ = window(2)
+        length = judged.window_end - judged.window_start
+        assert request.evidence["window_start"] == iso(judged.window_end - 4 * length)
+        assert request.evidence["window_end"] == iso(judged.window_end)
+        assert request.time_range.start == T0
+    finally:
+        retune.close()
+
+
+def test_a_request_s_evidence_is_the_deciding_window_s_when_it_was_not_pooled(
+    tmp_path: Path,
+) -> None:
+    """The trial's request said window 07:00-07:05 beside "37 of 717 calls blocked in this
+    window": the evidence's window is now the one its value and sample size are of."""
+    retune = trigger(alerting(), RetuneLog(tmp_path / "retune.sqlite"), FlakyRunner(failures=0))
+    try:
+        requests = []
+        for k in (1, 2):
+            requests += retune.consider(*window(k))
+            retune.wait_idle()
+        (request,) = requests
+        judged, _ = window(2)
+        assert request.evidence["window_start"] == iso(judged.window_start)
+        assert request.evidence["sample_size"] == judged.sample_size
     finally:
         retune.close()
 
