@@ -102,6 +102,13 @@ class DuckDBSinkConfig(_Strict):
     path: str = "./lookout.duckdb"
     #: DuckDB's buffer cache limit (it defaults to 80% of RAM)
     memory_limit: str = "256MB"
+    #: delete windows older than this many days of stream time (behind the newest window
+    #: written) from the window tables, so a long-running worker's file levels off at about
+    #: twice that many days of data instead of growing (with embeddings, each model adds
+    #: about 200 MB a day at 1-minute windows: every window keeps a sample of them); empty
+    #: keeps everything, as a replay for analysis wants. At least one day: a restart reads
+    #: up to 12 hours of windows back.
+    retention_days: float | None = Field(default=None, ge=1)
 
     @field_validator("memory_limit")
     @classmethod

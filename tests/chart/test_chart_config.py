@@ -13,8 +13,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from schemas.config import LookoutConfig
-from tests.chart.conftest import VALUES_FILES, Rendered, container, load_values, render
+from schemas.config import DuckDBSinkConfig, LookoutConfig
+from tests.chart.conftest import (
+    VALUES_FILES,
+    Rendered,
+    container,
+    load_values,
+    render,
+    render_error,
+)
 
 LOOKOUT = Path(sys.executable).parent / "lookout"
 
@@ -241,3 +248,20 @@ def test_the_bigquery_write_budget_is_a_chart_value() -> None:
         rendered = render({"sink": {"kind": "bigquery", "bigquery": bigquery}, "config": config})
         for text in config_maps(rendered).values():
             assert yaml.safe_load(text)["sink"]["write_timeout_seconds"] == expected
+
+
+def test_a_duckdb_install_keeps_a_week_of_windows_unless_told_otherwise() -> None:
+    """The chart runs for months on a volume of fixed size: without a retention the DuckDB file
+    grows until the volume is full and every checkpoint fails."""
+    for retention, expected in (
+        ({}, 7),
+        ({"retentionDays": 30}, 30),
+        ({"retentionDays": None}, None),
+    ):
+        rendered = render({"sink": {"duckdb": retention}})
+        [text] = config_maps(rendered).values()
+        sink = yaml.safe_load(text)["sink"]
+        assert sink.get("retention_days") == expected
+        parsed = LookoutConfig.model_validate(yaml.safe_load(text)).sink
+        assert isinstance(parsed, DuckDBSinkConfig) and parsed.retention_days == expected
+    assert "retentionDays" in render_error({"sink": {"duckdb": {"retentionDays": 0.5}}})

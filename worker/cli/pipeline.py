@@ -135,10 +135,16 @@ def build_sink(config: LookoutConfig) -> Sink:
             emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
             write_timeout=config.sink.write_timeout_seconds,
         )
-    return open_duckdb_sink(Path(config.sink.path), memory_limit=config.sink.memory_limit)
+    return open_duckdb_sink(
+        Path(config.sink.path),
+        memory_limit=config.sink.memory_limit,
+        retention_days=config.sink.retention_days,
+    )
 
 
-def open_duckdb_sink(path: Path, *, memory_limit: str) -> DuckDBSink:
+def open_duckdb_sink(
+    path: Path, *, memory_limit: str, retention_days: float | None = None
+) -> DuckDBSink:
     """The DuckDB sink, or one line and exit 1 if the file cannot be opened (another process
     holds its lock, a folder that does not exist or cannot be written, a file that is not
     Lookout's): the same words `lookout sql` uses, before anything has been read."""
@@ -149,7 +155,7 @@ def open_duckdb_sink(path: Path, *, memory_limit: str) -> DuckDBSink:
     from worker.errors import SetupError
 
     try:
-        return DuckDBSink(path, memory_limit=memory_limit)
+        return DuckDBSink(path, memory_limit=memory_limit, retention_days=retention_days)
     except SetupError as error:
         fail(str(error), code=1)
     except (duckdb.Error, OSError) as error:

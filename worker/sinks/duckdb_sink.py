@@ -22,6 +22,7 @@ Only these tables are checked and written: an analyst's own tables in the same f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -279,8 +280,27 @@ def refuse_foreign_file(path: Path) -> None:
         raise SetupError(msg)
 
 
+#: the window tables `retention_days` prunes by `window_start` (stream time), together: a
+#: window's metrics without its verdicts would be judged again
+_WINDOW_TABLES = ("window_metrics", "window_request_ids", "detections")
+#: ...and the bookkeeping it prunes by when the row was written (wall clock)
+_WRITTEN_AT_TABLES = (
+    ("quarantined_records", "quarantined_at"),
+    ("applied_checkpoints", "applied_at"),
+)
+#: how far the stream moves between two prunes: each is a few deletes over zone maps
+PRUNE_STEP_SECONDS = 3600.0
+
+
 class DuckDBSink:
-    def __init__(self, path: Path | str, *, clock: Any = None, memory_limit: str = "256MB") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Any = None,
+        memory_limit: str = "256MB",
+        retention_days: float | None = None,
+    ) -> None:
         self.name = f"duckdb:{path}"
         #: why `writable` last said no ("" when it said yes), for /readyz
         self.unwritable_reason = ""
@@ -307,6 +327,11 @@ class DuckDBSink:
             },
         )
         self._memory_limit = memory_limit
+        self._retention = None if retention_days is None else retention_days * 86_400.0
+        #: the newest window written (stream time), read from the file at the first prune
+        self._newest_window: float | None = None
+        #: the stream-time cutoff of the last prune (None: none yet in this process)
+        self._pruned_through: float | None = None
         self._lock = threading.Lock()
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         with self._lock:
@@ -357,6 +382,65 @@ class DuckDBSink:
                     ) from error
                 con.execute("ROLLBACK")
                 raise
+            if self._retention is not None:
+                self._prune_if_due(con, checkpoint, now, self._retention)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def _prune_if_due(
+        self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, now: datetime, retention: float
+    ) -> None:
+        """Delete what `retention_days` no longer keeps, once per `PRUNE_STEP_SECONDS` of stream
+        time, after the checkpoint is durable and in a transaction of its own: a prune that
+        fails is logged and tried again at the next checkpoint, never costs a checkpoint.
+
+        Windows are cut in stream time (the newest window written minus the retention), so a
+        replay of old logs keeps what it just wrote; DuckDB reuses the freed blocks, so the
+        file stops growing instead of shrinking. Alerts, alert state, references, baseline
+        accepts and writers' progress are kept: small, and what a restart needs."""
+        if self._newest_window is None:
+            row = con.execute("SELECT max(epoch(window_start)) FROM window_metrics").fetchone()
+            self._newest_window = None if row is None or row[0] is None else float(row[0])
+        if cp.partials:
+            newest = float(max(p.window_start for p in cp.partials))
+            self._newest_window = max(self._newest_window or newest, newest)
+        if self._newest_window is None:
+            return
+        cutoff = self._newest_window - retention
+        if self._pruned_through is not None and cutoff - self._pruned_through < PRUNE_STEP_SECONDS:
+            return
+        window_cutoff = datetime.fromtimestamp(cutoff, tz=UTC)
+        written_cutoff = datetime.fromtimestamp(now.timestamp() - retention, tz=UTC)
+        deleted: dict[str, int] = {}
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for table in _WINDOW_TABLES:
+                deleted[table] = _deleted(
+                    con.execute(f"DELETE FROM {table} WHERE window_start < ?", [window_cutoff])
+                )
+            for table, column in _WRITTEN_AT_TABLES:
+                deleted[table] = _deleted(
+                    con.execute(f"DELETE FROM {table} WHERE {column} < ?", [written_cutoff])
+                )
+            con.execute("COMMIT")
+        except duckdb.Error as error:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            log.warning(
+                "pruning windows before %s (sink.retention_days) failed, tried again at the "
+                "next checkpoint: %s",
+                window_cutoff.isoformat(),
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
+            return
+        self._pruned_through = cutoff
+        if any(deleted.values()):
+            log.info(
+                "pruned windows before %s (sink.retention_days %g): %s",
+                window_cutoff.isoformat(),
+                retention / 86_400.0,
+                ", ".join(f"{n} {table} rows" for table, n in deleted.items() if n),
+            )
 
     def _write(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, now: datetime) -> None:
         if cp.baseline_accepts:
@@ -667,6 +751,12 @@ class DuckDBSink:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _deleted(result: duckdb.DuckDBPyConnection) -> int:
+    """The row count DuckDB answers a DELETE with."""
+    row = result.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 # -- baseline acceptances (`lookout baseline accept`): their own small table -------------------

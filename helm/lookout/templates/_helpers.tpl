@@ -256,6 +256,9 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- $_ := set $cfg "sink" (dict "kind" "bigquery" "project" $b.project "dataset" $b.dataset "location" $b.location "write_timeout_seconds" $b.writeTimeoutSeconds) -}}
 {{- else -}}
 {{- $_ := set $cfg "sink" (dict "kind" "duckdb" "path" $v.sink.duckdb.path "memory_limit" $v.sink.duckdb.memoryLimit) -}}
+{{- if not (kindIs "invalid" $v.sink.duckdb.retentionDays) -}}
+{{- $_ := set (index $cfg "sink") "retention_days" $v.sink.duckdb.retentionDays -}}
+{{- end -}}
 {{- end -}}
 {{- $engine := deepCopy (index $cfg "engine" | default dict) -}}
 {{- $_ := set $engine "role" .role -}}
