@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import orjson
 
 from schemas.retune_config import RetuneAction
 
@@ -43,6 +46,10 @@ CREATE TABLE IF NOT EXISTS retune_requests (
 """
 
 
+#: the result of a request its process never saw answered (killed, or stopped mid-call)
+STOPPED_UNANSWERED = "no answer before its process stopped; asked again at the next start"
+
+
 def log_name(action: RetuneAction) -> str:
     """The name `action`'s requests are kept under: a dry run's apart from real ones, so
     turning `dry_run` off does not find the model in a cooldown no real request started."""
@@ -60,7 +67,10 @@ class RetuneLog:
         # a request still pending from an earlier process got no answer there (killed while
         # it ran): not made, so its incident's next alerting window asks again (a Vertex AI
         # job or Kubeflow run it did create answers that retry as already started)
-        self._con.execute("UPDATE retune_requests SET outcome = 'failed' WHERE outcome = 'pending'")
+        self._con.execute(
+            "UPDATE retune_requests SET outcome = 'failed', result = ? WHERE outcome = 'pending'",
+            (STOPPED_UNANSWERED,),
+        )
 
     def _upgrade(self) -> None:
         """A log from before outcomes were kept: its rows are requests that were not struck,
@@ -73,6 +83,8 @@ class RetuneLog:
             )
         if "request" not in columns:
             self._con.execute("ALTER TABLE retune_requests ADD COLUMN request TEXT")
+        if "result" not in columns:
+            self._con.execute("ALTER TABLE retune_requests ADD COLUMN result TEXT")
 
     def failed(self) -> list[tuple[str, str]]:
         """(action as logged, request JSON) of each request whose last attempt failed and that
@@ -161,16 +173,23 @@ class RetuneLog:
             )
 
     def settle(
-        self, action: str, *, dedup_key: str, incident_start: datetime, outcome: Outcome
+        self,
+        action: str,
+        *,
+        dedup_key: str,
+        incident_start: datetime,
+        outcome: Outcome,
+        result: str | None = None,
     ) -> None:
         """The action answered: `sent` (the run exists), or `failed` (nothing started, or the
         request was given up at shutdown): a failed one blocks neither its incident's next
-        alerting window nor another incident of the model."""
+        alerting window nor another incident of the model. `result` is what it answered (the
+        run it started, or why it failed), for `lookout retune list`."""
         with self._lock:
             self._con.execute(
-                "UPDATE retune_requests SET outcome = ? WHERE action = ? AND dedup_key = ? "
-                "AND incident_start = ?",
-                (outcome, action, dedup_key, incident_start.isoformat()),
+                "UPDATE retune_requests SET outcome = ?, result = ? WHERE action = ? "
+                "AND dedup_key = ? AND incident_start = ?",
+                (outcome, result, action, dedup_key, incident_start.isoformat()),
             )
 
     def outcome(self, action: str, *, dedup_key: str, incident_start: datetime) -> Outcome | None:
@@ -182,3 +201,57 @@ class RetuneLog:
                 (action, dedup_key, incident_start.isoformat()),
             ).fetchone()
         return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class RetuneEntry:
+    """One request as `lookout retune list` shows it; `request` is None in a log written before
+    requests were kept."""
+
+    asked_at: str
+    action: str
+    dry_run: bool
+    model: str
+    incident_start: str
+    outcome: str
+    result: str | None
+    request: dict[str, Any] | None
+
+
+def read_history(path: Path, *, model: str | None = None) -> list[RetuneEntry]:
+    """Every request in the log at `path`, oldest first (event time), read-only: a running
+    worker keeps writing it. A file without the table (no retune asked yet) has none."""
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        columns = {row[1] for row in con.execute("PRAGMA table_info(retune_requests)")}
+        if not columns:
+            return []
+        request = "request" if "request" in columns else "NULL"
+        result = "result" if "result" in columns else "NULL"
+        outcome = "outcome" if "outcome" in columns else "'sent'"
+        rows = con.execute(
+            f"SELECT at, action, model, incident_start, {outcome}, {result}, {request} "
+            "FROM retune_requests WHERE ? IS NULL OR model = ? ORDER BY at, rowid",
+            (model, model),
+        ).fetchall()
+    finally:
+        con.close()
+    entries = []
+    for at, action, row_model, start, row_outcome, row_result, text in rows:
+        try:
+            parsed = orjson.loads(text) if text else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        entries.append(
+            RetuneEntry(
+                asked_at=str(at),
+                action=str(action).removesuffix("#dry_run"),
+                dry_run=str(action).endswith("#dry_run"),
+                model=str(row_model),
+                incident_start=str(start),
+                outcome=str(row_outcome),
+                result=None if row_result is None else str(row_result),
+                request=parsed if isinstance(parsed, dict) else None,
+            )
+        )
+    return entries

@@ -42,6 +42,9 @@ from schemas.retune_config import RetuneAction, RetuneExport
 
 log = logging.getLogger("lookout.retune")
 
+#: the result of a request still queued or running at shutdown (`lookout retune list`)
+GIVEN_UP = "given up at shutdown before it was answered; asked again at the next start"
+
 Runner = Callable[[RetuneAction, RetuneRequest], str]
 Exporter = Callable[[RetuneExport, str, datetime, datetime], ExportResult]
 
@@ -259,28 +262,32 @@ class RetuneTrigger:
             self._count(action.name, request.model, "failed")
             dry = " (dry run)" if action.dry_run else ""
             log.error("retune %s for %s failed%s: %s", action.name, request.model, dry, error)
-            self._settle(candidate, sent=False)
+            self._settle(candidate, sent=False, result=f"failed: {error}")
             return
         self._count(action.name, request.model, "dry_run" if action.dry_run else "sent")
         log.warning("retune %s for %s %s", action.name, request.model, said)
-        self._settle(candidate, sent=True)
+        self._settle(candidate, sent=True, result=said)
 
-    def _settle(self, candidate: _Candidate, *, sent: bool) -> None:
+    def _settle(self, candidate: _Candidate, *, sent: bool, result: str) -> None:
         """Write the answer, then offer again the windows that waited for it: after a failure
         the first of them goes; after a success they are the same incident (already
         requested) or held back by the cooldown it started."""
         with self._lock:
             if self._closing:
                 return  # given up at shutdown: `close` has settled it
-            self._write_outcome(candidate, sent=sent)
+            self._write_outcome(candidate, sent=sent, result=result)
             waiting = self._waiting.pop(candidate.model_key, {})
             for later in waiting.values():
                 self._offer(later)
 
-    def _write_outcome(self, candidate: _Candidate, *, sent: bool) -> None:
+    def _write_outcome(self, candidate: _Candidate, *, sent: bool, result: str) -> None:
         name, dedup_key, start = candidate.key
         self._log.settle(
-            name, dedup_key=dedup_key, incident_start=start, outcome="sent" if sent else "failed"
+            name,
+            dedup_key=dedup_key,
+            incident_start=start,
+            outcome="sent" if sent else "failed",
+            result=result,
         )
         unsent = self._unsent.setdefault(name, {})
         if sent:
@@ -385,7 +392,7 @@ class RetuneTrigger:
                 self._busy -= 1
                 given_up.append(item)
         for candidate in given_up:
-            self._write_outcome(candidate, sent=False)
+            self._write_outcome(candidate, sent=False, result=GIVEN_UP)
             self._count(candidate.action.name, candidate.request.model, "failed")
             log.warning(
                 "retune %s for %s given up at shutdown before it was answered: not counted as "

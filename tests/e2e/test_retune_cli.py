@@ -99,6 +99,19 @@ def test_replay_exits_1_naming_the_retune_action_whose_requests_failed(
     named = [line for line in replayed.stderr.splitlines() if line.startswith("retune tune:")]
     assert len(named) == 1, replayed.describe()
     assert named[0].startswith("retune tune: no tuning run started for ") and MODEL in named[0]
+    # and afterwards the ML engineer can see which, and why, without the replay's log
+    listed = lookout("retune", "list", "--config", config, cwd=tmp_path)
+    assert listed.returncode == 0, listed.describe()
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:3] == ["ASKED", "ACTION", "MODEL"] and header.endswith("RESULT")
+    # one row per incident, its last attempt: failed, with the reason
+    models = {re.findall(r"retune tune for (\S+) failed", line)[0] for line in failed}
+    assert sorted(row.split()[3] for row in rows) == sorted(models), listed.describe()
+    for row in rows:
+        assert re.search(
+            r"  tune  +\S+  +safety  .*  failed  +failed: publishing to lookout-retune: no Google",
+            row,
+        ), listed.describe()
     # `lookout run` on the same finite file owes them too (it exited 0)
     source = f"source: {{kind: file, path: {small_incident_stream}}}\n"
     run_config = retune_config(
@@ -180,6 +193,17 @@ def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_nex
     started = re.findall(r"retune tune for (\S+) started: run-\d+", replayed.stderr)
     assert sorted(started) == sorted(given_up), replayed.describe()
     assert len(rest.created()) == len(given_up)
+    # the log shows each request once, as what became of it last: the run it started
+    listed = lookout("retune", "list", "--config", working, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.describe()
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(e["model"] for e in entries) == sorted(given_up), listed.describe()
+    for entry in entries:
+        assert (entry["action"], entry["outcome"], entry["detector"]) == ("tune", "sent", "safety")
+        assert re.fullmatch(r"started: run-\d+", entry["result"]), entry
+        assert entry["request"]["dedup_key"].startswith(f"lookout:{entry['model']}:safety:")
+    only = lookout("retune", "list", "--config", working, "--model", MODEL, cwd=tmp_path)
+    assert [line.split()[3] for line in only.stdout.splitlines()[1:]] == [MODEL], only.describe()
 
 
 def test_alerts_out_on_stdout_holds_only_the_alerts_while_kfp_retunes_start(
@@ -213,3 +237,13 @@ def test_alerts_out_on_stdout_holds_only_the_alerts_while_kfp_retunes_start(
     for line in lines:
         assert line.startswith("{"), replayed.describe()
         assert json.loads(line)["dedup_key"].startswith("lookout:"), line
+
+
+def test_retune_list_without_a_retune_log_says_where_it_looked(tmp_path: Path) -> None:
+    config = retune_config(tmp_path, "kind: pubsub, project: p, topic: t", db="none")
+    listed = lookout("retune", "list", "--config", config, cwd=tmp_path)
+    assert listed.returncode == 1, listed.describe()
+    assert listed.stderr.strip().splitlines() == [
+        f"lookout: no retune log at {tmp_path / 'outbox.sqlite'}: no worker has run with this "
+        "configuration's outbox (alerting.outbox_path, else beside sink.path) here"
+    ]

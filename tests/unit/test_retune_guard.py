@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerts.retune.guard import RetuneLog
+from alerts.retune.guard import STOPPED_UNANSWERED, RetuneLog, read_history
 from alerts.retune.request import RetuneRequest
-from alerts.retune.trigger import RetuneTrigger
+from alerts.retune.trigger import GIVEN_UP, RetuneTrigger
 from alerts.state import Incident
 from schemas.alert_config import AlertingConfig
 from schemas.config import LookoutConfig
@@ -285,6 +285,7 @@ def test_a_request_unanswered_at_shutdown_is_given_up_said_and_asked_again(
             )
         ]
         assert first.total.labels("retrain", "m", "failed")._value.get() == 1
+        assert [(e.outcome, e.result) for e in read_history(path)] == [("failed", GIVEN_UP)]
         assert first.shortfall() == [
             "retune retrain: no tuning run started for m (1 request(s) failed; see the errors "
             "above)"
@@ -295,6 +296,8 @@ def test_a_request_unanswered_at_shutdown_is_given_up_said_and_asked_again(
             assert second.wait_idle(timeout=10)
             assert len(runner.started) == 1
             assert second.consider(*window(3)) == []  # the incident's request is made
+            [entry] = read_history(path)
+            assert (entry.outcome, entry.result) == ("sent", "started: run-1")
         finally:
             second.close()
         assert len(runner.started) == 1
@@ -370,7 +373,10 @@ def test_a_request_pending_when_the_process_died_is_asked_again(tmp_path: Path) 
     died = RetuneLog(path)
     died.record("retrain", model="m", dedup_key=KEY, incident_start=T0, at=T0)
     died.close()
+    assert [(e.outcome, e.result) for e in read_history(path)] == [("pending", None)]
     again = RetuneLog(path)
+    [entry] = read_history(path)  # what `lookout retune list` says of it
+    assert (entry.outcome, entry.result) == ("failed", STOPPED_UNANSWERED)
     try:
         decided = again.decide(
             action, model="m", detector="safety", dedup_key=KEY, incident_start=T0,
@@ -394,6 +400,9 @@ def test_a_log_from_before_outcomes_keeps_its_requests_made(tmp_path: Path) -> N
     )
     old.commit()
     old.close()
+    # `lookout retune list` reads such a log as it is (read-only): made, nothing more known
+    [entry] = read_history(path)
+    assert (entry.model, entry.outcome, entry.result, entry.request) == ("m", "sent", None, None)
     upgraded = RetuneLog(path)
     try:
         decided = upgraded.decide(
