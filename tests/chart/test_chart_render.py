@@ -19,7 +19,7 @@ from tests.chart.conftest import CHART, REPO, VALUES_FILES, Rendered, load_value
 
 KUBERNETES_VERSION = "1.30"
 CRD_SCHEMAS = REPO / "tests" / "fixtures" / "crd-schemas"
-CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/", "monitoring.googleapis.com/")
 
 
 @cache
@@ -109,7 +109,61 @@ def test_vendored_crd_schemas_match_their_crds() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert len(list(CRD_SCHEMAS.glob("*.json"))) == 4
+    # KEDA's two kinds, the Prometheus Operator's two, Managed Service for Prometheus's three
+    # (each served as v1 and v1alpha1)
+    assert len(list(CRD_SCHEMAS.glob("*.json"))) == 10
+
+
+def test_managed_prometheus_scrapes_and_evaluates_the_rules_without_an_operator() -> None:
+    """GKE Autopilot runs no Prometheus Operator: a ServiceMonitor and a PrometheusRule are
+    refused there (no such kinds). Managed Service for Prometheus scrapes a PodMonitoring,
+    evaluates a Rules resource in the release's namespace, and reads Cloud Monitoring's
+    metrics (the subscription backlog) only from a GlobalRules."""
+    operator = render(load_values("all-pubsub-values") | {"prometheusRule": {"enabled": True}})
+    managed = render(load_values("gke-autopilot-values"))
+    assert not managed.of_kind("ServiceMonitor") and not managed.of_kind("PrometheusRule")
+    (monitoring,) = managed.of_kind("PodMonitoring")
+    (deployment,) = managed.of_kind("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitoring["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {
+        p["name"]
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+    assert [e["port"] for e in monitoring["spec"]["endpoints"]] == [
+        "metrics"
+    ] and "metrics" in ports
+    # the rules' job matcher is the PodMonitoring's name, as it is the Service's with an operator
+    (service,) = operator.of_kind("Service")
+    assert monitoring["metadata"]["name"] == service["metadata"]["name"]
+
+    def alerts(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {r["alert"] + str(i): r for g in groups for i, r in enumerate(g["rules"])}
+
+    (rule,) = operator.of_kind("PrometheusRule")
+    (rules,) = managed.of_kind("Rules")
+    (global_rules,) = managed.of_kind("GlobalRules")
+    expected = alerts(rule["spec"]["groups"])
+    backlog = {k: v for k, v in expected.items() if k.startswith("LookoutBacklogGrowing")}
+    assert len(backlog) == 1
+    assert alerts(rules["spec"]["groups"]) == {
+        k: v for k, v in expected.items() if k not in backlog
+    }
+    [on_operator] = backlog.values()
+    [on_managed] = [r for g in global_rules["spec"]["groups"] for r in g["rules"]]
+    assert "stackdriver_pubsub_subscription_" in on_operator["expr"]
+    assert (
+        on_managed["expr"].count(
+            "pubsub_googleapis_com:subscription_num_undelivered_messages"
+            '{subscription_id="lookout", project_id="my-project"}'
+        )
+        == 2
+    )
+    assert (
+        on_managed["for"] == on_operator["for"]
+        and on_managed["annotations"] == on_operator["annotations"]
+    )
 
 
 def test_split_mode_runs_many_ingest_replicas_and_one_evaluator() -> None:

@@ -135,3 +135,18 @@ def test_rule_durations_are_checked_at_install() -> None:
     for key in ("sourceErrorsFor", "retuneFailingWindow"):
         message = render_error({"prometheusRule": {"enabled": True, key: "ten minutes"}})
         assert f"/prometheusRule/{key}" in message, message
+
+
+def test_managed_prometheus_rules_pass_promtool_check(tmp_path: Path) -> None:
+    """The Rules and GlobalRules Managed Service for Prometheus evaluates are rule files too
+    (its `.spec.groups` is Prometheus's rule_group array)."""
+    values = load_values("gke-autopilot-values")
+    rendered = render(values)
+    for kind in ("Rules", "GlobalRules"):
+        (rule,) = rendered.of_kind(kind)
+        (tmp_path / f"{kind}.yaml").write_text(yaml.safe_dump(rule["spec"]))
+        done = promtool("check", "rules", f"{kind}.yaml", cwd=tmp_path)
+        count = sum(len(g["rules"]) for g in rule["spec"]["groups"])
+        assert done.returncode == 0 and f"SUCCESS: {count} rules found" in done.stdout, (
+            done.stdout + done.stderr
+        )

@@ -304,3 +304,25 @@ Every receiver secret as {env, secretRef}: the pod's secretKeyRef env vars and t
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
+
+{{/*
+The subscription-backlog alert: Cloud Monitoring's num_undelivered_messages under the name the
+metrics pipeline gives it (stackdriver_exporter's with the Prometheus Operator, Managed Service
+for Prometheus's own), for the PrometheusRule or a GlobalRules. Takes root, metric and extra
+(more label matchers, from ", ").
+*/}}
+{{- define "lookout.backlogAlert" -}}
+{{- $r := .root.Values.prometheusRule -}}
+{{- $match := printf "%s=%q%s" $r.backlog.subscriptionLabel .root.Values.source.pubsub.subscription .extra -}}
+- alert: LookoutBacklogGrowing
+  # not a Lookout metric: Cloud Monitoring's num_undelivered_messages
+  expr: |
+    deriv({{ .metric }}{ {{- $match -}} }[{{ $r.backlog.window }}]) > 0
+      and {{ .metric }}{ {{- $match -}} } > {{ $r.backlog.minMessages }}
+  for: {{ $r.backlog.window }}
+  labels: {severity: warning}
+  annotations:
+    summary: "The subscription's backlog grows: {{ "{{" }} $value | humanize {{ "}}" }} messages/s."
+    description: Ingest cannot keep up; add replicas (ingest.autoscaling / keda.maxReplicaCount) or look for slow checkpoints.
+    runbook_url: {{ $r.runbookBaseUrl }}#lookoutbackloggrowing
+{{- end -}}
