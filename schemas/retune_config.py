@@ -25,7 +25,14 @@ from fnmatch import fnmatchcase
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from schemas.alert_types import PositiveDuration, ReceiverName, SecretRef
 
@@ -220,8 +227,42 @@ class RetuneExport(BaseModel):
         return value
 
 
+#: the fields only an export fills in: without one they render as empty strings
+EXPORTED_FIELDS = frozenset({"dataset_uri", "evaluation_data_uri"})
+
+
+def template_fields(value: Any) -> set[str]:
+    """The `{field}` names a (checked) template string uses."""
+    if not isinstance(value, str):
+        return set()
+    return {
+        name.split(".")[0].split("[")[0]
+        for _, name, _, _ in string.Formatter().parse(value)
+        if name is not None
+    }
+
+
 class RetuneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     actions: tuple[RetuneAction, ...] = ()
     export: RetuneExport | None = None
+
+    @model_validator(mode="after")
+    def _exported_fields_need_an_export(self) -> RetuneConfig:
+        """A pipeline parameter of `{dataset_uri}` with no `export` was sent as an empty
+        string: the tuning run failed, or trained on nothing, far from the config."""
+        if self.export is not None:
+            return self
+        for action in self.actions:
+            values = getattr(action, "parameter_values", None) or getattr(action, "parameters", {})
+            for key, value in values.items():
+                used = sorted(template_fields(value) & EXPORTED_FIELDS)
+                if used:
+                    msg = (
+                        f"action {action.name!r}: {key} uses {{{used[0]}}}, which only "
+                        "alerting.retune.export fills in (its files' URIs), and there is "
+                        "none: the pipeline would get an empty string"
+                    )
+                    raise ValueError(msg)
+        return self

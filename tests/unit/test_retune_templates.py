@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from alerts.retune.actions import vertex_job_id
 from alerts.retune.export import export_dataset
 from alerts.retune.request import RetuneRequest, TimeRange
-from schemas.retune_config import KfpRetune, RetuneExport, VertexPipelineRetune
+from schemas.retune_config import KfpRetune, RetuneConfig, RetuneExport, VertexPipelineRetune
 
 KFP = {"kind": "kfp", "name": "kfp", "host": "http://kfp:8888", "package_path": "p.yaml"}
 VERTEX = {
@@ -127,3 +127,21 @@ def test_a_vertex_job_id_is_valid_and_one_per_action_and_incident(dedup_key: str
         vertex_job_id("vertex", retune_request(dedup_key, start + timedelta(minutes=1))),
     }
     assert job_id not in others and len(others) == 3
+
+
+@pytest.mark.parametrize(
+    ("action", "values"),
+    [
+        (KFP, {"parameters": {"data": "{dataset_uri}", "steps": 3}}),
+        (VERTEX, {"parameter_values": {"eval": "gs://b/{evaluation_data_uri}"}}),
+    ],
+)
+def test_a_dataset_uri_parameter_without_an_export_is_refused_at_load(
+    action: dict[str, str], values: dict[str, object]
+) -> None:
+    """The pipeline got an empty string for its dataset and failed, or trained on nothing."""
+    retune = {"actions": [{**action, **values}]}
+    with pytest.raises(ValidationError, match=r"only alerting\.retune\.export fills in"):
+        RetuneConfig.model_validate(retune)
+    export = {"query": "SELECT prompt, response FROM t", "uri": "/data/{model}"}
+    assert RetuneConfig.model_validate({**retune, "export": export}).export is not None
