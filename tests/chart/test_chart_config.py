@@ -265,3 +265,24 @@ def test_a_duckdb_install_keeps_a_week_of_windows_unless_told_otherwise() -> Non
         parsed = LookoutConfig.model_validate(yaml.safe_load(text)).sink
         assert isinstance(parsed, DuckDBSinkConfig) and parsed.retention_days == expected
     assert "retentionDays" in render_error({"sink": {"duckdb": {"retentionDays": 0.5}}})
+
+
+def startup_budgets(values: dict[str, Any]) -> set[int]:
+    """periodSeconds x failureThreshold of every Deployment's startup probe."""
+    probes = [container(d)["startupProbe"] for d in render(values).of_kind("Deployment")]
+    return {p["periodSeconds"] * p["failureThreshold"] for p in probes}
+
+
+def test_the_startup_probe_outlasts_the_start_up_check_of_an_unreachable_bigquery() -> None:
+    """With writeTimeoutSeconds 120 (full-values.yaml) the worker says `BigQuery did not answer
+    ... check network access` after about 120 s, but the probe gave up at 120 s: the pod was
+    restarted with "connection refused" in its events and nothing in its log."""
+    assert startup_budgets({}) == {120}  # DuckDB: unchanged
+    full = load_values("full-values")
+    assert full["sink"]["bigquery"]["writeTimeoutSeconds"] == 120
+    assert startup_budgets(full) == {150}  # 120 s + 30 s to start and say so
+    slow = {**full, "probes": {"startup": {"periodSeconds": 10, "failureThreshold": 20}}}
+    assert startup_budgets(slow) == {200}  # a larger one is kept
+    short = {**full, "probes": {"startup": {"periodSeconds": 2, "failureThreshold": 60}}}
+    said = render_error(short)
+    assert "probes.startup" in said and "at least 75" in said

@@ -189,6 +189,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- addf (int $v.shutdownMarginSeconds) (mulf $tables ($v.sink.bigquery.writeTimeoutSeconds | float64)) | ceil | int -}}
 {{- end -}}
 
+{{/* The startup probe's failureThreshold: the value given, else 60 periods, or on BigQuery
+enough periods to outlast the start-up schema check (writeTimeoutSeconds + 30 s), after which
+an unreachable BigQuery is one line in the log instead of a probe kill without one. */}}
+{{- define "lookout.startupFailureThreshold" -}}
+{{- $v := .Values -}}
+{{- $period := $v.probes.startup.periodSeconds | float64 -}}
+{{- $needed := 0 -}}
+{{- if eq $v.sink.kind "bigquery" -}}
+{{- $needed = divf (addf ($v.sink.bigquery.writeTimeoutSeconds | float64) 30) $period | ceil | int -}}
+{{- end -}}
+{{- $given := $v.probes.startup.failureThreshold -}}
+{{- if kindIs "invalid" $given -}}
+{{- max 60 $needed -}}
+{{- else if lt (int $given) $needed -}}
+{{- fail (printf "probes.startup: periodSeconds x failureThreshold (%v x %v s) is shorter than the start-up check of an unreachable BigQuery takes to say so: sink.bigquery.writeTimeoutSeconds + 30 s (%v s); the probe would restart the pod before its reason reaches the log. Raise failureThreshold to at least %d, or leave it empty for that" $v.probes.startup.periodSeconds $given (addf ($v.sink.bigquery.writeTimeoutSeconds | float64) 30) $needed) -}}
+{{- else -}}
+{{- int $given -}}
+{{- end -}}
+{{- end -}}
+
 {{/* terminationGracePeriodSeconds of a role's pods: the value given, else 30 s (DuckDB) or a
 final checkpoint's worst case on BigQuery (validated in lookout.validate). */}}
 {{- define "lookout.gracePeriod" -}}
