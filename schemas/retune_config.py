@@ -11,8 +11,10 @@ flapping model does not start ten. Kinds:
 
 `parameter_values` / `parameters` are rendered from the request: a string value may use
 `{model}`, `{model_version}`, `{detector}`, `{condition}`, `{dataset_uri}`,
-`{evaluation_data_uri}`, `{window_start}`, `{window_end}`, and for `vertex_pipeline` also
-`{project}`, `{location}` (window times are UTC, `20260105T063000Z`).
+`{evaluation_data_uri}`, `{window_start}`, `{window_end}`, `{reason}` (the page's one-line
+why), `{dedup_key}`, `{request_id}` (the same at every attempt of one incident's request: a
+pipeline can name its outputs by it), and for `vertex_pipeline` also `{project}`,
+`{location}` (window times are UTC, `20260105T063000Z`).
 The dataset export (`RetuneExport`) runs first when configured, and its URIs are passed on.
 """
 
@@ -46,6 +48,9 @@ RENDER_FIELDS = frozenset(
         "evaluation_data_uri",
         "window_start",
         "window_end",
+        "reason",
+        "dedup_key",
+        "request_id",
         "project",
         "location",
     }

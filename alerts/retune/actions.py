@@ -19,15 +19,13 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC
 from functools import partial
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from alerts.retune.request import RetuneRequest
+from alerts.retune.request import RetuneRequest, request_id
 from schemas.alert_types import SecretRef
 from schemas.retune_config import KfpRetune, PubSubRetune, RetuneAction, VertexPipelineRetune
 
@@ -260,25 +258,6 @@ def render_parameters(
     values: dict[str, Any], request: RetuneRequest, **extra: str
 ) -> dict[str, Any]:
     return {name: request.render(value, **extra) for name, value in values.items()}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def request_id(action: str, request: RetuneRequest) -> str:
-    """One id per action and incident, the same at every attempt: what a retry finds the
-    first attempt's job or run by when that attempt was given up (a timeout) but the remote
-    side created it anyway. Lowercase letters, digits and hyphens, starting with a letter, at
-    most 128 characters, as Vertex AI wants of a job id."""
-    utc = request.time_range.start.astimezone(UTC)
-    start = utc.strftime("%Y%m%dt%H%M%Sz")
-    key = f"{action}\n{request.dedup_key}\n{utc.isoformat()}"
-    digest = sha256(key.encode()).hexdigest()[:10]
-    readable = _slug(request.dedup_key)
-    if not readable[:1].isalpha():
-        readable = f"lookout-{readable}".rstrip("-")
-    return f"{readable[:96].rstrip('-')}-{start}-{digest}"
 
 
 def vertex_job_id(action: str, request: RetuneRequest) -> str:

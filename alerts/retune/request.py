@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any, Literal
 
 import orjson
@@ -55,6 +57,28 @@ class RetuneRequest(BaseModel):
             "evaluation_data_uri": self.evaluation_data_uri or "",
             "window_start": self.time_range.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
             "window_end": self.time_range.end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            "reason": self.reason,
+            "dedup_key": self.dedup_key,
+            "request_id": request_id(self.action, self),
             **extra,
         }
         return template.format_map(values)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def request_id(action: str, request: RetuneRequest) -> str:
+    """One id per action and incident, the same at every attempt: what a retry finds the
+    first attempt's job or run by when that attempt was given up (a timeout) but the remote
+    side created it anyway. Lowercase letters, digits and hyphens, starting with a letter, at
+    most 128 characters, as Vertex AI wants of a job id."""
+    utc = request.time_range.start.astimezone(UTC)
+    start = utc.strftime("%Y%m%dt%H%M%Sz")
+    key = f"{action}\n{request.dedup_key}\n{utc.isoformat()}"
+    digest = sha256(key.encode()).hexdigest()[:10]
+    readable = _slug(request.dedup_key)
+    if not readable[:1].isalpha():
+        readable = f"lookout-{readable}".rstrip("-")
+    return f"{readable[:96].rstrip('-')}-{start}-{digest}"

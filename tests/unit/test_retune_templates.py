@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from alerts.retune.actions import vertex_job_id
+from alerts.retune.actions import render_parameters, vertex_job_id
 from alerts.retune.export import export_dataset
-from alerts.retune.request import RetuneRequest, TimeRange
+from alerts.retune.request import RetuneRequest, TimeRange, request_id
 from schemas.retune_config import KfpRetune, RetuneConfig, RetuneExport, VertexPipelineRetune
 
 KFP = {"kind": "kfp", "name": "kfp", "host": "http://kfp:8888", "package_path": "p.yaml"}
@@ -145,3 +145,17 @@ def test_a_dataset_uri_parameter_without_an_export_is_refused_at_load(
         RetuneConfig.model_validate(retune)
     export = {"query": "SELECT prompt, response FROM t", "uri": "/data/{model}"}
     assert RetuneConfig.model_validate({**retune, "export": export}).export is not None
+
+
+def test_a_pipeline_parameter_can_carry_why_it_was_started_and_the_request_s_id() -> None:
+    """A trial's ML engineer could not pass the page's reason or the request's id to the
+    pipeline (`{reason}` was refused as not filled in), so a run said nothing of its cause."""
+    values = {"why": "{reason}", "key": "{dedup_key}", "out": "gs://b/{request_id}/model"}
+    action = KfpRetune.model_validate({**KFP, "parameters": values, "run_name": "{request_id}"})
+    start = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+    request = retune_request("lookout:m:safety:c", start).model_copy(update={"action": "kfp"})
+    rendered = render_parameters(action.parameters, request)
+    assert rendered["why"] == "r" and rendered["key"] == "lookout:m:safety:c"
+    # the id a retry finds its first attempt's run by: the same at every attempt
+    assert rendered["out"] == f"gs://b/{request_id('kfp', request)}/model"
+    assert request.render(action.run_name) == request_id("kfp", request)
