@@ -14,10 +14,10 @@ import yaml
 from google.cloud import pubsub_v1
 from prometheus_client import CollectorRegistry
 
-from alerts.retune.actions import RetuneActionError, request_id, run_action
+from alerts.retune.actions import RetuneActionError, run_action
 from alerts.retune.export import ExportResult, export_dataset
 from alerts.retune.guard import RetuneLog
-from alerts.retune.request import RetuneRequest, TimeRange
+from alerts.retune.request import RetuneRequest, TimeRange, request_id
 from alerts.retune.trigger import RetuneTrigger
 from alerts.state import Incident as StateIncident
 from schemas.alert_config import AlertingConfig
