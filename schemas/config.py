@@ -103,11 +103,12 @@ class DuckDBSinkConfig(_Strict):
     #: DuckDB's buffer cache limit (it defaults to 80% of RAM)
     memory_limit: str = "256MB"
     #: delete windows older than this many days of stream time (behind the newest window
-    #: written) from the window tables, so a long-running worker's file levels off at about
-    #: twice that many days of data instead of growing (with embeddings, each model adds
-    #: about 200 MB a day at 1-minute windows: every window keeps a sample of them); empty
-    #: keeps everything, as a replay for analysis wants. At least one day: a restart reads
-    #: up to 12 hours of windows back.
+    #: in the file) from the window tables, so a long-running worker's file levels off
+    #: instead of growing (with embeddings, each model adds about 200 MB a day at 1-minute
+    #: windows: every window keeps a sample of them); empty keeps everything, as a replay for
+    #: analysis wants. It must cover engine.max_past_seconds (records that old are still
+    #: folded), and what a restarted evaluator re-reads (an open incident's baseline) is kept
+    #: whatever its age.
     retention_days: float | None = Field(default=None, ge=1)
 
     @field_validator("memory_limit")
@@ -316,6 +317,7 @@ class LookoutConfig(BaseSettings):
             self._lease_outlives_a_window,
             self._liveness_outlasts_a_checkpoint,
             self._routes_name_declared_receivers,
+            self._retention_outlasts_late_records,
         )
         problems = [problem for rule in rules if (problem := rule())]
         if len(problems) == 1:
@@ -380,6 +382,25 @@ class LookoutConfig(BaseSettings):
                 "once the main loop has not come round for stall_seconds"
             )
             return msg
+        return None
+
+    def _retention_outlasts_late_records(self) -> str | None:
+        """A record up to `max_past_seconds` behind the stream is still folded: into a window
+        whose request ids (and verdicts) retention had deleted, it was counted again and the
+        window judged again, days late. The newest window can run `max_future_skew_seconds`
+        ahead of the stream."""
+        sink, engine = self.sink, self.engine
+        if not isinstance(sink, DuckDBSinkConfig) or sink.retention_days is None:
+            return None
+        needed = engine.max_past_seconds + engine.max_future_skew_seconds + engine.window_seconds
+        if sink.retention_days * 86_400 < needed:
+            return (
+                f"sink.retention_days ({sink.retention_days:g}) must cover "
+                "engine.max_past_seconds + max_future_skew_seconds + window_seconds "
+                f"({needed / 86_400:.2f} days): records that far behind the stream are still "
+                "folded, into windows whose request ids it would have deleted (counted again); "
+                "raise it, or lower engine.max_past_seconds to keep fewer days"
+            )
         return None
 
     def _routes_name_declared_receivers(self) -> str | None:

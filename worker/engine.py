@@ -615,6 +615,16 @@ class Engine:
         self._settle(block=True)
         return self._begin_checkpoint() and self._settle(block=True)
 
+    def _keep_windows_from(self) -> int | None:
+        """What the sink's retention must keep for a restart of this evaluator (None when it
+        does not evaluate)."""
+        if not self.settings.evaluate:
+            return None
+        first_open: dict[str, int] = {}
+        for w in self._windows.values():
+            first_open[w.model] = min(w.start, first_open.get(w.model, w.start))
+        return self._evaluator.earliest_needed(first_open)
+
     def _begin_checkpoint(self) -> bool:
         """Hand everything pending to the writer (if anything is); False when batches held
         for an unreadable sink still cannot be folded, so no checkpoint can be complete.
@@ -646,6 +656,7 @@ class Engine:
             quarantined=list(self._pending_quarantine),
             frontier=self._frontier_with(dirty),
             baseline_accepts=list(self._pending_accepts),
+            keep_windows_from=self._keep_windows_from(),
         )
         if checkpoint.empty and not self._pending_acks:
             return True

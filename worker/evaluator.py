@@ -314,6 +314,24 @@ class WindowEvaluator:
                 ranges.append((max(first, until - keep), since))
         return sorted(set(ranges))
 
+    def earliest_needed(self, open_windows: Mapping[str, int]) -> int | None:
+        """The earliest window start a restart would re-read (`seed_ranges`) for any model
+        judged here, given each model's first window still open (a model with none: its next
+        window after the last judged): what the sink's retention must keep, so a restart in
+        a long incident still finds its frozen baseline. None before any window was judged."""
+        until = dict(open_windows)
+        for (model, _), stream in self._streams.items():
+            if model not in until and stream.timeline:
+                newest = stream.timeline[-1][0] + self._window
+                until[model] = newest
+        starts = [
+            ranges[0][0]
+            for model, before in until.items()
+            if any(m == model for m, _ in self._streams)
+            and (ranges := self.seed_ranges(model, before))
+        ]
+        return min(starts) if starts else None
+
     def remember(self, model: str, start: int, states: Mapping[str, Any]) -> None:
         """Record a closed window's merged states as history (used to re-seed after a restart):
         a window of an incident still open goes to that incident, not to the baseline."""

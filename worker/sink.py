@@ -155,6 +155,10 @@ class Checkpoint:
     frontier: float | None = None
     #: baseline acceptances to record (`lookout baseline accept`), appended
     baseline_accepts: Sequence[BaselineAccept] = ()
+    #: the earliest window start a restarted evaluator would re-read (an open incident's
+    #: frozen baseline included): retention keeps it whatever its age. Not stored; None from
+    #: a writer that does not evaluate
+    keep_windows_from: int | None = None
 
     @property
     def empty(self) -> bool:

@@ -250,11 +250,11 @@ def test_the_bigquery_write_budget_is_a_chart_value() -> None:
             assert yaml.safe_load(text)["sink"]["write_timeout_seconds"] == expected
 
 
-def test_a_duckdb_install_keeps_a_week_of_windows_unless_told_otherwise() -> None:
+def test_a_duckdb_install_keeps_eight_days_of_windows_unless_told_otherwise() -> None:
     """The chart runs for months on a volume of fixed size: without a retention the DuckDB file
     grows until the volume is full and every checkpoint fails."""
     for retention, expected in (
-        ({}, 7),
+        ({}, 8),
         ({"retentionDays": 30}, 30),
         ({"retentionDays": None}, None),
     ):
@@ -265,6 +265,9 @@ def test_a_duckdb_install_keeps_a_week_of_windows_unless_told_otherwise() -> Non
         parsed = LookoutConfig.model_validate(yaml.safe_load(text)).sink
         assert isinstance(parsed, DuckDBSinkConfig) and parsed.retention_days == expected
     assert "retentionDays" in render_error({"sink": {"duckdb": {"retentionDays": 0.5}}})
+    notes = render({}).notes
+    assert "keeps 8 days of windows" in notes
+    assert "grows" in render({"sink": {"duckdb": {"retentionDays": None}}}).notes
 
 
 def startup_budgets(values: dict[str, Any]) -> set[int]:

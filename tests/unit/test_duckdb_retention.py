@@ -4,7 +4,7 @@ and stops growing, without touching a verdict of the windows it keeps."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from tests.sink_cases import S0, batch, detection, partial, rows_of, states_of, 
 from worker.cli.pipeline import build_pipeline
 from worker.sink import Checkpoint
 from worker.sinks.duckdb_sink import DuckDBSink
-from worker.sources.simulator import SimulationConfig, simulate_batches
+from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 
 DAY = 86_400
 HOUR = 3_600
@@ -107,28 +107,49 @@ def test_alerts_alert_state_and_references_outlive_the_windows(tmp_path: Path) -
     assert oldest_window(path, "detections") > S0 + DAY
 
 
-def simulated(hours: float) -> list[LogBatch]:
+START = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def simulated(hours: float, incidents: tuple[Incident, ...] = ()) -> list[LogBatch]:
     config = SimulationConfig(
-        start=datetime(2026, 1, 5, tzinfo=UTC),
+        start=START,
         hours=hours,
         models=("gemini-1.5-flash",),
         calls_per_minute=30,
         embedding_fraction=0.0,
+        incidents=incidents,
     )
     return list(simulate_batches(config, seconds_per_batch=300))
 
 
-def replay(path: Path, batches: list[LogBatch], retention: float | None) -> None:
-    config = LookoutConfig(
+def lookout_config(
+    path: Path,
+    retention: float | None,
+    detectors: tuple[str, ...] = ("safety", "latency", "tokens"),
+) -> LookoutConfig:
+    return LookoutConfig(
         sink=DuckDBSinkConfig(path=str(path), retention_days=retention),
-        engine=EngineConfig(writer_id="w1", window_seconds=300, checkpoint_max_records=3000),
-        detectors=DetectorsConfig(enabled=("safety", "latency", "tokens")),
+        # records up to 20 hours behind the stream are folded: a day's retention covers them
+        engine=EngineConfig(
+            writer_id="w1",
+            window_seconds=300,
+            checkpoint_max_records=3000,
+            max_past_seconds=20 * HOUR,
+            max_future_skew_seconds=600,
+        ),
+        detectors=DetectorsConfig(enabled=detectors),
     )
-    pipeline = build_pipeline(config, alert_stream=None)
+
+
+def replay(
+    path: Path, batches: list[LogBatch], retention: float | None, *, end: bool = True, **kw: Any
+) -> None:
+    """One worker process over the batches; `end=False` stops it as SIGTERM would."""
+    pipeline = build_pipeline(lookout_config(path, retention, **kw), alert_stream=None)
     for b in batches:
         pipeline.engine.feed(b)
         pipeline.engine.tick()
-    assert pipeline.engine.finish(end_of_input=True)
+    assert pipeline.engine.finish(end_of_input=end)
     pipeline.close()
 
 
@@ -163,3 +184,43 @@ def test_a_worker_with_retention_judges_the_windows_it_keeps_exactly_as_one_with
 def test_less_than_a_day_of_retention_is_refused_naming_the_key() -> None:
     with pytest.raises(ValueError, match="retention_days"):
         DuckDBSinkConfig(retention_days=0.5)
+
+
+def test_a_restart_in_an_incident_older_than_the_retention_still_finds_its_baseline(
+    tmp_path: Path,
+) -> None:
+    """Found in review: an incident open for longer than the retention had its frozen baseline
+    (the windows before it) pruned; a restarted worker re-read nothing, judged every window
+    `insufficient_data` and resolved the incident while it went on."""
+    token_explosion = Incident("token_explosion", timedelta(hours=10), timedelta(hours=42))
+    batches = simulated(hours=52, incidents=(token_explosion,))
+    restart_at = (START + timedelta(hours=45)).timestamp()
+    before = [b for b in batches if b.timestamp.min() < restart_at]
+    after = batches[len(before) :]
+    verdicts = (
+        "SELECT epoch(window_start)::BIGINT, verdict, round(threshold, 1), round(baseline, 1) "
+        f"FROM detections WHERE window_start >= to_timestamp({restart_at}) ORDER BY 1"
+    )
+    seen: dict[Any, list[tuple[Any, ...]]] = {}
+    for retention, name in ((None, "kept"), (1.0, "pruned")):
+        path = tmp_path / f"{name}.duckdb"
+        replay(path, before, retention, end=False, detectors=("tokens",))
+        replay(path, after, retention, detectors=("tokens",))  # the restarted worker
+        seen[name] = query(path, verdicts)
+        seen[name, "alerts"] = query(path, "SELECT status FROM alerts ORDER BY emitted_at")
+    # the incident began 35 hours before the restart: pruned to a day, its baseline is kept
+    assert (
+        oldest_window(tmp_path / "pruned.duckdb", "window_metrics") < START.timestamp() + 10 * HOUR
+    )
+    assert len(seen["kept"]) > 50 and {row[1] for row in seen["kept"]} == {"alert"}
+    assert seen["pruned"] == seen["kept"]
+    assert "resolved" not in {status for (status,) in seen["pruned", "alerts"]}
+
+
+def test_retention_shorter_than_the_late_records_it_folds_is_refused() -> None:
+    """Found in review: a record 38 hours behind the stream (`max_past_seconds` is 7 days) was
+    folded into a window a 1-day retention had deleted, counted again and judged again."""
+    with pytest.raises(ValueError, match=r"sink\.retention_days \(1\) must cover") as caught:
+        LookoutConfig(sink=DuckDBSinkConfig(retention_days=1))
+    assert "7.04 days" in str(caught.value) and "max_past_seconds" in str(caught.value)
+    assert LookoutConfig(sink=DuckDBSinkConfig(retention_days=8)).engine.max_past_seconds == 604800

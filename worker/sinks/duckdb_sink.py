@@ -396,8 +396,10 @@ class DuckDBSink:
 
         Windows are cut in stream time (the newest window written minus the retention), so a
         replay of old logs keeps what it just wrote; DuckDB reuses the freed blocks, so the
-        file stops growing instead of shrinking. Alerts, alert state, references, baseline
-        accepts and writers' progress are kept: small, and what a restart needs."""
+        file stops growing instead of shrinking. Windows a restarted evaluator would re-read
+        (`Checkpoint.keep_windows_from`: an open incident's frozen baseline) are kept however
+        old. Alerts, alert state, references, baseline accepts and writers' progress are kept:
+        small, and what a restart needs."""
         if self._newest_window is None:
             row = con.execute("SELECT max(epoch(window_start)) FROM window_metrics").fetchone()
             self._newest_window = None if row is None or row[0] is None else float(row[0])
@@ -407,6 +409,8 @@ class DuckDBSink:
         if self._newest_window is None:
             return
         cutoff = self._newest_window - retention
+        if cp.keep_windows_from is not None:  # a restart re-reads those: an incident's baseline
+            cutoff = min(cutoff, float(cp.keep_windows_from))
         if self._pruned_through is not None and cutoff - self._pruned_through < PRUNE_STEP_SECONDS:
             return
         window_cutoff = datetime.fromtimestamp(cutoff, tz=UTC)
