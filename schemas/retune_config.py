@@ -260,7 +260,12 @@ class RetuneConfig(BaseModel):
         if self.export is not None:
             return self
         for action in self.actions:
-            values = getattr(action, "parameter_values", None) or getattr(action, "parameters", {})
+            values = dict(
+                getattr(action, "parameter_values", None) or getattr(action, "parameters", {})
+            )
+            for name in ("display_name", "run_name"):
+                if isinstance(getattr(action, name, None), str):
+                    values[name] = getattr(action, name)
             for key, value in values.items():
                 used = sorted(template_fields(value) & EXPORTED_FIELDS)
                 if used:

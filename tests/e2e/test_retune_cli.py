@@ -247,3 +247,28 @@ def test_retune_list_without_a_retune_log_says_where_it_looked(tmp_path: Path) -
         f"lookout: no retune log at {tmp_path / 'outbox.sqlite'}: no worker has run with this "
         "configuration's outbox (alerting.outbox_path, else beside sink.path) here"
     ]
+
+
+def test_retune_list_keeps_a_row_per_request_when_the_reason_spans_lines(tmp_path: Path) -> None:
+    """Found in review: a failed export's DuckDB error (`Binder Error ...\\n\\nLINE 1: ...`) broke
+    the table over several unaligned lines."""
+    from datetime import UTC, datetime
+
+    from alerts.retune.guard import RetuneLog
+
+    config = retune_config(tmp_path, "kind: pubsub, project: p, topic: t", db="multi")
+    at = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
+    log = RetuneLog(tmp_path / "outbox.sqlite")
+    log.record("tune", model="m", dedup_key="lookout:m:safety:c", incident_start=at, at=at)
+    reason = 'failed: exporting: Binder Error: no column "prompt"\n\nLINE 1: SELECT prompt\n   ^'
+    log.settle(
+        "tune", dedup_key="lookout:m:safety:c", incident_start=at, outcome="failed", result=reason
+    )
+    log.close()
+    listed = lookout("retune", "list", "--config", config, cwd=tmp_path)
+    assert listed.returncode == 0, listed.describe()
+    header, row = listed.stdout.splitlines()
+    assert header.endswith("OUTCOME  RESULT")
+    assert row.endswith('failed   failed: exporting: Binder Error: no column "prompt"'), row
+    whole = lookout("retune", "list", "--config", config, "--json", cwd=tmp_path)
+    assert json.loads(whole.stdout)["result"] == reason

@@ -134,6 +134,7 @@ def test_a_vertex_job_id_is_valid_and_one_per_action_and_incident(dedup_key: str
     [
         (KFP, {"parameters": {"data": "{dataset_uri}", "steps": 3}}),
         (VERTEX, {"parameter_values": {"eval": "gs://b/{evaluation_data_uri}"}}),
+        (KFP, {"run_name": "tune-{dataset_uri}"}),
     ],
 )
 def test_a_dataset_uri_parameter_without_an_export_is_refused_at_load(

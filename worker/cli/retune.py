@@ -161,7 +161,9 @@ def list_requests(
                 _short_time(entry.incident_start),
                 str(request.get("consecutive_windows") or "-"),
                 shown(entry),
-                entry.result or "-",
+                # a failed export's DuckDB error spans lines: the table shows its first
+                # (`--json` has it whole)
+                (entry.result or "-").strip().splitlines()[0],
             )
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
