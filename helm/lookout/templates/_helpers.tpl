@@ -203,7 +203,7 @@ an unreachable BigQuery is one line in the log instead of a probe kill without o
 {{- if kindIs "invalid" $given -}}
 {{- max 60 $needed -}}
 {{- else if lt (int $given) $needed -}}
-{{- fail (printf "probes.startup: periodSeconds x failureThreshold (%v x %v s) is shorter than the start-up check of an unreachable BigQuery takes to say so: sink.bigquery.writeTimeoutSeconds + 30 s (%v s); the probe would restart the pod before its reason reaches the log. Raise failureThreshold to at least %d, or leave it empty for that" $v.probes.startup.periodSeconds $given (addf ($v.sink.bigquery.writeTimeoutSeconds | float64) 30) $needed) -}}
+{{- fail (printf "probes.startup: periodSeconds x failureThreshold (%v s x %v) is shorter than the start-up check of an unreachable BigQuery takes to say so: sink.bigquery.writeTimeoutSeconds + 30 s (%v s); the probe would restart the pod before its reason reaches the log. Raise failureThreshold to at least %d, or leave it empty for that" $v.probes.startup.periodSeconds $given (addf ($v.sink.bigquery.writeTimeoutSeconds | float64) 30) $needed) -}}
 {{- else -}}
 {{- int $given -}}
 {{- end -}}
