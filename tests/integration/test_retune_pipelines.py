@@ -238,13 +238,27 @@ def kfp_action(rest: RestStandIn, template: Path, **extra: Any) -> KfpRetune:
     )
 
 
+#: what the pipeline reads without an export: the bucket a pipeline's own step fills
+EXPORTED = {
+    "{dataset_uri}": "gs://ml-data/{model}/{window_start}/train.jsonl",
+    "{evaluation_data_uri}": "gs://ml-data/{model}/{window_start}/eval.jsonl",
+}
+
+
 def alerting_with(action: VertexPipelineRetune | KfpRetune, **extra: Any) -> AlertingConfig:
+    """A config routing to `action`, with no export: its `{dataset_uri}`-style parameters
+    (refused without one) become fixed bucket paths."""
+    settings = action.model_dump()
+    for key in ("parameter_values", "parameters"):
+        if key in settings:
+            settings[key] = {
+                name: EXPORTED.get(value, value) if isinstance(value, str) else value
+                for name, value in settings[key].items()
+            }
     return AlertingConfig.model_validate(
         {
             "routes": [{"receivers": ["log"], "retune": action.name}],
-            "retune": {
-                "actions": [action.model_dump() | {"consecutive_windows": 1, **extra}],
-            },
+            "retune": {"actions": [settings | {"consecutive_windows": 1, **extra}]},
         }
     )
 
