@@ -111,6 +111,9 @@ class Incident(BaseModel):
     last_resolved_at: datetime | None = None
     #: the "sustained level shift" notice went out for this incident
     sustained: bool = False
+    #: the model version(s) the calls named in the window that opened it, kept for the
+    #: incident's every alert (Alertmanager takes it as a label: it must not change)
+    model_version: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -144,8 +147,9 @@ class AlertTracker:
     def config(self) -> AlertingConfig:
         return self._config
 
-    def observe(self, detection: Detection) -> list[Alert]:
-        """The state changes this detection causes (usually none); replays cause none."""
+    def observe(self, detection: Detection, model_version: str | None = None) -> list[Alert]:
+        """The state changes this detection causes (usually none); replays cause none.
+        `model_version`: what the window's calls named, kept by an incident it opens."""
         stream = (detection.model, detection.detector)
         watermark = self._watermarks.get(stream)
         if watermark is not None and detection.window_end <= watermark:
@@ -170,6 +174,8 @@ class AlertTracker:
                 detector=detection.detector,
                 condition=detection.condition,
             )
+            if not current.is_open:
+                current = current.model_copy(update={"model_version": model_version})
             self._store(self._on_alert(current, detection, alerts))
         for incident in list(self._incidents.values()):
             if (
@@ -454,6 +460,7 @@ def _alert(
         baseline=d.baseline if numbers else None,
         sample_size=calls if numbers else 0,
         summary=summary,
+        model_version=incident.model_version,
     )
 
 

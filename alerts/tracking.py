@@ -137,8 +137,8 @@ class EvidenceTracker(AlertTracker):
                 tracker.note_progress(str(r.get("model")), str(r.get("detector")), _progress(r))
         return tracker
 
-    def observe(self, detection: Detection) -> list[Alert]:
-        alerts = super().observe(detection)
+    def observe(self, detection: Detection, model_version: str | None = None) -> list[Alert]:
+        alerts = super().observe(detection, model_version)
         if self.on_alerting is not None and detection.verdict == "alert":
             # the stream's open incident, whichever condition it opened on: a window alerting
             # on another condition counts for it (one incident per stream), retunes included

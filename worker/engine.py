@@ -47,7 +47,7 @@ from worker.sink import (
 )
 from worker.unjudged import UnjudgedStreams
 from worker.window_parts import window_parts
-from worker.window_state import ID_SEED, CommitUndo, OpenWindow
+from worker.window_state import ID_SEED, CommitUndo, OpenWindow, describe_versions
 from worker.windows import Watermark, group_by_window, window_starts
 
 log = logging.getLogger("lookout.engine")
@@ -461,6 +461,7 @@ class Engine:
             state.seen_ids.update(stored.request_ids)
             state.durable_records = stored.records
             state.evaluated = state.closed = stored.evaluated
+            state.versions = dict(stored.versions)
         self._windows[key] = state
         return state
 
@@ -589,7 +590,12 @@ class Engine:
             self._evaluate(self._windows[key])
 
     def _evaluate(self, state: OpenWindow) -> None:
-        result = self._evaluator.evaluate(state.model, state.start, state.current(self._detectors))
+        result = self._evaluator.evaluate(
+            state.model,
+            state.start,
+            state.current(self._detectors),
+            describe_versions(state.versions),
+        )
         state.evaluated = state.closed = True
         self._judged_unwritten.add((state.model, state.start))
         self.stats.windows_evaluated += 1

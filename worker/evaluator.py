@@ -407,7 +407,13 @@ class WindowEvaluator:
             timeline=stream.timeline_before(start, self._window),
         )
 
-    def evaluate(self, model: str, start: int, states: Mapping[str, Any]) -> Evaluation:
+    def evaluate(
+        self,
+        model: str,
+        start: int,
+        states: Mapping[str, Any],
+        model_version: str | None = None,
+    ) -> Evaluation:
         end = start + self._window
         window = WindowRef(
             model=model,
@@ -431,7 +437,7 @@ class WindowEvaluator:
                 result.alerts.extend(self._tracker.restart(detection, note))
                 self._stream(model, name).restart_incident(since, start)
             result.detections.append(detection)
-            result.alerts.extend(self._tracker.observe(detection))
+            result.alerts.extend(self._tracker.observe(detection, model_version))
             incident = self._tracker.open_incident(model, name)
             if incident is not None:
                 if detector.history_windows:

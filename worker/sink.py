@@ -222,6 +222,17 @@ class StoredWindow:
     request_ids: frozenset[str]
     records: int
     evaluated: bool
+    #: records per model_version (None: records that named none), from the slice rows
+    versions: Mapping[str | None, int] = field(default_factory=dict)
+
+
+def add_version_records(
+    versions: dict[str | None, int], version: Any, records: Any
+) -> dict[str | None, int]:
+    """`versions` with one slice row's records added (a row from a sink: NULL is None)."""
+    key = None if version is None else str(version)
+    versions[key] = versions.get(key, 0) + int(records)
+    return versions
 
 
 def windows_one_by_one(

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -36,8 +36,10 @@ from worker.sink import (
     BaselineAccept,
     Checkpoint,
     DetectorRow,
+    PartialRow,
     QuarantinedRecord,
     StoredWindow,
+    add_version_records,
     checkpoint_digest,
     windows_one_by_one,
 )
@@ -121,6 +123,17 @@ class _Partial:
     late_records: int
     analyst: Mapping[str, float | int | None]
     states_json: bytes
+    #: records per model_version, as the sinks' slice rows hold them
+    versions: Mapping[str | None, int] = field(default_factory=dict)
+
+
+def _slice_versions(p: PartialRow) -> dict[str | None, int]:
+    """Records per model_version of a partial row (one slice without a version when it has
+    none), as the real sinks read them back from their slice rows."""
+    versions: dict[str | None, int] = {}
+    for row in p.slices or ():
+        add_version_records(versions, row.model_version, row.records)
+    return versions or {None: p.records}
 
 
 def _json(value: Any, what: str) -> bytes:
@@ -274,6 +287,7 @@ class MemorySink:
                 late_records=p.late_records,
                 analyst=analyst_values(p.states, p.extras),
                 states_json=_json(p.states, f"partial state of {p.model}@{p.window_start}"),
+                versions=_slice_versions(p),
             )
             for p in cp.partials
         ]
@@ -322,11 +336,16 @@ class MemorySink:
             ]
             ids = frozenset(self._request_ids.get((model, window_start), ()))
             evaluated = any(m == model and s == window_start for m, _, s in self._detections)
+        versions: dict[str | None, int] = {}
+        for p in rows:
+            for version, n in p.versions.items():
+                add_version_records(versions, version, n)
         return StoredWindow(
             partial_states=[orjson.loads(p.states_json) for p in rows],
             request_ids=ids,
             records=sum(p.records for p in rows),
             evaluated=evaluated,
+            versions=versions,
         )
 
     def load_windows(

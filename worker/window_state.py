@@ -155,6 +155,9 @@ class OpenWindow:
     slices: dict[SliceKey, SliceDelta] = field(default_factory=dict)
     #: held samples were checked against what other writers stored (see `trim_held`)
     trimmed: bool = False
+    #: records per model_version in the whole window (stored and folded here): which version
+    #: an alert on the window is about
+    versions: dict[str | None, int] = field(default_factory=dict)
 
     @classmethod
     def fresh(
@@ -219,6 +222,8 @@ class OpenWindow:
             delta.records += len(part)
             if self.evaluated:
                 delta.late_records += len(part)
+            version = key[0]
+            self.versions[version] = self.versions.get(version, 0) + len(part)
 
     def _slice_rows(self, detectors: Mapping[str, Detector[Any]]) -> list[SliceRow]:
         rows = []
@@ -396,3 +401,23 @@ def _slice_order(item: tuple[SliceKey, SliceDelta]) -> tuple[str, str, str, str]
         "" if tenant is None else "1",
         tenant or "",
     )
+
+
+#: a version that carries at least this share of a window's records names the window alone
+DOMINANT_VERSION_SHARE = 0.9
+
+
+def describe_versions(versions: Mapping[str | None, int]) -> str | None:
+    """The model version(s) a window's calls named, as its incident keeps them: the version
+    alone when it carries 90% of them, else the largest three by calls (a rollout in
+    progress: `v2, v1`). Names only, no shares: an incident keeps what its first window said,
+    and Alertmanager takes it as a label. None when no call named one."""
+    named = {v: n for v, n in versions.items() if v is not None and n > 0}
+    total = sum(n for n in versions.values() if n > 0)
+    if not named or total == 0:
+        return None
+    ranked = sorted(named.items(), key=lambda item: (-item[1], item[0]))
+    top, count = ranked[0]
+    if count >= DOMINANT_VERSION_SHARE * total:
+        return top
+    return ", ".join(v for v, _ in ranked[:3])

@@ -150,6 +150,7 @@ class RetuneTrigger:
             request = RetuneRequest(
                 action=name,
                 model=alert.model,
+                model_version=incident.model_version,
                 detector=alert.detector,
                 condition=alert.condition,
                 dedup_key=alert.dedup_key,

@@ -204,7 +204,7 @@ def judge_the_window_again(successor: Engine, firing: Alert) -> None:
     """The successor judges the window again and makes the same change (other words)."""
     judged_again = firing.model_copy(update={"summary": "judged again, same change"})
     successor._evaluator.evaluate = (  # type: ignore[method-assign]
-        lambda model, start, states: Evaluation(alerts=[judged_again])
+        lambda model, start, states, model_version=None: Evaluation(alerts=[judged_again])
     )
     successor.feed(one_record("r1"), ["m1"])
     assert successor.finish(end_of_input=True)

@@ -53,6 +53,7 @@ from worker.sink import (
     Checkpoint,
     DetectorRow,
     StoredWindow,
+    add_version_records,
     checkpoint_digest,
 )
 from worker.sinks.bigquery_schema import TABLES
@@ -567,7 +568,7 @@ class BigQuerySink:
     def load_window(self, model: str, window_start: int) -> StoredWindow:
         params = {"model": model, "start": datetime.fromtimestamp(window_start, tz=UTC)}
         partials = self.query(
-            "SELECT states, records FROM {ds}.window_metrics "
+            "SELECT states, records, model_version FROM {ds}.window_metrics "
             f"WHERE model = @model AND window_start = @start {_DEDUP}",
             params,
         )
@@ -589,11 +590,15 @@ class BigQuerySink:
             "AND window_start = @start",
             params,
         )
+        versions: dict[str | None, int] = {}
+        for r in partials:
+            add_version_records(versions, r["model_version"], r["records"])
         return StoredWindow(
             partial_states=[d for r in partials if (d := decode_states(r["states"]))],
             request_ids=frozenset(str(r["request_id"]) for r in ids),
             records=sum(int(r["records"]) for r in partials),
             evaluated=bool(judged and judged[0]["n"]),
+            versions=versions,
         )
 
     def load_windows(
@@ -610,7 +615,7 @@ class BigQuerySink:
             "models": sorted({m for m, _ in windows}),
         }
         partials = self.query(
-            "SELECT model, UNIX_SECONDS(window_start) AS s, states, records "
+            "SELECT model, UNIX_SECONDS(window_start) AS s, states, records, model_version "
             f"FROM {{ds}}.window_metrics WHERE {where} {_DEDUP}",
             params,
         )
@@ -635,8 +640,10 @@ class BigQuerySink:
 
         states: dict[tuple[str, int], list[Mapping[str, DetectorRow]]] = {}
         records: dict[tuple[str, int], int] = {}
+        versions: dict[tuple[str, int], dict[str | None, int]] = {}
         for r in partials:
             records[key(r)] = records.get(key(r), 0) + int(r["records"])
+            add_version_records(versions.setdefault(key(r), {}), r["model_version"], r["records"])
             if decoded := decode_states(r["states"]):
                 states.setdefault(key(r), []).append(decoded)
         stored_ids: dict[tuple[str, int], set[str]] = {}
@@ -649,6 +656,7 @@ class BigQuerySink:
                 request_ids=frozenset(stored_ids.get(k, ())),
                 records=records.get(k, 0),
                 evaluated=k in evaluated,
+                versions=versions.get(k, {}),
             )
             for k in dict.fromkeys(windows)
         }

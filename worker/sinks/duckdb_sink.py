@@ -43,6 +43,7 @@ from worker.sink import (
     Checkpoint,
     DetectorRow,
     StoredWindow,
+    add_version_records,
     checkpoint_digest,
     request_id_groups,
     windows_one_by_one,
@@ -616,7 +617,8 @@ class DuckDBSink:
         with self._lock:
             con = self._con
             states = con.execute(
-                "SELECT states, records FROM window_metrics WHERE model = ? AND window_start = ?",
+                "SELECT states, records, model_version FROM window_metrics "
+                "WHERE model = ? AND window_start = ?",
                 [model, ts],
             ).fetchall()
             ids = con.execute(
@@ -627,11 +629,15 @@ class DuckDBSink:
                 "SELECT count(*) FROM detections WHERE model = ? AND window_start = ?",
                 [model, ts],
             ).fetchone()
+        versions: dict[str | None, int] = {}
+        for _, n, version in states:
+            add_version_records(versions, version, n)
         return StoredWindow(
-            partial_states=[d for s, _ in states if (d := decode_states(s))],
+            partial_states=[d for s, _, _ in states if (d := decode_states(s))],
             request_ids=frozenset(r for (r,) in ids),
-            records=sum(int(n) for _, n in states),
+            records=sum(int(n) for _, n, _ in states),
             evaluated=bool(evaluated and evaluated[0]),
+            versions=versions,
         )
 
     def load_windows(
