@@ -50,14 +50,16 @@ from schemas.retune_config import RetuneConfig, check_detector_patterns
 SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
 
 #: the alert fields a route may group by (labels Alertmanager would see); not model_version or
-#: tenant: an alert is a model's, judged over all its versions and tenants, and carries neither
+#: tenant: an alert is a model's, judged over all its versions and tenants (the version it
+#: names is what its incident's first window's calls said, for the reader, not a slice judged)
 GroupLabel = Literal["dedup_key", "model", "detector", "condition", "severity"]
 #: why a route may not match on model_version or tenant (found in review: a route on
 #: `tenant: acme` was accepted and never matched, and acme's alerts went to the default)
 NOT_PER_SLICE = (
-    "alerts are judged per model over all its versions and tenants and carry neither, so this "
-    "route would never match; route on `model` (a glob such as gemini-*), and split cost or "
-    "block rate by tenant or version in the tables (window_metrics_merged)"
+    "alerts are judged per model over all its versions and tenants (the version an alert "
+    "names is what its calls said, not a slice judged on its own), so such a route would "
+    "never match the slice it names; route on `model` (a glob such as gemini-*), and split "
+    "cost or block rate by tenant or version in the tables (window_metrics_merged)"
 )
 
 

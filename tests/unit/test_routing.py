@@ -139,7 +139,7 @@ def test_a_route_on_a_misspelt_detector_is_refused_naming_the_likely_one() -> No
 def test_a_route_on_tenant_or_version_is_refused_not_silently_never_matched(key: str) -> None:
     """An alert is a whole model's (judged over all its versions and tenants): a route on
     `tenant: acme` was accepted, matched nothing, and acme's pages went to the default."""
-    with pytest.raises(ValidationError, match="never match; route on `model`"):
+    with pytest.raises(ValidationError, match="never match the slice it names; route on `model`"):
         AlertingConfig.model_validate(
             {"routes": [{"receivers": ["acme"], key: "acme"}], "receivers": []}
         )

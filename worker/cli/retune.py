@@ -163,7 +163,7 @@ def list_requests(
                 shown(entry),
                 # a failed export's DuckDB error spans lines: the table shows its first
                 # (`--json` has it whole)
-                (entry.result or "-").strip().splitlines()[0],
+                (entry.result or "-").strip().splitlines()[0].removeprefix("(dry run): "),
             )
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
