@@ -8,6 +8,7 @@ pipeline) on the same sink.
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import zlib
@@ -359,20 +360,47 @@ def test_open_windows_stay_bounded_over_a_long_stream_and_judged_windows_are_dro
     assert sink.total_records() == engine.stats.records
 
 
-def test_out_of_order_input_is_held_to_max_open_windows() -> None:
+def test_out_of_order_input_is_held_to_max_open_windows(caplog: pytest.LogCaptureFixture) -> None:
     sink = MemorySink()
     engine = make_engine(sink, max_open_windows=8)
     batches = simulated(30, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=30)
     random.Random(5).shuffle(batches)
-    for batch in batches:
-        engine.feed(batch)
-        engine.tick()
-        assert engine.open_windows <= 8
+    with caplog.at_level(logging.WARNING, logger="lookout.engine"):
+        for batch in batches:
+            engine.feed(batch)
+            engine.tick()
+            assert engine.open_windows <= 8
+    assert [r for r in caplog.records if "oldest early" in r.getMessage()]  # judged early: said
     assert engine.finish(end_of_input=True)
     total = sum(len(b) for b in batches)
     assert sink.total_records() == total == engine.stats.records
     verdicts = Counter((d.model, d.window_start) for d in sink.detections())
     assert len(verdicts) == 3 * 30 and set(verdicts.values()) == {3}  # each window judged once
+
+
+def test_windows_the_watermark_closed_are_written_and_dropped_without_an_early_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One poll of a quiet stream's file spans many windows (a message of 2,000 lines is an
+    hour at 10 calls a minute): the messages move the watermark one by one, so the windows
+    behind it are complete, and shedding them to stay under max_open_windows is no "closing
+    early" (a newcomer's 50-hour replay was warned 14 times). Unsorted input still is."""
+    sink = MemorySink()
+    engine = make_engine(sink, max_open_windows=8)
+    batches = simulated(30, models=("gemini-1.5-flash", "text-bison", "gpt-4o-mini"), rate=30)
+    with caplog.at_level(logging.WARNING, logger="lookout.engine"):
+        for batch in batches[:20]:  # one poll: its messages folded, then one tick
+            engine.feed(batch)
+        engine.tick()
+        assert engine.open_windows <= 8
+        for batch in batches[20:]:
+            engine.feed(batch)
+            engine.tick()
+    assert not [r for r in caplog.records if "oldest early" in r.getMessage()]
+    assert engine.finish(end_of_input=True)
+    assert sink.total_records() == sum(len(b) for b in batches) == engine.stats.records
+    verdicts = Counter((d.model, d.window_start) for d in sink.detections())
+    assert len(verdicts) == 3 * 30 and set(verdicts.values()) == {3}
 
 
 # -- 6. restarts keep baselines and alert state ------------------------------------------------
