@@ -40,6 +40,10 @@ class Rendered:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o["kind"] == kind]
 
+    def workloads(self) -> list[dict[str, Any]]:
+        """Every object that runs pods: ingest's Deployment, the one-pod StatefulSets."""
+        return self.of_kind("Deployment") + self.of_kind("StatefulSet")
+
     def one(self, kind: str, name: str) -> dict[str, Any]:
         found = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
         assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"

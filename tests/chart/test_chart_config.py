@@ -96,7 +96,7 @@ def _cases() -> list[Any]:
     cases = []
     for name in VALUES_FILES:
         rendered = render(load_values(name))
-        for deployment in rendered.of_kind("Deployment"):
+        for deployment in rendered.workloads():
             role = deployment["metadata"]["name"].removeprefix("lookout-")
             text = config_maps(rendered)[f"lookout-{role}"]
             missing = _missing_pieces(yaml.safe_load(text))
@@ -143,7 +143,7 @@ def test_secrets_referenced_are_exactly_the_receivers(name: str) -> None:
     for receiver in values.get("receivers", []):
         expected |= values_secret_refs(receiver)
     maps = config_maps(rendered)
-    for deployment in rendered.of_kind("Deployment"):
+    for deployment in rendered.workloads():
         role = deployment["metadata"]["name"].removeprefix("lookout-")
         refs = secret_env(deployment)
         config = yaml.safe_load(maps[f"lookout-{role}"])
@@ -186,7 +186,7 @@ def test_worker_flushes_before_the_kubelet_kills_it() -> None:
     for name in VALUES_FILES:
         rendered = render(load_values(name))
         maps = config_maps(rendered)
-        for deployment in rendered.of_kind("Deployment"):
+        for deployment in rendered.workloads():
             role = deployment["metadata"]["name"].removeprefix("lookout-")
             grace = yaml.safe_load(maps[f"lookout-{role}"])["engine"]["grace_period_seconds"]
             pod = deployment["spec"]["template"]["spec"]
@@ -220,7 +220,7 @@ def test_the_default_grace_outlasts_a_final_bigquery_checkpoint() -> None:
         rendered = render(values)
         maps = config_maps(rendered)
         got = {}
-        for deployment in rendered.of_kind("Deployment"):
+        for deployment in rendered.workloads():
             role = deployment["metadata"]["name"].removeprefix("lookout-")
             got[role] = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             engine = yaml.safe_load(maps[f"lookout-{role}"])["engine"]
@@ -229,8 +229,8 @@ def test_the_default_grace_outlasts_a_final_bigquery_checkpoint() -> None:
 
 
 def test_config_changes_roll_the_pods() -> None:
-    before = render({}).of_kind("Deployment")[0]
-    after = render({"config": {"engine": {"window_seconds": 120}}}).of_kind("Deployment")[0]
+    before = render({}).workloads()[0]
+    after = render({"config": {"engine": {"window_seconds": 120}}}).workloads()[0]
     key = "checksum/config"
     annotations = [d["spec"]["template"]["metadata"]["annotations"][key] for d in (before, after)]
     assert annotations[0] != annotations[1]
@@ -272,7 +272,7 @@ def test_a_duckdb_install_keeps_eight_days_of_windows_unless_told_otherwise() ->
 
 def startup_budgets(values: dict[str, Any]) -> set[int]:
     """periodSeconds x failureThreshold of every Deployment's startup probe."""
-    probes = [container(d)["startupProbe"] for d in render(values).of_kind("Deployment")]
+    probes = [container(d)["startupProbe"] for d in render(values).workloads()]
     return {p["periodSeconds"] * p["failureThreshold"] for p in probes}
 
 

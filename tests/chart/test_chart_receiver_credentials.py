@@ -128,7 +128,7 @@ def _config(values: dict[str, Any], role: str) -> dict[str, Any]:
 
 
 def test_credentials_reach_the_pod_as_secret_key_refs() -> None:
-    deployment = render(VALUES).one("Deployment", "lookout-all")
+    deployment = render(VALUES).one("StatefulSet", "lookout-all")
     assert secret_env(deployment) == EXPECTED_ENV
     # by environment variable only: no Secret is mounted, nothing else changes on the pod
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
@@ -176,7 +176,7 @@ def test_rendered_config_names_the_variables_and_lookout_accepts_it() -> None:
 
 def test_split_mode_gives_credentials_to_the_evaluator_only() -> None:
     rendered = render({**VALUES, **SPLIT})
-    assert secret_env(rendered.one("Deployment", "lookout-evaluate")) == EXPECTED_ENV
+    assert secret_env(rendered.one("StatefulSet", "lookout-evaluate")) == EXPECTED_ENV
     assert secret_env(rendered.one("Deployment", "lookout-ingest")) == {}
     assert _config({**VALUES, **SPLIT}, "evaluate")["alerting"]["receivers"] == (EXPECTED_RECEIVERS)
     assert "alerting" not in _config({**VALUES, **SPLIT}, "ingest")

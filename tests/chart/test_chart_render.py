@@ -68,6 +68,7 @@ def test_full_values_render_every_feature() -> None:
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
+        "StatefulSet",
         "TriggerAuthentication",
     ]
 
@@ -76,7 +77,7 @@ def test_the_validators_refuse_what_a_cluster_refuses() -> None:
     """A typo'd field in a built-in kind and in a custom resource is caught: the strict checks
     above are not vacuous."""
     full = render(load_values("full-values"))
-    deployment = json.loads(json.dumps(full.of_kind("Deployment")[0]))
+    deployment = json.loads(json.dumps(full.workloads()[0]))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     assert validate(deployment)
     scaled = json.loads(json.dumps(full.of_kind("ScaledObject")[0]))
@@ -123,7 +124,7 @@ def test_managed_prometheus_scrapes_and_evaluates_the_rules_without_an_operator(
     managed = render(load_values("gke-autopilot-values"))
     assert not managed.of_kind("ServiceMonitor") and not managed.of_kind("PrometheusRule")
     (monitoring,) = managed.of_kind("PodMonitoring")
-    (deployment,) = managed.of_kind("Deployment")
+    (deployment,) = managed.workloads()
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert monitoring["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     ports = {
@@ -169,9 +170,14 @@ def test_managed_prometheus_scrapes_and_evaluates_the_rules_without_an_operator(
 def test_split_mode_runs_many_ingest_replicas_and_one_evaluator() -> None:
     full = render(load_values("full-values"))
     ingest = full.one("Deployment", "lookout-ingest")
-    evaluate = full.one("Deployment", "lookout-evaluate")
+    evaluate = full.one("StatefulSet", "lookout-evaluate")
     assert evaluate["spec"]["replicas"] == 1
-    assert evaluate["spec"]["strategy"] == {"type": "Recreate"}
+    # a StatefulSet never runs a second pod while the first may still live on a lost node
+    assert evaluate["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    # a pod that never gets ready must not block the rollout that would fix it
+    assert evaluate["spec"]["podManagementPolicy"] == "Parallel"
+    assert full.one("Service", evaluate["spec"]["serviceName"])
+    assert full.of_kind("Deployment") == [ingest]
     # KEDA owns ingest's replica count; a fixed count would fight it on every upgrade
     assert "replicas" not in ingest["spec"]
     scaled = full.one("ScaledObject", "lookout-ingest")
@@ -197,7 +203,7 @@ def test_workload_identity_and_no_key_files() -> None:
     (account,) = full.of_kind("ServiceAccount")
     annotation = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
     assert annotation == "lookout@my-project.iam.gserviceaccount.com"
-    for deployment in full.of_kind("Deployment"):
+    for deployment in full.workloads():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == account["metadata"]["name"]
         env = {e["name"] for e in pod["containers"][0].get("env", [])}
@@ -206,7 +212,7 @@ def test_workload_identity_and_no_key_files() -> None:
 
 def test_pods_are_locked_down() -> None:
     for name in VALUES_FILES:
-        for deployment in render(load_values(name)).of_kind("Deployment"):
+        for deployment in render(load_values(name)).workloads():
             pod = deployment["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
             assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -239,26 +245,27 @@ def test_every_role_has_a_disruption_budget() -> None:
     for name in VALUES_FILES:
         rendered = render(load_values(name))
         budgets = {p["metadata"]["name"] for p in rendered.of_kind("PodDisruptionBudget")}
-        deployments = {d["metadata"]["name"] for d in rendered.of_kind("Deployment")}
+        deployments = {d["metadata"]["name"] for d in rendered.workloads()}
         assert budgets == deployments
 
 
 def test_notes_tell_how_to_check_the_install() -> None:
     notes = render({}).notes
-    assert "port-forward deployment/lookout-all 9464:9464" in notes
+    assert "port-forward statefulset/lookout-all 9464:9464" in notes
+    assert "rollout status statefulset/lookout-all" in notes
     assert "/readyz" in notes
     assert 'source.kind is "file"' in notes
     # the default file source is not there: it said the worker reads it and is restarted
     assert "the chart puts no file there" in notes
     full = render(load_values("full-values")).notes
     assert "oncall-pagerduty (pagerduty)" in full
-    assert "logs deployment/lookout-evaluate" in full
+    assert "logs statefulset/lookout-evaluate" in full
 
 
 def test_every_probe_setting_reaches_the_pod() -> None:
     """probes.startup.timeoutSeconds was accepted by the schema and never rendered."""
     probes = {name: {"timeoutSeconds": 7} for name in ("startup", "liveness", "readiness")}
-    (deployment,) = render({"probes": probes}).of_kind("Deployment")
+    (deployment,) = render({"probes": probes}).workloads()
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     for name in probes:
         assert container[f"{name}Probe"]["timeoutSeconds"] == 7, name
@@ -267,7 +274,7 @@ def test_every_probe_setting_reaches_the_pod() -> None:
 def test_extra_volumes_reach_every_pod() -> None:
     """A dead-letter overflow folder, a retune token as a file: the chart had no way to mount
     either."""
-    for deployment in render(load_values("full-values")).of_kind("Deployment"):
+    for deployment in render(load_values("full-values")).workloads():
         pod = deployment["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["dead-letter-overflow"]["emptyDir"] == {"sizeLimit": "2Gi"}
@@ -280,7 +287,8 @@ def test_extra_volumes_reach_every_pod() -> None:
 def test_split_mode_notes_check_the_evaluator_s_configuration_too() -> None:
     notes = render(load_values("full-values")).notes
     assert "exec deployment/lookout-ingest -- lookout config check" in notes
-    assert "exec deployment/lookout-evaluate -- lookout config check" in notes
+    assert "port-forward deployment/lookout-ingest" in notes
+    assert "exec statefulset/lookout-evaluate -- lookout config check" in notes
 
 
 def test_notes_warn_that_an_outbox_on_an_empty_dir_loses_undelivered_pages() -> None:
@@ -296,7 +304,7 @@ def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
     """The evaluator's alert outbox (and, in mode all, the DuckDB file) on a claimed volume."""
     full = render(load_values("full-values"))
     (claim,) = full.of_kind("PersistentVolumeClaim")
-    evaluate = full.one("Deployment", "lookout-evaluate")
+    evaluate = full.one("StatefulSet", "lookout-evaluate")
     volumes = {v["name"]: v for v in evaluate["spec"]["template"]["spec"]["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     ingest = full.one("Deployment", "lookout-ingest")

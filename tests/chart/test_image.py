@@ -87,7 +87,7 @@ def test_entrypoint_and_chart_arguments_agree() -> None:
     assert entrypoint == ["/usr/bin/tini", "--", "lookout"]
     for name in VALUES_FILES:
         rendered = render(load_values(name))
-        for deployment in rendered.of_kind("Deployment"):
+        for deployment in rendered.workloads():
             box = container(deployment)
             # the chart keeps the image's entrypoint (tini → lookout) and passes arguments
             assert "command" not in box
@@ -106,7 +106,7 @@ def test_image_user_is_the_pods_user() -> None:
     uid, gid = (int(part) for part in user.split(":"))
     assert uid != 0 and gid != 0
     for name in VALUES_FILES:
-        for deployment in render(load_values(name)).of_kind("Deployment"):
+        for deployment in render(load_values(name)).workloads():
             pod = deployment["spec"]["template"]["spec"]["securityContext"]
             assert (pod["runAsUser"], pod["runAsGroup"]) == (uid, gid)
 
@@ -114,7 +114,7 @@ def test_image_user_is_the_pods_user() -> None:
 def test_exposed_port_is_the_probed_and_scraped_port() -> None:
     (exposed,) = (int(p) for p in final().all("EXPOSE"))
     rendered = render(load_values("full-values"))
-    for deployment in rendered.of_kind("Deployment"):
+    for deployment in rendered.workloads():
         box = container(deployment)
         (port,) = box["ports"]
         assert (port["name"], port["containerPort"]) == ("metrics", exposed)
@@ -127,7 +127,7 @@ def test_exposed_port_is_the_probed_and_scraped_port() -> None:
 
 
 def test_probe_paths_are_answered_by_lookouts_health_server() -> None:
-    deployment = render({}).of_kind("Deployment")[0]
+    deployment = render({}).workloads()[0]
     box = container(deployment)
     paths = {box[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert paths == {"/healthz", "/readyz"}

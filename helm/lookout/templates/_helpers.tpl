@@ -346,3 +346,9 @@ for Prometheus's own), for the PrometheusRule or a GlobalRules. Takes root, metr
     description: Ingest cannot keep up; add replicas (ingest.autoscaling / keda.maxReplicaCount) or look for slow checkpoints.
     runbook_url: {{ $r.runbookBaseUrl }}#lookoutbackloggrowing
 {{- end -}}
+
+{{/* Ingest scales out (a Deployment); the one-replica roles that judge, page and write a DuckDB
+file are a StatefulSet, which never runs two of its pod at once. */}}
+{{- define "lookout.workloadKind" -}}
+{{- if eq . "ingest" }}Deployment{{ else }}StatefulSet{{ end -}}
+{{- end }}
