@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
@@ -164,6 +165,9 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO, *, color: bool | None = None, name: str = "console") -> None:
         self._stream = stream
         self._name = name
+        #: lines written, by severity: a command's summary says how many changes it did not
+        #: print, and why (info, or routed to other receivers), rather than guess
+        self.printed: Counter[str] = Counter()
         self._color = stream.isatty() if color is None else color
         self._console = (
             Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
@@ -180,6 +184,7 @@ class ConsoleNotifier:
                 else:
                     style = _STYLES.get((alert.status, alert.severity), "green")
                     self._console.print(Text(line, style=style))
+                self.printed[alert.severity] += 1
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed (terminal)
             raise notifier_error(self._name, "writing to the console", exc) from exc

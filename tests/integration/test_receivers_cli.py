@@ -3,6 +3,7 @@ the config file (secrets from env and mounted files), and the README's examples.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,16 @@ def test_a_replay_sends_grouped_notifications_before_it_exits(
     assert any(t.startswith("[RESOLVED") for t in texts), replay.describe()
     assert servers["slack"].problems == []
     assert "not sent yet" not in replay.stderr
+    # routed only to Slack: nothing printed, and the summary says so rather than "2 info, not
+    # printed" as if the other changes had been printed above
+    assert "FIRING" not in replay.stdout, replay.describe()
+    summary = next(line for line in replay.stderr.splitlines() if "replayed logs.ndjson" in line)
+    counts = re.search(
+        r"(\d+) alert changes \((\d+) routed to receivers(?:, (\d+) info)?, not", summary
+    )
+    assert counts, summary
+    changes, routed, info = (int(n or 0) for n in counts.groups())
+    assert routed >= len(texts) and routed + info == changes, summary
 
 
 def test_config_check_warns_about_secrets_it_cannot_read_here(tmp_path: Path) -> None:

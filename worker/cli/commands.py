@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
@@ -32,8 +33,10 @@ from worker.cli.app import (
 from worker.cli.log_format import say
 
 if TYPE_CHECKING:
+    from alerts.notifiers import ConsoleNotifier
     from schemas.config import LookoutConfig
     from schemas.decode.api import DecodeLimits
+    from schemas.detection import Alert
     from schemas.prediction_log import PredictionLog
     from worker.engine import Engine
 
@@ -178,15 +181,14 @@ def replay(
             f"{file}: {more} more quarantined, in the table quarantined_records",
             "WARNING",
         )
-    info = sum(1 for a in stats.alerts if a.severity == "info")
+    unprinted = _unprinted_changes(stats.alerts, pipeline.console)
     say(
         "lookout.replay",
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
         f"{result.invalid_records} invalid, {stats.quarantined} quarantined (event time), "
         f"{stats.late} late, {counted(stats.windows_evaluated, 'window')} "
         f"evaluated, {counted(len(stats.alerts), 'alert change')}"
-        # info changes (descriptor drift) explain incidents; they are logged, not printed
-        + (f" ({info} info, not printed: in {_kept_in(config, report)})" if info else "")
+        + (f" ({unprinted}, not printed: in {_kept_in(config, report)})" if unprinted else "")
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         file=file,
         records=stats.records,
@@ -351,6 +353,19 @@ def simulate(
     except OSError as error:
         fail(f"simulate: cannot write {out}: {error.strerror}", code=1)
     typer.echo(f"wrote {count} records to {out}", err=True)
+
+
+def _unprinted_changes(alerts: Sequence[Alert], console: ConsoleNotifier | None) -> str:
+    """Which alert changes the console did not print, e.g. "3 routed to receivers, 2 info":
+    info changes (descriptor drift) explain incidents and go to the log; routes may send the
+    others only to Slack or a webhook. Counted from what was printed, so a replay whose routes
+    name no console does not read as if the rest had been printed. "" when all were."""
+    severities = Counter(a.severity for a in alerts)
+    printed = console.printed if console is not None else Counter[str]()
+    info = severities["info"] - printed["info"]
+    routed = sum(severities.values()) - severities["info"] - (printed.total() - printed["info"])
+    parts = [f"{routed} routed to receivers" if routed > 0 else "", f"{info} info" if info else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _kept_in(config: LookoutConfig, report: Path | None) -> str:

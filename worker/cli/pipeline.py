@@ -60,6 +60,8 @@ class Pipeline:
     dispatcher: Dispatcher | None = None
     #: retune actions named by routes (`alerting.retune`)
     retune: RetuneTrigger | None = None
+    #: the console receiver, when alerts are printed to a stream (it counts what it printed)
+    console: ConsoleNotifier | None = None
 
     @property
     def limits(self) -> DecodeLimits:
@@ -272,10 +274,8 @@ def build_pipeline(
     )
 
     notifiers: dict[str, Notifier] = {"log": LogNotifier()}
-    if alert_stream is not None:
-        notifiers["console"] = ConsoleNotifier(alert_stream)
-    else:
-        notifiers["console"] = LogNotifier()
+    console = ConsoleNotifier(alert_stream) if alert_stream is not None else None
+    notifiers["console"] = console or LogNotifier()
     notifiers.update(extra_notifiers or {})
     dispatcher = None
     if config.alerting.receivers and config.engine.role != "ingest":
@@ -367,5 +367,5 @@ def build_pipeline(
         # windows a stopped worker left unjudged (an evaluator finds them by itself)
         engine.resume(sink.unevaluated_windows(limit=config.engine.max_open_windows // 2))
     return Pipeline(
-        config, detectors, sink, evaluator, engine, metrics, registry, dispatcher, retune
+        config, detectors, sink, evaluator, engine, metrics, registry, dispatcher, retune, console
     )
