@@ -5,7 +5,9 @@ A model too quiet for a detector's minimums (8 calls a minute against a latency 
 is stored with its reason and counted in `lookout_detections_total{verdict}`, yet an on-call
 reading the pages sees only silence, which reads as healthy. One warning per (model, detector)
 when its windows have gone without a verdict for `after` windows in a row, and again only
-after a verdict has come in between.
+after it has given verdicts for `after` windows in a row: a model whose baseline sits at its
+minimum (490 to 510 calls in 48 windows against 500) flips between a verdict and none every
+few windows, and re-warning after each single verdict said the same thing 7 times in 50 hours.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ DEFAULT_AFTER_WINDOWS = 60
 @dataclass
 class UnjudgedStreams:
     after: int = DEFAULT_AFTER_WINDOWS
+    #: windows in a row without a verdict, per stream
     _runs: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: streams warned about, with the verdicts in a row they have given since
+    _warned: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def observe(self, detections: Sequence[Detection]) -> list[str]:
         """The warnings these detections complete (usually none)."""
@@ -31,10 +36,17 @@ class UnjudgedStreams:
             key = (d.model, d.detector)
             if d.verdict != "insufficient_data":
                 self._runs.pop(key, None)
+                if key in self._warned:
+                    self._warned[key] += 1
+                    if self._warned[key] >= self.after:  # judged for long: a new silence is news
+                        del self._warned[key]
                 continue
+            if key in self._warned:
+                self._warned[key] = 0
             run = self._runs.get(key, 0) + 1
             self._runs[key] = run
-            if run == self.after:
+            if run == self.after and key not in self._warned:
+                self._warned[key] = 0
                 said.append(
                     f"{d.model} {d.detector}: no verdict for {run} windows in a row, so no "
                     f"alert can come from it (latest: {d.reason.rstrip('.')}); {_advice(d)}"

@@ -71,3 +71,32 @@ def test_a_model_without_the_data_a_detector_reads_is_not_called_quiet() -> None
     [said] = watch.observe([no_embeddings])
     assert "leave embedding_drift out of detectors.enabled" in said
     assert "quiet" not in said
+
+
+def _latency(verdict: str) -> Detection:
+    window = datetime(2026, 1, 5, tzinfo=UTC)
+    return Detection(
+        detector="latency",
+        model="text-bison",
+        window_start=window,
+        window_end=window,
+        verdict=verdict,
+        condition="latency_p95_regression",
+        reason="not judged: 9 calls with a latency in the window (minimum 50)",
+        sample_size=9,
+    )
+
+
+def test_a_stream_flipping_around_its_minimum_is_named_once_until_judged_for_long() -> None:
+    """Found replaying 50 hours at 10 calls a minute: a latency baseline at 490-510 calls in 48
+    windows against its minimum of 500 gave a verdict every few windows, and each one re-armed
+    the warning: the same line 7 times for one model."""
+    watch = UnjudgedStreams(after=10)
+    silent, judged = _latency("insufficient_data"), _latency("ok")
+    said = []
+    for _ in range(10):  # ten stretches: 10 windows unjudged, 3 judged
+        said += watch.observe([silent] * 10 + [judged] * 3)
+    assert len(said) == 1, said
+    # judged for `after` windows in a row, then silent again: that is news, said once more
+    said += watch.observe([judged] * 10 + [silent] * 10)
+    assert len(said) == 2, said
