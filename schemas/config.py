@@ -203,6 +203,12 @@ class EngineConfig(_Strict):
     #: counts late. None: the frontier moves only with records
     idle_close_seconds: float | None = Field(default=60.0, gt=0)
 
+    def late_record_horizon_seconds(self) -> float:
+        """How far behind the newest window a record is still folded into its own window (the
+        newest window can run `max_future_skew_seconds` ahead): a store that deletes windows
+        sooner deletes their request ids, and such a record is counted again."""
+        return self.max_past_seconds + self.max_future_skew_seconds + self.window_seconds
+
 
 class DecodeConfig(_Strict):
     #: a longer record is one `DecodeError` (the file reader skips the rest of such a line)
@@ -392,7 +398,7 @@ class LookoutConfig(BaseSettings):
         sink, engine = self.sink, self.engine
         if not isinstance(sink, DuckDBSinkConfig) or sink.retention_days is None:
             return None
-        needed = engine.max_past_seconds + engine.max_future_skew_seconds + engine.window_seconds
+        needed = engine.late_record_horizon_seconds()
         if sink.retention_days * 86_400 < needed:
             return (
                 f"sink.retention_days ({sink.retention_days:g}) must cover "

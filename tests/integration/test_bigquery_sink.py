@@ -33,7 +33,7 @@ from schemas.detector_config import LatencyConfig
 from tests.integration.bigquery_emulator import BigQueryEmulator
 from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.sink import Checkpoint
-from worker.sinks.bigquery_sink import BigQuerySink
+from worker.sinks.bigquery_sink import BigQuerySink, BigQuerySinkError
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 from worker.testing import FakeClock
@@ -109,6 +109,62 @@ def test_bq_init_dry_run_prints_the_ddl_and_touches_nothing(
     assert "CREATE TABLE IF NOT EXISTS `d.window_metrics`" in result.stdout
     assert "PARTITION BY DATE(window_start)\nCLUSTER BY model" in result.stdout
     assert "CREATE OR REPLACE VIEW `d.window_metrics_merged`" in result.stdout
+
+
+def test_bq_init_sets_partition_expiration_on_the_window_tables_only(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    """An analyst's dataset grew by every window forever: BigQuery storage billed for years
+    of 1-minute rows nobody reads. The window tables' partitions expire; alerts stay."""
+    project, dataset = bigquery_emulator.project, "llm_monitoring_expiring"
+    init = ("bq", "init", "--project", project, "--dataset", dataset)
+    first = lookout(bigquery_emulator, *init, "--partition-expiration-days", "30")
+    assert first.returncode == 0, first.stderr
+    client = bigquery_emulator.client()
+
+    def expiration_days(table: str) -> float | None:
+        ms = client.get_table(f"{project}.{dataset}.{table}").time_partitioning.expiration_ms
+        return None if ms is None else int(ms) / 86_400_000
+
+    expiring = ("window_metrics", "window_request_ids", "detections", "writer_progress")
+    assert [expiration_days(t) for t in expiring] == [30, 30, 30, 30]
+    assert expiration_days("alerts") is None  # an incident's record outlives its windows
+    # again with the same value: nothing changes; without the option: left as it is
+    for again in ((*init, "--partition-expiration-days", "30"), init):
+        second = lookout(bigquery_emulator, *again)
+        assert second.stdout.strip() == f"{project}.{dataset}: up to date, nothing changed"
+    longer = lookout(bigquery_emulator, *init, "--partition-expiration-days", "90")
+    assert f"partition expiration of {dataset}.window_metrics: 90 days (was 30 days)" in (
+        longer.stdout
+    )
+    assert expiration_days("detections") == 90
+    # a worker whose late records reach further back than the partitions last refuses to start
+    year = 365 * 86_400.0
+    with pytest.raises(BigQuerySinkError, match=r"--partition-expiration-days 366"):
+        BigQuerySink(project, dataset, client=client, keep_seconds=year)
+    BigQuerySink(
+        project, dataset, client=client, keep_seconds=EngineConfig().late_record_horizon_seconds()
+    )
+    client.close()
+
+
+def test_bq_init_refuses_an_expiration_shorter_than_late_records_reach(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    """Partitions of day D go at D 00:00 UTC + the expiration, and a record 7 days late (the
+    default engine.max_past_seconds) is folded into its window: 8 days could delete a window
+    whose late records were still coming, and they would be counted again."""
+    init = ("bq", "init", "--project", bigquery_emulator.project, "--dataset", "never_made")
+    refused = lookout(bigquery_emulator, *init, "--partition-expiration-days", "8")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("lookout bq init: --partition-expiration-days 8 is shorter")
+    assert "Traceback" not in refused.stderr
+    dry = lookout(bigquery_emulator, *init, "--partition-expiration-days", "9", "--dry-run")
+    assert "partition_expiration_days=9)" in dry.stdout
+    assert "ALTER TABLE `never_made.window_metrics` SET OPTIONS(partition_expiration_days=9)" in (
+        dry.stdout
+    )
+    assert "never_made" not in [d.dataset_id for d in bigquery_emulator.client().list_datasets()]
 
 
 # -- a replayed stream ------------------------------------------------------------------------

@@ -23,6 +23,15 @@ bq_app = typer.Typer(
 app.add_typer(bq_app, name="bq")
 
 
+def _min_expiration_days() -> int:
+    """The shortest partition expiration that keeps every window a late record may still be
+    folded into, with the defaults (`partition_expiration_days`)."""
+    from schemas.config import EngineConfig
+    from worker.sinks.bigquery_schema import partition_expiration_days
+
+    return partition_expiration_days(EngineConfig().late_record_horizon_seconds())
+
+
 def _die(message: str) -> NoReturn:
     typer.echo(f"lookout bq init: {message}", err=True)
     raise typer.Exit(1)
@@ -42,12 +51,32 @@ def init(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the DDL; create or change nothing.")
     ] = False,
+    partition_expiration_days: Annotated[
+        int | None,
+        typer.Option(
+            "--partition-expiration-days",
+            min=1,
+            help="Delete window_metrics, window_request_ids, detections and writer_progress "
+            "partitions this many days old (by wall-clock date: a backfill of older logs is "
+            "deleted at once). At least engine.max_past_seconds + max_future_skew_seconds + "
+            f"window_seconds, plus a day ({_min_expiration_days()} with the defaults). Alerts, "
+            "alert state, references and accepts are kept. Left out: left as it is.",
+        ),
+    ] = None,
 ) -> None:
     """Create the dataset, tables and views (idempotent; additive schema changes only)."""
     from worker.sinks.bigquery_schema import all_ddl
 
+    shortest = _min_expiration_days()
+    if partition_expiration_days is not None and partition_expiration_days < shortest:
+        _die(
+            f"--partition-expiration-days {partition_expiration_days} is shorter than the "
+            f"{shortest} days a record can arrive late and still be folded into its window "
+            "(engine.max_past_seconds + max_future_skew_seconds + window_seconds): its "
+            "window's request ids would be gone and it would be counted again"
+        )
     if dry_run:
-        for statement in all_ddl(dataset):
+        for statement in all_ddl(dataset, partition_expiration_days):
             typer.echo(f"{statement};\n")
         return
     from google.api_core import exceptions
@@ -60,7 +89,9 @@ def init(
     emulator = os.environ.get("BIGQUERY_EMULATOR_HOST") or None
     try:
         client = make_client(project, location, emulator)
-        report = init_dataset(client, project, dataset, location)
+        report = init_dataset(
+            client, project, dataset, location, partition_expiration_days=partition_expiration_days
+        )
     except LookoutError as error:
         _die(str(error))
     except exceptions.GoogleAPIError as error:
@@ -85,3 +116,5 @@ def init(
         typer.echo(f"added column {dataset}.{column}")
     for name in report.replaced_views:
         typer.echo(f"created or replaced view {dataset}.{name}")
+    for change in report.expirations:
+        typer.echo(f"partition expiration of {dataset}.{change}")

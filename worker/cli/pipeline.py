@@ -136,6 +136,7 @@ def build_sink(config: LookoutConfig) -> Sink:
             location=config.sink.location,
             emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
             write_timeout=config.sink.write_timeout_seconds,
+            keep_seconds=config.engine.late_record_horizon_seconds(),
         )
     return open_duckdb_sink(
         Path(config.sink.path),

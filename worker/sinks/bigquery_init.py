@@ -13,6 +13,7 @@ from typing import Any
 from worker.sinks.bigquery_schema import TABLES, VIEWS, Table, view_ddl
 from worker.sinks.bigquery_sink import BigQuerySinkError
 
+DAY_MS = 86_400_000
 _SIMPLE_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 
 
@@ -24,6 +25,8 @@ class InitReport:
     created_tables: list[str] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
     replaced_views: list[str] = field(default_factory=list)
+    #: "window_metrics: 30 days (was none)", one per table whose partition expiration changed
+    expirations: list[str] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
     #: what `bq init` cannot change in place and an operator should (one line each)
     advice: list[str] = field(default_factory=list)
@@ -31,7 +34,11 @@ class InitReport:
     @property
     def changed(self) -> bool:
         return bool(
-            self.created_dataset or self.created_tables or self.added_columns or self.replaced_views
+            self.created_dataset
+            or self.created_tables
+            or self.added_columns
+            or self.replaced_views
+            or self.expirations
         )
 
 
@@ -47,16 +54,51 @@ def _run(client: Any, sql: str, report: InitReport) -> None:
     client.query_and_wait(sql)
 
 
-def _sync_table(client: Any, project: str, dataset: str, table: Table, report: InitReport) -> None:
+def _days(expiration_ms: Any) -> str:
+    return "none" if not expiration_ms else f"{int(expiration_ms) / DAY_MS:g} days"
+
+
+def _sync_expiration(client: Any, found: Any, table: Table, days: int, report: InitReport) -> None:
+    """Set a partition expiration through the API: the same as the DDL option, and what the
+    local emulator keeps (it accepts `partition_expiration_days` in DDL and ignores it)."""
+    from google.cloud import bigquery
+
+    wanted = days * DAY_MS
+    partitioning = found.time_partitioning
+    if partitioning is None or partitioning.expiration_ms == wanted:
+        return
+    before = partitioning.expiration_ms
+    found.time_partitioning = bigquery.TimePartitioning(
+        type_=partitioning.type_, field=partitioning.field, expiration_ms=wanted
+    )
+    client.update_table(found, ["time_partitioning"])
+    report.expirations.append(f"{table.name}: {_days(wanted)} (was {_days(before)})")
+
+
+def _sync_table(
+    client: Any,
+    project: str,
+    dataset: str,
+    table: Table,
+    report: InitReport,
+    expiration_days: int | None = None,
+) -> None:
     from google.api_core import exceptions
 
     ref = f"{project}.{dataset}.{table.name}"
+    expiring = table.expires and expiration_days is not None
     try:
         found = client.get_table(ref)
     except exceptions.NotFound:
-        _run(client, table.ddl(dataset), report)
+        _run(client, table.ddl(dataset, expiration_days), report)
         report.created_tables.append(table.name)
+        if expiring and expiration_days is not None:
+            before = len(report.expirations)
+            _sync_expiration(client, client.get_table(ref), table, expiration_days, report)
+            del report.expirations[before:]  # a new table: "created" says it
         return
+    if expiring and expiration_days is not None:
+        _sync_expiration(client, found, table, expiration_days, report)
     if table.partition_by and getattr(found, "time_partitioning", None) is None:
         report.advice.append(
             f"table {dataset}.{table.name} is not partitioned by DATE({table.partition_by}) "
@@ -82,8 +124,16 @@ def _normalise(sql: str) -> str:
     return "".join(sql.split())
 
 
-def init_dataset(client: Any, project: str, dataset: str, location: str | None) -> InitReport:
-    """Bring the dataset to the current schema; see the module docstring."""
+def init_dataset(
+    client: Any,
+    project: str,
+    dataset: str,
+    location: str | None,
+    *,
+    partition_expiration_days: int | None = None,
+) -> InitReport:
+    """Bring the dataset to the current schema; see the module docstring.
+    `partition_expiration_days`: set on the window tables (None leaves what they have)."""
     from google.api_core import exceptions
     from google.cloud import bigquery
 
@@ -97,7 +147,7 @@ def init_dataset(client: Any, project: str, dataset: str, location: str | None) 
         client.create_dataset(spec, exists_ok=True)
         report.created_dataset = True
     for table in TABLES:
-        _sync_table(client, project, dataset, table, report)
+        _sync_table(client, project, dataset, table, report, partition_expiration_days)
     for name, sql in zip(VIEWS, view_ddl(dataset), strict=True):
         body = sql.split(" AS\n", 1)[1]
         try:

@@ -13,6 +13,7 @@ are: a retried checkpoint sends only those of its rows that have not landed yet.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from worker.analyst_columns import (
@@ -59,16 +60,30 @@ class Table:
     #: partitioned by DATE(this column), or not partitioned
     partition_by: str | None = None
     cluster_by: tuple[str, ...] = ()
+    #: `bq init --partition-expiration-days` applies to it: the per-window data that grows
+    #: with traffic; alerts, alert state, references and accepts are kept
+    expires: bool = False
 
-    def ddl(self, dataset: str) -> str:
+    def ddl(self, dataset: str, expiration_days: int | None = None) -> str:
         columns = ",\n  ".join(c.ddl() for c in self.columns)
         parts = [f"CREATE TABLE IF NOT EXISTS `{dataset}.{self.name}` (\n  {columns}\n)"]
         if self.partition_by:
             parts.append(f"PARTITION BY DATE({self.partition_by})")
         if self.cluster_by:
             parts.append(f"CLUSTER BY {', '.join(self.cluster_by)}")
-        parts.append(f'OPTIONS(description="{self.description}")')
+        expiry = ""
+        if self.expires and expiration_days:
+            expiry = f", partition_expiration_days={expiration_days}"
+        parts.append(f'OPTIONS(description="{self.description}"{expiry})')
         return "\n".join(parts)
+
+    def expiration_ddl(self, dataset: str, expiration_days: int) -> str:
+        """The statement that sets the partition expiration of a table that is there: what
+        `bq init` does through the API, printed by `--dry-run`."""
+        return (
+            f"ALTER TABLE `{dataset}.{self.name}` "
+            f"SET OPTIONS(partition_expiration_days={expiration_days})"
+        )
 
     def add_column_ddl(self, dataset: str, column: Column) -> str:
         # NOT NULL cannot be added to a table that has rows: added columns are NULLABLE
@@ -132,6 +147,7 @@ WINDOW_METRICS = Table(
     # window_start too: the evaluator and the writers read one (model, window) at a time, and
     # BigQuery bills the blocks a query scans; by model alone that is a day of the model
     cluster_by=("model", "window_start"),
+    expires=True,
 )
 
 WINDOW_REQUEST_IDS = Table(
@@ -146,6 +162,7 @@ WINDOW_REQUEST_IDS = Table(
     ),
     partition_by="window_start",
     cluster_by=("model", "window_start"),
+    expires=True,
 )
 
 DETECTIONS = Table(
@@ -170,6 +187,7 @@ DETECTIONS = Table(
     ),
     partition_by="window_start",
     cluster_by=("model", "detector"),
+    expires=True,
 )
 
 ALERTS = Table(
@@ -227,6 +245,7 @@ WRITER_PROGRESS = Table(
     # the evaluator reads the last day's rows every few seconds; a row per writer per
     # checkpoint piles up, and an unpartitioned table is read (and billed) whole each time
     partition_by="updated_at",
+    expires=True,
 )
 
 QUARANTINED = Table(
@@ -300,6 +319,19 @@ def view_ddl(dataset: str) -> list[str]:
     ]
 
 
-def all_ddl(dataset: str) -> list[str]:
-    """Every statement `lookout bq init` runs, in order (idempotent)."""
-    return [t.ddl(dataset) for t in TABLES] + view_ddl(dataset)
+def partition_expiration_days(keep_seconds: float) -> int:
+    """Whole days of partition expiration that keep every row at least `keep_seconds`: a daily
+    partition expires its expiration after the partition's time, the start of its day (UTC),
+    so a row written just before midnight goes almost a day sooner than that."""
+    return math.ceil(keep_seconds / 86_400) + 1
+
+
+def all_ddl(dataset: str, expiration_days: int | None = None) -> list[str]:
+    """Every statement `lookout bq init` runs, in order (idempotent); with `expiration_days`,
+    also what sets it on tables that are already there."""
+    expiring = [t for t in TABLES if t.expires] if expiration_days else []
+    return (
+        [t.ddl(dataset, expiration_days) for t in TABLES]
+        + [t.expiration_ddl(dataset, expiration_days or 0) for t in expiring]
+        + view_ddl(dataset)
+    )

@@ -56,7 +56,7 @@ from worker.sink import (
     add_version_records,
     checkpoint_digest,
 )
-from worker.sinks.bigquery_schema import TABLES
+from worker.sinks.bigquery_schema import TABLES, Table, partition_expiration_days
 from worker.sinks.state_codec import decode_states, encode_states
 
 __all__ = ["BigQuerySink", "BigQuerySinkError", "decode_states", "encode_states"]
@@ -140,8 +140,11 @@ def check_schema(
     *,
     timeout: float = 30.0,
     endpoint: str = "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access)",
+    keep_seconds: float | None = None,
 ) -> None:
-    """Fail at start, naming the table and column, if the dataset lacks what the sink writes.
+    """Fail at start, naming the table and column, if the dataset lacks what the sink writes,
+    or (with `keep_seconds`) if a window table deletes partitions sooner than a late record
+    may still be folded into them (`partition_expiration_days`).
 
     Each table's lookup retries transient failures for at most `timeout` seconds (the write
     budget), then fails in one line: with the client's default retry an unreachable BigQuery
@@ -172,6 +175,7 @@ def check_schema(
                 f"access to {endpoint} and the credentials"
             )
             raise BigQuerySinkError(msg) from error
+        _check_expiration(found, ref, table, keep_seconds)
         have = {f.name: f for f in found.schema}
         for column in table.columns:
             if column.name not in have:
@@ -180,6 +184,25 @@ def check_schema(
                     "run `lookout bq init` to add it"
                 )
                 raise BigQuerySinkError(msg)
+
+
+def _check_expiration(found: Any, ref: str, table: Table, keep_seconds: float | None) -> None:
+    """A record up to engine.max_past_seconds late is folded into its window: if that window's
+    partition had expired, its request ids were gone and it was counted again."""
+    partitioning = getattr(found, "time_partitioning", None)
+    expiration_ms = partitioning.expiration_ms if partitioning is not None else None
+    if keep_seconds is None or not table.expires or not expiration_ms:
+        return
+    needed = partition_expiration_days(keep_seconds)
+    if int(expiration_ms) < needed * 86_400_000:
+        msg = (
+            f"BigQuery table {ref} deletes partitions after {int(expiration_ms) / 86_400_000:g} "
+            f"days, and a record up to engine.max_past_seconds + max_future_skew_seconds + "
+            f"window_seconds ({keep_seconds / 86_400:.2f} days) late is still folded into its "
+            f"window (counted again once that window is gone): run `lookout bq init "
+            f"--partition-expiration-days {needed}`, or lower engine.max_past_seconds"
+        )
+        raise BigQuerySinkError(msg)
 
 
 class BigQuerySink:
@@ -198,7 +221,9 @@ class BigQuerySink:
         check: bool = True,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_request_rows: int = MAX_REQUEST_ROWS,
+        keep_seconds: float | None = None,
     ) -> None:
+        """`keep_seconds`: how long window partitions must last (checked at start)."""
         from google.cloud.bigquery.retry import DEFAULT_RETRY
 
         self.name = f"bigquery:{project}.{dataset}"
@@ -225,7 +250,14 @@ class BigQuerySink:
                 if emulator_host
                 else "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access)"
             )
-            check_schema(self._client, project, dataset, timeout=write_timeout, endpoint=where)
+            check_schema(
+                self._client,
+                project,
+                dataset,
+                timeout=write_timeout,
+                endpoint=where,
+                keep_seconds=keep_seconds,
+            )
 
     def _ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
