@@ -27,7 +27,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from schemas.detection import Alert
+from schemas.detection import Alert, AlertChangeKey
 
 # -- failure policy ----------------------------------------------------------------------------
 
@@ -165,9 +165,11 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO, *, color: bool | None = None, name: str = "console") -> None:
         self._stream = stream
         self._name = name
-        #: lines written, by severity: a command's summary says how many changes it did not
-        #: print, and why (info, or routed to other receivers), rather than guess
-        self.printed: Counter[str] = Counter()
+        #: alert changes written and flushed, and those of sends that failed (a retried send
+        #: is one change), with their severity: a command's summary says how many changes it
+        #: did not print and why, not a guess
+        self.printed: dict[AlertChangeKey, str] = {}
+        self.failed: dict[AlertChangeKey, str] = {}
         self._color = stream.isatty() if color is None else color
         self._console = (
             Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
@@ -184,10 +186,39 @@ class ConsoleNotifier:
                 else:
                     style = _STYLES.get((alert.status, alert.severity), "green")
                     self._console.print(Text(line, style=style))
-                self.printed[alert.severity] += 1
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed (terminal)
+            self.failed.update((a.change_key, a.severity) for a in alerts)
             raise notifier_error(self._name, "writing to the console", exc) from exc
+        for alert in alerts:
+            self.printed[alert.change_key] = alert.severity
+            self.failed.pop(alert.change_key, None)
+
+    def unprinted(self, alerts: Sequence[Alert]) -> str:
+        """Which of these alert changes (all of a run) were not printed, and why, e.g. "3
+        routed to receivers, 2 info": info changes (descriptor drift) explain incidents and
+        go to the log, routes may send the others only to Slack or a webhook, and a closed
+        pipe takes none. "" when every one was printed."""
+        return unprinted_changes(alerts, self)
+
+
+def unprinted_changes(alerts: Sequence[Alert], console: ConsoleNotifier | None) -> str:
+    """`ConsoleNotifier.unprinted`, also for a run that printed to no console at all."""
+    printed = console.printed if console is not None else {}
+    failed = console.failed if console is not None else {}
+    why: Counter[str] = Counter()
+    for alert in alerts:
+        key = alert.change_key
+        if key in printed:
+            continue
+        if key in failed:
+            why["the console could not take"] += 1
+        elif alert.severity == "info":
+            why["info"] += 1
+        else:
+            why["routed to receivers"] += 1
+    order = ("routed to receivers", "the console could not take", "info")
+    return ", ".join(f"{why[reason]} {reason}" for reason in order if why[reason])
 
 
 def format_line(alert: Alert) -> str:

@@ -311,3 +311,10 @@ def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
     ingest_volumes = {v["name"]: v for v in ingest["spec"]["template"]["spec"]["volumes"]}
     assert ingest_volumes["data"] == {"name": "data", "emptyDir": {}}
     assert render({}).of_kind("PersistentVolumeClaim") == []
+
+
+def test_the_longest_statefulset_name_kubernetes_accepts_still_renders() -> None:
+    """52 characters: its pods' controller-revision-hash label (name, '-', 10 characters of
+    hash) stays within a label value's 63."""
+    (workload,) = render({"fullnameOverride": "a" * 48}).of_kind("StatefulSet")
+    assert len(workload["metadata"]["name"]) == 52

@@ -33,7 +33,7 @@ from schemas.detector_config import LatencyConfig
 from tests.integration.bigquery_emulator import BigQueryEmulator
 from worker.cli.pipeline import Pipeline, build_pipeline
 from worker.sink import Checkpoint
-from worker.sinks.bigquery_sink import BigQuerySink, BigQuerySinkError
+from worker.sinks.bigquery_sink import BigQuerySink, BigQuerySinkError, KeepWindows
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import Incident, SimulationConfig, simulate_batches
 from worker.testing import FakeClock
@@ -139,13 +139,33 @@ def test_bq_init_sets_partition_expiration_on_the_window_tables_only(
     )
     assert expiration_days("detections") == 90
     # a worker whose late records reach further back than the partitions last refuses to start
-    year = 365 * 86_400.0
-    with pytest.raises(BigQuerySinkError, match=r"--partition-expiration-days 366"):
-        BigQuerySink(project, dataset, client=client, keep_seconds=year)
-    BigQuerySink(
-        project, dataset, client=client, keep_seconds=EngineConfig().late_record_horizon_seconds()
-    )
+    year = KeepWindows(365 * 86_400.0, "a year")
+    with pytest.raises(BigQuerySinkError, match=r"and a year: .*--partition-expiration-days 366"):
+        BigQuerySink(project, dataset, client=client, keep=year)
+    BigQuerySink(project, dataset, client=client, keep=KeepWindows(89 * 86_400.0, "89 days"))
     client.close()
+
+
+def test_a_worker_whose_baselines_reach_past_the_expiration_refuses_to_start(
+    bigquery_emulator: BigQueryEmulator, tmp_path: Path
+) -> None:
+    """Found in review: 4-hour windows and a 9-day expiration started fine, though a restart
+    re-reads 144 windows (24 days) of baselines: the older ones would have expired, and the
+    restarted evaluator judged against less than the one that kept running."""
+    project, dataset = bigquery_emulator.project, "llm_monitoring_long_windows"
+    init = ("bq", "init", "--project", project, "--dataset", dataset)
+    assert lookout(bigquery_emulator, *init, "--partition-expiration-days", "9").returncode == 0
+    (tmp_path / "empty.ndjson").write_text("")
+    (tmp_path / "lookout.yaml").write_text(
+        f"source: {{kind: file, path: {tmp_path / 'empty.ndjson'}}}\n"
+        f"sink: {{kind: bigquery, project: {project}, dataset: {dataset}}}\n"
+        "engine: {window_seconds: 14400}\n"
+    )
+    run = lookout(bigquery_emulator, "run", "--config", str(tmp_path / "lookout.yaml"))
+    assert run.returncode != 0, run.stderr
+    assert "re-reads the last 144 windows (24.00 days" in run.stderr, run.stderr
+    assert "--partition-expiration-days 25" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_bq_init_refuses_an_expiration_shorter_than_late_records_reach(

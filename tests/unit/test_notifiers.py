@@ -209,3 +209,32 @@ def test_a_named_pipe_is_written_to_without_reading_it_back(tmp_path: Path) -> N
     assert not reader.is_alive()
     records = [Alert.model_validate(orjson.loads(line)) for line in got[0].splitlines()]
     assert records == [alert(), resolved]
+
+
+def test_the_console_says_which_changes_it_did_not_print_and_why() -> None:
+    """A replay's summary: the changes routed elsewhere, the info ones, and those a closed
+    pipe (`lookout replay … | head -2`) did not take, which are not "routed to receivers"."""
+
+    def later(a: Alert, minutes: int, **update: str) -> Alert:
+        return a.model_copy(update={"window_end": T0 + timedelta(minutes=minutes), **update})
+
+    console = ConsoleNotifier(io.StringIO())
+    run = [
+        later(alert(), 5),
+        later(alert("resolved"), 10),
+        later(alert(), 20),
+        later(alert(), 5, severity="info", dedup_key="lookout:m:descriptor_drift:x"),
+        later(alert(), 20, severity="info", dedup_key="lookout:m:descriptor_drift:x"),
+    ]
+    console.send(run[:1])  # one page printed; the resolve and the next page went to Slack
+    assert console.unprinted(run) == "2 routed to receivers, 2 info"
+    console.send(run[3:4])  # an info change routed to the console too
+    assert console.unprinted(run) == "2 routed to receivers, 1 info"
+    closed = io.StringIO()
+    broken = ConsoleNotifier(closed)
+    closed.close()
+    for _ in range(2):  # sent and retried: one change, not two
+        with pytest.raises(TerminalNotifierError):
+            broken.send(run[:1])
+    assert broken.unprinted(run[:3]) == "2 routed to receivers, 1 the console could not take"
+    assert ConsoleNotifier(io.StringIO()).unprinted([]) == ""

@@ -100,3 +100,20 @@ def test_a_stream_flipping_around_its_minimum_is_named_once_until_judged_for_lon
     # judged for `after` windows in a row, then silent again: that is news, said once more
     said += watch.observe([judged] * 10 + [silent] * 10)
     assert len(said) == 2, said
+
+
+def test_a_new_long_silence_a_day_after_the_warning_is_named_again() -> None:
+    """Found in review: one verdict every 45 windows kept the warning from re-arming, and a
+    later week without a verdict said nothing."""
+    watch = UnjudgedStreams(after=10, renotify_after=300)
+    silent, judged = _latency("insufficient_data"), _latency("ok")
+    said = watch.observe([silent] * 10)
+    for _ in range(5):  # 5 x 45 windows with one verdict each: never 10 verdicts in a row
+        said += watch.observe([judged] + [silent] * 44)
+    assert len(said) == 1, said  # the flapping is not news
+    said += watch.observe([judged] + [silent] * 500)  # a "day" after the warning: named again
+    assert len(said) == 2, said
+    assert "no verdict for 10 windows in a row" in said[1]
+    # a silence that simply goes on is not named again
+    said += watch.observe([silent] * 1000)
+    assert len(said) == 2, said

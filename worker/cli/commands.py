@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import zlib
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BufferedIOBase
 from pathlib import Path
@@ -33,10 +32,8 @@ from worker.cli.app import (
 from worker.cli.log_format import say
 
 if TYPE_CHECKING:
-    from alerts.notifiers import ConsoleNotifier
     from schemas.config import LookoutConfig
     from schemas.decode.api import DecodeLimits
-    from schemas.detection import Alert
     from schemas.prediction_log import PredictionLog
     from worker.engine import Engine
 
@@ -81,6 +78,7 @@ def replay(
     stops reading, writes a final checkpoint and exits 143/130, as a shell reports a stopped
     command; replaying the file again counts the rest.
     """
+    from alerts.notifiers import unprinted_changes
     from worker.cli.pipeline import build_pipeline
     from worker.runner import RunSettings, run
     from worker.sources.file_source import FileSource
@@ -181,7 +179,7 @@ def replay(
             f"{file}: {more} more quarantined, in the table quarantined_records",
             "WARNING",
         )
-    unprinted = _unprinted_changes(stats.alerts, pipeline.console)
+    unprinted = unprinted_changes(stats.alerts, pipeline.console)
     say(
         "lookout.replay",
         f"replayed {file}: {stats.records} records counted, {stats.duplicates} duplicates skipped, "
@@ -353,19 +351,6 @@ def simulate(
     except OSError as error:
         fail(f"simulate: cannot write {out}: {error.strerror}", code=1)
     typer.echo(f"wrote {count} records to {out}", err=True)
-
-
-def _unprinted_changes(alerts: Sequence[Alert], console: ConsoleNotifier | None) -> str:
-    """Which alert changes the console did not print, e.g. "3 routed to receivers, 2 info":
-    info changes (descriptor drift) explain incidents and go to the log; routes may send the
-    others only to Slack or a webhook. Counted from what was printed, so a replay whose routes
-    name no console does not read as if the rest had been printed. "" when all were."""
-    severities = Counter(a.severity for a in alerts)
-    printed = console.printed if console is not None else Counter[str]()
-    info = severities["info"] - printed["info"]
-    routed = sum(severities.values()) - severities["info"] - (printed.total() - printed["info"])
-    parts = [f"{routed} routed to receivers" if routed > 0 else "", f"{info} info" if info else ""]
-    return ", ".join(p for p in parts if p)
 
 
 def _kept_in(config: LookoutConfig, report: Path | None) -> str:

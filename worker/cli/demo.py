@@ -36,6 +36,7 @@ from worker.cli.app import (
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
+    from alerts.notifiers import ConsoleNotifier
     from schemas.detection import Alert
     from worker.engine import Engine, EngineStats
     from worker.sources.simulator import Incident, SimulationConfig
@@ -188,10 +189,11 @@ def print_summary(
     report: Path,
     alerts_out: Path | None,
     seconds: float,
+    printed: ConsoleNotifier | None = None,
 ) -> None:
-    """The table of incidents, what was printed and what only went to the report, and where
-    the files are. Info changes (descriptor drift) explain incidents and never page, so they
-    are not printed as they happen; the count says where they are."""
+    """The table of incidents, what was printed (by `printed`) and what only went to the
+    report, and where the files are. Info changes (descriptor drift) explain incidents and
+    never page, so they are not printed as they happen; the count says where they are."""
     title = (
         f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
         f"{counted(stats.windows_evaluated, 'window', grouped=True)}"
@@ -210,11 +212,14 @@ def print_summary(
     else:
         print_records(console, names, rows, title=title)
         console.print()
-    info = sum(1 for a in stats.alerts if a.severity == "info")
+    from alerts.notifiers import unprinted_changes
+
     where = "the report, the alerts table" + (f" and {alerts_out}" if alerts_out else "")
+    shown = len(printed.printed) if printed is not None else 0
+    unprinted = unprinted_changes(stats.alerts, printed).replace(" info", " info (never pages)")
     console.print(
-        f"alert changes: {len(stats.alerts)}; {len(stats.alerts) - info} printed above, "
-        f"{info} info (descriptor drift, never pages) only in {where}"
+        f"alert changes: {len(stats.alerts)}; {shown} printed above"
+        + (f", {unprinted} only in {where}" if unprinted else "")
     )
     console.print(f"unexpected alerts: {len(outcome.unexpected)}")
     for alert in outcome.unexpected:
@@ -389,6 +394,7 @@ def demo(
         report=report,
         alerts_out=alerts_out,
         seconds=time.monotonic() - started,
+        printed=pipeline.console,
     )
     if not outcome.ok:
         raise typer.Exit(1)

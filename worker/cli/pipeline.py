@@ -124,11 +124,28 @@ class Pipeline:
         return self.sink
 
 
-def build_sink(config: LookoutConfig) -> Sink:
+def build_sink(config: LookoutConfig, history_windows: int = 0) -> Sink:
     """The configured sink. BigQuery's client library is imported only when it is chosen;
-    BIGQUERY_EMULATOR_HOST (host:port, read here at the edge) points it at an emulator."""
+    BIGQUERY_EMULATOR_HOST (host:port, read here at the edge) points it at an emulator.
+    `history_windows`: the most any detector keeps, which a restart re-reads twice over."""
     if config.sink.kind == "bigquery":
-        from worker.sinks.bigquery_sink import BigQuerySink
+        from worker.sinks.bigquery_sink import BigQuerySink, KeepWindows
+
+        late = config.engine.late_record_horizon_seconds()
+        keep = KeepWindows(
+            late,
+            "a record up to engine.max_past_seconds + max_future_skew_seconds + window_seconds "
+            f"({late / 86_400:.2f} days) late is still folded into its window (counted again "
+            "once that window is gone)",
+        )
+        window = config.engine.window_seconds
+        if 2 * history_windows * window > late:
+            keep = KeepWindows(
+                2 * history_windows * window,
+                f"a restarted evaluator re-reads the last {2 * history_windows} windows "
+                f"({2 * history_windows * window / 86_400:.2f} days at engine.window_seconds "
+                f"{window}) as its baselines",
+            )
 
         return BigQuerySink(
             config.sink.project,
@@ -136,7 +153,7 @@ def build_sink(config: LookoutConfig) -> Sink:
             location=config.sink.location,
             emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
             write_timeout=config.sink.write_timeout_seconds,
-            keep_seconds=config.engine.late_record_horizon_seconds(),
+            keep=keep,
         )
     return open_duckdb_sink(
         Path(config.sink.path),
@@ -235,7 +252,7 @@ def build_pipeline(
     extra_notifiers: Mapping[str, Notifier] | None = None,
 ) -> Pipeline:
     detectors = build_detectors(config.detector_configs())
-    sink = build_sink(config)
+    sink = build_sink(config, max((d.history_windows for d in detectors.values()), default=0))
     registry = registry if registry is not None else CollectorRegistry()
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
     # one bounded set of model label values for every per-model series

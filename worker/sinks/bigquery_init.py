@@ -61,16 +61,13 @@ def _days(expiration_ms: Any) -> str:
 def _sync_expiration(client: Any, found: Any, table: Table, days: int, report: InitReport) -> None:
     """Set a partition expiration through the API: the same as the DDL option, and what the
     local emulator keeps (it accepts `partition_expiration_days` in DDL and ignores it)."""
-    from google.cloud import bigquery
-
     wanted = days * DAY_MS
     partitioning = found.time_partitioning
     if partitioning is None or partitioning.expiration_ms == wanted:
         return
     before = partitioning.expiration_ms
-    found.time_partitioning = bigquery.TimePartitioning(
-        type_=partitioning.type_, field=partitioning.field, expiration_ms=wanted
-    )
+    partitioning.expiration_ms = wanted  # the same object: its other settings stay
+    found.time_partitioning = partitioning
     client.update_table(found, ["time_partitioning"])
     report.expirations.append(f"{table.name}: {_days(wanted)} (was {_days(before)})")
 
@@ -100,10 +97,12 @@ def _sync_table(
     if expiring and expiration_days is not None:
         _sync_expiration(client, found, table, expiration_days, report)
     if table.partition_by and getattr(found, "time_partitioning", None) is None:
+        unexpired = " and no partition expiration applies to it" if expiring else ""
         report.advice.append(
             f"table {dataset}.{table.name} is not partitioned by DATE({table.partition_by}) "
-            "(made by an earlier release), so every read of it reads it whole; partitioning "
-            'cannot be added in place: recreate it as the README\'s "For analysts" says'
+            f"(made by an earlier release), so every read of it reads it whole{unexpired}; "
+            "partitioning cannot be added in place: recreate it as the README's \"For "
+            'analysts" says'
         )
     have = {f.name: f for f in found.schema}
     for column in table.columns:

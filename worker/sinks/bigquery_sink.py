@@ -40,6 +40,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,11 +141,10 @@ def check_schema(
     *,
     timeout: float = 30.0,
     endpoint: str = "bigquery.googleapis.com (firewall, NetworkPolicy, Private Google Access)",
-    keep_seconds: float | None = None,
+    keep: KeepWindows | None = None,
 ) -> None:
     """Fail at start, naming the table and column, if the dataset lacks what the sink writes,
-    or (with `keep_seconds`) if a window table deletes partitions sooner than a late record
-    may still be folded into them (`partition_expiration_days`).
+    or (with `keep`) if a window table deletes partitions sooner than this worker needs them.
 
     Each table's lookup retries transient failures for at most `timeout` seconds (the write
     budget), then fails in one line: with the client's default retry an unreachable BigQuery
@@ -175,7 +175,7 @@ def check_schema(
                 f"access to {endpoint} and the credentials"
             )
             raise BigQuerySinkError(msg) from error
-        _check_expiration(found, ref, table, keep_seconds)
+        _check_expiration(found, ref, table, keep)
         have = {f.name: f for f in found.schema}
         for column in table.columns:
             if column.name not in have:
@@ -186,21 +186,26 @@ def check_schema(
                 raise BigQuerySinkError(msg)
 
 
-def _check_expiration(found: Any, ref: str, table: Table, keep_seconds: float | None) -> None:
-    """A record up to engine.max_past_seconds late is folded into its window: if that window's
-    partition had expired, its request ids were gone and it was counted again."""
+@dataclass(frozen=True)
+class KeepWindows:
+    """How long window partitions must last for this worker, and why (for the refusal)."""
+
+    seconds: float
+    why: str
+
+
+def _check_expiration(found: Any, ref: str, table: Table, keep: KeepWindows | None) -> None:
+    """A window whose partition expired is gone for good: a late record folded into it again
+    is counted again, and a restarted evaluator's baseline lacks it."""
     partitioning = getattr(found, "time_partitioning", None)
     expiration_ms = partitioning.expiration_ms if partitioning is not None else None
-    if keep_seconds is None or not table.expires or not expiration_ms:
+    if keep is None or not table.expires or not expiration_ms:
         return
-    needed = partition_expiration_days(keep_seconds)
+    needed = partition_expiration_days(keep.seconds)
     if int(expiration_ms) < needed * 86_400_000:
         msg = (
             f"BigQuery table {ref} deletes partitions after {int(expiration_ms) / 86_400_000:g} "
-            f"days, and a record up to engine.max_past_seconds + max_future_skew_seconds + "
-            f"window_seconds ({keep_seconds / 86_400:.2f} days) late is still folded into its "
-            f"window (counted again once that window is gone): run `lookout bq init "
-            f"--partition-expiration-days {needed}`, or lower engine.max_past_seconds"
+            f"days, and {keep.why}: run `lookout bq init --partition-expiration-days {needed}`"
         )
         raise BigQuerySinkError(msg)
 
@@ -221,9 +226,9 @@ class BigQuerySink:
         check: bool = True,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_request_rows: int = MAX_REQUEST_ROWS,
-        keep_seconds: float | None = None,
+        keep: KeepWindows | None = None,
     ) -> None:
-        """`keep_seconds`: how long window partitions must last (checked at start)."""
+        """`keep`: how long window partitions must last (checked at start)."""
         from google.cloud.bigquery.retry import DEFAULT_RETRY
 
         self.name = f"bigquery:{project}.{dataset}"
@@ -256,7 +261,7 @@ class BigQuerySink:
                 dataset,
                 timeout=write_timeout,
                 endpoint=where,
-                keep_seconds=keep_seconds,
+                keep=keep,
             )
 
     def _ref(self, table: str) -> str:

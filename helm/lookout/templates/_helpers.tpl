@@ -64,6 +64,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.keda.enabled (ne .Values.mode "split") -}}
 {{- fail "keda.enabled scales the ingest Deployment: set mode=split" -}}
 {{- end -}}
+{{- range $role := include "lookout.roles" . | fromJsonArray -}}
+{{- $name := printf "%s-%s" (include "lookout.fullname" $) $role -}}
+{{- if and (eq (include "lookout.workloadKind" $role) "StatefulSet") (gt (len $name) 52) -}}
+{{- fail (printf "the StatefulSet name %q is %d characters: at most 52, since its pods carry the label controller-revision-hash=<name>-<hash>, a label value is at most 63 characters, and Kubernetes would create no pod; shorten the release name or set fullnameOverride" $name (len $name)) -}}
+{{- end -}}
+{{- end -}}
 {{- $given := .Values.terminationGracePeriodSeconds -}}
 {{- range $role := include "lookout.roles" . | fromJsonArray -}}
 {{- $grace := include "lookout.gracePeriod" (dict "root" $ "role" $role) | int -}}
