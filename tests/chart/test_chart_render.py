@@ -300,6 +300,19 @@ def test_notes_warn_that_an_outbox_on_an_empty_dir_loses_undelivered_pages() -> 
     assert "outbox" not in render({}).notes  # no receivers: alerts go to the log
 
 
+def test_notes_warn_that_a_retune_log_on_an_empty_dir_forgets_cooldowns() -> None:
+    """The retune log (requests made, cooldowns) lives beside the outbox: on an emptyDir every
+    upgrade forgot them, and the install said nothing of it."""
+    action = {"name": "r", "kind": "pubsub", "project": "p", "topic": "t", "cooldown": "24h"}
+    config = {"config": {"alerting": {"retune": {"actions": [action]}}}}
+    warned = render(config).notes
+    assert "retune log (requests made, each model's cooldown) is on an emptyDir" in warned
+    assert "Set all.persistence.enabled=true to keep" in warned
+    kept = render(config | {"all": {"persistence": {"enabled": True}}}).notes
+    assert "retune log" not in kept
+    assert "retune log" not in render({}).notes
+
+
 def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
     """The evaluator's alert outbox (and, in mode all, the DuckDB file) on a claimed volume."""
     full = render(load_values("full-values"))
