@@ -27,7 +27,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from schemas.detection import Alert, AlertChangeKey
+from schemas.detection import Alert
 
 # -- failure policy ----------------------------------------------------------------------------
 
@@ -165,11 +165,11 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO, *, color: bool | None = None, name: str = "console") -> None:
         self._stream = stream
         self._name = name
-        #: alert changes written and flushed, and those of sends that failed (a retried send
-        #: is one change), with their severity: a command's summary says how many changes it
+        #: alerts written and flushed, and those of sends that failed (a retried send is one
+        #: alert), by fingerprint, with their severity: a command's summary says how many it
         #: did not print and why, not a guess
-        self.printed: dict[AlertChangeKey, str] = {}
-        self.failed: dict[AlertChangeKey, str] = {}
+        self.printed: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
         self._color = stream.isatty() if color is None else color
         self._console = (
             Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
@@ -188,11 +188,11 @@ class ConsoleNotifier:
                     self._console.print(Text(line, style=style))
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed (terminal)
-            self.failed.update((a.change_key, a.severity) for a in alerts)
+            self.failed.update((a.fingerprint, a.severity) for a in alerts)
             raise notifier_error(self._name, "writing to the console", exc) from exc
         for alert in alerts:
-            self.printed[alert.change_key] = alert.severity
-            self.failed.pop(alert.change_key, None)
+            self.printed[alert.fingerprint] = alert.severity
+            self.failed.pop(alert.fingerprint, None)
 
     def unprinted(self, alerts: Sequence[Alert]) -> str:
         """Which of these alert changes (all of a run) were not printed, and why, e.g. "3
@@ -208,7 +208,7 @@ def unprinted_changes(alerts: Sequence[Alert], console: ConsoleNotifier | None) 
     failed = console.failed if console is not None else {}
     why: Counter[str] = Counter()
     for alert in alerts:
-        key = alert.change_key
+        key = alert.fingerprint
         if key in printed:
             continue
         if key in failed:

@@ -169,7 +169,7 @@ class Engine:
         self._last_progress = now()
         #: evaluate role: the last `judge_stored` stopped at its time slice with windows ready
         self.judging_behind = False
-        self._unjudged = UnjudgedStreams()
+        self._unjudged = UnjudgedStreams.for_windows(settings.window_seconds)
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)

@@ -61,7 +61,7 @@ LEAN_NATS = math.log(1000)
 ONSET_SPAN = 8
 
 
-def _incident_keep(detector: Detector[Any]) -> int:
+def incident_keep(detector: Detector[Any]) -> int:
     """How many of an open incident's windows its stream keeps (and a restart re-reads)."""
     return max(
         detector.history_windows, getattr(detector, "incident_windows", 0), MIN_INCIDENT_WINDOWS
@@ -275,7 +275,7 @@ class WindowEvaluator:
         if stream is None:
             detector = self._detectors[name]
             depth = detector.history_windows
-            keep = _incident_keep(detector)
+            keep = incident_keep(detector)
             # twice the depth: the windows an incident pulls out of the baseline (those pooled
             # into its first alert) are back-filled by the older ones, as a restarted evaluator
             # re-seeding `depth` baseline windows from the sink would have them
@@ -309,7 +309,7 @@ class WindowEvaluator:
                 continue
             if first - depth < since:
                 ranges.append((first - depth, min(first, since)))
-            keep = _incident_keep(detector) * self._window
+            keep = incident_keep(detector) * self._window
             if max(first, until - keep) < since:
                 ranges.append((max(first, until - keep), since))
         return sorted(set(ranges))

@@ -4,35 +4,45 @@ A model too quiet for a detector's minimums (8 calls a minute against a latency 
 500 calls over 48 one-minute windows) gets `insufficient_data` for every window. Each verdict
 is stored with its reason and counted in `lookout_detections_total{verdict}`, yet an on-call
 reading the pages sees only silence, which reads as healthy. One warning per (model, detector)
-when its windows have gone without a verdict for `after` windows in a row, and again once
-it has given verdicts for `after` windows in a row, or `renotify_after` windows (a day of
-one-minute windows) after the last warning: a model whose baseline sits at its minimum (490
-to 510 calls in 48 windows against 500) flips between a verdict and none every few windows,
-and re-warning after each single verdict said the same thing 7 times in 50 hours; never
-re-warning would hide a later week of silence behind one verdict every 45 minutes.
+once its windows have gone without a verdict for an hour (`after` windows), and at most one a
+day per stream after that, and only if some verdict came in between: a silence that goes on is
+named once. A model whose baseline sits at its minimum (490 to 510 calls in 48 windows against
+500) flips between a verdict and none every few windows; re-warning after every verdict said
+the same thing 7 times in 50 hours, and re-arming only after an hour of verdicts in a row hid a
+later week of silence behind one verdict every 45 windows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from schemas.detection import Detection
 
-#: an hour of one-minute windows
-DEFAULT_AFTER_WINDOWS = 60
-#: a day of one-minute windows
-DEFAULT_RENOTIFY_WINDOWS = 24 * 60
+#: how long a stream goes without a verdict before it is named
+AFTER_SECONDS = 3600
+#: how long after a warning the same stream may be named again
+RENOTIFY_SECONDS = 86_400
+#: however long the windows, not before this many (the first windows of a start have no
+#: baseline yet, and at one-hour windows an hour is one of them)
+MIN_AFTER_WINDOWS = 12
 
 
 @dataclass
 class UnjudgedStreams:
-    after: int = DEFAULT_AFTER_WINDOWS
-    renotify_after: int = DEFAULT_RENOTIFY_WINDOWS
+    after: int = AFTER_SECONDS // 60
+    renotify_after: int = RENOTIFY_SECONDS // 60
     #: windows in a row without a verdict, per stream
     _runs: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: streams warned about: [verdicts in a row since, windows since, verdicts since]
+    #: streams warned about: [windows since the warning, verdicts since]
     _warned: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def for_windows(cls, window_seconds: int) -> UnjudgedStreams:
+        """An hour and a day in windows of this length (an hour at least 12 windows)."""
+        after = max(math.ceil(AFTER_SECONDS / window_seconds), MIN_AFTER_WINDOWS)
+        return cls(after, max(math.ceil(RENOTIFY_SECONDS / window_seconds), after))
 
     def observe(self, detections: Sequence[Detection]) -> list[str]:
         """The warnings these detections complete (usually none)."""
@@ -42,24 +52,17 @@ class UnjudgedStreams:
             judged = d.verdict != "insufficient_data"
             since = self._warned.get(key)
             if since is not None:
-                since[0] = since[0] + 1 if judged else 0
-                since[1] += 1
-                since[2] += judged
-                if since[0] >= self.after:  # judged for long: a new silence is news
-                    del self._warned[key]
-                elif since[2] and since[1] >= self.renotify_after:
-                    # verdicts came and went for a day: the silence under way, or the next,
-                    # is named again once it has lasted `after` windows from here (a silence
-                    # that never broke is not)
-                    del self._warned[key]
-                    self._runs[key] = 0
+                since[0] += 1
+                since[1] += judged
+                if since[1] and since[0] >= self.renotify_after:
+                    del self._warned[key]  # a day on, and verdicts came: a silence is news
             if judged:
                 self._runs.pop(key, None)
                 continue
             run = self._runs.get(key, 0) + 1
             self._runs[key] = run
-            if run == self.after and key not in self._warned:
-                self._warned[key] = [0, 0, 0]
+            if run >= self.after and key not in self._warned:
+                self._warned[key] = [0, 0]
                 said.append(
                     f"{d.model} {d.detector}: no verdict for {run} windows in a row, so no "
                     f"alert can come from it (latest: {d.reason.rstrip('.')}); {_advice(d)}"

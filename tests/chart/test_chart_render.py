@@ -326,8 +326,21 @@ def test_persistent_volume_holds_what_must_survive_a_restart() -> None:
     assert render({}).of_kind("PersistentVolumeClaim") == []
 
 
-def test_the_longest_statefulset_name_kubernetes_accepts_still_renders() -> None:
-    """52 characters: its pods' controller-revision-hash label (name, '-', 10 characters of
-    hash) stays within a label value's 63."""
-    (workload,) = render({"fullnameOverride": "a" * 48}).of_kind("StatefulSet")
-    assert len(workload["metadata"]["name"]) == 52
+def test_a_long_release_name_still_gets_its_pod() -> None:
+    """Found in review: a StatefulSet name over 52 characters gets no pod (its pods' label
+    controller-revision-hash=<name>-<10-character hash> would pass 63). The name is cut to 52;
+    the claim keeps the full name, so the release's data stays where it was."""
+    rendered = render({"fullnameOverride": "a" * 60, "all": {"persistence": {"enabled": True}}})
+    (workload,) = rendered.of_kind("StatefulSet")
+    name = workload["metadata"]["name"]
+    assert name == "a" * 52
+    (claim,) = rendered.of_kind("PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["metadata"]["name"] == "a" * 60 + "-all-data"
+    assert f"port-forward statefulset/{name} 9464:9464" in rendered.notes
+    assert f"logs statefulset/{name} -f" in rendered.notes
+    split = render(load_values("full-values") | {"fullnameOverride": "b" * 60})
+    assert [w["metadata"]["name"] for w in split.of_kind("StatefulSet")] == ["b" * 52]
+    assert f"exec statefulset/{'b' * 52} -- lookout config check" in split.notes
+    assert split.one("Deployment", "b" * 60 + "-ingest")  # a Deployment keeps the full name

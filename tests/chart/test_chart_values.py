@@ -134,11 +134,6 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"extraVolumes": [{"name": "data", "emptyDir": {}}]},
         ['extraVolumes: the name "data" is the chart\'s own volume'],
     ),
-    (
-        "a StatefulSet name whose pods Kubernetes would never create (found in review)",
-        {"fullnameOverride": "a" * 49},
-        [f'"{"a" * 49}-all" is 53 characters', "at most 52", "controller-revision-hash"],
-    ),
     ("root user", {"podSecurityContext": {"runAsNonRoot": False}}, ["runAsNonRoot"]),
     (
         "malformed Workload Identity account",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from detectors.registry import build_detectors
 from schemas.batch import LogBatch
 from schemas.config import (
     BigQuerySinkConfig,
@@ -31,7 +32,7 @@ from schemas.config import (
 )
 from schemas.detector_config import LatencyConfig
 from tests.integration.bigquery_emulator import BigQueryEmulator
-from worker.cli.pipeline import Pipeline, build_pipeline
+from worker.cli.pipeline import Pipeline, build_pipeline, reread_windows
 from worker.sink import Checkpoint
 from worker.sinks.bigquery_sink import BigQuerySink, BigQuerySinkError, KeepWindows
 from worker.sinks.duckdb_sink import DuckDBSink
@@ -150,8 +151,8 @@ def test_a_worker_whose_baselines_reach_past_the_expiration_refuses_to_start(
     bigquery_emulator: BigQueryEmulator, tmp_path: Path
 ) -> None:
     """Found in review: 4-hour windows and a 9-day expiration started fine, though a restart
-    re-reads 144 windows (24 days) of baselines: the older ones would have expired, and the
-    restarted evaluator judged against less than the one that kept running."""
+    re-reads 240 windows (40 days) of baselines and open incidents: the older ones would have
+    expired, and the restarted evaluator judged against less than the one that kept running."""
     project, dataset = bigquery_emulator.project, "llm_monitoring_long_windows"
     init = ("bq", "init", "--project", project, "--dataset", dataset)
     assert lookout(bigquery_emulator, *init, "--partition-expiration-days", "9").returncode == 0
@@ -163,8 +164,13 @@ def test_a_worker_whose_baselines_reach_past_the_expiration_refuses_to_start(
     )
     run = lookout(bigquery_emulator, "run", "--config", str(tmp_path / "lookout.yaml"))
     assert run.returncode != 0, run.stderr
-    assert "re-reads the last 144 windows (24.00 days" in run.stderr, run.stderr
-    assert "--partition-expiration-days 25" in run.stderr
+    assert "re-reads its last 240 windows as baselines and open incidents (40.00 days" in (
+        run.stderr
+    ), run.stderr
+    assert "--partition-expiration-days 41" in run.stderr
+    # an ingest replica reads no baselines: the late-record horizon alone applies to it
+    ingest = LookoutConfig.model_validate({"engine": {"role": "ingest", "window_seconds": 14400}})
+    assert reread_windows(ingest, build_detectors(ingest.detector_configs())) == 0
     assert "Traceback" not in run.stderr
 
 

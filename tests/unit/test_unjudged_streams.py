@@ -87,24 +87,27 @@ def _latency(verdict: str) -> Detection:
     )
 
 
-def test_a_stream_flipping_around_its_minimum_is_named_once_until_judged_for_long() -> None:
+def test_a_stream_flipping_around_its_minimum_is_named_at_most_once_a_day() -> None:
     """Found replaying 50 hours at 10 calls a minute: a latency baseline at 490-510 calls in 48
     windows against its minimum of 500 gave a verdict every few windows, and each one re-armed
-    the warning: the same line 7 times for one model."""
-    watch = UnjudgedStreams(after=10)
+    the warning: the same line 7 times for one model. In review: an hour judged, an hour not,
+    all day, still warned 12 times a day."""
+    watch = UnjudgedStreams(after=10, renotify_after=300)
     silent, judged = _latency("insufficient_data"), _latency("ok")
     said = []
     for _ in range(10):  # ten stretches: 10 windows unjudged, 3 judged
         said += watch.observe([silent] * 10 + [judged] * 3)
-    assert len(said) == 1, said
-    # judged for `after` windows in a row, then silent again: that is news, said once more
-    said += watch.observe([judged] * 10 + [silent] * 10)
+    for _ in range(6):  # judged for `after` windows, then silent as long
+        said += watch.observe([judged] * 10 + [silent] * 10)
+    assert len(said) == 1, said  # 250 windows: within the "day"
+    said += watch.observe([judged] * 10 + [silent] * 60)  # past it: named again
     assert len(said) == 2, said
 
 
 def test_a_new_long_silence_a_day_after_the_warning_is_named_again() -> None:
     """Found in review: one verdict every 45 windows kept the warning from re-arming, and a
-    later week without a verdict said nothing."""
+    later week without a verdict said nothing; then a silence that began just after the
+    warning and went on past the day was not named either."""
     watch = UnjudgedStreams(after=10, renotify_after=300)
     silent, judged = _latency("insufficient_data"), _latency("ok")
     said = watch.observe([silent] * 10)
@@ -113,7 +116,28 @@ def test_a_new_long_silence_a_day_after_the_warning_is_named_again() -> None:
     assert len(said) == 1, said  # the flapping is not news
     said += watch.observe([judged] + [silent] * 500)  # a "day" after the warning: named again
     assert len(said) == 2, said
-    assert "no verdict for 10 windows in a row" in said[1]
+    assert "no verdict for " in said[1] and "windows in a row" in said[1]
     # a silence that simply goes on is not named again
     said += watch.observe([silent] * 1000)
     assert len(said) == 2, said
+
+
+def test_a_silence_under_way_when_the_day_ends_is_named_with_its_length() -> None:
+    watch = UnjudgedStreams(after=10, renotify_after=300)
+    silent, judged = _latency("insufficient_data"), _latency("ok")
+    said = watch.observe([silent] * 10 + [judged] + [silent] * 298)
+    assert len(said) == 1, said
+    said += watch.observe([silent] * 5)
+    assert len(said) == 2 and "no verdict for 299 windows in a row" in said[1], said
+
+
+def test_the_hour_and_the_day_are_time_not_windows() -> None:
+    """In review: at 5-minute windows "60 windows" was 5 hours and "a day" 5 days."""
+    five = UnjudgedStreams.for_windows(300)
+    assert (five.after, five.renotify_after) == (12, 288)
+    assert (
+        UnjudgedStreams.for_windows(60).after,
+        UnjudgedStreams.for_windows(60).renotify_after,
+    ) == (60, 1440)
+    hourly = UnjudgedStreams.for_windows(3600)  # not at the first window without a baseline
+    assert (hourly.after, hourly.renotify_after) == (12, 24)

@@ -62,7 +62,7 @@ def accept(
     if not isinstance(config.sink, DuckDBSinkConfig):  # BigQuery: shared, no lock to take
         from worker.cli.pipeline import build_sink
 
-        sink = build_sink(config)
+        sink = build_sink(config, keeps=False)  # it reads no window: never blocked by them
     else:
         path = Path(config.sink.path)
         if not path.exists():

@@ -219,7 +219,7 @@ def print_summary(
     unprinted = unprinted_changes(stats.alerts, printed).replace(" info", " info (never pages)")
     console.print(
         f"alert changes: {len(stats.alerts)}; {shown} printed above"
-        + (f", {unprinted} only in {where}" if unprinted else "")
+        + (f", {unprinted}; every change is in {where}" if unprinted else "")
     )
     console.print(f"unexpected alerts: {len(outcome.unexpected)}")
     for alert in outcome.unexpected:

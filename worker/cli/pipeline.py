@@ -27,7 +27,7 @@ from schemas.config import REDELIVERY_MARGIN_SECONDS, LookoutConfig, PubSubSourc
 from schemas.decode.api import DecodeLimits
 from schemas.detection import Alert
 from worker.engine import Engine, EngineSettings
-from worker.evaluator import WindowEvaluator
+from worker.evaluator import WindowEvaluator, incident_keep
 from worker.event_time import EventTimeLimits
 from worker.metrics import EngineMetrics, ModelLabels
 from worker.sink import Sink
@@ -124,27 +124,28 @@ class Pipeline:
         return self.sink
 
 
-def build_sink(config: LookoutConfig, history_windows: int = 0) -> Sink:
+def build_sink(config: LookoutConfig, reread_windows: int = 0, *, keeps: bool = True) -> Sink:
     """The configured sink. BigQuery's client library is imported only when it is chosen;
     BIGQUERY_EMULATOR_HOST (host:port, read here at the edge) points it at an emulator.
-    `history_windows`: the most any detector keeps, which a restart re-reads twice over."""
+    `reread_windows`: how many windows a restarted evaluator reads back; `keeps`: this
+    command folds records or judges windows, so window partitions must last for it."""
     if config.sink.kind == "bigquery":
         from worker.sinks.bigquery_sink import BigQuerySink, KeepWindows
 
         late = config.engine.late_record_horizon_seconds()
-        keep = KeepWindows(
+        keep: KeepWindows | None = KeepWindows(
             late,
             "a record up to engine.max_past_seconds + max_future_skew_seconds + window_seconds "
             f"({late / 86_400:.2f} days) late is still folded into its window (counted again "
             "once that window is gone)",
         )
         window = config.engine.window_seconds
-        if 2 * history_windows * window > late:
+        if reread_windows * window > late:
             keep = KeepWindows(
-                2 * history_windows * window,
-                f"a restarted evaluator re-reads the last {2 * history_windows} windows "
-                f"({2 * history_windows * window / 86_400:.2f} days at engine.window_seconds "
-                f"{window}) as its baselines",
+                reread_windows * window,
+                f"a restarted evaluator re-reads its last {reread_windows} windows as baselines "
+                f"and open incidents ({reread_windows * window / 86_400:.2f} days at "
+                f"engine.window_seconds {window}; fewer, shorter windows need less)",
             )
 
         return BigQuerySink(
@@ -153,7 +154,7 @@ def build_sink(config: LookoutConfig, history_windows: int = 0) -> Sink:
             location=config.sink.location,
             emulator_host=os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
             write_timeout=config.sink.write_timeout_seconds,
-            keep=keep,
+            keep=keep if keeps else None,
         )
     return open_duckdb_sink(
         Path(config.sink.path),
@@ -241,6 +242,16 @@ def seed_history(
             evaluator.remember(model, start, merged)
 
 
+def reread_windows(config: LookoutConfig, detectors: Mapping[str, Detector[Any]]) -> int:
+    """How many windows back a restarted evaluator reads (`WindowEvaluator.seed_ranges`):
+    twice the longest history, and an open incident's latest windows. An ingest replica reads
+    none. Not the frozen baseline of an incident older than that, which no bound covers."""
+    if config.engine.role == "ingest" or not detectors:
+        return 0
+    depth = max(d.history_windows for d in detectors.values())
+    return 2 * depth + max(incident_keep(d) for d in detectors.values())
+
+
 def build_pipeline(
     config: LookoutConfig,
     *,
@@ -252,7 +263,7 @@ def build_pipeline(
     extra_notifiers: Mapping[str, Notifier] | None = None,
 ) -> Pipeline:
     detectors = build_detectors(config.detector_configs())
-    sink = build_sink(config, max((d.history_windows for d in detectors.values()), default=0))
+    sink = build_sink(config, reread_windows(config, detectors))
     registry = registry if registry is not None else CollectorRegistry()
     tracker = EvidenceTracker.load(sink.load_alert_state(), config.alerting)
     # one bounded set of model label values for every per-model series

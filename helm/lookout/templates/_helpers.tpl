@@ -64,12 +64,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.keda.enabled (ne .Values.mode "split") -}}
 {{- fail "keda.enabled scales the ingest Deployment: set mode=split" -}}
 {{- end -}}
-{{- range $role := include "lookout.roles" . | fromJsonArray -}}
-{{- $name := printf "%s-%s" (include "lookout.fullname" $) $role -}}
-{{- if and (eq (include "lookout.workloadKind" $role) "StatefulSet") (gt (len $name) 52) -}}
-{{- fail (printf "the StatefulSet name %q is %d characters: at most 52, since its pods carry the label controller-revision-hash=<name>-<hash>, a label value is at most 63 characters, and Kubernetes would create no pod; shorten the release name or set fullnameOverride" $name (len $name)) -}}
-{{- end -}}
-{{- end -}}
 {{- $given := .Values.terminationGracePeriodSeconds -}}
 {{- range $role := include "lookout.roles" . | fromJsonArray -}}
 {{- $grace := include "lookout.gracePeriod" (dict "root" $ "role" $role) | int -}}
@@ -357,4 +351,16 @@ for Prometheus's own), for the PrometheusRule or a GlobalRules. Takes root, metr
 file are a StatefulSet, which never runs two of its pod at once. */}}
 {{- define "lookout.workloadKind" -}}
 {{- if eq . "ingest" }}Deployment{{ else }}StatefulSet{{ end -}}
+{{- end }}
+
+{{/* A role's workload name. A StatefulSet's pods carry controller-revision-hash=<name>-<hash>
+(11 more characters) and a label value is at most 63, so its name is cut to 52: a longer one
+gets no pod at all. The PVC and the other objects keep the full name (an upgrade keeps them). */}}
+{{- define "lookout.workloadName" -}}
+{{- $name := printf "%s-%s" (include "lookout.fullname" .root) .role -}}
+{{- if eq (include "lookout.workloadKind" .role) "StatefulSet" -}}
+{{- $name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
 {{- end }}
