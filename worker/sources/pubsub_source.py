@@ -346,6 +346,20 @@ class PubSubSource:
             if outcome.ok:
                 self._counts["dead_lettered_records"] += len(errors)
                 self._failures.forget(message.message_id)
+                so_far = self._counts["dead_lettered_records"]
+                crossed = so_far // 1000 > (so_far - len(errors)) // 1000
+                if so_far - len(errors) < 20 or crossed:
+                    # each message while they are rare, then about every 1,000th record, so a
+                    # producer sending garbage cannot flood the log (the metric counts all);
+                    # without it a bad record showed only in a counter a restart resets
+                    log.warning(
+                        "dead-lettered %d bad record(s) of message %s to %s (%d so far): %s",
+                        len(errors),
+                        message.message_id,
+                        dlq.topic_path,
+                        so_far,
+                        errors[0].describe(),
+                    )
                 return True
             self._counts["dead_letter_failures"] += 1
             self._dead_letter_errors[outcome.error_reason] += 1
