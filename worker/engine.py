@@ -36,6 +36,7 @@ from worker.alert_handoff import AlertHandoff, HandoffJournal
 from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
+from worker.late_records import LateRecords
 from worker.metrics import EngineMetrics
 from worker.sink import (
     BaselineAccept,
@@ -170,6 +171,7 @@ class Engine:
         #: evaluate role: the last `judge_stored` stopped at its time slice with windows ready
         self.judging_behind = False
         self._unjudged = UnjudgedStreams.for_windows(settings.window_seconds)
+        self._late = LateRecords(settings.allowed_lateness_seconds)
         self._keep_detections = keep_detections
         self._watermark = Watermark(settings.allowed_lateness_seconds)
         self._guard = EventTimeGuard(settings.event_time, wall_clock)
@@ -310,6 +312,8 @@ class Engine:
             self.stats.duplicates += duplicates
             if state.evaluated:
                 self.stats.late += added
+                if added:
+                    self._late.note(model, start, added)
             if self._metrics is not None:
                 self._metrics.folded(model, added, duplicates, added if state.evaluated else 0)
         self._watermark.observe(self._guard.frontier)
@@ -519,6 +523,9 @@ class Engine:
     def tick(self) -> None:
         """Evaluate windows the watermark has passed; checkpoint when the interval is up."""
         self._last_progress = self._now()
+        late = self._late.due(self._last_progress)
+        if late is not None:
+            log.warning("%s", late)
         self._settle(block=False)
         if self._deferred:
             self._retry_deferred()
@@ -570,6 +577,9 @@ class Engine:
         """Final checkpoint. At the end of a finite input, every window is evaluated first;
         held samples of windows still open are written too, so a stop loses none."""
         holding = self._now() < self._hold_until  # stopped early: the next start judges them
+        late = self._late.due(self._now(), final=True)
+        if late is not None:
+            log.warning("%s", late)
         if self.settings.evaluate and (end_of_input or not holding):
             self._evaluate_closed(final=end_of_input)
         for state in self._windows.values():
