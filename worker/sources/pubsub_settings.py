@@ -96,6 +96,8 @@ class PubSubSourceStats:
     held: int
     dead_letter_oversized: int = 0
     dead_letter_given_up: int = 0
+    #: messages Pub/Sub says it delivered before (delivery_attempt above 1)
+    delivered_again: int = 0
     #: received but not yet handed to the engine (unary mode pulls ahead); not a counter
     queued: int = 0
     #: ((step, reason), count) for `lookout_source_errors_total{step,reason}`

@@ -135,6 +135,7 @@ class PubSubSource:
             "received": 0,
             "redelivered_acked": 0,
             "redelivered_held": 0,
+            "delivered_again": 0,
             "bad_encoding": 0,
             "dead_lettered_records": 0,
             "dead_letter_failures": 0,
@@ -220,6 +221,9 @@ class PubSubSource:
                     holder[message_id] = item.ack_id
                     self._held_bytes += len(item.data)
                     fresh.append(item)
+                    # a crash's redeliveries are new to this process: only Pub/Sub's count
+                    # tells them (the two counters above stayed 0 after a kill -9)
+                    self._counts["delivered_again"] += item.delivery_attempt > 1
             self._counts["redelivered_acked"] += len(ack_now)
             self._counts["redelivered_held"] += len(received) - len(ack_now) - len(fresh)
         for item in fresh:

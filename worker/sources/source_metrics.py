@@ -18,6 +18,9 @@ _HELP = {
     "received": "Messages received from the subscription.",
     "redelivered_acked": "Redeliveries of already-acked messages, acked again and not counted.",
     "redelivered_held": "Redeliveries of messages still held, settled with the original.",
+    "delivered_again": "Messages Pub/Sub says it delivered before (delivery_attempt above 1, "
+    "set when the subscription has a dead-letter policy): after a crash, what the stopped "
+    "process had pulled and not acked; they are counted once, through the stored request ids.",
     "bad_encoding": "Messages whose Content-Encoding body could not be decoded (dead-lettered).",
     "dead_lettered_records": "Records published to the dead-letter topic with their reason.",
     "dead_letter_failures": "Dead-letter publishes that failed (the message was nacked).",
