@@ -405,11 +405,19 @@ class AlertTracker:
             and d.value > d.threshold
             and d.verdict == "ok"
         ):
-            # cleared by the evidence of the windows since, not by this one window's value
-            windows += (
-                "; this window alone is still above the threshold, but the windows since the "
-                "incident are back at the baseline's level"
-            )
+            if "clear_evidence" in d.details:
+                # cleared by the evidence of the windows since, not by this one window's value
+                windows += (
+                    "; this window alone is still above the threshold, but the windows since "
+                    "the incident are back at the baseline's level"
+                )
+            else:
+                # judged window by window (descriptor drift): a large effect on few calls
+                p = f" (p={d.p_value:.2g})" if d.p_value is not None else ""
+                windows += (
+                    f"; this window's value is above the threshold but not significant{p}: "
+                    f"{d.reason.rstrip('.')}"
+                )
         summary = _summary(
             "RESOLVED", incident, d, numbers=numbers, tail=_join(windows, note), verb=verb
         )

@@ -44,7 +44,8 @@ def det(
         threshold=0.031,
         sample_size=2013,
         reason="block rate above its baseline's 99.9% Wilson bound",
-        details={"metric": "block rate", "unit": "ratio"},
+        # an incident's windows carry the evidence that it ended, as the detectors give it
+        details={"metric": "block rate", "unit": "ratio", "clear_evidence": 7.0},
     )
 
 
@@ -211,6 +212,37 @@ def test_summaries_read_as_one_line_with_the_numbers_and_the_duration() -> None:
     # how long it lasted, and why it cleared when this window's value is above the threshold
     assert "— after 20 min (4 windows); this window alone is still above" in alerts[1].summary
     assert "\n" not in alerts[0].summary + alerts[1].summary
+
+
+def test_a_window_by_window_resolve_above_the_threshold_says_why_it_is_not_a_shift() -> None:
+    """Found in a soak trial: a descriptor-drift resolve read "cleared, now 0.0816 (threshold
+    0.05) ... the windows since the incident are back at the baseline's level", although that
+    detector judges each window alone: the effect was large on few calls, and not significant."""
+    tracker = AlertTracker(AlertingConfig())
+
+    def descriptor(i: int, verdict: Verdict, value: float, reason: str) -> Detection:
+        return det(
+            i, verdict, detector="descriptor_drift", severity="info", value=value
+        ).model_copy(
+            update={
+                "condition": "descriptor_distribution_shift",
+                "threshold": 0.05,
+                "p_value": 0.31 if verdict == "ok" else 1e-6,
+                "reason": reason,
+                "details": {},
+            }
+        )
+
+    tracker.observe(descriptor(0, "alert", 0.44, "response descriptors moved"))
+    tracker.observe(descriptor(1, "ok", 0.08, "no material change in 4 descriptors over 222 calls"))
+    [resolved] = tracker.observe(
+        descriptor(2, "ok", 0.0816, "no material change in 4 descriptors over 222 calls")
+    )
+    assert "back at the baseline's level" not in resolved.summary
+    assert resolved.summary.endswith(
+        "this window's value is above the threshold but not significant (p=0.31): no material "
+        "change in 4 descriptors over 222 calls"
+    ), resolved.summary
 
 
 def test_alerts_span_the_incident_and_share_a_stable_dedup_key() -> None:
