@@ -40,8 +40,8 @@ SUMMARY = re.compile(
     r"skipped, (?P<invalid>\d+) invalid, (?P<quarantined>\d+) quarantined \(event time\), "
     r"(?P<late>\d+) late, (?P<windows>\d+) windows? evaluated, "
     r"(?P<alerts>\d+) alert changes?"
-    r"(?: \((?:(?P<routed>\d+) routed to receivers(?:, )?)?(?:(?P<info>\d+) info)?, "
-    r"not printed: in the alerts table[^)]*\))?"
+    r"(?: \(not printed: (?:(?P<routed>\d+) routed to receivers(?:, )?)?(?:(?P<info>\d+) "
+    r"info)?; all in the alerts table[^)]*\))?"
     r"(?P<signal> \(stopped by signal\))?$"
 )
 #: what each kind of bad record's reason must mention (the field, or why the line is not JSON)

@@ -228,7 +228,8 @@ def test_a_replay_sends_grouped_notifications_before_it_exits(
     assert "FIRING" not in replay.stdout, replay.describe()
     summary = next(line for line in replay.stderr.splitlines() if "replayed logs.ndjson" in line)
     counts = re.search(
-        r"(\d+) alert changes \((\d+) routed to receivers(?:, (\d+) info)?, not", summary
+        r"(\d+) alert changes \(not printed: (\d+) routed to receivers(?:, (\d+) info)?; all",
+        summary,
     )
     assert counts, summary
     changes, routed, info = (int(n or 0) for n in counts.groups())

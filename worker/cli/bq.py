@@ -70,10 +70,11 @@ def init(
     shortest = _min_expiration_days()
     if partition_expiration_days is not None and partition_expiration_days < shortest:
         _die(
-            f"--partition-expiration-days {partition_expiration_days} is shorter than the "
-            f"{shortest} days a record can arrive late and still be folded into its window "
-            "(engine.max_past_seconds + max_future_skew_seconds + window_seconds): its "
-            "window's request ids would be gone and it would be counted again"
+            f"--partition-expiration-days {partition_expiration_days} is shorter than "
+            f"{shortest} days: a record can arrive engine.max_past_seconds + "
+            "max_future_skew_seconds + window_seconds late and still be folded into its "
+            "window, and a partition expires counting from the start of its day (a day "
+            "more); its window's request ids would be gone and it would be counted again"
         )
     if dry_run:
         for statement in all_ddl(dataset, partition_expiration_days):

@@ -186,7 +186,7 @@ def replay(
         f"{result.invalid_records} invalid, {stats.quarantined} quarantined (event time), "
         f"{stats.late} late, {counted(stats.windows_evaluated, 'window')} "
         f"evaluated, {counted(len(stats.alerts), 'alert change')}"
-        + (f" ({unprinted}, not printed: in {_kept_in(config, report)})" if unprinted else "")
+        + (f" (not printed: {unprinted}; all in {_kept_in(config, report)})" if unprinted else "")
         + (" (stopped by signal)" if result.stopped_by_signal else ""),
         file=file,
         records=stats.records,

@@ -120,7 +120,11 @@ WINDOW_METRICS = Table(
         _c("checkpoint_seq", "INT64", "the writer's checkpoint sequence number", required=True),
         _c("written_at", "TIMESTAMP", "when the row was written", required=True),
         _c("records", "INT64", "records folded into this row", required=True),
-        _c("late_records", "INT64", "records that arrived after the window closed"),
+        _c(
+            "late_records",
+            "INT64",
+            "records folded after the window was judged (its verdict did not see them)",
+        ),
         *(
             _c(name, _BQ_TYPES[sql_type], _ANALYST_DESCRIPTIONS[name])
             for name, sql_type in ANALYST_COLUMNS
