@@ -11,6 +11,10 @@ import os
 import select
 import sys
 
+# before anything loads numpy: it sizes BLAS's thread pools (see worker/cpu_tuning.py)
+from worker.cpu_tuning import collect_garbage_less_often, limit_blas_threads
+
+# isort: split
 import typer
 
 # the demo registers first, so `lookout --help` lists it first ("Start with `lookout demo`")
@@ -25,16 +29,7 @@ from worker.cli import retune as _retune  # noqa: F401  (registers the commands)
 from worker.cli import sql as _sql  # noqa: F401  (registers the command)
 from worker.cli.app import app, fit_help_to_terminal
 
-__all__ = ["app", "main"]
-
-
-def limit_blas_threads() -> None:
-    """One BLAS thread: a worker is one single-threaded engine per core, and its matrices are
-    small (a window's embeddings), where OpenBLAS's thread hand-off costs more than the product;
-    on a busy two-core machine it was 13x slower per call than one thread."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=int(os.environ.get("LOOKOUT_BLAS_THREADS", "1")), user_api="blas")
+__all__ = ["app", "limit_blas_threads", "main"]
 
 
 #: the options of `lookout` itself, which click reads only before the command
@@ -77,6 +72,7 @@ def _stdout_reader_gone() -> bool:
 def main() -> None:
     """Entry point: never a traceback for the user unless LOOKOUT_DEBUG=1 asks for one."""
     limit_blas_threads()
+    collect_garbage_less_often()
     fit_help_to_terminal()
     try:
         app(args=global_options_first(sys.argv[1:]), standalone_mode=True)
