@@ -10,8 +10,17 @@ when freed; a small trim threshold returns the heap's free top promptly; two are
 thread (DuckDB's, the reader, the HTTP server) from keeping a heap of its own. Tuned, the
 arenas held 65 MB with 3-7 MB free. Over 1M records, with Arrow's pool below, peak RSS was
 338 MB against 435 MB untuned, flat within ±3% from 100k records on (`python -m
-bench.memory_bench` compares both in one run). The price is CPU in the kernel: about 0.4 s
-more system time per 100k replayed lines (mappings made and zeroed afresh).
+bench.memory_bench` compares both in one run). The price is CPU: a buffer with a mapping of
+its own is mapped, faulted in and zeroed afresh each time. At a 128 KiB threshold that cost
+about 0.4 s of system time per 100k replayed lines; at 1 MiB the buffers of a poll's columns
+(up to a few hundred KiB) come from the arenas again while messages and embedding blocks keep
+their own mappings. Measured as whole processes, runs alternating with 128 KiB on the 2-core
+development machine (medians of the pairs): the memory benchmark's 1M records 0.89x the CPU
+and a peak of 304 against 294 MiB (6 pairs); a 6-hour replay (224k lines, all with
+embeddings) 0.90x the CPU, 314 against 309 MiB (5 pairs); two replayed hours (121k lines)
+0.94x, 283 against 277 MiB (8 pairs). RSS is less flat: over the memory benchmark's records
+at 100k, 250k, 500k, 750k and 1M, 234, 259, 274, 278 and 293 MiB against 225, 232, 243, 260
+and 263 (one run each, the same day).
 
 Arrow's default pool (mimalloc in the pyarrow wheels) keeps the segments it once used: with
 the tuned glibc underneath, Arrow's system pool held 18-22 MB less from the first checkpoints
@@ -50,7 +59,7 @@ class MallocTuning:
 
     #: allocations at least this large get their own mapping, returned to the OS when freed
     #: (a fixed value also switches off glibc's dynamic threshold, which grows to 32 MB)
-    mmap_threshold: int = 128 * 1024
+    mmap_threshold: int = 1024 * 1024
     #: free memory at the top of the heap beyond this is returned to the OS
     trim_threshold: int = 128 * 1024
     #: at most this many malloc arenas, whatever the number of threads
