@@ -5,10 +5,10 @@ i.e. monitoring costs no more than parsing the logs. Both are measured in this p
 same file, interleaved, best of N, so a noisy shared machine affects both alike. The replay runs
 twice per round: with the compiled decoder (the default) and with the Python reference alone
 (`LOOKOUT_DECODER=python`), so before/after comes out of one run. CPU-seconds per 1,000 records
-(all threads of the process) are printed beside the wall-clock ratio. BLAS is limited to one
-thread and the garbage collector is tuned first, as `lookout` does on start
-(`worker/cpu_tuning.py`): OpenBLAS's default threads made the embedding features 10-40x slower
-per row on a busy two-core machine, which no user of the CLI pays.
+(all threads of the process) are printed beside the wall-clock ratio. The process is set up
+first as `lookout` sets itself up (`bench.process_start`: one BLAS thread, the garbage collector
+and glibc's allocator tuned): OpenBLAS's default threads made the embedding features 10-40x
+slower per row on a busy two-core machine, which no user of the CLI pays.
 
     .venv/bin/python -m bench.replay_bench [--hours 0.5] [--rate 700] [--repeat 3]
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import orjson
 
+from bench.process_start import start_as_lookout_does
 from schemas.config import LookoutConfig
 from worker.cli.demo import DEMO_START
 from worker.cli.pipeline import build_pipeline
-from worker.cpu_tuning import collect_garbage_less_often, limit_blas_threads
 from worker.runner import run
 from worker.sources.file_source import FileSource
 from worker.sources.simulator import SimulationConfig, simulate_logs
@@ -90,9 +90,7 @@ def main() -> None:
     parser.add_argument("--embedding-fraction", type=float, default=0.2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    # as `lookout` does on start (worker/cpu_tuning.py): the replay measured is the one users run
-    limit_blas_threads()
-    collect_garbage_less_often()
+    start_as_lookout_does()  # the replay measured is the one users run
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         stream = workdir / "stream.ndjson"
