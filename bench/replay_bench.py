@@ -28,6 +28,7 @@ from bench.process_start import start_as_lookout_does
 from schemas.config import LookoutConfig
 from worker.cli.demo import DEMO_START
 from worker.cli.pipeline import build_pipeline
+from worker.cli.serve import file_run_settings
 from worker.runner import run
 from worker.sources.file_source import FileSource
 from worker.sources.simulator import SimulationConfig, simulate_logs
@@ -68,7 +69,13 @@ def replay(path: Path, workdir: Path, run_number: str) -> tuple[float, float, in
     pipeline = build_pipeline(config, alert_stream=None)
     source = FileSource(path)
     pipeline.engine.set_ack_handler(source.ack)
-    run(source, pipeline.engine, limits=pipeline.limits, stop=threading.Event())
+    run(
+        source,
+        pipeline.engine,
+        limits=pipeline.limits,
+        stop=threading.Event(),
+        settings=file_run_settings(config),  # as `lookout replay` runs
+    )
     pipeline.close()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return wall, cpu, pipeline.engine.stats.records

@@ -7,9 +7,11 @@ redelivery counts it exactly once. While the sink is refusing checkpoints the lo
 (memory stays bounded by what is already held) and retries with backoff; nothing is acked until
 a checkpoint succeeds.
 
-Decoding overlaps the rest: the compiled decoder releases the GIL while it parses, so slices
+Decoding can overlap the rest: the compiled decoder releases the GIL while it parses, so slices
 are decoded on a second thread (`decode_ahead_slices` of them ahead of the fold) and the next
-poll's first slices are decoded while the engine evaluates and checkpoints the previous one. The
+poll's first slices are decoded while the engine evaluates and checkpoints the previous one.
+Files are decoded in line all the same (`worker.cli.serve.file_run_settings`: the thread's
+Python half held the GIL while the engine judged windows, which then took 2.5 times as long). The
 source is only ever called from the loop's own thread, and folds happen in poll order, so acks,
 dead-letters and nacks are exactly those of decoding in line (`decode_ahead_slices=0`).
 """

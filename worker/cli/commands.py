@@ -80,7 +80,8 @@ def replay(
     """
     from alerts.notifiers import unprinted_changes
     from worker.cli.pipeline import build_pipeline
-    from worker.runner import RunSettings, run
+    from worker.cli.serve import file_run_settings
+    from worker.runner import run
     from worker.sources.file_source import FileSource
 
     config = configured(
@@ -138,7 +139,7 @@ def replay(
             pipeline.engine,
             limits=pipeline.limits,
             stop=stop,
-            settings=RunSettings(grace_period_seconds=config.engine.grace_period_seconds),
+            settings=file_run_settings(config),
             metrics=pipeline.metrics,
             progress=advance,
         )
