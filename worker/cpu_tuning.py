@@ -14,21 +14,24 @@ core). numpy loads one copy of the library when imported and scipy another, late
 detector first uses `scipy.special`; threadpoolctl limits only the copies already loaded, so
 scipy's pool kept its two threads, and both copies' server threads showed in a profile of the
 replay (5% of its CPU samples). Set before either copy loads, the variable sizes both.
-`LOOKOUT_BLAS_THREADS` chooses another count; an `OPENBLAS_NUM_THREADS` already set wins.
+`LOOKOUT_BLAS_THREADS` chooses another count; an `OPENBLAS_NUM_THREADS` the operator set wins,
+for both copies.
 
 **Garbage collector.** Judging a window, folding a poll and writing a checkpoint each build and
 drop thousands of small containers; at CPython's default (a young-generation pass every 700
-allocations net of frees) the collector took 4% of the replay's CPU samples, most of it walking
-objects that live for the whole run. Those are frozen after start-up (`gc.freeze`: imports,
-configuration, pydantic's schemas) and the young generation is collected every 20,000
-allocations. Reference counting frees everything that is not in a cycle at once, as before;
-peak RSS did not move (275-280 MiB either way).
+allocations net of frees) the collector took 4% of the replay's CPU samples. The young
+generation is now collected every 20,000 allocations, and what the CLI's imports made is
+frozen (`gc.freeze`; never walked again, which alone changed nothing measurable). Reference
+counting frees everything that is not in a cycle at once, as before; what a cycle holds waits
+for the next young pass, at most 20,000 allocations later instead of 700. Peak RSS did not move
+(275-280 MiB either way on the replay).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import MutableMapping
 
 #: a young-generation pass after this many allocations net of frees (CPython's default: 700)
@@ -36,7 +39,13 @@ YOUNG_GENERATION_THRESHOLD = 20_000
 
 
 def blas_threads(environ: MutableMapping[str, str]) -> int:
-    return int(environ.get("LOOKOUT_BLAS_THREADS", "1"))
+    """`OPENBLAS_NUM_THREADS` when an operator set it, else `LOOKOUT_BLAS_THREADS`, else 1; a
+    value that is not a positive whole number counts as 1 (`limit_blas_threads` says so)."""
+    for name in ("OPENBLAS_NUM_THREADS", "LOOKOUT_BLAS_THREADS"):
+        if name in environ:
+            value = environ[name].strip()
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+    return 1
 
 
 def size_blas_pools(environ: MutableMapping[str, str]) -> None:
@@ -45,7 +54,16 @@ def size_blas_pools(environ: MutableMapping[str, str]) -> None:
 
 
 def limit_blas_threads() -> None:
-    """The BLAS libraries loaded already, and any that load later, use `blas_threads`."""
+    """Every BLAS library, loaded already or later, uses `blas_threads`; a count that cannot
+    be read is said on stderr (logging is not set up this early) and replaced by 1."""
+    for name in ("OPENBLAS_NUM_THREADS", "LOOKOUT_BLAS_THREADS"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            print(
+                f"lookout: {name}={value!r} is not a positive whole number; BLAS uses 1 thread",
+                file=sys.stderr,
+            )
+            os.environ[name] = "1"
     size_blas_pools(os.environ)
     from threadpoolctl import threadpool_limits
 

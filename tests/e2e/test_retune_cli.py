@@ -191,13 +191,17 @@ def test_a_run_stopped_while_the_endpoint_hangs_gives_the_request_up_and_the_nex
         rest.stop()
     assert replayed.returncode == 0, replayed.describe()
     started = re.findall(r"retune tune for (\S+) started: run-\d+", replayed.stderr)
-    assert sorted(started) == sorted(given_up), replayed.describe()
-    assert len(rest.created()) == len(given_up)
+    # every request given up is asked again, once; a model whose incident the stopped run had
+    # not judged yet (SIGTERM lands as the first request reaches the endpoint) starts its
+    # first request here
+    assert set(given_up) <= set(started), replayed.describe()
+    assert len(started) == len(set(started)), replayed.describe()
+    assert len(rest.created()) == len(started)
     # the log shows each request once, as what became of it last: the run it started
     listed = lookout("retune", "list", "--config", working, "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.describe()
     entries = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert sorted(e["model"] for e in entries) == sorted(given_up), listed.describe()
+    assert sorted(e["model"] for e in entries) == sorted(started), listed.describe()
     for entry in entries:
         assert (entry["action"], entry["outcome"], entry["detector"]) == ("tune", "sent", "safety")
         assert re.fullmatch(r"started: run-\d+", entry["result"]), entry
