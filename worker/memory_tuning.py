@@ -7,20 +7,23 @@ after the first large buffer is freed, so every later numpy column of a poll com
 arena, and an arena's top cannot be returned while a small object sits above the freed holes.
 A fixed mmap threshold keeps those buffers in their own mappings, handed back to the kernel
 when freed; a small trim threshold returns the heap's free top promptly; two arenas stop each
-thread (DuckDB's, the reader, the HTTP server) from keeping a heap of its own. Tuned, the
-arenas held 65 MB with 3-7 MB free. Over 1M records, with Arrow's pool below, peak RSS was
-338 MB against 435 MB untuned, flat within ±3% from 100k records on (`python -m
-bench.memory_bench` compares both in one run). The price is CPU: a buffer with a mapping of
-its own is mapped, faulted in and zeroed afresh each time. At a 128 KiB threshold that cost
-about 0.4 s of system time per 100k replayed lines; at 1 MiB the buffers of a poll's columns
-(up to a few hundred KiB) come from the arenas again while messages and embedding blocks keep
-their own mappings. Measured as whole processes, runs alternating with 128 KiB on the 2-core
-development machine (medians of the pairs): the memory benchmark's 1M records 0.89x the CPU
-and a peak of 304 against 294 MiB (6 pairs); a 6-hour replay (224k lines, all with
-embeddings) 0.90x the CPU, 314 against 309 MiB (5 pairs); two replayed hours (121k lines)
-0.94x, 283 against 277 MiB (8 pairs). RSS is less flat: over the memory benchmark's records
-at 100k, 250k, 500k, 750k and 1M, 234, 259, 274, 278 and 293 MiB against 225, 232, 243, 260
-and 263 (one run each, the same day).
+thread (DuckDB's, the reader, the HTTP server) from keeping a heap of its own. Tuned (then at
+a 128 KiB threshold), the arenas held 65 MB with 3-7 MB free, and over 1M records, with
+Arrow's pool below, peak RSS was 338 MB against 435 MB untuned (`python -m bench.memory_bench`
+compares both in one run).
+
+The price is CPU: a buffer with a mapping of its own is mapped, faulted in and zeroed afresh
+each time. At 128 KiB that cost about 0.4 s of system time per 100k replayed lines. At 1 MiB
+the buffers of a poll's columns (up to a few hundred KiB) come from the arenas again, while
+messages and blocks of embeddings keep their own mappings. Whole processes, runs alternating
+with 128 KiB on the 2-core development machine (medians of the pairs): the memory benchmark's
+1M records 0.89x the CPU, peak 304 against 294 MiB (6 pairs); a 6-hour replay (224k lines, all
+with embeddings) 0.90x, 314 against 309 MiB (5 pairs); two replayed hours (121k lines) 0.94x,
+283 against 277 MiB (8 pairs). Folding 5M records at the memory benchmark's rate (one run
+each, the same day), RSS every 500k records was 281, 292, 292, 319, 310, 341, 334, 350, 339
+and 346 MiB at 1 MiB against 243, 273, 276, 293, 311, 327, 328, 338, 337 and 323 at 128 KiB
+(peaks 373 and 364 MiB; CPU 35 against 45 s): both settle from about 3M records, 10-20 MiB
+apart.
 
 Arrow's default pool (mimalloc in the pyarrow wheels) keeps the segments it once used: with
 the tuned glibc underneath, Arrow's system pool held 18-22 MB less from the first checkpoints
@@ -55,7 +58,7 @@ _ENV_NAMES = {
 
 @dataclass(frozen=True)
 class MallocTuning:
-    """The values applied; the defaults are the ones the memory benchmark was measured with."""
+    """The values applied (see the module docstring for what each was measured at)."""
 
     #: allocations at least this large get their own mapping, returned to the OS when freed
     #: (a fixed value also switches off glibc's dynamic threshold, which grows to 32 MB)
