@@ -50,7 +50,7 @@ TEST_WORKERS ?= 2
 test: $(STAMP) $(RETUNE) tools lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
-bench: $(STAMP)
+bench: $(STAMP) tools
 	$(BIN)/python -m bench.run_all
 
 clean:

@@ -51,6 +51,13 @@ def write_stream(path: Path, hours: float, rate: float, embedding_fraction: floa
     return count
 
 
+def add_stream_arguments(parser: argparse.ArgumentParser, *, hours: float) -> None:
+    """The simulated stream's options (`write_stream`), shared by the replay benchmarks."""
+    parser.add_argument("--hours", type=float, default=hours)
+    parser.add_argument("--rate", type=float, default=350.0, help="calls/min per model")
+    parser.add_argument("--embedding-fraction", type=float, default=0.2)
+
+
 def bare_parse(path: Path) -> float:
     started = time.perf_counter()
     with path.open("rb") as stream:
@@ -92,9 +99,7 @@ def replay_python(path: Path, workdir: Path, run_number: str) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=0.5)
-    parser.add_argument("--rate", type=float, default=350.0, help="calls/min per model")
-    parser.add_argument("--embedding-fraction", type=float, default=0.2)
+    add_stream_arguments(parser, hours=0.5)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     start_as_lookout_does()  # the replay measured is the one users run
