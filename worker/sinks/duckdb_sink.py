@@ -299,7 +299,7 @@ class DuckDBSink:
         path: Path | str,
         *,
         clock: Any = None,
-        memory_limit: str = "256MB",
+        memory_limit: str = "64MB",
         retention_days: float | None = None,
     ) -> None:
         self.name = f"duckdb:{path}"
