@@ -29,24 +29,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors import _ks as ks
+from detectors import _special
 
 FloatArray = npt.NDArray[np.float64]
-
-
-@functools.cache
-def _special() -> ModuleType:
-    """`scipy.special`, imported when a test first needs it: a short replay never does, and
-    the import is a fifth of `lookout replay`'s start-up."""
-    from scipy import special
-
-    return special  # type: ignore[no-any-return]
 
 
 #: fixed-point scale of a feature value in a mergeable sum: integer sums add exactly, so a
@@ -384,7 +375,7 @@ def satterthwaite_sf(x: float, weights: FloatArray) -> float:
     if s1 <= 0:
         return 0.0 if x > 0 else 1.0
     scale, dof = s2 / s1, s1 * s1 / s2
-    return float(_special().chdtrc(dof, x / scale))  # what scipy.stats.chi2.sf computes
+    return _special.chi2_sf(dof, x / scale)  # what scipy.stats.chi2.sf computes
 
 
 @dataclass(frozen=True)
@@ -458,7 +449,7 @@ def pooled_chi2_test(current: npt.NDArray[np.int64], reference: npt.NDArray[np.i
     # is positive here (both rows and every kept column have counts)
     expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     statistic = float(((table - expected) ** 2 / expected).sum())
-    return float(_special().chdtrc(table.shape[1] - 1, statistic))
+    return _special.chi2_sf(table.shape[1] - 1, statistic)
 
 
 def ks_reference(values: FloatArray) -> FloatArray:

@@ -12,8 +12,8 @@ third of a replay's evaluation. The numbers here are the same as
   "Computing the Two-Sided Kolmogorov-Smirnov Distribution", J. Stat. Software 39(11), 2011,
   choose between methods by n and n·D²:
   * the far tail (n·D² ≥ 2.2, or > 4 for n ≤ 140) as twice the exact one-sided tail
-    (Birnbaum & Tingey 1951, `scipy.special.smirnov`) — the region where every alert is
-    decided, so decisions are exactly scipy's;
+    (Birnbaum & Tingey 1951, `detectors._special.smirnov`, scipy's `smirnov` without scipy) —
+    the region where every alert is decided, so decisions are scipy's;
   * the exact Durbin matrix (Durbin 1968, evaluated as Marsaglia, Tsang & Wang, "Evaluating
     Kolmogorov's Distribution", J. Stat. Software 8(18), 2003) where the matrix is small
     (scipy uses Pomeranz's exact recursion in part of this range: same value);
@@ -27,23 +27,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from detectors._special import smirnov
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Simard & L'Ecuyer's split between "small" n (exact methods throughout) and larger n
 _SMALL_N = 140
-
-
-@functools.cache
-def _smirnov() -> Callable[[int, float], Any]:
-    """`scipy.special.smirnov`, imported on first use: a short replay never needs it."""
-    from scipy import special
-
-    return special.smirnov  # type: ignore[no-any-return]
 
 
 def ks_statistic(current: FloatArray, reference: FloatArray) -> float:
@@ -113,16 +106,16 @@ def kolmogorov_sf(n: int, d: float) -> float:
     if t >= n - 1:  # Ruben & Gambino: P(Dₙ ≥ d) = 2(1 − d)ⁿ
         return _clip(2.0 * (1.0 - d) ** n)
     if d >= 0.5:  # the two one-sided tails cannot both be crossed: exactly twice one
-        return _clip(2.0 * float(_smirnov()(n, d)))
+        return _clip(2.0 * smirnov(n, d))
     nd2 = t * d
     if n <= _SMALL_N:
         if nd2 <= 4.0:
             return _clip(1.0 - durbin_cdf(n, d))
-        return _clip(2.0 * float(_smirnov()(n, d)))
+        return _clip(2.0 * smirnov(n, d))
     if nd2 >= 370.0:
         return 0.0
     if nd2 >= 2.2:
-        return _clip(2.0 * float(_smirnov()(n, d)))
+        return _clip(2.0 * smirnov(n, d))
     if n <= 100_000 and n * d**1.5 <= 1.4:
         return _clip(1.0 - durbin_cdf(n, d))
     return _clip(1.0 - pelz_good_cdf(n, d))

@@ -15,15 +15,17 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from detectors import _special
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ArrayOrFloat = TypeVar("ArrayOrFloat", float, FloatArray)
 
 
 @functools.cache
-def _special() -> ModuleType:
-    """`scipy.special`, imported when a window is first judged: a start-up (`--help`, a short
-    replay) never needs it, and the import is a fifth of `lookout replay`'s start-up."""
+def _scipy_special() -> ModuleType:
+    """`scipy.special`, for array arguments only (the calibration tests, the benchmarks): a
+    detector judging a window uses `detectors._special`, and a worker never imports scipy."""
     from scipy import special
 
     return special  # type: ignore[no-any-return]
@@ -31,12 +33,12 @@ def _special() -> ModuleType:
 
 def z_for_alpha(alpha: float) -> float:
     """The one-sided standard-normal critical value: P(Z > z) = alpha."""
-    return float(-_special().ndtri(alpha))  # what scipy.stats.norm.isf computes
+    return _special.normal_isf(alpha)  # what scipy.stats.norm.isf computes
 
 
 def normal_sf(z: float) -> float:
     """One-sided p-value of a z statistic."""
-    return float(_special().ndtr(-z))  # what scipy.stats.norm.sf computes
+    return _special.normal_sf(float(z))  # what scipy.stats.norm.sf computes
 
 
 def wilson_interval(successes: float, n: float, z: float) -> tuple[float, float]:
@@ -82,7 +84,7 @@ def rate_increase_pvalue(
     n0a = np.asarray(n0, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         pi = na * ratio / (na * ratio + n0a)
-        tail = _special().betainc(np.maximum(xa, 1.0), x0a + 1.0, pi)
+        tail = _scipy_special().betainc(np.maximum(xa, 1.0), x0a + 1.0, pi)
     out = np.where(xa <= 0, 1.0, np.where(np.isfinite(tail), tail, 1.0))
     if np.ndim(out) == 0:
         return float(out)  # type: ignore[return-value]
@@ -96,7 +98,9 @@ def _rate_increase_pvalue_scalar(x: float, n: float, x0: float, n0: float, ratio
         return 1.0
     denom = n * ratio + n0
     pi = n * ratio / denom if denom != 0 else math.nan
-    tail = float(_special().betainc(max(x, 1.0), x0 + 1.0, pi))
+    if not 0.0 <= pi <= 1.0:  # no baseline and no current calls: nothing to test
+        return 1.0
+    tail = _special.betainc(max(x, 1.0), x0 + 1.0, pi)
     return tail if math.isfinite(tail) else 1.0
 
 

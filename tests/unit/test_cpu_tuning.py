@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-#: loads both OpenBLAS copies as a replay does (numpy's at import, scipy's at the first judged
-#: window, through `detectors._math._special`), plus scipy.linalg, which a report uses
+#: loads both OpenBLAS copies as a replay with `--report` does (numpy's at import, scipy's when
+#: the report's second opinion imports scipy.linalg)
 BLAS_POOLS = """
 import numpy
-from detectors._math import normal_sf
-normal_sf(3.0)
 import scipy.linalg
 from threadpoolctl import threadpool_info
 print(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}),

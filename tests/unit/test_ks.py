@@ -49,8 +49,9 @@ def test_kolmogorov_tail_and_bulk_match_scipy_over_the_whole_range(n: int) -> No
         got = _ks.kolmogorov_sf(n, float(d))
         assert got == pytest.approx(expected, rel=1e-8, abs=1e-14), (n, d)
         tail = n * d * d > 4.0 if n <= 140 else n * d * d >= 2.2
-        if tail and d < 1 - 1 / n:  # where alerts are decided: scipy's very numbers
-            assert got == expected, (n, d)
+        if tail and d < 1 - 1 / n:  # where alerts are decided: scipy's numbers to rounding
+            # (Birnbaum & Tingey's sum in `detectors._special`, summed in logarithms)
+            assert got == pytest.approx(expected, rel=1e-10, abs=1e-300), (n, d)
 
 
 def test_a_replay_never_imports_scipy_stats() -> None:
