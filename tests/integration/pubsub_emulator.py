@@ -40,7 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PATCH_SOURCE = Path(__file__).resolve().parent / "emulator_patch" / "InternalStatus.java"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "pubsub-emulator-patch"
 MAIN_CLASS = "com.google.cloud.pubsub.testing.v1.Main"
-HEAP = "-Xmx384m"
+#: the JVM's heap: enough for the suite; a benchmark of a long steady workload asks for more
+#: (the emulator keeps every message it holds on the heap: 5,000 100-record messages ran it out)
+HEAP = "384m"
 READY_TIMEOUT_SECONDS = 60.0
 _PR_SET_PDEATHSIG = 1
 
@@ -152,7 +154,9 @@ def _die_with_parent() -> None:
 class PubSubEmulator:
     """One running emulator process on 127.0.0.1:`port`, logging to `log_path`."""
 
-    def __init__(self, tools: EmulatorTools, classes: Path, log_path: Path) -> None:
+    def __init__(
+        self, tools: EmulatorTools, classes: Path, log_path: Path, heap: str = HEAP
+    ) -> None:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -160,7 +164,7 @@ class PubSubEmulator:
         self._process = subprocess.Popen(
             [
                 tools.java,
-                HEAP,
+                f"-Xmx{heap}",
                 "-cp",
                 f"{classes}{os.pathsep}{tools.jar}",
                 MAIN_CLASS,
@@ -232,7 +236,7 @@ class PubSubEmulator:
 
 
 def start_emulator(
-    log_dir: Path, *, build_dir: Path = DEFAULT_BUILD_DIR, attempts: int = 3
+    log_dir: Path, *, build_dir: Path = DEFAULT_BUILD_DIR, attempts: int = 3, heap: str = HEAP
 ) -> PubSubEmulator:
     """Build the patch if needed, start an emulator on a free port and wait until it answers.
 
@@ -244,7 +248,8 @@ def start_emulator(
     log_dir.mkdir(parents=True, exist_ok=True)
     error: EmulatorFailed | None = None
     for attempt in range(attempts):
-        emulator = PubSubEmulator(tools, classes, log_dir / f"pubsub-emulator-{attempt}.log")
+        log = log_dir / f"pubsub-emulator-{attempt}.log"
+        emulator = PubSubEmulator(tools, classes, log, heap)
         try:
             emulator.wait_ready()
         except EmulatorFailed as e:
@@ -257,9 +262,9 @@ def start_emulator(
 
 
 @contextlib.contextmanager
-def running_emulator(log_dir: Path) -> Iterator[PubSubEmulator]:
+def running_emulator(log_dir: Path, heap: str = HEAP) -> Iterator[PubSubEmulator]:
     """`with running_emulator(dir) as emu:` for scripts (the benchmark)."""
-    emulator = start_emulator(log_dir)
+    emulator = start_emulator(log_dir, heap=heap)
     try:
         yield emulator
     finally:
