@@ -85,6 +85,64 @@ def test_replay_into_a_file_that_is_not_duckdb_is_one_line(logs: Path) -> None:
     assert db.read_text() == "my notes\n", "the file was changed"
 
 
+def _someone_elses_database(path: Path, tables: str) -> list[tuple[str, ...]]:
+    """A DuckDB file of the user's own (analytics tables), and what it holds."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute(tables)
+    con.close()
+    return _catalog(path)
+
+
+def _catalog(path: Path) -> list[tuple[str, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' ORDER BY ALL"
+        ).fetchall()
+        counts = [
+            (table, str(con.execute(f"SELECT count(*) FROM {table}").fetchone()))
+            for table in sorted({r[0] for r in rows})
+        ]
+    finally:
+        con.close()
+    return [*rows, *counts]
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [
+        "CREATE TABLE revenue (day DATE, usd DOUBLE); INSERT INTO revenue VALUES ('2026-01-01', 5)",
+        # a name Lookout uses too: some tables were added, then the write failed on the clash
+        "CREATE TABLE alerts (id INTEGER, note VARCHAR); INSERT INTO alerts VALUES (1, 'mine')",
+    ],
+    ids=["own-tables", "a-table-named-alerts"],
+)
+def test_replay_and_run_leave_someone_elses_duckdb_file_as_it_was(logs: Path, tables: str) -> None:
+    """A newcomer's `--db analytics.duckdb` (a file of their own) exited 0 and added Lookout's
+    twelve tables and views to it; with a table named `alerts` it added eleven and then failed
+    with a TypeError. `report` and `sql` refused the same file; now `replay` and `run` do."""
+    db = logs.parent / "analytics.duckdb"
+    before = _someone_elses_database(db, tables)
+    replayed = lookout("replay", logs, "--db", db, cwd=logs.parent)
+    assert_no_traceback(replayed)
+    assert replayed.returncode == 1, replayed.describe()
+    assert_one_line(replayed.stderr, f"{db} is a DuckDB database that is not Lookout's (it holds")
+    _, ran = run_logs(logs, db)
+    assert ran.returncode == 1, ran.describe()
+    assert "that is not Lookout's" in ran.stderr, ran.describe()
+    assert _catalog(db) == before, "the file was changed"
+    # a Lookout file, and an empty DuckDB file, are written as before
+    fresh = logs.parent / "empty.duckdb"
+    _someone_elses_database(fresh, "SELECT 1")
+    assert lookout("replay", logs, "--db", fresh, cwd=logs.parent).returncode == 0
+    assert lookout("replay", logs, "--db", fresh, cwd=logs.parent).returncode == 0
+
+
 def test_a_second_run_on_a_busy_metrics_port_names_the_port_and_the_setting(
     logs: Path, tmp_path: Path
 ) -> None:

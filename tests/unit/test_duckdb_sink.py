@@ -34,6 +34,7 @@ from tests.sink_cases import (
     tracker_rows,
 )
 from worker.cli.pipeline import build_pipeline
+from worker.errors import SetupError
 from worker.sink import Checkpoint, PartialRow
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import SimulationConfig, simulate_batches
@@ -246,6 +247,7 @@ def test_replaying_the_same_stream_into_the_same_file_changes_no_number(tmp_path
 def test_an_analysts_own_tables_in_the_file_do_not_stop_the_sink(tmp_path: Path) -> None:
     """Issue 9: a table of the analyst's with an INTEGER column made the sink refuse to start."""
     path = tmp_path / "lookout.duckdb"
+    DuckDBSink(path).close()  # a Lookout file, to which the analyst adds a table
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE TABLE my_notes (id INTEGER, note VARCHAR, seen_on DATE)")
         con.execute("INSERT INTO my_notes VALUES (1, 'latency looked odd', DATE '2026-01-05')")
@@ -255,6 +257,18 @@ def test_an_analysts_own_tables_in_the_file_do_not_stop_the_sink(tmp_path: Path)
     sink.close()
     assert query(path, "SELECT id, note FROM my_notes") == [(1, "latency looked odd")]
     assert query(path, "SELECT sum(records) FROM window_metrics") == [(4,)]
+
+
+def test_a_file_of_someone_elses_tables_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Lookout added its tables to any DuckDB file it was given; one without `window_metrics`
+    (which every release wrote) is not Lookout's, and a sink refuses it before changing it."""
+    path = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE my_notes (id INTEGER, note VARCHAR)")
+        con.execute("CREATE VIEW recent AS SELECT * FROM my_notes")
+    with pytest.raises(SetupError, match="not Lookout's \\(it holds my_notes, recent, none of"):
+        DuckDBSink(path)
+    assert query(path, "SELECT table_name FROM duckdb_tables() ORDER BY 1") == [("my_notes",)]
 
 
 def test_a_file_from_before_the_latency_columns_gains_them_and_keeps_its_rows(

@@ -180,7 +180,10 @@ def open_duckdb_sink(
     except SetupError as error:
         fail(str(error), code=1)
     except (duckdb.Error, OSError) as error:
-        fail(duckdb_open_problem(path, error), code=1)
+        problem = duckdb_open_problem(path, error)
+        if isinstance(error, duckdb.OutOfMemoryException):  # within the sink's own limit
+            problem += "; raise sink.memory_limit, the DuckDB sink's memory"
+        fail(problem, code=1)
 
 
 def outbox_path(config: LookoutConfig) -> str:

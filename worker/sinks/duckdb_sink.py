@@ -281,6 +281,30 @@ def refuse_foreign_file(path: Path) -> None:
         raise SetupError(msg)
 
 
+def refuse_foreign_database(path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    """A DuckDB file with tables or views of its own and no `window_metrics` (which every
+    release wrote first) is someone else's database: Lookout's twelve tables and views were
+    added to it, or, where a name clashed (`alerts`), some were and the write then failed.
+    `report`, `sql` and `baseline accept` already refused such a file; a replay or worker now
+    does too, before it changes anything. An empty database is fine to fill."""
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "UNION SELECT view_name FROM duckdb_views() "
+        "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal "
+        "ORDER BY 1"
+    ).fetchall()
+    names = [name for (name,) in rows]
+    if not names or "window_metrics" in names:
+        return
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    msg = (
+        f"{path} is a DuckDB database that is not Lookout's (it holds {shown}, none of "
+        "Lookout's tables), left as it was: give a new path or a Lookout DuckDB file"
+    )
+    raise SetupError(msg)
+
+
 #: the window tables `retention_days` prunes by `window_start` (stream time), together: a
 #: window's metrics without its verdicts would be judged again
 _WINDOW_TABLES = ("window_metrics", "window_request_ids", "detections")
@@ -336,6 +360,11 @@ class DuckDBSink:
         self._lock = threading.Lock()
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         with self._lock:
+            try:
+                refuse_foreign_database(self.path, self._con)
+            except SetupError:
+                self._con.close()
+                raise
             self._con.execute("SET TimeZone = 'UTC'")
             # one transaction: a commit per statement took twice as long on a new file
             self._con.execute("BEGIN TRANSACTION")
