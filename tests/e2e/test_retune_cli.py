@@ -253,6 +253,23 @@ def test_retune_list_without_a_retune_log_says_where_it_looked(tmp_path: Path) -
     ]
 
 
+def test_retune_list_without_retune_actions_is_an_empty_list_that_says_why(
+    tmp_path: Path,
+) -> None:
+    """A newcomer's config has no retune actions: `retune list` said "no worker has run with
+    this configuration's outbox" and exited 1 right after a worker had run with it."""
+    config = tmp_path / "lookout.yaml"
+    config.write_text(f"sink:\n  kind: duckdb\n  path: {tmp_path / 'l.duckdb'}\n")
+    listed = lookout("retune", "list", "--config", config, cwd=tmp_path)
+    assert listed.returncode == 0, listed.describe()
+    assert listed.stdout == ""
+    assert listed.stderr.strip().splitlines() == [
+        "no retune requests: this configuration has no retune actions "
+        f"(alerting.retune.actions), so it keeps no retune log ({tmp_path / 'l.duckdb'}"
+        ".outbox.sqlite)"
+    ]
+
+
 def test_retune_list_keeps_a_row_per_request_when_the_reason_spans_lines(tmp_path: Path) -> None:
     """Found in review: a failed export's DuckDB error (`Binder Error ...\\n\\nLINE 1: ...`) broke
     the table over several unaligned lines."""

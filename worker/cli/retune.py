@@ -92,8 +92,8 @@ def list_requests(
 
     Read from the retune log the worker keeps beside its alert outbox (`alerting.outbox_path`,
     by default `<sink path>.outbox.sqlite`), read-only, so it can run beside a worker (on
-    Kubernetes, in the pod that evaluates: `kubectl exec deploy/lookout-all -- lookout retune list
-    -c /etc/lookout/lookout.yaml`, `lookout-evaluate` in split mode).
+    Kubernetes, in the pod that evaluates: `kubectl exec statefulset/lookout-all -- lookout
+    retune list -c /etc/lookout/lookout.yaml`, `lookout-evaluate` in split mode).
     Times are event time (the windows' UTC times). OUTCOME is `sent` (the action answered: the
     run or message it created is in RESULT), `dry_run`, `failed` (RESULT says why; the next
     start asks again unless a later request was sent) or `pending` (being asked now).
@@ -106,6 +106,14 @@ def list_requests(
     config = configured(config_path)
     where = outbox_path(config)
     path = Path(where)
+    if not config.alerting.retune.actions and (where == ":memory:" or not path.is_file()):
+        # nothing could have been asked: an empty list, said once, not a failure
+        typer.echo(
+            f"no retune requests: this configuration has no retune actions "
+            f"(alerting.retune.actions), so it keeps no retune log ({where})",
+            err=True,
+        )
+        return
     if where == ":memory:" or not path.is_file():
         fail(
             f"no retune log at {where}: no worker has run with this configuration's outbox "
