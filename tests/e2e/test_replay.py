@@ -545,6 +545,25 @@ def test_with_json_logs_every_line_on_stderr_is_one_json_object(
     assert summary["invalid"] == len(corrupted_stream.bad)
 
 
+def test_with_json_logs_a_command_that_gives_up_says_so_in_json(tmp_path: Path) -> None:
+    """A newcomer's find: with `--log-format json` (or LOOKOUT_LOG_FORMAT=json) the line that
+    says why a command stopped was plain text, the one line a log pipeline then drops."""
+    missing = tmp_path / "nosuch.duckdb"
+    cases: list[tuple[list[str | Path], dict[str, str] | None]] = [
+        (["--log-format", "json", "sql", "--db", missing, "select 1"], None),
+        (["replay", tmp_path / "nosuch.ndjson"], {"LOOKOUT_LOG_FORMAT": "json"}),
+    ]
+    for args, env in cases:
+        result = lookout(*args, cwd=tmp_path, env=env)
+        assert result.returncode != 0, result.describe()
+        [line] = result.stderr.splitlines()
+        entry = json.loads(line)
+        assert entry["severity"] == "ERROR" and entry["logger"] == "lookout", line
+        assert "nosuch" in entry["message"] and not entry["message"].startswith("lookout:")
+    plain = lookout("sql", "--db", missing, "select 1", cwd=tmp_path)
+    assert plain.stderr.startswith("lookout: sql: no such DuckDB file"), plain.describe()
+
+
 def test_an_empty_file_is_warned_about(tmp_path: Path) -> None:
     """An empty file (or the wrong one, or a pipe that never got its data) replayed with
     exit 0 and a summary of zeros that nobody reads."""

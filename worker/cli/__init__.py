@@ -15,8 +15,6 @@ import sys
 from worker.cpu_tuning import collect_garbage_less_often, limit_blas_threads
 
 # isort: split
-import typer
-
 # the demo registers first, so `lookout --help` lists it first ("Start with `lookout demo`")
 from worker.cli import demo as _demo  # noqa: F401  (registers the command)
 
@@ -28,6 +26,7 @@ from worker.cli import pubsub as _pubsub  # noqa: F401  (registers the commands)
 from worker.cli import retune as _retune  # noqa: F401  (registers the commands)
 from worker.cli import sql as _sql  # noqa: F401  (registers the command)
 from worker.cli.app import app, fit_help_to_terminal
+from worker.cli.log_format import fatal
 
 __all__ = ["app", "limit_blas_threads", "main"]
 
@@ -98,5 +97,5 @@ def main() -> None:
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if name == "OutOfMemoryException":  # DuckDB's, within the sink's own limit
             text += "; raise sink.memory_limit, the DuckDB sink's memory"
-        typer.echo(f"lookout: {name}: {text} (set LOOKOUT_DEBUG=1 for a traceback)", err=True)
+        fatal(f"{name}: {text} (set LOOKOUT_DEBUG=1 for a traceback)")
         raise SystemExit(1) from None

@@ -72,7 +72,9 @@ ConfigOption = Annotated[
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
-    typer.echo(f"lookout: {message}", err=True)
+    from worker.cli.log_format import fatal
+
+    fatal(message)
     raise typer.Exit(code)
 
 

@@ -112,6 +112,16 @@ def say(logger: str, message: str, severity: str = "INFO", **fields: Any) -> Non
     print(message, file=sys.stderr, flush=True)
 
 
+def fatal(message: str) -> None:
+    """The one line a command that gives up prints on stderr: `lookout: message` in text, or,
+    with `--log-format json`, an ERROR object like every other line, so the line a log
+    pipeline most needs to parse is not the one line it cannot."""
+    if _active_format == "json":
+        say("lookout", message, "ERROR")
+    else:
+        print(f"lookout: {message}", file=sys.stderr, flush=True)
+
+
 def configure(level: str, fmt: str) -> None:
     """Install one handler on stderr in the chosen format and level on the root logger, in
     place of the one an earlier call installed; handlers others installed (a test runner's log
