@@ -102,8 +102,8 @@ class DuckDBSinkConfig(_Strict):
     path: str = "./lookout.duckdb"
     #: DuckDB's buffer cache limit (DuckDB's own default is 80% of RAM). The cache keeps the
     #: blocks the sink wrote until it reaches this limit, so a long-running worker's memory
-    #: grows by up to this much over hours; 64MB holds what a checkpoint needs many times over
-    #: (a 60-model replay ran at 8MB).
+    #: grows by up to this much over hours. 64MB holds what a checkpoint needs many times over
+    #: (a 60-model replay ran at 8MB); a restart reads its history a few windows at a time.
     memory_limit: str = "64MB"
     #: delete windows older than this many days of stream time (behind the newest window
     #: in the file) from the window tables, so a long-running worker's file levels off

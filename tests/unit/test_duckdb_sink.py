@@ -414,3 +414,52 @@ def test_compacting_a_file_drops_free_blocks_and_keeps_every_row(tmp_path: Path)
     # a copy that does not fit in its memory limit is made again without one, never an error
     assert compact_file(path, memory_limit="256KB") <= size
     assert query(path, merged) == rows
+
+
+def test_a_restart_reads_hours_of_embedding_windows_within_a_small_memory_limit(
+    tmp_path: Path,
+) -> None:
+    """A restart reads each model's recent windows, states included (about 140 KB a window
+    with embeddings). In one sorted query, 231 windows needed more than the 64 MB default and
+    the worker could not start (a review's find), and DuckDB's own Zstandard frames over the
+    stored states made even one row cost tens of MB: the sink now reads a few windows at a
+    time and stores states as they come. Eight hours of one model's windows (25 MB of states)
+    are read back whole within 32 MB."""
+    db = tmp_path / "history.duckdb"
+    config = LookoutConfig.model_validate(
+        {"sink": {"path": str(db)}, "metrics": {"enabled": False}}
+    )
+    pipeline = build_pipeline(config, alert_stream=None)
+    sim = SimulationConfig(
+        start=datetime(2026, 1, 5, 6, tzinfo=UTC),
+        hours=0.25,
+        calls_per_minute=100,
+        embedding_fraction=1.0,
+    )
+    for logs in simulate_batches(sim):
+        pipeline.engine.feed(logs)
+        pipeline.engine.tick()
+    pipeline.engine.finish(end_of_input=True)
+    pipeline.close()
+    writer = DuckDBSink(db)  # the same quarter hour again, 31 times, as the sink stores it
+    con = writer._con
+    con.execute("CREATE TEMP TABLE quarter AS SELECT * FROM window_metrics")
+    for shift in range(1, 32):
+        con.execute(
+            "INSERT INTO window_metrics SELECT * REPLACE ("
+            f"window_start + INTERVAL {15 * shift} MINUTE AS window_start, "
+            f"window_end + INTERVAL {15 * shift} MINUTE AS window_end) FROM quarter"
+        )
+    model, windows, state_bytes = con.execute(
+        "SELECT model, count(DISTINCT window_start), sum(octet_length(states)) "
+        "FROM window_metrics GROUP BY model ORDER BY model LIMIT 1"
+    ).fetchone() or ("", 0, 0)
+    writer.close()
+    assert windows >= 32 * 15 and state_bytes > 16 * 2**20
+    sink = DuckDBSink(db, memory_limit="32MB")
+    try:
+        history = sink.load_recent_windows(model, 0, 4_000_000_000)
+    finally:
+        sink.close()
+    assert len(history) == windows
+    assert all(rows and "embedding_drift" in rows[0] for rows in history.values())

@@ -313,6 +313,15 @@ _WRITTEN_AT_TABLES = (
     ("quarantined_records", "quarantined_at"),
     ("applied_checkpoints", "applied_at"),
 )
+#: DuckDB compresses long blobs with Zstandard at a checkpoint, over many rows at once, and
+#: reading one state back then needs the whole frame in memory: a restart reading 8 hours of
+#: one model's windows (25 MB of states) failed within 64 MB, a compacted demo file asked for
+#: 128 MB to read one row. The states are Zstandard-compressed already (`state_codec`), so the
+#: file is the same size without it (77 MB either way), and the same restart ran within 32 MB.
+_NO_ZSTD = "SET disabled_compression_methods = 'zstd'"
+#: windows a restart reads in one query: 2-3 MB of states with embeddings, far inside any
+#: `memory_limit` DuckDB can hold a sort of
+_WINDOWS_PER_READ = 12
 #: how far the stream moves between two prunes: each is a few deletes over zone maps
 PRUNE_STEP_SECONDS = 3600.0
 
@@ -366,6 +375,7 @@ class DuckDBSink:
                 self._con.close()
                 raise
             self._con.execute("SET TimeZone = 'UTC'")
+            self._con.execute(_NO_ZSTD)
             # one transaction: a commit per statement took twice as long on a new file
             self._con.execute("BEGIN TRANSACTION")
             self._con.execute(_SCHEMA)
@@ -677,16 +687,30 @@ class DuckDBSink:
     def load_recent_windows(
         self, model: str, since: int, until: int
     ) -> Mapping[int, Sequence[Mapping[str, DetectorRow]]]:
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT epoch(window_start)::BIGINT, states FROM window_metrics "
-                "WHERE model = ? AND window_start >= ? AND window_start < ? ORDER BY 1",
-                [model, _ts(since), _ts(until)],
-            ).fetchall()
+        """A restart's history, read a few windows at a time: in one query, sorting 231
+        windows' states (31 MB with embeddings) needed more than a 64 MB `memory_limit`, and a
+        worker with a few busy hours behind it could not start."""
         out: dict[int, list[Mapping[str, DetectorRow]]] = {}
-        for start, states in rows:
-            if decoded := decode_states(states):  # slice rows past the first carry none
-                out.setdefault(int(start), []).append(decoded)
+        with self._lock:
+            starts = [
+                int(start)
+                for (start,) in self._con.execute(
+                    "SELECT DISTINCT epoch(window_start)::BIGINT FROM window_metrics "
+                    "WHERE model = ? AND window_start >= ? AND window_start < ? ORDER BY 1",
+                    [model, _ts(since), _ts(until)],
+                ).fetchall()
+            ]
+        for first in range(0, len(starts), _WINDOWS_PER_READ):
+            chunk = starts[first : first + _WINDOWS_PER_READ]
+            with self._lock:
+                rows = self._con.execute(
+                    "SELECT epoch(window_start)::BIGINT, states FROM window_metrics "
+                    "WHERE model = ? AND window_start >= ? AND window_start <= ? ORDER BY 1",
+                    [model, _ts(chunk[0]), _ts(chunk[-1])],
+                ).fetchall()
+            for start, states in rows:
+                if decoded := decode_states(states):  # slice rows past the first carry none
+                    out.setdefault(int(start), []).append(decoded)
         return out
 
     def models(self) -> Sequence[str]:
@@ -860,6 +884,7 @@ def _copy_database(
     target.unlink(missing_ok=True)
     con = duckdb.connect(config=config)
     try:
+        con.execute(_NO_ZSTD)
         con.execute(f"ATTACH '{source}' AS lookout_source (READ_ONLY)")
         con.execute(f"ATTACH '{target}' AS lookout_target")
         con.execute("COPY FROM DATABASE lookout_source TO lookout_target")
