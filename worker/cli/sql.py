@@ -135,7 +135,11 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]], l
         names = [d[0] for d in described]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as error:
-        fail(f"sql: {message_with_suggestion(error)}{_hint(con, db, error)}", code=1)
+        hint = _hint(con, db, error)
+        # in a file that is not Lookout's, DuckDB's "did you mean" names one of its own
+        # catalogue tables (pg_tablespace for alerts), which only misleads
+        said = first_line(error) if _NOT_LOOKOUTS in hint else message_with_suggestion(error)
+        fail(f"sql: {said}{hint}", code=1)
     finally:
         con.close()
     json_columns = [i for i, d in enumerate(described) if str(d[1]) == "JSON"]
@@ -179,6 +183,9 @@ def _hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str
     return _missing_table_hint(con, db, error)
 
 
+#: what the hint says of a file without any of Lookout's tables
+_NOT_LOOKOUTS = "holds none of Lookout's tables"
+
 #: "Catalog Error: Table with name X does not exist!"
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 
@@ -198,7 +205,7 @@ def _missing_table_hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseExc
     except duckdb.Error:
         return ""
     if not names & LOOKOUT_TABLES:
-        return f" ({db.name} holds none of Lookout's tables: not a file lookout wrote?)"
+        return f" ({db.name} {_NOT_LOOKOUTS}: not a file lookout wrote?)"
     if Path(f"{db}.wal").exists():
         return ""
     return (
