@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.e2e.conftest import REPLAY_TIMEOUT, assert_no_traceback, lookout
 
@@ -143,6 +144,37 @@ def test_a_duckdb_file_that_is_not_lookouts_is_named_and_left_as_it_was(tmp_path
     with duckdb.connect(str(theirs), read_only=True) as con:
         tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
     assert tables == ["sales"]
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (
+            "notes.txt",
+            "notes.txt is not a DuckDB database file; expected a DuckDB file lookout wrote",
+        ),
+        ("folder", "folder is a directory; expected a DuckDB file"),
+    ],
+)
+@pytest.mark.parametrize("command", ["baseline accept", "report"])
+def test_a_file_that_is_not_duckdb_or_a_directory_is_one_line_and_exit_2(
+    tmp_path: Path, given: str, says: str, command: str
+) -> None:
+    """`--db notes.txt` gave the sink's "give a new path or a Lookout DuckDB file" (and exit 1
+    for accept), and accept's `--db /tmp` DuckDB's IO Error: these read the file lookout
+    wrote, as `sql` says."""
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "folder").mkdir()
+    if command == "report":
+        args: tuple[str, ...] = ("report", "--db", given, "--out", "r.html")
+    else:
+        args = ("baseline", "accept", "--model", MODEL, "--detector", "safety", "--db", given)
+    result = lookout(*args, cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.splitlines() == [f"lookout: {command}: {says}"], result.describe()
+    assert (tmp_path / "notes.txt").read_text() == "hello\n"  # left as it was
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_accept_after_records_each_acceptance_beside_the_manual_ones(tmp_path: Path) -> None:

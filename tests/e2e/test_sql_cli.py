@@ -186,6 +186,7 @@ def test_times_are_utc_whatever_the_host_zone(db: Path) -> None:
     ("sql", "suggests"),
     [
         ("SELECT * FROM window_metric_merged", 'Did you mean "window_metrics_merged"?'),
+        ("SELECT * FROM window_metric", 'Did you mean "window_metrics"?'),
         ("SELECT blcok_rate FROM model_windows", 'Candidate bindings: "block_rate"'),
     ],
 )
@@ -221,6 +222,40 @@ def test_a_file_lookout_did_not_write_is_named_as_such(tmp_path: Path) -> None:
     assert "holds none of Lookout's tables" in result.stderr and ".wal" not in result.stderr
     # DuckDB's "did you mean" named its own catalogue there (pg_tablespace): only misleading
     assert "Did you mean" not in result.stderr, result.describe()
+
+
+@pytest.mark.parametrize("table", ["nosuch", "main.nosuch"])
+def test_a_table_nothing_resembles_names_the_files_tables_not_duckdbs_catalogue(
+    db: Path, table: str
+) -> None:
+    """`SELECT * FROM nosuch` said `Did you mean "pg_sequences"?` (for `main.nosuch`,
+    "sqlite_schema"): a DuckDB catalogue table, which holds nothing of the analyst's."""
+    result = lookout("sql", "--db", db, f"SELECT * FROM {table}", cwd=db.parent)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    [line] = result.stderr.splitlines()
+    said = "lookout: sql: Catalog Error: Table with name nosuch does not exist! (tables here: "
+    assert line.startswith(said) and line.endswith(")"), line
+    assert "Did you mean" not in line and "pg_" not in line, line
+    named = line.removeprefix(said).removesuffix(")").split(", ")
+    assert named[:2] == ["window_metrics_merged", "model_windows"], line  # the views first
+    tables = query(db, "SELECT table_name FROM information_schema.tables")
+    assert sorted(named) == sorted(name for (name,) in tables), line
+
+
+def test_a_table_missing_from_a_file_lookout_did_not_write_names_its_tables(
+    tmp_path: Path,
+) -> None:
+    import duckdb
+
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE sales (a INTEGER)").close()
+    result = lookout("sql", "--db", other, "SELECT * FROM nosuch", cwd=tmp_path)
+    assert_no_traceback(result)
+    assert result.returncode == 1, result.describe()
+    assert result.stderr.splitlines() == [
+        "lookout: sql: Catalog Error: Table with name nosuch does not exist! (tables here: sales)"
+    ], result.describe()
 
 
 def test_large_numbers_keep_their_digits_and_null_is_not_blank(db: Path) -> None:

@@ -51,6 +51,7 @@ def accept(
     from alerts.tracking import EvidenceTracker  # here: alerts pulls httpx, not for --help
     from schemas.config import DuckDBSinkConfig, unknown_detectors
     from worker.cli.pipeline import open_duckdb_sink
+    from worker.cli.sql import refuse_non_duckdb
     from worker.sink import Sink
 
     problem = unknown_detectors([detector])
@@ -68,6 +69,9 @@ def accept(
         if not path.exists():
             where = "--db" if db else "sink.path"
             fail(f"baseline accept: no sink at {path} ({where}); nothing to accept")
+        # a directory or `notes.txt`: exit 2 as `sql` does, not the sink's "give a new path"
+        # (exit 1), which is for a writer; accepting needs the file lookout wrote
+        refuse_non_duckdb("baseline accept", path)
         if not _is_lookout_file(path):
             # opening it as the sink would add Lookout's tables to someone else's file
             fail(f"baseline accept: {path} is not a Lookout DuckDB file; nothing to accept")

@@ -575,18 +575,11 @@ def report_command(
         fail(f"report: {error}")
     if not db.exists():
         fail(f"report: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
-    if db.is_dir():
-        fail(f"report: {db} is a directory; expected a DuckDB file")
+    from worker.cli.sql import duckdb_open_problem, first_line, refuse_non_duckdb
+
+    refuse_non_duckdb("report", db)  # a directory, or not a DuckDB file (`notes.txt` renamed)
     from worker.cli.report import write_report
     from worker.cli.report_evidently import evidently_second_opinion
-    from worker.errors import SetupError
-    from worker.sinks.duckdb_sink import refuse_foreign_file
-
-    try:
-        refuse_foreign_file(db)  # not a DuckDB file at all (`notes.txt` renamed)
-    except SetupError as error:
-        fail(f"report: {error}")
-    from worker.cli.sql import duckdb_open_problem, first_line
     from worker.sinks.duckdb_read_only import (
         NotALookoutFile,
         UnreadableLookoutFile,

@@ -110,15 +110,7 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]], l
 
     if not db.exists():
         fail(f"sql: no such DuckDB file: {db} (lookout replay or lookout demo writes one)")
-    if db.is_dir():
-        fail(f"sql: {db} is a directory; expected a DuckDB file")
-    from worker.errors import SetupError
-    from worker.sinks.duckdb_sink import refuse_foreign_file
-
-    try:
-        refuse_foreign_file(db)
-    except SetupError as error:  # its "give a new path" is for writers: a new path has no rows
-        fail(f"sql: {str(error).split(';')[0]}; expected a DuckDB file lookout wrote")
+    refuse_non_duckdb("sql", db)
     try:
         # no external access: the query reads this file's tables and can write no other file
         # (`COPY alerts TO 'out.csv'` wrote one); it cannot be turned back on by the query
@@ -135,15 +127,28 @@ def run_query(db: Path, query: str) -> tuple[list[str], list[tuple[Any, ...]], l
         names = [d[0] for d in described]
         rows = cursor.fetchall() if names else []
     except duckdb.Error as error:
-        hint = _hint(con, db, error)
-        # in a file that is not Lookout's, DuckDB's "did you mean" names one of its own
-        # catalogue tables (pg_tablespace for alerts), which only misleads
-        said = first_line(error) if _NOT_LOOKOUTS in hint else message_with_suggestion(error)
-        fail(f"sql: {said}{hint}", code=1)
+        fail(f"sql: {_error_line(con, db, error)}", code=1)
     finally:
         con.close()
     json_columns = [i for i, d in enumerate(described) if str(d[1]) == "JSON"]
     return names, rows, json_columns
+
+
+def refuse_non_duckdb(command: str, db: Path) -> None:
+    """Exit 2 with one line if `db`, which exists, is a directory or a file that is not a DuckDB
+    database (`notes.txt`). For `sql` and `baseline accept`, which read what lookout wrote, the
+    sink's own advice, "give a new path", is wrong: a new path has nothing to read."""
+    if db.is_dir():
+        fail(f"{command}: {db} is a directory; expected a DuckDB file")
+    from worker.errors import SetupError
+    from worker.sinks.duckdb_sink import refuse_foreign_file
+
+    try:
+        refuse_foreign_file(db)
+    except SetupError as error:
+        # the sink's reason without its advice, which follows the last "; " (a path may hold one)
+        reason = str(error).rsplit("; ", 1)[0]
+        fail(f"{command}: {reason}; expected a DuckDB file lookout wrote")
 
 
 def _parsed(row: tuple[Any, ...], json_columns: Sequence[int]) -> tuple[Any, ...]:
@@ -173,13 +178,28 @@ def _one_statement(con: duckdb.DuckDBPyConnection, query: str) -> None:
         )
 
 
+def _error_line(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str:
+    """A failed query's DuckDB error as one line: DuckDB's suggestion for a typo when it names
+    one of this file's own tables or columns, else the tables the file has, and a hint, all in
+    one parenthesis (two read as two afterthoughts)."""
+    hint = _hint(con, db, error)
+    # in a file that is not Lookout's, the hint says what to know: DuckDB's "did you mean"
+    # names one of its own catalogue tables (pg_tablespace for alerts), which only misleads
+    instead = "" if _NOT_LOOKOUTS in hint else _tables_instead(con, db, error)
+    dropped = bool(instead) or _NOT_LOOKOUTS in hint
+    said = first_line(error) if dropped else message_with_suggestion(error)
+    notes = "; ".join(note for note in (instead, hint) if note)
+    return f"{said} ({notes})" if notes else said
+
+
 def _hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str:
     """What a one-line DuckDB error leaves a newcomer to guess: why writing a file was refused
-    (`COPY ... TO`) and what does it instead, or why one of Lookout's tables is missing."""
+    (`COPY ... TO`) and what does it instead, or why one of Lookout's tables is missing. The
+    words alone, "" for none: the caller puts them in parentheses."""
     import duckdb
 
     if isinstance(error, duckdb.PermissionException):
-        return " (lookout sql reads the DuckDB file only; for a CSV file, --format csv > FILE)"
+        return "lookout sql reads the DuckDB file only; for a CSV file, --format csv > FILE"
     return _missing_table_hint(con, db, error)
 
 
@@ -198,20 +218,67 @@ def _missing_table_hint(con: duckdb.DuckDBPyConnection, db: Path, error: BaseExc
     missing = _MISSING_TABLE.search(str(error))
     if missing is None or missing.group(1).lower() not in LOOKOUT_TABLES:
         return ""
-    import duckdb
-
-    try:
-        names = {str(r[0]).lower() for r in con.execute("SHOW TABLES").fetchall()}
-    except duckdb.Error:
+    tables = _file_tables(con)
+    if tables is None:
         return ""
+    names = {name.lower() for name in tables}
     if not names & LOOKOUT_TABLES:
-        return f" ({db.name} {_NOT_LOOKOUTS}: not a file lookout wrote?)"
+        return f"{db.name} {_NOT_LOOKOUTS}: not a file lookout wrote?"
     if Path(f"{db}.wal").exists():
         return ""
     return (
-        f" (if {db.name} is a copy of a file a worker was writing, copy {db.name}.wal with it:"
-        " the newest checkpoints are there)"
+        f"if {db.name} is a copy of a file a worker was writing, copy {db.name}.wal with it:"
+        " the newest checkpoints are there"
     )
+
+
+#: DuckDB's suggestion for a missing table: `Did you mean "window_metrics"?`
+_SUGGESTED_TABLE = re.compile(r'Did you mean "([^"]+)"\?')
+#: at most this many of a file's tables named in one error line; a Lookout file has 13
+_TABLES_SHOWN = 15
+
+
+def _tables_instead(con: duckdb.DuckDBPyConnection, db: Path, error: BaseException) -> str:
+    """For a table the file does not have, the tables and views it does, when DuckDB suggests
+    none of them: for `nosuch` on a Lookout file it suggested `pg_sequences`, one of its own
+    catalogue tables, which sent an analyst looking for a table that holds nothing of theirs.
+    Empty when DuckDB's suggestion is one of the file's tables (`window_metric`: "Did you mean
+    "window_metrics"?" answers the typo) or the error is not a missing table."""
+    if _MISSING_TABLE.search(str(error)) is None:
+        return ""
+    tables = _file_tables(con)
+    if tables is None:  # cannot tell a real suggestion from a catalogue one: DuckDB's words
+        return ""
+    suggested = _SUGGESTED_TABLE.search(str(error))
+    if suggested is not None:
+        name = suggested.group(1).lower().rsplit(".", 1)[-1]  # "main.alerts", if ever qualified
+        if name in {table.lower() for table in tables}:
+            return ""
+    if not tables:
+        return f"{db.name} holds no tables or views"
+    shown = ", ".join(tables[:_TABLES_SHOWN])
+    more = len(tables) - _TABLES_SHOWN
+    return f"tables here: {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def _file_tables(con: duckdb.DuckDBPyConnection) -> list[str] | None:
+    """The tables and views of the file's main schema, Lookout's in the order of
+    ANALYST_TABLES (what to query first), then the others by name; None if they cannot be
+    read. DuckDB's own catalogue (`pg_*`, `duckdb_*`, `sqlite_*`) is not among them."""
+    import duckdb
+
+    try:
+        rows = con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "UNION SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND NOT internal"
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    order = {name: i for i, name in enumerate((*ANALYST_TABLES, *BOOKKEEPING_TABLES))}
+    return sorted((str(name) for (name,) in rows), key=lambda n: (order.get(n, len(order)), n))
 
 
 def duckdb_open_problem(db: Path, error: BaseException) -> str:
