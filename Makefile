@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml requirements.lock setup.py $(wildcard schemas/decode/_f
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	@# setuptools warns on every editable install that a folder named like a package may shadow it:
+	@# true of any checkout (it is how the compiled parts are found in place), and it read as an error
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # the `retune` extra (Vertex AI / Kubeflow clients): the suite tests those actions
