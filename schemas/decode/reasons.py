@@ -30,6 +30,7 @@ _TYPE_WORDS = {
     "datetime": "an RFC 3339 timestamp",
 }
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_TOP_KEY = re.compile(r"[^.\[]+")
 
 
 def _expected_words(m: re.Match[str]) -> str:
@@ -97,3 +98,46 @@ def msgspec_error(e: msgspec.DecodeError, line: int, raw: bytes, record: bytes) 
         shown = shown[:80] + "…" if len(shown) > 80 else shown
         reason += f", got {shown}" if field is not None else f" ({shown})"
     return DecodeError(line, reason, raw, field)
+
+
+#: other bad fields named beside the first, at most (then "and N more")
+MORE_FIELDS_NAMED = 5
+
+
+def with_other_bad_fields(
+    first: DecodeError, record: bytes, decoder: msgspec.json.Decoder[Any]
+) -> DecodeError:
+    """`first` (the field msgspec stopped at) with every other top-level field of the record
+    that fails on its own, in the record's order, in the same one line.
+
+    msgspec stops at the first bad field, so a logger with three wrong fields took three
+    replays to fix, one line each time. Each field is decoded alone as a record of one field
+    by the same decoder (every field of the record type is optional), so its reason is the one
+    it would get first. Only records that failed are looked at again."""
+    if first.field is None:
+        return first
+    try:
+        fields = orjson.loads(record)
+    except orjson.JSONDecodeError:
+        return first
+    if not isinstance(fields, dict):
+        return first
+    top = _TOP_KEY.match(first.field)
+    others: list[DecodeError] = []
+    for name, value in fields.items():
+        if top is not None and name == top.group(0):
+            continue
+        alone = orjson.dumps({name: value})
+        try:
+            decoder.decode(alone)
+        except msgspec.ValidationError as e:
+            others.append(msgspec_error(e, first.line, first.raw, alone))
+        except msgspec.DecodeError:
+            continue
+    named = [f"field {e.field}: {e.reason}" if e.field else e.reason for e in others]
+    if not named:
+        return first
+    if len(named) > MORE_FIELDS_NAMED:
+        named = [*named[:MORE_FIELDS_NAMED], f"and {len(named) - MORE_FIELDS_NAMED} more fields"]
+    reason = "; ".join([first.reason, *named])
+    return DecodeError(first.line, reason, first.raw, first.field, first.error_type)

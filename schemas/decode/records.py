@@ -23,7 +23,7 @@ from schemas.decode.guards import (
     utf8_reason,
 )
 from schemas.decode.otlp import otlp_records
-from schemas.decode.reasons import msgspec_error
+from schemas.decode.reasons import msgspec_error, with_other_bad_fields
 from schemas.decode.wire import (
     ARRAY_DECODER,
     DOCUMENT_DECODER,
@@ -190,7 +190,10 @@ def _record_error(
                 return _decode_one(record[len(BOM) :], raw, line, hint, max_depth)
             except Exception as again:
                 return _record_error(again, record[len(BOM) :], raw, line, hint, max_depth)
-        return msgspec_error(e, line, raw, record)
+        first = msgspec_error(e, line, raw, record)
+        if isinstance(e, msgspec.ValidationError):
+            return with_other_bad_fields(first, record, WIRE_DECODER)
+        return first
     if isinstance(e, UnicodeDecodeError):
         return DecodeError(line, utf8_reason(record), raw, None, "invalid_utf8")
     if isinstance(e, RecursionError):  # below the depth limit, yet too deep for this stack

@@ -134,6 +134,47 @@ def test_reasons_say_the_step_and_what_was_found_once() -> None:
     assert trailing.reason.startswith("not valid JSON: more text after the end of the record")
 
 
+def test_a_record_with_several_bad_fields_names_each_in_its_one_line() -> None:
+    """msgspec stops at the first bad field: a logger with three wrong fields took three runs
+    to fix. The one error keeps the first field (the dead-letter's `field`) and names every
+    other bad field of the record, in its order, with the reason each gets alone."""
+    record = {
+        **GOOD_RECORD,
+        "latency_ms": "fast",
+        "output_tokens": -3,
+        "model": "m",
+        "input_tokens": "x",
+        "blocked": "no",
+    }
+    error = only_error(orjson.dumps(record))
+    assert error.field == "latency_ms"
+    assert error.describe() == (
+        'line 3: field latency_ms: must be a number, got "fast"; '
+        "field output_tokens: must be a non-negative integer, got -3; "
+        'field input_tokens: must be an integer, got "x"; '
+        'field blocked: must be true or false, got "no"'
+    )
+
+
+def test_a_record_with_many_bad_fields_stays_one_readable_line() -> None:
+    record = {**GOOD_RECORD, **{name: [1] for name in _SCALAR_FIELDS}, "blocked": 1}
+    error = only_error(orjson.dumps(record))
+    assert error.field == _SCALAR_FIELDS[0]
+    assert "\n" not in error.describe()
+    named = [part.split(":")[0] for part in error.reason.split("; ")[1:]]
+    assert named == [f"field {name}" for name in _SCALAR_FIELDS[1:6]] + ["and 1 more fields"]
+
+
+_SCALAR_FIELDS = (
+    "latency_ms",
+    "time_to_first_token_ms",
+    "input_tokens",
+    "output_tokens",
+    "citation_count",
+    "tenant",
+)
+
+
 @pytest.mark.parametrize(
     ("name", "field", "reason"),
     [
