@@ -154,19 +154,23 @@ def test_a_duckdb_file_that_is_not_lookouts_is_named_and_left_as_it_was(tmp_path
             "notes.txt is not a DuckDB database file; expected a DuckDB file lookout wrote",
         ),
         ("folder", "folder is a directory; expected a DuckDB file"),
+        ("empty.duckdb", "empty.duckdb is empty; expected a DuckDB file lookout wrote"),
     ],
 )
-@pytest.mark.parametrize("command", ["baseline accept", "report"])
+@pytest.mark.parametrize("command", ["baseline accept", "report", "sql"])
 def test_a_file_that_is_not_duckdb_or_a_directory_is_one_line_and_exit_2(
     tmp_path: Path, given: str, says: str, command: str
 ) -> None:
     """`--db notes.txt` gave the sink's "give a new path or a Lookout DuckDB file" (and exit 1
-    for accept), and accept's `--db /tmp` DuckDB's IO Error: these read the file lookout
-    wrote, as `sql` says."""
+    for accept), accept's `--db /tmp` and every reader's empty file DuckDB's IO Error (exit
+    1): these read the file lookout wrote, and say so alike."""
     (tmp_path / "notes.txt").write_text("hello\n")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.duckdb").touch()
     if command == "report":
         args: tuple[str, ...] = ("report", "--db", given, "--out", "r.html")
+    elif command == "sql":
+        args = ("sql", "--db", given, "SELECT count(*) FROM alerts")
     else:
         args = ("baseline", "accept", "--model", MODEL, "--detector", "safety", "--db", given)
     result = lookout(*args, cwd=tmp_path)
@@ -174,6 +178,7 @@ def test_a_file_that_is_not_duckdb_or_a_directory_is_one_line_and_exit_2(
     assert result.returncode == 2, result.describe()
     assert result.stderr.splitlines() == [f"lookout: {command}: {says}"], result.describe()
     assert (tmp_path / "notes.txt").read_text() == "hello\n"  # left as it was
+    assert (tmp_path / "empty.duckdb").stat().st_size == 0
     assert not (tmp_path / "r.html").exists()
 
 
