@@ -70,6 +70,27 @@ def test_replay_refuses_a_report_on_its_database_and_a_dead_letter_file_on_its_i
     assert (where / "logs.ndjson").read_bytes() == before
 
 
+@pytest.mark.parametrize("where", ["--report", "configuration"])
+def test_replay_into_bigquery_with_a_report_is_refused_before_any_record(
+    tmp_path: Path, where: str
+) -> None:
+    """A report is built from the DuckDB file a replay writes. Into BigQuery, `--report` was
+    found out only after every record had landed (a trial's 5,630 records and 90 detections),
+    in a TypeError's words with exit 1 and no summary. No BigQuery is reachable here: the
+    refusal must come before the sink is opened."""
+    (tmp_path / "logs.ndjson").write_bytes(native_lines(5))
+    config = tmp_path / "bq.yaml"
+    config.write_text(
+        "sink:\n  kind: bigquery\n  project: my-project\n  dataset: llm\n"
+        + ("report: r.html\n" if where == "configuration" else "")
+    )
+    extra = ("--report", "r.html") if where == "--report" else ()
+    result = lookout("replay", "logs.ndjson", "--config", config, *extra, cwd=tmp_path)
+    refused(result, "is built from the DuckDB file the replay writes, and this configuration "
+            "writes to bigquery (sink.kind)")  # fmt: skip
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_demo_replaces_no_file_it_did_not_write(worker_db: Path) -> None:
     where = worker_db.parent
     logs = (where / "logs.ndjson").read_bytes()
@@ -113,3 +134,14 @@ def test_demo_hours_too_short_for_its_incidents_are_refused_up_front(tmp_path: P
     assert_no_traceback(result)
     assert result.returncode == 2 and "greater than or equal to 2.5" in result.stderr
     assert not (tmp_path / "lookout-demo.duckdb").exists()
+
+
+def test_the_already_counted_hint_for_bigquery_does_not_point_at_duckdb() -> None:
+    """Replaying into BigQuery again said "use another --db": `--db` switches the sink to a
+    DuckDB file, and a trial's next replay then silently wrote there instead of BigQuery."""
+    from schemas.config import LookoutConfig
+    from worker.cli.commands import _apart_hint
+
+    bigquery = LookoutConfig.model_validate({"sink": {"kind": "bigquery", "project": "p"}})
+    assert "--db" not in _apart_hint(bigquery) and "sink.dataset" in _apart_hint(bigquery)
+    assert "--db" in _apart_hint(LookoutConfig())

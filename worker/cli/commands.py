@@ -108,6 +108,16 @@ def replay(
         },
     )
 
+    wanted_report = report or (Path(config.report) if config.report else None)
+    if wanted_report is not None and config.sink.kind != "duckdb":
+        # found only after the replay had written every record (a TypeError's words, exit 1)
+        option = "--report" if report else "report (in the configuration)"
+        fail(
+            f"replay: {option} is built from the DuckDB file the replay writes, and this "
+            f"configuration writes to {config.sink.kind} (sink.kind); replay into DuckDB with "
+            "--db FILE, or leave the report out"
+        )
+
     def report_invalid(error: DecodeError) -> None:
         _say_bad_record("replay", file, error)
 
@@ -208,7 +218,7 @@ def replay(
             "lookout.replay",
             f"{file}: {stats.duplicates} records were already counted in the sink (same "
             "request ids): this file replayed again, or simulated files made with the same "
-            "--seed; use another --db (or --seed) to keep them apart",
+            f"--seed; {_apart_hint(config)} to keep them apart",
             "WARNING",
         )
     if source.failure is not None:
@@ -362,6 +372,14 @@ def _kept_in(config: LookoutConfig, report: Path | None) -> str:
     if report or config.report:
         places.append(str(report or config.report))
     return ", ".join(places)
+
+
+def _apart_hint(config: LookoutConfig) -> str:
+    """Where else a replay could count: `--db` switches the sink to a DuckDB file, which a
+    user replaying into BigQuery did not mean (it silently stopped writing to BigQuery)."""
+    if config.sink.kind == "duckdb":
+        return "use another --db (or --seed)"
+    return "use another dataset (sink.dataset; lookout bq init creates it) or --seed"
 
 
 def _say_bad_record(command: str, file: str, error: DecodeError) -> None:
