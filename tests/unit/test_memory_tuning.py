@@ -1,10 +1,10 @@
 """The allocator tuning `lookout` applies at start-up (worker/memory_tuning.py).
 
 What a user notices is memory handed back to the system: with glibc's defaults, freeing one
-large buffer raises the mmap threshold, and later buffers of a few MB stay in the heap after
-they are freed. The tuned process gives them their own mappings. Each check runs in a
-fresh interpreter, since the tuning changes the whole process. Lookout's machines and image run
-glibc (Debian), so these tests expect it.
+large buffer raises the mmap threshold, and later buffers up to its size stay in the heap after
+they are freed. The tuned process gives buffers above its fixed threshold their own mappings.
+Each check runs in a fresh interpreter, since the tuning changes the whole process. Lookout's
+machines and image run glibc (Debian), so these tests expect it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from worker.memory_tuning import (
     use_system_arrow_pool,
 )
 
-#: after a 16 MiB buffer is freed, is a fresh 2 MiB buffer (a message of a replay, a poll's
-#: block of embeddings; above the tuned threshold) a mapping of its own? Prints
-#: "mapped" or "heap". glibc's mallinfo2 counts bytes in mmapped chunks as `hblkhd`.
+#: after a 16 MiB buffer is freed, is a fresh 12 MiB buffer (above the tuned threshold) a
+#: mapping of its own? Prints "mapped" or "heap". glibc's mallinfo2 counts bytes in mmapped
+#: chunks as `hblkhd`.
 PROBE = textwrap.dedent(
     """
     import ctypes, sys
@@ -45,8 +45,8 @@ PROBE = textwrap.dedent(
     {start}
     libc.free(libc.malloc(16 << 20))  # with defaults this raises the mmap threshold to 16 MiB
     before = libc.mallinfo2().hblkhd
-    block = libc.malloc(2 << 20)
-    print("mapped" if libc.mallinfo2().hblkhd - before >= 2 << 20 else "heap")
+    block = libc.malloc(12 << 20)
+    print("mapped" if libc.mallinfo2().hblkhd - before >= 12 << 20 else "heap")
     libc.free(block)
     """
 )
