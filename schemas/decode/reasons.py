@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -107,37 +108,55 @@ MORE_FIELDS_NAMED = 5
 def with_other_bad_fields(
     first: DecodeError, record: bytes, decoder: msgspec.json.Decoder[Any]
 ) -> DecodeError:
-    """`first` (the field msgspec stopped at) with every other top-level field of the record
-    that fails on its own, in the record's order, in the same one line.
+    """`first` (the field msgspec stopped at) with every other field of the record that fails
+    on its own, in the record's order, in the same one line.
 
     msgspec stops at the first bad field, so a logger with three wrong fields took three
     replays to fix, one line each time. Each field is decoded alone as a record of one field
     by the same decoder (every field of the record type is optional), so its reason is the one
-    it would get first. Only records that failed are looked at again."""
+    it would get first; a LogEntry's fields are looked for inside its `jsonPayload`. Only
+    records that failed are looked at again, and this is an extra: anything it cannot read
+    (a value orjson will not write back, 255 levels deep) leaves `first` as it was, never the
+    record's own error turned into an internal one."""
     if first.field is None:
         return first
     try:
-        fields = orjson.loads(record)
-    except orjson.JSONDecodeError:
+        named = _other_bad_fields(first, record, decoder)
+    except Exception:
         return first
-    if not isinstance(fields, dict):
-        return first
-    top = _TOP_KEY.match(first.field)
-    others: list[DecodeError] = []
-    for name, value in fields.items():
-        if top is not None and name == top.group(0):
-            continue
-        alone = orjson.dumps({name: value})
-        try:
-            decoder.decode(alone)
-        except msgspec.ValidationError as e:
-            others.append(msgspec_error(e, first.line, first.raw, alone))
-        except msgspec.DecodeError:
-            continue
-    named = [f"field {e.field}: {e.reason}" if e.field else e.reason for e in others]
     if not named:
         return first
     if len(named) > MORE_FIELDS_NAMED:
         named = [*named[:MORE_FIELDS_NAMED], f"and {len(named) - MORE_FIELDS_NAMED} more fields"]
     reason = "; ".join([first.reason, *named])
     return DecodeError(first.line, reason, first.raw, first.field, first.error_type)
+
+
+def _other_bad_fields(
+    first: DecodeError, record: bytes, decoder: msgspec.json.Decoder[Any]
+) -> list[str]:
+    fields = orjson.loads(record)
+    if not isinstance(fields, dict) or first.field is None:
+        return []
+    path = first.field.split(".")
+    wrap: Callable[[dict[str, Any]], dict[str, Any]] = lambda one: one  # noqa: E731
+    if path[0] == "jsonPayload" and len(path) > 1 and isinstance(fields.get("jsonPayload"), dict):
+        # a LogEntry: its record is the payload; the wrapper's own fields are looked at too
+        outer = {k: v for k, v in fields.items() if k != "jsonPayload"}
+        fields, path = {**outer, **fields["jsonPayload"]}, path[1:]
+        inner = set(fields) - set(outer)
+        wrap = lambda one: {"jsonPayload": one} if set(one) <= inner else one  # noqa: E731
+    top = _TOP_KEY.match(path[0])
+    named: list[str] = []
+    for name, value in fields.items():
+        if top is not None and name == top.group(0):
+            continue
+        alone = orjson.dumps(wrap({name: value}))
+        try:
+            decoder.decode(alone)
+        except msgspec.ValidationError as e:
+            error = msgspec_error(e, first.line, first.raw, alone)
+            named.append(f"field {error.field}: {error.reason}" if error.field else error.reason)
+        except msgspec.DecodeError:
+            continue
+    return named

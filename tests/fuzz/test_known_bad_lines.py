@@ -11,6 +11,7 @@ the step, what was found and what was expected, once.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,29 @@ def test_a_record_with_several_bad_fields_names_each_in_its_one_line() -> None:
         'field input_tokens: must be an integer, got "x"; '
         'field blocked: must be true or false, got "no"'
     )
+
+
+def test_a_logentry_names_every_bad_field_of_its_payload() -> None:
+    entry = {
+        "timestamp": "2025-01-01T00:00:00Z",
+        "jsonPayload": {**GOOD_RECORD, "latency_ms": "fast", "input_tokens": "x"},
+    }
+    error = only_error(orjson.dumps(entry))
+    assert error.describe() == (
+        'line 3: field jsonPayload.latency_ms: must be a number, got "fast"; '
+        'field jsonPayload.input_tokens: must be an integer, got "x"'
+    )
+
+
+def test_naming_the_other_fields_never_turns_a_bad_record_into_an_internal_error() -> None:
+    """orjson will not write back a value nested 255 deep, which `decode.max_depth` 256
+    allows: the extra step failed, and the record became an internal error that cost its
+    whole message (a review's replay lost 479 good records without a word)."""
+    deep = b"[" * 254 + b"1" + b"]" * 254
+    bad = b'{"model":"m","latency_ms":"fast","extra":' + deep + b"}"
+    error = only_error(bad, replace(LIMITS, max_depth=256))
+    assert error.error_type != "internal_error", error.describe()
+    assert error.describe() == 'line 3: field latency_ms: must be a number, got "fast"'
 
 
 def test_a_record_with_many_bad_fields_stays_one_readable_line() -> None:
