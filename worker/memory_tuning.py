@@ -6,7 +6,8 @@ live allocations stayed near 70 MB: glibc raises its mmap threshold dynamically 
 after the first large buffer is freed, so every later numpy column of a poll comes from an
 arena, and an arena's top cannot be returned while a small object sits above the freed holes.
 A fixed mmap threshold keeps those buffers in their own mappings, handed back to the kernel
-when freed; a small trim threshold returns the heap's free top promptly; two arenas stop each
+when freed (now those over 8 MiB: see below); a fixed trim threshold returns the heap's free
+top beyond it; two arenas stop each
 thread (DuckDB's, the reader, the HTTP server) from keeping a heap of its own. Tuned (then at
 a 128 KiB threshold), the arenas held 65 MB with 3-7 MB free, and over 1M records, with
 Arrow's pool below, peak RSS was 338 MB against 435 MB untuned (`python -m bench.memory_bench`

@@ -89,6 +89,16 @@ def test_the_cli_start_up_gives_large_buffers_their_own_mappings(tmp_path: Path)
     assert _probe(_cli_start(tmp_path), tmp_path) == "mapped"
 
 
+def test_the_cli_start_up_keeps_a_replays_buffers_of_a_few_mib_in_the_heap(
+    tmp_path: Path,
+) -> None:
+    """A 2 MB message or a 3 MB block of embeddings is reused from the arenas: with its own
+    mapping (the 1 MiB threshold before) every one was zeroed and faulted in afresh, 2.7 s of
+    system time in a 6-hour replay against 1.5 s."""
+    probe = PROBE.replace("12 << 20", "4 << 20").format(start=_cli_start(tmp_path))
+    assert _run(probe, tmp_path) == "heap"
+
+
 def test_after_the_cli_start_up_arrow_allocates_through_malloc(tmp_path: Path) -> None:
     code = _cli_start(tmp_path) + (
         "import pyarrow\nprint(pyarrow.default_memory_pool().backend_name)\n"

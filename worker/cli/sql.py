@@ -140,7 +140,7 @@ def refuse_non_duckdb(command: str, db: Path) -> None:
     sink's own advice, "give a new path", is wrong: a new path has nothing to read."""
     if db.is_dir():
         fail(f"{command}: {db} is a directory; expected a DuckDB file")
-    if db.stat().st_size == 0:
+    if db.is_file() and db.stat().st_size == 0:
         # a writer fills an empty file (`touch lookout.duckdb` first is fine for replay), but
         # there is nothing in one to read: DuckDB said "exists, but it is not a valid DuckDB
         # database file!" with its exception's name, and exit 1
