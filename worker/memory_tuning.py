@@ -27,14 +27,14 @@ and 346 MiB at 1 MiB against 243, 273, 276, 293, 311, 327, 328, 338, 337 and 323
 apart.
 
 At 8 MiB (threshold and trim, December 2026) a replay's messages, reads, embedding blocks and
-feature matrices come from the arenas too, and are reused instead of faulted in afresh: the
-page faults of a 6-hour replay (224k lines, all with embeddings) fell from about 290k to 180k
-and its system time from 2.7 to 1.5 s. Whole processes in alternating pairs against 1 MiB and
-128 KiB (medians): 6 hours with embeddings 0.87-0.93x the CPU, 0.86-0.96x the wall time, peak
-299-302 against 280-282 MiB (4 and 6 pairs); two hours with 20% embeddings 0.92x the CPU,
-0.95x the wall, 265 against 254 MiB (8 pairs). The memory benchmark's 3M records peaked at
-279 against 281 MiB and stayed within 1.08 from 1M records on. A long-lived worker's arenas
-may keep up to 8 MiB free at their top: that is the price.
+feature matrices come from the arenas too, and are reused instead of faulted in afresh: a 2-hour
+replay (121k lines, all with embeddings) took 178k page faults instead of 326k and 0.7 s of system
+time instead of 1.3, a 6-hour one 1.5 s instead of 2.7. Whole processes in alternating pairs
+against 1 MiB and 128 KiB (medians): 6 hours with embeddings 0.87-0.93x the CPU, 0.86-0.96x the
+wall time, peak 299-302 against 280-282 MiB (4 and 6 pairs); two hours with 20% embeddings 0.92x
+the CPU, 0.95x the wall, 265 against 254 MiB (8 pairs). The memory benchmark's 3M records peaked at
+279 against 281 MiB and stayed within 1.08 from 1M records on. A long-lived worker's arenas may
+keep up to 8 MiB free at their top: that is the price.
 
 Arrow's default pool (mimalloc in the pyarrow wheels) keeps the segments it once used: with
 the tuned glibc underneath, Arrow's system pool held 18-22 MB less from the first checkpoints
