@@ -36,6 +36,7 @@ from worker.alert_handoff import AlertHandoff, HandoffJournal
 from worker.errors import SinkBroken
 from worker.evaluator import WindowEvaluator
 from worker.event_time import Admission, EventTimeGuard, EventTimeLimits
+from worker.judged_elsewhere import late_where_judged, stored_request_ids
 from worker.late_records import LateRecords
 from worker.metrics import EngineMetrics
 from worker.sink import (
@@ -688,6 +689,7 @@ class Engine:
             accepts=self._pending_accepts,
             alert_state_dirty=self._alert_state_dirty,
             judged=self._judged_unwritten,
+            learn_judged=not self.settings.evaluate,
         )
         self._pending_acks, self._pending_alerts, self._pending_detections = [], [], []
         self._pending_references, self._pending_quarantine = {}, []
@@ -760,10 +762,29 @@ class Engine:
             self._handoff.handed([a for a in write.alerts if a not in fresh])
             self._pending_alerts = self._handoff.not_recovered(self._pending_alerts)
         self._notify([*recovered, *fresh])
+        self._learn_judged(write)
         self._drop_finished_windows()
         if self._metrics is not None:
             self._metrics.checkpointed(write.seconds, len(self._windows))
         return True
+
+    def _learn_judged(self, write: _Write) -> None:
+        """An ingest replica's write found some of its windows judged by the evaluator: their
+        rows went as late, and so does whatever the replica folds into them from now on; the
+        ids other replicas stored for them are added, so records already counted elsewhere
+        (a re-publish) are duplicates here too. The windows close, so their held drift
+        samples are written with the next checkpoint and the windows can be forgotten."""
+        for key, late in write.judged_late.items():
+            model, start = key
+            self.stats.late += late
+            self._late.note(model, start, late)
+            if self._metrics is not None:
+                self._metrics.folded(model, 0, 0, late)
+            state = self._windows.get(key)
+            if state is None:
+                continue
+            state.evaluated = state.closed = True
+            state.seen_ids.update(write.judged_ids.get(key, ()))
 
     def _restore(self, write: _Write) -> None:
         """A failed write's content is pending again, ahead of what came after it."""
@@ -1015,6 +1036,12 @@ class _Write:
     accepts: list[BaselineAccept]
     alert_state_dirty: bool
     judged: set[tuple[str, int]]
+    #: an ingest replica's write: rows of windows the evaluator judged meanwhile go as late
+    learn_judged: bool = False
+    #: what the write found judged elsewhere: records it counted late, per window...
+    judged_late: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: ...and the request ids every writer stored for those windows, read after the write
+    judged_ids: Mapping[tuple[str, int], frozenset[str]] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     seconds: float = 0.0
@@ -1022,7 +1049,10 @@ class _Write:
     def run(self, sink: Sink) -> None:
         started = time.perf_counter()
         try:
+            if self.learn_judged:
+                self.checkpoint, self.judged_late = late_where_judged(sink, self.checkpoint)
             sink.write_checkpoint(self.checkpoint)
+            self.judged_ids = stored_request_ids(sink, list(self.judged_late))
         except BaseException as error:  # handed to `_settle`, on the engine's thread
             self.error = error
         finally:

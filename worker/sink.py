@@ -273,6 +273,11 @@ class Sink(Protocol):
         typed column (an ingest writer sizes its share of the window's sample by it)."""
         ...
 
+    def judged_windows(self, windows: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+        """Which of `windows` have a detection: an ingest replica asks before each checkpoint,
+        so records it folds into a window the evaluator judged are written as late."""
+        ...
+
     def models(self) -> Sequence[str]: ...
 
     def unevaluated_windows(

@@ -378,6 +378,12 @@ class MemorySink:
                     out[key] = out.get(key, 0) + p.records
         return out
 
+    def judged_windows(self, windows: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+        self._check_read()
+        with self._lock:
+            judged = {(m, s) for m, _, s in self._detections}
+        return frozenset(judged.intersection(windows))
+
     def models(self) -> Sequence[str]:
         self._check_read()
         with self._lock:

@@ -133,6 +133,11 @@ def test_checkpoint_round_trips_states_ids_verdicts_alert_state_and_references(s
     assert list(sink.unevaluated_windows(10)) == [("b", S0 + 60)]
     assert list(sink.unevaluated_windows(10, since=S0 + 60)) == [("b", S0 + 60)]
     assert list(sink.unevaluated_windows(10, since=S0 + 61)) == []
+    # what an ingest replica asks before each checkpoint: only the judged of the windows asked
+    asked = [("a", S0), ("b", S0 + 60), ("b", S0), ("a", S0 + 600)]
+    assert sink.judged_windows(asked) == {("a", S0)}
+    assert sink.judged_windows([("b", S0 + 60)]) == frozenset()
+    assert sink.judged_windows([]) == frozenset()
     recent = sink.load_recent_windows("b", S0, S0 + 120)
     assert list(recent) == [S0 + 60]
     assert sink.load_recent_windows("b", S0, S0 + 60) == {}

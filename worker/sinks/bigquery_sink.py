@@ -593,6 +593,22 @@ class BigQuerySink:
         found = {(str(r["model"]), int(r["s"])): int(r["n"]) for r in rows}
         return {key: n for key, n in found.items() if key in wanted}
 
+    def judged_windows(self, windows: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+        """One query before each checkpoint of an ingest replica: `detections` is partitioned
+        by day of `window_start`, so it reads the checkpoint's days only."""
+        if not windows:
+            return frozenset()
+        rows = self.query(
+            "SELECT DISTINCT model, UNIX_SECONDS(window_start) AS s FROM {ds}.detections "
+            "WHERE window_start IN UNNEST(@starts) AND model IN UNNEST(@models)",
+            {
+                "starts": sorted({datetime.fromtimestamp(s, tz=UTC) for _, s in windows}),
+                "models": sorted({m for m, _ in windows}),
+            },
+        )
+        found = {(str(r["model"]), int(r["s"])) for r in rows}
+        return frozenset(found.intersection(windows))
+
     def newest_window_start(self, model: str) -> int | None:
         rows = self.query(
             "SELECT UNIX_SECONDS(MAX(window_start)) AS s FROM {ds}.window_metrics "

@@ -643,6 +643,19 @@ class DuckDBSink:
         found = {(str(m), int(s)): int(n) for m, s, n in rows}
         return {key: n for key, n in found.items() if key in wanted}
 
+    def judged_windows(self, windows: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+        if not windows:
+            return frozenset()
+        models = sorted({m for m, _ in windows})
+        starts = sorted({_ts(s) for _, s in windows})
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT DISTINCT model, epoch(window_start)::BIGINT FROM detections "
+                "WHERE list_contains(?, model) AND list_contains(?, window_start)",
+                [models, starts],
+            ).fetchall()
+        return frozenset((str(m), int(s)) for m, s in rows).intersection(windows)
+
     def newest_window_start(self, model: str) -> int | None:
         with self._lock:
             row = self._con.execute(
