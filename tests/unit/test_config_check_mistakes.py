@@ -92,6 +92,49 @@ def test_folders_that_exist_pass(tmp_path: Path) -> None:
     assert out.startswith(f"{tmp_path / 'lookout.yaml'}: ok")
 
 
+def test_a_folder_nobody_may_write_to_fails_the_check_and_changes_nothing(tmp_path: Path) -> None:
+    """`/sys` refuses a new file to every user, root included (permission bits would not tell
+    root so). The check said ok, and `lookout run` then stopped on DuckDB's IO Error."""
+    text = "sink: {path: /sys/lookout.duckdb}\nalerts_out: /sys/alerts.jsonl\n"
+    status, out, err = config_check(tmp_path, text)
+    assert status == 2
+    assert "ok" not in out
+    config = tmp_path / "lookout.yaml"
+    assert err.splitlines() == [
+        f"{config}: sink.path /sys/lookout.duckdb: cannot be written here: Permission denied",
+        f"{config}: alerts_out /sys/alerts.jsonl: cannot be written here: Permission denied",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lookout.yaml"]  # no probe left
+
+
+def test_a_sink_path_naming_a_file_that_is_not_duckdb_fails_the_check(tmp_path: Path) -> None:
+    logs = tmp_path / "logs.ndjson"
+    logs.write_bytes(b'{"request_id": "r1"}\n')
+    status, _, err = config_check(tmp_path, f"sink: {{path: {logs}}}\n")
+    assert status == 2
+    assert err.splitlines() == [
+        f"{tmp_path / 'lookout.yaml'}: sink.path {logs} is not a DuckDB database file; "
+        "give a new path or a Lookout DuckDB file"
+    ]
+    assert logs.read_bytes() == b'{"request_id": "r1"}\n'
+
+
+def test_an_existing_duckdb_file_and_an_empty_one_pass(tmp_path: Path) -> None:
+    import duckdb
+
+    for name in ("lookout.duckdb", "empty.duckdb"):
+        path = tmp_path / name
+        if name == "empty.duckdb":
+            path.touch()  # `replay` fills an empty file
+        else:
+            duckdb.connect(str(path)).close()
+        before = path.stat()
+        status, _, err = config_check(tmp_path, f"sink: {{path: {path}}}\n")
+        assert (status, err) == (0, "")
+        after = path.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
 # -- a key given twice ---------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import DuckDBSinkConfig, FileSourceConfig, LookoutConfig
 from schemas.config_loading import ConfigError, key_origin, load_config
+from worker.cli.writable import cannot_write, foreign_sink_file
 from worker.memory_tuning import tune_malloc, use_system_arrow_pool
 
 app = typer.Typer(
@@ -244,9 +245,10 @@ def output_folder_problems(
     config: LookoutConfig, source: str, *, keys: tuple[str, ...] = ("sink", "alerts_out", "report")
 ) -> list[str]:
     """One line per file the configuration writes (the DuckDB sink, `alerts_out`, `report`)
-    whose folder is missing here or that names a directory: `lookout run` would fail to open the
-    sink, and the alert file's folder would be created behind the user's back. Worded as
-    `replay --db` words it, naming the key (or the `LOOKOUT_…` variable that set it)."""
+    whose folder is missing here, that names a directory, that cannot be written there, or
+    (the sink) that is not a DuckDB file: `lookout run` would fail to open the sink, and the
+    alert file's folder would be created behind the user's back. Worded as `replay --db` words
+    it, naming the key (or the `LOOKOUT_…` variable that set it)."""
     paths: list[tuple[tuple[str, ...], str]] = []
     sink = config.sink
     if "sink" in keys and isinstance(sink, DuckDBSinkConfig) and sink.path != ":memory:":
@@ -268,6 +270,10 @@ def output_folder_problems(
             problems.append(
                 f"{key_origin(loc, source)} {text}: no such directory {path.parent}{where}"
             )
+        elif (reason := cannot_write(path)) is not None:
+            problems.append(f"{key_origin(loc, source)} {text}: cannot be written here: {reason}")
+        elif loc == ("sink", "path") and (refusal := foreign_sink_file(path)) is not None:
+            problems.append(f"{key_origin(loc, source)} {refusal}")
     return problems
 
 
