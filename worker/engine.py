@@ -200,6 +200,9 @@ class Engine:
         self._frontier_owed = False
         #: when a checkpoint carrying a frontier last landed (start: none yet)
         self._frontier_reported_at = now()
+        #: when the write carrying this replica's last reported frontier began (the sink's row
+        #: is that old, however long the write took)
+        self._frontier_began = now()
         #: when a due refresh last asked the sink for the slowest frontier
         self._refresh_checked_at = now()
         self._cap_until = now() + max(settings.closing_hold_seconds, settings.hold_frontier_seconds)
@@ -246,7 +249,7 @@ class Engine:
             log.warning("could not report this replica's start to %s: %s", self._sink.name, error)
             return None
         self._sequence += 1
-        self._frontier_reported_at = self._now()
+        self._frontier_reported_at = self._frontier_began = self._now()
         return start.frontier
 
     def feed(
@@ -678,6 +681,8 @@ class Engine:
         if checkpoint.empty and not self._pending_acks:
             return True
         self._handoff.prepare(checkpoint.alerts)
+        # before `committed` below empties the windows' deltas
+        ask_judged = frozenset() if self.settings.evaluate else self._maybe_judged(dirty)
         write = _Write(
             checkpoint=checkpoint,
             undo=[(w, w.committed(self._detectors)) for w in dirty],
@@ -689,7 +694,8 @@ class Engine:
             accepts=self._pending_accepts,
             alert_state_dirty=self._alert_state_dirty,
             judged=self._judged_unwritten,
-            learn_judged=not self.settings.evaluate,
+            began=self._now(),
+            ask_judged=ask_judged,
         )
         self._pending_acks, self._pending_alerts, self._pending_detections = [], [], []
         self._pending_references, self._pending_quarantine = {}, []
@@ -746,6 +752,7 @@ class Engine:
         self._last_checkpoint_failed = False
         if write.checkpoint.frontier is not None:
             self._frontier_reported_at = self._now()
+            self._frontier_began = write.began
         self.stats.checkpoints += 1
         for w, _ in write.undo:
             self._newest_stored[w.model] = max(self._newest_stored.get(w.model) or w.start, w.start)
@@ -814,6 +821,23 @@ class Engine:
             return
         for w in closing:
             w.trim_held(stored.get((w.model, w.start), 0), self._detectors)
+
+    def _maybe_judged(self, dirty: Sequence[OpenWindow]) -> frozenset[tuple[str, int]]:
+        """The windows of an ingest replica's checkpoint the evaluator may have judged already
+        (`judged_elsewhere`): those this replica's own watermark has passed, since the
+        evaluator's frontier is never ahead of a replica it counts, or all of them when this
+        replica has not reported for half the evaluator's `writer_active_seconds`, after which
+        it may have been left out. A replica keeping up with its stream asks for none: asked
+        every checkpoint, it would be about 17,000 BigQuery queries a day for each replica."""
+        window = self.settings.window_seconds
+        left_out = self._now() - self._frontier_began >= self.settings.writer_active_seconds / 2
+        return frozenset(
+            (w.model, w.start)
+            for w in dirty
+            if w.delta_records
+            and not w.evaluated
+            and (left_out or self._watermark.closes(w.start, window))
+        )
 
     def _frontier_with(self, dirty: Sequence[OpenWindow]) -> float | None:
         """The frontier travels with the partial rows it covers, never ahead of them, and
@@ -1036,8 +1060,11 @@ class _Write:
     accepts: list[BaselineAccept]
     alert_state_dirty: bool
     judged: set[tuple[str, int]]
-    #: an ingest replica's write: rows of windows the evaluator judged meanwhile go as late
-    learn_judged: bool = False
+    #: the engine's clock when the write was handed over
+    began: float = 0.0
+    #: an ingest replica's windows the evaluator may have judged meanwhile: asked for before
+    #: the write, and the rows of those it did judge go as late
+    ask_judged: frozenset[tuple[str, int]] = frozenset()
     #: what the write found judged elsewhere: records it counted late, per window...
     judged_late: dict[tuple[str, int], int] = field(default_factory=dict)
     #: ...and the request ids every writer stored for those windows, read after the write
@@ -1049,8 +1076,10 @@ class _Write:
     def run(self, sink: Sink) -> None:
         started = time.perf_counter()
         try:
-            if self.learn_judged:
-                self.checkpoint, self.judged_late = late_where_judged(sink, self.checkpoint)
+            if self.ask_judged:
+                self.checkpoint, self.judged_late = late_where_judged(
+                    sink, self.checkpoint, self.ask_judged
+                )
             sink.write_checkpoint(self.checkpoint)
             self.judged_ids = stored_request_ids(sink, list(self.judged_late))
         except BaseException as error:  # handed to `_settle`, on the engine's thread

@@ -8,8 +8,9 @@ before, counted as on time (`late_records` 0, no log line) because the replica h
 did not have the other replica's request ids and did not know of the verdict.
 
 A partial row the evaluator did not have when it judged was not seen by the verdict, whatever
-its records' event times: so before a checkpoint is written, the windows of its rows are
-looked up among the detections, and the rows of judged ones are written as late records.
+its records' event times: so before a checkpoint is written, the windows of its rows that may
+have been judged (`Engine._maybe_judged`) are looked up among the detections, and the rows of
+judged ones are written as late records.
 After the write, those windows' stored request ids are read, so that what other replicas
 counted is skipped as a duplicate from then on.
 """
@@ -32,11 +33,17 @@ def _all_late(row: PartialRow) -> PartialRow:
     return replace(row, late_records=row.records, slices=slices)
 
 
-def late_where_judged(sink: Sink, checkpoint: Checkpoint) -> tuple[Checkpoint, dict[Window, int]]:
-    """The checkpoint with the rows of already-judged windows counted late, and the records
-    newly counted late per window. A failed read changes nothing: the rows are written as
-    they were, as before this check existed, and the write itself reports a down sink."""
-    asked = [(p.model, p.window_start) for p in checkpoint.partials if p.records > p.late_records]
+def late_where_judged(
+    sink: Sink, checkpoint: Checkpoint, candidates: frozenset[Window]
+) -> tuple[Checkpoint, dict[Window, int]]:
+    """The checkpoint with the rows of already-judged windows among `candidates` counted late,
+    and the records newly counted late per window. A failed read changes nothing: the rows are
+    written as they were, and the write itself reports a down sink."""
+    asked = [
+        (p.model, p.window_start)
+        for p in checkpoint.partials
+        if p.records > p.late_records and (p.model, p.window_start) in candidates
+    ]
     if not asked:
         return checkpoint, {}
     try:

@@ -11,6 +11,7 @@ to windows judged minutes before, with `late_records` 0 and no log line, so the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -113,12 +114,44 @@ def test_a_replica_learns_its_open_window_was_judged_and_counts_what_follows_as_
     ), said
 
 
-def test_a_replica_whose_windows_are_not_judged_writes_no_late_records() -> None:
-    """The check costs one read per checkpoint and changes nothing while the replica is the
-    one the evaluator waits for."""
+def test_a_late_record_for_a_window_the_replica_closed_and_still_holds_is_late() -> None:
+    """Its own watermark passed the window, the evaluator judged it, and the replica has not
+    forgotten it yet (it keeps a window one more window's length): a record that comes then
+    was counted as on time, in the minute or so before the replica dropped the window."""
     batches = ten_second_batches()
     clock = FakeClock(start=1_000.0)
     sink = MemorySink(clock=clock)
+    evaluator = engine(sink, clock, evaluate=True, writer="evaluator")
+    replica = engine(sink, clock, evaluate=False, writer="ingest-a")
+    late = batches[31]  # minute 5, held up somewhere upstream
+    for i, batch in enumerate(batches[:42]):  # up to 6:50 of event time
+        ingest_then_judge(replica if i != 31 else None, batch, evaluator, sink, clock)
+    assert MINUTE_5 in {int(d.window_start.timestamp()) for d in sink.detections()}
+    assert ("chat", MINUTE_5) in replica._windows
+
+    ingest_then_judge(replica, late, evaluator, sink, clock)
+
+    assert replica.stats.late == len(late)
+    assert minute_5(sink)[1] == len(late)
+
+
+class AskCountingSink(MemorySink):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.asked: list[Sequence[tuple[str, int]]] = []
+
+    def judged_windows(self, windows: Sequence[tuple[str, int]]) -> frozenset[tuple[str, int]]:
+        self.asked.append(windows)
+        return super().judged_windows(windows)
+
+
+def test_replicas_keeping_up_with_the_stream_write_no_late_records_and_ask_nothing() -> None:
+    """While the evaluator waits for a replica, what it folds into windows its own watermark
+    has not passed cannot have been judged: asking every checkpoint would be one BigQuery
+    query every 5 s for each replica."""
+    batches = ten_second_batches()
+    clock = FakeClock(start=1_000.0)
+    sink = AskCountingSink(clock)
     evaluator = engine(sink, clock, evaluate=True, writer="evaluator")
     replicas = [engine(sink, clock, evaluate=False, writer=f"ingest-{i}") for i in range(2)]
     for i, batch in enumerate(batches):
@@ -126,3 +159,4 @@ def test_a_replica_whose_windows_are_not_judged_writes_no_late_records() -> None
     assert sum(r.stats.late for r in replicas) == 0
     assert sum(w.late_records for w in sink.merged().values()) == 0
     assert sink.total_records() == sum(len(b) for b in batches)
+    assert sink.asked == []
