@@ -312,6 +312,12 @@ class Sink(Protocol):
         sink no ingest replica ever wrote to is the wrong one, or they are not running)."""
         ...
 
+    def newest_frontier(self, *, excluding: str) -> float | None:
+        """The furthest event-time frontier any other writer reported (within the last day):
+        no evaluator's watermark is past it, so no window after it can have been judged. An
+        ingest replica the evaluator left out for a while asks once it is back."""
+        ...
+
     def writer_frontier(self, writer_id: str) -> float | None:
         """The last frontier `writer_id` reported, None if it never did: a replica restarted
         under its predecessor's id reports no further than it during the restart hold."""

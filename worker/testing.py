@@ -420,6 +420,12 @@ class MemorySink:
         with self._lock:
             return bool(self._frontiers)
 
+    def newest_frontier(self, *, excluding: str) -> float | None:
+        self._check_read()
+        with self._lock:
+            others = [f for w, (f, _) in self._frontiers.items() if w != excluding]
+        return max(others) if others else None
+
     def writer_frontier(self, writer_id: str) -> float | None:
         self._check_read()
         with self._lock:

@@ -196,6 +196,15 @@ class OpenWindow:
         self._fold_slices(batch, detectors, before)
         return added, duplicates
 
+    def count_delta_late(self) -> int:
+        """Count what was folded since the last checkpoint as late (the window turned out to
+        be judged already); returns how many records that adds."""
+        added = self.delta_records - self.delta_late
+        self.delta_late = self.delta_records
+        for delta in self.slices.values():
+            delta.late_records = delta.records
+        return added
+
     def _fold_slices(
         self,
         batch: LogBatch,

@@ -347,6 +347,10 @@ def test_the_frontier_is_the_slowest_writer_that_still_reports(
         # what a replica asks before refreshing its report: is another one behind it?
         assert made.load_frontier(60.0, excluding="slow") == S0 + 400.0
         assert made.load_frontier(60.0, excluding="fast") == S0 + 100.0
+        # what a replica the evaluator left out reads when it is back: the furthest of the others
+        assert made.newest_frontier(excluding="slow") == S0 + 400.0
+        assert made.newest_frontier(excluding="fast") == S0 + 100.0
+        assert made.newest_frontier(excluding="nobody") == S0 + 400.0
         now[0] += timedelta(seconds=40)
         made.write_checkpoint(Checkpoint("fast", 2, frontier=S0 + 500.0))
         # "slow" last reported 70 s before the newest report: it no longer holds windows open

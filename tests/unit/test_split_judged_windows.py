@@ -11,6 +11,8 @@ to windows judged minutes before, with `late_records` 0 and no log line, so the 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -20,8 +22,11 @@ from alerts.state import AlertTracker
 from detectors.registry import build_detectors
 from schemas.alert_config import AlertingConfig
 from schemas.batch import LogBatch
+from tests.sink_cases import S0, detection
 from worker.engine import Engine, EngineSettings
 from worker.evaluator import WindowEvaluator
+from worker.judged_elsewhere import late_where_judged
+from worker.sink import Checkpoint, PartialRow, SliceRow
 from worker.sources.simulator import SimulationConfig, simulate_batches
 from worker.testing import FakeClock, MemorySink
 
@@ -31,7 +36,9 @@ ACTIVE = 95.0  # the evaluator's `writer_active_seconds` for a 60 s ack deadline
 MINUTE_5 = int(T0.timestamp()) + 300
 
 
-def engine(sink: MemorySink, clock: FakeClock, *, evaluate: bool, writer: str) -> Engine:
+def engine(
+    sink: MemorySink, clock: FakeClock, *, evaluate: bool, writer: str, background: bool = False
+) -> Engine:
     detectors = build_detectors(dict.fromkeys(NAMES))
     evaluator = WindowEvaluator(detectors, 60, AlertTracker.from_rows([], AlertingConfig()))
     settings = EngineSettings(
@@ -39,6 +46,7 @@ def engine(sink: MemorySink, clock: FakeClock, *, evaluate: bool, writer: str) -
         writer_id=writer,
         evaluate=evaluate,
         writer_active_seconds=ACTIVE,
+        background_checkpoints=background,
     )
     return Engine(settings, detectors, sink, evaluator, now=clock, wall_clock=None)
 
@@ -65,12 +73,24 @@ def ingest_then_judge(
     assert evaluator.checkpoint()
 
 
+def window(sink: MemorySink, minute: int) -> tuple[int, int]:
+    """(records, late_records) stored for that minute of the stream."""
+    merged = sink.merged()[("chat", MINUTE_5 + (minute - 5) * 60)]
+    return merged.records, merged.late_records
+
+
 def minute_5(sink: MemorySink) -> tuple[int, int]:
-    window = sink.merged()[("chat", MINUTE_5)]
-    return window.records, window.late_records
+    return window(sink, 5)
 
 
-def test_a_replica_learns_its_open_window_was_judged_and_counts_what_follows_as_late(
+def poll(replica: Engine, *batches: LogBatch) -> None:
+    for batch in batches:
+        replica.feed(batch)
+        replica.tick()
+    assert replica.checkpoint()
+
+
+def test_a_replica_learns_its_open_windows_were_judged_and_counts_what_follows_as_late(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     batches = ten_second_batches()
@@ -80,38 +100,45 @@ def test_a_replica_learns_its_open_window_was_judged_and_counts_what_follows_as_
     behind = engine(sink, clock, evaluate=False, writer="ingest-b")
     ahead = engine(sink, clock, evaluate=False, writer="ingest-a")
 
-    behind.feed(batches[30])  # it opens minute 5, reports, then gets nothing for a while
-    behind.tick()
-    assert behind.checkpoint()
+    caplog.set_level(logging.WARNING, logger="worker.engine")
+    # it opens minutes 5 and 6, reports, then gets nothing for a while (paused, or idle)
+    poll(behind, batches[30], batches[36])
     clock.advance(ACTIVE + 10.0)  # so the evaluator stops waiting for it
 
     for i, batch in enumerate(batches):  # the other replica takes the rest of the stream
-        ingest_then_judge(ahead if i != 30 else None, batch, evaluator, sink, clock)
+        ingest_then_judge(ahead if i not in (30, 36) else None, batch, evaluator, sink, clock)
     judged = {int(d.window_start.timestamp()) for d in sink.detections()}
-    assert MINUTE_5 in judged, "the evaluator went on without the replica behind"
+    assert {MINUTE_5, MINUTE_5 + 60} <= judged, "the evaluator went on without the replica"
     assert ("chat", MINUTE_5) in behind._windows, "the replica behind still holds minute 5"
-    records_judged, _ = minute_5(sink)
+    assert ("chat", MINUTE_5 + 60) in behind._windows, "... and minute 6"
+    before = {minute: window(sink, minute) for minute in (5, 6, 8)}
 
     # the hour is published a second time: the replica behind gets minute 5 again
     republished = batches[31]
-    behind.feed(republished)
-    behind.tick()
-    assert behind.checkpoint()
+    poll(behind, republished)
     assert behind.stats.late == len(republished)
-    assert minute_5(sink) == (records_judged + len(republished), len(republished))
+    assert minute_5(sink) == (before[5][0] + len(republished), len(republished))
+
+    # it has reported again, and is counted: a copy of minute 6, which it held all along and
+    # whose verdict came while it was left out, is late too (it was on time, in an SRE's trial)
+    poll(behind, batches[37])
+    assert window(sink, 6) == (before[6][0] + len(batches[37]), len(batches[37]))
+    # minute 8, which it never held: read from the sink with its verdict and ids, not counted
+    poll(behind, batches[49])
+    assert window(sink, 8) == before[8]
+    assert behind.stats.duplicates == len(batches[49])
 
     # it has read the ids the other replica stored: the rest of minute 5 is not counted again
-    with caplog.at_level(logging.WARNING, logger="worker.engine"):
-        for batch in batches[32:36]:
-            behind.feed(batch)
-            behind.tick()
-        assert behind.finish(end_of_input=False)
-    assert behind.stats.duplicates == sum(len(b) for b in batches[32:36])
-    assert minute_5(sink) == (records_judged + len(republished), len(republished))
+    for batch in batches[32:36]:
+        behind.feed(batch)
+        behind.tick()
+    assert behind.finish(end_of_input=False)
+    assert behind.stats.duplicates == len(batches[49]) + sum(len(b) for b in batches[32:36])
+    assert minute_5(sink) == (before[5][0] + len(republished), len(republished))
+    assert behind.stats.late == len(republished) + len(batches[37])
     said = [r.getMessage() for r in caplog.records]
-    assert any(
-        f"{len(republished)} records arrived after their window was judged" in line for line in said
-    ), said
+    logged = [re.match(r"(\d+) records arrived after their window was judged", s) for s in said]
+    assert sum(int(m.group(1)) for m in logged if m) == behind.stats.late, said
 
 
 def test_a_late_record_for_a_window_the_replica_closed_and_still_holds_is_late() -> None:
@@ -133,6 +160,108 @@ def test_a_late_record_for_a_window_the_replica_closed_and_still_holds_is_late()
 
     assert replica.stats.late == len(late)
     assert minute_5(sink)[1] == len(late)
+
+
+def judged_minutes(sink: MemorySink) -> set[int]:
+    return {int(d.window_start.timestamp()) for d in sink.detections()}
+
+
+def left_out_while_the_stream_went_on(
+    sink: MemorySink, clock: FakeClock, batches: list[LogBatch], held: range, **options: bool
+) -> tuple[Engine, Engine]:
+    """(the evaluator, a replica that folded `batches[held.start]`, then was left out while
+    another replica took every batch outside `held` and the evaluator judged them)."""
+    evaluator = engine(sink, clock, evaluate=True, writer="evaluator")
+    behind = engine(sink, clock, evaluate=False, writer="ingest-b", **options)
+    ahead = engine(sink, clock, evaluate=False, writer="ingest-a")
+    poll(behind, batches[held.start])
+    clock.advance(ACTIVE + 10.0)
+    for i, batch in enumerate(batches):
+        ingest_then_judge(ahead if i not in held else None, batch, evaluator, sink, clock)
+    return evaluator, behind
+
+
+def test_a_replica_catching_up_after_it_was_left_out_counts_late_what_follows_a_verdict() -> None:
+    """Once the evaluator went on without a replica, its watermark stays ahead of that
+    replica's even after the replica reports again: windows the replica opens while catching
+    up can be judged a round later (a reviewer's run: 359 such records, 94 counted late)."""
+    batches = ten_second_batches()
+    clock = FakeClock(start=1_000.0)
+    sink = MemorySink(clock=clock)
+    evaluator, behind = left_out_while_the_stream_went_on(sink, clock, batches, range(30, 60))
+    after_verdict = 0
+    for batch in batches[31:60]:  # minutes 5-9 reach it only now; it reports every 5 s
+        judged = judged_minutes(sink)
+        poll(behind, batch)
+        after_verdict += len(batch) if int(batch.timestamp.min()) // 60 * 60 in judged else 0
+        clock.advance(5.0)
+        evaluator.judge_stored(sink.load_frontier(ACTIVE))
+        assert evaluator.checkpoint()
+    assert after_verdict > 100  # the case this is about
+    late = sum(w.late_records for (_, start), w in sink.merged().items() if start < MINUTE_5 + 300)
+    assert late == behind.stats.late == after_verdict
+
+
+def version(name: str, records: int) -> SliceRow:
+    return SliceRow(model_version=name, tenant=None, records=records, late_records=0, states={})
+
+
+class HeldWriteSink(MemorySink):
+    """A sink whose next checkpoint write waits until released: folding goes on meanwhile."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.hold = False
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self.hold:
+            self.writing.set()
+            assert self.release.wait(10)
+        super().write_checkpoint(checkpoint)
+
+
+def test_records_folded_while_the_write_that_finds_the_verdict_is_on_its_way_are_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    batches = ten_second_batches()
+    clock = FakeClock(start=1_000.0)
+    sink = HeldWriteSink(clock)
+    _, behind = left_out_while_the_stream_went_on(
+        sink, clock, batches, range(30, 31), background=True
+    )
+    records_judged = minute_5(sink)[0]
+    behind.feed(batches[31])
+    sink.hold = True
+    behind.tick()  # the interval is up: the write goes to the background, and waits
+    assert sink.writing.wait(10)
+    behind.feed(batches[32])  # folded meanwhile
+    sink.hold = False
+    sink.release.set()
+    caplog.set_level(logging.WARNING, logger="worker.engine")
+    assert behind.finish(end_of_input=False)  # its late-records line follows the last write
+    added = len(batches[31]) + len(batches[32])
+    assert minute_5(sink) == (records_judged + added, added)
+    assert behind.stats.late == added
+    assert any(f"{added} records arrived after" in r.getMessage() for r in caplog.records)
+
+
+def test_a_judged_windows_rows_go_late_in_every_slice() -> None:
+    """Analysts read `late_records` from the slice rows (per model version and tenant)."""
+    rows = [
+        PartialRow("chat", S0, S0 + 60, 30, 0, {}, slices=[version("v1", 10), version("v2", 20)]),
+        PartialRow("chat", S0 + 60, S0 + 120, 5, 0, {}, slices=[version("v1", 5)]),
+    ]
+    sink = MemorySink()
+    sink.write_checkpoint(Checkpoint("evaluator", 0, detections=[detection("chat", S0)]))
+    checkpoint, late = late_where_judged(
+        sink, Checkpoint("ingest", 0, partials=rows), frozenset({("chat", S0), ("chat", S0 + 60)})
+    )
+    assert late == {("chat", S0): 30}
+    first, second = checkpoint.partials
+    assert (first.late_records, [r.late_records for r in first.slices]) == (30, [10, 20])
+    assert (second.late_records, [r.late_records for r in second.slices]) == (0, [0])
 
 
 class AskCountingSink(MemorySink):

@@ -270,6 +270,8 @@ def output_folder_problems(
             problems.append(
                 f"{key_origin(loc, source)} {text}: no such directory {path.parent}{where}"
             )
+        elif loc == ("sink", "path") and path.exists() and not path.is_file():
+            problems.append(f"{key_origin(loc, source)} {text} is not a regular file")
         elif (reason := cannot_write(path)) is not None:
             problems.append(f"{key_origin(loc, source)} {text}: cannot be written here: {reason}")
         elif loc == ("sink", "path") and (refusal := foreign_sink_file(path)) is not None:

@@ -16,16 +16,17 @@ from pathlib import Path
 def cannot_write(path: Path) -> str | None:
     """Why a file cannot be written at `path` (its folder exists), or None. Tried, not
     inferred from permission bits: root passes every `access` check, and a read-only mount or
-    a pseudo file system refuses writes whatever the bits say. Nothing is changed: an existing
-    file is opened for appending and closed, a new one is a probe file removed at once."""
+    a pseudo file system refuses writes whatever the bits say. The folder is tried too for an
+    existing file: DuckDB creates its write-ahead log (`<file>.wal`) beside it. Nothing is
+    changed but the folder's modification time: an existing file is opened for appending and
+    closed, the probe file is removed at once."""
     try:
         if path.is_file():
             with path.open("ab"):
                 pass
-        elif not path.exists():
-            handle, probe = tempfile.mkstemp(dir=path.parent, prefix=".lookout-check-")
-            os.close(handle)
-            os.unlink(probe)
+        handle, probe = tempfile.mkstemp(dir=path.parent, prefix=".lookout-check-")
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         return error.strerror or str(error)
     return None

@@ -786,6 +786,16 @@ class BigQuerySink:
         rows = self.query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM {ds}.writer_progress LIMIT 1)")
         return bool(rows and rows[0]["n"])
 
+    def newest_frontier(self, *, excluding: str) -> float | None:
+        recent = self._clock() - timedelta(seconds=FRONTIER_LOOKBACK_SECONDS)
+        rows = self.query(
+            "SELECT MAX(frontier_unix) AS f FROM {ds}.writer_progress "
+            "WHERE updated_at >= @recent AND writer_id != @excluding",
+            {"recent": recent, "excluding": excluding},
+        )
+        value = rows[0]["f"] if rows else None
+        return None if value is None else float(value)
+
     def writer_frontier(self, writer_id: str) -> float | None:
         rows = self.query(
             "SELECT frontier_unix AS f FROM {ds}.writer_progress WHERE writer_id = @w "

@@ -769,6 +769,13 @@ class DuckDBSink:
         (row,) = self.query("SELECT EXISTS (SELECT 1 FROM writer_progress)")
         return bool(row[0])
 
+    def newest_frontier(self, *, excluding: str) -> float | None:
+        (row,) = self.query(
+            "SELECT max(frontier_unix) FROM writer_progress WHERE writer_id IS DISTINCT FROM ?",
+            [excluding],
+        )
+        return None if row[0] is None else float(row[0])
+
     def writer_frontier(self, writer_id: str) -> float | None:
         rows = self.query(
             "SELECT frontier_unix FROM writer_progress WHERE writer_id = ? "
