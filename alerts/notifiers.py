@@ -106,9 +106,10 @@ def notifier_error(receiver: str, step: str, exc: BaseException) -> NotifierErro
     return TerminalNotifierError(receiver, message)  # a bug does not fix itself on retry
 
 
-def status_error(receiver: str, step: str, status: int) -> NotifierError:
-    """The typed error for an HTTP answer that was not a success."""
-    message = f"{step} failed: HTTP {status}, expected 2xx"
+def status_error(receiver: str, step: str, status: int, reply: str = "") -> NotifierError:
+    """The typed error for an HTTP answer that was not a success (`reply`: what the receiver
+    said, if anything)."""
+    message = f"{step} failed: HTTP {status}, expected 2xx" + (f": {reply}" if reply else "")
     if is_retryable_status(status):
         return RetryableNotifierError(receiver, message)
     return TerminalNotifierError(receiver, message)

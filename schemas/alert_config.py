@@ -15,10 +15,12 @@ by `name`; names the engine knows without config (`console`, `log`) need no decl
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from fnmatch import fnmatchcase
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -100,6 +102,22 @@ class Route(BaseModel):
         receiver. A name or glob must match a detector, as a retune action's must."""
         if value is not None:
             check_detector_patterns((value,))
+        return value
+
+    @field_validator("severity")
+    @classmethod
+    def _a_severity_an_alert_has(cls, value: str | None) -> str | None:
+        """`severity: critcal` (or `CRITICAL`: patterns are case-sensitive) passed `config
+        check`, matched no alert, and the critical pages went to the console instead of
+        PagerDuty (an SRE's trial). The pattern must match info, warning or critical."""
+        if value is None:
+            return value
+        known = list(get_args(Severity))
+        if not any(fnmatchcase(name, value) for name in known):
+            close = difflib.get_close_matches(value.lower(), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"{value!r} matches no severity{hint}; an alert's is one of {', '.join(known)}"
+            raise ValueError(msg)
         return value
 
     @field_validator("model_version", "tenant")

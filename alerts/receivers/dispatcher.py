@@ -91,6 +91,21 @@ class _QueueNotifier:
             raise notifier_error(self._name, "queueing alerts", exc) from exc
 
 
+#: alerts a delivery log line names, before "and N more"
+_NAMED = 3
+
+
+def what_is_sent(notification: Notification) -> str:
+    """The alerts of a notification as a log line names them (dedup key and status, as the
+    `alerts` table and PagerDuty show them): "giving up" alone did not say which page was
+    lost (an SRE's trial)."""
+    alerts = notification.alerts
+    named = ", ".join(f"{a.dedup_key} {a.status}" for a in alerts[:_NAMED])
+    more = f" and {len(alerts) - _NAMED} more" if len(alerts) > _NAMED else ""
+    repeat = " (a repeat)" if notification.repeat else ""
+    return f"{named}{more}{repeat}"
+
+
 class Dispatcher:
     """See the module docstring. `clock` is wall time in seconds (injected for tests)."""
 
@@ -131,6 +146,8 @@ class Dispatcher:
         forgotten = outbox.forget_receivers_except(frozenset(self._receivers))
         if forgotten:
             log.warning("dropped %d notifications for receivers no longer configured", forgotten)
+        # a start is when an operator expects a retry (`Outbox.retry_now`)
+        outbox.retry_now(clock())
         self._groups = outbox.groups()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -367,12 +384,23 @@ class Dispatcher:
             if error.retryable and not expired:
                 self._outbox.retry_at(entry.id, attempts=attempts, next_at=now + delay)
                 self.metrics.total.labels(receiver, "retried").inc()
-                log.warning("%s; retry %d in %.1fs", error, attempts, delay)
+                log.warning(
+                    "%s; retry %d in %.1fs (%s)",
+                    error,
+                    attempts,
+                    delay,
+                    what_is_sent(entry.notification),
+                )
                 return delay
             self._outbox.done(entry.id)
             self.metrics.total.labels(receiver, "failed").inc()
             self.undelivered[receiver] += 1
-            log.error("%s; giving up after %d attempt(s)", error, attempts)
+            log.error(
+                "%s; giving up after %d attempt(s): %s not delivered",
+                error,
+                attempts,
+                what_is_sent(entry.notification),
+            )
         else:
             self._outbox.done(entry.id)
             self.metrics.total.labels(receiver, "delivered").inc()

@@ -217,6 +217,18 @@ class Outbox:
                 (attempts, next_at, entry_id),
             )
 
+    def retry_now(self, now: float) -> int:
+        """Make every notification waiting out a backoff due at `now`; returns how many.
+
+        A start is when an operator expects a retry: after fixing a receiver and restarting,
+        the wait a failed attempt set before the restart (up to `backoff_max`) held the
+        notifications back, and the run's end said the receiver had stopped taking them."""
+        with self._lock:
+            cursor = self._con.execute(
+                "UPDATE notifications SET next_at = ? WHERE next_at > ?", (now, now)
+            )
+        return cursor.rowcount
+
     def forget_receivers_except(self, names: frozenset[str]) -> int:
         """Drop what waits for receivers no longer configured; returns how many."""
         marks = ",".join("?" * len(names)) or "''"

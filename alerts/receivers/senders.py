@@ -119,7 +119,44 @@ def post_json(
     if response.status_code in (429, 503) and wait is not None:
         msg = f"POST failed: HTTP {response.status_code}, retry after {wait:.0f}s"
         raise RateLimited(receiver, msg, wait)
-    raise status_error(receiver, "POST", response.status_code)
+    reply = _reply_reason(response.text, data, url, headers)
+    raise status_error(receiver, "POST", response.status_code, reply)
+
+
+#: how much of a receiver's refusal a log line shows
+_REPLY_CHARS = 200
+
+
+def _reply_reason(
+    text: str, request: bytes, url: str, headers: Mapping[str, str] | None = None
+) -> str:
+    """What a receiver said when it refused (`Invalid routing key`, Slack's `no_service`):
+    without it the on-call could not tell a wrong key from a broken receiver. Its first
+    line, clipped, with every string of the request's own body (a PagerDuty routing key is
+    one) and of its headers masked, should the receiver echo the request."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line:
+        return ""
+    line = line[: _REPLY_CHARS * 4]
+    try:
+        sent = orjson.loads(request)
+    except orjson.JSONDecodeError:
+        sent = None
+    values = [*_strings(sent), *(headers or {}).values()]
+    for value in sorted({v for v in values if len(v) >= 8}, key=len, reverse=True):
+        line = line.replace(value, "***")
+    line = safe_reason(line, url)
+    return line if len(line) <= _REPLY_CHARS else line[: _REPLY_CHARS - 1] + "…"
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _without_url(
@@ -138,10 +175,20 @@ def _without_url(
             if len(part) > 3:
                 text = text.replace(part, "***")
     reason = safe_reason(text, url) or type(exc).__name__
+    host = _host_of(url)
+    if host and host not in reason:  # "Name or service not known": of which host?
+        reason = f"{reason} ({host})"
     try:
         return type(exc)(reason)
     except TypeError:
         return httpx.TransportError(reason)
+
+
+def _host_of(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def safe_reason(text: str, url: str) -> str:

@@ -196,7 +196,9 @@ class _Failing:
         (
             httpx.ConnectError("[Errno -2] Name or service not known"),
             RetryableNotifierError,
-            "receiver 's': POST failed: ConnectError: [Errno -2] Name or service not known",
+            # the host it could not reach, which the message did not name
+            "receiver 's': POST failed: ConnectError: [Errno -2] Name or service not known "
+            "(hooks.slack.com)",
         ),
         (
             httpx.ConnectError(
@@ -204,7 +206,7 @@ class _Failing:
             ),
             RetryableNotifierError,
             "receiver 's': POST failed: ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] "
-            "certificate verify failed (_ssl.c:1006)",
+            "certificate verify failed (_ssl.c:1006) (hooks.slack.com)",
         ),
         (
             httpx.UnsupportedProtocol(f"Request URL 'hooks.slack.com{SLACK_PATH}' has no scheme"),
@@ -263,9 +265,49 @@ def test_a_failed_post_never_quotes_its_authorization_header() -> None:
     with pytest.raises(NotifierError) as caught:
         post_json(client, "am", "http://am:9093/api/v2/alerts", [], headers=_bearer())
     assert str(caught.value) == (
-        "receiver 'am': POST failed: LocalProtocolError: Illegal header value b'Bearer ***'"
+        "receiver 'am': POST failed: LocalProtocolError: Illegal header value b'Bearer ***' (am)"
     )
 
 
 def _bearer() -> dict[str, str]:
     return {"Authorization": f"Bearer {PASSWORD}"}
+
+
+class _Answering:
+    """An httpx client whose every POST is answered with `status` and `text`."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status, self.text = status, text
+
+    def post(self, url: str, **_: Any) -> httpx.Response:
+        return httpx.Response(self.status, text=self.text, request=httpx.Request("POST", url))
+
+
+def test_a_refusal_says_what_the_receiver_said() -> None:
+    """`HTTP 400, expected 2xx` alone did not tell a wrong routing key from a broken receiver
+    (an SRE's trial): PagerDuty says which in its reply."""
+    reply = (
+        '{"status":"invalid event","message":"Event object is invalid",'
+        '"errors":["Invalid routing key"]}'
+    )
+    client: Any = _Answering(400, reply + "\n")
+    with pytest.raises(TerminalNotifierError) as caught:
+        post_json(client, "pd", "https://events.pagerduty.com/v2/enqueue", {"routing_key": "k"})
+    assert str(caught.value) == f"receiver 'pd': POST failed: HTTP 400, expected 2xx: {reply}"
+
+
+def test_a_refusal_that_echoes_the_request_shows_none_of_its_secrets() -> None:
+    key = "R0UTING-KEY-0123456789"
+    client: Any = _Answering(400, f'bad request: {{"routing_key": "{key}"}} ' + "x" * 500)
+    with pytest.raises(TerminalNotifierError) as caught:
+        post_json(
+            client,
+            "pd",
+            f"https://pd.example/v2/enqueue?token={PASSWORD}",
+            {"routing_key": key},
+            headers=_bearer(),
+        )
+    line = str(caught.value)
+    assert key not in line and PASSWORD not in line
+    assert '"routing_key": "***"' in line
+    assert len(line) < 300 and line.endswith("…")

@@ -4,6 +4,7 @@ backoff with jitter, Retry-After, the token bucket, and the SecretRef rules."""
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from alerts.notifiers import RetryableNotifierError
+from alerts.notifiers import RetryableNotifierError, TerminalNotifierError
 from alerts.receivers.dispatcher import Dispatcher
 from alerts.receivers.outbox import Outbox
 from alerts.receivers.policy import TokenBucket, backoff_delay, parse_retry_after
@@ -206,6 +207,42 @@ def test_a_restart_keeps_the_outbox_and_the_repeat_schedule(tmp_path: Path) -> N
     drain(again, "hook")
     assert [n.repeat for n in hook.sent] == [False, True]
     again.close(drain_seconds=0)
+
+
+def test_a_restart_retries_at_once_what_waited_out_a_backoff(tmp_path: Path) -> None:
+    """An SRE fixed a receiver and restarted: the 5-minute wait a failure had set before the
+    restart held the page back, and the run's end said the receiver stopped taking them."""
+    clock, hook = FakeClock(0), Recording("hook")
+    hook.failures = [RateLimited("hook", "429", 300.0)]
+    d, _ = dispatcher(tmp_path, clock, hook)
+    d.submit("hook", [alert()])
+    d.pump()
+    assert d.deliver_next("hook") == 300.0
+    d.close(drain_seconds=0)
+
+    clock.advance(1)
+    again, _ = dispatcher(tmp_path, clock, hook)
+    assert again.deliver_next("hook") == 0
+    assert [n.alerts[0].dedup_key for n in hook.sent] == ["lookout:m:safety:c"]
+    again.close(drain_seconds=0)
+
+
+def test_a_page_given_up_on_is_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`giving up after 1 attempt(s)` alone did not say which page was lost."""
+    clock, hook = FakeClock(0), Recording("hook")
+    hook.failures = [TerminalNotifierError("hook", "POST failed: HTTP 400, expected 2xx")]
+    d, _ = dispatcher(tmp_path, clock, hook)
+    d.submit("hook", [alert(model="gpt-4o-mini")])
+    d.pump()
+    with caplog.at_level(logging.ERROR, logger="lookout.receivers"):
+        assert d.deliver_next("hook") == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "receiver 'hook': POST failed: HTTP 400, expected 2xx; giving up after 1 attempt(s): "
+        "lookout:gpt-4o-mini:safety:c firing not delivered"
+    ]
+    d.close(drain_seconds=0)
 
 
 def test_the_outbox_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:

@@ -135,6 +135,17 @@ def test_a_route_on_a_misspelt_detector_is_refused_naming_the_likely_one() -> No
     assert Route(receivers=("pager",), detector="*_drift").detector == "*_drift"
 
 
+@pytest.mark.parametrize("severity", ["critcal", "CRITICAL", "page"])
+def test_a_route_on_a_severity_no_alert_has_is_refused(severity: str) -> None:
+    """`severity: critcal` was accepted and matched nothing: the critical pages went to the
+    console instead of PagerDuty, and config check said ok (an SRE's trial)."""
+    with pytest.raises(ValidationError, match=rf"'{severity}' matches no severity"):
+        Route(receivers=("pager",), severity=severity)
+    with pytest.raises(ValidationError, match="did you mean 'critical'"):
+        Route(receivers=("pager",), severity="critcal")
+    assert Route(receivers=("pager",), severity="warn*").severity == "warn*"
+
+
 @pytest.mark.parametrize("key", ["tenant", "model_version"])
 def test_a_route_on_tenant_or_version_is_refused_not_silently_never_matched(key: str) -> None:
     """An alert is a whole model's (judged over all its versions and tenants): a route on
