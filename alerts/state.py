@@ -529,17 +529,18 @@ def _summary(
         unit = d.details.get("unit")
         unit = unit if isinstance(unit, str) else None
         extras = [
-            f"{name} {_number(v, unit)}"
+            f"{name} {format_number(v, unit)}"
             for name, v in (("baseline", d.baseline), ("threshold", d.threshold))
             if v is not None
         ]
         extras.append(f"n={calls:,}")
         over = f" over the last {windows} windows" if windows > 1 else ""
-        head += f" {_number(value, unit)}{over} ({', '.join(extras)})"
+        head += f" {format_number(value, unit)}{over} ({', '.join(extras)})"
     return f"{head} — {tail}" if tail else head
 
 
-def _number(value: float, unit: str | None) -> str:
+def format_number(value: float, unit: str | None) -> str:
+    """A detector's value as pages print it: a `ratio` as a percentage, else with its unit."""
     if unit == "ratio":
         return f"{value * 100:.1f}%"
     text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from alerts.notifiers import redact_secrets
+from alerts.state import format_number
 from schemas.detection import Alert
 
 HEADER_MAX = 150
@@ -70,8 +71,14 @@ def _mrkdwn(text: str, limit: int) -> str:
     return _clip_escaped(_escape(text), limit)
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+def _num(value: float | None, alert: Alert | None = None) -> str:
+    """A number as the summary line prints it (`5.0%` for a block rate, not `0.05023`)."""
+    if value is None:
+        return "n/a"
+    unit = alert.details.get("unit") if alert is not None else None
+    if isinstance(unit, str):
+        return format_number(value, unit)
+    return f"{value:.4g}"
 
 
 def reason_of(alert: Alert) -> str:
@@ -182,9 +189,9 @@ def _slack_section(alert: Alert) -> dict[str, Any]:
     word = "Firing" if alert.status == "firing" else "Resolved"
     fields = [
         ("Status", f"{word} ({alert.severity})"),
-        ("Value", _num(alert.value)),
-        ("Threshold", _num(alert.threshold)),
-        ("Baseline", _num(alert.baseline)),
+        ("Value", _num(alert.value, alert)),
+        ("Threshold", _num(alert.threshold, alert)),
+        ("Baseline", _num(alert.baseline, alert)),
         ("Sample size", f"{alert.sample_size:,}"),
         ("Window", f"{_iso(alert.window_start)} – {_iso(alert.window_end)}"),
         *explaining(alert),

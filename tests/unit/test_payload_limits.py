@@ -196,3 +196,25 @@ def test_alertmanager_receiver_refuses_invalid_label_names_at_load() -> None:
         {"name": "am", "kind": "alertmanager", "url": "http://am:9093", "labels": ok}
     )
     assert received.labels == ok
+
+
+@pytest.mark.parametrize(
+    ("details", "shown"),
+    [
+        ({"unit": "ratio"}, ["6.0%", "3.0%", "2.0%"]),
+        ({"unit": "ms"}, ["0.06 ms", "0.03 ms", "0.02 ms"]),
+        ({}, ["0.06", "0.03", "0.02"]),
+    ],
+)
+def test_slack_fields_print_numbers_as_the_headline_does(
+    details: dict[str, Any], shown: list[str]
+) -> None:
+    """The headline said `6.0% (baseline 2.0%, threshold 3.0%)` and the fields `Value 0.06`,
+    `Threshold 0.03` (an SRE's trial; the README says rates print as percentages)."""
+    message = slack_message([alert(details=details)])
+    fields = {
+        f["text"].split("\n")[0].strip("*"): f["text"].split("\n", 1)[1]
+        for block in message["blocks"]
+        for f in block.get("fields", [])
+    }
+    assert [fields["Value"], fields["Threshold"], fields["Baseline"]] == shown
