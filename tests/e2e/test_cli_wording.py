@@ -188,6 +188,24 @@ def test_simulate_no_text_leaves_prompts_and_responses_out(workdir: Path) -> Non
     assert sizes["--no-text"] < 0.9 * sizes["--text"], sizes
 
 
+def test_simulate_start_makes_the_traffic_that_follows_an_earlier_file(workdir: Path) -> None:
+    """An SRE shifting timestamps with a script to simulate a later period: there was no
+    `--start`. A time without an offset is UTC; one that is not a time is one line, exit 2."""
+    args = ("--hours", "0.02", "--rate", "60", "--format", "native", "--no-text")
+    for start, hour in (("2026-01-05T07:00Z", 7), ("2026-01-05T08:00", 8)):
+        out = workdir / f"{hour}.ndjson"
+        result = lookout("simulate", "--out", out, *args, "--start", start, cwd=workdir)
+        assert result.returncode == 0, result.describe()
+        stamps = [orjson.loads(line)["timestamp"] for line in out.read_bytes().splitlines()]
+        assert min(stamps).startswith(f"2026-01-05T{hour:02d}:00:") and stamps[0].endswith("Z")
+        assert max(stamps) < f"2026-01-05T{hour:02d}:02"
+    stderr, status, _ = timed("simulate", "--out", "x.ndjson", "--start", "yesterday", cwd=workdir)
+    assert (status, stderr.strip()) == (
+        2,
+        "lookout: simulate: --start 'yesterday' is not an ISO 8601 time such as 2026-01-05T07:00Z",
+    )
+
+
 def _run_once(workdir: Path, *options: str) -> tuple[str, int]:
     """`lookout [options] run` over a tiny file (it exits at the end of the file)."""
     logs = workdir / "logs.ndjson"

@@ -7,6 +7,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from io import BufferedIOBase
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
@@ -272,10 +273,29 @@ def _of_sink(config: LookoutConfig) -> str:
     return ""
 
 
+def simulation_start(text: str) -> datetime:
+    """`--start` as an aware time; a time without an offset is UTC, as every time Lookout
+    prints is. Raises ValueError with the reason."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"--start {text!r} is not an ISO 8601 time such as 2026-01-05T07:00Z"
+        raise ValueError(msg) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @app.command(short_help="Write simulated prediction logs as NDJSON, for replay or publish.")
 def simulate(
     out: Annotated[Path, typer.Option("--out", "-o", help="NDJSON file to write (- for stdout).")],
     hours: Annotated[float, typer.Option(help="Simulated hours.", min=0.01)] = 1.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="When the simulated stream starts, ISO 8601 (UTC unless it says otherwise), "
+            "e.g. 2026-01-05T07:00Z for the hour after the default's: traffic that follows "
+            "a file made earlier. Default: 2026-01-05T06:00Z.",
+        ),
+    ] = None,
     incident: Annotated[
         list[str] | None,
         typer.Option(
@@ -329,7 +349,7 @@ def simulate(
     try:
         incidents = tuple(parse_incident(text) for text in incident or ())
         sim = SimulationConfig(
-            start=DEMO_START,
+            start=DEMO_START if start is None else simulation_start(start),
             hours=hours,
             calls_per_minute=rate,
             incidents=incidents,
