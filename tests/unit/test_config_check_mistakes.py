@@ -149,6 +149,26 @@ def test_an_existing_duckdb_file_and_an_empty_one_pass(tmp_path: Path) -> None:
         assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
+def test_strict_makes_what_run_would_refuse_a_problem(tmp_path: Path) -> None:
+    """`config check` said ok (a warning on its last line, after the configuration) and exit
+    0 for a receiver secret that is not set, and `lookout run` then refused to start: a
+    deploy gate on the exit status passed it (an SRE's trial)."""
+    text = (
+        "alerting:\n  receivers:\n"
+        "    - {name: pd, kind: pagerduty, routing_key: {env: LOOKOUT_TEST_NOT_SET}}\n"
+    )
+    status, out, err = config_check(tmp_path, text)
+    assert status == 0 and "warning: " in err
+    status, out, err = config_check(tmp_path, text, "--strict")
+    assert (status, out) == (2, "")
+    assert err.splitlines() == [
+        "receiver 'pd' routing_key (env LOOKOUT_TEST_NOT_SET): the variable is not set or "
+        "empty (`lookout run` will not start without it)"
+    ]
+    status, _, err = config_check(tmp_path, text, "--strict", "--elsewhere")
+    assert status == 2 and "not both" in err
+
+
 # -- a key given twice ---------------------------------------------------------------------
 
 

@@ -304,6 +304,15 @@ def config_check(
             "for the DuckDB sink, alerts_out or report is a warning, not an error.",
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Run where `lookout run` will (a pod, a deploy gate): what would only be a "
+            "warning (a receiver secret not set, the file source missing) is a problem too, "
+            "and the check exits 2 without printing the configuration.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a configuration file (with LOOKOUT_… environment overrides applied).
 
@@ -314,23 +323,31 @@ def config_check(
     the current folder), as `lookout run` would open them; with --elsewhere a missing folder
     is a warning. A receiver secret that cannot be read here (a variable not set, a file not
     mounted) is a warning: this may not be the machine it runs on, but `lookout run` there
-    refuses to start without it.
+    refuses to start without it; with --strict each of these is a problem (exit 2), for a gate
+    where `lookout run` will run.
     """
     import yaml
 
+    if strict and elsewhere:
+        fail("config check: --strict checks the machine it runs on, --elsewhere another: not both")
     config = configured(path)
     folders = output_folder_problems(config, str(path))
     if folders and not elsewhere:
         for problem in folders:
             typer.echo(problem, err=True)
         raise typer.Exit(2)
+    missing = missing_source_file(config, str(path))
+    warnings = [
+        *(f"{problem} (`lookout run` needs it where it runs)" for problem in folders),
+        *(f"{p} (`lookout run` will not start without it)" for p in start_problems(config)),
+        *([f"{missing} (`lookout run` needs it where it runs)"] if missing is not None else []),
+    ]
+    if strict and warnings:
+        for problem in warnings:
+            typer.echo(problem, err=True)
+        raise typer.Exit(2)
     typer.echo(f"{path}: ok")
     effective = config.model_dump(mode="json", by_alias=True)  # `continue`, as it is written
     typer.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
-    for problem in folders:
-        typer.echo(f"warning: {problem} (`lookout run` needs it where it runs)", err=True)
-    for problem in start_problems(config):
-        typer.echo(f"warning: {problem} (`lookout run` will not start without it)", err=True)
-    missing = missing_source_file(config, str(path))
-    if missing is not None:
-        typer.echo(f"warning: {missing} (`lookout run` needs it where it runs)", err=True)
+    for problem in warnings:
+        typer.echo(f"warning: {problem}", err=True)
