@@ -473,6 +473,15 @@ class Dispatcher:
                     # grace period (a healthy replay of 3 hours left 16 notifications queued)
                     delivered = self._delivered
                     deadline = time.monotonic() + drain_seconds
+        self._stop.set()
+        self._wake.set()
+        for runtime in self._receivers.values():
+            runtime.wake.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        self._threads = []
+        # counted once the delivery threads stopped: a send still on its way when the drain
+        # ended (a receiver answering in 10 s) was reported queued, and then delivered
         with self._lock:
             waiting: Tally[str] = Tally()
             for (receiver, _), state in self._groups.items():
@@ -487,13 +496,6 @@ class Dispatcher:
                     receiver,
                     queued,
                 )
-        self._stop.set()
-        self._wake.set()
-        for runtime in self._receivers.values():
-            runtime.wake.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-        self._threads = []
         for runtime in self._receivers.values():
             runtime.sender.close()
         self._outbox.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,34 @@ def test_a_restart_retries_at_once_what_waited_out_a_backoff(tmp_path: Path) -> 
     assert again.deliver_next("hook") == 0
     assert [n.alerts[0].dedup_key for n in hook.sent] == ["lookout:m:safety:c"]
     again.close(drain_seconds=0)
+
+
+class Slow(Recording):
+    """A receiver that takes its time to answer (the SRE's answered in 10 s)."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(name)
+        self.seconds = seconds
+        self.started = threading.Event()
+
+    def send(self, notification: Notification) -> None:
+        self.started.set()
+        time.sleep(self.seconds)  # the receiver's own pace, not a wait for the test
+        super().send(notification)
+
+
+def test_a_send_on_its_way_when_the_run_ends_is_not_reported_queued(tmp_path: Path) -> None:
+    """The run's end said `1 notification(s) not sent yet ... (the receiver stopped taking
+    them)`, exit 1, and the receiver got it with a 200 a second later."""
+    clock, hook = FakeClock(0), Slow("hook", 0.5)
+    d, _ = dispatcher(tmp_path, clock, hook)
+    d.start()
+    d.submit("hook", [alert()])
+    d.pump()
+    assert hook.started.wait(10)
+    d.close(drain_seconds=0.05)
+    assert len(hook.sent) == 1
+    assert d.left_queued["hook"] == 0
 
 
 def test_a_page_given_up_on_is_named_in_the_log(
