@@ -131,7 +131,7 @@ def test_a_refused_connection_says_so_without_the_secret_path() -> None:
         send_one(receiver, {"SLACK_URL": closed + SLACK_PATH})
     assert (
         str(caught.value)
-        == "receiver 's': POST failed: ConnectError: [Errno 111] Connection refused"
+        == "receiver 's': POST failed: ConnectError: [Errno 111] Connection refused (127.0.0.1)"
     )
     assert "SECRET3" not in str(caught.value)
 
