@@ -542,6 +542,7 @@ def _summary(
 def format_number(value: float, unit: str | None) -> str:
     """A detector's value as pages print it: a `ratio` as a percentage, else with its unit."""
     if unit == "ratio":
-        return f"{value * 100:.1f}%"
+        # a rate under 0.1% keeps two significant figures: a 0.02% baseline is not "0.0%"
+        return f"{value * 100:.2g}%" if 0 < abs(value) < 0.001 else f"{value * 100:.1f}%"
     text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return f"{text} {unit}" if unit else text

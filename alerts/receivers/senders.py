@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -132,21 +133,46 @@ def _reply_reason(
 ) -> str:
     """What a receiver said when it refused (`Invalid routing key`, Slack's `no_service`):
     without it the on-call could not tell a wrong key from a broken receiver. Its first
-    line, clipped, with every string of the request's own body (a PagerDuty routing key is
-    one) and of its headers masked, should the receiver echo the request."""
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line, masked whole and only then clipped (a cut secret would no longer match), with every
+    part of the URL (a Slack webhook's path is its secret), of the headers (the token after
+    `Bearer` too) and every string of the request's body (a PagerDuty routing key is one)
+    masked, plain and percent-decoded, should the receiver echo the request; control
+    characters (a terminal's escape codes) shown as `?`."""
+    line = next((part.strip() for part in text[:_REPLY_SCAN].splitlines() if part.strip()), "")
     if not line:
         return ""
-    line = line[: _REPLY_CHARS * 4]
     try:
         sent = orjson.loads(request)
     except orjson.JSONDecodeError:
         sent = None
-    values = [*_strings(sent), *(headers or {}).values()]
-    for value in sorted({v for v in values if len(v) >= 8}, key=len, reverse=True):
+    values = {*_url_parts(url), *_strings(sent)}
+    for value in (headers or {}).values():
+        values.update((value, value.partition(" ")[2]))
+    values |= {unquote(v) for v in values}
+    for value in sorted((v for v in values if len(v) >= _MASKED_FROM), key=len, reverse=True):
         line = line.replace(value, "***")
-    line = safe_reason(line, url)
+    line = _CONTROL.sub("?", safe_reason(line, url))
     return line if len(line) <= _REPLY_CHARS else line[: _REPLY_CHARS - 1] + "…"
+
+
+#: how far into a reply its first line is looked for
+_REPLY_SCAN = 65_536
+#: shorter strings of a request are not masked in a reply (a status word, `firing`)
+_MASKED_FROM = 8
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _url_parts(url: str) -> list[str]:
+    """The pieces of a receiver URL that may be secret: its path, each path segment, its
+    query and each query value, its user info."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    pieces = [parts.path, parts.query, parts.netloc.rpartition("@")[0]]
+    pieces += [segment for segment in parts.path.split("/") if segment]
+    pieces += [value for pair in parts.query.split("&") for value in pair.split("=")[1:]]
+    return [piece for piece in pieces if piece]
 
 
 def _strings(value: Any) -> list[str]:

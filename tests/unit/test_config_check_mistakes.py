@@ -162,6 +162,7 @@ def test_strict_makes_what_run_would_refuse_a_problem(tmp_path: Path) -> None:
     status, out, err = config_check(tmp_path, text, "--strict")
     assert (status, out) == (2, "")
     assert err.splitlines() == [
+        f"{tmp_path / 'lookout.yaml'}: "
         "receiver 'pd' routing_key (env LOOKOUT_TEST_NOT_SET): the variable is not set or "
         "empty (`lookout run` will not start without it)"
     ]

@@ -203,6 +203,7 @@ def test_alertmanager_receiver_refuses_invalid_label_names_at_load() -> None:
     [
         ({"unit": "ratio"}, ["6.0%", "3.0%", "2.0%"]),
         ({"unit": "ms"}, ["0.06 ms", "0.03 ms", "0.02 ms"]),
+        ({"unit": "tokens/call"}, ["0.06 tokens/call", "0.03 tokens/call", "0.02 tokens/call"]),
         ({}, ["0.06", "0.03", "0.02"]),
     ],
 )
@@ -211,10 +212,21 @@ def test_slack_fields_print_numbers_as_the_headline_does(
 ) -> None:
     """The headline said `6.0% (baseline 2.0%, threshold 3.0%)` and the fields `Value 0.06`,
     `Threshold 0.03` (an SRE's trial; the README says rates print as percentages)."""
-    message = slack_message([alert(details=details)])
+    assert slack_fields(alert(details=details)) == shown
+
+
+def test_slack_fields_keep_a_rate_under_a_tenth_of_a_percent() -> None:
+    small = alert(details={"unit": "ratio"}).model_copy(
+        update={"value": 0.0004, "threshold": 0.0003, "baseline": 0.0002}
+    )
+    assert slack_fields(small) == ["0.04%", "0.03%", "0.02%"]
+
+
+def slack_fields(a: Alert) -> list[str]:
+    message = slack_message([a])
     fields = {
         f["text"].split("\n")[0].strip("*"): f["text"].split("\n", 1)[1]
         for block in message["blocks"]
         for f in block.get("fields", [])
     }
-    assert [fields["Value"], fields["Threshold"], fields["Baseline"]] == shown
+    return [fields["Value"], fields["Threshold"], fields["Baseline"]]

@@ -311,3 +311,60 @@ def test_a_refusal_that_echoes_the_request_shows_none_of_its_secrets() -> None:
     assert key not in line and PASSWORD not in line
     assert '"routing_key": "***"' in line
     assert len(line) < 300 and line.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("reply", "body", "url", "headers"),
+    [
+        # a bearer token echoed without its scheme word
+        (
+            "invalid token abcdEFGH1234xyz",
+            {},
+            "https://am.example/api",
+            {"Authorization": "Bearer abcdEFGH1234xyz"},
+        ),
+        # the path of a URL with a query (the path alone was never masked)
+        (
+            '{"path":"/hooks/S3CR3TTOKEN99"}',
+            {},
+            "https://ops.example/hooks/S3CR3TTOKEN99?source=x",
+            {},
+        ),
+        # a body string inside the URL's path no longer hides the rest of the path
+        (
+            '{"path":"/hooks/lookout-prod/S3CR3TTOKEN99"}',
+            {"receiver": "lookout-prod"},
+            "https://ops.example/hooks/lookout-prod/S3CR3TTOKEN99",
+            {},
+        ),
+        # a Slack webhook's last segment alone
+        (
+            "unknown webhook XXXXXXXXXXXXXXXXXXXX",
+            {},
+            "https://hooks.slack.com/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXX",
+            {},
+        ),
+        # percent-decoded
+        ("no hook /hooks/S3CR+T/TOKEN", {}, "https://ops.example/hooks/S3CR%2BT%2FTOKEN", {}),
+    ],
+)
+def test_a_reply_echoing_any_part_of_the_request_shows_no_secret(
+    reply: str, body: Any, url: str, headers: dict[str, str]
+) -> None:
+    """Found by a reviewer: each of these reached the error line in full."""
+    client: Any = _Answering(404, reply)
+    with pytest.raises(TerminalNotifierError) as caught:
+        post_json(client, "r", url, body, headers=headers)
+    line = str(caught.value)
+    for secret in ("abcdEFGH1234xyz", "S3CR3TTOKEN99", "XXXXXXXXXXXXXXXXXXXX", "S3CR+T/TOKEN"):
+        assert secret not in line, line
+    assert "***" in line
+
+
+def test_a_reply_with_terminal_escapes_shows_them_as_question_marks() -> None:
+    key = "R0UTING-KEY-0123456789"
+    client: Any = _Answering(400, "x" * 190 + key + "\x1b[31m")
+    with pytest.raises(TerminalNotifierError) as caught:
+        post_json(client, "pd", "https://pd.example/v2/enqueue", {"routing_key": key})
+    line = str(caught.value)
+    assert "R0UTING" not in line and "\x1b" not in line

@@ -344,7 +344,7 @@ def config_check(
     ]
     if strict and warnings:
         for problem in warnings:
-            typer.echo(problem, err=True)
+            typer.echo(f"{path}: {problem}", err=True)
         raise typer.Exit(2)
     typer.echo(f"{path}: ok")
     effective = config.model_dump(mode="json", by_alias=True)  # `continue`, as it is written
