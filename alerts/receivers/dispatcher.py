@@ -97,17 +97,20 @@ _NAMED = 3
 
 def what_is_sent(notification: Notification) -> str:
     """The alerts of a notification as a log line names them (dedup key and status, as the
-    `alerts` table and PagerDuty show them): "giving up" alone did not say which page was
-    lost (an SRE's trial)."""
+    `alerts` table and PagerDuty show them, and whether it is a repeat): "giving up" alone
+    did not say which page was lost (an SRE's trial)."""
     alerts = notification.alerts
     named = ", ".join(f"{a.dedup_key} {a.status}" for a in alerts[:_NAMED])
     more = f" and {len(alerts) - _NAMED} more" if len(alerts) > _NAMED else ""
-    repeat = " (a repeat)" if notification.repeat else ""
+    repeat = " (repeat)" if notification.repeat else ""
     return f"{named}{more}{repeat}"
 
 
 class Dispatcher:
     """See the module docstring. `clock` is wall time in seconds (injected for tests)."""
+
+    #: how long `close` waits for each delivery thread to finish the send it is in
+    join_seconds: float = 15.0
 
     def __init__(
         self,
@@ -406,7 +409,7 @@ class Dispatcher:
             self.metrics.total.labels(receiver, "delivered").inc()
             self._delivered += 1
             # the on-call's trace of a page (what, never where: no URL or key is logged)
-            log.info("receiver %s: delivered %s", receiver, _changes(entry.notification))
+            log.info("receiver %s: delivered %s", receiver, what_is_sent(entry.notification))
         self.metrics.depth.labels(receiver).set(self._outbox.depth(receiver))
         return 0.0
 
@@ -478,7 +481,8 @@ class Dispatcher:
         for runtime in self._receivers.values():
             runtime.wake.set()
         for thread in self._threads:
-            thread.join(timeout=15)
+            thread.join(timeout=self.join_seconds)
+        still_sending = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
         # counted once the delivery threads stopped: a send still on its way when the drain
         # ended (a receiver answering in 10 s) was reported queued, and then delivered
@@ -496,15 +500,20 @@ class Dispatcher:
                     receiver,
                     queued,
                 )
+        if still_sending:
+            # closed under it, its send would be cut off or its success not recorded (the
+            # page then went out again at the next start, an error logged meanwhile): the
+            # process is ending, which releases both
+            log.warning(
+                "%s still sending after %.0f s; the notification counts as queued and is "
+                "struck off if its send succeeds before the process ends",
+                ", ".join(still_sending),
+                self.join_seconds,
+            )
+            return
         for runtime in self._receivers.values():
             runtime.sender.close()
         self._outbox.close()
-
-
-def _changes(notification: Notification) -> str:
-    """`lookout:m:safety:block_rate_above_baseline firing, …` (and whether it is a repeat)."""
-    changes = ", ".join(f"{a.dedup_key} {a.status}" for a in notification.alerts)
-    return changes + (" (repeat)" if notification.repeat else "")
 
 
 def _rounds(batch: tuple[Alert, ...]) -> list[tuple[Alert, ...]]:

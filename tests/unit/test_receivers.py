@@ -257,6 +257,29 @@ def test_a_send_on_its_way_when_the_run_ends_is_not_reported_queued(tmp_path: Pa
     assert d.left_queued["hook"] == 0
 
 
+def test_a_send_longer_than_the_close_waits_is_struck_off_when_it_succeeds(
+    tmp_path: Path,
+) -> None:
+    """Closed under it, the outbox refused to strike the page off after it was delivered (an
+    error logged), and the next start sent the page again (a reviewer's run, 17 s send)."""
+    clock, hook = FakeClock(0), Slow("hook", 0.5)
+    d, _ = dispatcher(tmp_path, clock, hook)
+    d.join_seconds = 0.05
+    d.start()
+    d.submit("hook", [alert()])
+    d.pump()
+    assert hook.started.wait(10)
+    d.close(drain_seconds=0.0)
+    assert d.left_queued["hook"] == 1  # said queued: it was not known to have gone
+    for thread in threading.enumerate():
+        if thread.name == "lookout-receiver-hook":
+            thread.join(10)
+    assert len(hook.sent) == 1
+    again, _ = dispatcher(tmp_path, clock, hook)
+    assert again.deliver_next("hook") is None  # nothing left: not sent a second time
+    again.close(drain_seconds=0)
+
+
 def test_a_page_given_up_on_is_named_in_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
