@@ -58,4 +58,5 @@ bench: $(STAMP) tools
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build lookout.egg-info \
 		schemas/decode/_fastdecode.c schemas/decode/_fastdecode.*.so \
-		detectors/_keyhash.c detectors/_keyhash.*.so detectors/_sorted_walks.c detectors/_sorted_walks.*.so
+		detectors/_keyhash.c detectors/_keyhash.*.so detectors/_sorted_walks.c detectors/_sorted_walks.*.so \
+		detectors/_special_loops.c detectors/_special_loops.*.so

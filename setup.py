@@ -1,6 +1,6 @@
 """Build of the compiled decoder (`schemas.decode._fastdecode`), request-id hash
-(`detectors._keyhash`) and sorted-array walks (`detectors._sorted_walks`); everything else is
-pyproject.
+(`detectors._keyhash`), sorted-array walks (`detectors._sorted_walks`) and the incomplete beta and
+gamma functions' loops (`detectors._special_loops`); everything else is pyproject.
 
 The decoder is built by every ordinary install (`pip install .`, `make demo`, `make test`, the
 image's builder). Without a C compiler or the Python headers the install stops with a message
@@ -27,6 +27,13 @@ KEY_HASH = Extension("detectors._keyhash", ["detectors/_keyhash.pyx"], extra_com
 
 SORTED_WALKS = Extension(
     "detectors._sorted_walks", ["detectors/_sorted_walks.pyx"], extra_compile_args=["-O2"]
+)
+
+# no fused multiply-add: the loops must give the Python fallback's numbers bit for bit
+SPECIAL_LOOPS = Extension(
+    "detectors._special_loops",
+    ["detectors/_special_loops.pyx"],
+    extra_compile_args=["-O2", "-ffp-contract=off"],
 )
 
 NO_COMPILER = """
@@ -60,7 +67,8 @@ if os.environ.get("LOOKOUT_PURE_PYTHON") == "1":
 else:
     setup(
         ext_modules=cythonize(
-            [FAST_DECODE, KEY_HASH, SORTED_WALKS], compiler_directives={"language_level": "3"}
+            [FAST_DECODE, KEY_HASH, SORTED_WALKS, SPECIAL_LOOPS],
+            compiler_directives={"language_level": "3"},
         ),
         cmdclass={"build_ext": BuildDecoder},
     )

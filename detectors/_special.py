@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Protocol
 
 import numpy as np
 
@@ -51,7 +52,8 @@ def normal_isf(p: float) -> float:
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
     """The continued fraction of I_x(a, b) (Numerical Recipes `betacf`), fast for
-    x < (a + 1) / (a + b + 2)."""
+    x < (a + 1) / (a + b + 2). The compiled loop (`_special_loops.pyx`) runs instead where it
+    was built; this is its fallback and its test's reference."""
     qab, qap, qam = a + b, a + 1.0, a - 1.0
     c = 1.0
     d = 1.0 - qab * x / qap
@@ -114,9 +116,10 @@ def betainc(a: float, b: float, x: float) -> float:
     if x >= 1.0:
         return 1.0
     log_front = _log_beta_front(a, b, x)
+    fraction = _LOOPS.beta_continued_fraction
     if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+        return math.exp(log_front) * fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * fraction(b, a, 1.0 - x) / b
 
 
 def gammaincc(a: float, x: float) -> float:
@@ -131,15 +134,29 @@ def gammaincc(a: float, x: float) -> float:
         return 0.0
     log_front = a * math.log(x) - x - math.lgamma(a)
     if x < a + 1.0:
-        term = total = 1.0 / a
-        ap = a
-        for _ in range(_MAX_ITERATIONS):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * _EPS:
-                return max(0.0, 1.0 - total * math.exp(log_front))
-        return math.nan
+        total = _LOOPS.gamma_series(a, x)
+        return total if math.isnan(total) else max(0.0, 1.0 - total * math.exp(log_front))
+    fraction = _LOOPS.gamma_continued_fraction(a, x)
+    return fraction if math.isnan(fraction) else math.exp(log_front) * fraction
+
+
+def _gamma_series(a: float, x: float) -> float:
+    """The sum of the series for P(a, x) before its front factor (NaN if it does not
+    converge): the fallback of `_special_loops.gamma_series`."""
+    term = total = 1.0 / a
+    ap = a
+    for _ in range(_MAX_ITERATIONS):
+        ap += 1.0
+        term *= x / ap
+        total += term
+        if abs(term) < abs(total) * _EPS:
+            return total
+    return math.nan
+
+
+def _gamma_continued_fraction(a: float, x: float) -> float:
+    """The continued fraction for Q(a, x) before its front factor (NaN if it does not
+    converge): the fallback of `_special_loops.gamma_continued_fraction`."""
     b = x + 1.0 - a
     c = 1.0 / _TINY
     d = 1.0 / b
@@ -154,8 +171,44 @@ def gammaincc(a: float, x: float) -> float:
         step = d * c
         h *= step
         if abs(step - 1.0) < _EPS:
-            return math.exp(log_front) * h
+            return h
     return math.nan
+
+
+class _Loops(Protocol):
+    """The loops of `betainc` and `gammaincc`: `detectors/_special_loops.pyx` or Python."""
+
+    def beta_continued_fraction(self, a: float, b: float, x: float, /) -> float: ...
+    def gamma_series(self, a: float, x: float, /) -> float: ...
+    def gamma_continued_fraction(self, a: float, x: float, /) -> float: ...
+
+
+class _PythonLoops:
+    """The loops as Python, where `detectors/_special_loops.pyx` was not built."""
+
+    def beta_continued_fraction(self, a: float, b: float, x: float, /) -> float:
+        return _beta_continued_fraction(a, b, x)
+
+    def gamma_series(self, a: float, x: float, /) -> float:
+        return _gamma_series(a, x)
+
+    def gamma_continued_fraction(self, a: float, x: float, /) -> float:
+        return _gamma_continued_fraction(a, x)
+
+
+PYTHON_LOOPS: _Loops = _PythonLoops()
+
+
+def _loops() -> _Loops:
+    """The compiled loops (the same numbers, a few times faster), else the Python ones."""
+    try:
+        from detectors import _special_loops
+    except ImportError:
+        return PYTHON_LOOPS
+    return _special_loops
+
+
+_LOOPS = _loops()
 
 
 def chi2_sf(dof: float, x: float) -> float:
