@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from worker.source import SourceMessage
-from worker.sources.file_source import MESSAGE_BYTES, FileSource
+from worker.sources.file_source import (
+    MESSAGE_BYTES,
+    BoundedLines,
+    FileSource,
+    line_ends,
+    next_message_lines,
+    next_message_size,
+    split_lines,
+)
 from worker.testing import drain
 
 
@@ -43,3 +53,38 @@ def test_short_lines_still_fill_a_message_by_line_count(tmp_path: Path) -> None:
 
     assert [m.data.count(b"\n") for m in messages] == [2_000, 2_000, 1_000]
     assert [m.first_line for m in messages] == [1, 2_001, 4_001]
+
+
+def test_the_byte_cut_is_the_cut_line_by_line() -> None:
+    """The reader cuts messages by searching the bytes; the cut must be the one a walk over
+    the lines makes (the end-to-end tests derive line numbers from the latter)."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        lines = [b"x" * int(n) + b"\n" for n in rng.integers(0, 900, int(rng.integers(1, 60)))]
+        run = b"".join(lines)
+        max_lines, max_bytes = int(rng.integers(1, 40)), int(rng.integers(1, 8_000))
+        if len(lines) < max_lines and len(run) < max_bytes:
+            continue  # the reader cuts only once a message is full
+        count = next_message_lines(lines, max_lines, max_bytes)
+        assert next_message_size(line_ends(run), max_lines, max_bytes) == count
+
+
+def test_lines_cut_to_the_cap_are_the_same_however_the_reads_fall() -> None:
+    """A file read in pieces of any size gives the same capped lines, a long line cut once."""
+    rng = np.random.default_rng(4)
+    cap = 50
+    for _ in range(200):
+        widths = rng.integers(0, 3 * cap, int(rng.integers(1, 30)))
+        tail = int(rng.integers(0, 80))  # a last line without its newline
+        data = b"".join(b"y" * int(n) + b"\n" for n in widths) + b"z" * tail
+        want = [b"y" * min(int(n), cap) + b"\n" for n in widths]
+        lines = BoundedLines(cap)
+        got: list[bytes] = []
+        at = 0
+        while at < len(data):
+            step = int(rng.integers(1, 400))
+            got.extend(split_lines(lines.feed_bytes(data[at : at + step])))
+            at += step
+        assert got == want
+        assert lines.finish() == b"z" * min(tail, cap)
+        assert lines.cut == int((widths > cap).sum()) + (tail > cap)
