@@ -26,6 +26,7 @@ then it is pinned.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -110,11 +111,11 @@ class DescriptorDriftDetector:
         n = len(batch)
         if n == 0:
             return state
-        # normalise only the distinct values (a handful per batch); the lookups run in C
-        values = batch.finish_reason.tolist()
-        lookup = {value: self._category(value) for value in dict.fromkeys(values)}
-        codes = np.fromiter(map(lookup.__getitem__, values), dtype=np.int64, count=n)
-        finish = np.bincount(codes, minlength=len(self.categories)).astype(np.int64)
+        # count each distinct value (in C), then normalise only those (a handful per batch):
+        # a code per record cost half a microsecond a record in Python
+        finish = np.zeros(len(self.categories), dtype=np.int64)
+        for value, count in Counter(batch.finish_reason.tolist()).items():
+            finish[self._category(value)] += count
         cites = np.asarray(batch.citation_count, dtype=np.float64)
         reported = ~np.isnan(cites)
         rows = np.column_stack([np.asarray(getattr(batch, c), dtype=np.float64) for c in NUMERIC])
