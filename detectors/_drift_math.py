@@ -296,20 +296,28 @@ def _imhof_panels(x_max: float, w: FloatArray) -> tuple[float, int]:
 
 
 #: p-values at or above this come from a table per null law (`null_sf`)
-TABLE_ABOVE = 0.2
-#: a null law needing more panels than this gets no table (256 points would take seconds)
+TABLE_ABOVE = 0.01
+#: the table's spacing: at most a 128th of the null law's mean and a 32nd of its standard
+#: deviation (a law of many equal weights is narrow around its mean), so that log-linear
+#: interpolation stays within 10⁻⁴ of the p-value, relative, down to `TABLE_ABOVE`
+_TABLE_POINTS_PER_MEAN = 128
+_TABLE_POINTS_PER_SD = 32
+#: a null law needing more panels than this gets no table (512 points would take seconds)
 _TABLE_MAX_PANELS = 1024
 _SF_TABLES: dict[bytes, tuple[FloatArray, FloatArray, float]] = {}
 
 
 def null_sf(x: float, weights: FloatArray) -> float:
     """`weighted_chi2_sf`, read from a table computed once per null law where the p-value is
-    at least `TABLE_ABOVE` (within 10⁻³ of it; `tests/unit/test_drift_math_shortcuts.py`).
+    at least `TABLE_ABOVE` (within 10⁻³ of it, relative; `tests/unit/test_drift_math_shortcuts.py`).
 
     A pinned reference judges every window against the same null law, and most quiet windows'
-    p-values are large: no verdict turns on them, yet the integral took about 1 ms each, a
-    fifth of a window's evaluation in a replay. Below `TABLE_ABOVE` — every p-value a verdict
-    or a pooled span is decided on — it is computed exactly."""
+    p-values are large: no verdict turns on them, yet the integral took 1-2 ms each, a fifth of
+    a window's evaluation in a replay (once in five quiet windows when the table stopped at
+    0.2). Below `TABLE_ABOVE` — every p-value a verdict or a pooled span is decided on (the
+    test's level is 3·10⁻⁴, shared out between the spans) — it is computed exactly. The table
+    holds log p, which is nearly linear in x in the tail, so interpolating it stays within
+    the tolerance there too."""
     w = np.asarray(weights, dtype=np.float64)
     key = w.tobytes()
     table = _SF_TABLES.get(key)
@@ -317,28 +325,32 @@ def null_sf(x: float, weights: FloatArray) -> float:
         if len(_SF_TABLES) >= 64:
             _SF_TABLES.clear()
         table = _SF_TABLES[key] = _sf_table(w)
-    xs, sfs, upto = table
+    xs, log_sfs, upto = table
     if 0.0 <= x <= upto:
-        return float(np.interp(x, xs, sfs))
+        return math.exp(float(np.interp(x, xs, log_sfs)))
     return weighted_chi2_sf(x, w)
 
 
 def _sf_table(w: FloatArray) -> tuple[FloatArray, FloatArray, float]:
-    """P(Q > x) at 64 points per mean of Q from 0 until it falls below `TABLE_ABOVE`."""
+    """ln P(Q > x) on a grid from 0 until P falls below `TABLE_ABOVE` (or to 4 means, or 10
+    standard deviations past the mean, whichever comes first)."""
     total = float(w.sum())
     if total <= 0.0 or not len(w):
-        return np.zeros(1), np.ones(1), -1.0
-    xs = np.linspace(0.0, 4.0 * total, 257)
+        return np.zeros(1), np.zeros(1), -1.0
+    sd = math.sqrt(2.0 * float(w @ w))
+    end = min(4.0 * total, total + 10.0 * sd)
+    step = min(total / _TABLE_POINTS_PER_MEAN, sd / _TABLE_POINTS_PER_SD)
+    xs = np.linspace(0.0, end, math.ceil(end / step) + 1)
     kept = w[w > total * 1e-9]
     if _imhof_panels(float(xs[-1]), kept)[1] > _TABLE_MAX_PANELS:
         # a null law of a few weights (a reference of a handful of distinct prompts) needs
-        # millions of nodes: 256 points would take seconds and gigabytes; compute each exactly
-        return np.zeros(1), np.ones(1), -1.0
+        # millions of nodes: 512 points would take seconds and gigabytes; compute each exactly
+        return np.zeros(1), np.zeros(1), -1.0
     sfs = np.ones_like(xs)
     sfs[1:] = _imhof(xs[1:], kept)
     below = np.flatnonzero(sfs < TABLE_ABOVE)
     upto = float(xs[below[0] - 1]) if len(below) else float(xs[-1])
-    return xs, sfs, upto
+    return xs, np.log(np.maximum(sfs, TABLE_ABOVE / 2)), upto
 
 
 @functools.cache
