@@ -21,13 +21,14 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TextIO, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TextIO, runtime_checkable
 
 import orjson
-from rich.console import Console
-from rich.text import Text
 
 from schemas.detection import Alert
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # -- failure policy ----------------------------------------------------------------------------
 
@@ -172,11 +173,13 @@ class ConsoleNotifier:
         self.printed: dict[str, str] = {}
         self.failed: dict[str, str] = {}
         self._color = stream.isatty() if color is None else color
-        self._console = (
-            Console(file=stream, force_terminal=True, highlight=False, soft_wrap=True)
-            if self._color
-            else None
-        )
+        self._console: Console | None = None
+        if self._color:  # rich only for a terminal: a replay's log gets plain lines
+            from rich.console import Console
+
+            self._console = Console(
+                file=stream, force_terminal=True, highlight=False, soft_wrap=True
+            )
 
     def send(self, alerts: Sequence[Alert]) -> None:
         try:
@@ -185,6 +188,8 @@ class ConsoleNotifier:
                 if self._console is None:
                     self._stream.write(line + "\n")
                 else:
+                    from rich.text import Text
+
                     style = _STYLES.get((alert.status, alert.severity), "green")
                     self._console.print(Text(line, style=style))
             self._stream.flush()

@@ -13,16 +13,17 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, cast
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.config import DuckDBSinkConfig, FileSourceConfig, LookoutConfig
 from schemas.config_loading import ConfigError, key_origin, load_config
 from worker.cli.writable import cannot_write, foreign_sink_file
 from worker.memory_tuning import tune_malloc, use_system_arrow_pool
+
+if TYPE_CHECKING:  # rich is imported where it prints: a replay or a worker never needs it
+    from rich.console import Console
 
 app = typer.Typer(
     name="lookout",
@@ -79,34 +80,83 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-class _PipedConsole(Console):
-    """Rich exits 1 when the reader goes away (`| head`); here that is the caller's to decide
-    (`quiet_broken_pipe`: not an error), as it is for csv, json, `decode` and `simulate`."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 def output_console() -> Console:
     """Rich output on stdout. Not on a terminal (a pipe, a file, CI), nothing is cut to fit a
     width nobody asked for: model names and alert summaries are printed whole."""
+    from rich.console import Console
+
+    class PipedConsole(Console):
+        """Rich exits 1 when the reader goes away (`| head`); here that is the caller's to
+        decide (`quiet_broken_pipe`: not an error), as it is for csv, json, `decode` and
+        `simulate`."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
     if sys.stdout.isatty():
-        return _PipedConsole()
-    return _PipedConsole(width=10_000, no_color=True, highlight=False)
+        return PipedConsole()
+    return PipedConsole(width=10_000, no_color=True, highlight=False)
 
 
-def progress_bar(enabled: bool) -> Progress:
+class ProgressLine(Protocol):
+    """What the commands use of rich's `Progress`."""
+
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any, /) -> Any: ...
+    def add_task(self, description: str, **fields: Any) -> Any: ...
+    def update(
+        self,
+        task: Any,
+        /,
+        *,
+        advance: float | None = None,
+        completed: float | None = None,
+        **fields: Any,
+    ) -> None: ...
+
+
+class _NoProgress:
+    """No progress line (stderr is not a terminal), and no rich imported to draw none."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any, /) -> None:
+        return None
+
+    def add_task(self, description: str, **fields: Any) -> int:
+        return 0
+
+    def update(
+        self,
+        task: Any,
+        /,
+        *,
+        advance: float | None = None,
+        completed: float | None = None,
+        **fields: Any,
+    ) -> None:
+        return None
+
+
+def progress_bar(enabled: bool) -> ProgressLine:
     """A progress line on stderr, shown only on a terminal (a log file gets the summary)."""
-    return Progress(
+    if not enabled:
+        return _NoProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
-        disable=not enabled,
         transient=False,
     )
+    # rich's `update` names more keywords than the protocol, which mypy reads as a mismatch
+    return cast(ProgressLine, progress)
 
 
 def quiet_broken_pipe() -> None:

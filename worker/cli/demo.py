@@ -19,10 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from schemas.plural import counted
 from worker.cli.app import (
@@ -36,6 +32,8 @@ from worker.cli.app import (
 from worker.cli.records import fits, print_records
 
 if TYPE_CHECKING:  # imported when the demo runs: `lookout --help` starts without them
+    from rich.console import Console
+
     from alerts.notifiers import ConsoleNotifier
     from schemas.detection import Alert
     from worker.engine import Engine, EngineStats
@@ -194,6 +192,10 @@ def print_summary(
     """The table of incidents, what was printed (by `printed`) and what only went to the
     report, and where the files are. Info changes (descriptor drift) explain incidents and
     never page, so they are not printed as they happen; the count says where they are."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     title = (
         f"lookout demo: {sim.hours:g} simulated hours, {stats.records:,} records, "
         f"{counted(stats.windows_evaluated, 'window', grouped=True)}"

@@ -20,14 +20,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from schemas.decode import FORMATS
 from worker.cli.app import app
@@ -43,7 +35,6 @@ pubsub_app = typer.Typer(
 )
 app.add_typer(pubsub_app, name="pubsub")
 
-_stderr = Console(stderr=True)
 T = TypeVar("T")
 
 ProjectOption = Annotated[
@@ -298,13 +289,22 @@ def publish(
         except OSError as e:
             _die("publish", f"cannot read {file}: {e.strerror}", 2)
     channels = _channels()
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     progress = Progress(
         TextColumn("publishing"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("lines confirmed"),
         TimeElapsedColumn(),
-        console=_stderr,
+        console=Console(stderr=True),
         disable=not sys.stderr.isatty(),
     )
     try:

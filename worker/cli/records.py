@@ -9,11 +9,11 @@ without that, and `print_records` prints the rows the way psql's expanded mode (
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where a table is printed: a replay never needs it
+    from rich.console import Console
+    from rich.table import Table
 
 #: narrowest a column may be squeezed to before a table reads worse than one record per block
 MIN_COLUMN_WIDTH = 10
@@ -22,6 +22,8 @@ MIN_COLUMN_WIDTH = 10
 def fits(console: Console, table: Table) -> bool:
     """Whether `table` prints at `console`'s width with no column squeezed below its widest cell
     (a table with no_wrap columns would otherwise cut them to "…")."""
+    from rich.measure import Measurement
+
     unbounded = console.options.update_width(1_000_000)  # Measurement.get clamps to the width
     return Measurement.get(console, unbounded, table).maximum <= console.width
 
@@ -36,6 +38,8 @@ def columns_fit(
     """Whether a boxed table of these cells fits `console` with each column at least `min_width`
     wide (or its widest cell, when narrower): folding a long value over lines reads well, a
     column three characters wide does not."""
+    from rich.text import Text
+
     if not names:
         return True
     widest = [Text(name).cell_len for name in names]
@@ -56,6 +60,8 @@ def print_records(
 ) -> None:
     """One block per row, `name: value` a line, names aligned, a blank line between blocks;
     values are printed as text (never as markup) and fold rather than being cut."""
+    from rich.text import Text
+
     if title:
         console.print(Text(title))
     label = max((Text(name).cell_len for name in names), default=0) + 2

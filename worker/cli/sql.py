@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from worker.cli.app import app, fail, output_console, quiet_broken_pipe
 from worker.cli.records import columns_fit, print_records
@@ -342,6 +340,9 @@ def print_rows(
         console = output_console()
         cells = [[_text(v) for v in row] for row in rows]
         if columns_fit(console, names, cells):
+            from rich.table import Table
+            from rich.text import Text
+
             table = Table(show_lines=False)
             for name in names:
                 table.add_column(Text(name), overflow="fold")
