@@ -299,7 +299,11 @@ def _imhof_panels(x_max: float, w: FloatArray) -> tuple[float, int]:
 TABLE_ABOVE = 0.01
 #: the table's spacing: at most a 128th of the null law's mean and a 32nd of its standard
 #: deviation (a law of many equal weights is narrow around its mean), so that log-linear
-#: interpolation stays within 10⁻⁴ of the p-value, relative, down to `TABLE_ABOVE`
+#: interpolation stays within 10⁻⁴ of the p-value, relative, down to `TABLE_ABOVE`, for the
+#: laws references have. One weight over many tiny ones (a reference of near-copies of one
+#: prompt) bends the curve near p = 1 more sharply: there the table is off by up to 10⁻²
+#: (the table that stopped at 0.2 by 1.7·10⁻²), as far as the integral at one point is from
+#: the integral with twice the nodes. No verdict is near: they are taken at 3·10⁻⁴ and below.
 _TABLE_POINTS_PER_MEAN = 128
 _TABLE_POINTS_PER_SD = 32
 #: a null law needing more panels than this gets no table (512 points would take seconds)
@@ -309,7 +313,8 @@ _SF_TABLES: dict[bytes, tuple[FloatArray, FloatArray, float]] = {}
 
 def null_sf(x: float, weights: FloatArray) -> float:
     """`weighted_chi2_sf`, read from a table computed once per null law where the p-value is
-    at least `TABLE_ABOVE` (within 10⁻³ of it, relative; `tests/unit/test_drift_math_shortcuts.py`).
+    at least `TABLE_ABOVE` (within 10⁻⁴ of it, relative, but see `_TABLE_POINTS_PER_SD`;
+    `tests/unit/test_drift_math_shortcuts.py`).
 
     A pinned reference judges every window against the same null law, and most quiet windows'
     p-values are large: no verdict turns on them, yet the integral took 1-2 ms each, a fifth of

@@ -72,6 +72,8 @@ def gamma_continued_fraction(double a, double x) -> float:
     not converge."""
     cdef double b = x + 1.0 - a, c = 1.0 / _TINY, d, h, an, step, di
     cdef long i
+    if b == 0.0:  # as Python's 1.0 / b (a == x past 2^53, where a + 1 == a): never a window's
+        raise ZeroDivisionError("float division by zero")
     d = 1.0 / b
     h = d
     for i in range(1, _MAX_ITERATIONS):

@@ -94,3 +94,14 @@ def test_a_fraction_that_runs_long_ends_on_the_same_number() -> None:
         got = loops.beta_continued_fraction(*args)
         assert math.isfinite(got)
         assert got == _special._beta_continued_fraction(*args), args
+
+
+def test_a_zero_first_denominator_raises_as_in_python() -> None:
+    """x == a past 2⁵³ makes the gamma fraction's first denominator 0: the compiled loop
+    raises as Python's division does, instead of answering NaN (found by a reviewer)."""
+    loops = _compiled()
+    big = 2.0**53
+    with pytest.raises(ZeroDivisionError):
+        _special._gamma_continued_fraction(big, big)
+    with pytest.raises(ZeroDivisionError):
+        loops.gamma_continued_fraction(big, big)
