@@ -31,7 +31,14 @@ $(RETUNE): $(STAMP) requirements-retune.lock
 	$(BIN)/pip install --quiet -r requirements-retune.lock
 	touch $(RETUNE)
 
+# Lookout's own bytecode, written up front: where PYTHONDONTWRITEBYTECODE is set (this CI
+# machine sets it) no process writes it, and each `lookout` the suite starts compiled every
+# module again, 0.3-0.4 s a process (a 10-line replay: 1.3-1.5 s against 0.9-1.1 s). Stale
+# files are recompiled (timestamps are checked), and `__pycache__` is ignored by git.
+BYTECODE := $(BIN)/python -m compileall -q -j 0 schemas worker detectors alerts
+
 demo: $(STAMP)
+	@$(BYTECODE) > /dev/null
 	$(BIN)/lookout demo
 
 # Test prerequisites: Java and the Cloud SDK's Pub/Sub emulator must be present (the suite
@@ -50,6 +57,7 @@ typecheck: $(STAMP)
 # two keep both cores busy; TEST_WORKERS=0 runs the suite in this one process
 TEST_WORKERS ?= 2
 test: $(STAMP) $(RETUNE) tools lint typecheck
+	@$(BYTECODE) > /dev/null
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP) tools
