@@ -350,6 +350,38 @@ cdef tuple provider_finish(Out *o, Span s, bint span):
     return <tuple>out
 
 
+#: distinct finish words `columns` remembers per call (more are looked up each time)
+cdef enum:
+    KNOWN_FINISHES = 16
+
+
+cdef struct FinishCache:
+    Py_ssize_t n
+    const char *word[KNOWN_FINISHES]
+    Py_ssize_t len[KNOWN_FINISHES]
+    bint span[KNOWN_FINISHES]
+
+
+cdef tuple finish_of(Out *o, Span s, bint span, FinishCache *seen, list results):
+    """`provider_finish`, remembered by the word's bytes for the rest of the call: a poll
+    repeats a few finish words on every row, and a new str and a dict lookup per row were a
+    quarter of building the columns."""
+    cdef Py_ssize_t t
+    cdef const char *word = o.copy + s.off
+    for t in range(seen.n):
+        if (seen.len[t] == s.len and seen.span[t] == span
+                and memcmp(seen.word[t], word, s.len) == 0):
+            return <tuple>results[t]
+    out = provider_finish(o, s, span)
+    if seen.n < KNOWN_FINISHES:
+        seen.word[seen.n] = word
+        seen.len[seen.n] = s.len
+        seen.span[seen.n] = span
+        seen.n += 1
+        results.append(out)
+    return out
+
+
 cdef dict columns(Out *o, list datas):
     """The fast rows as numpy columns. Object columns are made as arrays (numpy fills them
     with None) and only the values a row has are set, through typed views: assigning whole
@@ -373,6 +405,9 @@ cdef dict columns(Out *o, list datas):
     cdef object[::1] tenants = arrays[6], endpoints = arrays[7], stages = arrays[8]
     cdef Span last_model, last_version, last_tenant, last_endpoint
     cdef object model = None, version = None, tenant = None, endpoint = None, value
+    cdef FinishCache finishes_seen
+    finishes_seen.n = 0
+    cdef list finish_results = []
     for i in range(n):
         r = &o.rows[i]
         origin_v[i] = r.msg
@@ -402,7 +437,7 @@ cdef dict columns(Out *o, list datas):
             reasons[i] = text(o, r.s[S_BLOCK_REASON])
         if r.provider == 4:
             if r.s[S_FINISH].off >= 0:
-                finish, block = provider_finish(o, r.s[S_FINISH], True)
+                finish, block = finish_of(o, r.s[S_FINISH], True, &finishes_seen, finish_results)
                 finishes[i] = finish
                 if block is not None:
                     blocked_v[i] = 1
@@ -415,7 +450,7 @@ cdef dict columns(Out *o, list datas):
             reasons[i] = "CONTENT_FILTER"
         elif r.provider:
             if r.s[S_FINISH].off >= 0:
-                finish, block = provider_finish(o, r.s[S_FINISH], False)
+                finish, block = finish_of(o, r.s[S_FINISH], False, &finishes_seen, finish_results)
                 finishes[i] = finish
                 if block is not None and r.stage != 1:  # a blocked prompt's block wins
                     blocked_v[i] = 1
@@ -424,7 +459,7 @@ cdef dict columns(Out *o, list datas):
             if r.provider == 2 and r.blocked:  # Azure's filters
                 reasons[i] = "CONTENT_FILTER"
         elif r.s[S_FINISH].off >= 0:  # a native record's word: blocking ones block
-            finish, block = provider_finish(o, r.s[S_FINISH], True)
+            finish, block = finish_of(o, r.s[S_FINISH], True, &finishes_seen, finish_results)
             finishes[i] = finish
             if block is not None and not r.blocked:
                 blocked_v[i] = 1
@@ -460,15 +495,10 @@ cdef enum:
 
 cdef dict score_columns(Out *o, Py_ssize_t n):
     """category → float64 column (NaN where a row had no score for it)."""
-    cdef Py_ssize_t i, j, m = o.n_scores
+    cdef Py_ssize_t i, j
     cdef Row *r
-    category = np.empty(m, dtype=np.int64)
-    rows = np.empty(m, dtype=np.int64)
-    values = np.empty(m, dtype=np.float64)
-    cdef int64_t[::1] category_v = category, rows_v = rows
-    cdef double[::1] values_v = values
     index: dict = {}
-    cdef Py_ssize_t k = 0, t, found
+    cdef Py_ssize_t t, found
     # the key spellings met so far, as bytes in the copy: a poll repeats a handful of category
     # names on every row, and making a str of each (then hashing it twice) was a third of the
     # decode's time with the GIL held
@@ -479,40 +509,52 @@ cdef dict score_columns(Out *o, Py_ssize_t n):
     cdef Py_ssize_t n_seen = 0
     cdef const char *key_bytes
     cdef Py_ssize_t key_len
-    for i in range(n):
-        r = &o.rows[i]
-        for j in range(r.sc_off, r.sc_off + r.sc_n):
-            key_bytes = o.copy + o.scores[j].key.off
-            key_len = o.scores[j].key.len
-            found = -1
-            for t in range(n_seen):
-                if (seen_len[t] == key_len and seen_provider[t] == o.scores[j].provider
-                        and memcmp(seen_key[t], key_bytes, key_len) == 0):
-                    found = seen_column[t]
-                    break
-            if found < 0:
-                key = PyUnicode_DecodeUTF8(key_bytes, key_len, NULL)
-                if o.scores[j].provider:
-                    key = CATEGORY_CACHE.get(key) or normalise_category(key)
-                found = index.setdefault(key, len(index))
-                if n_seen < KNOWN_KEYS:
-                    seen_key[n_seen] = key_bytes
-                    seen_len[n_seen] = key_len
-                    seen_provider[n_seen] = o.scores[j].provider
-                    seen_column[n_seen] = found
-                    n_seen += 1
-            category_v[k] = found
-            rows_v[k] = i
-            values_v[k] = o.scores[j].value
-            k += 1
-    out = {}
-    for key, c in sorted(index.items()):
-        column = np.full(n, np.nan, dtype=np.float64)
-        pick = category[:k] == c
-        # a provider may rate one category twice (two spellings): the highest score wins
-        np.fmax.at(column, rows[:k][pick], values[:k][pick])
-        out[key] = column
-    return out
+    # each score's column, found once: the columns are filled in one pass below, because
+    # numpy's `fmax.at` on a mask per category was a fifth of the decode's time
+    cdef int64_t *column_of = <int64_t *>malloc(max(o.n_scores, 1) * sizeof(int64_t))
+    if column_of == NULL:
+        raise MemoryError
+    cdef double[:, ::1] table_v
+    cdef double value, cell
+    try:
+        for i in range(n):
+            r = &o.rows[i]
+            for j in range(r.sc_off, r.sc_off + r.sc_n):
+                key_bytes = o.copy + o.scores[j].key.off
+                key_len = o.scores[j].key.len
+                found = -1
+                for t in range(n_seen):
+                    if (seen_len[t] == key_len and seen_provider[t] == o.scores[j].provider
+                            and memcmp(seen_key[t], key_bytes, key_len) == 0):
+                        found = seen_column[t]
+                        break
+                if found < 0:
+                    key = PyUnicode_DecodeUTF8(key_bytes, key_len, NULL)
+                    if o.scores[j].provider:
+                        key = CATEGORY_CACHE.get(key) or normalise_category(key)
+                    found = index.setdefault(key, len(index))
+                    if n_seen < KNOWN_KEYS:
+                        seen_key[n_seen] = key_bytes
+                        seen_len[n_seen] = key_len
+                        seen_provider[n_seen] = o.scores[j].provider
+                        seen_column[n_seen] = found
+                        n_seen += 1
+                column_of[j] = found
+        table = np.full((len(index), n), np.nan, dtype=np.float64)
+        if len(index):
+            table_v = table
+            for i in range(n):
+                r = &o.rows[i]
+                for j in range(r.sc_off, r.sc_off + r.sc_n):
+                    # a provider may rate one category twice (two spellings): the highest
+                    # wins, as numpy's fmax takes it (the first of equals; NaN loses)
+                    value = o.scores[j].value
+                    cell = table_v[column_of[j], i]
+                    if not (cell >= value or value != value):
+                        table_v[column_of[j], i] = value
+    finally:
+        free(column_of)
+    return {key: table[c] for key, c in sorted(index.items())}
 
 
 # ---------------------------------------------------------------- buffers kept between calls
