@@ -36,23 +36,28 @@ ID_SEED: int = EmbeddingDriftConfig.model_fields["seed"].default
 
 
 class SeenIds:
-    """The request ids a window saw, as 64-bit hashes in one sorted array.
+    """The request ids a window saw, as 64-bit hashes in a few sorted, disjoint runs.
 
-    Membership of a whole batch is one vectorised search, not a Python set lookup per record.
-    Two different ids sharing a 64-bit hash would count as one (about 10⁻⁸ for a million ids
-    in one window): the price of deduplicating without keeping every id as a Python string.
+    Membership of a whole batch is one vectorised search per run, not a Python set lookup per
+    record. Two different ids sharing a 64-bit hash would count as one (about 10⁻⁸ for a
+    million ids in one window): the price of deduplicating without keeping every id as a
+    Python string.
 
-    New keys are merged into the sorted array (a search and one linear insert), never by
-    sorting it again: `np.union1d` re-sorted the whole window at every fold, 0.14 s per
-    100k-record poll into a window of 300k ids and 2.9 s into one of 3M (most of a 100-record
-    NDJSON Pub/Sub ingest's fold); the merge takes 3-8 ms there.
+    New keys become a run of their own, merged with the runs before it while those are no
+    more than twice its size, so each run is over twice the size of the next and a window of
+    n ids has at most log2(n) runs; a key is copied about log2(n / batch) times in all. One
+    sorted array took an insert of the whole window per fold instead: a window of 30,000
+    single-record Pub/Sub messages copied its ids 30,000 times over (a third of the fold), and
+    re-sorting it (`np.union1d`, before that) cost 2.9 s per 100k-record poll into a window of
+    3M.
     """
 
     def __init__(self) -> None:
-        self._keys: KeyArray = np.zeros(0, dtype=np.uint64)
+        self._runs: list[KeyArray] = []
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._count
 
     def update(self, request_ids: Iterable[str]) -> None:
         """Remember ids (e.g. what the sink stored for the window)."""
@@ -63,47 +68,46 @@ class SeenIds:
     def add_keys(self, keys: KeyArray) -> None:
         """Remember keys, in any order, repeated or known already."""
         new = np.unique(keys)
-        if len(self._keys):
+        if self._count:
             new = new[~self.contains(new)]
-        self._merge(new)
+        self._push(new)
 
     def remember_new(self, keys: KeyArray) -> npt.NDArray[np.bool_] | None:
         """Remember a batch's keys; per row, whether it is new (not seen before, and the first
         row of its key in the batch), or None when every row is (the common case, which costs
-        one sort of the batch's keys, a search and a merge)."""
+        one sort of the batch's keys and a search per run)."""
         ordered = np.sort(keys)
         repeats = len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any())
-        if not repeats:
-            if not len(self._keys):
-                self._keys = ordered
-                return None
-            # one search says both whether any key is known and where the new ones go
-            at = np.searchsorted(self._keys, ordered)
-            if not (self._keys[np.minimum(at, len(self._keys) - 1)] == ordered).any():
-                self._keys = np.insert(self._keys, at, ordered)
-                return None
+        if not repeats and not (self._count and self.contains(ordered).any()):
+            self._push(ordered)
+            return None
         fresh = _first_occurrences(keys)
-        if len(self._keys):
+        if self._count:
             fresh &= ~self.contains(keys)
-        self._merge(np.sort(keys[fresh]))
+        self._push(np.sort(keys[fresh]))
         return fresh
 
-    def _merge(self, new: KeyArray) -> None:
-        """Insert sorted keys, none of them known, keeping the array sorted."""
+    def _push(self, new: KeyArray) -> None:
+        """Add sorted keys, none of them known, as a run; merge runs to keep them few."""
         if not len(new):
             return
-        if not len(self._keys):
-            self._keys = new.astype(np.uint64, copy=True)
-            return
-        self._keys = np.insert(self._keys, np.searchsorted(self._keys, new), new)
+        self._count += len(new)
+        run = new.astype(np.uint64, copy=False)
+        runs = self._runs
+        while runs and len(runs[-1]) <= 2 * len(run):
+            older = runs.pop()
+            if len(older) < len(run):
+                older, run = run, older
+            run = np.insert(older, np.searchsorted(older, run), run)
+        runs.append(run)
 
     def contains(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
         """Per key, whether it was seen."""
-        if not len(self._keys):
-            return np.zeros(len(keys), dtype=bool)
-        at = np.searchsorted(self._keys, keys)
-        at[at == len(self._keys)] = 0
-        found: npt.NDArray[np.bool_] = self._keys[at] == keys
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self._runs:
+            at = np.searchsorted(run, keys)
+            at[at == len(run)] = 0
+            found |= run[at] == keys
         return found
 
 
