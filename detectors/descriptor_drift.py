@@ -83,6 +83,16 @@ class _TestResult:
     p_value: float
 
 
+def _value_counts(values: npt.NDArray[np.object_]) -> list[tuple[Any, int]]:
+    """(value, count) of each distinct value, to normalise only those (a handful per batch; a
+    code per record cost half a microsecond a record in Python). A batch usually repeats one
+    value (one provider, one finish word, or none), which one comparison per row in C tells,
+    about a third of what counting with a dict costs."""
+    if len(values) and bool((values == values[0]).all()):
+        return [(values[0], len(values))]
+    return list(Counter(values.tolist()).items())
+
+
 class DescriptorDriftDetector:
     """Drift of response descriptors against a pinned reference; informational severity."""
 
@@ -111,10 +121,8 @@ class DescriptorDriftDetector:
         n = len(batch)
         if n == 0:
             return state
-        # count each distinct value (in C), then normalise only those (a handful per batch):
-        # a code per record cost half a microsecond a record in Python
         finish = np.zeros(len(self.categories), dtype=np.int64)
-        for value, count in Counter(batch.finish_reason.tolist()).items():
+        for value, count in _value_counts(batch.finish_reason):
             finish[self._category(value)] += count
         cites = np.asarray(batch.citation_count, dtype=np.float64)
         reported = ~np.isnan(cites)

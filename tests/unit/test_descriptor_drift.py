@@ -92,6 +92,29 @@ def test_finish_reasons_are_normalised_and_counted_exactly():
     assert (state.citations_reported, state.citations_present) == (3, 2)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([None, "STOP", "stop", "length", " stop", "weird"]), min_size=1))
+def test_a_batch_of_one_finish_word_counts_as_any_other(words: list[str | None]) -> None:
+    """The one-word shortcut and the general count give the same row, mixed or uniform."""
+    n = len(words)
+    rows = []
+    for batch_words in (words, [words[0]] * n):
+        columns = blank_columns(n)
+        columns["finish_reason"] = np.array(batch_words, dtype=object)
+        batch = LogBatch(
+            **columns,
+            request_id=np.array([f"w{i}" for i in range(n)], dtype=object),
+            timestamp=np.zeros(n),
+            model=np.full(n, "m", dtype=object),
+        )
+        rows.append(DET.to_row(DET.add(DET.empty(), batch))["finish_reasons"])
+        expected: dict[str, int] = {}
+        for word in batch_words:
+            key = DET.categories[DET._category(word)]
+            expected[key] = expected.get(key, 0) + 1
+        assert {k: v for k, v in rows[-1].items() if v} == expected
+
+
 def _reference(rng: np.random.Generator, ids: count[int], **kw: object) -> DescriptorDriftState:
     ref = None
     for _ in range(3):
