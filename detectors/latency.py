@@ -274,7 +274,7 @@ class LatencyDetector:
         # one running sum each (a few hundred small numpy calls per window became a dozen)
         ks = [k for k in spans if len(history) >= k - 1]
         ends = np.array([len(history) - max(k - 1, 0) for k in ks], dtype=np.int64)
-        starts = np.array([self._reference_start(calls, int(e)) for e in ends], dtype=np.int64)
+        starts = self._reference_starts(calls, ends)
         cur_below = np.cumsum(state.counts[lo:hi] + (prefix[-1] - prefix[ends]), axis=1)
         ref_below = np.cumsum(prefix[ends] - prefix[starts], axis=1)
         ns, n0s = cur_below[:, -1], ref_below[:, -1]
@@ -379,15 +379,20 @@ class LatencyDetector:
             **common,
         )
 
-    def _reference_start(self, calls: IntArray, end: int) -> int:
-        """Where `_reference` of history[:end] begins, from the running call counts: the
-        newest `baseline_windows`, and further back until they hold `min_baseline_calls`."""
+    def _reference_starts(self, calls: IntArray, ends: IntArray) -> IntArray:
+        """Where `_reference` of history[:end] begins, per end, from the running call counts:
+        the newest `baseline_windows`, and further back (up to `_reach_back`) until they hold
+        `min_baseline_calls`; 0 when the history is shorter than `baseline_windows`. All ends
+        at once: a few numpy calls per span were a third of judging a window's p95."""
         cfg = self.config
-        taken = np.arange(cfg.baseline_windows, min(end, self._reach_back) + 1)
-        if not len(taken):
-            return 0
-        enough = calls[end] - calls[end - taken] >= cfg.min_baseline_calls
-        return end - int(taken[np.argmax(enough)] if enough.any() else taken[-1])
+        taken = np.arange(cfg.baseline_windows, self._reach_back + 1)  # windows reached back
+        usable = taken[None, :] <= np.minimum(ends, self._reach_back)[:, None]
+        back = np.maximum(ends[:, None] - taken[None, :], 0)
+        enough = usable & (calls[ends][:, None] - calls[back] >= cfg.min_baseline_calls)
+        n_usable = usable.sum(axis=1)  # `usable` is a prefix of each row
+        pick = np.where(enough.any(axis=1), np.argmax(enough, axis=1), n_usable - 1)
+        starts: IntArray = np.where(n_usable > 0, ends - taken[np.maximum(pick, 0)], 0)
+        return starts
 
     def _reference(self, hist: Sequence[LatencyState]) -> LatencyState:
         """The baseline histogram: the last `baseline_windows` of `hist` merged, reaching

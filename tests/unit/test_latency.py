@@ -239,3 +239,27 @@ def test_the_burn_rate_remembers_an_incident_after_it_resolves() -> None:
     # 40 of the last 200 windows had a third of their calls over the threshold: 6-hour burn
     # well above the 1x of the quiet windows alone
     assert last["ticket_long"] > 4, last
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_pooled_reference_starts_where_the_merged_reference_does(seed: int) -> None:
+    """The p95 test takes each span's reference as a run of windows found from running call
+    counts; it must hold exactly the windows `_reference` merges one by one (the newest
+    `baseline_windows`, reaching back until `min_baseline_calls`), whatever the traffic."""
+    rng = np.random.default_rng(seed)
+    # quiet traffic too, so that the reference often reaches back as far as it may
+    top = int(rng.choice([8, 30, 120]))
+    calls_per_window = rng.integers(0, top + 1, int(rng.integers(0, 70))).tolist()
+    history = tuple(
+        DET.add(DET.empty(), batch(np.full(n, 100.0))) if n else DET.empty()
+        for n in calls_per_window
+    )
+    calls = np.concatenate([[0], np.cumsum(calls_per_window, dtype=np.int64)])
+    ends_array = np.arange(len(history) + 1, dtype=np.int64)
+    starts = DET._reference_starts(calls, ends_array)
+    for start, end in zip(starts.tolist(), ends_array.tolist(), strict=True):
+        merged = DET._reference(history[:end])
+        assert 0 <= start <= end
+        assert int(calls[end] - calls[start]) == merged.count
+        if end >= DET.config.baseline_windows:
+            assert end - start >= DET.config.baseline_windows
