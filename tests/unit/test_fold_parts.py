@@ -5,12 +5,14 @@ what folding each window's rows on its own stores, duplicates and tenants includ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,7 +147,20 @@ def test_seen_ids_know_the_ids_given_as_text_and_as_keys() -> None:
 @given(st.lists(st.lists(st.integers(0, 40), max_size=30), max_size=8))
 def test_seen_ids_admit_each_key_once_across_batches(batches: list[list[int]]) -> None:
     """What `fold` relies on: a row is new exactly when its key was in no earlier batch and
-    not earlier in its own; the window then knows every key it was shown, and only those."""
+    not earlier in its own; the window then knows every key it was shown, and only those.
+    Checked with one sorted run, as small windows have, and with runs merged from 2 keys."""
+    import worker.window_state as window_state
+
+    default = window_state.MERGE_BELOW
+    try:
+        for merge_below in (default, 2):
+            window_state.MERGE_BELOW = merge_below
+            _admit_each_key_once(batches)
+    finally:
+        window_state.MERGE_BELOW = default
+
+
+def _admit_each_key_once(batches: list[list[int]]) -> None:
     seen = SeenIds()
     shown: set[int] = set()
     for values in batches:
@@ -173,10 +188,15 @@ def test_a_large_window_takes_a_large_poll() -> None:
     assert not seen.remember_new(poll[:10]).any()  # type: ignore[union-attr]
 
 
-def test_a_window_of_many_small_polls_keeps_its_ids_in_few_runs() -> None:
-    """Single-record Pub/Sub messages: thousands of tiny batches into one window. Each key is
-    found and counted once, and the ids stay in at most log2(n) + 1 sorted runs, so a batch
-    costs a few searches rather than a copy of the whole window."""
+def test_a_window_of_many_small_polls_keeps_its_ids_in_few_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of tiny batches into one window (single-record Pub/Sub messages), with runs
+    merged from 16 keys instead of 64k so that the layered runs are what is tested: each key
+    is found and counted once, and the ids stay in at most log4(n / 16) + 2 sorted runs."""
+    import worker.window_state as window_state
+
+    monkeypatch.setattr(window_state, "MERGE_BELOW", 16)
     rng = np.random.default_rng(11)
     seen = SeenIds()
     shown = []
@@ -190,5 +210,5 @@ def test_a_window_of_many_small_polls_keeps_its_ids_in_few_runs() -> None:
     again = seen.remember_new(every[:5])
     assert again is not None and not again.any()
     runs = seen._runs
-    assert len(runs) <= np.log2(len(every)) + 1
+    assert 2 < len(runs) <= math.log(len(every) / 16, 4) + 2
     assert all((run[1:] > run[:-1]).all() for run in runs)
