@@ -1,6 +1,6 @@
-"""Build of the compiled decoder (`schemas.decode._fastdecode`), request-id hash
-(`detectors._keyhash`), sorted-array walks (`detectors._sorted_walks`) and the incomplete beta and
-gamma functions' loops (`detectors._special_loops`); everything else is pyproject.
+"""Build of the compiled decoder (`schemas.decode._fastdecode`), request-id hash and key set
+(`detectors._keyhash`), sorted-array walks (`detectors._sorted_walks`) and the incomplete beta
+and gamma functions' loops (`detectors._special_loops`); everything else is pyproject.
 
 The decoder is built by every ordinary install (`pip install .`, `make demo`, `make test`, the
 image's builder). Without a C compiler or the Python headers the install stops with a message

@@ -20,6 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors import reservoir as rs
+
+try:
+    from detectors._keyhash import KeySet
+except ImportError:  # built without a compiler (LOOKOUT_PURE_PYTHON=1)
+    KeySet = None  # type: ignore[assignment,misc]
 from detectors.base import Detector
 from schemas.batch import LogBatch
 from schemas.drift_config import EmbeddingDriftConfig
@@ -35,33 +40,21 @@ KeyArray = npt.NDArray[np.uint64]
 ID_SEED: int = EmbeddingDriftConfig.model_fields["seed"].default
 
 
-#: a window's runs of request-id keys smaller than this are merged at once (see `SeenIds`)
-MERGE_BELOW = 65_536
-
-
 class SeenIds:
-    """The request ids a window saw, as 64-bit hashes in a few sorted, disjoint runs.
+    """The request ids a window saw, as 64-bit hashes: a batch's membership is one pass in C
+    or a few vectorised searches, not a Python set lookup per record. Two different ids
+    sharing a 64-bit hash would count as one (about 10⁻⁸ for a million ids in one window): the
+    price of deduplicating without keeping every id as a Python string.
 
-    Membership of a whole batch is one vectorised search per run, not a Python set lookup per
-    record. Two different ids sharing a 64-bit hash would count as one (about 10⁻⁸ for a
-    million ids in one window): the price of deduplicating without keeping every id as a
-    Python string.
-
-    New keys become a run of their own, merged into the run before it while that one is
-    at most `MERGE_BELOW` keys or four times the new run's size: a window of up to
-    64k ids stays one array, and a larger one has at most log4(n / 64k) + 2 runs, each key
-    copied a few times in all. One sorted array took an insert of the whole window per fold:
-    0.56 ms a poll into a window of 1.2M ids against 0.32-0.37 ms now (best of 3, polls of
-    1,000), 114 against 55 µs a poll of 100 into 300k; re-sorting it (`np.union1d`, before
-    that) cost 2.9 s per 100k-record poll into a window of 3M.
+    The keys live in the compiled hash set (`detectors._keyhash.KeySet`) when it was built,
+    else in sorted runs (`SortedKeyRuns`); both give the same answers, which the tests check.
     """
 
     def __init__(self) -> None:
-        self._runs: list[KeyArray] = []
-        self._count = 0
+        self._keys: KeySet | SortedKeyRuns = _new_key_store()
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._keys)
 
     def update(self, request_ids: Iterable[str]) -> None:
         """Remember ids (e.g. what the sink stored for the window)."""
@@ -71,15 +64,46 @@ class SeenIds:
 
     def add_keys(self, keys: KeyArray) -> None:
         """Remember keys, in any order, repeated or known already."""
-        new = np.unique(keys)
-        if self._count:
-            new = new[~self.contains(new)]
-        self._push(new)
+        self._keys.remember_new(np.ascontiguousarray(keys, dtype=np.uint64))
 
     def remember_new(self, keys: KeyArray) -> npt.NDArray[np.bool_] | None:
         """Remember a batch's keys; per row, whether it is new (not seen before, and the first
-        row of its key in the batch), or None when every row is (the common case, which costs
-        one sort of the batch's keys and a search per run)."""
+        row of its key in the batch), or None when every row is (the common case)."""
+        return self._keys.remember_new(np.ascontiguousarray(keys, dtype=np.uint64))
+
+    def contains(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
+        """Per key, whether it was seen."""
+        return self._keys.contains(np.ascontiguousarray(keys, dtype=np.uint64))
+
+
+def _new_key_store() -> KeySet | SortedKeyRuns:
+    return SortedKeyRuns() if KeySet is None else KeySet()
+
+
+#: runs of keys smaller than this are merged at once (see `SortedKeyRuns`)
+MERGE_BELOW = 65_536
+
+
+class SortedKeyRuns:
+    """Keys in a few sorted, disjoint runs: `SeenIds` without the compiled hash set.
+
+    New keys become a run of their own, merged into the run before it while that one holds at
+    most `MERGE_BELOW` keys or four times the new run's: a window of up to 64k ids stays one
+    array, and a larger one has at most log4(n / 64k) + 2 runs, each key copied a few times
+    in all. One sorted array took an insert of the whole window per fold: 0.56 ms a poll into
+    a window of 1.2M ids against 0.32-0.37 ms in runs (best of 3, polls of 1,000), 114 against
+    55 µs a poll of 100 into 300k; re-sorting it (`np.union1d`, before that) cost 2.9 s per
+    100k-record poll into a window of 3M.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[KeyArray] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def remember_new(self, keys: KeyArray) -> npt.NDArray[np.bool_] | None:
         ordered = np.sort(keys)
         repeats = len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any())
         if not repeats and not (self._count and self.contains(ordered).any()):
@@ -106,7 +130,6 @@ class SeenIds:
         runs.append(run)
 
     def contains(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
-        """Per key, whether it was seen."""
         found = np.zeros(len(keys), dtype=bool)
         for run in self._runs:
             at = np.searchsorted(run, keys)

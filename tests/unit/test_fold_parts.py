@@ -6,12 +6,14 @@ what folding each window's rows on its own stores, duplicates and tenants includ
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +27,7 @@ from worker.engine import Engine
 from worker.sinks.duckdb_sink import DuckDBSink
 from worker.sources.simulator import SimulationConfig, simulate_batches
 from worker.testing import FakeClock
-from worker.window_state import ID_SEED, SeenIds
+from worker.window_state import ID_SEED, SeenIds, SortedKeyRuns
 from worker.windows import group_by_window, window_starts
 
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
@@ -148,20 +150,22 @@ def test_seen_ids_know_the_ids_given_as_text_and_as_keys() -> None:
 def test_seen_ids_admit_each_key_once_across_batches(batches: list[list[int]]) -> None:
     """What `fold` relies on: a row is new exactly when its key was in no earlier batch and
     not earlier in its own; the window then knows every key it was shown, and only those.
-    Checked with one sorted run, as small windows have, and with runs merged from 2 keys."""
+    Checked with the window's own store (the compiled hash set where built), and with sorted
+    runs as one array (small windows) and merged from 2 keys (many runs)."""
     import worker.window_state as window_state
 
+    _admit_each_key_once(batches, SeenIds)
     default = window_state.MERGE_BELOW
     try:
         for merge_below in (default, 2):
             window_state.MERGE_BELOW = merge_below
-            _admit_each_key_once(batches)
+            _admit_each_key_once(batches, SortedKeyRuns)
     finally:
         window_state.MERGE_BELOW = default
 
 
-def _admit_each_key_once(batches: list[list[int]]) -> None:
-    seen = SeenIds()
+def _admit_each_key_once(batches: list[list[int]], store: Callable[[], Any]) -> None:
+    seen = store()
     shown: set[int] = set()
     for values in batches:
         keys = np.array(values, dtype=np.uint64)
@@ -175,6 +179,39 @@ def _admit_each_key_once(batches: list[list[int]]) -> None:
         assert len(seen) == len(shown)
     probe = np.arange(42, dtype=np.uint64)
     assert seen.contains(probe).tolist() == [v in shown for v in range(42)]
+
+
+def test_the_compiled_key_set_answers_as_the_sorted_runs_do() -> None:
+    """Random batches with repeats, known keys, the keys at both ends of the range and a
+    window grown well past the hash table's first size: both stores say the same per row."""
+    from detectors import _keyhash
+
+    if os.environ.get("CI") == "true":  # `make test`: the install must have built it
+        assert hasattr(_keyhash, "KeySet")
+    if not hasattr(_keyhash, "KeySet"):
+        pytest.skip("built without a compiler (LOOKOUT_PURE_PYTHON=1)")
+    rng = np.random.default_rng(5)
+    edges = np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)
+    for _ in range(20):
+        compiled, runs = _keyhash.KeySet(), SortedKeyRuns()
+        shown: list[npt.NDArray[np.uint64]] = []
+        for _ in range(int(rng.integers(1, 60))):
+            size = int(rng.choice([0, 1, 3, 100, 2_000]))
+            keys = rng.integers(0, 2**64 - 1, size, dtype=np.uint64, endpoint=True)
+            if shown and rng.random() < 0.5:  # known keys, and repeats within the batch
+                old = np.concatenate(shown)
+                keys = np.concatenate([keys, rng.choice(old, min(len(old), 50)), keys[:5]])
+            if rng.random() < 0.2:
+                keys = np.concatenate([keys, edges[rng.integers(0, 4, 3)]])
+            rng.shuffle(keys)
+            got, want = compiled.remember_new(keys), runs.remember_new(keys)
+            assert (got is None) == (want is None)
+            if got is not None and want is not None:
+                assert got.tolist() == want.tolist()
+            assert len(compiled) == len(runs)
+            shown.append(keys)
+        probe = np.concatenate([*shown, edges, rng.integers(0, 2**63, 500, dtype=np.uint64)])
+        assert compiled.contains(probe).tolist() == runs.contains(probe).tolist()
 
 
 def test_a_large_window_takes_a_large_poll() -> None:
@@ -198,7 +235,7 @@ def test_a_window_of_many_small_polls_keeps_its_ids_in_few_runs(
 
     monkeypatch.setattr(window_state, "MERGE_BELOW", 16)
     rng = np.random.default_rng(11)
-    seen = SeenIds()
+    seen = SortedKeyRuns()
     shown = []
     for size in rng.integers(1, 4, 3_000):
         keys = rng.integers(0, 2**63, int(size), dtype=np.uint64)
