@@ -136,7 +136,8 @@ cdef class KeySet:
     `worker.window_state.SeenIds` uses it when it was built: a batch costs one probe per key,
     where keeping the keys sorted cost a sort of the batch, a binary search per key in each
     sorted run and a merge (a quarter of the engine's thread on 100-record Pub/Sub messages
-    that all land in one window). It takes 16 to 32 bytes a key against 8 (8 KiB at the least
+    that all land in one window). The loops keep the GIL: a poll's keys take microseconds,
+    and the GIL is what makes the table safe to share between threads. It takes 16 to 32 bytes a key against 8 (8 KiB at the least
     per window): 32 MiB for a window of a million ids at the worst.
     """
 
@@ -170,13 +171,12 @@ cdef class KeySet:
         cdef uint64_t *table = <uint64_t *>calloc(c, sizeof(uint64_t))
         if table == NULL:
             raise MemoryError
-        with nogil:
-            for i in range(old_capacity):
-                if old[i]:
-                    at = _slot(old[i], shift)
-                    while table[at]:
-                        at = (at + 1) & (c - 1)
-                    table[at] = old[i]
+        for i in range(old_capacity):
+            if old[i]:
+                at = _slot(old[i], shift)
+                while table[at]:
+                    at = (at + 1) & (c - 1)
+                table[at] = old[i]
         self._table = table
         self._capacity = c
         self._shift = shift
@@ -219,10 +219,9 @@ cdef class KeySet:
             self._grow_to(2 * (self._count + n))
         out = np.empty(n, dtype=np.bool_)
         cdef char[::1] out_v = out.view(np.int8)
-        with nogil:
-            for i in range(n):
-                out_v[i] = self._insert(keys[i])
-                fresh += out_v[i]
+        for i in range(n):
+            out_v[i] = self._insert(keys[i])
+            fresh += out_v[i]
         return None if fresh == n else out
 
     def contains(self, const uint64_t[::1] keys):
@@ -230,7 +229,6 @@ cdef class KeySet:
         cdef Py_ssize_t n = keys.shape[0], i
         out = np.empty(n, dtype=np.bool_)
         cdef char[::1] out_v = out.view(np.int8)
-        with nogil:
-            for i in range(n):
-                out_v[i] = self._has(keys[i])
+        for i in range(n):
+            out_v[i] = self._has(keys[i])
         return out
